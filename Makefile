@@ -1,0 +1,56 @@
+# forecast: `make help` lists what you can do.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := true
+
+.DEFAULT_GOAL := help
+.PHONY: help venv run test lint format bench bench-generate docs lock clean
+
+help: ## Show this list
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP) ## Create the environment in .venv (done by run and test when needed)
+
+run: $(STAMP) ## Generate the default CRM world into the store and describe it
+	$(BIN)/forecast data generate
+
+test: $(STAMP) ## Run the whole test suite (PostgreSQL tests need FORECAST_TEST_POSTGRES_URL)
+	$(BIN)/ruff check src service tests benchmarks
+	$(BIN)/ruff format --check src service tests benchmarks
+	$(BIN)/pytest -n 2 --dist loadfile
+
+lint: $(STAMP) ## Lint and check formatting
+	$(BIN)/ruff check src service tests benchmarks
+	$(BIN)/ruff format --check src service tests benchmarks
+
+format: $(STAMP) ## Format the code and fix what ruff can
+	$(BIN)/ruff check --fix src service tests benchmarks
+	$(BIN)/ruff format src service tests benchmarks
+
+bench: bench-generate ## Run every benchmark (prints figures)
+
+bench-generate: $(STAMP) ## Generate and import 1,000,000 deals: time and peak memory
+	$(BIN)/python benchmarks/generate_and_import.py --deals 1000000
+
+docs: $(STAMP) ## Re-render docs/data-contract.md from the schema
+	$(BIN)/python -m forecast.schema docs/data-contract.md
+
+lock: ## Re-pin requirements.lock from a fresh resolve of pyproject.toml
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade "pip>=24"
+	.lock-venv/bin/python -m pip install --quiet -e '.[dev]'
+	.lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
+	rm -rf .lock-venv
+
+clean: ## Remove the environment and caches (not your store in ~/.forecast)
+	rm -rf $(VENV) .pytest_cache .ruff_cache build src/*.egg-info

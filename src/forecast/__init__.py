@@ -1,0 +1,3 @@
+"""forecast: calibrated sales forecasting and coaching from CRM history."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,64 @@
+"""Settings: one pydantic-settings class, read when needed, never at import time."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where the project keeps its data and models; every field can be set as FORECAST_<NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix="FORECAST_", env_file=".env", extra="ignore")
+
+    home: Path = Field(
+        default_factory=lambda: Path.home() / ".forecast",
+        description="Root folder of the local store, MLflow files and the service database.",
+    )
+    store_dir: Path | None = Field(
+        default=None, description="Where imported CRM tables live (default: <home>/store)."
+    )
+    store_versions_kept: int = Field(
+        default=3, ge=1, description="How many earlier imports the store keeps for rollback."
+    )
+    tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking URI (default: sqlite:///<home>/mlflow.db)."
+    )
+    database_url: str | None = Field(
+        default=None, description="Service database (default: sqlite:///<home>/service.db)."
+    )
+    max_violations_shown: int = Field(
+        default=20, ge=1, description="How many validation violations are printed in full."
+    )
+
+    @property
+    def store_path(self) -> Path:
+        return (self.store_dir or self.home / "store").expanduser().resolve()
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        if self.tracking_uri:
+            return self.tracking_uri
+        return f"sqlite:///{(self.home.expanduser().resolve() / 'mlflow.db').as_posix()}"
+
+    @property
+    def service_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home.expanduser().resolve() / 'service.db').as_posix()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings; tests call `get_settings.cache_clear()` after changing variables."""
+    return Settings()
+
+
+def disable_telemetry() -> None:
+    """Keep MLflow from reaching the network; called by every entry point the project starts."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
