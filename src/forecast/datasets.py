@@ -87,14 +87,62 @@ NEXT_STEPS = (
     "Review terms with procurement",
 )
 MONTH_SEASON = np.array([0.85, 0.95, 1.05, 0.95, 1.0, 1.05, 0.85, 0.8, 1.05, 1.1, 1.1, 0.95])
-FIRST_NAMES = (
-    "Ada Ben Chloe Dev Elena Farid Grace Hugo Ines Jon Kemi Liam Maya Noor Omar Priya Quinn Rosa "
-    "Sami Tara Umar Vera Wen Xavi Yara Zoe"
-).split()
-LAST_NAMES = (
-    "Adams Berg Costa Diaz Evans Fischer Garcia Haas Ito Jensen Khan Lopez Moreau Nakamura Okafor "
-    "Patel Quist Rossi Silva Tanaka Ueda Varga Weber Xu Young Zhang"
-).split()
+FIRST_NAMES = [
+    "Ada",
+    "Ben",
+    "Chloe",
+    "Dev",
+    "Elena",
+    "Farid",
+    "Grace",
+    "Hugo",
+    "Ines",
+    "Jon",
+    "Kemi",
+    "Liam",
+    "Maya",
+    "Noor",
+    "Omar",
+    "Priya",
+    "Quinn",
+    "Rosa",
+    "Sami",
+    "Tara",
+    "Umar",
+    "Vera",
+    "Wen",
+    "Xavi",
+    "Yara",
+    "Zoe",
+]
+LAST_NAMES = [
+    "Adams",
+    "Berg",
+    "Costa",
+    "Diaz",
+    "Evans",
+    "Fischer",
+    "Garcia",
+    "Haas",
+    "Ito",
+    "Jensen",
+    "Khan",
+    "Lopez",
+    "Moreau",
+    "Nakamura",
+    "Okafor",
+    "Patel",
+    "Quist",
+    "Rossi",
+    "Silva",
+    "Tanaka",
+    "Ueda",
+    "Varga",
+    "Weber",
+    "Xu",
+    "Young",
+    "Zhang",
+]
 
 
 @dataclass(frozen=True)
@@ -257,7 +305,7 @@ def make_crm(
                 "weak_stage": _strings(
                     np.where(
                         org["weak_stage"] >= 0,
-                        np.array(OPEN_STAGES + ("",), dtype=object)[org["weak_stage"]],
+                        np.array((*OPEN_STAGES, ""), dtype=object)[org["weak_stage"]],
                         None,
                     )
                 ),
@@ -330,7 +378,7 @@ def _make_accounts(rng: np.random.Generator, *, n_deals: int, horizon: int) -> d
         "segment": segment,
         "employees": employees,
         "loyalty": rng.normal(0.0, 0.45, n),
-        "popularity": rng.pareto(1.5, n) + 1.0,
+        "popularity": rng.pareto(2.5, n) + 1.0,
         "created_hint": rng.uniform(-3 * 365, horizon - 30, n),
     }
 
@@ -348,7 +396,12 @@ def _seasonal_days(
 
 
 def _make_deals(
-    rng: np.random.Generator, cal: _Calendar, org: dict, accounts: dict, *, n_deals: int,
+    rng: np.random.Generator,
+    cal: _Calendar,
+    org: dict,
+    accounts: dict,
+    *,
+    n_deals: int,
     horizon: int,
 ) -> dict:
     created = _seasonal_days(rng, cal.origin, n_deals, horizon)
@@ -383,9 +436,9 @@ def _make_deals(
     advanced = rng.random(p_advance.shape) < p_advance
     # how far each deal gets: index of the first stage it does not leave forward (4 = won)
     last_stage = np.where(advanced.all(axis=1), len(OPEN_STAGES), np.argmin(advanced, axis=1))
-    mean_days = STAGE_DAYS[None, :] * SEGMENT_PACE[segment][:, None] * np.exp(-0.4 * quality)[
-        :, None
-    ]
+    mean_days = (
+        STAGE_DAYS[None, :] * SEGMENT_PACE[segment][:, None] * np.exp(-0.4 * quality)[:, None]
+    )
     dwell = rng.gamma(2.0, mean_days / 2.0)
     entered = created[:, None] + np.concatenate(
         [np.zeros((n_deals, 1)), dwell.cumsum(axis=1)], axis=1
@@ -606,7 +659,12 @@ def _account_creation(rng: np.random.Generator, accounts: dict, deals: dict) -> 
 
 
 def _simulate_subscriptions(
-    rng: np.random.Generator, cal: _Calendar, accounts: dict, deals: dict, org: dict, *,
+    rng: np.random.Generator,
+    cal: _Calendar,
+    accounts: dict,
+    deals: dict,
+    org: dict,
+    *,
     horizon: int,
 ) -> dict:
     """Recurring revenue month by month: new and expanded subscriptions, health, renewals, churn.
@@ -666,17 +724,41 @@ def _simulate_subscriptions(
         # evidence of health
         tickets = rng.poisson(0.5 * np.exp(-0.6 * h))
         t_idx = np.repeat(np.arange(len(live)), tickets)
-        _append_signal(sig, live[t_idx], (month_start, month_days), rng, "support_ticket",
-                       np.clip(np.round(2 - 0.5 * h[t_idx] + rng.normal(0, 0.6, len(t_idx))), 1, 3))
+        _append_signal(
+            sig,
+            live[t_idx],
+            (month_start, month_days),
+            rng,
+            "support_ticket",
+            np.clip(np.round(2 - 0.5 * h[t_idx] + rng.normal(0, 0.6, len(t_idx))), 1, 3),
+        )
         surveyed = (m + survey_phase[live]) % 3 == 0
         s_idx = np.flatnonzero(surveyed)
-        _append_signal(sig, live[s_idx], (month_start, month_days), rng, "satisfaction",
-                       np.clip(np.round(7 + 1.4 * h[s_idx] + rng.normal(0, 1, len(s_idx))), 0, 10))
-        _append_signal(sig, live, (month_start, month_days), rng, "usage",
-                       np.round(_sigmoid(0.8 + 0.9 * h + rng.normal(0, 0.25, len(live))), 3))
+        _append_signal(
+            sig,
+            live[s_idx],
+            (month_start, month_days),
+            rng,
+            "satisfaction",
+            np.clip(np.round(7 + 1.4 * h[s_idx] + rng.normal(0, 1, len(s_idx))), 0, 10),
+        )
+        _append_signal(
+            sig,
+            live,
+            (month_start, month_days),
+            rng,
+            "usage",
+            np.round(_sigmoid(0.8 + 0.9 * h + rng.normal(0, 0.25, len(live))), 3),
+        )
         late = np.flatnonzero(rng.random(len(live)) < _sigmoid(-2.6 - 0.9 * h))
-        _append_signal(sig, live[late], (month_start, month_days), rng, "payment_delay",
-                       np.round(rng.gamma(2, 8 + 6 * np.clip(-h[late], 0, None))))
+        _append_signal(
+            sig,
+            live[late],
+            (month_start, month_days),
+            rng,
+            "payment_delay",
+            np.round(rng.gamma(2, 8 + 6 * np.clip(-h[late], 0, None))),
+        )
         touches = rng.poisson(0.9 * np.exp(0.45 * h) * org["diligence"].mean())
         k_idx = np.repeat(live, touches)
         touch["account"].append(k_idx)
@@ -761,8 +843,9 @@ def _assemble(
             "stage": _pick(STAGES, history["stage"]),
             "amount": history["amount"],
             "expected_close": _dates(origin, history["expected"]),
-            "next_step": _pick((*NEXT_STEPS, ""), np.where(history["next_step"] < 0, 5,
-                                                                  history["next_step"])),
+            "next_step": _pick(
+                (*NEXT_STEPS, ""), np.where(history["next_step"] < 0, 5, history["next_step"])
+            ),
         }
     )
     hist["next_step"] = hist["next_step"].replace("", pd.NA)
@@ -790,8 +873,19 @@ def _assemble(
     )
     # the history's first row sits at creation; keep it exactly equal after rounding
     account_frame = _accounts_table(rng, accounts, deals, origin, account_ids, rep_ids, org)
-    acts = _activities_table(origin, horizon, deals, activities, subs, accounts, org,
-                             deal_ids, account_ids, rep_ids, account_frame)
+    acts = _activities_table(
+        origin,
+        horizon,
+        deals,
+        activities,
+        subs,
+        accounts,
+        org,
+        deal_ids,
+        account_ids,
+        rep_ids,
+        account_frame,
+    )
     revenue = _revenue_table(cal, deals, subs, account_ids, product_ids, horizon)
     signals = _signals_table(origin, horizon, subs, account_ids)
     targets = _targets_table(cal, org, deals, reps, rep_ids, horizon)
@@ -835,10 +929,7 @@ def _reps_table(
     manager_ids = _ids("M", np.arange(1, len(team_region) + 1), 3).to_numpy()
     director_ids = {r: f"D{r + 1:02d}" for r in regions}
     rows = {
-        "rep_id": ["E01"]
-        + [director_ids[r] for r in regions]
-        + list(manager_ids)
-        + list(rep_ids),
+        "rep_id": ["E01"] + [director_ids[r] for r in regions] + list(manager_ids) + list(rep_ids),
         "manager_id": [None]
         + ["E01"] * len(regions)
         + [director_ids[r] for r in team_region]
@@ -878,8 +969,32 @@ def _accounts_table(
     first_deal[deals["account"][order]] = order  # the earliest deal written last wins
     owner = np.where(first_deal >= 0, deals["rep"][first_deal.clip(min=0)], -1)
     words = np.array(
-        "Acme Apex Blue Bright Cedar Delta Ember Fjord Granite Harbor Iris Juniper Kite Lumen "
-        "Maple Nova Orbit Pine Quartz River Summit Tidal Vertex Willow".split(),
+        [
+            "Acme",
+            "Apex",
+            "Blue",
+            "Bright",
+            "Cedar",
+            "Delta",
+            "Ember",
+            "Fjord",
+            "Granite",
+            "Harbor",
+            "Iris",
+            "Juniper",
+            "Kite",
+            "Lumen",
+            "Maple",
+            "Nova",
+            "Orbit",
+            "Pine",
+            "Quartz",
+            "River",
+            "Summit",
+            "Tidal",
+            "Vertex",
+            "Willow",
+        ],
         dtype=object,
     )
     suffix = np.array(["Corp", "Group", "Labs", "Systems", "Holdings", "Works"], dtype=object)
@@ -896,16 +1011,25 @@ def _accounts_table(
             "region": _strings(np.array(REGIONS, dtype=object)[accounts["region"]]),
             "segment": _strings(np.array(SEGMENTS, dtype=object)[accounts["segment"]]),
             "employees": accounts["employees"],
-            "owner_rep_id": rep_ids.take(owner.clip(min=0)).reset_index(drop=True).where(
-                owner >= 0
-            ),
+            "owner_rep_id": rep_ids.take(owner.clip(min=0))
+            .reset_index(drop=True)
+            .where(owner >= 0),
             "created_at": _timestamps(origin, accounts["created"]),
         }
     )
 
 
 def _activities_table(
-    origin, horizon, deals, activities, subs, accounts, org, deal_ids, account_ids, rep_ids,
+    origin,
+    horizon,
+    deals,
+    activities,
+    subs,
+    accounts,
+    org,
+    deal_ids,
+    account_ids,
+    rep_ids,
     account_frame,
 ) -> pd.DataFrame:
     deal_idx = activities["deal"]
@@ -1012,14 +1136,12 @@ def _targets_table(cal, org, deals, reps, rep_ids, horizon) -> pd.DataFrame:
     q_start = quarter_starts[quarters]
     q_end = quarter_starts[quarters + 1]
     hired = org["hired"][:, None]
-    share_worked = ((q_end[None, :] - np.maximum(hired, q_start[None, :])) / (q_end - q_start)).clip(
-        0, 1
-    )
+    share_worked = (
+        (q_end[None, :] - np.maximum(hired, q_start[None, :])) / (q_end - q_start)
+    ).clip(0, 1)
     ramp = 1 - 0.7 * np.exp(-np.maximum(q_start[None, :] - hired, 0) / 90)
     quota = np.round(1.05 * per_rep_quarter * share_worked * ramp, -3)
-    labels = (
-        pd.Series(_dates(cal.origin, q_start)).dt.to_period("Q").astype(str).to_numpy()
-    )
+    labels = pd.Series(_dates(cal.origin, q_start)).dt.to_period("Q").astype(str).to_numpy()
     rep_rows = pd.DataFrame(
         {
             "level": "rep",
@@ -1029,7 +1151,9 @@ def _targets_table(cal, org, deals, reps, rep_ids, horizon) -> pd.DataFrame:
         }
     )
     rep_rows = rep_rows[rep_rows["amount"] > 0]
-    info = reps.set_index("rep_id").loc[rep_rows["owner"], ["team", "region"]].reset_index(drop=True)
+    info = (
+        reps.set_index("rep_id").loc[rep_rows["owner"], ["team", "region"]].reset_index(drop=True)
+    )
     rep_rows = rep_rows.reset_index(drop=True)
     rolled = [rep_rows]
     for level, key in (("team", info["team"]), ("region", info["region"]), ("company", None)):

@@ -107,9 +107,11 @@ def stage_conversion(tables: CrmTables, deal_ids: pd.Index | None = None) -> pd.
 def win_rate_by_segment(tables: CrmTables) -> pd.Series:
     deals = tables.deals
     closed = deals[deals["outcome"] != "open"]
-    segment = closed["account_id"].map(
-        tables.accounts.set_index("account_id")["segment"]
-    ).fillna("unknown")
+    segment = (
+        closed["account_id"]
+        .map(tables.accounts.set_index("account_id")["segment"])
+        .fillna("unknown")
+    )
     return (closed["outcome"] == "won").groupby(segment.to_numpy()).mean().rename("win_rate")
 
 

@@ -1,4 +1,4 @@
-"""Figures that say whether a generated world behaves like a real pipeline (see docs/generated-world.md)."""
+"""Realism figures of a generated world (ranges in docs/generated-world.md)."""
 
 from __future__ import annotations
 
@@ -51,7 +51,9 @@ def realism_figures(world: CrmWorld) -> dict[str, float]:
 
     hired = t.reps.set_index("rep_id")["hired_at"]
     tenure = (closed["created_at"] - closed["rep_id"].map(hired).astype("datetime64[ns]")).dt.days
-    figures["win_rate_new_reps_minus_veterans"] = float(won[tenure < 90].mean() - won[tenure >= 365].mean())
+    figures["win_rate_new_reps_minus_veterans"] = float(
+        won[tenure < 90].mean() - won[tenure >= 365].mean()
+    )
 
     history = t.deal_history
     pushes = history.groupby("deal_id")["expected_close"].nunique() - 1
@@ -62,7 +64,9 @@ def realism_figures(world: CrmWorld) -> dict[str, float]:
     figures["negotiation_win_rate_not_pushed"] = float(w[p == 0].mean())
 
     figures.update(_churn_figures(world))
-    truth = world.truth.win_probability(closed.index.to_series(), pd.Series(["prospecting"] * len(closed)))
+    truth = world.truth.win_probability(
+        closed.index.to_series(), pd.Series(["prospecting"] * len(closed))
+    )
     figures["truth_mean_minus_win_rate"] = float(truth.mean() - won.mean())
     return figures
 
@@ -75,7 +79,9 @@ def _churn_figures(world: CrmWorld) -> dict[str, float]:
     final = recurring["period"].max()
     churned = last_month[last_month < final]
     stop = churned + pd.offsets.MonthBegin(1)
-    signals = t.signals.merge(stop.rename("stop"), left_on="account_id", right_index=True, how="left")
+    signals = t.signals.merge(
+        stop.rename("stop"), left_on="account_id", right_index=True, how="left"
+    )
     before_stop = (signals["at"] <= signals["stop"]) & (
         signals["at"] > signals["stop"] - pd.Timedelta(days=90)
     )
@@ -89,7 +95,8 @@ def _churn_figures(world: CrmWorld) -> dict[str, float]:
     n_accounts = recurring["account_id"].nunique()
     months = recurring.groupby("account_id").size()
     out["tickets_per_month_churned_over_retained"] = float(
-        (churn_rows["kind"] == "support_ticket").sum() / (len(churned) * 3)
+        (churn_rows["kind"] == "support_ticket").sum()
+        / (len(churned) * 3)
         / (
             (retained_rows["kind"] == "support_ticket").sum()
             / months.drop(churned.index, errors="ignore").sum()

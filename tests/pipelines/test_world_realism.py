@@ -1,4 +1,4 @@
-"""The default world behaves like a real pipeline: the ranges are documented in docs/generated-world.md."""
+"""The default world behaves like a real pipeline (ranges in docs/generated-world.md)."""
 
 from __future__ import annotations
 

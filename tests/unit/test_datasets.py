@@ -96,5 +96,5 @@ def test_dirt_keeps_the_world_valid_but_untidy():
 
 @pytest.mark.parametrize("kwargs", [{"n_deals": 10}, {"n_deals": 500, "dirt": 0.9}])
 def test_bad_parameters_are_named(kwargs):
-    with pytest.raises(ValueError, match="n_deals|dirt"):
+    with pytest.raises(ValueError, match=r"n_deals|dirt"):
         make_crm(**kwargs)

@@ -1,0 +1,51 @@
+"""Benchmark: point-in-time deal features for about 1,000,000 weekly snapshots.
+
+Prints the world size, the snapshot count, seconds per step and peak memory; asserts nothing.
+
+    python benchmarks/features.py --deals 200000
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+from forecast.datasets import make_crm
+from forecast.features import deal_features, deal_snapshots, snapshot_dates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--deals", type=int, default=200_000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    world = make_crm(args.deals, seed=args.seed)
+    tables = world.tables
+    generated = time.perf_counter() - started
+    dates = snapshot_dates(tables.deals["created_at"].min(), tables.as_of)
+
+    started = time.perf_counter()
+    snapshots = deal_snapshots(tables, dates)
+    snapshot_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    features = deal_features(tables, snapshots)
+    feature_seconds = time.perf_counter() - started
+
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"world: {args.deals:,} deals, {len(tables.deal_history):,} history rows, "
+        f"{len(tables.activities):,} activities (generated in {generated:.1f} s)"
+    )
+    print(f"snapshots: {len(snapshots):,} (deal, as_of) pairs over {len(dates)} weekly dates")
+    print(f"{'step':<28}{'seconds':>10}")
+    print(f"{'open deals per as_of':<28}{snapshot_seconds:>10.1f}")
+    print(f"{'features':<28}{feature_seconds:>10.1f}")
+    print(f"{'total (goal: < 60 s)':<28}{snapshot_seconds + feature_seconds:>10.1f}")
+    print(f"features: {features.shape[1] - 2} columns; peak memory {peak_mb:,.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

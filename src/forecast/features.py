@@ -1,0 +1,393 @@
+"""Point-in-time deal features: one row per (deal, as_of), built only from what was known then.
+
+The rule: a feature at `as_of` reads only rows whose time is at or before `as_of`. A deal's stage,
+amount and expected close come from `deal_history`, never from the `deals` row (its final state);
+other deals' wins and losses come from their close rows in `deal_history`. From `deals` only the
+fixed facts are read: ids, account, rep, product and creation time.
+
+Every lookup "as of" a moment is a `pandas.merge_asof` (backward, exact matches allowed) over
+cumulative counts, so a million snapshots take seconds. `slow_deal_features` in the tests is the
+obviously-right loop this is checked against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from forecast.schema import CLOSED_STAGES, OPEN_STAGES
+from forecast.tables import CrmTables
+
+ACTIVITY_WINDOWS = (7, 30, 90)
+COUNTED_KINDS = ("call", "email", "meeting", "demo", "proposal")
+TRAILING_DAYS = 365
+SHRINK_DEALS = 20  # a rep's win rate counts as this many deals of the team's rate
+DAY = pd.Timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One model input: its name, whether it is categorical, and a direction true by design."""
+
+    name: str
+    kind: Literal["numeric", "categorical"] = "numeric"
+    monotone: int = 0  # +1: more never lowers the win probability; -1: never raises it
+
+
+DEAL_FEATURES: tuple[Feature, ...] = (
+    Feature("stage", "categorical"),
+    Feature("days_in_stage"),
+    Feature("deal_age_days"),
+    Feature("amount"),
+    Feature("amount_change_ratio"),
+    Feature("amount_changes"),
+    Feature("close_pushes", monotone=-1),
+    Feature("days_to_expected_close"),
+    Feature("expected_close_in_quarter"),
+    Feature("has_next_step"),
+    *(Feature(f"activities_{w}d") for w in ACTIVITY_WINDOWS),
+    *(Feature(f"{kind}s_90d") for kind in COUNTED_KINDS),
+    Feature("days_since_last_activity"),
+    Feature("activities_per_week"),
+    Feature("account_prior_wins"),
+    Feature("account_prior_losses"),
+    Feature("account_tenure_days"),
+    Feature("account_revenue_365d"),
+    Feature("rep_win_rate", monotone=+1),
+    Feature("rep_closed_deals_365d"),
+    Feature("rep_tenure_days"),
+    Feature("product_id", "categorical"),
+    Feature("product_family", "categorical"),
+    Feature("industry", "categorical"),
+    Feature("region", "categorical"),
+    Feature("segment", "categorical"),
+    Feature("days_into_quarter"),
+    Feature("days_left_in_quarter"),
+)
+FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in DEAL_FEATURES)
+CATEGORICAL: tuple[str, ...] = tuple(f.name for f in DEAL_FEATURES if f.kind == "categorical")
+KEY_COLUMNS = ("deal_id", "as_of")
+
+
+def snapshot_dates(
+    start: pd.Timestamp | str, end: pd.Timestamp | str, *, freq: str = "W-SUN"
+) -> pd.DatetimeIndex:
+    """Regular as-of moments (weekly on Sunday midnight by default) between start and end."""
+    return pd.date_range(pd.Timestamp(start), pd.Timestamp(end), freq=freq, normalize=True)
+
+
+def deal_snapshots(tables: CrmTables, as_of_dates: Sequence[pd.Timestamp]) -> pd.DataFrame:
+    """(deal_id, as_of) for every deal open at each as-of, judged from its history then."""
+    state = _history_state(tables)
+    dates = pd.DatetimeIndex(sorted(set(pd.DatetimeIndex(as_of_dates))))
+    frames = []
+    created = state.groupby("deal")["changed_at"].min()
+    for as_of in dates:
+        candidates = created.index[created.to_numpy() <= as_of.to_datetime64()]
+        if len(candidates) == 0:
+            continue
+        frames.append(pd.DataFrame({"deal": candidates, "as_of": as_of}))
+    if not frames:
+        return pd.DataFrame(
+            {
+                "deal_id": pd.Series([], dtype="string"),
+                "as_of": pd.Series([], dtype="datetime64[ns]"),
+            }
+        )
+    pairs = pd.concat(frames, ignore_index=True)
+    at = _asof(pairs, state[["deal", "changed_at", "stage_code"]], "deal", "as_of", "changed_at")
+    open_now = at["stage_code"].to_numpy() < len(OPEN_STAGES)
+    pairs = pairs[open_now].reset_index(drop=True)
+    deal_ids = tables.deals["deal_id"].to_numpy()
+    return pd.DataFrame({"deal_id": deal_ids[pairs["deal"].to_numpy()], "as_of": pairs["as_of"]})
+
+
+def won_labels(tables: CrmTables, snapshots: pd.DataFrame) -> pd.Series:
+    """1 if the deal was eventually won, 0 if lost, NaN if still open at the export's as-of."""
+    outcome = tables.deals.set_index("deal_id")["outcome"]
+    values = outcome.reindex(snapshots["deal_id"].to_numpy()).to_numpy()
+    return pd.Series(
+        np.where(values == "won", 1.0, np.where(values == "lost", 0.0, np.nan)),
+        index=snapshots.index,
+        name="won",
+    )
+
+
+def deal_features(tables: CrmTables, snapshots: pd.DataFrame) -> pd.DataFrame:
+    """Features for each (deal_id, as_of) row of `snapshots`, in the same order.
+
+    Only rows dated at or before each row's as_of are read; see the module docstring.
+    """
+    deals = tables.deals
+    deal_index = pd.Index(deals["deal_id"].to_numpy())
+    pairs = pd.DataFrame(
+        {
+            "row": np.arange(len(snapshots)),
+            "deal": deal_index.get_indexer(snapshots["deal_id"].to_numpy()),
+            "as_of": pd.DatetimeIndex(snapshots["as_of"]).to_numpy(),
+        }
+    )
+    if (pairs["deal"] < 0).any():
+        missing = snapshots["deal_id"][pairs["deal"].to_numpy() < 0].iloc[0]
+        raise KeyError(f"snapshot deal_id {missing!r} is not in the deals table")
+    pairs = pairs.sort_values("as_of", kind="stable").reset_index(drop=True)
+    out = pd.DataFrame({"row": pairs["row"]})
+    as_of = pairs["as_of"]
+
+    _add_state(out, pairs, _history_state(tables))
+    out["deal_age_days"] = (
+        as_of - deals["created_at"].to_numpy()[pairs["deal"]]
+    ).dt.total_seconds() / 86400
+    _add_activities(out, pairs, tables, deal_index)
+    _add_account(out, pairs, tables)
+    _add_rep(out, pairs, tables)
+    _add_fixed(out, pairs, tables)
+    quarter = as_of.dt.to_period("Q")
+    out["days_into_quarter"] = (as_of - quarter.dt.start_time).dt.days.to_numpy()
+    out["days_left_in_quarter"] = (quarter.dt.end_time.dt.normalize() - as_of).dt.days.to_numpy()
+    expected = out.pop("expected_close")
+    out["expected_close_in_quarter"] = (
+        (expected <= quarter.dt.end_time).astype(float).where(expected.notna())
+    )
+    out = out.sort_values("row").reset_index(drop=True).drop(columns="row")
+    features = out[list(FEATURE_NAMES)]
+    return pd.concat(
+        [snapshots[list(KEY_COLUMNS)].reset_index(drop=True), features], axis=1
+    ).set_index(snapshots.index)
+
+
+def training_frame(
+    tables: CrmTables, as_of_dates: Sequence[pd.Timestamp], *, labelled_only: bool = True
+) -> pd.DataFrame:
+    """Snapshots, their features and the `won` label; unlabeled (still open) rows dropped."""
+    snapshots = deal_snapshots(tables, as_of_dates)
+    frame = deal_features(tables, snapshots)
+    frame["won"] = won_labels(tables, snapshots).to_numpy()
+    if labelled_only:
+        frame = frame[frame["won"].notna()].reset_index(drop=True)
+    return frame
+
+
+# --- building blocks -------------------------------------------------------------------------
+
+
+def _asof(
+    left: pd.DataFrame, right: pd.DataFrame, by: str, left_on: str, right_on: str
+) -> pd.DataFrame:
+    """For each left row (sorted by `left_on`), the last right row of the same key at or before."""
+    right = right.sort_values(right_on, kind="stable")
+    return pd.merge_asof(
+        left[[by, left_on]],
+        right,
+        left_on=left_on,
+        right_on=right_on,
+        by=by,
+        direction="backward",
+        allow_exact_matches=True,
+    )
+
+
+def _history_state(tables: CrmTables) -> pd.DataFrame:
+    """History rows with integer deal codes and running facts a snapshot can look up."""
+    history = tables.deal_history
+    deal_index = pd.Index(tables.deals["deal_id"].to_numpy())
+    stage_order = {s: i for i, s in enumerate((*OPEN_STAGES, *CLOSED_STAGES))}
+    frame = pd.DataFrame(
+        {
+            "deal": deal_index.get_indexer(history["deal_id"].to_numpy()),
+            "changed_at": history["changed_at"].to_numpy(),
+            "stage_code": history["stage"].map(stage_order).to_numpy(dtype=np.int64),
+            "amount": history["amount"].to_numpy(dtype=float),
+            "expected_close": history["expected_close"].to_numpy(),
+            "has_next_step": history["next_step"].notna().to_numpy(dtype=float),
+        }
+    ).sort_values(["deal", "changed_at"], kind="stable", ignore_index=True)
+    by_deal = frame.groupby("deal", sort=False)
+    new_stage = by_deal["stage_code"].diff().fillna(1).ne(0)
+    run = new_stage.cumsum()
+    frame["stage_entered_at"] = frame["changed_at"].groupby(run).transform("min")
+    previous_close = by_deal["expected_close"].shift()
+    frame["close_pushes"] = (
+        (frame["expected_close"] > previous_close).astype(int).groupby(frame["deal"]).cumsum()
+    )
+    previous_amount = by_deal["amount"].shift()
+    changed = previous_amount.notna() & (frame["amount"] != previous_amount)
+    frame["amount_changes"] = changed.astype(int).groupby(frame["deal"]).cumsum()
+    frame["first_amount"] = by_deal["amount"].transform("first")
+    return frame
+
+
+def _add_state(out: pd.DataFrame, pairs: pd.DataFrame, state: pd.DataFrame) -> None:
+    at = _asof(pairs, state, "deal", "as_of", "changed_at")
+    stage_names = np.array((*OPEN_STAGES, *CLOSED_STAGES), dtype=object)
+    out["stage"] = stage_names[at["stage_code"].to_numpy()]
+    out["days_in_stage"] = (at["as_of"] - at["stage_entered_at"]).dt.total_seconds() / 86400
+    out["amount"] = at["amount"].to_numpy()
+    first = at["first_amount"].to_numpy()
+    out["amount_change_ratio"] = np.where(
+        first > 0, at["amount"].to_numpy() / np.where(first > 0, first, 1), 1.0
+    )
+    out["amount_changes"] = at["amount_changes"].to_numpy(dtype=float)
+    out["close_pushes"] = at["close_pushes"].to_numpy(dtype=float)
+    out["expected_close"] = at["expected_close"].to_numpy()
+    out["days_to_expected_close"] = (at["expected_close"] - at["as_of"]).dt.total_seconds() / 86400
+    out["has_next_step"] = at["has_next_step"].to_numpy()
+
+
+def _cumulative_by(
+    frame: pd.DataFrame, key: str, time: str, columns: dict[str, np.ndarray]
+) -> pd.DataFrame:
+    """Running sums of `columns` per key in time order, for as-of lookups."""
+    data = pd.DataFrame({key: frame[key].to_numpy(), time: frame[time].to_numpy()} | columns)
+    data = data.sort_values([key, time], kind="stable", ignore_index=True)
+    sums = data.groupby(key, sort=False)[list(columns)].cumsum()
+    return pd.concat([data[[key, time]], sums], axis=1)
+
+
+def _lookup_running(
+    pairs: pd.DataFrame, running: pd.DataFrame, key: str, time: str, shift_days: float = 0
+) -> pd.DataFrame:
+    """Running sums at `as_of - shift_days` (zeros where nothing had happened yet)."""
+    left = pairs[[key]].assign(as_of=pairs["as_of"] - pd.Timedelta(days=shift_days))
+    if shift_days:
+        left = left.sort_values("as_of", kind="stable")
+    at = _asof(left, running, key, "as_of", time).set_index(left.index).sort_index()
+    value_columns = [c for c in running.columns if c not in (key, time)]
+    at[value_columns] = at[value_columns].fillna(0.0)
+    return at
+
+
+def _add_activities(
+    out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables, deal_index: pd.Index
+) -> None:
+    acts = tables.activities
+    acts = acts[acts["deal_id"].notna()]
+    frame = pd.DataFrame(
+        {
+            "deal": deal_index.get_indexer(acts["deal_id"].to_numpy()),
+            "at": acts["at"].to_numpy(),
+        }
+    )
+    kinds = acts["kind"].to_numpy()
+    columns = {"n": np.ones(len(frame))} | {k: (kinds == k).astype(float) for k in COUNTED_KINDS}
+    running = _cumulative_by(frame, "deal", "at", columns)
+    now = _lookup_running(pairs, running, "deal", "at")
+    for window in ACTIVITY_WINDOWS:
+        before = _lookup_running(pairs, running, "deal", "at", shift_days=window)
+        out[f"activities_{window}d"] = (now["n"] - before["n"]).to_numpy()
+        if window == 90:
+            for kind in COUNTED_KINDS:
+                out[f"{kind}s_90d"] = (now[kind] - before[kind]).to_numpy()
+    # a deal never touched is as stale as it is old
+    since_last = (pairs["as_of"] - now["at"]).dt.total_seconds() / 86400
+    out["days_since_last_activity"] = since_last.fillna(out["deal_age_days"]).to_numpy()
+    age_weeks = np.maximum(out["deal_age_days"].to_numpy() / 7, 1.0)
+    out["activities_per_week"] = now["n"].to_numpy() / age_weeks
+
+
+def _close_events(tables: CrmTables) -> pd.DataFrame:
+    """One row per recorded close (from deal_history), with the deal's account, rep and team."""
+    history = tables.deal_history
+    closes = history[history["stage"].isin(CLOSED_STAGES)]
+    closes = closes.sort_values("changed_at", kind="stable").drop_duplicates("deal_id")
+    deals = tables.deals.set_index("deal_id")
+    team = tables.reps.set_index("rep_id")["team"]
+    rep = deals["rep_id"].reindex(closes["deal_id"].to_numpy()).to_numpy()
+    return pd.DataFrame(
+        {
+            "account_id": deals["account_id"].reindex(closes["deal_id"].to_numpy()).to_numpy(),
+            "rep_id": rep,
+            "team": team.reindex(rep).to_numpy(),
+            "at": closes["changed_at"].to_numpy(),
+            "won": (closes["stage"] == "closed_won").to_numpy(dtype=float),
+            "lost": (closes["stage"] == "closed_lost").to_numpy(dtype=float),
+        }
+    )
+
+
+def _codes(values: np.ndarray, index: pd.Index) -> np.ndarray:
+    return index.get_indexer(values)
+
+
+def _add_account(out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables) -> None:
+    deals = tables.deals
+    accounts = tables.accounts
+    account_index = pd.Index(accounts["account_id"].to_numpy())
+    deal_account = _codes(deals["account_id"].to_numpy()[pairs["deal"]], account_index)
+    left = pairs.assign(account=deal_account)
+
+    closes = _close_events(tables)
+    closes = closes.assign(account=_codes(closes["account_id"].to_numpy(), account_index))
+    running = _cumulative_by(
+        closes,
+        "account",
+        "at",
+        {"won": closes["won"].to_numpy(), "lost": closes["lost"].to_numpy()},
+    )
+    at = _lookup_running(left, running, "account", "at")
+    no_account = deal_account < 0
+    out["account_prior_wins"] = np.where(no_account, np.nan, at["won"].to_numpy())
+    out["account_prior_losses"] = np.where(no_account, np.nan, at["lost"].to_numpy())
+    created = accounts["created_at"].to_numpy()[np.maximum(deal_account, 0)]
+    tenure = (pairs["as_of"].to_numpy() - created) / np.timedelta64(1, "D")
+    out["account_tenure_days"] = np.where(no_account, np.nan, tenure)
+
+    revenue = tables.revenue
+    known_at = revenue["period"] + pd.offsets.MonthBegin(1)  # a month counts once it has ended
+    rev = pd.DataFrame(
+        {
+            "account": _codes(revenue["account_id"].to_numpy(), account_index),
+            "at": known_at.to_numpy(),
+        }
+    )
+    rev_running = _cumulative_by(
+        rev, "account", "at", {"amount": revenue["amount"].to_numpy(dtype=float)}
+    )
+    now = _lookup_running(left, rev_running, "account", "at")
+    year_ago = _lookup_running(left, rev_running, "account", "at", shift_days=TRAILING_DAYS)
+    out["account_revenue_365d"] = np.where(
+        no_account, np.nan, (now["amount"] - year_ago["amount"]).to_numpy()
+    )
+
+
+def _add_rep(out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables) -> None:
+    deals, reps = tables.deals, tables.reps
+    rep_index = pd.Index(reps["rep_id"].to_numpy())
+    team_index = pd.Index(reps["team"].unique())
+    deal_rep = _codes(deals["rep_id"].to_numpy()[pairs["deal"]], rep_index)
+    deal_team = _codes(reps["team"].to_numpy()[deal_rep], team_index)
+    closes = _close_events(tables)
+    values = {"won": closes["won"].to_numpy(), "n": np.ones(len(closes))}
+
+    def trailing(key: str, codes: np.ndarray, event_codes: np.ndarray) -> pd.DataFrame:
+        running = _cumulative_by(closes.assign(**{key: event_codes}), key, "at", values)
+        left = pairs.assign(**{key: codes})
+        now = _lookup_running(left, running, key, "at")
+        then = _lookup_running(left, running, key, "at", shift_days=TRAILING_DAYS)
+        return now[["won", "n"]] - then[["won", "n"]].to_numpy()
+
+    rep_counts = trailing("rep", deal_rep, _codes(closes["rep_id"].to_numpy(), rep_index))
+    team_counts = trailing("team", deal_team, _codes(closes["team"].to_numpy(), team_index))
+    team_rate = (team_counts["won"] + 1) / (team_counts["n"] + 3)  # a weak prior when a team is new
+    shrunk = (rep_counts["won"] + SHRINK_DEALS * team_rate) / (rep_counts["n"] + SHRINK_DEALS)
+    out["rep_win_rate"] = shrunk.to_numpy()
+    out["rep_closed_deals_365d"] = rep_counts["n"].to_numpy()
+    hired = reps["hired_at"].to_numpy()[deal_rep]
+    out["rep_tenure_days"] = (pairs["as_of"].to_numpy() - hired) / np.timedelta64(1, "D")
+
+
+def _add_fixed(out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables) -> None:
+    """Facts that do not change over a deal's life: product and the account's firmographics."""
+    deals = tables.deals
+    products = tables.products.set_index("product_id")
+    accounts = tables.accounts.set_index("account_id")
+    product = deals["product_id"].to_numpy()[pairs["deal"]]
+    account = deals["account_id"].to_numpy()[pairs["deal"]]
+    out["product_id"] = product
+    out["product_family"] = products["family"].reindex(product).to_numpy()
+    for column in ("industry", "region", "segment"):
+        out[column] = accounts[column].reindex(account).to_numpy()

@@ -1,0 +1,223 @@
+"""Deal features: checked against a slow, obviously-right loop, and proven blind to the future."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from forecast.datasets import make_crm
+from forecast.features import (
+    ACTIVITY_WINDOWS,
+    COUNTED_KINDS,
+    FEATURE_NAMES,
+    SHRINK_DEALS,
+    TRAILING_DAYS,
+    deal_features,
+    deal_snapshots,
+    snapshot_dates,
+    won_labels,
+)
+from forecast.schema import CLOSED_STAGES
+from forecast.tables import CrmTables
+
+DAY = pd.Timedelta(days=1)
+
+
+@pytest.fixture(scope="module")
+def world():
+    return make_crm(900, seed=11, start="2024-01-01", as_of="2025-06-30")
+
+
+@pytest.fixture(scope="module")
+def as_of_dates(world):
+    return snapshot_dates("2024-03-01", "2025-06-30", freq="4W-SUN")
+
+
+def slow_deal_features(t: CrmTables, deal_id: str, as_of: pd.Timestamp) -> dict:
+    """Every feature for one deal at one moment, by plain filtering: the oracle."""
+    deal = t.deals.set_index("deal_id").loc[deal_id]
+    hist = t.deal_history[
+        (t.deal_history["deal_id"] == deal_id) & (t.deal_history["changed_at"] <= as_of)
+    ].sort_values("changed_at")
+    now = hist.iloc[-1]
+    stage_start = now["changed_at"]
+    for _, row in hist.iloc[::-1].iterrows():
+        if row["stage"] != now["stage"]:
+            break
+        stage_start = row["changed_at"]
+    amounts = hist["amount"].to_list()
+    closes = hist["expected_close"].to_list()
+    quarter = as_of.to_period("Q")
+    f = {
+        "stage": now["stage"],
+        "days_in_stage": (as_of - stage_start) / DAY,
+        "deal_age_days": (as_of - deal["created_at"]) / DAY,
+        "amount": now["amount"],
+        "amount_change_ratio": now["amount"] / amounts[0],
+        "amount_changes": sum(a != b for a, b in itertools.pairwise(amounts)),
+        "close_pushes": sum(b > a for a, b in itertools.pairwise(closes)),
+        "days_to_expected_close": (now["expected_close"] - as_of) / DAY,
+        "expected_close_in_quarter": float(now["expected_close"] <= quarter.end_time),
+        "has_next_step": float(pd.notna(now["next_step"])),
+        "days_into_quarter": (as_of - quarter.start_time).days,
+        "days_left_in_quarter": (quarter.end_time.normalize() - as_of).days,
+    }
+    acts = t.activities[(t.activities["deal_id"] == deal_id) & (t.activities["at"] <= as_of)]
+    for w in ACTIVITY_WINDOWS:
+        f[f"activities_{w}d"] = int((acts["at"] > as_of - w * DAY).sum())
+    recent = acts[acts["at"] > as_of - 90 * DAY]
+    for kind in COUNTED_KINDS:
+        f[f"{kind}s_90d"] = int((recent["kind"] == kind).sum())
+    f["days_since_last_activity"] = (
+        (as_of - acts["at"].max()) / DAY if len(acts) else f["deal_age_days"]
+    )
+    f["activities_per_week"] = len(acts) / max(f["deal_age_days"] / 7, 1.0)
+
+    # closes of any deal, as recorded in the history up to as_of
+    closed = t.deal_history[
+        t.deal_history["stage"].isin(CLOSED_STAGES) & (t.deal_history["changed_at"] <= as_of)
+    ].merge(t.deals[["deal_id", "account_id", "rep_id"]], on="deal_id")
+    account = t.accounts.set_index("account_id").loc[deal["account_id"]]
+    mine = closed[closed["account_id"] == deal["account_id"]]
+    f["account_prior_wins"] = int((mine["stage"] == "closed_won").sum())
+    f["account_prior_losses"] = int((mine["stage"] == "closed_lost").sum())
+    f["account_tenure_days"] = (as_of - account["created_at"]) / DAY
+    rev = t.revenue[t.revenue["account_id"] == deal["account_id"]]
+    known = rev["period"] + pd.offsets.MonthBegin(1)
+    f["account_revenue_365d"] = rev.loc[
+        (known <= as_of) & (known > as_of - TRAILING_DAYS * DAY), "amount"
+    ].sum()
+
+    reps = t.reps.set_index("rep_id")
+    team = reps.loc[deal["rep_id"], "team"]
+    window = closed[closed["changed_at"] > as_of - TRAILING_DAYS * DAY]
+    by_rep = window[window["rep_id"] == deal["rep_id"]]
+    by_team = window[window["rep_id"].map(reps["team"]) == team]
+    team_rate = ((by_team["stage"] == "closed_won").sum() + 1) / (len(by_team) + 3)
+    f["rep_win_rate"] = ((by_rep["stage"] == "closed_won").sum() + SHRINK_DEALS * team_rate) / (
+        len(by_rep) + SHRINK_DEALS
+    )
+    f["rep_closed_deals_365d"] = len(by_rep)
+    f["rep_tenure_days"] = (as_of - reps.loc[deal["rep_id"], "hired_at"]) / DAY
+    product = t.products.set_index("product_id").loc[deal["product_id"]]
+    f["product_id"] = deal["product_id"]
+    f["product_family"] = product["family"]
+    for column in ("industry", "region", "segment"):
+        f[column] = account[column]
+    return f
+
+
+def test_fast_features_equal_the_slow_loop(world, as_of_dates):
+    t = world.tables
+    snapshots = deal_snapshots(t, as_of_dates)
+    sample = snapshots.sample(n=150, random_state=0).reset_index(drop=True)
+    fast = deal_features(t, sample)
+    assert list(fast.columns) == ["deal_id", "as_of", *FEATURE_NAMES]
+    for i, row in sample.iterrows():
+        expected = slow_deal_features(t, row["deal_id"], row["as_of"])
+        for name in FEATURE_NAMES:
+            got, want = fast.at[i, name], expected[name]
+            if isinstance(want, str):
+                assert got == want, (row["deal_id"], row["as_of"], name)
+            else:
+                assert np.isclose(got, want, rtol=1e-9, atol=1e-6), (
+                    row["deal_id"],
+                    row["as_of"],
+                    name,
+                    got,
+                    want,
+                )
+
+
+def test_snapshots_are_the_deals_open_at_each_as_of(world, as_of_dates):
+    t = world.tables
+    snapshots = deal_snapshots(t, as_of_dates)
+    for as_of in as_of_dates[::3]:
+        hist = t.deal_history[t.deal_history["changed_at"] <= as_of]
+        last = hist.sort_values("changed_at").groupby("deal_id")["stage"].last()
+        expected = set(last.index[~last.isin(CLOSED_STAGES)])
+        assert set(snapshots.loc[snapshots["as_of"] == as_of, "deal_id"]) == expected
+
+
+def _with_future_changes(t: CrmTables, as_of: pd.Timestamp, seed: int) -> CrmTables:
+    """Change or add, in every table, rows dated after `as_of`; leave the past as it was."""
+    rng = np.random.default_rng(seed)
+    hist = t.deal_history.copy()
+    later = hist["changed_at"] > as_of
+    hist.loc[later, "amount"] = hist.loc[later, "amount"] * 3 + 1
+    hist.loc[later, "stage"] = np.where(rng.random(later.sum()) < 0.5, "closed_won", "closed_lost")
+    first = hist.groupby("deal_id").head(1)
+    extra_hist = first.assign(
+        changed_at=as_of + pd.Timedelta(hours=5), stage="negotiation", amount=1.0
+    )
+    acts = t.activities.copy()
+    extra_acts = acts.head(500).assign(
+        activity_id=lambda f: "Z" + f["activity_id"], at=as_of + pd.Timedelta(minutes=1)
+    )
+    acts.loc[acts["at"] > as_of, "kind"] = "demo"
+    revenue = t.revenue.copy()
+    revenue.loc[revenue["period"] >= as_of.to_period("M").start_time, "amount"] *= 10
+    signals = t.signals.copy()
+    signals.loc[signals["at"] > as_of, "value"] = -1
+    return t.replace(
+        deal_history=pd.concat([hist, extra_hist], ignore_index=True),
+        activities=pd.concat([acts, extra_acts], ignore_index=True),
+        revenue=revenue,
+        signals=signals,
+    )
+
+
+@pytest.mark.parametrize("as_of", ["2024-06-02", "2024-11-17", "2025-03-30"])
+def test_features_ignore_the_future(world, as_of):
+    as_of = pd.Timestamp(as_of)
+    t = world.tables
+    snapshots = deal_snapshots(t, [as_of])
+    before = deal_features(t, snapshots)
+    changed = _with_future_changes(t, as_of, seed=1)
+    pd.testing.assert_frame_equal(deal_snapshots(changed, [as_of]), snapshots)
+    pd.testing.assert_frame_equal(deal_features(changed, snapshots), before)
+
+
+def test_features_never_read_the_final_state_of_deals(world, as_of_dates):
+    """Final stage, outcome, closed_at and amount may change freely: features do not move."""
+    t = world.tables
+    snapshots = deal_snapshots(t, as_of_dates)
+    before = deal_features(t, snapshots)
+    deals = t.deals.copy()
+    deals["stage"] = "closed_lost"
+    deals["outcome"] = "lost"
+    deals["closed_at"] = pd.Timestamp("2030-01-01")
+    deals["amount"] = 0.0
+    deals["expected_close"] = pd.Timestamp("2030-01-01")
+    deals["discount"] = 0.9
+    scrambled = t.replace(deals=deals)
+    pd.testing.assert_frame_equal(deal_snapshots(scrambled, as_of_dates), snapshots)
+    pd.testing.assert_frame_equal(deal_features(scrambled, snapshots), before)
+
+
+def test_labels_come_from_the_outcome_and_open_deals_have_none(world, as_of_dates):
+    t = world.tables
+    snapshots = deal_snapshots(t, as_of_dates)
+    labels = won_labels(t, snapshots)
+    outcome = snapshots["deal_id"].map(t.deals.set_index("deal_id")["outcome"])
+    assert (labels[outcome == "won"] == 1).all()
+    assert (labels[outcome == "lost"] == 0).all()
+    assert labels[outcome == "open"].isna().all()
+
+
+def test_features_keep_the_snapshot_order_and_index(world, as_of_dates):
+    t = world.tables
+    snapshots = deal_snapshots(t, as_of_dates).sample(frac=1.0, random_state=3)
+    features = deal_features(t, snapshots)
+    assert features.index.equals(snapshots.index)
+    assert (features["deal_id"].to_numpy() == snapshots["deal_id"].to_numpy()).all()
+
+
+def test_unknown_deal_is_named(world):
+    with pytest.raises(KeyError, match="NOPE"):
+        deal_features(
+            world.tables, pd.DataFrame({"deal_id": ["NOPE"], "as_of": [pd.Timestamp("2025-01-05")]})
+        )
