@@ -19,6 +19,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from forecast.asof import asof_join, running_at, running_sums
 from forecast.schema import CLOSED_STAGES, OPEN_STAGES
 from forecast.tables import CrmTables
 
@@ -99,7 +100,9 @@ def deal_snapshots(tables: CrmTables, as_of_dates: Sequence[pd.Timestamp]) -> pd
             }
         )
     pairs = pd.concat(frames, ignore_index=True)
-    at = _asof(pairs, state[["deal", "changed_at", "stage_code"]], "deal", "as_of", "changed_at")
+    at = asof_join(
+        pairs, state[["deal", "changed_at", "stage_code"]], "deal", "as_of", "changed_at"
+    )
     open_now = at["stage_code"].to_numpy() < len(OPEN_STAGES)
     pairs = pairs[open_now].reset_index(drop=True)
     deal_ids = tables.deals["deal_id"].to_numpy()
@@ -175,22 +178,6 @@ def training_frame(
 # --- building blocks -------------------------------------------------------------------------
 
 
-def _asof(
-    left: pd.DataFrame, right: pd.DataFrame, by: str, left_on: str, right_on: str
-) -> pd.DataFrame:
-    """For each left row (sorted by `left_on`), the last right row of the same key at or before."""
-    right = right.sort_values(right_on, kind="stable")
-    return pd.merge_asof(
-        left[[by, left_on]],
-        right,
-        left_on=left_on,
-        right_on=right_on,
-        by=by,
-        direction="backward",
-        allow_exact_matches=True,
-    )
-
-
 def _history_state(tables: CrmTables) -> pd.DataFrame:
     """History rows with integer deal codes and running facts a snapshot can look up."""
     history = tables.deal_history
@@ -222,7 +209,7 @@ def _history_state(tables: CrmTables) -> pd.DataFrame:
 
 
 def _add_state(out: pd.DataFrame, pairs: pd.DataFrame, state: pd.DataFrame) -> None:
-    at = _asof(pairs, state, "deal", "as_of", "changed_at")
+    at = asof_join(pairs, state, "deal", "as_of", "changed_at")
     stage_names = np.array((*OPEN_STAGES, *CLOSED_STAGES), dtype=object)
     out["stage"] = stage_names[at["stage_code"].to_numpy()]
     out["days_in_stage"] = (at["as_of"] - at["stage_entered_at"]).dt.total_seconds() / 86400
@@ -238,29 +225,6 @@ def _add_state(out: pd.DataFrame, pairs: pd.DataFrame, state: pd.DataFrame) -> N
     out["has_next_step"] = at["has_next_step"].to_numpy()
 
 
-def _cumulative_by(
-    frame: pd.DataFrame, key: str, time: str, columns: dict[str, np.ndarray]
-) -> pd.DataFrame:
-    """Running sums of `columns` per key in time order, for as-of lookups."""
-    data = pd.DataFrame({key: frame[key].to_numpy(), time: frame[time].to_numpy()} | columns)
-    data = data.sort_values([key, time], kind="stable", ignore_index=True)
-    sums = data.groupby(key, sort=False)[list(columns)].cumsum()
-    return pd.concat([data[[key, time]], sums], axis=1)
-
-
-def _lookup_running(
-    pairs: pd.DataFrame, running: pd.DataFrame, key: str, time: str, shift_days: float = 0
-) -> pd.DataFrame:
-    """Running sums at `as_of - shift_days` (zeros where nothing had happened yet)."""
-    left = pairs[[key]].assign(as_of=pairs["as_of"] - pd.Timedelta(days=shift_days))
-    if shift_days:
-        left = left.sort_values("as_of", kind="stable")
-    at = _asof(left, running, key, "as_of", time).set_index(left.index).sort_index()
-    value_columns = [c for c in running.columns if c not in (key, time)]
-    at[value_columns] = at[value_columns].fillna(0.0)
-    return at
-
-
 def _add_activities(
     out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables, deal_index: pd.Index
 ) -> None:
@@ -274,10 +238,10 @@ def _add_activities(
     )
     kinds = acts["kind"].to_numpy()
     columns = {"n": np.ones(len(frame))} | {k: (kinds == k).astype(float) for k in COUNTED_KINDS}
-    running = _cumulative_by(frame, "deal", "at", columns)
-    now = _lookup_running(pairs, running, "deal", "at")
+    running = running_sums(frame, "deal", "at", columns)
+    now = running_at(pairs, running, "deal", "at")
     for window in ACTIVITY_WINDOWS:
-        before = _lookup_running(pairs, running, "deal", "at", shift_days=window)
+        before = running_at(pairs, running, "deal", "at", shift_days=window)
         out[f"activities_{window}d"] = (now["n"] - before["n"]).to_numpy()
         if window == 90:
             for kind in COUNTED_KINDS:
@@ -322,13 +286,13 @@ def _add_account(out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables) -> N
 
     closes = _close_events(tables)
     closes = closes.assign(account=_codes(closes["account_id"].to_numpy(), account_index))
-    running = _cumulative_by(
+    running = running_sums(
         closes,
         "account",
         "at",
         {"won": closes["won"].to_numpy(), "lost": closes["lost"].to_numpy()},
     )
-    at = _lookup_running(left, running, "account", "at")
+    at = running_at(left, running, "account", "at")
     no_account = deal_account < 0
     out["account_prior_wins"] = np.where(no_account, np.nan, at["won"].to_numpy())
     out["account_prior_losses"] = np.where(no_account, np.nan, at["lost"].to_numpy())
@@ -344,11 +308,11 @@ def _add_account(out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables) -> N
             "at": known_at.to_numpy(),
         }
     )
-    rev_running = _cumulative_by(
+    rev_running = running_sums(
         rev, "account", "at", {"amount": revenue["amount"].to_numpy(dtype=float)}
     )
-    now = _lookup_running(left, rev_running, "account", "at")
-    year_ago = _lookup_running(left, rev_running, "account", "at", shift_days=TRAILING_DAYS)
+    now = running_at(left, rev_running, "account", "at")
+    year_ago = running_at(left, rev_running, "account", "at", shift_days=TRAILING_DAYS)
     out["account_revenue_365d"] = np.where(
         no_account, np.nan, (now["amount"] - year_ago["amount"]).to_numpy()
     )
@@ -364,10 +328,10 @@ def _add_rep(out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables) -> None:
     values = {"won": closes["won"].to_numpy(), "n": np.ones(len(closes))}
 
     def trailing(key: str, codes: np.ndarray, event_codes: np.ndarray) -> pd.DataFrame:
-        running = _cumulative_by(closes.assign(**{key: event_codes}), key, "at", values)
+        running = running_sums(closes.assign(**{key: event_codes}), key, "at", values)
         left = pairs.assign(**{key: codes})
-        now = _lookup_running(left, running, key, "at")
-        then = _lookup_running(left, running, key, "at", shift_days=TRAILING_DAYS)
+        now = running_at(left, running, key, "at")
+        then = running_at(left, running, key, "at", shift_days=TRAILING_DAYS)
         return now[["won", "n"]] - then[["won", "n"]].to_numpy()
 
     rep_counts = trailing("rep", deal_rep, _codes(closes["rep_id"].to_numpy(), rep_index))
