@@ -697,9 +697,14 @@ def _simulate_subscriptions(
     truth: dict[str, list[np.ndarray]] = {
         k: [] for k in ("account", "month", "health", "decision_prob")
     }
+    renewals: dict[str, list[np.ndarray]] = {k: [] for k in ("account", "month", "value")}
     survey_phase = rng.integers(0, 3, n_acc)
     amount_final = deals["amount0"] * deals["scope_change"] * (1 - np.nan_to_num(deals["discount"]))
-    for m in range(n_months + 1):  # the current month too: its signals up to the as-of count
+    # simulate on to the end of the next quarter: quotas need the renewals falling due there;
+    # nothing after the as-of is recorded in the tables
+    next_quarter = int(np.searchsorted(cal.quarter_starts, horizon, side="right")) + 1
+    last_month = int(cal.month_of(np.array([cal.quarter_starts[next_quarter] - 1]))[0])
+    for m in range(last_month + 1):
         new = win_idx[win_month == m]
         acc_new = deals["account"][new]
         starting = np.unique(acc_new[~active[acc_new]])
@@ -774,6 +779,12 @@ def _simulate_subscriptions(
         truth["month"].append(np.full(len(live), m))
         truth["health"].append(np.round(h, 4))
         truth["decision_prob"].append(prob)
+        # what a renewal is worth as a booking: a year of the bill, or a month for SMB
+        renewals["account"].append(live[deciding])
+        renewals["month"].append(np.full(int(deciding.sum()), m))
+        renewals["value"].append(
+            mrr[live[deciding]].sum(axis=1) * np.where(smb[live[deciding]], 1, 12)
+        )
         churn = live[deciding & (rng.random(len(live)) < np.nan_to_num(prob))]
         renewed = live[deciding & ~np.isin(live, churn) & ~smb[live]]
         renew_month[renewed] = m + 12
@@ -784,6 +795,7 @@ def _simulate_subscriptions(
         "revenue": cat,
         "signals": {k: np.concatenate(v) for k, v in sig.items()},
         "touches": {k: np.concatenate(v) for k, v in touch.items()},
+        "renewals": {k: np.concatenate(v) for k, v in renewals.items()},
         "truth": pd.DataFrame(
             {
                 "account_id": _ids("A", accounts["number"][np.concatenate(truth["account"])], 6),
@@ -888,7 +900,7 @@ def _assemble(
     )
     revenue = _revenue_table(cal, deals, subs, account_ids, product_ids, horizon)
     signals = _signals_table(origin, horizon, subs, account_ids)
-    targets = _targets_table(cal, org, deals, reps, rep_ids, horizon)
+    targets = _targets_table(cal, org, deals, reps, rep_ids, horizon, subs, account_frame)
     frames = {
         "reps": reps,
         "targets": targets,
@@ -1123,8 +1135,12 @@ def _signals_table(origin, horizon, subs, account_ids) -> pd.DataFrame:
     return frame
 
 
-def _targets_table(cal, org, deals, reps, rep_ids, horizon) -> pd.DataFrame:
-    """Quotas per rep and quarter, set from what a ramped rep wins on average, rolled up."""
+def _targets_table(cal, org, deals, reps, rep_ids, horizon, subs, account_frame) -> pd.DataFrame:
+    """Quotas per rep and quarter, rolled up to teams, regions and the company.
+
+    A rep's quota is what a ramped rep books in new business on average (scaled by ramp and
+    time worked) plus the renewals falling due on the rep's accounts at the usual renewal rate.
+    """
     quarter_starts = cal.quarter_starts
     current = int(np.searchsorted(quarter_starts, horizon, side="right"))
     quarters = np.arange(0, current + 1)  # through the quarter after the as-of
@@ -1140,7 +1156,10 @@ def _targets_table(cal, org, deals, reps, rep_ids, horizon) -> pd.DataFrame:
         (q_end[None, :] - np.maximum(hired, q_start[None, :])) / (q_end - q_start)
     ).clip(0, 1)
     ramp = 1 - 0.7 * np.exp(-np.maximum(q_start[None, :] - hired, 0) / 90)
-    quota = np.round(1.05 * per_rep_quarter * share_worked * ramp, -3)
+    quota = 1.05 * per_rep_quarter * share_worked * ramp + _renewals_due(
+        cal, subs, account_frame, rep_ids, quarters
+    )
+    quota = np.round(quota, -3)
     labels = pd.Series(_dates(cal.origin, q_start)).dt.to_period("Q").astype(str).to_numpy()
     rep_rows = pd.DataFrame(
         {
@@ -1165,6 +1184,23 @@ def _targets_table(cal, org, deals, reps, rep_ids, horizon) -> pd.DataFrame:
             .assign(level=level)
         )
     return pd.concat(rolled, ignore_index=True)[["level", "owner", "period", "amount"]]
+
+
+RENEWAL_RATE_FOR_QUOTAS = 0.85
+
+
+def _renewals_due(cal, subs, account_frame, rep_ids, quarters) -> np.ndarray:
+    """Expected renewal bookings per rep (rows) and quarter (columns)."""
+    ren = subs["renewals"]
+    month_start = cal.month_starts[ren["month"]]
+    quarter = np.searchsorted(cal.quarter_starts, month_start, side="right") - 1
+    owner = account_frame["owner_rep_id"].to_numpy()[ren["account"]]
+    rep = pd.Index(rep_ids.to_numpy()).get_indexer(owner)
+    keep = (rep >= 0) & np.isin(quarter, quarters)
+    due = np.zeros((len(rep_ids), len(quarters)))
+    column = np.searchsorted(quarters, quarter[keep])
+    np.add.at(due, (rep[keep], column), ren["value"][keep] * RENEWAL_RATE_FOR_QUOTAS)
+    return due
 
 
 def _rep_quarters_worked(org: dict, quarter_starts: np.ndarray, horizon: float) -> float:
