@@ -1,0 +1,61 @@
+"""Every model input has a catalogue entry; actions only touch what a person can change."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from forecast.account_features import ACCOUNT_FEATURE_NAMES
+from forecast.catalogue import Change, load_catalogue
+from forecast.features import FEATURE_NAMES
+
+MODELS = {"deal": FEATURE_NAMES, "account": ACCOUNT_FEATURE_NAMES}
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_every_feature_has_an_entry_and_no_entry_is_stale(model):
+    entries = load_catalogue().features(model)
+    assert set(MODELS[model]) - set(entries) == set(), "features without a catalogue entry"
+    assert set(entries) - set(MODELS[model]) == set(), "catalogue entries for no feature"
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_actions_change_only_actionable_features(model):
+    catalogue = load_catalogue()
+    entries = catalogue.features(model)
+    for name, action in catalogue.actions[model].items():
+        for feature in action.changes:
+            assert entries[feature].actionable, f"{name} changes {feature}, which is not actionable"
+        assert action.evidence in action.changes, name
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_every_actionable_feature_is_moved_by_some_action(model):
+    catalogue = load_catalogue()
+    moved = {f for action in catalogue.actions[model].values() for f in action.changes}
+    actionable = {name for name, entry in catalogue.features(model).items() if entry.actionable}
+    assert actionable == moved
+
+
+def test_change_sets_adds_and_clips():
+    assert list(Change(set=0).apply([3, 9])) == [0, 0]
+    assert list(Change(add=-7, floor=0).apply([3, 9])) == [0, 2]
+    assert list(Change(add=0.1, ceiling=1).apply([0.95, 0.5])) == [1.0, 0.6]
+    assert list(Change(floor=14).apply([3, 30])) == [14, 30]
+
+
+def test_action_apply_returns_a_changed_copy():
+    action = load_catalogue().actions["deal"]["re_engage"]
+    frame = pd.DataFrame(
+        {
+            "days_since_last_activity": [12.0],
+            "activities_7d": [0.0],
+            "activities_30d": [1.0],
+            "activities_90d": [2.0],
+            "calls_90d": [0.0],
+        }
+    )
+    after = action.apply(frame)
+    assert after.loc[0, "days_since_last_activity"] == 0
+    assert after.loc[0, "calls_90d"] == 1
+    assert frame.loc[0, "days_since_last_activity"] == 12.0
