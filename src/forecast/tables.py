@@ -26,18 +26,19 @@ PANDAS_DTYPES: dict[ColumnType, object] = {
 
 def empty_frame(table: Table) -> pd.DataFrame:
     """A frame with the table's columns and dtypes and no rows."""
-    return pd.DataFrame(
-        {c.name: pd.Series([], dtype=PANDAS_DTYPES[c.type]) for c in table.columns}
-    )
+    return pd.DataFrame({c.name: pd.Series([], dtype=PANDAS_DTYPES[c.type]) for c in table.columns})
 
 
 def conform(frame: pd.DataFrame, table: Table) -> pd.DataFrame:
-    """Give an already-valid frame the canonical column order and dtypes (optional columns added)."""
+    """The canonical column order and dtypes for a valid frame (optional columns added)."""
     out = {}
     for col in table.columns:
-        values = frame[col.name] if col.name in frame else pd.Series(pd.NA, index=frame.index)
-        out[col.name] = values.astype(PANDAS_DTYPES[col.type])
-    return pd.DataFrame(out, index=pd.RangeIndex(len(frame)))
+        dtype = PANDAS_DTYPES[col.type]
+        if col.name in frame:
+            out[col.name] = frame[col.name].reset_index(drop=True).astype(dtype)
+        else:
+            out[col.name] = pd.Series(pd.array([None] * len(frame), dtype=dtype))
+    return pd.DataFrame(out)
 
 
 @dataclass(frozen=True)
