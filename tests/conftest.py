@@ -46,5 +46,7 @@ def postgres_url() -> str:
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        skip_or_fail(f"public datasets not found at {SHARED_DATA}: clone the project beside shared/")
+        skip_or_fail(
+            f"public datasets not found at {SHARED_DATA}: clone the project beside shared/"
+        )
     return SHARED_DATA

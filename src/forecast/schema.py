@@ -162,7 +162,9 @@ PRODUCTS = Table(
         Column("product_id", "id", "Unique id of the product."),
         Column("name", "text", "Display name.", required=False, nullable=True),
         Column("family", "text", "Product family or series."),
-        Column("list_price", "float", "List price per deal (per year for subscriptions).", minimum=0),
+        Column(
+            "list_price", "float", "List price per deal (per year for subscriptions).", minimum=0
+        ),
         Column("billing", "enum", "How it is billed.", allowed=BILLING),
     ),
     key=("product_id",),
@@ -188,7 +190,9 @@ DEALS = Table(
         Column("amount", "float", "Current amount.", minimum=0),
         Column("expected_close", "date", "Current expected close date.", nullable=True),
         Column("stage", "enum", "Current stage.", allowed=STAGES),
-        Column("closed_at", "datetime", "When it was won or lost; empty while open.", nullable=True),
+        Column(
+            "closed_at", "datetime", "When it was won or lost; empty while open.", nullable=True
+        ),
         Column("outcome", "enum", "won, lost or open.", allowed=OUTCOMES),
         Column(
             "discount",
@@ -213,7 +217,7 @@ DEALS = Table(
 
 DEAL_HISTORY = Table(
     name="deal_history",
-    description="Every recorded change of a deal: one row per change, with the deal's state after it.",
+    description="Every recorded change of a deal: one row per change, with the state after it.",
     columns=(
         Column("deal_id", "id", "The deal that changed.", references="deals.deal_id"),
         Column("changed_at", "datetime", "When the change was recorded."),
