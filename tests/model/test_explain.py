@@ -1,0 +1,140 @@
+"""Explanations: exact SHAP values, reasons in words, and advice that only touches what people can
+change, checked on a model trained on a generated world."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import shap
+
+from forecast.catalogue import load_catalogue
+from forecast.datasets import make_crm
+from forecast.explain import FastScorer, explain, global_importance, typical_of_won
+from forecast.features import DEAL_FEATURES, snapshot_dates, training_frame
+from forecast.model import TreeParams, calibrate, make_lightgbm, model_input
+
+
+@pytest.fixture(scope="module")
+def trained():
+    world = make_crm(6000, seed=4, start="2023-01-01", as_of="2025-12-31")
+    frame = training_frame(world.tables, snapshot_dates("2023-03-01", "2025-08-31"))
+    train = frame[frame["as_of"] < "2025-01-01"]
+    later = frame[(frame["as_of"] >= "2025-01-01") & (frame["as_of"] < "2025-05-01")]
+    test = frame[frame["as_of"] >= "2025-05-01"].reset_index(drop=True)
+    trees = make_lightgbm(params=TreeParams(n_estimators=120, n_jobs=1)).fit(
+        model_input(train), train["won"].to_numpy()
+    )
+    model = calibrate(
+        trees, model_input(later), later["won"].to_numpy(), later["deal_id"].to_numpy()
+    ).model
+    return {
+        "model": model,
+        "scorer": FastScorer(model, DEAL_FEATURES),
+        "typical": typical_of_won(train, DEAL_FEATURES),
+        "test": test,
+    }
+
+
+def test_fast_scorer_equals_the_pipeline(trained):
+    rows = trained["test"].head(500)
+    fast = trained["scorer"].probability(trained["scorer"].coded(rows))
+    slow = trained["model"].predict_proba(model_input(rows))[:, 1]
+    np.testing.assert_allclose(fast, slow, atol=1e-12)
+
+
+def test_shap_values_equal_shap_tree_explainer_and_add_up(trained):
+    scorer, rows = trained["scorer"], trained["test"].head(300)
+    coded = scorer.coded(rows)
+    ours = scorer.contributions(coded)
+    theirs = shap.TreeExplainer(scorer.booster).shap_values(coded)
+    theirs = theirs[1] if isinstance(theirs, list) else theirs
+    np.testing.assert_allclose(ours[:, :-1], theirs, atol=1e-6)
+    raw = scorer.booster.predict(coded, raw_score=True)
+    np.testing.assert_allclose(ours.sum(axis=1), raw, atol=1e-6)
+
+
+def test_explanations_report_the_calibrated_probability_and_reason_codes(trained):
+    rows = trained["test"].head(50)
+    explained = explain(trained["scorer"], rows, typical=trained["typical"])
+    probabilities = trained["model"].predict_proba(model_input(rows))[:, 1]
+    groups = {e.group for e in load_catalogue().deal.values()}
+    for e, p in zip(explained, probabilities, strict=True):
+        assert e.probability == pytest.approx(p, abs=1e-12)
+        assert set(e.reason_codes) <= groups
+        assert 1 <= len(e.reasons) <= 6
+        for r in e.reasons:
+            assert r.text and r.code in groups
+            assert (r.effect > 0) == (r.direction == "raises")
+
+
+def test_reason_codes_add_up_to_the_score_above_the_base(trained):
+    scorer, rows = trained["scorer"], trained["test"].head(40)
+    base = scorer.contributions(scorer.coded(rows))[:, -1]
+    for e, b in zip(explain(scorer, rows), base, strict=True):
+        assert sum(e.reason_codes.values()) == pytest.approx(e.raw_score - b, abs=1e-4)
+
+
+def test_no_recommendation_touches_a_feature_nobody_can_change(trained):
+    entries = load_catalogue().deal
+    for e in explain(trained["scorer"], trained["test"].head(400), typical=trained["typical"]):
+        for rec in e.recommendations:
+            assert all(entries[f].actionable for f in rec.features), rec.action
+            assert rec.lift_points > 0
+            assert rec.probability_after > rec.probability_before
+
+
+def test_recommendations_never_contradict_the_reasons(trained):
+    """Advice moves each feature only the way the catalogue says helps, and the model agrees."""
+    catalogue = load_catalogue()
+    rows = trained["test"].head(400).reset_index(drop=True)
+    explained = explain(trained["scorer"], rows, typical=trained["typical"])
+    for i, e in enumerate(explained):
+        for rec in e.recommendations:
+            action = catalogue.actions["deal"][rec.action]
+            for feature, change in action.changes.items():
+                before = float(rows.at[i, feature])
+                after = float(change.apply(np.array([before]))[0])
+                if catalogue.deal[feature].helps == "up":
+                    assert after >= before, (rec.action, feature)
+                else:
+                    assert after <= before, (rec.action, feature)
+            assert rec.probability_after > rec.probability_before
+
+
+def test_a_stale_deal_is_told_to_re_engage_with_a_positive_lift(trained):
+    rows = trained["test"]
+    active = rows[(rows["stage"] == "proposal") & (rows["days_since_last_activity"] < 3)].head(30)
+    stale = active.copy()
+    stale["days_since_last_activity"] = 35.0
+    stale["activities_7d"] = 0.0
+    stale["activities_30d"] = 0.0
+    explained = explain(trained["scorer"], stale, typical=trained["typical"])
+    advised = [
+        next((r for r in e.recommendations if r.action == "re_engage"), None) for e in explained
+    ]
+    share = np.mean([a is not None for a in advised])
+    assert share >= 0.8, f"re-engage advised for only {share:.0%} of stale deals"
+    lifts = [a.lift_points for a in advised if a is not None]
+    assert np.mean(lifts) > 1.0
+    texts = [
+        r.text for e in explained for r in e.reasons if r.feature == "days_since_last_activity"
+    ]
+    assert any(t.startswith("No touch in 35 days") for t in texts)
+
+
+def test_global_importance_ranks_every_feature(trained):
+    importance = global_importance(trained["scorer"], trained["test"].head(500))
+    assert set(importance.index) == {f.name for f in DEAL_FEATURES}
+    assert importance.iloc[0] > 0
+    assert (importance.diff().dropna() <= 0).all()
+
+
+def test_unseen_categories_and_missing_values_are_explained(trained):
+    rows = trained["test"].head(3).copy()
+    rows.loc[0, "industry"] = "Space Mining"
+    rows.loc[1, "days_to_expected_close"] = np.nan
+    rows.loc[2, "segment"] = None
+    explained = explain(trained["scorer"], rows, typical=trained["typical"])
+    assert all(0 < e.probability < 1 for e in explained)
+    assert pd.notna([e.raw_score for e in explained]).all()
