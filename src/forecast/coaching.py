@@ -1,0 +1,320 @@
+"""Coaching for managers: where a rep's funnel, habits and pipeline differ from the team's.
+
+Everything is computed as of a moment from what was recorded by then (closed deals in a trailing
+window, open deals from their history), so a coaching view of the past is what a manager could
+have seen then. Each finding carries the rep's figure, the team's, the gap, and a focus to try.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from forecast.schema import CLOSED_STAGES, OPEN_STAGES
+from forecast.tables import CrmTables
+
+WINDOW_DAYS = 365
+STALE_DAYS = 14
+MIN_DEALS = 15  # fewer deals at a stage than this and a conversion rate is not a finding
+
+FOCUS = {
+    "prospecting": "Qualify harder before working a lead: confirm need, budget and timing",
+    "qualification": "Get to a tailored proposal faster: map the buying process and the sponsor",
+    "proposal": "Turn proposals into negotiations: review each one with the buyer, not by email",
+    "negotiation": "Close: involve the decision maker and agree a mutual close plan",
+    "cycle_time": "Shorten the cycle: set a dated next step at every stage",
+    "stale": "Re-engage or close out deals with no touch in two weeks",
+    "pushed": "Re-qualify deals whose close date keeps moving",
+    "no_next_step": "Record a dated next step on every open deal",
+    "close_date_accuracy": "Set close dates from the buyer's process, not from hope",
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One comparison of a rep with the team and company."""
+
+    topic: str
+    rep: float
+    team: float
+    company: float
+    gap: float  # rep minus team, in the topic's unit
+    unit: str
+    focus: str
+    at_stake: float = 0.0  # open pipeline the gap puts at risk
+
+
+@dataclass(frozen=True)
+class RepCoaching:
+    rep_id: str
+    name: str | None
+    team: str
+    as_of: pd.Timestamp
+    closed_deals: int
+    win_rate: float
+    team_win_rate: float
+    funnel: pd.DataFrame  # stage, rep, team, company conversion rates and deal counts
+    bottleneck: str | None
+    findings: list[Finding] = field(default_factory=list)
+    activity_mix: pd.DataFrame | None = None
+    win_rate_by_segment: pd.DataFrame | None = None
+    win_rate_by_product: pd.DataFrame | None = None
+    revenue_at_stake: float = 0.0
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["as_of"] = self.as_of.isoformat()
+        for key in ("funnel", "activity_mix", "win_rate_by_segment", "win_rate_by_product"):
+            frame = getattr(self, key)
+            out[key] = None if frame is None else frame.reset_index().to_dict(orient="records")
+        return out
+
+
+@dataclass(frozen=True)
+class _Closed:
+    """Closed deals in the window with the furthest stage each reached, and its owner."""
+
+    deals: pd.DataFrame  # deal_id, rep_id, team, won, furthest, created_at, closed_at, ...
+
+
+def _closed_in_window(tables: CrmTables, as_of: pd.Timestamp, window_days: int) -> _Closed:
+    history = tables.deal_history[tables.deal_history["changed_at"] <= as_of]
+    stage_index = {s: i for i, s in enumerate(OPEN_STAGES)} | {"closed_won": len(OPEN_STAGES)}
+    progress = history["stage"].map(stage_index).fillna(-1)
+    furthest = progress.groupby(history["deal_id"]).max()
+    closes = history[history["stage"].isin(CLOSED_STAGES)]
+    closes = closes[closes["changed_at"] > as_of - pd.Timedelta(days=window_days)]
+    closes = closes.drop_duplicates("deal_id", keep="last").set_index("deal_id")
+    first_expected = history.groupby("deal_id")["expected_close"].first()
+    deals = tables.deals.set_index("deal_id").loc[closes.index]
+    team = tables.reps.set_index("rep_id")["team"]
+    segment = tables.accounts.set_index("account_id")["segment"]
+    frame = pd.DataFrame(
+        {
+            "rep_id": deals["rep_id"].to_numpy(),
+            "team": team.reindex(deals["rep_id"].to_numpy()).to_numpy(),
+            "won": (closes["stage"] == "closed_won").to_numpy(),
+            "furthest": furthest.reindex(closes.index).to_numpy(),
+            "created_at": deals["created_at"].to_numpy(),
+            "closed_at": closes["changed_at"].to_numpy(),
+            "first_expected": first_expected.reindex(closes.index).to_numpy(),
+            "product_id": deals["product_id"].to_numpy(),
+            "segment": segment.reindex(deals["account_id"].to_numpy()).to_numpy(),
+        },
+        index=closes.index,
+    )
+    return _Closed(frame)
+
+
+def funnel(closed: pd.DataFrame) -> pd.DataFrame:
+    """Conversion out of each open stage: of deals that reached it, the share that moved on."""
+    rows = []
+    for i, stage in enumerate(OPEN_STAGES):
+        reached = closed["furthest"] >= i
+        moved = closed["furthest"] >= i + 1
+        n = int(reached.sum())
+        rows.append({"stage": stage, "deals": n, "rate": moved.sum() / n if n else np.nan})
+    return pd.DataFrame(rows).set_index("stage")
+
+
+def _open_deals(tables: CrmTables, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Open deals at as_of with their state, pushes, next step and last touch."""
+    history = tables.deal_history[tables.deal_history["changed_at"] <= as_of]
+    history = history.sort_values(["deal_id", "changed_at"], kind="stable")
+    last = history.groupby("deal_id").tail(1).set_index("deal_id")
+    last = last[last["stage"].isin(OPEN_STAGES)]
+    pushes = (
+        (history["expected_close"] > history.groupby("deal_id")["expected_close"].shift())
+        .groupby(history["deal_id"])
+        .sum()
+    )
+    acts = tables.activities[
+        tables.activities["deal_id"].notna() & (tables.activities["at"] <= as_of)
+    ]
+    last_touch = acts.groupby("deal_id")["at"].max()
+    deals = tables.deals.set_index("deal_id")
+    created = deals["created_at"].reindex(last.index)
+    touched = last_touch.reindex(last.index).fillna(created)
+    return pd.DataFrame(
+        {
+            "rep_id": deals["rep_id"].reindex(last.index).to_numpy(),
+            "stage": last["stage"].to_numpy(),
+            "amount": last["amount"].to_numpy(dtype=float),
+            "pushes": pushes.reindex(last.index).fillna(0).to_numpy(),
+            "has_next_step": last["next_step"].notna().to_numpy(),
+            "days_since_touch": ((as_of - touched) / pd.Timedelta(days=1)).to_numpy(),
+        },
+        index=last.index,
+    )
+
+
+def _rate(values: pd.Series) -> float:
+    return float(values.mean()) if len(values) else float("nan")
+
+
+def _hygiene(open_deals: pd.DataFrame) -> dict[str, float]:
+    return {
+        "stale": _rate(open_deals["days_since_touch"] > STALE_DAYS),
+        "pushed": _rate(open_deals["pushes"] >= 2),
+        "no_next_step": _rate(~open_deals["has_next_step"]),
+    }
+
+
+def _cycle_days(closed: pd.DataFrame) -> float:
+    won = closed[closed["won"]]
+    return float(((won["closed_at"] - won["created_at"]) / pd.Timedelta(days=1)).median())
+
+
+def _close_date_accuracy(closed: pd.DataFrame) -> float:
+    """Share of won deals closed by the close date first written down."""
+    won = closed[closed["won"]]
+    return _rate(won["closed_at"] <= won["first_expected"] + pd.Timedelta(days=1))
+
+
+def _activity_mix(tables: CrmTables, as_of: pd.Timestamp, window_days: int) -> pd.DataFrame:
+    acts = tables.activities
+    acts = acts[
+        acts["deal_id"].notna()
+        & (acts["at"] <= as_of)
+        & (acts["at"] > as_of - pd.Timedelta(days=window_days))
+    ]
+    counts = pd.crosstab(acts["rep_id"], acts["kind"])
+    return counts.div(counts.sum(axis=1), axis=0)
+
+
+def _by(closed: pd.DataFrame, column: str, rep_id: str) -> pd.DataFrame:
+    mine = closed[closed["rep_id"] == rep_id]
+    team = closed[closed["team"] == mine["team"].iloc[0]] if len(mine) else closed.iloc[:0]
+    out = pd.DataFrame(
+        {
+            "rep": mine.groupby(column)["won"].mean(),
+            "rep_deals": mine.groupby(column).size(),
+            "team": team.groupby(column)["won"].mean(),
+        }
+    )
+    out["gap"] = out["rep"] - out["team"]
+    return out
+
+
+def coach_rep(
+    tables: CrmTables,
+    rep_id: str,
+    *,
+    as_of: pd.Timestamp | None = None,
+    window_days: int = WINDOW_DAYS,
+) -> RepCoaching:
+    """What a manager should know about one rep, compared with the rep's team and the company."""
+    as_of = pd.Timestamp(as_of) if as_of is not None else tables.as_of
+    reps = tables.reps.set_index("rep_id")
+    if rep_id not in reps.index:
+        raise KeyError(f"no rep {rep_id!r}")
+    team = reps.at[rep_id, "team"]
+    closed = _closed_in_window(tables, as_of, window_days).deals
+    mine = closed[closed["rep_id"] == rep_id]
+    ours = closed[closed["team"] == team]
+    funnels = pd.concat(
+        {"rep": funnel(mine), "team": funnel(ours), "company": funnel(closed)}, axis=1
+    )
+    funnels.columns = [f"{who}_{what}" for who, what in funnels.columns]
+    gaps = funnels["rep_rate"] - funnels["team_rate"]
+    enough = funnels["rep_deals"] >= MIN_DEALS
+    open_deals = _open_deals(tables, as_of)
+    my_open = open_deals[open_deals["rep_id"] == rep_id]
+    # the bottleneck: the stage where the rep loses the most wins against the team's rates:
+    # deals lost beyond the team's rate there, times the team's chance of winning them after
+    downstream = funnels["team_rate"][::-1].cumprod()[::-1].shift(-1).fillna(1.0)
+    wins_lost = (-gaps.clip(upper=0) * funnels["rep_deals"] * downstream).where(enough, 0.0)
+    bottleneck = wins_lost.idxmax() if (wins_lost > 0).any() else None
+    pipeline_at = my_open.groupby("stage")["amount"].sum().reindex(OPEN_STAGES).fillna(0)
+    at_stake = -gaps.clip(upper=0) * pipeline_at * downstream
+
+    findings = []
+    for stage in OPEN_STAGES:
+        if stage == bottleneck or (enough[stage] and gaps[stage] < -0.05):
+            findings.append(
+                Finding(
+                    topic=f"conversion out of {stage}",
+                    rep=float(funnels.at[stage, "rep_rate"]),
+                    team=float(funnels.at[stage, "team_rate"]),
+                    company=float(funnels.at[stage, "company_rate"]),
+                    gap=float(gaps[stage]),
+                    unit="share",
+                    focus=FOCUS[stage],
+                    at_stake=float(at_stake[stage]) if pd.notna(at_stake[stage]) else 0.0,
+                )
+            )
+    team_open = open_deals[open_deals["rep_id"].isin(reps.index[reps["team"] == team])]
+    for topic, rep_value, team_value, company_value, worse in (
+        ("cycle_time", _cycle_days(mine), _cycle_days(ours), _cycle_days(closed), "higher"),
+        (
+            "close_date_accuracy",
+            _close_date_accuracy(mine),
+            _close_date_accuracy(ours),
+            _close_date_accuracy(closed),
+            "lower",
+        ),
+        *(
+            (name, value, _hygiene(team_open)[name], _hygiene(open_deals)[name], "higher")
+            for name, value in _hygiene(my_open).items()
+        ),
+    ):
+        if np.isnan(rep_value) or np.isnan(team_value):
+            continue
+        gap = rep_value - team_value
+        threshold = 0.15 * abs(team_value) if topic == "cycle_time" else 0.05
+        if (worse == "higher" and gap > threshold) or (worse == "lower" and gap < -threshold):
+            findings.append(
+                Finding(
+                    topic=topic,
+                    rep=float(rep_value),
+                    team=float(team_value),
+                    company=float(company_value),
+                    gap=float(gap),
+                    unit="days" if topic == "cycle_time" else "share",
+                    focus=FOCUS[topic],
+                    at_stake=float(my_open["amount"].sum() * min(abs(gap), 1.0))
+                    if topic != "cycle_time"
+                    else 0.0,
+                )
+            )
+    findings.sort(key=lambda f: -f.at_stake)
+    mix = _activity_mix(tables, as_of, window_days)
+    team_mix = mix[mix.index.isin(reps.index[reps["team"] == team])].mean()
+    activity = pd.DataFrame(
+        {"rep": mix.loc[rep_id] if rep_id in mix.index else 0.0, "team": team_mix}
+    ).fillna(0.0)
+    return RepCoaching(
+        rep_id=rep_id,
+        name=reps.at[rep_id, "name"] if "name" in reps else None,
+        team=team,
+        as_of=as_of,
+        closed_deals=len(mine),
+        win_rate=_rate(mine["won"]),
+        team_win_rate=_rate(ours["won"]),
+        funnel=funnels,
+        bottleneck=bottleneck,
+        findings=findings,
+        activity_mix=activity,
+        win_rate_by_segment=_by(closed, "segment", rep_id),
+        win_rate_by_product=_by(closed, "product_id", rep_id),
+        revenue_at_stake=float(sum(f.at_stake for f in findings)),
+    )
+
+
+def coach_team(
+    tables: CrmTables,
+    team: str,
+    *,
+    as_of: pd.Timestamp | None = None,
+    window_days: int = WINDOW_DAYS,
+) -> list[RepCoaching]:
+    """Every rep of a team, those with the most revenue at stake first."""
+    reps = tables.reps
+    members = reps.loc[(reps["team"] == team) & (reps["role"] == "rep"), "rep_id"]
+    if members.empty:
+        known = ", ".join(sorted(reps["team"].unique()))
+        raise KeyError(f"no team {team!r} with reps; teams are: {known}")
+    views = [coach_rep(tables, r, as_of=as_of, window_days=window_days) for r in members]
+    return sorted(views, key=lambda v: -v.revenue_at_stake)
