@@ -29,9 +29,10 @@ from forecast.model import MISSING_CATEGORY, base_pipeline
 
 Direction = Literal["raises", "lowers"]
 MIN_LIFT = 0.005  # half a point of probability: smaller effects are noise, not advice
+MAX_RECOMMENDATIONS = 3  # more advice than this is not read
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reason:
     """One feature's push on the score, in the words of the catalogue."""
 
@@ -44,7 +45,7 @@ class Reason:
     text: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Recommendation:
     """An action, its expected effect on the probability and on expected revenue."""
 
@@ -106,8 +107,8 @@ class FastScorer:
             columns.append(codes)
         return np.column_stack(columns)
 
-    def probability(self, coded: np.ndarray) -> np.ndarray:
-        raw = self.booster.predict(coded, raw_score=True, num_threads=1)
+    def probability(self, coded: np.ndarray, *, threads: int = 1) -> np.ndarray:
+        raw = self.booster.predict(coded, raw_score=True, num_threads=threads)
         return self.calibrate(raw)
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
@@ -160,40 +161,62 @@ def explain(
     """
     catalogue = catalogue or load_catalogue()
     entries = catalogue.features(model)
+    names = scorer.names
     frame = frame.reset_index(drop=True)
     coded = scorer.coded(frame)
     # several threads pay off only for batches; a single request stays on one
-    contributions = scorer.contributions(coded, threads=2 if len(frame) >= 1000 else 1)
+    threads = 2 if len(frame) >= 1000 else 1
+    contributions = scorer.contributions(coded, threads=threads)
     raw = contributions.sum(axis=1)
     probability = scorer.calibrate(raw)
     if amount is None:
         amount = frame["amount"].to_numpy(float) if "amount" in frame else np.zeros(len(frame))
-    lifts = _action_lifts(scorer, coded, probability, catalogue, model)
-    codes, membership = _group_matrix(scorer.names, entries)
-    by_code = contributions[:, :-1] @ membership.T
-    yardsticks = {} if typical is None else typical.to_dict("index")
-    records = frame.to_dict("records")
+    effects = contributions[:, :-1]
+    codes, membership = _group_matrix(names, entries)
+    by_code = (effects @ membership.T).round(6).tolist()
+    order = np.argsort(effects, axis=1)
+    values = frame[names].to_numpy(dtype=object)
+    yardsticks = _yardsticks(typical, frame, names)
+    words = [_Words(name, entries[name]) for name in names]
+    actions = list(catalogue.actions[model].items())
+    # a deal's action should raise its win probability; an account's should lower its risk
+    sign = -1.0 if model == "account" else 1.0
+    after = _action_probabilities(scorer, coded, actions, threads)
+    lifts = sign * (after - probability[:, None])
+    position = {name: j for j, name in enumerate(names)}
+    evidence = [position[action.evidence] for _, action in actions]
     out = []
-    for i, row in enumerate(records):
-        stage = row.get("stage")
-        yardstick = yardsticks.get(stage if stage in yardsticks else "*")
+    for i in range(len(frame)):
+        row_effects = effects[i]
+        chosen = [j for j in order[i, ::-1][:top] if row_effects[j] > 0]
+        chosen += [j for j in order[i, :top] if row_effects[j] < 0]
+        reasons = [words[j].reason(row_effects[j], values[i, j], yardsticks[i, j]) for j in chosen]
+        recommendations = []
+        for a in np.argsort(-lifts[i]):
+            lift = lifts[i, a]
+            if lift < MIN_LIFT or len(recommendations) == MAX_RECOMMENDATIONS:
+                break
+            name, action = actions[a]
+            j = evidence[a]
+            recommendations.append(
+                Recommendation(
+                    action=name,
+                    text=action.text,
+                    features=tuple(action.changes),
+                    probability_before=float(probability[i]),
+                    probability_after=float(after[i, a]),
+                    lift_points=round(100 * float(lift), 2),
+                    expected_revenue_change=round(float(lift) * float(amount[i]), 2),
+                    evidence=words[j].text(values[i, j], yardsticks[i, j]),
+                )
+            )
         out.append(
             Explanation(
                 probability=float(probability[i]),
                 raw_score=float(raw[i]),
-                reasons=_reasons(scorer.names, contributions[i, :-1], row, entries, yardstick, top),
-                recommendations=_recommendations(
-                    lifts,
-                    i,
-                    probability[i],
-                    float(amount[i]),
-                    row,
-                    catalogue,
-                    model,
-                    entries,
-                    yardstick,
-                ),
-                reason_codes=dict(zip(codes, by_code[i].round(6).tolist(), strict=True)),
+                reasons=reasons,
+                recommendations=recommendations,
+                reason_codes=dict(zip(codes, by_code[i], strict=True)),
             )
         )
     return out
@@ -217,126 +240,75 @@ def _group_matrix(
     return codes, matrix
 
 
-def _typical(yardstick: dict | None, name: str) -> float | None:
-    if yardstick is None:
-        return None
-    value = yardstick.get(name)
-    return None if value is None or np.isnan(value) else float(value)
+def _yardsticks(typical: pd.DataFrame | None, frame: pd.DataFrame, names: list[str]) -> np.ndarray:
+    """What won deals show, per row and feature: the row's stage if known, else overall."""
+    if typical is None:
+        return np.full((len(frame), len(names)), np.nan)
+    table = typical.reindex(columns=names).to_numpy(dtype=float)
+    keys = frame["stage"].to_numpy() if "stage" in frame else np.full(len(frame), "*")
+    index = pd.Index(typical.index).get_indexer(keys)
+    index[index < 0] = typical.index.get_loc("*")
+    return table[index]
 
 
-def _show(value: object, unit: str) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return "unknown"
-    if isinstance(value, str):
-        return value
-    number = float(value)
-    if unit == "share":
-        return f"{number:.0%}"
-    if unit == "currency":
-        return f"{number:,.0f}"
-    if unit == "":
-        return "yes" if number == 1 else "no" if number == 0 else f"{number:g}"
-    text = f"{number:.0f}" if abs(number) >= 10 or number == int(number) else f"{number:.1f}"
-    return f"{text} {unit}"
+class _Words:
+    """How one feature is put into words: label, unit and the evidence sentence."""
 
+    def __init__(self, name: str, entry: FeatureEntry):
+        self.name, self.entry, self.unit = name, entry, entry.unit
+        if name == "days_since_last_activity":
+            self.prefix = "No touch in "
+        elif name == "days_since_rep_touch":
+            self.prefix = "The rep has not been in touch for "
+        else:
+            self.prefix = f"{entry.label[0].upper()}{entry.label[1:]}: "
 
-def _reason_text(name: str, entry: FeatureEntry, value: object, typical: float | None) -> str:
-    shown = _show(value, entry.unit)
-    if name == "days_since_last_activity":
-        text = f"No touch in {shown}"
-    elif name == "days_since_rep_touch":
-        text = f"The rep has not been in touch for {shown}"
-    else:
-        text = f"{entry.label[0].upper()}{entry.label[1:]}: {shown}"
-    if typical is not None and not np.isnan(typical):
-        text += f"; won deals at this stage: {_show(typical, entry.unit)}"
-    return text
+    def show(self, value: object) -> str:
+        if value is None or value != value:  # None or NaN
+            return "unknown"
+        if isinstance(value, str):
+            return value
+        number = float(value)
+        unit = self.unit
+        if unit == "share":
+            return f"{number:.0%}"
+        if unit == "currency":
+            return f"{number:,.0f}"
+        if unit == "":
+            return "yes" if number == 1 else "no" if number == 0 else f"{number:g}"
+        if abs(number) >= 10 or number == int(number):
+            return f"{number:.0f} {unit}"
+        return f"{number:.1f} {unit}"
 
+    def text(self, value: object, typical: float) -> str:
+        text = self.prefix + self.show(value)
+        if typical == typical:  # not NaN
+            text += "; won deals at this stage: " + self.show(typical)
+        return text
 
-def _reasons(
-    names: list[str],
-    effects: np.ndarray,
-    row: dict,
-    entries: dict[str, FeatureEntry],
-    yardstick: dict | None,
-    top: int,
-) -> list[Reason]:
-    order = np.argsort(effects)
-    chosen = [i for i in order[::-1][:top] if effects[i] > 0] + [
-        i for i in order[:top] if effects[i] < 0
-    ]
-    reasons = []
-    for i in chosen:
-        name = names[i]
-        entry = entries[name]
-        value = row[name]
-        value = None if value is None or (not isinstance(value, str) and pd.isna(value)) else value
-        typical = _typical(yardstick, name)
-        reasons.append(
-            Reason(
-                code=entry.group,
-                feature=name,
-                direction="raises" if effects[i] > 0 else "lowers",
-                effect=float(effects[i]),
-                value=value if isinstance(value, str) or value is None else float(value),
-                typical=typical,
-                text=_reason_text(name, entry, value, typical),
-            )
+    def reason(self, effect: float, value: object, typical: float) -> Reason:
+        known = None if value is None or value != value else value
+        return Reason(
+            code=self.entry.group,
+            feature=self.name,
+            direction="raises" if effect > 0 else "lowers",
+            effect=float(effect),
+            value=known if known is None or isinstance(known, str) else float(known),
+            typical=None if typical != typical else float(typical),
+            text=self.text(value, typical),
         )
-    return reasons
 
 
-def _action_lifts(
-    scorer: FastScorer,
-    coded: np.ndarray,
-    probability: np.ndarray,
-    catalogue: Catalogue,
-    model: str,
-) -> dict[str, np.ndarray]:
-    """Probability after each action, for all rows at once (one booster call per action)."""
+def _action_probabilities(
+    scorer: FastScorer, coded: np.ndarray, actions: list, threads: int
+) -> np.ndarray:
+    """Probability after each action (columns), for all rows at once: one booster call each."""
     position = {n: j for j, n in enumerate(scorer.names)}
-    after = {}
-    for name, action in catalogue.actions[model].items():
+    after = np.empty((len(coded), len(actions)))
+    for a, (_, action) in enumerate(actions):
         changed = coded.copy()
         for feature, change in action.changes.items():
             j = position[feature]
             changed[:, j] = change.apply(changed[:, j])
-        after[name] = scorer.probability(changed)
+        after[:, a] = scorer.probability(changed, threads=threads)
     return after
-
-
-def _recommendations(
-    after: dict[str, np.ndarray],
-    i: int,
-    before: float,
-    amount: float,
-    row: dict,
-    catalogue: Catalogue,
-    model: str,
-    entries: dict[str, FeatureEntry],
-    yardstick: dict | None,
-) -> list[Recommendation]:
-    recs = []
-    # a deal's action should raise its win probability; an account's should lower its churn risk
-    sign = -1.0 if model == "account" else 1.0
-    for name, action in catalogue.actions[model].items():
-        lift = sign * float(after[name][i] - before)
-        if lift < MIN_LIFT:
-            continue
-        evidence_entry = entries[action.evidence]
-        typical = _typical(yardstick, action.evidence)
-        recs.append(
-            Recommendation(
-                action=name,
-                text=action.text,
-                features=tuple(action.changes),
-                probability_before=before,
-                probability_after=float(after[name][i]),
-                lift_points=round(100 * lift, 2),
-                expected_revenue_change=round(lift * amount, 2),
-                evidence=_reason_text(
-                    action.evidence, evidence_entry, row[action.evidence], typical
-                ),
-            )
-        )
-    return sorted(recs, key=lambda r: -r.lift_points)
