@@ -95,7 +95,7 @@ def account_snapshots(tables: CrmTables, as_of_dates: Sequence[pd.Timestamp]) ->
     """(account_id, as_of) for accounts billed recurring revenue in the last ended month."""
     months = _recurring_months(tables)
     frames = []
-    for as_of in pd.DatetimeIndex(sorted(set(pd.DatetimeIndex(as_of_dates)))):
+    for as_of in pd.DatetimeIndex(sorted(set(pd.DatetimeIndex(as_of_dates)))).as_unit("ns"):
         last_ended = (as_of.to_period("M") - 1).start_time
         active = months.loc[months["period"] == last_ended, "account_id"]
         frames.append(pd.DataFrame({"account_id": active.to_numpy(), "as_of": as_of}))
@@ -131,7 +131,7 @@ def account_features(tables: CrmTables, snapshots: pd.DataFrame) -> pd.DataFrame
         {
             "row": np.arange(len(snapshots)),
             "account": index.get_indexer(snapshots["account_id"].to_numpy()),
-            "as_of": pd.DatetimeIndex(snapshots["as_of"]).to_numpy(),
+            "as_of": pd.DatetimeIndex(snapshots["as_of"]).as_unit("ns").to_numpy(),
         }
     )
     if (pairs["account"] < 0).any():

@@ -84,7 +84,7 @@ def snapshot_dates(
 def deal_snapshots(tables: CrmTables, as_of_dates: Sequence[pd.Timestamp]) -> pd.DataFrame:
     """(deal_id, as_of) for every deal open at each as-of, judged from its history then."""
     state = _history_state(tables)
-    dates = pd.DatetimeIndex(sorted(set(pd.DatetimeIndex(as_of_dates))))
+    dates = pd.DatetimeIndex(sorted(set(pd.DatetimeIndex(as_of_dates)))).as_unit("ns")
     frames = []
     created = state.groupby("deal")["changed_at"].min()
     for as_of in dates:
@@ -131,7 +131,7 @@ def deal_features(tables: CrmTables, snapshots: pd.DataFrame) -> pd.DataFrame:
         {
             "row": np.arange(len(snapshots)),
             "deal": deal_index.get_indexer(snapshots["deal_id"].to_numpy()),
-            "as_of": pd.DatetimeIndex(snapshots["as_of"]).to_numpy(),
+            "as_of": pd.DatetimeIndex(snapshots["as_of"]).as_unit("ns").to_numpy(),
         }
     )
     if (pairs["deal"] < 0).any():

@@ -9,31 +9,9 @@ import pytest
 import shap
 
 from forecast.catalogue import load_catalogue
-from forecast.datasets import make_crm
-from forecast.explain import FastScorer, explain, global_importance, typical_of_won
-from forecast.features import DEAL_FEATURES, snapshot_dates, training_frame
-from forecast.model import TreeParams, calibrate, make_lightgbm, model_input
-
-
-@pytest.fixture(scope="module")
-def trained():
-    world = make_crm(6000, seed=4, start="2023-01-01", as_of="2025-12-31")
-    frame = training_frame(world.tables, snapshot_dates("2023-03-01", "2025-08-31"))
-    train = frame[frame["as_of"] < "2025-01-01"]
-    later = frame[(frame["as_of"] >= "2025-01-01") & (frame["as_of"] < "2025-05-01")]
-    test = frame[frame["as_of"] >= "2025-05-01"].reset_index(drop=True)
-    trees = make_lightgbm(params=TreeParams(n_estimators=120, n_jobs=1)).fit(
-        model_input(train), train["won"].to_numpy()
-    )
-    model = calibrate(
-        trees, model_input(later), later["won"].to_numpy(), later["deal_id"].to_numpy()
-    ).model
-    return {
-        "model": model,
-        "scorer": FastScorer(model, DEAL_FEATURES),
-        "typical": typical_of_won(train, DEAL_FEATURES),
-        "test": test,
-    }
+from forecast.explain import explain, global_importance
+from forecast.features import DEAL_FEATURES
+from forecast.model import model_input
 
 
 def test_fast_scorer_equals_the_pipeline(trained):
