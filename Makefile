@@ -8,7 +8,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint format bench bench-generate docs lock clean
+.PHONY: help venv run test lint format bench bench-generate docs lock clean train mlflow-ui
 
 help: ## Show this list
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -23,6 +23,17 @@ venv: $(STAMP) ## Create the environment in .venv (done by run and test when nee
 
 run: $(STAMP) ## Generate the default CRM world into the store and describe it
 	$(BIN)/forecast data generate
+
+# The project's MLflow store, from settings (FORECAST_HOME / FORECAST_TRACKING_URI), never cwd's.
+TRACKING_URI = $(shell $(BIN)/python -c 'from forecast.settings import get_settings as s; print(s().mlflow_tracking_uri)')
+
+train: $(STAMP) ## Train the deal win model on the stored CRM via `mlflow run` (offline), then gate it
+	$(BIN)/python -c 'from forecast.train import ensure_experiment; ensure_experiment()'
+	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI="$(TRACKING_URI)" \
+		$(BIN)/mlflow run . -e train_win --env-manager local --experiment-name deal-win
+
+mlflow-ui: $(STAMP) ## Open the MLflow UI on the local store at http://127.0.0.1:5000
+	$(BIN)/mlflow ui --backend-store-uri "$(TRACKING_URI)" --host 127.0.0.1
 
 test: $(STAMP) ## Run the whole test suite (PostgreSQL tests need FORECAST_TEST_POSTGRES_URL)
 	$(BIN)/ruff check src service tests benchmarks

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from forecast.tables import CrmTables
+
 
 def asof_join(
     left: pd.DataFrame, right: pd.DataFrame, by: str, left_on: str, right_on: str
@@ -47,3 +49,43 @@ def running_at(
     value_columns = [c for c in running.columns if c not in (key, time)]
     at[value_columns] = at[value_columns].fillna(0.0)
     return at
+
+
+def tables_as_of(tables: CrmTables, as_of: pd.Timestamp | str) -> CrmTables:
+    """The CRM as an export taken at `as_of` would have recorded it.
+
+    Rows dated after `as_of` are dropped: history changes, activities and signals by their time,
+    deals and accounts by creation, revenue months that had not ended. Each remaining deal's row
+    is rebuilt from its last history row (stage, amount, expected close; closed_at and outcome
+    when that row closed it; the discount only once closed). Reps, products and targets are kept
+    whole: the org tree is taken as of the export and quotas are known all along.
+    """
+    as_of = pd.Timestamp(as_of)
+    history = tables.deal_history[tables.deal_history["changed_at"] <= as_of]
+    history = history.sort_values(["deal_id", "changed_at"], kind="stable")
+    last = history.groupby("deal_id", sort=False).tail(1).set_index("deal_id")
+    deals = tables.deals[tables.deals["deal_id"].isin(last.index)].copy()
+    state = last.reindex(deals["deal_id"].to_numpy())
+    stage = state["stage"].to_numpy()
+    won, lost = stage == "closed_won", stage == "closed_lost"
+    deals["stage"] = stage
+    deals["amount"] = state["amount"].to_numpy()
+    deals["expected_close"] = state["expected_close"].to_numpy()
+    deals["closed_at"] = state["changed_at"].where(won | lost).to_numpy()
+    deals["outcome"] = np.where(won, "won", np.where(lost, "lost", "open"))
+    if "discount" in deals:
+        deals["discount"] = deals["discount"].where(won | lost)
+    accounts = tables.accounts[tables.accounts["created_at"] <= as_of]
+    revenue = tables.revenue[tables.revenue["period"] + pd.offsets.MonthBegin(1) <= as_of]
+    frames = {
+        "reps": tables.reps,
+        "targets": tables.targets,
+        "products": tables.products,
+        "accounts": accounts,
+        "deals": deals,
+        "deal_history": history,
+        "activities": tables.activities[tables.activities["at"] <= as_of],
+        "revenue": revenue,
+        "signals": tables.signals[tables.signals["at"] <= as_of],
+    }
+    return CrmTables.from_frames(frames, as_of=min(as_of, pd.Timestamp(tables.as_of)))

@@ -27,6 +27,13 @@ data_app = typer.Typer(
     help="Generate, import, validate and describe CRM data.", no_args_is_help=True
 )
 app.add_typer(data_app, name="data")
+train_app = typer.Typer(
+    help="Train a model: one MLflow run, registered as challenger, then the gate.",
+    no_args_is_help=True,
+)
+app.add_typer(train_app, name="train")
+models_app = typer.Typer(help="The model registry: list, promote, roll back.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -276,6 +283,164 @@ def _print_description(tables) -> None:
     for quarter, row in d.revenue_by_quarter.tail(8).iterrows():
         revenue.add_row(quarter, *(f"{v:,.0f}" for v in row))
     console.print(revenue)
+
+
+# --- models --------------------------------------------------------------------------------------
+
+SeedOpt = Annotated[int, typer.Option(help="Random seed: same data and seed, same model.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+TRAIN_STEPS = 6  # features, candidates, calibration, evaluation, logging, gate
+
+
+def _stored_world():
+    """The stored tables and, for a generated world, its truth (None for real data)."""
+    from forecast.data import read_world
+    from forecast.store import StoreEmptyError, read_store
+
+    try:
+        world = read_world()
+        return (read_store(), None) if world is None else (world.tables, world.truth)
+    except StoreEmptyError as err:
+        raise _fail(str(err)) from None
+
+
+def _run_pipeline(name: str, tables, truth, seed: int):
+    """One pipeline through training and its gate, with progress; training refusals exit 1."""
+    from forecast.train import PIPELINES, LeakageSuspected, NotEnoughDataError
+
+    with _steps(TRAIN_STEPS, f"training {name}") as on_step:
+        try:
+            return PIPELINES[name](tables, truth=truth, seed=seed, on_step=on_step)
+        except (NotEnoughDataError, LeakageSuspected) as err:
+            raise _fail(f"{name}: {err}") from None
+
+
+def _outcome_dict(outcome) -> dict:
+    d = outcome.decision
+    return {
+        "pipeline": outcome.pipeline,
+        "run_id": outcome.run_id,
+        "model": d.name,
+        "version": d.version,
+        "promoted": d.promoted,
+        "reason": d.reason,
+        "metrics": outcome.metrics.to_dict(orient="index"),
+    }
+
+
+def _print_outcome(outcome) -> None:
+    from forecast.evaluate import LOWER_IS_BETTER, METRICS
+
+    table = Table("contender", *METRICS, title=f"{outcome.pipeline}: test slice, same rows")
+    best = {
+        m: outcome.metrics[m]
+        .drop("truth", errors="ignore")
+        .agg("min" if m in LOWER_IS_BETTER else "max")
+        for m in METRICS
+    }
+    for name, row in outcome.metrics.iterrows():
+        cells = [
+            f"[bold]{row[m]:.4f}[/]" if row[m] == best[m] and name != "truth" else f"{row[m]:.4f}"
+            for m in METRICS
+        ]
+        table.add_row(str(name), *cells)
+    console.print(table)
+    d = outcome.decision
+    colour = "green" if d.promoted else "yellow"
+    console.print(f"[{colour}]{d.name} v{d.version} {d.summary()}[/]", highlight=False)
+    console.print(f"MLflow run {outcome.run_id}", style="dim")
+
+
+@train_app.command("win")
+def train_win(seed: SeedOpt = 0, as_json: JsonOpt = False) -> None:
+    """Train the deal win model on the stored CRM, compare it with the baselines and gate it."""
+    tables, truth = _stored_world()
+    outcome = _run_pipeline("win", tables, truth, seed)
+    if as_json:
+        json.dump(_outcome_dict(outcome), sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    else:
+        _print_outcome(outcome)
+
+
+@app.command("retrain")
+def retrain(seed: SeedOpt = 0, as_json: JsonOpt = False) -> None:
+    """Retrain every pipeline on the stored CRM and pass each through its registry gate."""
+    from forecast.train import PIPELINES
+
+    tables, truth = _stored_world()
+    outcomes, failed = [], []
+    for name in PIPELINES:
+        try:
+            outcomes.append(_run_pipeline(name, tables, truth, seed))
+        except typer.Exit:  # refused (reason printed): the other pipelines still run
+            failed.append(name)
+            continue
+        if not as_json:
+            _print_outcome(outcomes[-1])
+    if as_json:
+        json.dump([_outcome_dict(o) for o in outcomes], sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    if failed:
+        raise _fail(f"not retrained: {', '.join(failed)}")
+
+
+def _registry_call(action, *args, **kwargs) -> str:
+    from forecast.registry import RegistryError
+
+    try:
+        return action(*args, **kwargs)
+    except RegistryError as err:
+        raise _fail(str(err)) from None
+
+
+@models_app.command("list")
+def models_list(as_json: JsonOpt = False) -> None:
+    """Every registered model version with its aliases, test metrics and gate verdict."""
+    from forecast.registry import list_models
+
+    frame = list_models()
+    if as_json:
+        json.dump(frame.to_dict(orient="records"), sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+        return
+    if frame.empty:
+        console.print("no registered models yet: run `forecast train win`")
+        return
+    table = Table("name", "version", "aliases", "created", "test AUC", "test log loss", "gate")
+    for row in frame.itertuples():
+        table.add_row(
+            row.name,
+            str(row.version),
+            row.aliases,
+            f"{row.created:%Y-%m-%d %H:%M}",
+            f"{row.test_auc:.4f}",
+            f"{row.test_log_loss:.4f}",
+            row.gate,
+        )
+    console.print(table)
+
+
+@models_app.command("promote")
+def models_promote(
+    name: Annotated[str, typer.Argument(help="Registered model, e.g. deal-win.")],
+    version: Annotated[str, typer.Argument(help="The version to make champion.")],
+    force: Annotated[bool, typer.Option(help="Promote even if it fails the baselines.")] = False,
+) -> None:
+    """Make a version champion by hand (it must still beat the baselines unless --force)."""
+    from forecast.registry import promote
+
+    console.print(_registry_call(promote, name, version, force=force), highlight=False)
+
+
+@models_app.command("rollback")
+def models_rollback(
+    name: Annotated[str, typer.Argument(help="Registered model, e.g. deal-win.")],
+) -> None:
+    """Give the champion alias back to the previous champion."""
+    from forecast.registry import rollback
+
+    console.print(_registry_call(rollback, name), highlight=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

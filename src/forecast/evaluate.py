@@ -1,0 +1,150 @@
+"""Metrics for probabilities, the baselines a win model must beat, and the reliability diagram.
+
+Every comparison scores all contenders on the same rows. Calibration error (ECE) uses 10
+equal-frequency bins: predicted win probabilities bunch up (most open deals sit in early stages),
+so equal-width bins would leave the upper bins nearly empty and noisy. Bin edges are quantiles of
+the predictions, so tied predictions always share a bin and a score with few distinct values
+(the fixed stage probabilities) gets fewer, larger bins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+from forecast.schema import OPEN_STAGES
+
+# What a CRM's weighted pipeline multiplies amounts by (typical vendor defaults): the first
+# baseline, and the number every sales manager already has.
+STAGE_PROBABILITIES: Mapping[str, float] = MappingProxyType(
+    {"prospecting": 0.10, "qualification": 0.20, "proposal": 0.40, "negotiation": 0.70}
+)
+ECE_BINS = 10
+METRICS = ("auc", "pr_auc", "log_loss", "brier", "ece")
+LOWER_IS_BETTER = frozenset({"log_loss", "brier", "ece"})
+
+
+def _bin_edges(p: np.ndarray, n_bins: int) -> np.ndarray:
+    """Inner edges of equal-frequency bins (quantiles), duplicates removed."""
+    return np.unique(np.quantile(p, np.linspace(0, 1, n_bins + 1)[1:-1]))
+
+
+def reliability_table(y: np.ndarray, p: np.ndarray, n_bins: int = ECE_BINS) -> pd.DataFrame:
+    """Per equal-frequency bin: rows, mean predicted probability and observed win rate."""
+    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    bins = np.searchsorted(_bin_edges(p, n_bins), p, side="right")
+    frame = pd.DataFrame({"bin": bins, "p": p, "y": y})
+    table = frame.groupby("bin").agg(
+        n=("y", "size"), mean_predicted=("p", "mean"), observed=("y", "mean")
+    )
+    return table.reset_index(drop=True)
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = ECE_BINS) -> float:
+    """Row-weighted mean gap between predicted and observed win rate over equal-frequency bins."""
+    table = reliability_table(y, p, n_bins)
+    gaps = (table["mean_predicted"] - table["observed"]).abs()
+    return float((gaps * table["n"]).sum() / table["n"].sum())
+
+
+def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """ROC AUC, PR AUC, log loss, Brier score and ECE; AUCs are NaN when only one class occurs."""
+    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    both = 0 < y.sum() < len(y)
+    return {
+        "auc": float(roc_auc_score(y, p)) if both else float("nan"),
+        "pr_auc": float(average_precision_score(y, p)) if both else float("nan"),
+        "log_loss": float(log_loss(y, p, labels=[0, 1])),
+        "brier": float(brier_score_loss(y, p)),
+        "ece": expected_calibration_error(y, p),
+        "n": float(len(y)),
+        "win_rate": float(y.mean()),
+        "mean_predicted": float(p.mean()),
+    }
+
+
+def compare(y: np.ndarray, scores: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """One row of metrics per contender, all on the same rows."""
+    return pd.DataFrame({name: binary_metrics(y, p) for name, p in scores.items()}).T
+
+
+def compare_by(groups: pd.Series, y: np.ndarray, scores: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """`compare` within each group (e.g. stage, segment): tidy rows of group, model, metrics."""
+    groups = pd.Series(np.asarray(groups, dtype=object)).fillna("(missing)")
+    y = np.asarray(y)
+    rows = []
+    for value in sorted(groups.unique(), key=str):
+        mask = (groups == value).to_numpy()
+        table = compare(y[mask], {name: np.asarray(p)[mask] for name, p in scores.items()})
+        rows.append(table.rename_axis("model").reset_index().assign(group=value))
+    out = pd.concat(rows, ignore_index=True)
+    return out[["group", "model", *[c for c in out.columns if c not in ("group", "model")]]]
+
+
+def stage_fixed_probability(stages: pd.Series) -> np.ndarray:
+    """Baseline (a): the CRM's fixed probability for each row's stage."""
+    values = pd.Series(np.asarray(stages, dtype=object)).map(dict(STAGE_PROBABILITIES))
+    if values.isna().any():
+        unknown = sorted(set(np.asarray(stages, dtype=object)) - set(STAGE_PROBABILITIES), key=str)
+        raise ValueError(f"no fixed probability for stages {unknown}; expected {OPEN_STAGES}")
+    return values.to_numpy(dtype=float)
+
+
+@dataclass(frozen=True)
+class StageRates:
+    """Baseline (b): the historical win rate of snapshots in each stage (training window)."""
+
+    rates: Mapping[str, float]
+    overall: float  # for a stage the history never saw
+
+    @classmethod
+    def learn(cls, stages: pd.Series, won: np.ndarray) -> StageRates:
+        frame = pd.DataFrame({"stage": np.asarray(stages, object), "won": np.asarray(won, float)})
+        rates = frame.groupby("stage")["won"].mean()
+        return cls(rates=MappingProxyType(rates.to_dict()), overall=float(frame["won"].mean()))
+
+    def predict(self, stages: pd.Series) -> np.ndarray:
+        values = pd.Series(np.asarray(stages, dtype=object)).map(dict(self.rates))
+        return values.fillna(self.overall).to_numpy(dtype=float)
+
+
+def plot_reliability(
+    y: np.ndarray, scores: Mapping[str, np.ndarray], path: Path, *, title: str
+) -> Path:
+    """Reliability diagram (observed vs predicted per bin) and prediction histogram, as PNG.
+
+    Uses a bare `Figure` on the Agg canvas: no pyplot state, no display needed.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 4.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    curve, histogram = figure.subplots(1, 2)
+    curve.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
+    for name, p in scores.items():
+        table = reliability_table(y, p)
+        ece = expected_calibration_error(y, p)
+        curve.plot(
+            table["mean_predicted"], table["observed"], marker="o", label=f"{name} (ECE {ece:.3f})"
+        )
+        histogram.hist(np.asarray(p), bins=40, range=(0, 1), histtype="step", label=name)
+    curve.set(
+        xlabel="mean predicted win probability",
+        ylabel="observed win rate",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
+    curve.set_title(f"{title}: {ECE_BINS} equal-frequency bins")
+    curve.legend(loc="upper left", fontsize="small")
+    histogram.set(xlabel="predicted win probability", ylabel="snapshots", title="predictions")
+    histogram.legend(loc="upper right", fontsize="small")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    return path

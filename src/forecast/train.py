@@ -1,0 +1,879 @@
+"""Train the deal win model out of time, check it against baselines, log one MLflow run.
+
+The time line, from the export's as-of (`tables.as_of`) backwards, on weekly snapshots:
+
+    | train ... | calibration (91 d) | test (91 d) | label lag (120 d) | as-of
+
+- test: the latest slice whose labels are known. Deals still open at the as-of have no label, so
+  test snapshots end `label_lag_days` (120) before it: 95 % of closed deals close within 94 days
+  of creation on the default world, so almost every test deal is resolved (the share that is
+  not, and so is dropped, is logged as `test_unlabelled_share`).
+- calibration: the slice before, where the probability map (sigmoid or isotonic) is fitted and
+  the candidate chosen.
+- train: everything earlier.
+
+A deal's weekly snapshots can fall in several slices. The train slice drops every deal that is
+also in a later slice, so the trees never see a test deal's label (this is also what a model
+trained at the end of the train window could have known: those deals were still open).
+The model logged is the one tested: trained up to the train window's end, calibrated on the
+next slice; it is about seven months behind the export when it is registered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import logging
+import os
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import infer_signature
+from sklearn.base import BaseEstimator
+from sklearn.metrics import roc_auc_score
+
+from forecast import evaluate
+from forecast.datasets import WorldTruth
+from forecast.features import DEAL_FEATURES, KEY_COLUMNS, Feature, snapshot_dates, training_frame
+from forecast.model import (
+    CALIBRATION_METHODS,
+    SKOPS_TRUSTED_TYPES,
+    Calibration,
+    TreeParams,
+    base_pipeline,
+    calibrate,
+    calibration_scores,
+    make_lightgbm,
+    make_logistic,
+    model_input,
+    monotone_violations,
+)
+from forecast.registry import Evaluation, GateDecision, register_and_gate
+from forecast.settings import disable_telemetry, get_settings
+from forecast.tables import CrmTables
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "deal-win"
+MODEL_NAME = "deal-win"
+MIN_CLOSED_PER_CLASS = 40  # won and lost closed deals needed, each, before anything is trained
+LEAKAGE_GAIN_SHARE = 0.50  # one feature carrying more of the trees' total gain is suspect
+LEAKAGE_AUC = 0.99  # no honest out-of-time model of deal outcomes gets this close to perfect
+CANDIDATES = ("lightgbm", "logistic")
+RUNTIME_PACKAGES = ("lightgbm", "scikit-learn", "skops", "pandas", "numpy", "scipy")
+
+
+class NotEnoughDataError(ValueError):
+    """Too few closed deals, or a time slice without both outcomes."""
+
+
+class LeakageSuspected(RuntimeError):  # noqa: N818 (the name says what happened)
+    """A feature looks like it knows the outcome: training stopped."""
+
+
+@dataclass(frozen=True)
+class WinParams:
+    """Everything that decides the model, logged as the run's parameters."""
+
+    seed: int = 0
+    label_lag_days: int = 120
+    test_days: int = 91
+    calibration_days: int = 91
+    snapshot_freq: str = "W-SUN"
+    tree: TreeParams = field(default_factory=TreeParams)
+    logistic_c: float = 0.1
+    candidates: tuple[str, ...] = CANDIDATES
+
+    def flat(self) -> dict[str, object]:
+        out = {k: v for k, v in asdict(self).items() if k != "tree"}
+        out["candidates"] = ",".join(self.candidates)
+        return out | {f"tree_{k}": v for k, v in asdict(self.tree).items()}
+
+
+@dataclass(frozen=True)
+class TrainHooks:
+    """Ways for tests and experiments to alter the data; real runs use none (logged if used).
+
+    Attributes:
+        extra_features: returns new numeric columns (same index) to add to the snapshot frame;
+            they become model features (how the leakage canary is tested).
+        fit_rows: rewrites the train and calibration rows, never the test rows (e.g. shuffled
+            labels, for a model that must fail the gate).
+    """
+
+    extra_features: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+    fit_rows: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Snapshot windows: train (start, train_end], calibration (.., calibration_end], test."""
+
+    start: pd.Timestamp
+    train_end: pd.Timestamp
+    calibration_end: pd.Timestamp
+    test_end: pd.Timestamp
+    export_as_of: pd.Timestamp
+
+    @classmethod
+    def before(cls, tables: CrmTables, params: WinParams) -> Windows:
+        test_end = tables.as_of.normalize() - pd.Timedelta(days=params.label_lag_days)
+        calibration_end = test_end - pd.Timedelta(days=params.test_days)
+        train_end = calibration_end - pd.Timedelta(days=params.calibration_days)
+        start = tables.deals["created_at"].min()
+        if pd.isna(start) or start >= train_end:
+            raise NotEnoughDataError(
+                f"the data starts {start} but training must end by {train_end:%Y-%m-%d} "
+                f"(export as-of {tables.as_of:%Y-%m-%d} minus {params.label_lag_days} days of "
+                f"label lag, {params.test_days} days of test and {params.calibration_days} of "
+                "calibration): more history is needed"
+            )
+        return cls(start.normalize(), train_end, calibration_end, test_end, tables.as_of)
+
+    def describe(self) -> dict[str, str]:
+        day = "%Y-%m-%d"
+        return {
+            "train": f"{self.start:{day}} .. {self.train_end:{day}}",
+            "calibration": f"{self.train_end:{day}} .. {self.calibration_end:{day}}",
+            "test": f"{self.calibration_end:{day}} .. {self.test_end:{day}}",
+            "export_as_of": f"{self.export_as_of:{day}}",
+        }
+
+
+@dataclass(frozen=True)
+class Slices:
+    train: pd.DataFrame
+    calibration: pd.DataFrame
+    test: pd.DataFrame
+    unlabelled_share: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class WinTrainResult:
+    """What a training run produced; `evaluation()` is what the registry's gate needs."""
+
+    run_id: str
+    model_uri: str
+    model: BaseEstimator
+    candidate: str
+    calibration_method: str
+    selection: pd.DataFrame  # out-of-fold log loss on the calibration slice, candidate x method
+    metrics: pd.DataFrame  # contenders x metrics on the test rows
+    by_stage: pd.DataFrame
+    by_segment: pd.DataFrame
+    windows: Windows
+    slices: Slices
+    features: tuple[Feature, ...]
+    gain_share: pd.Series
+    fingerprint: str
+    code_version: str
+    card_path: Path
+    params: WinParams
+
+    def evaluation(self) -> Evaluation:
+        """The test rows and scores the gate compares a champion with."""
+        test = self.slices.test
+        return Evaluation(
+            features=model_input(test, self.features),
+            won=test["won"].to_numpy(dtype=int),
+            metrics={m: float(self.metrics.loc["model", m]) for m in ("auc", "log_loss")},
+            baselines={
+                name: float(self.metrics.loc[name, "log_loss"])
+                for name in ("stage_fixed", "stage_history")
+            },
+        )
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+
+def build_frame(
+    tables: CrmTables, windows: Windows, params: WinParams, hooks: TrainHooks
+) -> tuple[pd.DataFrame, tuple[Feature, ...]]:
+    """Weekly snapshots from the first deal to the test window's end, features and labels."""
+    dates = snapshot_dates(windows.start, windows.test_end, freq=params.snapshot_freq)
+    frame = training_frame(tables, dates, labelled_only=False)
+    features = DEAL_FEATURES
+    if hooks.extra_features is not None:
+        extra = hooks.extra_features(frame)
+        frame = pd.concat([frame, extra.set_axis(frame.index)], axis=1)
+        features = (*features, *(Feature(str(c)) for c in extra.columns))
+    return frame, features
+
+
+def check_closed_deals(frame: pd.DataFrame, windows: Windows) -> None:
+    """Refuse to train on fewer than MIN_CLOSED_PER_CLASS won and lost deals each."""
+    outcome = frame.dropna(subset=["won"]).drop_duplicates("deal_id")["won"]
+    won, lost = int((outcome == 1).sum()), int((outcome == 0).sum())
+    if won < MIN_CLOSED_PER_CLASS or lost < MIN_CLOSED_PER_CLASS:
+        raise NotEnoughDataError(
+            f"not enough closed deals to train a win model: {won} won and {lost} lost deals "
+            f"have snapshots up to {windows.test_end:%Y-%m-%d}; at least {MIN_CLOSED_PER_CLASS} "
+            "of each are needed (import more history, or wait for more deals to close)"
+        )
+
+
+def split(frame: pd.DataFrame, windows: Windows) -> Slices:
+    """Out-of-time slices by as_of, labelled rows only; train purged of later slices' deals.
+
+    Only the train slice is purged: trees could learn a deal from its earlier snapshots. The
+    calibration map is one-dimensional and cannot, and purging it would keep only the deals
+    that closed fast (mostly early losses) and bias the map.
+    """
+    as_of = frame["as_of"]
+    parts = {
+        "train": frame[as_of <= windows.train_end],
+        "calibration": frame[(as_of > windows.train_end) & (as_of <= windows.calibration_end)],
+        "test": frame[(as_of > windows.calibration_end) & (as_of <= windows.test_end)],
+    }
+    later = pd.concat([parts["calibration"]["deal_id"], parts["test"]["deal_id"]])
+    parts["train"] = parts["train"][~parts["train"]["deal_id"].isin(later)]
+    unlabelled = {n: float(p["won"].isna().mean()) if len(p) else 0.0 for n, p in parts.items()}
+    labelled = {n: p[p["won"].notna()].reset_index(drop=True) for n, p in parts.items()}
+    for name, part in labelled.items():
+        if part["won"].nunique() < 2:
+            raise NotEnoughDataError(
+                f"the {name} slice ({windows.describe()[name]}) has {len(part)} labelled "
+                "snapshots and not both outcomes: more history is needed"
+            )
+    return Slices(**labelled, unlabelled_share=unlabelled)
+
+
+def fingerprint(frame: pd.DataFrame, columns: Sequence[str]) -> str:
+    """SHA-256 of the training inputs (keys, features, labels), independent of row index."""
+    digest = hashlib.sha256(",".join(columns).encode())
+    hashed = pd.util.hash_pandas_object(frame[list(columns)], index=False).to_numpy()
+    digest.update(hashed.tobytes())
+    return digest.hexdigest()
+
+
+# --- model choice --------------------------------------------------------------------------------
+
+
+def fit_candidates(
+    train: pd.DataFrame, features: Sequence[Feature], params: WinParams
+) -> dict[str, BaseEstimator]:
+    """Every candidate fitted on the train slice (LightGBM always: the leakage canary reads it)."""
+    x, y = model_input(train, features), train["won"].to_numpy(dtype=int)
+    makers = {
+        "lightgbm": lambda: make_lightgbm(features, params=params.tree, seed=params.seed),
+        "logistic": lambda: make_logistic(features, c=params.logistic_c, seed=params.seed),
+    }
+    return {name: makers[name]().fit(x, y) for name in CANDIDATES}
+
+
+def gain_shares(model: BaseEstimator) -> pd.Series:
+    """Each feature's share of the LightGBM pipeline's total split gain, largest first."""
+    lgbm = base_pipeline(model).named_steps["lgbm"]
+    gain = pd.Series(lgbm.booster_.feature_importance("gain"), index=lgbm.booster_.feature_name())
+    return (gain / gain.sum()).sort_values(ascending=False)
+
+
+def check_leakage(shares: pd.Series, test_auc: float | None = None) -> None:
+    """Stop when one feature dominates the gain or the out-of-time AUC is implausibly high."""
+    top, share = str(shares.index[0]), float(shares.iloc[0])
+    if share > LEAKAGE_GAIN_SHARE:
+        raise LeakageSuspected(
+            f"suspected leakage: {top} carries {share:.0%} of the model's total gain "
+            f"(limit {LEAKAGE_GAIN_SHARE:.0%}); check it is known at each snapshot's as-of"
+        )
+    if test_auc is not None and test_auc > LEAKAGE_AUC:
+        raise LeakageSuspected(
+            f"suspected leakage: {top} (out-of-time AUC {test_auc:.4f} > {LEAKAGE_AUC}; "
+            f"{top} carries the most gain, {share:.0%})"
+        )
+
+
+def choose(
+    fitted: Mapping[str, BaseEstimator],
+    calibration: pd.DataFrame,
+    features: Sequence[Feature],
+    allowed: Sequence[str],
+) -> tuple[str, pd.DataFrame]:
+    """The eligible candidate with the lowest out-of-fold calibrated log loss (calibration slice).
+
+    A candidate that bends a declared monotone feature the wrong way is not eligible.
+    """
+    x = model_input(calibration, features)
+    y = calibration["won"].to_numpy(dtype=int)
+    groups = calibration["deal_id"].to_numpy()
+    rows = {}
+    for name in allowed:
+        violations = monotone_violations(fitted[name], features)
+        rows[name] = calibration_scores(fitted[name], x, y, groups) | {
+            "not eligible": "; ".join(violations)
+        }
+        if violations:
+            log.warning("%s not eligible: against declared direction: %s", name, violations)
+    table = pd.DataFrame(rows).T.rename_axis("candidate")
+    eligible = table[table["not eligible"] == ""]
+    best = eligible[list(CALIBRATION_METHODS)].astype(float).min(axis=1).idxmin()
+    return str(best), table
+
+
+# --- evaluation ----------------------------------------------------------------------------------
+
+
+METRIC_PREFIX = {
+    "model": "test",
+    "model_uncalibrated": "test_uncalibrated",
+    "stage_fixed": "baseline_stage_fixed",
+    "stage_history": "baseline_stage_history",
+    "logistic": "baseline_logistic",
+    "lightgbm": "candidate_lightgbm",
+    "truth": "truth",
+}
+
+
+def flat_metrics(table: pd.DataFrame) -> dict[str, float]:
+    """`test_auc`, `baseline_stage_fixed_log_loss`, `truth_auc`, ... from the contenders table."""
+    return {
+        f"{METRIC_PREFIX[name]}_{metric}": float(value)
+        for name, row in table.iterrows()
+        for metric, value in row.items()
+        if metric in (*evaluate.METRICS, "mean_predicted") and np.isfinite(value)
+    } | {
+        "test_rows": float(table.loc["model", "n"]),
+        "test_win_rate": table.loc["model", "win_rate"],
+    }
+
+
+# --- provenance ----------------------------------------------------------------------------------
+
+
+def code_version() -> str:
+    """The git commit of the source checkout (with `+dirty`), else the package version.
+
+    Read-only git calls; GIT_OPTIONAL_LOCKS=0 keeps `git status` from refreshing the index.
+    """
+    here = Path(__file__).resolve().parent
+    env = os.environ | {"GIT_OPTIONAL_LOCKS": "0"}
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(here), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            env=env,
+            check=True,
+        )
+        return done.stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return f"forecast {importlib.metadata.version('forecast')}"
+    return commit + ("+dirty" if dirty else "")
+
+
+def package_versions() -> dict[str, str]:
+    names = ("forecast", "mlflow", *RUNTIME_PACKAGES)
+    return {name: importlib.metadata.version(name) for name in names}
+
+
+def default_card_dir() -> Path:
+    """`models/` of the source checkout when running from one, else `$FORECAST_HOME/models`."""
+    root = Path(__file__).resolve().parents[2]
+    if (root / "pyproject.toml").is_file() and (root / "models").is_dir():
+        return root / "models"
+    return get_settings().home.expanduser() / "models"
+
+
+def artifact_root() -> str | None:
+    """`$FORECAST_HOME/mlartifacts` for a local (sqlite or file) store, else the server's choice.
+
+    Without it MLflow puts a database-backed store's artifacts in `./mlruns` of whatever
+    directory the command runs from.
+    """
+    settings = get_settings()
+    if settings.mlflow_tracking_uri.startswith(("sqlite:", "file:", "/")):
+        return (settings.home.expanduser().resolve() / "mlartifacts").as_uri()
+    return None
+
+
+def ensure_experiment(name: str = EXPERIMENT) -> str:
+    """The experiment's id in the project's store, created with its artifacts under FORECAST_HOME.
+
+    `make train` calls this before `mlflow run`, which would otherwise create the experiment
+    with its artifacts in `./mlruns`.
+    """
+    disable_telemetry()
+    client = mlflow.MlflowClient(get_settings().mlflow_tracking_uri)
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        return client.create_experiment(name, artifact_location=artifact_root())
+    root = artifact_root()
+    if root and not found.artifact_location.startswith(root.rstrip("/")):
+        log.warning(
+            "experiment %s keeps its artifacts in %s, not under FORECAST_HOME (%s): it was "
+            "created by another tool",
+            name,
+            found.artifact_location,
+            root,
+        )
+    return found.experiment_id
+
+
+@contextlib.contextmanager
+def tracking_run(experiment: str, run_name: str) -> Iterator[mlflow.ActiveRun]:
+    """One MLflow run in the project's store (the tracking URI always comes from settings).
+
+    `mlflow run` hands its own run to the command through MLFLOW_RUN_ID; that run is adopted
+    only when it lives in the project's store, else it is left alone with a warning.
+    """
+    disable_telemetry()
+    uri = get_settings().mlflow_tracking_uri
+    # read before set_tracking_uri, which writes MLFLOW_TRACKING_URI into the environment
+    launcher_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    launcher_run = os.environ.pop("MLFLOW_RUN_ID", None)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    if launcher_run and launcher_uri != uri:
+        log.warning(
+            "launched by `mlflow run` with tracking URI %s, not the project's store %s: logging "
+            "to a new run there (set MLFLOW_TRACKING_URI=%s to log into the launcher's run)",
+            launcher_uri,
+            uri,
+            uri,
+        )
+        launcher_run = None
+    experiment_id = ensure_experiment(experiment)
+    with mlflow.start_run(
+        run_id=launcher_run, experiment_id=experiment_id, run_name=run_name
+    ) as run:
+        yield run
+
+
+# --- the pipeline --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The data side of a run: windows, slices, the features used and their fingerprint."""
+
+    windows: Windows
+    slices: Slices
+    features: tuple[Feature, ...]
+    fingerprint: str
+
+
+def prepare(tables: CrmTables, params: WinParams, hooks: TrainHooks) -> Prepared:
+    """Snapshots, features, the closed-deal check and the out-of-time split."""
+    windows = Windows.before(tables, params)
+    frame, features = build_frame(tables, windows, params, hooks)
+    check_closed_deals(frame, windows)
+    slices = split(frame, windows)
+    if hooks.fit_rows is not None:
+        train, calibration = hooks.fit_rows(slices.train), hooks.fit_rows(slices.calibration)
+        slices = Slices(train, calibration, slices.test, slices.unlabelled_share)
+    columns = [*KEY_COLUMNS, *(f.name for f in features), "won"]
+    inputs = pd.concat([slices.train, slices.calibration, slices.test])
+    return Prepared(windows, slices, features, fingerprint(inputs, columns))
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """The fitted candidates, the LightGBM gain shares and the calibrated choice."""
+
+    candidates: Mapping[str, BaseEstimator]
+    gain_share: pd.Series
+    chosen: str
+    selection: pd.DataFrame
+    calibration: Calibration
+
+
+def choose_and_calibrate(
+    data: Prepared,
+    candidates: Mapping[str, BaseEstimator],
+    shares: pd.Series,
+    params: WinParams,
+) -> Fitted:
+    """Pick the candidate on the calibration slice and fit its calibration map there."""
+    cal = data.slices.calibration
+    chosen, selection = choose(candidates, cal, data.features, params.candidates)
+    x, y = model_input(cal, data.features), cal["won"].to_numpy(dtype=int)
+    scores = selection.loc[chosen, list(CALIBRATION_METHODS)].astype(float).to_dict()
+    calibration = calibrate(candidates[chosen], x, y, cal["deal_id"].to_numpy(), scores)
+    log.info("chose %s with %s calibration", chosen, calibration.method)
+    return Fitted(candidates, shares, chosen, selection, calibration)
+
+
+def score_test(data: Prepared, fitted: Fitted, truth: WorldTruth | None) -> dict[str, np.ndarray]:
+    """P(won) on the test rows from the model, its uncalibrated self and every baseline.
+
+    Runs the out-of-time AUC canary first (on the model and on the LightGBM candidate).
+    """
+    train, test = data.slices.train, data.slices.test
+    x, y = model_input(test, data.features), test["won"].to_numpy(dtype=int)
+    lightgbm = fitted.candidates["lightgbm"].predict_proba(x)[:, 1]
+    scores = {
+        "model": fitted.calibration.model.predict_proba(x)[:, 1],
+        "model_uncalibrated": fitted.candidates[fitted.chosen].predict_proba(x)[:, 1],
+        "stage_fixed": evaluate.stage_fixed_probability(test["stage"]),
+        "stage_history": evaluate.StageRates.learn(train["stage"], train["won"]).predict(
+            test["stage"]
+        ),
+        "logistic": fitted.candidates["logistic"].predict_proba(x)[:, 1],
+        "lightgbm": lightgbm,
+    }
+    best_auc = max(roc_auc_score(y, lightgbm), roc_auc_score(y, scores["model"]))
+    check_leakage(fitted.gain_share, float(best_auc))
+    if truth is not None:
+        scores["truth"] = truth.win_probability(test["deal_id"], test["stage"])
+    return scores
+
+
+def train_win(
+    tables: CrmTables,
+    *,
+    truth: WorldTruth | None = None,
+    params: WinParams | None = None,
+    hooks: TrainHooks | None = None,
+    card_dir: Path | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> WinTrainResult:
+    """Train, calibrate, evaluate and log the deal win model as one MLflow run.
+
+    Args:
+        tables: the CRM as exported (its `as_of` sets the time line, see the module docstring).
+        truth: the generator's truth on generated worlds, scored as the ceiling; None otherwise.
+        params: model and window settings (defaults: `WinParams()`).
+        hooks: test and experiment hooks (see `TrainHooks`).
+        card_dir: where `deal-win.md` is written (default: `default_card_dir()`).
+        on_step: called with each step's name, for progress display.
+
+    Returns:
+        The run's id and model, and the metrics against the baselines on the test rows.
+
+    Raises:
+        NotEnoughDataError: fewer than MIN_CLOSED_PER_CLASS won or lost deals, or a slice lacks
+            one of the outcomes.
+        LeakageSuspected: a feature carries most of the gain, or the test AUC is above 0.99; the
+            run is then marked FAILED and no model is logged.
+    """
+    params, hooks = params or WinParams(), hooks or TrainHooks()
+    step = on_step or (lambda name: None)
+    if unknown := set(params.candidates) - set(CANDIDATES):
+        raise ValueError(f"unknown candidates {sorted(unknown)}; known: {CANDIDATES}")
+    step("snapshots and features")
+    data = prepare(tables, params, hooks)
+    s = data.slices
+    log.info(
+        "win model: %s train, %s calibration, %s test snapshots (%s)",
+        *(f"{len(part):,}" for part in (s.train, s.calibration, s.test)),
+        "; ".join(f"{k} {v}" for k, v in data.windows.describe().items()),
+    )
+    with tracking_run(EXPERIMENT, run_name=f"deal-win seed {params.seed}") as run:
+        _log_inputs(params, data, hooks)
+        step("fitting candidates")
+        candidates = fit_candidates(data.slices.train, data.features, params)
+        shares = gain_shares(candidates["lightgbm"])
+        mlflow.log_metric("gain_share_max", float(shares.iloc[0]))
+        mlflow.set_tag("gain_share_top", str(shares.index[0]))
+        check_leakage(shares)
+        step("choosing and calibrating")
+        fitted = choose_and_calibrate(data, candidates, shares, params)
+        step("evaluating")
+        scores = score_test(data, fitted, truth)
+        y_test = s.test["won"].to_numpy(dtype=int)
+        step("logging to MLflow")
+        result = WinTrainResult(
+            run_id=run.info.run_id,
+            model_uri=_log_model(fitted.calibration.model, s.test, data.features),
+            model=fitted.calibration.model,
+            candidate=fitted.chosen,
+            calibration_method=fitted.calibration.method,
+            selection=fitted.selection,
+            metrics=evaluate.compare(y_test, scores),
+            by_stage=evaluate.compare_by(s.test["stage"], y_test, scores),
+            by_segment=evaluate.compare_by(s.test["segment"], y_test, scores),
+            windows=data.windows,
+            slices=s,
+            features=data.features,
+            gain_share=fitted.gain_share,
+            fingerprint=data.fingerprint,
+            code_version=code_version(),
+            card_path=(card_dir or default_card_dir()) / f"{MODEL_NAME}.md",
+            params=params,
+        )
+        _log_results(result, y_test, scores)
+    log.info("logged run %s (model %s)", result.run_id, result.model_uri)
+    return result
+
+
+def _log_inputs(params: WinParams, data: Prepared, hooks: TrainHooks) -> None:
+    slices = data.slices
+    mlflow.log_params(
+        params.flat() | {f"window_{k}": v for k, v in data.windows.describe().items()}
+    )
+    parts = {name: getattr(slices, name) for name in ("train", "calibration", "test")}
+    mlflow.log_params(
+        {f"{name}_rows": len(part) for name, part in parts.items()}
+        | {f"{name}_deals": part["deal_id"].nunique() for name, part in parts.items()}
+        | {"features": ",".join(f.name for f in data.features)}
+    )
+    mlflow.log_metrics({f"{k}_unlabelled_share": v for k, v in slices.unlabelled_share.items()})
+    mlflow.set_tags(
+        {"data_fingerprint": data.fingerprint, "code_version": code_version()}
+        | {"seed": str(params.seed)}
+        | {f"version.{k}": v for k, v in package_versions().items()}
+    )
+    if used := [n for n in ("extra_features", "fit_rows") if getattr(hooks, n) is not None]:
+        mlflow.set_tag("hooks", ",".join(used))
+
+
+def _log_model(model: BaseEstimator, test: pd.DataFrame, features: Sequence[Feature]) -> str:
+    """The calibrated pipeline as one MLflow model; through pyfunc it returns probabilities.
+
+    pyfunc output: an (n, 2) array, column 1 = P(won). Saved with skops (no pickle) and an
+    explicit list of trusted types; the `forecast` package must be importable where it loads.
+    """
+    example = model_input(test.head(5), features)
+    signature = infer_signature(example, model.predict_proba(example))
+    versions = package_versions()
+    info = mlflow.sklearn.log_model(
+        model,
+        name="model",
+        signature=signature,
+        input_example=example,
+        pyfunc_predict_fn="predict_proba",
+        serialization_format="skops",
+        skops_trusted_types=list(SKOPS_TRUSTED_TYPES),
+        # explicit: inferring requirements re-imports the model in a subprocess (slow)
+        pip_requirements=[f"mlflow=={versions['mlflow']}"]
+        + [f"{p}=={versions[p]}" for p in RUNTIME_PACKAGES],
+    )
+    return info.model_uri
+
+
+def _log_results(
+    result: WinTrainResult, y_test: np.ndarray, scores: Mapping[str, np.ndarray]
+) -> None:
+    """Metrics, reliability diagram, per-stage and per-segment tables and the model card."""
+    mlflow.log_metrics(flat_metrics(result.metrics))
+    mlflow.log_metrics(
+        {
+            f"selection_{c}_{m}_log_loss": float(row[m])
+            for c, row in result.selection.iterrows()
+            for m in CALIBRATION_METHODS
+        }
+    )
+    mlflow.set_tags({"candidate": result.candidate, "calibration": result.calibration_method})
+    shown = {
+        k: v for k, v in scores.items() if k in ("model", "stage_fixed", "stage_history", "truth")
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        evaluate.plot_reliability(y_test, shown, folder / "reliability.png", title="deal win, test")
+        result.metrics.rename_axis("contender").to_csv(folder / "metrics.csv")
+        result.by_stage.to_csv(folder / "metrics_by_stage.csv", index=False)
+        result.by_segment.to_csv(folder / "metrics_by_segment.csv", index=False)
+        result.selection.to_csv(folder / "selection.csv")
+        mlflow.log_artifacts(str(folder), artifact_path="evaluation")
+    write_card(result)
+    mlflow.log_artifact(str(result.card_path), artifact_path="card")
+
+
+# --- model card ----------------------------------------------------------------------------------
+
+
+def _markdown(frame: pd.DataFrame, digits: int = 3) -> str:
+    def cell(v: object) -> str:
+        if isinstance(v, float):
+            return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.{digits}f}"
+        return str(v)
+
+    head = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([head, rule, *body])
+
+
+CONTENDER_NAMES = {
+    "model": "**model** (calibrated)",
+    "model_uncalibrated": "model before calibration",
+    "stage_fixed": "baseline: fixed stage probabilities",
+    "stage_history": "baseline: stage win rate (history)",
+    "logistic": "baseline: logistic regression",
+    "lightgbm": "candidate: LightGBM, uncalibrated",
+    "truth": "truth (the generator's probability)",
+}
+
+
+def _card_data(result: WinTrainResult) -> list[str]:
+    w, s, p = result.windows, result.slices, result.params
+    spans = w.describe()
+
+    def rows(name: str) -> str:
+        part = getattr(s, name)
+        return f"{len(part):,} snapshots of {part['deal_id'].nunique():,} deals"
+
+    return [
+        "## Data",
+        "",
+        f"- Export as-of {w.export_as_of:%Y-%m-%d}; snapshots of every open deal"
+        f" ({p.snapshot_freq}).",
+        f"- Train {spans['train']}: {rows('train')}.",
+        f"- Calibration {spans['calibration']}: {rows('calibration')}.",
+        f"- Test {spans['test']}: {rows('test')}. It ends {p.label_lag_days} days before the",
+        f"  export so its deals have closed; {s.unlabelled_share['test']:.1%} of its snapshots",
+        "  were still open then and are left out.",
+        "- The train slice drops every deal that is also in a later slice.",
+        f"- Data fingerprint `{result.fingerprint[:16]}`, code `{result.code_version}`,"
+        f" seed {p.seed}.",
+    ]
+
+
+def _card_choice(result: WinTrainResult) -> list[str]:
+    selection = result.selection.rename_axis("candidate").reset_index()
+    return [
+        "## Candidates and calibration",
+        "",
+        f"Chosen: **{result.candidate}**, calibrated with **{result.calibration_method}** on the",
+        "calibration slice. Both the candidate and the method are picked by out-of-fold log loss",
+        "on that slice (5 folds grouped by deal; in-sample, isotonic would always win). A",
+        "candidate that bends a declared monotone feature the wrong way is not eligible.",
+        "",
+        _markdown(selection, 4),
+    ]
+
+
+def _card_metrics(result: WinTrainResult) -> list[str]:
+    m = result.metrics
+    table = m[list(evaluate.METRICS)].rename(index=CONTENDER_NAMES).rename_axis("contender")
+    lift = 1 - float(m.loc["model", "log_loss"] / m.loc["stage_fixed", "log_loss"])
+    fixed = ", ".join(f"{k} {v:.2f}" for k, v in evaluate.STAGE_PROBABILITIES.items())
+    by_stage = result.by_stage.pivot(index="group", columns="model", values="log_loss")
+    by_segment = result.by_segment.pivot(index="group", columns="model", values="auc")
+    return [
+        "## Test metrics against the baselines (same rows)",
+        "",
+        f"ECE over {evaluate.ECE_BINS} equal-frequency bins. Log loss is {lift:.1%} lower than",
+        f"the CRM's fixed stage probabilities ({fixed}).",
+        "",
+        _markdown(table.reset_index()),
+        "",
+        "Log loss by stage:",
+        "",
+        _markdown(by_stage.rename_axis("stage").reset_index()),
+        "",
+        "ROC AUC by segment:",
+        "",
+        _markdown(by_segment.rename_axis("segment").reset_index()),
+    ]
+
+
+def _card_features(result: WinTrainResult) -> list[str]:
+    direction = {1: "never lowers", -1: "never raises", 0: ""}
+    table = pd.DataFrame(
+        {
+            "feature": [f.name for f in result.features],
+            "kind": [f.kind for f in result.features],
+            "monotone": [direction[f.monotone] for f in result.features],
+            "gain share": [float(result.gain_share.get(f.name, 0.0)) for f in result.features],
+        }
+    )
+    return [
+        "## Features",
+        "",
+        "Point in time (`forecast.features`); monotone constraints as declared there; gain share",
+        "from the LightGBM candidate.",
+        "",
+        _markdown(table),
+    ]
+
+
+def _card_limits(result: WinTrainResult) -> list[str]:
+    m = result.metrics
+    lines = ["## Known limits", ""]
+    if "truth" in m.index:
+        lines += [
+            f"- The generator's truth scores ROC AUC {m.loc['truth', 'auc']:.3f} on the same rows,"
+            f" the model {m.loc['model', 'auc']:.3f}. Part of the truth is recorded nowhere:",
+            "  each deal's latent engagement shows only through a few activities early on, and",
+            "  each deal has its own noise. No model of the recorded data can reach it.",
+        ]
+    stage_share = float(result.gain_share.get("stage", 0.0))
+    return [
+        *lines,
+        "- Only deals that closed are scored: deals still open at the export (longer, and more",
+        "  often lost) are missing from the test slice.",
+        "- Weekly snapshots weigh a deal by how long it stays open, in training and in metrics.",
+        "- Monotone constraints hold only for the features declared monotone; elsewhere the",
+        "  trees may bend (checked on average by tests/model/test_win_model.py).",
+        f"- The leakage canary stops training when one feature carries over"
+        f" {LEAKAGE_GAIN_SHARE:.0%} of the gain;",
+        f"  stage carries {stage_share:.0%} here: a CRM whose stage says nearly everything would"
+        " trip it.",
+    ]
+
+
+def card_text(result: WinTrainResult, decision: GateDecision | None = None) -> str:
+    """The model card: data window, features, choice, calibration, metrics, limits."""
+    head = [
+        f"# Model card: deal win probability (`{MODEL_NAME}`)",
+        "",
+        "The probability that an open deal is eventually won, from what the CRM knew when it is",
+        f"scored. MLflow run `{result.run_id}`, model `{result.model_uri}`.",
+    ]
+    if decision is not None:
+        head += ["", f"Registry: `{decision.name}` v{decision.version} {decision.summary()}."]
+    sections = [
+        head,
+        _card_data(result),
+        _card_choice(result),
+        _card_metrics(result),
+        _card_features(result),
+        _card_limits(result),
+    ]
+    return "\n\n".join("\n".join(lines) for lines in sections) + "\n"
+
+
+def write_card(result: WinTrainResult, decision: GateDecision | None = None) -> Path:
+    result.card_path.parent.mkdir(parents=True, exist_ok=True)
+    result.card_path.write_text(card_text(result, decision))
+    return result.card_path
+
+
+# --- retraining: every pipeline through its gate ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetrainOutcome:
+    pipeline: str
+    run_id: str
+    metrics: pd.DataFrame
+    decision: GateDecision
+
+
+def retrain_win(
+    tables: CrmTables,
+    *,
+    truth: WorldTruth | None = None,
+    seed: int = 0,
+    card_dir: Path | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> RetrainOutcome:
+    """Train the win model, register it as challenger and run the gate."""
+    result = train_win(
+        tables, truth=truth, params=WinParams(seed=seed), card_dir=card_dir, on_step=on_step
+    )
+    if on_step:
+        on_step("registry gate")
+    decision = register_and_gate(MODEL_NAME, result.model_uri, result.run_id, result.evaluation())
+    write_card(result, decision)  # now with the gate's decision; replaces the run's copy
+    client = mlflow.MlflowClient(get_settings().mlflow_tracking_uri)
+    client.log_artifact(result.run_id, str(result.card_path), artifact_path="card")
+    return RetrainOutcome("win", result.run_id, result.metrics, decision)
+
+
+PIPELINES: Mapping[str, Callable[..., RetrainOutcome]] = {"win": retrain_win}

@@ -1,0 +1,161 @@
+"""The registry gate: challenger on registration, champion only when no worse on the same rows.
+
+One module-wide store holds three versions of deal-win trained on a small world:
+v1 (first: promoted), v2 (the same inputs and seed: a tie, not promoted) and v3 (trained on
+shuffled labels: refused). Tests that change aliases work on a copy of that store's database.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from forecast import registry
+from forecast.cli import app
+from forecast.datasets import make_crm
+from forecast.model import TreeParams
+from forecast.settings import get_settings
+from forecast.train import MODEL_NAME, TrainHooks, WinParams, train_win
+
+PARAMS = WinParams(tree=TreeParams(n_estimators=40, n_jobs=1))
+
+
+def _shuffled(part: pd.DataFrame) -> pd.DataFrame:
+    return part.assign(won=np.random.default_rng(1).permutation(part["won"].to_numpy()))
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> tuple[Path, list[registry.GateDecision]]:
+    home = tmp_path_factory.mktemp("registry-home")
+    world = make_crm(5000, seed=9)
+    decisions = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FORECAST_HOME", str(home))
+        get_settings.cache_clear()
+        for hooks in (TrainHooks(), TrainHooks(), TrainHooks(fit_rows=_shuffled)):
+            result = train_win(world.tables, params=PARAMS, hooks=hooks, card_dir=home)
+            decisions.append(
+                registry.register_and_gate(
+                    MODEL_NAME, result.model_uri, result.run_id, result.evaluation()
+                )
+            )
+    get_settings.cache_clear()
+    return home, decisions
+
+
+@pytest.fixture
+def shared(store, forecast_home, monkeypatch) -> list[registry.GateDecision]:
+    """Read-only use of the module's store."""
+    monkeypatch.setenv("FORECAST_HOME", str(store[0]))
+    get_settings.cache_clear()
+    return store[1]
+
+
+@pytest.fixture
+def own_copy(store, forecast_home) -> None:
+    """This test's own copy of the registry database (artifacts stay shared, read-only)."""
+    forecast_home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(store[0] / "mlflow.db", forecast_home / "mlflow.db")
+
+
+def _aliases() -> dict[str, str]:
+    model = registry.client().get_registered_model(MODEL_NAME)
+    return {alias: str(version) for alias, version in model.aliases.items()}
+
+
+def _tag(version: str, key: str) -> str:
+    return registry.client().get_model_version(MODEL_NAME, version).tags[key]
+
+
+def test_the_first_version_is_promoted(shared):
+    first = shared[0]
+    assert first.promoted and first.version == "1"
+    assert "first champion" in first.reason
+    assert _aliases()["champion"] == "1"
+    assert _tag("1", "gate").startswith("promoted to champion")
+
+
+def test_a_tie_does_not_promote(shared):
+    tie = shared[1]
+    assert not tie.promoted
+    assert "tie with champion v1" in tie.reason
+    assert tie.champion == pytest.approx(tie.challenger, abs=registry.TIE)
+    assert _tag("2", "gate").startswith("stays challenger: tie")
+
+
+def test_a_challenger_trained_on_shuffled_labels_is_refused_with_a_reason(shared):
+    refused = shared[2]
+    assert not refused.promoted
+    assert "does not beat the stage_history baseline" in refused.reason
+    assert refused.champion["auc"] - refused.challenger["auc"] > 0.1  # re-scored on same rows
+    assert _aliases() == {"champion": "1", "challenger": "3"}
+    run = registry.client().get_run(_tag("3", "run_id"))
+    assert run.data.tags["gate_decision"] == "refused"
+    assert run.data.tags["gate_reason"] == refused.reason
+    assert "gate_champion_auc" in run.data.metrics
+
+
+def test_rollback_restores_the_previous_champion(own_copy):
+    registry.promote(MODEL_NAME, "2")
+    assert _aliases()["champion"] == "2"
+    message = registry.rollback(MODEL_NAME)
+    assert message == f"{MODEL_NAME} champion rolled back from v2 to v1"
+    assert _aliases()["champion"] == "1"
+    assert _tag("2", "rolled_back") == "replaced by v1"
+    with pytest.raises(registry.RegistryError, match="no previous champion"):
+        registry.rollback(MODEL_NAME)
+
+
+def test_promote_and_rollback_through_the_cli(own_copy):
+    runner = CliRunner()
+    refused = runner.invoke(app, ["models", "promote", MODEL_NAME, "3"])
+    assert refused.exit_code == 1
+    assert "does not beat" in refused.output and "--force" in refused.output
+    assert _aliases()["champion"] == "1"
+
+    forced = runner.invoke(app, ["models", "promote", MODEL_NAME, "3", "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert _aliases()["champion"] == "3"
+
+    back = runner.invoke(app, ["models", "rollback", MODEL_NAME])
+    assert back.exit_code == 0, back.output
+    assert "rolled back from v3 to v1" in back.output
+    assert _aliases()["champion"] == "1"
+
+    listed = runner.invoke(app, ["models", "list", "--json"])
+    rows = json.loads(listed.stdout)
+    assert [r["version"] for r in rows] == [1, 2, 3]
+    assert rows[0]["aliases"] == "champion"
+
+
+def test_promoting_an_unknown_version_says_so(own_copy):
+    with pytest.raises(registry.RegistryError, match="no version 9"):
+        registry.promote(MODEL_NAME, "9")
+
+
+BASELINES = {"stage_fixed": 0.65, "stage_history": 0.60}
+
+
+@pytest.mark.parametrize(
+    ("challenger", "champion", "promoted", "why"),
+    [
+        ({"auc": 0.78, "log_loss": 0.55}, None, True, "first champion"),
+        ({"auc": 0.78, "log_loss": 0.61}, None, False, "does not beat the stage_history"),
+        ({"auc": 0.78, "log_loss": 0.55}, {"auc": 0.78, "log_loss": 0.55}, False, "tie"),
+        ({"auc": 0.78, "log_loss": 0.55}, {"auc": 0.78 + 5e-10, "log_loss": 0.55}, False, "tie"),
+        ({"auc": 0.776, "log_loss": 0.553}, {"auc": 0.78, "log_loss": 0.55}, True, "no worse"),
+        ({"auc": 0.774, "log_loss": 0.55}, {"auc": 0.78, "log_loss": 0.55}, False, "AUC 0.7740"),
+        ({"auc": 0.78, "log_loss": 0.556}, {"auc": 0.78, "log_loss": 0.55}, False, "log loss"),
+        ({"auc": 0.79, "log_loss": 0.54}, {"auc": 0.78, "log_loss": 0.55}, True, "no worse"),
+    ],
+)
+def test_the_gate_rule(challenger, champion, promoted, why):
+    decided, reason = registry.judge(challenger, champion, BASELINES, "1")
+    assert decided is promoted
+    assert why in reason
