@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml requirements.lock
 
 venv: $(STAMP) ## Create the environment in .venv (done by run and test when needed)
 
-run: $(STAMP) ## Generate the default CRM world into the store and describe it
+run: $(STAMP) ## Generate the default CRM world, describe it, train and gate the deal win model
 	$(BIN)/forecast data generate
+	$(BIN)/forecast train win
 
 # The project's MLflow store, from settings (FORECAST_HOME / FORECAST_TRACKING_URI), never cwd's.
 TRACKING_URI = $(shell $(BIN)/python -c 'from forecast.settings import get_settings as s; print(s().mlflow_tracking_uri)')

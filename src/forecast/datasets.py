@@ -70,6 +70,14 @@ PRODUCT_MIX = np.array(
 STAGE_LOGITS = np.array([0.85, 1.05, 0.95, 1.2])
 STAGE_DAYS = np.array([12.0, 18.0, 21.0, 16.0])  # mean dwell per open stage, mid-market
 ACTIVITY_RATE = np.array([0.10, 0.16, 0.20, 0.22])  # touches per day per open stage
+# the deal quality mix (logit scale): what drives a win, and how much of it the CRM can see
+ENGAGEMENT_WEIGHT = 0.8  # a buyer's engagement (sd 1): seen only through touches over time
+ENGAGEMENT_TOUCHES = 0.55  # log effect of engagement on the touch rate
+SKILL_SD = 0.45  # reps' skill: seen through their record
+FIT_SD = 0.35  # how well each product fits each industry: seen through past deals
+LOYALTY_SD = 0.45  # an account's leaning: seen only through its earlier deals
+SIZE_EFFECT = -0.3  # per log of the amount against the usual size: big asks are harder
+QUALITY_NOISE = 0.3  # what no recorded data can reveal
 STAGE_ACTIVITY_MIX = np.array(
     # call, email, meeting, demo, proposal, other
     [
@@ -346,7 +354,7 @@ def _make_org(
         -rng.uniform(60, 6 * 365, n_reps),
         rng.uniform(0, horizon - 60, n_reps),
     )
-    skill = rng.normal(0.0, 0.45, n_reps)
+    skill = rng.normal(0.0, SKILL_SD, n_reps)
     diligence = np.exp(0.35 * skill + rng.normal(0, 0.2, n_reps))
     weak_stage = np.where(
         rng.random(n_reps) < weak_stage_share, rng.integers(1, len(OPEN_STAGES), n_reps), -1
@@ -377,7 +385,7 @@ def _make_accounts(rng: np.random.Generator, *, n_deals: int, horizon: int) -> d
         "industry": rng.integers(0, len(INDUSTRIES), n),
         "segment": segment,
         "employees": employees,
-        "loyalty": rng.normal(0.0, 0.45, n),
+        "loyalty": rng.normal(0.0, LOYALTY_SD, n),
         "popularity": rng.pareto(2.5, n) + 1.0,
         "created_hint": rng.uniform(-3 * 365, horizon - 30, n),
     }
@@ -417,18 +425,18 @@ def _make_deals(
 
     tenure = created - org["hired"][rep]
     ramp = -0.9 * np.exp(-tenure.clip(min=0) / 120)
-    fit = rng.normal(0, 0.35, (len(INDUSTRIES), len(PRODUCTS)))
+    fit = rng.normal(0, FIT_SD, (len(INDUSTRIES), len(PRODUCTS)))
     engagement = rng.normal(0, 1, n_deals)
-    size_effect = -0.3 * np.log(amount / (list_price * SEGMENT_SIZE[segment]))
+    size_effect = SIZE_EFFECT * np.log(amount / (list_price * SEGMENT_SIZE[segment]))
     quality = (
         org["skill"][rep]
         + ramp
         + SEGMENT_EFFECT[segment]
         + fit[accounts["industry"][account], product]
         + accounts["loyalty"][account]
-        + 0.8 * engagement
+        + ENGAGEMENT_WEIGHT * engagement
         + size_effect
-        + rng.normal(0, 0.3, n_deals)
+        + rng.normal(0, QUALITY_NOISE, n_deals)
     )
     weak = org["weak_stage"][rep]
     stage_offset = np.where(np.arange(len(OPEN_STAGES))[None, :] == weak[:, None], -1.1, 0.0)
@@ -631,7 +639,7 @@ def _make_deal_activities(
 ) -> dict:
     """Touches while a deal is open, more for engaged deals and diligent reps."""
     entered, closed = deals["entered"], deals["closed"]
-    intensity = np.exp(0.55 * deals["engagement"]) * org["diligence"][deals["rep"]]
+    intensity = np.exp(ENGAGEMENT_TOUCHES * deals["engagement"]) * org["diligence"][deals["rep"]]
     parts_deal, parts_t, parts_kind = [], [], []
     for stage in range(len(OPEN_STAGES)):
         start = entered[:, stage]

@@ -27,6 +27,11 @@ ACTIVITY_WINDOWS = (7, 30, 90)
 COUNTED_KINDS = ("call", "email", "meeting", "demo", "proposal")
 TRAILING_DAYS = 365
 SHRINK_DEALS = 20  # a rep's win rate counts as this many deals of the team's rate
+STAGE_PROGRESS = {
+    **{stage: i for i, stage in enumerate(OPEN_STAGES)},
+    "closed_won": len(OPEN_STAGES),
+    "closed_lost": -1,
+}
 DAY = pd.Timedelta(days=1)
 
 
@@ -59,6 +64,8 @@ DEAL_FEATURES: tuple[Feature, ...] = (
     Feature("account_tenure_days"),
     Feature("account_revenue_365d"),
     Feature("rep_win_rate", monotone=+1),
+    Feature("rep_stage_win_rate", monotone=+1),
+    Feature("fit_win_rate", monotone=+1),
     Feature("rep_closed_deals_365d"),
     Feature("rep_tenure_days"),
     Feature("product_id", "categorical"),
@@ -258,14 +265,26 @@ def _close_events(tables: CrmTables) -> pd.DataFrame:
     history = tables.deal_history
     closes = history[history["stage"].isin(CLOSED_STAGES)]
     closes = closes.sort_values("changed_at", kind="stable").drop_duplicates("deal_id")
+    # how far each deal got by its close (rows after the close are not part of that record)
+    close_at = closes.set_index("deal_id")["changed_at"]
+    until_close = (
+        history["changed_at"] <= close_at.reindex(history["deal_id"].to_numpy()).to_numpy()
+    )
+    before = history[until_close]
+    reached = before["stage"].map(STAGE_PROGRESS).groupby(before["deal_id"]).max()
     deals = tables.deals.set_index("deal_id")
     team = tables.reps.set_index("rep_id")["team"]
-    rep = deals["rep_id"].reindex(closes["deal_id"].to_numpy()).to_numpy()
+    ids = closes["deal_id"].to_numpy()
+    rep = deals["rep_id"].reindex(ids).to_numpy()
+    account = deals["account_id"].reindex(ids).to_numpy()
+    industry = tables.accounts.set_index("account_id")["industry"].reindex(account).to_numpy()
     return pd.DataFrame(
         {
-            "account_id": deals["account_id"].reindex(closes["deal_id"].to_numpy()).to_numpy(),
+            "account_id": account,
             "rep_id": rep,
             "team": team.reindex(rep).to_numpy(),
+            "furthest": reached.reindex(ids).to_numpy(),
+            "fit": _fit_key(deals["product_id"].reindex(ids).to_numpy(), industry),
             "at": closes["changed_at"].to_numpy(),
             "won": (closes["stage"] == "closed_won").to_numpy(dtype=float),
             "lost": (closes["stage"] == "closed_lost").to_numpy(dtype=float),
@@ -275,6 +294,27 @@ def _close_events(tables: CrmTables) -> pd.DataFrame:
 
 def _codes(values: np.ndarray, index: pd.Index) -> np.ndarray:
     return index.get_indexer(values)
+
+
+def _fit_key(product: np.ndarray, industry: np.ndarray) -> np.ndarray:
+    """One key per product sold into an industry (empty industry kept as its own key)."""
+    return (
+        pd.Series(product, dtype=object).astype(str).to_numpy()
+        + "|"
+        + pd.Series(industry, dtype=object).fillna("").astype(str).to_numpy()
+    )
+
+
+def _trailing(
+    pairs: pd.DataFrame, closes: pd.DataFrame, pair_codes: np.ndarray, event_codes: np.ndarray
+) -> pd.DataFrame:
+    """Wins and closes per key in (as_of - TRAILING_DAYS, as_of], for each snapshot."""
+    values = {"won": closes["won"].to_numpy(), "n": np.ones(len(closes))}
+    running = running_sums(closes.assign(key=event_codes), "key", "at", values)
+    left = pairs.assign(key=pair_codes)
+    now = running_at(left, running, "key", "at")
+    then = running_at(left, running, "key", "at", shift_days=TRAILING_DAYS)
+    return now[["won", "n"]] - then[["won", "n"]].to_numpy()
 
 
 def _add_account(out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables) -> None:
@@ -325,23 +365,56 @@ def _add_rep(out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables) -> None:
     deal_rep = _codes(deals["rep_id"].to_numpy()[pairs["deal"]], rep_index)
     deal_team = _codes(reps["team"].to_numpy()[deal_rep], team_index)
     closes = _close_events(tables)
-    values = {"won": closes["won"].to_numpy(), "n": np.ones(len(closes))}
-
-    def trailing(key: str, codes: np.ndarray, event_codes: np.ndarray) -> pd.DataFrame:
-        running = running_sums(closes.assign(**{key: event_codes}), key, "at", values)
-        left = pairs.assign(**{key: codes})
-        now = running_at(left, running, key, "at")
-        then = running_at(left, running, key, "at", shift_days=TRAILING_DAYS)
-        return now[["won", "n"]] - then[["won", "n"]].to_numpy()
-
-    rep_counts = trailing("rep", deal_rep, _codes(closes["rep_id"].to_numpy(), rep_index))
-    team_counts = trailing("team", deal_team, _codes(closes["team"].to_numpy(), team_index))
+    close_rep = _codes(closes["rep_id"].to_numpy(), rep_index)
+    close_team = _codes(closes["team"].to_numpy(), team_index)
+    rep_counts = _trailing(pairs, closes, deal_rep, close_rep)
+    team_counts = _trailing(pairs, closes, deal_team, close_team)
     team_rate = (team_counts["won"] + 1) / (team_counts["n"] + 3)  # a weak prior when a team is new
     shrunk = (rep_counts["won"] + SHRINK_DEALS * team_rate) / (rep_counts["n"] + SHRINK_DEALS)
     out["rep_win_rate"] = shrunk.to_numpy()
     out["rep_closed_deals_365d"] = rep_counts["n"].to_numpy()
     hired = reps["hired_at"].to_numpy()[deal_rep]
     out["rep_tenure_days"] = (pairs["as_of"].to_numpy() - hired) / np.timedelta64(1, "D")
+
+    # the rep's record from the deal's current stage on: of closed deals that reached it, the
+    # share won (shrunk toward the team's), so a rep weak at one stage shows at that stage
+    stage = pd.Series(out["stage"].to_numpy()).map(STAGE_PROGRESS).to_numpy()
+    from_stage = np.full(len(pairs), np.nan)
+    for code in range(len(OPEN_STAGES)):
+        here = stage == code
+        if not here.any():
+            continue
+        reached = closes[closes["furthest"] >= code]
+        mine = _trailing(
+            pairs[here], reached, deal_rep[here], close_rep[closes["furthest"] >= code]
+        )
+        team = _trailing(
+            pairs[here], reached, deal_team[here], close_team[closes["furthest"] >= code]
+        )
+        prior = (team["won"] + 1) / (team["n"] + 2)
+        from_stage[here] = (mine["won"] + SHRINK_DEALS * prior) / (mine["n"] + SHRINK_DEALS)
+    out["rep_stage_win_rate"] = from_stage
+
+    # how this product has been selling into this industry lately, shrunk toward the product
+    fit_index = pd.Index(pd.unique(closes["fit"]))
+    product = deals["product_id"].to_numpy()[pairs["deal"]]
+    account = deals["account_id"].to_numpy()[pairs["deal"]]
+    industry = tables.accounts.set_index("account_id")["industry"].reindex(account).to_numpy()
+    fit = _trailing(
+        pairs,
+        closes,
+        _codes(_fit_key(product, industry), fit_index),
+        _codes(closes["fit"], fit_index),
+    )
+    product_index = pd.Index(deals["product_id"].unique())
+    close_product = np.array([key.split("|")[0] for key in closes["fit"]], dtype=object)
+    by_product = _trailing(
+        pairs, closes, _codes(product, product_index), _codes(close_product, product_index)
+    )
+    prior = (by_product["won"] + 1) / (by_product["n"] + 3)
+    out["fit_win_rate"] = (
+        (fit["won"] + SHRINK_DEALS * prior) / (fit["n"] + SHRINK_DEALS)
+    ).to_numpy()
 
 
 def _add_fixed(out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables) -> None:

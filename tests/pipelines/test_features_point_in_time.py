@@ -101,6 +101,28 @@ def slow_deal_features(t: CrmTables, deal_id: str, as_of: pd.Timestamp) -> dict:
         len(by_rep) + SHRINK_DEALS
     )
     f["rep_closed_deals_365d"] = len(by_rep)
+    progress = {"prospecting": 0, "qualification": 1, "proposal": 2, "negotiation": 3}
+    progress |= {"closed_won": 4, "closed_lost": -1}
+    hist_all = t.deal_history[t.deal_history["changed_at"] <= as_of]
+    furthest = hist_all["stage"].map(progress).groupby(hist_all["deal_id"]).max()
+    at_stage = progress[f["stage"]]
+    reached = window[window["deal_id"].map(furthest) >= at_stage]
+    mine = reached[reached["rep_id"] == deal["rep_id"]]
+    ours = reached[reached["rep_id"].map(reps["team"]) == team]
+    prior = ((ours["stage"] == "closed_won").sum() + 1) / (len(ours) + 2)
+    f["rep_stage_win_rate"] = ((mine["stage"] == "closed_won").sum() + SHRINK_DEALS * prior) / (
+        len(mine) + SHRINK_DEALS
+    )
+    industry_of = t.accounts.set_index("account_id")["industry"]
+    product_of = t.deals.set_index("deal_id")["product_id"]
+    same_product = window[window["deal_id"].map(product_of) == deal["product_id"]]
+    same_fit = same_product[
+        same_product["account_id"].map(industry_of) == industry_of.get(deal["account_id"])
+    ]
+    prior = ((same_product["stage"] == "closed_won").sum() + 1) / (len(same_product) + 3)
+    f["fit_win_rate"] = ((same_fit["stage"] == "closed_won").sum() + SHRINK_DEALS * prior) / (
+        len(same_fit) + SHRINK_DEALS
+    )
     f["rep_tenure_days"] = (as_of - reps.loc[deal["rep_id"], "hired_at"]) / DAY
     product = t.products.set_index("product_id").loc[deal["product_id"]]
     f["product_id"] = deal["product_id"]
