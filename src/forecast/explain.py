@@ -23,9 +23,9 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.calibration import CalibratedClassifierCV
 
-from forecast.catalogue import Catalogue, FeatureEntry, load_catalogue
+from forecast.catalogue import Action, Catalogue, FeatureEntry, load_catalogue
 from forecast.features import Feature
-from forecast.model import MISSING_CATEGORY, base_pipeline
+from forecast.model import MISSING_CATEGORY, base_pipeline, model_input
 
 Direction = Literal["raises", "lowers"]
 MIN_LIFT = 0.005  # half a point of probability: smaller effects are noise, not advice
@@ -88,6 +88,7 @@ class FastScorer:
         )
         self.names = [f.name for f in self.features]
         self.maps_raw_scores = hasattr(pipeline, "decision_function")
+        self.position = {n: j for j, n in enumerate(self.names)}
         self.categories = {
             name: pd.Index(values) for name, values in self.coder.categories_.items()
         }
@@ -112,18 +113,98 @@ class FastScorer:
         return self.calibrate(raw)
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
-        tree_probability = 1.0 / (1.0 + np.exp(-raw))
-        if not self.calibrators:
-            return tree_probability
-        # the calibration map was fitted on what the pipeline answers first: its
-        # decision_function (the raw score) where it has one, else the probability
-        response = raw if self.maps_raw_scores else tree_probability
-        mapped = np.mean([c.predict(response) for c in self.calibrators], axis=0)
-        return np.clip(mapped, 0.0, 1.0)
+        return _calibrate(raw, self.calibrators, self.maps_raw_scores)
 
     def contributions(self, coded: np.ndarray, *, threads: int = 1) -> np.ndarray:
         """Exact tree SHAP values: one column per feature, then the bias; rows sum to raw."""
         return self.booster.predict(coded, pred_contrib=True, num_threads=threads)
+
+    def apply(self, coded: np.ndarray, action: Action) -> np.ndarray:
+        """The input matrix after an action (numeric columns pass the coder unchanged)."""
+        changed = coded.copy()
+        for feature, change in action.changes.items():
+            j = self.position[feature]
+            changed[:, j] = change.apply(changed[:, j])
+        return changed
+
+
+class LinearScorer:
+    """The same interface for a calibrated logistic pipeline: exact linear attributions.
+
+    Each feature's contribution is its coefficients times its transformed values (numbers are
+    standardised, so relative to the training mean; a category relative to none), plus the
+    intercept as the bias: rows add up to the model's decision value exactly.
+    """
+
+    def __init__(self, model: BaseEstimator, features: Sequence[Feature]):
+        self.features = tuple(features)
+        self.model = model
+        pipeline = base_pipeline(model)
+        self.prepare = pipeline.steps[0][1]
+        self.linear = pipeline.steps[-1][1]
+        self.calibrators = (
+            [cc.calibrators[0] for cc in model.calibrated_classifiers_]
+            if isinstance(model, CalibratedClassifierCV)
+            else []
+        )
+        self.names = [f.name for f in self.features]
+        self.position = {n: j for j, n in enumerate(self.names)}
+        self.membership = self._membership(list(self.prepare.get_feature_names_out()))
+
+    def _membership(self, columns: list[str]) -> np.ndarray:
+        """Which original feature each transformed column belongs to (columns x features)."""
+        by_length = sorted(self.names, key=len, reverse=True)
+        matrix = np.zeros((len(columns), len(self.names)))
+        for k, column in enumerate(columns):
+            bare = column.split("__", 1)[-1].removeprefix("missingindicator_")
+            owner = next(n for n in by_length if bare == n or bare.startswith(n + "_"))
+            matrix[k, self.position[owner]] = 1.0
+        return matrix
+
+    def coded(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return model_input(frame, self.features)
+
+    def _transformed(self, coded: pd.DataFrame) -> np.ndarray:
+        x = self.prepare.transform(coded)
+        return x.toarray() if hasattr(x, "toarray") else np.asarray(x)
+
+    def contributions(self, coded: pd.DataFrame, *, threads: int = 1) -> np.ndarray:
+        weighted = self._transformed(coded) * self.linear.coef_[0]
+        per_feature = weighted @ self.membership
+        bias = np.full((len(per_feature), 1), self.linear.intercept_[0])
+        return np.hstack([per_feature, bias])
+
+    def probability(self, coded: pd.DataFrame, *, threads: int = 1) -> np.ndarray:
+        raw = self._transformed(coded) @ self.linear.coef_[0] + self.linear.intercept_[0]
+        return self.calibrate(raw)
+
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        return _calibrate(raw, self.calibrators, maps_raw_scores=True)
+
+    def apply(self, coded: pd.DataFrame, action: Action) -> pd.DataFrame:
+        return action.apply(coded)
+
+
+Scorer = FastScorer | LinearScorer
+
+
+def _calibrate(raw: np.ndarray, calibrators: list, maps_raw_scores: bool) -> np.ndarray:
+    """The calibrated probability from the model's raw (log-odds) score."""
+    model_probability = 1.0 / (1.0 + np.exp(-raw))
+    if not calibrators:
+        return model_probability
+    # the calibration map was fitted on what the pipeline answers first: its
+    # decision_function (the raw score) where it has one, else the probability
+    response = raw if maps_raw_scores else model_probability
+    mapped = np.mean([c.predict(response) for c in calibrators], axis=0)
+    return np.clip(mapped, 0.0, 1.0)
+
+
+def scorer_for(model: BaseEstimator, features: Sequence[Feature]) -> FastScorer | LinearScorer:
+    """The fast scorer matching the model's kind (trees or a linear model)."""
+    if hasattr(base_pipeline(model).steps[-1][1], "booster_"):
+        return FastScorer(model, features)
+    return LinearScorer(model, features)
 
 
 def typical_of_won(training: pd.DataFrame, features: Sequence[Feature]) -> pd.DataFrame:
@@ -139,7 +220,7 @@ def typical_of_won(training: pd.DataFrame, features: Sequence[Feature]) -> pd.Da
 
 
 def explain(
-    scorer: FastScorer,
+    scorer: Scorer,
     frame: pd.DataFrame,
     *,
     typical: pd.DataFrame | None = None,
@@ -222,7 +303,7 @@ def explain(
     return out
 
 
-def global_importance(scorer: FastScorer, frame: pd.DataFrame) -> pd.Series:
+def global_importance(scorer: Scorer, frame: pd.DataFrame) -> pd.Series:
     """Mean absolute SHAP value per feature over `frame`, largest first."""
     contributions = scorer.contributions(scorer.coded(frame), threads=2)
     values = np.abs(contributions[:, :-1]).mean(axis=0)
@@ -299,16 +380,9 @@ class _Words:
         )
 
 
-def _action_probabilities(
-    scorer: FastScorer, coded: np.ndarray, actions: list, threads: int
-) -> np.ndarray:
-    """Probability after each action (columns), for all rows at once: one booster call each."""
-    position = {n: j for j, n in enumerate(scorer.names)}
+def _action_probabilities(scorer, coded, actions: list, threads: int) -> np.ndarray:
+    """Probability after each action (columns), for all rows at once: one model call each."""
     after = np.empty((len(coded), len(actions)))
     for a, (_, action) in enumerate(actions):
-        changed = coded.copy()
-        for feature, change in action.changes.items():
-            j = position[feature]
-            changed[:, j] = change.apply(changed[:, j])
-        after[:, a] = scorer.probability(changed, threads=threads)
+        after[:, a] = scorer.probability(scorer.apply(coded, action), threads=threads)
     return after

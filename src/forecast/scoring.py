@@ -1,7 +1,7 @@
 """Scoring deals as of a moment: probability, grade, trend since the last snapshot, and why.
 
 The same path serves the CLI, the service and batch jobs: features at `as_of` (point in time),
-the calibrated champion through `FastScorer`, explanations from `forecast.explain`.
+the calibrated champion through its fast scorer, explanations from `forecast.explain`.
 """
 
 from __future__ import annotations
@@ -12,12 +12,19 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from forecast.explain import Explanation, FastScorer, explain
-from forecast.features import deal_features, deal_snapshots
+from forecast.explain import Explanation, Scorer, explain, scorer_for, typical_of_won
+from forecast.features import (
+    DEAL_FEATURES,
+    deal_features,
+    deal_snapshots,
+    snapshot_dates,
+    training_frame,
+)
 from forecast.settings import get_settings
 from forecast.tables import CrmTables
 
 TREND_DAYS = 7  # the previous weekly snapshot
+YARDSTICK_DAYS = 365  # won deals of the last year set the "typical" in reasons
 GRADES = ("A", "B", "C", "D")
 
 
@@ -46,7 +53,7 @@ def open_deal_ids(tables: CrmTables, as_of: pd.Timestamp) -> pd.Series:
 
 def score_deals(
     tables: CrmTables,
-    scorer: FastScorer,
+    scorer: Scorer,
     *,
     as_of: pd.Timestamp | None = None,
     deal_ids: Sequence[str] | None = None,
@@ -88,7 +95,7 @@ def score_deals(
 
 
 def _previous(
-    tables: CrmTables, scorer: FastScorer, deal_ids: pd.Series, as_of: pd.Timestamp
+    tables: CrmTables, scorer: Scorer, deal_ids: pd.Series, as_of: pd.Timestamp
 ) -> dict[str, float]:
     """Probabilities a week earlier for the deals that were open then."""
     earlier = set(open_deal_ids(tables, as_of))
@@ -97,3 +104,39 @@ def _previous(
         return {}
     frame = deal_features(tables, pd.DataFrame({"deal_id": ids, "as_of": as_of}))
     return dict(zip(ids, scorer.probability(scorer.coded(frame)).tolist(), strict=True))
+
+
+@dataclass(frozen=True)
+class DealExplainer:
+    """The serving champion, ready to explain: its scorer and the yardsticks of won deals."""
+
+    scorer: Scorer
+    typical: pd.DataFrame
+    model_label: str
+
+
+def won_deal_yardsticks(tables: CrmTables, *, as_of: pd.Timestamp) -> pd.DataFrame:
+    """What won deals showed at each stage over the year before `as_of` (closed by then)."""
+    dates = snapshot_dates(as_of - pd.Timedelta(days=YARDSTICK_DAYS), as_of)
+    frame = training_frame(tables, dates)
+    closed_at = tables.deals.set_index("deal_id")["closed_at"]
+    known = closed_at.reindex(frame["deal_id"].to_numpy()).to_numpy() <= as_of.to_datetime64()
+    return typical_of_won(frame[known], DEAL_FEATURES)
+
+
+def load_deal_explainer(tables: CrmTables, *, as_of: pd.Timestamp) -> DealExplainer:
+    """The deal-win champion from the registry, with yardsticks from the stored CRM.
+
+    Raises:
+        forecast.registry.RegistryError: no champion yet.
+    """
+    from forecast.registry import champion_version, load_champion
+    from forecast.train import MODEL_NAME
+
+    model = load_champion(MODEL_NAME)
+    label = f"{MODEL_NAME} v{champion_version(MODEL_NAME)} (champion)"
+    return DealExplainer(
+        scorer=scorer_for(model, DEAL_FEATURES),
+        typical=won_deal_yardsticks(tables, as_of=as_of),
+        model_label=label,
+    )

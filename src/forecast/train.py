@@ -258,10 +258,13 @@ def fingerprint(frame: pd.DataFrame, columns: Sequence[str]) -> str:
 
 
 def fit_candidates(
-    train: pd.DataFrame, features: Sequence[Feature], params: WinParams
+    train: pd.DataFrame, features: Sequence[Feature], params: WinParams, *, label: str = "won"
 ) -> dict[str, BaseEstimator]:
-    """Every candidate fitted on the train slice (LightGBM always: the leakage canary reads it)."""
-    x, y = model_input(train, features), train["won"].to_numpy(dtype=int)
+    """Every candidate fitted on the train slice (LightGBM always: the leakage canary reads it).
+
+    `params` needs `tree`, `seed` and `logistic_c` (the churn pipeline passes its own params).
+    """
+    x, y = model_input(train, features), train[label].to_numpy(dtype=int)
     makers = {
         "lightgbm": lambda: make_lightgbm(features, params=params.tree, seed=params.seed),
         "logistic": lambda: make_logistic(features, c=params.logistic_c, seed=params.seed),
@@ -296,14 +299,18 @@ def choose(
     calibration: pd.DataFrame,
     features: Sequence[Feature],
     allowed: Sequence[str],
+    *,
+    label: str = "won",
+    group: str = "deal_id",
 ) -> tuple[str, pd.DataFrame]:
     """The eligible candidate with the lowest out-of-fold calibrated log loss (calibration slice).
 
-    A candidate that bends a declared monotone feature the wrong way is not eligible.
+    A candidate that bends a declared monotone feature the wrong way is not eligible. Folds are
+    grouped by `group` (a deal's, or an account's, snapshots stay on one side).
     """
     x = model_input(calibration, features)
-    y = calibration["won"].to_numpy(dtype=int)
-    groups = calibration["deal_id"].to_numpy()
+    y = calibration[label].to_numpy(dtype=int)
+    groups = calibration[group].to_numpy()
     rows = {}
     for name in allowed:
         violations = monotone_violations(fitted[name], features)
@@ -876,4 +883,14 @@ def retrain_win(
     return RetrainOutcome("win", result.run_id, result.metrics, decision)
 
 
-PIPELINES: Mapping[str, Callable[..., RetrainOutcome]] = {"win": retrain_win}
+def _retrain_churn(*args: object, **kwargs: object) -> RetrainOutcome:
+    """`forecast.churn.retrain_churn`, imported on use (churn builds on this module)."""
+    from forecast.churn import retrain_churn
+
+    return retrain_churn(*args, **kwargs)
+
+
+PIPELINES: Mapping[str, Callable[..., RetrainOutcome]] = {
+    "win": retrain_win,
+    "churn": _retrain_churn,
+}

@@ -9,7 +9,7 @@ import pytest
 import shap
 
 from forecast.catalogue import load_catalogue
-from forecast.explain import explain, global_importance
+from forecast.explain import explain, global_importance, scorer_for
 from forecast.features import DEAL_FEATURES
 from forecast.model import model_input
 
@@ -120,3 +120,33 @@ def test_unseen_categories_and_missing_values_are_explained(trained):
     explained = explain(trained["scorer"], rows, typical=trained["typical"])
     assert all(0 < e.probability < 1 for e in explained)
     assert pd.notna([e.raw_score for e in explained]).all()
+
+
+@pytest.fixture(scope="module")
+def linear(trained):
+    from forecast.model import make_logistic
+
+    test = trained["test"]
+    world_frame = test  # a few weeks of labelled snapshots is enough to fit a linear model
+    model = make_logistic().fit(model_input(world_frame), world_frame["won"].to_numpy())
+    return model, scorer_for(model, DEAL_FEATURES)
+
+
+def test_linear_attributions_add_up_and_match_the_model(linear, trained):
+    model, scorer = linear
+    rows = trained["test"].head(200)
+    coded = scorer.coded(rows)
+    contributions = scorer.contributions(coded)
+    np.testing.assert_allclose(
+        contributions.sum(axis=1), model.decision_function(model_input(rows)), atol=1e-9
+    )
+    np.testing.assert_allclose(
+        scorer.probability(coded), model.predict_proba(model_input(rows))[:, 1], atol=1e-12
+    )
+    explained = explain(scorer, rows.head(20), typical=trained["typical"])
+    entries = load_catalogue().deal
+    for e in explained:
+        assert e.reasons
+        for rec in e.recommendations:
+            assert all(entries[f].actionable for f in rec.features)
+            assert rec.probability_after > rec.probability_before

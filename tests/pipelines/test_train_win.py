@@ -162,7 +162,7 @@ def test_train_and_retrain_commands_print_metrics_and_the_gate(monkeypatch, tmp_
 
     again = runner.invoke(app, ["retrain", "--json"])
     assert again.exit_code == 0, again.output
-    [outcome] = json.loads(again.stdout)
+    outcome = next(o for o in json.loads(again.stdout) if o["pipeline"] == "win")
     assert outcome["pipeline"] == "win" and outcome["version"] == "2"
     assert not outcome["promoted"] and "tie with champion v1" in outcome["reason"]
     assert outcome["metrics"]["model"]["log_loss"] < outcome["metrics"]["stage_fixed"]["log_loss"]

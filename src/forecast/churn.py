@@ -1,0 +1,746 @@
+"""Account churn risk: trained out of time, checked against baselines, gated like deal win.
+
+The time line, on monthly account snapshots (`forecast.account_features`, mid-month as-ofs):
+
+    | train ... | (embargo) | calibration (3 months) | test (3 months) | label horizon | as-of
+
+- test: the latest `test_months` snapshot dates whose 90-day label is known at the export.
+- calibration: the `calibration_months` dates before; the candidate is chosen and the
+  probability map fitted there (out-of-fold, folds grouped by account).
+- train: every earlier date whose label window closes before the first calibration as-of. A
+  label looks `horizon_days` ahead, so the last train months' labels would otherwise be read
+  from inside the calibration and test period (the embargo; logged as `embargo_rows`).
+
+The machinery is the deal-win pipeline's (`forecast.train`, `forecast.model`,
+`forecast.evaluate`, `forecast.registry`): the same candidates (LightGBM with category codes, a
+regularised logistic regression), the same calibration choice, the same MLflow logging and the
+same registry gate. What is churn-specific lives here: windows, labels, the rule baselines,
+the model card, revenue at risk and the seam for the revenue forecast.
+
+Baselines, scored on the same test rows:
+
+- `base_rate`: the train slice's churn rate for every row.
+- `rate_table`: a rate table learned on the train slice: days to contract end, in buckets
+  (ended or renewing monthly, 0-30, 31-90, 91-180, over 180 days, unknown) x a low-usage flag
+  (last usage below the train slice's lower quartile, or no usage recorded), each cell's rate
+  shrunk towards the overall rate with `RATE_PRIOR` pseudo-rows.
+- `logistic`: the logistic candidate before calibration.
+- `truth`: on generated worlds, the generator's churn probability (the ceiling).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+import mlflow
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+from sklearn.metrics import roc_auc_score
+
+from forecast import evaluate, train
+from forecast.account_features import (
+    ACCOUNT_FEATURES,
+    HORIZON_DAYS,
+    account_features,
+    account_snapshots,
+    churn_snapshot_dates,
+    churn_training_frame,
+)
+from forecast.datasets import WorldTruth
+from forecast.features import Feature
+from forecast.model import (
+    CALIBRATION_METHODS,
+    Calibration,
+    TreeParams,
+    calibrate,
+    model_input,
+)
+from forecast.registry import Evaluation, GateDecision, register_and_gate
+from forecast.settings import get_settings
+from forecast.tables import CrmTables
+from forecast.train import (
+    LeakageSuspected,
+    NotEnoughDataError,
+    RetrainOutcome,
+    check_leakage,
+    choose,
+    fit_candidates,
+    gain_shares,
+)
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "account-churn"
+MODEL_NAME = "account-churn"
+MIN_PER_CLASS = 40  # accounts that churned, and accounts retained, needed before training
+KEYS = ("account_id", "as_of")
+LABEL = "churned"
+GATE_BASELINES = ("base_rate", "rate_table")
+RATE_PRIOR = 20.0  # pseudo-rows pulling a rate-table cell towards the overall rate
+CONTRACT_BUCKETS = (0, 30, 90, 180)  # days to contract end: <=0, 1-30, 31-90, 91-180, >180
+LOW_USAGE_QUANTILE = 0.25
+
+__all__ = [
+    "EXPERIMENT",
+    "MODEL_NAME",
+    "ChurnParams",
+    "ChurnTrainResult",
+    "LeakageSuspected",
+    "NotEnoughDataError",
+    "RateTable",
+    "churn_probability",
+    "renewal_probability_from",
+    "retrain_churn",
+    "revenue_at_risk",
+    "revenue_at_risk_by",
+    "train_churn",
+]
+
+
+@dataclass(frozen=True)
+class ChurnParams:
+    """Everything that decides the churn model, logged as the run's parameters."""
+
+    seed: int = 0
+    horizon_days: int = HORIZON_DAYS
+    test_months: int = 3
+    calibration_months: int = 3
+    snapshot_day: int = 15
+    tree: TreeParams = field(default_factory=TreeParams)
+    logistic_c: float = 0.1
+    candidates: tuple[str, ...] = train.CANDIDATES
+
+    def flat(self) -> dict[str, object]:
+        out = {k: v for k, v in asdict(self).items() if k != "tree"}
+        out["candidates"] = ",".join(self.candidates)
+        return out | {f"tree_{k}": v for k, v in asdict(self.tree).items()}
+
+
+@dataclass(frozen=True)
+class ChurnHooks:
+    """Test hooks; real runs use none. `fit_rows` rewrites train and calibration rows only."""
+
+    fit_rows: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+
+
+@dataclass(frozen=True)
+class ChurnSlices:
+    train: pd.DataFrame
+    calibration: pd.DataFrame
+    test: pd.DataFrame
+    embargo_rows: int
+    spans: Mapping[str, str]
+
+
+# --- baselines -----------------------------------------------------------------------------------
+
+
+def _contract_bucket(days: pd.Series) -> np.ndarray:
+    values = pd.to_numeric(days, errors="coerce").to_numpy(dtype=float)
+    bucket = np.searchsorted(np.asarray(CONTRACT_BUCKETS, dtype=float), values, side="left")
+    return np.where(np.isnan(values), -1, bucket)
+
+
+@dataclass(frozen=True)
+class RateTable:
+    """Baseline: churn rate by days-to-contract-end bucket x low-usage flag (see module doc)."""
+
+    rates: Mapping[tuple[int, bool], float]
+    overall: float
+    low_usage_below: float
+
+    @classmethod
+    def learn(cls, frame: pd.DataFrame, churned: np.ndarray) -> RateTable:
+        usage = pd.to_numeric(frame["usage_last"], errors="coerce")
+        threshold = float(usage.quantile(LOW_USAGE_QUANTILE)) if usage.notna().any() else 0.0
+        y = np.asarray(churned, dtype=float)
+        overall = float(y.mean())
+        cells = pd.DataFrame(
+            {"bucket": _contract_bucket(frame["days_to_contract_end"]), "y": y}
+        ).assign(low=cls._low(usage, threshold))
+        grouped = cells.groupby(["bucket", "low"])["y"].agg(["sum", "count"])
+        shrunk = (grouped["sum"] + RATE_PRIOR * overall) / (grouped["count"] + RATE_PRIOR)
+        rates = {(int(b), bool(low)): float(r) for (b, low), r in shrunk.items()}
+        return cls(MappingProxyType(rates), overall, threshold)
+
+    @staticmethod
+    def _low(usage: pd.Series, threshold: float) -> np.ndarray:
+        return (usage.isna() | (usage < threshold)).to_numpy()
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        usage = pd.to_numeric(frame["usage_last"], errors="coerce")
+        keys = zip(
+            _contract_bucket(frame["days_to_contract_end"]),
+            self._low(usage, self.low_usage_below),
+            strict=True,
+        )
+        return np.array([self.rates.get((int(b), bool(low)), self.overall) for b, low in keys])
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+
+def build_frame(tables: CrmTables, params: ChurnParams) -> pd.DataFrame:
+    """Labelled monthly account snapshots from the first billed month to the export."""
+    months = tables.revenue.loc[tables.revenue["kind"] == "recurring", "period"]
+    if months.empty:
+        raise NotEnoughDataError("no recurring revenue: churn cannot be defined or learned")
+    dates = churn_snapshot_dates(months.min(), tables.as_of, day=params.snapshot_day)
+    return churn_training_frame(tables, dates, horizon_days=params.horizon_days)
+
+
+def check_classes(frame: pd.DataFrame) -> None:
+    """Refuse to train with fewer than MIN_PER_CLASS churned and retained accounts each."""
+    churned = frame.loc[frame[LABEL] == 1, "account_id"].nunique()
+    retained = frame.loc[frame[LABEL] == 0, "account_id"].nunique()
+    if churned < MIN_PER_CLASS or retained < MIN_PER_CLASS:
+        raise NotEnoughDataError(
+            f"not enough labelled accounts to train a churn model: {churned} accounts churned "
+            f"and {retained} were retained within {HORIZON_DAYS} days of a snapshot; at least "
+            f"{MIN_PER_CLASS} of each are needed (import more recurring-revenue history)"
+        )
+
+
+def split(frame: pd.DataFrame, params: ChurnParams) -> ChurnSlices:
+    """Out-of-time slices by snapshot date, with the train slice's label windows embargoed."""
+    dates = np.sort(frame["as_of"].unique())
+    n_late = params.test_months + params.calibration_months
+    if len(dates) <= n_late:
+        raise NotEnoughDataError(
+            f"{len(dates)} labelled snapshot months; more than {n_late} are needed (test "
+            f"{params.test_months}, calibration {params.calibration_months}, then training)"
+        )
+    test_start = dates[-params.test_months]
+    cal_start = dates[-n_late]
+    as_of = frame["as_of"]
+    early = frame[as_of < cal_start]
+    closed = early["as_of"] + pd.Timedelta(days=params.horizon_days) < cal_start
+    parts = {
+        "train": early[closed],
+        "calibration": frame[(as_of >= cal_start) & (as_of < test_start)],
+        "test": frame[as_of >= test_start],
+    }
+    day = "%Y-%m-%d"
+    spans = {
+        name: f"{part['as_of'].min():{day}} .. {part['as_of'].max():{day}}" if len(part) else "-"
+        for name, part in parts.items()
+    }
+    for name, part in parts.items():
+        if part[LABEL].nunique() < 2:
+            raise NotEnoughDataError(
+                f"the {name} slice ({spans[name]}) has {len(part)} labelled snapshots and not "
+                "both outcomes: more history is needed"
+            )
+    parts = {name: part.reset_index(drop=True) for name, part in parts.items()}
+    return ChurnSlices(**parts, embargo_rows=int((~closed).sum()), spans=spans)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    slices: ChurnSlices
+    features: tuple[Feature, ...]
+    fingerprint: str
+    export_as_of: pd.Timestamp
+
+
+def prepare(tables: CrmTables, params: ChurnParams, hooks: ChurnHooks) -> Prepared:
+    """Snapshots, features, labels, the class check and the out-of-time split."""
+    frame = build_frame(tables, params)
+    check_classes(frame)
+    s = split(frame, params)
+    if hooks.fit_rows is not None:
+        s = ChurnSlices(
+            hooks.fit_rows(s.train), hooks.fit_rows(s.calibration), s.test, s.embargo_rows, s.spans
+        )
+    features = ACCOUNT_FEATURES
+    columns = [*KEYS, *(f.name for f in features), LABEL]
+    stamp = train.fingerprint(pd.concat([s.train, s.calibration, s.test]), columns)
+    return Prepared(s, features, stamp, tables.as_of)
+
+
+# --- the model -----------------------------------------------------------------------------------
+
+
+def churn_probability(model: BaseEstimator, frame: pd.DataFrame) -> np.ndarray:
+    """P(churn within the horizon) for each row of an account feature frame."""
+    return model.predict_proba(model_input(frame, ACCOUNT_FEATURES))[:, 1]
+
+
+@dataclass(frozen=True)
+class Fitted:
+    candidates: Mapping[str, BaseEstimator]
+    gain_share: pd.Series
+    chosen: str
+    selection: pd.DataFrame
+    calibration: Calibration
+
+
+def fit_and_calibrate(
+    data: Prepared,
+    params: ChurnParams,
+    on_fitted: Callable[[pd.Series], None] | None = None,
+) -> Fitted:
+    """Fit the candidates on train; choose and calibrate on the calibration slice.
+
+    `on_fitted` receives the LightGBM gain shares before the leakage canary reads them.
+    """
+    features = data.features
+    candidates = fit_candidates(data.slices.train, features, params, label=LABEL)
+    shares = gain_shares(candidates["lightgbm"])
+    if on_fitted is not None:
+        on_fitted(shares)
+    check_leakage(shares)
+    cal = data.slices.calibration
+    chosen, selection = choose(
+        candidates, cal, features, params.candidates, label=LABEL, group="account_id"
+    )
+    x, y = model_input(cal, features), cal[LABEL].to_numpy(dtype=int)
+    scores = selection.loc[chosen, list(CALIBRATION_METHODS)].astype(float).to_dict()
+    calibration = calibrate(candidates[chosen], x, y, cal["account_id"].to_numpy(), scores)
+    log.info("churn: chose %s with %s calibration", chosen, calibration.method)
+    return Fitted(candidates, shares, chosen, selection, calibration)
+
+
+def truth_probability(truth: WorldTruth, frame: pd.DataFrame, horizon_days: int) -> np.ndarray:
+    """The generator's churn probability for each (account_id, as_of) row."""
+    out = np.empty(len(frame))
+    positions = np.arange(len(frame))
+    for as_of, rows in frame.groupby("as_of").indices.items():
+        out[positions[rows]] = truth.churn_probability(
+            frame["account_id"].iloc[rows], as_of=pd.Timestamp(as_of), horizon_days=horizon_days
+        )
+    return out
+
+
+def score_test(
+    data: Prepared, fitted: Fitted, truth: WorldTruth | None, params: ChurnParams
+) -> dict[str, np.ndarray]:
+    """P(churn) on the test rows from the model, its uncalibrated self and every baseline."""
+    s = data.slices
+    x, y = model_input(s.test, data.features), s.test[LABEL].to_numpy(dtype=int)
+    y_train = s.train[LABEL].to_numpy(dtype=float)
+    lightgbm = fitted.candidates["lightgbm"].predict_proba(x)[:, 1]
+    scores = {
+        "model": fitted.calibration.model.predict_proba(x)[:, 1],
+        "model_uncalibrated": fitted.candidates[fitted.chosen].predict_proba(x)[:, 1],
+        "base_rate": np.full(len(y), y_train.mean()),
+        "rate_table": RateTable.learn(s.train, y_train).predict(s.test),
+        "logistic": fitted.candidates["logistic"].predict_proba(x)[:, 1],
+        "lightgbm": lightgbm,
+    }
+    best_auc = max(roc_auc_score(y, lightgbm), roc_auc_score(y, scores["model"]))
+    check_leakage(fitted.gain_share, float(best_auc))
+    if truth is not None:
+        scores["truth"] = truth_probability(truth, s.test, params.horizon_days)
+    return scores
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChurnTrainResult:
+    """What a churn training run produced; `evaluation()` is what the registry's gate needs."""
+
+    run_id: str
+    model_uri: str
+    model: BaseEstimator
+    candidate: str
+    calibration_method: str
+    selection: pd.DataFrame
+    metrics: pd.DataFrame  # contenders x metrics on the test rows
+    by_segment: pd.DataFrame
+    reliability: pd.DataFrame  # the model's reliability table on the test rows
+    slices: ChurnSlices
+    features: tuple[Feature, ...]
+    gain_share: pd.Series
+    fingerprint: str
+    code_version: str
+    export_as_of: pd.Timestamp
+    card_path: Path
+    params: ChurnParams
+
+    def evaluation(self) -> Evaluation:
+        """The test rows and scores the gate compares a champion with (label in `won`)."""
+        test = self.slices.test
+        return Evaluation(
+            features=model_input(test, self.features),
+            won=test[LABEL].to_numpy(dtype=int),
+            metrics={m: float(self.metrics.loc["model", m]) for m in ("auc", "log_loss")},
+            baselines={n: float(self.metrics.loc[n, "log_loss"]) for n in GATE_BASELINES},
+        )
+
+
+METRIC_PREFIX = {
+    "model": "test",
+    "model_uncalibrated": "test_uncalibrated",
+    "base_rate": "baseline_base_rate",
+    "rate_table": "baseline_rate_table",
+    "logistic": "baseline_logistic",
+    "lightgbm": "candidate_lightgbm",
+    "truth": "truth",
+}
+
+
+def flat_metrics(table: pd.DataFrame) -> dict[str, float]:
+    """`test_auc`, `baseline_rate_table_log_loss`, `truth_auc`, ... from the contenders table."""
+    return {
+        f"{METRIC_PREFIX[name]}_{metric}": float(value)
+        for name, row in table.iterrows()
+        for metric, value in row.items()
+        if metric in (*evaluate.METRICS, "mean_predicted") and np.isfinite(value)
+    } | {
+        "test_rows": float(table.loc["model", "n"]),
+        "test_churn_rate": float(table.loc["model", "win_rate"]),
+    }
+
+
+def train_churn(
+    tables: CrmTables,
+    *,
+    truth: WorldTruth | None = None,
+    params: ChurnParams | None = None,
+    hooks: ChurnHooks | None = None,
+    card_dir: Path | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> ChurnTrainResult:
+    """Train, calibrate, evaluate and log the account churn model as one MLflow run.
+
+    Args:
+        tables: the CRM as exported (its `as_of` sets the time line, see the module docstring).
+        truth: the generator's truth on generated worlds, scored as the ceiling; None otherwise.
+        params: model and window settings (defaults: `ChurnParams()`).
+        hooks: test hooks (see `ChurnHooks`).
+        card_dir: where `account-churn.md` is written (default: `train.default_card_dir()`).
+        on_step: called with each step's name, for progress display.
+
+    Raises:
+        NotEnoughDataError: fewer than MIN_PER_CLASS churned or retained accounts, too few
+            snapshot months, or a slice without both outcomes.
+        LeakageSuspected: one feature carries most of the gain, or the test AUC is above 0.99.
+    """
+    params, hooks = params or ChurnParams(), hooks or ChurnHooks()
+    step = on_step or (lambda name: None)
+    if unknown := set(params.candidates) - set(train.CANDIDATES):
+        raise ValueError(f"unknown candidates {sorted(unknown)}; known: {train.CANDIDATES}")
+    step("snapshots and features")
+    data = prepare(tables, params, hooks)
+    s = data.slices
+    log.info(
+        "churn model: %s train, %s calibration, %s test snapshots (%s)",
+        *(f"{len(p):,}" for p in (s.train, s.calibration, s.test)),
+        "; ".join(f"{k} {v}" for k, v in s.spans.items()),
+    )
+    with train.tracking_run(EXPERIMENT, run_name=f"account-churn seed {params.seed}") as run:
+        _log_inputs(params, data, hooks)
+        step("fitting candidates")
+        step("choosing and calibrating")
+        fitted = fit_and_calibrate(data, params, on_fitted=_log_gain)
+        step("evaluating")
+        scores = score_test(data, fitted, truth, params)
+        y_test = s.test[LABEL].to_numpy(dtype=int)
+        step("logging to MLflow")
+        model = fitted.calibration.model
+        result = ChurnTrainResult(
+            run_id=run.info.run_id,
+            model_uri=train._log_model(model, s.test, data.features),
+            model=model,
+            candidate=fitted.chosen,
+            calibration_method=fitted.calibration.method,
+            selection=fitted.selection,
+            metrics=evaluate.compare(y_test, scores),
+            by_segment=evaluate.compare_by(s.test["segment"], y_test, scores),
+            reliability=evaluate.reliability_table(y_test, scores["model"]),
+            slices=s,
+            features=data.features,
+            gain_share=fitted.gain_share,
+            fingerprint=data.fingerprint,
+            code_version=train.code_version(),
+            export_as_of=data.export_as_of,
+            card_path=(card_dir or train.default_card_dir()) / f"{MODEL_NAME}.md",
+            params=params,
+        )
+        _log_results(result, y_test, scores)
+    log.info("logged run %s (model %s)", result.run_id, result.model_uri)
+    return result
+
+
+def _log_gain(shares: pd.Series) -> None:
+    mlflow.log_metric("gain_share_max", float(shares.iloc[0]))
+    mlflow.set_tag("gain_share_top", str(shares.index[0]))
+
+
+def _log_inputs(params: ChurnParams, data: Prepared, hooks: ChurnHooks) -> None:
+    s = data.slices
+    parts = {name: getattr(s, name) for name in ("train", "calibration", "test")}
+    mlflow.log_params(
+        params.flat()
+        | {f"window_{k}": v for k, v in s.spans.items()}
+        | {"window_export_as_of": f"{data.export_as_of:%Y-%m-%d}"}
+        | {f"{n}_rows": len(p) for n, p in parts.items()}
+        | {f"{n}_accounts": p["account_id"].nunique() for n, p in parts.items()}
+        | {"embargo_rows": s.embargo_rows, "features": ",".join(f.name for f in data.features)}
+    )
+    mlflow.set_tags(
+        {"data_fingerprint": data.fingerprint, "code_version": train.code_version()}
+        | {"seed": str(params.seed)}
+        | {f"version.{k}": v for k, v in train.package_versions().items()}
+    )
+    if hooks.fit_rows is not None:
+        mlflow.set_tag("hooks", "fit_rows")
+
+
+def _log_results(
+    result: ChurnTrainResult, y_test: np.ndarray, scores: Mapping[str, np.ndarray]
+) -> None:
+    mlflow.log_metrics(flat_metrics(result.metrics))
+    mlflow.log_metrics(
+        {
+            f"selection_{c}_{m}_log_loss": float(row[m])
+            for c, row in result.selection.iterrows()
+            for m in CALIBRATION_METHODS
+        }
+    )
+    mlflow.set_tags({"candidate": result.candidate, "calibration": result.calibration_method})
+    shown = {k: v for k, v in scores.items() if k in ("model", "rate_table", "logistic", "truth")}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        evaluate.plot_reliability(
+            y_test, shown, folder / "reliability.png", title="account churn, test"
+        )
+        result.metrics.rename_axis("contender").to_csv(folder / "metrics.csv")
+        result.by_segment.to_csv(folder / "metrics_by_segment.csv", index=False)
+        result.reliability.to_csv(folder / "reliability.csv", index=False)
+        result.selection.to_csv(folder / "selection.csv")
+        mlflow.log_artifacts(str(folder), artifact_path="evaluation")
+    write_card(result)
+    mlflow.log_artifact(str(result.card_path), artifact_path="card")
+
+
+# --- model card ----------------------------------------------------------------------------------
+
+CONTENDER_NAMES = {
+    "model": "**model** (calibrated)",
+    "model_uncalibrated": "model before calibration",
+    "base_rate": "baseline: train churn rate",
+    "rate_table": "baseline: rate table (contract end x low usage)",
+    "logistic": "baseline: logistic regression",
+    "lightgbm": "candidate: LightGBM, uncalibrated",
+    "truth": "truth (the generator's probability)",
+}
+
+
+def card_text(result: ChurnTrainResult, decision: GateDecision | None = None) -> str:
+    """The model card: data window, choice, calibration, metrics, features, limits."""
+    s, p, m = result.slices, result.params, result.metrics
+
+    def rows(name: str) -> str:
+        part = getattr(s, name)
+        return f"{len(part):,} snapshots of {part['account_id'].nunique():,} accounts"
+
+    head = [
+        f"# Model card: account churn risk (`{MODEL_NAME}`)",
+        "",
+        f"The probability that an account's recurring revenue stops within {p.horizon_days} days,",
+        f"from what the CRM knew at the snapshot. MLflow run `{result.run_id}`, model",
+        f"`{result.model_uri}`.",
+    ]
+    if decision is not None:
+        head += ["", f"Registry: `{decision.name}` v{decision.version} {decision.summary()}."]
+    data = [
+        "## Data",
+        "",
+        f"- Export as-of {result.export_as_of:%Y-%m-%d}; monthly snapshots (day"
+        f" {p.snapshot_day}) of every account billed recurring revenue in the last ended month.",
+        f"- Train {s.spans['train']}: {rows('train')}; {s.embargo_rows:,} later snapshots left"
+        " out because their label window reaches the calibration slice.",
+        f"- Calibration {s.spans['calibration']}: {rows('calibration')}.",
+        f"- Test {s.spans['test']}: {rows('test')} (the latest dates whose label is known).",
+        f"- Data fingerprint `{result.fingerprint[:16]}`, code `{result.code_version}`,"
+        f" seed {p.seed}.",
+    ]
+    choice = [
+        "## Candidates and calibration",
+        "",
+        f"Chosen: **{result.candidate}**, calibrated with **{result.calibration_method}**, both",
+        "by out-of-fold log loss on the calibration slice (5 folds grouped by account).",
+        "",
+        train._markdown(result.selection.rename_axis("candidate").reset_index(), 4),
+    ]
+    table = m[list(evaluate.METRICS)].rename(index=CONTENDER_NAMES).rename_axis("contender")
+    by_segment = result.by_segment.pivot(index="group", columns="model", values="auc")
+    metrics = [
+        "## Test metrics against the baselines (same rows)",
+        "",
+        f"ECE over {evaluate.ECE_BINS} equal-frequency bins. Rate table: churn rate by days to",
+        "contract end (<= 0, 1-30, 31-90, 91-180, > 180, unknown) x last usage below the train",
+        f"slice's lower quartile, shrunk to the overall rate with {RATE_PRIOR:.0f} pseudo-rows.",
+        "",
+        train._markdown(table.reset_index(), 4),
+        "",
+        "ROC AUC by segment:",
+        "",
+        train._markdown(by_segment.rename_axis("segment").reset_index()),
+        "",
+        "Reliability of the model (test):",
+        "",
+        train._markdown(result.reliability, 4),
+    ]
+    gain = pd.DataFrame(
+        {
+            "feature": [f.name for f in result.features],
+            "kind": [f.kind for f in result.features],
+            "gain share": [float(result.gain_share.get(f.name, 0.0)) for f in result.features],
+        }
+    )
+    features = [
+        "## Features",
+        "",
+        "Point in time (`forecast.account_features`); gain share from the LightGBM candidate.",
+        "",
+        train._markdown(gain),
+    ]
+    limits = ["## Known limits", ""]
+    if "truth" in m.index:
+        limits += [
+            f"- The generator's truth scores ROC AUC {m.loc['truth', 'auc']:.3f} on the same rows,"
+            f" the model {m.loc['model', 'auc']:.3f}: account health is seen only through noisy",
+            "  usage, tickets, surveys and payment delays.",
+        ]
+    limits += [
+        "- Monthly snapshots of the same account are correlated: the test slice holds about",
+        "  three snapshots per account, so its metrics are less certain than its row count says.",
+        "- Churn here is recurring revenue that stops; a downgrade is not churn.",
+        "- No monotone constraints are declared; directions are checked on average by",
+        "  tests/model/test_churn_model.py.",
+    ]
+    sections = [head, data, choice, metrics, features, limits]
+    return "\n\n".join("\n".join(lines) for lines in sections) + "\n"
+
+
+def write_card(result: ChurnTrainResult, decision: GateDecision | None = None) -> Path:
+    result.card_path.parent.mkdir(parents=True, exist_ok=True)
+    result.card_path.write_text(card_text(result, decision))
+    return result.card_path
+
+
+def retrain_churn(
+    tables: CrmTables,
+    *,
+    truth: WorldTruth | None = None,
+    seed: int = 0,
+    card_dir: Path | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> RetrainOutcome:
+    """Train the churn model, register it as challenger and run the registry's gate."""
+    result = train_churn(
+        tables, truth=truth, params=ChurnParams(seed=seed), card_dir=card_dir, on_step=on_step
+    )
+    if on_step:
+        on_step("registry gate")
+    decision = register_and_gate(MODEL_NAME, result.model_uri, result.run_id, result.evaluation())
+    write_card(result, decision)
+    client = mlflow.MlflowClient(get_settings().mlflow_tracking_uri)
+    client.log_artifact(result.run_id, str(result.card_path), artifact_path="card")
+    return RetrainOutcome("churn", result.run_id, result.metrics, decision)
+
+
+# --- revenue at risk and the renewal seam --------------------------------------------------------
+
+AT_RISK_LEVELS = {"rep": "owner_rep_id", "team": "team", "region": "rep_region"}
+
+
+def revenue_at_risk(
+    tables: CrmTables, model: BaseEstimator, *, as_of: pd.Timestamp | str
+) -> pd.DataFrame:
+    """Churn probability x annual recurring revenue for each account billed at `as_of`.
+
+    Accounts are those billed recurring revenue in the last month ended by `as_of`; ARR is 12 x
+    that month's recurring bill (`mrr`). Largest revenue at risk first.
+
+    Returns:
+        account_id, as_of, owner_rep_id, team, rep_region (the owner's), segment, mrr, arr,
+        churn_probability, revenue_at_risk.
+    """
+    stamp = pd.Timestamp(as_of)
+    frame = account_features(tables, account_snapshots(tables, [stamp]))
+    owners = tables.accounts.set_index("account_id")["owner_rep_id"]
+    reps = tables.reps.set_index("rep_id")[["team", "region"]]
+    owner = owners.reindex(frame["account_id"].to_numpy()).to_numpy()
+    out = pd.DataFrame(
+        {
+            "account_id": frame["account_id"].to_numpy(),
+            "as_of": stamp,
+            "owner_rep_id": owner,
+            "team": reps["team"].reindex(owner).to_numpy(),
+            "rep_region": reps["region"].reindex(owner).to_numpy(),
+            "segment": frame["segment"].to_numpy(),
+            "mrr": frame["mrr"].to_numpy(dtype=float),
+        }
+    )
+    out["arr"] = 12 * out["mrr"]
+    out["churn_probability"] = churn_probability(model, frame) if len(frame) else []
+    out["revenue_at_risk"] = out["churn_probability"] * out["arr"]
+    return out.sort_values("revenue_at_risk", ascending=False, ignore_index=True)
+
+
+def revenue_at_risk_by(at_risk: pd.DataFrame, level: str) -> pd.DataFrame:
+    """`revenue_at_risk` rows summed by `rep`, `team` or `region` (the owner's), largest first."""
+    if level not in AT_RISK_LEVELS:
+        raise ValueError(f"level must be one of {sorted(AT_RISK_LEVELS)}, not {level!r}")
+    column = AT_RISK_LEVELS[level]
+    keys = at_risk[column].fillna("(none)")
+    grouped = at_risk.groupby(keys).agg(
+        accounts=("account_id", "size"),
+        arr=("arr", "sum"),
+        revenue_at_risk=("revenue_at_risk", "sum"),
+        expected_churned_accounts=("churn_probability", "sum"),
+    )
+    grouped["share_at_risk"] = grouped["revenue_at_risk"] / grouped["arr"].where(grouped["arr"] > 0)
+    grouped = grouped.rename_axis(level).reset_index()
+    return grouped.sort_values("revenue_at_risk", ascending=False, ignore_index=True)
+
+
+def renewal_probability_from(
+    model: BaseEstimator, tables: CrmTables, *, horizon_days: int = HORIZON_DAYS
+) -> Callable[[pd.DataFrame], np.ndarray]:
+    """A `renewal_probability` for `forecast.revenue`: P(the account renews) per decision row.
+
+    The returned callable takes pending renewal decisions (columns account_id, segment, month:
+    the decision's month, at whose end it falls, and as_of) and scores each account with the
+    churn model at that row's as_of, from what `tables` recorded by then. The model gives
+    P(churn within `horizon_days`); it is turned into one decision's probability:
+
+    - monthly (SMB) renewals: the horizon holds about horizon_days / 30.4 decisions, assumed
+      alike, so P(renew one) = (1 - p) ** (1 / that count);
+    - term renewals: the account is scored as if its contract ended at the decision (days to
+      contract end = days to the decision, capped inside the horizon), and P(renew) = 1 - p.
+      Decisions beyond the horizon are an extrapolation: health as seen today.
+    """
+    per_horizon = horizon_days / 30.4
+
+    def renewal_probability(steps: pd.DataFrame) -> np.ndarray:
+        if steps.empty:
+            return np.zeros(0)
+        rows = steps.reset_index(drop=True)
+        pairs = rows[["account_id", "as_of"]].drop_duplicates(ignore_index=True)
+        frame = account_features(tables, pairs)
+        keyed = frame.set_index(["account_id", "as_of"])
+        at = keyed.reindex(pd.MultiIndex.from_frame(rows[["account_id", "as_of"]]))
+        decision_at = pd.to_datetime(rows["month"]) + pd.offsets.MonthBegin(1)
+        days = (decision_at - pd.to_datetime(rows["as_of"])).dt.days.clip(0, horizon_days - 1)
+        monthly = (rows["segment"] == "smb").to_numpy()
+        at = at.reset_index()
+        at["days_to_contract_end"] = np.where(
+            monthly, at["days_to_contract_end"], days.to_numpy(dtype=float)
+        )
+        p = churn_probability(model, at)
+        return np.where(monthly, (1 - p) ** (1 / per_horizon), 1 - p)
+
+    return renewal_probability

@@ -1,0 +1,158 @@
+"""`forecast explain` and `forecast coach`: thin commands over scoring and coaching."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from typing import Annotated
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+explain_app = typer.Typer(help="Why a deal scores as it does, and what would help.")
+coach_app = typer.Typer(help="Coaching for managers: reps and teams against their peers.")
+
+AsOfOpt = Annotated[
+    str | None, typer.Option("--as-of", help="Moment to look from (default: export).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+WindowOpt = Annotated[int, typer.Option("--window-days", help="Trailing window of closed deals.")]
+
+
+def _tables():
+    from forecast.store import StoreEmptyError, read_store
+
+    try:
+        return read_store()
+    except StoreEmptyError as err:
+        err_console.print(str(err), style="red")
+        raise typer.Exit(1) from None
+
+
+def _dump(payload: object) -> None:
+    json.dump(payload, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+@explain_app.command("deal")
+def explain_deal(deal_id: str, as_of: AsOfOpt = None, as_json: JsonOpt = False) -> None:
+    """Probability, grade, trend, reasons and recommended actions for one open deal."""
+    from forecast.registry import RegistryError
+    from forecast.scoring import load_deal_explainer, score_deals
+
+    tables = _tables()
+    moment = pd.Timestamp(as_of) if as_of else tables.as_of
+    try:
+        explainer = load_deal_explainer(tables, as_of=moment)
+        [score] = score_deals(
+            tables, explainer.scorer, as_of=moment, deal_ids=[deal_id], typical=explainer.typical
+        )
+    except RegistryError as err:
+        err_console.print(f"{err}: train one with `forecast train win`", style="red")
+        raise typer.Exit(1) from None
+    except KeyError as err:
+        err_console.print(f"deal {deal_id}: {err.args[0]}", style="red")
+        raise typer.Exit(1) from None
+    if as_json:
+        _dump(asdict(score) | {"model": explainer.model_label})
+        return
+    e = score.explanation
+    trend = "" if score.trend_points is None else f", {score.trend_points:+.1f} points in a week"
+    console.print(
+        f"[bold]{deal_id}[/]: win probability {score.probability:.0%} (grade {score.grade}"
+        f"{trend}) as of {moment:%Y-%m-%d}; {explainer.model_label}"
+    )
+    for reason in e.reasons:
+        mark = "[green]+[/]" if reason.direction == "raises" else "[red]-[/]"
+        console.print(f"  {mark} [dim]{reason.code}[/] {reason.text}")
+    if not e.recommendations:
+        console.print("  No action the model expects to help.")
+    for rec in e.recommendations:
+        console.print(
+            f"  -> {rec.text}: +{rec.lift_points:.1f} points, "
+            f"+{rec.expected_revenue_change:,.0f} expected revenue [dim]({rec.evidence})[/]"
+        )
+
+
+def _print_rep(view) -> None:
+    console.rule(f"{view.rep_id} {view.name or ''} ({view.team}) as of {view.as_of:%Y-%m-%d}")
+    console.print(
+        f"{view.closed_deals} closed deals in the window; win rate {view.win_rate:.0%} "
+        f"(team {view.team_win_rate:.0%}); bottleneck: {view.bottleneck or 'none'}"
+    )
+    funnel = Table("stage", "rep", "team", "company", "deals", title="Conversion out of each stage")
+    for stage, row in view.funnel.iterrows():
+        funnel.add_row(
+            stage,
+            f"{row['rep_rate']:.0%}",
+            f"{row['team_rate']:.0%}",
+            f"{row['company_rate']:.0%}",
+            f"{int(row['rep_deals'])}",
+        )
+    console.print(funnel)
+    for finding in view.findings:
+        unit = " days" if finding.unit == "days" else ""
+        scale = 1 if finding.unit == "days" else 100
+        console.print(
+            f"  - {finding.topic}: {finding.rep * scale:.0f}{unit} vs team "
+            f"{finding.team * scale:.0f}{unit} -> {finding.focus}"
+            + (f" (at stake {finding.at_stake:,.0f})" if finding.at_stake else "")
+        )
+
+
+@coach_app.command("rep")
+def coach_rep_command(
+    rep_id: str, as_of: AsOfOpt = None, window_days: WindowOpt = 365, as_json: JsonOpt = False
+) -> None:
+    """A rep's funnel against the team and the company, the bottleneck and focus areas."""
+    from forecast.coaching import coach_rep
+
+    tables = _tables()
+    try:
+        view = coach_rep(
+            tables, rep_id, as_of=as_of and pd.Timestamp(as_of), window_days=window_days
+        )
+    except KeyError as err:
+        err_console.print(str(err.args[0]), style="red")
+        raise typer.Exit(1) from None
+    if as_json:
+        _dump(view.to_dict())
+        return
+    _print_rep(view)
+
+
+@coach_app.command("team")
+def coach_team_command(
+    team: str, as_of: AsOfOpt = None, window_days: WindowOpt = 365, as_json: JsonOpt = False
+) -> None:
+    """Which reps of a team need help with what, most revenue at stake first."""
+    from forecast.coaching import coach_team
+
+    tables = _tables()
+    try:
+        views = coach_team(
+            tables, team, as_of=as_of and pd.Timestamp(as_of), window_days=window_days
+        )
+    except KeyError as err:
+        err_console.print(str(err.args[0]), style="red")
+        raise typer.Exit(1) from None
+    if as_json:
+        _dump([v.to_dict() for v in views])
+        return
+    summary = Table("rep", "win rate", "bottleneck", "top focus", "at stake", title=f"Team {team}")
+    for v in views:
+        top = v.findings[0].focus if v.findings else ""
+        summary.add_row(
+            f"{v.rep_id} {v.name or ''}",
+            f"{v.win_rate:.0%}",
+            v.bottleneck or "",
+            top,
+            f"{v.revenue_at_stake:,.0f}",
+        )
+    console.print(summary)

@@ -1,0 +1,119 @@
+"""Behaviour of the churn model: directions, invariances, odd inputs; revenue at risk.
+
+The model is fitted once per module on a small generated world, without MLflow.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from forecast.account_features import ACCOUNT_FEATURE_NAMES
+from forecast.churn import (
+    ChurnHooks,
+    ChurnParams,
+    churn_probability,
+    fit_and_calibrate,
+    prepare,
+    renewal_probability_from,
+    revenue_at_risk,
+    revenue_at_risk_by,
+)
+from forecast.datasets import make_crm
+from forecast.model import TreeParams
+
+PARAMS = ChurnParams(
+    tree=TreeParams(n_estimators=150, learning_rate=0.05, min_child_samples=50, n_jobs=1)
+)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    world = make_crm(8000, seed=3)
+    data = prepare(world.tables, PARAMS, ChurnHooks())
+    return world, data, fit_and_calibrate(data, PARAMS)
+
+
+@pytest.fixture(scope="module")
+def rows(fitted) -> pd.DataFrame:
+    return fitted[1].slices.test
+
+
+@pytest.fixture(scope="module", params=["calibrated", "lightgbm", "logistic"])
+def model(request, fitted):
+    chosen = fitted[2]
+    if request.param == "calibrated":
+        return chosen.calibration.model
+    return chosen.candidates[request.param]
+
+
+def test_lower_usage_does_not_lower_the_risk_on_average(model, rows):
+    lower = rows.assign(usage_last=(rows["usage_last"] - 0.2).clip(lower=0.0))
+    before, after = churn_probability(model, rows), churn_probability(model, lower)
+    assert after.mean() > before.mean()
+    assert (after < before - 1e-9).mean() <= 0.10
+
+
+def test_more_tickets_do_not_lower_the_risk_on_average(model, rows):
+    busier = rows.assign(tickets_30d=rows["tickets_30d"] + 2, tickets_90d=rows["tickets_90d"] + 3)
+    before, after = churn_probability(model, rows), churn_probability(model, busier)
+    assert after.mean() >= before.mean()
+
+
+def test_account_id_and_extra_columns_do_not_change_the_score(model, rows):
+    renamed = rows.assign(account_id=[f"other-{i}" for i in range(len(rows))], churned=-1)
+    shuffled_columns = renamed[list(reversed(renamed.columns))]
+    np.testing.assert_array_equal(
+        churn_probability(model, rows), churn_probability(model, shuffled_columns)
+    )
+
+
+def test_unseen_categories_and_missing_values_still_score(model, rows):
+    odd = rows.head(20).copy()
+    odd["industry"] = "never-seen-industry"
+    odd["region"] = None
+    odd.loc[odd.index[:10], [n for n in ACCOUNT_FEATURE_NAMES if n not in ("segment",)]] = np.nan
+    p = churn_probability(model, odd)
+    assert np.isfinite(p).all() and ((p > 0) & (p < 1)).all()
+
+
+def test_revenue_at_risk_is_probability_times_arr_and_rolls_up(fitted):
+    world, _, chosen = fitted
+    as_of = pd.Timestamp("2026-10-15")
+    at_risk = revenue_at_risk(world.tables, chosen.calibration.model, as_of=as_of)
+    assert len(at_risk) > 100 and at_risk["account_id"].is_unique
+    np.testing.assert_allclose(at_risk["arr"], 12 * at_risk["mrr"])
+    np.testing.assert_allclose(
+        at_risk["revenue_at_risk"], at_risk["churn_probability"] * at_risk["arr"]
+    )
+    owners = world.tables.accounts.set_index("account_id")["owner_rep_id"]
+    assert (at_risk["owner_rep_id"].to_numpy() == owners[at_risk["account_id"]].to_numpy()).all()
+    total = at_risk["revenue_at_risk"].sum()
+    for level in ("rep", "team", "region"):
+        rolled = revenue_at_risk_by(at_risk, level)
+        assert rolled["revenue_at_risk"].sum() == pytest.approx(total)
+        assert rolled["accounts"].sum() == len(at_risk)
+    with pytest.raises(ValueError, match="level must be one of"):
+        revenue_at_risk_by(at_risk, "planet")
+
+
+def test_renewal_probability_seam_gives_one_probability_per_decision(fitted):
+    world, _, chosen = fitted
+    model = chosen.calibration.model
+    as_of = pd.Timestamp("2026-10-15")
+    at_risk = revenue_at_risk(world.tables, model, as_of=as_of).head(200)
+    steps = pd.DataFrame(
+        {
+            "account_id": at_risk["account_id"],
+            "segment": at_risk["segment"],
+            "month": pd.Timestamp("2026-11-01"),
+            "as_of": as_of,
+        }
+    )
+    p = renewal_probability_from(model, world.tables)(steps)
+    assert p.shape == (len(steps),) and ((p >= 0) & (p <= 1)).all()
+    risky = at_risk["churn_probability"].to_numpy() > 0.3
+    if risky.any():
+        assert p[risky].mean() < p[~risky].mean()
+    assert renewal_probability_from(model, world.tables)(steps.head(0)).shape == (0,)
