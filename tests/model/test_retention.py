@@ -1,0 +1,45 @@
+"""Retention actions from the churn drivers: only what an account owner can do, and it helps."""
+
+from __future__ import annotations
+
+import pytest
+
+from forecast.account_features import ACCOUNT_FEATURES, churn_snapshot_dates, churn_training_frame
+from forecast.catalogue import load_catalogue
+from forecast.datasets import make_crm
+from forecast.explain import explain, scorer_for
+from forecast.model import TreeParams, calibrate, make_lightgbm, model_input
+
+
+@pytest.fixture(scope="module")
+def churn_model():
+    world = make_crm(8000, seed=3)
+    frame = churn_training_frame(world.tables, churn_snapshot_dates("2023-06-01", "2026-11-15"))
+    train = frame[frame["as_of"] < "2025-11-01"]
+    later = frame[(frame["as_of"] >= "2025-11-01") & (frame["as_of"] < "2026-03-01")]
+    test = frame[frame["as_of"] >= "2026-03-01"].reset_index(drop=True)
+    x = model_input(train, ACCOUNT_FEATURES)
+    trees = make_lightgbm(ACCOUNT_FEATURES, params=TreeParams(n_estimators=80, n_jobs=1))
+    trees.fit(x, train["churned"].to_numpy())
+    model = calibrate(
+        trees,
+        model_input(later, ACCOUNT_FEATURES),
+        later["churned"].to_numpy(),
+        later["account_id"].to_numpy(),
+    ).model
+    return scorer_for(model, ACCOUNT_FEATURES), test
+
+
+def test_retention_actions_lower_the_risk_and_touch_only_actionable_features(churn_model):
+    scorer, test = churn_model
+    entries = load_catalogue().account
+    risky = test.sort_values("days_since_rep_touch", ascending=False).head(200)
+    explained = explain(scorer, risky, model="account", amount=12 * risky["mrr"].to_numpy())
+    advised = [r for e in explained for r in e.recommendations]
+    assert advised, "no retention action for the accounts that are most out of touch"
+    for rec in advised:
+        assert all(entries[f].actionable for f in rec.features)
+        assert rec.probability_after < rec.probability_before  # risk goes down
+        assert rec.lift_points > 0 and rec.expected_revenue_change > 0
+    for e in explained:
+        assert {r.code for r in e.reasons} <= {entry.group for entry in entries.values()}
