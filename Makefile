@@ -8,7 +8,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint format bench bench-generate docs lock clean train mlflow-ui
+.PHONY: help venv run test lint format bench bench-generate bench-features bench-explain docs lock clean train mlflow-ui
 
 help: ## Show this list
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -21,9 +21,10 @@ $(STAMP): pyproject.toml requirements.lock
 
 venv: $(STAMP) ## Create the environment in .venv (done by run and test when needed)
 
-run: $(STAMP) ## Generate the default CRM world, describe it, train and gate the deal win model
+run: $(STAMP) ## Generate the default CRM world, describe it, train and gate the models
 	$(BIN)/forecast data generate
 	$(BIN)/forecast train win
+	$(BIN)/forecast train churn
 
 # The project's MLflow store, from settings (FORECAST_HOME / FORECAST_TRACKING_URI), never cwd's.
 TRACKING_URI = $(shell $(BIN)/python -c 'from forecast.settings import get_settings as s; print(s().mlflow_tracking_uri)')
@@ -49,7 +50,13 @@ format: $(STAMP) ## Format the code and fix what ruff can
 	$(BIN)/ruff check --fix src service tests benchmarks
 	$(BIN)/ruff format src service tests benchmarks
 
-bench: bench-generate ## Run every benchmark (prints figures)
+bench: bench-generate bench-features bench-explain ## Run the main benchmarks (print figures)
+
+bench-features: $(STAMP) ## Point-in-time features for about 1,000,000 snapshots
+	$(BIN)/python benchmarks/features.py --deals 200000
+
+bench-explain: $(STAMP) ## Reasons and recommendations vs LightGBM SHAP and shap.TreeExplainer
+	$(BIN)/python benchmarks/explain.py
 
 bench-generate: $(STAMP) ## Generate and import 1,000,000 deals: time and peak memory
 	$(BIN)/python benchmarks/generate_and_import.py --deals 1000000
