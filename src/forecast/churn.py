@@ -467,6 +467,7 @@ def train_churn(
             params=params,
         )
         _log_results(result, y_test, scores)
+        train.log_global_importance(result.model, s.test, data.features)
     log.info("logged run %s (model %s)", result.run_id, result.model_uri)
     return result
 

@@ -41,6 +41,7 @@ from sklearn.metrics import roc_auc_score
 
 from forecast import evaluate
 from forecast.datasets import WorldTruth
+from forecast.explain import global_importance, scorer_for
 from forecast.features import DEAL_FEATURES, KEY_COLUMNS, Feature, snapshot_dates, training_frame
 from forecast.model import (
     CALIBRATION_METHODS,
@@ -613,8 +614,21 @@ def train_win(
             params=params,
         )
         _log_results(result, y_test, scores)
+        log_global_importance(result.model, s.test, data.features)
     log.info("logged run %s (model %s)", result.run_id, result.model_uri)
     return result
+
+
+def log_global_importance(
+    model: BaseEstimator, frame: pd.DataFrame, features: Sequence[Feature]
+) -> pd.Series:
+    """Mean absolute attribution per feature on the test slice, logged with this model version."""
+    importance = global_importance(scorer_for(model, features), frame)
+    mlflow.log_dict(
+        {name: round(float(v), 6) for name, v in importance.items()},
+        "explain/global_importance.json",
+    )
+    return importance
 
 
 def _log_inputs(params: WinParams, data: Prepared, hooks: TrainHooks) -> None:

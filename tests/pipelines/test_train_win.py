@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from forecast.datasets import make_crm
+from forecast.features import DEAL_FEATURES
 from forecast.model import TreeParams
 from forecast.settings import get_settings
 from forecast.train import (
@@ -166,3 +167,10 @@ def test_train_and_retrain_commands_print_metrics_and_the_gate(monkeypatch, tmp_
     assert outcome["pipeline"] == "win" and outcome["version"] == "2"
     assert not outcome["promoted"] and "tie with champion v1" in outcome["reason"]
     assert outcome["metrics"]["model"]["log_loss"] < outcome["metrics"]["stage_fixed"]["log_loss"]
+
+
+def test_global_importance_is_logged_with_the_model_version(trained, in_run_home):
+    logged = _client().download_artifacts(trained.run_id, "explain/global_importance.json")
+    importance = json.loads(Path(logged).read_text())
+    assert set(importance) == {f.name for f in DEAL_FEATURES}
+    assert max(importance.values()) > 0
