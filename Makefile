@@ -21,10 +21,14 @@ $(STAMP): pyproject.toml requirements.lock
 
 venv: $(STAMP) ## Create the environment in .venv (done by run and test when needed)
 
-run: $(STAMP) ## Generate the default CRM world, describe it, train and gate the models
+run: $(STAMP) ## Generate the default world, train and gate the models, serve on 127.0.0.1:8000
 	$(BIN)/forecast data generate
 	$(BIN)/forecast train win
 	$(BIN)/forecast train churn
+	@KEY=$$($(BIN)/forecast keys create --role admin --label "make run") && \
+	  echo "forecast service: http://127.0.0.1:8000 (OpenAPI docs: http://127.0.0.1:8000/docs)" && \
+	  echo "try: curl -s -H 'X-API-Key: $$KEY' -H 'Content-Type: application/json' -d '{\"deals\": [{\"stage\": \"proposal\", \"amount\": 48000}]}' http://127.0.0.1:8000/v1/deals:score"
+	$(BIN)/uvicorn service.app:create_app --factory --host 127.0.0.1 --port 8000
 
 # The project's MLflow store, from settings (FORECAST_HOME / FORECAST_TRACKING_URI), never cwd's.
 TRACKING_URI = $(shell $(BIN)/python -c 'from forecast.settings import get_settings as s; print(s().mlflow_tracking_uri)')

@@ -363,6 +363,18 @@ def train_win(seed: SeedOpt = 0, as_json: JsonOpt = False) -> None:
         _print_outcome(outcome)
 
 
+@train_app.command("churn")
+def train_churn(seed: SeedOpt = 0, as_json: JsonOpt = False) -> None:
+    """Train the account churn model on the stored CRM, compare it with the baselines, gate it."""
+    tables, truth = _stored_world()
+    outcome = _run_pipeline("churn", tables, truth, seed)
+    if as_json:
+        json.dump(_outcome_dict(outcome), sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    else:
+        _print_outcome(outcome)
+
+
 @app.command("retrain")
 def retrain(seed: SeedOpt = 0, as_json: JsonOpt = False) -> None:
     """Retrain every pipeline on the stored CRM and pass each through its registry gate."""
@@ -441,6 +453,18 @@ def models_rollback(
     from forecast.registry import rollback
 
     console.print(_registry_call(rollback, name), highlight=False)
+
+
+# --- revenue, explanations and coaching live in their own modules ------------------------------
+
+from forecast.cli_explain import coach_app, explain_app  # noqa: E402
+from forecast.cli_revenue import register as _register_revenue  # noqa: E402
+from service.cli_keys import keys_app  # noqa: E402
+
+app.add_typer(explain_app, name="explain")
+app.add_typer(coach_app, name="coach")
+app.add_typer(keys_app, name="keys")
+_register_revenue(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

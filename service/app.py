@@ -1,0 +1,183 @@
+"""The FastAPI app: `create_app()` builds it; champions load in `lifespan`, never at import.
+
+Run it with `uvicorn service.app:create_app --factory --host 127.0.0.1 --port 8000`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from forecast.predlog import log_read
+from forecast.settings import Settings, disable_telemetry, get_settings
+from service.metrics import CONTENT_TYPE
+from service.routes import router
+from service.state import (
+    ModelMissingError,
+    OrgTreeUnavailableError,
+    ServiceConfig,
+    ServiceState,
+    StoreUnavailableError,
+)
+
+log = logging.getLogger(__name__)
+
+
+class RequestMiddleware:
+    """Request id, body size limit (413), metrics and the audit log, for every request."""
+
+    def __init__(self, app: ASGIApp, state: ServiceState):
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+                # logged before the answer leaves: no read is seen without its audit row
+                await self._audit(scope, request_id, status)
+            await send(message)
+
+        try:
+            body = await self._body(scope, receive)
+            if body is None:
+                await _problem(413, self._too_large(), send_with_id)
+            else:
+                await self.app(scope, _replay(body), send_with_id)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            self.state.metrics.observe(
+                scope["method"], template, status, time.perf_counter() - start
+            )
+
+    def _too_large(self) -> str:
+        return f"request body over the limit of {self.state.config.max_body_bytes} bytes"
+
+    async def _body(self, scope: Scope, receive: Receive) -> bytes | None:
+        """The whole body, or None once it passes the limit (declared or streamed)."""
+        limit = self.state.config.max_body_bytes
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                return None
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    async def _audit(self, scope: Scope, request_id: str, status: int) -> None:
+        caller = scope.get("state", {}).get("caller")
+        if caller is None:
+            return
+        try:
+            await run_in_threadpool(
+                log_read,
+                self.state.engine,
+                request_id=request_id,
+                caller=caller.key_id,
+                role=caller.role,
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+            )
+        except Exception:  # the answer is already sent; say so loudly
+            log.exception("audit log write failed for request %s", request_id)
+
+
+def _replay(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+async def _problem(status: int, detail: str, send: Send) -> None:
+    response = JSONResponse({"detail": detail}, status_code=status)
+    await response({"type": "http"}, _replay(b""), send)
+
+
+def create_app(settings: Settings | None = None, config: ServiceConfig | None = None) -> FastAPI:
+    """The service. Nothing is loaded until it starts (see `lifespan`).
+
+    Args:
+        settings: where the service database is (default: the process settings). The MLflow
+            registry and the CRM store are read through the process settings.
+        config: HTTP limits.
+    """
+    state = ServiceState(settings or get_settings(), config or ServiceConfig())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        disable_telemetry()
+        await run_in_threadpool(state.start)
+        if state.problems:
+            log.warning("service started without: %s", "; ".join(state.problems.values()))
+        yield
+        state.ready = False  # stop reporting ready at once; uvicorn drains in-flight requests
+
+    app = FastAPI(
+        title="forecast",
+        version="1",
+        summary="Deal win probabilities with reasons and coaching, scoped by the org tree.",
+        lifespan=lifespan,
+    )
+    app.state.service = state
+    app.add_middleware(RequestMiddleware, state=state)
+    app.include_router(router)
+
+    async def unavailable(request: Request, err: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=503)
+
+    for error in (ModelMissingError, StoreUnavailableError, OrgTreeUnavailableError):
+        app.add_exception_handler(error, unavailable)
+
+    @app.get("/healthz", tags=["health"], summary="The process answers")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], summary="Every champion is loaded")
+    def readyz() -> JSONResponse:
+        problems = sorted(state.problems.values())
+        if not state.ready:
+            problems = ["starting or shutting down", *problems]
+        body = {"ready": not problems, "models": state.versions(), "problems": problems}
+        return JSONResponse(body, status_code=200 if not problems else 503)
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
+    def metrics() -> PlainTextResponse:
+        return PlainTextResponse(state.metrics.render(state.versions()), media_type=CONTENT_TYPE)
+
+    return app

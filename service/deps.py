@@ -1,0 +1,133 @@
+"""Dependencies, declared once: the state, the caller, what the caller may do and may see.
+
+- a missing or bad key is 401; a role that may not call a function is 403;
+- an object outside the caller's place in the org tree is 404, exactly as if it did not exist;
+- if the org tree cannot be read, access-checked endpoints answer 503 (never unfiltered).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+import pandas as pd
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader
+
+from forecast.keys import Principal, verify_key
+from service.state import OrgTreeUnavailableError, ServiceState
+
+api_key_header = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    description="A key from `forecast keys create --role crm|rep|manager|admin [--rep-id R]`.",
+)
+
+
+def get_state(request: Request) -> ServiceState:
+    return request.app.state.service
+
+
+StateDep = Annotated[ServiceState, Depends(get_state)]
+
+
+def current_caller(
+    request: Request, state: StateDep, key: Annotated[str | None, Security(api_key_header)]
+) -> Principal:
+    principal = verify_key(state.engine, key)
+    if principal is None:
+        raise HTTPException(
+            401,
+            "missing or invalid API key: send it in the X-API-Key header",
+            headers={"WWW-Authenticate": "ApiKey"},
+        )
+    request.state.caller = principal  # read by the audit log
+    return principal
+
+
+CallerDep = Annotated[Principal, Depends(current_caller)]
+
+
+def allow(*roles: str) -> Callable[[Principal], Principal]:
+    """A dependency letting only `roles` call the function (403 for the others)."""
+
+    def check(caller: CallerDep) -> Principal:
+        if caller.role not in roles:
+            raise HTTPException(403, f"role {caller.role!r} may not call this function")
+        return caller
+
+    return check
+
+
+ScoringCaller = Annotated[Principal, Depends(allow("crm", "rep", "manager", "admin"))]
+Reader = Annotated[Principal, Depends(allow("rep", "manager", "admin"))]
+Manager = Annotated[Principal, Depends(allow("manager", "admin"))]
+Admin = Annotated[Principal, Depends(allow("admin"))]
+
+
+def subtree(reps: pd.DataFrame, root: str) -> frozenset[str]:
+    """`root` and everyone reporting to them, directly or not (cycles in the data end)."""
+    children: dict[str, list[str]] = {}
+    for rep_id, manager_id in zip(reps["rep_id"], reps["manager_id"], strict=True):
+        if isinstance(manager_id, str):
+            children.setdefault(manager_id, []).append(rep_id)
+    seen = {root}
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in seen:
+                seen.add(child)
+                todo.append(child)
+    return frozenset(seen)
+
+
+def reach(caller: Reader, state: StateDep) -> frozenset[str] | None:
+    """The rep ids the caller may see; None means everyone (admin)."""
+    if caller.role == "admin":
+        return None
+    try:
+        reps = state.reps()
+    except OrgTreeUnavailableError as err:
+        raise HTTPException(503, str(err)) from None
+    if caller.rep_id not in set(reps["rep_id"]):
+        return frozenset()
+    if caller.role == "rep":
+        return frozenset({caller.rep_id})
+    return subtree(reps, caller.rep_id)
+
+
+ReachDep = Annotated[frozenset[str] | None, Depends(reach)]
+
+
+def _visible(rep_id: object, within: frozenset[str] | None) -> bool:
+    return isinstance(rep_id, str) and (within is None or rep_id in within)
+
+
+def deal_in_reach(deal_id: str, within: ReachDep, state: StateDep) -> str:
+    deals = state.store().deals
+    owners = deals.loc[deals["deal_id"] == deal_id, "rep_id"]
+    if owners.empty or not _visible(owners.iloc[0], within):
+        raise HTTPException(404, f"no deal {deal_id!r}")
+    return deal_id
+
+
+def rep_in_reach(rep_id: str, within: ReachDep, state: StateDep) -> str:
+    reps = state.store().reps
+    if not (reps["rep_id"] == rep_id).any() or not _visible(rep_id, within):
+        raise HTTPException(404, f"no rep {rep_id!r}")
+    return rep_id
+
+
+def team_in_reach(team: str, caller: Manager, within: ReachDep, state: StateDep) -> list[str]:
+    """The team's reps the caller may see (404 when none): a team view is scoped like any."""
+    reps = state.store().reps
+    members = reps.loc[(reps["team"] == team) & (reps["role"] == "rep"), "rep_id"]
+    visible = [r for r in members if _visible(r, within)]
+    if not visible:
+        raise HTTPException(404, f"no team {team!r}")
+    return visible
+
+
+DealInReach = Annotated[str, Depends(deal_in_reach)]
+RepInReach = Annotated[str, Depends(rep_in_reach)]
+TeamInReach = Annotated[list[str], Depends(team_in_reach)]

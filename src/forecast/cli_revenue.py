@@ -1,0 +1,211 @@
+"""`forecast revenue` and `forecast revenue-backtest`: thin wrappers around forecast.revenue.
+
+Registered on the main app by `forecast.cli` (`register(app)`); kept apart so the revenue
+commands and the model commands can change without touching each other.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from forecast.settings import get_settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+LEVEL_NAMES = ("rep", "team", "region", "company")
+CHAMPION_NAME = "deal-win"
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err_console.print(message, style="red", markup=False, highlight=False)
+    return typer.Exit(code)
+
+
+def champion_scorer():
+    """The deal-win champion as a win scorer; exits with how to train one when there is none."""
+    from forecast.model import model_input, win_probability
+    from forecast.registry import RegistryError, load_champion
+
+    try:
+        model = load_champion(CHAMPION_NAME)
+    except (RegistryError, OSError) as err:
+        raise _fail(
+            f"no {CHAMPION_NAME} champion in the model registry "
+            f"({get_settings().mlflow_tracking_uri}): {err}.\n"
+            "Train one on the stored CRM first: `forecast train win` (or `make train`); "
+            "it becomes champion when it beats the baselines."
+        ) from None
+
+    def scorer(features: pd.DataFrame):
+        return win_probability(model, model_input(features))
+
+    return scorer
+
+
+def _money(value: float) -> str:
+    if pd.isna(value):
+        return ""
+    if abs(value) >= 1e6:
+        return f"{value / 1e6:,.2f}M"
+    return f"{value / 1e3:,.0f}k" if abs(value) >= 1e3 else f"{value:,.0f}"
+
+
+def _share(value: float) -> str:
+    return "" if pd.isna(value) else f"{value:.0%}"
+
+
+def _coverage(value: float) -> str:
+    if pd.isna(value):
+        return ""
+    return "met" if value == float("inf") else f"{value:.1f}x"
+
+
+def print_forecast(forecast, level: str) -> None:
+    """A readable table of one level, with the deals behind the spread."""
+    nodes = forecast.level(level)
+    scenario = f", scenario {forecast.scenario}" if forecast.scenario else ""
+    title = (
+        f"Bookings {forecast.quarter} as of {forecast.as_of:%Y-%m-%d} "
+        f"({forecast.draws:,} draws{scenario})"
+    )
+    table = Table(
+        level, "target", "mean", "P10", "P50", "P90", "P(target)", "gap", "closed", "open",
+        "new", "recurring", "coverage", title=title,
+    )  # fmt: skip
+    for row in nodes.itertuples():
+        table.add_row(
+            str(row.node), _money(row.target), f"[bold]{_money(row.mean)}[/]", _money(row.p10),
+            _money(row.p50), _money(row.p90), _share(row.p_reach_target),
+            _money(row.gap_to_target), _money(row.closed), _money(row.open), _money(row.new),
+            _money(row.recurring), _coverage(row.coverage),
+        )  # fmt: skip
+    console.print(table)
+    shown = nodes["node"].tolist() if level != "rep" else nodes.nlargest(5, "std")["node"].tolist()
+    for node in shown[:8]:
+        console.print(forecast.spread_sentence(level, node), highlight=False)
+    console.print(
+        "bookings = won deals closing in the quarter + renewals passed in it (12 x monthly bill "
+        "for annual contracts, 1 x for SMB); gap = target - mean; coverage = open pipeline "
+        "expected to close in the quarter / (target - booked - expected renewals)",
+        style="dim",
+    )
+
+
+def revenue(
+    quarter: Annotated[
+        str | None, typer.Option(help="Calendar quarter, e.g. 2026Q4 (default: the as-of's).")
+    ] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Forecast as of this date (default: the data's).")
+    ] = None,
+    level: Annotated[str, typer.Option(help="rep, team, region or company.")] = "team",
+    draws: Annotated[int, typer.Option(help="Simulated quarters.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Forecast a quarter's bookings at every node of the org tree (uses the deal-win champion)."""
+    from forecast.bookings import parse_quarter
+    from forecast.revenue import forecast_quarter
+    from forecast.store import StoreEmptyError, read_store
+
+    if level not in LEVEL_NAMES:
+        raise _fail(f"--level {level!r}: expected one of {', '.join(LEVEL_NAMES)}")
+    try:
+        if quarter is not None:
+            parse_quarter(quarter)
+    except ValueError as err:
+        raise _fail(str(err)) from None
+    try:
+        tables = read_store()
+    except StoreEmptyError as err:
+        raise _fail(str(err)) from None
+    moment = pd.Timestamp(as_of) if as_of else pd.Timestamp(tables.as_of)
+    quarter = quarter or str(moment.to_period("Q"))
+    if moment > tables.as_of:
+        raise _fail(f"--as-of {moment:%Y-%m-%d} is after the stored data's as-of "
+                    f"{tables.as_of:%Y-%m-%d}")  # fmt: skip
+    scorer = champion_scorer()
+    forecast = forecast_quarter(
+        tables, quarter=quarter, as_of=moment, win_scorer=scorer, draws=draws, seed=seed,
+        level=level,
+    )  # fmt: skip
+    if as_json:
+        json.dump(forecast.to_dict(level), sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+        return
+    print_forecast(forecast, level)
+
+
+def revenue_backtest(
+    first: Annotated[str | None, typer.Option(help="First quarter (default: a year in).")] = None,
+    weeks: Annotated[str, typer.Option(help="Weeks of the quarter, comma-separated.")] = "1,5,9,13",
+    draws: Annotated[int, typer.Option(help="Simulated quarters per forecast.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Backtest the revenue forecast against the baselines; log to MLflow and write the card."""
+    from forecast.data import read_world
+    from forecast.revenue_backtest import (
+        TrainingFrame,
+        backtest,
+        backtest_quarters,
+        fit_win_scorer,
+        headline,
+        log_backtest,
+        truth_scorer,
+    )
+    from forecast.store import StoreEmptyError
+
+    try:
+        world = read_world()
+        if world is None:
+            from forecast.store import read_store
+
+            tables, truth = read_store(), None
+        else:
+            tables, truth = world.tables, world.truth
+    except StoreEmptyError as err:
+        raise _fail(str(err)) from None
+    quarters = backtest_quarters(tables, first=first)
+    if not quarters:
+        raise _fail("no quarter has a year of history before it and all its bookings known")
+    training = TrainingFrame.build(tables, tables.as_of)
+    scorers = {"simulation": lambda cutoff: fit_win_scorer(training, cutoff, seed=seed)}
+    if truth is not None:
+        scorers["simulation_truth"] = lambda cutoff: truth_scorer(truth)
+    with console.status("backtesting") as status:
+        result = backtest(
+            tables,
+            quarters=quarters,
+            scorers=scorers,
+            weeks=[int(w) for w in weeks.split(",")],
+            draws=draws,
+            seed=seed,
+            on_step=lambda label: status.update(f"backtesting {label}"),
+        )
+    run_id, card = log_backtest(result)
+    metrics = result.metrics()
+    week = 5 if 5 in result.points["week"].unique() else int(result.points["week"].min())
+    for level in ("company", "team"):
+        rows = headline(metrics, week=week, level=level)
+        title = f"{level} level, week {week}, quarters {quarters[0]}..{quarters[-1]}"
+        table = Table("method", "n", "MAPE", "bias", "pinball", "P10-P90 coverage", title=title)
+        for method, row in rows.iterrows():
+            table.add_row(
+                str(method), str(int(row.n)), f"{row.mape:.1%}", f"{row.bias:+.1%}",
+                f"{row.pinball:.4f}", _share(row.coverage),
+            )  # fmt: skip
+        console.print(table)
+    console.print(f"MLflow run {run_id} (experiment revenue-forecast); card {card}", style="dim")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("revenue")(revenue)
+    app.command("revenue-backtest")(revenue_backtest)

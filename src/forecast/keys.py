@@ -1,0 +1,138 @@
+"""API keys for the service: created once and shown once, stored only as a salted HMAC.
+
+A key reads `fk_<key_id>_<secret>`: the id finds the row, the secret is checked against
+HMAC-SHA256(salt, secret) with a constant-time comparison. The table lives in the service
+database (SQLite under FORECAST_HOME by default, PostgreSQL when FORECAST_DATABASE_URL says so).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import sqlalchemy as sa
+
+Role = Literal["crm", "rep", "manager", "admin"]
+ROLES: tuple[Role, ...] = ("crm", "rep", "manager", "admin")
+NEEDS_REP_ID: frozenset[str] = frozenset({"rep", "manager"})
+PREFIX = "fk"
+
+metadata = sa.MetaData()
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column("salt", sa.String(64), nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("rep_id", sa.String(64), nullable=True),
+    sa.Column("label", sa.String(200), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the key's id (safe to log), its role and, for people, their rep id."""
+
+    key_id: str
+    role: Role
+    rep_id: str | None = None
+
+
+def database_url(url: str) -> str:
+    """SQLAlchemy URL: a bare `postgresql://` uses psycopg 3, the driver this project ships."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+@lru_cache(maxsize=8)
+def engine_for(url: str) -> sa.Engine:
+    """One engine per database URL; a SQLite file's folder is created on first use."""
+    url = database_url(url)
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        return sa.create_engine(url, connect_args={"check_same_thread": False})
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def ensure_tables(engine: sa.Engine) -> None:
+    metadata.create_all(engine, checkfirst=True)
+
+
+def _digest(salt: str, secret: str) -> str:
+    return hmac.new(bytes.fromhex(salt), secret.encode(), hashlib.sha256).hexdigest()
+
+
+def create_key(
+    engine: sa.Engine,
+    role: str,
+    *,
+    rep_id: str | None = None,
+    label: str | None = None,
+    now: datetime | None = None,
+) -> str:
+    """Store a new key and return it in full: the only time the secret exists outside a hash.
+
+    Raises:
+        ValueError: an unknown role, or a rep or manager key without the person's rep id.
+    """
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+    if role in NEEDS_REP_ID and not rep_id:
+        raise ValueError(f"a {role} key needs --rep-id: the person it acts for")
+    ensure_tables(engine)
+    key_id = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(24)
+    salt = secrets.token_hex(16)
+    with engine.begin() as conn:
+        conn.execute(
+            api_keys.insert().values(
+                key_id=key_id,
+                salt=salt,
+                digest=_digest(salt, secret),
+                role=role,
+                rep_id=rep_id if role in NEEDS_REP_ID else None,
+                label=label,
+                created_at=now or datetime.now(UTC),
+            )
+        )
+    return f"{PREFIX}_{key_id}_{secret}"
+
+
+def verify_key(engine: sa.Engine, key: str | None) -> Principal | None:
+    """The key's principal, or None for a missing, malformed, unknown, wrong or revoked key."""
+    if not key:
+        return None
+    parts = key.strip().split("_", 2)
+    if len(parts) != 3 or parts[0] != PREFIX:
+        return None
+    _, key_id, secret = parts
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id)).first()
+    if row is None or row.revoked_at is not None:
+        return None
+    if not hmac.compare_digest(row.digest, _digest(row.salt, secret)):
+        return None
+    return Principal(key_id=row.key_id, role=row.role, rep_id=row.rep_id)
+
+
+def revoke_key(engine: sa.Engine, key_id: str, *, now: datetime | None = None) -> bool:
+    """Revoke a key by its id; False if there is no such key."""
+    with engine.begin() as conn:
+        done = conn.execute(
+            api_keys.update()
+            .where(api_keys.c.key_id == key_id)
+            .values(revoked_at=now or datetime.now(UTC))
+        )
+    return done.rowcount > 0

@@ -1,0 +1,354 @@
+"""Quarterly revenue forecast: actuals against a plain loop, blind to the future, coherent up the
+org tree, scenarios that change only what they touch, backtests and the command."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from forecast.asof import tables_as_of
+from forecast.bookings import (
+    UNASSIGNED,
+    quarter_bounds,
+    realised_bookings,
+    recurring_months,
+)
+from forecast.datasets import make_crm
+from forecast.revenue import (
+    PARTS,
+    AddedDeal,
+    Scenario,
+    Window,
+    forecast_quarter,
+    pending_renewals,
+    prepare_quarter,
+    simulate_quarter,
+)
+from forecast.revenue_backtest import (
+    backtest,
+    backtest_metrics,
+    log_backtest,
+    truth_scorer,
+    week_as_of,
+)
+from forecast.simulate import LEVELS
+from forecast.tables import CrmTables
+
+QUARTER = "2025Q3"
+AS_OF = pd.Timestamp("2025-08-04")  # week 6 of the quarter
+DRAWS = 2_000
+
+
+@pytest.fixture(scope="module")
+def world():
+    return make_crm(3_000, seed=5, start="2023-07-01", as_of="2025-11-20")
+
+
+@pytest.fixture(scope="module")
+def scorer(world):
+    return truth_scorer(world.truth)
+
+
+@pytest.fixture(scope="module")
+def forecast(world, scorer):
+    return forecast_quarter(
+        world.tables, quarter=QUARTER, as_of=AS_OF, win_scorer=scorer, draws=DRAWS, seed=1
+    )
+
+
+# --- actuals ------------------------------------------------------------------------------------
+
+
+def slow_bookings(t: CrmTables) -> dict[tuple[str, str], float]:
+    """Won deals and renewals per (quarter, rep) by plain loops: the oracle."""
+    out: dict[tuple[str, str], float] = {}
+
+    def add(when: pd.Timestamp, rep: object, value: float) -> None:
+        key = (str(when.to_period("Q")), UNASSIGNED if pd.isna(rep) else str(rep))
+        out[key] = out.get(key, 0.0) + value
+
+    rep_of = dict(zip(t.deals["deal_id"], t.deals["rep_id"], strict=True))
+    for row in t.deal_history.itertuples():
+        if row.stage == "closed_won":
+            add(row.changed_at, rep_of[row.deal_id], float(row.amount))
+    accounts = t.accounts.set_index("account_id")
+    recurring = t.revenue[t.revenue["kind"] == "recurring"]
+    for account, rows in recurring.groupby("account_id"):
+        bills = rows.groupby("period")["amount"].sum()
+        ends = rows.groupby("period")["contract_end"].max()
+        segment = accounts.loc[account, "segment"]
+        for month, bill in bills.items():
+            term_ends_here = ends[month].to_period("M") == month.to_period("M")
+            continues = (month + pd.offsets.MonthBegin(1)) in bills.index
+            if term_ends_here and continues:
+                add(
+                    month,
+                    accounts.loc[account, "owner_rep_id"],
+                    bill * (1 if segment == "smb" else 12),
+                )
+    return out
+
+
+def test_realised_bookings_equal_a_plain_loop(world):
+    fast = realised_bookings(world.tables)
+    expected = slow_bookings(world.tables)
+    got = {(q, r): b for q, r, b in fast[["quarter", "rep_id", "bookings"]].itertuples(index=False)}
+    keys = {k for k, v in got.items() if v} | set(expected)
+    for key in keys:
+        assert got.get(key, 0.0) == pytest.approx(expected.get(key, 0.0), rel=1e-9, abs=1e-6), key
+
+
+def test_bookings_match_the_targets_basis(world):
+    """Quotas are set on the same basis: over the history they are met about on average."""
+    t = world.tables
+    actual = realised_bookings(t).groupby("quarter")["bookings"].sum()
+    target = t.targets[t.targets["level"] == "company"].set_index("period")["amount"]
+    ratio = (actual / target).dropna()
+    ratio = ratio[(ratio.index > "2024Q2") & (ratio.index < "2025Q4")]
+    assert 0.8 < ratio.mean() < 1.25
+
+
+# --- point in time ------------------------------------------------------------------------------
+
+
+def _with_future_changes(t: CrmTables, as_of: pd.Timestamp) -> CrmTables:
+    """Change or add rows dated after `as_of` in every table; the past stays as it was."""
+    hist = t.deal_history.copy()
+    later = hist["changed_at"] > as_of
+    hist.loc[later, "amount"] = hist.loc[later, "amount"] * 3 + 1
+    hist.loc[later, "stage"] = "closed_won"
+    revenue = t.revenue.copy()
+    revenue.loc[revenue["period"] >= as_of.to_period("M").start_time, "amount"] *= 10
+    deals = t.deals.copy()
+    deals["amount"] = deals["amount"] * 7  # the final state is never read
+    signals = t.signals.copy()
+    signals.loc[signals["at"] > as_of, "value"] = -1
+    return t.replace(deal_history=hist, revenue=revenue, deals=deals, signals=signals)
+
+
+@pytest.mark.parametrize("as_of", ["2025-07-01", "2025-08-04", "2025-09-29"])
+def test_the_forecast_ignores_the_future(world, scorer, as_of):
+    as_of = pd.Timestamp(as_of)
+    t = world.tables
+    kwargs = {"quarter": QUARTER, "as_of": as_of, "win_scorer": scorer, "draws": 500, "seed": 3}
+    before = forecast_quarter(t, **kwargs)
+    for changed in (tables_as_of(t, as_of), _with_future_changes(t, as_of)):
+        after = forecast_quarter(changed, **kwargs)
+        pd.testing.assert_frame_equal(after.nodes, before.nodes)
+        pd.testing.assert_frame_equal(after.deals, before.deals)
+
+
+# --- the distribution ---------------------------------------------------------------------------
+
+
+def test_every_parent_is_the_sum_of_its_children(forecast):
+    tree = forecast.inputs.tree
+    for child, parent in itertools.pairwise(LEVELS):
+        names, values = forecast.node_draws[child]
+        parent_names, parent_values = forecast.node_draws[parent]
+        parent_of = tree.parent(child).reindex(names).to_numpy()
+        for i, name in enumerate(parent_names):
+            children = np.asarray(values[parent_of == name], dtype=float)
+            np.testing.assert_allclose(children.sum(axis=0), parent_values[i], rtol=1e-9)
+
+
+def test_the_decomposition_adds_up_to_the_mean(forecast):
+    nodes = forecast.nodes
+    parts = nodes[list(PARTS)].sum(axis=1)
+    np.testing.assert_allclose(parts, nodes["mean"], rtol=1e-5)
+    assert (nodes["p10"] <= nodes["p50"]).all() and (nodes["p50"] <= nodes["p90"]).all()
+    company = forecast.level("company").iloc[0]
+    assert 0 <= company["p_reach_target"] <= 1
+    assert company["closed"] > 0 and company["open"] > 0 and company["recurring"] > 0
+
+
+def test_same_seed_same_forecast(world, scorer, forecast):
+    again = forecast_quarter(
+        world.tables, quarter=QUARTER, as_of=AS_OF, win_scorer=scorer, draws=DRAWS, seed=1
+    )
+    pd.testing.assert_frame_equal(again.nodes, forecast.nodes)
+
+
+def test_a_quarter_already_over_is_what_was_booked(world, scorer):
+    _start, end = quarter_bounds("2025Q1")
+    late = end + pd.DateOffset(months=2)
+    fc = forecast_quarter(world.tables, quarter="2025Q1", as_of=late, win_scorer=scorer, draws=200)
+    actual = realised_bookings(world.tables, ["2025Q1"]).groupby("rep_id")["bookings"].sum()
+    reps = fc.level("rep").set_index("node")
+    np.testing.assert_allclose(reps["p10"], reps["p90"], rtol=1e-6)
+    np.testing.assert_allclose(
+        reps["mean"], actual.reindex(reps.index).fillna(0.0), rtol=1e-5, atol=1.0
+    )
+
+
+def test_the_drivers_are_the_deals_with_the_largest_variance(forecast):
+    company = forecast.drivers[forecast.drivers["level"] == "company"]
+    assert list(company["rank"]) == list(range(1, len(company) + 1))
+    deals = forecast.deals[~forecast.deals["removed"]]
+    top = deals.nlargest(len(company), "variance")["deal_id"].tolist()
+    assert company["deal_id"].tolist() == top
+    assert company["cumulative_share"].is_monotonic_increasing
+    assert "of the uncertainty" in forecast.spread_sentence()
+
+
+# --- renewals -----------------------------------------------------------------------------------
+
+
+def test_pending_renewals_fall_at_the_end_of_each_term(world):
+    t = world.tables
+    window = Window.of(QUARTER, AS_OF)
+    chains, steps = pending_renewals(t, window)
+    assert len(chains) and steps["month"].max() < window.end
+    months = recurring_months(t, AS_OF)
+    last = months[months["period"] == (AS_OF.to_period("M") - 1).start_time].set_index("account_id")
+    annual = steps[steps["segment"] != "smb"]
+    ends = last["contract_end"].reindex(annual["account_id"]).dt.to_period("M").to_numpy()
+    assert (annual["month"].dt.to_period("M").to_numpy() == ends).all()
+    smb = steps[steps["segment"] == "smb"].groupby("chain")["month"]
+    assert (smb.diff().dropna().dt.days.between(28, 31)).all()
+    assert steps.loc[~steps["in_quarter"], "value"].eq(0).all()
+
+
+def test_the_churn_model_plugs_in(world, scorer):
+    t = world.tables
+    common = {"quarter": QUARTER, "as_of": AS_OF, "win_scorer": scorer}
+    everyone = prepare_quarter(t, **common, renewal_probability=lambda f: np.ones(len(f)))
+    nobody = prepare_quarter(t, **common, renewal_probability=lambda f: np.zeros(len(f)))
+    keep = simulate_quarter(everyone, draws=4_000).level("company").iloc[0]
+    lose = simulate_quarter(nobody, draws=300).level("company").iloc[0]
+    booked = float(nobody.renewals_booked["value"].sum())
+    assert lose["recurring"] == pytest.approx(booked, rel=1e-6)
+    # every decision passes: all values are booked (annual bills still move: sampling noise)
+    assert keep["recurring"] == pytest.approx(booked + everyone.chain_value.sum(), rel=5e-3)
+
+
+# --- scenarios ----------------------------------------------------------------------------------
+
+
+def test_removing_a_deal_changes_only_that_deal(world, scorer, forecast):
+    top = forecast.drivers[forecast.drivers["level"] == "company"].iloc[0]
+    scenario = Scenario(name="lose it", remove=(top["deal_id"],))
+    changed = simulate_quarter(scenario.apply(forecast.inputs, scorer), draws=DRAWS, seed=1)
+    diff = forecast.samples("company", "company") - changed.samples("company", "company")
+    amount = forecast.deals.set_index("deal_id").loc[top["deal_id"], "expected_amount"]
+    tolerance = 1e-6 * forecast.samples("company", "company").max()
+    assert np.all((np.abs(diff) <= tolerance) | (np.abs(diff - amount) <= tolerance))
+    assert changed.level("company")["mean"].iloc[0] < forecast.level("company")["mean"].iloc[0]
+    assert changed.scenario == "lose it"
+
+
+def test_slipping_winning_and_adding_deals(world, scorer, forecast):
+    known = set(world.tables.deals["deal_id"])
+
+    def any_deal(features: pd.DataFrame) -> np.ndarray:
+        """The truth for deals the world holds (0.6 for one it never saw), halved per push of
+        the close date: a model that reads pushes as a warning."""
+        ids = features["deal_id"].isin(known).to_numpy()
+        out = np.full(len(features), 0.6)
+        if ids.any():
+            out[ids] = scorer(features[ids])
+        return out * 0.5 ** features["close_pushes"].to_numpy(float)
+
+    deals = forecast.deals[forecast.deals["p_inside"] > 0.2]
+    slip, win = deals["deal_id"].iloc[0], deals["deal_id"].iloc[1]
+    rep = deals["rep_id"].iloc[0]
+    scenario = Scenario(
+        slip_days={slip: 120},
+        stage={win: "closed_won"},
+        add=(AddedDeal("NEW-1", rep, 250_000.0, "negotiation", AS_OF + pd.Timedelta(days=20)),),
+    )
+    inputs = scenario.apply(forecast.inputs, any_deal)
+    after = inputs.open_deals.set_index("deal_id")
+    before = forecast.inputs.open_deals.set_index("deal_id")
+    assert after.loc[slip, "close_pushes"] == before.loc[slip, "close_pushes"] + 1
+    assert after.loc[slip, "bucket"] == "later"
+    assert after.loc[slip, "p_win"] < before.loc[slip, "p_win"]
+    assert after.loc[slip, "p_inside"] < before.loc[slip, "p_inside"]
+    assert after.loc[win, "p_inside"] == 0 and win in set(inputs.won["deal_id"])
+    assert 0 < after.loc["NEW-1", "p_inside"] < 1
+    result = simulate_quarter(inputs, draws=DRAWS, seed=1)
+    company = result.level("company").iloc[0]
+    assert company["closed"] > forecast.level("company")["closed"].iloc[0]
+    with pytest.raises(KeyError, match="not open"):
+        Scenario(remove=("D-nope",)).apply(forecast.inputs, scorer)
+
+
+# --- backtests and the command ------------------------------------------------------------------
+
+
+def test_a_small_backtest_scores_every_contender(world, scorer, tmp_path):
+    result = backtest(
+        world.tables,
+        quarters=["2025Q2"],
+        weeks=(1, 5),
+        scorers={"simulation": lambda cutoff: scorer},
+        draws=300,
+    )
+    metrics = result.metrics()
+    methods = set(metrics["method"])
+    assert {"simulation", "weighted_pipeline", "weighted_pipeline_history", "naive_last_quarter",
+            "naive_last_year", "statsforecast"} <= methods  # fmt: skip
+    company = metrics[(metrics["level"] == "company") & (metrics["method"] == "simulation")]
+    assert company["mape"].between(0, 1).all() and company["coverage"].between(0, 1).all()
+    assert (result.points["as_of"] == week_as_of("2025Q2", 5)).any()
+    run_id, card = log_backtest(result, card_dir=tmp_path)
+    text = card.read_text()
+    assert run_id in text and "bookings" in text.lower()
+    assert backtest_metrics(result.points).equals(metrics)
+
+
+@pytest.fixture
+def stored_world(world, monkeypatch, scorer):
+    from forecast import cli_revenue
+    from forecast.data import store_world
+
+    store_world(world, source="test", imported_at=pd.Timestamp("2025-11-20"))
+    monkeypatch.setattr(cli_revenue, "champion_scorer", lambda: scorer)
+    monkeypatch.setattr(cli_revenue, "console", Console(width=200))  # a wide terminal
+    return world
+
+
+def test_the_command_prints_a_table_and_json(stored_world):
+    from forecast.cli import app
+
+    runner = CliRunner()
+    shown = runner.invoke(
+        app, ["revenue", "--quarter", "2025Q4", "--level", "team", "--draws", "500"]
+    )
+    assert shown.exit_code == 0, shown.output
+    assert "Bookings 2025Q4" in shown.output and "P(target)" in shown.output
+    # no --quarter: the quarter of the data's as-of (2025-11-20)
+    as_json = runner.invoke(app, ["revenue", "--level", "region", "--json", "--draws", "500"])
+    assert as_json.exit_code == 0, as_json.output
+    payload = json.loads(as_json.output)
+    assert payload["quarter"] == "2025Q4" and payload["nodes"]
+    assert {n["level"] for n in payload["nodes"]} == {"region"}
+
+
+def test_the_command_says_how_to_get_a_champion(world):
+    from forecast.cli import app
+    from forecast.data import store_world
+
+    store_world(world, source="test", imported_at=pd.Timestamp("2025-11-20"))
+    result = CliRunner().invoke(app, ["revenue", "--quarter", "2025Q4"])
+    assert result.exit_code == 1
+    assert "forecast train win" in result.output
+
+
+@pytest.mark.parametrize("quarter", ["2025Q1", "2025Q2", "2025Q3"])
+def test_a_young_crm_still_forecasts(quarter):
+    """Little or no earlier quarter to learn from: the forecast still comes out, and sane."""
+    young = make_crm(300, seed=2, start="2025-01-01", as_of="2025-05-10")
+    t = young.tables
+    fc = forecast_quarter(
+        t, quarter=quarter, as_of=t.as_of, win_scorer=truth_scorer(young.truth), draws=300
+    )
+    company = fc.level("company").iloc[0]
+    assert company["p10"] <= company["p50"] <= company["p90"]
+    assert company["mean"] >= company["closed"] >= 0

@@ -1,0 +1,153 @@
+"""The service on 127.0.0.1 (uvicorn in a thread), a tiny HTTP client, a trained champion."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from forecast.keys import create_key
+from forecast.settings import get_settings
+from service.state import ServiceState
+
+
+@dataclass
+class Answer:
+    status: int
+    body: object
+    headers: dict[str, str]
+
+    @property
+    def detail(self) -> str:
+        return json.dumps(self.body)
+
+
+@dataclass
+class Api:
+    """Calls the running service over HTTP; `state` is the app's own state, for checks."""
+
+    base: str
+    state: ServiceState
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        key: str | None = None,
+        json_body: object = None,
+        data: bytes | None = None,
+    ) -> Answer:
+        headers = {"Content-Type": "application/json"}
+        if key:
+            headers["X-API-Key"] = key
+        if json_body is not None:
+            data = json.dumps(json_body).encode()
+        request = urllib.request.Request(self.base + path, data, headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                status, raw, got = response.status, response.read(), dict(response.headers)
+        except urllib.error.HTTPError as err:
+            status, raw, got = err.code, err.read(), dict(err.headers)
+        text = raw.decode()
+        try:
+            body: object = json.loads(text)
+        except json.JSONDecodeError:
+            body = text
+        return Answer(status, body, got)
+
+    def get(self, path: str, key: str | None = None) -> Answer:
+        return self.call("GET", path, key=key)
+
+    def post(self, path: str, body: object = None, key: str | None = None) -> Answer:
+        return self.call("POST", path, key=key, json_body=body)
+
+    def key(self, role: str, rep_id: str | None = None) -> str:
+        return create_key(self.state.engine, role, rep_id=rep_id)
+
+
+@contextmanager
+def serve(app: FastAPI) -> Iterator[Api]:
+    """Run `app` on a free port of 127.0.0.1 until the block ends (lifespan included)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the service did not start")
+        time.sleep(0.02)
+    try:
+        yield Api(f"http://127.0.0.1:{port}", app.state.service)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+@contextmanager
+def home_env(home: Path, **env: str) -> Iterator[None]:
+    """FORECAST_HOME (and `env`) for a module-scoped fixture; settings re-read on both ends."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FORECAST_HOME", str(home))
+        for name in ("FORECAST_TRACKING_URI", "FORECAST_DATABASE_URL", "FORECAST_STORE_DIR"):
+            mp.delenv(name, raising=False)
+        for name, value in env.items():
+            mp.setenv(name, value)
+        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        get_settings.cache_clear()
+        try:
+            yield
+        finally:
+            get_settings.cache_clear()
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def trained_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A small generated world with a deal-win champion (20 trees, one thread), once."""
+    from forecast.data import generate
+    from forecast.model import TreeParams
+    from forecast.registry import register_and_gate
+    from forecast.train import MODEL_NAME, WinParams, train_win
+
+    home = tmp_path_factory.mktemp("service-home")
+    with home_env(home):
+        world, _ = generate(3000, seed=5, imported_at=pd.Timestamp("2026-11-15"))
+        params = WinParams(tree=TreeParams(n_estimators=20, n_jobs=1))
+        result = train_win(world.tables, truth=world.truth, params=params, card_dir=home / "card")
+        register_and_gate(MODEL_NAME, result.model_uri, result.run_id, result.evaluation())
+        yield home
+
+
+@pytest.fixture
+def at_trained_home(trained_home: Path, forecast_home: Path, monkeypatch) -> Path:
+    """Point this test's settings at the trained home (after the per-test home is set)."""
+    monkeypatch.setenv("FORECAST_HOME", str(trained_home))
+    get_settings.cache_clear()
+    return trained_home
+
+
+@pytest.fixture(scope="module")
+def api(trained_home: Path) -> Iterator[Api]:
+    """The service over the trained home, started once for the module."""
+    from service.app import create_app
+
+    with home_env(trained_home), serve(create_app()) as running:
+        yield running

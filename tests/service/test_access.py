@@ -1,0 +1,88 @@
+"""Who sees what: every role against every object kind, inside and outside its reach."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from forecast.predlog import audit_log
+from forecast.scoring import open_deal_ids
+
+# (role, acting as) -> object -> expected status. In the generated world M001 manages R0001-3
+# (team "NA 1") under director D01; R0004 is in team "EMEA 1" under M002.
+OBJECTS = ("own_deal", "other_deal", "own_rep", "other_rep", "own_team", "other_team")
+MATRIX = {
+    ("crm", None): (403, 403, 403, 403, 403, 403),
+    ("rep", "R0001"): (200, 404, 200, 404, 403, 403),
+    ("manager", "M001"): (200, 404, 200, 404, 200, 404),
+    ("manager", "D01"): (200, 404, 200, 404, 200, 404),  # a director: a manager higher up
+    ("manager", "E01"): (200, 200, 200, 200, 200, 200),  # the top of the tree sees it all
+    ("rep", "NOBODY"): (404, 404, 404, 404, 403, 403),  # a key for someone not in the tree
+    ("admin", None): (200, 200, 200, 200, 200, 200),
+}
+
+
+@pytest.fixture(scope="module")
+def paths(api):
+    tables = api.state.tables
+    open_now = set(open_deal_ids(tables, tables.as_of))
+    deals = tables.deals[tables.deals["deal_id"].isin(open_now)]
+
+    def open_deal_of(rep_id: str) -> str:
+        return str(deals.loc[deals["rep_id"] == rep_id, "deal_id"].iloc[0])
+
+    return {
+        "own_deal": f"/v1/deals/{open_deal_of('R0001')}",
+        "other_deal": f"/v1/deals/{open_deal_of('R0004')}",
+        "own_rep": "/v1/coaching/reps/R0001",
+        "other_rep": "/v1/coaching/reps/R0004",
+        "own_team": "/v1/coaching/teams/NA%201",
+        "other_team": "/v1/coaching/teams/EMEA%201",
+    }
+
+
+@pytest.mark.parametrize(("role", "rep_id"), list(MATRIX))
+def test_access_matrix(api, paths, role, rep_id):
+    key = api.key(role, rep_id=rep_id)
+    got = tuple(api.get(paths[kind], key).status for kind in OBJECTS)
+    assert got == MATRIX[(role, rep_id)], dict(zip(OBJECTS, got, strict=True))
+
+
+def test_out_of_reach_looks_exactly_like_unknown(api, paths):
+    key = api.key("rep", rep_id="R0001")
+    other = api.get(paths["other_deal"], key)
+    unknown = api.get("/v1/deals/NO-SUCH-DEAL", key)
+    assert other.status == unknown.status == 404
+    other_id = paths["other_deal"].rsplit("/", 1)[1]
+    assert other.body["detail"] == unknown.body["detail"].replace("NO-SUCH-DEAL", other_id)
+
+
+def test_every_read_without_a_key_is_401(api, paths):
+    for path in paths.values():
+        assert api.get(path).status == 401
+
+
+def test_a_team_view_shows_only_reps_in_reach(api):
+    body = api.get("/v1/coaching/teams/NA%201", api.key("manager", rep_id="M001")).body
+    assert {r["rep_id"] for r in body["reps"]} == {"R0001", "R0002", "R0003"}
+
+
+def test_every_read_is_audit_logged_who_what_when(api, paths):
+    key = api.key("manager", rep_id="M001")
+    key_id = key.split("_")[1]
+    api.get(paths["own_deal"], key)
+    api.get(paths["other_rep"], key)
+    query = sa.select(audit_log).where(audit_log.c.caller == key_id).order_by(audit_log.c.id)
+    with api.state.engine.connect() as conn:
+        rows = conn.execute(query).all()
+    assert [(r.path, r.status) for r in rows] == [
+        (paths["own_deal"], 200),
+        (paths["other_rep"].replace("%20", " "), 404),
+    ]
+    assert all(r.role == "manager" and r.at is not None for r in rows)
+
+
+def test_the_org_tree_missing_fails_closed(api, monkeypatch):
+    monkeypatch.setattr(api.state, "tables", None)
+    answer = api.get("/v1/deals/ANY", api.key("manager", rep_id="M001"))
+    assert answer.status == 503 and "org tree" in answer.body["detail"]

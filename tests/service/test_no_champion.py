@@ -1,0 +1,71 @@
+"""With no champion and no data yet, the service starts and says what is missing."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.app import create_app
+from service.state import ServiceConfig
+from tests.service.conftest import home_env, serve
+
+
+@pytest.fixture(scope="module")
+def bare(tmp_path_factory):
+    config = ServiceConfig(max_body_bytes=2000)
+    with home_env(tmp_path_factory.mktemp("bare-home")), serve(create_app(config=config)) as api:
+        yield api
+
+
+def test_starts_and_says_which_model_is_missing_and_how_to_train_it(bare):
+    assert bare.get("/healthz").status == 200
+    ready = bare.get("/readyz")
+    assert ready.status == 503
+    assert "deal-win" in ready.detail and "forecast train win" in ready.detail
+    scored = bare.post("/v1/deals:score", {"deals": [{}]}, key=bare.key("crm"))
+    assert scored.status == 503
+    assert "deal-win" in scored.body["detail"] and "forecast train win" in scored.body["detail"]
+    models = bare.get("/v1/models", key=bare.key("admin")).body["models"]
+    assert models == [
+        {
+            "name": "deal-win",
+            "version": None,
+            "status": "missing",
+            "loaded_at": None,
+            "detail": scored.body["detail"],
+        }
+    ]
+
+
+def test_without_the_org_tree_reads_fail_closed(bare):
+    answer = bare.get("/v1/deals/D1", key=bare.key("manager", rep_id="M01"))
+    assert answer.status == 503 and "org tree" in answer.body["detail"]
+
+
+@pytest.mark.parametrize("key", [None, "", "nonsense", "fk_abc_def", "fk_0000_secret"])
+def test_a_missing_or_bad_key_is_401(bare, key):
+    answer = bare.post("/v1/deals:score", {"deals": [{}]}, key=key)
+    assert answer.status == 401 and "X-API-Key" in answer.body["detail"]
+
+
+def test_an_oversized_body_is_413_before_anything_else(bare):
+    big = {"deals": [{"stage": "x" * 3000}]}
+    answer = bare.post("/v1/deals:score", big)
+    assert answer.status == 413 and "2000 bytes" in answer.body["detail"]
+
+
+def test_metrics_count_requests_latency_errors_and_versions(bare):
+    bare.get("/healthz")
+    bare.post("/v1/deals:score", {"deals": [{}]}, key=bare.key("crm"))
+    text = bare.get("/metrics").body
+    assert 'forecast_http_requests_total{method="GET",route="/healthz",status="200"}' in text
+    assert 'route="/v1/deals:score",status="503"' in text
+    assert 'forecast_http_errors_total{method="POST",route="/v1/deals:score"} ' in text
+    assert "forecast_http_request_duration_seconds_bucket{" in text
+    assert 'forecast_model_version{model="deal-win"} 0' in text
+
+
+def test_every_operation_is_documented_with_its_problems(bare):
+    schema = bare.get("/openapi.json").body
+    score = schema["paths"]["/v1/deals:score"]["post"]
+    assert {"401", "413", "422", "503"} <= set(score["responses"])
+    assert schema["components"]["schemas"]["DealBatchIn"]["examples"]

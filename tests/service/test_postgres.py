@@ -1,0 +1,32 @@
+"""The prediction log, audit log and keys on PostgreSQL (FORECAST_DATABASE_URL)."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from forecast.keys import engine_for
+from forecast.predlog import audit_log, predictions_for
+from service.app import create_app
+from tests.service.conftest import home_env, serve
+
+
+@pytest.mark.postgres
+def test_scores_and_reads_are_logged_in_postgresql(trained_home, postgres_url):
+    with home_env(trained_home, FORECAST_DATABASE_URL=postgres_url), serve(create_app()) as api:
+        assert api.state.engine.dialect.name == "postgresql"
+        key = api.key("crm")
+        answer = api.post("/v1/deals:score", {"deals": [{"deal_id": "PG-1"}, {}]}, key)
+        assert answer.status == 200, answer.detail
+        assert api.get("/v1/deals/ANY", key).status == 403
+    engine = engine_for(postgres_url)
+    rows = predictions_for(engine, answer.body["request_id"])
+    assert [r["subject"] for r in rows] == ["PG-1", None]
+    assert rows[0]["output"]["grade"] == answer.body["scores"][0]["grade"]
+    caller = key.split("_")[1]
+    with engine.connect() as conn:
+        audited = conn.execute(sa.select(audit_log).where(audit_log.c.caller == caller)).all()
+    assert [(r.path, r.status) for r in audited] == [
+        ("/v1/deals:score", 200),
+        ("/v1/deals/ANY", 403),
+    ]
