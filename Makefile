@@ -8,7 +8,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint format bench bench-generate bench-features bench-explain docs lock clean train mlflow-ui
+.PHONY: help venv run test lint format bench bench-generate bench-features bench-explain bench-revenue docs lock clean train mlflow-ui
 
 help: ## Show this list
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -21,10 +21,11 @@ $(STAMP): pyproject.toml requirements.lock
 
 venv: $(STAMP) ## Create the environment in .venv (done by run and test when needed)
 
-run: $(STAMP) ## Generate the default world, train and gate the models, serve on 127.0.0.1:8000
+run: $(STAMP) ## Generate the default world, train and gate the models, forecast the quarter, serve
 	$(BIN)/forecast data generate
 	$(BIN)/forecast train win
 	$(BIN)/forecast train churn
+	$(BIN)/forecast revenue --level team
 	@KEY=$$($(BIN)/forecast keys create --role admin --label "make run") && \
 	  echo "forecast service: http://127.0.0.1:8000 (OpenAPI docs: http://127.0.0.1:8000/docs)" && \
 	  echo "try: curl -s -H 'X-API-Key: $$KEY' -H 'Content-Type: application/json' -d '{\"deals\": [{\"stage\": \"proposal\", \"amount\": 48000}]}' http://127.0.0.1:8000/v1/deals:score"
@@ -54,7 +55,10 @@ format: $(STAMP) ## Format the code and fix what ruff can
 	$(BIN)/ruff check --fix src service tests benchmarks
 	$(BIN)/ruff format src service tests benchmarks
 
-bench: bench-generate bench-features bench-explain ## Run the main benchmarks (print figures)
+bench: bench-generate bench-features bench-explain bench-revenue ## Run the main benchmarks
+
+bench-revenue: $(STAMP) ## Revenue simulation: 100,000 open deals x 10,000 draws over the tree
+	$(BIN)/python benchmarks/revenue_simulation.py
 
 bench-features: $(STAMP) ## Point-in-time features for about 1,000,000 snapshots
 	$(BIN)/python benchmarks/features.py --deals 200000
