@@ -17,7 +17,8 @@ from rich.table import Table
 
 from forecast.settings import get_settings
 
-console = Console()
+# a terminal sets its own width; in a log (make run, CI) the wide tables stay readable
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 LEVEL_NAMES = ("rep", "team", "region", "company")
