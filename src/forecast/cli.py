@@ -192,8 +192,10 @@ def data_import(
     from forecast.validate import ValidationError
 
     try:
-        raw, stamp, label = _read_source(source, mapping, sql, sql_spec, adapter, as_of)
-        result = import_raw(raw, as_of=stamp, source=label, imported_at=_now())
+        with _steps(3, "importing") as on_step:
+            on_step("reading")
+            raw, stamp, label = _read_source(source, mapping, sql, sql_spec, adapter, as_of)
+            result = import_raw(raw, as_of=stamp, source=label, imported_at=_now(), on_step=on_step)
     except ValidationError as err:
         _print_violations(err)
         raise typer.Exit(1) from None

@@ -35,13 +35,17 @@ def import_raw(
     source: str,
     imported_at: pd.Timestamp,
     store: Path | None = None,
+    on_step: Callable[[str], None] | None = None,
 ) -> ImportResult:
     """Validate raw tables and store them; on any violation nothing is written.
 
     Raises:
         forecast.validate.ValidationError: with every violation found.
     """
+    step = on_step or (lambda name: None)
+    step("validating")
     tables = validate(raw, as_of=as_of)
+    step("writing the store")
     result = write_store(tables, source=source, imported_at=imported_at, store=store)
     log.info(
         "%s %s as version %s (%s)",
