@@ -52,6 +52,7 @@ from forecast.account_features import (
     churn_snapshot_dates,
     churn_training_frame,
 )
+from forecast.asof import tables_as_of
 from forecast.datasets import WorldTruth
 from forecast.features import Feature
 from forecast.model import (
@@ -59,6 +60,7 @@ from forecast.model import (
     Calibration,
     TreeParams,
     calibrate,
+    make_lightgbm,
     model_input,
 )
 from forecast.registry import Evaluation, GateDecision, register_and_gate
@@ -745,3 +747,39 @@ def renewal_probability_from(
         return np.where(monthly, (1 - p) ** (1 / per_horizon), 1 - p)
 
     return renewal_probability
+
+
+def fit_churn_renewal(
+    tables: CrmTables,
+    cutoff: pd.Timestamp,
+    *,
+    seed: int = 0,
+    tree: TreeParams | None = None,
+) -> Callable[[pd.DataFrame], np.ndarray]:
+    """A `renewal_probability` from a churn model trained on what was known at `cutoff` only.
+
+    The CRM is cut at the cutoff (`tables_as_of`), so churn labels that were not yet knowable
+    then are left out; the last three monthly snapshot dates with labels calibrate, the rest
+    train. For backtests of the revenue forecast: each quarter gets the model its start allowed.
+    """
+    known = tables_as_of(tables, cutoff)
+    frame = churn_training_frame(
+        known, churn_snapshot_dates(known.deals["created_at"].min(), cutoff)
+    )
+    dates = np.sort(frame["as_of"].unique())
+    if len(dates) < 6 or frame[LABEL].nunique() < 2:
+        raise ValueError(f"not enough churn history before {cutoff:%Y-%m-%d} to train a model")
+    later = frame["as_of"] >= dates[-3]
+    model = make_lightgbm(
+        ACCOUNT_FEATURES, params=tree or TreeParams(n_estimators=200, n_jobs=1), seed=seed
+    )
+    model.fit(
+        model_input(frame[~later], ACCOUNT_FEATURES), frame.loc[~later, LABEL].to_numpy(dtype=int)
+    )
+    calibrated = calibrate(
+        model,
+        model_input(frame[later], ACCOUNT_FEATURES),
+        frame.loc[later, LABEL].to_numpy(dtype=int),
+        frame.loc[later, "account_id"].to_numpy(),
+    ).model
+    return renewal_probability_from(calibrated, tables)

@@ -150,6 +150,13 @@ def revenue_backtest(
     weeks: Annotated[str, typer.Option(help="Weeks of the quarter, comma-separated.")] = "1,5,9,13",
     draws: Annotated[int, typer.Option(help="Simulated quarters per forecast.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    churn: Annotated[
+        bool,
+        typer.Option(
+            "--churn/--no-churn",
+            help="Also simulate renewals from a churn model trained at each quarter's start.",
+        ),
+    ] = True,
 ) -> None:
     """Backtest the revenue forecast against the baselines; log to MLflow and write the card."""
     from forecast.data import read_world
@@ -181,11 +188,17 @@ def revenue_backtest(
     scorers = {"simulation": lambda cutoff: fit_win_scorer(training, cutoff, seed=seed)}
     if truth is not None:
         scorers["simulation_truth"] = lambda cutoff: truth_scorer(truth)
+    renewals = {}
+    if churn:
+        from forecast.churn import fit_churn_renewal
+
+        renewals["simulation_churn"] = lambda cutoff: fit_churn_renewal(tables, cutoff, seed=seed)
     with console.status("backtesting") as status:
         result = backtest(
             tables,
             quarters=quarters,
             scorers=scorers,
+            renewals=renewals,
             weeks=[int(w) for w in weeks.split(",")],
             draws=draws,
             seed=seed,

@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 EXPERIMENT = "revenue-forecast"
 WEEKS = (1, 5, 9, 13)
 QUANTILES = (0.1, 0.5, 0.9)
-PROBABILISTIC = ("simulation", "simulation_truth", "statsforecast")
+PROBABILISTIC = ("simulation", "simulation_truth", "simulation_churn", "statsforecast")
 LABEL_LAG_DAYS = 120
 CALIBRATION_DAYS = 91
 ScorerFactory = Callable[[pd.Timestamp], WinScorer]
@@ -363,6 +363,7 @@ def backtest(
     params: RevenueParams | None = None,
     baselines: bool = True,
     on_step: Callable[[str], None] | None = None,
+    renewals: Mapping[str, Callable[[pd.Timestamp], Callable]] | None = None,
 ) -> BacktestResult:
     """Forecast every quarter at every week with every contender; join what was realised.
 
@@ -377,6 +378,9 @@ def backtest(
         params: see `RevenueParams`.
         baselines: also score the weighted pipelines, the naive forecasts and statsforecast.
         on_step: called with a label per backtest point (progress).
+        renewals: method name -> factory of a `renewal_probability` from a cutoff (e.g. a churn
+            model trained on what the quarter's start knew); each is simulated with the first
+            win scorer, so against that scorer's row only the renewals differ.
     """
     params = params or RevenueParams()
     step = on_step or (lambda label: None)
@@ -386,6 +390,8 @@ def backtest(
     for quarter in quarters:
         cutoff = parse_quarter(quarter).start_time
         built = {name: factory(cutoff) for name, factory in scorers.items()}
+        renewal_built = {name: factory(cutoff) for name, factory in (renewals or {}).items()}
+        base_scorer = next(iter(built.values()))
         for week in weeks:
             as_of = as_ofs[(quarter, week)]
             step(f"{quarter} week {week}")
@@ -396,6 +402,13 @@ def backtest(
                     seed=seed, params=params, features=features,
                 )  # fmt: skip
                 first = first or fc
+                rows.append(_tag(_point_rows(fc, name), quarter, week, as_of))
+            for name, renewal_probability in renewal_built.items():
+                fc = forecast_quarter(
+                    tables, quarter=quarter, as_of=as_of, win_scorer=base_scorer, draws=draws,
+                    seed=seed, params=params, features=features,
+                    renewal_probability=renewal_probability,
+                )  # fmt: skip
                 rows.append(_tag(_point_rows(fc, name), quarter, week, as_of))
             if baselines and first is not None:
                 history_rates = _stage_rates(tables, as_of)
@@ -663,6 +676,8 @@ Quarters {quarters[0]} to {quarters[-1]} ({len(quarters)}), as_of at the first d
 days of weeks {", ".join(map(str, sorted(result.points["week"].unique())))}. Contenders:
 `simulation` (win scorer trained only on labels known at each quarter's start),
 `simulation_truth` (the generator's true win probability: an upper bound, generated worlds only),
+`simulation_churn` (as `simulation`, but each renewal decision drawn from a churn model trained on
+what the quarter's start knew, `forecast.churn.fit_churn_renewal`, instead of segment rates),
 `weighted_pipeline` (closed + fixed stage probabilities {dict(STAGE_PROBABILITIES)} x amount
 of deals expected to close in the quarter + the same expected renewals), `weighted_pipeline_history`
 (the same with stage win rates learned by as_of), `naive_last_quarter`, `naive_last_year`,

@@ -20,6 +20,7 @@ from forecast.bookings import (
     recurring_months,
 )
 from forecast.datasets import make_crm
+from forecast.model import TreeParams
 from forecast.revenue import (
     PARTS,
     AddedDeal,
@@ -352,3 +353,31 @@ def test_a_young_crm_still_forecasts(quarter):
     company = fc.level("company").iloc[0]
     assert company["p10"] <= company["p50"] <= company["p90"]
     assert company["mean"] >= company["closed"] >= 0
+
+
+def test_the_backtest_can_draw_renewals_from_a_churn_model():
+    """The churn seam: the same win scorer, renewals from a churn model of the quarter's start."""
+    from forecast.churn import fit_churn_renewal
+    from forecast.revenue_backtest import backtest, backtest_metrics, truth_scorer
+
+    world = make_crm(8000, seed=3)
+    tables = world.tables
+    quarters = ["2026Q2"]
+    result = backtest(
+        tables,
+        quarters=quarters,
+        scorers={"simulation": lambda cutoff: truth_scorer(world.truth)},
+        renewals={
+            "simulation_churn": lambda cutoff: fit_churn_renewal(
+                tables, cutoff, tree=TreeParams(n_estimators=30, n_jobs=1)
+            )
+        },
+        weeks=(5,),
+        draws=500,
+        baselines=False,
+    )
+    metrics = backtest_metrics(result.points).reset_index()
+    company = metrics[metrics["level"] == "company"].set_index("method")
+    assert set(company.index) == {"simulation", "simulation_churn"}
+    # only the renewals differ, and a churn model does not forecast them the same way
+    assert company.loc["simulation", "mape"] != company.loc["simulation_churn", "mape"]
