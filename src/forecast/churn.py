@@ -390,19 +390,6 @@ METRIC_PREFIX = {
 }
 
 
-def flat_metrics(table: pd.DataFrame) -> dict[str, float]:
-    """`test_auc`, `baseline_rate_table_log_loss`, `truth_auc`, ... from the contenders table."""
-    return {
-        f"{METRIC_PREFIX[name]}_{metric}": float(value)
-        for name, row in table.iterrows()
-        for metric, value in row.items()
-        if metric in (*evaluate.METRICS, "mean_predicted") and np.isfinite(value)
-    } | {
-        "test_rows": float(table.loc["model", "n"]),
-        "test_churn_rate": float(table.loc["model", "win_rate"]),
-    }
-
-
 def train_churn(
     tables: CrmTables,
     *,
@@ -502,7 +489,9 @@ def _log_inputs(params: ChurnParams, data: Prepared, hooks: ChurnHooks) -> None:
 def _log_results(
     result: ChurnTrainResult, y_test: np.ndarray, scores: Mapping[str, np.ndarray]
 ) -> None:
-    mlflow.log_metrics(flat_metrics(result.metrics))
+    mlflow.log_metrics(
+        train.flat_metrics(result.metrics, METRIC_PREFIX, rate_name="test_churn_rate")
+    )
     mlflow.log_metrics(
         {
             f"selection_{c}_{m}_log_loss": float(row[m])

@@ -340,16 +340,25 @@ METRIC_PREFIX = {
 }
 
 
-def flat_metrics(table: pd.DataFrame) -> dict[str, float]:
-    """`test_auc`, `baseline_stage_fixed_log_loss`, `truth_auc`, ... from the contenders table."""
+def flat_metrics(
+    table: pd.DataFrame,
+    prefixes: Mapping[str, str] = METRIC_PREFIX,
+    *,
+    rate_name: str = "test_win_rate",
+) -> dict[str, float]:
+    """`test_auc`, `baseline_stage_fixed_log_loss`, `truth_auc`, ... from the contenders table.
+
+    Shared by every pipeline: `prefixes` names each contender's metrics, `rate_name` the test
+    slice's positive rate.
+    """
     return {
-        f"{METRIC_PREFIX[name]}_{metric}": float(value)
+        f"{prefixes[name]}_{metric}": float(value)
         for name, row in table.iterrows()
         for metric, value in row.items()
         if metric in (*evaluate.METRICS, "mean_predicted") and np.isfinite(value)
     } | {
         "test_rows": float(table.loc["model", "n"]),
-        "test_win_rate": table.loc["model", "win_rate"],
+        rate_name: float(table.loc["model", "win_rate"]),
     }
 
 
