@@ -25,7 +25,9 @@ from service.metrics import Metrics
 log = logging.getLogger(__name__)
 
 DEAL_MODEL = "deal-win"
-HOW_TO_TRAIN = {DEAL_MODEL: "forecast train win"}
+CHURN_MODEL = "account-churn"
+HOW_TO_TRAIN = {DEAL_MODEL: "forecast train win", CHURN_MODEL: "forecast train churn"}
+SERVED = (DEAL_MODEL, CHURN_MODEL)
 
 
 class ModelMissingError(RuntimeError):
@@ -71,7 +73,7 @@ class ServiceState:
         self.engine: sa.Engine = engine_for(settings.service_database_url)
         self.metrics = Metrics()
         self.models: dict[str, Serving] = {}
-        self.problems: dict[str, str] = {DEAL_MODEL: missing_message(DEAL_MODEL)}
+        self.problems: dict[str, str] = {name: missing_message(name) for name in SERVED}
         self.tables: CrmTables | None = None
         self.store_problem: str | None = "not loaded yet"
         self.ready = False
@@ -98,9 +100,9 @@ class ServiceState:
         """Load each champion whose version changed; returns the names that changed."""
         with self._reload:
             changed = []
-            for name in (DEAL_MODEL,):
+            for name in SERVED:
                 try:
-                    serving = self._load_deal(self.models.get(name))
+                    serving = self._load(name, self.models.get(name))
                 except ModelMissingError as err:
                     if name not in self.models:
                         self.problems[name] = str(err)
@@ -115,28 +117,28 @@ class ServiceState:
                     changed.append(name)
             return changed
 
-    def _load_deal(self, current: Serving | None) -> Serving:
+    def _load(self, name: str, current: Serving | None) -> Serving:
         import mlflow
 
+        from forecast.account_features import ACCOUNT_FEATURES
         from forecast.explain import scorer_for
         from forecast.features import DEAL_FEATURES
         from forecast.registry import champion_version, client
         from forecast.scoring import won_deal_yardsticks
 
-        version = champion_version(DEAL_MODEL)
+        version = champion_version(name)
         if version is None:
-            raise ModelMissingError(missing_message(DEAL_MODEL))
+            raise ModelMissingError(missing_message(name))
         if current is not None and current.version == version:
             return current
         client()
         # by version, not alias: the alias may move while this loads
-        model = mlflow.sklearn.load_model(f"models:/{DEAL_MODEL}/{version}")
+        model = mlflow.sklearn.load_model(f"models:/{name}/{version}")
+        features = DEAL_FEATURES if name == DEAL_MODEL else ACCOUNT_FEATURES
         typical = None
-        if self.tables is not None:
+        if name == DEAL_MODEL and self.tables is not None:
             typical = won_deal_yardsticks(self.tables, as_of=self.tables.as_of)
-        return Serving(
-            DEAL_MODEL, version, scorer_for(model, DEAL_FEATURES), typical, datetime.now(UTC)
-        )
+        return Serving(name, version, scorer_for(model, features), typical, datetime.now(UTC))
 
     # --- what requests ask for ------------------------------------------------------------
 

@@ -1,7 +1,8 @@
-"""Scoring deals as of a moment: probability, grade, trend since the last snapshot, and why.
+"""Scoring deals and accounts as of a moment: probability, grade or revenue at risk, and why.
 
-The same path serves the CLI, the service and batch jobs: features at `as_of` (point in time),
-the calibrated champion through its fast scorer, explanations from `forecast.explain`.
+The same path serves the CLI, the service, the dashboard and batch jobs: features at `as_of`
+(point in time), the calibrated champion through its fast scorer, explanations from
+`forecast.explain`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from forecast.account_features import account_features, account_snapshots
 from forecast.explain import Explanation, Scorer, explain, scorer_for, typical_of_won
 from forecast.features import (
     DEAL_FEATURES,
@@ -140,3 +142,63 @@ def load_deal_explainer(tables: CrmTables, *, as_of: pd.Timestamp) -> DealExplai
         typical=won_deal_yardsticks(tables, as_of=as_of),
         model_label=label,
     )
+
+
+@dataclass(frozen=True)
+class AccountScore:
+    """An account's churn risk at `as_of`: drivers (reasons) and retention actions."""
+
+    account_id: str
+    as_of: pd.Timestamp
+    owner_rep_id: str | None
+    segment: str | None
+    arr: float  # 12 x the last ended month's recurring bill
+    churn_probability: float
+    revenue_at_risk: float
+    explanation: Explanation
+
+
+def billed_account_ids(tables: CrmTables, as_of: pd.Timestamp) -> pd.Series:
+    """Accounts billed recurring revenue in the last month ended by `as_of`."""
+    return account_snapshots(tables, [as_of])["account_id"]
+
+
+def score_accounts(
+    tables: CrmTables,
+    scorer: Scorer,
+    *,
+    as_of: pd.Timestamp | None = None,
+    account_ids: Sequence[str] | None = None,
+) -> list[AccountScore]:
+    """Churn risk of billed accounts at `as_of` (default: the export's), largest risk first.
+
+    Raises:
+        KeyError: a requested account is unknown, or not billed recurring revenue at `as_of`.
+    """
+    as_of = pd.Timestamp(as_of) if as_of is not None else tables.as_of
+    billed = billed_account_ids(tables, as_of)
+    wanted = billed if account_ids is None else pd.Series(list(account_ids), dtype="string")
+    missing = sorted(set(wanted) - set(billed))
+    if missing:
+        raise KeyError(f"not billed at {as_of:%Y-%m-%d %H:%M}: {', '.join(missing[:5])}")
+    frame = account_features(
+        tables, pd.DataFrame({"account_id": wanted.to_numpy(), "as_of": as_of})
+    )
+    arr = 12 * frame["mrr"].to_numpy(dtype=float)
+    explained = explain(scorer, frame, amount=arr, model="account")
+    owners = tables.accounts.set_index("account_id")["owner_rep_id"]
+    owner = owners.reindex(frame["account_id"].to_numpy()).to_numpy()
+    scores = [
+        AccountScore(
+            account_id=str(account_id),
+            as_of=as_of,
+            owner_rep_id=owner[i] if isinstance(owner[i], str) else None,
+            segment=frame["segment"].iloc[i] if isinstance(frame["segment"].iloc[i], str) else None,
+            arr=float(arr[i]),
+            churn_probability=e.probability,
+            revenue_at_risk=float(e.probability * arr[i]),
+            explanation=e,
+        )
+        for i, (account_id, e) in enumerate(zip(frame["account_id"], explained, strict=True))
+    ]
+    return sorted(scores, key=lambda s: -s.revenue_at_risk)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecast.account_features import ACCOUNT_FEATURE_NAMES
+from forecast.account_features import ACCOUNT_FEATURE_NAMES, ACCOUNT_FEATURES
 from forecast.churn import (
     ChurnHooks,
     ChurnParams,
@@ -21,7 +21,9 @@ from forecast.churn import (
     revenue_at_risk_by,
 )
 from forecast.datasets import make_crm
+from forecast.explain import scorer_for
 from forecast.model import TreeParams
+from forecast.scoring import score_accounts
 
 PARAMS = ChurnParams(
     tree=TreeParams(n_estimators=150, learning_rate=0.05, min_child_samples=50, n_jobs=1)
@@ -117,3 +119,32 @@ def test_renewal_probability_seam_gives_one_probability_per_decision(fitted):
     if risky.any():
         assert p[risky].mean() < p[~risky].mean()
     assert renewal_probability_from(model, world.tables)(steps.head(0)).shape == (0,)
+
+
+def test_account_scores_match_the_model_and_their_actions_lower_the_risk(fitted):
+    world, _, chosen = fitted
+    model = chosen.calibration.model
+    tables = world.tables
+    scores = score_accounts(tables, scorer_for(model, ACCOUNT_FEATURES))
+    at_risk = revenue_at_risk(tables, model, as_of=tables.as_of)
+    assert [s.account_id for s in scores] == list(at_risk["account_id"])
+    np.testing.assert_allclose(
+        [s.churn_probability for s in scores], at_risk["churn_probability"], atol=1e-6
+    )
+    np.testing.assert_allclose(
+        [s.revenue_at_risk for s in scores], at_risk["revenue_at_risk"], rtol=1e-6, atol=1e-3
+    )
+    advised = [r for s in scores for r in s.explanation.recommendations]
+    assert advised, "no retention action was recommended for any account"
+    assert all(r.probability_after < r.probability_before for r in advised)
+    assert all(s.explanation.reasons for s in scores)
+
+
+def test_scoring_an_account_that_is_not_billed_is_refused(fitted):
+    tables = fitted[0].tables
+    with pytest.raises(KeyError, match="A-nope"):
+        score_accounts(
+            tables,
+            scorer_for(fitted[2].calibration.model, ACCOUNT_FEATURES),
+            account_ids=["A-nope"],
+        )

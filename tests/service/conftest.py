@@ -121,18 +121,26 @@ def home_env(home: Path, **env: str) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def trained_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A small generated world with a deal-win champion (20 trees, one thread), once."""
+    """A small generated world with deal-win and account-churn champions (one thread), once."""
+    from forecast.churn import MODEL_NAME as CHURN_MODEL
+    from forecast.churn import ChurnParams, train_churn
     from forecast.data import generate
     from forecast.model import TreeParams
-    from forecast.registry import register_and_gate
+    from forecast.registry import promote, register_and_gate
     from forecast.train import MODEL_NAME, WinParams, train_win
 
     home = tmp_path_factory.mktemp("service-home")
     with home_env(home):
         world, _ = generate(3000, seed=5, imported_at=pd.Timestamp("2026-11-15"))
+        card = home / "card"
         params = WinParams(tree=TreeParams(n_estimators=20, n_jobs=1))
-        result = train_win(world.tables, truth=world.truth, params=params, card_dir=home / "card")
+        result = train_win(world.tables, truth=world.truth, params=params, card_dir=card)
         register_and_gate(MODEL_NAME, result.model_uri, result.run_id, result.evaluation())
+        churn_params = ChurnParams(tree=TreeParams(n_estimators=40, n_jobs=1))
+        churn = train_churn(world.tables, truth=world.truth, params=churn_params, card_dir=card)
+        decision = register_and_gate(CHURN_MODEL, churn.model_uri, churn.run_id, churn.evaluation())
+        if not decision.promoted:  # a world this small may not beat the rate table: serve it anyway
+            promote(CHURN_MODEL, decision.version, force=True)
         yield home
 
 
