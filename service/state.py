@@ -11,7 +11,9 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -21,6 +23,9 @@ from forecast.keys import engine_for, ensure_tables
 from forecast.settings import Settings
 from forecast.tables import CrmTables
 from service.metrics import Metrics
+
+if TYPE_CHECKING:
+    from forecast.revenue import QuarterForecast, QuarterInputs, Scenario
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,8 @@ class ServiceConfig:
     """Limits of the HTTP layer (the model limits live in the schemas)."""
 
     max_body_bytes: int = 4 * 1024 * 1024  # a full batch of 1,000 deals is under 1 MiB
+    forecast_draws: int = 10_000  # as `forecast revenue`: the same question, the same figures
+    forecast_quarters_kept: int = 4  # prepared quarters kept per champion version and store
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,10 @@ class Serving:
     scorer: Scorer
     typical: pd.DataFrame | None
     loaded_at: datetime
+
+    def win_probability(self, features: pd.DataFrame) -> np.ndarray:
+        """Feature rows -> calibrated probabilities (the revenue forecast's win scorer)."""
+        return self.scorer.probability(self.scorer.coded(features))
 
 
 def missing_message(name: str) -> str:
@@ -76,8 +87,11 @@ class ServiceState:
         self.problems: dict[str, str] = {name: missing_message(name) for name in SERVED}
         self.tables: CrmTables | None = None
         self.store_problem: str | None = "not loaded yet"
+        self.store_generation = 0  # counts loads: cached results of an older store are dropped
         self.ready = False
         self._reload = threading.Lock()
+        self._quarters: dict[tuple, QuarterInputs] = {}
+        self._quarters_lock = threading.Lock()
 
     # --- start-up and reload --------------------------------------------------------------
 
@@ -93,6 +107,7 @@ class ServiceState:
         try:
             self.tables = read_store()
             self.store_problem = None
+            self.store_generation += 1
         except StoreError as err:
             self.tables, self.store_problem = None, str(err)
 
@@ -160,6 +175,40 @@ class ServiceState:
         if tables is None or tables.reps.empty:
             raise OrgTreeUnavailableError("the org tree (reps) cannot be read: access is refused")
         return tables.reps
+
+    def quarter_forecast(
+        self, quarter: str, scenario: Scenario | None = None, *, seed: int = 0
+    ) -> QuarterForecast:
+        """A quarter's bookings at the store's as-of, by the serving deal-win champion.
+
+        The prepared inputs (features, timing, renewals: the slow part) are kept per quarter,
+        champion version and store, so a scenario only re-draws. The same question gives the
+        same answer (one seed).
+
+        Raises:
+            ModelMissingError, StoreUnavailableError: nothing to forecast with.
+            ValueError: a malformed quarter; KeyError, ValueError: a scenario naming an unknown
+                deal or stage.
+        """
+        from forecast.bookings import parse_quarter
+        from forecast.revenue import prepare_quarter, simulate_quarter
+
+        serving, tables = self.champion(DEAL_MODEL), self.store()
+        period = str(parse_quarter(quarter))
+        key = (period, serving.version, self.store_generation)
+        with self._quarters_lock:  # one preparation per key, even under concurrent requests
+            inputs = self._quarters.get(key)
+            if inputs is None:
+                inputs = prepare_quarter(
+                    tables, quarter=period, as_of=tables.as_of, win_scorer=serving.win_probability
+                )
+                # keep a few quarters of the current version and store, nothing older
+                kept = {k: v for k, v in self._quarters.items() if k[1:] == key[1:]}
+                kept = dict(list(kept.items())[-(self.config.forecast_quarters_kept - 1) :])
+                self._quarters = {**kept, key: inputs}
+        if scenario is not None:
+            inputs = scenario.apply(inputs, serving.win_probability)
+        return simulate_quarter(inputs, draws=self.config.forecast_draws, seed=seed)
 
     def versions(self) -> dict[str, str | None]:
         names = set(self.problems) | set(self.models)

@@ -1,0 +1,47 @@
+"""The service's quarter forecast: the same figures as the library's, scenarios re-drawn."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from forecast.revenue import Scenario, forecast_quarter
+from forecast.settings import get_settings
+from service.state import ServiceConfig, ServiceState
+
+
+@pytest.fixture
+def state(at_trained_home) -> ServiceState:
+    state = ServiceState(get_settings(), ServiceConfig(forecast_draws=2_000))
+    state.start()
+    return state
+
+
+def test_the_forecast_is_the_librarys_with_the_serving_champion(state):
+    tables = state.store()
+    quarter = str(tables.as_of.to_period("Q"))
+    served = state.quarter_forecast(quarter)
+    serving = state.champion("deal-win")
+    direct = forecast_quarter(
+        tables,
+        quarter=quarter,
+        as_of=tables.as_of,
+        win_scorer=serving.win_probability,
+        draws=2_000,
+    )
+    pd.testing.assert_frame_equal(served.nodes, direct.nodes)
+    assert state.quarter_forecast(quarter).nodes.equals(served.nodes)  # cached, same answer
+
+
+def test_a_scenario_redraws_and_leaves_the_base_forecast_alone(state):
+    quarter = str(state.store().as_of.to_period("Q"))
+    base = state.quarter_forecast(quarter)
+    biggest = base.drivers.loc[base.drivers["level"] == "company", "deal_id"].iloc[0]
+    removed = state.quarter_forecast(quarter, Scenario(name="lost", remove=(biggest,)))
+    company = base.level("company").iloc[0]
+    assert removed.level("company").iloc[0]["mean"] < company["mean"]
+    assert state.quarter_forecast(quarter).level("company").iloc[0]["mean"] == company["mean"]
+    with pytest.raises(KeyError, match="D-nope"):
+        state.quarter_forecast(quarter, Scenario(remove=("D-nope",)))
+    with pytest.raises(ValueError, match="2026Q9"):
+        state.quarter_forecast("2026Q9")
