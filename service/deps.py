@@ -131,3 +131,25 @@ def team_in_reach(team: str, caller: Manager, within: ReachDep, state: StateDep)
 DealInReach = Annotated[str, Depends(deal_in_reach)]
 RepInReach = Annotated[str, Depends(rep_in_reach)]
 TeamInReach = Annotated[list[str], Depends(team_in_reach)]
+
+
+def forecast_nodes_in_reach(
+    reps: pd.DataFrame, within: frozenset[str] | None
+) -> dict[str, frozenset[str]] | None:
+    """Forecast nodes (level -> names) the caller may see; None means all (admin).
+
+    A node is in reach when every person booking under it is: a rep their own node, a manager
+    their team, a director their region, the top of the tree the company. A forecast is scoped
+    like the deals it sums, never wider.
+    """
+    from forecast.simulate import COMPANY
+
+    if within is None:
+        return None
+    everyone = frozenset(reps["rep_id"])
+    visible = {"rep": within & everyone}
+    for level in ("team", "region"):
+        people = reps.groupby(level)["rep_id"].agg(frozenset)
+        visible[level] = frozenset(name for name, ids in people.items() if ids <= within)
+    visible["company"] = frozenset({COMPANY}) if everyone <= within else frozenset()
+    return visible

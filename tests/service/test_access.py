@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -86,3 +87,25 @@ def test_the_org_tree_missing_fails_closed(api, monkeypatch):
     monkeypatch.setattr(api.state, "tables", None)
     answer = api.get("/v1/deals/ANY", api.key("manager", rep_id="M001"))
     assert answer.status == 503 and "org tree" in answer.body["detail"]
+
+
+def test_forecast_nodes_are_in_reach_only_when_everyone_under_them_is():
+    from service.deps import forecast_nodes_in_reach, subtree
+
+    reps = pd.DataFrame(
+        {
+            "rep_id": ["E", "D", "M1", "M2", "R1", "R2", "R3"],
+            "manager_id": [None, "E", "D", "D", "M1", "M1", "M2"],
+            "team": ["top", "lead", "T1", "T2", "T1", "T1", "T2"],
+            "region": ["G", "R", "R", "R", "R", "R", "R"],
+        }
+    )
+    assert forecast_nodes_in_reach(reps, None) is None
+    rep = forecast_nodes_in_reach(reps, frozenset({"R1"}))
+    assert rep == {"rep": {"R1"}, "team": set(), "region": set(), "company": set()}
+    manager = forecast_nodes_in_reach(reps, subtree(reps, "M1"))
+    assert manager["team"] == {"T1"} and manager["region"] == set()
+    director = forecast_nodes_in_reach(reps, subtree(reps, "D"))
+    assert director["team"] == {"T1", "T2", "lead"} and director["region"] == {"R"}
+    assert director["company"] == set()
+    assert forecast_nodes_in_reach(reps, subtree(reps, "E"))["company"] == {"company"}
