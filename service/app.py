@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from forecast.predlog import log_read
 from forecast.settings import Settings, disable_telemetry, get_settings
 from service.metrics import CONTENT_TYPE
+from service.pages import install_dashboard
 from service.routes import router
 from service.state import (
     ModelMissingError,
@@ -163,6 +164,9 @@ def create_app(settings: Settings | None = None, config: ServiceConfig | None = 
 
     for error in (ModelMissingError, StoreUnavailableError, OrgTreeUnavailableError):
         app.add_exception_handler(error, unavailable)
+    # the managers' pages under /dashboard (service/pages.py); after the handlers above, so
+    # the pages answer a missing model or store with a page, the API still with JSON
+    install_dashboard(app)
 
     @app.get("/healthz", tags=["health"], summary="The process answers")
     def healthz() -> dict[str, str]:

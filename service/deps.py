@@ -81,19 +81,30 @@ def subtree(reps: pd.DataFrame, root: str) -> frozenset[str]:
     return frozenset(seen)
 
 
-def reach(caller: Reader, state: StateDep) -> frozenset[str] | None:
-    """The rep ids the caller may see; None means everyone (admin)."""
+def reach_of(caller: Principal, state: ServiceState) -> frozenset[str] | None:
+    """The rep ids `caller` may see; None means everyone (admin). Shared by API and dashboard.
+
+    Raises:
+        OrgTreeUnavailableError: the org tree cannot be read (callers fail closed).
+    """
     if caller.role == "admin":
         return None
-    try:
-        reps = state.reps()
-    except OrgTreeUnavailableError as err:
-        raise HTTPException(503, str(err)) from None
+    reps = state.reps()
     if caller.rep_id not in set(reps["rep_id"]):
         return frozenset()
     if caller.role == "rep":
         return frozenset({caller.rep_id})
+    if caller.role != "manager":
+        return frozenset()  # crm and any future role: nothing in the org tree
     return subtree(reps, caller.rep_id)
+
+
+def reach(caller: Reader, state: StateDep) -> frozenset[str] | None:
+    """The rep ids the caller may see; None means everyone (admin)."""
+    try:
+        return reach_of(caller, state)
+    except OrgTreeUnavailableError as err:
+        raise HTTPException(503, str(err)) from None
 
 
 ReachDep = Annotated[frozenset[str] | None, Depends(reach)]

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
         description="Lowest win probability for grades A, B and C (below the last: D).",
     )
 
+    dashboard_session_hours: float = Field(
+        default=8.0, gt=0, description="How long a dashboard sign-in lasts before asking again."
+    )
+
     @property
     def store_path(self) -> Path:
         return (self.store_dir or self.home / "store").expanduser().resolve()

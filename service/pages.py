@@ -1,0 +1,652 @@
+"""The managers' dashboard: server-rendered pages over the same state and access rules as `/v1`.
+
+Sign-in takes an API key once and opens a server-side session (an HttpOnly, SameSite=Strict,
+Secure cookie holding a random token; the database keeps only its hash). Every page then asks
+`reach_of(principal, state)`, the same function the API's `reach` dependency calls, so a page
+shows exactly what the API would answer: a rep their own deals, a manager their subtree, and
+anything else is 404 as if it did not exist.
+
+Routes stay thin: the numbers come from `forecast.*` and `ServiceState`; the figures from
+`service.charts`; what is slow (scoring every open deal or billed account) is cached per
+champion version and store load.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import parse_qs, quote
+
+import numpy as np
+import pandas as pd
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from forecast.keys import Principal, verify_key
+from forecast.schema import OPEN_STAGES
+from service import charts
+from service.deps import StateDep, _visible, forecast_nodes_in_reach, reach_of
+from service.sessions import COOKIE, close_session, open_session, session_principal
+from service.state import (
+    DEAL_MODEL,
+    ModelMissingError,
+    OrgTreeUnavailableError,
+    ServiceState,
+    StoreUnavailableError,
+)
+
+HERE = Path(__file__).resolve().parent
+TEMPLATES = Jinja2Templates(directory=HERE / "templates")
+READERS = frozenset({"rep", "manager", "admin"})  # as the API's `Reader`
+CHURN_MODEL = "account-churn"
+LEVELS = ("company", "region", "team", "rep")
+SHOWN_ROWS = 200  # rows per table page: enough to act on, small enough for a phone
+
+router = APIRouter(prefix="/dashboard", include_in_schema=False)
+
+
+class SignInRequired(Exception):  # noqa: N818 - a redirect, not an error
+    """No valid session: the handler sends the browser to the sign-in form."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+
+class PageError(Exception):
+    """A page-level answer other than 200 (404 out of reach, 503 nothing to show...)."""
+
+    def __init__(self, status: int, message: str):
+        self.status = status
+        self.message = message
+
+
+# --- who is looking ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """The signed-in caller and the rep ids they may see (None: everyone)."""
+
+    principal: Principal
+    within: frozenset[str] | None
+    state: ServiceState
+
+    def sees(self, rep_id: object) -> bool:
+        return _visible(rep_id, self.within)
+
+
+def viewer(request: Request, state: StateDep) -> Viewer:
+    principal = session_principal(state.engine, request.cookies.get(COOKIE))
+    if principal is None or principal.role not in READERS:
+        raise SignInRequired(request.url.path)
+    request.state.caller = principal  # read by the audit log, as for the API
+    try:
+        within = reach_of(principal, state)
+    except OrgTreeUnavailableError as err:
+        raise PageError(503, str(err)) from None
+    return Viewer(principal, within, state)
+
+
+ViewerDep = Annotated[Viewer, Depends(viewer)]
+
+
+def _render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
+    who: Viewer | None = context.get("viewer")
+    base = {"signed_in": who is not None, "principal": who.principal if who else None}
+    return TEMPLATES.TemplateResponse(request, name, {**base, **context}, status_code=status)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """An urlencoded form body (the only kind these pages post), first value of each field."""
+    body = (await request.body()).decode("utf-8", errors="replace")
+    return {k: v[0].strip() for k, v in parse_qs(body, keep_blank_values=True).items()}
+
+
+def _safe_next(path: str | None) -> str:
+    # only our own pages: a crafted link cannot bounce a fresh sign-in elsewhere
+    if path and path.startswith("/dashboard/") and "//" not in path and "\\" not in path:
+        return path
+    return "/dashboard/forecast"
+
+
+# --- sign-in --------------------------------------------------------------------------------------
+
+
+@router.get("")
+@router.get("/")
+def home() -> RedirectResponse:
+    return RedirectResponse("/dashboard/forecast", status_code=303)
+
+
+@router.get("/sign-in")
+def sign_in_form(request: Request, next: str | None = None) -> Response:
+    return _render(request, "sign_in.html", {"next": _safe_next(next), "error": None})
+
+
+@router.post("/sign-in")
+async def sign_in(request: Request, state: StateDep) -> Response:
+    form = await _form(request)
+    target = _safe_next(form.get("next"))
+    principal = verify_key(state.engine, form.get("api_key"))
+    if principal is None:
+        error = "That key is not valid (unknown, mistyped or revoked)."
+        return _render(request, "sign_in.html", {"next": target, "error": error}, 401)
+    if principal.role not in READERS:
+        error = f"A {principal.role} key cannot sign in: use a rep, manager or admin key."
+        return _render(request, "sign_in.html", {"next": target, "error": error}, 403)
+    hours = state.settings.dashboard_session_hours
+    token = open_session(state.engine, principal, hours=hours)
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        COOKIE,
+        token,
+        max_age=int(hours * 3600),
+        path="/dashboard",
+        httponly=True,  # no script reads it
+        samesite="strict",  # no other site's page sends it (the forms need no CSRF token)
+        secure=True,  # Chromium and Firefox keep Secure cookies from http://127.0.0.1 too
+    )
+    return response
+
+
+@router.post("/sign-out")
+def sign_out(request: Request, state: StateDep) -> RedirectResponse:
+    close_session(state.engine, request.cookies.get(COOKIE))
+    response = RedirectResponse("/dashboard/sign-in", status_code=303)
+    response.delete_cookie(COOKIE, path="/dashboard", secure=True, httponly=True, samesite="strict")
+    return response
+
+
+# --- cached scores --------------------------------------------------------------------------------
+
+
+class ScoreCache:
+    """Scores of every open deal / billed account, per champion version and store load."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[tuple, Any] = {}
+
+    def get(self, key: tuple, make: Callable[[], Any]) -> Any:
+        with self._lock:  # one computation per key, even under concurrent page loads
+            if key not in self._values:
+                self._values = {k: v for k, v in self._values.items() if k[0] != key[0]}
+                self._values[key] = make()
+            return self._values[key]
+
+
+def _cache(state: ServiceState) -> ScoreCache:
+    cache = getattr(state, "_dashboard_cache", None)
+    if cache is None:
+        cache = ScoreCache()
+        state._dashboard_cache = cache  # type: ignore[attr-defined]
+    return cache
+
+
+def _rep_names(state: ServiceState) -> dict[str, str]:
+    reps = state.store().reps
+    names = reps["name"] if "name" in reps else reps["rep_id"]
+    return dict(zip(reps["rep_id"], names.fillna(reps["rep_id"]), strict=True))
+
+
+def _deal_rows(state: ServiceState) -> pd.DataFrame:
+    """Every open deal with its score, reasons and actions, revenue at stake first."""
+    from forecast.scoring import score_deals
+
+    serving, tables = state.champion(DEAL_MODEL), state.store()
+
+    def make() -> pd.DataFrame:
+        scores = score_deals(tables, serving.scorer, typical=serving.typical)
+        deals = tables.deals.set_index("deal_id")
+        team = tables.reps.set_index("rep_id")["team"]
+        rows = []
+        for s in scores:
+            deal = deals.loc[s.deal_id]
+            amount = float(deal["amount"]) if pd.notna(deal["amount"]) else 0.0
+            rows.append(
+                {
+                    "deal_id": s.deal_id,
+                    "rep_id": deal["rep_id"],
+                    "team": team.get(deal["rep_id"]),
+                    "account_id": deal.get("account_id"),
+                    "stage": str(deal["stage"]),
+                    "amount": amount,
+                    "expected_close": deal.get("expected_close"),
+                    "probability": s.probability,
+                    "grade": s.grade,
+                    "trend_points": s.trend_points,
+                    # revenue at stake: what the forecast counts on from this deal
+                    "at_stake": amount * s.probability,
+                    "reasons": s.explanation.reasons,
+                    "recommendations": s.explanation.recommendations,
+                }
+            )
+        frame = pd.DataFrame(rows)
+        return frame.sort_values("at_stake", ascending=False, ignore_index=True)
+
+    return _cache(state).get(("deals", serving.version, state.store_generation), make)
+
+
+def _account_rows(state: ServiceState) -> list:
+    from forecast.scoring import score_accounts
+
+    serving, tables = state.champion(CHURN_MODEL), state.store()
+    key = ("accounts", serving.version, state.store_generation)
+    return _cache(state).get(key, lambda: score_accounts(tables, serving.scorer))
+
+
+# --- forecast -------------------------------------------------------------------------------------
+
+
+def _start_node(visible: dict[str, frozenset[str]] | None) -> tuple[str, str] | None:
+    """The widest node the viewer may see: company, else a region, a team, their own rep node."""
+    from forecast.simulate import COMPANY
+
+    if visible is None:
+        return ("company", COMPANY)
+    for level in LEVELS:
+        names = sorted(visible.get(level, ()))
+        if names:
+            return (level, names[0])
+    return None
+
+
+def _may_see(visible: dict[str, frozenset[str]] | None, level: str, node: str) -> bool:
+    return visible is None or node in visible.get(level, frozenset())
+
+
+def _quarter_view(forecast, level: str, node: str) -> dict[str, Any]:
+    rows = forecast.nodes[(forecast.nodes["level"] == level) & (forecast.nodes["node"] == node)]
+    if rows.empty:
+        return {"quarter": forecast.quarter, "missing": True}
+    row = rows.iloc[0]
+    draws = forecast.samples(level, node)
+    p25, p75 = np.percentile(draws, [25, 75])
+    target = row["target"]
+    return {
+        "quarter": forecast.quarter,
+        "missing": False,
+        "p10": float(row["p10"]),
+        "p25": float(p25),
+        "p50": float(row["p50"]),
+        "p75": float(p75),
+        "p90": float(row["p90"]),
+        "mean": float(row["mean"]),
+        "target": float(target) if pd.notna(target) else None,
+        "p_reach": float(row["p_reach_target"]) if pd.notna(row["p_reach_target"]) else None,
+        "closed": float(row["closed"]),
+        "open": float(row["open"]),
+        "new": float(row["new"]),
+        "recurring": float(row["recurring"]),
+    }
+
+
+@dataclass(frozen=True)
+class ScenarioAsk:
+    remove: str = ""
+    slip: str = ""
+    slip_days: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not self.remove and not (self.slip and self.slip_days)
+
+
+def _scenario(ask: ScenarioAsk, who: Viewer):
+    """The library's Scenario, after the same reach check as a deal page (404 words)."""
+    from forecast.revenue import Scenario
+
+    deals = who.state.store().deals.set_index("deal_id")["rep_id"]
+    for deal_id in filter(None, (ask.remove, ask.slip)):
+        if deal_id not in deals.index or not who.sees(deals[deal_id]):
+            raise PageError(404, f"no deal {deal_id!r}")
+    slip = {ask.slip: ask.slip_days} if ask.slip and ask.slip_days else {}
+    remove = (ask.remove,) if ask.remove else ()
+    return Scenario(name="what if", remove=remove, slip_days=slip)
+
+
+def _forecast_page(
+    request: Request, who: Viewer, level: str | None, node: str | None, ask: ScenarioAsk
+) -> Response:
+    state = who.state
+    tables = state.store()
+    visible = forecast_nodes_in_reach(state.reps(), who.within)
+    if level is None or node is None:
+        start = _start_node(visible)
+        if start is None:
+            raise PageError(404, "no part of the org tree is in your reach")
+        level, node = start
+    if level not in LEVELS or not _may_see(visible, level, node):
+        raise PageError(404, f"no {level} {node!r}")
+    quarter = tables.as_of.to_period("Q")
+    quarters = [str(quarter), str(quarter + 1)]
+    scenario, error = None, None
+    if not ask.empty:
+        try:
+            scenario = _scenario(ask, who)
+        except PageError as err:
+            error = err.message
+    base = [state.quarter_forecast(q) for q in quarters]
+    shown = base
+    if scenario is not None:
+        try:
+            shown = [state.quarter_forecast(q, scenario) for q in quarters]
+        except (KeyError, ValueError) as err:
+            error, scenario = str(err).strip("'\""), None
+    views = [_quarter_view(f, level, node) for f in shown]
+    before = [_quarter_view(f, level, node) for f in base] if scenario is not None else None
+    current = shown[0]
+    nodes = current.nodes
+    child_level = LEVELS[LEVELS.index(level) + 1] if level != "rep" else None
+    children = []
+    if child_level:
+        kids = nodes[(nodes["level"] == child_level) & (nodes["parent"] == node)]
+        for _, kid in kids.sort_values("p50", ascending=False).iterrows():
+            if _may_see(visible, child_level, kid["node"]):
+                children.append(kid.to_dict())
+    trail = []
+    here = nodes[(nodes["level"] == level) & (nodes["node"] == node)]
+    step_level, step_node = level, node
+    while not here.empty:
+        trail.append((step_level, step_node, _may_see(visible, step_level, step_node)))
+        parent = here.iloc[0]["parent"]
+        if step_level == "company" or not isinstance(parent, str):
+            break
+        step_level = LEVELS[LEVELS.index(step_level) - 1]
+        step_node = parent
+        here = nodes[(nodes["level"] == step_level) & (nodes["node"] == step_node)]
+    drivers = current.drivers[
+        (current.drivers["level"] == level) & (current.drivers["node"] == node)
+    ]
+    charted = [v for v in views if not v["missing"]]
+    context = {
+        "viewer": who,
+        "page": "forecast",
+        "level": level,
+        "node": node,
+        "names": _rep_names(state),
+        "views": views,
+        "before": before,
+        "fan": charts.fan_chart(charted),
+        "parts": charts.decomposition_chart(charted),
+        "child_level": child_level,
+        "children": children,
+        "trail": list(reversed(trail)),
+        "drivers": drivers.to_dict(orient="records"),
+        "ask": ask,
+        "scenario": scenario,
+        "error": error,
+        "as_of": tables.as_of,
+    }
+    return _render(request, "forecast.html", context, 200 if error is None else 422)
+
+
+@router.get("/forecast")
+def forecast_page(
+    request: Request, who: ViewerDep, level: str | None = None, node: str | None = None
+) -> Response:
+    return _forecast_page(request, who, level, node, ScenarioAsk())
+
+
+@router.post("/forecast")
+async def forecast_scenario(request: Request, who: ViewerDep) -> Response:
+    form = await _form(request)
+    try:
+        days = int(form.get("slip_days") or 0)
+    except ValueError:
+        days = 0
+    ask = ScenarioAsk(form.get("remove", ""), form.get("slip", ""), days)
+    level, node = form.get("level") or None, form.get("node") or None
+    return _forecast_page(request, who, level, node, ask)
+
+
+# --- pipeline and deals ---------------------------------------------------------------------------
+
+
+@router.get("/pipeline")
+def pipeline_page(
+    request: Request,
+    who: ViewerDep,
+    team: str = "",
+    rep: str = "",
+    stage: str = "",
+    grade: str = "",
+) -> Response:
+    deals = _deal_rows(who.state)
+    mine = deals[[who.sees(r) for r in deals["rep_id"]]] if len(deals) else deals
+    options = {
+        "team": sorted(t for t in mine["team"].dropna().unique()),
+        "rep": sorted(mine["rep_id"].dropna().unique()),
+        "stage": [s for s in OPEN_STAGES if s in set(mine["stage"])],
+        "grade": ["A", "B", "C", "D"],
+    }
+    chosen = {"team": team, "rep": rep, "stage": stage, "grade": grade}
+    shown = mine
+    for column, value in chosen.items():
+        if value:
+            shown = shown[shown[{"rep": "rep_id"}.get(column, column)] == value]
+    context = {
+        "viewer": who,
+        "page": "pipeline",
+        "rows": shown.head(SHOWN_ROWS).to_dict(orient="records"),
+        "total": len(shown),
+        "at_stake": float(shown["at_stake"].sum()) if len(shown) else 0.0,
+        "options": options,
+        "chosen": chosen,
+        "names": _rep_names(who.state),
+        "as_of": who.state.store().as_of,
+    }
+    return _render(request, "pipeline.html", context)
+
+
+@router.get("/deals/{deal_id}")
+def deal_page(request: Request, deal_id: str, who: ViewerDep) -> Response:
+    tables = who.state.store()
+    owners = tables.deals.loc[tables.deals["deal_id"] == deal_id, "rep_id"]
+    if owners.empty or not who.sees(owners.iloc[0]):
+        raise PageError(404, f"no deal {deal_id!r}")  # another rep's deal: as if it did not exist
+    deals = _deal_rows(who.state)
+    match = deals[deals["deal_id"] == deal_id]
+    deal = tables.deals[tables.deals["deal_id"] == deal_id].iloc[0].to_dict()
+    history = tables.deal_history[tables.deal_history["deal_id"] == deal_id]
+    context = {
+        "viewer": who,
+        "page": "pipeline",
+        "deal": deal,
+        "score": None if match.empty else match.iloc[0].to_dict(),
+        "history": history.sort_values("changed_at").to_dict(orient="records"),
+        "names": _rep_names(who.state),
+    }
+    return _render(request, "deal.html", context)
+
+
+# --- churn ----------------------------------------------------------------------------------------
+
+
+@router.get("/churn")
+def churn_page(request: Request, who: ViewerDep) -> Response:
+    scores = [s for s in _account_rows(who.state) if who.sees(s.owner_rep_id)]
+    context = {
+        "viewer": who,
+        "page": "churn",
+        "rows": scores[:SHOWN_ROWS],
+        "total": len(scores),
+        "at_risk": sum(s.revenue_at_risk for s in scores),
+        "names": _rep_names(who.state),
+        "as_of": who.state.store().as_of,
+    }
+    return _render(request, "churn.html", context)
+
+
+# --- coaching -------------------------------------------------------------------------------------
+
+
+def _teams_in_reach(who: Viewer) -> list[str]:
+    reps = who.state.store().reps
+    sellers = reps[reps["role"] == "rep"]
+    return sorted(
+        {t for r, t in zip(sellers["rep_id"], sellers["team"], strict=True) if who.sees(r)}
+    )
+
+
+@router.get("/coaching")
+def coaching_page(request: Request, who: ViewerDep, team: str = "") -> Response:
+    from forecast.coaching import coach_team
+
+    if who.principal.role == "rep":
+        target = f"/dashboard/coaching/reps/{quote(str(who.principal.rep_id))}"
+        return RedirectResponse(target, status_code=303)
+    teams = _teams_in_reach(who)
+    if not teams:
+        raise PageError(404, "no team in your reach")
+    team = team or teams[0]
+    if team not in teams:
+        raise PageError(404, f"no team {team!r}")
+    views = [v for v in coach_team(who.state.store(), team) if who.sees(v.rep_id)]
+    context = {"viewer": who, "page": "coaching", "teams": teams, "team": team, "views": views}
+    return _render(request, "coaching_team.html", context)
+
+
+def _funnel_shares(funnel: pd.DataFrame, who: str) -> list[float]:
+    """Share of the deals that entered the first stage which reached each stage."""
+    deals = funnel[f"{who}_deals"].to_numpy(dtype=float)
+    first = deals[0] if len(deals) and deals[0] > 0 else np.nan
+    return [float(v) if np.isfinite(v) else 0.0 for v in deals / first]
+
+
+@router.get("/coaching/reps/{rep_id}")
+def coaching_rep_page(request: Request, rep_id: str, who: ViewerDep) -> Response:
+    from forecast.coaching import coach_rep
+
+    reps = who.state.store().reps
+    if not (reps["rep_id"] == rep_id).any() or not who.sees(rep_id):
+        raise PageError(404, f"no rep {rep_id!r}")
+    view = coach_rep(who.state.store(), rep_id)
+    stages = list(view.funnel.index)
+    context = {
+        "viewer": who,
+        "page": "coaching",
+        "view": view,
+        "funnel_rows": view.funnel.reset_index().to_dict(orient="records"),
+        "funnel": charts.funnel_chart(
+            stages, _funnel_shares(view.funnel, "rep"), _funnel_shares(view.funnel, "team")
+        ),
+    }
+    return _render(request, "coaching_rep.html", context)
+
+
+# --- models ---------------------------------------------------------------------------------------
+
+
+@router.get("/models")
+def models_page(request: Request, who: ViewerDep) -> Response:
+    from forecast.model_health import live_accuracy, model_report
+
+    state = who.state
+    models = []
+    for name in sorted(set(state.models) | set(state.problems)):
+        serving = state.models.get(name)
+        uri = state.settings.mlflow_tracking_uri
+        report = model_report(name, serving.version, tracking_uri=uri) if serving else None
+        live = None
+        if serving is not None and name == DEAL_MODEL and state.tables is not None:
+            live = live_accuracy(state.engine, state.tables, name)
+        models.append(
+            {
+                "name": name,
+                "serving": serving,
+                "problem": state.problems.get(name),
+                "report": report,
+                "live": live,
+            }
+        )
+    return _render(request, "models.html", {"viewer": who, "page": "models", "models": models})
+
+
+@router.get("/models/{name}/reliability.png")
+def reliability_png(name: str, who: ViewerDep) -> Response:
+    from forecast.model_health import model_report, reliability_image
+
+    serving = who.state.models.get(name)
+    if serving is None:
+        raise PageError(404, f"no serving model {name!r}")
+    uri = who.state.settings.mlflow_tracking_uri
+    run_id = model_report(name, serving.version, tracking_uri=uri).run_id
+    with tempfile.TemporaryDirectory(prefix="forecast-reliability-") as folder:
+        image = reliability_image(run_id, Path(folder), tracking_uri=uri) if run_id else None
+        content = image.read_bytes() if image is not None else None
+    if content is None:
+        raise PageError(404, f"{name} v{serving.version}: its run logged no reliability diagram")
+    return Response(content, media_type="image/png")
+
+
+# --- assets and wiring ----------------------------------------------------------------------------
+
+
+def plotly_js() -> Path:
+    """plotly.min.js as the installed `plotly` package ships it (served here, never a CDN)."""
+    import plotly
+
+    return Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
+
+
+MEDIA_TYPES = {".css": "text/css", ".js": "text/javascript", ".png": "image/png"}
+
+
+@lru_cache(maxsize=16)
+def _asset(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def _asset_response(path: Path) -> Response:
+    # whole bytes, not a streamed file: the service's request middleware replays the body and
+    # then reports a disconnect, which cuts a streaming response (FileResponse, StaticFiles) short
+    headers = {"Cache-Control": "public, max-age=3600"}
+    media_type = MEDIA_TYPES.get(path.suffix, "application/octet-stream")
+    return Response(_asset(path), media_type=media_type, headers=headers)
+
+
+@router.get("/assets/plotly.min.js")
+def plotly_asset() -> Response:
+    return _asset_response(plotly_js())
+
+
+STATIC = {p.name: p for p in (HERE / "static").iterdir() if p.is_file()}
+
+
+@router.get("/static/{name}")
+def static_asset(name: str) -> Response:
+    if name not in STATIC:  # only the files shipped in service/static, never a path
+        raise PageError(404, f"no file {name!r}")
+    return _asset_response(STATIC[name])
+
+
+def install_dashboard(app: FastAPI) -> None:
+    """The pages (with their static files) and their answers for sign-in, 404 and 503."""
+    app.include_router(router)
+
+    async def to_sign_in(request: Request, err: SignInRequired) -> Response:
+        target = f"/dashboard/sign-in?next={quote(_safe_next(err.path))}"
+        response = RedirectResponse(target, status_code=303)
+        if request.cookies.get(COOKIE):  # stale or revoked: forget it
+            response.delete_cookie(COOKIE, path="/dashboard")
+        return response
+
+    async def page_error(request: Request, err: PageError) -> Response:
+        return _render(request, "error.html", {"message": err.message}, err.status)
+
+    async def unavailable(request: Request, err: Exception) -> Response:
+        if request.url.path.startswith("/dashboard"):
+            return _render(request, "error.html", {"message": str(err)}, 503)
+        return JSONResponse({"detail": str(err)}, status_code=503)  # the API's answer, unchanged
+
+    app.add_exception_handler(SignInRequired, to_sign_in)
+    app.add_exception_handler(PageError, page_error)
+    for error in (ModelMissingError, StoreUnavailableError, OrgTreeUnavailableError):
+        app.add_exception_handler(error, unavailable)
