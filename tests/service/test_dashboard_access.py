@@ -1,0 +1,183 @@
+"""The dashboard's sign-in and access rules over plain HTTP (no browser needed).
+
+The pages answer exactly as the API does: a rep sees their own deals, a manager their subtree,
+and anything else is 404; no session sends the browser to the sign-in form.
+"""
+
+from __future__ import annotations
+
+import http.client
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlparse
+
+import pytest
+
+from forecast.keys import revoke_key, verify_key
+from forecast.scoring import open_deal_ids
+from service.deps import reach_of, subtree
+from service.pages import SHOWN_ROWS, plotly_js
+from tests.service.conftest import Api, home_env, serve
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: http.client.HTTPMessage
+    text: str
+
+
+def _request(api: Api, method: str, path: str, *, cookie: str | None = None, form: str = ""):
+    """One request, redirects not followed (http.client), so a 303 is seen as a 303."""
+    url = urlparse(api.base)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    if cookie:
+        headers["Cookie"] = f"forecast_session={cookie}"
+    conn.request(method, path, body=form.encode() if form else None, headers=headers)
+    response = conn.getresponse()
+    reply = Reply(response.status, response.headers, response.read().decode(errors="replace"))
+    conn.close()
+    return reply
+
+
+def _sign_in(api: Api, key: str) -> str:
+    reply = _request(api, "POST", "/dashboard/sign-in", form=f"api_key={quote(key)}")
+    assert reply.status == 303, reply.text
+    cookie = reply.headers["set-cookie"]
+    return cookie.split(";", 1)[0].split("=", 1)[1]
+
+
+@pytest.fixture(scope="module")
+def dash(trained_home: Path) -> Iterator[Api]:
+    from service.app import create_app
+
+    with home_env(trained_home), serve(create_app()) as running:
+        yield running
+
+
+def _open_deals(api: Api) -> dict[str, str]:
+    tables = api.state.store()
+    open_now = set(open_deal_ids(tables, tables.as_of))
+    deals = tables.deals[tables.deals["deal_id"].isin(open_now)]
+    return dict(zip(deals["deal_id"], deals["rep_id"], strict=True))
+
+
+def test_no_session_is_sent_to_sign_in(dash: Api) -> None:
+    for path in ("/dashboard/forecast", "/dashboard/deals/D0000001", "/dashboard/models"):
+        reply = _request(dash, "GET", path)
+        assert reply.status == 303
+        assert reply.headers["location"] == f"/dashboard/sign-in?next={quote(path)}"
+    reply = _request(dash, "GET", "/dashboard/forecast", cookie="made-up-token")
+    assert reply.status == 303
+
+
+def test_sign_in_sets_a_strict_http_only_secure_cookie(dash: Api) -> None:
+    reply = _request(
+        dash,
+        "POST",
+        "/dashboard/sign-in",
+        form=f"api_key={dash.key('admin')}&next=/dashboard/churn",
+    )
+    assert reply.status == 303 and reply.headers["location"] == "/dashboard/churn"
+    flags = {part.strip().split("=")[0].lower() for part in reply.headers["set-cookie"].split(";")}
+    assert {"httponly", "secure", "samesite", "path"} <= flags
+    assert "samesite=strict" in reply.headers["set-cookie"].lower()
+    # a crafted `next` cannot send a fresh sign-in to another site
+    crafted = f"api_key={dash.key('admin')}&next=//elsewhere.example/x"
+    assert _request(dash, "POST", "/dashboard/sign-in", form=crafted).headers["location"] == (
+        "/dashboard/forecast"
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "status", "words"),
+    [
+        ("fk_nope_nope", 401, "not valid"),
+        ("", 401, "not valid"),
+        ("crm", 403, "A crm key cannot sign in"),
+    ],
+)
+def test_bad_or_crm_keys_cannot_sign_in(dash: Api, key: str, status: int, words: str) -> None:
+    key = dash.key("crm") if key == "crm" else key
+    reply = _request(dash, "POST", "/dashboard/sign-in", form=f"api_key={quote(key)}")
+    assert reply.status == status
+    assert words in reply.text
+    assert "set-cookie" not in reply.headers
+
+
+def test_sign_out_and_revocation_end_the_session(dash: Api) -> None:
+    token = _sign_in(dash, dash.key("admin"))
+    assert _request(dash, "GET", "/dashboard/models", cookie=token).status == 200
+    assert _request(dash, "POST", "/dashboard/sign-out", cookie=token).status == 303
+    assert _request(dash, "GET", "/dashboard/models", cookie=token).status == 303
+
+    key = dash.key("admin")
+    token = _sign_in(dash, key)
+    revoke_key(dash.state.engine, key.split("_")[1])
+    assert _request(dash, "GET", "/dashboard/models", cookie=token).status == 303
+
+
+def test_pages_show_exactly_the_api_reach(dash: Api) -> None:
+    """Every role against deals, coaching and forecast nodes inside and outside its reach."""
+    reps = dash.state.store().reps
+    owners = _open_deals(dash)
+    sellers = reps[reps["role"] == "rep"]
+    manager = str(sellers["manager_id"].iloc[0])
+    team = subtree(reps, manager)
+    rep = next(r for r in sellers["rep_id"] if r in team and r in owners.values())
+    outside = next(r for r in sellers["rep_id"] if r not in team and r in owners.values())
+    callers = {
+        "admin": dash.key("admin"),
+        "manager": dash.key("manager", manager),
+        "rep": dash.key("rep", rep),
+    }
+    leaks = []
+    for role, key in callers.items():
+        token = _sign_in(dash, key)
+        within = reach_of(verify_key(dash.state.engine, key), dash.state)
+        for deal_id, owner in list(owners.items())[:: max(1, len(owners) // 25)]:
+            expected = 200 if within is None or owner in within else 404
+            got = _request(dash, "GET", f"/dashboard/deals/{deal_id}", cookie=token).status
+            if got != expected:
+                leaks.append((role, "deal", deal_id, got, expected))
+        for person in (rep, outside):
+            expected = 200 if within is None or person in within else 404
+            path = f"/dashboard/coaching/reps/{person}"
+            got = _request(dash, "GET", path, cookie=token).status
+            if got != expected:
+                leaks.append((role, "coaching", person, got, expected))
+        page = _request(dash, "GET", "/dashboard/pipeline", cookie=token).text
+        shown = {d for d in owners if f'data-deal="{d}"' in page}
+        in_reach = {d for d, o in owners.items() if within is None or o in within}
+        if shown != in_reach and not (shown < in_reach and len(shown) == SHOWN_ROWS):
+            leaks.append((role, "pipeline", sorted(shown ^ in_reach)[:5], 200, None))
+        company = _request(
+            dash, "GET", "/dashboard/forecast?level=company&node=company", cookie=token
+        )
+        if company.status != (200 if role == "admin" else 404):
+            leaks.append((role, "forecast", "company", company.status, None))
+    assert leaks == []
+
+
+def test_unknown_deal_and_scenario_outside_reach_are_404(dash: Api) -> None:
+    owners = _open_deals(dash)
+    rep = next(iter(owners.values()))
+    other = next(d for d, o in owners.items() if o != rep)
+    token = _sign_in(dash, dash.key("rep", rep))
+    assert _request(dash, "GET", "/dashboard/deals/NOPE", cookie=token).status == 404
+    reply = _request(
+        dash, "POST", "/dashboard/forecast", cookie=token, form=f"remove={other}&level=&node="
+    )
+    assert reply.status == 422
+    assert f"no deal &#39;{other}&#39;" in reply.text  # a scenario is scoped like a deal page
+
+
+def test_plotly_is_served_by_the_app_from_the_installed_package(dash: Api) -> None:
+    reply = _request(dash, "GET", "/dashboard/assets/plotly.min.js")
+    assert reply.status == 200
+    assert reply.headers["content-type"].startswith("text/javascript")
+    assert len(reply.text.encode()) == plotly_js().stat().st_size
+    assert _request(dash, "GET", "/dashboard/static/dashboard.css").status == 200
+    assert _request(dash, "GET", "/dashboard/static/..%2Fpages.py").status == 404
