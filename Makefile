@@ -28,6 +28,7 @@ run: $(STAMP) ## Generate the default world, train and gate the models, forecast
 	$(BIN)/forecast revenue --level team
 	@KEY=$$($(BIN)/forecast keys create --role admin --label "make run") && \
 	  echo "forecast service: http://127.0.0.1:8000 (OpenAPI docs: http://127.0.0.1:8000/docs)" && \
+	  echo "dashboard: http://127.0.0.1:8000/dashboard (sign in with the key: $$KEY)" && \
 	  echo "try: curl -s -H 'X-API-Key: $$KEY' -H 'Content-Type: application/json' -d '{\"deals\": [{\"stage\": \"proposal\", \"amount\": 48000}]}' http://127.0.0.1:8000/v1/deals:score"
 	$(BIN)/uvicorn service.app:create_app --factory --host 127.0.0.1 --port 8000
 
