@@ -76,6 +76,7 @@ class Viewer:
     principal: Principal
     within: frozenset[str] | None
     state: ServiceState
+    cache: ScoreCache
 
     def sees(self, rep_id: object) -> bool:
         return _visible(rep_id, self.within)
@@ -90,7 +91,7 @@ def viewer(request: Request, state: StateDep) -> Viewer:
         within = reach_of(principal, state)
     except OrgTreeUnavailableError as err:
         raise PageError(503, str(err)) from None
-    return Viewer(principal, within, state)
+    return Viewer(principal, within, state, request.app.state.dashboard_cache)
 
 
 ViewerDep = Annotated[Viewer, Depends(viewer)]
@@ -181,24 +182,23 @@ class ScoreCache:
             return self._values[key]
 
 
-def _cache(state: ServiceState) -> ScoreCache:
-    cache = getattr(state, "_dashboard_cache", None)
-    if cache is None:
-        cache = ScoreCache()
-        state._dashboard_cache = cache  # type: ignore[attr-defined]
-    return cache
-
-
 def _rep_names(state: ServiceState) -> dict[str, str]:
     reps = state.store().reps
     names = reps["name"] if "name" in reps else reps["rep_id"]
     return dict(zip(reps["rep_id"], names.fillna(reps["rep_id"]), strict=True))
 
 
-def _deal_rows(state: ServiceState) -> pd.DataFrame:
+DEAL_COLUMNS = [
+    "deal_id", "rep_id", "team", "account_id", "stage", "amount", "expected_close",
+    "probability", "grade", "trend_points", "at_stake", "reasons", "recommendations",
+]  # fmt: skip
+
+
+def _deal_rows(who: Viewer) -> pd.DataFrame:
     """Every open deal with its score, reasons and actions, revenue at stake first."""
     from forecast.scoring import score_deals
 
+    state = who.state
     serving, tables = state.champion(DEAL_MODEL), state.store()
 
     def make() -> pd.DataFrame:
@@ -227,18 +227,19 @@ def _deal_rows(state: ServiceState) -> pd.DataFrame:
                     "recommendations": s.explanation.recommendations,
                 }
             )
-        frame = pd.DataFrame(rows)
+        frame = pd.DataFrame(rows, columns=DEAL_COLUMNS)
         return frame.sort_values("at_stake", ascending=False, ignore_index=True)
 
-    return _cache(state).get(("deals", serving.version, state.store_generation), make)
+    return who.cache.get(("deals", serving.version, state.store_generation), make)
 
 
-def _account_rows(state: ServiceState) -> list:
+def _account_rows(who: Viewer) -> list:
+    """Every billed account's churn risk, revenue at risk first (the library's order)."""
     from forecast.scoring import score_accounts
 
-    serving, tables = state.champion(CHURN_MODEL), state.store()
-    key = ("accounts", serving.version, state.store_generation)
-    return _cache(state).get(key, lambda: score_accounts(tables, serving.scorer))
+    serving, tables = who.state.champion(CHURN_MODEL), who.state.store()
+    key = ("accounts", serving.version, who.state.store_generation)
+    return who.cache.get(key, lambda: score_accounts(tables, serving.scorer))
 
 
 # --- forecast -------------------------------------------------------------------------------------
@@ -418,7 +419,7 @@ def pipeline_page(
     stage: str = "",
     grade: str = "",
 ) -> Response:
-    deals = _deal_rows(who.state)
+    deals = _deal_rows(who)
     mine = deals[[who.sees(r) for r in deals["rep_id"]]] if len(deals) else deals
     options = {
         "team": sorted(t for t in mine["team"].dropna().unique()),
@@ -451,7 +452,7 @@ def deal_page(request: Request, deal_id: str, who: ViewerDep) -> Response:
     owners = tables.deals.loc[tables.deals["deal_id"] == deal_id, "rep_id"]
     if owners.empty or not who.sees(owners.iloc[0]):
         raise PageError(404, f"no deal {deal_id!r}")  # another rep's deal: as if it did not exist
-    deals = _deal_rows(who.state)
+    deals = _deal_rows(who)
     match = deals[deals["deal_id"] == deal_id]
     deal = tables.deals[tables.deals["deal_id"] == deal_id].iloc[0].to_dict()
     history = tables.deal_history[tables.deal_history["deal_id"] == deal_id]
@@ -471,7 +472,7 @@ def deal_page(request: Request, deal_id: str, who: ViewerDep) -> Response:
 
 @router.get("/churn")
 def churn_page(request: Request, who: ViewerDep) -> Response:
-    scores = [s for s in _account_rows(who.state) if who.sees(s.owner_rep_id)]
+    scores = [s for s in _account_rows(who) if who.sees(s.owner_rep_id)]
     context = {
         "viewer": who,
         "page": "churn",
@@ -629,6 +630,7 @@ def static_asset(name: str) -> Response:
 
 def install_dashboard(app: FastAPI) -> None:
     """The pages (with their static files) and their answers for sign-in, 404 and 503."""
+    app.state.dashboard_cache = ScoreCache()
     app.include_router(router)
 
     async def to_sign_in(request: Request, err: SignInRequired) -> Response:
