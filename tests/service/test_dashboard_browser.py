@@ -101,6 +101,8 @@ class Visit:
         self.page.wait_for_load_state("load")
         for chart in self.page.locator(".chart").all():  # drawn by the served plotly.min.js
             chart.locator("xpath=self::*[@data-drawn='true']").wait_for(timeout=15_000)
+        shown = self.page.inner_text("main")
+        assert not re.search(r"\bnan\b|\binf\b|None", shown), f"{path} shows a raw value"
         return response
 
     def shot(self, name: str) -> None:
