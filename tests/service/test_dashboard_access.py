@@ -181,3 +181,20 @@ def test_plotly_is_served_by_the_app_from_the_installed_package(dash: Api) -> No
     assert len(reply.text.encode()) == plotly_js().stat().st_size
     assert _request(dash, "GET", "/dashboard/static/dashboard.css").status == 200
     assert _request(dash, "GET", "/dashboard/static/..%2Fpages.py").status == 404
+
+
+def test_page_reads_are_audit_logged(dash: Api) -> None:
+    import sqlalchemy as sa
+
+    from forecast.predlog import audit_log
+
+    key = dash.key("admin")
+    token = _sign_in(dash, key)
+    reply = _request(dash, "GET", "/dashboard/churn", cookie=token)
+    assert reply.status == 200
+    request_id = reply.headers["x-request-id"]
+    with dash.state.engine.connect() as conn:
+        rows = conn.execute(sa.select(audit_log).where(audit_log.c.request_id == request_id)).all()
+    assert [(r.caller, r.role, r.path, r.status) for r in rows] == [
+        (key.split("_")[1], "admin", "/dashboard/churn", 200)
+    ]
