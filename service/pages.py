@@ -151,7 +151,7 @@ async def sign_in(request: Request, state: StateDep) -> Response:
         path="/dashboard",
         httponly=True,  # no script reads it
         samesite="strict",  # no other site's page sends it (the forms need no CSRF token)
-        secure=True,  # Chromium and Firefox keep Secure cookies from http://127.0.0.1 too
+        secure=True,  # Chromium keeps a Secure cookie from http://127.0.0.1 (browser tests)
     )
     return response
 
