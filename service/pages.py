@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, quote
 import numpy as np
 import pandas as pd
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
@@ -134,7 +135,7 @@ def sign_in_form(request: Request, next: str | None = None) -> Response:
 async def sign_in(request: Request, state: StateDep) -> Response:
     form = await _form(request)
     target = _safe_next(form.get("next"))
-    principal = verify_key(state.engine, form.get("api_key"))
+    principal = await run_in_threadpool(verify_key, state.engine, form.get("api_key"))
     if principal is None:
         error = "That key is not valid (unknown, mistyped or revoked)."
         return _render(request, "sign_in.html", {"next": target, "error": error}, 401)
@@ -142,7 +143,7 @@ async def sign_in(request: Request, state: StateDep) -> Response:
         error = f"A {principal.role} key cannot sign in: use a rep, manager or admin key."
         return _render(request, "sign_in.html", {"next": target, "error": error}, 403)
     hours = state.settings.dashboard_session_hours
-    token = open_session(state.engine, principal, hours=hours)
+    token = await run_in_threadpool(open_session, state.engine, principal, hours=hours)
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         COOKIE,
@@ -290,9 +291,12 @@ def _quarter_view(forecast, level: str, node: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class ScenarioAsk:
+    """What the scenario form asked for; `problem` says what in it cannot be read."""
+
     remove: str = ""
     slip: str = ""
     slip_days: int = 0
+    problem: str | None = None
 
     @property
     def empty(self) -> bool:
@@ -327,8 +331,8 @@ def _forecast_page(
         raise PageError(404, f"no {level} {node!r}")
     quarter = tables.as_of.to_period("Q")
     quarters = [str(quarter), str(quarter + 1)]
-    scenario, error = None, None
-    if not ask.empty:
+    scenario, error = None, ask.problem
+    if not ask.empty and error is None:
         try:
             scenario = _scenario(ask, who)
         except PageError as err:
@@ -362,6 +366,7 @@ def _forecast_page(
         step_level = LEVELS[LEVELS.index(step_level) - 1]
         step_node = parent
         here = nodes[(nodes["level"] == step_level) & (nodes["node"] == step_node)]
+    trail = trail or [(level, node, True)]  # a node with nothing this quarter: still named
     drivers = current.drivers[
         (current.drivers["level"] == level) & (current.drivers["node"] == node)
     ]
@@ -398,13 +403,18 @@ def forecast_page(
 @router.post("/forecast")
 async def forecast_scenario(request: Request, who: ViewerDep) -> Response:
     form = await _form(request)
+    remove, slip, days_text = form.get("remove", ""), form.get("slip", ""), form.get("slip_days")
+    problem, days = None, 0
     try:
-        days = int(form.get("slip_days") or 0)
+        days = int(days_text or 0)
     except ValueError:
-        days = 0
-    ask = ScenarioAsk(form.get("remove", ""), form.get("slip", ""), days)
+        problem = f"by days: {days_text!r} is not a whole number of days (e.g. 60 or -14)"
+    if slip and not days and problem is None:
+        problem = f"by days: how many days should {slip} slip? (e.g. 60)"
+    ask = ScenarioAsk(remove, slip, days, problem)
     level, node = form.get("level") or None, form.get("node") or None
-    return _forecast_page(request, who, level, node, ask)
+    # the simulation is CPU work: off the event loop, like the sync pages
+    return await run_in_threadpool(_forecast_page, request, who, level, node, ask)
 
 
 # --- pipeline and deals ---------------------------------------------------------------------------

@@ -172,6 +172,11 @@ def test_unknown_deal_and_scenario_outside_reach_are_404(dash: Api) -> None:
     )
     assert reply.status == 422
     assert f"no deal &#39;{other}&#39;" in reply.text  # a scenario is scoped like a deal page
+    mine = next(d for d, o in owners.items() if o == rep)
+    for days, words in (("soon", "is not a whole number of days"), ("", "how many days")):
+        form = f"slip={mine}&slip_days={days}&level=&node="
+        reply = _request(dash, "POST", "/dashboard/forecast", cookie=token, form=form)
+        assert reply.status == 422 and words in reply.text
 
 
 def test_plotly_is_served_by_the_app_from_the_installed_package(dash: Api) -> None:
