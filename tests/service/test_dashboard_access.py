@@ -203,3 +203,22 @@ def test_page_reads_are_audit_logged(dash: Api) -> None:
     assert [(r.caller, r.role, r.path, r.status) for r in rows] == [
         (key.split("_")[1], "admin", "/dashboard/churn", 200)
     ]
+
+
+def test_with_nothing_trained_pages_say_what_is_missing(tmp_path: Path) -> None:
+    """No data, no champion: pages answer 503 pages that say why; the API keeps its JSON."""
+    from service.app import create_app
+
+    with home_env(tmp_path / "bare"), serve(create_app()) as bare:
+        admin = _sign_in(bare, bare.key("admin"))
+        page = _request(bare, "GET", "/dashboard/pipeline", cookie=admin)
+        assert page.status == 503 and page.headers["content-type"].startswith("text/html")
+        assert "deal-win has no champion" in page.text and "forecast train win" in page.text
+        models = _request(bare, "GET", "/dashboard/models", cookie=admin)
+        assert models.status == 200
+        assert "not serving" in models.text and "forecast train churn" in models.text
+        manager = _sign_in(bare, bare.key("manager", "M01"))
+        closed = _request(bare, "GET", "/dashboard/forecast", cookie=manager)
+        assert closed.status == 503 and "org tree" in closed.text  # fails closed
+        api = bare.get("/v1/deals/D1", key=bare.key("admin"))
+        assert api.status == 503 and isinstance(api.body, dict)
