@@ -14,7 +14,7 @@ import pandas as pd
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
 
-from forecast.keys import Principal, verify_key
+from forecast.keys import Principal
 from service.state import OrgTreeUnavailableError, ServiceState
 
 api_key_header = APIKeyHeader(
@@ -34,7 +34,7 @@ StateDep = Annotated[ServiceState, Depends(get_state)]
 def current_caller(
     request: Request, state: StateDep, key: Annotated[str | None, Security(api_key_header)]
 ) -> Principal:
-    principal = verify_key(state.engine, key)
+    principal = state.keys.verify(key)  # cached for `key_cache_seconds`
     if principal is None:
         raise HTTPException(
             401,
@@ -104,9 +104,9 @@ def _visible(rep_id: object, within: frozenset[str] | None) -> bool:
 
 
 def deal_in_reach(deal_id: str, within: ReachDep, state: StateDep) -> str:
-    deals = state.store().deals
-    owners = deals.loc[deals["deal_id"] == deal_id, "rep_id"]
-    if owners.empty or not _visible(owners.iloc[0], within):
+    state.store()  # 503 without a store
+    owner = state.deal_owners.get(deal_id)  # indexed when the store loads
+    if owner is None or not _visible(owner, within):
         raise HTTPException(404, f"no deal {deal_id!r}")
     return deal_id
 

@@ -31,6 +31,8 @@ class Metrics:
         self.scored: dict[str, int] = defaultdict(int)
         self.buckets: dict[tuple[str, str], list[int]] = {}
         self.sums: dict[tuple[str, str], float] = defaultdict(float)
+        self.swaps: dict[str, int] = defaultdict(int)
+        self.refusals: dict[str, int] = defaultdict(int)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -47,6 +49,14 @@ class Metrics:
     def count_scored(self, model: str, n: int) -> None:
         with self._lock:
             self.scored[model] += n
+
+    def count_swap(self, model: str) -> None:
+        with self._lock:
+            self.swaps[model] += 1
+
+    def count_refusal(self, model: str) -> None:
+        with self._lock:
+            self.refusals[model] += 1
 
     def render(self, model_versions: Mapping[str, str | None]) -> str:
         lines: list[str] = []
@@ -82,6 +92,18 @@ class Metrics:
             ]
             for model, n in sorted(self.scored.items()):
                 lines.append(f"forecast_predictions_total{_labels({'model': model})} {n}")
+            lines += [
+                "# HELP forecast_model_loads_total Champion versions loaded and swapped in.",
+                "# TYPE forecast_model_loads_total counter",
+            ]
+            for model, n in sorted(self.swaps.items()):
+                lines.append(f"forecast_model_loads_total{_labels({'model': model})} {n}")
+            lines += [
+                "# HELP forecast_model_refusals_total New champion versions refused (unloadable).",
+                "# TYPE forecast_model_refusals_total counter",
+            ]
+            for model, n in sorted(self.refusals.items()):
+                lines.append(f"forecast_model_refusals_total{_labels({'model': model})} {n}")
         lines += [
             "# HELP forecast_model_version Serving version of each model (0: none loaded).",
             "# TYPE forecast_model_version gauge",

@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from forecast.explain import Explanation, explain
 from forecast.features import FEATURE_NAMES
-from forecast.predlog import Prediction, log_predictions
+from forecast.predlog import Prediction
 from forecast.scoring import grade
 from service.deps import Admin, DealInReach, RepInReach, ScoringCaller, StateDep, TeamInReach
 from service.schemas import (
@@ -80,8 +80,7 @@ def score_deals(body: DealBatchIn, request: Request, caller: ScoringCaller, stat
         for e, deal in zip(explained, body.deals, strict=True)
     ]
     request_id = request.state.request_id
-    log_predictions(
-        state.engine,
+    state.logs.predictions(
         request_id=request_id,
         caller=caller.key_id,
         model=serving.name,
@@ -113,8 +112,7 @@ def read_deal(deal_id: DealInReach, request: Request, caller: ScoringCaller, sta
     model = ModelOut(name=serving.name, version=serving.version)
     out = _score_out(score.explanation, deal_id, model, score.as_of.to_pydatetime())
     out.trend_points = score.trend_points
-    log_predictions(
-        state.engine,
+    state.logs.predictions(
         request_id=request.state.request_id,
         caller=caller.key_id,
         model=serving.name,
@@ -173,7 +171,7 @@ def _serving(state: ServiceState) -> list[ServingModelOut]:
                 version=serving.version if serving else None,
                 status="serving" if serving else "missing",
                 loaded_at=serving.loaded_at if serving else None,
-                detail=state.problems.get(name),
+                detail=state.detail(name),
             )
         )
     return out
@@ -195,7 +193,7 @@ def models(caller: ScoringCaller, state: StateDep):
 async def reload(caller: Admin, state: StateDep):
     def work() -> list[str]:
         state.load_store()
-        return state.load_models()
+        return state.load_models(retry_refused=True)
 
     changed = await run_in_threadpool(work)
     return ReloadOut(models=_serving(state), changed=changed)

@@ -381,8 +381,13 @@ class _Words:
 
 
 def _action_probabilities(scorer, coded, actions: list, threads: int) -> np.ndarray:
-    """Probability after each action (columns), for all rows at once: one model call each."""
-    after = np.empty((len(coded), len(actions)))
-    for a, (_, action) in enumerate(actions):
-        after[:, a] = scorer.probability(scorer.apply(coded, action), threads=threads)
-    return after
+    """Probability after each action (columns), for all rows at once.
+
+    One model call for every action together: for a single deal a call's fixed cost, not the
+    trees, is most of the time, and the service scores one deal per request.
+    """
+    if not actions:
+        return np.empty((len(coded), 0))
+    stacked = np.vstack([scorer.apply(coded, action) for _, action in actions])
+    after = scorer.probability(stacked, threads=threads)
+    return after.reshape(len(actions), len(coded)).T
