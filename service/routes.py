@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -57,10 +58,12 @@ def _score_out(
 
 
 def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=list(FEATURE_NAMES))
-    numeric = frame.select_dtypes(include="number").columns
-    frame[numeric] = frame[numeric].replace([np.inf, -np.inf], np.nan)
-    return frame
+    # infinities are scored as missing; cleaned in the dicts (pandas' replace costs ~1 ms a call)
+    clean = [
+        {k: np.nan if isinstance(v, float) and math.isinf(v) else v for k, v in row.items()}
+        for row in rows
+    ]
+    return pd.DataFrame(clean, columns=list(FEATURE_NAMES))
 
 
 @router.post(

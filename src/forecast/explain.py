@@ -68,6 +68,22 @@ class Explanation:
     reason_codes: dict[str, float] = field(default_factory=dict)
 
 
+SMALL_BATCH = 16  # up to this many rows, `FastScorer.coded` works value by value
+
+
+def _missing(value: object) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
+
+
+def _number(value: object) -> float:
+    """As `pd.to_numeric(errors="coerce")` for one value: NaN when it is not a number."""
+    if isinstance(value, int | float | np.number) and not isinstance(value, np.datetime64):
+        return float(value)
+    if _missing(value):
+        return np.nan
+    return float(pd.to_numeric(pd.Series([value]), errors="coerce").astype(float).iloc[0])
+
+
 class FastScorer:
     """The calibrated model's probability and SHAP values, straight from the booster.
 
@@ -92,9 +108,12 @@ class FastScorer:
         self.categories = {
             name: pd.Index(values) for name, values in self.coder.categories_.items()
         }
+        self._codes: dict[str, dict[str, float]] | None = None  # built on first small batch
 
     def coded(self, frame: pd.DataFrame) -> np.ndarray:
         """The booster's input matrix for a feature frame: `CategoryCoder` without pandas."""
+        if len(frame) <= SMALL_BATCH:
+            return self._coded_rows(frame)
         columns = []
         for name in self.names:
             values = frame[name].to_numpy()
@@ -107,6 +126,24 @@ class FastScorer:
             codes[codes < 0] = np.nan
             columns.append(codes)
         return np.column_stack(columns)
+
+    def _coded_rows(self, frame: pd.DataFrame) -> np.ndarray:
+        """`coded` value by value: for a few rows pandas' cost per column is most of the time."""
+        if self._codes is None:
+            self._codes = {
+                n: {c: float(i) for i, c in enumerate(ix)} for n, ix in self.categories.items()
+            }
+        values = frame.reindex(columns=self.names).to_numpy(dtype=object)
+        out = np.empty(values.shape, dtype=float)
+        for j, name in enumerate(self.names):
+            codes = self._codes.get(name)
+            for i, value in enumerate(values[:, j]):
+                if codes is None:
+                    out[i, j] = _number(value)
+                else:
+                    key = MISSING_CATEGORY if _missing(value) else str(value)
+                    out[i, j] = codes.get(key, np.nan)
+        return out
 
     def probability(self, coded: np.ndarray, *, threads: int = 1) -> np.ndarray:
         raw = self.booster.predict(coded, raw_score=True, num_threads=threads)
@@ -388,6 +425,11 @@ def _action_probabilities(scorer, coded, actions: list, threads: int) -> np.ndar
     """
     if not actions:
         return np.empty((len(coded), 0))
-    stacked = np.vstack([scorer.apply(coded, action) for _, action in actions])
+    changed = [scorer.apply(coded, action) for _, action in actions]
+    # the linear scorer's input is a frame, the trees' a matrix
+    if isinstance(coded, pd.DataFrame):
+        stacked = pd.concat(changed, ignore_index=True)
+    else:
+        stacked = np.vstack(changed)
     after = scorer.probability(stacked, threads=threads)
     return after.reshape(len(actions), len(coded)).T
