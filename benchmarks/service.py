@@ -168,14 +168,30 @@ def wait_for(url: str, process: subprocess.Popen, seconds: float = 120) -> None:
     raise RuntimeError(f"{url} did not answer in {seconds:.0f} s")
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process and its children (workers), in MB."""
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (the peer's CLI starts the server as a child)."""
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            todo += [int(c) for c in task.read_text().split()]
+    return pids
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process tree has used so far."""
     total = 0
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(p) for p in children.read_text().split()]
-    for p in pids:
+    for p in process_tree(pid):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of the process tree, in MB."""
+    total = 0
+    for p in process_tree(pid):
         for line in Path(f"/proc/{p}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1])
@@ -281,26 +297,30 @@ def peer_body(deal: dict) -> bytes:
 # --- the runs ------------------------------------------------------------------------------
 
 
-def measure(name: str, port: int, request: str, args: argparse.Namespace) -> dict:
+def measure(name: str, port: int, request: str, pid: int, args: argparse.Namespace) -> dict:
     warm = {"port": port, "request": request, "concurrency": args.concurrency, "seconds": 2}
     run_client(warm, timeout=60)
     spec = {**warm, "seconds": args.seconds}
+    cpu = cpu_seconds(pid)
     figures = run_client(spec, timeout=args.seconds + 60)
     figures["name"] = name
     figures["rps"] = figures["requests"] / figures["seconds"]
+    # the server's own CPU per request: a figure the other load on the machine moves less
+    figures["cpu_ms"] = 1000 * (cpu_seconds(pid) - cpu) / max(figures["requests"], 1)
     return figures
 
 
 def row(f: dict) -> str:
     return (
         f"{f['name']:<44} {f['rps']:>8.0f} {f['p50_ms']:>8.1f} {f['p99_ms']:>8.1f} "
-        f"{f['errors']:>7d} {100 * f['client_cpu_share']:>10.0f}%"
+        f"{f['errors']:>7d} {f['cpu_ms']:>13.2f} {100 * f['client_cpu_share']:>10.0f}%"
     )
 
 
 def header() -> str:
     return (
-        f"{'server':<44} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'client CPU':>11}"
+        f"{'server':<44} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
+        f"{'server CPU/req':>13} {'client CPU':>11}"
     )
 
 
@@ -319,6 +339,7 @@ def compare(home: Path, ours_request: str, deal: dict, args: argparse.Namespace)
                 "forecast (1 deal, reasons + recommendations)",
                 port,
                 ours_request.replace("PORT", str(port)),
+                server.pid,
                 args,
             )
         )
@@ -334,7 +355,9 @@ def compare(home: Path, ours_request: str, deal: dict, args: argparse.Namespace)
                 port, "/invocations", body, {"Content-Type": "application/json"}
             )
             results.append(
-                measure(f"mlflow models serve deal-win/{version} (bare)", port, request, args)
+                measure(
+                    f"mlflow models serve deal-win/{version} (bare)", port, request, peer.pid, args
+                )
             )
         finally:
             stop(peer)

@@ -24,7 +24,7 @@ api_key_header = APIKeyHeader(
 )
 
 
-def get_state(request: Request) -> ServiceState:
+async def get_state(request: Request) -> ServiceState:  # async: no thread hop per request
     return request.app.state.service
 
 
@@ -51,7 +51,7 @@ CallerDep = Annotated[Principal, Depends(current_caller)]
 def allow(*roles: str) -> Callable[[Principal], Principal]:
     """A dependency letting only `roles` call the function (403 for the others)."""
 
-    def check(caller: CallerDep) -> Principal:
+    async def check(caller: CallerDep) -> Principal:  # async: no thread hop per request
         if caller.role not in roles:
             raise HTTPException(403, f"role {caller.role!r} may not call this function")
         return caller

@@ -362,11 +362,28 @@ def _yardsticks(typical: pd.DataFrame | None, frame: pd.DataFrame, names: list[s
     """What won deals show, per row and feature: the row's stage if known, else overall."""
     if typical is None:
         return np.full((len(frame), len(names)), np.nan)
-    table = typical.reindex(columns=names).to_numpy(dtype=float)
+    table, stages, overall = _yardstick_table(typical, tuple(names))
     keys = frame["stage"].to_numpy() if "stage" in frame else np.full(len(frame), "*")
-    index = pd.Index(typical.index).get_indexer(keys)
-    index[index < 0] = typical.index.get_loc("*")
-    return table[index]
+    index = np.array([stages.get(k, overall) if isinstance(k, str) else overall for k in keys])
+    return table[index.astype(int)] if len(keys) else table[:0]
+
+
+_YARDSTICKS: dict[tuple[int, tuple[str, ...]], tuple[pd.DataFrame, tuple]] = {}
+
+
+def _yardstick_table(typical: pd.DataFrame, names: tuple[str, ...]) -> tuple:
+    """`typical` as a matrix in `names` order with its row per stage: made once per table."""
+    key = (id(typical), names)
+    cached = _YARDSTICKS.get(key)
+    if cached is not None and cached[0] is typical:  # the same object, not a recycled id
+        return cached[1]
+    table = typical.reindex(columns=list(names)).to_numpy(dtype=float)
+    stages = {str(s): i for i, s in enumerate(typical.index)}
+    made = (table, stages, stages["*"])
+    if len(_YARDSTICKS) > 16:  # a few champions' tables at most; drop older ones
+        _YARDSTICKS.clear()
+    _YARDSTICKS[key] = (typical, made)
+    return made
 
 
 class _Words:
