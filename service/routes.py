@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +42,11 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
 READ_PROBLEMS = {**PROBLEMS, 404: {"model": ProblemOut, "description": "Unknown or out of reach."}}
 
 
+def _fields(item: Any) -> dict[str, Any]:
+    """A flat dataclass as a dict (`asdict` deep-copies: a tenth of a request's time)."""
+    return {f.name: getattr(item, f.name) for f in fields(item)}
+
+
 def _score_out(
     explanation: Explanation, deal_id: str | None, model: ModelOut, as_of: datetime
 ) -> DealScoreOut:
@@ -50,8 +55,8 @@ def _score_out(
         deal_id=deal_id,
         probability=probability,
         grade=str(grade(probability)[0]),
-        reasons=[finite(asdict(r)) for r in explanation.reasons],
-        recommendations=[asdict(r) for r in explanation.recommendations],
+        reasons=[finite(_fields(r)) for r in explanation.reasons],
+        recommendations=[_fields(r) for r in explanation.recommendations],
         model=model,
         as_of=as_of,
     )

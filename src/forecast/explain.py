@@ -20,8 +20,9 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 from sklearn.base import BaseEstimator
-from sklearn.calibration import CalibratedClassifierCV
+from sklearn.calibration import CalibratedClassifierCV, _SigmoidCalibration
 
 from forecast.catalogue import Action, Catalogue, FeatureEntry, load_catalogue
 from forecast.features import Feature
@@ -133,7 +134,8 @@ class FastScorer:
             self._codes = {
                 n: {c: float(i) for i, c in enumerate(ix)} for n, ix in self.categories.items()
             }
-        values = frame.reindex(columns=self.names).to_numpy(dtype=object)
+        same = list(frame.columns) == self.names
+        values = (frame if same else frame.reindex(columns=self.names)).to_numpy(dtype=object)
         out = np.empty(values.shape, dtype=float)
         for j, name in enumerate(self.names):
             codes = self._codes.get(name)
@@ -233,8 +235,16 @@ def _calibrate(raw: np.ndarray, calibrators: list, maps_raw_scores: bool) -> np.
     # the calibration map was fitted on what the pipeline answers first: its
     # decision_function (the raw score) where it has one, else the probability
     response = raw if maps_raw_scores else model_probability
-    mapped = np.mean([c.predict(response) for c in calibrators], axis=0)
+    mapped = np.mean([_calibrated(c, response) for c in calibrators], axis=0)
     return np.clip(mapped, 0.0, 1.0)
+
+
+def _calibrated(calibrator, response: np.ndarray) -> np.ndarray:
+    """`calibrator.predict(response)`; a sigmoid map directly (its input checks cost more than
+    the map itself for one deal)."""
+    if isinstance(calibrator, _SigmoidCalibration):
+        return expit(-(calibrator.a_ * response + calibrator.b_))
+    return calibrator.predict(response)
 
 
 def scorer_for(model: BaseEstimator, features: Sequence[Feature]) -> FastScorer | LinearScorer:
@@ -293,7 +303,7 @@ def explain(
     codes, membership = _group_matrix(names, entries)
     by_code = (effects @ membership.T).round(6).tolist()
     order = np.argsort(effects, axis=1)
-    values = frame[names].to_numpy(dtype=object)
+    values = (frame if list(frame.columns) == names else frame[names]).to_numpy(dtype=object)
     yardsticks = _yardsticks(typical, frame, names)
     words = [_Words(name, entries[name]) for name in names]
     actions = list(catalogue.actions[model].items())
