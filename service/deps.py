@@ -12,6 +12,7 @@ from typing import Annotated
 
 import pandas as pd
 from fastapi import Depends, HTTPException, Request, Security
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader
 
 from forecast.keys import Principal
@@ -31,10 +32,11 @@ async def get_state(request: Request) -> ServiceState:  # async: no thread hop p
 StateDep = Annotated[ServiceState, Depends(get_state)]
 
 
-def current_caller(
+async def current_caller(
     request: Request, state: StateDep, key: Annotated[str | None, Security(api_key_header)]
 ) -> Principal:
-    principal = state.keys.verify(key)  # cached for `key_cache_seconds`
+    # a key verified in the last `key_cache_seconds` needs no database, so no thread hop
+    principal = state.keys.remembered(key) or await run_in_threadpool(state.keys.verify, key)
     if principal is None:
         raise HTTPException(
             401,

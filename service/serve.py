@@ -58,6 +58,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log every request line (off: /metrics counts every request and the audit log "
+        "records every authenticated one)",
+    )
     args = parser.parse_args(argv)
 
     disable_telemetry()
@@ -71,7 +77,12 @@ def main(argv: list[str] | None = None) -> None:
 
     # loop and http "auto": uvloop and httptools when installed (they are dependencies)
     config = uvicorn.Config(
-        app, host=args.host, port=args.port, log_level=args.log_level, lifespan="on"
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=args.access_log,
+        lifespan="on",
     )
     DrainingServer(config, not_ready, grace=settings.shutdown_grace_seconds).run()
 

@@ -155,15 +155,21 @@ class KeyCache:
         self._known: dict[bytes, tuple[Principal, float]] = {}
         self._lock = threading.Lock()  # requests run on several threads
 
+    def remembered(self, key: str | None) -> Principal | None:
+        """The key's principal if it was verified less than `seconds` ago (no database)."""
+        if self.seconds <= 0 or not key:
+            return None
+        known = self._known.get(hashlib.sha256(key.encode()).digest())
+        return known[0] if known is not None and known[1] > time.monotonic() else None
+
     def verify(self, key: str | None) -> Principal | None:
         """As `verify_key`, from memory when this key was verified less than `seconds` ago."""
         if self.seconds <= 0 or not key:
             return verify_key(self.engine, key)
+        if (principal := self.remembered(key)) is not None:
+            return principal
         digest = hashlib.sha256(key.encode()).digest()
         now = time.monotonic()
-        known = self._known.get(digest)
-        if known is not None and known[1] > now:
-            return known[0]
         principal = verify_key(self.engine, key)
         with self._lock:
             if principal is None:
