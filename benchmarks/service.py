@@ -188,14 +188,33 @@ def cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def worker_pids(pid: int, workers: int) -> list[int]:
+    """The service processes: the server itself, or its spawned workers."""
+    if workers <= 1:
+        return [pid]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = [
+            p
+            for p in process_tree(pid)[1:]
+            if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()
+        ]
+        if len(found) == workers:
+            return found
+        time.sleep(0.2)
+    raise RuntimeError(f"expected {workers} workers under {pid}")
+
+
+def _mbs(values: list[float]) -> str:
+    return " ".join(f"{v:7.1f}" for v in values)
+
+
 def rss_mb(pid: int) -> float:
-    """Resident memory of the process tree, in MB."""
-    total = 0
-    for p in process_tree(pid):
-        for line in Path(f"/proc/{p}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total / 1024
+    """Resident memory of one process, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 def environment(home: Path) -> dict[str, str]:
@@ -211,6 +230,7 @@ def environment(home: Path) -> dict[str, str]:
 
 def start_ours(home: Path, port: int, args: argparse.Namespace) -> subprocess.Popen:
     command = [sys.executable, "-m", "service.serve", "--port", str(port)]
+    command += ["--workers", str(args.workers), "--log-level", "warning"]
     if args.uvicorn_cli:  # how the service was started before `service.serve` existed
         command = [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory"]
         command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
@@ -414,32 +434,29 @@ def soak(home: Path, request: str, args: argparse.Namespace) -> None:
             text=True,
         )
         started = time.monotonic()
-        first = rss_mb(server.pid)
+        workers = worker_pids(server.pid, args.workers)
         print(
             f"soak: {args.rate:.0f} requests/s for {seconds:.0f} s; "
-            f"server RSS (MB) every {args.rss_every:.0f} s"
+            f"RSS (MB) of each of {len(workers)} worker(s) every {args.rss_every:.0f} s"
         )
-        print(f"  t={0:>5.0f} s  rss={first:7.1f}")
-        samples = [first]
-        while client.poll() is None:
-            time.sleep(min(args.rss_every, max(0.1, started + seconds - time.monotonic())))
-            if client.poll() is None or time.monotonic() - started >= seconds - 0.5:
-                samples.append(rss_mb(server.pid))
-                print(
-                    f"  t={time.monotonic() - started:>5.0f} s  rss={samples[-1]:7.1f}", flush=True
-                )
+        samples = [[rss_mb(p) for p in workers]]
+        print(f"  t={0:>5.0f} s  rss={_mbs(samples[-1])}", flush=True)
+        for k in range(1, math.ceil(seconds / args.rss_every) + 1):
+            time.sleep(max(0.0, started + min(k * args.rss_every, seconds) - time.monotonic()))
+            samples.append([rss_mb(p) for p in workers])
+            print(f"  t={time.monotonic() - started:>5.0f} s  rss={_mbs(samples[-1])}", flush=True)
+        client.wait()  # the requests still due finish
         figures = json.loads(client.stdout.read().strip().splitlines()[-1])
         rate = figures["requests"] / figures["seconds"]
-        growth = samples[-1] - samples[1 if len(samples) > 2 else 0]
+        growth = [end - start for start, end in zip(samples[0], samples[-1], strict=True)]
         print(
             f"soak: {figures['requests']} requests, {rate:.0f}/s, errors {figures['errors']}, "
             f"p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms, "
             f"client CPU {100 * figures['client_cpu_share']:.0f}%"
         )
         print(
-            f"RSS growth after the first sample: {growth:+.1f} MB "
-            f"(one worker; goal < {GOAL_RSS_MB:.0f} MB); "
-            f"start {first:.1f} MB, end {samples[-1]:.1f} MB"
+            f"RSS growth per worker over {seconds:.0f} s (after a 3 s warm-up): "
+            f"{', '.join(f'{g:+.1f}' for g in growth)} MB (goal < {GOAL_RSS_MB:.0f} MB)"
         )
     finally:
         stop(server)
@@ -452,6 +469,7 @@ def main() -> None:
     parser.add_argument("--trees", type=int, default=400, help="trees when training")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=15, help="measured seconds per server")
+    parser.add_argument("--workers", type=int, default=1, help="service processes")
     parser.add_argument("--no-peer", action="store_true", help="measure only the service")
     parser.add_argument(
         "--uvicorn-cli", action="store_true", help="start ours with the uvicorn CLI"

@@ -12,6 +12,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
 import threading
 from collections.abc import Callable, Generator
 from types import FrameType
@@ -51,20 +56,9 @@ class DrainingServer(uvicorn.Server):
             self._captured_signals.clear()
 
 
-def main(argv: list[str] | None = None) -> None:
+def serve(args: argparse.Namespace, sockets: list[socket.socket] | None = None) -> None:
+    """One service process: its own app, champions, poller and log writer."""
     from service.app import create_app
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--log-level", default="info")
-    parser.add_argument(
-        "--access-log",
-        action="store_true",
-        help="log every request line (off: /metrics counts every request and the audit log "
-        "records every authenticated one)",
-    )
-    args = parser.parse_args(argv)
 
     disable_telemetry()
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
@@ -84,7 +78,65 @@ def main(argv: list[str] | None = None) -> None:
         access_log=args.access_log,
         lifespan="on",
     )
-    DrainingServer(config, not_ready, grace=settings.shutdown_grace_seconds).run()
+    DrainingServer(config, not_ready, grace=settings.shutdown_grace_seconds).run(sockets)
+
+
+def serve_workers(args: argparse.Namespace) -> int:
+    """`args.workers` service processes on one listening socket; SIGTERM is passed on to each.
+
+    Returns:
+        0 when every worker exited 0, else 1.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    # spawn, not fork: each worker imports and loads on its own, with no parent threads copied
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=serve, args=(args, [sock]), name=f"worker-{i}")
+        for i in range(args.workers)
+    ]
+    for worker in workers:
+        worker.start()
+
+    def pass_on(sig: int, frame: FrameType | None) -> None:
+        for worker in workers:
+            if worker.pid is not None and worker.is_alive():
+                os.kill(worker.pid, sig)
+
+    signal.signal(signal.SIGTERM, pass_on)
+    # Ctrl+C reaches every process of the group already: passing it on would be a second
+    # one, which forces the workers out without draining
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for worker in workers:
+        worker.join()
+    sock.close()
+    return 0 if all(w.exitcode == 0 for w in workers) else 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="service processes sharing the port (each loads the champions: ~0.5 GB each)",
+    )
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log every request line (off: /metrics counts every request and the audit log "
+        "records every authenticated one)",
+    )
+    args = parser.parse_args(argv)
+    if args.workers > 1:
+        sys.exit(serve_workers(args))
+    serve(args)
 
 
 if __name__ == "__main__":
