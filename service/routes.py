@@ -73,7 +73,7 @@ def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     ]
     block = np.empty((len(rows), len(names)), dtype=object)
     block[:] = values
-    return pd.DataFrame(block, columns=names)
+    return pd.DataFrame(block, columns=names, dtype=object)  # object: no per-column inference
 
 
 @router.post(
