@@ -43,6 +43,7 @@ class RequestMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
+        self.state.metrics.started()
         request_id = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
@@ -162,11 +163,11 @@ def create_app(settings: Settings | None = None, config: ServiceConfig | None = 
         app.add_exception_handler(error, unavailable)
 
     @app.get("/healthz", tags=["health"], summary="The process answers")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:  # async: answered on the loop, no thread to wait for
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["health"], summary="Every champion is loaded")
-    def readyz() -> JSONResponse:
+    async def readyz() -> JSONResponse:  # async: answered even while every thread is busy
         problems = sorted(state.problems.values())
         if not state.ready:
             problems = ["starting or shutting down", *problems]

@@ -32,10 +32,16 @@ class Metrics:
         self.buckets: dict[tuple[str, str], list[int]] = {}
         self.sums: dict[tuple[str, str], float] = defaultdict(float)
         self.swaps: dict[str, int] = defaultdict(int)
+        self.in_flight = 0  # requests started and not yet answered (what a drain waits for)
         self.refusals: dict[str, int] = defaultdict(int)
+
+    def started(self) -> None:
+        with self._lock:
+            self.in_flight += 1
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         with self._lock:
+            self.in_flight -= 1
             self.requests[(method, route, str(status))] += 1
             if status >= 500:
                 self.errors[(method, route)] += 1
@@ -69,6 +75,9 @@ class Metrics:
                 labels = _labels({"method": method, "route": route, "status": status})
                 lines.append(f"forecast_http_requests_total{labels} {n}")
             lines += [
+                "# HELP forecast_http_requests_in_flight Requests being answered now.",
+                "# TYPE forecast_http_requests_in_flight gauge",
+                f"forecast_http_requests_in_flight {self.in_flight}",
                 "# HELP forecast_http_errors_total Requests answered with a 5xx status.",
                 "# TYPE forecast_http_errors_total counter",
             ]

@@ -27,7 +27,7 @@ from tests.service.conftest import home_env
 
 GRACE = 0.5  # seconds the service keeps answering (not ready) after SIGTERM
 EXIT_BOUND = 30.0  # seconds from SIGTERM to exit
-BATCHES = 8
+BATCHES = 10
 
 
 def _free_port() -> int:
@@ -42,6 +42,13 @@ def _get(url: str) -> tuple[int, dict]:
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read())
+
+
+def _in_flight(base: str) -> int:
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    [line] = [x for x in text.splitlines() if x.startswith("forecast_http_requests_in_flight ")]
+    return int(line.split()[1])
 
 
 def _post(url: str, body: dict, key: str) -> tuple[int, dict, float]:
@@ -84,7 +91,7 @@ def test_sigterm_drops_readiness_finishes_in_flight_requests_and_exits_0(trained
             engine = engine_for(get_settings().service_database_url)
             key = create_key(engine, "crm", label="graceful shutdown test")
 
-        # 8 batches of 1,000 deals at once: seconds of work, in flight when the signal comes
+        # 10 batches of 1,000 deals at once: seconds of work, in flight when the signal comes
         batch = {"deals": [{"stage": "proposal", "amount": 1000.0 + i} for i in range(1000)]}
         answers: list[tuple[int, dict, float]] = []
         slow = [
@@ -95,13 +102,15 @@ def test_sigterm_drops_readiness_finishes_in_flight_requests_and_exits_0(trained
         ]
         for thread in slow:
             thread.start()
-        time.sleep(0.2)
+        deadline = time.monotonic() + 60
+        while _in_flight(base) < BATCHES + 1:  # every batch is being answered (and this call)
+            assert time.monotonic() < deadline, "the batches did not all reach the service"
+            time.sleep(0.05)
         signalled = time.monotonic()
         server.send_signal(signal.SIGTERM)
 
         status, body = _get(base + "/readyz")  # during the grace: still answering, not ready
         assert status == 503 and "shutting down" in body["problems"][0], body
-        assert _get(base + "/healthz")[0] == 200
 
         for thread in slow:
             thread.join(timeout=120)
