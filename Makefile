@@ -8,7 +8,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint format bench bench-generate bench-features bench-explain bench-revenue docs lock clean train mlflow-ui
+.PHONY: help venv run test lint format bench bench-generate bench-features bench-explain bench-revenue bench-service docs lock clean train mlflow-ui
 
 help: ## Show this list
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -30,7 +30,7 @@ run: $(STAMP) ## Generate the default world, train and gate the models, forecast
 	  echo "forecast service: http://127.0.0.1:8000 (OpenAPI docs: http://127.0.0.1:8000/docs)" && \
 	  echo "dashboard: http://127.0.0.1:8000/dashboard (sign in with the key: $$KEY)" && \
 	  echo "try: curl -s -H 'X-API-Key: $$KEY' -H 'Content-Type: application/json' -d '{\"deals\": [{\"stage\": \"proposal\", \"amount\": 48000}]}' http://127.0.0.1:8000/v1/deals:score"
-	$(BIN)/uvicorn service.app:create_app --factory --host 127.0.0.1 --port 8000
+	$(BIN)/python -m service.serve --host 127.0.0.1 --port 8000
 
 # The project's MLflow store, from settings (FORECAST_HOME / FORECAST_TRACKING_URI), never cwd's.
 TRACKING_URI = $(shell $(BIN)/python -c 'from forecast.settings import get_settings as s; print(s().mlflow_tracking_uri)')
@@ -57,6 +57,9 @@ format: $(STAMP) ## Format the code and fix what ruff can
 	$(BIN)/ruff format src service tests benchmarks
 
 bench: bench-generate bench-features bench-explain bench-revenue ## Run the main benchmarks
+
+bench-service: $(STAMP) ## The service (1 deal with reasons) vs `mlflow models serve`, concurrency 8
+	$(BIN)/python benchmarks/service.py
 
 bench-revenue: $(STAMP) ## Revenue simulation: 100,000 open deals x 10,000 draws over the tree
 	$(BIN)/python benchmarks/revenue_simulation.py

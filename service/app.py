@@ -1,6 +1,7 @@
 """The FastAPI app: `create_app()` builds it; champions load in `lifespan`, never at import.
 
-Run it with `uvicorn service.app:create_app --factory --host 127.0.0.1 --port 8000`.
+Run it with `python -m service.serve` (see `service/serve.py`: readiness drops at SIGTERM), or
+any ASGI server: `uvicorn service.app:create_app --factory --host 127.0.0.1 --port 8000`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from forecast.predlog import log_read
 from forecast.settings import Settings, disable_telemetry, get_settings
 from service.metrics import CONTENT_TYPE
 from service.pages import install_dashboard
@@ -44,6 +44,7 @@ class RequestMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
+        self.state.metrics.started()
         request_id = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
@@ -53,8 +54,8 @@ class RequestMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
-                # logged before the answer leaves: no read is seen without its audit row
-                await self._audit(scope, request_id, status)
+                # queued before the answer leaves; the log writer batches it (see LogWriter)
+                self._audit(scope, request_id, status)
             await send(message)
 
         try:
@@ -62,7 +63,7 @@ class RequestMiddleware:
             if body is None:
                 await _problem(413, self._too_large(), send_with_id)
             else:
-                await self.app(scope, _replay(body), send_with_id)
+                await self.app(scope, _replay(body, receive), send_with_id)
         finally:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
@@ -93,26 +94,23 @@ class RequestMiddleware:
                 break
         return b"".join(chunks)
 
-    async def _audit(self, scope: Scope, request_id: str, status: int) -> None:
+    def _audit(self, scope: Scope, request_id: str, status: int) -> None:
         caller = scope.get("state", {}).get("caller")
         if caller is None:
             return
-        try:
-            await run_in_threadpool(
-                log_read,
-                self.state.engine,
-                request_id=request_id,
-                caller=caller.key_id,
-                role=caller.role,
-                method=scope["method"],
-                path=scope["path"],
-                status=status,
-            )
-        except Exception:  # the answer is already sent; say so loudly
-            log.exception("audit log write failed for request %s", request_id)
+        self.state.logs.read(
+            request_id=request_id,
+            caller=caller.key_id,
+            role=caller.role,
+            method=scope["method"],
+            path=scope["path"],
+            status=status,
+        )
 
 
-def _replay(body: bytes) -> Receive:
+def _replay(body: bytes, then: Receive | None = None) -> Receive:
+    """The body already read, then the connection's own messages: a streamed response listens
+    for the real disconnect, and must not be told the client left when it has not."""
     sent = False
 
     async def receive() -> Message:
@@ -120,6 +118,8 @@ def _replay(body: bytes) -> Receive:
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
+        if then is not None:
+            return await then()
         return {"type": "http.disconnect"}
 
     return receive
@@ -146,8 +146,10 @@ def create_app(settings: Settings | None = None, config: ServiceConfig | None = 
         await run_in_threadpool(state.start)
         if state.problems:
             log.warning("service started without: %s", "; ".join(state.problems.values()))
+        state.start_polling()
         yield
-        state.ready = False  # stop reporting ready at once; uvicorn drains in-flight requests
+        # uvicorn runs this after draining; `service.serve` drops readiness at the signal itself
+        await run_in_threadpool(state.stop)
 
     app = FastAPI(
         title="forecast",
@@ -169,15 +171,20 @@ def create_app(settings: Settings | None = None, config: ServiceConfig | None = 
     install_dashboard(app)
 
     @app.get("/healthz", tags=["health"], summary="The process answers")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:  # async: answered on the loop, no thread to wait for
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["health"], summary="Every champion is loaded")
-    def readyz() -> JSONResponse:
+    async def readyz() -> JSONResponse:  # async: answered even while every thread is busy
         problems = sorted(state.problems.values())
         if not state.ready:
             problems = ["starting or shutting down", *problems]
-        body = {"ready": not problems, "models": state.versions(), "problems": problems}
+        body = {
+            "ready": not problems,
+            "models": state.versions(),
+            "problems": problems,
+            "refused": sorted(state.refused.values()),  # newer versions refused; old ones serve
+        }
         return JSONResponse(body, status_code=200 if not problems else 503)
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics")

@@ -12,9 +12,10 @@ from typing import Annotated
 
 import pandas as pd
 from fastapi import Depends, HTTPException, Request, Security
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader
 
-from forecast.keys import Principal, verify_key
+from forecast.keys import Principal
 from service.state import OrgTreeUnavailableError, ServiceState
 
 api_key_header = APIKeyHeader(
@@ -24,17 +25,18 @@ api_key_header = APIKeyHeader(
 )
 
 
-def get_state(request: Request) -> ServiceState:
+async def get_state(request: Request) -> ServiceState:  # async: no thread hop per request
     return request.app.state.service
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]
 
 
-def current_caller(
+async def current_caller(
     request: Request, state: StateDep, key: Annotated[str | None, Security(api_key_header)]
 ) -> Principal:
-    principal = verify_key(state.engine, key)
+    # a key verified in the last `key_cache_seconds` needs no database, so no thread hop
+    principal = state.keys.remembered(key) or await run_in_threadpool(state.keys.verify, key)
     if principal is None:
         raise HTTPException(
             401,
@@ -51,7 +53,7 @@ CallerDep = Annotated[Principal, Depends(current_caller)]
 def allow(*roles: str) -> Callable[[Principal], Principal]:
     """A dependency letting only `roles` call the function (403 for the others)."""
 
-    def check(caller: CallerDep) -> Principal:
+    async def check(caller: CallerDep) -> Principal:  # async: no thread hop per request
         if caller.role not in roles:
             raise HTTPException(403, f"role {caller.role!r} may not call this function")
         return caller
@@ -115,9 +117,9 @@ def _visible(rep_id: object, within: frozenset[str] | None) -> bool:
 
 
 def deal_in_reach(deal_id: str, within: ReachDep, state: StateDep) -> str:
-    deals = state.store().deals
-    owners = deals.loc[deals["deal_id"] == deal_id, "rep_id"]
-    if owners.empty or not _visible(owners.iloc[0], within):
+    state.store()  # 503 without a store
+    owner = state.deal_owners.get(deal_id)  # indexed when the store loads
+    if owner is None or not _visible(owner, within):
         raise HTTPException(404, f"no deal {deal_id!r}")
     return deal_id
 

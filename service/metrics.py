@@ -31,9 +31,17 @@ class Metrics:
         self.scored: dict[str, int] = defaultdict(int)
         self.buckets: dict[tuple[str, str], list[int]] = {}
         self.sums: dict[tuple[str, str], float] = defaultdict(float)
+        self.swaps: dict[str, int] = defaultdict(int)
+        self.in_flight = 0  # requests started and not yet answered (what a drain waits for)
+        self.refusals: dict[str, int] = defaultdict(int)
+
+    def started(self) -> None:
+        with self._lock:
+            self.in_flight += 1
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         with self._lock:
+            self.in_flight -= 1
             self.requests[(method, route, str(status))] += 1
             if status >= 500:
                 self.errors[(method, route)] += 1
@@ -48,6 +56,14 @@ class Metrics:
         with self._lock:
             self.scored[model] += n
 
+    def count_swap(self, model: str) -> None:
+        with self._lock:
+            self.swaps[model] += 1
+
+    def count_refusal(self, model: str) -> None:
+        with self._lock:
+            self.refusals[model] += 1
+
     def render(self, model_versions: Mapping[str, str | None]) -> str:
         lines: list[str] = []
         with self._lock:
@@ -59,6 +75,9 @@ class Metrics:
                 labels = _labels({"method": method, "route": route, "status": status})
                 lines.append(f"forecast_http_requests_total{labels} {n}")
             lines += [
+                "# HELP forecast_http_requests_in_flight Requests being answered now.",
+                "# TYPE forecast_http_requests_in_flight gauge",
+                f"forecast_http_requests_in_flight {self.in_flight}",
                 "# HELP forecast_http_errors_total Requests answered with a 5xx status.",
                 "# TYPE forecast_http_errors_total counter",
             ]
@@ -82,6 +101,18 @@ class Metrics:
             ]
             for model, n in sorted(self.scored.items()):
                 lines.append(f"forecast_predictions_total{_labels({'model': model})} {n}")
+            lines += [
+                "# HELP forecast_model_loads_total Champion versions loaded and swapped in.",
+                "# TYPE forecast_model_loads_total counter",
+            ]
+            for model, n in sorted(self.swaps.items()):
+                lines.append(f"forecast_model_loads_total{_labels({'model': model})} {n}")
+            lines += [
+                "# HELP forecast_model_refusals_total New champion versions refused (unloadable).",
+                "# TYPE forecast_model_refusals_total counter",
+            ]
+            for model, n in sorted(self.refusals.items()):
+                lines.append(f"forecast_model_refusals_total{_labels({'model': model})} {n}")
         lines += [
             "# HELP forecast_model_version Serving version of each model (0: none loaded).",
             "# TYPE forecast_model_version gauge",

@@ -1,8 +1,10 @@
 """What the service holds while it runs: the serving champions, the CRM store, the database.
 
-Champions are loaded (never trained) here, at start-up and on reload; a new version replaces
-the old one by a single assignment, so a request holding the old `Serving` finishes on it. A
-version that fails to load is refused and the old one keeps serving.
+Champions are loaded (never trained) here, at start-up, on reload and by a background poller
+that watches the champion aliases; a new version replaces the old one by a single assignment,
+so a request holding the old `Serving` finishes on it. A version that fails to load is refused
+(logged, counted in /metrics, named in /readyz and /v1/models), the old one keeps serving, and
+the refused version is not tried again until the alias moves on or an admin reloads.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import sqlalchemy as sa
 
 from forecast import predlog  # noqa: F401 (registers the log tables on the shared metadata)
 from forecast.explain import Scorer
-from forecast.keys import engine_for, ensure_tables
+from forecast.keys import KeyCache, engine_for, ensure_tables
+from forecast.predlog import LogWriter
 from forecast.settings import Settings
 from forecast.tables import CrmTables
 from service.metrics import Metrics
@@ -82,78 +85,158 @@ class ServiceState:
         self.settings = settings
         self.config = config
         self.engine: sa.Engine = engine_for(settings.service_database_url)
+        self.keys = KeyCache(self.engine, settings.key_cache_seconds)
+        self.logs = LogWriter(self.engine, flush_seconds=settings.log_flush_seconds)
         self.metrics = Metrics()
         self.models: dict[str, Serving] = {}
+        # what keeps a model from serving (readiness fails) ...
         self.problems: dict[str, str] = {name: missing_message(name) for name in SERVED}
+        # ... and newer versions refused while an older one serves (readiness holds)
+        self.refused: dict[str, str] = {}
+        self._refused_versions: dict[str, str] = {}
         self.tables: CrmTables | None = None
+        self.deal_owners: dict[str, object] = {}  # deal id -> rep id, for access checks
+        self._typical: tuple[int, pd.DataFrame | None] = (-1, None)
         self.store_problem: str | None = "not loaded yet"
         self.store_generation = 0  # counts loads: cached results of an older store are dropped
         self.ready = False
         self._reload = threading.Lock()
         self._quarters: dict[tuple, QuarterInputs] = {}
         self._quarters_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._poller: threading.Thread | None = None
 
-    # --- start-up and reload --------------------------------------------------------------
+    # --- start-up, polling, reload and shutdown -------------------------------------------
 
     def start(self) -> None:
         ensure_tables(self.engine)
+        self.logs.start()
         self.load_store()
         self.load_models()
         self.ready = True
+
+    def start_polling(self) -> None:
+        """Check the champion aliases every `model_poll_seconds` in a background thread."""
+        seconds = self.settings.model_poll_seconds
+        if seconds <= 0 or self._poller is not None:
+            return
+        self._stopping.clear()
+        self._poller = threading.Thread(
+            target=self._poll, args=(seconds,), name="champion-poller", daemon=True
+        )
+        self._poller.start()
+
+    def _poll(self, seconds: float) -> None:
+        while not self._stopping.wait(seconds):
+            try:
+                changed = self.load_models()
+            except Exception:  # the registry may be briefly unreachable: the serving ones stay
+                log.exception("checking the champion aliases failed")
+                continue
+            for name in changed:
+                log.info("now serving %s version %s", name, self.models[name].version)
+
+    def stop(self) -> None:
+        """Stop reporting ready, stop polling and write every queued log row."""
+        self.ready = False
+        self._stopping.set()
+        if self._poller is not None:
+            self._poller.join(timeout=60)  # a load in progress finishes; nothing is swapped after
+            self._poller = None
+        self.logs.close()
 
     def load_store(self) -> None:
         from forecast.store import StoreError, read_store
 
         try:
-            self.tables = read_store()
+            tables = read_store()
+            deals = tables.deals
+            self.deal_owners = dict(zip(deals["deal_id"], deals["rep_id"], strict=True))
+            self.tables = tables
             self.store_problem = None
             self.store_generation += 1
         except StoreError as err:
             self.tables, self.store_problem = None, str(err)
 
-    def load_models(self) -> list[str]:
-        """Load each champion whose version changed; returns the names that changed."""
+    def load_models(self, *, retry_refused: bool = False) -> list[str]:
+        """Load each champion whose version changed; returns the names that changed.
+
+        Args:
+            retry_refused: try again a version refused before (an admin's reload); the poller
+                leaves it alone until the alias moves on.
+        """
+        from forecast.registry import champion_version
+
         with self._reload:
             changed = []
             for name in SERVED:
-                try:
-                    serving = self._load(name, self.models.get(name))
-                except ModelMissingError as err:
-                    if name not in self.models:
-                        self.problems[name] = str(err)
+                if self._stopping.is_set():
+                    break
+                version = champion_version(name)
+                current = self.models.get(name)
+                if version is None:
+                    if current is None:
+                        self.problems[name] = missing_message(name)
                     continue
+                if current is not None and current.version == version:
+                    self.refused.pop(name, None)  # the alias came back to what serves
+                    continue
+                if not retry_refused and self._refused_versions.get(name) == version:
+                    continue
+                try:
+                    serving = self._load(name, version)
                 except Exception as err:  # a corrupt or unloadable version is refused
-                    log.exception("refused a new %s champion; the old one keeps serving", name)
-                    self.problems[name] = f"{name}: new champion refused ({err})"
+                    self._refuse(name, version, err, serving=current)
                     continue
                 self.problems.pop(name, None)
-                if serving is not self.models.get(name):
-                    self.models[name] = serving  # the swap: one assignment
-                    changed.append(name)
+                self.refused.pop(name, None)
+                self._refused_versions.pop(name, None)
+                if self._stopping.is_set():
+                    break  # shutting down: keep what serves
+                self.models[name] = serving  # the swap: one assignment
+                self.metrics.count_swap(name)
+                changed.append(name)
             return changed
 
-    def _load(self, name: str, current: Serving | None) -> Serving:
+    def _refuse(self, name: str, version: str, err: Exception, serving: Serving | None) -> None:
+        detail = f"{name} version {version} refused: {type(err).__name__}: {err}"[:500]
+        if serving is None:
+            log.exception("could not load %s version %s", name, version)
+            self.problems[name] = detail
+        else:
+            log.exception(
+                "refused %s version %s; version %s keeps serving", name, version, serving.version
+            )
+            self.refused[name] = f"{detail}; version {serving.version} keeps serving"
+        self._refused_versions[name] = version
+        self.metrics.count_refusal(name)
+
+    def _load(self, name: str, version: str) -> Serving:
         import mlflow
 
         from forecast.account_features import ACCOUNT_FEATURES
         from forecast.explain import scorer_for
         from forecast.features import DEAL_FEATURES
-        from forecast.registry import champion_version, client
-        from forecast.scoring import won_deal_yardsticks
+        from forecast.registry import client
 
-        version = champion_version(name)
-        if version is None:
-            raise ModelMissingError(missing_message(name))
-        if current is not None and current.version == version:
-            return current
         client()
         # by version, not alias: the alias may move while this loads
         model = mlflow.sklearn.load_model(f"models:/{name}/{version}")
         features = DEAL_FEATURES if name == DEAL_MODEL else ACCOUNT_FEATURES
-        typical = None
-        if name == DEAL_MODEL and self.tables is not None:
-            typical = won_deal_yardsticks(self.tables, as_of=self.tables.as_of)
-        return Serving(name, version, scorer_for(model, features), typical, datetime.now(UTC))
+        scorer = scorer_for(model, features)
+        typical = self._won_yardsticks() if name == DEAL_MODEL else None
+        return Serving(name, version, scorer, typical, datetime.now(UTC))
+
+    def _won_yardsticks(self) -> pd.DataFrame | None:
+        """What won deals show, computed once per store load (it does not depend on the model)."""
+        from forecast.scoring import won_deal_yardsticks
+
+        tables, generation = self.tables, self.store_generation
+        if tables is None:
+            return None
+        if self._typical[0] != generation:
+            self._typical = (generation, won_deal_yardsticks(tables, as_of=tables.as_of))
+        return self._typical[1]
 
     # --- what requests ask for ------------------------------------------------------------
 
@@ -209,6 +292,10 @@ class ServiceState:
         if scenario is not None:
             inputs = scenario.apply(inputs, serving.win_probability)
         return simulate_quarter(inputs, draws=self.config.forecast_draws, seed=seed)
+
+    def detail(self, name: str) -> str | None:
+        """Why a model is not serving, or which newer version was refused."""
+        return self.problems.get(name) or self.refused.get(name)
 
     def versions(self) -> dict[str, str | None]:
         names = set(self.problems) | set(self.models)

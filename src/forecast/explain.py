@@ -20,8 +20,9 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 from sklearn.base import BaseEstimator
-from sklearn.calibration import CalibratedClassifierCV
+from sklearn.calibration import CalibratedClassifierCV, _SigmoidCalibration
 
 from forecast.catalogue import Action, Catalogue, FeatureEntry, load_catalogue
 from forecast.features import Feature
@@ -68,6 +69,22 @@ class Explanation:
     reason_codes: dict[str, float] = field(default_factory=dict)
 
 
+SMALL_BATCH = 16  # up to this many rows, `FastScorer.coded` works value by value
+
+
+def _missing(value: object) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
+
+
+def _number(value: object) -> float:
+    """As `pd.to_numeric(errors="coerce")` for one value: NaN when it is not a number."""
+    if isinstance(value, int | float | np.number) and not isinstance(value, np.datetime64):
+        return float(value)
+    if _missing(value):
+        return np.nan
+    return float(pd.to_numeric(pd.Series([value]), errors="coerce").astype(float).iloc[0])
+
+
 class FastScorer:
     """The calibrated model's probability and SHAP values, straight from the booster.
 
@@ -92,9 +109,12 @@ class FastScorer:
         self.categories = {
             name: pd.Index(values) for name, values in self.coder.categories_.items()
         }
+        self._codes: dict[str, dict[str, float]] | None = None  # built on first small batch
 
     def coded(self, frame: pd.DataFrame) -> np.ndarray:
         """The booster's input matrix for a feature frame: `CategoryCoder` without pandas."""
+        if len(frame) <= SMALL_BATCH:
+            return self._coded_rows(frame)
         columns = []
         for name in self.names:
             values = frame[name].to_numpy()
@@ -107,6 +127,25 @@ class FastScorer:
             codes[codes < 0] = np.nan
             columns.append(codes)
         return np.column_stack(columns)
+
+    def _coded_rows(self, frame: pd.DataFrame) -> np.ndarray:
+        """`coded` value by value: for a few rows pandas' cost per column is most of the time."""
+        if self._codes is None:
+            self._codes = {
+                n: {c: float(i) for i, c in enumerate(ix)} for n, ix in self.categories.items()
+            }
+        same = list(frame.columns) == self.names
+        values = (frame if same else frame.reindex(columns=self.names)).to_numpy(dtype=object)
+        out = np.empty(values.shape, dtype=float)
+        for j, name in enumerate(self.names):
+            codes = self._codes.get(name)
+            for i, value in enumerate(values[:, j]):
+                if codes is None:
+                    out[i, j] = _number(value)
+                else:
+                    key = MISSING_CATEGORY if _missing(value) else str(value)
+                    out[i, j] = codes.get(key, np.nan)
+        return out
 
     def probability(self, coded: np.ndarray, *, threads: int = 1) -> np.ndarray:
         raw = self.booster.predict(coded, raw_score=True, num_threads=threads)
@@ -196,8 +235,16 @@ def _calibrate(raw: np.ndarray, calibrators: list, maps_raw_scores: bool) -> np.
     # the calibration map was fitted on what the pipeline answers first: its
     # decision_function (the raw score) where it has one, else the probability
     response = raw if maps_raw_scores else model_probability
-    mapped = np.mean([c.predict(response) for c in calibrators], axis=0)
+    mapped = np.mean([_calibrated(c, response) for c in calibrators], axis=0)
     return np.clip(mapped, 0.0, 1.0)
+
+
+def _calibrated(calibrator, response: np.ndarray) -> np.ndarray:
+    """`calibrator.predict(response)`; a sigmoid map directly (its input checks cost more than
+    the map itself for one deal)."""
+    if isinstance(calibrator, _SigmoidCalibration):
+        return expit(-(calibrator.a_ * response + calibrator.b_))
+    return calibrator.predict(response)
 
 
 def scorer_for(model: BaseEstimator, features: Sequence[Feature]) -> FastScorer | LinearScorer:
@@ -256,7 +303,7 @@ def explain(
     codes, membership = _group_matrix(names, entries)
     by_code = (effects @ membership.T).round(6).tolist()
     order = np.argsort(effects, axis=1)
-    values = frame[names].to_numpy(dtype=object)
+    values = (frame if list(frame.columns) == names else frame[names]).to_numpy(dtype=object)
     yardsticks = _yardsticks(typical, frame, names)
     words = [_Words(name, entries[name]) for name in names]
     actions = list(catalogue.actions[model].items())
@@ -325,11 +372,28 @@ def _yardsticks(typical: pd.DataFrame | None, frame: pd.DataFrame, names: list[s
     """What won deals show, per row and feature: the row's stage if known, else overall."""
     if typical is None:
         return np.full((len(frame), len(names)), np.nan)
-    table = typical.reindex(columns=names).to_numpy(dtype=float)
+    table, stages, overall = _yardstick_table(typical, tuple(names))
     keys = frame["stage"].to_numpy() if "stage" in frame else np.full(len(frame), "*")
-    index = pd.Index(typical.index).get_indexer(keys)
-    index[index < 0] = typical.index.get_loc("*")
-    return table[index]
+    index = np.array([stages.get(k, overall) if isinstance(k, str) else overall for k in keys])
+    return table[index.astype(int)] if len(keys) else table[:0]
+
+
+_YARDSTICKS: dict[tuple[int, tuple[str, ...]], tuple[pd.DataFrame, tuple]] = {}
+
+
+def _yardstick_table(typical: pd.DataFrame, names: tuple[str, ...]) -> tuple:
+    """`typical` as a matrix in `names` order with its row per stage: made once per table."""
+    key = (id(typical), names)
+    cached = _YARDSTICKS.get(key)
+    if cached is not None and cached[0] is typical:  # the same object, not a recycled id
+        return cached[1]
+    table = typical.reindex(columns=list(names)).to_numpy(dtype=float)
+    stages = {str(s): i for i, s in enumerate(typical.index)}
+    made = (table, stages, stages["*"])
+    if len(_YARDSTICKS) > 16:  # a few champions' tables at most; drop older ones
+        _YARDSTICKS.clear()
+    _YARDSTICKS[key] = (typical, made)
+    return made
 
 
 class _Words:
@@ -381,8 +445,18 @@ class _Words:
 
 
 def _action_probabilities(scorer, coded, actions: list, threads: int) -> np.ndarray:
-    """Probability after each action (columns), for all rows at once: one model call each."""
-    after = np.empty((len(coded), len(actions)))
-    for a, (_, action) in enumerate(actions):
-        after[:, a] = scorer.probability(scorer.apply(coded, action), threads=threads)
-    return after
+    """Probability after each action (columns), for all rows at once.
+
+    One model call for every action together: for a single deal a call's fixed cost, not the
+    trees, is most of the time, and the service scores one deal per request.
+    """
+    if not actions:
+        return np.empty((len(coded), 0))
+    changed = [scorer.apply(coded, action) for _, action in actions]
+    # the linear scorer's input is a frame, the trees' a matrix
+    if isinstance(coded, pd.DataFrame):
+        stacked = pd.concat(changed, ignore_index=True)
+    else:
+        stacked = np.vstack(changed)
+    after = scorer.probability(stacked, threads=threads)
+    return after.reshape(len(actions), len(coded)).T

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -136,3 +138,46 @@ def revoke_key(engine: sa.Engine, key_id: str, *, now: datetime | None = None) -
             .values(revoked_at=now or datetime.now(UTC))
         )
     return done.rowcount > 0
+
+
+class KeyCache:
+    """Keys verified in the last `seconds`, so a request does not query the database each time.
+
+    Entries are keyed by a SHA-256 of the whole key (the secret is not kept in the clear) and
+    only successful verifications are kept, so random keys cannot fill it. A key revoked in
+    the database stops working within `seconds`; 0 turns the cache off.
+    """
+
+    def __init__(self, engine: sa.Engine, seconds: float, *, max_entries: int = 10_000):
+        self.engine = engine
+        self.seconds = seconds
+        self.max_entries = max_entries
+        self._known: dict[bytes, tuple[Principal, float]] = {}
+        self._lock = threading.Lock()  # requests run on several threads
+
+    def remembered(self, key: str | None) -> Principal | None:
+        """The key's principal if it was verified less than `seconds` ago (no database)."""
+        if self.seconds <= 0 or not key:
+            return None
+        known = self._known.get(hashlib.sha256(key.encode()).digest())
+        return known[0] if known is not None and known[1] > time.monotonic() else None
+
+    def verify(self, key: str | None) -> Principal | None:
+        """As `verify_key`, from memory when this key was verified less than `seconds` ago."""
+        if self.seconds <= 0 or not key:
+            return verify_key(self.engine, key)
+        if (principal := self.remembered(key)) is not None:
+            return principal
+        digest = hashlib.sha256(key.encode()).digest()
+        now = time.monotonic()
+        principal = verify_key(self.engine, key)
+        with self._lock:
+            if principal is None:
+                self._known.pop(digest, None)
+                return None
+            if len(self._known) >= self.max_entries:
+                self._known = {d: v for d, v in self._known.items() if v[1] > now}
+                while len(self._known) >= self.max_entries:  # all fresh: drop the oldest
+                    self._known.pop(next(iter(self._known)))
+            self._known[digest] = (principal, now + self.seconds)
+        return principal

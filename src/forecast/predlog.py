@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import queue
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 
 from forecast.keys import metadata
+
+log = logging.getLogger(__name__)
 
 prediction_log = sa.Table(
     "prediction_log",
@@ -63,8 +70,7 @@ def input_hash(inputs: Mapping[str, object]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def log_predictions(
-    engine: sa.Engine,
+def prediction_rows(
     *,
     request_id: str,
     caller: str,
@@ -72,12 +78,10 @@ def log_predictions(
     model_version: str,
     predictions: Sequence[Prediction],
     at: datetime | None = None,
-) -> None:
-    """Append one row per prediction, all in one transaction."""
-    if not predictions:
-        return
+) -> list[dict[str, Any]]:
+    """The log rows of one request's predictions (input hashed here)."""
     at = at or datetime.now(UTC)
-    rows = [
+    return [
         {
             "request_id": request_id,
             "at": at,
@@ -90,12 +94,17 @@ def log_predictions(
         }
         for p in predictions
     ]
-    with engine.begin() as conn:
-        conn.execute(prediction_log.insert(), rows)
 
 
-def log_read(
-    engine: sa.Engine,
+def log_predictions(engine: sa.Engine, **request: Any) -> None:
+    """Append one row per prediction, all in one transaction (see `prediction_rows`)."""
+    rows = prediction_rows(**request)
+    if rows:
+        with engine.begin() as conn:
+            conn.execute(prediction_log.insert(), rows)
+
+
+def read_row(
     *,
     request_id: str,
     caller: str,
@@ -104,20 +113,134 @@ def log_read(
     path: str,
     status: int,
     at: datetime | None = None,
-) -> None:
-    """Append one audit row: who read what, when, and what they were answered."""
+) -> dict[str, Any]:
+    """One audit row: who read what, when, and what they were answered."""
+    return {
+        "at": at or datetime.now(UTC),
+        "request_id": request_id,
+        "caller": caller,
+        "role": role,
+        "method": method,
+        "path": path[:500],
+        "status": status,
+    }
+
+
+def log_read(engine: sa.Engine, **read: Any) -> None:
+    """Append one audit row now (see `read_row`)."""
     with engine.begin() as conn:
-        conn.execute(
-            audit_log.insert().values(
-                at=at or datetime.now(UTC),
-                request_id=request_id,
-                caller=caller,
-                role=role,
-                method=method,
-                path=path[:500],
-                status=status,
-            )
-        )
+        conn.execute(audit_log.insert().values(**read_row(**read)))
+
+
+class LogWriter:
+    """Prediction and audit rows written by one background thread, in batches.
+
+    A request only queues its rows (stamped with the request's time): no database round trip on
+    the request path. The thread writes everything queued within `flush_seconds` of the first
+    row in one transaction. A failed write keeps the rows and is retried; `close()` (at shutdown)
+    writes what is left. Rows queued but not yet written are lost only if the process dies
+    without shutting down (at most `flush_seconds` of them) or the database stays down through
+    the shutdown (then the count is logged as an error).
+
+    Before the thread is started, and after it is closed, rows are written at once.
+    """
+
+    RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+    def __init__(self, engine: sa.Engine, *, flush_seconds: float = 0.2, max_batch: int = 5000):
+        self.engine = engine
+        self.flush_seconds = flush_seconds
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._closing = False
+            self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+            self._thread.start()
+
+    def predictions(self, **request: Any) -> None:
+        """Queue a request's predictions (the arguments of `prediction_rows`)."""
+        request.setdefault("at", datetime.now(UTC))
+        self._put(("predictions", request))
+
+    def read(self, **read: Any) -> None:
+        """Queue an audit row (the arguments of `read_row`)."""
+        self._put(("read", read_row(**read)))
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Return once every row queued before this call is written."""
+        if self._thread is None:
+            return
+        done = threading.Event()
+        self._queue.put(("flush", done))
+        if not done.wait(timeout):
+            raise TimeoutError(f"the log writer did not flush within {timeout:g} s")
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write what is queued and stop the thread."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._queue.put(("stop", None))
+        thread.join(timeout)
+        self._thread = None
+
+    def _put(self, item: tuple[str, Any]) -> None:
+        if self._thread is None:
+            self._write([item])
+        else:
+            self._queue.put(item)
+
+    def _run(self) -> None:
+        while True:
+            batch, waiters, stopping = [self._queue.get()], [], False
+            deadline = time.monotonic() + self.flush_seconds
+            while batch[-1][0] not in ("flush", "stop") and len(batch) < self.max_batch:
+                try:
+                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                except queue.Empty:
+                    break
+            rows = []
+            for kind, payload in batch:
+                if kind == "flush":
+                    waiters.append(payload)
+                elif kind == "stop":
+                    stopping = True
+                else:
+                    rows.append((kind, payload))
+            self._write_with_retries(rows, final=stopping)
+            for waiter in waiters:
+                waiter.set()
+            if stopping:
+                return
+
+    def _write_with_retries(self, rows: list[tuple[str, Any]], *, final: bool) -> None:
+        attempt = 0
+        while rows:
+            try:
+                self._write(rows)
+                return
+            except Exception:
+                log.exception("writing %d log rows failed (attempt %d)", len(rows), attempt + 1)
+                if final and attempt >= len(self.RETRY_SECONDS):
+                    log.error("%d prediction/audit log rows could not be written", len(rows))
+                    return
+                time.sleep(self.RETRY_SECONDS[min(attempt, len(self.RETRY_SECONDS) - 1)])
+                attempt += 1
+
+    def _write(self, items: list[tuple[str, Any]]) -> None:
+        predictions = [
+            r for kind, p in items if kind == "predictions" for r in prediction_rows(**p)
+        ]
+        reads = [p for kind, p in items if kind == "read"]
+        with self.engine.begin() as conn:
+            if predictions:
+                conn.execute(prediction_log.insert(), predictions)
+            if reads:
+                conn.execute(audit_log.insert(), reads)
 
 
 def predictions_for(engine: sa.Engine, request_id: str) -> list[dict]:

@@ -42,6 +42,29 @@ class Settings(BaseSettings):
     dashboard_session_hours: float = Field(
         default=8.0, gt=0, description="How long a dashboard sign-in lasts before asking again."
     )
+    model_poll_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="How often the service checks whether a champion alias moved (0: never; "
+        "`POST /v1/admin/reload` still works).",
+    )
+    key_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long the service trusts a verified API key before checking it again: "
+        "a revoked key stops working within this time (0: check every request).",
+    )
+    log_flush_seconds: float = Field(
+        default=0.2,
+        gt=0,
+        description="Longest wait before the service writes queued prediction and audit rows.",
+    )
+    shutdown_grace_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="After SIGTERM, how long the service keeps answering (with /readyz 503) "
+        "before it stops taking connections, so a load balancer sees it leave.",
+    )
 
     @property
     def store_path(self) -> Path:

@@ -150,3 +150,22 @@ def test_linear_attributions_add_up_and_match_the_model(linear, trained):
         for rec in e.recommendations:
             assert all(entries[f].actionable for f in rec.features)
             assert rec.probability_after > rec.probability_before
+
+
+def test_small_batches_are_coded_as_large_ones(trained):
+    """The value-by-value path for a few rows against the vectorised one (the oracle)."""
+    scorer = trained["scorer"]
+    rows = trained["test"].head(12).reset_index(drop=True).astype(object)
+    categorical = [n for n in scorer.names if n in scorer.categories]
+    numeric = [n for n in scorer.names if n not in scorer.categories]
+    rows.loc[0, categorical[0]] = "a category never seen"
+    rows.loc[1, categorical[0]] = None
+    rows.loc[2, numeric[0]] = None
+    rows.loc[3, numeric[0]] = "12.5"
+    rows.loc[4, numeric[0]] = "not a number"
+    rows.loc[5, numeric[0]] = np.nan
+    rows.loc[6, numeric[0]] = True
+    rows.loc[7, categorical[-1]] = 3
+    large = pd.concat([rows] * 2, ignore_index=True)  # over SMALL_BATCH: the vectorised path
+    assert len(large) > 16 >= len(rows)
+    np.testing.assert_array_equal(scorer.coded(rows), scorer.coded(large)[: len(rows)])

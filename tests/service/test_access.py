@@ -73,6 +73,7 @@ def test_every_read_is_audit_logged_who_what_when(api, paths):
     key_id = key.split("_")[1]
     api.get(paths["own_deal"], key)
     api.get(paths["other_rep"], key)
+    api.state.logs.flush()  # rows are written in batches, off the request path
     query = sa.select(audit_log).where(audit_log.c.caller == key_id).order_by(audit_log.c.id)
     with api.state.engine.connect() as conn:
         rows = conn.execute(query).all()

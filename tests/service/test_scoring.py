@@ -40,6 +40,7 @@ def test_a_batch_is_scored_with_reasons_recommendations_model_and_as_of(api):
 def test_every_score_is_in_the_prediction_log(api):
     key = api.key("crm")
     answer = api.post("/v1/deals:score", {"deals": [ROW, {"stage": "proposal"}]}, key)
+    api.state.logs.flush()  # rows are written in batches, off the request path
     rows = predictions_for(api.state.engine, answer.body["request_id"])
     assert [r["subject"] for r in rows] == ["CRM-1", None]
     assert {r["model"] for r in rows} == {"deal-win"} and {r["model_version"] for r in rows} == {

@@ -1,0 +1,134 @@
+"""SIGTERM on a real `python -m service.serve` process: readiness drops at once, the request in
+flight is answered, the queued log rows are written, and the process exits 0.
+
+The slow request is honest work: batches of 1,000 deals with reasons and recommendations.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from forecast.keys import create_key, engine_for
+from forecast.predlog import prediction_log
+from forecast.settings import get_settings
+from tests.service.conftest import home_env
+
+GRACE = 0.5  # seconds the service keeps answering (not ready) after SIGTERM
+EXIT_BOUND = 30.0  # seconds from SIGTERM to exit
+BATCHES = 10
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def _in_flight(base: str) -> int:
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    [line] = [x for x in text.splitlines() if x.startswith("forecast_http_requests_in_flight ")]
+    return int(line.split()[1])
+
+
+def _post(url: str, body: dict, key: str) -> tuple[int, dict, float]:
+    data = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json", "X-API-Key": key}
+    request = urllib.request.Request(url, data, headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=120) as answer:
+            return answer.status, json.loads(answer.read()), time.monotonic()
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read()), time.monotonic()
+
+
+def test_sigterm_drops_readiness_finishes_in_flight_requests_and_exits_0(trained_home: Path):
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "FORECAST_HOME": str(trained_home),
+        "FORECAST_SHUTDOWN_GRACE_SECONDS": str(GRACE),
+        "FORECAST_MODEL_POLL_SECONDS": "0.2",  # the poller must stop too
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    for name in ("FORECAST_TRACKING_URI", "FORECAST_DATABASE_URL", "FORECAST_STORE_DIR"):
+        env.pop(name, None)
+    command = [sys.executable, "-m", "service.serve", "--port", str(port), "--log-level", "info"]
+    server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.stderr.read()
+            try:
+                if _get(base + "/readyz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the service did not become ready"
+            time.sleep(0.1)
+        with home_env(trained_home):
+            engine = engine_for(get_settings().service_database_url)
+            key = create_key(engine, "crm", label="graceful shutdown test")
+
+        # 10 batches of 1,000 deals at once: seconds of work, in flight when the signal comes
+        batch = {"deals": [{"stage": "proposal", "amount": 1000.0 + i} for i in range(1000)]}
+        answers: list[tuple[int, dict, float]] = []
+        slow = [
+            threading.Thread(
+                target=lambda: answers.append(_post(base + "/v1/deals:score", batch, key))
+            )
+            for _ in range(BATCHES)
+        ]
+        for thread in slow:
+            thread.start()
+        deadline = time.monotonic() + 60
+        while _in_flight(base) < BATCHES + 1:  # every batch is being answered (and this call)
+            assert time.monotonic() < deadline, "the batches did not all reach the service"
+            time.sleep(0.05)
+        signalled = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+
+        status, body = _get(base + "/readyz")  # during the grace: still answering, not ready
+        assert status == 503 and "shutting down" in body["problems"][0], body
+
+        for thread in slow:
+            thread.join(timeout=120)
+        assert server.wait(timeout=EXIT_BOUND) == 0, server.stderr.read()
+        exited = time.monotonic()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+    assert [a[0] for a in answers] == [200] * BATCHES
+    assert all(len(a[1]["scores"]) == 1000 for a in answers)
+    last = max(a[2] for a in answers)
+    assert last > signalled + GRACE, "a request was still in flight when the service drained"
+    assert exited - signalled < EXIT_BOUND
+    with engine.connect() as conn:  # queued log rows were written before the exit
+        for _, body, _ in answers:
+            query = sa.select(sa.func.count()).where(
+                prediction_log.c.request_id == body["request_id"]
+            )
+            assert conn.execute(query).scalar() == 1000
