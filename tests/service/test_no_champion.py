@@ -66,3 +66,17 @@ def test_every_operation_is_documented_with_its_problems(bare):
     score = schema["paths"]["/v1/deals:score"]["post"]
     assert {"401", "413", "422", "503"} <= set(score["responses"])
     assert schema["components"]["schemas"]["DealBatchIn"]["examples"]
+
+
+def test_a_streamed_response_passes_the_middleware_whole(tmp_path):
+    from fastapi.responses import StreamingResponse
+
+    app = create_app()
+
+    def stream() -> StreamingResponse:
+        return StreamingResponse(iter([b"x" * 65536] * 16), media_type="application/octet-stream")
+
+    app.add_api_route("/stream", stream)
+    with home_env(tmp_path), serve(app) as api:
+        answer = api.get("/stream")
+    assert answer.status == 200 and len(answer.body) == 16 * 65536
