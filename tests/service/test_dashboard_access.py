@@ -198,6 +198,7 @@ def test_page_reads_are_audit_logged(dash: Api) -> None:
     reply = _request(dash, "GET", "/dashboard/churn", cookie=token)
     assert reply.status == 200
     request_id = reply.headers["x-request-id"]
+    dash.state.logs.flush()  # rows are written in batches, off the request path
     with dash.state.engine.connect() as conn:
         rows = conn.execute(sa.select(audit_log).where(audit_log.c.request_id == request_id)).all()
     assert [(r.caller, r.role, r.path, r.status) for r in rows] == [
