@@ -20,6 +20,7 @@ from forecast.predlog import log_read
 from forecast.settings import Settings, disable_telemetry, get_settings
 from service.metrics import CONTENT_TYPE
 from service.routes import router
+from service.schemas import METRICS_EXAMPLE, HealthOut, ReadyOut
 from service.state import (
     ModelMissingError,
     OrgTreeUnavailableError,
@@ -164,11 +165,17 @@ def create_app(settings: Settings | None = None, config: ServiceConfig | None = 
     for error in (ModelMissingError, StoreUnavailableError, OrgTreeUnavailableError):
         app.add_exception_handler(error, unavailable)
 
-    @app.get("/healthz", tags=["health"], summary="The process answers")
+    @app.get("/healthz", tags=["health"], summary="The process answers", response_model=HealthOut)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], summary="Every champion is loaded")
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="Every champion is loaded",
+        response_model=ReadyOut,
+        responses={503: {"model": ReadyOut, "description": "Not ready: the problems say why."}},
+    )
     def readyz() -> JSONResponse:
         problems = sorted(state.problems.values())
         if not state.ready:
@@ -176,7 +183,13 @@ def create_app(settings: Settings | None = None, config: ServiceConfig | None = 
         body = {"ready": not problems, "models": state.versions(), "problems": problems}
         return JSONResponse(body, status_code=200 if not problems else 503)
 
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        summary="Prometheus metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"example": METRICS_EXAMPLE}}}},
+    )
     def metrics() -> PlainTextResponse:
         return PlainTextResponse(state.metrics.render(state.versions()), media_type=CONTENT_TYPE)
 
