@@ -49,10 +49,13 @@ class Api:
         key: str | None = None,
         json_body: object = None,
         data: bytes | None = None,
+        token: str | None = None,
     ) -> Answer:
         headers = {"Content-Type": "application/json"}
         if key:
             headers["X-API-Key"] = key
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
         if json_body is not None:
             data = json.dumps(json_body).encode()
         request = urllib.request.Request(self.base + path, data, headers, method=method)
