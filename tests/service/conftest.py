@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -108,9 +109,10 @@ def serve(app: FastAPI) -> Iterator[Api]:
 def home_env(home: Path, **env: str) -> Iterator[None]:
     """FORECAST_HOME (and `env`) for a module-scoped fixture; settings re-read on both ends."""
     with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):  # no setting leaks in from outside (tests' own stay)
+            if name.startswith("FORECAST_") and not name.startswith("FORECAST_TEST_"):
+                mp.delenv(name)
         mp.setenv("FORECAST_HOME", str(home))
-        for name in ("FORECAST_TRACKING_URI", "FORECAST_DATABASE_URL", "FORECAST_STORE_DIR"):
-            mp.delenv(name, raising=False)
         for name, value in env.items():
             mp.setenv(name, value)
         mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
