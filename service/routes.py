@@ -68,7 +68,11 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
     },
 }
 READ_PROBLEMS = {**PROBLEMS, 404: {"model": ProblemOut, "description": "Unknown or out of reach."}}
-BODY_PROBLEMS = {**PROBLEMS, 413: {"model": ProblemOut, "description": "Body too large."}}
+BODY_PROBLEMS = {
+    **PROBLEMS,
+    400: {"model": ProblemOut, "description": "The body cannot be parsed (not UTF-8 text)."},
+    413: {"model": ProblemOut, "description": "Body too large."},
+}
 
 
 def _score_out(
@@ -80,7 +84,7 @@ def _score_out(
         probability=probability,
         grade=str(grade(probability)[0]),
         reasons=[finite(asdict(r)) for r in explanation.reasons],
-        recommendations=[asdict(r) for r in explanation.recommendations],
+        recommendations=[finite(asdict(r)) for r in explanation.recommendations],
         model=model,
         as_of=as_of,
     )

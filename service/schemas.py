@@ -9,11 +9,11 @@ missing). An unknown field is refused with 422 naming it, so a typo never silent
 from __future__ import annotations
 
 import math
-from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, field_validator
 
 from forecast.account_features import ACCOUNT_FEATURES
 from forecast.features import DEAL_FEATURES, Feature
@@ -38,6 +38,15 @@ EXAMPLE_DEAL: dict[str, Any] = {
     "industry": "software",
     "region": "EMEA",
 }
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+# A moment in time; one without a zone (the CRM's as-of, a client's naive time) is taken as UTC,
+# so every answer carries an RFC 3339 date-time.
+Moment = Annotated[datetime, AfterValidator(_utc)]
 
 
 def finite(value: Any) -> Any:
@@ -82,7 +91,7 @@ class DealBatchIn(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"deals": [EXAMPLE_DEAL]}]}
     )
 
-    as_of: datetime | None = Field(
+    as_of: Moment | None = Field(
         default=None, description="The moment the features describe (default: now, UTC)."
     )
     deals: list[DealIn] = Field(  # type: ignore[valid-type]
@@ -174,7 +183,9 @@ class RecommendationOut(BaseModel):
     probability_before: float
     probability_after: float
     lift_points: float
-    expected_revenue_change: float
+    expected_revenue_change: float | None = Field(
+        description="lift x the amount at stake; null when the amount is not known."
+    )
     evidence: str
 
 
@@ -190,14 +201,14 @@ class DealScoreOut(BaseModel):
     reasons: list[ReasonOut]
     recommendations: list[RecommendationOut]
     model: ModelOut
-    as_of: datetime
+    as_of: Moment
 
 
 class DealBatchOut(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_DEAL_BATCH]})
     request_id: str
     model: ModelOut
-    as_of: datetime
+    as_of: Moment
     scores: list[DealScoreOut]
 
 
@@ -209,7 +220,7 @@ class RepCoachingOut(BaseModel):
     rep_id: str
     name: str | None
     team: str
-    as_of: datetime
+    as_of: Moment
     closed_deals: int
     win_rate: float | None
     team_win_rate: float | None
@@ -228,7 +239,7 @@ class TeamCoachingOut(BaseModel):
         }
     )
     team: str
-    as_of: datetime
+    as_of: Moment
     reps: list[RepCoachingOut]
 
 
@@ -237,7 +248,7 @@ class ServingModelOut(BaseModel):
     name: str
     version: str | None
     status: str  # "serving" or "missing"
-    loaded_at: datetime | None = None
+    loaded_at: Moment | None = None
     detail: str | None = None
 
 
@@ -303,7 +314,7 @@ class AccountBatchIn(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"accounts": [EXAMPLE_ACCOUNT]}]}
     )
 
-    as_of: datetime | None = Field(
+    as_of: Moment | None = Field(
         default=None, description="The moment the features describe (default: now, UTC)."
     )
     accounts: list[AccountIn] = Field(  # type: ignore[valid-type]
@@ -357,7 +368,7 @@ class AccountScoreOut(BaseModel):
     drivers: list[ReasonOut]
     retention_actions: list[RecommendationOut]
     model: ModelOut
-    as_of: datetime
+    as_of: Moment
 
 
 class AccountBatchOut(BaseModel):
@@ -376,7 +387,7 @@ class AccountBatchOut(BaseModel):
 
     request_id: str
     model: ModelOut
-    as_of: datetime
+    as_of: Moment
     scores: list[AccountScoreOut]
 
 
@@ -471,7 +482,7 @@ class ForecastOut(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_FORECAST]})
 
     quarter: str
-    as_of: datetime
+    as_of: Moment
     draws: int
     model: ModelOut
     definition: str
@@ -591,7 +602,7 @@ class ScenarioOut(BaseModel):
     )
 
     quarter: str
-    as_of: datetime
+    as_of: Moment
     draws: int
     model: ModelOut
     name: str
