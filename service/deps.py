@@ -252,9 +252,9 @@ def forecast_scope(
             max_length=200,
             description=(
                 "The node's name at that level (a region, team or rep id). Default: the company; "
-                "for a caller who cannot see the company, their own widest node (a director's "
-                "region, a manager's team, a rep's own); for a lower level, the one node of it "
-                "in the caller's reach (422 when there are several)."
+                "for a caller who cannot see the company, their own widest level (a director's "
+                "region, a manager's team, a rep's own node); for a lower level, its one node "
+                "in the caller's reach. With several there, 422 asks to name one."
             ),
             openapi_examples={"team": {"value": "NA 1"}},
         ),
@@ -277,15 +277,14 @@ def forecast_scope(
 
 
 def _default_node(level: str, visible: dict[str, frozenset[str]] | None) -> tuple[str, str]:
+    """The node meant when none is named (see the `node` parameter's description)."""
     from forecast.simulate import COMPANY
 
     if level == "company":
         if visible is None or COMPANY in visible["company"]:
             return "company", COMPANY
-        for wider in ("region", "team", "rep"):  # the caller's own widest node
-            if len(visible[wider]) == 1:
-                return wider, next(iter(visible[wider]))
-        raise HTTPException(404, "no forecast node in your reach")
+        # the caller's own widest level: a director's region, a manager's team, a rep's own
+        level = next((lv for lv in ("region", "team", "rep") if visible[lv]), "rep")
     names = None if visible is None else sorted(visible[level])
     if names is not None and len(names) == 1:
         return level, names[0]

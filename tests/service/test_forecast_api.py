@@ -131,3 +131,15 @@ def test_a_scenario_with_a_closed_deal_or_unknown_stage_is_422_naming_it(api, qu
     own = _biggest_driver(api, quarter, key)
     staged = api.post(f"/v1/forecast/{quarter}:scenario", {"stage": {own: "signed"}}, key)
     assert staged.status == 422 and "signed" in staged.detail and "stage" in staged.detail
+
+
+def test_a_director_defaults_to_their_region_and_an_outsider_to_nothing(api, quarter):
+    from service.deps import forecast_nodes_in_reach
+
+    reps = api.state.tables.reps
+    regions = forecast_nodes_in_reach(reps, subtree(reps, "D01"))["region"]
+    answer = api.get(f"/v1/forecast/{quarter}", api.key("manager", rep_id="D01"))
+    assert answer.status == 200, answer.detail
+    assert (answer.body["node"]["level"], {answer.body["node"]["node"]}) == ("region", regions)
+    nobody = api.get(f"/v1/forecast/{quarter}", api.key("rep", rep_id="NOBODY"))
+    assert nobody.status == 404 and nobody.body["detail"] == "no rep in your reach"
