@@ -23,6 +23,23 @@ from forecast.keys import create_key
 from forecast.settings import get_settings
 from service.state import ServiceState
 
+# Every operation the service documents (tests check each one's documentation and fuzz it).
+OPERATIONS = {
+    "POST /v1/deals:score",
+    "GET /v1/deals/{deal_id}",
+    "POST /v1/accounts:score",
+    "GET /v1/accounts/{account_id}",
+    "GET /v1/forecast/{quarter}",
+    "POST /v1/forecast/{quarter}:scenario",
+    "GET /v1/coaching/reps/{rep_id}",
+    "GET /v1/coaching/teams/{team}",
+    "GET /v1/models",
+    "POST /v1/admin/reload",
+    "GET /healthz",
+    "GET /readyz",
+    "GET /metrics",
+}
+
 
 @dataclass
 class Answer:
