@@ -494,7 +494,10 @@ class ForecastOut(BaseModel):
 
 
 class AddedDealIn(BaseModel):
-    """A deal the CRM does not hold yet; scored like the rep's open deals of its stage."""
+    """A deal the CRM does not hold yet; scored like the rep's open deals of its stage.
+
+    It appears among the scenario's deals as `new:<deal_id>`.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -522,6 +525,9 @@ EXAMPLE_SCENARIO = {
     ],
 }
 MAX_SCENARIO_DEALS = 1000
+# Added deals are named apart from the CRM's: an id taken by a deal out of reach must not be
+# answered differently from a free one (that would reveal the deal).
+ADDED_PREFIX = "new:"
 
 
 class ScenarioIn(BaseModel):
@@ -562,7 +568,7 @@ class ScenarioIn(BaseModel):
 
         added = tuple(
             AddedDeal(
-                deal_id=d.deal_id,
+                deal_id=ADDED_PREFIX + d.deal_id,
                 rep_id=d.rep_id,
                 amount=d.amount,
                 stage=d.stage,

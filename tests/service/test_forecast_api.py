@@ -143,3 +143,14 @@ def test_a_director_defaults_to_their_region_and_an_outsider_to_nothing(api, qua
     assert (answer.body["node"]["level"], {answer.body["node"]["node"]}) == ("region", regions)
     nobody = api.get(f"/v1/forecast/{quarter}", api.key("rep", rep_id="NOBODY"))
     assert nobody.status == 404 and nobody.body["detail"] == "no rep in your reach"
+
+
+def test_an_added_deal_may_reuse_any_crm_id_without_revealing_it(api, quarter):
+    outside = _biggest_driver(api, quarter, api.key("manager", rep_id="M002"))
+    key = api.key("manager", rep_id="M001")
+    close = str(api.state.tables.as_of.date())
+    added = {"deal_id": outside, "rep_id": "R0001", "amount": 5e6, "stage": "negotiation",
+             "expected_close": close, "win_probability": 0.99}  # fmt: skip
+    answer = api.post(f"/v1/forecast/{quarter}:scenario", {"add": [added]}, key)
+    assert answer.status == 200, answer.detail
+    assert answer.body["drivers"][0]["deal_id"] == f"new:{outside}"
