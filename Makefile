@@ -8,7 +8,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint format bench bench-generate bench-features bench-explain bench-revenue bench-service docs lock clean train mlflow-ui
+.PHONY: help venv run test fuzz lint format bench bench-generate bench-features bench-explain bench-revenue bench-service docs lock clean train mlflow-ui
 
 help: ## Show this list
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ test: $(STAMP) ## Run the whole test suite (PostgreSQL tests need FORECAST_TEST_
 	$(BIN)/ruff check src service tests benchmarks
 	$(BIN)/ruff format --check src service tests benchmarks
 	$(BIN)/pytest -n 2 --dist loadfile
+
+fuzz: $(STAMP) ## schemathesis over the service's OpenAPI schema, 1,000 cases per operation
+	FORECAST_FUZZ_CASES=$${FORECAST_FUZZ_CASES:-1000} $(BIN)/pytest tests/service/test_fuzz.py -n 0 -s -q
 
 lint: $(STAMP) ## Lint and check formatting
 	$(BIN)/ruff check src service tests benchmarks

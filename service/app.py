@@ -21,6 +21,7 @@ from forecast.settings import Settings, disable_telemetry, get_settings
 from service.metrics import CONTENT_TYPE
 from service.pages import install_dashboard
 from service.routes import router
+from service.schemas import METRICS_EXAMPLE, HealthOut, ReadyOut
 from service.state import (
     ModelMissingError,
     OrgTreeUnavailableError,
@@ -170,11 +171,17 @@ def create_app(settings: Settings | None = None, config: ServiceConfig | None = 
     # the pages answer a missing model or store with a page, the API still with JSON
     install_dashboard(app)
 
-    @app.get("/healthz", tags=["health"], summary="The process answers")
+    @app.get("/healthz", tags=["health"], summary="The process answers", response_model=HealthOut)
     async def healthz() -> dict[str, str]:  # async: answered on the loop, no thread to wait for
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], summary="Every champion is loaded")
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="Every champion is loaded",
+        response_model=ReadyOut,
+        responses={503: {"model": ReadyOut, "description": "Not ready: the problems say why."}},
+    )
     async def readyz() -> JSONResponse:  # async: answered even while every thread is busy
         problems = sorted(state.problems.values())
         if not state.ready:
@@ -187,7 +194,13 @@ def create_app(settings: Settings | None = None, config: ServiceConfig | None = 
         }
         return JSONResponse(body, status_code=200 if not problems else 503)
 
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        summary="Prometheus metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"example": METRICS_EXAMPLE}}}},
+    )
     def metrics() -> PlainTextResponse:
         return PlainTextResponse(state.metrics.render(state.versions()), media_type=CONTENT_TYPE)
 

@@ -1,6 +1,6 @@
 """Dependencies, declared once: the state, the caller, what the caller may do and may see.
 
-- a missing or bad key is 401; a role that may not call a function is 403;
+- a missing or bad key or bearer token is 401; a role that may not call a function is 403;
 - an object outside the caller's place in the org tree is 404, exactly as if it did not exist;
 - if the org tree cannot be read, access-checked endpoints answer 503 (never unfiltered).
 """
@@ -8,20 +8,31 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 import pandas as pd
-from fastapi import Depends, HTTPException, Request, Security
+from fastapi import Depends, HTTPException, Path, Query, Request, Security
 from fastapi.concurrency import run_in_threadpool
-from fastapi.security import APIKeyHeader
+from fastapi.exceptions import RequestValidationError
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from forecast.keys import Principal
+from forecast.tokens import TokenError, verify_token
+from service.schemas import ScenarioIn
 from service.state import OrgTreeUnavailableError, ServiceState
 
 api_key_header = APIKeyHeader(
     name="X-API-Key",
     auto_error=False,
     description="A key from `forecast keys create --role crm|rep|manager|admin [--rep-id R]`.",
+)
+
+
+bearer_header = HTTPBearer(
+    auto_error=False,
+    bearerFormat="JWT",
+    description="An OAuth2 bearer JWT with `role` and `rep_id` claims (when configured).",
 )
 
 
@@ -33,10 +44,20 @@ StateDep = Annotated[ServiceState, Depends(get_state)]
 
 
 async def current_caller(
-    request: Request, state: StateDep, key: Annotated[str | None, Security(api_key_header)]
+    request: Request,
+    state: StateDep,
+    key: Annotated[str | None, Security(api_key_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_header)],
 ) -> Principal:
-    # a key verified in the last `key_cache_seconds` needs no database, so no thread hop
-    principal = state.keys.remembered(key) or await run_in_threadpool(state.keys.verify, key)
+    """The caller, from a bearer JWT if one is sent, else from the API key."""
+    if bearer is not None:
+        try:
+            principal = verify_token(bearer.credentials, state.settings)
+        except TokenError as err:
+            raise HTTPException(401, str(err), headers={"WWW-Authenticate": "Bearer"}) from None
+    else:
+        # a key verified in the last `key_cache_seconds` needs no database, so no thread hop
+        principal = state.keys.remembered(key) or await run_in_threadpool(state.keys.verify, key)
     if principal is None:
         raise HTTPException(
             401,
@@ -116,7 +137,17 @@ def _visible(rep_id: object, within: frozenset[str] | None) -> bool:
     return isinstance(rep_id, str) and (within is None or rep_id in within)
 
 
-def deal_in_reach(deal_id: str, within: ReachDep, state: StateDep) -> str:
+def _path(example: str, what: str) -> Any:
+    return Path(description=what, openapi_examples={"example": {"value": example}})
+
+
+DealId = Annotated[str, _path("D-1042", "A deal's id.")]
+RepId = Annotated[str, _path("R0002", "A rep's id.")]
+TeamName = Annotated[str, _path("NA 1", "A team's name.")]
+AccountId = Annotated[str, _path("A-2207", "An account's id.")]
+
+
+def deal_in_reach(deal_id: DealId, within: ReachDep, state: StateDep) -> str:
     state.store()  # 503 without a store
     owner = state.deal_owners.get(deal_id)  # indexed when the store loads
     if owner is None or not _visible(owner, within):
@@ -124,14 +155,14 @@ def deal_in_reach(deal_id: str, within: ReachDep, state: StateDep) -> str:
     return deal_id
 
 
-def rep_in_reach(rep_id: str, within: ReachDep, state: StateDep) -> str:
+def rep_in_reach(rep_id: RepId, within: ReachDep, state: StateDep) -> str:
     reps = state.store().reps
     if not (reps["rep_id"] == rep_id).any() or not _visible(rep_id, within):
         raise HTTPException(404, f"no rep {rep_id!r}")
     return rep_id
 
 
-def team_in_reach(team: str, caller: Manager, within: ReachDep, state: StateDep) -> list[str]:
+def team_in_reach(team: TeamName, caller: Manager, within: ReachDep, state: StateDep) -> list[str]:
     """The team's reps the caller may see (404 when none): a team view is scoped like any."""
     reps = state.store().reps
     members = reps.loc[(reps["team"] == team) & (reps["role"] == "rep"), "rep_id"]
@@ -141,7 +172,17 @@ def team_in_reach(team: str, caller: Manager, within: ReachDep, state: StateDep)
     return visible
 
 
+def account_in_reach(account_id: AccountId, within: ReachDep, state: StateDep) -> str:
+    """An account is in reach when its owner rep is (an unowned one only for admins)."""
+    accounts = state.store().accounts
+    owners = accounts.loc[accounts["account_id"] == account_id, "owner_rep_id"]
+    if owners.empty or not (within is None or _visible(owners.iloc[0], within)):
+        raise HTTPException(404, f"no account {account_id!r}")
+    return account_id
+
+
 DealInReach = Annotated[str, Depends(deal_in_reach)]
+AccountInReach = Annotated[str, Depends(account_in_reach)]
 RepInReach = Annotated[str, Depends(rep_in_reach)]
 TeamInReach = Annotated[list[str], Depends(team_in_reach)]
 
@@ -166,3 +207,127 @@ def forecast_nodes_in_reach(
         visible[level] = frozenset(name for name, ids in people.items() if ids <= within)
     visible["company"] = frozenset({COMPANY}) if everyone <= within else frozenset()
     return visible
+
+
+Level = Literal["company", "region", "team", "rep"]
+QUARTERS_AHEAD = 3  # the data's as-of quarter and the next three can be forecast
+
+
+def invalid(where: tuple[str, ...], message: str, value: object) -> RequestValidationError:
+    """A 422 shaped like FastAPI's own (so it matches the documented schema), naming `where`."""
+    return RequestValidationError(
+        [{"type": "value_error", "loc": where, "msg": message, "input": value}]
+    )
+
+
+def quarter_in_range(
+    caller: Reader,
+    quarter: Annotated[
+        str,
+        Path(
+            pattern=r"^[0-9]{4}Q[1-4]$",
+            description="A calendar quarter: the data's as-of quarter or one of the next three.",
+            openapi_examples={"this quarter": {"value": "2026Q4"}},
+        ),
+    ],
+    state: StateDep,
+) -> str:
+    """The quarter, when it can be forecast (else 404 saying which can)."""
+    first = state.store().as_of.to_period("Q")
+    allowed = [str(first + n) for n in range(QUARTERS_AHEAD + 1)]
+    if quarter not in allowed:  # compared as text: year 0000 matches the pattern, not a Period
+        raise HTTPException(
+            404, f"no forecast for {quarter}: quarters {allowed[0]} to {allowed[-1]} can be"
+        )
+    return quarter
+
+
+@dataclass(frozen=True)
+class ForecastScope:
+    """The forecast node a caller asked for, and whose deals it may show (None: everyone's)."""
+
+    level: str
+    node: str
+    reps: frozenset[str] | None
+
+
+def forecast_scope(
+    caller: Reader,
+    within: ReachDep,
+    state: StateDep,
+    level: Annotated[
+        Level,
+        Query(description="The level of the node.", openapi_examples={"team": {"value": "team"}}),
+    ] = "company",
+    node: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description=(
+                "The node's name at that level (a region, team or rep id). Default: the company; "
+                "for a caller who cannot see the company, their own widest level (a director's "
+                "region, a manager's team, a rep's own node); for a lower level, its one node "
+                "in the caller's reach. With several there, 422 asks to name one."
+            ),
+            openapi_examples={"team": {"value": "NA 1"}},
+        ),
+    ] = None,
+) -> ForecastScope:
+    """The node, checked against `forecast_nodes_in_reach` (out of reach: 404, as if unknown)."""
+    from forecast.simulate import COMPANY
+
+    try:
+        visible = forecast_nodes_in_reach(state.reps(), within)
+    except OrgTreeUnavailableError as err:
+        raise HTTPException(503, str(err)) from None
+    if node is None:
+        level, node = _default_node(level, visible)
+    elif level == "company" and node != COMPANY:
+        raise HTTPException(404, f"no company {node!r}: the company node is {COMPANY!r}")
+    elif visible is not None and node not in visible[level]:
+        raise HTTPException(404, f"no {level} {node!r}")
+    return ForecastScope(level, node, within)
+
+
+def _default_node(level: str, visible: dict[str, frozenset[str]] | None) -> tuple[str, str]:
+    """The node meant when none is named (see the `node` parameter's description)."""
+    from forecast.simulate import COMPANY
+
+    if level == "company":
+        if visible is None or COMPANY in visible["company"]:
+            return "company", COMPANY
+        # the caller's own widest level: a director's region, a manager's team, a rep's own
+        level = next((lv for lv in ("region", "team", "rep") if visible[lv]), "rep")
+    names = None if visible is None else sorted(visible[level])
+    if names is not None and len(names) == 1:
+        return level, names[0]
+    if names == []:
+        raise HTTPException(404, f"no {level} in your reach")
+    shown = "" if names is None else f": {len(names)} in your reach, e.g. {', '.join(names[:5])}"
+    raise invalid(("query", "node"), f"name the {level} node{shown}", None)
+
+
+ForecastQuarter = Annotated[str, Depends(quarter_in_range)]
+ForecastNode = Annotated[ForecastScope, Depends(forecast_scope)]
+
+
+def scenario_in_reach(scenario: ScenarioIn, within: ReachDep, state: StateDep) -> ScenarioIn:
+    """Every deal a scenario names, and every added deal's rep, must be in the caller's reach.
+
+    An unknown deal and one out of reach answer the same 404 (naming it), as a read would.
+    """
+    tables = state.store()
+    named = scenario.deal_ids()
+    deals = tables.deals.loc[tables.deals["deal_id"].isin(named), ["deal_id", "rep_id"]]
+    owner = dict(zip(deals["deal_id"], deals["rep_id"], strict=True))
+    for deal_id in named:
+        if deal_id not in owner or not _visible(owner[deal_id], within):
+            raise HTTPException(404, f"no deal {deal_id!r}")
+    known = set(tables.reps["rep_id"])
+    for added in scenario.add:
+        if added.rep_id not in known or not _visible(added.rep_id, within):
+            raise HTTPException(404, f"no rep {added.rep_id!r} (added deal {added.deal_id!r})")
+    return scenario
+
+
+ScenarioInReach = Annotated[ScenarioIn, Depends(scenario_in_reach)]

@@ -5,41 +5,74 @@ from __future__ import annotations
 import math
 from dataclasses import fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
+from forecast.account_features import ACCOUNT_FEATURE_NAMES
 from forecast.explain import Explanation, explain
 from forecast.features import FEATURE_NAMES
 from forecast.predlog import Prediction
 from forecast.scoring import grade
-from service.deps import Admin, DealInReach, RepInReach, ScoringCaller, StateDep, TeamInReach
+from service.deps import (
+    AccountInReach,
+    Admin,
+    DealInReach,
+    ForecastNode,
+    ForecastQuarter,
+    ForecastScope,
+    Reader,
+    RepInReach,
+    ScenarioInReach,
+    ScoringCaller,
+    StateDep,
+    TeamInReach,
+    TeamName,
+    invalid,
+)
 from service.schemas import (
+    AccountBatchIn,
+    AccountBatchOut,
+    AccountScoreOut,
     DealBatchIn,
     DealBatchOut,
     DealScoreOut,
+    ForecastOut,
     ModelOut,
     ModelsOut,
     ProblemOut,
     ReloadOut,
     RepCoachingOut,
+    ScenarioOut,
     ServingModelOut,
     TeamCoachingOut,
     finite,
 )
-from service.state import DEAL_MODEL, ServiceState
+from service.state import CHURN_MODEL, DEAL_MODEL, ServiceState
+
+if TYPE_CHECKING:
+    from forecast.revenue import QuarterForecast
 
 router = APIRouter(prefix="/v1")
+DEFINITION = "bookings: won deals closing in the quarter + renewals passed in it"
 
 PROBLEMS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ProblemOut, "description": "Missing or invalid API key."},
+    401: {"model": ProblemOut, "description": "Missing or invalid API key or bearer token."},
     403: {"model": ProblemOut, "description": "The caller's role may not call this."},
-    503: {"model": ProblemOut, "description": "No champion loaded, or no CRM data."},
+    503: {
+        "model": ProblemOut,
+        "description": "No champion loaded, no CRM data, or the org tree cannot be read.",
+    },
 }
 READ_PROBLEMS = {**PROBLEMS, 404: {"model": ProblemOut, "description": "Unknown or out of reach."}}
+BODY_PROBLEMS = {
+    **PROBLEMS,
+    400: {"model": ProblemOut, "description": "The body cannot be parsed (not UTF-8 text)."},
+    413: {"model": ProblemOut, "description": "Body too large."},
+}
 
 
 def _fields(item: Any) -> dict[str, Any]:
@@ -56,30 +89,29 @@ def _score_out(
         probability=probability,
         grade=str(grade(probability)[0]),
         reasons=[finite(_fields(r)) for r in explanation.reasons],
-        recommendations=[_fields(r) for r in explanation.recommendations],
+        recommendations=[finite(_fields(r)) for r in explanation.recommendations],
         model=model,
         as_of=as_of,
     )
 
 
-def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """The deals as one block of values: typed columns cost more to build than a deal's score,
+def _frame(rows: list[dict[str, Any]], names: tuple[str, ...] = FEATURE_NAMES) -> pd.DataFrame:
+    """The rows as one block of values: typed columns cost more to build than a deal's score,
     and the scorer reads each value as a number or a category either way. Infinities are
     scored as missing."""
-    names = list(FEATURE_NAMES)
     values = [
         [np.nan if isinstance(v, float) and math.isinf(v) else v for v in map(row.get, names)]
         for row in rows
     ]
     block = np.empty((len(rows), len(names)), dtype=object)
     block[:] = values
-    return pd.DataFrame(block, columns=names, dtype=object)  # object: no per-column inference
+    return pd.DataFrame(block, columns=list(names), dtype=object)  # no per-column inference
 
 
 @router.post(
     "/deals:score",
     response_model=DealBatchOut,
-    responses={**PROBLEMS, 413: {"model": ProblemOut, "description": "Body too large."}},
+    responses=BODY_PROBLEMS,
     summary="Score 1 to 1,000 deals: probability, grade, reasons, recommendations",
 )
 def score_deals(body: DealBatchIn, request: Request, caller: ScoringCaller, state: StateDep):
@@ -166,7 +198,7 @@ def coach_rep(rep_id: RepInReach, state: StateDep):
     responses=READ_PROBLEMS,
     summary="Coaching for every rep of a team the caller manages (managers and admins)",
 )
-def coach_team(team: str, members: TeamInReach, state: StateDep):
+def coach_team(team: TeamName, members: TeamInReach, state: StateDep):
     from forecast.coaching import coach_team as coach
 
     tables = state.store()
@@ -212,3 +244,177 @@ async def reload(caller: Admin, state: StateDep):
 
     changed = await run_in_threadpool(work)
     return ReloadOut(models=_serving(state), changed=changed)
+
+
+# --- accounts -----------------------------------------------------------------------------------
+
+
+def _account_out(
+    explanation: Explanation,
+    account_id: str | None,
+    arr: float,
+    model: ModelOut,
+    as_of: datetime,
+    **stored: Any,
+) -> AccountScoreOut:
+    known = math.isfinite(arr)
+    return AccountScoreOut(
+        account_id=account_id,
+        churn_probability=explanation.probability,
+        arr=arr if known else None,
+        revenue_at_risk=finite(explanation.probability * arr) if known else None,
+        drivers=[finite(_fields(r)) for r in explanation.reasons],
+        retention_actions=[finite(_fields(r)) for r in explanation.recommendations],
+        model=model,
+        as_of=as_of,
+        **stored,
+    )
+
+
+@router.post(
+    "/accounts:score",
+    response_model=AccountBatchOut,
+    responses=BODY_PROBLEMS,
+    summary="Score 1 to 1,000 accounts: churn probability, revenue at risk, drivers, actions",
+)
+def score_accounts(body: AccountBatchIn, request: Request, caller: ScoringCaller, state: StateDep):
+    serving = state.champion(CHURN_MODEL)
+    as_of = body.as_of or datetime.now(UTC)
+    rows = [account.model_dump(exclude={"account_id"}) for account in body.accounts]
+    frame = _frame(rows, ACCOUNT_FEATURE_NAMES)
+    with np.errstate(over="ignore"):  # a huge mrr makes an infinite arr: no revenue at risk
+        arr = 12 * frame["mrr"].to_numpy(dtype=float)
+    explained = explain(
+        serving.scorer, frame, amount=np.nan_to_num(arr, nan=0, posinf=0), model="account"
+    )
+    model = ModelOut(name=serving.name, version=serving.version)
+    scores = [
+        _account_out(e, account.account_id, float(a), model, as_of)
+        for e, account, a in zip(explained, body.accounts, arr, strict=True)
+    ]
+    request_id = request.state.request_id
+    state.logs.predictions(
+        request_id=request_id,
+        caller=caller.key_id,
+        model=serving.name,
+        model_version=serving.version,
+        predictions=[
+            Prediction(
+                s.account_id,
+                row,
+                {"churn_probability": s.churn_probability, "revenue_at_risk": s.revenue_at_risk},
+            )
+            for s, row in zip(scores, rows, strict=True)
+        ],
+    )
+    state.metrics.count_scored(serving.name, len(scores))
+    return AccountBatchOut(request_id=request_id, model=model, as_of=as_of, scores=scores)
+
+
+@router.get(
+    "/accounts/{account_id}",
+    response_model=AccountScoreOut,
+    responses=READ_PROBLEMS,
+    summary="A stored account's current churn risk (reps: own accounts; managers: their org)",
+)
+def read_account(account_id: AccountInReach, request: Request, caller: Reader, state: StateDep):
+    from forecast.scoring import score_accounts as score_stored
+
+    serving = state.champion(CHURN_MODEL)
+    try:
+        [score] = score_stored(state.store(), serving.scorer, account_ids=[account_id])
+    except KeyError:
+        raise HTTPException(
+            404, f"account {account_id!r} is not billed recurring revenue: it has no churn risk"
+        ) from None
+    model = ModelOut(name=serving.name, version=serving.version)
+    out = _account_out(
+        score.explanation,
+        account_id,
+        score.arr,
+        model,
+        score.as_of.to_pydatetime(),
+        owner_rep_id=score.owner_rep_id,
+        segment=score.segment,
+    )
+    state.logs.predictions(
+        request_id=request.state.request_id,
+        caller=caller.key_id,
+        model=serving.name,
+        model_version=serving.version,
+        predictions=[
+            Prediction(
+                account_id,
+                {"account_id": account_id, "as_of": str(score.as_of), "store": "current"},
+                {
+                    "churn_probability": out.churn_probability,
+                    "revenue_at_risk": out.revenue_at_risk,
+                },
+            )
+        ],
+    )
+    state.metrics.count_scored(serving.name, 1)
+    return out
+
+
+# --- the revenue forecast -----------------------------------------------------------------------
+
+
+def _view(forecast: QuarterForecast, scope: ForecastScope) -> dict[str, Any]:
+    view = forecast.node_view(scope.level, scope.node, reps=scope.reps)
+    if view is None:  # in reach, but nothing booked or expected there this quarter
+        raise HTTPException(
+            404, f"no {scope.level} {scope.node!r} in the {forecast.quarter} forecast"
+        )
+    return finite(view)
+
+
+@router.get(
+    "/forecast/{quarter}",
+    response_model=ForecastOut,
+    responses=READ_PROBLEMS,
+    summary="A quarter's bookings forecast at a node: P10/P50/P90, target, parts, children",
+)
+def forecast(quarter: ForecastQuarter, scope: ForecastNode, state: StateDep):
+    serving = state.champion(DEAL_MODEL)
+    result = state.quarter_forecast(quarter)
+    view = _view(result, scope)
+    return ForecastOut(
+        quarter=result.quarter,
+        as_of=result.as_of.to_pydatetime(),
+        draws=result.draws,
+        model=ModelOut(name=serving.name, version=serving.version),
+        definition=DEFINITION,
+        **view,
+    )
+
+
+@router.post(
+    "/forecast/{quarter}:scenario",
+    response_model=ScenarioOut,
+    responses=BODY_PROBLEMS | {404: READ_PROBLEMS[404]},
+    summary="What if deals were lost, slipped, moved stage or were added: base and scenario",
+)
+def forecast_scenario(
+    quarter: ForecastQuarter, scope: ForecastNode, body: ScenarioInReach, state: StateDep
+):
+    serving = state.champion(DEAL_MODEL)
+    base = state.quarter_forecast(quarter)
+    try:
+        changed = state.quarter_forecast(quarter, body.to_scenario())
+    except KeyError as err:  # in reach, but not open at as-of (closed, or not in the quarter)
+        raise invalid(("body",), str(err.args[0]), None) from None
+    except ValueError as err:
+        raise invalid(("body",), str(err), None) from None
+    before, after = _view(base, scope), _view(changed, scope)
+    return ScenarioOut(
+        quarter=base.quarter,
+        as_of=base.as_of.to_pydatetime(),
+        draws=base.draws,
+        model=ModelOut(name=serving.name, version=serving.version),
+        name=body.name,
+        base=before["node"],
+        scenario=after["node"],
+        change_in_mean=after["node"]["mean"] - before["node"]["mean"],
+        drivers=after["drivers"],
+    )

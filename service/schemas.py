@@ -9,14 +9,22 @@ missing). An unknown field is refused with 422 naming it, so a typo never silent
 from __future__ import annotations
 
 import math
-from datetime import datetime
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+import pandas as pd
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, field_validator
 
-from forecast.features import DEAL_FEATURES
+from forecast.account_features import ACCOUNT_FEATURES
+from forecast.features import DEAL_FEATURES, Feature
+from forecast.schema import OPEN_STAGES, STAGES
+
+if TYPE_CHECKING:
+    from forecast.revenue import Scenario
 
 MAX_BATCH = 1000
+OPEN_STAGE_NAMES = tuple(OPEN_STAGES)
+STAGE_NAMES = tuple(STAGES)
 
 EXAMPLE_DEAL: dict[str, Any] = {
     "deal_id": "D-1042",
@@ -32,6 +40,15 @@ EXAMPLE_DEAL: dict[str, Any] = {
 }
 
 
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+# A moment in time; one without a zone (the CRM's as-of, a client's naive time) is taken as UTC,
+# so every answer carries an RFC 3339 date-time.
+Moment = Annotated[datetime, AfterValidator(_utc)]
+
+
 def finite(value: Any) -> Any:
     """JSON has no NaN: non-finite floats become null, recursively."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -43,9 +60,9 @@ def finite(value: Any) -> Any:
     return value
 
 
-def _feature_fields() -> dict[str, Any]:
+def _feature_fields(features: tuple[Feature, ...] = DEAL_FEATURES) -> dict[str, Any]:
     fields: dict[str, Any] = {}
-    for f in DEAL_FEATURES:
+    for f in features:
         kind = str if f.kind == "categorical" else float
         fields[f.name] = (kind | None, Field(default=None))
     return fields
@@ -74,7 +91,7 @@ class DealBatchIn(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"deals": [EXAMPLE_DEAL]}]}
     )
 
-    as_of: datetime | None = Field(
+    as_of: Moment | None = Field(
         default=None, description="The moment the features describe (default: now, UTC)."
     )
     deals: list[DealIn] = Field(  # type: ignore[valid-type]
@@ -82,7 +99,65 @@ class DealBatchIn(BaseModel):
     )
 
 
+EXAMPLE_MODEL = {"name": "deal-win", "version": "3"}
+EXAMPLE_REASON = {
+    "code": "engagement",
+    "feature": "days_since_last_activity",
+    "direction": "lowers",
+    "effect": -0.42,
+    "value": 30.0,
+    "typical": 4.0,
+    "text": "No activity for 30 days (won deals at this stage: 4)",
+}
+EXAMPLE_RECOMMENDATION = {
+    "action": "book_next_step",
+    "text": "Agree a dated next step with the buyer",
+    "probability_before": 0.31,
+    "probability_after": 0.38,
+    "lift_points": 7.0,
+    "expected_revenue_change": 3360.0,
+    "evidence": "No next step recorded",
+}
+EXAMPLE_DEAL_SCORE = {
+    "deal_id": "D-1042",
+    "probability": 0.31,
+    "grade": "C",
+    "trend_points": -4.5,
+    "reasons": [EXAMPLE_REASON],
+    "recommendations": [EXAMPLE_RECOMMENDATION],
+    "model": EXAMPLE_MODEL,
+    "as_of": "2026-11-15T00:00:00Z",
+}
+EXAMPLE_DEAL_BATCH = {
+    "request_id": "4f1c0c8e9b2d4a51a7c3d2e1f0a9b8c7",
+    "model": EXAMPLE_MODEL,
+    "as_of": "2026-11-15T00:00:00Z",
+    "scores": [EXAMPLE_DEAL_SCORE],
+}
+EXAMPLE_REP_COACHING = {
+    "rep_id": "R0002",
+    "name": "Ada Park",
+    "team": "NA 1",
+    "as_of": "2026-11-15T00:00:00",
+    "closed_deals": 48,
+    "win_rate": 0.21,
+    "team_win_rate": 0.27,
+    "bottleneck": "proposal",
+    "revenue_at_stake": 120000.0,
+    "findings": [{"stage": "proposal", "text": "Proposals advance at 41 % (team: 58 %)"}],
+    "funnel": [{"stage": "proposal", "reached": 61, "advanced": 25, "rate": 0.41}],
+}
+EXAMPLE_SERVING = {
+    "name": "deal-win",
+    "version": "3",
+    "status": "serving",
+    "loaded_at": "2026-11-15T08:00:00Z",
+    "detail": None,
+}
+
+
 class ModelOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_MODEL]})
     name: str
     version: str
 
@@ -108,12 +183,16 @@ class RecommendationOut(BaseModel):
     probability_before: float
     probability_after: float
     lift_points: float
-    expected_revenue_change: float
+    expected_revenue_change: float | None = Field(
+        description="lift x the amount at stake; null when the amount is not known."
+    )
     evidence: str
 
 
 class DealScoreOut(BaseModel):
     """A deal's calibrated win probability, grade, reasons and what would help."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_DEAL_SCORE]})
 
     deal_id: str | None
     probability: float
@@ -122,23 +201,26 @@ class DealScoreOut(BaseModel):
     reasons: list[ReasonOut]
     recommendations: list[RecommendationOut]
     model: ModelOut
-    as_of: datetime
+    as_of: Moment
 
 
 class DealBatchOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_DEAL_BATCH]})
     request_id: str
     model: ModelOut
-    as_of: datetime
+    as_of: Moment
     scores: list[DealScoreOut]
 
 
 class RepCoachingOut(BaseModel):
     """A rep against their team and the company (rates are shares; NaN becomes null)."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_REP_COACHING]})
+
     rep_id: str
     name: str | None
     team: str
-    as_of: datetime
+    as_of: Moment
     closed_deals: int
     win_rate: float | None
     team_win_rate: float | None
@@ -149,27 +231,427 @@ class RepCoachingOut(BaseModel):
 
 
 class TeamCoachingOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"team": "NA 1", "as_of": "2026-11-15T00:00:00", "reps": [EXAMPLE_REP_COACHING]}
+            ]
+        }
+    )
     team: str
-    as_of: datetime
+    as_of: Moment
     reps: list[RepCoachingOut]
 
 
 class ServingModelOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_SERVING]})
     name: str
     version: str | None
     status: str  # "serving" or "missing"
-    loaded_at: datetime | None = None
+    loaded_at: Moment | None = None
     detail: str | None = None
 
 
 class ModelsOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"models": [EXAMPLE_SERVING]}]})
     models: list[ServingModelOut]
 
 
 class ReloadOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"models": [EXAMPLE_SERVING], "changed": ["deal-win"]}]}
+    )
     models: list[ServingModelOut]
     changed: list[str]
 
 
 class ProblemOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"detail": "no deal 'D-1042'"}]})
     detail: str
+
+
+# --- accounts -----------------------------------------------------------------------------------
+
+EXAMPLE_ACCOUNT: dict[str, Any] = {
+    "account_id": "A-2207",
+    "segment": "mid_market",
+    "industry": "software",
+    "region": "EMEA",
+    "mrr": 4200.0,
+    "mrr_change_3m": -0.15,
+    "tenure_days": 820,
+    "days_to_contract_end": 45,
+    "tickets_90d": 7,
+    "satisfaction_last": 2.0,
+    "usage_change_3m": -0.3,
+    "days_since_rep_touch": 75,
+}
+
+
+class _AccountBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_ACCOUNT]})
+
+    account_id: str | None = Field(
+        default=None, max_length=200, description="Your id for the account, echoed and logged."
+    )
+
+
+AccountIn = create_model(
+    "AccountIn",
+    __base__=_AccountBase,
+    __doc__=(
+        "One account's churn-model features; every one optional, missing ones scored as missing. "
+        "`mrr` (monthly recurring revenue) also gives the revenue at risk."
+    ),
+    **_feature_fields(ACCOUNT_FEATURES),
+)
+
+
+class AccountBatchIn(BaseModel):
+    """1 to 1,000 accounts scored as of one moment."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"accounts": [EXAMPLE_ACCOUNT]}]}
+    )
+
+    as_of: Moment | None = Field(
+        default=None, description="The moment the features describe (default: now, UTC)."
+    )
+    accounts: list[AccountIn] = Field(  # type: ignore[valid-type]
+        min_length=1, max_length=MAX_BATCH, description=f"1 to {MAX_BATCH} accounts."
+    )
+
+
+EXAMPLE_ACCOUNT_SCORE = {
+    "account_id": "A-2207",
+    "churn_probability": 0.34,
+    "arr": 50400.0,
+    "revenue_at_risk": 17136.0,
+    "drivers": [
+        {
+            "code": "satisfaction",
+            "feature": "satisfaction_last",
+            "direction": "raises",
+            "effect": 0.61,
+            "value": 2.0,
+            "typical": None,
+            "text": "Last satisfaction score 2",
+        }
+    ],
+    "retention_actions": [
+        {
+            "action": "executive_check_in",
+            "text": "An executive check-in before the renewal",
+            "probability_before": 0.34,
+            "probability_after": 0.27,
+            "lift_points": 7.0,
+            "expected_revenue_change": 3528.0,
+            "evidence": "Last satisfaction score 2",
+        }
+    ],
+    "model": {"name": "account-churn", "version": "2"},
+    "as_of": "2026-11-15T00:00:00Z",
+}
+
+
+class AccountScoreOut(BaseModel):
+    """An account's churn probability, revenue at risk, what drives it and what would help."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_ACCOUNT_SCORE]})
+
+    account_id: str | None
+    churn_probability: float
+    arr: float | None = Field(description="12 x mrr; null when mrr is not known.")
+    revenue_at_risk: float | None = Field(description="churn_probability x arr (null: no mrr).")
+    owner_rep_id: str | None = None
+    segment: str | None = None
+    drivers: list[ReasonOut]
+    retention_actions: list[RecommendationOut]
+    model: ModelOut
+    as_of: Moment
+
+
+class AccountBatchOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "4f1c0c8e9b2d4a51a7c3d2e1f0a9b8c7",
+                    "model": EXAMPLE_ACCOUNT_SCORE["model"],
+                    "as_of": "2026-11-15T00:00:00Z",
+                    "scores": [EXAMPLE_ACCOUNT_SCORE],
+                }
+            ]
+        }
+    )
+
+    request_id: str
+    model: ModelOut
+    as_of: Moment
+    scores: list[AccountScoreOut]
+
+
+# --- the revenue forecast -----------------------------------------------------------------------
+
+EXAMPLE_NODE = {
+    "level": "team",
+    "node": "NA 1",
+    "parent": "NA",
+    "mean": 1_240_000.0,
+    "std": 180_000.0,
+    "p10": 1_010_000.0,
+    "p50": 1_235_000.0,
+    "p90": 1_470_000.0,
+    "target": 1_300_000.0,
+    "gap_to_target": 60_000.0,
+    "p_reach_target": 0.37,
+    "closed": 610_000.0,
+    "open": 380_000.0,
+    "new": 90_000.0,
+    "recurring": 160_000.0,
+    "open_deals": 41,
+}
+EXAMPLE_DRIVER = {
+    "rank": 1,
+    "deal_id": "D-1042",
+    "rep_id": "R0002",
+    "stage": "negotiation",
+    "amount": 210_000.0,
+    "expected_close": "2026-12-12T00:00:00",
+    "p_win": 0.55,
+    "p_inside": 0.41,
+    "expected_amount": 86_100.0,
+    "variance_share": 0.22,
+    "cumulative_share": 0.22,
+}
+
+
+class ForecastNodeOut(BaseModel):
+    """A node's quarter: the distribution, the target, and the mean split into its parts."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [EXAMPLE_NODE]})
+
+    level: str
+    node: str
+    parent: str | None = None
+    mean: float
+    std: float | None = None
+    p10: float
+    p50: float
+    p90: float
+    target: float | None = Field(default=None, description="null when no target is set.")
+    gap_to_target: float | None = Field(default=None, description="target - mean.")
+    p_reach_target: float | None = Field(default=None, description="P(bookings >= target).")
+    closed: float = Field(description="Deals won inside the quarter so far.")
+    open: float = Field(description="Expected from deals open now.")
+    new: float = Field(description="Expected from deals not yet created.")
+    recurring: float = Field(description="Renewals passed and still to come.")
+    open_deals: int | None = None
+
+
+class DriverDealOut(BaseModel):
+    """A deal carrying a share of the node's uncertainty (variance of its total)."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [EXAMPLE_DRIVER]})
+
+    rank: int
+    deal_id: str
+    rep_id: str | None = None
+    stage: str | None = None
+    amount: float | None = None
+    p_inside: float | None = None
+    variance_share: float | None = None
+    cumulative_share: float | None = None
+
+
+EXAMPLE_FORECAST = {
+    "quarter": "2026Q4",
+    "as_of": "2026-11-15T00:00:00",
+    "draws": 10000,
+    "model": EXAMPLE_MODEL,
+    "definition": "bookings: won deals closing in the quarter + renewals passed in it",
+    "node": EXAMPLE_NODE,
+    "children": [{**EXAMPLE_NODE, "level": "rep", "node": "R0002", "parent": "NA 1"}],
+    "drivers": [EXAMPLE_DRIVER],
+}
+
+
+class ForecastOut(BaseModel):
+    """A quarter's bookings forecast at one node of the org tree."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_FORECAST]})
+
+    quarter: str
+    as_of: Moment
+    draws: int
+    model: ModelOut
+    definition: str
+    node: ForecastNodeOut
+    children: list[ForecastNodeOut]
+    drivers: list[DriverDealOut] = Field(
+        description="The deals carrying most of the node's uncertainty (only deals in reach)."
+    )
+
+
+class AddedDealIn(BaseModel):
+    """A deal the CRM does not hold yet; scored like the rep's open deals of its stage.
+
+    It appears among the scenario's deals as `new:<deal_id>`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    deal_id: str = Field(min_length=1, max_length=200)
+    rep_id: str = Field(min_length=1, max_length=200)
+    amount: float = Field(ge=0, le=1e12)
+    stage: Literal[OPEN_STAGE_NAMES]  # type: ignore[valid-type]
+    expected_close: date
+    win_probability: float | None = Field(default=None, ge=0, le=1)
+
+
+EXAMPLE_SCENARIO = {
+    "name": "big deal slips, one lost",
+    "remove": ["D-0977"],
+    "slip": {"D-1042": 45},
+    "stage": {"D-1107": "negotiation"},
+    "add": [
+        {
+            "deal_id": "NEW-1",
+            "rep_id": "R0002",
+            "amount": 60000.0,
+            "stage": "proposal",
+            "expected_close": "2026-12-15",
+        }
+    ],
+}
+MAX_SCENARIO_DEALS = 1000
+# Added deals are named apart from the CRM's: an id taken by a deal out of reach must not be
+# answered differently from a free one (that would reveal the deal).
+ADDED_PREFIX = "new:"
+
+
+class ScenarioIn(BaseModel):
+    """Changes to the open pipeline; every deal named must be in the caller's reach."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_SCENARIO]})
+
+    name: str = Field(default="scenario", max_length=200)
+    remove: list[str] = Field(
+        default_factory=list, max_length=MAX_SCENARIO_DEALS, description="Deal ids taken out."
+    )
+    slip: dict[str, int] = Field(
+        default_factory=dict,
+        max_length=MAX_SCENARIO_DEALS,
+        description="Deal id -> days its expected close moves (positive: later, up to a year).",
+    )
+    stage: dict[str, Literal[STAGE_NAMES]] = Field(  # type: ignore[valid-type]
+        default_factory=dict,
+        max_length=MAX_SCENARIO_DEALS,
+        description="Deal id -> new stage (closed_won books it now, closed_lost removes it).",
+    )
+    add: list[AddedDealIn] = Field(default_factory=list, max_length=MAX_SCENARIO_DEALS)
+
+    @field_validator("slip")
+    @classmethod
+    def _a_year_at_most(cls, slip: dict[str, int]) -> dict[str, int]:
+        for deal_id, days in slip.items():
+            if abs(days) > 366:
+                raise ValueError(f"slip of {deal_id!r}: {days} days is more than a year")
+        return slip
+
+    def deal_ids(self) -> list[str]:
+        """The existing deals this scenario names."""
+        return list(dict.fromkeys([*self.remove, *self.slip, *self.stage]))
+
+    def to_scenario(self) -> Scenario:
+        from forecast.revenue import AddedDeal, Scenario
+
+        added = tuple(
+            AddedDeal(
+                deal_id=ADDED_PREFIX + d.deal_id,
+                rep_id=d.rep_id,
+                amount=d.amount,
+                stage=d.stage,
+                expected_close=pd.Timestamp(d.expected_close),
+                win_probability=d.win_probability,
+            )
+            for d in self.add
+        )
+        return Scenario(
+            name=self.name,
+            remove=tuple(self.remove),
+            add=added,
+            slip_days=dict(self.slip),
+            stage=dict(self.stage),
+        )
+
+
+class ScenarioOut(BaseModel):
+    """The node's figures before and after the scenario, drawn with the same random numbers."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "quarter": "2026Q4",
+                    "as_of": "2026-11-15T00:00:00",
+                    "draws": 10000,
+                    "model": EXAMPLE_MODEL,
+                    "name": EXAMPLE_SCENARIO["name"],
+                    "base": EXAMPLE_NODE,
+                    "scenario": {**EXAMPLE_NODE, "mean": 1_150_000.0, "p_reach_target": 0.24},
+                    "change_in_mean": -90_000.0,
+                    "drivers": [EXAMPLE_DRIVER],
+                }
+            ]
+        }
+    )
+
+    quarter: str
+    as_of: Moment
+    draws: int
+    model: ModelOut
+    name: str
+    base: ForecastNodeOut
+    scenario: ForecastNodeOut
+    change_in_mean: float
+    drivers: list[DriverDealOut] = Field(description="The scenario's uncertain deals in reach.")
+
+
+class HealthOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
+
+    status: str
+
+
+class ReadyOut(BaseModel):
+    """Ready when every champion is loaded (503 with the problems otherwise)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "ready": True,
+                    "models": {"deal-win": "3", "account-churn": "2"},
+                    "problems": [],
+                    "refused": [],
+                }
+            ]
+        }
+    )
+
+    ready: bool
+    models: dict[str, str | None]
+    problems: list[str]
+    refused: list[str] = Field(
+        default_factory=list,
+        description="Newer champion versions refused at load (the older ones keep serving).",
+    )
+
+
+METRICS_EXAMPLE = """\
+# TYPE forecast_http_requests_total counter
+forecast_http_requests_total{method="POST",route="/v1/deals:score",status="200"} 42
+# TYPE forecast_model_version gauge
+forecast_model_version{model="deal-win"} 3
+"""

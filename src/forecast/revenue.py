@@ -1284,6 +1284,29 @@ class QuarterForecast:
             "drivers": _records(drivers),
         }
 
+    def node_view(
+        self, level: str, node: str, *, reps: frozenset[str] | None = None
+    ) -> dict | None:
+        """One node, JSON-ready: its figures, its children's, and the deals carrying most of its
+        uncertainty (only those of `reps` when given); None when the node is not in the forecast.
+        """
+        nodes = self.level(level)
+        row = nodes[nodes["node"] == node]
+        if row.empty:
+            return None
+        below = LEVELS[LEVELS.index(level) - 1] if level != "rep" else None
+        children = self.nodes[(self.nodes["level"] == below) & (self.nodes["parent"] == node)]
+        top = self.drivers[(self.drivers["level"] == level) & (self.drivers["node"] == node)]
+        if reps is not None:
+            top = top[top["rep_id"].isin(reps)]
+            children = children[(children["level"] != "rep") | children["node"].isin(reps)]
+        drop = ["top_deals"]
+        return {
+            "node": _records(row.drop(columns=drop, errors="ignore"))[0],
+            "children": _records(children.drop(columns=drop, errors="ignore")),
+            "drivers": _records(top.drop(columns=["level", "node"])),
+        }
+
 
 def _records(frame: pd.DataFrame) -> list[dict]:
     clean = frame.astype(object).where(pd.notna(frame), None)

@@ -6,7 +6,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -65,6 +65,31 @@ class Settings(BaseSettings):
         description="After SIGTERM, how long the service keeps answering (with /readyz 503) "
         "before it stops taking connections, so a load balancer sees it leave.",
     )
+
+    # OAuth2 bearer JWTs for the service: off unless a secret or a public key is set
+    jwt_secret: SecretStr | None = Field(
+        default=None, description="Shared secret verifying HS256 bearer tokens (JWT)."
+    )
+    jwt_public_key: str | None = Field(
+        default=None, description="PEM public key verifying RS256/ES256 bearer tokens (JWT)."
+    )
+    jwt_algorithms: tuple[str, ...] | None = Field(
+        default=None,
+        description="Accepted JWT algorithms (default: HS256 with a secret, RS256 with a key).",
+    )
+    jwt_issuer: str | None = Field(default=None, description="Required `iss` of bearer tokens.")
+    jwt_audience: str | None = Field(default=None, description="Required `aud` of bearer tokens.")
+    jwt_role_claim: str = Field(default="role", description="The claim holding the caller's role.")
+    jwt_rep_id_claim: str = Field(
+        default="rep_id", description="The claim holding the caller's rep id (reps, managers)."
+    )
+    jwt_leeway_seconds: int = Field(
+        default=30, ge=0, le=600, description="Clock skew allowed on `exp` and `nbf`."
+    )
+
+    @property
+    def jwt_enabled(self) -> bool:
+        return self.jwt_secret is not None or self.jwt_public_key is not None
 
     @property
     def store_path(self) -> Path:

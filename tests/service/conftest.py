@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -21,6 +22,23 @@ from fastapi import FastAPI
 from forecast.keys import create_key
 from forecast.settings import get_settings
 from service.state import ServiceState
+
+# Every operation the service documents (tests check each one's documentation and fuzz it).
+OPERATIONS = {
+    "POST /v1/deals:score",
+    "GET /v1/deals/{deal_id}",
+    "POST /v1/accounts:score",
+    "GET /v1/accounts/{account_id}",
+    "GET /v1/forecast/{quarter}",
+    "POST /v1/forecast/{quarter}:scenario",
+    "GET /v1/coaching/reps/{rep_id}",
+    "GET /v1/coaching/teams/{team}",
+    "GET /v1/models",
+    "POST /v1/admin/reload",
+    "GET /healthz",
+    "GET /readyz",
+    "GET /metrics",
+}
 
 
 @dataclass
@@ -49,10 +67,13 @@ class Api:
         key: str | None = None,
         json_body: object = None,
         data: bytes | None = None,
+        token: str | None = None,
     ) -> Answer:
         headers = {"Content-Type": "application/json"}
         if key:
             headers["X-API-Key"] = key
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
         if json_body is not None:
             data = json.dumps(json_body).encode()
         request = urllib.request.Request(self.base + path, data, headers, method=method)
@@ -105,9 +126,10 @@ def serve(app: FastAPI) -> Iterator[Api]:
 def home_env(home: Path, **env: str) -> Iterator[None]:
     """FORECAST_HOME (and `env`) for a module-scoped fixture; settings re-read on both ends."""
     with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):  # no setting leaks in from outside (tests' own stay)
+            if name.startswith("FORECAST_") and not name.startswith("FORECAST_TEST_"):
+                mp.delenv(name)
         mp.setenv("FORECAST_HOME", str(home))
-        for name in ("FORECAST_TRACKING_URI", "FORECAST_DATABASE_URL", "FORECAST_STORE_DIR"):
-            mp.delenv(name, raising=False)
         for name, value in env.items():
             mp.setenv(name, value)
         mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")

@@ -7,19 +7,26 @@ import pytest
 import sqlalchemy as sa
 
 from forecast.predlog import audit_log
-from forecast.scoring import open_deal_ids
+from forecast.scoring import billed_account_ids, open_deal_ids
 
 # (role, acting as) -> object -> expected status. In the generated world M001 manages R0001-3
 # (team "NA 1") under director D01; R0004 is in team "EMEA 1" under M002.
-OBJECTS = ("own_deal", "other_deal", "own_rep", "other_rep", "own_team", "other_team")
+# Forecast nodes: a rep's own node, another team's rep, the company.
+OBJECTS = (
+    "own_deal", "other_deal", "own_rep", "other_rep", "own_team", "other_team",
+    "own_account", "other_account", "own_forecast", "other_forecast", "company_forecast",
+)  # fmt: skip
 MATRIX = {
-    ("crm", None): (403, 403, 403, 403, 403, 403),
-    ("rep", "R0001"): (200, 404, 200, 404, 403, 403),
-    ("manager", "M001"): (200, 404, 200, 404, 200, 404),
-    ("manager", "D01"): (200, 404, 200, 404, 200, 404),  # a director: a manager higher up
-    ("manager", "E01"): (200, 200, 200, 200, 200, 200),  # the top of the tree sees it all
-    ("rep", "NOBODY"): (404, 404, 404, 404, 403, 403),  # a key for someone not in the tree
-    ("admin", None): (200, 200, 200, 200, 200, 200),
+    ("crm", None): (403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403),
+    ("rep", "R0001"): (200, 404, 200, 404, 403, 403, 200, 404, 200, 404, 404),
+    ("manager", "M001"): (200, 404, 200, 404, 200, 404, 200, 404, 200, 404, 404),
+    # a director: a manager higher up
+    ("manager", "D01"): (200, 404, 200, 404, 200, 404, 200, 404, 200, 404, 404),
+    # the top of the tree sees it all
+    ("manager", "E01"): (200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200),
+    # a key for someone not in the tree
+    ("rep", "NOBODY"): (404, 404, 404, 404, 403, 403, 404, 404, 404, 404, 404),
+    ("admin", None): (200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200),
 }
 
 
@@ -32,7 +39,20 @@ def paths(api):
     def open_deal_of(rep_id: str) -> str:
         return str(deals.loc[deals["rep_id"] == rep_id, "deal_id"].iloc[0])
 
+    billed = tables.accounts[
+        tables.accounts["account_id"].isin(billed_account_ids(tables, tables.as_of))
+    ]
+
+    def billed_account_of(rep_id: str) -> str:
+        return str(billed.loc[billed["owner_rep_id"] == rep_id, "account_id"].iloc[0])
+
+    quarter = tables.as_of.to_period("Q")
     return {
+        "own_account": f"/v1/accounts/{billed_account_of('R0001')}",
+        "other_account": f"/v1/accounts/{billed_account_of('R0004')}",
+        "own_forecast": f"/v1/forecast/{quarter}?level=rep&node=R0001",
+        "other_forecast": f"/v1/forecast/{quarter}?level=rep&node=R0004",
+        "company_forecast": f"/v1/forecast/{quarter}?level=company&node=company",
         "own_deal": f"/v1/deals/{open_deal_of('R0001')}",
         "other_deal": f"/v1/deals/{open_deal_of('R0004')}",
         "own_rep": "/v1/coaching/reps/R0001",
@@ -56,6 +76,14 @@ def test_out_of_reach_looks_exactly_like_unknown(api, paths):
     assert other.status == unknown.status == 404
     other_id = paths["other_deal"].rsplit("/", 1)[1]
     assert other.body["detail"] == unknown.body["detail"].replace("NO-SUCH-DEAL", other_id)
+
+
+def test_an_out_of_reach_account_looks_exactly_like_an_unknown_one(api, paths):
+    key = api.key("rep", rep_id="R0001")
+    other = api.get(paths["other_account"], key)
+    other_id = paths["other_account"].rsplit("/", 1)[1]
+    assert other.status == 404 and other.body["detail"] == f"no account {other_id!r}"
+    assert api.get("/v1/accounts/NO-SUCH", key).body["detail"] == "no account 'NO-SUCH'"
 
 
 def test_every_read_without_a_key_is_401(api, paths):

@@ -6,7 +6,7 @@ import pytest
 
 from service.app import create_app
 from service.state import ServiceConfig
-from tests.service.conftest import home_env, serve
+from tests.service.conftest import OPERATIONS, home_env, serve
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +61,49 @@ def test_metrics_count_requests_latency_errors_and_versions(bare):
     assert 'forecast_model_version{model="deal-win"} 0' in text
 
 
-def test_every_operation_is_documented_with_its_problems(bare):
+def _resolved(schema: dict, node: dict) -> dict:
+    while "$ref" in node:
+        node = schema["components"]["schemas"][node["$ref"].rsplit("/", 1)[1]]
+    return node
+
+
+def _has_example(schema: dict, content: dict) -> bool:
+    return bool(
+        content.get("example")
+        or content.get("examples")
+        or _resolved(schema, content.get("schema", {})).get("examples")
+    )
+
+
+def test_every_operation_is_documented_with_examples_and_its_problems(bare):
     schema = bare.get("/openapi.json").body
-    score = schema["paths"]["/v1/deals:score"]["post"]
-    assert {"401", "413", "422", "503"} <= set(score["responses"])
-    assert schema["components"]["schemas"]["DealBatchIn"]["examples"]
+    operations = [(p, m, op) for p, ops in schema["paths"].items() for m, op in ops.items()]
+    assert {f"{m.upper()} {p}" for p, m, _ in operations} >= OPERATIONS
+    for path, method, op in operations:
+        where = f"{method.upper()} {path}"
+        assert op.get("summary"), where
+        ok = op["responses"]["200"]["content"]
+        assert ok and all(_has_example(schema, c) for c in ok.values()), f"{where}: answer example"
+        body = op.get("requestBody", {}).get("content", {})
+        assert all(_has_example(schema, c) for c in body.values()), f"{where}: request example"
+        parameters = op.get("parameters", [])
+        for parameter in parameters:
+            assert parameter.get("examples"), f"{where}: example of {parameter['name']}"
+        if not path.startswith("/v1/"):
+            continue
+        expected = {"401", "403", "503"}
+        expected |= {"422"} if parameters or body else set()
+        expected |= {"413"} if body else set()
+        expected |= {"404"} if any(p["in"] == "path" for p in parameters) else set()
+        assert expected <= set(op["responses"]), f"{where}: {sorted(op['responses'])}"
+    assert {"APIKeyHeader", "HTTPBearer"} == set(schema["components"]["securitySchemes"])
+
+
+def test_account_scoring_without_a_churn_champion_says_how_to_train_one(bare):
+    answer = bare.post("/v1/accounts:score", {"accounts": [{}]}, key=bare.key("crm"))
+    assert answer.status == 503
+    assert "account-churn" in answer.body["detail"]
+    assert "forecast train churn" in answer.body["detail"]
 
 
 def test_a_streamed_response_passes_the_middleware_whole(tmp_path):
