@@ -39,6 +39,7 @@ def test_a_batch_gets_churn_revenue_at_risk_drivers_actions_model_and_as_of(api)
         assert 0.0 <= score["churn_probability"] <= 1.0 and score["model"] == out["model"]
     for action in first["retention_actions"]:  # an action lowers the risk
         assert action["probability_after"] < action["probability_before"]
+    api.state.logs.flush()  # rows are written in batches, off the request path
     logged = predictions_for(api.state.engine, out["request_id"])
     assert [r["subject"] for r in logged] == ["CRM-A1", None, None]
     assert {r["model"] for r in logged} == {"account-churn"}

@@ -70,6 +70,7 @@ def test_a_valid_token_acts_with_its_role_and_reach(jwt_api, deals, claims, own,
 
 def test_a_token_caller_is_audit_logged_by_subject(jwt_api, deals):
     jwt_api.call("GET", f"/v1/deals/{deals['R0001']}", token=token(role="admin", sub="ops-42"))
+    jwt_api.state.logs.flush()  # rows are written in batches, off the request path
     with jwt_api.state.engine.connect() as conn:
         rows = conn.execute(sa.select(audit_log).where(audit_log.c.caller == "jwt:ops-42")).all()
     assert [(r.role, r.status) for r in rows] == [("admin", 200)], [tuple(r) for r in rows]
