@@ -13,6 +13,7 @@ from forecast.features import (
     ACTIVITY_WINDOWS,
     COUNTED_KINDS,
     FEATURE_NAMES,
+    RECORD_DAYS,
     SHRINK_DEALS,
     TRAILING_DAYS,
     deal_features,
@@ -93,14 +94,15 @@ def slow_deal_features(t: CrmTables, deal_id: str, as_of: pd.Timestamp) -> dict:
 
     reps = t.reps.set_index("rep_id")
     team = reps.loc[deal["rep_id"], "team"]
-    window = closed[closed["changed_at"] > as_of - TRAILING_DAYS * DAY]
+    last_year = closed[closed["changed_at"] > as_of - TRAILING_DAYS * DAY]
+    window = closed[closed["changed_at"] > as_of - RECORD_DAYS * DAY]
     by_rep = window[window["rep_id"] == deal["rep_id"]]
     by_team = window[window["rep_id"].map(reps["team"]) == team]
     team_rate = ((by_team["stage"] == "closed_won").sum() + 1) / (len(by_team) + 3)
     f["rep_win_rate"] = ((by_rep["stage"] == "closed_won").sum() + SHRINK_DEALS * team_rate) / (
         len(by_rep) + SHRINK_DEALS
     )
-    f["rep_closed_deals_365d"] = len(by_rep)
+    f["rep_closed_deals_365d"] = int((last_year["rep_id"] == deal["rep_id"]).sum())
     progress = {"prospecting": 0, "qualification": 1, "proposal": 2, "negotiation": 3}
     progress |= {"closed_won": 4, "closed_lost": -1}
     hist_all = t.deal_history[t.deal_history["changed_at"] <= as_of]
@@ -129,6 +131,23 @@ def slow_deal_features(t: CrmTables, deal_id: str, as_of: pd.Timestamp) -> dict:
     f["product_family"] = product["family"]
     for column in ("industry", "region", "segment"):
         f[column] = account[column]
+
+    # first quotes (earliest recorded amount) of deals of this product in this segment, last year
+    quoted = t.deal_history[
+        (t.deal_history["changed_at"] <= as_of) & (t.deal_history["amount"] > 0)
+    ].sort_values("changed_at")
+    first = quoted.groupby("deal_id").head(1).set_index("deal_id")
+    segment_of = t.accounts.set_index("account_id")["segment"]
+    peers = first[
+        (first["changed_at"] > as_of - TRAILING_DAYS * DAY)
+        & (first.index.map(product_of) == deal["product_id"])
+        & (
+            first.index.map(t.deals.set_index("deal_id")["account_id"]).map(segment_of)
+            == account["segment"]
+        )
+    ]
+    own = np.log(first.loc[deal_id, "amount"]) if deal_id in first.index else np.nan
+    f["amount_vs_typical"] = np.exp(own - np.log(peers["amount"]).mean()) if len(peers) else np.nan
     return f
 
 
