@@ -315,14 +315,14 @@ def _trailing(
     closes: pd.DataFrame,
     pair_codes: np.ndarray,
     event_codes: np.ndarray,
-    days: int = RECORD_DAYS,
+    days: int | None = None,
 ) -> pd.DataFrame:
-    """Wins and closes per key in (as_of - days, as_of], for each snapshot."""
+    """Wins and closes per key in (as_of - days, as_of] (RECORD_DAYS by default), per snapshot."""
     values = {"won": closes["won"].to_numpy(), "n": np.ones(len(closes))}
     running = running_sums(closes.assign(key=event_codes), "key", "at", values)
     left = pairs.assign(key=pair_codes)
     now = running_at(left, running, "key", "at")
-    then = running_at(left, running, "key", "at", shift_days=days)
+    then = running_at(left, running, "key", "at", shift_days=RECORD_DAYS if days is None else days)
     return now[["won", "n"]] - then[["won", "n"]].to_numpy()
 
 
