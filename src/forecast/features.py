@@ -26,6 +26,9 @@ from forecast.tables import CrmTables
 ACTIVITY_WINDOWS = (7, 30, 90)
 COUNTED_KINDS = ("call", "email", "meeting", "demo", "proposal")
 TRAILING_DAYS = 365
+# win rates (rep, rep from a stage, product in an industry) look back two years: with about 130
+# deals a rep a year, one year of closes leaves a rep's rate too noisy to tell skill from luck
+RECORD_DAYS = 730
 SHRINK_DEALS = 20  # a rep's win rate counts as this many deals of the team's rate
 STAGE_PROGRESS = {
     **{stage: i for i, stage in enumerate(OPEN_STAGES)},
@@ -51,6 +54,7 @@ DEAL_FEATURES: tuple[Feature, ...] = (
     Feature("amount"),
     Feature("amount_change_ratio"),
     Feature("amount_changes"),
+    Feature("amount_vs_typical"),
     Feature("close_pushes", monotone=-1),
     Feature("days_to_expected_close"),
     Feature("expected_close_in_quarter"),
@@ -156,6 +160,7 @@ def deal_features(tables: CrmTables, snapshots: pd.DataFrame) -> pd.DataFrame:
     _add_account(out, pairs, tables)
     _add_rep(out, pairs, tables)
     _add_fixed(out, pairs, tables)
+    _add_size(out, pairs, tables)
     quarter = as_of.dt.to_period("Q")
     out["days_into_quarter"] = (as_of - quarter.dt.start_time).dt.days.to_numpy()
     out["days_left_in_quarter"] = (quarter.dt.end_time.dt.normalize() - as_of).dt.days.to_numpy()
@@ -306,14 +311,18 @@ def _fit_key(product: np.ndarray, industry: np.ndarray) -> np.ndarray:
 
 
 def _trailing(
-    pairs: pd.DataFrame, closes: pd.DataFrame, pair_codes: np.ndarray, event_codes: np.ndarray
+    pairs: pd.DataFrame,
+    closes: pd.DataFrame,
+    pair_codes: np.ndarray,
+    event_codes: np.ndarray,
+    days: int | None = None,
 ) -> pd.DataFrame:
-    """Wins and closes per key in (as_of - TRAILING_DAYS, as_of], for each snapshot."""
+    """Wins and closes per key in (as_of - days, as_of] (RECORD_DAYS by default), per snapshot."""
     values = {"won": closes["won"].to_numpy(), "n": np.ones(len(closes))}
     running = running_sums(closes.assign(key=event_codes), "key", "at", values)
     left = pairs.assign(key=pair_codes)
     now = running_at(left, running, "key", "at")
-    then = running_at(left, running, "key", "at", shift_days=TRAILING_DAYS)
+    then = running_at(left, running, "key", "at", shift_days=RECORD_DAYS if days is None else days)
     return now[["won", "n"]] - then[["won", "n"]].to_numpy()
 
 
@@ -372,7 +381,8 @@ def _add_rep(out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables) -> None:
     team_rate = (team_counts["won"] + 1) / (team_counts["n"] + 3)  # a weak prior when a team is new
     shrunk = (rep_counts["won"] + SHRINK_DEALS * team_rate) / (rep_counts["n"] + SHRINK_DEALS)
     out["rep_win_rate"] = shrunk.to_numpy()
-    out["rep_closed_deals_365d"] = rep_counts["n"].to_numpy()
+    last_year = _trailing(pairs, closes, deal_rep, close_rep, days=TRAILING_DAYS)
+    out["rep_closed_deals_365d"] = last_year["n"].to_numpy()
     hired = reps["hired_at"].to_numpy()[deal_rep]
     out["rep_tenure_days"] = (pairs["as_of"].to_numpy() - hired) / np.timedelta64(1, "D")
 
@@ -415,6 +425,49 @@ def _add_rep(out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables) -> None:
     out["fit_win_rate"] = (
         (fit["won"] + SHRINK_DEALS * prior) / (fit["n"] + SHRINK_DEALS)
     ).to_numpy()
+
+
+def _add_size(out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables) -> None:
+    """How big the first quote is against the usual first quote of the product in the segment.
+
+    The usual one is the geometric mean over deals of the same product and segment created in
+    (as_of - TRAILING_DAYS, as_of]; a ratio (1 = usual), NaN without a first amount.
+    """
+    history = tables.deal_history
+    first = history.sort_values(["deal_id", "changed_at"], kind="stable")
+    first = first[first["amount"].notna() & (first["amount"] > 0)]
+    first = first.drop_duplicates("deal_id")
+    deals = tables.deals.set_index("deal_id")
+    segment = tables.accounts.set_index("account_id")["segment"]
+
+    def key(deal_ids: np.ndarray) -> np.ndarray:
+        product = deals["product_id"].reindex(deal_ids).to_numpy()
+        return _fit_key(product, segment.reindex(deals["account_id"].reindex(deal_ids)).to_numpy())
+
+    quotes = pd.DataFrame(
+        {
+            "key_name": key(first["deal_id"].to_numpy()),
+            "at": first["changed_at"].to_numpy(),
+            "log_amount": np.log(first["amount"].to_numpy(dtype=float)),
+            "deal_id": first["deal_id"].to_numpy(),
+        }
+    )
+    key_index = pd.Index(pd.unique(quotes["key_name"]))
+    events = quotes.assign(key=_codes(quotes["key_name"].to_numpy(), key_index))
+    values = {"log_amount": events["log_amount"].to_numpy(), "n": np.ones(len(events))}
+    running = running_sums(events, "key", "at", values)
+    deal_ids = tables.deals["deal_id"].to_numpy()[pairs["deal"]]
+    left = pairs.assign(key=_codes(key(deal_ids), key_index))
+    now = running_at(left, running, "key", "at")
+    then = running_at(left, running, "key", "at", shift_days=TRAILING_DAYS)
+    n = (now["n"] - then["n"]).to_numpy()
+    total = (now["log_amount"] - then["log_amount"]).to_numpy()
+    typical = np.where(n > 0, total / np.where(n > 0, n, 1), np.nan)
+    own = quotes.set_index("deal_id")["log_amount"].reindex(deal_ids).to_numpy()
+    # the deal's own first quote counts only once it was recorded
+    recorded = first.set_index("deal_id")["changed_at"].reindex(deal_ids).to_numpy()
+    own = np.where(recorded <= pairs["as_of"].to_numpy(), own, np.nan)
+    out["amount_vs_typical"] = np.exp(np.where(left["key"].to_numpy() >= 0, own - typical, np.nan))
 
 
 def _add_fixed(out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables) -> None:

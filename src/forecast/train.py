@@ -829,8 +829,9 @@ def _card_limits(result: WinTrainResult) -> list[str]:
         lines += [
             f"- The generator's truth scores ROC AUC {m.loc['truth', 'auc']:.3f} on the same rows,"
             f" the model {m.loc['model', 'auc']:.3f}. Part of the truth is recorded nowhere:",
-            "  each deal's latent engagement shows only through a few activities early on, and",
-            "  each deal has its own noise. No model of the recorded data can reach it.",
+            "  each deal's latent engagement shows only through a few activities early on, a",
+            "  rep's skill and a product's fit only through a few hundred closed deals, and each",
+            "  deal has its own noise. No model of the recorded data can reach it.",
         ]
     stage_share = float(result.gain_share.get("stage", 0.0))
     return [

@@ -8,11 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from forecast import features as features_module
 from forecast.datasets import make_crm
 from forecast.features import (
     ACTIVITY_WINDOWS,
     COUNTED_KINDS,
     FEATURE_NAMES,
+    RECORD_DAYS,
     SHRINK_DEALS,
     TRAILING_DAYS,
     deal_features,
@@ -36,7 +38,9 @@ def as_of_dates(world):
     return snapshot_dates("2024-03-01", "2025-06-30", freq="4W-SUN")
 
 
-def slow_deal_features(t: CrmTables, deal_id: str, as_of: pd.Timestamp) -> dict:
+def slow_deal_features(
+    t: CrmTables, deal_id: str, as_of: pd.Timestamp, record_days: int = RECORD_DAYS
+) -> dict:
     """Every feature for one deal at one moment, by plain filtering: the oracle."""
     deal = t.deals.set_index("deal_id").loc[deal_id]
     hist = t.deal_history[
@@ -93,14 +97,15 @@ def slow_deal_features(t: CrmTables, deal_id: str, as_of: pd.Timestamp) -> dict:
 
     reps = t.reps.set_index("rep_id")
     team = reps.loc[deal["rep_id"], "team"]
-    window = closed[closed["changed_at"] > as_of - TRAILING_DAYS * DAY]
+    last_year = closed[closed["changed_at"] > as_of - TRAILING_DAYS * DAY]
+    window = closed[closed["changed_at"] > as_of - record_days * DAY]
     by_rep = window[window["rep_id"] == deal["rep_id"]]
     by_team = window[window["rep_id"].map(reps["team"]) == team]
     team_rate = ((by_team["stage"] == "closed_won").sum() + 1) / (len(by_team) + 3)
     f["rep_win_rate"] = ((by_rep["stage"] == "closed_won").sum() + SHRINK_DEALS * team_rate) / (
         len(by_rep) + SHRINK_DEALS
     )
-    f["rep_closed_deals_365d"] = len(by_rep)
+    f["rep_closed_deals_365d"] = int((last_year["rep_id"] == deal["rep_id"]).sum())
     progress = {"prospecting": 0, "qualification": 1, "proposal": 2, "negotiation": 3}
     progress |= {"closed_won": 4, "closed_lost": -1}
     hist_all = t.deal_history[t.deal_history["changed_at"] <= as_of]
@@ -129,17 +134,31 @@ def slow_deal_features(t: CrmTables, deal_id: str, as_of: pd.Timestamp) -> dict:
     f["product_family"] = product["family"]
     for column in ("industry", "region", "segment"):
         f[column] = account[column]
+
+    # first quotes (earliest recorded amount) of deals of this product in this segment, last year
+    quoted = t.deal_history[
+        (t.deal_history["changed_at"] <= as_of) & (t.deal_history["amount"] > 0)
+    ].sort_values("changed_at")
+    first = quoted.groupby("deal_id").head(1).set_index("deal_id")
+    segment_of = t.accounts.set_index("account_id")["segment"]
+    peers = first[
+        (first["changed_at"] > as_of - TRAILING_DAYS * DAY)
+        & (first.index.map(product_of) == deal["product_id"])
+        & (
+            first.index.map(t.deals.set_index("deal_id")["account_id"]).map(segment_of)
+            == account["segment"]
+        )
+    ]
+    own = np.log(first.loc[deal_id, "amount"]) if deal_id in first.index else np.nan
+    f["amount_vs_typical"] = np.exp(own - np.log(peers["amount"]).mean()) if len(peers) else np.nan
     return f
 
 
-def test_fast_features_equal_the_slow_loop(world, as_of_dates):
-    t = world.tables
-    snapshots = deal_snapshots(t, as_of_dates)
-    sample = snapshots.sample(n=150, random_state=0).reset_index(drop=True)
+def _fast_equals_slow(t: CrmTables, sample: pd.DataFrame, record_days: int = RECORD_DAYS) -> None:
     fast = deal_features(t, sample)
     assert list(fast.columns) == ["deal_id", "as_of", *FEATURE_NAMES]
     for i, row in sample.iterrows():
-        expected = slow_deal_features(t, row["deal_id"], row["as_of"])
+        expected = slow_deal_features(t, row["deal_id"], row["as_of"], record_days)
         for name in FEATURE_NAMES:
             got, want = fast.at[i, name], expected[name]
             if isinstance(want, str):
@@ -152,6 +171,19 @@ def test_fast_features_equal_the_slow_loop(world, as_of_dates):
                     got,
                     want,
                 )
+
+
+def test_fast_features_equal_the_slow_loop(world, as_of_dates):
+    snapshots = deal_snapshots(world.tables, as_of_dates)
+    _fast_equals_slow(world.tables, snapshots.sample(n=150, random_state=0).reset_index(drop=True))
+
+
+def test_the_win_rate_record_window_cuts_where_the_slow_loop_does(world, as_of_dates, monkeypatch):
+    """This world is shorter than RECORD_DAYS: a short window makes its edge matter here."""
+    monkeypatch.setattr(features_module, "RECORD_DAYS", 120)
+    snapshots = deal_snapshots(world.tables, as_of_dates[as_of_dates >= "2024-09-01"])
+    sample = snapshots.sample(n=60, random_state=1).reset_index(drop=True)
+    _fast_equals_slow(world.tables, sample, record_days=120)
 
 
 def test_snapshots_are_the_deals_open_at_each_as_of(world, as_of_dates):
