@@ -238,12 +238,13 @@ def start_ours(home: Path, port: int, args: argparse.Namespace) -> subprocess.Po
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def start_peer(home: Path, port: int, version: str) -> subprocess.Popen:
+def start_peer(home: Path, port: int, version: str, workers: int) -> subprocess.Popen:
+    """The peer with as many worker processes as ours: the same machine for both."""
     from forecast.settings import get_settings
 
     env = {**environment(home), "MLFLOW_TRACKING_URI": get_settings().mlflow_tracking_uri}
     command = ["mlflow", "models", "serve", "-m", f"models:/deal-win/{version}"]
-    command += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    command += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", str(workers)]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -367,7 +368,7 @@ def compare(home: Path, ours_request: str, deal: dict, args: argparse.Namespace)
         stop(server)
     if not args.no_peer:
         port = free_port()
-        peer = start_peer(home, port, version)
+        peer = start_peer(home, port, version, args.workers)
         try:
             wait_for(f"http://127.0.0.1:{port}/ping", peer, seconds=180)
             body = peer_body(deal)
