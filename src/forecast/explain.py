@@ -14,7 +14,7 @@ equals the pipeline's own `predict_proba`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -26,7 +26,7 @@ from sklearn.calibration import CalibratedClassifierCV, _SigmoidCalibration
 
 from forecast.catalogue import Action, Catalogue, FeatureEntry, load_catalogue
 from forecast.features import Feature
-from forecast.model import MISSING_CATEGORY, base_pipeline, model_input
+from forecast.model import MISSING_CATEGORY, base_pipeline
 
 Direction = Literal["raises", "lowers"]
 MIN_LIFT = 0.005  # half a point of probability: smaller effects are noise, not advice
@@ -85,6 +85,60 @@ def _number(value: object) -> float:
     return float(pd.to_numeric(pd.Series([value]), errors="coerce").astype(float).iloc[0])
 
 
+class _ValueCoder:
+    """Feature frame -> float matrix: numbers as floats, each category as its position in the
+    fitted category list (NaN when unseen; a missing one as MISSING_CATEGORY's position)."""
+
+    def __init__(self, names: Sequence[str], categories: Mapping[str, Sequence[object]]):
+        self.names = list(names)
+        self.categories = {name: pd.Index(values) for name, values in categories.items()}
+        self._codes: dict[str, dict[str, float]] | None = None  # built on first small batch
+
+    def coded(self, frame: pd.DataFrame) -> np.ndarray:
+        if len(frame) <= SMALL_BATCH:
+            return self._coded_rows(frame)
+        columns = []
+        for name in self.names:
+            values = frame[name].to_numpy()
+            index = self.categories.get(name)
+            if index is None:
+                columns.append(pd.to_numeric(values, errors="coerce").astype(float))
+                continue
+            text = np.where(pd.isna(values), MISSING_CATEGORY, values).astype(str)
+            codes = index.get_indexer(text).astype(float)
+            codes[codes < 0] = np.nan
+            columns.append(codes)
+        return np.column_stack(columns)
+
+    def _coded_rows(self, frame: pd.DataFrame) -> np.ndarray:
+        """`coded` value by value: for a few rows pandas' cost per column is most of the time."""
+        if self._codes is None:
+            self._codes = {
+                n: {str(c): float(i) for i, c in enumerate(ix)} for n, ix in self.categories.items()
+            }
+        same = list(frame.columns) == self.names
+        values = (frame if same else frame.reindex(columns=self.names)).to_numpy(dtype=object)
+        out = np.empty(values.shape, dtype=float)
+        for j, name in enumerate(self.names):
+            codes = self._codes.get(name)
+            for i, value in enumerate(values[:, j]):
+                if codes is None:
+                    out[i, j] = _number(value)
+                else:
+                    key = MISSING_CATEGORY if _missing(value) else str(value)
+                    out[i, j] = codes.get(key, np.nan)
+        return out
+
+
+def _apply(coded: np.ndarray, action: Action, position: Mapping[str, int]) -> np.ndarray:
+    """The coded matrix after an action (actions change numbers, which are coded as is)."""
+    changed = coded.copy()
+    for feature, change in action.changes.items():
+        j = position[feature]
+        changed[:, j] = change.apply(changed[:, j])
+    return changed
+
+
 class FastScorer:
     """The calibrated model's probability and SHAP values, straight from the booster.
 
@@ -106,46 +160,11 @@ class FastScorer:
         self.names = [f.name for f in self.features]
         self.maps_raw_scores = hasattr(pipeline, "decision_function")
         self.position = {n: j for j, n in enumerate(self.names)}
-        self.categories = {
-            name: pd.Index(values) for name, values in self.coder.categories_.items()
-        }
-        self._codes: dict[str, dict[str, float]] | None = None  # built on first small batch
+        self.coder_values = _ValueCoder(self.names, self.coder.categories_)
 
     def coded(self, frame: pd.DataFrame) -> np.ndarray:
         """The booster's input matrix for a feature frame: `CategoryCoder` without pandas."""
-        if len(frame) <= SMALL_BATCH:
-            return self._coded_rows(frame)
-        columns = []
-        for name in self.names:
-            values = frame[name].to_numpy()
-            index = self.categories.get(name)
-            if index is None:
-                columns.append(pd.to_numeric(values, errors="coerce").astype(float))
-                continue
-            text = np.where(pd.isna(values), MISSING_CATEGORY, values).astype(str)
-            codes = index.get_indexer(text).astype(float)
-            codes[codes < 0] = np.nan
-            columns.append(codes)
-        return np.column_stack(columns)
-
-    def _coded_rows(self, frame: pd.DataFrame) -> np.ndarray:
-        """`coded` value by value: for a few rows pandas' cost per column is most of the time."""
-        if self._codes is None:
-            self._codes = {
-                n: {c: float(i) for i, c in enumerate(ix)} for n, ix in self.categories.items()
-            }
-        same = list(frame.columns) == self.names
-        values = (frame if same else frame.reindex(columns=self.names)).to_numpy(dtype=object)
-        out = np.empty(values.shape, dtype=float)
-        for j, name in enumerate(self.names):
-            codes = self._codes.get(name)
-            for i, value in enumerate(values[:, j]):
-                if codes is None:
-                    out[i, j] = _number(value)
-                else:
-                    key = MISSING_CATEGORY if _missing(value) else str(value)
-                    out[i, j] = codes.get(key, np.nan)
-        return out
+        return self.coder_values.coded(frame)
 
     def probability(self, coded: np.ndarray, *, threads: int = 1) -> np.ndarray:
         raw = self.booster.predict(coded, raw_score=True, num_threads=threads)
@@ -159,12 +178,7 @@ class FastScorer:
         return self.booster.predict(coded, pred_contrib=True, num_threads=threads)
 
     def apply(self, coded: np.ndarray, action: Action) -> np.ndarray:
-        """The input matrix after an action (numeric columns pass the coder unchanged)."""
-        changed = coded.copy()
-        for feature, change in action.changes.items():
-            j = self.position[feature]
-            changed[:, j] = change.apply(changed[:, j])
-        return changed
+        return _apply(coded, action, self.position)
 
 
 class LinearScorer:
@@ -173,6 +187,10 @@ class LinearScorer:
     Each feature's contribution is its coefficients times its transformed values (numbers are
     standardised, so relative to the training mean; a category relative to none), plus the
     intercept as the bias: rows add up to the model's decision value exactly.
+
+    The pipeline's transform (impute with indicators, signed log, scale; one-hot) is redone
+    here in numpy from its fitted parameters: sklearn's column transformer costs milliseconds
+    per call, most of a one-deal request. A test holds the two equal.
     """
 
     def __init__(self, model: BaseEstimator, features: Sequence[Feature]):
@@ -189,6 +207,25 @@ class LinearScorer:
         self.names = [f.name for f in self.features]
         self.position = {n: j for j, n in enumerate(self.names)}
         self.membership = self._membership(list(self.prepare.get_feature_names_out()))
+        numeric = self.prepare.named_transformers_["numeric"]
+        categorical = self.prepare.named_transformers_["categorical"]
+        numeric_names = list(self.prepare.transformers_[0][2])
+        categorical_names = list(self.prepare.transformers_[1][2])
+        imputer = numeric.named_steps["impute"]
+        kept = ~np.isnan(imputer.statistics_)  # a column empty in training is dropped
+        self.numeric_at = np.array([self.position[n] for n in numeric_names], dtype=int)
+        self.numeric_kept = kept
+        self.medians = imputer.statistics_[kept]
+        indicated = imputer.indicator_.features_ if imputer.indicator_ is not None else []
+        self.indicated = np.asarray(indicated, dtype=int)
+        self.log = numeric.named_steps["log"].func
+        self.scaler = numeric.named_steps["scale"]
+        onehot = categorical.named_steps["onehot"]
+        self.categorical_at = [self.position[n] for n in categorical_names]
+        self.widths = [len(c) for c in onehot.categories_]
+        self.coder_values = _ValueCoder(
+            self.names, dict(zip(categorical_names, onehot.categories_, strict=True))
+        )
 
     def _membership(self, columns: list[str]) -> np.ndarray:
         """Which original feature each transformed column belongs to (columns x features)."""
@@ -200,28 +237,41 @@ class LinearScorer:
             matrix[k, self.position[owner]] = 1.0
         return matrix
 
-    def coded(self, frame: pd.DataFrame) -> pd.DataFrame:
-        return model_input(frame, self.features)
+    def coded(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.coder_values.coded(frame)
 
-    def _transformed(self, coded: pd.DataFrame) -> np.ndarray:
-        x = self.prepare.transform(coded)
-        return x.toarray() if hasattr(x, "toarray") else np.asarray(x)
+    def _transformed(self, coded: np.ndarray) -> np.ndarray:
+        """`prepare.transform` of the coded rows, in numpy."""
+        numbers = coded[:, self.numeric_at]
+        missing = np.isnan(numbers)
+        kept = numbers[:, self.numeric_kept]
+        imputed = np.where(np.isnan(kept), self.medians, kept)
+        block = np.hstack([imputed, missing[:, self.indicated].astype(float)])
+        block = self.scaler.transform(self.log(block))
+        onehots = []
+        for j, width in zip(self.categorical_at, self.widths, strict=True):
+            codes = coded[:, j]
+            hot = np.zeros((len(coded), width))
+            known = ~np.isnan(codes)
+            hot[np.flatnonzero(known), codes[known].astype(int)] = 1.0
+            onehots.append(hot)
+        return np.hstack([block, *onehots])
 
-    def contributions(self, coded: pd.DataFrame, *, threads: int = 1) -> np.ndarray:
+    def contributions(self, coded: np.ndarray, *, threads: int = 1) -> np.ndarray:
         weighted = self._transformed(coded) * self.linear.coef_[0]
         per_feature = weighted @ self.membership
         bias = np.full((len(per_feature), 1), self.linear.intercept_[0])
         return np.hstack([per_feature, bias])
 
-    def probability(self, coded: pd.DataFrame, *, threads: int = 1) -> np.ndarray:
+    def probability(self, coded: np.ndarray, *, threads: int = 1) -> np.ndarray:
         raw = self._transformed(coded) @ self.linear.coef_[0] + self.linear.intercept_[0]
         return self.calibrate(raw)
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
         return _calibrate(raw, self.calibrators, maps_raw_scores=True)
 
-    def apply(self, coded: pd.DataFrame, action: Action) -> pd.DataFrame:
-        return action.apply(coded)
+    def apply(self, coded: np.ndarray, action: Action) -> np.ndarray:
+        return _apply(coded, action, self.position)
 
 
 Scorer = FastScorer | LinearScorer
@@ -452,11 +502,6 @@ def _action_probabilities(scorer, coded, actions: list, threads: int) -> np.ndar
     """
     if not actions:
         return np.empty((len(coded), 0))
-    changed = [scorer.apply(coded, action) for _, action in actions]
-    # the linear scorer's input is a frame, the trees' a matrix
-    if isinstance(coded, pd.DataFrame):
-        stacked = pd.concat(changed, ignore_index=True)
-    else:
-        stacked = np.vstack(changed)
+    stacked = np.vstack([scorer.apply(coded, action) for _, action in actions])
     after = scorer.probability(stacked, threads=threads)
     return after.reshape(len(actions), len(coded)).T

@@ -155,9 +155,29 @@ def test_linear_attributions_add_up_and_match_the_model(linear, trained):
 def test_small_batches_are_coded_as_large_ones(trained):
     """The value-by-value path for a few rows against the vectorised one (the oracle)."""
     scorer = trained["scorer"]
-    rows = trained["test"].head(12).reset_index(drop=True).astype(object)
-    categorical = [n for n in scorer.names if n in scorer.categories]
-    numeric = [n for n in scorer.names if n not in scorer.categories]
+    rows = _odd_rows(trained["test"], scorer)
+    large = pd.concat([rows] * 2, ignore_index=True)  # over SMALL_BATCH: the vectorised path
+    assert len(large) > 16 >= len(rows)
+    np.testing.assert_array_equal(scorer.coded(rows), scorer.coded(large)[: len(rows)])
+
+
+def test_the_linear_scorers_numpy_transform_is_the_pipelines(linear, trained):
+    """Odd values, a few rows (value by value) and many (vectorised), against sklearn."""
+    model, scorer = linear
+    rows = _odd_rows(trained["test"], scorer)
+    for batch in (rows, pd.concat([rows, trained["test"].head(100)], ignore_index=True)):
+        expected = model.decision_function(model_input(batch))
+        np.testing.assert_allclose(
+            scorer.contributions(scorer.coded(batch)).sum(axis=1), expected, atol=1e-9
+        )
+
+
+def _odd_rows(test: pd.DataFrame, scorer) -> pd.DataFrame:
+    """12 rows with unseen and missing categories, numbers as text, missing and odd values."""
+    rows = test.head(12).reset_index(drop=True).astype(object)
+    categories = scorer.coder_values.categories
+    categorical = [n for n in scorer.names if n in categories]
+    numeric = [n for n in scorer.names if n not in categories]
     rows.loc[0, categorical[0]] = "a category never seen"
     rows.loc[1, categorical[0]] = None
     rows.loc[2, numeric[0]] = None
@@ -166,6 +186,4 @@ def test_small_batches_are_coded_as_large_ones(trained):
     rows.loc[5, numeric[0]] = np.nan
     rows.loc[6, numeric[0]] = True
     rows.loc[7, categorical[-1]] = 3
-    large = pd.concat([rows] * 2, ignore_index=True)  # over SMALL_BATCH: the vectorised path
-    assert len(large) > 16 >= len(rows)
-    np.testing.assert_array_equal(scorer.coded(rows), scorer.coded(large)[: len(rows)])
+    return rows
