@@ -660,9 +660,13 @@ close-timing model by stage, expected-close bucket, segment and win-probability 
 the same point of earlier quarters; amounts scaled by each stage's booked/current ratio) + deals
 not yet created (Poisson per team with a quarter-of-year index, amounts from the team's past)
 + renewal decisions still to come (segment renewal rates with their Beta posterior, bills grown by
-expansions drawn from past ones; `renewal_probability` is the seam for the churn model). Three
-factors shared by a whole draw (open deals, new deals, churn) carry how far earlier quarters moved
-beyond their items' own chance, so a company is not as sure as the sum of independent deals.
+expansions drawn from past ones; `renewal_probability` is the seam for the churn model) + the
+renewals of accounts not billed yet at as_of (SMB subscriptions starting since renew monthly
+inside the quarter; learned per owner at the same point of the latest four settled quarters).
+Three factors shared by a whole draw (open deals, new deals, churn) carry how far earlier quarters
+moved beyond their items' own chance, each quarter judged by a model that did not learn from it
+(close timing fitted without that quarter; the new-deal level of the quarters before it), so a
+company is not as sure as the sum of independent deals.
 {result.draws:,} draws, seed {result.seed}, summed up the tree (a parent's draws are its children's
 sum). Parameters: {result.params.flat()}.
 
@@ -697,8 +701,10 @@ actual; coverage = share of actuals inside P10-P90.
   usage) is ignored until the churn model is plugged in through `renewal_probability`.
 - A renewal's value is the last known bill grown by past expansions; the expansion deals
   themselves are also forecast as new business (their ACV), as the definition counts both.
-- SMB subscriptions won inside the quarter also renew monthly inside it; those renewals (about
-  0.5 % of a quarter) are not forecast.
+- Renewals of accounts not billed yet (SMB subscriptions starting after the last month ended by
+  as_of, 1-6 % of a quarter's renewals on the default world) are the average of earlier
+  quarters, not tied to the SMB deals the simulation wins: a quarter with unusually many new SMB
+  subscriptions renews more than forecast.
 - New deals use the team's level of the last four quarters: growth since then is missed (about
   2-3 % of that part on the default world), and a team that changes size shows only as its
   reps' recent share of created deals.
