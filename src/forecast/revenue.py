@@ -597,7 +597,10 @@ def unbilled_renewals(
     for past in settled:
         last_ended = (past.as_of.to_period("M") - 1).start_time
         billed = months.loc[months["period"] == last_ended, "account_id"]
-        inside = (renewed["month"] >= past.q_start) & (renewed["month"] < past.end)
+        # the quarter's decisions after that month (none once the quarter is over)
+        inside = (renewed["month"] > max(last_ended, past.q_start - MONTH)) & (
+            renewed["month"] < past.end
+        )
         unseen = inside & ~renewed["account_id"].isin(billed)
         parts.append(renewed.loc[unseen, "value"].groupby(owner[unseen]).sum())
     return (pd.concat(parts).groupby(level=0).sum() / len(settled)).rename("value")
