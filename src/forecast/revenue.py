@@ -390,6 +390,8 @@ class RenewalRates:
     decisions: int
     growth: pd.DataFrame = field(default_factory=pd.DataFrame)  # k x {"smb", "annual"}
     ratio_pools: tuple[np.ndarray, ...] = ()  # per (kind, k): bill ratios with mean 1
+    tenure: pd.Series = field(default_factory=pd.Series)  # (segment, years billed) -> rate
+    first_bill: pd.Series = field(default_factory=pd.Series)  # account -> first month number
 
     @property
     def rates(self) -> pd.Series:
@@ -419,13 +421,27 @@ class RenewalRates:
         alpha = hits + w * prior
         beta = (n - hits) + w * (1 - prior)
         growth, pools = _bill_growth(months, recent)
-        return cls(alpha, beta, monthly, annual, len(recent), growth, pools)
+        first_bill = _first_bill(months)
+        rates = alpha / (alpha + beta)
+        # accounts that passed earlier renewals are the healthier ones: a segment's rate by
+        # years billed, each pulled towards the segment's rate
+        years = _years_billed(recent, first_bill)
+        keyed = pd.DataFrame({"segment": segment, "years": years, "passed": passed.to_numpy()})
+        sums = keyed.groupby(["segment", "years"])["passed"].agg(["sum", "size"])
+        parent = rates.reindex(sums.index.get_level_values(0)).to_numpy()
+        tenure = (sums["sum"] + w * parent) / (sums["size"] + w)
+        return cls(alpha, beta, monthly, annual, len(recent), growth, pools, tenure, first_bill)
 
     def __call__(self, frame: pd.DataFrame) -> np.ndarray:
         segment = frame["segment"].astype(object).fillna("unknown").to_numpy()
         values = self.rates.reindex(segment).to_numpy(dtype=float)
         default = np.where(segment == "smb", self.monthly, self.annual)
-        return np.where(np.isnan(values), default, values)
+        out = np.where(np.isnan(values), default, values)
+        if self.tenure.empty or not {"account_id", "month"} <= set(frame.columns):
+            return out
+        years = _years_billed(frame, self.first_bill)
+        found = self.tenure.reindex(pd.MultiIndex.from_arrays([segment, years])).to_numpy(float)
+        return np.where(np.isnan(found), out, found)
 
     def posterior(self, segment: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Beta parameters of each segment's rate (a weak prior for a segment never seen)."""
@@ -453,6 +469,25 @@ class RenewalRates:
         table = self.growth.to_numpy()
         column = np.where(kind == "smb", 0, 1)
         return table[k, column]
+
+
+MAX_YEARS = 3  # renewal rates by years billed: 0, 1, 2 and 3 or more
+
+
+def _first_bill(months: pd.DataFrame) -> pd.Series:
+    """Account -> month number of its first recurring bill."""
+    if months.empty:
+        return pd.Series(dtype=float)
+    number = months["period"].dt.year * 12 + months["period"].dt.month - 1
+    return number.groupby(months["account_id"].to_numpy()).min()
+
+
+def _years_billed(frame: pd.DataFrame, first_bill: pd.Series) -> np.ndarray:
+    """Whole years between each row's account's first bill and the row's month (capped)."""
+    month = frame["month"].dt.year * 12 + frame["month"].dt.month - 1
+    first = first_bill.reindex(frame["account_id"].to_numpy()).to_numpy(dtype=float)
+    years = np.floor((month.to_numpy(float) - first) / 12)
+    return np.clip(np.nan_to_num(years, nan=0.0), 0, MAX_YEARS).astype(int)
 
 
 def _bill_growth(
