@@ -659,8 +659,9 @@ followed by another billed month).
 close-timing model by stage, expected-close bucket, segment and win-probability band, learned at
 the same point of earlier quarters; amounts scaled by each stage's booked/current ratio) + deals
 not yet created (Poisson per team with a quarter-of-year index, amounts from the team's past)
-+ renewal decisions still to come (segment renewal rates with their Beta posterior, bills grown by
-expansions drawn from past ones; `renewal_probability` is the seam for the churn model) + the
++ renewal decisions still to come (renewal rates by segment and years billed, with Beta
+posteriors; bills grown by expansions drawn from past ones; `renewal_probability` is the seam for
+the churn model) + the
 renewals of accounts not billed yet at as_of (SMB subscriptions starting since renew monthly
 inside the quarter; learned per owner at the same point of the latest four settled quarters).
 Three factors shared by a whole draw (open deals, new deals, churn) carry how far earlier quarters
@@ -697,8 +698,9 @@ actual; coverage = share of actuals inside P10-P90.
 
 ## Known limits
 
-- Renewal rates are per segment, not per account: an account's health (tickets, satisfaction,
-  usage) is ignored until the churn model is plugged in through `renewal_probability`.
+- Renewal rates are per segment and years billed, not per account: an account's health
+  (tickets, satisfaction, usage) is ignored until the churn model is plugged in through
+  `renewal_probability`.
 - A renewal's value is the last known bill grown by past expansions; the expansion deals
   themselves are also forecast as new business (their ACV), as the definition counts both.
 - Renewals of accounts not billed yet (SMB subscriptions starting after the last month ended by

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecast.revenue import CloseTiming, NewDeals, RevenueParams
+from forecast.revenue import CloseTiming, NewDeals, RenewalRates, RevenueParams
 
 PARAMS = RevenueParams()
 
@@ -73,3 +73,32 @@ def test_new_deals_are_judged_at_the_level_known_before_each_quarter():
     expected_n = counts.iloc[0].to_numpy(float)[1:] / ratios
     terms = ((ratios - 1) ** 2) - 1 / expected_n  # Poisson chance of equal amounts
     assert growing.spread() == pytest.approx(terms.sum() / (len(terms) + 1), rel=1e-9)
+
+
+def test_renewal_rates_follow_the_years_an_account_has_been_billed():
+    # mid-market accounts at their first renewal pass 70 %, those at their second 95 %: a rate
+    # by segment alone would forecast 82.5 % for both
+    month = pd.Timestamp("2026-06-01")
+    rows, bills = [], []
+    for i in range(400):
+        years = 1 + i % 2
+        passed = (i // 2) % 20 < (14 if years == 1 else 19)
+        account = f"A{i:04d}"
+        rows.append((account, month, "mid_market", "renewed" if passed else "churned"))
+        first = month - pd.DateOffset(months=12 * years)
+        bills.append((account, first, 1_000.0))
+        bills.append((account, month, 1_000.0))
+    decisions = pd.DataFrame(rows, columns=["account_id", "month", "segment", "outcome"])
+    decisions["bill"] = 1_000.0
+    decisions["value"] = 12_000.0
+    months = pd.DataFrame(bills, columns=["account_id", "period", "bill"])
+    months["segment"] = "mid_market"
+    rates = RenewalRates.fit(decisions, months, PARAMS)
+    assert float(rates.rates["mid_market"]) == pytest.approx(0.825, abs=0.01)
+    ahead = decisions[["account_id", "segment"]].assign(month=month + pd.DateOffset(months=1))
+    p = rates(ahead)
+    first, second = p[::2], p[1::2]
+    assert first == pytest.approx(np.full(200, 0.70), abs=0.01)
+    assert second == pytest.approx(np.full(200, 0.95), abs=0.015)
+    # without the account and month only the segment is known
+    assert rates(ahead[["segment"]]) == pytest.approx(np.full(400, 0.825), abs=0.01)
