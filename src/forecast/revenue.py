@@ -32,10 +32,10 @@ the tables; the targets table is on the same basis.
    last 12 months for accounts billed as many whole years (`RenewalRates`, Beta posteriors) or
    with `renewal_probability(frame)` when given: the seam for the churn model. A renewal is
    worth the last known bill grown by the expansions seen between a bill and a decision (annual
-   bills also draw their change from the past ones). Renewals belong to the account's owner (`accounts.owner_rep_id`). Accounts not
-   billed yet in that month (SMB subscriptions starting since, which renew monthly inside the
-   quarter) add what such accounts renewed at the same point of earlier quarters
-   (`unbilled_renewals`).
+   bills also draw their change from the past ones). Renewals belong to the account's owner
+   (`accounts.owner_rep_id`). Accounts not billed yet in that month (SMB subscriptions starting
+   since, which renew monthly inside the quarter) add what such accounts renewed at the same
+   point of earlier quarters (`unbilled_renewals`).
 5. *what moves a whole quarter at once* (`Spreads`): at the same point of earlier quarters, how far
    the open deals', new deals' and renewals' totals moved beyond their items' own chance, each
    quarter judged by a model that did not learn from it (out of sample). Each becomes a factor
