@@ -712,9 +712,11 @@ actual; coverage = share of actuals inside P10-P90.
   reps' recent share of created deals.
 - Items are independent given their probabilities and the quarter's three shared factors; those
   factors are learned from at most eight earlier quarters, so their size is itself uncertain.
-- Late in a quarter the intervals are too narrow (P10-P90 held the company's actual in fewer
-  quarters at week 13 than at weeks 1-9): what is left then is mostly the renewal decisions of
-  the quarter's last two months, whose spread the earlier quarters measure poorly.
+- The open deals' spread is measured with the win scorer's probabilities on earlier quarters'
+  snapshots, which the trained scorer learned from: its error on a new quarter is larger. On the
+  default world it under-forecast the open deals of 2024Q3, 2026Q2 and 2026Q3 by 1-1.6 % of the
+  quarter's bookings more than the truth's probabilities did (week 5), and those quarters ended
+  0.1-3 % above P90.
 - Coverage at company level rests on {len(quarters)} quarters per week: one quarter more or less
   inside moves it by {1 / max(len(quarters), 1):.0%}.
 """
