@@ -659,10 +659,15 @@ followed by another billed month).
 close-timing model by stage, expected-close bucket, segment and win-probability band, learned at
 the same point of earlier quarters; amounts scaled by each stage's booked/current ratio) + deals
 not yet created (Poisson per team with a quarter-of-year index, amounts from the team's past)
-+ renewal decisions still to come (segment renewal rates with their Beta posterior, bills grown by
-expansions drawn from past ones; `renewal_probability` is the seam for the churn model). Three
-factors shared by a whole draw (open deals, new deals, churn) carry how far earlier quarters moved
-beyond their items' own chance, so a company is not as sure as the sum of independent deals.
++ renewal decisions still to come (renewal rates by segment and years billed, with Beta
+posteriors; bills grown by expansions drawn from past ones; `renewal_probability` is the seam for
+the churn model) + the
+renewals of accounts not billed yet at as_of (SMB subscriptions starting since renew monthly
+inside the quarter; learned per owner at the same point of the latest four settled quarters).
+Three factors shared by a whole draw (open deals, new deals, churn) carry how far earlier quarters
+moved beyond their items' own chance, each quarter judged by a model that did not learn from it
+(close timing fitted without that quarter; the new-deal level of the quarters before it), so a
+company is not as sure as the sum of independent deals.
 {result.draws:,} draws, seed {result.seed}, summed up the tree (a parent's draws are its children's
 sum). Parameters: {result.params.flat()}.
 
@@ -693,20 +698,25 @@ actual; coverage = share of actuals inside P10-P90.
 
 ## Known limits
 
-- Renewal rates are per segment, not per account: an account's health (tickets, satisfaction,
-  usage) is ignored until the churn model is plugged in through `renewal_probability`.
+- Renewal rates are per segment and years billed, not per account: an account's health
+  (tickets, satisfaction, usage) is ignored until the churn model is plugged in through
+  `renewal_probability`.
 - A renewal's value is the last known bill grown by past expansions; the expansion deals
   themselves are also forecast as new business (their ACV), as the definition counts both.
-- SMB subscriptions won inside the quarter also renew monthly inside it; those renewals (about
-  0.5 % of a quarter) are not forecast.
+- Renewals of accounts not billed yet (SMB subscriptions starting after the last month ended by
+  as_of, 1-6 % of a quarter's renewals on the default world) are the average of earlier
+  quarters, not tied to the SMB deals the simulation wins: a quarter with unusually many new SMB
+  subscriptions renews more than forecast.
 - New deals use the team's level of the last four quarters: growth since then is missed (about
   2-3 % of that part on the default world), and a team that changes size shows only as its
   reps' recent share of created deals.
 - Items are independent given their probabilities and the quarter's three shared factors; those
   factors are learned from at most eight earlier quarters, so their size is itself uncertain.
-- Late in a quarter the intervals are too narrow (P10-P90 held the company's actual in fewer
-  quarters at week 13 than at weeks 1-9): what is left then is mostly the renewal decisions of
-  the quarter's last two months, whose spread the earlier quarters measure poorly.
+- The open deals' spread is measured with the win scorer's probabilities on earlier quarters'
+  snapshots, which the trained scorer learned from: its error on a new quarter is larger. On the
+  default world it under-forecast the open deals of 2024Q3, 2026Q2 and 2026Q3 by 1-1.6 % of the
+  quarter's bookings more than the truth's probabilities did (week 5), and those quarters ended
+  0.1-3 % above P90.
 - Coverage at company level rests on {len(quarters)} quarters per week: one quarter more or less
   inside moves it by {1 / max(len(quarters), 1):.0%}.
 """

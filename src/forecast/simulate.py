@@ -161,6 +161,9 @@ class SimulationInputs:
             mean 1).
         new_shock_sd: coefficient of variation of the quarter's factor on every leaf's rate of
             new deals (gamma, mean 1).
+        unbilled: per leaf, the expected renewals of accounts not billed yet (SMB subscriptions
+            starting after the last known month renew monthly inside the quarter); added as
+            expected, counted in the recurring part. None: none.
     """
 
     n_leaves: int
@@ -179,6 +182,7 @@ class SimulationInputs:
     deal_shock_sd: float = 0.0
     churn_shock_sd: float = 0.0
     new_shock_sd: float = 0.0
+    unbilled: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.deal_leaf)
@@ -188,8 +192,8 @@ class SimulationInputs:
             self.chain_prob
         ):
             raise ValueError("chain_prob and chain_value must be chains x steps")
-        for name in ("closed", "new_rate", "new_pool"):
-            if len(getattr(self, name)) != self.n_leaves:
+        for name in ("closed", "new_rate", "new_pool", "unbilled"):
+            if getattr(self, name) is not None and len(getattr(self, name)) != self.n_leaves:
                 raise ValueError(f"{name} needs one value per leaf ({self.n_leaves})")
         for name, values in (("deal_prob", self.deal_prob), ("chain_prob", self.chain_prob)):
             if np.size(values) and (np.nanmin(values) < 0 or np.nanmax(values) > 1):
@@ -279,7 +283,7 @@ def moments(inputs: SimulationInputs) -> Moments:
     mean = {"open": np.bincount(inputs.deal_leaf, p * a, minlength=n)}
     variance = {"open": np.bincount(inputs.deal_leaf, deal_var, minlength=n)}
     ex, chain_var = chain_moments(inputs.chain_prob, inputs.chain_value)
-    mean["recurring"] = np.bincount(inputs.chain_leaf, ex, minlength=n)
+    mean["recurring"] = np.bincount(inputs.chain_leaf, ex, minlength=n) + _unbilled(inputs)
     variance["recurring"] = np.bincount(inputs.chain_leaf, chain_var, minlength=n)
     pool_mean = np.array([x.mean() if len(x) else 0.0 for x in inputs.pools] or [0.0])
     pool_sq = np.array([(x * x).mean() if len(x) else 0.0 for x in inputs.pools] or [0.0])
@@ -315,9 +319,16 @@ def simulate(
         before = totals[:, :draws].sum(axis=1, dtype=np.float64)
         _run(tasks(inputs, grid, seed, chunk_rows), totals, workers)
         part_means[name] = (totals[:, :draws].sum(axis=1, dtype=np.float64) - before) / draws
+    part_means["recurring"] = part_means["recurring"] + _unbilled(inputs)
     out = totals[:, :draws]
-    out += inputs.closed.astype(np.float32)[:, None]
+    out += (inputs.closed + _unbilled(inputs)).astype(np.float32)[:, None]
     return SimulationResult(leaf_draws=out, part_means=part_means, draws=draws, seed=seed)
+
+
+def _unbilled(inputs: SimulationInputs) -> np.ndarray:
+    if inputs.unbilled is None:
+        return np.zeros(inputs.n_leaves)
+    return np.asarray(inputs.unbilled, dtype=float)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from forecast.bookings import (
     quarter_bounds,
     realised_bookings,
     recurring_months,
+    renewal_decisions,
 )
 from forecast.datasets import make_crm
 from forecast.model import TreeParams
@@ -38,7 +39,7 @@ from forecast.revenue_backtest import (
     truth_scorer,
     week_as_of,
 )
-from forecast.simulate import LEVELS
+from forecast.simulate import LEVELS, chain_moments
 from forecast.tables import CrmTables
 
 QUARTER = "2025Q3"
@@ -223,10 +224,39 @@ def test_the_churn_model_plugs_in(world, scorer):
     nobody = prepare_quarter(t, **common, renewal_probability=lambda f: np.zeros(len(f)))
     keep = simulate_quarter(everyone, draws=4_000).level("company").iloc[0]
     lose = simulate_quarter(nobody, draws=300).level("company").iloc[0]
-    booked = float(nobody.renewals_booked["value"].sum())
+    # accounts not billed yet are no decision the seam can score: their renewals stay as learned
+    booked = float(nobody.renewals_booked["value"].sum()) + float(nobody.unbilled.sum())
     assert lose["recurring"] == pytest.approx(booked, rel=1e-6)
     # every decision passes: all values are booked (annual bills still move: sampling noise)
     assert keep["recurring"] == pytest.approx(booked + everyone.chain_value.sum(), rel=5e-3)
+
+
+def test_renewals_of_accounts_not_billed_yet_are_forecast(world, scorer):
+    # SMB subscriptions starting after the last month ended by as_of renew monthly inside the
+    # quarter; the renewal book cannot see them, so they are learned from earlier quarters
+    t = world.tables
+    quarter = "2025Q2"
+    as_of = week_as_of(quarter, 5)
+    start, end = quarter_bounds(quarter)
+    decisions = renewal_decisions(t)
+    months = recurring_months(t)
+    billed = months.loc[months["period"] == (as_of.to_period("M") - 1).start_time, "account_id"]
+    unseen = decisions[
+        (decisions["outcome"] == "renewed")
+        & (decisions["month"] >= start)
+        & (decisions["month"] < end)
+        & ~decisions["account_id"].isin(billed)
+    ]
+    assert len(unseen) > 10 and set(unseen["segment"]) == {"smb"}
+    inputs = prepare_quarter(t, quarter=quarter, as_of=as_of, win_scorer=scorer)
+    expected = float(inputs.unbilled.sum())
+    assert expected == pytest.approx(float(unseen["value"].sum()), rel=0.35)
+    # they are in the recurring part of the forecast, owned by the accounts' reps
+    company = simulate_quarter(inputs, draws=500).level("company").iloc[0]
+    book, _ = chain_moments(inputs.chain_prob, inputs.chain_value)
+    booked = float(inputs.renewals_booked["value"].sum())
+    assert company["recurring"] == pytest.approx(booked + book.sum() + expected, rel=2e-2)
+    assert set(inputs.unbilled.index) <= set(t.reps["rep_id"]) | {UNASSIGNED}
 
 
 # --- scenarios ----------------------------------------------------------------------------------

@@ -1,0 +1,104 @@
+"""The spreads of the revenue forecast's shared factors are judged out of sample: a quarter's
+residual is measured against a model that did not learn from that quarter."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from forecast.revenue import CloseTiming, NewDeals, RenewalRates, RevenueParams
+
+PARAMS = RevenueParams()
+
+
+def timing_history(wins_per_window: list[int], deals: int = 200) -> pd.DataFrame:
+    """Earlier quarters' snapshots of alike deals (p_win 0.5): `wins` of each window's deals
+    were won and closed inside it."""
+    frames = []
+    for number, wins in enumerate(wins_per_window):
+        won = np.zeros(deals)
+        won[:wins] = 1.0
+        frames.append(
+            pd.DataFrame(
+                {
+                    "stage": "proposal",
+                    "bucket": "early",
+                    "segment": "smb",
+                    "p_win": 0.5,
+                    "won_inside": won,
+                    "amount": 1_000.0,
+                    "booked": 1_000.0,
+                    "window": number,
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_quarters_that_move_beyond_chance_widen_more_out_of_sample():
+    history = timing_history([160, 40, 160, 40])
+    timing = CloseTiming.fit(history, PARAMS)
+    in_sample = timing.spread(history)
+    out_of_sample = timing.spread(history, PARAMS)
+    # in sample the fitted ratio sits between the quarters: each residual is 0.6 of a quarter's
+    # expectation; left out, a quarter is judged against the others' ratio and misses by more
+    assert in_sample == pytest.approx(4 * (0.6**2 - 0.005) / 5, rel=0.05)
+    assert out_of_sample > 1.5 * in_sample
+
+
+def test_quarters_that_move_by_chance_alone_add_no_spread():
+    history = timing_history([100, 100, 100, 100])
+    timing = CloseTiming.fit(history, PARAMS)
+    assert timing.spread(history, PARAMS) == 0.0
+
+
+def test_new_deals_are_judged_at_the_level_known_before_each_quarter():
+    quarters = pd.period_range("2024Q1", periods=6, freq="Q")
+    # a team whose new deals double every quarter: each quarter lands far above the level of
+    # the ones before it, even though today's level (the last four) sits amid them
+    counts = pd.DataFrame([[10, 20, 40, 80, 160, 320]], index=["t1"], columns=quarters)
+    pool = np.full(50, 1_000.0)
+    growing = NewDeals(
+        counts=counts,
+        seasonal=pd.Series(1.0, index=[1, 2, 3, 4]),
+        rate=pd.Series({"t1": 150.0}),
+        pools={"t1": pool},
+        level=pd.Series({"t1": 150.0}),
+        amounts=counts.iloc[0] * 1_000.0,
+        level_quarters=4,
+    )
+    # each quarter against the mean of up to four before it: 2x, 2.67x, 3.43x, 4.27x, 4.27x
+    ratios = np.array([2.0, 8 / 3, 24 / 7, 64 / 15, 64 / 15])
+    expected_n = counts.iloc[0].to_numpy(float)[1:] / ratios
+    terms = ((ratios - 1) ** 2) - 1 / expected_n  # Poisson chance of equal amounts
+    assert growing.spread() == pytest.approx(terms.sum() / (len(terms) + 1), rel=1e-9)
+
+
+def test_renewal_rates_follow_the_years_an_account_has_been_billed():
+    # mid-market accounts at their first renewal pass 70 %, those at their second 95 %: a rate
+    # by segment alone would forecast 82.5 % for both
+    month = pd.Timestamp("2026-06-01")
+    rows, bills = [], []
+    for i in range(400):
+        years = 1 + i % 2
+        passed = (i // 2) % 20 < (14 if years == 1 else 19)
+        account = f"A{i:04d}"
+        rows.append((account, month, "mid_market", "renewed" if passed else "churned"))
+        first = month - pd.DateOffset(months=12 * years)
+        bills.append((account, first, 1_000.0))
+        bills.append((account, month, 1_000.0))
+    decisions = pd.DataFrame(rows, columns=["account_id", "month", "segment", "outcome"])
+    decisions["bill"] = 1_000.0
+    decisions["value"] = 12_000.0
+    months = pd.DataFrame(bills, columns=["account_id", "period", "bill"])
+    months["segment"] = "mid_market"
+    rates = RenewalRates.fit(decisions, months, PARAMS)
+    assert float(rates.rates["mid_market"]) == pytest.approx(0.825, abs=0.01)
+    ahead = decisions[["account_id", "segment"]].assign(month=month + pd.DateOffset(months=1))
+    p = rates(ahead)
+    first, second = p[::2], p[1::2]
+    assert first == pytest.approx(np.full(200, 0.70), abs=0.01)
+    assert second == pytest.approx(np.full(200, 0.95), abs=0.015)
+    # without the account and month only the segment is known
+    assert rates(ahead[["segment"]]) == pytest.approx(np.full(400, 0.825), abs=0.01)
