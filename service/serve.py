@@ -81,21 +81,35 @@ def serve(args: argparse.Namespace, sockets: list[socket.socket] | None = None) 
     DrainingServer(config, not_ready, grace=settings.shutdown_grace_seconds).run(sockets)
 
 
+def _own_socket(host: str, port: int) -> socket.socket:
+    """A listening socket of this worker's own on a port the others share (SO_REUSEPORT): the
+    kernel spreads new connections over the workers, where one shared socket lets whichever
+    worker wakes first take most keep-alive connections."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    return sock
+
+
+def _serve_on_own_socket(args: argparse.Namespace) -> None:
+    serve(args, [_own_socket(args.host, args.port)])
+
+
 def serve_workers(args: argparse.Namespace) -> int:
-    """`args.workers` service processes on one listening socket; SIGTERM is passed on to each.
+    """`args.workers` service processes on one port; SIGTERM is passed on to each.
 
     Returns:
         0 when every worker exited 0, else 1.
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, args.port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
+    # a port in use fails here, at once, not in each worker (like uvicorn, the workers listen
+    # only once their champions are loaded)
+    _own_socket(args.host, args.port).close()
     # spawn, not fork: each worker imports and loads on its own, with no parent threads copied
     context = multiprocessing.get_context("spawn")
     workers = [
-        context.Process(target=serve, args=(args, [sock]), name=f"worker-{i}")
+        context.Process(target=_serve_on_own_socket, args=(args,), name=f"worker-{i}")
         for i in range(args.workers)
     ]
     for worker in workers:
@@ -112,7 +126,6 @@ def serve_workers(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for worker in workers:
         worker.join()
-    sock.close()
     return 0 if all(w.exitcode == 0 for w in workers) else 1
 
 

@@ -132,3 +132,33 @@ def test_sigterm_drops_readiness_finishes_in_flight_requests_and_exits_0(trained
                 prediction_log.c.request_id == body["request_id"]
             )
             assert conn.execute(query).scalar() == 1000
+
+
+def test_two_workers_share_the_port_and_both_stop_cleanly(trained_home: Path):
+    """`--workers 2`: each worker listens on its own socket of the same port (SO_REUSEPORT)."""
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "FORECAST_HOME": str(trained_home), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    for name in ("FORECAST_TRACKING_URI", "FORECAST_DATABASE_URL", "FORECAST_STORE_DIR"):
+        env.pop(name, None)
+    command = [sys.executable, "-m", "service.serve", "--port", str(port), "--workers", "2"]
+    server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        answers: list[int] = []
+        while len(answers) < 20:  # 20 fresh connections in a row answered ready
+            assert server.poll() is None, server.stderr.read()
+            assert time.monotonic() < deadline, "the workers did not become ready"
+            try:
+                answers.append(_get(base + "/readyz")[0])
+            except OSError:  # a worker still loading: nobody listens yet
+                answers.clear()
+                time.sleep(0.5)
+            if answers and answers[-1] != 200:
+                answers.clear()
+                time.sleep(0.5)
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=EXIT_BOUND) == 0, server.stderr.read()
+    finally:
+        if server.poll() is None:
+            server.kill()
