@@ -15,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from forecast.account_features import ACCOUNT_FEATURE_NAMES
 from forecast.explain import Explanation, explain
 from forecast.features import FEATURE_NAMES
+from forecast.keys import Principal
 from forecast.predlog import Prediction
 from forecast.scoring import grade
 from service.deps import (
@@ -51,7 +52,7 @@ from service.schemas import (
     TeamCoachingOut,
     finite,
 )
-from service.state import CHURN_MODEL, DEAL_MODEL, ServiceState
+from service.state import CHURN_MODEL, DEAL_MODEL, ServiceState, Serving
 
 if TYPE_CHECKING:
     from forecast.revenue import QuarterForecast
@@ -108,6 +109,24 @@ def _frame(rows: list[dict[str, Any]], names: tuple[str, ...] = FEATURE_NAMES) -
     return pd.DataFrame(block, columns=list(names), dtype=object)  # no per-column inference
 
 
+def _log_scores(
+    state: ServiceState,
+    request: Request,
+    caller: Principal,
+    serving: Serving,
+    predictions: list[Prediction],
+) -> None:
+    """Every score to the prediction log (written off the request path) and the metrics."""
+    state.logs.predictions(
+        request_id=request.state.request_id,
+        caller=caller.key_id,
+        model=serving.name,
+        model_version=serving.version,
+        predictions=predictions,
+    )
+    state.metrics.count_scored(serving.name, len(predictions))
+
+
 @router.post(
     "/deals:score",
     response_model=DealBatchOut,
@@ -125,17 +144,16 @@ def score_deals(body: DealBatchIn, request: Request, caller: ScoringCaller, stat
         for e, deal in zip(explained, body.deals, strict=True)
     ]
     request_id = request.state.request_id
-    state.logs.predictions(
-        request_id=request_id,
-        caller=caller.key_id,
-        model=serving.name,
-        model_version=serving.version,
-        predictions=[
+    _log_scores(
+        state,
+        request,
+        caller,
+        serving,
+        [
             Prediction(s.deal_id, row, {"probability": s.probability, "grade": s.grade})
             for s, row in zip(scores, rows, strict=True)
         ],
     )
-    state.metrics.count_scored(serving.name, len(scores))
     out = DealBatchOut(request_id=request_id, model=model, as_of=as_of, scores=scores)
     # built and checked above: answered as is, not validated again on another thread
     return Response(out.model_dump_json(), media_type="application/json")
@@ -159,12 +177,12 @@ def read_deal(deal_id: DealInReach, request: Request, caller: ScoringCaller, sta
     model = ModelOut(name=serving.name, version=serving.version)
     out = _score_out(score.explanation, deal_id, model, score.as_of.to_pydatetime())
     out.trend_points = score.trend_points
-    state.logs.predictions(
-        request_id=request.state.request_id,
-        caller=caller.key_id,
-        model=serving.name,
-        model_version=serving.version,
-        predictions=[
+    _log_scores(
+        state,
+        request,
+        caller,
+        serving,
+        [
             Prediction(
                 deal_id,
                 {"deal_id": deal_id, "as_of": str(score.as_of), "store": "current"},
@@ -172,7 +190,6 @@ def read_deal(deal_id: DealInReach, request: Request, caller: ScoringCaller, sta
             )
         ],
     )
-    state.metrics.count_scored(serving.name, 1)
     return out
 
 
@@ -293,12 +310,12 @@ def score_accounts(body: AccountBatchIn, request: Request, caller: ScoringCaller
         for e, account, a in zip(explained, body.accounts, arr, strict=True)
     ]
     request_id = request.state.request_id
-    state.logs.predictions(
-        request_id=request_id,
-        caller=caller.key_id,
-        model=serving.name,
-        model_version=serving.version,
-        predictions=[
+    _log_scores(
+        state,
+        request,
+        caller,
+        serving,
+        [
             Prediction(
                 s.account_id,
                 row,
@@ -307,7 +324,6 @@ def score_accounts(body: AccountBatchIn, request: Request, caller: ScoringCaller
             for s, row in zip(scores, rows, strict=True)
         ],
     )
-    state.metrics.count_scored(serving.name, len(scores))
     return AccountBatchOut(request_id=request_id, model=model, as_of=as_of, scores=scores)
 
 
@@ -337,12 +353,12 @@ def read_account(account_id: AccountInReach, request: Request, caller: Reader, s
         owner_rep_id=score.owner_rep_id,
         segment=score.segment,
     )
-    state.logs.predictions(
-        request_id=request.state.request_id,
-        caller=caller.key_id,
-        model=serving.name,
-        model_version=serving.version,
-        predictions=[
+    _log_scores(
+        state,
+        request,
+        caller,
+        serving,
+        [
             Prediction(
                 account_id,
                 {"account_id": account_id, "as_of": str(score.as_of), "store": "current"},
@@ -353,7 +369,6 @@ def read_account(account_id: AccountInReach, request: Request, caller: Reader, s
             )
         ],
     )
-    state.metrics.count_scored(serving.name, 1)
     return out
 
 
