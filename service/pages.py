@@ -169,7 +169,7 @@ def sign_out(request: Request, state: StateDep) -> RedirectResponse:
 
 
 class ScoreCache:
-    """Scores of every open deal / billed account, per champion version and store load."""
+    """The pipeline table built from the stored scores, per champion version and store load."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -197,13 +197,11 @@ DEAL_COLUMNS = [
 
 def _deal_rows(who: Viewer) -> pd.DataFrame:
     """Every open deal with its score, reasons and actions, revenue at stake first."""
-    from forecast.scoring import score_deals
-
     state = who.state
     serving, tables = state.champion(DEAL_MODEL), state.store()
 
     def make() -> pd.DataFrame:
-        scores = score_deals(tables, serving.scorer, typical=serving.typical)
+        scores = state.stored_scores(serving).values()
         deals = tables.deals.set_index("deal_id")
         team = tables.reps.set_index("rep_id")["team"]
         rows = []
@@ -236,11 +234,7 @@ def _deal_rows(who: Viewer) -> pd.DataFrame:
 
 def _account_rows(who: Viewer) -> list:
     """Every billed account's churn risk, revenue at risk first (the library's order)."""
-    from forecast.scoring import score_accounts
-
-    serving, tables = who.state.champion(CHURN_MODEL), who.state.store()
-    key = ("accounts", serving.version, who.state.store_generation)
-    return who.cache.get(key, lambda: score_accounts(tables, serving.scorer))
+    return list(who.state.stored_scores(who.state.champion(CHURN_MODEL)).values())
 
 
 # --- forecast -------------------------------------------------------------------------------------

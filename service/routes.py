@@ -166,14 +166,10 @@ def score_deals(body: DealBatchIn, request: Request, caller: ScoringCaller, stat
     summary="A stored deal's current score (reps: own deals; managers: their org)",
 )
 def read_deal(deal_id: DealInReach, request: Request, caller: ScoringCaller, state: StateDep):
-    from forecast.scoring import score_deals as score_stored
-
     serving = state.champion(DEAL_MODEL)
-    tables = state.store()
-    try:
-        [score] = score_stored(tables, serving.scorer, deal_ids=[deal_id], typical=serving.typical)
-    except KeyError:
-        raise HTTPException(404, f"deal {deal_id!r} is closed: it has no current score") from None
+    score = state.stored_scores(serving).get(deal_id)
+    if score is None:
+        raise HTTPException(404, f"deal {deal_id!r} is closed: it has no current score")
     model = ModelOut(name=serving.name, version=serving.version)
     out = _score_out(score.explanation, deal_id, model, score.as_of.to_pydatetime())
     out.trend_points = score.trend_points
@@ -334,15 +330,12 @@ def score_accounts(body: AccountBatchIn, request: Request, caller: ScoringCaller
     summary="A stored account's current churn risk (reps: own accounts; managers: their org)",
 )
 def read_account(account_id: AccountInReach, request: Request, caller: Reader, state: StateDep):
-    from forecast.scoring import score_accounts as score_stored
-
     serving = state.champion(CHURN_MODEL)
-    try:
-        [score] = score_stored(state.store(), serving.scorer, account_ids=[account_id])
-    except KeyError:
+    score = state.stored_scores(serving).get(account_id)
+    if score is None:
         raise HTTPException(
             404, f"account {account_id!r} is not billed recurring revenue: it has no churn risk"
-        ) from None
+        )
     model = ModelOut(name=serving.name, version=serving.version)
     out = _account_out(
         score.explanation,

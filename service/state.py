@@ -29,6 +29,7 @@ from service.metrics import Metrics
 
 if TYPE_CHECKING:
     from forecast.revenue import QuarterForecast, QuarterInputs, Scenario
+    from forecast.scoring import AccountScore, DealScore
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,8 @@ class ServiceState:
         self._reload = threading.Lock()
         self._quarters: dict[tuple, QuarterInputs] = {}
         self._quarters_lock = threading.Lock()
+        self._scores: dict[tuple, dict[str, DealScore | AccountScore]] = {}
+        self._scores_lock = threading.Lock()
         self._stopping = threading.Event()
         self._poller: threading.Thread | None = None
 
@@ -296,6 +299,28 @@ class ServiceState:
     def detail(self, name: str) -> str | None:
         """Why a model is not serving, or which newer version was refused."""
         return self.problems.get(name) or self.refused.get(name)
+
+    def stored_scores(self, serving: Serving) -> dict[str, DealScore | AccountScore]:
+        """Every open deal's (deal-win) or billed account's (account-churn) current score by
+        `serving`, keyed by id: scored once per champion version and store load, then read by
+        the API and the dashboard alike (scoring one stored deal costs nearly as much as all).
+        """
+        from forecast.scoring import score_accounts, score_deals
+
+        tables = self.store()
+        key = (serving.name, serving.version, self.store_generation)
+        with self._scores_lock:  # one scoring per key, even under concurrent reads
+            scores = self._scores.get(key)
+            if scores is None:
+                if serving.name == DEAL_MODEL:
+                    scored = score_deals(tables, serving.scorer, typical=serving.typical)
+                    scores = {s.deal_id: s for s in scored}
+                else:
+                    scored = score_accounts(tables, serving.scorer)
+                    scores = {s.account_id: s for s in scored}
+                kept = {k: v for k, v in self._scores.items() if k[0] != serving.name}
+                self._scores = {**kept, key: scores}
+        return scores
 
     def versions(self) -> dict[str, str | None]:
         names = set(self.problems) | set(self.models)
