@@ -13,7 +13,15 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import pandas as pd
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    create_model,
+    field_validator,
+)
 
 from forecast.account_features import ACCOUNT_FEATURES
 from forecast.features import DEAL_FEATURES, Feature
@@ -162,28 +170,36 @@ class ModelOut(BaseModel):
     version: str
 
 
+def _finite_or_none(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+# JSON has no NaN: a non-finite number is answered as null
+FiniteOrNone = Annotated[float | None, BeforeValidator(_finite_or_none)]
+
+
 class ReasonOut(BaseModel):
+    # read straight from `forecast.explain.Reason`: no dict made per reason
+    model_config = ConfigDict(from_attributes=True)
+
     code: str
     feature: str
     direction: str
     effect: float
-    value: float | str | None
-    typical: float | None
+    value: Annotated[float | str | None, BeforeValidator(_finite_or_none)]
+    typical: FiniteOrNone
     text: str
-
-    @field_validator("value", "typical", mode="before")
-    @classmethod
-    def _finite(cls, v: Any) -> Any:
-        return finite(v)
 
 
 class RecommendationOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # from `forecast.explain.Recommendation`
+
     action: str
     text: str
     probability_before: float
     probability_after: float
     lift_points: float
-    expected_revenue_change: float | None = Field(
+    expected_revenue_change: FiniteOrNone = Field(
         description="lift x the amount at stake; null when the amount is not known."
     )
     evidence: str

@@ -14,6 +14,7 @@ equals the pipeline's own `predict_proba`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -94,9 +95,12 @@ class _ValueCoder:
         self.categories = {name: pd.Index(values) for name, values in categories.items()}
         self._codes: dict[str, dict[str, float]] | None = None  # built on first small batch
 
-    def coded(self, frame: pd.DataFrame) -> np.ndarray:
+    def coded(self, frame: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """`frame`: feature rows, or an object matrix with one column per name, in order."""
         if len(frame) <= SMALL_BATCH:
-            return self._coded_rows(frame)
+            return self._coded_values(feature_values(frame, self.names))
+        if isinstance(frame, np.ndarray):
+            frame = pd.DataFrame(frame, columns=self.names, dtype=object)
         columns = []
         for name in self.names:
             values = frame[name].to_numpy()
@@ -110,14 +114,12 @@ class _ValueCoder:
             columns.append(codes)
         return np.column_stack(columns)
 
-    def _coded_rows(self, frame: pd.DataFrame) -> np.ndarray:
+    def _coded_values(self, values: np.ndarray) -> np.ndarray:
         """`coded` value by value: for a few rows pandas' cost per column is most of the time."""
         if self._codes is None:
             self._codes = {
                 n: {str(c): float(i) for i, c in enumerate(ix)} for n, ix in self.categories.items()
             }
-        same = list(frame.columns) == self.names
-        values = (frame if same else frame.reindex(columns=self.names)).to_numpy(dtype=object)
         out = np.empty(values.shape, dtype=float)
         for j, name in enumerate(self.names):
             codes = self._codes.get(name)
@@ -128,6 +130,30 @@ class _ValueCoder:
                     key = MISSING_CATEGORY if _missing(value) else str(value)
                     out[i, j] = codes.get(key, np.nan)
         return out
+
+
+def feature_values(frame: pd.DataFrame | np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """Feature rows as an object matrix in `names` order (a missing column as missing values);
+    a matrix is taken as already in that order."""
+    if isinstance(frame, np.ndarray):
+        if frame.ndim != 2 or frame.shape[1] != len(names):
+            raise ValueError(f"expected {len(names)} feature columns, got shape {frame.shape}")
+        return frame
+    same = list(frame.columns) == list(names)
+    return (frame if same else frame.reindex(columns=list(names))).to_numpy(dtype=object)
+
+
+def feature_rows(rows: Sequence[Mapping[str, object]], names: Sequence[str]) -> np.ndarray:
+    """Rows of feature values (dicts; a missing key is a missing value) as the object matrix
+    `explain` reads as is: for one deal a DataFrame costs more to build than its explanation.
+    Infinities are scored as missing."""
+    values = [
+        [np.nan if isinstance(v, float) and math.isinf(v) else v for v in map(row.get, names)]
+        for row in rows
+    ]
+    block = np.empty((len(rows), len(names)), dtype=object)
+    block[:] = values
+    return block
 
 
 def _apply(coded: np.ndarray, action: Action, position: Mapping[str, int]) -> np.ndarray:
@@ -219,10 +245,15 @@ class LinearScorer:
         indicated = imputer.indicator_.features_ if imputer.indicator_ is not None else []
         self.indicated = np.asarray(indicated, dtype=int)
         self.log = numeric.named_steps["log"].func
-        self.scaler = numeric.named_steps["scale"]
+        scaler = numeric.named_steps["scale"]
+        # the scaler's own transform checks its input for longer than it takes to scale it
+        self.mean = scaler.mean_ if scaler.with_mean else 0.0
+        self.scale = scaler.scale_ if scaler.with_std else 1.0
         onehot = categorical.named_steps["onehot"]
-        self.categorical_at = [self.position[n] for n in categorical_names]
-        self.widths = [len(c) for c in onehot.categories_]
+        self.categorical_at = np.array([self.position[n] for n in categorical_names], dtype=int)
+        widths = [len(c) for c in onehot.categories_]
+        self.onehot_offsets = np.cumsum([0, *widths[:-1]]).astype(int)
+        self.onehot_width = int(sum(widths))
         self.coder_values = _ValueCoder(
             self.names, dict(zip(categorical_names, onehot.categories_, strict=True))
         )
@@ -247,15 +278,13 @@ class LinearScorer:
         kept = numbers[:, self.numeric_kept]
         imputed = np.where(np.isnan(kept), self.medians, kept)
         block = np.hstack([imputed, missing[:, self.indicated].astype(float)])
-        block = self.scaler.transform(self.log(block))
-        onehots = []
-        for j, width in zip(self.categorical_at, self.widths, strict=True):
-            codes = coded[:, j]
-            hot = np.zeros((len(coded), width))
-            known = ~np.isnan(codes)
-            hot[np.flatnonzero(known), codes[known].astype(int)] = 1.0
-            onehots.append(hot)
-        return np.hstack([block, *onehots])
+        block = (self.log(block) - self.mean) / self.scale
+        # every category's one-hot column at once: its feature's offset plus its code
+        codes = coded[:, self.categorical_at]
+        rows, features = np.nonzero(~np.isnan(codes))
+        hot = np.zeros((len(coded), self.onehot_width))
+        hot[rows, self.onehot_offsets[features] + codes[rows, features].astype(int)] = 1.0
+        return np.hstack([block, hot])
 
     def contributions(self, coded: np.ndarray, *, threads: int = 1) -> np.ndarray:
         weighted = self._transformed(coded) * self.linear.coef_[0]
@@ -330,41 +359,43 @@ def explain(
 
     Args:
         scorer: the model to explain.
-        frame: feature rows (extra columns ignored).
+        frame: feature rows (extra columns ignored), or an object matrix with one column per
+            `scorer.names`, in that order (what the service builds: for one deal a DataFrame
+            costs more to make than its explanation).
         typical: `typical_of_won` of the training data (yardsticks in the text).
         amount: value at stake per row, to turn a lift into expected revenue (deal amount, or
-            the account's yearly revenue); default the frame's `amount` column if any, else 0.
+            the account's yearly revenue); default the `amount` feature or column if any, else 0.
         model: which catalogue section applies.
         top: how many reasons each way.
     """
     catalogue = catalogue or load_catalogue()
     entries = catalogue.features(model)
     names = scorer.names
-    frame = frame.reset_index(drop=True)
-    coded = scorer.coded(frame)
+    position = {name: j for j, name in enumerate(names)}
+    values = feature_values(frame, names)
+    coded = scorer.coded(frame if len(values) > SMALL_BATCH else values)
     # several threads pay off only for batches; a single request stays on one
-    threads = 2 if len(frame) >= 1000 else 1
+    threads = 2 if len(values) >= 1000 else 1
     contributions = scorer.contributions(coded, threads=threads)
     raw = contributions.sum(axis=1)
     probability = scorer.calibrate(raw)
     if amount is None:
-        amount = frame["amount"].to_numpy(float) if "amount" in frame else np.zeros(len(frame))
+        amount = _amounts(frame, values, position)
     effects = contributions[:, :-1]
     codes, membership = _group_matrix(names, entries)
     by_code = (effects @ membership.T).round(6).tolist()
     order = np.argsort(effects, axis=1)
-    values = (frame if list(frame.columns) == names else frame[names]).to_numpy(dtype=object)
-    yardsticks = _yardsticks(typical, frame, names)
-    words = [_Words(name, entries[name]) for name in names]
+    stages = values[:, position["stage"]] if "stage" in position else None
+    yardsticks = _yardsticks(typical, stages, len(values), names)
+    words = _words(names, entries)
     actions = list(catalogue.actions[model].items())
     # a deal's action should raise its win probability; an account's should lower its risk
     sign = -1.0 if model == "account" else 1.0
     after = _action_probabilities(scorer, coded, actions, threads)
     lifts = sign * (after - probability[:, None])
-    position = {name: j for j, name in enumerate(names)}
     evidence = [position[action.evidence] for _, action in actions]
     out = []
-    for i in range(len(frame)):
+    for i in range(len(values)):
         row_effects = effects[i]
         chosen = [j for j in order[i, ::-1][:top] if row_effects[j] > 0]
         chosen += [j for j in order[i, :top] if row_effects[j] < 0]
@@ -418,14 +449,43 @@ def _group_matrix(
     return codes, matrix
 
 
-def _yardsticks(typical: pd.DataFrame | None, frame: pd.DataFrame, names: list[str]) -> np.ndarray:
+def _amounts(
+    frame: pd.DataFrame | np.ndarray, values: np.ndarray, position: Mapping[str, int]
+) -> np.ndarray:
+    """The `amount` feature of each row, else a frame's `amount` column, else zeros."""
+    if "amount" in position:
+        return np.array([_number(v) for v in values[:, position["amount"]]], dtype=float)
+    if isinstance(frame, pd.DataFrame) and "amount" in frame:
+        return frame["amount"].to_numpy(float)
+    return np.zeros(len(values))
+
+
+def _yardsticks(
+    typical: pd.DataFrame | None, stages: np.ndarray | None, rows: int, names: list[str]
+) -> np.ndarray:
     """What won deals show, per row and feature: the row's stage if known, else overall."""
     if typical is None:
-        return np.full((len(frame), len(names)), np.nan)
-    table, stages, overall = _yardstick_table(typical, tuple(names))
-    keys = frame["stage"].to_numpy() if "stage" in frame else np.full(len(frame), "*")
-    index = np.array([stages.get(k, overall) if isinstance(k, str) else overall for k in keys])
+        return np.full((rows, len(names)), np.nan)
+    table, by_stage, overall = _yardstick_table(typical, tuple(names))
+    keys = stages if stages is not None else np.full(rows, "*")
+    index = np.array([by_stage.get(k, overall) if isinstance(k, str) else overall for k in keys])
     return table[index.astype(int)] if len(keys) else table[:0]
+
+
+_WORDS: dict[tuple[str, int], tuple[FeatureEntry, _Words]] = {}
+
+
+def _words(names: list[str], entries: Mapping[str, FeatureEntry]) -> list[_Words]:
+    """Each feature's `_Words`, made once per catalogue entry (a one-deal request would
+    otherwise spend a twentieth of its time making them)."""
+    out = []
+    for name in names:
+        entry = entries[name]
+        cached = _WORDS.get((name, id(entry)))
+        if cached is None or cached[0] is not entry:  # the same object, not a recycled id
+            cached = _WORDS[(name, id(entry))] = (entry, _Words(name, entry))
+        out.append(cached[1])
+    return out
 
 
 _YARDSTICKS: dict[tuple[int, tuple[str, ...]], tuple[pd.DataFrame, tuple]] = {}

@@ -154,6 +154,7 @@ class LogWriter:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closing = False
+        self._wake = threading.Event()  # set by flush() and close(): write now
 
     def start(self) -> None:
         if self._thread is None:
@@ -176,6 +177,7 @@ class LogWriter:
             return
         done = threading.Event()
         self._queue.put(("flush", done))
+        self._wake.set()
         if not done.wait(timeout):
             raise TimeoutError(f"the log writer did not flush within {timeout:g} s")
 
@@ -185,6 +187,7 @@ class LogWriter:
         if thread is None:
             return
         self._queue.put(("stop", None))
+        self._wake.set()
         thread.join(timeout)
         self._thread = None
 
@@ -197,10 +200,14 @@ class LogWriter:
     def _run(self) -> None:
         while True:
             batch, waiters, stopping = [self._queue.get()], [], False
-            deadline = time.monotonic() + self.flush_seconds
-            while batch[-1][0] not in ("flush", "stop") and len(batch) < self.max_batch:
+            if batch[0][0] not in ("flush", "stop") and self._queue.qsize() < self.max_batch:
+                # sleep, then take what came: waiting on the queue instead would wake this
+                # thread for every row, and each wake takes the GIL from a request
+                self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            while len(batch) < self.max_batch:
                 try:
-                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                    batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
             rows = []

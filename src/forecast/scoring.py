@@ -41,11 +41,15 @@ class DealScore:
     explanation: Explanation
 
 
+GRADES = np.array(["D", "C", "B", "A"])
+
+
 def grade(probability: np.ndarray | float, cutoffs: Sequence[float] | None = None) -> np.ndarray:
     """A to D from the win probability; cut-offs (A, B, C lower bounds) from settings."""
     a, b, c = cutoffs or get_settings().grade_cutoffs
     p = np.atleast_1d(np.asarray(probability, dtype=float))
-    return np.select([p >= a, p >= b, p >= c], ["A", "B", "C"], default="D")
+    # how many lower bounds each probability reaches: D, C, B, A (NaN reaches none)
+    return GRADES[np.searchsorted([c, b, a], np.nan_to_num(p, nan=-np.inf), side="right")]
 
 
 def open_deal_ids(tables: CrmTables, as_of: pd.Timestamp) -> pd.Series:
