@@ -314,6 +314,8 @@ def _calibrate(raw: np.ndarray, calibrators: list, maps_raw_scores: bool) -> np.
     # the calibration map was fitted on what the pipeline answers first: its
     # decision_function (the raw score) where it has one, else the probability
     response = raw if maps_raw_scores else model_probability
+    if len(calibrators) == 1:
+        return np.clip(_calibrated(calibrators[0], response), 0.0, 1.0)
     mapped = np.mean([_calibrated(c, response) for c in calibrators], axis=0)
     return np.clip(mapped, 0.0, 1.0)
 
@@ -382,12 +384,12 @@ def explain(
     if amount is None:
         amount = _amounts(frame, values, position)
     effects = contributions[:, :-1]
-    codes, membership = _group_matrix(names, entries)
-    by_code = (effects @ membership.T).round(6).tolist()
+    vocabulary = _vocabulary(names, entries)
+    codes, words = vocabulary.codes, vocabulary.words
+    by_code = (effects @ vocabulary.membership.T).round(6).tolist()
     order = np.argsort(effects, axis=1)
     stages = values[:, position["stage"]] if "stage" in position else None
     yardsticks = _yardsticks(typical, stages, len(values), names)
-    words = _words(names, entries)
     actions = list(catalogue.actions[model].items())
     # a deal's action should raise its win probability; an account's should lower its risk
     sign = -1.0 if model == "account" else 1.0
@@ -472,22 +474,6 @@ def _yardsticks(
     return table[index.astype(int)] if len(keys) else table[:0]
 
 
-_WORDS: dict[tuple[str, int], tuple[FeatureEntry, _Words]] = {}
-
-
-def _words(names: list[str], entries: Mapping[str, FeatureEntry]) -> list[_Words]:
-    """Each feature's `_Words`, made once per catalogue entry (a one-deal request would
-    otherwise spend a twentieth of its time making them)."""
-    out = []
-    for name in names:
-        entry = entries[name]
-        cached = _WORDS.get((name, id(entry)))
-        if cached is None or cached[0] is not entry:  # the same object, not a recycled id
-            cached = _WORDS[(name, id(entry))] = (entry, _Words(name, entry))
-        out.append(cached[1])
-    return out
-
-
 _YARDSTICKS: dict[tuple[int, tuple[str, ...]], tuple[pd.DataFrame, tuple]] = {}
 
 
@@ -503,6 +489,35 @@ def _yardstick_table(typical: pd.DataFrame, names: tuple[str, ...]) -> tuple:
     if len(_YARDSTICKS) > 16:  # a few champions' tables at most; drop older ones
         _YARDSTICKS.clear()
     _YARDSTICKS[key] = (typical, made)
+    return made
+
+
+@dataclass(frozen=True)
+class _Vocabulary:
+    """How a model's features are put into words and grouped into reason codes."""
+
+    names: list[str]
+    words: list[_Words]
+    codes: list[str]
+    membership: np.ndarray  # codes x features
+
+
+_VOCABULARIES: dict[int, tuple[Mapping[str, FeatureEntry], _Vocabulary]] = {}
+
+
+def _vocabulary(names: list[str], entries: Mapping[str, FeatureEntry]) -> _Vocabulary:
+    """Made once per catalogue section and feature list: making it for every one-deal request
+    would cost a tenth of the request."""
+    cached = _VOCABULARIES.get(id(entries))
+    # the same object, not a recycled id, and the same features
+    if cached is not None and cached[0] is entries and cached[1].names == names:
+        return cached[1]
+    codes, membership = _group_matrix(names, entries)
+    words = [_Words(name, entries[name]) for name in names]
+    made = _Vocabulary(list(names), words, codes, membership)
+    if len(_VOCABULARIES) > 16:  # a few catalogues at most; drop older ones
+        _VOCABULARIES.clear()
+    _VOCABULARIES[id(entries)] = (entries, made)
     return made
 
 

@@ -49,7 +49,7 @@ def grade(probability: np.ndarray | float, cutoffs: Sequence[float] | None = Non
     a, b, c = cutoffs or get_settings().grade_cutoffs
     p = np.atleast_1d(np.asarray(probability, dtype=float))
     # how many lower bounds each probability reaches: D, C, B, A (NaN reaches none)
-    return GRADES[np.searchsorted([c, b, a], np.nan_to_num(p, nan=-np.inf), side="right")]
+    return GRADES[np.searchsorted([c, b, a], np.where(np.isnan(p), -np.inf, p), side="right")]
 
 
 def open_deal_ids(tables: CrmTables, as_of: pd.Timestamp) -> pd.Series:
