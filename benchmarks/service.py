@@ -330,26 +330,34 @@ def measure(name: str, port: int, request: str, pid: int, args: argparse.Namespa
     warm = {"port": port, "request": request, "concurrency": args.concurrency, "seconds": 2}
     run_client(warm, timeout=60)
     spec = {**warm, "seconds": args.seconds}
+    workers = [
+        p for p in process_tree(pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()
+    ]
     cpu = cpu_seconds(pid)
+    each = [cpu_seconds(p) for p in workers]
     figures = run_client(spec, timeout=args.seconds + 60)
     figures["name"] = name
     figures["rps"] = figures["requests"] / figures["seconds"]
     # the server's own CPU per request: a figure the other load on the machine moves less
     figures["cpu_ms"] = 1000 * (cpu_seconds(pid) - cpu) / max(figures["requests"], 1)
+    # how the kernel spread the connections: a worker with more of them makes the p99
+    used = [cpu_seconds(p) - c for p, c in zip(workers, each, strict=True)]
+    figures["split"] = "/".join(f"{100 * u / max(sum(used), 1e-9):.0f}" for u in used) or "-"
     return figures
 
 
 def row(f: dict) -> str:
     return (
         f"{f['name']:<44} {f['rps']:>8.0f} {f['p50_ms']:>8.1f} {f['p99_ms']:>8.1f} "
-        f"{f['errors']:>7d} {f['cpu_ms']:>13.2f} {100 * f['client_cpu_share']:>10.0f}%"
+        f"{f['errors']:>7d} {f['cpu_ms']:>13.2f} {100 * f['client_cpu_share']:>10.0f}% "
+        f"{f['split']:>13}"
     )
 
 
 def header() -> str:
     return (
         f"{'server':<44} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
-        f"{'server CPU/req':>13} {'client CPU':>11}"
+        f"{'server CPU/req':>13} {'client CPU':>11} {'worker CPU %':>13}"
     )
 
 
