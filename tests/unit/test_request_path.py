@@ -90,3 +90,21 @@ def test_a_failed_write_is_retried_until_the_database_takes_it(forecast_home: Pa
     writer.flush(timeout=10)
     assert _count(engine, audit_log) == 1
     writer.close()
+
+
+def test_flush_and_close_do_not_wait_out_the_batching_window(forecast_home: Path):
+    engine = _engine(forecast_home)
+    ensure_tables(engine)
+    writer = LogWriter(engine, flush_seconds=30)  # rows would sit half a minute without a wake
+    writer.start()
+    for i in range(3 * LogWriter.CHUNK + 1):  # several chunks in the one transaction
+        writer.read(request_id=f"r{i}", caller="k", role="crm", method="GET", path="/p", status=200)
+    started = time.monotonic()
+    writer.flush(timeout=10)
+    assert time.monotonic() - started < 5
+    assert _count(engine, audit_log) == 3 * LogWriter.CHUNK + 1
+    writer.read(request_id="last", caller="k", role="crm", method="GET", path="/p", status=200)
+    started = time.monotonic()
+    writer.close(timeout=10)
+    assert time.monotonic() - started < 5
+    assert _count(engine, audit_log) == 3 * LogWriter.CHUNK + 2
