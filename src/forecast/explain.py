@@ -156,15 +156,6 @@ def feature_rows(rows: Sequence[Mapping[str, object]], names: Sequence[str]) -> 
     return block
 
 
-def _apply(coded: np.ndarray, action: Action, position: Mapping[str, int]) -> np.ndarray:
-    """The coded matrix after an action (actions change numbers, which are coded as is)."""
-    changed = coded.copy()
-    for feature, change in action.changes.items():
-        j = position[feature]
-        changed[:, j] = change.apply(changed[:, j])
-    return changed
-
-
 class FastScorer:
     """The calibrated model's probability and SHAP values, straight from the booster.
 
@@ -202,9 +193,6 @@ class FastScorer:
     def contributions(self, coded: np.ndarray, *, threads: int = 1) -> np.ndarray:
         """Exact tree SHAP values: one column per feature, then the bias; rows sum to raw."""
         return self.booster.predict(coded, pred_contrib=True, num_threads=threads)
-
-    def apply(self, coded: np.ndarray, action: Action) -> np.ndarray:
-        return _apply(coded, action, self.position)
 
 
 class LinearScorer:
@@ -299,9 +287,6 @@ class LinearScorer:
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
         return _calibrate(raw, self.calibrators, maps_raw_scores=True)
 
-    def apply(self, coded: np.ndarray, action: Action) -> np.ndarray:
-        return _apply(coded, action, self.position)
-
 
 Scorer = FastScorer | LinearScorer
 
@@ -371,7 +356,6 @@ def explain(
         top: how many reasons each way.
     """
     catalogue = catalogue or load_catalogue()
-    entries = catalogue.features(model)
     names = scorer.names
     position = {name: j for j, name in enumerate(names)}
     values = feature_values(frame, names)
@@ -384,18 +368,17 @@ def explain(
     if amount is None:
         amount = _amounts(frame, values, position)
     effects = contributions[:, :-1]
-    vocabulary = _vocabulary(names, entries)
-    codes, words = vocabulary.codes, vocabulary.words
+    vocabulary = _vocabulary(names, catalogue, model)
+    codes, words, actions = vocabulary.codes, vocabulary.words, vocabulary.actions
     by_code = (effects @ vocabulary.membership.T).round(6).tolist()
     order = np.argsort(effects, axis=1)
     stages = values[:, position["stage"]] if "stage" in position else None
     yardsticks = _yardsticks(typical, stages, len(values), names)
-    actions = list(catalogue.actions[model].items())
     # a deal's action should raise its win probability; an account's should lower its risk
     sign = -1.0 if model == "account" else 1.0
-    after = _action_probabilities(scorer, coded, actions, threads)
+    after = _action_probabilities(scorer, coded, vocabulary.plan, threads)
     lifts = sign * (after - probability[:, None])
-    evidence = [position[action.evidence] for _, action in actions]
+    evidence = vocabulary.evidence
     out = []
     for i in range(len(values)):
         row_effects = effects[i]
@@ -493,31 +476,88 @@ def _yardstick_table(typical: pd.DataFrame, names: tuple[str, ...]) -> tuple:
 
 
 @dataclass(frozen=True)
+class _ActionPlan:
+    """Every action's changes as arrays, so all actions apply to a matrix in a few numpy calls
+    (one `Change.apply` per change costs more than scoring the changed rows)."""
+
+    count: int
+    action: np.ndarray  # per change: the action's position
+    feature: np.ndarray  # per change: the feature's column
+    set: np.ndarray  # per change: the value set, NaN when none is
+    add: np.ndarray
+    floor: np.ndarray
+    ceiling: np.ndarray
+
+    @classmethod
+    def of(cls, actions: Sequence[Action], position: Mapping[str, int]) -> _ActionPlan:
+        changes = [
+            (a, position[f], c) for a, act in enumerate(actions) for f, c in act.changes.items()
+        ]
+
+        def column(pick, default: float) -> np.ndarray:
+            return np.array([default if pick(c) is None else pick(c) for *_, c in changes], float)
+
+        return cls(
+            count=len(actions),
+            action=np.array([a for a, _, _ in changes], dtype=int),
+            feature=np.array([j for _, j, _ in changes], dtype=int),
+            set=column(lambda c: c.set, np.nan),
+            add=column(lambda c: c.add, 0.0),
+            floor=column(lambda c: c.floor, -np.inf),
+            ceiling=column(lambda c: c.ceiling, np.inf),
+        )
+
+    def applied(self, coded: np.ndarray) -> np.ndarray:
+        """The coded rows after each action, action by action (count x rows, features): what
+        `Change.apply` gives, set, then add, then clip (a missing value stays missing)."""
+        stacked = np.repeat(coded[None], self.count, axis=0)
+        now = stacked[self.action, :, self.feature]  # changes x rows
+        now = np.where(np.isnan(self.set)[:, None], now, self.set[:, None]) + self.add[:, None]
+        now = np.minimum(np.maximum(now, self.floor[:, None]), self.ceiling[:, None])
+        stacked[self.action, :, self.feature] = now
+        return stacked.reshape(-1, coded.shape[1])
+
+
+@dataclass(frozen=True)
 class _Vocabulary:
-    """How a model's features are put into words and grouped into reason codes."""
+    """How a model's features are put into words and grouped into reason codes, and what can
+    be done about them."""
 
     names: list[str]
     words: list[_Words]
     codes: list[str]
     membership: np.ndarray  # codes x features
+    actions: list[tuple[str, Action]]
+    evidence: list[int]  # per action: the column its evidence sentence describes
+    plan: _ActionPlan
 
 
-_VOCABULARIES: dict[int, tuple[Mapping[str, FeatureEntry], _Vocabulary]] = {}
+_VOCABULARIES: dict[tuple[int, str], tuple[Catalogue, _Vocabulary]] = {}
 
 
-def _vocabulary(names: list[str], entries: Mapping[str, FeatureEntry]) -> _Vocabulary:
-    """Made once per catalogue section and feature list: making it for every one-deal request
-    would cost a tenth of the request."""
-    cached = _VOCABULARIES.get(id(entries))
+def _vocabulary(names: list[str], catalogue: Catalogue, model: str) -> _Vocabulary:
+    """Made once per catalogue, model and feature list: making it for every one-deal request
+    would cost a fifth of the request."""
+    cached = _VOCABULARIES.get((id(catalogue), model))
     # the same object, not a recycled id, and the same features
-    if cached is not None and cached[0] is entries and cached[1].names == names:
+    if cached is not None and cached[0] is catalogue and cached[1].names == names:
         return cached[1]
+    entries = catalogue.features(model)
+    position = {name: j for j, name in enumerate(names)}
     codes, membership = _group_matrix(names, entries)
-    words = [_Words(name, entries[name]) for name in names]
-    made = _Vocabulary(list(names), words, codes, membership)
+    actions = list(catalogue.actions[model].items())
+    made = _Vocabulary(
+        names=list(names),
+        words=[_Words(name, entries[name]) for name in names],
+        codes=codes,
+        membership=membership,
+        actions=actions,
+        evidence=[position[action.evidence] for _, action in actions],
+        plan=_ActionPlan.of([action for _, action in actions], position),
+    )
     if len(_VOCABULARIES) > 16:  # a few catalogues at most; drop older ones
         _VOCABULARIES.clear()
-    _VOCABULARIES[id(entries)] = (entries, made)
+    _VOCABULARIES[(id(catalogue), model)] = (catalogue, made)
     return made
 
 
@@ -569,14 +609,15 @@ class _Words:
         )
 
 
-def _action_probabilities(scorer, coded, actions: list, threads: int) -> np.ndarray:
+def _action_probabilities(
+    scorer: Scorer, coded: np.ndarray, plan: _ActionPlan, threads: int
+) -> np.ndarray:
     """Probability after each action (columns), for all rows at once.
 
     One model call for every action together: for a single deal a call's fixed cost, not the
     trees, is most of the time, and the service scores one deal per request.
     """
-    if not actions:
+    if not plan.count:
         return np.empty((len(coded), 0))
-    stacked = np.vstack([scorer.apply(coded, action) for _, action in actions])
-    after = scorer.probability(stacked, threads=threads)
-    return after.reshape(len(actions), len(coded)).T
+    after = scorer.probability(plan.applied(coded), threads=threads)
+    return after.reshape(plan.count, len(coded)).T

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from forecast.account_features import ACCOUNT_FEATURE_NAMES
 from forecast.catalogue import Change, load_catalogue
+from forecast.explain import _ActionPlan
 from forecast.features import FEATURE_NAMES
 
 MODELS = {"deal": FEATURE_NAMES, "account": ACCOUNT_FEATURE_NAMES}
@@ -59,3 +61,23 @@ def test_action_apply_returns_a_changed_copy():
     assert after.loc[0, "days_since_last_activity"] == 0
     assert after.loc[0, "calls_90d"] == 1
     assert frame.loc[0, "days_since_last_activity"] == 12.0
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_the_explainer_applies_every_action_as_change_apply_does(model):
+    # the explainer applies all actions at once from arrays (`_ActionPlan`); it must give what
+    # each action's own `Change.apply` gives, on values around every bound and missing ones
+    catalogue = load_catalogue()
+    names = list(MODELS[model])
+    position = {name: j for j, name in enumerate(names)}
+    actions = list(catalogue.actions[model].values())
+    rng = np.random.default_rng(0)
+    coded = rng.choice([np.nan, -5.0, 0.0, 0.5, 1.0, 3.0, 14.0, 200.0], size=(6, len(names)))
+    plan = _ActionPlan.of(actions, position)
+    applied = plan.applied(coded).reshape(len(actions), len(coded), len(names))
+    for a, action in enumerate(actions):
+        expected = coded.copy()
+        for feature, change in action.changes.items():
+            expected[:, position[feature]] = change.apply(expected[:, position[feature]])
+        np.testing.assert_array_equal(applied[a], expected)
+    assert np.isnan(applied).sum() <= len(actions) * np.isnan(coded).sum()
