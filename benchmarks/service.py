@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -213,6 +214,42 @@ def worker_pids(pid: int, workers: int) -> list[int]:
     raise RuntimeError(f"expected {workers} workers under {pid}")
 
 
+def listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on 127.0.0.1:`port` (from /proc/net/tcp)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":  # 0A: LISTEN
+            inodes.add(fields[9])
+    return inodes
+
+
+def _open_files(pid: int) -> set[str]:
+    out = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            out.add(str(fd.readlink()))
+    return out
+
+
+def wait_all_listening(pid: int, workers: int, port: int, seconds: float = 120) -> None:
+    """Until every worker listens on the port: each has its own socket and takes connections
+    only once its models are loaded, and a caller that connects before the last one listens
+    never reaches it (the whole run would measure one worker)."""
+    if workers <= 1:
+        return
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        inodes = listening_inodes(port)
+        ready = 0
+        for worker in worker_pids(pid, workers):
+            ready += any(f"socket:[{inode}]" in _open_files(worker) for inode in inodes)
+        if ready == workers:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"not every one of {workers} workers listens on {port}")
+
+
 def _mbs(values: list[float]) -> str:
     return " ".join(f"{v:7.1f}" for v in values)
 
@@ -371,6 +408,7 @@ def compare(home: Path, ours_request: str, deal: dict, args: argparse.Namespace)
     try:
         wait_for(f"http://127.0.0.1:{port}/healthz", server)
         _wait_model(port, server)
+        wait_all_listening(server.pid, args.workers, port)
         results.append(
             measure(
                 "forecast (1 deal, reasons + recommendations)",
@@ -435,6 +473,7 @@ def soak(home: Path, request: str, args: argparse.Namespace) -> None:
     try:
         wait_for(f"http://127.0.0.1:{port}/healthz", server)
         _wait_model(port, server)
+        wait_all_listening(server.pid, args.workers, port)
         request = request.replace("PORT", str(port))
         run_client({"port": port, "request": request, "concurrency": 8, "seconds": 3}, timeout=60)
         seconds = 60 * args.soak_minutes
