@@ -43,14 +43,11 @@ async def _exchange(
 ) -> int:
     """Send one request on a keep-alive connection and read the whole answer; its status."""
     writer.write(request)
-    status = int((await reader.readline()).split()[1])
-    length, chunked = 0, False
-    while (line := await reader.readline()) not in (b"\r\n", b""):
-        name, _, value = line.decode("latin-1").partition(":")
-        if name.lower() == "content-length":
-            length = int(value)
-        elif name.lower() == "transfer-encoding" and "chunked" in value.lower():
-            chunked = True
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+    status = int(head.split(None, 2)[1])
+    length, chunked = 0, "transfer-encoding: chunked" in head
+    if not chunked and (at := head.find("content-length:")) >= 0:
+        length = int(head[at + 15 : head.index("\r\n", at)])
     if chunked:
         while (size := int((await reader.readline()).strip(), 16)) > 0:
             await reader.readexactly(size + 2)
@@ -74,7 +71,13 @@ async def _caller(
             await asyncio.sleep(wait)
         try:
             status = await _exchange(reader, writer, request)
-        except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+        except (
+            OSError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ValueError,
+            IndexError,
+        ):
             status = 0
             writer.close()
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
