@@ -386,6 +386,17 @@ def measure(name: str, port: int, request: str, pid: int, args: argparse.Namespa
     return figures
 
 
+def machine_speed_ms() -> float:
+    """Milliseconds a fixed pure-Python loop takes (best of 5): the same code measures faster
+    or slower as the host's other tenants allow, so each run prints it beside its figures."""
+    best = math.inf
+    for _ in range(5):
+        start = time.perf_counter()
+        sum(i * i for i in range(1_000_000))
+        best = min(best, time.perf_counter() - start)
+    return 1000 * best
+
+
 def row(f: dict) -> str:
     return (
         f"{f['name']:<44} {f['rps']:>8.0f} {f['p50_ms']:>8.1f} {f['p99_ms']:>8.1f} "
@@ -405,6 +416,7 @@ def compare(home: Path, ours_request: str, deal: dict, args: argparse.Namespace)
     from forecast.registry import champion_version
 
     version = champion_version("deal-win")
+    speed = machine_speed_ms()
     results = []
     port = free_port()
     server = start_ours(home, port, args)
@@ -441,7 +453,8 @@ def compare(home: Path, ours_request: str, deal: dict, args: argparse.Namespace)
             stop(peer)
     print(
         f"\nconcurrency {args.concurrency}, {args.seconds:.0f} s each, 127.0.0.1, "
-        f"{os.cpu_count()} cores"
+        f"{os.cpu_count()} cores; machine speed {speed:.0f} ms (a fixed Python loop, lower is "
+        "faster)"
     )
     print(header())
     for f in results:
