@@ -68,9 +68,6 @@ async def current_caller(request: Request, key: ApiKey, bearer: Bearer) -> Princ
     return principal
 
 
-CallerDep = Annotated[Principal, Depends(current_caller)]
-
-
 def allow(*roles: str) -> Callable[..., Any]:
     """A dependency letting only `roles` call the function (403 for the others).
 
