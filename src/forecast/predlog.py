@@ -6,15 +6,21 @@ the input rather than the input itself; realised outcomes can later be joined on
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import logging
-import queue
+import multiprocessing
+import multiprocessing.process
+import os
+import signal
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from multiprocessing.connection import Connection
 from typing import Any
 
 import sqlalchemy as sa
@@ -63,10 +69,10 @@ class Prediction:
 def input_hash(inputs: Mapping[str, object]) -> str:
     """SHA-256 of the input in canonical JSON (sorted keys; NaN and None alike as null)."""
 
-    def clean(value: object) -> object:
-        return None if isinstance(value, float) and value != value else value
-
-    canonical = json.dumps({k: clean(v) for k, v in inputs.items()}, sort_keys=True, default=str)
+    # `v != v` only for NaN (inline: a function call per value was most of the hash's time)
+    canonical = json.dumps(
+        {k: None if v != v else v for k, v in inputs.items()}, sort_keys=True, default=str
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -133,128 +139,247 @@ def log_read(engine: sa.Engine, **read: Any) -> None:
 
 
 class LogWriter:
-    """Prediction and audit rows written by one background thread, in batches.
+    """Prediction and audit rows written by a process of their own, in batches.
 
-    A request only queues its rows (stamped with the request's time): no database round trip on
-    the request path. The thread writes everything queued within `flush_seconds` of the first
-    row in one transaction. A failed write keeps the rows and is retried; `close()` (at shutdown)
-    writes what is left. Rows queued but not yet written are lost only if the process dies
-    without shutting down (at most `flush_seconds` of them) or the database stays down through
-    the shutdown (then the count is logged as an error).
+    A request only hands its rows over (a list append: no database, no hashing on the request
+    path). Every `flush_seconds` a sender thread passes what came to the writer process; that
+    process hashes the inputs and writes the rows in one transaction, retrying a failed write,
+    at the lowest CPU priority, so the writing waits while requests want the CPU. Done by a
+    thread of the serving process, the same writing took the GIL from requests (SQLite lets go
+    of it for every row and takes it back); at the normal priority it took the CPU from them
+    (docs/benchmarks.md: the p99 with either, and with no log at all).
 
-    Before the thread is started, and after it is closed, rows are written at once.
+    If the writer falls behind by more than `max_backlog` items (a request's predictions, or
+    an audit row; a machine busy for long), the sender writes the new ones itself, so nothing
+    waits in memory without bound.
+
+    `flush()` returns once every row handed over before it is written; `close()` (at shutdown)
+    writes what is left and stops the process. Rows handed over but not written are lost only
+    if the serving process dies without shutting down (at most `flush_seconds` of them; the
+    writer still writes what reached it), or the database stays down through the shutdown (the
+    count is logged as an error). Before `start()` and after `close()`, rows are written at once.
     """
 
-    RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
-    CHUNK = 32  # queued items made into rows and sent together (see `_write`)
-
-    def __init__(self, engine: sa.Engine, *, flush_seconds: float = 0.2, max_batch: int = 5000):
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        flush_seconds: float = 0.2,
+        max_batch: int = 5000,
+        max_backlog: int = 50_000,
+    ):
         self.engine = engine
         self.flush_seconds = flush_seconds
         self.max_batch = max_batch
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self.max_backlog = max_backlog
+        self._lock = threading.Lock()
+        self._pending: list[tuple[str, Any]] = []
+        self._waiters: list[threading.Event] = []
+        self._wake = threading.Event()  # set by flush() and close(): send now
         self._closing = False
-        self._wake = threading.Event()  # set by flush() and close(): write now
+        self._thread: threading.Thread | None = None
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._pipe: Connection | None = None
+
+    @property
+    def writer_pid(self) -> int | None:
+        """The writer process's id while it runs."""
+        return self._process.pid if self._process is not None else None
 
     def start(self) -> None:
-        if self._thread is None:
-            self._closing = False
-            self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
-            self._thread.start()
+        if self._thread is not None:
+            return
+        # spawn, not fork: the serving process has threads (and a loaded model) not to copy
+        context = multiprocessing.get_context("spawn")
+        ours, theirs = context.Pipe()
+        url = self.engine.url.render_as_string(hide_password=False)
+        self._process = context.Process(
+            target=write_forever,
+            args=(theirs, url, self.max_batch),
+            name="forecast-log-writer",
+            daemon=True,  # never outlives the service; close() is what writes the tail
+        )
+        self._process.start()
+        theirs.close()
+        self._pipe, self._closing = ours, False
+        _close_at_exit(self)
+        self._thread = threading.Thread(target=self._send, name="log-sender", daemon=True)
+        self._thread.start()
 
     def predictions(self, **request: Any) -> None:
-        """Queue a request's predictions (the arguments of `prediction_rows`)."""
+        """Hand over a request's predictions (the arguments of `prediction_rows`)."""
         request.setdefault("at", datetime.now(UTC))
         self._put(("predictions", request))
 
     def read(self, **read: Any) -> None:
-        """Queue an audit row (the arguments of `read_row`)."""
+        """Hand over an audit row (the arguments of `read_row`)."""
         self._put(("read", read_row(**read)))
 
     def flush(self, timeout: float = 30.0) -> None:
-        """Return once every row queued before this call is written."""
+        """Return once every row handed over before this call is written."""
         if self._thread is None:
             return
         done = threading.Event()
-        self._queue.put(("flush", done))
+        with self._lock:
+            self._waiters.append(done)
         self._wake.set()
         if not done.wait(timeout):
             raise TimeoutError(f"the log writer did not flush within {timeout:g} s")
 
     def close(self, timeout: float = 30.0) -> None:
-        """Write what is queued and stop the thread."""
-        thread = self._thread
-        if thread is None:
+        """Write what is handed over and stop the writer process."""
+        thread, process = self._thread, self._process
+        if thread is None or process is None:
             return
-        self._queue.put(("stop", None))
+        with self._lock:
+            self._closing = True
         self._wake.set()
         thread.join(timeout)
-        self._thread = None
+        process.join(timeout)
+        if process.is_alive():
+            log.error("the log writer did not stop within %g s", timeout)
+            process.terminate()
+        with self._lock:
+            left, self._pending = self._pending, []
+            self._thread = self._process = None
+        _RUNNING.discard(self)
+        if left:  # handed over while the writer was stopping
+            write_items(self.engine, left)
 
     def _put(self, item: tuple[str, Any]) -> None:
-        if self._thread is None:
-            self._write([item])
-        else:
-            self._queue.put(item)
+        with self._lock:
+            if self._thread is not None:
+                self._pending.append(item)
+                return
+        write_items(self.engine, [item])
 
-    def _run(self) -> None:
+    def _send(self) -> None:
+        """The sender thread: what came in each window, then any flush or stop, in order.
+
+        The writer answers every transaction with the number of items it wrote, so the sender
+        knows how far behind it is.
+        """
+        pipe = self._pipe
+        assert pipe is not None
+        sent = written = 0
         while True:
-            batch, waiters, stopping = [self._queue.get()], [], False
-            if batch[0][0] not in ("flush", "stop") and self._queue.qsize() < self.max_batch:
-                # sleep, then take what came: waiting on the queue instead would wake this
-                # thread for every row, and each wake takes the GIL from a request
-                self._wake.wait(self.flush_seconds)
+            self._wake.wait(self.flush_seconds)
             self._wake.clear()
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            rows = []
-            for kind, payload in batch:
-                if kind == "flush":
-                    waiters.append(payload)
-                elif kind == "stop":
-                    stopping = True
-                else:
-                    rows.append((kind, payload))
-            self._write_with_retries(rows, final=stopping)
+            with self._lock:
+                batch, self._pending = self._pending, []
+                waiters, self._waiters = self._waiters, []
+                closing = self._closing
+            try:
+                while pipe.poll():
+                    written += pipe.recv()
+                if batch and sent - written > self.max_backlog:
+                    log.warning(
+                        "the log writer is %d rows behind: this process writes %d itself",
+                        sent - written,
+                        len(batch),
+                    )
+                    _write_with_retries(self.engine, batch, final=closing)
+                elif batch:
+                    pipe.send(("rows", batch))
+                    sent += len(batch)
+                if waiters or closing:
+                    pipe.send(("stop" if closing else "flush", None))
+                    while isinstance(answer := pipe.recv(), int):  # counts, then the answer
+                        written += answer
+            except (OSError, EOFError):
+                log.exception("the log writer process is gone: %d rows not written", len(batch))
+                closing = True
             for waiter in waiters:
                 waiter.set()
-            if stopping:
+            if closing:
+                pipe.close()
                 return
 
-    def _write_with_retries(self, rows: list[tuple[str, Any]], *, final: bool) -> None:
-        attempt = 0
-        while rows:
-            try:
-                self._write(rows)
-                return
-            except Exception:
-                log.exception("writing %d log rows failed (attempt %d)", len(rows), attempt + 1)
-                if final and attempt >= len(self.RETRY_SECONDS):
-                    log.error("%d prediction/audit log rows could not be written", len(rows))
-                    return
-                time.sleep(self.RETRY_SECONDS[min(attempt, len(self.RETRY_SECONDS) - 1)])
-                attempt += 1
 
-    def _write(self, items: list[tuple[str, Any]]) -> None:
-        """One transaction, made and sent a chunk at a time: between chunks this thread lets
-        go of the GIL, so a request never waits behind a whole batch (a batch of a few
-        hundred rows holds it for about 10 ms, a chunk for about one)."""
-        with self.engine.begin() as conn:
-            for start in range(0, len(items), self.CHUNK):
-                chunk = items[start : start + self.CHUNK]
-                predictions = [
-                    r for kind, p in chunk if kind == "predictions" for r in prediction_rows(**p)
-                ]
-                reads = [p for kind, p in chunk if kind == "read"]
-                if predictions:
-                    conn.execute(prediction_log.insert(), predictions)
-                if reads:
-                    conn.execute(audit_log.insert(), reads)
-                time.sleep(0)  # a waiting request thread takes the GIL here
+_RUNNING: weakref.WeakSet[LogWriter] = weakref.WeakSet()
+
+
+def _close_at_exit(writer: LogWriter) -> None:
+    """A writer nobody closed still writes its tail and stops when the interpreter exits:
+    multiprocessing's own exit handler would otherwise wait for it forever (it ignores
+    SIGTERM, see `write_forever`). Registered after multiprocessing's, so it runs first."""
+    if not _RUNNING:
+        atexit.unregister(_close_running)
+        atexit.register(_close_running)
+    _RUNNING.add(writer)
+
+
+def _close_running() -> None:
+    for writer in list(_RUNNING):
+        writer.close(timeout=10)
+
+
+def write_forever(pipe: Connection, url: str, max_batch: int = 5000) -> None:
+    """The log writer process: writes what the serving process sends until it says stop (or
+    is gone), every message that has arrived in one transaction, and answers each with the
+    number of items written."""
+    # the lowest priority: rows can wait a moment, a request should not wait for them
+    os.nice(19)
+    # the service's shutdown writes the tail through us: a signal to the whole group (Ctrl+C,
+    # a supervisor's SIGTERM) must not end this process before it has
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from forecast.keys import engine_for
+
+    engine = engine_for(url)
+    while True:
+        items: list[tuple[str, Any]] = []
+        answer = None
+        try:
+            while answer is None and len(items) < max_batch:
+                kind, payload = pipe.recv()
+                if kind == "rows":
+                    items += payload
+                    if not pipe.poll():
+                        break
+                else:
+                    answer = kind
+        except EOFError:  # the serving process is gone: write what reached us
+            answer = "gone"
+        _write_with_retries(engine, items, final=answer in ("stop", "gone"))
+        if answer == "gone":
+            return
+        pipe.send(len(items))
+        if answer is not None:
+            pipe.send(answer)
+        if answer == "stop":
+            return
+
+
+RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+def _write_with_retries(engine: sa.Engine, items: list[tuple[str, Any]], *, final: bool) -> None:
+    """Write `items`, retrying while the database refuses (at shutdown: a bounded number of
+    times, then the loss is logged)."""
+    attempt = 0
+    while items:
+        try:
+            write_items(engine, items)
+            return
+        except Exception:
+            log.exception("writing %d log rows failed (attempt %d)", len(items), attempt + 1)
+            if final and attempt >= len(RETRY_SECONDS):
+                log.error("%d prediction/audit log rows could not be written", len(items))
+                return
+            time.sleep(RETRY_SECONDS[min(attempt, len(RETRY_SECONDS) - 1)])
+            attempt += 1
+
+
+def write_items(engine: sa.Engine, items: list[tuple[str, Any]]) -> None:
+    """Handed-over items (predictions of a request, audit rows) as rows, in one transaction."""
+    predictions = [r for kind, p in items if kind == "predictions" for r in prediction_rows(**p)]
+    reads = [p for kind, p in items if kind == "read"]
+    with engine.begin() as conn:
+        if predictions:
+            conn.execute(prediction_log.insert(), predictions)
+        if reads:
+            conn.execute(audit_log.insert(), reads)
 
 
 def predictions_for(engine: sa.Engine, request_id: str) -> list[dict]:

@@ -1,8 +1,12 @@
 """What the service keeps off its request path: verified keys in memory for a bounded time, and
-log rows written in batches by a background thread that loses none."""
+log rows written in batches by a process of their own (at the lowest priority) that loses none."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -97,14 +101,76 @@ def test_flush_and_close_do_not_wait_out_the_batching_window(forecast_home: Path
     ensure_tables(engine)
     writer = LogWriter(engine, flush_seconds=30)  # rows would sit half a minute without a wake
     writer.start()
-    for i in range(3 * LogWriter.CHUNK + 1):  # several chunks in the one transaction
+    for i in range(100):
         writer.read(request_id=f"r{i}", caller="k", role="crm", method="GET", path="/p", status=200)
     started = time.monotonic()
     writer.flush(timeout=10)
     assert time.monotonic() - started < 5
-    assert _count(engine, audit_log) == 3 * LogWriter.CHUNK + 1
+    assert _count(engine, audit_log) == 100
     writer.read(request_id="last", caller="k", role="crm", method="GET", path="/p", status=200)
     started = time.monotonic()
     writer.close(timeout=10)
     assert time.monotonic() - started < 5
-    assert _count(engine, audit_log) == 3 * LogWriter.CHUNK + 2
+    assert _count(engine, audit_log) == 101
+
+
+def _read(writer: LogWriter, request_id: str) -> None:
+    writer.read(request_id=request_id, caller="k", role="crm", method="GET", path="/p", status=200)
+
+
+def test_the_writer_process_yields_the_cpu_to_requests(forecast_home: Path):
+    engine = _engine(forecast_home)
+    ensure_tables(engine)
+    writer = LogWriter(engine)
+    writer.start()
+    try:
+        _read(writer, "r")
+        writer.flush(timeout=30)  # answered by the writer process: it is running
+        assert writer.writer_pid not in (None, os.getpid())
+        assert os.getpriority(os.PRIO_PROCESS, writer.writer_pid) == 19
+    finally:
+        writer.close()
+
+
+def test_a_writer_far_behind_is_helped_and_nothing_is_written_twice(forecast_home: Path):
+    engine = _engine(forecast_home)
+    ensure_tables(engine)
+    writer = LogWriter(engine, flush_seconds=0.02, max_backlog=10)
+    writer.start()
+    pid = writer.writer_pid
+    os.kill(pid, signal.SIGSTOP)  # a writer that gets no CPU at all
+    try:
+        for i in range(20):  # 20 rows reach the stopped writer: it is 20 behind
+            _read(writer, f"early-{i}")
+        time.sleep(0.3)
+        for i in range(30):  # these are written by the serving process itself
+            _read(writer, f"late-{i}")
+        deadline = time.monotonic() + 10
+        while _count(engine, audit_log) < 30 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _count(engine, audit_log) == 30, "the rows after the backlog, not those in it"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    writer.flush(timeout=10)
+    assert _count(engine, audit_log) == 50
+    with engine.connect() as conn:
+        ids = conn.execute(sa.select(audit_log.c.request_id)).scalars().all()
+    assert len(set(ids)) == 50
+    writer.close()
+
+
+def test_a_writer_nobody_closed_writes_its_rows_when_the_interpreter_exits(forecast_home: Path):
+    url = f"sqlite:///{forecast_home / 'service.db'}"
+    ensure_tables(engine_for(url))
+    script = (
+        "from forecast.keys import engine_for\n"
+        "from forecast.predlog import LogWriter\n"
+        f"writer = LogWriter(engine_for({url!r}), flush_seconds=30)\n"
+        "writer.start()\n"
+        "for i in range(7):\n"
+        "    writer.read(request_id=str(i), caller='k', role='crm', method='GET', path='/p',"
+        " status=200)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], timeout=60, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()
+    assert _count(engine_for(url), audit_log) == 7
