@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import math
 import os
@@ -200,57 +199,31 @@ def cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def _spawned(pid: int) -> bool:
+    return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def spawned_workers(pid: int) -> list[int]:
+    """The server's worker processes: those it spawned, not theirs (each of our workers spawns
+    its log writer, counted in the worker's CPU as part of its tree)."""
+    return [p for p in process_tree(pid)[1:] if _spawned(p) and not _spawned(_parent(p))]
+
+
 def worker_pids(pid: int, workers: int) -> list[int]:
     """The service processes: the server itself, or its spawned workers."""
     if workers <= 1:
         return [pid]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        found = [
-            p
-            for p in process_tree(pid)[1:]
-            if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()
-        ]
+        found = spawned_workers(pid)
         if len(found) == workers:
             return found
         time.sleep(0.2)
     raise RuntimeError(f"expected {workers} workers under {pid}")
-
-
-def listening_inodes(port: int) -> set[str]:
-    """Socket inodes listening on 127.0.0.1:`port` (from /proc/net/tcp)."""
-    inodes = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":  # 0A: LISTEN
-            inodes.add(fields[9])
-    return inodes
-
-
-def _open_files(pid: int) -> set[str]:
-    out = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(OSError):  # closed meanwhile
-            out.add(str(fd.readlink()))
-    return out
-
-
-def wait_all_listening(pid: int, workers: int, port: int, seconds: float = 120) -> None:
-    """Until every worker listens on the port: each has its own socket and takes connections
-    only once its models are loaded, and a caller that connects before the last one listens
-    never reaches it (the whole run would measure one worker)."""
-    if workers <= 1:
-        return
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        inodes = listening_inodes(port)
-        ready = 0
-        for worker in worker_pids(pid, workers):
-            ready += any(f"socket:[{inode}]" in _open_files(worker) for inode in inodes)
-        if ready == workers:
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"not every one of {workers} workers listens on {port}")
 
 
 def _mbs(values: list[float]) -> str:
@@ -258,11 +231,13 @@ def _mbs(values: list[float]) -> str:
 
 
 def rss_mb(pid: int) -> float:
-    """Resident memory of one process, in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
+    """Resident memory of a worker and what it started (its log writer), in MB."""
+    total = 0.0
+    for p in process_tree(pid):
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) / 1024
+    return total
 
 
 def environment(home: Path) -> dict[str, str]:
@@ -370,9 +345,7 @@ def measure(name: str, port: int, request: str, pid: int, args: argparse.Namespa
     warm = {"port": port, "request": request, "concurrency": args.concurrency, "seconds": 2}
     run_client(warm, timeout=60)
     spec = {**warm, "seconds": args.seconds}
-    workers = [
-        p for p in process_tree(pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()
-    ]
+    workers = spawned_workers(pid)
     cpu = cpu_seconds(pid)
     each = [cpu_seconds(p) for p in workers]
     figures = run_client(spec, timeout=args.seconds + 60)
@@ -380,7 +353,7 @@ def measure(name: str, port: int, request: str, pid: int, args: argparse.Namespa
     figures["rps"] = figures["requests"] / figures["seconds"]
     # the server's own CPU per request: a figure the other load on the machine moves less
     figures["cpu_ms"] = 1000 * (cpu_seconds(pid) - cpu) / max(figures["requests"], 1)
-    # how the kernel spread the connections: a worker with more of them makes the p99
+    # how the connections were spread: a worker with more of them makes the p99
     used = [cpu_seconds(p) - c for p, c in zip(workers, each, strict=True)]
     figures["split"] = "/".join(f"{100 * u / max(sum(used), 1e-9):.0f}" for u in used) or "-"
     return figures
@@ -423,7 +396,6 @@ def compare(home: Path, ours_request: str, deal: dict, args: argparse.Namespace)
     try:
         wait_for(f"http://127.0.0.1:{port}/healthz", server)
         _wait_model(port, server)
-        wait_all_listening(server.pid, args.workers, port)
         results.append(
             measure(
                 "forecast (1 deal, reasons + recommendations)",
@@ -489,7 +461,6 @@ def soak(home: Path, request: str, args: argparse.Namespace) -> None:
     try:
         wait_for(f"http://127.0.0.1:{port}/healthz", server)
         _wait_model(port, server)
-        wait_all_listening(server.pid, args.workers, port)
         request = request.replace("PORT", str(port))
         run_client({"port": port, "request": request, "concurrency": 8, "seconds": 3}, timeout=60)
         seconds = 60 * args.soak_minutes
@@ -509,7 +480,8 @@ def soak(home: Path, request: str, args: argparse.Namespace) -> None:
         workers = worker_pids(server.pid, args.workers)
         print(
             f"soak: {args.rate:.0f} requests/s for {seconds:.0f} s; "
-            f"RSS (MB) of each of {len(workers)} worker(s) every {args.rss_every:.0f} s"
+            f"RSS (MB) of each of {len(workers)} worker(s), with its log writer, every "
+            f"{args.rss_every:.0f} s"
         )
         samples = [[rss_mb(p) for p in workers]]
         print(f"  t={0:>5.0f} s  rss={_mbs(samples[-1])}", flush=True)

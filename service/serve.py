@@ -5,25 +5,35 @@ cleared there would still read "ready" while the service drains. Here the signal
 it: from the first SIGTERM (or Ctrl+C) /readyz answers 503; for `shutdown_grace_seconds` the
 service keeps taking requests (so a load balancer sees it leave), then it stops accepting,
 finishes the requests in flight, writes the queued log rows and exits 0.
+
+With `--workers N`, this process is a supervisor: it listens once every worker has loaded its
+champions, accepts each connection and passes it to the workers in turn (see `Supervisor`), and
+at SIGTERM passes the signal on, keeps dispatching through the grace, then closes the port and
+tells each worker that no more connections will come; they drain and exit.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
 import multiprocessing
-import os
+import multiprocessing.process
+import selectors
 import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Generator
 from types import FrameType
 
 import uvicorn
 
 from forecast.settings import disable_telemetry, get_settings
+
+log = logging.getLogger(__name__)
 
 
 class DrainingServer(uvicorn.Server):
@@ -56,8 +66,9 @@ class DrainingServer(uvicorn.Server):
             self._captured_signals.clear()
 
 
-def serve(args: argparse.Namespace, sockets: list[socket.socket] | None = None) -> None:
-    """One service process: its own app, champions, poller and log writer."""
+def serve(args: argparse.Namespace, channel: socket.socket | None = None) -> None:
+    """One service process: its own app, champions, poller and log writer; on its own port,
+    or, under `serve_workers`, on the connections passed over `channel`."""
     from service.app import create_app
 
     disable_telemetry()
@@ -78,55 +89,228 @@ def serve(args: argparse.Namespace, sockets: list[socket.socket] | None = None) 
         access_log=args.access_log,
         lifespan="on",
     )
-    DrainingServer(config, not_ready, grace=settings.shutdown_grace_seconds).run(sockets)
+    if channel is None:
+        DrainingServer(config, not_ready, grace=settings.shutdown_grace_seconds).run()
+    else:
+        DispatchedServer(config, not_ready, channel).run()
 
 
-def _own_socket(host: str, port: int) -> socket.socket:
-    """A listening socket of this worker's own on a port the others share (SO_REUSEPORT): the
-    kernel spreads new connections over the workers, where one shared socket lets whichever
-    worker wakes first take most keep-alive connections."""
+# what the supervisor and a worker say over their channel (besides passing connections)
+READY = b"ready"  # worker: champions loaded, send connections
+STOPPING = b"stopping"  # supervisor: a stop was asked for, report not ready
+
+
+class DispatchedServer(DrainingServer):
+    """A worker with no listening socket: it serves the connections the supervisor accepted and
+    passed over `channel`, until the supervisor closes the channel.
+
+    The supervisor, not the worker, decides when connections stop coming (after the grace at
+    SIGTERM), so a stop (its message, or a signal to this process) only clears readiness; the
+    closed channel starts the drain. A second signal to this process stops it at once.
+    """
+
+    def __init__(
+        self, config: uvicorn.Config, on_signal: Callable[[], None], channel: socket.socket
+    ):
+        super().__init__(config, on_signal)
+        self.channel = channel
+        self._signalled = False
+        self._connecting: set[asyncio.Task] = set()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=[])  # the lifespan (champions loaded), no listener
+        loop = asyncio.get_running_loop()
+        config, state = self.config, self.server_state
+
+        def protocol() -> asyncio.Protocol:  # what uvicorn makes for each accepted connection
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=state, app_state=self.lifespan.state, _loop=loop
+            )
+
+        self.channel.setblocking(False)
+        loop.add_reader(self.channel.fileno(), self._take_connections, loop, protocol)
+        self.channel.send(READY)
+
+    def _take_connections(
+        self, loop: asyncio.AbstractEventLoop, protocol: Callable[[], asyncio.Protocol]
+    ) -> None:
+        try:
+            message, fds, _, _ = socket.recv_fds(self.channel, 1024, 64)
+        except BlockingIOError:
+            return
+        if not message:  # the supervisor closed the channel: no more connections, drain
+            loop.remove_reader(self.channel.fileno())
+            self.should_exit = True
+            return
+        if message == STOPPING:
+            self.on_signal()
+        for fd in fds:
+            task = loop.create_task(self._connect(loop, protocol, socket.socket(fileno=fd)))
+            self._connecting.add(task)  # held until done: the loop keeps only a weak reference
+            task.add_done_callback(self._connecting.discard)
+
+    @staticmethod
+    async def _connect(
+        loop: asyncio.AbstractEventLoop,
+        protocol: Callable[[], asyncio.Protocol],
+        connection: socket.socket,
+    ) -> None:
+        try:
+            await loop.connect_accepted_socket(protocol, connection)
+        except OSError:  # the client left before it was served
+            connection.close()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if not self._signalled:
+            self._signalled = True
+            self.on_signal()  # not ready at once; connections keep coming through the grace
+            return
+        uvicorn.Server.handle_exit(self, sig, frame)  # a second signal: stop now
+
+
+def _listener(host: str, port: int) -> socket.socket:
+    """The service's socket, bound (a port in use fails here, at once) but not yet listening:
+    until every worker has loaded its champions a connection is refused, not left waiting."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.listen(2048)
     return sock
 
 
-def _serve_on_own_socket(args: argparse.Namespace) -> None:
-    serve(args, [_own_socket(args.host, args.port)])
+class Supervisor:
+    """Accepts every connection and passes it to the workers in turn (round robin).
+
+    Left to the kernel, connections spread unevenly: workers sharing one socket take them as
+    they happen to wake, and with a socket each (SO_REUSEPORT) the kernel hashes them, so 8
+    keep-alive connections often split 6/2 or 5/3 and the busier worker sets the p99
+    (docs/benchmarks.md). Node's cluster module hands connections out the same way.
+    """
+
+    def __init__(
+        self,
+        listener: socket.socket,
+        channels: list[socket.socket],
+        workers: list[multiprocessing.process.BaseProcess],
+        grace: float,
+    ):
+        self.listener = listener
+        self.channels = channels
+        self.workers = workers
+        self.grace = grace
+        self.alive = set(range(len(workers)))
+        self.ready: list[int] = []  # workers taking connections, in turn
+        self.turn = 0
+        self.listening = False  # from when every living worker is ready
+        self.stop_at: float | None = None
+        self.selector = selectors.DefaultSelector()
+
+    def run(self) -> int:
+        """Until a signal's grace is over (or no worker is left); 0 when every worker exits 0."""
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        signal.set_wakeup_fd(wake_w.fileno())
+        signal.signal(signal.SIGTERM, self._signal)
+        signal.signal(signal.SIGINT, self._signal)
+        self.selector.register(wake_r, selectors.EVENT_READ)
+        for i, channel in enumerate(self.channels):
+            self.selector.register(channel, selectors.EVENT_READ, i)
+        try:
+            while self.alive and (self.stop_at is None or time.monotonic() < self.stop_at):
+                timeout = None if self.stop_at is None else max(0, self.stop_at - time.monotonic())
+                for key, _ in self.selector.select(timeout):
+                    if key.fileobj is self.listener:
+                        self._dispatch()
+                    elif key.fileobj is wake_r:
+                        with contextlib.suppress(BlockingIOError):
+                            wake_r.recv(64)
+                    else:
+                        self._hear(key.data)
+        finally:
+            # refuse new connections, then tell each worker none will come: they drain and exit
+            self.listener.close()
+            for channel in self.channels:
+                channel.close()
+            signal.set_wakeup_fd(-1)
+            wake_r.close()
+            wake_w.close()
+        for worker in self.workers:
+            worker.join()
+        return 0 if all(w.exitcode == 0 for w in self.workers) else 1
+
+    def _signal(self, sig: int, frame: FrameType | None) -> None:
+        if self.stop_at is not None:  # a second signal: stop at once
+            self.stop_at = time.monotonic()
+            return
+        self.stop_at = time.monotonic() + self.grace
+        # workers stop reporting ready at once: told, not signalled (a signal may have reached
+        # them too, from Ctrl+C or a service manager; two would force them out undrained)
+        for i in self.alive:
+            with contextlib.suppress(OSError):
+                self.channels[i].send(STOPPING)
+
+    def _hear(self, i: int) -> None:
+        """A worker's message: ready, or gone (its end of the channel closed)."""
+        try:
+            message = self.channels[i].recv(64)
+        except BlockingIOError:
+            return
+        except OSError:
+            message = b""
+        if message == READY:
+            self.ready.append(i)
+        else:
+            log.error("worker %d (pid %s) is gone", i, self.workers[i].pid)
+            self.selector.unregister(self.channels[i])
+            self.alive.discard(i)
+            if i in self.ready:
+                self.ready.remove(i)
+        if not self.listening and self.ready and set(self.ready) == self.alive:
+            self.listener.listen(2048)
+            self.listener.setblocking(False)
+            self.selector.register(self.listener, selectors.EVENT_READ)
+            self.listening = True
+            log.info("%d workers ready on %s:%d", len(self.ready), *self.listener.getsockname())
+
+    def _dispatch(self) -> None:
+        """Every waiting connection to the next worker in turn (one that fails is skipped)."""
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            with connection:
+                connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                for _ in range(len(self.ready)):
+                    i = self.ready[self.turn % len(self.ready)]
+                    self.turn += 1
+                    try:
+                        socket.send_fds(self.channels[i], [b"c"], [connection.fileno()])
+                        break
+                    except OSError:
+                        continue  # gone: its channel reports it and it leaves the turn
 
 
 def serve_workers(args: argparse.Namespace) -> int:
-    """`args.workers` service processes on one port; SIGTERM is passed on to each.
+    """`args.workers` service processes behind one port: the supervisor accepts each connection
+    and passes it to a worker in turn, and keeps the grace at SIGTERM (see `Supervisor`).
 
     Returns:
         0 when every worker exited 0, else 1.
     """
-    # a port in use fails here, at once, not in each worker (like uvicorn, the workers listen
-    # only once their champions are loaded)
-    _own_socket(args.host, args.port).close()
+    listener = _listener(args.host, args.port)
     # spawn, not fork: each worker imports and loads on its own, with no parent threads copied
     context = multiprocessing.get_context("spawn")
-    workers = [
-        context.Process(target=_serve_on_own_socket, args=(args,), name=f"worker-{i}")
-        for i in range(args.workers)
-    ]
-    for worker in workers:
+    channels, workers = [], []
+    for i in range(args.workers):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        worker = context.Process(target=serve, args=(args, theirs), name=f"worker-{i}")
         worker.start()
-
-    def pass_on(sig: int, frame: FrameType | None) -> None:
-        for worker in workers:
-            if worker.pid is not None and worker.is_alive():
-                os.kill(worker.pid, sig)
-
-    signal.signal(signal.SIGTERM, pass_on)
-    # Ctrl+C reaches every process of the group already: passing it on would be a second
-    # one, which forces the workers out without draining
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for worker in workers:
-        worker.join()
-    return 0 if all(w.exitcode == 0 for w in workers) else 1
+        theirs.close()
+        ours.setblocking(False)  # a worker that stops reading is skipped, never waited for
+        channels.append(ours)
+        workers.append(worker)
+    return Supervisor(listener, channels, workers, get_settings().shutdown_grace_seconds).run()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -138,7 +322,8 @@ def main(argv: list[str] | None = None) -> None:
         "--workers",
         type=int,
         default=1,
-        help="service processes sharing the port (each loads the champions: ~0.5 GB each)",
+        help="service processes behind the port, each connection passed to the next in turn "
+        "(each loads the champions: ~0.5 GB each)",
     )
     parser.add_argument(
         "--access-log",
@@ -147,6 +332,7 @@ def main(argv: list[str] | None = None) -> None:
         "records every authenticated one)",
     )
     args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
     if args.workers > 1:
         sys.exit(serve_workers(args))
     serve(args)

@@ -6,6 +6,7 @@ The slow request is honest work: batches of 1,000 deals with reasons and recomme
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -134,31 +135,89 @@ def test_sigterm_drops_readiness_finishes_in_flight_requests_and_exits_0(trained
             assert conn.execute(query).scalar() == 1000
 
 
-def test_two_workers_share_the_port_and_both_stop_cleanly(trained_home: Path):
-    """`--workers 2`: each worker listens on its own socket of the same port (SO_REUSEPORT)."""
+def _healthz_served(metrics: str) -> int:
+    line = 'forecast_http_requests_total{method="GET",route="/healthz",status="200"} '
+    return next((int(x.split()[-1]) for x in metrics.splitlines() if x.startswith(line)), 0)
+
+
+def _start_workers(home: Path, **settings: str) -> tuple[subprocess.Popen, int]:
+    """`service.serve --workers 2` on a free port, once it answers ready."""
     port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "FORECAST_HOME": str(trained_home), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env = {**os.environ, "FORECAST_HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env |= {f"FORECAST_{k.upper()}": v for k, v in settings.items()}
     for name in ("FORECAST_TRACKING_URI", "FORECAST_DATABASE_URL", "FORECAST_STORE_DIR"):
         env.pop(name, None)
     command = [sys.executable, "-m", "service.serve", "--port", str(port), "--workers", "2"]
     server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while True:  # refused until both workers have loaded their champions
+        assert server.poll() is None, server.stderr.read()
+        assert time.monotonic() < deadline, "the workers did not become ready"
+        try:
+            if _get(f"http://127.0.0.1:{port}/readyz")[0] == 200:
+                return server, port
+        except OSError:
+            time.sleep(0.5)
+
+
+def _healthz_served(metrics: str) -> int:
+    line = 'forecast_http_requests_total{method="GET",route="/healthz",status="200"} '
+    return next((int(x.split()[-1]) for x in metrics.splitlines() if x.startswith(line)), 0)
+
+
+def _call(connection: http.client.HTTPConnection, path: str) -> tuple[int, bytes]:
+    connection.request("GET", path)
+    answer = connection.getresponse()
+    return answer.status, answer.read()
+
+
+def test_two_workers_take_connections_in_turn_and_stop_after_the_grace(trained_home: Path):
+    """`--workers 2`: the supervisor hands connections out in turn, so 8 keep-alive callers
+    are 4 on each worker (left to the kernel's hash they often split 6/2). At SIGTERM both
+    report not ready at once and keep answering through the grace; then the port is closed,
+    both drain and the supervisor exits 0."""
+    server, port = _start_workers(trained_home, shutdown_grace_seconds="1.5")
     try:
-        deadline = time.monotonic() + 180
-        answers: list[int] = []
-        while len(answers) < 20:  # 20 fresh connections in a row answered ready
-            assert server.poll() is None, server.stderr.read()
-            assert time.monotonic() < deadline, "the workers did not become ready"
-            try:
-                answers.append(_get(base + "/readyz")[0])
-            except OSError:  # a worker still loading: nobody listens yet
-                answers.clear()
-                time.sleep(0.5)
-            if answers and answers[-1] != 200:
-                answers.clear()
-                time.sleep(0.5)
+        callers = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(8)]
+        for caller in callers:
+            for _ in range(5):
+                assert _call(caller, "/healthz") == (200, b'{"status":"ok"}')
+        # each connection's own worker answers its metrics: both served 4 connections x 5 calls
+        served = [_healthz_served(_call(caller, "/metrics")[1].decode()) for caller in callers]
+        assert served == [20] * 8, served
+
         server.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        time.sleep(0.3)
+        assert [_call(c, "/readyz")[0] for c in callers] == [503] * 8, "both workers"
+        assert _get(f"http://127.0.0.1:{port}/readyz")[0] == 503, "a new connection, answered"
+        assert time.monotonic() - signalled < 1.5, "checked within the grace"
         assert server.wait(timeout=EXIT_BOUND) == 0, server.stderr.read()
+        assert time.monotonic() - signalled >= 1.5
+        for caller in callers:
+            caller.close()
+        try:
+            _get(f"http://127.0.0.1:{port}/healthz")
+            raise AssertionError("the port still answers after the exit")
+        except OSError:
+            pass
+    finally:
+        if server.poll() is None:
+            server.kill()
+
+
+def test_a_worker_that_dies_leaves_the_turn_and_the_other_serves(trained_home: Path):
+    server, port = _start_workers(trained_home)
+    try:
+        children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+        workers = [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        assert len(workers) == 2
+        os.kill(int(workers[0]), signal.SIGKILL)
+        time.sleep(0.5)  # the supervisor hears its channel close
+        answers = [_get(f"http://127.0.0.1:{port}/healthz")[0] for _ in range(10)]
+        assert answers == [200] * 10, "every new connection goes to the living worker"
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=EXIT_BOUND) == 1, "a worker did not exit 0"
     finally:
         if server.poll() is None:
             server.kill()
