@@ -258,7 +258,7 @@ def start_ours(home: Path, port: int, args: argparse.Namespace) -> subprocess.Po
         command = [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory"]
         command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     env = {**environment(home), "FORECAST_MODEL_POLL_SECONDS": "0"}
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return _start(command, env, home / "bench-service.log")
 
 
 def start_peer(home: Path, port: int, version: str, workers: int) -> subprocess.Popen:
@@ -268,7 +268,13 @@ def start_peer(home: Path, port: int, version: str, workers: int) -> subprocess.
     env = {**environment(home), "MLFLOW_TRACKING_URI": get_settings().mlflow_tracking_uri}
     command = ["mlflow", "models", "serve", "-m", f"models:/deal-win/{version}"]
     command += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", str(workers)]
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return _start(command, env, home / "bench-peer.log")
+
+
+def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """A server whose output goes to `log` (a pipe nobody reads would stall it once full)."""
+    with log.open("ab") as out:
+        return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=out)
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -346,6 +352,8 @@ def measure(name: str, port: int, request: str, pid: int, args: argparse.Namespa
     run_client(warm, timeout=60)
     spec = {**warm, "seconds": args.seconds}
     workers = spawned_workers(pid)
+    if args.workers > 1 and len(workers) != args.workers:
+        raise RuntimeError(f"{name}: {len(workers)} of {args.workers} workers running (see logs)")
     cpu = cpu_seconds(pid)
     each = [cpu_seconds(p) for p in workers]
     figures = run_client(spec, timeout=args.seconds + 60)
