@@ -15,7 +15,7 @@ equals the pipeline's own `predict_proba`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -79,6 +79,8 @@ def _missing(value: object) -> bool:
 
 def _number(value: object) -> float:
     """As `pd.to_numeric(errors="coerce")` for one value: NaN when it is not a number."""
+    if type(value) is float:  # what a request carries: answered before the general checks
+        return value
     if isinstance(value, int | float | np.number) and not isinstance(value, np.datetime64):
         return float(value)
     if _missing(value):
@@ -93,7 +95,7 @@ class _ValueCoder:
     def __init__(self, names: Sequence[str], categories: Mapping[str, Sequence[object]]):
         self.names = list(names)
         self.categories = {name: pd.Index(values) for name, values in categories.items()}
-        self._codes: dict[str, dict[str, float]] | None = None  # built on first small batch
+        self._coders: list[Callable[[object], float]] | None = None  # made on first small batch
 
     def coded(self, frame: pd.DataFrame | np.ndarray) -> np.ndarray:
         """`frame`: feature rows, or an object matrix with one column per name, in order."""
@@ -116,20 +118,23 @@ class _ValueCoder:
 
     def _coded_values(self, values: np.ndarray) -> np.ndarray:
         """`coded` value by value: for a few rows pandas' cost per column is most of the time."""
-        if self._codes is None:
-            self._codes = {
-                n: {str(c): float(i) for i, c in enumerate(ix)} for n, ix in self.categories.items()
-            }
-        out = np.empty(values.shape, dtype=float)
-        for j, name in enumerate(self.names):
-            codes = self._codes.get(name)
-            for i, value in enumerate(values[:, j]):
-                if codes is None:
-                    out[i, j] = _number(value)
-                else:
-                    key = MISSING_CATEGORY if _missing(value) else str(value)
-                    out[i, j] = codes.get(key, np.nan)
-        return out
+        if self._coders is None:
+            self._coders = [self._coder(name) for name in self.names]
+        coders = self._coders
+        rows = [[code(v) for code, v in zip(coders, row, strict=True)] for row in values.tolist()]
+        return np.array(rows, dtype=float).reshape(values.shape)
+
+    def _coder(self, name: str) -> Callable[[object], float]:
+        """One column's value -> its number (a category's position, NaN when unseen)."""
+        index = self.categories.get(name)
+        if index is None:
+            return _number
+        codes = {str(c): float(i) for i, c in enumerate(index)}
+
+        def position(value: object) -> float:
+            return codes.get(MISSING_CATEGORY if _missing(value) else str(value), np.nan)
+
+        return position
 
 
 def feature_values(frame: pd.DataFrame | np.ndarray, names: Sequence[str]) -> np.ndarray:
