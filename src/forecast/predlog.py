@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -256,12 +257,19 @@ class LogWriter:
     def _send(self) -> None:
         """The sender thread: what came in each window, then any flush or stop, in order.
 
-        The writer answers every transaction with the number of items it wrote, so the sender
-        knows how far behind it is.
+        The writer answers every transaction with the number of items it wrote; the sender
+        keeps what is not yet answered. Should the writer process die, this thread writes
+        those (a transaction committed just before the death could be written twice) and
+        every row after them itself.
         """
         pipe = self._pipe
-        assert pipe is not None
-        sent = written = 0
+        unanswered: deque[tuple[str, Any]] = deque()  # passed to the writer, not yet written
+        behind = False
+
+        def answered(count: int) -> None:
+            for _ in range(count):
+                unanswered.popleft()
+
         while True:
             self._wake.wait(self.flush_seconds)
             self._wake.clear()
@@ -270,29 +278,38 @@ class LogWriter:
                 waiters, self._waiters = self._waiters, []
                 closing = self._closing
             try:
-                while pipe.poll():
-                    written += pipe.recv()
-                if batch and sent - written > self.max_backlog:
-                    log.warning(
-                        "the log writer is %d rows behind: this process writes %d itself",
-                        sent - written,
-                        len(batch),
-                    )
+                if pipe is not None:
+                    while pipe.poll():
+                        answered(pipe.recv())
+                    if batch and len(unanswered) <= self.max_backlog:
+                        pipe.send(("rows", batch))
+                        unanswered.extend(batch)
+                        batch, behind = [], False
+                    elif batch and not behind:
+                        log.warning("the log writer is %d items behind: helping", len(unanswered))
+                        behind = True
+                if batch:  # far behind, or no writer any more
                     _write_with_retries(self.engine, batch, final=closing)
-                elif batch:
-                    pipe.send(("rows", batch))
-                    sent += len(batch)
-                if waiters or closing:
+                if pipe is not None and (waiters or closing):
                     pipe.send(("stop" if closing else "flush", None))
                     while isinstance(answer := pipe.recv(), int):  # counts, then the answer
-                        written += answer
+                        answered(answer)
             except (OSError, EOFError):
-                log.exception("the log writer process is gone: %d rows not written", len(batch))
-                closing = True
+                log.error(
+                    "the log writer process is gone: this process writes the rows from now on, "
+                    "%d it had not written first",
+                    len(unanswered),
+                )
+                if pipe is not None:
+                    pipe.close()
+                pipe = None
+                _write_with_retries(self.engine, [*unanswered, *batch], final=closing)
+                unanswered.clear()
             for waiter in waiters:
                 waiter.set()
             if closing:
-                pipe.close()
+                if pipe is not None:
+                    pipe.close()
                 return
 
 

@@ -159,6 +159,23 @@ def test_a_writer_far_behind_is_helped_and_nothing_is_written_twice(forecast_hom
     writer.close()
 
 
+def test_if_the_writer_process_dies_the_service_writes_the_rows_itself(forecast_home: Path):
+    engine = _engine(forecast_home)
+    ensure_tables(engine)
+    writer = LogWriter(engine, flush_seconds=0.02)
+    writer.start()
+    _read(writer, "before")
+    writer.flush(timeout=30)
+    os.kill(writer.writer_pid, signal.SIGKILL)
+    for i in range(5):
+        _read(writer, f"after-{i}")
+    writer.flush(timeout=30)
+    assert _count(engine, audit_log) == 6
+    writer.close()
+    _read(writer, "closed")  # written at once
+    assert _count(engine, audit_log) == 7
+
+
 def test_a_writer_nobody_closed_writes_its_rows_when_the_interpreter_exits(forecast_home: Path):
     url = f"sqlite:///{forecast_home / 'service.db'}"
     ensure_tables(engine_for(url))
