@@ -8,8 +8,8 @@ finishes the requests in flight, writes the queued log rows and exits 0.
 
 With `--workers N`, this process is a supervisor: it listens once every worker has loaded its
 champions, accepts each connection and passes it to the workers in turn (see `Supervisor`), and
-at SIGTERM passes the signal on, keeps dispatching through the grace, then closes the port and
-tells each worker that no more connections will come; they drain and exit.
+at SIGTERM tells the workers to report not ready, keeps dispatching through the grace, then
+closes the port and the channels (no more connections will come); the workers drain and exit.
 """
 
 from __future__ import annotations
