@@ -172,6 +172,22 @@ SqlSpecOpt = Annotated[
     Path | None, typer.Option(help="YAML with a SQLAlchemy url and a table or query per table.")
 ]
 AdapterOpt = Annotated[Adapter | None, typer.Option(help="Built-in adapter for a public dataset.")]
+
+
+class BadRows(StrEnum):
+    refuse = "refuse"
+    repair = "repair"
+    quarantine = "quarantine"
+
+
+BadRowsOpt = Annotated[
+    BadRows,
+    typer.Option(
+        "--bad-rows",
+        help="Deals closed before they were created, history rows outside their deal's life: "
+        "refuse the import, repair them, or quarantine them (each reported with file and line).",
+    ),
+]
 AsOfOpt = Annotated[
     str | None,
     typer.Option("--as-of", help="The export's as-of (default: from the source, or now)."),
@@ -186,6 +202,7 @@ def data_import(
     sql_spec: SqlSpecOpt = None,
     adapter: AdapterOpt = None,
     as_of: AsOfOpt = None,
+    bad_rows: BadRowsOpt = BadRows.refuse,
 ) -> None:
     """Validate a source and store it; any violation stops the import and nothing is written."""
     from forecast.data import import_raw
@@ -195,10 +212,18 @@ def data_import(
         with _steps(3, "importing") as on_step:
             on_step("reading")
             raw, stamp, label = _read_source(source, mapping, sql, sql_spec, adapter, as_of)
-            result = import_raw(raw, as_of=stamp, source=label, imported_at=_now(), on_step=on_step)
+            result = import_raw(
+                raw,
+                as_of=stamp,
+                source=label,
+                imported_at=_now(),
+                bad_rows=bad_rows.value,
+                on_step=on_step,
+            )
     except ValidationError as err:
         _print_violations(err)
         raise typer.Exit(1) from None
+    _print_set_aside(result.set_aside, result.derived)
     verb = "imported" if result.write.changed else "unchanged (same data already stored)"
     console.print(f"[green]{verb}[/]: version {result.write.version} in {result.write.path}")
     _print_description(result.tables)
@@ -212,18 +237,43 @@ def data_validate(
     sql_spec: SqlSpecOpt = None,
     adapter: AdapterOpt = None,
     as_of: AsOfOpt = None,
+    bad_rows: BadRowsOpt = BadRows.refuse,
 ) -> None:
     """Check a source against the data contract without storing anything."""
-    from forecast.validate import ValidationError, validate
+    from forecast.validate import ValidationError, check
 
     try:
         raw, stamp, _ = _read_source(source, mapping, sql, sql_spec, adapter, as_of)
-        tables = validate(raw, as_of=stamp)
+        checked = check(raw, as_of=stamp, bad_rows=bad_rows.value)
     except ValidationError as err:
         _print_violations(err)
         raise typer.Exit(1) from None
-    rows = ", ".join(f"{name} {len(frame):,}" for name, frame in tables.items() if len(frame))
+    _print_set_aside(checked.set_aside, checked.derived)
+    rows = ", ".join(
+        f"{name} {len(frame):,}" + (" (derived)" if name in checked.derived else "")
+        for name, frame in checked.tables.items()
+        if len(frame)
+    )
     console.print(f"[green]valid[/]: {rows}")
+
+
+def _print_set_aside(set_aside, derived) -> None:
+    """Rows repaired or quarantined under --bad-rows, and tables derived, as warnings."""
+    if "deal_history" in derived:
+        err_console.print(
+            "deal_history: none in the source, derived from deals (a creation row and the "
+            "closing row per deal); stage-history features are off",
+            style="yellow",
+            markup=False,
+        )
+    if not set_aside:
+        return
+    err_console.print(f"{len(set_aside):,} rows set aside or repaired:", style="yellow")
+    shown = get_settings().max_violations_shown
+    for note in set_aside[:shown]:
+        err_console.print(f"  {note}", markup=False, highlight=False, soft_wrap=True)
+    if len(set_aside) > shown:
+        err_console.print(f"  … and {len(set_aside) - shown:,} more", markup=False)
 
 
 @data_app.command("describe")
@@ -244,6 +294,77 @@ def data_describe(
         sys.stdout.write("\n")
         return
     _print_description(tables)
+
+
+@data_app.command("doctor")
+def data_doctor(
+    source: SourceArg = None,
+    mapping: MappingOpt = None,
+    sql: SqlOpt = None,
+    sql_spec: SqlSpecOpt = None,
+    adapter: AdapterOpt = None,
+    as_of: AsOfOpt = None,
+    bad_rows: BadRowsOpt = BadRows.refuse,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """What the data supports: models, features off and why, spans, cycles, suspicious columns.
+
+    Reads the store, or a source given like `forecast data import` (nothing is stored). Exits 1
+    when something blocks training.
+    """
+    from forecast.doctor import diagnose
+    from forecast.store import StoreEmptyError, read_store
+    from forecast.validate import ValidationError, check
+
+    try:
+        if source is None and sql is None and sql_spec is None:
+            tables = read_store()
+        else:
+            raw, stamp, _ = _read_source(source, mapping, sql, sql_spec, adapter, as_of)
+            tables = check(raw, as_of=stamp, bad_rows=bad_rows.value).tables
+    except StoreEmptyError as err:
+        raise _fail(str(err)) from None
+    except ValidationError as err:
+        _print_violations(err)
+        raise typer.Exit(1) from None
+    found = diagnose(tables)
+    if as_json:
+        json.dump(found.to_dict(), sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    else:
+        _print_diagnosis(found)
+    if found.blockers:
+        raise typer.Exit(1)
+
+
+def _print_diagnosis(found) -> None:
+    console.rule(f"CRM as of {found.as_of}: what it supports")
+    rows = ", ".join(f"{k} {v:,}" for k, v in found.rows.items() if v)
+    console.print(f"Rows: {rows}", highlight=False)
+    first, last = found.deals_span
+    console.print(
+        f"Deals created {first} .. {last}; won {found.closed['won']:,}, lost "
+        f"{found.closed['lost']:,}, open {found.closed['open']:,}; stage history: {found.history}",
+        highlight=False,
+    )
+    cycle = ", ".join(f"{k} {v:g}" for k, v in found.cycle_days.items())
+    console.print(f"Days from created to closed: {cycle}", highlight=False)
+    rates = ", ".join(f"{k} {v:.0%}" for k, v in found.win_rate_by_quarter.items())
+    console.print(f"Win rate by close quarter: {rates or 'no closed deals'}", highlight=False)
+    table = Table("model", "can be trained", title="Models")
+    for model, verdict in found.trainable.items():
+        table.add_row(model, verdict)
+    console.print(table)
+    if found.features_off:
+        off = Table("reason", "features off", title="Features off (the data lacks what they read)")
+        for reason in dict.fromkeys(found.features_off.values()):
+            names = [n for n, r in found.features_off.items() if r == reason]
+            off.add_row(reason, ", ".join(names))
+        console.print(off)
+    for suspect in found.suspicious_columns:
+        console.print(f"suspicious: {suspect}", style="yellow", markup=False, highlight=False)
+    if not found.blockers:
+        console.print("[green]nothing blocks training[/]")
 
 
 def _print_violations(err) -> None:
@@ -306,13 +427,13 @@ def _stored_world():
         raise _fail(str(err)) from None
 
 
-def _run_pipeline(name: str, tables, truth, seed: int):
+def _run_pipeline(name: str, tables, truth, seed: int, **options):
     """One pipeline through training and its gate, with progress; training refusals exit 1."""
     from forecast.train import PIPELINES, LeakageSuspected, NotEnoughDataError
 
     with _steps(TRAIN_STEPS, f"training {name}") as on_step:
         try:
-            return PIPELINES[name](tables, truth=truth, seed=seed, on_step=on_step)
+            return PIPELINES[name](tables, truth=truth, seed=seed, on_step=on_step, **options)
         except (NotEnoughDataError, LeakageSuspected) as err:
             raise _fail(f"{name}: {err}") from None
 
@@ -353,11 +474,43 @@ def _print_outcome(outcome) -> None:
     console.print(f"MLflow run {outcome.run_id}", style="dim")
 
 
+DaysOpt = Annotated[int | None, typer.Option(min=7, help="Days (default: fitted to the data).")]
+
+
 @train_app.command("win")
-def train_win(seed: SeedOpt = 0, as_json: JsonOpt = False) -> None:
+def train_win(
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+    label_lag_days: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Days before the export where the test slice ends (default: "
+            "from the data's cycle lengths).",
+        ),
+    ] = None,
+    test_days: DaysOpt = None,
+    calibration_days: DaysOpt = None,
+    allow_column: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A column the leak guard refuses that you know is filled at creation "
+            "(e.g. deals.amount); repeat for more. Logged to MLflow and shown on the model card."
+        ),
+    ] = None,
+) -> None:
     """Train the deal win model on the stored CRM, compare it with the baselines and gate it."""
+    from forecast import train
+
     tables, truth = _stored_world()
-    outcome = _run_pipeline("win", tables, truth, seed)
+    params = train.WinParams(
+        seed=seed,
+        label_lag_days=label_lag_days,
+        test_days=test_days,
+        calibration_days=calibration_days,
+        allow_columns=tuple(allow_column or ()),
+    )
+    outcome = _run_pipeline("win", tables, truth, seed, params=params)
     if as_json:
         json.dump(_outcome_dict(outcome), sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")

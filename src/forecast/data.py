@@ -13,7 +13,7 @@ from forecast.datasets import CrmWorld, WorldTruth, make_crm
 from forecast.sources import RawTable
 from forecast.store import StoreWrite, current_path, read_store, write_store
 from forecast.tables import CrmTables
-from forecast.validate import validate
+from forecast.validate import Violation, check
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,8 @@ class ImportResult:
 
     write: StoreWrite
     tables: CrmTables
+    set_aside: tuple[Violation, ...] = ()
+    derived: tuple[str, ...] = ()
 
 
 def import_raw(
@@ -35,16 +37,20 @@ def import_raw(
     source: str,
     imported_at: pd.Timestamp,
     store: Path | None = None,
+    bad_rows: str = "refuse",
     on_step: Callable[[str], None] | None = None,
 ) -> ImportResult:
     """Validate raw tables and store them; on any violation nothing is written.
+
+    `bad_rows` says what happens to rows out of time order (see `forecast.validate.check`).
 
     Raises:
         forecast.validate.ValidationError: with every violation found.
     """
     step = on_step or (lambda name: None)
     step("validating")
-    tables = validate(raw, as_of=as_of)
+    checked = check(raw, as_of=as_of, bad_rows=bad_rows)
+    tables = checked.tables
     step("writing the store")
     result = write_store(tables, source=source, imported_at=imported_at, store=store)
     log.info(
@@ -54,7 +60,7 @@ def import_raw(
         result.version,
         ", ".join(f"{k} {v:,}" for k, v in result.rows.items()),
     )
-    return ImportResult(write=result, tables=tables)
+    return ImportResult(result, tables, checked.set_aside, checked.derived)
 
 
 def store_world(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from forecast.schema import OPEN_STAGES, STAGES
+from forecast.schema import OPEN_STAGES, REVENUE_KINDS, STAGES
 from forecast.tables import CrmTables
 
 
@@ -116,15 +116,21 @@ def win_rate_by_segment(tables: CrmTables) -> pd.Series:
 
 
 def revenue_by_quarter(tables: CrmTables) -> pd.DataFrame:
-    """Closed-won bookings by close quarter and recurring revenue by billing quarter."""
+    """Closed-won bookings by close quarter and billed revenue by kind and billing quarter.
+
+    One column per revenue kind, always: an export without a revenue table (most have none)
+    shows zeros there, not a missing column.
+    """
     deals = tables.deals
-    won = deals[deals["outcome"] == "won"]
-    bookings = won.groupby(won["closed_at"].dt.to_period("Q"))["amount"].sum()
+    won = deals[(deals["outcome"] == "won") & deals["closed_at"].notna()]
+    bookings = won.groupby(won["closed_at"].dt.to_period("Q"))["amount"].sum(min_count=0)
     revenue = tables.revenue
-    billed = revenue.groupby([revenue["period"].dt.to_period("Q"), revenue["kind"]])["amount"].sum()
-    frame = pd.concat(
-        [bookings.rename("won_bookings"), billed.unstack(fill_value=0.0)], axis=1
-    ).fillna(0.0)
+    quarter = revenue["period"].dt.to_period("Q")
+    billed = {
+        kind: revenue[revenue["kind"] == kind].groupby(quarter)["amount"].sum()
+        for kind in REVENUE_KINDS
+    }
+    frame = pd.DataFrame({"won_bookings": bookings, **billed}).fillna(0.0)
     frame.index = frame.index.astype(str)
     frame.index.name = "quarter"
     return frame.sort_index()

@@ -9,7 +9,7 @@ the predictions, so tied predictions always share a bin and a score with few dis
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -112,6 +112,70 @@ class StageRates:
     def predict(self, stages: pd.Series) -> np.ndarray:
         values = pd.Series(np.asarray(stages, dtype=object)).map(dict(self.rates))
         return values.fillna(self.overall).to_numpy(dtype=float)
+
+
+RULE_PRIOR = 20.0  # pseudo-rows pulling a rule's rate for a rare value towards the base rate
+RULE_COLUMNS = ("segment", "industry", "region", "product_id", "product_family")
+
+
+@dataclass(frozen=True)
+class RateRule:
+    """A simple rule: the training window's win rate per value of one column, shrunk."""
+
+    column: str
+    rates: Mapping[str, float]
+    overall: float
+
+    @classmethod
+    def learn(cls, frame: pd.DataFrame, column: str, won: np.ndarray) -> RateRule:
+        key = frame[column].astype("string").fillna("(missing)").to_numpy(dtype=object)
+        won = np.asarray(won, dtype=float)
+        overall = float(won.mean())
+        grouped = pd.DataFrame({"key": key, "won": won}).groupby("key")["won"].agg(["sum", "count"])
+        rates = (grouped["sum"] + RULE_PRIOR * overall) / (grouped["count"] + RULE_PRIOR)
+        return cls(column, MappingProxyType(rates.to_dict()), overall)
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        key = frame[self.column].astype("string").fillna("(missing)")
+        return key.map(dict(self.rates)).fillna(self.overall).to_numpy(dtype=float)
+
+
+def simple_baselines(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    *,
+    label: str = "won",
+    unavailable: Sequence[str] = (),
+    columns: Sequence[str] = RULE_COLUMNS,
+) -> tuple[dict[str, np.ndarray], str]:
+    """The base rate, the stage rules (when the data has stages) and the best other rule.
+
+    Every rule is learned on `train` and scored on `test`. Of the per-column rules (segment,
+    industry, ...) only the one with the lowest test log loss is kept, as `rule_<column>`: the
+    strongest simple opponent the data allows.
+
+    Returns:
+        Probabilities per baseline name, and the name of the best rule overall (lowest test log
+        loss among the rules, the base rate if no rule beats it).
+    """
+    y_train = train[label].to_numpy(dtype=float)
+    y_test = test[label].to_numpy(dtype=int)
+    scores = {"base_rate": np.full(len(test), y_train.mean())}
+    if "stage" not in unavailable and test["stage"].notna().all():
+        scores["stage_fixed"] = stage_fixed_probability(test["stage"])
+        scores["stage_history"] = StageRates.learn(train["stage"], y_train).predict(test["stage"])
+    rules = {
+        f"rule_{c}": RateRule.learn(train, c, y_train).predict(test)
+        for c in columns
+        if c in test and c not in unavailable and train[c].notna().any()
+    }
+    if rules:
+        losses = {n: log_loss(y_test, p, labels=[0, 1]) for n, p in rules.items()}
+        best = min(losses, key=losses.get)
+        scores[best] = rules[best]
+    rule_names = [n for n in scores if n not in ("base_rate", "stage_fixed")]
+    losses = {n: log_loss(y_test, scores[n], labels=[0, 1]) for n in ["base_rate", *rule_names]}
+    return scores, min(losses, key=losses.get)
 
 
 def plot_reliability(

@@ -19,6 +19,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from forecast import derive
 from forecast.asof import asof_join, running_at, running_sums
 from forecast.schema import CLOSED_STAGES, OPEN_STAGES
 from forecast.tables import CrmTables
@@ -83,6 +84,71 @@ DEAL_FEATURES: tuple[Feature, ...] = (
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in DEAL_FEATURES)
 CATEGORICAL: tuple[str, ...] = tuple(f.name for f in DEAL_FEATURES if f.kind == "categorical")
 KEY_COLUMNS = ("deal_id", "as_of")
+
+
+_ACTIVITY_FEATURES = (
+    *(f"activities_{w}d" for w in ACTIVITY_WINDOWS),
+    *(f"{kind}s_90d" for kind in COUNTED_KINDS),
+    "days_since_last_activity",
+    "activities_per_week",
+)
+_STAGE_HISTORY_FEATURES = (
+    "stage",
+    "days_in_stage",
+    "amount_change_ratio",
+    "amount_changes",
+    "close_pushes",
+    "has_next_step",
+    "rep_stage_win_rate",
+)
+_REP_FEATURES = ("rep_win_rate", "rep_stage_win_rate", "rep_closed_deals_365d", "rep_tenure_days")
+_ACCOUNT_TABLE_FEATURES = ("account_tenure_days", "industry", "region", "segment")
+
+
+def unavailable_features(tables: CrmTables) -> dict[str, str]:
+    """The deal features the data cannot give, each with the reason, in DEAL_FEATURES order.
+
+    They stay in the model's input, empty on every row, so that a model trained on a thin
+    export and one trained on a full CRM take the same input; the trees and the logistic
+    model learn nothing from a column that is always empty.
+    """
+    deals = tables.deals
+    reasons: dict[str, str] = {}
+
+    def off(names: Sequence[str], why: str) -> None:
+        for name in names:
+            reasons.setdefault(name, why)
+
+    def blank(column: str) -> bool:
+        return not deals[column].notna().any()
+
+    if derive.history_is_derived(tables.deal_history):
+        off(_STAGE_HISTORY_FEATURES, "no stage history in the export (deal_history derived)")
+    if blank("rep_id"):
+        off(_REP_FEATURES, "no deal owner (deals.rep_id empty)")
+    if not len(tables.reps):
+        off(("rep_tenure_days",), "no reps table (hire dates unknown)")
+    if blank("account_id"):
+        off(
+            ("account_prior_wins", "account_prior_losses", "account_revenue_365d"),
+            "no account on any deal (deals.account_id empty)",
+        )
+        off(_ACCOUNT_TABLE_FEATURES, "no account on any deal (deals.account_id empty)")
+    if not len(tables.accounts):
+        off(_ACCOUNT_TABLE_FEATURES, "no accounts table")
+    if not len(tables.revenue):
+        off(("account_revenue_365d",), "no revenue table")
+    if blank("product_id"):
+        off(("product_id", "product_family", "fit_win_rate"), "no product on any deal")
+    if not len(tables.products):
+        off(("product_family",), "no products table")
+    if not len(tables.activities):
+        off(_ACTIVITY_FEATURES, "no activities table")
+    if blank("expected_close"):
+        off(("days_to_expected_close", "expected_close_in_quarter"), "no expected close dates")
+    if blank("amount"):
+        off(("amount", "amount_vs_typical"), "no amounts")
+    return {name: reasons[name] for name in FEATURE_NAMES if name in reasons}
 
 
 def snapshot_dates(
@@ -169,6 +235,8 @@ def deal_features(tables: CrmTables, snapshots: pd.DataFrame) -> pd.DataFrame:
         (expected <= quarter.dt.end_time).astype(float).where(expected.notna())
     )
     out = out.sort_values("row").reset_index(drop=True).drop(columns="row")
+    for name in unavailable_features(tables):
+        out[name] = None if name in CATEGORICAL else np.nan
     features = out[list(FEATURE_NAMES)]
     return pd.concat(
         [snapshots[list(KEY_COLUMNS)].reset_index(drop=True), features], axis=1
@@ -301,13 +369,24 @@ def _codes(values: np.ndarray, index: pd.Index) -> np.ndarray:
     return index.get_indexer(values)
 
 
+def _take(values: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """`values[codes]`, missing where a code is -1 (not found): never the last row by accident."""
+    series = pd.Series(values)
+    return series.reindex(codes).to_numpy() if len(codes) else series.iloc[:0].to_numpy()
+
+
 def _fit_key(product: np.ndarray, industry: np.ndarray) -> np.ndarray:
-    """One key per product sold into an industry (empty industry kept as its own key)."""
-    return (
-        pd.Series(product, dtype=object).astype(str).to_numpy()
+    """One key per product sold into an industry (empty industry kept as its own key).
+
+    No key (None) without a product: deals of unknown products are not one product's record.
+    """
+    products = pd.Series(product, dtype=object)
+    keys = (
+        products.astype(str).to_numpy()
         + "|"
         + pd.Series(industry, dtype=object).fillna("").astype(str).to_numpy()
     )
+    return np.where(products.isna().to_numpy(), None, keys)
 
 
 def _trailing(
@@ -320,16 +399,20 @@ def _trailing(
     """Wins and closes per key in (as_of - days, as_of] (RECORD_DAYS by default), per snapshot."""
     values = {"won": closes["won"].to_numpy(), "n": np.ones(len(closes))}
     running = running_sums(closes.assign(key=event_codes), "key", "at", values)
-    left = pairs.assign(key=pair_codes)
+    # an unknown key (-1: a blank rep or product) is nobody's record, not one shared record
+    left = pairs.assign(key=np.where(pair_codes < 0, -2, pair_codes))
     now = running_at(left, running, "key", "at")
     then = running_at(left, running, "key", "at", shift_days=RECORD_DAYS if days is None else days)
-    return now[["won", "n"]] - then[["won", "n"]].to_numpy()
+    counts = now[["won", "n"]] - then[["won", "n"]].to_numpy()
+    known = np.asarray(pair_codes) >= 0
+    return counts.where(np.repeat(known[:, None], counts.shape[1], axis=1))
 
 
 def _add_account(out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables) -> None:
     deals = tables.deals
     accounts = tables.accounts
-    account_index = pd.Index(accounts["account_id"].to_numpy())
+    known = pd.concat([accounts["account_id"], deals["account_id"]]).dropna()
+    account_index = pd.Index(pd.unique(known.to_numpy()))
     deal_account = _codes(deals["account_id"].to_numpy()[pairs["deal"]], account_index)
     left = pairs.assign(account=deal_account)
 
@@ -345,7 +428,8 @@ def _add_account(out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables) -> N
     no_account = deal_account < 0
     out["account_prior_wins"] = np.where(no_account, np.nan, at["won"].to_numpy())
     out["account_prior_losses"] = np.where(no_account, np.nan, at["lost"].to_numpy())
-    created = accounts["created_at"].to_numpy()[np.maximum(deal_account, 0)]
+    created = accounts.set_index("account_id")["created_at"].reindex(account_index)
+    created = _take(created.to_numpy(), deal_account).astype("datetime64[ns]")
     tenure = (pairs["as_of"].to_numpy() - created) / np.timedelta64(1, "D")
     out["account_tenure_days"] = np.where(no_account, np.nan, tenure)
 
@@ -369,13 +453,16 @@ def _add_account(out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables) -> N
 
 def _add_rep(out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables) -> None:
     deals, reps = tables.deals, tables.reps
-    rep_index = pd.Index(reps["rep_id"].to_numpy())
-    team_index = pd.Index(reps["team"].unique())
+    # reps may be absent from an export: the deals still say who owns them (one team then)
+    known = pd.concat([reps["rep_id"], deals["rep_id"]]).dropna()
+    rep_index = pd.Index(pd.unique(known.to_numpy()))
+    team_of = reps.set_index("rep_id")["team"].reindex(rep_index).fillna("").to_numpy(object)
+    team_index = pd.Index(pd.unique(team_of))
     deal_rep = _codes(deals["rep_id"].to_numpy()[pairs["deal"]], rep_index)
-    deal_team = _codes(reps["team"].to_numpy()[deal_rep], team_index)
+    deal_team = _codes(_take(team_of, deal_rep), team_index)
     closes = _close_events(tables)
     close_rep = _codes(closes["rep_id"].to_numpy(), rep_index)
-    close_team = _codes(closes["team"].to_numpy(), team_index)
+    close_team = _codes(_take(team_of, close_rep), team_index)
     rep_counts = _trailing(pairs, closes, deal_rep, close_rep)
     team_counts = _trailing(pairs, closes, deal_team, close_team)
     team_rate = (team_counts["won"] + 1) / (team_counts["n"] + 3)  # a weak prior when a team is new
@@ -383,7 +470,8 @@ def _add_rep(out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables) -> None:
     out["rep_win_rate"] = shrunk.to_numpy()
     last_year = _trailing(pairs, closes, deal_rep, close_rep, days=TRAILING_DAYS)
     out["rep_closed_deals_365d"] = last_year["n"].to_numpy()
-    hired = reps["hired_at"].to_numpy()[deal_rep]
+    hired = reps.set_index("rep_id")["hired_at"].reindex(rep_index).to_numpy()
+    hired = _take(hired, deal_rep).astype("datetime64[ns]")
     out["rep_tenure_days"] = (pairs["as_of"].to_numpy() - hired) / np.timedelta64(1, "D")
 
     # the rep's record from the deal's current stage on: of closed deals that reached it, the
@@ -406,7 +494,7 @@ def _add_rep(out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables) -> None:
     out["rep_stage_win_rate"] = from_stage
 
     # how this product has been selling into this industry lately, shrunk toward the product
-    fit_index = pd.Index(pd.unique(closes["fit"]))
+    fit_index = pd.Index(pd.unique(closes["fit"].dropna()))
     product = deals["product_id"].to_numpy()[pairs["deal"]]
     account = deals["account_id"].to_numpy()[pairs["deal"]]
     industry = tables.accounts.set_index("account_id")["industry"].reindex(account).to_numpy()
@@ -416,8 +504,10 @@ def _add_rep(out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables) -> None:
         _codes(_fit_key(product, industry), fit_index),
         _codes(closes["fit"], fit_index),
     )
-    product_index = pd.Index(deals["product_id"].unique())
-    close_product = np.array([key.split("|")[0] for key in closes["fit"]], dtype=object)
+    product_index = pd.Index(deals["product_id"].dropna().unique())
+    close_product = np.array(
+        [None if key is None else key.split("|")[0] for key in closes["fit"]], dtype=object
+    )
     by_product = _trailing(
         pairs, closes, _codes(product, product_index), _codes(close_product, product_index)
     )
@@ -452,7 +542,7 @@ def _add_size(out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables) -> None
             "deal_id": first["deal_id"].to_numpy(),
         }
     )
-    key_index = pd.Index(pd.unique(quotes["key_name"]))
+    key_index = pd.Index(pd.unique(quotes["key_name"].dropna()))
     events = quotes.assign(key=_codes(quotes["key_name"].to_numpy(), key_index))
     values = {"log_amount": events["log_amount"].to_numpy(), "n": np.ones(len(events))}
     running = running_sums(events, "key", "at", values)

@@ -187,7 +187,11 @@ def make_logistic(
     """Impute, signed log, scale, one-hot (unknown categories ignored) + logistic regression."""
     numeric = Pipeline(
         [
-            ("impute", SimpleImputer(strategy="median", add_indicator=True)),
+            # an always-empty feature (off for this data) stays, as 0: one input shape for every CRM
+            (
+                "impute",
+                SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+            ),
             ("log", FunctionTransformer(signed_log1p, feature_names_out="one-to-one")),
             ("scale", StandardScaler()),
         ]

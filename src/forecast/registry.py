@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import mlflow
 import numpy as np
@@ -37,6 +37,7 @@ CHALLENGER = "challenger"
 AUC_TOLERANCE = 0.005
 LOG_LOSS_TOLERANCE = 0.005
 TIE = 1e-9
+BOOTSTRAP_ROUNDS = 200
 HISTORY_TAG = "champion_history"
 GATE_TAG = "gate"
 EVALUATION_TAG = "evaluation"
@@ -54,6 +55,9 @@ class Evaluation:
     won: np.ndarray
     metrics: Mapping[str, float]  # the new model's `auc` and `log_loss` on these rows
     baselines: Mapping[str, float]  # baseline name -> log loss on these rows
+    probability: np.ndarray | None = None  # the new model's P on these rows
+    rules: Mapping[str, np.ndarray] = field(default_factory=dict)  # base rate, best rule: P
+    groups: np.ndarray | None = None  # resampled together in the bootstrap (a deal's rows)
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,46 @@ def baseline_failures(log_loss_value: float, baselines: Mapping[str, float]) -> 
         for name, value in baselines.items()
         if not log_loss_value < value
     ]
+
+
+def auc_failures(evaluation: Evaluation, *, seed: int = 0) -> list[str]:
+    """One sentence per simple rule whose ROC AUC the model is clearly below, by bootstrap.
+
+    The rows are resampled by group (a deal's snapshots together) BOOTSTRAP_ROUNDS times; the
+    model fails against a rule when the upper end of the 90 % interval of its AUC minus the
+    rule's is below 0: it ranks worse than the rule, beyond noise. The base rate ranks nothing
+    (AUC 0.5): a model that is not clearly above it is no better than a coin.
+    """
+    if evaluation.probability is None or not evaluation.rules:
+        return []
+    y, p = np.asarray(evaluation.won), np.asarray(evaluation.probability)
+    groups = evaluation.groups if evaluation.groups is not None else np.arange(len(y))
+    codes, uniques = pd.factorize(pd.Series(groups))
+    rows_of = pd.Series(np.arange(len(y))).groupby(codes).apply(np.asarray).to_numpy()
+    rng = np.random.default_rng(seed)
+    diffs: dict[str, list[float]] = {name: [] for name in evaluation.rules}
+    for _ in range(BOOTSTRAP_ROUNDS):
+        pick = np.concatenate(rows_of[rng.integers(0, len(uniques), len(uniques))])
+        if len(np.unique(y[pick])) < 2:
+            continue
+        model_auc = roc_auc_score(y[pick], p[pick])
+        for name, rule in evaluation.rules.items():
+            rule_auc = 0.5 if name == "base_rate" else roc_auc_score(y[pick], rule[pick])
+            diffs[name].append(model_auc - rule_auc)
+    failures = []
+    for name, values in diffs.items():
+        if not values:
+            continue
+        low, high = np.quantile(values, [0.05, 0.95])
+        worse = high < 0 if name != "base_rate" else low <= 0
+        if worse:
+            what = "above a coin" if name == "base_rate" else f"as good as the {name} rule"
+            failures.append(
+                f"AUC {evaluation.metrics['auc']:.4f} is not clearly {what} (model minus "
+                f"{name}: 90 % interval {low:+.3f} .. {high:+.3f}, {len(values)} bootstrap "
+                "rounds by deal)"
+            )
+    return failures
 
 
 def judge(
@@ -183,6 +227,8 @@ def gate(
             _record(decision, run_id)
             return decision
     promoted, reason = judge(evaluation.metrics, champion, evaluation.baselines, current)
+    if promoted and (failures := auc_failures(evaluation)):
+        promoted, reason = False, "; ".join(failures)
     decision = GateDecision(
         name, version, promoted, reason, current, dict(evaluation.metrics), champion
     )

@@ -30,6 +30,7 @@ ROLES: tuple[str, ...] = ("rep", "manager", "director", "executive")
 BILLING: tuple[str, ...] = ("one_time", "subscription")
 TARGET_LEVELS: tuple[str, ...] = ("rep", "team", "region", "company")
 REVENUE_KINDS: tuple[str, ...] = ("recurring", "one_time")
+HISTORY_ORIGINS: tuple[str, ...] = ("recorded", "derived")
 
 TYPE_TEXT: dict[str, str] = {
     "id": "identifier (text)",
@@ -181,14 +182,42 @@ DEALS = Table(
             "account_id",
             "id",
             "The customer; may be empty for early prospects.",
+            required=False,
             nullable=True,
             references="accounts.account_id",
         ),
-        Column("rep_id", "id", "The rep who owns the deal.", references="reps.rep_id"),
-        Column("product_id", "id", "Main product.", references="products.product_id"),
+        Column(
+            "rep_id",
+            "id",
+            "The rep who owns the deal; may be empty (rep features are then off for it).",
+            required=False,
+            nullable=True,
+            references="reps.rep_id",
+        ),
+        Column(
+            "product_id",
+            "id",
+            "Main product; may be empty.",
+            required=False,
+            nullable=True,
+            references="products.product_id",
+        ),
         Column("created_at", "datetime", "When the deal was opened."),
-        Column("amount", "float", "Current amount.", minimum=0),
-        Column("expected_close", "date", "Current expected close date.", nullable=True),
+        Column(
+            "amount",
+            "float",
+            "Current amount; may be empty while open or when lost, never when won.",
+            required=False,
+            nullable=True,
+            minimum=0,
+        ),
+        Column(
+            "expected_close",
+            "date",
+            "Current expected close date.",
+            required=False,
+            nullable=True,
+        ),
         Column("stage", "enum", "Current stage.", allowed=STAGES),
         Column(
             "closed_at", "datetime", "When it was won or lost; empty while open.", nullable=True
@@ -212,6 +241,7 @@ DEALS = Table(
         "closed_at >= created_at",
         "outcome open <=> closed_at empty <=> stage not closed",
         "outcome won <=> stage closed_won; lost <=> closed_lost",
+        "won deals have an amount",
     ),
 )
 
@@ -222,7 +252,7 @@ DEAL_HISTORY = Table(
         Column("deal_id", "id", "The deal that changed.", references="deals.deal_id"),
         Column("changed_at", "datetime", "When the change was recorded."),
         Column("stage", "enum", "Stage after the change.", allowed=STAGES),
-        Column("amount", "float", "Amount after the change.", minimum=0),
+        Column("amount", "float", "Amount after the change.", nullable=True, minimum=0),
         Column("expected_close", "date", "Expected close date after the change.", nullable=True),
         Column(
             "next_step",
@@ -231,10 +261,21 @@ DEAL_HISTORY = Table(
             required=False,
             nullable=True,
         ),
+        Column(
+            "origin",
+            "enum",
+            "`recorded` (from the CRM's history; empty means recorded) or `derived` (written on "
+            "import from a deals-only export: a creation row, then the closing row).",
+            required=False,
+            nullable=True,
+            allowed=HISTORY_ORIGINS,
+        ),
     ),
     key=("deal_id", "changed_at"),
     known_at="changed_at",
-    time_note="A deal's state at time t is its last history row with changed_at <= t.",
+    time_note="A deal's state at time t is its last history row with changed_at <= t. An import "
+    "without deal_history derives it from deals (origin `derived`): stage-history features are "
+    "then off.",
     extra_checks=(
         "created_at <= changed_at (<= closed_at for closed deals)",
         "the latest row matches the deal's current stage",

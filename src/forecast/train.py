@@ -37,12 +37,27 @@ import numpy as np
 import pandas as pd
 from mlflow.models import infer_signature
 from sklearn.base import BaseEstimator
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import log_loss, roc_auc_score
 
 from forecast import evaluate
 from forecast.datasets import WorldTruth
 from forecast.explain import global_importance, scorer_for
-from forecast.features import DEAL_FEATURES, KEY_COLUMNS, Feature, snapshot_dates, training_frame
+from forecast.features import (
+    DEAL_FEATURES,
+    KEY_COLUMNS,
+    Feature,
+    snapshot_dates,
+    training_frame,
+    unavailable_features,
+)
+from forecast.leakage import (
+    LEAK_AUC,
+    LeakageSuspected,
+    Suspect,
+    refuse,
+    screen_columns,
+    screen_features,
+)
 from forecast.model import (
     CALIBRATION_METHODS,
     SKOPS_TRUSTED_TYPES,
@@ -65,9 +80,9 @@ log = logging.getLogger(__name__)
 EXPERIMENT = "deal-win"
 MODEL_NAME = "deal-win"
 MIN_CLOSED_PER_CLASS = 40  # won and lost closed deals needed, each, before anything is trained
-LEAKAGE_GAIN_SHARE = 0.50  # one feature carrying more of the trees' total gain is suspect
 LEAKAGE_AUC = 0.99  # no honest out-of-time model of deal outcomes gets this close to perfect
 CANDIDATES = ("lightgbm", "logistic")
+BASELINES = ("base_rate", "stage_fixed", "stage_history")  # and the best rule_<column>
 RUNTIME_PACKAGES = ("lightgbm", "scikit-learn", "skops", "pandas", "numpy", "scipy")
 
 
@@ -75,27 +90,79 @@ class NotEnoughDataError(ValueError):
     """Too few closed deals, or a time slice without both outcomes."""
 
 
-class LeakageSuspected(RuntimeError):  # noqa: N818 (the name says what happened)
-    """A feature looks like it knows the outcome: training stopped."""
-
-
 @dataclass(frozen=True)
 class WinParams:
     """Everything that decides the model, logged as the run's parameters."""
 
     seed: int = 0
-    label_lag_days: int = 120
-    test_days: int = 91
-    calibration_days: int = 91
+    label_lag_days: int | None = None  # None: chosen from the data (`WindowChoice.fit`)
+    test_days: int | None = None
+    calibration_days: int | None = None
     snapshot_freq: str = "W-SUN"
     tree: TreeParams = field(default_factory=TreeParams)
     logistic_c: float = 0.1
     candidates: tuple[str, ...] = CANDIDATES
+    allow_columns: tuple[str, ...] = ()  # columns the leak guard would refuse, checked by a person
 
     def flat(self) -> dict[str, object]:
         out = {k: v for k, v in asdict(self).items() if k != "tree"}
         out["candidates"] = ",".join(self.candidates)
+        out["allow_columns"] = ",".join(self.allow_columns)
         return out | {f"tree_{k}": v for k, v in asdict(self.tree).items()}
+
+
+FULL_WINDOWS = (120, 91, 91)  # label lag, test, calibration days when the history allows them
+MIN_TRAIN_DAYS = 182  # history before the calibration slice that the full windows need
+MIN_WINDOW_DAYS = 28
+
+
+@dataclass(frozen=True)
+class WindowChoice:
+    """Label lag, test and calibration days, and why: given, or fitted to the data's span."""
+
+    label_lag_days: int
+    test_days: int
+    calibration_days: int
+    why: str
+
+    @classmethod
+    def fit(cls, tables: CrmTables, params: WinParams) -> WindowChoice:
+        """The full windows when the history holds them, else windows scaled to the data.
+
+        The label lag is then the 90th percentile of the closed deals' cycle length (so most
+        deals in the test slice have closed by the export), and test and calibration each take
+        a quarter of what is left; a window set on the command line is always kept.
+        """
+        given = (params.label_lag_days, params.test_days, params.calibration_days)
+        deals = tables.deals
+        start = deals["created_at"].min()
+        span = (tables.as_of - start).days if pd.notna(start) else 0
+        if span >= sum(FULL_WINDOWS) + MIN_TRAIN_DAYS:
+            lag, test, cal = (
+                g if g is not None else d for g, d in zip(given, FULL_WINDOWS, strict=True)
+            )
+            why = "the full windows (the history is long enough)"
+        else:
+            closed = deals[deals["closed_at"].notna()]
+            cycle = (closed["closed_at"] - closed["created_at"]).dt.days
+            fitted_lag = int(np.clip(np.ceil(cycle.quantile(0.9)) if len(cycle) else 90, 14, 120))
+            lag = given[0] if given[0] is not None else fitted_lag
+            rest = max(span - lag, 0)
+            fitted = max(MIN_WINDOW_DAYS, min(91, 7 * round(rest / 4 / 7)))
+            test = given[1] if given[1] is not None else fitted
+            cal = given[2] if given[2] is not None else fitted
+            why = (
+                f"windows fitted to a {span}-day history: label lag = 90th percentile of the "
+                f"cycle length ({fitted_lag} days), test and calibration a quarter each of "
+                "what is left"
+            )
+        if any(g is not None for g in given):
+            why += "; set on the command line: " + ", ".join(
+                f"{n} {g}"
+                for n, g in zip(("label lag", "test", "calibration"), given, strict=True)
+                if g is not None
+            )
+        return cls(int(lag), int(test), int(cal), why)
 
 
 @dataclass(frozen=True)
@@ -123,20 +190,24 @@ class Windows:
     test_end: pd.Timestamp
     export_as_of: pd.Timestamp
 
+    choice: WindowChoice | None = None
+
     @classmethod
     def before(cls, tables: CrmTables, params: WinParams) -> Windows:
-        test_end = tables.as_of.normalize() - pd.Timedelta(days=params.label_lag_days)
-        calibration_end = test_end - pd.Timedelta(days=params.test_days)
-        train_end = calibration_end - pd.Timedelta(days=params.calibration_days)
+        choice = WindowChoice.fit(tables, params)
+        test_end = tables.as_of.normalize() - pd.Timedelta(days=choice.label_lag_days)
+        calibration_end = test_end - pd.Timedelta(days=choice.test_days)
+        train_end = calibration_end - pd.Timedelta(days=choice.calibration_days)
         start = tables.deals["created_at"].min()
-        if pd.isna(start) or start >= train_end:
+        if pd.isna(start) or start >= train_end - pd.Timedelta(days=MIN_WINDOW_DAYS):
             raise NotEnoughDataError(
-                f"the data starts {start} but training must end by {train_end:%Y-%m-%d} "
-                f"(export as-of {tables.as_of:%Y-%m-%d} minus {params.label_lag_days} days of "
-                f"label lag, {params.test_days} days of test and {params.calibration_days} of "
-                "calibration): more history is needed"
+                f"the data starts {start:%Y-%m-%d} but training must end by "
+                f"{train_end:%Y-%m-%d} (export as-of {tables.as_of:%Y-%m-%d} minus "
+                f"{choice.label_lag_days} days of label lag, {choice.test_days} days of test and "
+                f"{choice.calibration_days} of calibration, {choice.why}): export more history, "
+                "or set shorter windows with --label-lag-days, --test-days, --calibration-days"
             )
-        return cls(start.normalize(), train_end, calibration_end, test_end, tables.as_of)
+        return cls(start.normalize(), train_end, calibration_end, test_end, tables.as_of, choice)
 
     def describe(self) -> dict[str, str]:
         day = "%Y-%m-%d"
@@ -145,7 +216,7 @@ class Windows:
             "calibration": f"{self.train_end:{day}} .. {self.calibration_end:{day}}",
             "test": f"{self.calibration_end:{day}} .. {self.test_end:{day}}",
             "export_as_of": f"{self.export_as_of:{day}}",
-        }
+        } | ({"choice": self.choice.why} if self.choice else {})
 
 
 @dataclass(frozen=True)
@@ -177,18 +248,21 @@ class WinTrainResult:
     code_version: str
     card_path: Path
     params: WinParams
+    unavailable: Mapping[str, str] = field(default_factory=dict)  # feature -> why it is off
+    rule_scores: Mapping[str, np.ndarray] = field(default_factory=dict)  # base rate, best rule
 
     def evaluation(self) -> Evaluation:
         """The test rows and scores the gate compares a champion with."""
         test = self.slices.test
+        baselines = [n for n in self.metrics.index if n in BASELINES or n.startswith("rule_")]
         return Evaluation(
             features=model_input(test, self.features),
             won=test["won"].to_numpy(dtype=int),
             metrics={m: float(self.metrics.loc["model", m]) for m in ("auc", "log_loss")},
-            baselines={
-                name: float(self.metrics.loc[name, "log_loss"])
-                for name in ("stage_fixed", "stage_history")
-            },
+            baselines={name: float(self.metrics.loc[name, "log_loss"]) for name in baselines},
+            probability=self.model.predict_proba(model_input(test, self.features))[:, 1],
+            rules=self.rule_scores,
+            groups=test["deal_id"].to_numpy(),
         )
 
 
@@ -280,18 +354,42 @@ def gain_shares(model: BaseEstimator) -> pd.Series:
     return (gain / gain.sum()).sort_values(ascending=False)
 
 
-def check_leakage(shares: pd.Series, test_auc: float | None = None) -> None:
-    """Stop when one feature dominates the gain or the out-of-time AUC is implausibly high."""
-    top, share = str(shares.index[0]), float(shares.iloc[0])
-    if share > LEAKAGE_GAIN_SHARE:
+def check_leakage(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    features: Sequence[Feature],
+    *,
+    allowed: Sequence[str] = (),
+    label: str = "won",
+    columns: Sequence[Suspect] = (),
+) -> tuple[list[Suspect], dict[str, float]]:
+    """Before any fit: refuse every feature (or mapped column) that knows the outcome.
+
+    Args:
+        train, test: the out-of-time slices (a single feature is learned on train, scored on
+            test).
+        features: the model's features.
+        allowed: columns or features a person has checked and allows.
+        label: the label column.
+        columns: suspects already found in the mapped columns (`leakage.screen_columns`).
+
+    Returns:
+        The allowed suspects and each feature's single-feature out-of-time AUC.
+
+    Raises:
+        LeakageSuspected: naming each suspect, its evidence and the fix.
+    """
+    suspects, aucs = screen_features(train, test, features, label)
+    return refuse([*columns, *suspects], allowed), aucs
+
+
+def check_implausible_auc(test_auc: float, top_feature: str) -> None:
+    """After the fit: no honest out-of-time model of these outcomes gets this close to perfect."""
+    if test_auc > LEAKAGE_AUC:
         raise LeakageSuspected(
-            f"suspected leakage: {top} carries {share:.0%} of the model's total gain "
-            f"(limit {LEAKAGE_GAIN_SHARE:.0%}); check it is known at each snapshot's as-of"
-        )
-    if test_auc is not None and test_auc > LEAKAGE_AUC:
-        raise LeakageSuspected(
-            f"suspected leakage: {top} (out-of-time AUC {test_auc:.4f} > {LEAKAGE_AUC}; "
-            f"{top} carries the most gain, {share:.0%})"
+            f"suspected leakage: out-of-time AUC {test_auc:.4f} > {LEAKAGE_AUC} "
+            f"({top_feature} carries the most gain); check which columns are known only at "
+            "the close"
         )
 
 
@@ -332,6 +430,7 @@ def choose(
 METRIC_PREFIX = {
     "model": "test",
     "model_uncalibrated": "test_uncalibrated",
+    "base_rate": "baseline_base_rate",
     "stage_fixed": "baseline_stage_fixed",
     "stage_history": "baseline_stage_history",
     "logistic": "baseline_logistic",
@@ -352,7 +451,7 @@ def flat_metrics(
     slice's positive rate.
     """
     return {
-        f"{prefixes[name]}_{metric}": float(value)
+        f"{prefixes.get(name, f'baseline_{name}')}_{metric}": float(value)
         for name, row in table.iterrows()
         for metric, value in row.items()
         if metric in (*evaluate.METRICS, "mean_predicted") and np.isfinite(value)
@@ -481,6 +580,7 @@ class Prepared:
     slices: Slices
     features: tuple[Feature, ...]
     fingerprint: str
+    unavailable: Mapping[str, str] = field(default_factory=dict)
 
 
 def prepare(tables: CrmTables, params: WinParams, hooks: TrainHooks) -> Prepared:
@@ -494,7 +594,9 @@ def prepare(tables: CrmTables, params: WinParams, hooks: TrainHooks) -> Prepared
         slices = Slices(train, calibration, slices.test, slices.unlabelled_share)
     columns = [*KEY_COLUMNS, *(f.name for f in features), "won"]
     inputs = pd.concat([slices.train, slices.calibration, slices.test])
-    return Prepared(windows, slices, features, fingerprint(inputs, columns))
+    return Prepared(
+        windows, slices, features, fingerprint(inputs, columns), unavailable_features(tables)
+    )
 
 
 @dataclass(frozen=True)
@@ -532,18 +634,16 @@ def score_test(data: Prepared, fitted: Fitted, truth: WorldTruth | None) -> dict
     train, test = data.slices.train, data.slices.test
     x, y = model_input(test, data.features), test["won"].to_numpy(dtype=int)
     lightgbm = fitted.candidates["lightgbm"].predict_proba(x)[:, 1]
+    baselines, _ = evaluate.simple_baselines(train, test, unavailable=list(data.unavailable))
     scores = {
         "model": fitted.calibration.model.predict_proba(x)[:, 1],
         "model_uncalibrated": fitted.candidates[fitted.chosen].predict_proba(x)[:, 1],
-        "stage_fixed": evaluate.stage_fixed_probability(test["stage"]),
-        "stage_history": evaluate.StageRates.learn(train["stage"], train["won"]).predict(
-            test["stage"]
-        ),
+        **baselines,
         "logistic": fitted.candidates["logistic"].predict_proba(x)[:, 1],
         "lightgbm": lightgbm,
     }
     best_auc = max(roc_auc_score(y, lightgbm), roc_auc_score(y, scores["model"]))
-    check_leakage(fitted.gain_share, float(best_auc))
+    check_implausible_auc(float(best_auc), str(fitted.gain_share.index[0]))
     if truth is not None:
         scores["truth"] = truth.win_probability(test["deal_id"], test["stage"])
     return scores
@@ -591,12 +691,20 @@ def train_win(
     )
     with tracking_run(EXPERIMENT, run_name=f"deal-win seed {params.seed}") as run:
         _log_inputs(params, data, hooks)
+        step("leak guard")
+        allowed, single_auc = check_leakage(
+            s.train,
+            s.test,
+            data.features,
+            allowed=params.allow_columns,
+            columns=screen_columns(tables),
+        )
+        _log_guard(allowed, single_auc)
         step("fitting candidates")
         candidates = fit_candidates(data.slices.train, data.features, params)
         shares = gain_shares(candidates["lightgbm"])
         mlflow.log_metric("gain_share_max", float(shares.iloc[0]))
         mlflow.set_tag("gain_share_top", str(shares.index[0]))
-        check_leakage(shares)
         step("choosing and calibrating")
         fitted = choose_and_calibrate(data, candidates, shares, params)
         step("evaluating")
@@ -621,11 +729,28 @@ def train_win(
             code_version=code_version(),
             card_path=(card_dir or default_card_dir()) / f"{MODEL_NAME}.md",
             params=params,
+            unavailable=data.unavailable,
+            rule_scores=_rule_scores(scores, y_test),
         )
         _log_results(result, y_test, scores)
         log_global_importance(result.model, s.test, data.features)
     log.info("logged run %s (model %s)", result.run_id, result.model_uri)
     return result
+
+
+def _rule_scores(scores: Mapping[str, np.ndarray], y: np.ndarray) -> dict[str, np.ndarray]:
+    """The base rate and the best rule by test log loss: what the model's AUC must hold up to."""
+    rules = [n for n in scores if n == "stage_history" or n.startswith("rule_")]
+    losses = {n: log_loss(y, scores[n], labels=[0, 1]) for n in rules}
+    best = min(losses, key=losses.get) if losses else None
+    return {"base_rate": scores["base_rate"]} | ({best: scores[best]} if best else {})
+
+
+def _log_guard(allowed: Sequence[Suspect], single_auc: Mapping[str, float]) -> None:
+    """The leak guard's findings: each feature's AUC alone, and what a person allowed."""
+    mlflow.log_dict({k: round(v, 4) for k, v in single_auc.items()}, "leak_guard/single_auc.json")
+    if allowed:
+        mlflow.set_tag("allowed_columns", "; ".join(str(a) for a in allowed))
 
 
 def log_global_importance(
@@ -699,7 +824,9 @@ def _log_results(
     )
     mlflow.set_tags({"candidate": result.candidate, "calibration": result.calibration_method})
     shown = {
-        k: v for k, v in scores.items() if k in ("model", "stage_fixed", "stage_history", "truth")
+        k: v
+        for k, v in scores.items()
+        if k in ("model", "base_rate", "stage_fixed", "stage_history", "truth")
     }
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -731,6 +858,7 @@ def _markdown(frame: pd.DataFrame, digits: int = 3) -> str:
 CONTENDER_NAMES = {
     "model": "**model** (calibrated)",
     "model_uncalibrated": "model before calibration",
+    "base_rate": "baseline: base rate (train slice)",
     "stage_fixed": "baseline: fixed stage probabilities",
     "stage_history": "baseline: stage win rate (history)",
     "logistic": "baseline: logistic regression",
@@ -754,13 +882,18 @@ def _card_data(result: WinTrainResult) -> list[str]:
         f" ({p.snapshot_freq}).",
         f"- Train {spans['train']}: {rows('train')}.",
         f"- Calibration {spans['calibration']}: {rows('calibration')}.",
-        f"- Test {spans['test']}: {rows('test')}. It ends {p.label_lag_days} days before the",
+        f"- Windows: {w.choice.why if w.choice else 'as given'}.",
+        f"- Test {spans['test']}: {rows('test')}. It ends {_lag(w)} days before the",
         f"  export so its deals have closed; {s.unlabelled_share['test']:.1%} of its snapshots",
         "  were still open then and are left out.",
         "- The train slice drops every deal that is also in a later slice.",
         f"- Data fingerprint `{result.fingerprint[:16]}`, code `{result.code_version}`,"
         f" seed {p.seed}.",
     ]
+
+
+def _lag(windows: Windows) -> int:
+    return (windows.export_as_of.normalize() - windows.test_end).days
 
 
 def _card_choice(result: WinTrainResult) -> list[str]:
@@ -780,15 +913,22 @@ def _card_choice(result: WinTrainResult) -> list[str]:
 def _card_metrics(result: WinTrainResult) -> list[str]:
     m = result.metrics
     table = m[list(evaluate.METRICS)].rename(index=CONTENDER_NAMES).rename_axis("contender")
-    lift = 1 - float(m.loc["model", "log_loss"] / m.loc["stage_fixed", "log_loss"])
+    reference = "stage_fixed" if "stage_fixed" in m.index else "base_rate"
+    lift = 1 - float(m.loc["model", "log_loss"] / m.loc[reference, "log_loss"])
     fixed = ", ".join(f"{k} {v:.2f}" for k, v in evaluate.STAGE_PROBABILITIES.items())
+    against = (
+        f"the CRM's fixed stage probabilities ({fixed})"
+        if reference == "stage_fixed"
+        else "the base rate (this data has no stage history)"
+    )
     by_stage = result.by_stage.pivot(index="group", columns="model", values="log_loss")
     by_segment = result.by_segment.pivot(index="group", columns="model", values="auc")
     return [
         "## Test metrics against the baselines (same rows)",
         "",
         f"ECE over {evaluate.ECE_BINS} equal-frequency bins. Log loss is {lift:.1%} lower than",
-        f"the CRM's fixed stage probabilities ({fixed}).",
+        f"{against}. `rule_<column>` is the best simple rule the data allows: the training",
+        "window's win rate per value of that column.",
         "",
         _markdown(table.reset_index()),
         "",
@@ -833,7 +973,21 @@ def _card_limits(result: WinTrainResult) -> list[str]:
             "  rep's skill and a product's fit only through a few hundred closed deals, and each",
             "  deal has its own noise. No model of the recorded data can reach it.",
         ]
-    stage_share = float(result.gain_share.get("stage", 0.0))
+    off = result.unavailable
+    if off:
+        lines += [
+            f"- {len(off)} of {len(DEAL_FEATURES)} features are off (empty on every row), because"
+            " the data lacks what they read:",
+            *(
+                f"  - {reason}: {', '.join(n for n, r in off.items() if r == reason)}"
+                for reason in dict.fromkeys(off.values())
+            ),
+        ]
+    if result.params.allow_columns:
+        lines += [
+            "- The leak guard was overridden for: "
+            f"{', '.join(result.params.allow_columns)} (checked by a person, `--allow-column`).",
+        ]
     return [
         *lines,
         "- Only deals that closed are scored: deals still open at the export (longer, and more",
@@ -841,10 +995,10 @@ def _card_limits(result: WinTrainResult) -> list[str]:
         "- Weekly snapshots weigh a deal by how long it stays open, in training and in metrics.",
         "- Monotone constraints hold only for the features declared monotone; elsewhere the",
         "  trees may bend (checked on average by tests/model/test_win_model.py).",
-        f"- The leakage canary stops training when one feature carries over"
-        f" {LEAKAGE_GAIN_SHARE:.0%} of the gain;",
-        f"  stage carries {stage_share:.0%} here: a CRM whose stage says nearly everything would"
-        " trip it.",
+        "- The leak guard (`forecast.leakage`) refuses, before any fit, columns filled mostly"
+        " for one",
+        f"  outcome, a final close date used as the expected close, and any feature that alone"
+        f" reaches out-of-time AUC {LEAK_AUC}.",
     ]
 
 
@@ -891,13 +1045,16 @@ def retrain_win(
     *,
     truth: WorldTruth | None = None,
     seed: int = 0,
+    params: WinParams | None = None,
     card_dir: Path | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> RetrainOutcome:
-    """Train the win model, register it as challenger and run the gate."""
-    result = train_win(
-        tables, truth=truth, params=WinParams(seed=seed), card_dir=card_dir, on_step=on_step
-    )
+    """Train the win model, register it as challenger and run the gate.
+
+    `params` (windows, allowed columns, ...) default to `WinParams(seed=seed)`.
+    """
+    params = params or WinParams(seed=seed)
+    result = train_win(tables, truth=truth, params=params, card_dir=card_dir, on_step=on_step)
     if on_step:
         on_step("registry gate")
     decision = register_and_gate(MODEL_NAME, result.model_uri, result.run_id, result.evaluation())

@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from forecast.derive import derive_history
 from forecast.schema import (
     CLOSED_STAGES,
     OPEN_STAGES,
@@ -124,6 +125,7 @@ class ValidationError(Exception):
         counts: Mapping[tuple[str, str, str], int] | None = None,
     ) -> None:
         self.violations = list(violations)
+        self.hint = ""  # what would let the import go through, when something would
         self.counts: dict[tuple[str, str, str], int] = dict(
             counts
             if counts is not None
@@ -166,27 +168,103 @@ class ValidationError(Exception):
                 f"… and {self.total - len(shown)} more (FORECAST_MAX_VIOLATIONS_SHOWN lists more, "
                 f"up to {MAX_PER_GROUP} per table, column and check)."
             )
+        if self.hint:
+            lines.append(self.hint)
         return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.summary(get_settings().max_violations_shown)
 
 
+BAD_ROW_POLICIES: tuple[str, ...] = ("refuse", "repair", "quarantine")
+"""What an import does with rows whose times are out of order (closed before created, a history
+row outside its deal's life): refuse the import, repair the row, or set it aside."""
+
+_REPAIRABLE = frozenset(
+    {("deals", "closed_at", "time_order"), ("deal_history", "changed_at", "time_order")}
+)
+# rows of these tables can be set aside one by one (with their deal's other rows)
+_ROW_TABLES = ("deals", "deal_history")
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A valid import: the canonical tables, and what was repaired, set aside or derived.
+
+    Attributes:
+        tables: the canonical tables.
+        set_aside: one entry per row repaired or quarantined under the bad-row policy, located
+            in the source like any violation (its `check` says `repaired` or `quarantined`).
+        derived: the canonical tables written from the others (`deal_history` for a deals-only
+            export).
+    """
+
+    tables: CrmTables
+    set_aside: tuple[Violation, ...] = ()
+    derived: tuple[str, ...] = ()
+
+
 def validate(raw: Mapping[str, RawTable], *, as_of: pd.Timestamp) -> CrmTables:
     """Check raw tables against the contract and return them as canonical `CrmTables`.
 
-    Args:
-        raw: raw tables by canonical name; tables that are absent are taken as empty.
-        as_of: the export's as-of; nothing may have happened after it. A time zone, if any, is
-            converted to UTC.
-
-    Returns:
-        The tables with canonical columns and dtypes.
+    Rows out of time order are refused; `check` can repair or set them aside instead.
 
     Raises:
         ValidationError: listing every problem found, if there is any.
     """
+    return check(raw, as_of=as_of).tables
+
+
+def check(raw: Mapping[str, RawTable], *, as_of: pd.Timestamp, bad_rows: str = "refuse") -> Checked:
+    """Check raw tables against the contract; derive what a deals-only export lacks.
+
+    Args:
+        raw: raw tables by canonical name; tables that are absent are taken as empty (a
+            reference to an absent table is not checked: what it would give is then off).
+        as_of: the export's as-of; nothing may have happened after it. A time zone, if any, is
+            converted to UTC.
+        bad_rows: one of BAD_ROW_POLICIES, for deals closed before they were created and
+            history rows outside their deal's life: `refuse` the import, `repair` (a deal's
+            created_at becomes its closed_at; such history rows are set aside) or `quarantine`
+            (the rows are set aside with their deal's history and activities). Either way each
+            row is reported with its file and line, and every other problem still refuses.
+
+    Returns:
+        The canonical tables, what was set aside, and which tables were derived.
+
+    Raises:
+        ValidationError: listing every problem found, if there is any.
+    """
+    if bad_rows not in BAD_ROW_POLICIES:
+        raise ValueError(f"bad_rows must be one of {', '.join(BAD_ROW_POLICIES)}, not {bad_rows!r}")
     as_of = _naive_utc(pd.Timestamp(as_of))
+    checked, out = _check_all(raw, as_of)
+    set_aside: list[Violation] = []
+    if out.counts and _can_set_aside(out, bad_rows):
+        raw, set_aside = _set_aside(checked, out, bad_rows)
+        checked, out = _check_all(raw, as_of)
+    if out.counts:
+        error = ValidationError(out.violations, out.counts)
+        if bad_rows == "refuse" and _can_set_aside(out, "quarantine"):
+            error.hint = (
+                "Every problem is in a row of deals or deal_history: `--bad-rows quarantine` "
+                "imports everything else and lists the rows it left out"
+                + (", `--bad-rows repair` repairs them" if _can_set_aside(out, "repair") else "")
+                + "."
+            )
+        raise error
+    frames = {name: c.canonical() for name, c in checked.items()}
+    derived: tuple[str, ...] = ()
+    if len(frames["deals"]) and not len(frames["deal_history"]):
+        frames["deal_history"] = derive_history(frames["deals"])
+        derived = ("deal_history",)
+    tables = CrmTables.from_frames(frames, as_of=as_of)
+    return Checked(tables, tuple(set_aside), derived)
+
+
+def _check_all(
+    raw: Mapping[str, RawTable], as_of: pd.Timestamp
+) -> tuple[dict[str, _Checked], _Collector]:
     out = _Collector()
     for name, table in raw.items():
         if name not in TABLES:
@@ -215,9 +293,74 @@ def validate(raw: Mapping[str, RawTable], *, as_of: pd.Timestamp) -> CrmTables:
     _check_deals(checked["deals"], out)
     _check_history(checked["deal_history"], checked["deals"], out)
     _check_future(checked, as_of, out)
-    if out.counts:
-        raise ValidationError(out.violations, out.counts)
-    return CrmTables.from_frames({name: c.canonical() for name, c in checked.items()}, as_of=as_of)
+    return checked, out
+
+
+def _can_set_aside(out: _Collector, policy: str) -> bool:
+    """Whether every problem is a row the policy can repair or set aside."""
+    if policy == "repair":
+        return set(out.counts) <= _REPAIRABLE
+    if policy == "quarantine":
+        return all(key[0] in _ROW_TABLES and key in out.flagged for key in out.counts)
+    return False
+
+
+def _set_aside(
+    checked: dict[str, _Checked], out: _Collector, policy: str
+) -> tuple[dict[str, RawTable], list[Violation]]:
+    """The raw tables with the flagged rows repaired or dropped, and a note per row."""
+    raw = {name: c.raw for name, c in checked.items() if c.n or c.raw.source}
+    deals = checked["deals"]
+    flagged = {key: rows for key, rows in out.flagged.items() if key in out.counts}
+    bad_deals = np.unique(
+        np.concatenate([[], *(rows for key, rows in flagged.items() if key[0] == "deals")])
+    ).astype(int)
+    if policy == "repair":
+        frame = deals.raw.frame.copy()
+        created = frame.columns.get_loc("created_at")
+        frame.iloc[bad_deals, created] = frame["closed_at"].iloc[bad_deals].to_numpy()
+        raw["deals"] = RawTable("deals", frame, deals.raw.source, deals.raw.lines)
+        deal_note = "repaired: created_at set to closed_at (the deal was entered after it closed)"
+    else:
+        dropped = set(deals.raw.frame["deal_id"].iloc[bad_deals].dropna().tolist())
+        raw["deals"] = _drop_rows(deals.raw, bad_deals)
+        for name in ("deal_history", "activities"):
+            child = checked[name]
+            if child.n and "deal_id" in child.raw.frame:
+                rows = np.flatnonzero(child.raw.frame["deal_id"].isin(dropped).to_numpy(bool))
+                raw[name] = _drop_rows(raw[name], rows)
+        deal_note = "quarantined: the deal, its history and its activities were not imported"
+    history_note = "quarantined: this history row was not imported"
+    bad_history = [rows for key, rows in flagged.items() if key[0] == "deal_history"]
+    if bad_history and "deal_history" in raw:
+        # positions of the checked frame; rows of quarantined deals may be gone already
+        original = checked["deal_history"].raw.frame.index[np.unique(np.concatenate(bad_history))]
+        history = raw["deal_history"]
+        rows = np.flatnonzero(history.frame.index.isin(original))
+        raw["deal_history"] = _drop_rows(history, rows)
+    notes = [
+        Violation(
+            v.table,
+            v.source,
+            v.location,
+            v.column,
+            v.value,
+            f"{v.expected}; {deal_note if v.table == 'deals' else history_note}",
+            (deal_note if v.table == "deals" else history_note).split(":")[0],
+        )
+        for v in out.violations
+        if (v.table, v.column, v.check) in flagged
+    ]
+    return raw, notes
+
+
+def _drop_rows(raw: RawTable, positions: np.ndarray) -> RawTable:
+    keep = np.ones(len(raw.frame), dtype=bool)
+    keep[positions] = False
+    lines = None if raw.lines is None else np.asarray(raw.lines)[keep]
+    if lines is None:  # keep the row numbers of the source, not of what is left
+        lines = np.flatnonzero(keep) + 1
+    return RawTable(raw.name, raw.frame[keep], raw.source, lines)
 
 
 # --- collecting violations ---------------------------------------------------------------------
@@ -229,6 +372,8 @@ class _Collector:
     def __init__(self) -> None:
         self.violations: list[Violation] = []
         self.counts: Counter[tuple[str, str, str]] = Counter()
+        # positions of the rows a bad-row policy may repair or set aside
+        self.flagged: dict[tuple[str, str, str], np.ndarray] = {}
 
     def add(self, violation: Violation) -> None:
         key = (violation.table, violation.column, violation.check)
@@ -251,6 +396,8 @@ class _Collector:
         if not len(positions):
             return
         key = (raw.name, column, check)
+        if raw.name in _ROW_TABLES:
+            self.flagged[key] = np.union1d(self.flagged.get(key, positions), positions)
         room = max(0, MAX_PER_GROUP - self.counts[key])
         for pos in positions[:room].tolist():
             self.violations.append(
@@ -668,7 +815,9 @@ def _check_foreign_keys(checked: dict[str, _Checked], present: set[str], out: _C
                 continue
             ref_table, ref_col = col.references.split(".")
             parent = checked[ref_table]
-            if ref_table in present and not parent.has(ref_col):
+            if ref_table not in present:
+                continue  # an export without the table: what it would give is off, not wrong
+            if not parent.has(ref_col):
                 continue  # the missing column is reported already; every lookup would fail
             known = parent.values[ref_col] if parent.has(ref_col) else pd.Series([], dtype=STRING)
             _report_unknown(
@@ -677,7 +826,6 @@ def _check_foreign_keys(checked: dict[str, _Checked], present: set[str], out: _C
                 known,
                 out,
                 lambda v, t=ref_table, c=ref_col: f"{_article(t)} {t} row with {c} = {v}",
-                missing_note=ref_table not in present,
                 ref_table=ref_table,
             )
 
@@ -689,7 +837,7 @@ def _check_target_owners(checked: dict[str, _Checked], present: set[str], out: _
         return
     level = targets.values["level"]
     for name, rep_column in _OWNER_COLUMNS.items():
-        if "reps" in present and not reps.has(rep_column):
+        if "reps" not in present or not reps.has(rep_column):
             continue
         known = reps.values.get(rep_column, pd.Series([], dtype=STRING))
         _report_unknown(
@@ -698,7 +846,6 @@ def _check_target_owners(checked: dict[str, _Checked], present: set[str], out: _
             known,
             out,
             lambda v, c=rep_column, lv=name: f"a reps row with {c} = {v} (level {lv})",
-            missing_note="reps" not in present,
             ref_table="reps",
             rows=(level == name).fillna(False).to_numpy(dtype=bool),
         )
@@ -721,7 +868,6 @@ def _report_unknown(
     out: _Collector,
     expected: Callable[[str], str],
     *,
-    missing_note: bool,
     ref_table: str,
     rows: np.ndarray | None = None,
 ) -> None:
@@ -732,14 +878,13 @@ def _report_unknown(
     )
     if rows is not None:
         bad &= rows
-    note = f" (is {ref_table} missing from the import?)" if missing_note else ""
     cell = child.cell(column)
     out.rows(
         child.raw,
         bad,
         column=column,
         check="foreign_key",
-        expected=lambda pos: expected(str(values[pos].as_py())) + note,
+        expected=lambda pos: expected(str(values[pos].as_py())),
         value=cell,
     )
 
@@ -821,12 +966,26 @@ def _check_deals(deals: _Checked, out: _Collector) -> None:
             (closed < created).to_numpy(),
             column="closed_at",
             check="time_order",
-            expected=lambda pos: f"a time on or after created_at {_when(created.iat[pos])}",
+            expected=lambda pos: (
+                f"a time on or after created_at {_when(created.iat[pos])} (or import with "
+                "--bad-rows repair or --bad-rows quarantine)"
+            ),
             value=deals.cell("closed_at"),
         )
     if not deals.has("stage", "outcome"):
         return
     stage, outcome = deals.values["stage"], deals.values["outcome"]
+    if deals.has("amount"):
+        won = (outcome == OUTCOMES[1]).fillna(False).to_numpy(dtype=bool)
+        out.rows(
+            raw,
+            won & deals.empty["amount"],
+            column="amount",
+            check="required",
+            expected="an amount: a won deal's amount is what it booked (open and lost deals "
+            "may leave it empty)",
+            value=deals.cell("amount"),
+        )
     implied = stage.map(_STAGE_OUTCOME).astype(STRING)
     mismatch = (implied != outcome).fillna(False).to_numpy(dtype=bool)
     out.rows(
@@ -898,7 +1057,8 @@ def _check_history_times(
             check="time_order",
             expected=lambda pos, b=bound, w=word, c=name: (
                 f"a time on or {w} the deal's {c} {_when(pd.Timestamp(b[pos]))} "
-                f"({deals.raw.location(int(row[pos]))} of deals)"
+                f"({deals.raw.location(int(row[pos]))} of deals; or import with --bad-rows "
+                "quarantine)"
             ),
             value=history.cell("changed_at"),
         )

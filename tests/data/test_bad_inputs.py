@@ -193,8 +193,8 @@ CASES = [
         id="duplicate-header",
     ),
     pytest.param(
-        drop_column("deals", "amount"),
-        ["deals.csv", "column amount", "missing_column", "found: deal_id"],
+        drop_column("deals", "created_at"),
+        ["deals.csv", "column created_at", "missing_column", "found: deal_id"],
         id="missing-required-header",
     ),
     pytest.param(

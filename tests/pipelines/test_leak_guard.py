@@ -1,0 +1,108 @@
+"""The leak guard on real-shaped exports: planted leaks are refused, honest exports pass.
+
+Each leak is what careless mappings of real CRM exports do: a field the CRM fills only when a
+deal is won (owner, account, amount, product, industry), a placeholder for the losses, the final
+close date as the expected close, and two of them at once (sharing a model's gain, which a
+gain-share canary lets through). Every case goes through the user's path: a CSV export, its
+mapping, the import's checks, then the guard.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from forecast.datasets import make_crm
+from forecast.leakage import LeakageSuspected, refuse, screen_columns
+from forecast.sources.mapping import read_mapped
+from forecast.validate import check
+from tests.data.real_exports import SF_STAGES, _sf, opportunities
+
+
+@pytest.fixture(scope="module")
+def world():
+    return make_crm(1500, seed=11)
+
+
+def _won(world) -> np.ndarray:
+    return (world.tables.deals["outcome"] == "won").to_numpy()
+
+
+def _blank_unless_won(column: str, placeholder: object = np.nan):
+    def plant(frame: pd.DataFrame, world) -> pd.DataFrame:
+        frame[column] = frame[column].astype(object).where(_won(world), placeholder)
+        return frame
+
+    return plant
+
+
+def _final_close_as_expected(frame: pd.DataFrame, world) -> pd.DataFrame:
+    closed = world.tables.deals["closed_at"]
+    frame["Original Close Date"] = closed.dt.strftime("%Y-%m-%d").fillna(
+        frame["Original Close Date"]
+    )
+    return frame
+
+
+def _both(*plants):
+    def plant(frame, world):
+        for one in plants:
+            frame = one(frame, world)
+        return frame
+
+    return plant
+
+
+# leak kind -> (how to plant it, the columns the guard must name)
+LEAKS = {
+    "owner-only-when-won": (_blank_unless_won("Owner"), {"deals.rep_id"}),
+    "account-only-when-won": (_blank_unless_won("Account Name"), {"deals.account_id"}),
+    "amount-only-when-won": (_blank_unless_won("Amount"), {"deals.amount"}),
+    "amount-zero-when-lost": (_blank_unless_won("Amount", 0.0), {"deals.amount"}),
+    "product-only-when-won": (_blank_unless_won("Product"), {"deals.product_id"}),
+    "owner-unknown-when-lost": (_blank_unless_won("Owner", "Unknown"), {"deals.rep_id"}),
+    "account-n/a-when-lost": (_blank_unless_won("Account Name", "n/a"), {"deals.account_id"}),
+    "final-close-as-expected-close": (_final_close_as_expected, {"deals.expected_close"}),
+    "owner-and-amount": (
+        _both(_blank_unless_won("Owner"), _blank_unless_won("Amount")),
+        {"deals.rep_id", "deals.amount"},
+    ),
+    "account-and-final-close": (
+        _both(_blank_unless_won("Account Name"), _final_close_as_expected),
+        {"deals.account_id", "deals.expected_close"},
+    ),
+    "product-and-amount-zero": (
+        _both(_blank_unless_won("Product"), _blank_unless_won("Amount", 0.0)),
+        {"deals.product_id", "deals.amount"},
+    ),
+}
+
+
+def _imported(world, frame: pd.DataFrame, folder):
+    export = _sf(world.tables, folder, frame)
+    raw, as_of = read_mapped(export.folder, export.mapping)
+    return check(raw, as_of=as_of).tables
+
+
+@pytest.mark.parametrize("kind", list(LEAKS))
+def test_a_planted_leak_is_refused_naming_the_column(kind, world, tmp_path):
+    plant, columns = LEAKS[kind]
+    frame = plant(opportunities(world.tables, SF_STAGES), world)
+    suspects = screen_columns(_imported(world, frame, tmp_path / kind))
+    assert {s.column for s in suspects} == columns
+    with pytest.raises(LeakageSuspected) as refused:
+        refuse(suspects)
+    for column in columns:
+        assert column in str(refused.value)
+    assert "--allow-column" in str(refused.value)
+    assert refuse(suspects, allowed=columns) == suspects  # overridden by a person, and kept
+
+
+def test_the_honest_export_passes(world, tmp_path):
+    frame = opportunities(world.tables, SF_STAGES)
+    assert screen_columns(_imported(world, frame, tmp_path / "honest")) == []
+
+
+def test_the_generated_world_with_its_recorded_history_passes(world):
+    assert screen_columns(world.tables) == []
