@@ -183,6 +183,8 @@ row outside its deal's life): refuse the import, repair the row, or set it aside
 _REPAIRABLE = frozenset(
     {("deals", "closed_at", "time_order"), ("deal_history", "changed_at", "time_order")}
 )
+# tables an export may leave out: references to them are then not checked (their features are off)
+OPTIONAL_PARENTS = ("reps", "accounts", "products")
 # rows of these tables can be set aside one by one (with their deal's other rows)
 _ROW_TABLES = ("deals", "deal_history")
 
@@ -815,9 +817,9 @@ def _check_foreign_keys(checked: dict[str, _Checked], present: set[str], out: _C
                 continue
             ref_table, ref_col = col.references.split(".")
             parent = checked[ref_table]
-            if ref_table not in present:
+            if ref_table not in present and ref_table in OPTIONAL_PARENTS:
                 continue  # an export without the table: what it would give is off, not wrong
-            if not parent.has(ref_col):
+            if ref_table in present and not parent.has(ref_col):
                 continue  # the missing column is reported already; every lookup would fail
             known = parent.values[ref_col] if parent.has(ref_col) else pd.Series([], dtype=STRING)
             _report_unknown(
@@ -826,6 +828,7 @@ def _check_foreign_keys(checked: dict[str, _Checked], present: set[str], out: _C
                 known,
                 out,
                 lambda v, t=ref_table, c=ref_col: f"{_article(t)} {t} row with {c} = {v}",
+                missing_note=ref_table not in present,
                 ref_table=ref_table,
             )
 
@@ -868,6 +871,7 @@ def _report_unknown(
     out: _Collector,
     expected: Callable[[str], str],
     *,
+    missing_note: bool = False,
     ref_table: str,
     rows: np.ndarray | None = None,
 ) -> None:
@@ -878,13 +882,14 @@ def _report_unknown(
     )
     if rows is not None:
         bad &= rows
+    note = f" (is {ref_table} missing from the import?)" if missing_note else ""
     cell = child.cell(column)
     out.rows(
         child.raw,
         bad,
         column=column,
         check="foreign_key",
-        expected=lambda pos: expected(str(values[pos].as_py())),
+        expected=lambda pos: expected(str(values[pos].as_py())) + note,
         value=cell,
     )
 

@@ -401,11 +401,11 @@ def test_foreign_keys_and_a_missing_referenced_table() -> None:
     )
     assert violation.expected == "a reps row with rep_id = R9"
 
-    without_products = world(products=None)
-    messages = {v.expected for v in problems(without_products)}
-    assert messages == {
-        "a products row with product_id = P1 (is products missing from the import?)"
-    }
+    # an export may leave products (reps, accounts) out: their features are then off
+    assert problems(world(products=None)) == []
+    without_deals = world(deals=None)
+    assert problems(without_deals)
+    assert all("(is deals missing from the import?)" in v.expected for v in problems(without_deals))
 
 
 def test_target_owner_resolves_per_level() -> None:
