@@ -134,7 +134,8 @@ def test_a_leaking_feature_stops_training(world, tmp_path):
         return pd.DataFrame({"outcome_copy": frame["won"]})
 
     hooks = TrainHooks(extra_features=label_copy)
-    with pytest.raises(LeakageSuspected, match=r"(?s)suspected leakage in 1 column.*outcome_copy: the feature"):
+    refused = r"(?s)suspected leakage in 1 column.*outcome_copy: the feature"
+    with pytest.raises(LeakageSuspected, match=refused):
         train_win(world.tables, params=PARAMS, hooks=hooks, card_dir=tmp_path)
     client = _client()
     [run] = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
