@@ -55,9 +55,19 @@ def diagnose(tables: CrmTables) -> Diagnosis:
         )
     else:
         try:
-            Windows.before(tables, WinParams())
+            windows = Windows.before(tables, WinParams())
         except NotEnoughDataError as err:
             blockers.append(str(err))
+        else:
+            # training sees deals open at a weekly snapshot up to the test window's end
+            seen = closed[(closed["created_at"] <= windows.test_end) & (cycle > 0)]
+            won = int((seen["outcome"] == "won").sum())
+            if min(won, len(seen) - won) < MIN_CLOSED_PER_CLASS:
+                blockers.append(
+                    f"{won} won and {len(seen) - won} lost deals were open before "
+                    f"{windows.test_end:%Y-%m-%d} (the test window's end, {windows.choice.why}): "
+                    f"at least {MIN_CLOSED_PER_CLASS} of each are needed (export more history)"
+                )
     blockers += [f"leak guard: {s}" for s in suspects]
     recurring = tables.revenue[tables.revenue["kind"] == "recurring"]
     churn = "yes" if len(recurring) else "no: it needs a revenue table with recurring rows"

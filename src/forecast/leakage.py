@@ -141,8 +141,8 @@ def screen_columns(tables: CrmTables) -> list[Suspect]:
                     f"filled for {rate_won:.0%} of won and {rate_lost:.0%} of lost deals "
                     f"(empty, 0 or a placeholder such as 'unknown' counted as not filled): the "
                     f"CRM fills it when a deal is {more}",
-                    f"map a column the CRM fills when the deal is created, or leave "
-                    f"{column.split('.')[-1]} out of the mapping",
+                    "map a column the CRM fills when the deal is created, or leave it out with "
+                    f'`{column.split(".")[-1]}: "-"` under the {column.split(".")[0]}\' columns',
                 )
             )
     expected = pd.to_datetime(frame["deals.expected_close"])
@@ -158,8 +158,8 @@ def screen_columns(tables: CrmTables) -> list[Suspect]:
                     f"for {share:.0%} of closed deals the expected close known at creation is "
                     "within a day of the actual close: it is the final close date, set at the "
                     "close",
-                    "map the expected close as first entered (or its history), or leave "
-                    "expected_close out",
+                    "map the expected close as first entered (or export the stage history), or "
+                    'leave it out with `expected_close: "-"` under the deals\' columns',
                 )
             )
     return suspects

@@ -136,9 +136,11 @@ ACCOUNTS = Table(
     columns=(
         Column("account_id", "id", "Unique id of the account."),
         Column("name", "text", "Display name.", required=False, nullable=True),
-        Column("industry", "text", "Industry or sector."),
-        Column("region", "text", "Region the account is served from."),
-        Column("segment", "enum", "Size segment.", allowed=SEGMENTS),
+        Column("industry", "text", "Industry or sector.", required=False, nullable=True),
+        Column(
+            "region", "text", "Region the account is served from.", required=False, nullable=True
+        ),
+        Column("segment", "enum", "Size segment.", required=False, nullable=True, allowed=SEGMENTS),
         Column(
             "employees", "int", "Head count, if known.", required=False, nullable=True, minimum=0
         ),

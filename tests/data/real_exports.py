@@ -26,12 +26,12 @@ SF_STAGES = {
     "closed_lost": "Closed Lost",
 }
 HUBSPOT_STAGES = {
-    "prospecting": "appointmentscheduled",
-    "qualification": "qualifiedtobuy",
-    "proposal": "presentationscheduled",
-    "negotiation": "contractsent",
-    "closed_won": "closedwon",
-    "closed_lost": "closedlost",
+    "prospecting": "Appointment Scheduled",
+    "qualification": "Qualified To Buy",
+    "proposal": "Presentation Scheduled",
+    "negotiation": "Contract Sent",
+    "closed_won": "Closed Won",
+    "closed_lost": "Closed Lost",
 }
 ZOHO_STAGES = {
     "prospecting": "Qualification",
@@ -39,7 +39,7 @@ ZOHO_STAGES = {
     "proposal": "Proposal/Price Quote",
     "negotiation": "Negotiation/Review",
     "closed_won": "Closed Won",
-    "closed_lost": "Closed Lost to Competition",
+    "closed_lost": "Closed-Lost to Competition",
 }
 
 
@@ -147,66 +147,61 @@ def deals_and_users(tables: CrmTables, folder: Path) -> Export:
     return export
 
 
+def _close_day(tables: CrmTables) -> pd.Series:
+    """The one close date a deals-only export has: the day it closed, else the expected one."""
+    deals = tables.deals
+    return deals["closed_at"].dt.normalize().fillna(deals["expected_close"])
+
+
 def hubspot_style(tables: CrmTables, folder: Path) -> Export:
-    sf = opportunities(tables, HUBSPOT_STAGES)
-    frame = pd.DataFrame(
-        {
-            "Record ID": sf["Opportunity ID"],
-            "Deal owner": sf["Owner"],
-            "Associated Company": sf["Account Name"],
-            "Deal Stage": sf["Stage"],
-            "Amount": sf["Amount"],
-            "Create Date": tables.deals["created_at"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "Close Date": sf["Original Close Date"],
-            "Closed At": tables.deals["closed_at"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "Deal Type": np.where(tables.deals.index % 2 == 0, "newbusiness", "existingbusiness"),
-        }
-    )
-    mapping = f"""\
-as_of: {tables.as_of:%Y-%m-%d}
-tables:
-  deals:
-    file: all-deals.csv
-    columns: {{deal_id: Record ID, rep_id: Deal owner, account_id: Associated Company,
-              stage: Deal Stage, amount: Amount, created_at: Create Date,
-              expected_close: Close Date, closed_at: Closed At}}
-    values:
-      stage: {_stage_map(HUBSPOT_STAGES)}
-    derive: {{outcome: from_stage}}
-"""
-    return _write(folder, {"all-deals.csv": frame}, mapping)
-
-
-def zoho_style(tables: CrmTables, folder: Path) -> Export:
-    sf = opportunities(tables, ZOHO_STAGES)
+    """HubSpot's deals export with its own column labels, read through the hubspot preset."""
     deals = tables.deals
     frame = pd.DataFrame(
         {
-            "Deal Id": sf["Opportunity ID"],
-            "Deal Owner": sf["Owner"],
-            "Account Name": sf["Account Name"],
-            "Stage": sf["Stage"],
-            "Amount": sf["Amount"].map(
-                lambda v: f"{v:,.2f}".replace(",", "X").replace(".", ",").replace("X", ".")
-            ),
-            "Created Time": deals["created_at"].dt.strftime("%d/%m/%Y %H:%M"),
-            "Closing Date": pd.to_datetime(sf["Original Close Date"]).dt.strftime("%d/%m/%Y"),
-            "Closed Time": deals["closed_at"].dt.strftime("%d/%m/%Y %H:%M"),
+            "Record ID": deals["deal_id"],
+            "Deal Name": "Deal " + deals["deal_id"],
+            "Deal owner": deals["rep_id"],
+            "Associated Company IDs": deals["account_id"],
+            "Deal Stage": deals["stage"].map(HUBSPOT_STAGES),
+            "Amount": first_values(tables)["amount"].reindex(deals["deal_id"]).to_numpy(),
+            "Create Date": deals["created_at"].dt.strftime("%Y-%m-%d %H:%M"),
+            "Close Date": _close_day(tables).dt.strftime("%Y-%m-%d"),
+            "Deal Type": np.where(deals.index % 2 == 0, "newbusiness", "existingbusiness"),
         }
     )
     mapping = f"""\
+preset: hubspot
 as_of: {tables.as_of:%Y-%m-%d}
-defaults: {{delimiter: ";", date_format: "%d/%m/%Y", decimal: ",", thousands: "."}}
 tables:
   deals:
-    file: Deals.csv
-    date_formats: {{created_at: "%d/%m/%Y %H:%M", closed_at: "%d/%m/%Y %H:%M"}}
-    columns: {{deal_id: Deal Id, rep_id: Deal Owner, account_id: Account Name, stage: Stage,
-              amount: Amount, created_at: Created Time, expected_close: Closing Date,
-              closed_at: Closed Time}}
-    values:
-      stage: {_stage_map(ZOHO_STAGES)}
-    derive: {{outcome: from_stage}}
+    columns: {{expected_close: "-"}}
+"""
+    return _write(folder, {"deals.csv": frame}, mapping)
+
+
+def zoho_style(tables: CrmTables, folder: Path) -> Export:
+    """Zoho's Deals export, day-first dates and decimal commas, through the zoho preset."""
+    deals = tables.deals
+    amount = first_values(tables)["amount"].reindex(deals["deal_id"]).to_numpy()
+    frame = pd.DataFrame(
+        {
+            "Record Id": deals["deal_id"],
+            "Deal Owner": deals["rep_id"],
+            "Account Name": deals["account_id"],
+            "Stage": deals["stage"].map(ZOHO_STAGES),
+            "Amount": [f"{v:.2f}".replace(".", ",") for v in amount],
+            "Created Time": deals["created_at"].dt.strftime("%d/%m/%Y %H:%M"),
+            "Closing Date": _close_day(tables).dt.strftime("%d/%m/%Y"),
+        }
+    )
+    mapping = f"""\
+preset: zoho
+as_of: {tables.as_of:%Y-%m-%d}
+defaults: {{delimiter: ";", date_format: "%d/%m/%Y", decimal: ","}}
+tables:
+  deals:
+    date_formats: {{created_at: "%d/%m/%Y %H:%M"}}
+    columns: {{expected_close: "-"}}
 """
     folder.mkdir(parents=True)
     frame.to_csv(folder / "Deals.csv", index=False, sep=";")

@@ -62,6 +62,16 @@ MAPPING_TABLE = "mapping"
 DATE_TYPES = ("date", "datetime", "month")
 NUMBER_TYPES = ("float", "int")
 OUTCOME_OF_STAGE = dict(zip(CLOSED_STAGES, ("won", "lost"), strict=True))
+STAGE_OF_OUTCOME = {outcome: stage for stage, outcome in OUTCOME_OF_STAGE.items()}
+# (table, column) -> the derive rule it allows, and what the rule needs mapped
+DERIVE_RULES: dict[tuple[str, str], tuple[str, str]] = {
+    ("deals", "outcome"): ("from_stage", "stage"),
+    ("deals", "closed_at"): ("when_closed", "closed_at"),
+    ("deals", "stage"): ("closed_from_outcome", "outcome"),
+}
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+UNMAP = "-"
+"""A column mapped to `-` is left out (to drop a column a preset maps)."""
 _TIME_DIRECTIVES = ("%H", "%I", "%M", "%S", "%X", "%c", "%T")
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 M = TypeVar("M", bound=BaseModel)
@@ -107,12 +117,14 @@ class FileOptions(StrictModel):
 class TableMapping(FileOptions):
     """Where one canonical table comes from and how its columns and values translate."""
 
-    file: str = Field(min_length=1)
+    file: str | None = Field(default=None, min_length=1)  # required unless a preset names it
     date_formats: dict[str, str] = Field(default_factory=dict)
     columns: dict[str, str] = Field(default_factory=dict)
     constants: dict[str, str] = Field(default_factory=dict)
     values: dict[str, dict[str, str]] = Field(default_factory=dict)
-    derive: dict[str, Literal["from_stage"]] = Field(default_factory=dict)
+    derive: dict[str, Literal["from_stage", "when_closed", "closed_from_outcome"]] = Field(
+        default_factory=dict
+    )
 
 
 class MappingFile(StrictModel):
@@ -120,9 +132,10 @@ class MappingFile(StrictModel):
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
+    preset: Literal["salesforce", "hubspot", "zoho", "dynamics"] | None = None
     as_of: pd.Timestamp | None = None
     defaults: FileOptions = Field(default_factory=FileOptions)
-    tables: dict[str, TableMapping] = Field(min_length=1)
+    tables: dict[str, TableMapping] = Field(default_factory=dict)
 
     @field_validator("as_of", mode="before")
     @classmethod
@@ -375,17 +388,116 @@ def read_mapped(
     """
     export_dir, mapping_file = Path(export_dir), Path(mapping_file)
     mapping, problems = load_spec(mapping_file, MappingFile)
+    tables, soft = _with_preset(mapping, export_dir, mapping_file.parent, problems)
     raw: dict[str, RawTable] = {}
-    for name, table_map in mapping.tables.items():
+    for name, table_map in tables.items():
         # A table whose names are wrong is not read, but the others are: one run lists all.
         if not _check_names(name, table_map, problems):
             continue
         options = _Options.resolve(table_map, mapping.defaults)
-        table = _read_table(name, table_map, options, export_dir, mapping_file.parent, problems)
+        table = _read_table(
+            name,
+            table_map,
+            options,
+            export_dir,
+            mapping_file.parent,
+            problems,
+            soft.get(name),
+            mapping.as_of,
+        )
         if table is not None:
             raw[name] = table
     problems.raise_if_any()
     return raw, mapping.as_of
+
+
+def preset_mapping(name: str) -> MappingFile:
+    """A built-in preset (src/forecast/sources/presets/NAME.yaml), itself a mapping file."""
+    mapping, _ = load_spec(PRESET_DIR / f"{name}.yaml", MappingFile)
+    return mapping
+
+
+def _with_preset(
+    mapping: MappingFile, export_dir: Path, mapping_dir: Path, problems: SpecProblems
+) -> tuple[dict[str, TableMapping], dict[str, set[str]]]:
+    """The tables to read: the preset's under the mapping's own, and the preset's columns.
+
+    The mapping's keys win; `columns`, `constants`, `values`, `date_formats` and `derive` merge
+    key by key, and a column mapped to `-` is dropped. A preset table whose file is not in the
+    export is skipped (deals excepted); a column the preset maps that the file lacks is skipped
+    unless the contract requires it. Returns the tables and, per table, the preset's columns.
+    """
+    if mapping.preset is None:
+        if not mapping.tables:
+            problems.add(("tables",), "", "at least one table (or a `preset`)", "format")
+        for name, table_map in mapping.tables.items():
+            if table_map.file is None:
+                problems.add(
+                    ("tables", name, "file"), "", "the key 'file', which is required", "format"
+                )
+        problems.raise_if_any()
+        return dict(mapping.tables), {}
+    preset = preset_mapping(mapping.preset)
+    tables: dict[str, TableMapping] = {}
+    soft: dict[str, set[str]] = {}
+    for name in dict.fromkeys([*preset.tables, *mapping.tables]):
+        base, own = preset.tables.get(name), mapping.tables.get(name)
+        merged = _merge(base, own)
+        if merged.file is None:
+            problems.add(
+                ("tables", name, "file"), "", "the key 'file', which is required", "format"
+            )
+            continue
+        if (
+            own is None
+            and name != "deals"
+            and _find_file(merged.file, export_dir, mapping_dir) is None
+        ):
+            continue  # the export does not hold this table: it is optional
+        tables[name] = merged
+        soft[name] = set(base.columns) - set(own.columns if own else ()) if base else set()
+    problems.raise_if_any()
+    return tables, soft
+
+
+def _merge(base: TableMapping | None, own: TableMapping | None) -> TableMapping:
+    if base is None or own is None:
+        chosen = base or own
+        assert chosen is not None
+        return _drop_unmapped(chosen)
+    merged = base.model_dump()
+    for key, value in own.model_dump().items():
+        if isinstance(value, dict):
+            if key == "values":
+                for column, translation in value.items():
+                    merged[key][column] = {**merged[key].get(column, {}), **translation}
+            else:
+                merged[key] = {**merged[key], **value}
+        elif value is not None:
+            merged[key] = value
+    # the mapping's own column replaces a preset's constant, and its constant a preset's column
+    merged["constants"] = {
+        c: v for c, v in merged["constants"].items() if c not in own.columns or c in own.constants
+    }
+    merged["columns"] = {c: v for c, v in merged["columns"].items() if c not in own.constants}
+    return _drop_unmapped(TableMapping.model_validate(merged))
+
+
+def _drop_unmapped(table_map: TableMapping) -> TableMapping:
+    """`column: "-"` removes a column (and its derive rule) that a preset maps."""
+    dropped = {c for c, v in table_map.columns.items() if v == UNMAP}
+    if not dropped:
+        return table_map
+    return table_map.model_copy(
+        update={
+            "columns": {c: v for c, v in table_map.columns.items() if c not in dropped},
+            "derive": {
+                c: rule
+                for c, rule in table_map.derive.items()
+                if DERIVE_RULES.get(("deals", c), ("", ""))[1] not in dropped
+            },
+        }
+    )
 
 
 def _check_names(name: str, table_map: TableMapping, problems: SpecProblems) -> bool:
@@ -413,19 +525,23 @@ def _check_names(name: str, table_map: TableMapping, problems: SpecProblems) -> 
             "each column under `columns` or under `constants`, not both",
             "conflict",
         )
-    for column in table_map.derive:
-        if (name, column) != ("deals", "outcome"):
+    for column, rule in table_map.derive.items():
+        allowed = DERIVE_RULES.get((name, column))
+        if allowed is None or allowed[0] != rule:
+            rules = ", ".join(f"`{c}: {r}`" for (t, c), (r, _) in DERIVE_RULES.items())
             problems.add(
                 ("tables", name, "derive", column),
                 column,
-                "`derive` only as `outcome: from_stage` in deals",
+                f"`derive` in deals only as one of {rules}",
                 "derive",
             )
-        elif column in table_map.columns or column in table_map.constants:
+        elif column in table_map.constants or (
+            column in table_map.columns and rule == "from_stage"
+        ):
             problems.add(
                 ("tables", name, "derive", column),
                 column,
-                "outcome either mapped or derived, not both",
+                f"{column} either mapped or derived, not both",
                 "conflict",
             )
     for column in table_map.date_formats:
@@ -454,8 +570,13 @@ def _read_table(
     export_dir: Path,
     mapping_dir: Path,
     problems: SpecProblems,
+    soft: set[str] | None = None,
+    as_of: pd.Timestamp | None = None,
 ) -> RawTable | None:
-    """Read one table's file, then rename, translate and convert its columns."""
+    """Read one table's file, then rename, translate and convert its columns.
+
+    `soft` columns (a preset's) are skipped when the file lacks them and they are not required.
+    """
     table = TABLES[name]
     path = _find_file(table_map.file, export_dir, mapping_dir)
     if path is None:
@@ -471,6 +592,18 @@ def _read_table(
         problems.violations.extend(exc.violations)
         return None
     header = [str(c) for c in source.frame.columns]
+    if soft:
+        absent = {c for c in soft if table_map.columns.get(c) not in header}
+        optional = {c for c in absent if not table.column(c).required or c in table_map.derive}
+        table_map = _drop_unmapped(
+            table_map.model_copy(
+                update={
+                    "columns": {
+                        c: (UNMAP if c in optional else v) for c, v in table_map.columns.items()
+                    }
+                }
+            )
+        )
     plan = _column_plan(name, table, table_map, header, path, problems)
     if plan is None:
         return None
@@ -485,8 +618,7 @@ def _read_table(
             frame[column] = _translate(frame[column], value_map)
     if not _convert_formats(frame, table, table_map, options, name, problems):
         return None
-    if table_map.derive.get("outcome") == "from_stage":
-        frame["outcome"] = _outcome_from_stage(frame["stage"])
+    _derive(frame, table_map.derive, as_of)
     return RawTable(name=name, frame=frame, source=source.source, lines=source.lines)
 
 
@@ -541,14 +673,16 @@ def _column_plan(
                 f"(`{column.name}: <column of {path.name}>`, or a constant)",
                 "required",
             )
-    if table_map.derive.get("outcome") == "from_stage" and "stage" not in given:
-        ok = False
-        problems.add(
-            ("tables", name, "derive", "outcome"),
-            "from_stage",
-            "a mapped `stage` column to derive the outcome from",
-            "derive",
-        )
+    for column, rule in table_map.derive.items():
+        needs = DERIVE_RULES.get((name, column), (rule, ""))[1]
+        if needs and needs not in given:
+            ok = False
+            problems.add(
+                ("tables", name, "derive", column),
+                rule,
+                f"a mapped `{needs}` column to derive {column} from",
+                "derive",
+            )
     return plan if ok else None
 
 
@@ -623,6 +757,41 @@ def _convert_numbers(values: pd.Series, decimal: str, thousands: str) -> pd.Seri
         text = text.str.replace(decimal, ".", regex=False)
     good = text.str.fullmatch(_NUMBER).fillna(False).astype(bool)
     return values.astype(object).where(~good, text.astype(object))
+
+
+def _derive(frame: pd.DataFrame, rules: Mapping[str, str], as_of: pd.Timestamp | None) -> None:
+    """Apply the deals' derive rules in place, each from already converted columns."""
+    if rules.get("stage") == "closed_from_outcome":
+        outcome = frame["outcome"].astype("string").str.strip()
+        closed = outcome.map(STAGE_OF_OUTCOME.get, na_action="ignore")
+        if "stage" in frame:
+            frame["stage"] = (
+                frame["stage"].astype(object).where(closed.isna(), closed.astype(object))
+            )
+        else:
+            frame["stage"] = closed.astype(object)
+    if rules.get("outcome") == "from_stage":
+        frame["outcome"] = _outcome_from_stage(frame["stage"])
+    if rules.get("closed_at") == "when_closed" and "outcome" in frame:
+        frame["closed_at"] = _closed_at_when_closed(frame, as_of)
+
+
+def _closed_at_when_closed(frame: pd.DataFrame, as_of: pd.Timestamp | None) -> pd.Series:
+    """closed_at kept for closed deals only (many CRMs fill a close date on open deals too).
+
+    A value with no time of day (the CRM keeps only the day) counts as the end of that day,
+    so the history's closing row, stamped some time that day, lies before it; never after the
+    export's as-of. A value that is not a date stays as written, for validate to report.
+    """
+    closed = frame["outcome"].astype("string").str.strip().isin(("won", "lost")).fillna(False)
+    when = pd.to_datetime(frame["closed_at"].astype("string"), errors="coerce", format="mixed")
+    day_only = when.notna() & (when == when.dt.normalize())
+    end = when.dt.normalize() + pd.Timedelta(days=1) - pd.Timedelta(seconds=1)
+    if as_of is not None:
+        end = end.clip(upper=pd.Timestamp(as_of).tz_localize(None))
+    iso = end.map(lambda t: t.isoformat(), na_action="ignore")
+    values = frame["closed_at"].astype(object).where(~day_only, iso.astype(object))
+    return values.where(closed.to_numpy(), None)
 
 
 def _outcome_from_stage(stage: pd.Series) -> pd.Series:
