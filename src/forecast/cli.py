@@ -474,7 +474,9 @@ def _print_outcome(outcome) -> None:
     console.print(f"MLflow run {outcome.run_id}", style="dim")
 
 
-DaysOpt = Annotated[int | None, typer.Option(min=7, help="Days (default: fitted to the data).")]
+DaysOpt = Annotated[
+    int | None, typer.Option(min=0, help="Days (default, or 0: fitted to the data).")
+]
 
 
 @train_app.command("win")
@@ -485,8 +487,8 @@ def train_win(
         int | None,
         typer.Option(
             min=0,
-            help="Days before the export where the test slice ends (default: "
-            "from the data's cycle lengths).",
+            help="Days before the export where the test slice ends (default, or 0: from the "
+            "data's cycle lengths).",
         ),
     ] = None,
     test_days: DaysOpt = None,
@@ -494,8 +496,8 @@ def train_win(
     allow_column: Annotated[
         list[str] | None,
         typer.Option(
-            help="A column the leak guard refuses that you know is filled at creation "
-            "(e.g. deals.amount); repeat for more. Logged to MLflow and shown on the model card."
+            help="A column the leak guard refuses that you know is filled at creation (e.g. "
+            "deals.amount); repeat, or separate with commas. Logged to MLflow and on the card."
         ),
     ] = None,
 ) -> None:
@@ -503,12 +505,13 @@ def train_win(
     from forecast import train
 
     tables, truth = _stored_world()
+    allowed = [c.strip() for value in allow_column or () for c in value.split(",") if c.strip()]
     params = train.WinParams(
         seed=seed,
-        label_lag_days=label_lag_days,
-        test_days=test_days,
-        calibration_days=calibration_days,
-        allow_columns=tuple(allow_column or ()),
+        label_lag_days=label_lag_days or None,
+        test_days=test_days or None,
+        calibration_days=calibration_days or None,
+        allow_columns=tuple(allowed),
     )
     outcome = _run_pipeline("win", tables, truth, seed, params=params)
     if as_json:

@@ -10,7 +10,8 @@ looks for the signatures, each on closed deals only:
 - **the close as the expected close**: the expected close known at creation lies within a day
   of the actual close for most closed deals (an estimate is rarely that good);
 - **one column that separates**: a single feature's out-of-time ROC AUC on the test slice of
-  LEAK_AUC or more, learned on the train slice (a category's win rate, or the raw number).
+  LEAK_AUC or more, learned on the train slice (a category's win rate; a number as it is, or
+  through a depth-3 tree, which also finds a value leaky only in a band).
 
 Every feature is tested by itself, so two leaky columns that share a model's gain are both
 caught. Suspects are refused with the column, the evidence and the fix; `allow` names columns a
@@ -29,9 +30,10 @@ from sklearn.metrics import roc_auc_score
 from forecast.schema import CLOSED_STAGES
 from forecast.tables import CrmTables
 
-FILL_GAP = 0.5  # filled for >= this share more of one outcome's deals than of the other's
+FILL_GAP = 0.2  # filled for >= this share more of one outcome's deals than of the other's
 CLOSE_MATCH = 0.5  # share of closed deals whose first expected close is within a day of the close
 LEAK_AUC = 0.9  # one feature alone ranking deals this well out of time knows the outcome
+TREE_ROWS = 50_000  # train rows the one-feature tree sees (a sample keeps the guard fast)
 MIN_PER_OUTCOME = 20  # closed deals of each outcome needed before a rate is compared
 PLACEHOLDERS = frozenset(
     {"", "unknown", "n/a", "na", "none", "null", "-", "--", "?", "tbd", "not set", "0"}
@@ -186,8 +188,34 @@ def single_feature_auc(
         if np.isnan(values).all():
             return 0.5
         score = np.where(np.isnan(values), np.nanmin(values) - 1, values)
+        # a small tree also sees a value that is leaky only in a band (not just high or low)
+        banded = _small_tree_score(train, test, feature, label)
+        if banded is not None:
+            return max(_auc(y, score), _auc(y, banded))
+    return _auc(y, score)
+
+
+def _auc(y: np.ndarray, score: np.ndarray) -> float:
     auc = float(roc_auc_score(y, score))
     return max(auc, 1 - auc)
+
+
+def _small_tree_score(
+    train: pd.DataFrame, test: pd.DataFrame, feature: str, label: str
+) -> np.ndarray | None:
+    """P(label) from a depth-3 tree on the feature alone (missing as its own value), or None."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    sample = train.sample(min(len(train), TREE_ROWS), random_state=0) if len(train) else train
+    x = pd.to_numeric(sample[feature], errors="coerce").to_numpy(dtype=float)
+    y = sample[label].to_numpy(dtype=int)
+    if len(np.unique(y)) < 2 or np.isnan(x).all():
+        return None
+    low = np.nanmin(x) - 1
+    tree = DecisionTreeClassifier(max_depth=3, min_samples_leaf=20, random_state=0)
+    tree.fit(np.where(np.isnan(x), low, x).reshape(-1, 1), y)
+    values = pd.to_numeric(test[feature], errors="coerce").to_numpy(dtype=float)
+    return tree.predict_proba(np.where(np.isnan(values), low, values).reshape(-1, 1))[:, 1]
 
 
 def screen_features(

@@ -13,6 +13,7 @@ import json
 import re
 from pathlib import Path
 
+import mlflow
 import pytest
 from typer.testing import CliRunner
 
@@ -20,10 +21,16 @@ from forecast import train
 from forecast.cli import app
 from forecast.datasets import make_crm
 from forecast.model import TreeParams
+from forecast.settings import get_settings
 from tests.data.real_exports import EXPORTS
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[2]
+# exports training must refuse, and what the refusal names; every other export trains
+REFUSED = {
+    "too-few-closed": "at least 40 of each",
+    "blank-amounts-and-owners": "deals.amount: filled for 100% of won",
+}
 WHAT_TO_ADD = re.compile(r"at least \d+ of each|more history|shorter windows|--allow-column")
 
 
@@ -65,14 +72,31 @@ def test_a_real_shaped_export_imports_is_described_and_trains_or_says_why(
 
     trained = runner.invoke(app, ["train", "win"])
     _no_traceback(trained)
-    if trained.exit_code == 0:
+    if name in REFUSED:
+        assert trained.exit_code == 1, trained.output
+        assert WHAT_TO_ADD.search(trained.output), trained.output
+        assert REFUSED[name] in trained.output
+    else:
+        assert trained.exit_code == 0, trained.output
         assert re.search(r"deal-win v\d+ (promoted to champion|stays challenger)", trained.output)
         assert "base_rate" in trained.output
-    else:
-        assert trained.exit_code == 1
-        assert WHAT_TO_ADD.search(trained.output), trained.output
-    if name == "too-few-closed":
-        assert trained.exit_code == 1 and "at least 40 of each" in trained.output
+
+
+def test_a_refused_column_can_be_allowed_by_a_person_and_it_shows(world, tmp_path, small_trees):
+    export = EXPORTS["blank-amounts-and-owners"](world.tables, tmp_path / "blanks")
+    assert runner.invoke(app, export.import_args()).exit_code == 0
+    refused = runner.invoke(app, ["train", "win"])
+    assert refused.exit_code == 1 and "deals.amount: filled for 100% of won" in refused.output
+
+    allowed = runner.invoke(app, ["train", "win", "--allow-column", "deals.amount", "--json"])
+    assert allowed.exit_code == 0, allowed.output
+    run_id = json.loads(allowed.output[allowed.output.index("{") :])["run_id"]
+    client = mlflow.MlflowClient(get_settings().mlflow_tracking_uri)
+    run = client.get_run(run_id)
+    assert run.data.params["allow_columns"] == "deals.amount"
+    assert run.data.tags["allowed_columns"].startswith("deals.amount: filled for 100% of won")
+    card = client.download_artifacts(run_id, "card", str(tmp_path / "card"))
+    assert "overridden for: deals.amount" in (Path(card) / "deal-win.md").read_text()
 
 
 def test_close_before_create_is_refused_by_default_with_the_flag_to_use(world, tmp_path):
