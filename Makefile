@@ -36,7 +36,7 @@ run: $(STAMP) ## Generate the default world, train and gate the models, forecast
 TRACKING_URI = $(shell $(BIN)/python -c 'from forecast.settings import get_settings as s; print(s().mlflow_tracking_uri)')
 
 train: $(STAMP) ## Train the deal win model on the stored CRM via `mlflow run` (offline), then gate it
-	$(BIN)/python -c 'from forecast.train import ensure_experiment; ensure_experiment()'
+	$(BIN)/python -c 'from forecast.training import ensure_experiment; ensure_experiment("deal-win")'
 	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI="$(TRACKING_URI)" \
 		$(BIN)/mlflow run . -e train_win --env-manager local --experiment-name deal-win
 

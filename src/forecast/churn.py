@@ -43,7 +43,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.metrics import roc_auc_score
 
-from forecast import evaluate, train
+from forecast import evaluate
 from forecast.account_features import (
     ACCOUNT_FEATURES,
     HORIZON_DAYS,
@@ -57,7 +57,6 @@ from forecast.datasets import WorldTruth
 from forecast.features import Feature
 from forecast.model import (
     CALIBRATION_METHODS,
-    Calibration,
     TreeParams,
     calibrate,
     make_lightgbm,
@@ -66,15 +65,25 @@ from forecast.model import (
 from forecast.registry import Evaluation, GateDecision, register_and_gate
 from forecast.settings import get_settings
 from forecast.tables import CrmTables
-from forecast.train import (
+from forecast.training import (
+    CANDIDATES,
+    Fitted,
     LeakageSuspected,
     NotEnoughDataError,
     RetrainOutcome,
+    Task,
     check_implausible_auc,
-    check_leakage,
-    choose,
-    fit_candidates,
-    gain_shares,
+    code_version,
+    default_card_dir,
+    fingerprint,
+    fit_and_choose,
+    flat_metrics,
+    log_fitted,
+    log_global_importance,
+    log_model,
+    log_provenance,
+    markdown,
+    tracking_run,
 )
 
 log = logging.getLogger(__name__)
@@ -84,6 +93,7 @@ MODEL_NAME = "account-churn"
 MIN_PER_CLASS = 40  # accounts that churned, and accounts retained, needed before training
 KEYS = ("account_id", "as_of")
 LABEL = "churned"
+TASK = Task("churn", MODEL_NAME, EXPERIMENT, label=LABEL, group="account_id")
 GATE_BASELINES = ("base_rate", "rate_table")
 RATE_PRIOR = 20.0  # pseudo-rows pulling a rate-table cell towards the overall rate
 CONTRACT_BUCKETS = (0, 30, 90, 180)  # days to contract end: <=0, 1-30, 31-90, 91-180, >180
@@ -117,7 +127,7 @@ class ChurnParams:
     snapshot_day: int = 15
     tree: TreeParams = field(default_factory=TreeParams)
     logistic_c: float = 0.1
-    candidates: tuple[str, ...] = train.CANDIDATES
+    candidates: tuple[str, ...] = CANDIDATES
 
     def flat(self) -> dict[str, object]:
         out = {k: v for k, v in asdict(self).items() if k != "tree"}
@@ -263,7 +273,7 @@ def prepare(tables: CrmTables, params: ChurnParams, hooks: ChurnHooks) -> Prepar
         )
     features = ACCOUNT_FEATURES
     columns = [*KEYS, *(f.name for f in features), LABEL]
-    stamp = train.fingerprint(pd.concat([s.train, s.calibration, s.test]), columns)
+    stamp = fingerprint(pd.concat([s.train, s.calibration, s.test]), columns)
     return Prepared(s, features, stamp, tables.as_of)
 
 
@@ -273,42 +283,6 @@ def prepare(tables: CrmTables, params: ChurnParams, hooks: ChurnHooks) -> Prepar
 def churn_probability(model: BaseEstimator, frame: pd.DataFrame) -> np.ndarray:
     """P(churn within the horizon) for each row of an account feature frame."""
     return model.predict_proba(model_input(frame, ACCOUNT_FEATURES))[:, 1]
-
-
-@dataclass(frozen=True)
-class Fitted:
-    candidates: Mapping[str, BaseEstimator]
-    gain_share: pd.Series
-    chosen: str
-    selection: pd.DataFrame
-    calibration: Calibration
-
-
-def fit_and_calibrate(
-    data: Prepared,
-    params: ChurnParams,
-    on_fitted: Callable[[pd.Series], None] | None = None,
-) -> Fitted:
-    """Fit the candidates on train; choose and calibrate on the calibration slice.
-
-    The leak guard screens every feature alone, out of time, before anything is fitted;
-    `on_fitted` receives the LightGBM gain shares.
-    """
-    features = data.features
-    check_leakage(data.slices.train, data.slices.test, features, label=LABEL)
-    candidates = fit_candidates(data.slices.train, features, params, label=LABEL)
-    shares = gain_shares(candidates["lightgbm"])
-    if on_fitted is not None:
-        on_fitted(shares)
-    cal = data.slices.calibration
-    chosen, selection = choose(
-        candidates, cal, features, params.candidates, label=LABEL, group="account_id"
-    )
-    x, y = model_input(cal, features), cal[LABEL].to_numpy(dtype=int)
-    scores = selection.loc[chosen, list(CALIBRATION_METHODS)].astype(float).to_dict()
-    calibration = calibrate(candidates[chosen], x, y, cal["account_id"].to_numpy(), scores)
-    log.info("churn: chose %s with %s calibration", chosen, calibration.method)
-    return Fitted(candidates, shares, chosen, selection, calibration)
 
 
 def truth_probability(truth: WorldTruth, frame: pd.DataFrame, horizon_days: int) -> np.ndarray:
@@ -408,7 +382,7 @@ def train_churn(
         truth: the generator's truth on generated worlds, scored as the ceiling; None otherwise.
         params: model and window settings (defaults: `ChurnParams()`).
         hooks: test hooks (see `ChurnHooks`).
-        card_dir: where `account-churn.md` is written (default: `train.default_card_dir()`).
+        card_dir: where `account-churn.md` is written (default: `training.default_card_dir()`).
         on_step: called with each step's name, for progress display.
 
     Raises:
@@ -418,8 +392,8 @@ def train_churn(
     """
     params, hooks = params or ChurnParams(), hooks or ChurnHooks()
     step = on_step or (lambda name: None)
-    if unknown := set(params.candidates) - set(train.CANDIDATES):
-        raise ValueError(f"unknown candidates {sorted(unknown)}; known: {train.CANDIDATES}")
+    if unknown := set(params.candidates) - set(CANDIDATES):
+        raise ValueError(f"unknown candidates {sorted(unknown)}; known: {CANDIDATES}")
     step("snapshots and features")
     data = prepare(tables, params, hooks)
     s = data.slices
@@ -428,11 +402,11 @@ def train_churn(
         *(f"{len(p):,}" for p in (s.train, s.calibration, s.test)),
         "; ".join(f"{k} {v}" for k, v in s.spans.items()),
     )
-    with train.tracking_run(EXPERIMENT, run_name=f"account-churn seed {params.seed}") as run:
+    with tracking_run(EXPERIMENT, run_name=f"account-churn seed {params.seed}") as run:
         _log_inputs(params, data, hooks)
-        step("fitting candidates")
-        step("choosing and calibrating")
-        fitted = fit_and_calibrate(data, params, on_fitted=_log_gain)
+        step("leak guard, candidates, calibration")
+        fitted = fit_and_choose(TASK, s, data.features, params)
+        log_fitted(fitted)
         step("evaluating")
         scores = score_test(data, fitted, truth, params)
         y_test = s.test[LABEL].to_numpy(dtype=int)
@@ -440,7 +414,7 @@ def train_churn(
         model = fitted.calibration.model
         result = ChurnTrainResult(
             run_id=run.info.run_id,
-            model_uri=train._log_model(model, s.test, data.features),
+            model_uri=log_model(model, s.test, data.features),
             model=model,
             candidate=fitted.chosen,
             calibration_method=fitted.calibration.method,
@@ -452,20 +426,15 @@ def train_churn(
             features=data.features,
             gain_share=fitted.gain_share,
             fingerprint=data.fingerprint,
-            code_version=train.code_version(),
+            code_version=code_version(),
             export_as_of=data.export_as_of,
-            card_path=(card_dir or train.default_card_dir()) / f"{MODEL_NAME}.md",
+            card_path=(card_dir or default_card_dir()) / f"{MODEL_NAME}.md",
             params=params,
         )
         _log_results(result, y_test, scores)
-        train.log_global_importance(result.model, s.test, data.features)
+        log_global_importance(result.model, s.test, data.features)
     log.info("logged run %s (model %s)", result.run_id, result.model_uri)
     return result
-
-
-def _log_gain(shares: pd.Series) -> None:
-    mlflow.log_metric("gain_share_max", float(shares.iloc[0]))
-    mlflow.set_tag("gain_share_top", str(shares.index[0]))
 
 
 def _log_inputs(params: ChurnParams, data: Prepared, hooks: ChurnHooks) -> None:
@@ -479,11 +448,7 @@ def _log_inputs(params: ChurnParams, data: Prepared, hooks: ChurnHooks) -> None:
         | {f"{n}_accounts": p["account_id"].nunique() for n, p in parts.items()}
         | {"embargo_rows": s.embargo_rows, "features": ",".join(f.name for f in data.features)}
     )
-    mlflow.set_tags(
-        {"data_fingerprint": data.fingerprint, "code_version": train.code_version()}
-        | {"seed": str(params.seed)}
-        | {f"version.{k}": v for k, v in train.package_versions().items()}
-    )
+    log_provenance(data.fingerprint, params.seed)
     if hooks.fit_rows is not None:
         mlflow.set_tag("hooks", "fit_rows")
 
@@ -491,9 +456,7 @@ def _log_inputs(params: ChurnParams, data: Prepared, hooks: ChurnHooks) -> None:
 def _log_results(
     result: ChurnTrainResult, y_test: np.ndarray, scores: Mapping[str, np.ndarray]
 ) -> None:
-    mlflow.log_metrics(
-        train.flat_metrics(result.metrics, METRIC_PREFIX, rate_name="test_churn_rate")
-    )
+    mlflow.log_metrics(flat_metrics(result.metrics, METRIC_PREFIX, rate_name="test_churn_rate"))
     mlflow.log_metrics(
         {
             f"selection_{c}_{m}_log_loss": float(row[m])
@@ -565,7 +528,7 @@ def card_text(result: ChurnTrainResult, decision: GateDecision | None = None) ->
         f"Chosen: **{result.candidate}**, calibrated with **{result.calibration_method}**, both",
         "by out-of-fold log loss on the calibration slice (5 folds grouped by account).",
         "",
-        train._markdown(result.selection.rename_axis("candidate").reset_index(), 4),
+        markdown(result.selection.rename_axis("candidate").reset_index(), 4),
     ]
     table = m[list(evaluate.METRICS)].rename(index=CONTENDER_NAMES).rename_axis("contender")
     by_segment = result.by_segment.pivot(index="group", columns="model", values="auc")
@@ -576,15 +539,15 @@ def card_text(result: ChurnTrainResult, decision: GateDecision | None = None) ->
         "contract end (<= 0, 1-30, 31-90, 91-180, > 180, unknown) x last usage below the train",
         f"slice's lower quartile, shrunk to the overall rate with {RATE_PRIOR:.0f} pseudo-rows.",
         "",
-        train._markdown(table.reset_index(), 4),
+        markdown(table.reset_index(), 4),
         "",
         "ROC AUC by segment:",
         "",
-        train._markdown(by_segment.rename_axis("segment").reset_index()),
+        markdown(by_segment.rename_axis("segment").reset_index()),
         "",
         "Reliability of the model (test):",
         "",
-        train._markdown(result.reliability, 4),
+        markdown(result.reliability, 4),
     ]
     gain = pd.DataFrame(
         {
@@ -598,7 +561,7 @@ def card_text(result: ChurnTrainResult, decision: GateDecision | None = None) ->
         "",
         "Point in time (`forecast.account_features`); gain share from the LightGBM candidate.",
         "",
-        train._markdown(gain),
+        markdown(gain),
     ]
     limits = ["## Known limits", ""]
     if "truth" in m.index:

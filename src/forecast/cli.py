@@ -412,7 +412,7 @@ def _print_description(tables) -> None:
 
 SeedOpt = Annotated[int, typer.Option(help="Random seed: same data and seed, same model.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-TRAIN_STEPS = 6  # features, candidates, calibration, evaluation, logging, gate
+TRAIN_STEPS = 5  # features, guard and candidates, evaluation, logging, gate
 
 
 def _stored_world():
@@ -429,7 +429,8 @@ def _stored_world():
 
 def _run_pipeline(name: str, tables, truth, seed: int, **options):
     """One pipeline through training and its gate, with progress; training refusals exit 1."""
-    from forecast.train import PIPELINES, LeakageSuspected, NotEnoughDataError
+    from forecast.pipelines import PIPELINES
+    from forecast.training import LeakageSuspected, NotEnoughDataError
 
     with _steps(TRAIN_STEPS, f"training {name}") as on_step:
         try:
@@ -536,7 +537,7 @@ def train_churn(seed: SeedOpt = 0, as_json: JsonOpt = False) -> None:
 @app.command("retrain")
 def retrain(seed: SeedOpt = 0, as_json: JsonOpt = False) -> None:
     """Retrain every pipeline on the stored CRM and pass each through its registry gate."""
-    from forecast.train import PIPELINES
+    from forecast.pipelines import PIPELINES
 
     tables, truth = _stored_world()
     outcomes, failed = [], []

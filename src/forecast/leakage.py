@@ -241,9 +241,28 @@ def screen_features(
     return suspects, aucs
 
 
+def _one_per_column(suspects: Sequence[Suspect]) -> list[Suspect]:
+    """Suspects of the same column (several features read it) as one, with all the evidence."""
+    by_column: dict[str, list[Suspect]] = {}
+    for suspect in suspects:
+        by_column.setdefault(suspect.column, []).append(suspect)
+    return [
+        group[0]
+        if len(group) == 1
+        else Suspect(
+            column,
+            group[0].kind,
+            "; ".join(dict.fromkeys(s.evidence for s in group)),
+            group[0].fix,
+        )
+        for column, group in by_column.items()
+    ]
+
+
 def refuse(suspects: Sequence[Suspect], allowed: Iterable[str] = ()) -> list[Suspect]:
     """Raise for every suspect not allowed; return the allowed ones (to log and show)."""
     allowed = set(allowed)
+    suspects = _one_per_column(suspects)
     kept = [
         s for s in suspects if s.column not in allowed and s.column.split(".")[-1] not in allowed
     ]

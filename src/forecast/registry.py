@@ -3,7 +3,11 @@
 The gate compares on the SAME rows: the champion is re-scored on the challenger's out-of-time test
 slice. A challenger is promoted when
 
-- it beats every baseline (stage-fixed and stage-history probabilities) on log loss, and
+- it beats every baseline on log loss (the base rate, the stage probabilities where the data
+  has stages, and the best per-column rule the data allows), and
+- its ROC AUC is not clearly below the best rule's nor clearly no better than a coin's
+  (`auc_failures`: a bootstrap over deals, 90 % interval of the difference), first champion or
+  not, and
 - with a champion in place, it is no worse than it: AUC not lower by more than AUC_TOLERANCE and
   log loss not higher by more than LOG_LOSS_TOLERANCE (0.005 each: the spread seen between
   seeds of the same data, so a fresher model is not held back by noise), and

@@ -567,7 +567,7 @@ def log_backtest(
     """
     import mlflow
 
-    from forecast.train import default_card_dir, tracking_run
+    from forecast.training import default_card_dir, tracking_run
 
     metrics = result.metrics()
     card = (card_dir or default_card_dir()) / "revenue-forecast.md"

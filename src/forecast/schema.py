@@ -96,7 +96,9 @@ REPS = Table(
         Column(
             "manager_id",
             "id",
-            "The person's manager; empty only at the top of the tree.",
+            "The person's manager; empty only at the top of the tree (or when the export "
+            "has no org tree).",
+            required=False,
             nullable=True,
             references="reps.rep_id",
         ),

@@ -21,27 +21,20 @@ next slice; it is about seven months behind the export when it is registered.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import importlib.metadata
 import logging
-import os
-import subprocess
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.models import infer_signature
 from sklearn.base import BaseEstimator
 from sklearn.metrics import log_loss, roc_auc_score
 
 from forecast import evaluate
 from forecast.datasets import WorldTruth
-from forecast.explain import global_importance, scorer_for
 from forecast.features import (
     DEAL_FEATURES,
     KEY_COLUMNS,
@@ -50,44 +43,51 @@ from forecast.features import (
     training_frame,
     unavailable_features,
 )
-from forecast.leakage import (
-    LEAK_AUC,
-    LeakageSuspected,
-    Suspect,
-    refuse,
-    screen_columns,
-    screen_features,
-)
-from forecast.model import (
-    CALIBRATION_METHODS,
-    SKOPS_TRUSTED_TYPES,
-    Calibration,
-    TreeParams,
-    base_pipeline,
-    calibrate,
-    calibration_scores,
-    make_lightgbm,
-    make_logistic,
-    model_input,
-    monotone_violations,
-)
+from forecast.leakage import LEAK_AUC, screen_columns
+from forecast.model import CALIBRATION_METHODS, TreeParams, model_input
 from forecast.registry import Evaluation, GateDecision, register_and_gate
-from forecast.settings import disable_telemetry, get_settings
+from forecast.settings import get_settings
 from forecast.tables import CrmTables
+from forecast.training import (
+    CANDIDATES,
+    Fitted,
+    LeakageSuspected,
+    NotEnoughDataError,
+    RetrainOutcome,
+    Task,
+    check_implausible_auc,
+    code_version,
+    default_card_dir,
+    fingerprint,
+    fit_and_choose,
+    flat_metrics,
+    log_fitted,
+    log_global_importance,
+    log_model,
+    log_provenance,
+    markdown,
+    tracking_run,
+)
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "deal-win"
 MODEL_NAME = "deal-win"
+TASK = Task("win", MODEL_NAME, EXPERIMENT, label="won", group="deal_id")
 MIN_CLOSED_PER_CLASS = 40  # won and lost closed deals needed, each, before anything is trained
-LEAKAGE_AUC = 0.99  # no honest out-of-time model of deal outcomes gets this close to perfect
-CANDIDATES = ("lightgbm", "logistic")
 BASELINES = ("base_rate", "stage_fixed", "stage_history")  # and the best rule_<column>
-RUNTIME_PACKAGES = ("lightgbm", "scikit-learn", "skops", "pandas", "numpy", "scipy")
+METRIC_PREFIX = {
+    "model": "test",
+    "model_uncalibrated": "test_uncalibrated",
+    "base_rate": "baseline_base_rate",
+    "stage_fixed": "baseline_stage_fixed",
+    "stage_history": "baseline_stage_history",
+    "logistic": "baseline_logistic",
+    "lightgbm": "candidate_lightgbm",
+    "truth": "truth",
+}
 
-
-class NotEnoughDataError(ValueError):
-    """Too few closed deals, or a time slice without both outcomes."""
+__all__ = ["LeakageSuspected", "NotEnoughDataError", "RetrainOutcome"]
 
 
 @dataclass(frozen=True)
@@ -321,109 +321,6 @@ def split(frame: pd.DataFrame, windows: Windows) -> Slices:
     return Slices(**labelled, unlabelled_share=unlabelled)
 
 
-def fingerprint(frame: pd.DataFrame, columns: Sequence[str]) -> str:
-    """SHA-256 of the training inputs (keys, features, labels), independent of row index."""
-    digest = hashlib.sha256(",".join(columns).encode())
-    hashed = pd.util.hash_pandas_object(frame[list(columns)], index=False).to_numpy()
-    digest.update(hashed.tobytes())
-    return digest.hexdigest()
-
-
-# --- model choice --------------------------------------------------------------------------------
-
-
-def fit_candidates(
-    train: pd.DataFrame, features: Sequence[Feature], params: WinParams, *, label: str = "won"
-) -> dict[str, BaseEstimator]:
-    """Every candidate fitted on the train slice (LightGBM always: the leakage canary reads it).
-
-    `params` needs `tree`, `seed` and `logistic_c` (the churn pipeline passes its own params).
-    """
-    x, y = model_input(train, features), train[label].to_numpy(dtype=int)
-    makers = {
-        "lightgbm": lambda: make_lightgbm(features, params=params.tree, seed=params.seed),
-        "logistic": lambda: make_logistic(features, c=params.logistic_c, seed=params.seed),
-    }
-    return {name: makers[name]().fit(x, y) for name in CANDIDATES}
-
-
-def gain_shares(model: BaseEstimator) -> pd.Series:
-    """Each feature's share of the LightGBM pipeline's total split gain, largest first."""
-    lgbm = base_pipeline(model).named_steps["lgbm"]
-    gain = pd.Series(lgbm.booster_.feature_importance("gain"), index=lgbm.booster_.feature_name())
-    return (gain / gain.sum()).sort_values(ascending=False)
-
-
-def check_leakage(
-    train: pd.DataFrame,
-    test: pd.DataFrame,
-    features: Sequence[Feature],
-    *,
-    allowed: Sequence[str] = (),
-    label: str = "won",
-    columns: Sequence[Suspect] = (),
-) -> tuple[list[Suspect], dict[str, float]]:
-    """Before any fit: refuse every feature (or mapped column) that knows the outcome.
-
-    Args:
-        train, test: the out-of-time slices (a single feature is learned on train, scored on
-            test).
-        features: the model's features.
-        allowed: columns or features a person has checked and allows.
-        label: the label column.
-        columns: suspects already found in the mapped columns (`leakage.screen_columns`).
-
-    Returns:
-        The allowed suspects and each feature's single-feature out-of-time AUC.
-
-    Raises:
-        LeakageSuspected: naming each suspect, its evidence and the fix.
-    """
-    suspects, aucs = screen_features(train, test, features, label)
-    return refuse([*columns, *suspects], allowed), aucs
-
-
-def check_implausible_auc(test_auc: float, top_feature: str) -> None:
-    """After the fit: no honest out-of-time model of these outcomes gets this close to perfect."""
-    if test_auc > LEAKAGE_AUC:
-        raise LeakageSuspected(
-            f"suspected leakage: out-of-time AUC {test_auc:.4f} > {LEAKAGE_AUC} "
-            f"({top_feature} carries the most gain); check which columns are known only at "
-            "the close"
-        )
-
-
-def choose(
-    fitted: Mapping[str, BaseEstimator],
-    calibration: pd.DataFrame,
-    features: Sequence[Feature],
-    allowed: Sequence[str],
-    *,
-    label: str = "won",
-    group: str = "deal_id",
-) -> tuple[str, pd.DataFrame]:
-    """The eligible candidate with the lowest out-of-fold calibrated log loss (calibration slice).
-
-    A candidate that bends a declared monotone feature the wrong way is not eligible. Folds are
-    grouped by `group` (a deal's, or an account's, snapshots stay on one side).
-    """
-    x = model_input(calibration, features)
-    y = calibration[label].to_numpy(dtype=int)
-    groups = calibration[group].to_numpy()
-    rows = {}
-    for name in allowed:
-        violations = monotone_violations(fitted[name], features)
-        rows[name] = calibration_scores(fitted[name], x, y, groups) | {
-            "not eligible": "; ".join(violations)
-        }
-        if violations:
-            log.warning("%s not eligible: against declared direction: %s", name, violations)
-    table = pd.DataFrame(rows).T.rename_axis("candidate")
-    eligible = table[table["not eligible"] == ""]
-    best = eligible[list(CALIBRATION_METHODS)].astype(float).min(axis=1).idxmin()
-    return str(best), table
-
-
 # --- evaluation ----------------------------------------------------------------------------------
 
 
@@ -437,136 +334,6 @@ METRIC_PREFIX = {
     "lightgbm": "candidate_lightgbm",
     "truth": "truth",
 }
-
-
-def flat_metrics(
-    table: pd.DataFrame,
-    prefixes: Mapping[str, str] = METRIC_PREFIX,
-    *,
-    rate_name: str = "test_win_rate",
-) -> dict[str, float]:
-    """`test_auc`, `baseline_stage_fixed_log_loss`, `truth_auc`, ... from the contenders table.
-
-    Shared by every pipeline: `prefixes` names each contender's metrics, `rate_name` the test
-    slice's positive rate.
-    """
-    return {
-        f"{prefixes.get(name, f'baseline_{name}')}_{metric}": float(value)
-        for name, row in table.iterrows()
-        for metric, value in row.items()
-        if metric in (*evaluate.METRICS, "mean_predicted") and np.isfinite(value)
-    } | {
-        "test_rows": float(table.loc["model", "n"]),
-        rate_name: float(table.loc["model", "win_rate"]),
-    }
-
-
-# --- provenance ----------------------------------------------------------------------------------
-
-
-def code_version() -> str:
-    """The git commit of the source checkout (with `+dirty`), else the package version.
-
-    Read-only git calls; GIT_OPTIONAL_LOCKS=0 keeps `git status` from refreshing the index.
-    """
-    here = Path(__file__).resolve().parent
-    env = os.environ | {"GIT_OPTIONAL_LOCKS": "0"}
-
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", "-C", str(here), *args],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            env=env,
-            check=True,
-        )
-        return done.stdout.strip()
-
-    try:
-        commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.SubprocessError):
-        return f"forecast {importlib.metadata.version('forecast')}"
-    return commit + ("+dirty" if dirty else "")
-
-
-def package_versions() -> dict[str, str]:
-    names = ("forecast", "mlflow", *RUNTIME_PACKAGES)
-    return {name: importlib.metadata.version(name) for name in names}
-
-
-def default_card_dir() -> Path:
-    """`models/` of the source checkout when running from one, else `$FORECAST_HOME/models`."""
-    root = Path(__file__).resolve().parents[2]
-    if (root / "pyproject.toml").is_file() and (root / "models").is_dir():
-        return root / "models"
-    return get_settings().home.expanduser() / "models"
-
-
-def artifact_root() -> str | None:
-    """`$FORECAST_HOME/mlartifacts` for a local (sqlite or file) store, else the server's choice.
-
-    Without it MLflow puts a database-backed store's artifacts in `./mlruns` of whatever
-    directory the command runs from.
-    """
-    settings = get_settings()
-    if settings.mlflow_tracking_uri.startswith(("sqlite:", "file:", "/")):
-        return (settings.home.expanduser().resolve() / "mlartifacts").as_uri()
-    return None
-
-
-def ensure_experiment(name: str = EXPERIMENT) -> str:
-    """The experiment's id in the project's store, created with its artifacts under FORECAST_HOME.
-
-    `make train` calls this before `mlflow run`, which would otherwise create the experiment
-    with its artifacts in `./mlruns`.
-    """
-    disable_telemetry()
-    client = mlflow.MlflowClient(get_settings().mlflow_tracking_uri)
-    found = client.get_experiment_by_name(name)
-    if found is None:
-        return client.create_experiment(name, artifact_location=artifact_root())
-    root = artifact_root()
-    if root and not found.artifact_location.startswith(root.rstrip("/")):
-        log.warning(
-            "experiment %s keeps its artifacts in %s, not under FORECAST_HOME (%s): it was "
-            "created by another tool",
-            name,
-            found.artifact_location,
-            root,
-        )
-    return found.experiment_id
-
-
-@contextlib.contextmanager
-def tracking_run(experiment: str, run_name: str) -> Iterator[mlflow.ActiveRun]:
-    """One MLflow run in the project's store (the tracking URI always comes from settings).
-
-    `mlflow run` hands its own run to the command through MLFLOW_RUN_ID; that run is adopted
-    only when it lives in the project's store, else it is left alone with a warning.
-    """
-    disable_telemetry()
-    uri = get_settings().mlflow_tracking_uri
-    # read before set_tracking_uri, which writes MLFLOW_TRACKING_URI into the environment
-    launcher_uri = os.environ.get("MLFLOW_TRACKING_URI")
-    launcher_run = os.environ.pop("MLFLOW_RUN_ID", None)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    if launcher_run and launcher_uri != uri:
-        log.warning(
-            "launched by `mlflow run` with tracking URI %s, not the project's store %s: logging "
-            "to a new run there (set MLFLOW_TRACKING_URI=%s to log into the launcher's run)",
-            launcher_uri,
-            uri,
-            uri,
-        )
-        launcher_run = None
-    experiment_id = ensure_experiment(experiment)
-    with mlflow.start_run(
-        run_id=launcher_run, experiment_id=experiment_id, run_name=run_name
-    ) as run:
-        yield run
 
 
 # --- the pipeline --------------------------------------------------------------------------------
@@ -597,33 +364,6 @@ def prepare(tables: CrmTables, params: WinParams, hooks: TrainHooks) -> Prepared
     return Prepared(
         windows, slices, features, fingerprint(inputs, columns), unavailable_features(tables)
     )
-
-
-@dataclass(frozen=True)
-class Fitted:
-    """The fitted candidates, the LightGBM gain shares and the calibrated choice."""
-
-    candidates: Mapping[str, BaseEstimator]
-    gain_share: pd.Series
-    chosen: str
-    selection: pd.DataFrame
-    calibration: Calibration
-
-
-def choose_and_calibrate(
-    data: Prepared,
-    candidates: Mapping[str, BaseEstimator],
-    shares: pd.Series,
-    params: WinParams,
-) -> Fitted:
-    """Pick the candidate on the calibration slice and fit its calibration map there."""
-    cal = data.slices.calibration
-    chosen, selection = choose(candidates, cal, data.features, params.candidates)
-    x, y = model_input(cal, data.features), cal["won"].to_numpy(dtype=int)
-    scores = selection.loc[chosen, list(CALIBRATION_METHODS)].astype(float).to_dict()
-    calibration = calibrate(candidates[chosen], x, y, cal["deal_id"].to_numpy(), scores)
-    log.info("chose %s with %s calibration", chosen, calibration.method)
-    return Fitted(candidates, shares, chosen, selection, calibration)
 
 
 def score_test(data: Prepared, fitted: Fitted, truth: WorldTruth | None) -> dict[str, np.ndarray]:
@@ -691,29 +431,23 @@ def train_win(
     )
     with tracking_run(EXPERIMENT, run_name=f"deal-win seed {params.seed}") as run:
         _log_inputs(params, data, hooks)
-        step("leak guard")
-        allowed, single_auc = check_leakage(
-            s.train,
-            s.test,
+        step("leak guard, candidates, calibration")
+        fitted = fit_and_choose(
+            TASK,
+            s,
             data.features,
+            params,
             allowed=params.allow_columns,
             columns=screen_columns(tables),
         )
-        _log_guard(allowed, single_auc)
-        step("fitting candidates")
-        candidates = fit_candidates(data.slices.train, data.features, params)
-        shares = gain_shares(candidates["lightgbm"])
-        mlflow.log_metric("gain_share_max", float(shares.iloc[0]))
-        mlflow.set_tag("gain_share_top", str(shares.index[0]))
-        step("choosing and calibrating")
-        fitted = choose_and_calibrate(data, candidates, shares, params)
+        log_fitted(fitted)
         step("evaluating")
         scores = score_test(data, fitted, truth)
         y_test = s.test["won"].to_numpy(dtype=int)
         step("logging to MLflow")
         result = WinTrainResult(
             run_id=run.info.run_id,
-            model_uri=_log_model(fitted.calibration.model, s.test, data.features),
+            model_uri=log_model(fitted.calibration.model, s.test, data.features),
             model=fitted.calibration.model,
             candidate=fitted.chosen,
             calibration_method=fitted.calibration.method,
@@ -746,25 +480,6 @@ def _rule_scores(scores: Mapping[str, np.ndarray], y: np.ndarray) -> dict[str, n
     return {"base_rate": scores["base_rate"]} | ({best: scores[best]} if best else {})
 
 
-def _log_guard(allowed: Sequence[Suspect], single_auc: Mapping[str, float]) -> None:
-    """The leak guard's findings: each feature's AUC alone, and what a person allowed."""
-    mlflow.log_dict({k: round(v, 4) for k, v in single_auc.items()}, "leak_guard/single_auc.json")
-    if allowed:
-        mlflow.set_tag("allowed_columns", "; ".join(str(a) for a in allowed))
-
-
-def log_global_importance(
-    model: BaseEstimator, frame: pd.DataFrame, features: Sequence[Feature]
-) -> pd.Series:
-    """Mean absolute attribution per feature on the test slice, logged with this model version."""
-    importance = global_importance(scorer_for(model, features), frame)
-    mlflow.log_dict(
-        {name: round(float(v), 6) for name, v in importance.items()},
-        "explain/global_importance.json",
-    )
-    return importance
-
-
 def _log_inputs(params: WinParams, data: Prepared, hooks: TrainHooks) -> None:
     slices = data.slices
     mlflow.log_params(
@@ -777,44 +492,16 @@ def _log_inputs(params: WinParams, data: Prepared, hooks: TrainHooks) -> None:
         | {"features": ",".join(f.name for f in data.features)}
     )
     mlflow.log_metrics({f"{k}_unlabelled_share": v for k, v in slices.unlabelled_share.items()})
-    mlflow.set_tags(
-        {"data_fingerprint": data.fingerprint, "code_version": code_version()}
-        | {"seed": str(params.seed)}
-        | {f"version.{k}": v for k, v in package_versions().items()}
-    )
+    log_provenance(data.fingerprint, params.seed)
     if used := [n for n in ("extra_features", "fit_rows") if getattr(hooks, n) is not None]:
         mlflow.set_tag("hooks", ",".join(used))
-
-
-def _log_model(model: BaseEstimator, test: pd.DataFrame, features: Sequence[Feature]) -> str:
-    """The calibrated pipeline as one MLflow model; through pyfunc it returns probabilities.
-
-    pyfunc output: an (n, 2) array, column 1 = P(won). Saved with skops (no pickle) and an
-    explicit list of trusted types; the `forecast` package must be importable where it loads.
-    """
-    example = model_input(test.head(5), features)
-    signature = infer_signature(example, model.predict_proba(example))
-    versions = package_versions()
-    info = mlflow.sklearn.log_model(
-        model,
-        name="model",
-        signature=signature,
-        input_example=example,
-        pyfunc_predict_fn="predict_proba",
-        serialization_format="skops",
-        skops_trusted_types=list(SKOPS_TRUSTED_TYPES),
-        # explicit: inferring requirements re-imports the model in a subprocess (slow)
-        pip_requirements=[f"mlflow=={versions['mlflow']}"]
-        + [f"{p}=={versions[p]}" for p in RUNTIME_PACKAGES],
-    )
-    return info.model_uri
 
 
 def _log_results(
     result: WinTrainResult, y_test: np.ndarray, scores: Mapping[str, np.ndarray]
 ) -> None:
     """Metrics, reliability diagram, per-stage and per-segment tables and the model card."""
-    mlflow.log_metrics(flat_metrics(result.metrics))
+    mlflow.log_metrics(flat_metrics(result.metrics, METRIC_PREFIX, rate_name="test_win_rate"))
     mlflow.log_metrics(
         {
             f"selection_{c}_{m}_log_loss": float(row[m])
@@ -841,18 +528,6 @@ def _log_results(
 
 
 # --- model card ----------------------------------------------------------------------------------
-
-
-def _markdown(frame: pd.DataFrame, digits: int = 3) -> str:
-    def cell(v: object) -> str:
-        if isinstance(v, float):
-            return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.{digits}f}"
-        return str(v)
-
-    head = "| " + " | ".join(map(str, frame.columns)) + " |"
-    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([head, rule, *body])
 
 
 CONTENDER_NAMES = {
@@ -906,7 +581,7 @@ def _card_choice(result: WinTrainResult) -> list[str]:
         "on that slice (5 folds grouped by deal; in-sample, isotonic would always win). A",
         "candidate that bends a declared monotone feature the wrong way is not eligible.",
         "",
-        _markdown(selection, 4),
+        markdown(selection, 4),
     ]
 
 
@@ -930,15 +605,15 @@ def _card_metrics(result: WinTrainResult) -> list[str]:
         f"{against}. `rule_<column>` is the best simple rule the data allows: the training",
         "window's win rate per value of that column.",
         "",
-        _markdown(table.reset_index()),
+        markdown(table.reset_index()),
         "",
         "Log loss by stage:",
         "",
-        _markdown(by_stage.rename_axis("stage").reset_index()),
+        markdown(by_stage.rename_axis("stage").reset_index()),
         "",
         "ROC AUC by segment:",
         "",
-        _markdown(by_segment.rename_axis("segment").reset_index()),
+        markdown(by_segment.rename_axis("segment").reset_index()),
     ]
 
 
@@ -958,7 +633,7 @@ def _card_features(result: WinTrainResult) -> list[str]:
         "Point in time (`forecast.features`); monotone constraints as declared there; gain share",
         "from the LightGBM candidate.",
         "",
-        _markdown(table),
+        markdown(table),
     ]
 
 
@@ -1032,14 +707,6 @@ def write_card(result: WinTrainResult, decision: GateDecision | None = None) -> 
 # --- retraining: every pipeline through its gate ------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RetrainOutcome:
-    pipeline: str
-    run_id: str
-    metrics: pd.DataFrame
-    decision: GateDecision
-
-
 def retrain_win(
     tables: CrmTables,
     *,
@@ -1062,16 +729,3 @@ def retrain_win(
     client = mlflow.MlflowClient(get_settings().mlflow_tracking_uri)
     client.log_artifact(result.run_id, str(result.card_path), artifact_path="card")
     return RetrainOutcome("win", result.run_id, result.metrics, decision)
-
-
-def _retrain_churn(*args: object, **kwargs: object) -> RetrainOutcome:
-    """`forecast.churn.retrain_churn`, imported on use (churn builds on this module)."""
-    from forecast.churn import retrain_churn
-
-    return retrain_churn(*args, **kwargs)
-
-
-PIPELINES: Mapping[str, Callable[..., RetrainOutcome]] = {
-    "win": retrain_win,
-    "churn": _retrain_churn,
-}

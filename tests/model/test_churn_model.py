@@ -11,10 +11,10 @@ import pytest
 
 from forecast.account_features import ACCOUNT_FEATURE_NAMES, ACCOUNT_FEATURES
 from forecast.churn import (
+    TASK,
     ChurnHooks,
     ChurnParams,
     churn_probability,
-    fit_and_calibrate,
     prepare,
     renewal_probability_from,
     revenue_at_risk,
@@ -24,6 +24,7 @@ from forecast.datasets import make_crm
 from forecast.explain import scorer_for
 from forecast.model import TreeParams
 from forecast.scoring import score_accounts
+from forecast.training import fit_and_choose
 
 PARAMS = ChurnParams(
     tree=TreeParams(n_estimators=150, learning_rate=0.05, min_child_samples=50, n_jobs=1)
@@ -34,7 +35,7 @@ PARAMS = ChurnParams(
 def fitted():
     world = make_crm(8000, seed=3)
     data = prepare(world.tables, PARAMS, ChurnHooks())
-    return world, data, fit_and_calibrate(data, PARAMS)
+    return world, data, fit_and_choose(TASK, data.slices, data.features, PARAMS)
 
 
 @pytest.fixture(scope="module")

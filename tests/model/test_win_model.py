@@ -22,14 +22,8 @@ from forecast.model import (
     win_probability,
 )
 from forecast.schema import OPEN_STAGES
-from forecast.train import (
-    TrainHooks,
-    WinParams,
-    choose_and_calibrate,
-    fit_candidates,
-    gain_shares,
-    prepare,
-)
+from forecast.train import TASK, TrainHooks, WinParams, prepare
+from forecast.training import fit_and_choose
 
 PARAMS = WinParams(tree=TreeParams(n_estimators=80, n_jobs=1))
 ACTIVITY_COUNTS = ("activities_7d", "activities_30d", "activities_90d", "calls_90d", "emails_90d")
@@ -40,9 +34,8 @@ MONOTONE = [f for f in DEAL_FEATURES if f.monotone != 0]
 def fitted():
     world = make_crm(5000, seed=7)
     data = prepare(world.tables, PARAMS, TrainHooks())
-    candidates = fit_candidates(data.slices.train, data.features, PARAMS)
-    shares = gain_shares(candidates["lightgbm"])
-    return data, candidates, choose_and_calibrate(data, candidates, shares, PARAMS)
+    chosen = fit_and_choose(TASK, data.slices, data.features, PARAMS)
+    return data, chosen.candidates, chosen
 
 
 @pytest.fixture(scope="module")

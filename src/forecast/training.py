@@ -1,0 +1,470 @@
+"""One training path for every pipeline: what deal win and account churn share, defined once.
+
+A pipeline is a `Task` (its name, registered model, experiment, label and the unit whose
+snapshots stay together) plus the code that builds its snapshots, windows and baselines; from
+there the steps are the same and live here: the leak guard before any fit (`check_leakage`),
+the candidates (LightGBM and a regularised logistic regression), the choice and calibration on
+the calibration slice, the implausible-AUC canary, MLflow tracking and provenance, the logged
+model and the retrain outcome the registry gate produced. `forecast.train` (win) and
+`forecast.churn` import from here, never from each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import logging
+import os
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Protocol
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import infer_signature
+from sklearn.base import BaseEstimator
+
+from forecast import evaluate
+from forecast.explain import global_importance, scorer_for
+from forecast.features import Feature
+from forecast.leakage import LeakageSuspected, Suspect, refuse, screen_features
+from forecast.model import (
+    CALIBRATION_METHODS,
+    SKOPS_TRUSTED_TYPES,
+    Calibration,
+    TreeParams,
+    base_pipeline,
+    calibrate,
+    calibration_scores,
+    make_lightgbm,
+    make_logistic,
+    model_input,
+    monotone_violations,
+)
+from forecast.registry import GateDecision
+from forecast.settings import disable_telemetry, get_settings
+
+log = logging.getLogger(__name__)
+
+CANDIDATES = ("lightgbm", "logistic")
+RUNTIME_PACKAGES = ("lightgbm", "scikit-learn", "skops", "pandas", "numpy", "scipy")
+LEAKAGE_AUC = 0.99  # no honest out-of-time model of these outcomes gets this close to perfect
+
+__all__ = ["LeakageSuspected", "NotEnoughDataError", "Task"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """What one pipeline is about; everything else in training is shared.
+
+    Attributes:
+        name: the pipeline's name (`win`, `churn`), as in `forecast retrain`.
+        model_name: the registered model.
+        experiment: the MLflow experiment.
+        label: the 0/1 column the model predicts.
+        group: the unit whose snapshots stay on one side of a fold (a deal, an account).
+    """
+
+    name: str
+    model_name: str
+    experiment: str
+    label: str
+    group: str
+
+
+class Slices(Protocol):
+    """The out-of-time slices every pipeline has."""
+
+    train: pd.DataFrame
+    calibration: pd.DataFrame
+    test: pd.DataFrame
+
+
+class ModelParams(Protocol):
+    """What the shared steps read of a pipeline's parameters."""
+
+    seed: int
+    tree: TreeParams
+    logistic_c: float
+    candidates: tuple[str, ...]
+
+
+class NotEnoughDataError(ValueError):
+    """Too few labelled units (closed deals, accounts), or a slice without both outcomes."""
+
+
+def fingerprint(frame: pd.DataFrame, columns: Sequence[str]) -> str:
+    """SHA-256 of the training inputs (keys, features, labels), independent of row index."""
+    digest = hashlib.sha256(",".join(columns).encode())
+    hashed = pd.util.hash_pandas_object(frame[list(columns)], index=False).to_numpy()
+    digest.update(hashed.tobytes())
+    return digest.hexdigest()
+
+
+# --- model choice --------------------------------------------------------------------------------
+
+
+def fit_candidates(
+    train: pd.DataFrame, features: Sequence[Feature], params: ModelParams, *, label: str
+) -> dict[str, BaseEstimator]:
+    """Every candidate fitted on the train slice (LightGBM always: the leakage canary reads it).
+
+    `params` needs `tree`, `seed` and `logistic_c` (the churn pipeline passes its own params).
+    """
+    x, y = model_input(train, features), train[label].to_numpy(dtype=int)
+    makers = {
+        "lightgbm": lambda: make_lightgbm(features, params=params.tree, seed=params.seed),
+        "logistic": lambda: make_logistic(features, c=params.logistic_c, seed=params.seed),
+    }
+    return {name: makers[name]().fit(x, y) for name in CANDIDATES}
+
+
+def gain_shares(model: BaseEstimator) -> pd.Series:
+    """Each feature's share of the LightGBM pipeline's total split gain, largest first."""
+    lgbm = base_pipeline(model).named_steps["lgbm"]
+    gain = pd.Series(lgbm.booster_.feature_importance("gain"), index=lgbm.booster_.feature_name())
+    return (gain / gain.sum()).sort_values(ascending=False)
+
+
+def check_leakage(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    features: Sequence[Feature],
+    *,
+    label: str,
+    allowed: Sequence[str] = (),
+    columns: Sequence[Suspect] = (),
+) -> tuple[list[Suspect], dict[str, float]]:
+    """Before any fit: refuse every feature (or mapped column) that knows the outcome.
+
+    Args:
+        train, test: the out-of-time slices (a single feature is learned on train, scored on
+            test).
+        features: the model's features.
+        allowed: columns or features a person has checked and allows.
+        label: the label column.
+        columns: suspects already found in the mapped columns (`leakage.screen_columns`).
+
+    Returns:
+        The allowed suspects and each feature's single-feature out-of-time AUC.
+
+    Raises:
+        LeakageSuspected: naming each suspect, its evidence and the fix.
+    """
+    suspects, aucs = screen_features(train, test, features, label)
+    return refuse([*columns, *suspects], allowed), aucs
+
+
+def check_implausible_auc(test_auc: float, top_feature: str) -> None:
+    """After the fit: no honest out-of-time model of these outcomes gets this close to perfect."""
+    if test_auc > LEAKAGE_AUC:
+        raise LeakageSuspected(
+            f"suspected leakage: out-of-time AUC {test_auc:.4f} > {LEAKAGE_AUC} "
+            f"({top_feature} carries the most gain); check which columns are known only at "
+            "the close"
+        )
+
+
+def choose(
+    fitted: Mapping[str, BaseEstimator],
+    calibration: pd.DataFrame,
+    features: Sequence[Feature],
+    allowed: Sequence[str],
+    *,
+    label: str = "won",
+    group: str = "deal_id",
+) -> tuple[str, pd.DataFrame]:
+    """The eligible candidate with the lowest out-of-fold calibrated log loss (calibration slice).
+
+    A candidate that bends a declared monotone feature the wrong way is not eligible. Folds are
+    grouped by `group` (a deal's, or an account's, snapshots stay on one side).
+    """
+    x = model_input(calibration, features)
+    y = calibration[label].to_numpy(dtype=int)
+    groups = calibration[group].to_numpy()
+    rows = {}
+    for name in allowed:
+        violations = monotone_violations(fitted[name], features)
+        rows[name] = calibration_scores(fitted[name], x, y, groups) | {
+            "not eligible": "; ".join(violations)
+        }
+        if violations:
+            log.warning("%s not eligible: against declared direction: %s", name, violations)
+    table = pd.DataFrame(rows).T.rename_axis("candidate")
+    eligible = table[table["not eligible"] == ""]
+    best = eligible[list(CALIBRATION_METHODS)].astype(float).min(axis=1).idxmin()
+    return str(best), table
+
+
+def flat_metrics(
+    table: pd.DataFrame, prefixes: Mapping[str, str], *, rate_name: str
+) -> dict[str, float]:
+    """`test_auc`, `baseline_stage_fixed_log_loss`, `truth_auc`, ... from the contenders table.
+
+    Shared by every pipeline: `prefixes` names each contender's metrics, `rate_name` the test
+    slice's positive rate.
+    """
+    return {
+        f"{prefixes.get(name, f'baseline_{name}')}_{metric}": float(value)
+        for name, row in table.iterrows()
+        for metric, value in row.items()
+        if metric in (*evaluate.METRICS, "mean_predicted") and np.isfinite(value)
+    } | {
+        "test_rows": float(table.loc["model", "n"]),
+        rate_name: float(table.loc["model", "win_rate"]),
+    }
+
+
+# --- provenance ----------------------------------------------------------------------------------
+
+
+def code_version() -> str:
+    """The git commit of the source checkout (with `+dirty`), else the package version.
+
+    Read-only git calls; GIT_OPTIONAL_LOCKS=0 keeps `git status` from refreshing the index.
+    """
+    here = Path(__file__).resolve().parent
+    env = os.environ | {"GIT_OPTIONAL_LOCKS": "0"}
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(here), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            env=env,
+            check=True,
+        )
+        return done.stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return f"forecast {importlib.metadata.version('forecast')}"
+    return commit + ("+dirty" if dirty else "")
+
+
+def package_versions() -> dict[str, str]:
+    names = ("forecast", "mlflow", *RUNTIME_PACKAGES)
+    return {name: importlib.metadata.version(name) for name in names}
+
+
+def default_card_dir() -> Path:
+    """`models/` of the source checkout when running from one, else `$FORECAST_HOME/models`."""
+    root = Path(__file__).resolve().parents[2]
+    if (root / "pyproject.toml").is_file() and (root / "models").is_dir():
+        return root / "models"
+    return get_settings().home.expanduser() / "models"
+
+
+def artifact_root() -> str | None:
+    """`$FORECAST_HOME/mlartifacts` for a local (sqlite or file) store, else the server's choice.
+
+    Without it MLflow puts a database-backed store's artifacts in `./mlruns` of whatever
+    directory the command runs from.
+    """
+    settings = get_settings()
+    if settings.mlflow_tracking_uri.startswith(("sqlite:", "file:", "/")):
+        return (settings.home.expanduser().resolve() / "mlartifacts").as_uri()
+    return None
+
+
+def ensure_experiment(name: str) -> str:
+    """The experiment's id in the project's store, created with its artifacts under FORECAST_HOME.
+
+    `make train` calls this before `mlflow run`, which would otherwise create the experiment
+    with its artifacts in `./mlruns`.
+    """
+    disable_telemetry()
+    client = mlflow.MlflowClient(get_settings().mlflow_tracking_uri)
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        return client.create_experiment(name, artifact_location=artifact_root())
+    root = artifact_root()
+    if root and not found.artifact_location.startswith(root.rstrip("/")):
+        log.warning(
+            "experiment %s keeps its artifacts in %s, not under FORECAST_HOME (%s): it was "
+            "created by another tool",
+            name,
+            found.artifact_location,
+            root,
+        )
+    return found.experiment_id
+
+
+@contextlib.contextmanager
+def tracking_run(experiment: str, run_name: str) -> Iterator[mlflow.ActiveRun]:
+    """One MLflow run in the project's store (the tracking URI always comes from settings).
+
+    `mlflow run` hands its own run to the command through MLFLOW_RUN_ID; that run is adopted
+    only when it lives in the project's store, else it is left alone with a warning.
+    """
+    disable_telemetry()
+    uri = get_settings().mlflow_tracking_uri
+    # read before set_tracking_uri, which writes MLFLOW_TRACKING_URI into the environment
+    launcher_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    launcher_run = os.environ.pop("MLFLOW_RUN_ID", None)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    if launcher_run and launcher_uri != uri:
+        log.warning(
+            "launched by `mlflow run` with tracking URI %s, not the project's store %s: logging "
+            "to a new run there (set MLFLOW_TRACKING_URI=%s to log into the launcher's run)",
+            launcher_uri,
+            uri,
+            uri,
+        )
+        launcher_run = None
+    experiment_id = ensure_experiment(experiment)
+    with mlflow.start_run(
+        run_id=launcher_run, experiment_id=experiment_id, run_name=run_name
+    ) as run:
+        yield run
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """The fitted candidates, the LightGBM gain shares, the calibrated choice, the guard's word."""
+
+    candidates: Mapping[str, BaseEstimator]
+    gain_share: pd.Series
+    chosen: str
+    selection: pd.DataFrame
+    calibration: Calibration
+    allowed: tuple[Suspect, ...] = ()  # suspects a person allowed
+    single_auc: Mapping[str, float] = field(default_factory=dict)  # each feature alone
+
+
+def choose_and_calibrate(
+    task: Task,
+    calibration: pd.DataFrame,
+    features: Sequence[Feature],
+    candidates: Mapping[str, BaseEstimator],
+    shares: pd.Series,
+    allowed: Sequence[str],
+) -> Fitted:
+    """Pick the candidate on the calibration slice and fit its calibration map there."""
+    chosen, selection = choose(
+        candidates, calibration, features, allowed, label=task.label, group=task.group
+    )
+    x, y = model_input(calibration, features), calibration[task.label].to_numpy(dtype=int)
+    scores = selection.loc[chosen, list(CALIBRATION_METHODS)].astype(float).to_dict()
+    fitted = calibrate(candidates[chosen], x, y, calibration[task.group].to_numpy(), scores)
+    log.info("%s: chose %s with %s calibration", task.name, chosen, fitted.method)
+    return Fitted(candidates, shares, chosen, selection, fitted)
+
+
+def fit_and_choose(
+    task: Task,
+    slices: Slices,
+    features: Sequence[Feature],
+    params: ModelParams,
+    *,
+    allowed: Sequence[str] = (),
+    columns: Sequence[Suspect] = (),
+) -> Fitted:
+    """The leak guard, then every candidate fitted on train, chosen and calibrated.
+
+    Args:
+        task: the pipeline.
+        slices: train, calibration and test frames (the guard learns on train, scores test).
+        features: the model's features.
+        params: candidates and their settings.
+        allowed: columns a person allows past the guard.
+        columns: suspects already found in the mapped columns.
+
+    Raises:
+        LeakageSuspected: the guard refused; nothing was fitted.
+    """
+    kept, single_auc = check_leakage(
+        slices.train, slices.test, features, label=task.label, allowed=allowed, columns=columns
+    )
+    candidates = fit_candidates(slices.train, features, params, label=task.label)
+    shares = gain_shares(candidates["lightgbm"])
+    chosen = choose_and_calibrate(
+        task, slices.calibration, features, candidates, shares, params.candidates
+    )
+    return replace(chosen, allowed=tuple(kept), single_auc=single_auc)
+
+
+def log_fitted(fitted: Fitted) -> None:
+    """The guard's findings and the gain shares, on the active MLflow run."""
+    log_guard(fitted.allowed, fitted.single_auc)
+    mlflow.log_metric("gain_share_max", float(fitted.gain_share.iloc[0]))
+    mlflow.set_tag("gain_share_top", str(fitted.gain_share.index[0]))
+
+
+def log_provenance(fingerprint: str, seed: int) -> None:
+    """Tags every run carries: data fingerprint, code, seed and package versions."""
+    mlflow.set_tags(
+        {"data_fingerprint": fingerprint, "code_version": code_version(), "seed": str(seed)}
+        | {f"version.{k}": v for k, v in package_versions().items()}
+    )
+
+
+def log_guard(allowed: Sequence[Suspect], single_auc: Mapping[str, float]) -> None:
+    """The leak guard's findings: each feature's AUC alone, and what a person allowed."""
+    mlflow.log_dict({k: round(v, 4) for k, v in single_auc.items()}, "leak_guard/single_auc.json")
+    if allowed:
+        mlflow.set_tag("allowed_columns", "; ".join(str(a) for a in allowed))
+
+
+def log_global_importance(
+    model: BaseEstimator, frame: pd.DataFrame, features: Sequence[Feature]
+) -> pd.Series:
+    """Mean absolute attribution per feature on the test slice, logged with this model version."""
+    importance = global_importance(scorer_for(model, features), frame)
+    mlflow.log_dict(
+        {name: round(float(v), 6) for name, v in importance.items()},
+        "explain/global_importance.json",
+    )
+    return importance
+
+
+def log_model(model: BaseEstimator, test: pd.DataFrame, features: Sequence[Feature]) -> str:
+    """The calibrated pipeline as one MLflow model; through pyfunc it returns probabilities.
+
+    pyfunc output: an (n, 2) array, column 1 = P(won). Saved with skops (no pickle) and an
+    explicit list of trusted types; the `forecast` package must be importable where it loads.
+    """
+    example = model_input(test.head(5), features)
+    signature = infer_signature(example, model.predict_proba(example))
+    versions = package_versions()
+    info = mlflow.sklearn.log_model(
+        model,
+        name="model",
+        signature=signature,
+        input_example=example,
+        pyfunc_predict_fn="predict_proba",
+        serialization_format="skops",
+        skops_trusted_types=list(SKOPS_TRUSTED_TYPES),
+        # explicit: inferring requirements re-imports the model in a subprocess (slow)
+        pip_requirements=[f"mlflow=={versions['mlflow']}"]
+        + [f"{p}=={versions[p]}" for p in RUNTIME_PACKAGES],
+    )
+    return info.model_uri
+
+
+def markdown(frame: pd.DataFrame, digits: int = 3) -> str:
+    def cell(v: object) -> str:
+        if isinstance(v, float):
+            return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.{digits}f}"
+        return str(v)
+
+    head = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([head, rule, *body])
+
+
+@dataclass(frozen=True)
+class RetrainOutcome:
+    pipeline: str
+    run_id: str
+    metrics: pd.DataFrame
+    decision: GateDecision
