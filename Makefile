@@ -8,7 +8,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test fuzz lint format bench bench-generate bench-features bench-explain bench-revenue bench-service docs lock clean train mlflow-ui
+.PHONY: help venv run test fuzz lint format bench bench-generate bench-features bench-explain bench-revenue bench-service docs lock clean train mlflow-ui cards
 
 help: ## Show this list
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ train: $(STAMP) ## Train the deal win model on the stored CRM via `mlflow run` (
 	$(BIN)/python -c 'from forecast.training import ensure_experiment; ensure_experiment("deal-win")'
 	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI="$(TRACKING_URI)" \
 		$(BIN)/mlflow run . -e train_win --env-manager local --experiment-name deal-win
+
+cards: $(STAMP) ## Copy the model cards of the last runs ($$FORECAST_HOME/models) into models/
+	cp "$$($(BIN)/python -c 'from forecast.training import default_card_dir as d; print(d())')"/*.md models/
 
 mlflow-ui: $(STAMP) ## Open the MLflow UI on the local store at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri "$(TRACKING_URI)" --host 127.0.0.1

@@ -343,15 +343,20 @@ class ChurnTrainResult:
     export_as_of: pd.Timestamp
     card_path: Path
     params: ChurnParams
+    rule_scores: Mapping[str, np.ndarray] = field(default_factory=dict)  # base rate, rate table
 
     def evaluation(self) -> Evaluation:
         """The test rows and scores the gate compares a champion with (label in `won`)."""
         test = self.slices.test
+        x = model_input(test, self.features)
         return Evaluation(
-            features=model_input(test, self.features),
+            features=x,
             won=test[LABEL].to_numpy(dtype=int),
             metrics={m: float(self.metrics.loc["model", m]) for m in ("auc", "log_loss")},
             baselines={n: float(self.metrics.loc[n, "log_loss"]) for n in GATE_BASELINES},
+            probability=self.model.predict_proba(x)[:, 1],
+            rules=self.rule_scores,
+            groups=test["account_id"].to_numpy(),
         )
 
 
@@ -430,6 +435,7 @@ def train_churn(
             export_as_of=data.export_as_of,
             card_path=(card_dir or default_card_dir()) / f"{MODEL_NAME}.md",
             params=params,
+            rule_scores={name: scores[name] for name in GATE_BASELINES},
         )
         _log_results(result, y_test, scores)
         log_global_importance(result.model, s.test, data.features)

@@ -255,10 +255,11 @@ def package_versions() -> dict[str, str]:
 
 
 def default_card_dir() -> Path:
-    """`models/` of the source checkout when running from one, else `$FORECAST_HOME/models`."""
-    root = Path(__file__).resolve().parents[2]
-    if (root / "pyproject.toml").is_file() and (root / "models").is_dir():
-        return root / "models"
+    """`$FORECAST_HOME/models`: running the product never writes into a source checkout.
+
+    The cards in the repository's `models/` are the default world's, copied there on purpose
+    with `make cards`.
+    """
     return get_settings().home.expanduser() / "models"
 
 
