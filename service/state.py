@@ -219,13 +219,14 @@ class ServiceState:
 
         from forecast.account_features import ACCOUNT_FEATURES
         from forecast.explain import scorer_for
-        from forecast.features import DEAL_FEATURES
+        from forecast.features import DEAL_FEATURES, model_features
         from forecast.registry import client
 
         client()
         # by version, not alias: the alias may move while this loads
         model = mlflow.sklearn.load_model(f"models:/{name}/{version}")
-        features = DEAL_FEATURES if name == DEAL_MODEL else ACCOUNT_FEATURES
+        # a model fitted on another pipeline's features is refused here, not at the first score
+        features = model_features(model, DEAL_FEATURES if name == DEAL_MODEL else ACCOUNT_FEATURES)
         scorer = scorer_for(model, features)
         typical = self._won_yardsticks() if name == DEAL_MODEL else None
         return Serving(name, version, scorer, typical, datetime.now(UTC))

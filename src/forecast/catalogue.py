@@ -87,6 +87,12 @@ class Catalogue(BaseModel):
         return self.deal if model == "deal" else self.account
 
 
+def attribute_entry(name: str) -> FeatureEntry:
+    """What a deal attribute (`attr_lead_source`) means to a person: its own name, no action."""
+    label = name.removeprefix("attr_").replace("_", " ")
+    return FeatureEntry(label=label, unit="", group="deal attributes", actionable=False)
+
+
 @cache
 def load_catalogue() -> Catalogue:
     """The packaged catalogue, parsed and checked once per process."""

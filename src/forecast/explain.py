@@ -25,7 +25,7 @@ from scipy.special import expit
 from sklearn.base import BaseEstimator
 from sklearn.calibration import CalibratedClassifierCV, _SigmoidCalibration
 
-from forecast.catalogue import Action, Catalogue, FeatureEntry, load_catalogue
+from forecast.catalogue import Action, Catalogue, FeatureEntry, attribute_entry, load_catalogue
 from forecast.features import Feature
 from forecast.model import MISSING_CATEGORY, base_pipeline
 
@@ -105,7 +105,8 @@ class _ValueCoder:
             frame = pd.DataFrame(frame, columns=self.names, dtype=object)
         columns = []
         for name in self.names:
-            values = frame[name].to_numpy()
+            # a column the caller lacks (a deal attribute, say) is missing on every row
+            values = frame[name].to_numpy() if name in frame else np.full(len(frame), None)
             index = self.categories.get(name)
             if index is None:
                 columns.append(pd.to_numeric(values, errors="coerce").astype(float))
@@ -548,6 +549,8 @@ def _vocabulary(names: list[str], catalogue: Catalogue, model: str) -> _Vocabula
     if cached is not None and cached[0] is catalogue and cached[1].names == names:
         return cached[1]
     entries = catalogue.features(model)
+    # a deal attribute from an export (`attr_...`) has no catalogue entry: it speaks for itself
+    entries = entries | {n: attribute_entry(n) for n in names if n not in entries}
     position = {name: j for j, name in enumerate(names)}
     codes, membership = _group_matrix(names, entries)
     actions = list(catalogue.actions[model].items())

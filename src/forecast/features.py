@@ -82,6 +82,8 @@ DEAL_FEATURES: tuple[Feature, ...] = (
     Feature("days_left_in_quarter"),
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in DEAL_FEATURES)
+ATTRIBUTE_PREFIX = "attr_"
+"""Deal attributes known at creation (`deal_attributes`) become categorical features so named."""
 CATEGORICAL: tuple[str, ...] = tuple(f.name for f in DEAL_FEATURES if f.kind == "categorical")
 KEY_COLUMNS = ("deal_id", "as_of")
 
@@ -149,6 +151,39 @@ def unavailable_features(tables: CrmTables) -> dict[str, str]:
     if blank("amount"):
         off(("amount", "amount_vs_typical"), "no amounts")
     return {name: reasons[name] for name in FEATURE_NAMES if name in reasons}
+
+
+def attribute_features(tables: CrmTables) -> tuple[Feature, ...]:
+    """A categorical feature per deal attribute known at creation, e.g. `attr_lead_source`.
+
+    Attributes filled at or after the close (`known_at: closed`) never become features.
+    """
+    attributes = tables.deal_attributes
+    created = attributes.loc[attributes["known_at"] == "created", "name"]
+    return tuple(
+        Feature(f"{ATTRIBUTE_PREFIX}{name}", "categorical") for name in sorted(set(created))
+    )
+
+
+def model_features(model: object, known: Sequence[Feature]) -> tuple[Feature, ...]:
+    """The features `model` was fitted on, in its order: the pipeline's own and its attributes.
+
+    Raises:
+        ValueError: the model was fitted on features this pipeline does not make (a model of
+            another pipeline, say): it cannot be served here.
+    """
+    names = [str(n) for n in getattr(model, "feature_names_in_", [])]
+    if not names:
+        return tuple(known)
+    by_name = {f.name: f for f in known}
+    foreign = [n for n in names if n not in by_name and not n.startswith(ATTRIBUTE_PREFIX)]
+    if foreign:
+        raise ValueError(
+            f"the model expects {len(foreign)} features this pipeline does not make "
+            f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}): it was trained "
+            "for another pipeline"
+        )
+    return tuple(by_name.get(n, Feature(n, "categorical")) for n in names)
 
 
 def snapshot_dates(
@@ -237,7 +272,9 @@ def deal_features(tables: CrmTables, snapshots: pd.DataFrame) -> pd.DataFrame:
     out = out.sort_values("row").reset_index(drop=True).drop(columns="row")
     for name in unavailable_features(tables):
         out[name] = None if name in CATEGORICAL else np.nan
-    features = out[list(FEATURE_NAMES)]
+    _add_attributes(out, pairs, tables)
+    attributes = [f.name for f in attribute_features(tables)]
+    features = out[[*FEATURE_NAMES, *attributes]]
     return pd.concat(
         [snapshots[list(KEY_COLUMNS)].reset_index(drop=True), features], axis=1
     ).set_index(snapshots.index)
@@ -558,6 +595,21 @@ def _add_size(out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables) -> None
     recorded = first.set_index("deal_id")["changed_at"].reindex(deal_ids).to_numpy()
     own = np.where(recorded <= pairs["as_of"].to_numpy(), own, np.nan)
     out["amount_vs_typical"] = np.exp(np.where(left["key"].to_numpy() >= 0, own - typical, np.nan))
+
+
+def _add_attributes(out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables) -> None:
+    """Each attribute known at creation, as text: a fixed fact from the deal's creation on."""
+    attributes = tables.deal_attributes
+    created = attributes[attributes["known_at"] == "created"]
+    if created.empty:
+        return
+    table = created.pivot(index="deal_id", columns="name", values="value")
+    deal_ids = tables.deals["deal_id"].to_numpy()[pairs["deal"]]
+    for name in table.columns:
+        values = table[name].reindex(deal_ids)
+        out[f"{ATTRIBUTE_PREFIX}{name}"] = (
+            values.astype(object).where(values.notna(), None).to_numpy()
+        )
 
 
 def _add_fixed(out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables) -> None:

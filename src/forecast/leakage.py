@@ -65,6 +65,13 @@ SOURCE_OF_FEATURE: Mapping[str, str] = {
 }
 
 
+def source_of(feature: str) -> str:
+    """The mapped column a feature reads (`deals.amount`, `deal_attributes.lead_source`)."""
+    if feature.startswith("attr_"):
+        return f"deal_attributes.{feature.removeprefix('attr_')}"
+    return SOURCE_OF_FEATURE.get(feature, feature)
+
+
 class LeakageSuspected(RuntimeError):  # noqa: N818 (the name says what happened)
     """A feature looks like it knows the outcome: training stopped."""
 
@@ -80,6 +87,19 @@ class Suspect:
 
     def __str__(self) -> str:
         return f"{self.column}: {self.evidence}; {self.fix}"
+
+
+def _fix_for(column: str) -> str:
+    table, name = column.split(".")
+    if table == "deal_attributes":
+        return (
+            f"declare the attribute {name} `known_at: closed` (it is then kept, never a "
+            "feature), or leave it out of `attributes`"
+        )
+    return (
+        "map a column the CRM fills when the deal is created, or leave it out with "
+        f'`{name}: "-"` under the {table}\' columns'
+    )
 
 
 def creation_values(tables: CrmTables) -> pd.DataFrame:
@@ -110,6 +130,12 @@ def creation_values(tables: CrmTables) -> pd.DataFrame:
     if len(tables.accounts):
         for column in ("industry", "segment", "region"):
             frame[f"accounts.{column}"] = accounts[column].reindex(account).to_numpy()
+    attributes = tables.deal_attributes
+    created = attributes[attributes["known_at"] == "created"]
+    if len(created):
+        table = created.pivot(index="deal_id", columns="name", values="value")
+        for name in table.columns:
+            frame[f"deal_attributes.{name}"] = table[name].reindex(ids).to_numpy()
     return frame
 
 
@@ -143,8 +169,7 @@ def screen_columns(tables: CrmTables) -> list[Suspect]:
                     f"filled for {rate_won:.0%} of won and {rate_lost:.0%} of lost deals "
                     f"(empty, 0 or a placeholder such as 'unknown' counted as not filled): the "
                     f"CRM fills it when a deal is {more}",
-                    "map a column the CRM fills when the deal is created, or leave it out with "
-                    f'`{column.split(".")[-1]}: "-"` under the {column.split(".")[0]}\' columns',
+                    _fix_for(column),
                 )
             )
     expected = pd.to_datetime(frame["deals.expected_close"])
@@ -228,12 +253,12 @@ def screen_features(
     }
     suspects = [
         Suspect(
-            SOURCE_OF_FEATURE.get(name, name),
+            source_of(name),
             "separates_alone",
             f"the feature {name} alone ranks the test slice's outcomes with ROC AUC {auc:.3f} "
             f"(limit {LEAK_AUC}); no honest single fact known at a snapshot does that",
             "check when the column is filled; if it is known at creation, allow it with "
-            f"--allow-column {SOURCE_OF_FEATURE.get(name, name)}",
+            f"--allow-column {source_of(name)}",
         )
         for name, auc in aucs.items()
         if auc >= LEAK_AUC

@@ -31,6 +31,7 @@ BILLING: tuple[str, ...] = ("one_time", "subscription")
 TARGET_LEVELS: tuple[str, ...] = ("rep", "team", "region", "company")
 REVENUE_KINDS: tuple[str, ...] = ("recurring", "one_time")
 HISTORY_ORIGINS: tuple[str, ...] = ("recorded", "derived")
+KNOWN_AT: tuple[str, ...] = ("created", "closed")
 
 TYPE_TEXT: dict[str, str] = {
     "id": "identifier (text)",
@@ -286,6 +287,28 @@ DEAL_HISTORY = Table(
     ),
 )
 
+DEAL_ATTRIBUTES = Table(
+    name="deal_attributes",
+    description="What an export says about a deal beyond the contract (lead source, campaign, "
+    "deal type, custom fields), one row per deal and attribute, with when it becomes known.",
+    columns=(
+        Column("deal_id", "id", "The deal described.", references="deals.deal_id"),
+        Column("name", "id", "The attribute, e.g. lead_source."),
+        Column("value", "text", "Its value, as text.", nullable=True),
+        Column(
+            "known_at",
+            "enum",
+            "`created`: known when the deal is created (it may become a feature); `closed`: "
+            "filled at or after the close (never a feature).",
+            allowed=KNOWN_AT,
+        ),
+    ),
+    key=("deal_id", "name"),
+    time_note="A `created` attribute is read as known from the deal's creation on; the leak "
+    "guard checks that claim before any model is fitted. `closed` attributes are kept, never "
+    "read by a feature.",
+)
+
 ACTIVITIES = Table(
     name="activities",
     description="Touches: calls, emails, meetings, demos, proposals sent.",
@@ -370,6 +393,7 @@ TABLES: dict[str, Table] = {
         PRODUCTS,
         DEALS,
         DEAL_HISTORY,
+        DEAL_ATTRIBUTES,
         ACTIVITIES,
         REVENUE,
         SIGNALS,

@@ -19,6 +19,7 @@ from forecast.features import (
     DEAL_FEATURES,
     deal_features,
     deal_snapshots,
+    model_features,
     snapshot_dates,
     training_frame,
 )
@@ -142,7 +143,7 @@ def load_deal_explainer(tables: CrmTables, *, as_of: pd.Timestamp) -> DealExplai
     model = load_champion(MODEL_NAME)
     label = f"{MODEL_NAME} v{champion_version(MODEL_NAME)} (champion)"
     return DealExplainer(
-        scorer=scorer_for(model, DEAL_FEATURES),
+        scorer=scorer_for(model, model_features(model, DEAL_FEATURES)),
         typical=won_deal_yardsticks(tables, as_of=as_of),
         model_label=label,
     )

@@ -328,6 +328,8 @@ def _write_table(frame: pd.DataFrame, path: Path) -> None:
 
 
 def _read_table(path: Path, name: str) -> pd.DataFrame:
+    if not path.is_file():  # a version written before this table was in the contract
+        return empty_frame(TABLES[name])
     frame = pq.read_table(path).to_pandas(types_mapper=_pandas_type)
     return conform(frame, TABLES[name])
 

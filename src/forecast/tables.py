@@ -51,6 +51,7 @@ class CrmTables:
     products: pd.DataFrame
     deals: pd.DataFrame
     deal_history: pd.DataFrame
+    deal_attributes: pd.DataFrame
     activities: pd.DataFrame
     revenue: pd.DataFrame
     signals: pd.DataFrame

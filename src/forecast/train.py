@@ -36,9 +36,11 @@ from sklearn.metrics import log_loss, roc_auc_score
 from forecast import evaluate
 from forecast.datasets import WorldTruth
 from forecast.features import (
+    ATTRIBUTE_PREFIX,
     DEAL_FEATURES,
     KEY_COLUMNS,
     Feature,
+    attribute_features,
     snapshot_dates,
     training_frame,
     unavailable_features,
@@ -275,7 +277,7 @@ def build_frame(
     """Weekly snapshots from the first deal to the test window's end, features and labels."""
     dates = snapshot_dates(windows.start, windows.test_end, freq=params.snapshot_freq)
     frame = training_frame(tables, dates, labelled_only=False)
-    features = DEAL_FEATURES
+    features = (*DEAL_FEATURES, *attribute_features(tables))
     if hooks.extra_features is not None:
         extra = hooks.extra_features(frame)
         frame = pd.concat([frame, extra.set_axis(frame.index)], axis=1)
@@ -288,10 +290,18 @@ def check_closed_deals(frame: pd.DataFrame, windows: Windows) -> None:
     outcome = frame.dropna(subset=["won"]).drop_duplicates("deal_id")["won"]
     won, lost = int((outcome == 1).sum()), int((outcome == 0).sum())
     if won < MIN_CLOSED_PER_CLASS or lost < MIN_CLOSED_PER_CLASS:
+        missing = "lost" if lost == 0 else "won" if won == 0 else ""
+        hint = (
+            f"there are no {missing} deals at all: a win model learns from both outcomes, so "
+            f"export the {missing} (or disqualified) opportunities too; an export of orders or "
+            "of won deals only cannot train it"
+            if missing
+            else "import more history, or wait for more deals to close"
+        )
         raise NotEnoughDataError(
             f"not enough closed deals to train a win model: {won} won and {lost} lost deals "
-            f"have snapshots up to {windows.test_end:%Y-%m-%d}; at least {MIN_CLOSED_PER_CLASS} "
-            "of each are needed (import more history, or wait for more deals to close)"
+            f"were open at a weekly snapshot up to {windows.test_end:%Y-%m-%d}; at least "
+            f"{MIN_CLOSED_PER_CLASS} of each are needed ({hint})"
         )
 
 
@@ -374,7 +384,13 @@ def score_test(data: Prepared, fitted: Fitted, truth: WorldTruth | None) -> dict
     train, test = data.slices.train, data.slices.test
     x, y = model_input(test, data.features), test["won"].to_numpy(dtype=int)
     lightgbm = fitted.candidates["lightgbm"].predict_proba(x)[:, 1]
-    baselines, _ = evaluate.simple_baselines(train, test, unavailable=list(data.unavailable))
+    attributes = tuple(f.name for f in data.features if f.name.startswith(ATTRIBUTE_PREFIX))
+    baselines, _ = evaluate.simple_baselines(
+        train,
+        test,
+        unavailable=list(data.unavailable),
+        columns=(*evaluate.RULE_COLUMNS, *attributes),
+    )
     scores = {
         "model": fitted.calibration.model.predict_proba(x)[:, 1],
         "model_uncalibrated": fitted.candidates[fitted.chosen].predict_proba(x)[:, 1],

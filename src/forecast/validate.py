@@ -326,12 +326,14 @@ def _set_aside(
     else:
         dropped = set(deals.raw.frame["deal_id"].iloc[bad_deals].dropna().tolist())
         raw["deals"] = _drop_rows(deals.raw, bad_deals)
-        for name in ("deal_history", "activities"):
+        for name in ("deal_history", "deal_attributes", "activities"):
             child = checked[name]
             if child.n and "deal_id" in child.raw.frame:
                 rows = np.flatnonzero(child.raw.frame["deal_id"].isin(dropped).to_numpy(bool))
                 raw[name] = _drop_rows(raw[name], rows)
-        deal_note = "quarantined: the deal, its history and its activities were not imported"
+        deal_note = (
+            "quarantined: the deal and its history, attributes and activities were not imported"
+        )
     history_note = "quarantined: this history row was not imported"
     bad_history = [rows for key, rows in flagged.items() if key[0] == "deal_history"]
     if bad_history and "deal_history" in raw:

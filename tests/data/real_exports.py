@@ -245,11 +245,30 @@ def close_before_create_repaired(tables: CrmTables, folder: Path) -> Export:
 
 
 def extra_columns(tables: CrmTables, folder: Path) -> Export:
-    """Columns with no home in the contract (lead source, campaign, custom fields) are ignored."""
+    """Columns with no home in the contract become deal attributes, each with when it is known.
+
+    Lead source, campaign and a custom score are known at creation (features); the loss reason
+    is filled at the close (kept, never a feature).
+    """
+    lost = (tables.deals["outcome"] == "lost").to_numpy()
     frame = opportunities(tables, SF_STAGES).assign(
-        **{"Campaign": "Spring", "Custom_Score__c": np.arange(len(tables.deals)) % 7}
+        **{
+            "Campaign": np.where(np.arange(len(tables.deals)) % 5 == 0, "Spring", "Autumn"),
+            "Custom_Score__c": np.arange(len(tables.deals)) % 7,
+            "Loss Reason": np.where(lost, "Price", ""),
+        }
     )
-    return _sf(tables, folder, frame)
+    export = _sf(tables, folder, frame)
+    export.mapping.write_text(
+        export.mapping.read_text()
+        + """    attributes:
+      lead_source: {column: Lead Source, known_at: created}
+      campaign: {column: Campaign, known_at: created}
+      custom_score: {column: Custom_Score__c, known_at: created}
+      loss_reason: {column: Loss Reason, known_at: closed}
+"""
+    )
+    return export
 
 
 def lead_funnel(tables: CrmTables, folder: Path) -> Export:
@@ -294,6 +313,30 @@ def nine_months(tables: CrmTables, folder: Path) -> Export:
     return _sf(tables, folder, frame[tables.deals["created_at"].to_numpy() >= start])
 
 
+def order_log(tables: CrmTables, folder: Path) -> Export:
+    """An order-level transaction log mapped as won deals: there is nothing lost to learn from."""
+    deals = tables.deals[tables.deals["outcome"] == "won"]
+    frame = pd.DataFrame(
+        {
+            "InvoiceNo": deals["deal_id"],
+            "CustomerID": deals["account_id"],
+            "InvoiceDate": deals["closed_at"].dt.strftime("%m/%d/%Y %H:%M"),
+            "Total": deals["amount"],
+        }
+    )
+    mapping = f"""\
+as_of: {tables.as_of:%Y-%m-%d}
+tables:
+  deals:
+    file: orders.csv
+    date_formats: {{created_at: "%m/%d/%Y %H:%M", closed_at: "%m/%d/%Y %H:%M"}}
+    columns: {{deal_id: InvoiceNo, account_id: CustomerID, created_at: InvoiceDate,
+              closed_at: InvoiceDate, amount: Total}}
+    constants: {{stage: closed_won, outcome: won}}
+"""
+    return _write(folder, {"orders.csv": frame}, mapping)
+
+
 EXPORTS: dict[str, Callable[[CrmTables, Path], Export]] = {
     "one-row-per-deal": one_row_per_deal,
     "deals-and-users": deals_and_users,
@@ -307,4 +350,5 @@ EXPORTS: dict[str, Callable[[CrmTables, Path], Export]] = {
     "lead-funnel": lead_funnel,
     "too-few-closed": too_few_closed,
     "nine-months": nine_months,
+    "order-log": order_log,
 }

@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 REFUSED = {
     "too-few-closed": "at least 40 of each",
     "blank-amounts-and-owners": "deals.amount: filled for 100% of won",
+    "order-log": "there are no lost deals at all",
 }
 WHAT_TO_ADD = re.compile(r"at least \d+ of each|more history|shorter windows|--allow-column")
 
@@ -67,7 +68,7 @@ def test_a_real_shaped_export_imports_is_described_and_trains_or_says_why(
     _no_traceback(doctor)
     found = json.loads(doctor.output)
     assert found["history"] == "derived"
-    assert "stage" in found["features_off"]
+    assert "stage" in found["features_off"] or name == "order-log"  # never open: nothing to see
     assert doctor.exit_code == (1 if found["blockers"] else 0)
 
     trained = runner.invoke(app, ["train", "win"])
@@ -123,3 +124,27 @@ def test_the_readme_worked_example_imports_as_printed(monkeypatch):
     described = runner.invoke(app, ["data", "describe", "--json"])
     assert described.exit_code == 0
     assert json.loads(described.output)["rows"]["deal_history"] == 23
+
+
+def test_extra_columns_become_attributes_and_those_known_at_creation_features(world, tmp_path):
+    from forecast.features import attribute_features, deal_features
+    from forecast.store import read_store
+
+    export = EXPORTS["extra-columns"](world.tables, tmp_path / "extra")
+    assert runner.invoke(app, export.import_args()).exit_code == 0
+    tables = read_store()
+    attributes = tables.deal_attributes
+    assert attributes.groupby("name")["known_at"].first().to_dict() == {
+        "campaign": "created",
+        "custom_score": "created",
+        "lead_source": "created",
+        "loss_reason": "closed",
+    }
+    names = [f.name for f in attribute_features(tables)]
+    assert names == ["attr_campaign", "attr_custom_score", "attr_lead_source"]
+    deals = tables.deals.head(5)
+    frame = deal_features(tables, deals[["deal_id"]].assign(as_of=deals["created_at"]))
+    assert list(frame.columns[-3:]) == names
+    assert "attr_loss_reason" not in frame
+    expected = world.tables.deals.head(5).index.map(lambda i: "Web" if i % 3 == 0 else "Partner")
+    assert frame["attr_lead_source"].tolist() == list(expected)

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from forecast.datasets import make_crm
+from forecast.features import attribute_features
 from forecast.leakage import LeakageSuspected, refuse, screen_columns
 from forecast.sources.mapping import read_mapped
 from forecast.validate import check
@@ -106,3 +107,28 @@ def test_the_honest_export_passes(world, tmp_path):
 
 def test_the_generated_world_with_its_recorded_history_passes(world):
     assert screen_columns(world.tables) == []
+
+
+def test_an_attribute_filled_at_the_close_but_declared_known_at_creation_is_refused(
+    world, tmp_path
+):
+    lost = (world.tables.deals["outcome"] == "lost").to_numpy()
+    frame = opportunities(world.tables, SF_STAGES).assign(
+        **{"Loss Reason": np.where(lost, "Price", "")}
+    )
+    export = _sf(world.tables, tmp_path / "attr", frame)
+    declared = "    attributes:\n      loss_reason: {column: Loss Reason, known_at: %s}\n"
+    export.mapping.write_text(export.mapping.read_text() + declared % "created")
+    raw, as_of = read_mapped(export.folder, export.mapping)
+    [suspect] = screen_columns(check(raw, as_of=as_of).tables)
+    assert suspect.column == "deal_attributes.loss_reason"
+    assert "filled for 0% of won and 100% of lost deals" in suspect.evidence
+    assert "known_at: closed" in suspect.fix
+
+    # declared as what it is, it is kept and never read by a feature
+    export.mapping.write_text(export.mapping.read_text().replace("created}", "closed}"))
+    raw, as_of = read_mapped(export.folder, export.mapping)
+    tables = check(raw, as_of=as_of).tables
+    assert screen_columns(tables) == []
+    assert set(tables.deal_attributes["known_at"]) == {"closed"}
+    assert attribute_features(tables) == ()

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
+import numpy as np
 import pandas as pd
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
@@ -70,6 +71,7 @@ DERIVE_RULES: dict[tuple[str, str], tuple[str, str]] = {
     ("deals", "stage"): ("closed_from_outcome", "outcome"),
 }
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
+ATTRIBUTES = "deal_attributes"
 UNMAP = "-"
 """A column mapped to `-` is left out (to drop a column a preset maps)."""
 _TIME_DIRECTIVES = ("%H", "%I", "%M", "%S", "%X", "%c", "%T")
@@ -114,6 +116,13 @@ class FileOptions(StrictModel):
     thousands: str | None = None
 
 
+class AttributeMapping(StrictModel):
+    """An export column with no home in the contract, kept as a deal attribute."""
+
+    column: str = Field(min_length=1)
+    known_at: Literal["created", "closed"]
+
+
 class TableMapping(FileOptions):
     """Where one canonical table comes from and how its columns and values translate."""
 
@@ -125,6 +134,7 @@ class TableMapping(FileOptions):
     derive: dict[str, Literal["from_stage", "when_closed", "closed_from_outcome"]] = Field(
         default_factory=dict
     )
+    attributes: dict[str, AttributeMapping] = Field(default_factory=dict)  # deals only
 
 
 class MappingFile(StrictModel):
@@ -406,7 +416,9 @@ def read_mapped(
             mapping.as_of,
         )
         if table is not None:
-            raw[name] = table
+            raw[name], attributes = table
+            if attributes is not None:
+                raw[ATTRIBUTES] = attributes
     problems.raise_if_any()
     return raw, mapping.as_of
 
@@ -544,6 +556,21 @@ def _check_names(name: str, table_map: TableMapping, problems: SpecProblems) -> 
                 f"{column} either mapped or derived, not both",
                 "conflict",
             )
+    if table_map.attributes and name != "deals":
+        problems.add(
+            ("tables", name, "attributes"),
+            "",
+            "`attributes` only under deals (a deal's extra columns)",
+            "attributes",
+        )
+    for attribute in table_map.attributes:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", attribute):
+            problems.add(
+                ("tables", name, "attributes", attribute),
+                attribute,
+                "an attribute name in lower case, digits and _ (it names a feature)",
+                "attributes",
+            )
     for column in table_map.date_formats:
         if column in table.column_names and table.column(column).type not in DATE_TYPES:
             problems.add(
@@ -572,7 +599,7 @@ def _read_table(
     problems: SpecProblems,
     soft: set[str] | None = None,
     as_of: pd.Timestamp | None = None,
-) -> RawTable | None:
+) -> tuple[RawTable, RawTable | None] | None:
     """Read one table's file, then rename, translate and convert its columns.
 
     `soft` columns (a preset's) are skipped when the file lacks them and they are not required.
@@ -619,7 +646,52 @@ def _read_table(
     if not _convert_formats(frame, table, table_map, options, name, problems):
         return None
     _derive(frame, table_map.derive, as_of)
-    return RawTable(name=name, frame=frame, source=source.source, lines=source.lines)
+    table = RawTable(name=name, frame=frame, source=source.source, lines=source.lines)
+    attributes = _attributes(frame, source, table_map, soft is not None, problems)
+    return table, attributes
+
+
+def _attributes(
+    deals: pd.DataFrame,
+    source: RawTable,
+    table_map: TableMapping,
+    from_preset: bool,
+    problems: SpecProblems,
+) -> RawTable | None:
+    """The deals' extra columns as long `deal_attributes` rows, each with the file's line.
+
+    A preset's attribute whose column the file lacks is skipped; the mapping's own is an error.
+    """
+    header = [str(c) for c in source.frame.columns]
+    rows = []
+    for name, attribute in table_map.attributes.items():
+        if attribute.column not in header:
+            if not from_preset:
+                close = difflib.get_close_matches(attribute.column, header, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                problems.add(
+                    ("tables", "deals", "attributes", name, "column"),
+                    attribute.column,
+                    f"a column of the deals' file; {hint}its columns are: {', '.join(header)}",
+                    "source_column",
+                )
+            continue
+        rows.append(
+            pd.DataFrame(
+                {
+                    "deal_id": deals["deal_id"].to_numpy(),
+                    "name": name,
+                    "value": source.frame[attribute.column].to_numpy(),
+                    "known_at": attribute.known_at,
+                    "line": np.arange(len(deals)) if source.lines is None else source.lines,
+                }
+            )
+        )
+    if not rows:
+        return None
+    frame = pd.concat(rows, ignore_index=True)
+    lines = frame.pop("line").to_numpy()
+    return RawTable(ATTRIBUTES, frame, source.source, None if source.lines is None else lines)
 
 
 def _find_file(file: str, export_dir: Path, mapping_dir: Path) -> Path | None:
