@@ -378,6 +378,7 @@ def _print_violations(err) -> None:
 
 
 def _print_description(tables) -> None:
+    from forecast.derive import history_is_derived
     from forecast.describe import describe
 
     d = describe(tables)
@@ -396,12 +397,18 @@ def _print_description(tables) -> None:
     console.print(f"Deals: {outcomes}; win rate of closed deals {d.win_rate:.1%}")
     segments = ", ".join(f"{k} {v:.1%}" for k, v in d.win_rate_by_segment.items())
     console.print(f"Win rate by segment: {segments}")
-    conversion = Table("from", "to", "deals", "converted", "rate", title="Stage conversion")
-    for row in d.stage_conversion.itertuples():
-        conversion.add_row(
-            row[1], row[2], f"{row.deals:,}", f"{row.converted:,}", f"{row.rate:.1%}"
+    if history_is_derived(tables.deal_history):
+        console.print(
+            "Stage conversion: no stage history in the export (deal_history derived from the "
+            "deals), so there is none to show"
         )
-    console.print(conversion)
+    else:
+        conversion = Table("from", "to", "deals", "converted", "rate", title="Stage conversion")
+        for row in d.stage_conversion.itertuples():
+            conversion.add_row(
+                row[1], row[2], f"{row.deals:,}", f"{row.converted:,}", f"{row.rate:.1%}"
+            )
+        console.print(conversion)
     revenue = Table("quarter", *d.revenue_by_quarter.columns, title="Revenue by quarter (last 8)")
     for quarter, row in d.revenue_by_quarter.tail(8).iterrows():
         revenue.add_row(quarter, *(f"{v:,.0f}" for v in row))
@@ -475,8 +482,13 @@ def _print_outcome(outcome) -> None:
     console.print(f"MLflow run {outcome.run_id}", style="dim")
 
 
-DaysOpt = Annotated[
-    int | None, typer.Option(min=0, help="Days (default, or 0: fitted to the data).")
+TestDaysOpt = Annotated[
+    int | None,
+    typer.Option(min=0, help="Days of the out-of-time test slice (default, or 0: fitted)."),
+]
+CalibrationDaysOpt = Annotated[
+    int | None,
+    typer.Option(min=0, help="Days of the calibration slice before it (default, or 0: fitted)."),
 ]
 
 
@@ -492,8 +504,8 @@ def train_win(
             "data's cycle lengths).",
         ),
     ] = None,
-    test_days: DaysOpt = None,
-    calibration_days: DaysOpt = None,
+    test_days: TestDaysOpt = None,
+    calibration_days: CalibrationDaysOpt = None,
     allow_column: Annotated[
         list[str] | None,
         typer.Option(

@@ -285,24 +285,51 @@ def build_frame(
     return frame, features
 
 
-def check_closed_deals(frame: pd.DataFrame, windows: Windows) -> None:
+def check_closed_deals(frame: pd.DataFrame, windows: Windows, tables: CrmTables) -> None:
     """Refuse to train on fewer than MIN_CLOSED_PER_CLASS won and lost deals each."""
     outcome = frame.dropna(subset=["won"]).drop_duplicates("deal_id")["won"]
     won, lost = int((outcome == 1).sum()), int((outcome == 0).sum())
     if won < MIN_CLOSED_PER_CLASS or lost < MIN_CLOSED_PER_CLASS:
-        missing = "lost" if lost == 0 else "won" if won == 0 else ""
-        hint = (
-            f"there are no {missing} deals at all: a win model learns from both outcomes, so "
-            f"export the {missing} (or disqualified) opportunities too; an export of orders or "
-            "of won deals only cannot train it"
-            if missing
-            else "import more history, or wait for more deals to close"
-        )
+        deals = tables.deals
+        counts = deals["outcome"].value_counts()
+        missing = [o for o in ("won", "lost") if not counts.get(o, 0)]
+        never_open = bool((deals["closed_at"] <= deals["created_at"]).mean() > 0.9)
+        if missing:
+            hint = (
+                f"there are no {missing[0]} deals at all: a win model learns from both "
+                f"outcomes, so export the {missing[0]} (or disqualified) opportunities too; an "
+                "export of orders or of won deals only cannot train it"
+            )
+        elif never_open:
+            hint = (
+                "most deals close the moment they are created, so none was open to learn "
+                "from: map the date each deal was opened to created_at"
+            )
+        else:
+            hint = "import more history, or wait for more deals to close"
         raise NotEnoughDataError(
             f"not enough closed deals to train a win model: {won} won and {lost} lost deals "
             f"were open at a weekly snapshot up to {windows.test_end:%Y-%m-%d}; at least "
             f"{MIN_CLOSED_PER_CLASS} of each are needed ({hint})"
         )
+
+
+FEW_DEALS = 100  # fewer closed deals of an outcome in a slice than this: its figures are noisy
+
+
+def warn_if_little(slices: Slices) -> None:
+    """Say how little there is to learn from and to test on, when it is little."""
+    for name in ("train", "test"):
+        part = getattr(slices, name).drop_duplicates("deal_id")
+        won, lost = int((part["won"] == 1).sum()), int((part["won"] == 0).sum())
+        if min(won, lost) < FEW_DEALS:
+            log.warning(
+                "the %s slice holds only %s won and %s lost deals: its figures are noisy (the "
+                "gate's bootstrap interval says how much)",
+                name,
+                won,
+                lost,
+            )
 
 
 def split(frame: pd.DataFrame, windows: Windows) -> Slices:
@@ -364,7 +391,7 @@ def prepare(tables: CrmTables, params: WinParams, hooks: TrainHooks) -> Prepared
     """Snapshots, features, the closed-deal check and the out-of-time split."""
     windows = Windows.before(tables, params)
     frame, features = build_frame(tables, windows, params, hooks)
-    check_closed_deals(frame, windows)
+    check_closed_deals(frame, windows, tables)
     slices = split(frame, windows)
     if hooks.fit_rows is not None:
         train, calibration = hooks.fit_rows(slices.train), hooks.fit_rows(slices.calibration)
@@ -445,6 +472,7 @@ def train_win(
         *(f"{len(part):,}" for part in (s.train, s.calibration, s.test)),
         "; ".join(f"{k} {v}" for k, v in data.windows.describe().items()),
     )
+    warn_if_little(s)
     with tracking_run(EXPERIMENT, run_name=f"deal-win seed {params.seed}") as run:
         _log_inputs(params, data, hooks)
         step("leak guard, candidates, calibration")

@@ -55,6 +55,20 @@ def _both(*plants):
     return plant
 
 
+def _blank_for_some_lost(column: str, share: float):
+    """A partial leak: blank for `share` of the lost deals only (CRMs clear fields on a loss)."""
+
+    def plant(frame: pd.DataFrame, world) -> pd.DataFrame:
+        rng = np.random.default_rng(0)
+        lost = world.tables.deals["outcome"].eq("lost").to_numpy()
+        frame[column] = (
+            frame[column].astype(object).where(~(lost & (rng.random(len(frame)) < share)), np.nan)
+        )
+        return frame
+
+    return plant
+
+
 # leak kind -> (how to plant it, the columns the guard must name)
 LEAKS = {
     "owner-only-when-won": (_blank_unless_won("Owner"), {"deals.rep_id"}),
@@ -73,6 +87,8 @@ LEAKS = {
         _both(_blank_unless_won("Account Name"), _final_close_as_expected),
         {"deals.account_id", "deals.expected_close"},
     ),
+    "amount-blank-for-40%-of-lost": (_blank_for_some_lost("Amount", 0.4), {"deals.amount"}),
+    "owner-blank-for-25%-of-lost": (_blank_for_some_lost("Owner", 0.25), {"deals.rep_id"}),
     "product-and-amount-zero": (
         _both(_blank_unless_won("Product"), _blank_unless_won("Amount", 0.0)),
         {"deals.product_id", "deals.amount"},
