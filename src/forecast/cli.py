@@ -148,7 +148,9 @@ def _read_source(
         elif mapping is not None:
             from forecast.sources.mapping import read_mapped
 
-            raw, found_as_of = read_mapped(source, mapping)
+            raw, found_as_of = read_mapped(
+                source, mapping, as_of=pd.Timestamp(as_of) if as_of else None, now=_now()
+            )
             label += f" (mapping {mapping})"
         else:
             raw = read_folder(source)
@@ -347,8 +349,8 @@ def _print_diagnosis(found) -> None:
         f"{found.closed['lost']:,}, open {found.closed['open']:,}; stage history: {found.history}",
         highlight=False,
     )
-    cycle = ", ".join(f"{k} {v:g}" for k, v in found.cycle_days.items())
-    console.print(f"Days from created to closed: {cycle}", highlight=False)
+    cycle = ", ".join(f"{k} {v:g}" for k, v in found.cycle_days.items() if v is not None)
+    console.print(f"Days from created to closed: {cycle or 'no closed deals'}", highlight=False)
     rates = ", ".join(f"{k} {v:.0%}" for k, v in found.win_rate_by_quarter.items())
     console.print(f"Win rate by close quarter: {rates or 'no closed deals'}", highlight=False)
     table = Table("model", "can be trained", title="Models")

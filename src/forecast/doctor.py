@@ -25,7 +25,7 @@ class Diagnosis:
     deals_span: tuple[str | None, str | None]
     history: str  # recorded | derived | none
     closed: dict[str, int]
-    cycle_days: dict[str, float]  # quantiles of created -> closed, closed deals
+    cycle_days: dict[str, float | None]  # quantiles of created -> closed (None: no closes)
     win_rate_by_quarter: dict[str, float]
     features_off: dict[str, str]
     suspicious_columns: list[str]
@@ -86,7 +86,7 @@ def diagnose(tables: CrmTables) -> Diagnosis:
         history=history,
         closed=counts,
         cycle_days={
-            f"p{int(q * 100)}": round(float(cycle.quantile(q)), 1) if len(cycle) else float("nan")
+            f"p{int(q * 100)}": round(float(cycle.quantile(q)), 1) if len(cycle) else None
             for q in (0.1, 0.5, 0.9)
         },
         win_rate_by_quarter={k: round(float(v), 3) for k, v in by_quarter.items()},

@@ -269,10 +269,10 @@ def deal_features(tables: CrmTables, snapshots: pd.DataFrame) -> pd.DataFrame:
     out["expected_close_in_quarter"] = (
         (expected <= quarter.dt.end_time).astype(float).where(expected.notna())
     )
+    _add_attributes(out, pairs, tables)  # while `out` is still in the order of `pairs`
     out = out.sort_values("row").reset_index(drop=True).drop(columns="row")
     for name in unavailable_features(tables):
         out[name] = None if name in CATEGORICAL else np.nan
-    _add_attributes(out, pairs, tables)
     attributes = [f.name for f in attribute_features(tables)]
     features = out[[*FEATURE_NAMES, *attributes]]
     return pd.concat(

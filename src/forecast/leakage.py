@@ -25,11 +25,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binom
 from sklearn.metrics import roc_auc_score
 
+from forecast.derive import history_is_derived
 from forecast.schema import CLOSED_STAGES
 from forecast.tables import CrmTables
 
+BLANK_PURITY = 0.98  # an empty value this often of one outcome tells the outcome ...
+BLANK_P_VALUE = 1e-6  # ... unless chance explains it at that outcome's share
 FILL_GAP = 0.2  # filled for >= this share more of one outcome's deals than of the other's
 CLOSE_MATCH = 0.5  # share of closed deals whose first expected close is within a day of the close
 LEAK_AUC = 0.9  # one feature alone ranking deals this well out of time knows the outcome
@@ -105,15 +109,18 @@ def _fix_for(column: str) -> str:
 def creation_values(tables: CrmTables) -> pd.DataFrame:
     """Closed deals with the values a mapping gave them, as known when each deal was created.
 
-    Amount and expected close come from the deal's first history row (its creation state); the
-    fixed facts from the deals row and its account.
+    Amount and expected close come from the deal's first open history row (its creation
+    state; named `deal_history.` when the CRM recorded the history); the fixed facts from the
+    deals row and its account. A deal that was never open (closed at its creation) is no
+    snapshot of any model, so it is left out.
     """
     deals = tables.deals
-    closed = deals[deals["outcome"].isin(("won", "lost"))]
     history = tables.deal_history.sort_values(["deal_id", "changed_at"], kind="stable")
     open_rows = history[~history["stage"].isin(CLOSED_STAGES)]
     first = open_rows.drop_duplicates("deal_id").set_index("deal_id")
+    closed = deals[deals["outcome"].isin(("won", "lost")) & deals["deal_id"].isin(first.index)]
     ids = closed["deal_id"].to_numpy()
+    states = "deals" if history_is_derived(tables.deal_history) else "deal_history"
     accounts = tables.accounts.set_index("account_id")
     account = closed["account_id"].to_numpy()
     frame = pd.DataFrame(
@@ -123,8 +130,8 @@ def creation_values(tables: CrmTables) -> pd.DataFrame:
             "deals.rep_id": closed["rep_id"].to_numpy(),
             "deals.account_id": account,
             "deals.product_id": closed["product_id"].to_numpy(),
-            "deals.amount": first["amount"].reindex(ids).to_numpy(),
-            "deals.expected_close": first["expected_close"].reindex(ids).to_numpy(),
+            f"{states}.amount": first["amount"].reindex(ids).to_numpy(),
+            f"{states}.expected_close": first["expected_close"].reindex(ids).to_numpy(),
         }
     )
     if len(tables.accounts):
@@ -147,6 +154,38 @@ def _filled(values: pd.Series) -> np.ndarray:
     return (values.notna() & ~text.isin(PLACEHOLDERS).fillna(True)).to_numpy(dtype=bool)
 
 
+@dataclass(frozen=True)
+class _Blank:
+    """A column left empty only on deals of one outcome: an empty value tells the outcome."""
+
+    outcome: str
+    blank: int
+
+    def at(self, column: str) -> Suspect:
+        return Suspect(
+            column,
+            "blank_for_one_outcome",
+            f"empty (or 0, or a placeholder) on {self.blank} closed deals, every one of them "
+            f"{self.outcome}: an empty value tells the model the deal is {self.outcome}",
+            _fix_for(column),
+        )
+
+
+def _blank_for_one_outcome(filled: np.ndarray, won: np.ndarray) -> _Blank | None:
+    """When BLANK_PURITY of the deals that leave the column empty share an outcome, and chance
+    cannot explain it (binomial tail below BLANK_P_VALUE at that outcome's overall share): a
+    CRM clears the field, or never fills it, on that outcome."""
+    blank = ~filled
+    n = int(blank.sum())
+    if n < MIN_PER_OUTCOME or blank.all():
+        return None
+    for outcome, mask in (("lost", ~won), ("won", won)):
+        hits = int(mask[blank].sum())
+        if hits >= BLANK_PURITY * n and binom.sf(hits - 1, n, mask.mean()) < BLANK_P_VALUE:
+            return _Blank(outcome, n)
+    return None
+
+
 def screen_columns(tables: CrmTables) -> list[Suspect]:
     """The mapped columns whose creation-time values look filled in at the close."""
     frame = creation_values(tables)
@@ -154,13 +193,17 @@ def screen_columns(tables: CrmTables) -> list[Suspect]:
     if won.sum() < MIN_PER_OUTCOME or (~won).sum() < MIN_PER_OUTCOME:
         return []
     suspects = []
-    for column in frame.columns.drop(["won", "closed_at"]):
+    expected_column = next(c for c in frame.columns if c.endswith(".expected_close"))
+    for column in frame.columns.drop(["won", "closed_at", expected_column]):
         values = frame[column]
-        if column == "deals.expected_close" or not values.notna().any():
+        if not values.notna().any():
             continue
         filled = _filled(values)
         rate_won, rate_lost = filled[won].mean(), filled[~won].mean()
-        if abs(rate_won - rate_lost) >= FILL_GAP:
+        if abs(rate_won - rate_lost) < FILL_GAP:
+            if (blank := _blank_for_one_outcome(filled, won)) is not None:
+                suspects.append(blank.at(column))
+        else:
             more = "won" if rate_won > rate_lost else "lost"
             suspects.append(
                 Suspect(
@@ -172,7 +215,7 @@ def screen_columns(tables: CrmTables) -> list[Suspect]:
                     _fix_for(column),
                 )
             )
-    expected = pd.to_datetime(frame["deals.expected_close"])
+    expected = pd.to_datetime(frame[expected_column])
     known = expected.notna().to_numpy()
     if known.sum() >= 2 * MIN_PER_OUTCOME:
         gap = (expected - pd.to_datetime(frame["closed_at"]).dt.normalize()).abs()
@@ -180,7 +223,7 @@ def screen_columns(tables: CrmTables) -> list[Suspect]:
         if share >= CLOSE_MATCH:
             suspects.append(
                 Suspect(
-                    "deals.expected_close",
+                    expected_column,
                     "close_as_expected_close",
                     f"for {share:.0%} of closed deals the expected close known at creation is "
                     "within a day of the actual close: it is the final close date, set at the "

@@ -153,10 +153,14 @@ class WindowChoice:
             fitted = max(MIN_WINDOW_DAYS, min(91, 7 * round(rest / 4 / 7)))
             test = given[1] if given[1] is not None else fitted
             cal = given[2] if given[2] is not None else fitted
+            lag_why = (
+                f"90th percentile of the cycle length ({fitted_lag} days)"
+                if len(cycle)
+                else f"{fitted_lag} days (no closed deals to measure cycles on)"
+            )
             why = (
-                f"windows fitted to a {span}-day history: label lag = 90th percentile of the "
-                f"cycle length ({fitted_lag} days), test and calibration a quarter each of "
-                "what is left"
+                f"windows fitted to a {span}-day history: label lag = {lag_why}, test and "
+                "calibration a quarter each of what is left"
             )
         if any(g is not None for g in given):
             why += "; set on the command line: " + ", ".join(
@@ -356,21 +360,6 @@ def split(frame: pd.DataFrame, windows: Windows) -> Slices:
                 "snapshots and not both outcomes: more history is needed"
             )
     return Slices(**labelled, unlabelled_share=unlabelled)
-
-
-# --- evaluation ----------------------------------------------------------------------------------
-
-
-METRIC_PREFIX = {
-    "model": "test",
-    "model_uncalibrated": "test_uncalibrated",
-    "base_rate": "baseline_base_rate",
-    "stage_fixed": "baseline_stage_fixed",
-    "stage_history": "baseline_stage_history",
-    "logistic": "baseline_logistic",
-    "lightgbm": "candidate_lightgbm",
-    "truth": "truth",
-}
 
 
 # --- the pipeline --------------------------------------------------------------------------------

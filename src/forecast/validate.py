@@ -76,6 +76,7 @@ _DATETIME = (
 _ZONE = r"(?:Z|[+-]\d{2}:?\d{2})$"
 _MONTH = r"^\d{4}-\d{2}$"
 _QUARTER = r"^\d{4}Q[1-4]$"
+_ATTRIBUTE_NAME = r"[a-z][a-z0-9_]*"
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,8 @@ _REPAIRABLE = frozenset(
 )
 # tables an export may leave out: references to them are then not checked (their features are off)
 OPTIONAL_PARENTS = ("reps", "accounts", "products")
+MAX_SET_ASIDE = 0.1  # a problem in more of the deals than this (and more than MIN_SET_ASIDE)
+MIN_SET_ASIDE = 10  # is the mapping's to fix, not rows to set aside
 # rows of these tables can be set aside one by one (with their deal's other rows)
 _ROW_TABLES = ("deals", "deal_history")
 
@@ -242,18 +245,13 @@ def check(raw: Mapping[str, RawTable], *, as_of: pd.Timestamp, bad_rows: str = "
     as_of = _naive_utc(pd.Timestamp(as_of))
     checked, out = _check_all(raw, as_of)
     set_aside: list[Violation] = []
-    if out.counts and _can_set_aside(out, bad_rows):
+    if out.counts and _can_set_aside(checked, out, bad_rows):
         raw, set_aside = _set_aside(checked, out, bad_rows)
         checked, out = _check_all(raw, as_of)
     if out.counts:
         error = ValidationError(out.violations, out.counts)
-        if bad_rows == "refuse" and _can_set_aside(out, "quarantine"):
-            error.hint = (
-                "Every problem is in a row of deals or deal_history: `--bad-rows quarantine` "
-                "imports everything else and lists the rows it left out"
-                + (", `--bad-rows repair` repairs them" if _can_set_aside(out, "repair") else "")
-                + "."
-            )
+        if bad_rows == "refuse":
+            error.hint = _set_aside_hint(checked, out, as_of)
         raise error
     frames = {name: c.canonical() for name, c in checked.items()}
     derived: tuple[str, ...] = ()
@@ -292,19 +290,74 @@ def _check_all(
     _check_target_owners(checked, present, out)
     _check_reps(checked["reps"], out)
     _check_activities(checked["activities"], out)
+    _check_attribute_names(checked["deal_attributes"], out)
     _check_deals(checked["deals"], out)
     _check_history(checked["deal_history"], checked["deals"], out)
     _check_future(checked, as_of, out)
     return checked, out
 
 
-def _can_set_aside(out: _Collector, policy: str) -> bool:
-    """Whether every problem is a row the policy can repair or set aside."""
+def _can_set_aside(checked: dict[str, _Checked], out: _Collector, policy: str) -> bool:
+    """Whether every problem is a row the policy can repair or set aside.
+
+    A value missing from a value map (`allowed`) is the mapping's to fix, never a row to set
+    aside; nor is a problem in more than MAX_SET_ASIDE of the deals (and MIN_SET_ASIDE).
+    """
     if policy == "repair":
         return set(out.counts) <= _REPAIRABLE
-    if policy == "quarantine":
-        return all(key[0] in _ROW_TABLES and key in out.flagged for key in out.counts)
-    return False
+    if policy != "quarantine" or not checked["deals"].n or not checked["deals"].has("deal_id"):
+        return False
+    rows = all(
+        key[0] in _ROW_TABLES and key in out.flagged and key[2] != "allowed" for key in out.counts
+    )
+    limit = max(MAX_SET_ASIDE * checked["deals"].n, MIN_SET_ASIDE)
+    return rows and len(_bad_deal_ids(checked, out)) <= limit
+
+
+def _set_aside_hint(checked: dict[str, _Checked], out: _Collector, as_of: pd.Timestamp) -> str:
+    """The `--bad-rows` choices that would let the import through: tried, not guessed."""
+    working = []
+    for policy in ("quarantine", "repair"):
+        if _can_set_aside(checked, out, policy):
+            raw, _ = _set_aside(checked, out, policy)
+            if not _check_all(raw, as_of)[1].counts:
+                working.append(policy)
+    if not working:
+        return ""
+    choices = " or ".join(f"`--bad-rows {p}`" for p in working)
+    return (
+        f"Every problem is in a row of deals or deal_history: {choices} imports everything "
+        "else and lists each row it repaired or left out."
+    )
+
+
+def _bad_deal_ids(checked: dict[str, _Checked], out: _Collector) -> set[str]:
+    """Deals to leave out: those with a bad row of their own or a bad history row, except an
+    id that a good deals row still carries (a repeated row is left out alone)."""
+    flagged = {key: rows for key, rows in out.flagged.items() if key in out.counts}
+    ids: set[str] = set()
+    for (table, _, _), rows in flagged.items():
+        frame = checked[table].raw.frame
+        if "deal_id" in frame:
+            ids |= set(frame["deal_id"].iloc[rows].dropna().astype(str))
+    deal_rows = np.unique(
+        np.concatenate([[], *(rows for key, rows in flagged.items() if key[0] == "deals")])
+    ).astype(int)
+    deals = checked["deals"].raw.frame
+    if "deal_id" in deals:
+        keep = np.ones(len(deals), dtype=bool)
+        keep[deal_rows] = False
+        ids -= set(deals["deal_id"][keep].dropna().astype(str)) - _ids_of_bad_history(checked, out)
+    return ids
+
+
+def _ids_of_bad_history(checked: dict[str, _Checked], out: _Collector) -> set[str]:
+    history = checked["deal_history"].raw.frame
+    ids: set[str] = set()
+    for key, rows in out.flagged.items():
+        if key in out.counts and key[0] == "deal_history" and "deal_id" in history:
+            ids |= set(history["deal_id"].iloc[rows].dropna().astype(str))
+    return ids
 
 
 def _set_aside(
@@ -324,17 +377,25 @@ def _set_aside(
         raw["deals"] = RawTable("deals", frame, deals.raw.source, deals.raw.lines)
         deal_note = "repaired: created_at set to closed_at (the deal was entered after it closed)"
     else:
-        dropped = set(deals.raw.frame["deal_id"].iloc[bad_deals].dropna().tolist())
+        # a deal with a bad history row goes whole: its history without the row would no
+        # longer end in the deal's current stage
+        dropped = _bad_deal_ids(checked, out)
+        rows = deals.raw.frame["deal_id"].astype(str).isin(dropped).to_numpy(bool)
+        bad_deals = np.union1d(bad_deals, np.flatnonzero(rows)).astype(int)
         raw["deals"] = _drop_rows(deals.raw, bad_deals)
         for name in ("deal_history", "deal_attributes", "activities"):
             child = checked[name]
             if child.n and "deal_id" in child.raw.frame:
-                rows = np.flatnonzero(child.raw.frame["deal_id"].isin(dropped).to_numpy(bool))
-                raw[name] = _drop_rows(raw[name], rows)
+                ids = child.raw.frame["deal_id"].astype(str)
+                raw[name] = _drop_rows(raw[name], np.flatnonzero(ids.isin(dropped).to_numpy(bool)))
         deal_note = (
             "quarantined: the deal and its history, attributes and activities were not imported"
         )
-    history_note = "quarantined: this history row was not imported"
+    history_note = (
+        "quarantined: this history row was not imported"
+        if policy == "repair"
+        else "quarantined: this history row and its deal were not imported"
+    )
     bad_history = [rows for key, rows in flagged.items() if key[0] == "deal_history"]
     if bad_history and "deal_history" in raw:
         # positions of the checked frame; rows of quarantined deals may be gone already
@@ -958,6 +1019,23 @@ def _check_activities(activities: _Checked, out: _Collector) -> None:
         expected="a deal_id or an account_id: an activity serves a deal or an account (both are "
         "empty)",
         value=lambda pos: "",
+    )
+
+
+def _check_attribute_names(attributes: _Checked, out: _Collector) -> None:
+    """An attribute's name becomes a feature's name: lower case, digits and _ only."""
+    if not attributes.n or not attributes.has("name"):
+        return
+    names = attributes.values["name"]
+    bad = ~names.str.fullmatch(_ATTRIBUTE_NAME).fillna(True).to_numpy(dtype=bool)
+    out.rows(
+        attributes.raw,
+        bad,
+        column="name",
+        check="format",
+        expected="a name in lower case letters, digits and _, starting with a letter (it "
+        "names a feature), like lead_source",
+        value=attributes.cell("name"),
     )
 
 

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from forecast.cli import app
 from forecast.sources.mapping import read_mapped
+from forecast.store import read_store
 from forecast.validate import ValidationError, check
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,3 +93,63 @@ def test_an_unknown_preset_is_a_mapping_error_with_the_choices(tmp_path):
         read_mapped(tmp_path, tmp_path / "mapping.yaml")
     message = str(refused.value)
     assert "line 1" in message and "salesforce" in message and "dynamics" in message
+
+
+@pytest.mark.parametrize(
+    ("closed", "as_of", "expected"),
+    [
+        ("2024-06-01", "2024-06-01", "2024-06-01 00:00:00"),  # closed on the export day
+        ("2024-05-31", "2024-06-01 12:00", "2024-05-31 23:59:59"),  # the end of its day
+        ("2024-05-31T09:30:00+02:00", "2024-06-01", "2024-05-31 07:30:00"),  # an offset: UTC
+        ("2024-05-31T09:30:00Z", "2024-06-01", "2024-05-31 09:30:00"),
+    ],
+    ids=["export-day", "whole-day", "offset", "zulu"],
+)
+def test_a_close_kept_as_a_day_lands_within_the_export(tmp_path, closed, as_of, expected):
+    folder = tmp_path / "hs"
+    folder.mkdir()
+    (folder / "deals.csv").write_text(
+        "Record ID,Deal Stage,Create Date,Close Date\n"
+        f"1,Closed Won,2024-05-01 10:00,{closed}\n2,Contract Sent,2024-05-02 10:00,2024-07-01\n"
+    )
+    (folder / "mapping.yaml").write_text(
+        "preset: hubspot\ntables:\n  deals:\n    columns: {expected_close: '-'}\n"
+    )
+    args = ["data", "import", str(folder), "--mapping", str(folder / "mapping.yaml")]
+    result = runner.invoke(app, [*args, "--as-of", as_of])
+    assert result.exit_code == 0, result.output
+    deals = read_store().deals.set_index("deal_id")
+    assert deals.loc["1", "closed_at"] == pd.Timestamp(expected)
+    assert pd.isna(deals.loc["2", "closed_at"])  # open: its close date is only expected
+
+
+def _hubspot_export(tmp_path, mapping: str) -> Path:
+    folder = tmp_path / "hs"
+    folder.mkdir()
+    (folder / "deals.csv").write_text(
+        "Record ID,Deal Stage,Create Date,Close Date,Outcome,Lead Source\n"
+        "1,Closed Won,2024-05-01 10:00,2024-05-20,Won,Web\n"
+    )
+    (folder / "mapping.yaml").write_text(f"preset: hubspot\nas_of: 2024-06-01\n{mapping}")
+    return folder
+
+
+def test_a_mapping_s_own_attribute_with_a_typo_is_an_error_under_a_preset(tmp_path):
+    folder = _hubspot_export(
+        tmp_path,
+        "tables:\n  deals:\n    attributes:\n"
+        "      lead_source: {column: Lead Sorce, known_at: created}\n",
+    )
+    with pytest.raises(ValidationError, match="did you mean 'Lead Source'"):
+        read_mapped(folder, folder / "mapping.yaml")
+
+
+def test_a_column_the_mapping_maps_replaces_the_preset_s_derive_rule(tmp_path):
+    folder = _hubspot_export(
+        tmp_path,
+        "tables:\n  deals:\n    columns: {outcome: Outcome, expected_close: '-'}\n"
+        "    values: {outcome: {Won: won, Lost: lost, Open: open}}\n",
+    )
+    raw, as_of = read_mapped(folder, folder / "mapping.yaml")
+    assert raw["deals"].frame["outcome"].tolist() == ["won"]
+    assert check(raw, as_of=as_of).tables.deals["outcome"].tolist() == ["won"]

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -148,3 +149,17 @@ def test_extra_columns_become_attributes_and_those_known_at_creation_features(wo
     assert "attr_loss_reason" not in frame
     expected = world.tables.deals.head(5).index.map(lambda i: "Web" if i % 3 == 0 else "Partner")
     assert frame["attr_lead_source"].tolist() == list(expected)
+
+
+def test_attribute_features_follow_the_snapshots_in_any_order(world, tmp_path):
+    from forecast.features import deal_features
+    from forecast.store import read_store
+
+    export = EXPORTS["extra-columns"](world.tables, tmp_path / "extra")
+    assert runner.invoke(app, export.import_args()).exit_code == 0
+    tables = read_store()
+    deals = tables.deals.sample(200, random_state=1)  # shuffled: as-ofs out of order
+    snapshots = deals[["deal_id"]].assign(as_of=deals["created_at"] + pd.Timedelta(days=1))
+    frame = deal_features(tables, snapshots.reset_index(drop=True))
+    own = tables.deal_attributes.query("name == 'lead_source'").set_index("deal_id")["value"]
+    assert frame["attr_lead_source"].tolist() == own.reindex(frame["deal_id"]).tolist()

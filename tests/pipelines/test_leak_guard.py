@@ -89,6 +89,7 @@ LEAKS = {
     ),
     "amount-blank-for-40%-of-lost": (_blank_for_some_lost("Amount", 0.4), {"deals.amount"}),
     "owner-blank-for-25%-of-lost": (_blank_for_some_lost("Owner", 0.25), {"deals.rep_id"}),
+    "amount-blank-for-10%-of-lost": (_blank_for_some_lost("Amount", 0.1), {"deals.amount"}),
     "product-and-amount-zero": (
         _both(_blank_unless_won("Product"), _blank_unless_won("Amount", 0.0)),
         {"deals.product_id", "deals.amount"},

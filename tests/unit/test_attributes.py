@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from forecast.account_features import ACCOUNT_FEATURES
@@ -94,3 +95,38 @@ def test_a_wrong_attribute_is_a_mapping_error_with_its_line(tmp_path, attributes
     message = str(refused.value)
     assert expected in message
     assert "mapping.yaml line" in message
+
+
+def test_attribute_names_from_any_source_must_make_feature_names():
+    from forecast.sources import RawTable
+    from forecast.validate import validate
+
+    deals = RawTable(
+        "deals",
+        pd.DataFrame(
+            {
+                "deal_id": ["D1"],
+                "created_at": ["2024-01-02"],
+                "closed_at": [""],
+                "stage": ["prospecting"],
+                "outcome": ["open"],
+            }
+        ),
+        "deals.csv",
+    )
+    attributes = RawTable(
+        "deal_attributes",
+        pd.DataFrame(
+            {
+                "deal_id": ["D1", "D1"],
+                "name": ["lead_source", 'Lead "Source"'],
+                "value": ["Web", "Web"],
+                "known_at": ["created", "created"],
+            }
+        ),
+        "deal_attributes.csv",
+    )
+    with pytest.raises(ValidationError) as refused:
+        validate({"deals": deals, "deal_attributes": attributes}, as_of=pd.Timestamp("2024-06-30"))
+    [problem] = refused.value.violations
+    assert (problem.location, problem.column, problem.check) == ("row 2", "name", "format")

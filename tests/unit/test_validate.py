@@ -12,7 +12,7 @@ import forecast.validate as validation
 from forecast.schema import TABLES
 from forecast.sources import RawTable
 from forecast.tables import PANDAS_DTYPES, STRING
-from forecast.validate import ValidationError, Violation, validate
+from forecast.validate import ValidationError, Violation, check, validate
 
 AS_OF = pd.Timestamp("2024-06-30")
 
@@ -589,3 +589,34 @@ def test_errors_merge() -> None:
 
     assert merged.total == 8
     assert len(merged.violations) == 1
+
+
+def test_quarantine_leaves_out_a_repeated_deal_row_alone() -> None:
+    deals = {k: [*v, v[0]] for k, v in WORLD["deals"].items()}  # D1 again, on row 4
+    checked = check(world(deals=deals), as_of=AS_OF, bad_rows="quarantine")
+    assert list(checked.tables.deals["deal_id"]) == ["D1", "D2", "D3"]
+    assert (checked.tables.deal_history["deal_id"] == "D1").sum() == 2  # D1 keeps its history
+    [note] = checked.set_aside
+    assert (note.location, note.check) == ("row 4", "quarantined")
+
+
+def test_a_history_row_after_the_close_is_quarantined_with_its_deal_and_the_hint_says_so() -> None:
+    history = {k: list(v) for k, v in WORLD["deal_history"].items()}
+    history["changed_at"][1] = "2024-03-05 12:00"  # D1's closing row after D1 closed
+    with pytest.raises(ValidationError) as refused:
+        check(world(deal_history=history), as_of=AS_OF)
+    assert "`--bad-rows quarantine` imports everything else" in refused.value.summary(10)
+    assert "--bad-rows repair" not in refused.value.hint  # it would break the history: not offered
+    checked = check(world(deal_history=history), as_of=AS_OF, bad_rows="quarantine")
+    assert list(checked.tables.deals["deal_id"]) == ["D2", "D3"]
+    assert "D1" not in set(checked.tables.deal_history["deal_id"])
+    assert {n.table for n in checked.set_aside} == {"deal_history"}
+
+
+def test_a_value_missing_from_the_value_map_is_never_quarantined() -> None:
+    deals = {k: list(v) for k, v in WORLD["deals"].items()}
+    deals["stage"][0] = "Closed Won"  # a label the mapping did not translate
+    with pytest.raises(ValidationError) as refused:
+        check(world(deals=deals), as_of=AS_OF, bad_rows="quarantine")
+    assert refused.value.hint == ""
+    assert ("deals", "stage", "allowed") in refused.value.counts

@@ -72,6 +72,7 @@ DERIVE_RULES: dict[tuple[str, str], tuple[str, str]] = {
 }
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 ATTRIBUTES = "deal_attributes"
+ATTRIBUTE_KEY = ".attributes"  # soft[table + this]: the attributes a preset (not the mapping) gives
 UNMAP = "-"
 """A column mapped to `-` is left out (to drop a column a preset maps)."""
 _TIME_DIRECTIVES = ("%H", "%I", "%M", "%S", "%X", "%c", "%T")
@@ -379,13 +380,20 @@ def read_with_columns(path: Path, table: str, columns: Sequence[str], *, what: s
 
 
 def read_mapped(
-    export_dir: Path, mapping_file: Path
+    export_dir: Path,
+    mapping_file: Path,
+    *,
+    as_of: pd.Timestamp | None = None,
+    now: pd.Timestamp | None = None,
 ) -> tuple[dict[str, RawTable], pd.Timestamp | None]:
     """Read the export in `export_dir` as the mapping file describes.
 
     Args:
         export_dir: the folder holding the exported files.
         mapping_file: the YAML mapping (format in the module docstring and docs/importing.md).
+        as_of: the export's as-of when the caller sets it (it wins over the mapping's); a close
+            kept as a whole day (`when_closed`) never lies after the as-of in force.
+        now: the as-of in force when neither the caller nor the mapping gives one.
 
     Returns:
         The canonical raw tables (text values with the export's line numbers) and the mapping's
@@ -413,7 +421,8 @@ def read_mapped(
             mapping_file.parent,
             problems,
             soft.get(name),
-            mapping.as_of,
+            as_of or mapping.as_of or now,
+            soft.get(f"{name}{ATTRIBUTE_KEY}", set()),
         )
         if table is not None:
             raw[name], attributes = table
@@ -468,6 +477,10 @@ def _with_preset(
             continue  # the export does not hold this table: it is optional
         tables[name] = merged
         soft[name] = set(base.columns) - set(own.columns if own else ()) if base else set()
+        preset_attributes = (
+            set(base.attributes) - set(own.attributes if own else ()) if base else set()
+        )
+        soft[f"{name}{ATTRIBUTE_KEY}"] = preset_attributes
     problems.raise_if_any()
     return tables, soft
 
@@ -492,6 +505,12 @@ def _merge(base: TableMapping | None, own: TableMapping | None) -> TableMapping:
         c: v for c, v in merged["constants"].items() if c not in own.columns or c in own.constants
     }
     merged["columns"] = {c: v for c, v in merged["columns"].items() if c not in own.constants}
+    # a column the mapping maps itself is not derived the preset's way (unless it says so)
+    merged["derive"] = {
+        c: rule
+        for c, rule in merged["derive"].items()
+        if c in own.derive or (c not in own.columns and c not in own.constants)
+    }
     return _drop_unmapped(TableMapping.model_validate(merged))
 
 
@@ -599,6 +618,7 @@ def _read_table(
     problems: SpecProblems,
     soft: set[str] | None = None,
     as_of: pd.Timestamp | None = None,
+    soft_attributes: set[str] | frozenset[str] = frozenset(),
 ) -> tuple[RawTable, RawTable | None] | None:
     """Read one table's file, then rename, translate and convert its columns.
 
@@ -647,7 +667,7 @@ def _read_table(
         return None
     _derive(frame, table_map.derive, as_of)
     table = RawTable(name=name, frame=frame, source=source.source, lines=source.lines)
-    attributes = _attributes(frame, source, table_map, soft is not None, problems)
+    attributes = _attributes(frame, source, table_map, soft_attributes, problems)
     return table, attributes
 
 
@@ -655,7 +675,7 @@ def _attributes(
     deals: pd.DataFrame,
     source: RawTable,
     table_map: TableMapping,
-    from_preset: bool,
+    from_preset: set[str] | frozenset[str],
     problems: SpecProblems,
 ) -> RawTable | None:
     """The deals' extra columns as long `deal_attributes` rows, each with the file's line.
@@ -666,7 +686,7 @@ def _attributes(
     rows = []
     for name, attribute in table_map.attributes.items():
         if attribute.column not in header:
-            if not from_preset:
+            if name not in from_preset:
                 close = difflib.get_close_matches(attribute.column, header, n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
                 problems.add(
@@ -856,11 +876,14 @@ def _closed_at_when_closed(frame: pd.DataFrame, as_of: pd.Timestamp | None) -> p
     export's as-of. A value that is not a date stays as written, for validate to report.
     """
     closed = frame["outcome"].astype("string").str.strip().isin(("won", "lost")).fillna(False)
-    when = pd.to_datetime(frame["closed_at"].astype("string"), errors="coerce", format="mixed")
-    day_only = when.notna() & (when == when.dt.normalize())
+    text = frame["closed_at"].astype("string").str.strip()
+    # offsets (summer time, Z) are read as UTC, as validate reads them
+    when = pd.to_datetime(text, errors="coerce", format="mixed", utc=True).dt.tz_localize(None)
+    day_only = when.notna() & (when == when.dt.normalize()) & ~text.str.contains(":").fillna(False)
     end = when.dt.normalize() + pd.Timedelta(days=1) - pd.Timedelta(seconds=1)
     if as_of is not None:
-        end = end.clip(upper=pd.Timestamp(as_of).tz_localize(None))
+        limit = pd.Timestamp(as_of)
+        end = end.clip(upper=limit.tz_convert(None) if limit.tzinfo else limit)
     iso = end.map(lambda t: t.isoformat(), na_action="ignore")
     values = frame["closed_at"].astype(object).where(~day_only, iso.astype(object))
     return values.where(closed.to_numpy(), None)
