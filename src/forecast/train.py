@@ -462,6 +462,9 @@ def train_win(
         "; ".join(f"{k} {v}" for k, v in data.windows.describe().items()),
     )
     warn_if_little(s)
+    for reason in dict.fromkeys(data.unavailable.values()):
+        names = [n for n, r in data.unavailable.items() if r == reason]
+        log.warning("features off (%s): %s", reason, ", ".join(names))
     with tracking_run(EXPERIMENT, run_name=f"deal-win seed {params.seed}") as run:
         _log_inputs(params, data, hooks)
         step("leak guard, candidates, calibration")

@@ -82,6 +82,9 @@ def test_a_real_shaped_export_imports_is_described_and_trains_or_says_why(
         assert trained.exit_code == 0, trained.output
         assert re.search(r"deal-win v\d+ (promoted to champion|stays challenger)", trained.output)
         assert "base_rate" in trained.output
+        card = (get_settings().home / "models" / "deal-win.md").read_text()
+        assert "features are off (empty on every row)" in card
+        assert "no stage history in the export (deal_history derived): stage," in card
 
 
 def test_a_refused_column_can_be_allowed_by_a_person_and_it_shows(world, tmp_path, small_trees):
