@@ -41,7 +41,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
-from sklearn.metrics import roc_auc_score
 
 from forecast import evaluate
 from forecast.account_features import (
@@ -62,8 +61,7 @@ from forecast.model import (
     make_lightgbm,
     model_input,
 )
-from forecast.registry import Evaluation, GateDecision, register_and_gate
-from forecast.settings import get_settings
+from forecast.registry import Evaluation, GateDecision
 from forecast.tables import CrmTables
 from forecast.training import (
     CANDIDATES,
@@ -72,18 +70,13 @@ from forecast.training import (
     NotEnoughDataError,
     RetrainOutcome,
     Task,
-    check_implausible_auc,
     code_version,
     default_card_dir,
     fingerprint,
-    fit_and_choose,
     flat_metrics,
-    log_fitted,
-    log_global_importance,
-    log_model,
-    log_provenance,
     markdown,
-    tracking_run,
+    retrain,
+    train,
 )
 
 log = logging.getLogger(__name__)
@@ -301,19 +294,17 @@ def score_test(
 ) -> dict[str, np.ndarray]:
     """P(churn) on the test rows from the model, its uncalibrated self and every baseline."""
     s = data.slices
-    x, y = model_input(s.test, data.features), s.test[LABEL].to_numpy(dtype=int)
+    x = model_input(s.test, data.features)
     y_train = s.train[LABEL].to_numpy(dtype=float)
     lightgbm = fitted.candidates["lightgbm"].predict_proba(x)[:, 1]
     scores = {
         "model": fitted.calibration.model.predict_proba(x)[:, 1],
         "model_uncalibrated": fitted.candidates[fitted.chosen].predict_proba(x)[:, 1],
-        "base_rate": np.full(len(y), y_train.mean()),
+        "base_rate": np.full(len(s.test), y_train.mean()),
         "rate_table": RateTable.learn(s.train, y_train).predict(s.test),
         "logistic": fitted.candidates["logistic"].predict_proba(x)[:, 1],
         "lightgbm": lightgbm,
     }
-    best_auc = max(roc_auc_score(y, lightgbm), roc_auc_score(y, scores["model"]))
-    check_implausible_auc(float(best_auc), str(fitted.gain_share.index[0]))
     if truth is not None:
         scores["truth"] = truth_probability(truth, s.test, params.horizon_days)
     return scores
@@ -371,6 +362,78 @@ METRIC_PREFIX = {
 }
 
 
+class ChurnPipeline:
+    """The account churn task: monthly account snapshots, an embargo, the rate-table baseline;
+    `forecast.training` runs it."""
+
+    task = TASK
+
+    def prepare(self, tables: CrmTables, params: ChurnParams, hooks: ChurnHooks) -> Prepared:
+        return prepare(tables, params, hooks)
+
+    def report(self, data: Prepared) -> None:
+        s = data.slices
+        log.info(
+            "churn model: %s train, %s calibration, %s test snapshots (%s)",
+            *(f"{len(p):,}" for p in (s.train, s.calibration, s.test)),
+            "; ".join(f"{k} {v}" for k, v in s.spans.items()),
+        )
+
+    def log_inputs(self, params: ChurnParams, data: Prepared, hooks: ChurnHooks) -> None:
+        _log_inputs(params, data, hooks)
+
+    def mapped_suspects(self, tables: CrmTables) -> list:
+        return []  # accounts are screened feature by feature, out of time
+
+    def score(
+        self, data: Prepared, fitted: Fitted, truth: WorldTruth | None, params: ChurnParams
+    ) -> dict[str, np.ndarray]:
+        return score_test(data, fitted, truth, params)
+
+    def result(
+        self,
+        run_id: str,
+        model_uri: str,
+        data: Prepared,
+        fitted: Fitted,
+        scores: Mapping[str, np.ndarray],
+        *,
+        params: ChurnParams,
+        card_path: Path,
+    ) -> ChurnTrainResult:
+        s = data.slices
+        y = s.test[LABEL].to_numpy(dtype=int)
+        return ChurnTrainResult(
+            run_id=run_id,
+            model_uri=model_uri,
+            model=fitted.calibration.model,
+            candidate=fitted.chosen,
+            calibration_method=fitted.calibration.method,
+            selection=fitted.selection,
+            metrics=evaluate.compare(y, scores),
+            by_segment=evaluate.compare_by(s.test["segment"], y, scores),
+            reliability=evaluate.reliability_table(y, scores["model"]),
+            slices=s,
+            features=data.features,
+            gain_share=fitted.gain_share,
+            fingerprint=data.fingerprint,
+            code_version=code_version(),
+            export_as_of=data.export_as_of,
+            card_path=card_path,
+            params=params,
+            rule_scores={name: scores[name] for name in GATE_BASELINES},
+        )
+
+    def log_results(self, result: ChurnTrainResult, scores: Mapping[str, np.ndarray]) -> None:
+        _log_results(result, result.slices.test[LABEL].to_numpy(dtype=int), scores)
+
+    def write_card(self, result: ChurnTrainResult, decision: GateDecision | None) -> Path:
+        return write_card(result, decision)
+
+
+CHURN = ChurnPipeline()
+
+
 def train_churn(
     tables: CrmTables,
     *,
@@ -395,52 +458,15 @@ def train_churn(
             snapshot months, or a slice without both outcomes.
         LeakageSuspected: a feature alone separates the outcomes, or the test AUC is above 0.99.
     """
-    params, hooks = params or ChurnParams(), hooks or ChurnHooks()
-    step = on_step or (lambda name: None)
-    if unknown := set(params.candidates) - set(CANDIDATES):
-        raise ValueError(f"unknown candidates {sorted(unknown)}; known: {CANDIDATES}")
-    step("snapshots and features")
-    data = prepare(tables, params, hooks)
-    s = data.slices
-    log.info(
-        "churn model: %s train, %s calibration, %s test snapshots (%s)",
-        *(f"{len(p):,}" for p in (s.train, s.calibration, s.test)),
-        "; ".join(f"{k} {v}" for k, v in s.spans.items()),
+    return train(
+        CHURN,
+        tables,
+        params=params or ChurnParams(),
+        hooks=hooks or ChurnHooks(),
+        truth=truth,
+        card_dir=card_dir or default_card_dir(),
+        on_step=on_step,
     )
-    with tracking_run(EXPERIMENT, run_name=f"account-churn seed {params.seed}") as run:
-        _log_inputs(params, data, hooks)
-        step("leak guard, candidates, calibration")
-        fitted = fit_and_choose(TASK, s, data.features, params)
-        log_fitted(fitted)
-        step("evaluating")
-        scores = score_test(data, fitted, truth, params)
-        y_test = s.test[LABEL].to_numpy(dtype=int)
-        step("logging to MLflow")
-        model = fitted.calibration.model
-        result = ChurnTrainResult(
-            run_id=run.info.run_id,
-            model_uri=log_model(model, s.test, data.features),
-            model=model,
-            candidate=fitted.chosen,
-            calibration_method=fitted.calibration.method,
-            selection=fitted.selection,
-            metrics=evaluate.compare(y_test, scores),
-            by_segment=evaluate.compare_by(s.test["segment"], y_test, scores),
-            reliability=evaluate.reliability_table(y_test, scores["model"]),
-            slices=s,
-            features=data.features,
-            gain_share=fitted.gain_share,
-            fingerprint=data.fingerprint,
-            code_version=code_version(),
-            export_as_of=data.export_as_of,
-            card_path=(card_dir or default_card_dir()) / f"{MODEL_NAME}.md",
-            params=params,
-            rule_scores={name: scores[name] for name in GATE_BASELINES},
-        )
-        _log_results(result, y_test, scores)
-        log_global_importance(result.model, s.test, data.features)
-    log.info("logged run %s (model %s)", result.run_id, result.model_uri)
-    return result
 
 
 def _log_inputs(params: ChurnParams, data: Prepared, hooks: ChurnHooks) -> None:
@@ -454,7 +480,6 @@ def _log_inputs(params: ChurnParams, data: Prepared, hooks: ChurnHooks) -> None:
         | {f"{n}_accounts": p["account_id"].nunique() for n, p in parts.items()}
         | {"embargo_rows": s.embargo_rows, "features": ",".join(f.name for f in data.features)}
     )
-    log_provenance(data.fingerprint, params.seed)
     if hooks.fit_rows is not None:
         mlflow.set_tag("hooks", "fit_rows")
 
@@ -602,16 +627,15 @@ def retrain_churn(
     on_step: Callable[[str], None] | None = None,
 ) -> RetrainOutcome:
     """Train the churn model, register it as challenger and run the registry's gate."""
-    result = train_churn(
-        tables, truth=truth, params=ChurnParams(seed=seed), card_dir=card_dir, on_step=on_step
+    return retrain(
+        CHURN,
+        tables,
+        params=ChurnParams(seed=seed),
+        hooks=ChurnHooks(),
+        truth=truth,
+        card_dir=card_dir or default_card_dir(),
+        on_step=on_step,
     )
-    if on_step:
-        on_step("registry gate")
-    decision = register_and_gate(MODEL_NAME, result.model_uri, result.run_id, result.evaluation())
-    write_card(result, decision)
-    client = mlflow.MlflowClient(get_settings().mlflow_tracking_uri)
-    client.log_artifact(result.run_id, str(result.card_path), artifact_path="card")
-    return RetrainOutcome("churn", result.run_id, result.metrics, decision)
 
 
 # --- revenue at risk and the renewal seam --------------------------------------------------------

@@ -31,7 +31,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
-from sklearn.metrics import log_loss, roc_auc_score
+from sklearn.metrics import log_loss
 
 from forecast import evaluate
 from forecast.datasets import WorldTruth
@@ -45,10 +45,9 @@ from forecast.features import (
     training_frame,
     unavailable_features,
 )
-from forecast.leakage import LEAK_AUC, screen_columns
+from forecast.leakage import LEAK_AUC, Suspect, screen_columns
 from forecast.model import CALIBRATION_METHODS, TreeParams, model_input
-from forecast.registry import Evaluation, GateDecision, register_and_gate
-from forecast.settings import get_settings
+from forecast.registry import Evaluation, GateDecision
 from forecast.tables import CrmTables
 from forecast.training import (
     CANDIDATES,
@@ -57,18 +56,13 @@ from forecast.training import (
     NotEnoughDataError,
     RetrainOutcome,
     Task,
-    check_implausible_auc,
     code_version,
     default_card_dir,
     fingerprint,
-    fit_and_choose,
     flat_metrics,
-    log_fitted,
-    log_global_importance,
-    log_model,
-    log_provenance,
     markdown,
-    tracking_run,
+    retrain,
+    train,
 )
 
 log = logging.getLogger(__name__)
@@ -393,16 +387,13 @@ def prepare(tables: CrmTables, params: WinParams, hooks: TrainHooks) -> Prepared
 
 
 def score_test(data: Prepared, fitted: Fitted, truth: WorldTruth | None) -> dict[str, np.ndarray]:
-    """P(won) on the test rows from the model, its uncalibrated self and every baseline.
-
-    Runs the out-of-time AUC canary first (on the model and on the LightGBM candidate).
-    """
-    train, test = data.slices.train, data.slices.test
-    x, y = model_input(test, data.features), test["won"].to_numpy(dtype=int)
+    """P(won) on the test rows from the model, its uncalibrated self and every baseline."""
+    learned_on, test = data.slices.train, data.slices.test
+    x = model_input(test, data.features)
     lightgbm = fitted.candidates["lightgbm"].predict_proba(x)[:, 1]
     attributes = tuple(f.name for f in data.features if f.name.startswith(ATTRIBUTE_PREFIX))
     baselines, _ = evaluate.simple_baselines(
-        train,
+        learned_on,
         test,
         unavailable=list(data.unavailable),
         columns=(*evaluate.RULE_COLUMNS, *attributes),
@@ -414,11 +405,86 @@ def score_test(data: Prepared, fitted: Fitted, truth: WorldTruth | None) -> dict
         "logistic": fitted.candidates["logistic"].predict_proba(x)[:, 1],
         "lightgbm": lightgbm,
     }
-    best_auc = max(roc_auc_score(y, lightgbm), roc_auc_score(y, scores["model"]))
-    check_implausible_auc(float(best_auc), str(fitted.gain_share.index[0]))
     if truth is not None:
         scores["truth"] = truth.win_probability(test["deal_id"], test["stage"])
     return scores
+
+
+class WinPipeline:
+    """The deal win task: weekly deal snapshots, windows fitted to the data, stage and rule
+    baselines; `forecast.training` runs it."""
+
+    task = TASK
+
+    def prepare(self, tables: CrmTables, params: WinParams, hooks: TrainHooks) -> Prepared:
+        return prepare(tables, params, hooks)
+
+    def report(self, data: Prepared) -> None:
+        s = data.slices
+        log.info(
+            "win model: %s train, %s calibration, %s test snapshots (%s)",
+            *(f"{len(part):,}" for part in (s.train, s.calibration, s.test)),
+            "; ".join(f"{k} {v}" for k, v in data.windows.describe().items()),
+        )
+        warn_if_little(s)
+        for reason in dict.fromkeys(data.unavailable.values()):
+            names = [n for n, r in data.unavailable.items() if r == reason]
+            log.warning("features off (%s): %s", reason, ", ".join(names))
+
+    def log_inputs(self, params: WinParams, data: Prepared, hooks: TrainHooks) -> None:
+        _log_inputs(params, data, hooks)
+
+    def mapped_suspects(self, tables: CrmTables) -> list[Suspect]:
+        return screen_columns(tables)
+
+    def score(
+        self, data: Prepared, fitted: Fitted, truth: WorldTruth | None, params: WinParams
+    ) -> dict[str, np.ndarray]:
+        return score_test(data, fitted, truth)
+
+    def result(
+        self,
+        run_id: str,
+        model_uri: str,
+        data: Prepared,
+        fitted: Fitted,
+        scores: Mapping[str, np.ndarray],
+        *,
+        params: WinParams,
+        card_path: Path,
+    ) -> WinTrainResult:
+        test = data.slices.test
+        y = test["won"].to_numpy(dtype=int)
+        return WinTrainResult(
+            run_id=run_id,
+            model_uri=model_uri,
+            model=fitted.calibration.model,
+            candidate=fitted.chosen,
+            calibration_method=fitted.calibration.method,
+            selection=fitted.selection,
+            metrics=evaluate.compare(y, scores),
+            by_stage=evaluate.compare_by(test["stage"], y, scores),
+            by_segment=evaluate.compare_by(test["segment"], y, scores),
+            windows=data.windows,
+            slices=data.slices,
+            features=data.features,
+            gain_share=fitted.gain_share,
+            fingerprint=data.fingerprint,
+            code_version=code_version(),
+            card_path=card_path,
+            params=params,
+            unavailable=data.unavailable,
+            rule_scores=_rule_scores(scores, y),
+        )
+
+    def log_results(self, result: WinTrainResult, scores: Mapping[str, np.ndarray]) -> None:
+        _log_results(result, result.slices.test["won"].to_numpy(dtype=int), scores)
+
+    def write_card(self, result: WinTrainResult, decision: GateDecision | None) -> Path:
+        return write_card(result, decision)
+
+
+WIN = WinPipeline()
 
 
 def train_win(
@@ -446,66 +512,18 @@ def train_win(
     Raises:
         NotEnoughDataError: fewer than MIN_CLOSED_PER_CLASS won or lost deals, or a slice lacks
             one of the outcomes.
-        LeakageSuspected: a feature carries most of the gain, or the test AUC is above 0.99; the
+        LeakageSuspected: the leak guard refused a column, or the test AUC is above 0.99; the
             run is then marked FAILED and no model is logged.
     """
-    params, hooks = params or WinParams(), hooks or TrainHooks()
-    step = on_step or (lambda name: None)
-    if unknown := set(params.candidates) - set(CANDIDATES):
-        raise ValueError(f"unknown candidates {sorted(unknown)}; known: {CANDIDATES}")
-    step("snapshots and features")
-    data = prepare(tables, params, hooks)
-    s = data.slices
-    log.info(
-        "win model: %s train, %s calibration, %s test snapshots (%s)",
-        *(f"{len(part):,}" for part in (s.train, s.calibration, s.test)),
-        "; ".join(f"{k} {v}" for k, v in data.windows.describe().items()),
+    return train(
+        WIN,
+        tables,
+        params=params or WinParams(),
+        hooks=hooks or TrainHooks(),
+        truth=truth,
+        card_dir=card_dir or default_card_dir(),
+        on_step=on_step,
     )
-    warn_if_little(s)
-    for reason in dict.fromkeys(data.unavailable.values()):
-        names = [n for n, r in data.unavailable.items() if r == reason]
-        log.warning("features off (%s): %s", reason, ", ".join(names))
-    with tracking_run(EXPERIMENT, run_name=f"deal-win seed {params.seed}") as run:
-        _log_inputs(params, data, hooks)
-        step("leak guard, candidates, calibration")
-        fitted = fit_and_choose(
-            TASK,
-            s,
-            data.features,
-            params,
-            allowed=params.allow_columns,
-            columns=screen_columns(tables),
-        )
-        log_fitted(fitted)
-        step("evaluating")
-        scores = score_test(data, fitted, truth)
-        y_test = s.test["won"].to_numpy(dtype=int)
-        step("logging to MLflow")
-        result = WinTrainResult(
-            run_id=run.info.run_id,
-            model_uri=log_model(fitted.calibration.model, s.test, data.features),
-            model=fitted.calibration.model,
-            candidate=fitted.chosen,
-            calibration_method=fitted.calibration.method,
-            selection=fitted.selection,
-            metrics=evaluate.compare(y_test, scores),
-            by_stage=evaluate.compare_by(s.test["stage"], y_test, scores),
-            by_segment=evaluate.compare_by(s.test["segment"], y_test, scores),
-            windows=data.windows,
-            slices=s,
-            features=data.features,
-            gain_share=fitted.gain_share,
-            fingerprint=data.fingerprint,
-            code_version=code_version(),
-            card_path=(card_dir or default_card_dir()) / f"{MODEL_NAME}.md",
-            params=params,
-            unavailable=data.unavailable,
-            rule_scores=_rule_scores(scores, y_test),
-        )
-        _log_results(result, y_test, scores)
-        log_global_importance(result.model, s.test, data.features)
-    log.info("logged run %s (model %s)", result.run_id, result.model_uri)
-    return result
 
 
 def _rule_scores(scores: Mapping[str, np.ndarray], y: np.ndarray) -> dict[str, np.ndarray]:
@@ -528,7 +546,6 @@ def _log_inputs(params: WinParams, data: Prepared, hooks: TrainHooks) -> None:
         | {"features": ",".join(f.name for f in data.features)}
     )
     mlflow.log_metrics({f"{k}_unlabelled_share": v for k, v in slices.unlabelled_share.items()})
-    log_provenance(data.fingerprint, params.seed)
     if used := [n for n in ("extra_features", "fit_rows") if getattr(hooks, n) is not None]:
         mlflow.set_tag("hooks", ",".join(used))
 
@@ -756,12 +773,12 @@ def retrain_win(
 
     `params` (windows, allowed columns, ...) default to `WinParams(seed=seed)`.
     """
-    params = params or WinParams(seed=seed)
-    result = train_win(tables, truth=truth, params=params, card_dir=card_dir, on_step=on_step)
-    if on_step:
-        on_step("registry gate")
-    decision = register_and_gate(MODEL_NAME, result.model_uri, result.run_id, result.evaluation())
-    write_card(result, decision)  # now with the gate's decision; replaces the run's copy
-    client = mlflow.MlflowClient(get_settings().mlflow_tracking_uri)
-    client.log_artifact(result.run_id, str(result.card_path), artifact_path="card")
-    return RetrainOutcome("win", result.run_id, result.metrics, decision)
+    return retrain(
+        WIN,
+        tables,
+        params=params or WinParams(seed=seed),
+        hooks=TrainHooks(),
+        truth=truth,
+        card_dir=card_dir or default_card_dir(),
+        on_step=on_step,
+    )

@@ -1,12 +1,13 @@
 """One training path for every pipeline: what deal win and account churn share, defined once.
 
-A pipeline is a `Task` (its name, registered model, experiment, label and the unit whose
-snapshots stay together) plus the code that builds its snapshots, windows and baselines; from
-there the steps are the same and live here: the leak guard before any fit (`check_leakage`),
-the candidates (LightGBM and a regularised logistic regression), the choice and calibration on
-the calibration slice, the implausible-AUC canary, MLflow tracking and provenance, the logged
-model and the retrain outcome the registry gate produced. `forecast.train` (win) and
-`forecast.churn` import from here, never from each other.
+A pipeline is described by a `Pipeline`: its `Task` (name, registered model, experiment, label,
+the unit whose snapshots stay together) and the few things that really differ (snapshots and
+windows, baselines, the result and its card). `train` and `retrain` run every pipeline the same
+way: the leak guard before any fit (`check_leakage`), the candidates (LightGBM and a regularised
+logistic regression), their choice and calibration on the calibration slice, the
+implausible-AUC canary, MLflow tracking and provenance, the logged model, global importance,
+the registry gate and the card with its decision. `forecast.train` (win) and `forecast.churn`
+describe their tasks and import from here, never from each other.
 """
 
 from __future__ import annotations
@@ -17,18 +18,20 @@ import importlib.metadata
 import logging
 import os
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.models import infer_signature
 from sklearn.base import BaseEstimator
+from sklearn.metrics import roc_auc_score
 
 from forecast import evaluate
+from forecast.datasets import WorldTruth
 from forecast.explain import global_importance, scorer_for
 from forecast.features import Feature
 from forecast.leakage import LeakageSuspected, Suspect, refuse, screen_features
@@ -45,8 +48,9 @@ from forecast.model import (
     model_input,
     monotone_violations,
 )
-from forecast.registry import GateDecision
+from forecast.registry import Evaluation, GateDecision, register_and_gate
 from forecast.settings import disable_telemetry, get_settings
+from forecast.tables import CrmTables
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +63,7 @@ __all__ = ["LeakageSuspected", "NotEnoughDataError", "Task"]
 
 @dataclass(frozen=True)
 class Task:
-    """What one pipeline is about; everything else in training is shared.
+    """What one pipeline is about: names, label and unit.
 
     Attributes:
         name: the pipeline's name (`win`, `churn`), as in `forecast retrain`.
@@ -74,6 +78,157 @@ class Task:
     experiment: str
     label: str
     group: str
+
+
+class Prepared(Protocol):
+    """The data side of a run, as every pipeline's `prepare` returns it."""
+
+    slices: Slices
+    features: tuple[Feature, ...]
+    fingerprint: str
+
+
+class TrainResult(Protocol):
+    """What every pipeline's run produced, as the shared path reads it."""
+
+    run_id: str
+    model_uri: str
+    model: BaseEstimator
+    metrics: pd.DataFrame
+    card_path: Path
+
+    def evaluation(self) -> Evaluation: ...
+
+
+class Pipeline(Protocol):
+    """A task description: everything that differs between win and churn, and nothing else.
+
+    `train` and `retrain` below are the one path every pipeline runs through.
+    """
+
+    task: Task
+
+    def prepare(self, tables: CrmTables, params: Any, hooks: Any) -> Prepared:
+        """Snapshots, features, labels, the class checks and the out-of-time slices."""
+
+    def report(self, data: Prepared) -> None:
+        """Log what was prepared: slice sizes, windows, what is off."""
+
+    def log_inputs(self, params: Any, data: Prepared, hooks: Any) -> None:
+        """The run's parameters and the slices' sizes (provenance is logged by the path)."""
+
+    def mapped_suspects(self, tables: CrmTables) -> list[Suspect]:
+        """Columns the leak guard suspects before any feature is built."""
+
+    def score(
+        self, data: Prepared, fitted: Fitted, truth: WorldTruth | None, params: Any
+    ) -> dict[str, np.ndarray]:
+        """P(label) on the test rows: the model, its baselines, the truth where known."""
+
+    def result(
+        self, run_id: str, model_uri: str, data: Prepared, fitted: Fitted, scores: Any, **kw: Any
+    ) -> TrainResult:
+        """The run's result from its parts (`kw`: params and card_path)."""
+
+    def log_results(self, result: TrainResult, scores: Mapping[str, np.ndarray]) -> None:
+        """Metrics, plots, tables and the model card of the run."""
+
+    def write_card(self, result: TrainResult, decision: GateDecision | None) -> Path:
+        """The model card, with the gate's decision once there is one."""
+
+
+def train(
+    pipeline: Pipeline,
+    tables: CrmTables,
+    *,
+    params: Any,
+    hooks: Any,
+    truth: WorldTruth | None = None,
+    card_dir: Path | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> Any:
+    """Train, calibrate, evaluate and log one pipeline's model as one MLflow run.
+
+    The steps every pipeline shares: prepare (the pipeline's), the leak guard and the
+    candidates, their choice and calibration, the evaluation against the pipeline's baselines,
+    the logged model, global importance and provenance.
+
+    Raises:
+        NotEnoughDataError: the pipeline's data checks refused.
+        LeakageSuspected: the guard refused before any fit, or the test AUC is implausible; the
+            run is then marked FAILED and no model is logged.
+    """
+    task, step = pipeline.task, on_step or (lambda name: None)
+    if unknown := set(params.candidates) - set(CANDIDATES):
+        raise ValueError(f"unknown candidates {sorted(unknown)}; known: {CANDIDATES}")
+    step("snapshots and features")
+    data = pipeline.prepare(tables, params, hooks)
+    pipeline.report(data)
+    s = data.slices
+    with tracking_run(task.experiment, run_name=f"{task.model_name} seed {params.seed}") as run:
+        pipeline.log_inputs(params, data, hooks)
+        log_provenance(data.fingerprint, params.seed)
+        step("leak guard, candidates, calibration")
+        fitted = fit_and_choose(
+            task,
+            s,
+            data.features,
+            params,
+            allowed=getattr(params, "allow_columns", ()),
+            columns=pipeline.mapped_suspects(tables),
+        )
+        log_fitted(fitted)
+        step("evaluating")
+        scores = pipeline.score(data, fitted, truth, params)
+        y = s.test[task.label].to_numpy(dtype=int)
+        best_auc = max(roc_auc_score(y, scores["lightgbm"]), roc_auc_score(y, scores["model"]))
+        check_implausible_auc(float(best_auc), str(fitted.gain_share.index[0]))
+        step("logging to MLflow")
+        result = pipeline.result(
+            run.info.run_id,
+            log_model(fitted.calibration.model, s.test, data.features),
+            data,
+            fitted,
+            scores,
+            params=params,
+            card_path=(card_dir or default_card_dir()) / f"{task.model_name}.md",
+        )
+        pipeline.log_results(result, scores)
+        log_global_importance(result.model, s.test, data.features)
+    log.info("logged run %s (model %s)", result.run_id, result.model_uri)
+    return result
+
+
+def retrain(
+    pipeline: Pipeline,
+    tables: CrmTables,
+    *,
+    params: Any,
+    hooks: Any,
+    truth: WorldTruth | None = None,
+    card_dir: Path | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> RetrainOutcome:
+    """Train, register the model as challenger, run the gate and record its decision."""
+    result = train(
+        pipeline,
+        tables,
+        params=params,
+        hooks=hooks,
+        truth=truth,
+        card_dir=card_dir,
+        on_step=on_step,
+    )
+    if on_step:
+        on_step("registry gate")
+    task = pipeline.task
+    decision = register_and_gate(
+        task.model_name, result.model_uri, result.run_id, result.evaluation()
+    )
+    pipeline.write_card(result, decision)  # now with the decision; replaces the run's copy
+    client = mlflow.MlflowClient(get_settings().mlflow_tracking_uri)
+    client.log_artifact(result.run_id, str(result.card_path), artifact_path="card")
+    return RetrainOutcome(task.name, result.run_id, result.metrics, decision)
 
 
 class Slices(Protocol):
