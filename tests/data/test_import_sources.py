@@ -22,7 +22,7 @@ from forecast.sources.maven import read_maven_crm
 from forecast.sources.sql import read_sql, read_sql_spec
 from forecast.sources.telco import read_telco_churn, telco_features
 from forecast.tables import CrmTables
-from forecast.validate import ValidationError, Violation, validate
+from forecast.validate import ValidationError, Violation, check, validate
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "crm-export"
 
@@ -531,3 +531,44 @@ def test_telco_features_frame(telco: tuple[dict, CrmTables, Path]) -> None:
     assert set(features["SeniorCitizen"].unique()) == {0, 1}
     assert set(features["Partner"].unique()) == {0, 1}
     assert features["TotalCharges"].dtype == "float64"
+
+
+def test_a_deals_only_query_imports_with_its_history_derived(tmp_path: Path) -> None:
+    """The SQL path, like a mapping, takes one row per deal: the history is derived."""
+    url = f"sqlite:///{tmp_path / 'crm.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "create table opportunity (id text, opened text, closed text, stage text, "
+                "source text)"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "insert into opportunity values "
+                "('O1', '2024-01-02 09:00', '2024-02-01 10:00', 'Won', 'Web'), "
+                "('O2', '2024-01-03 09:00', null, 'Open', 'Event')"
+            )
+        )
+    engine.dispose()
+    deals = (
+        "select id as deal_id, opened as created_at, closed as closed_at, "
+        "case stage when 'Won' then 'closed_won' else 'prospecting' end as stage, "
+        "case stage when 'Won' then 'won' else 'open' end as outcome, 100.0 as amount "
+        "from opportunity"
+    )
+    attributes = (
+        "select id as deal_id, 'lead_source' as name, source as value, "
+        "'created' as known_at from opportunity"
+    )
+    raw = read_sql(url, {"deals": deals, "deal_attributes": attributes})
+    checked = check(raw, as_of=pd.Timestamp("2024-06-30"))
+    assert checked.derived == ("deal_history",)
+    history = checked.tables.deal_history
+    assert history[["deal_id", "stage", "origin"]].values.tolist() == [
+        ["O1", "prospecting", "derived"],
+        ["O1", "closed_won", "derived"],
+        ["O2", "prospecting", "derived"],
+    ]
+    assert checked.tables.deal_attributes["value"].tolist() == ["Web", "Event"]
