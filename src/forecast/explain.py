@@ -377,7 +377,6 @@ def explain(
     vocabulary = _vocabulary(names, catalogue, model)
     codes, words, actions = vocabulary.codes, vocabulary.words, vocabulary.actions
     by_code = (effects @ vocabulary.membership.T).round(6).tolist()
-    order = np.argsort(effects, axis=1)
     stages = values[:, position["stage"]] if "stage" in position else None
     yardsticks = _yardsticks(typical, stages, len(values), names)
     # a deal's action should raise its win probability; an account's should lower its risk
@@ -385,11 +384,15 @@ def explain(
     after = _action_probabilities(scorer, coded, vocabulary.plan, threads)
     lifts = sign * (after - probability[:, None])
     evidence = vocabulary.evidence
+    # advice the deal already follows is no advice: its evidence meets what won deals show
+    lifts = np.where(_already_done(values, yardsticks, vocabulary), -np.inf, lifts)
+    missing = _missing_matrix(values)
     out = []
     for i in range(len(values)):
-        row_effects = effects[i]
-        chosen = [j for j in order[i, ::-1][:top] if row_effects[j] > 0]
-        chosen += [j for j in order[i, :top] if row_effects[j] < 0]
+        # a missing value is unknown: it is never stated as raising or lowering the score
+        row_effects = np.where(missing[i], 0.0, effects[i])
+        chosen = [j for j in np.argsort(-row_effects)[:top] if row_effects[j] > 0]
+        chosen += [j for j in np.argsort(row_effects)[:top] if row_effects[j] < 0]
         reasons = [words[j].reason(row_effects[j], values[i, j], yardsticks[i, j]) for j in chosen]
         recommendations = []
         for a in np.argsort(-lifts[i]):
@@ -615,6 +618,29 @@ class _Words:
             typical=None if typical != typical else float(typical),
             text=self.text(value, typical),
         )
+
+
+def _missing_matrix(values: np.ndarray) -> np.ndarray:
+    """Where a feature value is missing (None or NaN), as a boolean matrix."""
+    if len(values) <= SMALL_BATCH:  # a frame costs more than the check for a few rows
+        return np.array([[_missing(v) for v in row] for row in values.tolist()], dtype=bool)
+    return pd.isna(pd.DataFrame(values)).to_numpy(dtype=bool)
+
+
+def _already_done(
+    values: np.ndarray, yardsticks: np.ndarray, vocabulary: _Vocabulary
+) -> np.ndarray:
+    """rows x actions: the action's evidence already meets the won-deal yardstick at the row's
+    stage, in the direction that helps (a deal touched yesterday needs no re-engaging, a deal
+    with two demos where won deals had one needs no demo)."""
+    evidence = np.asarray(vocabulary.evidence, dtype=int)
+    helps = np.array([vocabulary.words[j].entry.helps or "" for j in evidence])
+    # evidence features are numbers; None becomes NaN
+    value = np.array(values[:, evidence].tolist(), dtype=float).reshape(len(values), -1)
+    typical = yardsticks[:, evidence]
+    with np.errstate(invalid="ignore"):
+        done = np.where(helps == "up", value >= typical, value <= typical)
+    return done & (helps != "")  # NaN on either side compares False: not known to be done
 
 
 def _action_probabilities(

@@ -187,3 +187,56 @@ def _odd_rows(test: pd.DataFrame, scorer) -> pd.DataFrame:
     rows.loc[6, numeric[0]] = True
     rows.loc[7, categorical[-1]] = 3
     return rows
+
+
+@pytest.fixture(scope="module")
+def whole_book(trained):
+    """Every snapshot of the test window (about 3,000 open deals at their weekly as-ofs)."""
+    rows = trained["test"]
+    return rows, explain(trained["scorer"], rows, typical=trained["typical"])
+
+
+def test_no_reason_is_drawn_from_a_missing_value(trained):
+    """Deals without an account, a product or a recorded touch (as imports often are)."""
+    rows = trained["test"].copy()
+    blank = np.random.default_rng(0).random(len(rows)) < 0.3
+    unknown = ["account_prior_wins", "account_prior_losses", "account_tenure_days", "industry",
+               "segment", "days_since_last_activity", "amount_vs_typical"]  # fmt: skip
+    rows.loc[blank, unknown] = None
+    explained = explain(trained["scorer"], rows, typical=trained["typical"])
+    stated = [(r, b) for e, b in zip(explained, blank, strict=True) for r in e.reasons]
+    assert len(rows) > 2000 and len(stated) > 5 * len(rows)
+    assert [(r.feature, r.text) for r, _ in stated if r.value is None] == []
+    assert not any(r.feature in unknown for r, b in stated if b)
+    assert not any(r.text.endswith(": unknown") for r, _ in stated)
+
+
+def test_no_action_is_advised_that_the_deal_already_does(trained, whole_book):
+    rows, explained = whole_book
+    catalogue = load_catalogue()
+    entries, actions = catalogue.deal, catalogue.actions["deal"]
+    typical = trained["typical"]
+    advised = violations = 0
+    for (_, row), e in zip(rows.iterrows(), explained, strict=True):
+        for rec in e.recommendations:
+            advised += 1
+            feature = actions[rec.action].evidence
+            stage = row["stage"] if row["stage"] in typical.index else "*"
+            yardstick, value = typical.loc[stage, feature], row[feature]
+            helps = entries[feature].helps
+            if pd.notna(yardstick) and pd.notna(value):
+                done = value >= yardstick if helps == "up" else value <= yardstick
+                violations += bool(done)
+    assert advised > 1000
+    assert violations == 0
+
+
+def test_the_same_advice_lifts_different_deals_differently(whole_book):
+    _, explained = whole_book
+    lifts: dict[str, set[float]] = {}
+    for e in explained:
+        for rec in e.recommendations:
+            lifts.setdefault(rec.action, set()).add(rec.lift_points)
+    assert lifts and all(len(values) > 10 for values in lifts.values()), {
+        k: len(v) for k, v in lifts.items()
+    }
