@@ -1,4 +1,4 @@
-"""`forecast keys`: create and revoke the service's API keys (stored hashed)."""
+"""`forecast keys`: create, list and revoke the service's API keys (stored hashed)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ def create(
     from forecast.keys import create_key, engine_for
     from forecast.settings import get_settings
 
+    if rep_id is not None and (problem := _unknown_rep(rep_id)):
+        typer.echo(problem, err=True)
+        raise typer.Exit(2)
     try:
         key = create_key(
             engine_for(get_settings().service_database_url), role, rep_id=rep_id, label=label
@@ -29,6 +32,50 @@ def create(
         typer.echo(str(err), err=True)
         raise typer.Exit(2) from None
     typer.echo(key)
+
+
+def _unknown_rep(rep_id: str) -> str | None:
+    """Why `rep_id` names nobody in the stored CRM (reps, or the deals' owners), or None."""
+    import difflib
+
+    from forecast.store import StoreEmptyError, read_store
+
+    try:
+        tables = read_store(tables=["reps", "deals"])
+    except StoreEmptyError:
+        return "no CRM data yet to check the rep against: import or generate it first"
+    known = set(tables.reps["rep_id"].dropna()) | set(tables.deals["rep_id"].dropna())
+    if rep_id in known:
+        return None
+    close = difflib.get_close_matches(rep_id, sorted(known), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return f"no rep {rep_id!r} in the stored CRM (its reps or its deals' owners){hint}"
+
+
+@keys_app.command("list")
+def list_(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Every key: id, role, person, label, created and revoked (never the secret)."""
+    import json
+
+    from forecast.keys import engine_for, list_keys
+    from forecast.settings import get_settings
+
+    keys = list_keys(engine_for(get_settings().service_database_url))
+    if as_json:
+        typer.echo(json.dumps(keys, indent=2, default=str))
+        return
+    if not keys:
+        typer.echo("no keys yet: `forecast keys create --role admin`")
+        return
+    for key in keys:
+        state = f"revoked {key['revoked_at']:%Y-%m-%d}" if key["revoked_at"] else "active"
+        who = f" {key['rep_id']}" if key["rep_id"] else ""
+        label = f"  {key['label']}" if key["label"] else ""
+        typer.echo(
+            f"{key['key_id']}  {key['role']}{who}  {key['created_at']:%Y-%m-%d}  {state}{label}"
+        )
 
 
 @keys_app.command("revoke")

@@ -112,6 +112,15 @@ def create_key(
     return f"{PREFIX}_{key_id}_{secret}"
 
 
+def list_keys(engine: sa.Engine) -> list[dict[str, object]]:
+    """Every key's id, role, person, label and dates, oldest first; never a salt or digest."""
+    ensure_tables(engine)
+    shown = [api_keys.c[name] for name in ("key_id", "role", "rep_id", "label", "created_at")]
+    query = sa.select(*shown, api_keys.c.revoked_at).order_by(api_keys.c.created_at)
+    with engine.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(query)]
+
+
 def verify_key(engine: sa.Engine, key: str | None) -> Principal | None:
     """The key's principal, or None for a missing, malformed, unknown, wrong or revoked key."""
     if not key:
