@@ -100,6 +100,26 @@ def print_forecast(forecast, level: str) -> None:
     )
 
 
+QUARTERS_AHEAD = 3  # as far as the service forecasts: beyond, it is new deals and renewals only
+
+
+def _far_quarter(quarter: pd.Period, current: pd.Period) -> str | None:
+    """A warning when the quarter lies before the as-of's, or far after it."""
+    ahead = quarter.ordinal - current.ordinal
+    if ahead < 0:
+        return (
+            f"{quarter} ended before the as-of's quarter {current}: this is what was forecast "
+            "as of then, with what is known now; its bookings are in `forecast data describe`"
+        )
+    if ahead > QUARTERS_AHEAD:
+        return (
+            f"{quarter} is {ahead} quarters after the as-of's quarter {current}: hardly any "
+            "deal open today closes then, so this is new deals and renewals projected from the "
+            f"past (the service forecasts up to {QUARTERS_AHEAD} quarters ahead)"
+        )
+    return None
+
+
 def revenue(
     quarter: Annotated[
         str | None, typer.Option(help="Calendar quarter, e.g. 2026Q4 (default: the as-of's).")
@@ -133,6 +153,8 @@ def revenue(
     if moment > tables.as_of:
         raise _fail(f"--as-of {moment:%Y-%m-%d} is after the stored data's as-of "
                     f"{tables.as_of:%Y-%m-%d}")  # fmt: skip
+    if warning := _far_quarter(pd.Period(quarter, "Q"), moment.to_period("Q")):
+        err_console.print(warning, style="yellow", markup=False, highlight=False)
     scorer = champion_scorer()
     forecast = forecast_quarter(
         tables, quarter=quarter, as_of=moment, win_scorer=scorer, draws=draws, seed=seed,
