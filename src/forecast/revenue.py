@@ -1195,8 +1195,11 @@ class Scenario:
         name: shown with the results.
         remove: deal ids taken out of the forecast (lost, or not to be counted).
         add: deals added to the pipeline.
-        slip_days: deal id -> days its expected close moves (positive: later). A later date also
-            counts as a push of the close date for the win model.
+        slip_days: deal id -> days its expected close moves (positive: later). A later date
+            counts as a push of the close date for the win model (which never raises a win
+            probability) and means the deal closes no earlier than its new date: past the
+            quarter's end it cannot close inside the quarter, and a quarter it moves into
+            counts on it at least as much as before (`_slipped_timing`).
         stage: deal id -> new stage; `closed_won` books it now, `closed_lost` removes it.
     """
 
@@ -1220,11 +1223,19 @@ class Scenario:
         window = inputs.window
         changed = np.zeros(len(deals), dtype=bool)
         ids = deals["deal_id"].to_numpy(object)
+        slipped = np.zeros(len(deals), dtype=bool)  # moved later: see `_slipped_timing`
+        before = deals[["p_close_inside", "p_inside", "expected_close"]].copy()
+        shifts = np.zeros(len(deals))
         for deal_id, days in self.slip_days.items():
             row = ids == deal_id
-            deals.loc[row, "days_to_expected_close"] += days
+            shifts[row] = days
             if days > 0:
+                # the win model hears of the push; the date itself moves only the timing, so
+                # a later date can never make the deal likelier to be won
                 deals.loc[row, "close_pushes"] += 1
+                slipped |= row
+            else:
+                deals.loc[row, "days_to_expected_close"] += days
             changed |= row
         won_now = []
         for deal_id, stage in self.stage.items():
@@ -1242,12 +1253,22 @@ class Scenario:
             if win_scorer is None:
                 raise ValueError("re-scoring changed deals needs the win_scorer")
             deals.loc[changed, "p_win"] = _score(win_scorer, deals.loc[changed])
+        deals.loc[slipped, "days_to_expected_close"] += shifts[slipped]
         if self.add:
             unknown = sorted({d.rep_id for d in self.add} - set(inputs.tree.leaves["rep_id"]))
             if unknown:
                 raise KeyError(f"scenario {self.name!r}: added deals' reps not in reps: {unknown}")
             deals = pd.concat([deals, self._added(deals, window, win_scorer)], ignore_index=True)
         deals = _with_timing(deals, window, inputs.timing, inputs.params)
+        if slipped.any():  # added deals come after the open ones, and never slipped
+            extra = len(deals) - len(slipped)
+            before = before.reset_index(drop=True).reindex(range(len(deals)))
+            deals = _slipped_timing(
+                deals.reset_index(drop=True),
+                before,
+                np.concatenate([slipped, np.zeros(extra, dtype=bool)]),
+                window,
+            )
         out = deals["deal_id"].to_numpy(object)
         gone = np.isin(
             out, [*self.remove, *[d for d, s in self.stage.items() if s in CLOSED_STAGES]]
@@ -1312,6 +1333,36 @@ class Scenario:
         scored[~need] = given[~need].astype(float)
         added["p_win"] = np.clip(scored, 0, 1)
         return added
+
+
+def _slipped_timing(
+    deals: pd.DataFrame, before: pd.DataFrame, slipped: np.ndarray, window: Window
+) -> pd.DataFrame:
+    """A slip is the manager's word that the deal closes no earlier than its new date.
+
+    So a deal slipped past the window's end cannot close inside it (0); one still inside keeps
+    at most its chance of closing inside from before (a later date never raises it); one moved
+    into the window from before it keeps at least its chance from before (the window gains).
+    """
+    out = deals.copy()
+    new_close = out["expected_close"]
+    old_close = before["expected_close"]
+    was_inside = ((old_close >= window.start) & (old_close < window.end)).to_numpy()
+    past_end = slipped & (new_close >= window.end).to_numpy()
+    kept = slipped & ~past_end & was_inside
+    moved_in = slipped & ~past_end & ~was_inside & (new_close >= window.start).to_numpy()
+    p_close = out["p_close_inside"].to_numpy(float).copy()
+    old = before["p_close_inside"].to_numpy(float)
+    p_close[past_end] = 0.0
+    p_close[kept] = np.minimum(p_close[kept], old[kept])
+    p_win = out["p_win"].to_numpy(float)
+    # what the window counted on from the deal before, now that it arrives later (the push
+    # may have lowered its win probability a little)
+    floor = before["p_inside"].to_numpy(float) / np.where(p_win > 0, p_win, 1.0)
+    p_close[moved_in] = np.clip(np.maximum(p_close[moved_in], floor[moved_in]), 0.0, 1.0)
+    out["p_close_inside"] = p_close
+    out["p_inside"] = out["p_win"] * out["p_close_inside"]
+    return out
 
 
 def _typical_row(frame: pd.DataFrame) -> dict:

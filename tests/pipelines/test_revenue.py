@@ -411,3 +411,59 @@ def test_the_backtest_can_draw_renewals_from_a_churn_model():
     assert set(company.index) == {"simulation", "simulation_churn"}
     # only the renewals differ, and a churn model does not forecast them the same way
     assert company.loc["simulation", "mape"] != company.loc["simulation_churn", "mape"]
+
+
+SLIPS = (1, 7, 30, 60, 120, 365)
+
+
+def test_a_slip_never_raises_the_quarter_it_leaves_over_the_whole_book(forecast, scorer):
+    """Every open deal slipped by each of SLIPS days: a later date never raises its chance of
+    closing inside the quarter; past the quarter's end it cannot close inside at all."""
+    inputs = forecast.inputs
+    book = inputs.open_deals.set_index("deal_id")
+    window = inputs.window
+    inside = (book["expected_close"] >= window.start) & (book["expected_close"] < window.end)
+    previous = book["p_inside"]
+    checked = violations = 0
+    for days in SLIPS:
+        slipped = Scenario(slip_days=dict.fromkeys(book.index, days)).apply(inputs, scorer)
+        after = slipped.open_deals.set_index("deal_id")["p_inside"].reindex(book.index)
+        left = book["expected_close"] + pd.Timedelta(days=days) >= window.end
+        checked += int(inside.sum())
+        violations += int((after[inside] > previous[inside] + 1e-12).sum())  # monotone in days
+        violations += int((after[inside & left] != 0).sum())
+        previous = previous.where(~inside, after)
+    assert checked > 600  # about 110 deals inside the quarter, six slips each
+    assert violations == 0
+
+
+def test_a_slip_into_the_next_quarter_never_lowers_it(world, forecast, scorer):
+    """The same slips seen from the next quarter: the deals that move into it count at least as
+    much there as before."""
+    nxt = prepare_quarter(world.tables, quarter="2025Q4", as_of=AS_OF, win_scorer=scorer)
+    book = nxt.open_deals.set_index("deal_id")
+    window = nxt.window
+    checked = 0
+    for days in SLIPS:
+        after = Scenario(slip_days=dict.fromkeys(book.index, days)).apply(nxt, scorer)
+        moved = book["expected_close"] + pd.Timedelta(days=days)
+        arrives = (book["expected_close"] < window.start) & (moved >= window.start)
+        arrives &= moved < window.end
+        p = after.open_deals.set_index("deal_id")["p_inside"].reindex(book.index)
+        checked += int(arrives.sum())
+        assert (p[arrives] >= book.loc[arrives, "p_inside"] - 1e-12).all()
+    assert checked > 200
+
+
+def test_removing_or_losing_deals_never_raises_the_quarter(forecast, scorer):
+    inputs = forecast.inputs
+    ids = inputs.open_deals["deal_id"].tolist()
+    base = float((inputs.open_deals["p_inside"] * inputs.open_deals["expected_amount"]).sum())
+    for chosen, scenario in (
+        (ids[::2], Scenario(remove=tuple(ids[::2]))),
+        (ids[1::2], Scenario(stage=dict.fromkeys(ids[1::2], "closed_lost"))),
+    ):
+        deals = scenario.apply(inputs, scorer).open_deals
+        assert float((deals["p_inside"] * deals["expected_amount"]).sum()) < base
+        gone = deals["removed"].to_numpy()
+        assert gone.sum() == len(chosen) and (deals.loc[gone, "p_inside"] == 0).all()
