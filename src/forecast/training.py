@@ -199,26 +199,11 @@ def train(
     return result
 
 
-def retrain(
-    pipeline: Pipeline,
-    tables: CrmTables,
-    *,
-    params: Any,
-    hooks: Any,
-    truth: WorldTruth | None = None,
-    card_dir: Path | None = None,
-    on_step: Callable[[str], None] | None = None,
-) -> RetrainOutcome:
-    """Train, register the model as challenger, run the gate and record its decision."""
-    result = train(
-        pipeline,
-        tables,
-        params=params,
-        hooks=hooks,
-        truth=truth,
-        card_dir=card_dir,
-        on_step=on_step,
-    )
+def retrain(pipeline: Pipeline, tables: CrmTables, **options: Any) -> RetrainOutcome:
+    """`train` (same options), then register the model as challenger, run the gate and record
+    its decision on the card."""
+    result = train(pipeline, tables, **options)
+    on_step = options.get("on_step")
     if on_step:
         on_step("registry gate")
     task = pipeline.task
