@@ -232,11 +232,18 @@ def won_labels(tables: CrmTables, snapshots: pd.DataFrame) -> pd.Series:
     )
 
 
-def deal_features(tables: CrmTables, snapshots: pd.DataFrame) -> pd.DataFrame:
+def deal_features(
+    tables: CrmTables, snapshots: pd.DataFrame, *, context: DealContext | None = None
+) -> pd.DataFrame:
     """Features for each (deal_id, as_of) row of `snapshots`, in the same order.
 
-    Only rows dated at or before each row's as_of are read; see the module docstring.
+    Only rows dated at or before each row's as_of are read; see the module docstring. A deal's
+    own facts (its row, history, activities and attributes) come from `tables`; the records
+    that span deals (wins by rep, account and product, usual quotes, revenue, firmographics)
+    from `context`, by default built from `tables` too. The service passes the stored CRM's
+    context with a CRM's records as `tables`: the same code scores a record and trains.
     """
+    context = context or DealContext.of(tables)
     deals = tables.deals
     deal_index = pd.Index(deals["deal_id"].to_numpy())
     pairs = pd.DataFrame(
@@ -252,16 +259,17 @@ def deal_features(tables: CrmTables, snapshots: pd.DataFrame) -> pd.DataFrame:
     pairs = pairs.sort_values("as_of", kind="stable").reset_index(drop=True)
     out = pd.DataFrame({"row": pairs["row"]})
     as_of = pairs["as_of"]
+    own = _Own.of(deals, pairs)
 
     _add_state(out, pairs, _history_state(tables))
     out["deal_age_days"] = (
         as_of - deals["created_at"].to_numpy()[pairs["deal"]]
     ).dt.total_seconds() / 86400
     _add_activities(out, pairs, tables, deal_index)
-    _add_account(out, pairs, tables)
-    _add_rep(out, pairs, tables)
-    _add_fixed(out, pairs, tables)
-    _add_size(out, pairs, tables)
+    _add_account(out, pairs, own, context)
+    _add_rep(out, pairs, own, context)
+    _add_fixed(out, own, context)
+    _add_size(out, pairs, tables, own, context)
     quarter = as_of.dt.to_period("Q")
     out["days_into_quarter"] = (as_of - quarter.dt.start_time).dt.days.to_numpy()
     out["days_left_in_quarter"] = (quarter.dt.end_time.dt.normalize() - as_of).dt.days.to_numpy()
@@ -269,11 +277,11 @@ def deal_features(tables: CrmTables, snapshots: pd.DataFrame) -> pd.DataFrame:
     out["expected_close_in_quarter"] = (
         (expected <= quarter.dt.end_time).astype(float).where(expected.notna())
     )
-    _add_attributes(out, pairs, tables)  # while `out` is still in the order of `pairs`
+    attributes = [f.name for f in context.attributes]
+    _add_attributes(out, pairs, tables, attributes)  # while `out` is in the order of `pairs`
     out = out.sort_values("row").reset_index(drop=True).drop(columns="row")
-    for name in unavailable_features(tables):
+    for name in context.unavailable:
         out[name] = None if name in CATEGORICAL else np.nan
-    attributes = [f.name for f in attribute_features(tables)]
     features = out[[*FEATURE_NAMES, *attributes]]
     return pd.concat(
         [snapshots[list(KEY_COLUMNS)].reset_index(drop=True), features], axis=1
@@ -371,7 +379,7 @@ def _add_activities(
 
 
 def _close_events(tables: CrmTables) -> pd.DataFrame:
-    """One row per recorded close (from deal_history), with the deal's account, rep and team."""
+    """One row per recorded close (from deal_history), with the deal's account, rep and fit."""
     history = tables.deal_history
     closes = history[history["stage"].isin(CLOSED_STAGES)]
     closes = closes.sort_values("changed_at", kind="stable").drop_duplicates("deal_id")
@@ -383,16 +391,13 @@ def _close_events(tables: CrmTables) -> pd.DataFrame:
     before = history[until_close]
     reached = before["stage"].map(STAGE_PROGRESS).groupby(before["deal_id"]).max()
     deals = tables.deals.set_index("deal_id")
-    team = tables.reps.set_index("rep_id")["team"]
     ids = closes["deal_id"].to_numpy()
-    rep = deals["rep_id"].reindex(ids).to_numpy()
     account = deals["account_id"].reindex(ids).to_numpy()
     industry = tables.accounts.set_index("account_id")["industry"].reindex(account).to_numpy()
     return pd.DataFrame(
         {
             "account_id": account,
-            "rep_id": rep,
-            "team": team.reindex(rep).to_numpy(),
+            "rep_id": deals["rep_id"].reindex(ids).to_numpy(),
             "furthest": reached.reindex(ids).to_numpy(),
             "fit": _fit_key(deals["product_id"].reindex(ids).to_numpy(), industry),
             "at": closes["changed_at"].to_numpy(),
@@ -400,10 +405,6 @@ def _close_events(tables: CrmTables) -> pd.DataFrame:
             "lost": (closes["stage"] == "closed_lost").to_numpy(dtype=float),
         }
     )
-
-
-def _codes(values: np.ndarray, index: pd.Index) -> np.ndarray:
-    return index.get_indexer(values)
 
 
 def _take(values: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -426,89 +427,190 @@ def _fit_key(product: np.ndarray, industry: np.ndarray) -> np.ndarray:
     return np.where(products.isna().to_numpy(), None, keys)
 
 
-def _trailing(
-    pairs: pd.DataFrame,
-    closes: pd.DataFrame,
-    pair_codes: np.ndarray,
-    event_codes: np.ndarray,
-    days: int | None = None,
-) -> pd.DataFrame:
-    """Wins and closes per key in (as_of - days, as_of] (RECORD_DAYS by default), per snapshot."""
-    values = {"won": closes["won"].to_numpy(), "n": np.ones(len(closes))}
-    running = running_sums(closes.assign(key=event_codes), "key", "at", values)
-    # an unknown key (-1: a blank rep or product) is nobody's record, not one shared record
-    left = pairs.assign(key=np.where(pair_codes < 0, -2, pair_codes))
-    now = running_at(left, running, "key", "at")
-    then = running_at(left, running, "key", "at", shift_days=RECORD_DAYS if days is None else days)
-    counts = now[["won", "n"]] - then[["won", "n"]].to_numpy()
-    known = np.asarray(pair_codes) >= 0
-    return counts.where(np.repeat(known[:, None], counts.shape[1], axis=1))
+def _extended(index: pd.Index, values: np.ndarray) -> pd.Index:
+    """`index` with the values it lacks appended: a deal's own rep or account counts as known
+    (with no record yet), as it would had the deal been in the store the index was built from."""
+    present = pd.Series(values, dtype=object).dropna()
+    new = pd.unique(present[~present.isin(index)].to_numpy())
+    return index.append(pd.Index(new)) if len(new) else index
 
 
-def _add_account(out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables) -> None:
-    deals = tables.deals
-    accounts = tables.accounts
-    known = pd.concat([accounts["account_id"], deals["account_id"]]).dropna()
-    account_index = pd.Index(pd.unique(known.to_numpy()))
-    deal_account = _codes(deals["account_id"].to_numpy()[pairs["deal"]], account_index)
-    left = pairs.assign(account=deal_account)
+@dataclass(frozen=True)
+class _Record:
+    """Wins and closes per key (a rep, a team, a product...) as running sums over time."""
 
-    closes = _close_events(tables)
-    closes = closes.assign(account=_codes(closes["account_id"].to_numpy(), account_index))
-    running = running_sums(
-        closes,
-        "account",
-        "at",
-        {"won": closes["won"].to_numpy(), "lost": closes["lost"].to_numpy()},
-    )
-    at = running_at(left, running, "account", "at")
-    no_account = deal_account < 0
+    running: pd.DataFrame
+
+    @classmethod
+    def of(cls, closes: pd.DataFrame, event_codes: np.ndarray) -> _Record:
+        values = {"won": closes["won"].to_numpy(), "n": np.ones(len(closes))}
+        return cls(running_sums(closes.assign(key=event_codes), "key", "at", values))
+
+    def trailing(
+        self, pairs: pd.DataFrame, codes: np.ndarray, days: int | None = None
+    ) -> pd.DataFrame:
+        """Wins and closes per key in (as_of - days, as_of] (RECORD_DAYS by default), per
+        snapshot; NaN for code -1."""
+        # an unknown key (-1: a blank rep or product) is nobody's record, not one shared record
+        left = pairs.assign(key=np.where(codes < 0, -2, codes))
+        now = running_at(left, self.running, "key", "at")
+        window = RECORD_DAYS if days is None else days
+        then = running_at(left, self.running, "key", "at", shift_days=window)
+        counts = now[["won", "n"]] - then[["won", "n"]].to_numpy()
+        known = np.asarray(codes) >= 0
+        return counts.where(np.repeat(known[:, None], counts.shape[1], axis=1))
+
+
+@dataclass(frozen=True)
+class DealContext:
+    """The records that span deals, ready for as-of lookups: wins and closes by account, rep,
+    team, rep from each stage, product and product-in-industry; first quotes by product and
+    segment; revenue by account; firmographics, hire dates and product families; and which
+    features the stored CRM cannot give. Built once per store (`DealContext.of`)."""
+
+    accounts: pd.DataFrame  # indexed by account_id
+    account_index: pd.Index
+    account_closes: pd.DataFrame  # running won and lost per account code
+    account_revenue: pd.DataFrame  # running revenue per account code, a month known once ended
+    rep_index: pd.Index
+    team_of: np.ndarray  # per rep code ("" when the rep has no team)
+    team_index: pd.Index
+    hired: pd.Series  # by rep_id
+    rep: _Record
+    team: _Record
+    rep_from_stage: tuple[_Record, ...]  # per open stage: closes of deals that reached it
+    team_from_stage: tuple[_Record, ...]
+    fit_index: pd.Index
+    fit: _Record
+    product_index: pd.Index
+    product: _Record
+    product_family: pd.Series  # by product_id
+    quote_index: pd.Index
+    quotes: pd.DataFrame  # running log first quotes per (product, segment) code
+    quoted: pd.Index  # deals whose first quote the quotes hold
+    unavailable: dict[str, str]
+    attributes: tuple[Feature, ...]
+
+    @classmethod
+    def of(cls, tables: CrmTables) -> DealContext:
+        deals, reps, accounts = tables.deals, tables.reps, tables.accounts
+        closes = _close_events(tables)
+
+        known = pd.concat([accounts["account_id"], deals["account_id"]]).dropna()
+        account_index = pd.Index(pd.unique(known.to_numpy()))
+        close_account = account_index.get_indexer(closes["account_id"].to_numpy())
+        revenue = tables.revenue
+        month_ended = revenue["period"] + pd.offsets.MonthBegin(1)
+
+        # reps may be absent from an export: the deals still say who owns them (one team then)
+        known = pd.concat([reps["rep_id"], deals["rep_id"]]).dropna()
+        rep_index = pd.Index(pd.unique(known.to_numpy()))
+        team_of = reps.set_index("rep_id")["team"].reindex(rep_index).fillna("").to_numpy(object)
+        team_index = pd.Index(pd.unique(team_of))
+        close_rep = rep_index.get_indexer(closes["rep_id"].to_numpy())
+        close_team = team_index.get_indexer(_take(team_of, close_rep))
+
+        fit_index = pd.Index(pd.unique(closes["fit"].dropna()))
+        product_index = pd.Index(deals["product_id"].dropna().unique())
+        close_product = np.array(
+            [None if key is None else key.split("|")[0] for key in closes["fit"]], dtype=object
+        )
+        reached = [closes["furthest"].to_numpy() >= code for code in range(len(OPEN_STAGES))]
+        quote_index, quotes, quoted = _first_quotes(tables)
+        return cls(
+            accounts=accounts.set_index("account_id"),
+            account_index=account_index,
+            account_closes=running_sums(
+                closes.assign(account=close_account),
+                "account",
+                "at",
+                {"won": closes["won"].to_numpy(), "lost": closes["lost"].to_numpy()},
+            ),
+            account_revenue=running_sums(
+                pd.DataFrame(
+                    {
+                        "account": account_index.get_indexer(revenue["account_id"].to_numpy()),
+                        "at": month_ended.to_numpy(),
+                    }
+                ),
+                "account",
+                "at",
+                {"amount": revenue["amount"].to_numpy(dtype=float)},
+            ),
+            rep_index=rep_index,
+            team_of=team_of,
+            team_index=team_index,
+            hired=reps.set_index("rep_id")["hired_at"],
+            rep=_Record.of(closes, close_rep),
+            team=_Record.of(closes, close_team),
+            rep_from_stage=tuple(_Record.of(closes[r], close_rep[r]) for r in reached),
+            team_from_stage=tuple(_Record.of(closes[r], close_team[r]) for r in reached),
+            fit_index=fit_index,
+            fit=_Record.of(closes, fit_index.get_indexer(closes["fit"])),
+            product_index=product_index,
+            product=_Record.of(closes, product_index.get_indexer(close_product)),
+            product_family=tables.products.set_index("product_id")["family"],
+            quote_index=quote_index,
+            quotes=quotes,
+            quoted=quoted,
+            unavailable=unavailable_features(tables),
+            attributes=attribute_features(tables),
+        )
+
+
+@dataclass(frozen=True)
+class _Own:
+    """Each snapshot's deal: its id, account, rep and product (from the deals being scored)."""
+
+    deal_id: np.ndarray
+    account: np.ndarray
+    rep: np.ndarray
+    product: np.ndarray
+
+    @classmethod
+    def of(cls, deals: pd.DataFrame, pairs: pd.DataFrame) -> _Own:
+        at = pairs["deal"].to_numpy()
+        return cls(
+            deal_id=deals["deal_id"].to_numpy()[at],
+            account=deals["account_id"].to_numpy()[at],
+            rep=deals["rep_id"].to_numpy()[at],
+            product=deals["product_id"].to_numpy()[at],
+        )
+
+
+def _add_account(out: pd.DataFrame, pairs: pd.DataFrame, own: _Own, context: DealContext) -> None:
+    account_index = _extended(context.account_index, own.account)
+    left = pairs.assign(account=account_index.get_indexer(own.account))
+    at = running_at(left, context.account_closes, "account", "at")
+    no_account = pd.isna(own.account)
     out["account_prior_wins"] = np.where(no_account, np.nan, at["won"].to_numpy())
     out["account_prior_losses"] = np.where(no_account, np.nan, at["lost"].to_numpy())
-    created = accounts.set_index("account_id")["created_at"].reindex(account_index)
-    created = _take(created.to_numpy(), deal_account).astype("datetime64[ns]")
+    created = context.accounts["created_at"].reindex(own.account).to_numpy("datetime64[ns]")
     tenure = (pairs["as_of"].to_numpy() - created) / np.timedelta64(1, "D")
     out["account_tenure_days"] = np.where(no_account, np.nan, tenure)
-
-    revenue = tables.revenue
-    known_at = revenue["period"] + pd.offsets.MonthBegin(1)  # a month counts once it has ended
-    rev = pd.DataFrame(
-        {
-            "account": _codes(revenue["account_id"].to_numpy(), account_index),
-            "at": known_at.to_numpy(),
-        }
-    )
-    rev_running = running_sums(
-        rev, "account", "at", {"amount": revenue["amount"].to_numpy(dtype=float)}
-    )
-    now = running_at(left, rev_running, "account", "at")
-    year_ago = running_at(left, rev_running, "account", "at", shift_days=TRAILING_DAYS)
+    now = running_at(left, context.account_revenue, "account", "at")
+    year_ago = running_at(left, context.account_revenue, "account", "at", shift_days=TRAILING_DAYS)
     out["account_revenue_365d"] = np.where(
         no_account, np.nan, (now["amount"] - year_ago["amount"]).to_numpy()
     )
 
 
-def _add_rep(out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables) -> None:
-    deals, reps = tables.deals, tables.reps
-    # reps may be absent from an export: the deals still say who owns them (one team then)
-    known = pd.concat([reps["rep_id"], deals["rep_id"]]).dropna()
-    rep_index = pd.Index(pd.unique(known.to_numpy()))
-    team_of = reps.set_index("rep_id")["team"].reindex(rep_index).fillna("").to_numpy(object)
-    team_index = pd.Index(pd.unique(team_of))
-    deal_rep = _codes(deals["rep_id"].to_numpy()[pairs["deal"]], rep_index)
-    deal_team = _codes(_take(team_of, deal_rep), team_index)
-    closes = _close_events(tables)
-    close_rep = _codes(closes["rep_id"].to_numpy(), rep_index)
-    close_team = _codes(_take(team_of, close_rep), team_index)
-    rep_counts = _trailing(pairs, closes, deal_rep, close_rep)
-    team_counts = _trailing(pairs, closes, deal_team, close_team)
+def _add_rep(out: pd.DataFrame, pairs: pd.DataFrame, own: _Own, context: DealContext) -> None:
+    rep_index = _extended(context.rep_index, own.rep)
+    team_of = np.concatenate(
+        [context.team_of, np.full(len(rep_index) - len(context.rep_index), "", dtype=object)]
+    )
+    deal_rep = rep_index.get_indexer(own.rep)
+    rep_team = _take(team_of, deal_rep)
+    deal_team = _extended(context.team_index, rep_team).get_indexer(rep_team)
+    rep_counts = context.rep.trailing(pairs, deal_rep)
+    team_counts = context.team.trailing(pairs, deal_team)
     team_rate = (team_counts["won"] + 1) / (team_counts["n"] + 3)  # a weak prior when a team is new
     shrunk = (rep_counts["won"] + SHRINK_DEALS * team_rate) / (rep_counts["n"] + SHRINK_DEALS)
     out["rep_win_rate"] = shrunk.to_numpy()
-    last_year = _trailing(pairs, closes, deal_rep, close_rep, days=TRAILING_DAYS)
+    last_year = context.rep.trailing(pairs, deal_rep, days=TRAILING_DAYS)
     out["rep_closed_deals_365d"] = last_year["n"].to_numpy()
-    hired = reps.set_index("rep_id")["hired_at"].reindex(rep_index).to_numpy()
-    hired = _take(hired, deal_rep).astype("datetime64[ns]")
+    hired = context.hired.reindex(own.rep).to_numpy("datetime64[ns]")
     out["rep_tenure_days"] = (pairs["as_of"].to_numpy() - hired) / np.timedelta64(1, "D")
 
     # the rep's record from the deal's current stage on: of closed deals that reached it, the
@@ -519,107 +621,116 @@ def _add_rep(out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables) -> None:
         here = stage == code
         if not here.any():
             continue
-        reached = closes[closes["furthest"] >= code]
-        mine = _trailing(
-            pairs[here], reached, deal_rep[here], close_rep[closes["furthest"] >= code]
-        )
-        team = _trailing(
-            pairs[here], reached, deal_team[here], close_team[closes["furthest"] >= code]
-        )
+        mine = context.rep_from_stage[code].trailing(pairs[here], deal_rep[here])
+        team = context.team_from_stage[code].trailing(pairs[here], deal_team[here])
         prior = (team["won"] + 1) / (team["n"] + 2)
         from_stage[here] = (mine["won"] + SHRINK_DEALS * prior) / (mine["n"] + SHRINK_DEALS)
     out["rep_stage_win_rate"] = from_stage
 
     # how this product has been selling into this industry lately, shrunk toward the product
-    fit_index = pd.Index(pd.unique(closes["fit"].dropna()))
-    product = deals["product_id"].to_numpy()[pairs["deal"]]
-    account = deals["account_id"].to_numpy()[pairs["deal"]]
-    industry = tables.accounts.set_index("account_id")["industry"].reindex(account).to_numpy()
-    fit = _trailing(
-        pairs,
-        closes,
-        _codes(_fit_key(product, industry), fit_index),
-        _codes(closes["fit"], fit_index),
+    industry = context.accounts["industry"].reindex(own.account).to_numpy()
+    fit = context.fit.trailing(
+        pairs, context.fit_index.get_indexer(_fit_key(own.product, industry))
     )
-    product_index = pd.Index(deals["product_id"].dropna().unique())
-    close_product = np.array(
-        [None if key is None else key.split("|")[0] for key in closes["fit"]], dtype=object
-    )
-    by_product = _trailing(
-        pairs, closes, _codes(product, product_index), _codes(close_product, product_index)
-    )
+    product_index = _extended(context.product_index, own.product)
+    by_product = context.product.trailing(pairs, product_index.get_indexer(own.product))
     prior = (by_product["won"] + 1) / (by_product["n"] + 3)
     out["fit_win_rate"] = (
         (fit["won"] + SHRINK_DEALS * prior) / (fit["n"] + SHRINK_DEALS)
     ).to_numpy()
 
 
-def _add_size(out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables) -> None:
-    """How big the first quote is against the usual first quote of the product in the segment.
-
-    The usual one is the geometric mean over deals of the same product and segment created in
-    (as_of - TRAILING_DAYS, as_of]; a ratio (1 = usual), NaN without a first amount.
-    """
+def _first_quote(tables: CrmTables) -> pd.DataFrame:
+    """Each deal's first positive amount in its history, with when it was recorded."""
     history = tables.deal_history
     first = history.sort_values(["deal_id", "changed_at"], kind="stable")
     first = first[first["amount"].notna() & (first["amount"] > 0)]
-    first = first.drop_duplicates("deal_id")
+    return first.drop_duplicates("deal_id")
+
+
+def _size_key(product: np.ndarray, account: np.ndarray, accounts: pd.DataFrame) -> np.ndarray:
+    return _fit_key(product, accounts["segment"].reindex(account).to_numpy())
+
+
+def _first_quotes(tables: CrmTables) -> tuple[pd.Index, pd.DataFrame, pd.Index]:
+    """First quotes as running sums of their logs per (product, segment): the keys, the sums,
+    and the deals they hold."""
+    first = _first_quote(tables)
     deals = tables.deals.set_index("deal_id")
-    segment = tables.accounts.set_index("account_id")["segment"]
-
-    def key(deal_ids: np.ndarray) -> np.ndarray:
-        product = deals["product_id"].reindex(deal_ids).to_numpy()
-        return _fit_key(product, segment.reindex(deals["account_id"].reindex(deal_ids)).to_numpy())
-
-    quotes = pd.DataFrame(
-        {
-            "key_name": key(first["deal_id"].to_numpy()),
-            "at": first["changed_at"].to_numpy(),
-            "log_amount": np.log(first["amount"].to_numpy(dtype=float)),
-            "deal_id": first["deal_id"].to_numpy(),
-        }
+    ids = first["deal_id"].to_numpy()
+    keys = _size_key(
+        deals["product_id"].reindex(ids).to_numpy(),
+        deals["account_id"].reindex(ids).to_numpy(),
+        tables.accounts.set_index("account_id"),
     )
-    key_index = pd.Index(pd.unique(quotes["key_name"].dropna()))
-    events = quotes.assign(key=_codes(quotes["key_name"].to_numpy(), key_index))
-    values = {"log_amount": events["log_amount"].to_numpy(), "n": np.ones(len(events))}
-    running = running_sums(events, "key", "at", values)
-    deal_ids = tables.deals["deal_id"].to_numpy()[pairs["deal"]]
-    left = pairs.assign(key=_codes(key(deal_ids), key_index))
-    now = running_at(left, running, "key", "at")
-    then = running_at(left, running, "key", "at", shift_days=TRAILING_DAYS)
+    key_index = pd.Index(pd.unique(pd.Series(keys, dtype=object).dropna()))
+    events = pd.DataFrame(
+        {"key": key_index.get_indexer(keys), "at": first["changed_at"].to_numpy()}
+    )
+    values = {
+        "log_amount": np.log(first["amount"].to_numpy(dtype=float)),
+        "n": np.ones(len(first)),
+    }
+    return key_index, running_sums(events, "key", "at", values), pd.Index(ids)
+
+
+def _add_size(
+    out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables, own: _Own, context: DealContext
+) -> None:
+    """How big the first quote is against the usual first quote of the product in the segment.
+
+    The usual one is the geometric mean over deals of the same product and segment first
+    quoted in (as_of - TRAILING_DAYS, as_of]; a ratio (1 = usual), NaN without a first amount.
+    """
+    keys = _size_key(own.product, own.account, context.accounts)
+    key_index = _extended(context.quote_index, keys)
+    left = pairs.assign(key=key_index.get_indexer(keys))
+    now = running_at(left, context.quotes, "key", "at")
+    then = running_at(left, context.quotes, "key", "at", shift_days=TRAILING_DAYS)
     n = (now["n"] - then["n"]).to_numpy()
     total = (now["log_amount"] - then["log_amount"]).to_numpy()
-    typical = np.where(n > 0, total / np.where(n > 0, n, 1), np.nan)
-    own = quotes.set_index("deal_id")["log_amount"].reindex(deal_ids).to_numpy()
+    first = _first_quote(tables).set_index("deal_id")
+    own_log = np.log(first["amount"].reindex(own.deal_id).to_numpy(dtype=float))
     # the deal's own first quote counts only once it was recorded
-    recorded = first.set_index("deal_id")["changed_at"].reindex(deal_ids).to_numpy()
-    own = np.where(recorded <= pairs["as_of"].to_numpy(), own, np.nan)
-    out["amount_vs_typical"] = np.exp(np.where(left["key"].to_numpy() >= 0, own - typical, np.nan))
+    recorded = first["changed_at"].reindex(own.deal_id).to_numpy()
+    as_of = pairs["as_of"].to_numpy()
+    own_log = np.where(recorded <= as_of, own_log, np.nan)
+    # a deal the context has not seen (a CRM's new record) adds its own quote to the usual one,
+    # as it would once imported
+    unseen = (
+        ~pd.Index(own.deal_id).isin(context.quoted)
+        & ~np.isnan(own_log)
+        & (recorded > as_of - np.timedelta64(TRAILING_DAYS, "D"))
+    )
+    n, total = n + unseen, total + np.where(unseen, own_log, 0.0)
+    typical = np.where(n > 0, total / np.where(n > 0, n, 1), np.nan)
+    out["amount_vs_typical"] = np.exp(
+        np.where(left["key"].to_numpy() >= 0, own_log - typical, np.nan)
+    )
 
 
-def _add_attributes(out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables) -> None:
+def _add_attributes(
+    out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables, names: Sequence[str]
+) -> None:
     """Each attribute known at creation, as text: a fixed fact from the deal's creation on."""
+    if not names:
+        return
     attributes = tables.deal_attributes
     created = attributes[attributes["known_at"] == "created"]
-    if created.empty:
-        return
     table = created.pivot(index="deal_id", columns="name", values="value")
     deal_ids = tables.deals["deal_id"].to_numpy()[pairs["deal"]]
-    for name in table.columns:
-        values = table[name].reindex(deal_ids)
-        out[f"{ATTRIBUTE_PREFIX}{name}"] = (
-            values.astype(object).where(values.notna(), None).to_numpy()
-        )
+    for name in names:
+        column = name.removeprefix(ATTRIBUTE_PREFIX)
+        if column not in table.columns:
+            out[name] = None
+            continue
+        values = table[column].reindex(deal_ids)
+        out[name] = values.astype(object).where(values.notna(), None).to_numpy()
 
 
-def _add_fixed(out: pd.DataFrame, pairs: pd.DataFrame, tables: CrmTables) -> None:
+def _add_fixed(out: pd.DataFrame, own: _Own, context: DealContext) -> None:
     """Facts that do not change over a deal's life: product and the account's firmographics."""
-    deals = tables.deals
-    products = tables.products.set_index("product_id")
-    accounts = tables.accounts.set_index("account_id")
-    product = deals["product_id"].to_numpy()[pairs["deal"]]
-    account = deals["account_id"].to_numpy()[pairs["deal"]]
-    out["product_id"] = product
-    out["product_family"] = products["family"].reindex(product).to_numpy()
+    out["product_id"] = own.product
+    out["product_family"] = context.product_family.reindex(own.product).to_numpy()
     for column in ("industry", "region", "segment"):
-        out[column] = accounts[column].reindex(account).to_numpy()
+        out[column] = context.accounts[column].reindex(own.account).to_numpy()
