@@ -14,7 +14,8 @@ from fastapi.concurrency import run_in_threadpool
 from forecast.explain import Explanation, explain, feature_rows
 from forecast.keys import Principal
 from forecast.predlog import Prediction
-from forecast.scoring import grade
+from forecast.records import RecordError
+from forecast.scoring import grade, score_records
 from service.deps import (
     AccountInReach,
     Admin,
@@ -37,6 +38,7 @@ from service.schemas import (
     AccountScoreOut,
     DealBatchIn,
     DealBatchOut,
+    DealFeaturesBatchIn,
     DealScoreOut,
     ForecastOut,
     ModelOut,
@@ -120,9 +122,73 @@ def _log_scores(
     "/deals:score",
     response_model=DealBatchOut,
     responses=BODY_PROBLEMS,
-    summary="Score 1 to 1,000 deals: probability, grade, reasons, recommendations",
+    summary="Score 1 to 1,000 deal records as the CRM holds them: probability, grade, "
+    "reasons, recommendations",
 )
 async def score_deals(body: DealBatchIn, request: Request, caller: ScoringCaller, state: StateDep):
+    serving, stored = state.champion(DEAL_MODEL), state.records_store()
+
+    def work() -> Response:
+        as_of = body.as_of or datetime.now(UTC)
+        records = [deal.model_dump() for deal in body.deals]
+        try:
+            scored = score_records(
+                records, stored, serving.scorer, as_of=as_of, typical=serving.typical
+            )
+        except RecordError as err:
+            raise invalid(("body", *err.where), err.message, err.value) from None
+        model = ModelOut(name=serving.name, version=serving.version)
+        scores = []
+        for score in scored:
+            out = _score_out(score.explanation, score.deal_id, model, as_of)
+            out.new_to_store = list(score.new_to_store)
+            scores.append(out)
+        _log_scores(
+            state,
+            request,
+            caller,
+            serving,
+            [
+                Prediction(s.deal_id, _logged_record(record), _logged_score(s))
+                for s, record in zip(scores, records, strict=True)
+            ],
+        )
+        out = DealBatchOut(
+            request_id=request.state.request_id, model=model, as_of=as_of, scores=scores
+        )
+        # built and checked above: answered as is, not validated again
+        return Response(out.model_dump_json(), media_type="application/json")
+
+    return await _scored(len(body.deals), work)
+
+
+def _logged_record(record: dict[str, Any]) -> dict[str, Any]:
+    """The record as logged: its fields, with the counts of changes and activities sent."""
+    history, activities = record.pop("history"), record.pop("activities")
+    record["history_sent"] = None if history is None else len(history)
+    record["activities_sent"] = None if activities is None else len(activities)
+    return record
+
+
+def _logged_score(score: DealScoreOut) -> dict[str, Any]:
+    """The answer as logged: the score and its reasons, so a CRM's question can be replayed."""
+    return {
+        "probability": score.probability,
+        "grade": score.grade,
+        "reasons": [reason.text for reason in score.reasons],
+        "new_to_store": score.new_to_store,
+    }
+
+
+@router.post(
+    "/deals:scoreFeatures",
+    response_model=DealBatchOut,
+    responses=BODY_PROBLEMS,
+    summary="Score 1 to 1,000 deals given as the model's own features (for what-if analysis)",
+)
+async def score_deal_features(
+    body: DealFeaturesBatchIn, request: Request, caller: ScoringCaller, state: StateDep
+):
     serving = state.champion(DEAL_MODEL)
 
     def work() -> Response:

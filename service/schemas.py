@@ -25,7 +25,8 @@ from pydantic import (
 
 from forecast.account_features import ACCOUNT_FEATURES
 from forecast.features import DEAL_FEATURES, Feature
-from forecast.schema import OPEN_STAGES, STAGES
+from forecast.schema import ACTIVITY_KINDS, OPEN_STAGES, STAGES
+from forecast.settings import get_settings
 
 if TYPE_CHECKING:
     from forecast.revenue import Scenario
@@ -92,8 +93,8 @@ DealIn = create_model(
 )
 
 
-class DealBatchIn(BaseModel):
-    """1 to 1,000 deals scored as of one moment."""
+class DealFeaturesBatchIn(BaseModel):
+    """1 to 1,000 deals given as the model's own features, scored as of one moment."""
 
     model_config = ConfigDict(
         extra="forbid", json_schema_extra={"examples": [{"deals": [EXAMPLE_DEAL]}]}
@@ -104,6 +105,153 @@ class DealBatchIn(BaseModel):
     )
     deals: list[DealIn] = Field(  # type: ignore[valid-type]
         min_length=1, max_length=MAX_BATCH, description=f"1 to {MAX_BATCH} deals."
+    )
+
+
+EXAMPLE_RECORD: dict[str, Any] = {
+    "deal_id": "D0027210",
+    "rep_id": "R0031",
+    "account_id": "A01234",
+    "product_id": "P03",
+    "stage": "proposal",
+    "amount": 48000.0,
+    "currency": "USD",
+    "created_at": "2026-09-02T10:15:00Z",
+    "expected_close": "2026-12-18",
+    "next_step": "Pricing call with the CFO on Tuesday",
+}
+EXAMPLE_RECORD_FULL: dict[str, Any] = {
+    **EXAMPLE_RECORD,
+    "deal_id": "CRM-NEW-7",
+    "history": [
+        {"changed_at": "2026-09-02T10:15:00Z", "stage": "prospecting", "amount": 40000.0},
+        {
+            "changed_at": "2026-10-20T16:00:00Z",
+            "stage": "proposal",
+            "amount": 48000.0,
+            "expected_close": "2026-12-18",
+        },
+    ],
+    "activities": [
+        {"kind": "meeting", "at": "2026-10-14T15:00:00Z"},
+        {"kind": "demo", "at": "2026-10-28T09:30:00Z"},
+    ],
+}
+EARLIEST, LATEST = date(1900, 1, 1), date(2200, 1, 1)
+
+
+def _plausible(moment: datetime | date) -> datetime | date:
+    day = moment.date() if isinstance(moment, datetime) else moment
+    if not EARLIEST <= day < LATEST:
+        raise ValueError(f"must fall between {EARLIEST} and {LATEST}")
+    return moment
+
+
+# A record's dates: a CRM's own, within two centuries (the store's time range)
+RecordMoment = Annotated[datetime, AfterValidator(_utc), AfterValidator(_plausible)]
+RecordDate = Annotated[date, AfterValidator(_plausible)]
+StageName = Literal[OPEN_STAGES]  # type: ignore[valid-type]
+Amount = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Id = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class ChangeIn(BaseModel):
+    """One recorded change of the deal, with its state after the change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    changed_at: RecordMoment = Field(description="When the change was recorded.")
+    stage: StageName = Field(description="Stage after the change: " + ", ".join(OPEN_STAGES))
+    amount: Amount | None = Field(default=None, description="Amount after the change.")
+    expected_close: RecordDate | None = Field(default=None, description="Expected close after it.")
+    next_step: str | None = Field(default=None, max_length=2000, description="Next step then.")
+
+
+class TouchIn(BaseModel):
+    """One activity on the deal."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal[ACTIVITY_KINDS] = Field(  # type: ignore[valid-type]
+        description="Kind of touch: " + ", ".join(ACTIVITY_KINDS)
+    )
+    at: RecordMoment = Field(description="When it happened.")
+
+
+class DealRecordIn(BaseModel):
+    """One open deal as the CRM holds it. Ids the stored CRM knows bring their record (the
+    rep's, account's and product's wins as of `as_of`); unknown ids are scored as new and
+    named in the answer's `new_to_store`. A deal the store holds keeps its stored changes and
+    activities unless `history` or `activities` are sent (they then replace the stored ones);
+    the record's own stage, amount, expected close and next step are its state at `as_of`."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_RECORD]})
+
+    deal_id: Id = Field(description="The CRM's id of the deal: echoed, logged, and looked up.")
+    stage: StageName = Field(
+        description="Current stage, one of the open stages: " + ", ".join(OPEN_STAGES)
+    )
+    created_at: RecordMoment = Field(description="When the deal was opened (at or before `as_of`).")
+    rep_id: Id | None = Field(default=None, description="The owner (rep) of the deal.")
+    account_id: Id | None = Field(default=None, description="The customer account.")
+    product_id: Id | None = Field(default=None, description="The main product.")
+    amount: Amount | None = Field(default=None, description="Current amount, 0 or more.")
+    currency: str | None = Field(
+        default=None,
+        pattern=r"^[A-Z]{3}$",
+        description="ISO 4217 code of `amount`; it must be the reporting currency "
+        "(`FORECAST_CURRENCY`, USD by default): convert before scoring.",
+    )
+    expected_close: RecordDate | None = Field(
+        default=None, description="Current expected close date (not before `created_at`)."
+    )
+    next_step: str | None = Field(
+        default=None, max_length=2000, description="The next step the rep recorded, if any."
+    )
+    attributes: dict[Id, Annotated[str, Field(max_length=500)]] | None = Field(
+        default=None,
+        max_length=50,
+        description="Attributes known at creation that the model reads (e.g. lead_source).",
+    )
+    history: list[ChangeIn] | None = Field(
+        default=None, max_length=500, description="The deal's changes, oldest first."
+    )
+    activities: list[TouchIn] | None = Field(
+        default=None, max_length=5000, description="The deal's activities."
+    )
+
+    @field_validator("currency")
+    @classmethod
+    def _reporting_currency(cls, currency: str | None) -> str | None:
+        expected = get_settings().currency
+        if currency is not None and currency != expected:
+            raise ValueError(
+                f"amounts are scored in {expected} (FORECAST_CURRENCY); convert from {currency}"
+            )
+        return currency
+
+    @field_validator("expected_close")
+    @classmethod
+    def _not_before_creation(cls, expected: date | None, info: Any) -> date | None:
+        created = info.data.get("created_at")
+        if expected is not None and created is not None and expected < created.date():
+            raise ValueError(f"before created_at ({created.date()})")
+        return expected
+
+
+class DealBatchIn(BaseModel):
+    """1 to 1,000 deal records, as the CRM holds them, scored as of one moment."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"deals": [EXAMPLE_RECORD]}]},
+    )
+
+    as_of: RecordMoment | None = Field(
+        default=None, description="The moment to score at (default: now, UTC)."
+    )
+    deals: list[DealRecordIn] = Field(
+        min_length=1, max_length=MAX_BATCH, description=f"1 to {MAX_BATCH} deal records."
     )
 
 
@@ -214,6 +362,11 @@ class DealScoreOut(BaseModel):
     probability: float
     grade: str
     trend_points: float | None = None
+    new_to_store: list[str] = Field(
+        default=[],
+        description="Fields of the record naming what the stored CRM has never seen "
+        "(deal_id, rep_id, account_id, product_id): scored as new, with no record yet.",
+    )
     reasons: list[ReasonOut]
     recommendations: list[RecommendationOut]
     model: ModelOut

@@ -23,6 +23,7 @@ from forecast import predlog  # noqa: F401 (registers the log tables on the shar
 from forecast.explain import Scorer
 from forecast.keys import KeyCache, engine_for, ensure_tables
 from forecast.predlog import LogWriter
+from forecast.records import StoredCrm
 from forecast.settings import Settings
 from forecast.tables import CrmTables
 from service.metrics import Metrics
@@ -96,6 +97,7 @@ class ServiceState:
         self.refused: dict[str, str] = {}
         self._refused_versions: dict[str, str] = {}
         self.tables: CrmTables | None = None
+        self.stored_crm: StoredCrm | None = None  # the tables, ready to score CRM records
         self.deal_owners: dict[str, object] = {}  # deal id -> rep id, for access checks
         self._typical: tuple[int, pd.DataFrame | None] = (-1, None)
         self.store_problem: str | None = "not loaded yet"
@@ -155,11 +157,11 @@ class ServiceState:
             tables = read_store()
             deals = tables.deals
             self.deal_owners = dict(zip(deals["deal_id"], deals["rep_id"], strict=True))
-            self.tables = tables
+            self.tables, self.stored_crm = tables, StoredCrm.of(tables)
             self.store_problem = None
             self.store_generation += 1
         except StoreError as err:
-            self.tables, self.store_problem = None, str(err)
+            self.tables, self.stored_crm, self.store_problem = None, None, str(err)
 
     def load_models(self, *, retry_refused: bool = False) -> list[str]:
         """Load each champion whose version changed; returns the names that changed.
@@ -252,10 +254,18 @@ class ServiceState:
 
     def store(self) -> CrmTables:
         if self.tables is None:
-            raise StoreUnavailableError(
-                f"no CRM data: {self.store_problem} (import or generate with `forecast data`)"
-            )
+            raise StoreUnavailableError(self._no_store())
         return self.tables
+
+    def _no_store(self) -> str:
+        return f"no CRM data: {self.store_problem} (import or generate with `forecast data`)"
+
+    def records_store(self) -> StoredCrm:
+        """The stored CRM a CRM's deal records are scored against."""
+        stored = self.stored_crm
+        if stored is None:
+            raise StoreUnavailableError(self._no_store())
+        return stored
 
     def reps(self) -> pd.DataFrame:
         tables = self.tables

@@ -6,6 +6,8 @@ Each lookup takes, for a (key, as_of) row, the last event of the same key at or 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -16,7 +18,8 @@ def asof_join(
     left: pd.DataFrame, right: pd.DataFrame, by: str, left_on: str, right_on: str
 ) -> pd.DataFrame:
     """For each left row (sorted by `left_on`), the last right row of the same key at or before."""
-    right = right.sort_values(right_on, kind="stable")
+    if not right[right_on].is_monotonic_increasing:  # running sums come sorted already
+        right = right.sort_values(right_on, kind="stable")
     return pd.merge_asof(
         left[[by, left_on]],
         right,
@@ -28,27 +31,71 @@ def asof_join(
     )
 
 
+@dataclass(frozen=True)
+class Running:
+    """Running sums of some columns per key over time, ready for as-of lookups.
+
+    Rows are ordered by (key, time) and each gets one sortable number, its key's code times
+    the count of distinct times plus its time's rank; a lookup is then one binary search per
+    row, however long the history, which lets a single CRM record be scored against a whole
+    stored CRM in milliseconds.
+    """
+
+    keys: pd.Index  # the distinct keys; a row's key code is its position here
+    stamps: np.ndarray  # the distinct event times (int64 ns), sorted
+    order: np.ndarray  # per row: key code * (len(stamps) + 1) + time rank (1-based), sorted
+    codes: np.ndarray  # per row: key code
+    times: np.ndarray  # per row: event time
+    sums: pd.DataFrame  # per row: the running sums
+    time: str  # the time column's name in lookups
+
+
 def running_sums(
     frame: pd.DataFrame, key: str, time: str, columns: dict[str, np.ndarray]
-) -> pd.DataFrame:
-    """Running sums of `columns` per key in time order, for as-of lookups."""
+) -> Running:
+    """Running sums of `columns` per key in time order, for as-of lookups (`running_at`)."""
     data = pd.DataFrame({key: frame[key].to_numpy(), time: frame[time].to_numpy()} | columns)
+    data = data[data[key].notna()]  # no key is nobody's record: never matched
     data = data.sort_values([key, time], kind="stable", ignore_index=True)
     sums = data.groupby(key, sort=False)[list(columns)].cumsum()
-    return pd.concat([data[[key, time]], sums], axis=1)
+    codes, keys = pd.factorize(data[key], sort=True)  # sorted keys: codes ascend with the rows
+    times = data[time].to_numpy("datetime64[ns]")
+    stamps = np.unique(times.view(np.int64))
+    rank = np.searchsorted(stamps, times.view(np.int64), side="left") + 1
+    return Running(
+        keys=pd.Index(keys),
+        stamps=stamps,
+        order=codes.astype(np.int64) * (len(stamps) + 1) + rank,
+        codes=codes,
+        times=times,
+        sums=sums,
+        time=time,
+    )
 
 
 def running_at(
-    pairs: pd.DataFrame, running: pd.DataFrame, key: str, time: str, shift_days: float = 0
+    pairs: pd.DataFrame, running: Running, key: str, time: str, shift_days: float = 0
 ) -> pd.DataFrame:
-    """Running sums at `as_of - shift_days` (zeros where nothing had happened yet)."""
-    left = pairs[[key]].assign(as_of=pairs["as_of"] - pd.Timedelta(days=shift_days))
-    if shift_days:
-        left = left.sort_values("as_of", kind="stable")
-    at = asof_join(left, running, key, "as_of", time).set_index(left.index).sort_index()
-    value_columns = [c for c in running.columns if c not in (key, time)]
-    at[value_columns] = at[value_columns].fillna(0.0)
-    return at
+    """Running sums at `as_of - shift_days` for each row of `pairs` (zeros where nothing had
+    happened yet), with the time of the last event counted (`time`; NaT if none)."""
+    moment = pairs["as_of"].to_numpy("datetime64[ns]") - np.timedelta64(
+        round(shift_days * 86400 * 1e9), "ns"
+    )
+    out = pd.DataFrame(index=pairs.index)
+    code = running.keys.get_indexer(pairs[key].to_numpy())
+    rank = np.searchsorted(running.stamps, moment.view(np.int64), side="right")
+    last = np.searchsorted(running.order, code * (len(running.stamps) + 1) + rank, "right") - 1
+    row = np.clip(last, 0, max(len(running.codes) - 1, 0))
+    hit = (code >= 0) & (last >= 0)
+    if len(running.codes):
+        hit &= running.codes[row] == code
+        out[time] = np.where(hit, running.times[row], np.datetime64("NaT", "ns"))
+    else:
+        out[time] = np.full(len(code), np.datetime64("NaT", "ns"))
+    for column in running.sums.columns:
+        values = running.sums[column].to_numpy(dtype=float)
+        out[column] = np.where(hit, values[row], 0.0) if len(values) else 0.0
+    return out.sort_index()
 
 
 def tables_as_of(tables: CrmTables, as_of: pd.Timestamp | str) -> CrmTables:

@@ -7,8 +7,9 @@ The same path serves the CLI, the service, the dashboard and batch jobs: feature
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,7 @@ from forecast.features import (
     snapshot_dates,
     training_frame,
 )
+from forecast.records import StoredCrm, moment, record_tables
 from forecast.settings import get_settings
 from forecast.tables import CrmTables
 
@@ -99,6 +101,53 @@ def score_deals(
             )
         )
     return scores
+
+
+@dataclass(frozen=True)
+class RecordScore:
+    """A CRM record's score at `as_of`, and which of its ids the store had never seen."""
+
+    deal_id: str
+    as_of: pd.Timestamp
+    probability: float
+    grade: str
+    new_to_store: tuple[str, ...]
+    explanation: Explanation
+
+
+def score_records(
+    records: Sequence[Mapping[str, Any]],
+    stored: StoredCrm,
+    scorer: Scorer,
+    *,
+    as_of: object,
+    typical: pd.DataFrame | None = None,
+) -> list[RecordScore]:
+    """Score open deals sent as a CRM holds them (see `forecast.records`) at `as_of`, against
+    the stored CRM: the features are those training computes, so a stored deal sent as stored
+    scores as `score_deals` scores it.
+
+    Raises:
+        forecast.records.RecordError: a record that cannot be scored, naming the field.
+    """
+    as_of = moment(as_of)
+    tables = record_tables(records, stored, as_of)
+    snapshots = pd.DataFrame({"deal_id": tables.deals["deal_id"].to_numpy(), "as_of": as_of})
+    frame = deal_features(tables, snapshots, context=stored.context)
+    explained = explain(scorer, frame, typical=typical)
+    probabilities = np.array([e.probability for e in explained])
+    grades = grade(probabilities)
+    return [
+        RecordScore(
+            deal_id=str(record["deal_id"]),
+            as_of=as_of,
+            probability=float(probabilities[i]),
+            grade=str(grades[i]),
+            new_to_store=tuple(stored.new_ids(record)),
+            explanation=explained[i],
+        )
+        for i, record in enumerate(records)
+    ]
 
 
 def _previous(

@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     max_violations_shown: int = Field(
         default=20, ge=1, description="How many validation violations are printed in full."
     )
+    currency: str = Field(
+        default="USD",
+        pattern=r"^[A-Z]{3}$",
+        description="The reporting currency every amount is in (ISO 4217); scored records "
+        "in another currency are refused.",
+    )
     grade_cutoffs: tuple[float, float, float] = Field(
         default=(0.70, 0.45, 0.20),
         description="Lowest win probability for grades A, B and C (below the last: D).",

@@ -26,6 +26,7 @@ from service.state import ServiceState
 # Every operation the service documents (tests check each one's documentation and fuzz it).
 OPERATIONS = {
     "POST /v1/deals:score",
+    "POST /v1/deals:scoreFeatures",
     "GET /v1/deals/{deal_id}",
     "POST /v1/accounts:score",
     "GET /v1/accounts/{account_id}",

@@ -97,7 +97,7 @@ def test_sigterm_drops_readiness_finishes_in_flight_requests_and_exits_0(trained
         answers: list[tuple[int, dict, float]] = []
         slow = [
             threading.Thread(
-                target=lambda: answers.append(_post(base + "/v1/deals:score", batch, key))
+                target=lambda: answers.append(_post(base + "/v1/deals:scoreFeatures", batch, key))
             )
             for _ in range(BATCHES)
         ]

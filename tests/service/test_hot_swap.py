@@ -86,7 +86,7 @@ class Load:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         while not self.stop.is_set():
             try:
-                connection.request("POST", "/v1/deals:score", body, headers)
+                connection.request("POST", "/v1/deals:scoreFeatures", body, headers)
                 answer = connection.getresponse()
                 payload = json.loads(answer.read())
             except Exception as err:  # a dropped connection is a failed request

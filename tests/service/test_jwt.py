@@ -64,7 +64,9 @@ def test_a_valid_token_acts_with_its_role_and_reach(jwt_api, deals, claims, own,
         for r in ("R0001", "R0004")
     ]
     assert got == [own, other]
-    scored = jwt_api.call("POST", "/v1/deals:score", json_body={"deals": [{}]}, token=bearer)
+    scored = jwt_api.call(
+        "POST", "/v1/deals:scoreFeatures", json_body={"deals": [{}]}, token=bearer
+    )
     assert scored.status == 200, scored.detail
 
 
@@ -93,7 +95,9 @@ def test_a_token_caller_is_audit_logged_by_subject(jwt_api, deals):
     ],
 )
 def test_a_bad_token_is_401_saying_why(jwt_api, bearer, said):
-    answer = jwt_api.call("POST", "/v1/deals:score", json_body={"deals": [{}]}, token=bearer)
+    answer = jwt_api.call(
+        "POST", "/v1/deals:scoreFeatures", json_body={"deals": [{}]}, token=bearer
+    )
     assert answer.status == 401 and said in answer.body["detail"], answer.detail
     assert answer.headers["www-authenticate"] == "Bearer"
 
@@ -106,7 +110,7 @@ def test_api_keys_keep_working_beside_tokens(jwt_api, deals):
 
 def test_without_jwt_settings_a_bearer_token_is_401_saying_so(api):
     answer = api.call(
-        "POST", "/v1/deals:score", json_body={"deals": [{}]}, token=token(role="admin")
+        "POST", "/v1/deals:scoreFeatures", json_body={"deals": [{}]}, token=token(role="admin")
     )
     assert answer.status == 401 and "no JWT configured" in answer.body["detail"]
 

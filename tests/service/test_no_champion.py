@@ -21,7 +21,7 @@ def test_starts_and_says_which_model_is_missing_and_how_to_train_it(bare):
     ready = bare.get("/readyz")
     assert ready.status == 503
     assert "deal-win" in ready.detail and "forecast train win" in ready.detail
-    scored = bare.post("/v1/deals:score", {"deals": [{}]}, key=bare.key("crm"))
+    scored = bare.post("/v1/deals:scoreFeatures", {"deals": [{}]}, key=bare.key("crm"))
     assert scored.status == 503
     assert "deal-win" in scored.body["detail"] and "forecast train win" in scored.body["detail"]
     assert "account-churn" in ready.detail and "forecast train churn" in ready.detail
@@ -40,23 +40,23 @@ def test_without_the_org_tree_reads_fail_closed(bare):
 
 @pytest.mark.parametrize("key", [None, "", "nonsense", "fk_abc_def", "fk_0000_secret"])
 def test_a_missing_or_bad_key_is_401(bare, key):
-    answer = bare.post("/v1/deals:score", {"deals": [{}]}, key=key)
+    answer = bare.post("/v1/deals:scoreFeatures", {"deals": [{}]}, key=key)
     assert answer.status == 401 and "X-API-Key" in answer.body["detail"]
 
 
 def test_an_oversized_body_is_413_before_anything_else(bare):
     big = {"deals": [{"stage": "x" * 3000}]}
-    answer = bare.post("/v1/deals:score", big)
+    answer = bare.post("/v1/deals:scoreFeatures", big)
     assert answer.status == 413 and "2000 bytes" in answer.body["detail"]
 
 
 def test_metrics_count_requests_latency_errors_and_versions(bare):
     bare.get("/healthz")
-    bare.post("/v1/deals:score", {"deals": [{}]}, key=bare.key("crm"))
+    bare.post("/v1/deals:scoreFeatures", {"deals": [{}]}, key=bare.key("crm"))
     text = bare.get("/metrics").body
     assert 'forecast_http_requests_total{method="GET",route="/healthz",status="200"}' in text
-    assert 'route="/v1/deals:score",status="503"' in text
-    assert 'forecast_http_errors_total{method="POST",route="/v1/deals:score"} ' in text
+    assert 'route="/v1/deals:scoreFeatures",status="503"' in text
+    assert 'forecast_http_errors_total{method="POST",route="/v1/deals:scoreFeatures"} ' in text
     assert "forecast_http_request_duration_seconds_bucket{" in text
     assert 'forecast_model_version{model="deal-win"} 0' in text
 

@@ -16,7 +16,7 @@ def test_scores_and_reads_are_logged_in_postgresql(trained_home, postgres_url):
     with home_env(trained_home, FORECAST_DATABASE_URL=postgres_url), serve(create_app()) as api:
         assert api.state.engine.dialect.name == "postgresql"
         key = api.key("crm")
-        answer = api.post("/v1/deals:score", {"deals": [{"deal_id": "PG-1"}, {}]}, key)
+        answer = api.post("/v1/deals:scoreFeatures", {"deals": [{"deal_id": "PG-1"}, {}]}, key)
         assert answer.status == 200, answer.detail
         assert api.get("/v1/deals/ANY", key).status == 403
     engine = engine_for(postgres_url)
@@ -27,6 +27,6 @@ def test_scores_and_reads_are_logged_in_postgresql(trained_home, postgres_url):
     with engine.connect() as conn:
         audited = conn.execute(sa.select(audit_log).where(audit_log.c.caller == caller)).all()
     assert [(r.path, r.status) for r in audited] == [
-        ("/v1/deals:score", 200),
+        ("/v1/deals:scoreFeatures", 200),
         ("/v1/deals/ANY", 403),
     ]

@@ -24,7 +24,9 @@ ROW = {
 def test_a_batch_is_scored_with_reasons_recommendations_model_and_as_of(api):
     key = api.key("crm")
     rows = [ROW, {"stage": "qualification", "amount": 5000.0}, {}]
-    answer = api.post("/v1/deals:score", {"deals": rows, "as_of": "2026-11-15T00:00:00Z"}, key)
+    answer = api.post(
+        "/v1/deals:scoreFeatures", {"deals": rows, "as_of": "2026-11-15T00:00:00Z"}, key
+    )
     assert answer.status == 200, answer.detail
     body = answer.body
     assert body["model"] == {"name": "deal-win", "version": "1"}
@@ -39,7 +41,7 @@ def test_a_batch_is_scored_with_reasons_recommendations_model_and_as_of(api):
 
 def test_every_score_is_in_the_prediction_log(api):
     key = api.key("crm")
-    answer = api.post("/v1/deals:score", {"deals": [ROW, {"stage": "proposal"}]}, key)
+    answer = api.post("/v1/deals:scoreFeatures", {"deals": [ROW, {"stage": "proposal"}]}, key)
     api.state.logs.flush()  # rows are written in batches, off the request path
     rows = predictions_for(api.state.engine, answer.body["request_id"])
     assert [r["subject"] for r in rows] == ["CRM-1", None]
@@ -62,7 +64,7 @@ def test_every_score_is_in_the_prediction_log(api):
     ],
 )
 def test_odd_but_valid_rows_are_scored_not_failed(api, row, why):
-    answer = api.post("/v1/deals:score", {"deals": [row]}, api.key("crm"))
+    answer = api.post("/v1/deals:scoreFeatures", {"deals": [row]}, api.key("crm"))
     assert answer.status == 200, f"{why}: {answer.detail}"
     assert math.isfinite(answer.body["scores"][0]["probability"])
 
@@ -81,18 +83,18 @@ def test_odd_but_valid_rows_are_scored_not_failed(api, row, why):
     ],
 )
 def test_bad_input_is_422_naming_the_field_or_limit(api, body, named):
-    answer = api.post("/v1/deals:score", body, api.key("crm"))
+    answer = api.post("/v1/deals:scoreFeatures", body, api.key("crm"))
     assert answer.status == 422, answer.detail
     assert named in answer.detail
 
 
 def test_not_json_at_all_is_422_not_500(api):
-    answer = api.call("POST", "/v1/deals:score", key=api.key("crm"), data=b"{not json")
+    answer = api.call("POST", "/v1/deals:scoreFeatures", key=api.key("crm"), data=b"{not json")
     assert answer.status == 422
 
 
 def test_a_full_batch_of_1000_is_scored(api):
-    answer = api.post("/v1/deals:score", {"deals": [ROW] * 1000}, api.key("crm"))
+    answer = api.post("/v1/deals:scoreFeatures", {"deals": [ROW] * 1000}, api.key("crm"))
     assert answer.status == 200 and len(answer.body["scores"]) == 1000
 
 
@@ -111,11 +113,11 @@ def test_models_readyz_and_metrics_show_the_champion(api):
         ("account-churn", "1", "serving"),
         ("deal-win", "1", "serving"),
     ]
-    api.post("/v1/deals:score", {"deals": [ROW]}, api.key("crm"))
+    api.post("/v1/deals:scoreFeatures", {"deals": [ROW]}, api.key("crm"))
     text = api.get("/metrics").body
     assert 'forecast_model_version{model="deal-win"} 1' in text
     assert 'forecast_predictions_total{model="deal-win"}' in text
-    assert 'route="/v1/deals:score",status="200"' in text
+    assert 'route="/v1/deals:scoreFeatures",status="200"' in text
 
 
 def test_reload_is_for_admins_and_keeps_the_serving_version(api, at_trained_home):

@@ -1,0 +1,186 @@
+"""A CRM's round trip: deal records as the CRM holds them, scored through the real server."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from forecast.predlog import predictions_for
+from forecast.schema import OPEN_STAGES
+
+AS_OF = "2026-11-15T00:00:00Z"
+
+
+def crm_record(tables, deal_id: str) -> dict:
+    """The deal as a CRM holds it at the store's as-of: ids, stage, amount, dates, next step."""
+    deal = tables.deals.set_index("deal_id").loc[deal_id]
+    history = tables.deal_history
+    now = history[(history["deal_id"] == deal_id) & (history["changed_at"] <= tables.as_of)]
+    last = now.sort_values("changed_at").iloc[-1]
+    return {
+        "deal_id": deal_id,
+        "rep_id": deal["rep_id"],
+        "account_id": deal["account_id"],
+        "product_id": deal["product_id"],
+        "stage": last["stage"],
+        "amount": None if pd.isna(last["amount"]) else float(last["amount"]),
+        "currency": "USD",
+        "created_at": deal["created_at"].isoformat(),
+        "expected_close": None
+        if pd.isna(last["expected_close"])
+        else last["expected_close"].date().isoformat(),
+        "next_step": None if pd.isna(last["next_step"]) else str(last["next_step"]),
+    }
+
+
+@pytest.fixture(scope="module")
+def stored(api):
+    """The open deals of the store, with their nightly (stored) scores."""
+    from service.state import DEAL_MODEL
+
+    scores = api.state.stored_scores(api.state.champion(DEAL_MODEL))
+    return api.state.tables, scores
+
+
+def test_a_stored_deal_sent_as_the_crm_holds_it_scores_as_the_nightly_score(api, stored):
+    tables, nightly = stored
+    deal_ids = sorted(nightly)[:40]
+    records = [crm_record(tables, d) for d in deal_ids]
+    answer = api.post("/v1/deals:score", {"as_of": AS_OF, "deals": records}, api.key("crm"))
+    assert answer.status == 200, answer.detail
+    for score in answer.body["scores"]:
+        assert score["probability"] == pytest.approx(
+            nightly[score["deal_id"]].probability, abs=1e-9
+        )
+        assert score["new_to_store"] == []
+    one = api.get(f"/v1/deals/{deal_ids[0]}", api.key("admin")).body
+    assert one["probability"] == pytest.approx(answer.body["scores"][0]["probability"], abs=1e-9)
+
+
+def test_a_new_deal_with_only_ids_stage_amount_and_dates_is_scored_as_new(api, stored):
+    tables, _ = stored
+    rep = tables.reps["rep_id"].iloc[0]
+    record = {
+        "deal_id": "CRM-NEW-1",
+        "rep_id": rep,
+        "account_id": "ACME-NEW",
+        "product_id": tables.products["product_id"].iloc[0],
+        "stage": "qualification",
+        "amount": 30000,
+        "created_at": "2026-10-01T09:00:00Z",
+        "expected_close": "2026-12-20",
+    }
+    answer = api.post("/v1/deals:score", {"as_of": AS_OF, "deals": [record]}, api.key("crm"))
+    assert answer.status == 200, answer.detail
+    score = answer.body["scores"][0]
+    assert score["new_to_store"] == ["deal_id", "account_id"]
+    assert 0 < score["probability"] < 1 and score["grade"] in "ABCD"
+    assert score["reasons"] and score["recommendations"]
+
+
+def test_changes_and_activities_sent_are_read_as_of_the_request(api, stored):
+    """The same new deal: touched last week and moved to proposal scores otherwise than one
+    left alone since creation; activities after the as-of are refused, not silently read."""
+    base = {
+        "deal_id": "CRM-NEW-2",
+        "stage": "proposal",
+        "amount": 20000,
+        "created_at": "2026-08-01T00:00:00Z",
+        "expected_close": "2026-12-15",
+    }
+    worked = {
+        **base,
+        "deal_id": "CRM-NEW-3",
+        "history": [
+            {"changed_at": "2026-08-01T00:00:00Z", "stage": "prospecting", "amount": 20000},
+            {"changed_at": "2026-11-01T00:00:00Z", "stage": "proposal", "amount": 20000},
+        ],
+        "activities": [{"kind": k, "at": "2026-11-10T10:00:00Z"} for k in ("meeting", "demo")],
+    }
+    answer = api.post("/v1/deals:score", {"as_of": AS_OF, "deals": [base, worked]})
+    assert answer.status == 401  # no key: refused before anything is read
+    key = api.key("crm")
+    answer = api.post("/v1/deals:score", {"as_of": AS_OF, "deals": [base, worked]}, key)
+    assert answer.status == 200, answer.detail
+    body = answer.body
+    alone, touched = (s["probability"] for s in body["scores"])
+    assert alone != touched
+    late = {**worked, "activities": [{"kind": "call", "at": "2026-11-20T00:00:00Z"}]}
+    answer = api.post("/v1/deals:score", {"as_of": AS_OF, "deals": [late]}, key)
+    assert answer.status == 422 and "activities" in answer.detail
+
+
+GOOD = {
+    "deal_id": "CRM-BAD",
+    "stage": "proposal",
+    "amount": 1000.0,
+    "created_at": "2026-10-01T00:00:00Z",
+    "expected_close": "2026-12-01",
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "says"),
+    [
+        ({"stage": "Proposal"}, "stage", "negotiation"),  # the allowed values are listed
+        ({"stage": "closed_won"}, "stage", "prospecting"),
+        ({"stage": "won"}, "stage", "qualification"),
+        ({"amount": -5}, "amount", "greater than or equal to 0"),
+        ({"expected_close": "2026-09-01"}, "expected_close", "before created_at"),
+        ({"created_at": "2026-12-01T00:00:00Z"}, "created_at", "after the as-of"),
+        ({"currency": "EUR"}, "currency", "USD"),
+        ({"attributes": {"lead_sauce": "web"}}, "lead_sauce", "not an attribute"),
+        ({"activities": [{"kind": "fax", "at": "2026-10-02T00:00:00Z"}]}, "kind", "call"),
+        (
+            {"history": [{"changed_at": "2026-09-01T00:00:00Z", "stage": "proposal"}]},
+            "changed_at",
+            "between",
+        ),
+        ({"rep_id": ""}, "rep_id", "at least 1"),
+        ({"days_in_stage": 4}, "days_in_stage", "not permitted"),
+    ],
+)
+def test_a_malformed_record_is_422_naming_the_field(api, change, field, says):
+    record = {**GOOD, "deal_id": "CRM-BAD-2", **change}
+    answer = api.post("/v1/deals:score", {"as_of": AS_OF, "deals": [GOOD, record]}, api.key("crm"))
+    assert answer.status == 422, answer.detail
+    (error,) = answer.body["detail"]
+    assert error["loc"][:3] == ["body", "deals", 1] and field in map(str, error["loc"])
+    assert says in error["msg"], error
+
+
+def test_a_record_missing_what_it_must_have_is_422(api):
+    for missing in ("deal_id", "stage", "created_at"):
+        record = {k: v for k, v in GOOD.items() if k != missing}
+        answer = api.post("/v1/deals:score", {"deals": [record]}, api.key("crm"))
+        assert answer.status == 422 and missing in answer.detail
+
+
+def test_a_deal_sent_twice_in_a_batch_is_422(api):
+    answer = api.post("/v1/deals:score", {"as_of": AS_OF, "deals": [GOOD, GOOD]}, api.key("crm"))
+    assert answer.status == 422 and "sent twice" in answer.detail
+
+
+def test_a_thousand_records_score_in_one_call_and_are_logged_with_their_reasons(api, stored):
+    tables, nightly = stored
+    records = [crm_record(tables, d) for d in sorted(nightly)]
+    records += [{**GOOD, "deal_id": f"CRM-{i}"} for i in range(1000 - len(records))]
+    answer = api.post("/v1/deals:score", {"as_of": AS_OF, "deals": records}, api.key("crm"))
+    assert answer.status == 200, answer.detail
+    assert len(answer.body["scores"]) == 1000
+    api.state.logs.flush()
+    logged = predictions_for(api.state.engine, answer.body["request_id"])
+    assert len(logged) == 1000
+    first = logged[0]
+    assert first["subject"] == records[0]["deal_id"]
+    assert first["output"]["reasons"] == [r["text"] for r in answer.body["scores"][0]["reasons"]]
+    assert len(first["input_hash"]) == 64
+
+
+def test_the_schema_lists_the_stages_and_describes_every_field(api):
+    schema = api.get("/openapi.json").body
+    record = schema["components"]["schemas"]["DealRecordIn"]
+    assert record["properties"]["stage"]["enum"] == list(OPEN_STAGES)
+    undescribed = [name for name, p in record["properties"].items() if not p.get("description")]
+    assert undescribed == []
+    assert record["examples"] and set(record["required"]) == {"deal_id", "stage", "created_at"}
