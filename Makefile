@@ -29,7 +29,7 @@ run: $(STAMP) ## Generate the default world, train and gate the models, forecast
 	@KEY=$$($(BIN)/forecast keys create --role admin --label "make run") && \
 	  echo "forecast service: http://127.0.0.1:8000 (OpenAPI docs: http://127.0.0.1:8000/docs)" && \
 	  echo "dashboard: http://127.0.0.1:8000/dashboard (sign in with the key: $$KEY)" && \
-	  echo "try: curl -s -H 'X-API-Key: $$KEY' -H 'Content-Type: application/json' -d '{\"deals\": [{\"stage\": \"proposal\", \"amount\": 48000}]}' http://127.0.0.1:8000/v1/deals:score"
+	  echo "try: curl -s -H 'X-API-Key: $$KEY' -H 'Content-Type: application/json' -d '{\"deals\": [{\"deal_id\": \"CRM-1\", \"stage\": \"proposal\", \"amount\": 48000, \"created_at\": \"2026-10-01T09:00:00Z\", \"expected_close\": \"2026-12-18\"}]}' http://127.0.0.1:8000/v1/deals:score"
 	$(BIN)/python -m service.serve --host 127.0.0.1 --port 8000
 
 # The project's MLflow store, from settings (FORECAST_HOME / FORECAST_TRACKING_URI), never cwd's.
