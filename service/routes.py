@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, date, datetime, time, timedelta
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from forecast.explain import Explanation, explain, feature_rows
 from forecast.keys import Principal
-from forecast.predlog import Prediction
+from forecast.predlog import Prediction, read_predictions
 from forecast.records import RecordError
 from forecast.scoring import grade, score_records
 from service.deps import (
@@ -43,6 +43,7 @@ from service.schemas import (
     ForecastOut,
     ModelOut,
     ModelsOut,
+    PredictionLogOut,
     ProblemOut,
     ReloadOut,
     RepCoachingOut,
@@ -321,6 +322,31 @@ async def reload(caller: Admin, state: StateDep):
 
 
 # --- accounts -----------------------------------------------------------------------------------
+
+
+@router.get(
+    "/admin/predictions",
+    response_model=PredictionLogOut,
+    responses=PROBLEMS,
+    summary="The prediction log from one day to another (admins), a page at a time",
+)
+def prediction_log(
+    caller: Admin,
+    state: StateDep,
+    start: Annotated[date, Query(alias="from", description="First day (UTC): 2026-12-01.")],
+    end: Annotated[date, Query(alias="to", description="Last day (UTC), included.")],
+    after_id: Annotated[int, Query(ge=0, description="`next_after_id` of the page before.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="Rows in this page.")] = 1000,
+):
+    for name, day in (("from", start), ("to", end)):
+        if not date(1900, 1, 1) <= day < date(2200, 1, 1):
+            raise invalid(("query", name), "must fall between 1900-01-01 and 2200-01-01", day)
+    first = datetime.combine(start, time(), UTC)
+    last = datetime.combine(end, time(), UTC) + timedelta(days=1)
+    rows = read_predictions(state.engine, first, last, after_id=after_id, limit=limit)
+    return PredictionLogOut(
+        predictions=rows, next_after_id=rows[-1]["id"] if len(rows) == limit else None
+    )
 
 
 def _account_out(

@@ -434,6 +434,46 @@ class ReloadOut(BaseModel):
     changed: list[str]
 
 
+EXAMPLE_LOGGED = {
+    "id": 1042,
+    "request_id": "4f1c0c8e9b2d4a51a7c3d2e1f0a9b8c7",
+    "at": "2026-12-05T10:05:06Z",
+    "caller": "k3x9",
+    "model": "deal-win",
+    "model_version": "3",
+    "subject": "D-1042",
+    "input_hash": "db1ac800b27e8a51b00ff2cb3ec4a42671dac2493cbe563371ce705f97b488cf",
+    "output": {"probability": 0.31, "grade": "C", "reasons": ["- No touch in 30 days"]},
+}
+
+
+class LoggedPredictionOut(BaseModel):
+    """One logged score: when, who asked (key id), which model, the deal, and the answer."""
+
+    id: int
+    request_id: str
+    at: Moment
+    caller: str
+    model: str
+    model_version: str
+    subject: str | None
+    input_hash: str = Field(description="SHA-256 of the request's input (never the input).")
+    output: dict[str, Any] = Field(description="The answer: probability, grade, reasons.")
+
+
+class PredictionLogOut(BaseModel):
+    """A page of the prediction log, oldest first."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"predictions": [EXAMPLE_LOGGED], "next_after_id": 1042}]}
+    )
+
+    predictions: list[LoggedPredictionOut]
+    next_after_id: int | None = Field(
+        description="Pass as `after_id` for the next page; null on the last page."
+    )
+
+
 class ProblemOut(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"detail": "no deal 'D-1042'"}]})
     detail: str

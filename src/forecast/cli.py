@@ -632,11 +632,15 @@ def models_rollback(
 
 from forecast.cli_explain import coach_app, explain_app  # noqa: E402
 from forecast.cli_revenue import register as _register_revenue  # noqa: E402
+from forecast.cli_score import score_app  # noqa: E402
 from service.cli_keys import keys_app  # noqa: E402
+from service.cli_log import log_app  # noqa: E402
 
 app.add_typer(explain_app, name="explain")
 app.add_typer(coach_app, name="coach")
 app.add_typer(keys_app, name="keys")
+app.add_typer(score_app, name="score")
+app.add_typer(log_app, name="log")
 _register_revenue(app)
 
 

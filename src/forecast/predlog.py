@@ -399,6 +399,27 @@ def write_items(engine: sa.Engine, items: list[tuple[str, Any]]) -> None:
             conn.execute(audit_log.insert(), reads)
 
 
+def read_predictions(
+    engine: sa.Engine,
+    start: datetime,
+    end: datetime,
+    *,
+    after_id: int = 0,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Logged predictions made in [start, end), oldest first; page with `after_id` (the last
+    row's `id`) and `limit`."""
+    query = (
+        sa.select(prediction_log)
+        .where(prediction_log.c.at >= start, prediction_log.c.at < end)
+        .where(prediction_log.c.id > after_id)
+        .order_by(prediction_log.c.id)
+        .limit(limit)
+    )
+    with engine.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(query)]
+
+
 def predictions_for(engine: sa.Engine, request_id: str) -> list[dict]:
     """The logged rows of one request, in order."""
     query = (

@@ -368,10 +368,13 @@ def list_models() -> pd.DataFrame:
     return frame.sort_values(["name", "version"], ignore_index=True)
 
 
-def load_champion(name: str):
-    """The champion as a scikit-learn estimator (calibrated pipeline)."""
+def load_champion(name: str, version: str | None = None):
+    """The champion (or `version`, e.g. the champion's as read a moment before) as a
+    scikit-learn estimator (calibrated pipeline)."""
     client()
     try:
-        return mlflow.sklearn.load_model(f"models:/{name}@{CHAMPION}")
+        return mlflow.sklearn.load_model(
+            f"models:/{name}@{CHAMPION}" if version is None else f"models:/{name}/{version}"
+        )
     except MlflowException:
         raise RegistryError(f"{name} has no {CHAMPION}") from None

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from forecast.account_features import account_features, account_snapshots
-from forecast.explain import Explanation, Scorer, explain, scorer_for, typical_of_won
+from forecast.explain import Explanation, Reason, Scorer, explain, scorer_for, typical_of_won
 from forecast.features import (
     DEAL_FEATURES,
     deal_features,
@@ -168,7 +168,12 @@ class DealExplainer:
 
     scorer: Scorer
     typical: pd.DataFrame
-    model_label: str
+    model_name: str
+    model_version: str
+
+    @property
+    def model_label(self) -> str:
+        return f"{self.model_name} v{self.model_version} (champion)"
 
 
 def won_deal_yardsticks(tables: CrmTables, *, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -186,15 +191,18 @@ def load_deal_explainer(tables: CrmTables, *, as_of: pd.Timestamp) -> DealExplai
     Raises:
         forecast.registry.RegistryError: no champion yet.
     """
-    from forecast.registry import champion_version, load_champion
+    from forecast.registry import RegistryError, champion_version, load_champion
     from forecast.train import MODEL_NAME
 
-    model = load_champion(MODEL_NAME)
-    label = f"{MODEL_NAME} v{champion_version(MODEL_NAME)} (champion)"
+    version = champion_version(MODEL_NAME)
+    if version is None:
+        raise RegistryError(f"{MODEL_NAME} has no champion")
+    model = load_champion(MODEL_NAME, version)  # the version named, even if promoted since
     return DealExplainer(
         scorer=scorer_for(model, model_features(model, DEAL_FEATURES)),
         typical=won_deal_yardsticks(tables, as_of=as_of),
-        model_label=label,
+        model_name=MODEL_NAME,
+        model_version=version,
     )
 
 
@@ -256,3 +264,36 @@ def score_accounts(
         for i, (account_id, e) in enumerate(zip(frame["account_id"], explained, strict=True))
     ]
     return sorted(scores, key=lambda s: -s.revenue_at_risk)
+
+
+def score_book(
+    tables: CrmTables, explainer: DealExplainer, *, as_of: pd.Timestamp | None = None
+) -> pd.DataFrame:
+    """Every open deal's score at `as_of` (default: the export's), one row per deal, as a CRM
+    re-imports it: probability, grade, trend, reasons (signed, most telling first), actions,
+    and on every row the model version, the as-of and the stored data's fingerprint."""
+    from forecast.store import fingerprint_tables
+
+    scores = score_deals(tables, explainer.scorer, as_of=as_of, typical=explainer.typical)
+    reasons = [[_signed(r) for r in s.explanation.reasons] for s in scores]
+    actions = [s.explanation.recommendations for s in scores]
+    return pd.DataFrame(
+        {
+            "deal_id": [s.deal_id for s in scores],
+            "as_of": [s.as_of for s in scores],
+            "probability": [s.probability for s in scores],
+            "grade": [s.grade for s in scores],
+            "trend_points": [s.trend_points for s in scores],
+            "reasons": ["\n".join(r) for r in reasons],
+            "top_action": [a[0].text if a else None for a in actions],
+            "top_action_lift_points": [a[0].lift_points if a else None for a in actions],
+            "model": explainer.model_name,
+            "model_version": explainer.model_version,
+            "data_fingerprint": fingerprint_tables(tables),
+        }
+    )
+
+
+def _signed(reason: Reason) -> str:
+    """A reason as one line: + raises the chance, - lowers it."""
+    return f"{'+' if reason.direction == 'raises' else '-'} {reason.text}"

@@ -36,6 +36,7 @@ OPERATIONS = {
     "GET /v1/coaching/teams/{team}",
     "GET /v1/models",
     "POST /v1/admin/reload",
+    "GET /v1/admin/predictions",
     "GET /healthz",
     "GET /readyz",
     "GET /metrics",

@@ -1,0 +1,104 @@
+"""`forecast score deals --all`: every open deal's score, for a CRM to re-import in bulk."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+
+score_app = typer.Typer(help="Score the stored CRM in bulk.", no_args_is_help=True)
+
+
+@score_app.command("deals")
+def score_deals_command(
+    every: Annotated[bool, typer.Option("--all", help="Every deal open at the as-of.")] = False,
+    out: Annotated[
+        Path, typer.Option("--out", help="Where to write the scores (.parquet or .csv).")
+    ] = Path("deal-scores.parquet"),
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Moment to score at (default: the export's).")
+    ] = None,
+    log: Annotated[
+        bool, typer.Option("--log/--no-log", help="Also write each score to the prediction log.")
+    ] = True,
+) -> None:
+    """Score every open deal with the deal-win champion: probability, grade, trend, reasons,
+    top action, model version, as-of and data fingerprint on every row."""
+    from forecast.registry import RegistryError
+    from forecast.scoring import load_deal_explainer, score_book
+    from forecast.store import StoreEmptyError, read_store
+
+    if not every:
+        err_console.print("name what to score: --all (every open deal)", style="red")
+        raise typer.Exit(2)
+    if out.suffix not in (".parquet", ".csv"):
+        err_console.print(f"--out {out}: write .parquet or .csv", style="red")
+        raise typer.Exit(2)
+    try:
+        tables = read_store()
+        moment = pd.Timestamp(as_of) if as_of else tables.as_of
+        explainer = load_deal_explainer(tables, as_of=moment)
+    except StoreEmptyError as err:
+        err_console.print(str(err), style="red")
+        raise typer.Exit(1) from None
+    except RegistryError as err:
+        err_console.print(f"{err}: train one with `forecast train win`", style="red")
+        raise typer.Exit(1) from None
+    except ValueError as err:
+        err_console.print(f"--as-of {as_of}: {err}", style="red")
+        raise typer.Exit(2) from None
+    with err_console.status(f"scoring the open deals as of {moment:%Y-%m-%d}"):
+        book = score_book(tables, explainer, as_of=moment)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.partial")  # never a half-written file under `out`
+    if out.suffix == ".csv":
+        book.to_csv(partial, index=False)
+    else:
+        book.to_parquet(partial, index=False)
+    partial.replace(out)
+    request_id = f"book-{uuid.uuid4().hex}"
+    log = log and not book.empty
+    if log:
+        _log(book, request_id)
+    console.print(
+        f"{len(book):,} open deals scored as of {moment:%Y-%m-%d} by "
+        f"{explainer.model_label} -> {out}" + (f"; logged as request {request_id}" if log else "")
+    )
+
+
+def _log(book: pd.DataFrame, request_id: str) -> None:
+    from forecast.keys import engine_for, ensure_tables
+    from forecast.predlog import Prediction, log_predictions
+    from forecast.settings import get_settings
+
+    engine = engine_for(get_settings().service_database_url)
+    ensure_tables(engine)
+    model, version = book["model"].iloc[0], book["model_version"].iloc[0]
+    predictions = [
+        Prediction(
+            row.deal_id,
+            {"deal_id": row.deal_id, "as_of": str(row.as_of), "store": row.data_fingerprint},
+            {
+                "probability": row.probability,
+                "grade": row.grade,
+                "reasons": row.reasons.splitlines(),
+                "as_of": str(row.as_of),
+            },
+        )
+        for row in book.itertuples()
+    ]
+    log_predictions(
+        engine,
+        request_id=request_id,
+        caller="cli",
+        model=model,
+        model_version=version,
+        predictions=predictions,
+    )

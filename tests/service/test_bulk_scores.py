@@ -1,0 +1,133 @@
+"""Scores in bulk for a CRM to re-import, and the prediction log exported by date range."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from forecast.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def own_log(at_trained_home, tmp_path, monkeypatch):
+    """The trained home's store and models, with a service database of this test's own."""
+    from forecast.settings import get_settings
+
+    monkeypatch.setenv("FORECAST_DATABASE_URL", f"sqlite:///{tmp_path / 'service.db'}")
+    get_settings.cache_clear()
+    return tmp_path
+
+
+def test_score_deals_all_writes_every_open_deal_with_version_and_logs_it(own_log):
+    from forecast.scoring import load_deal_explainer, score_deals
+    from forecast.store import read_store
+
+    out = own_log / "scores.parquet"
+    done = runner.invoke(app, ["score", "deals", "--all", "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    book = pd.read_parquet(out)
+    tables = read_store()
+    explainer = load_deal_explainer(tables, as_of=tables.as_of)
+    scores = score_deals(tables, explainer.scorer, typical=explainer.typical)
+    expected = {s.deal_id: s for s in scores}
+    assert sorted(book["deal_id"]) == sorted(expected)
+    for row in book.head(50).itertuples():
+        assert row.probability == pytest.approx(expected[row.deal_id].probability, abs=1e-12)
+        assert row.reasons.splitlines() == [
+            f"{'+' if r.direction == 'raises' else '-'} {r.text}"
+            for r in expected[row.deal_id].explanation.reasons
+        ]
+    assert set(book["model_version"]) == {"1"} and set(book["model"]) == {"deal-win"}
+    assert book["data_fingerprint"].nunique() == 1 and len(book["data_fingerprint"].iloc[0]) == 64
+    assert (book["as_of"] == tables.as_of).all()
+
+    today = datetime.now(UTC).date().isoformat()
+    exported = own_log / "log.jsonl"
+    done = runner.invoke(
+        app, ["log", "export", "--from", today, "--to", today, "--out", str(exported)]
+    )
+    assert done.exit_code == 0, done.output
+    rows = [json.loads(line) for line in exported.read_text().splitlines()]
+    assert len(rows) == len(book)
+    by_deal = {r["subject"]: r for r in rows}
+    first = book.iloc[0]
+    assert by_deal[first["deal_id"]]["output"]["reasons"] == first["reasons"].splitlines()
+    assert by_deal[first["deal_id"]]["model_version"] == "1"
+
+
+def test_bad_options_are_refused_and_write_nothing(own_log):
+    done = runner.invoke(app, ["score", "deals", "--all", "--out", str(own_log / "s.txt")])
+    assert done.exit_code == 2 and ".parquet or .csv" in done.output
+    assert not (own_log / "s.txt").exists()
+    done = runner.invoke(app, ["score", "deals"])
+    assert done.exit_code == 2 and "--all" in done.output
+    done = runner.invoke(app, ["log", "export", "--from", "last week", "--to", "2026-12-01"])
+    assert done.exit_code == 2 and "--from" in done.output
+    done = runner.invoke(app, ["log", "export", "--from", "2026-12-02", "--to", "2026-12-01"])
+    assert done.exit_code == 2 and "before" in done.output
+
+
+def test_admins_page_through_the_prediction_log(api):
+    record = {
+        "deal_id": "LOG-1",
+        "stage": "proposal",
+        "amount": 1000,
+        "created_at": "2026-10-01T00:00:00Z",
+    }
+    key = api.key("crm")
+    ids = []
+    for i in range(3):
+        answer = api.post("/v1/deals:score", {"deals": [{**record, "deal_id": f"LOG-{i}"}]}, key)
+        ids.append(answer.body["request_id"])
+    api.state.logs.flush()
+    today = datetime.now(UTC).date().isoformat()
+    path = f"/v1/admin/predictions?from={today}&to={today}"
+    assert api.get(path, key).status == 403
+    admin = api.key("admin")
+    seen, after = [], 0
+    while True:
+        page = api.get(f"{path}&limit=2&after_id={after}", admin)
+        assert page.status == 200, page.detail
+        seen += page.body["predictions"]
+        if page.body["next_after_id"] is None:
+            break
+        after = page.body["next_after_id"]
+    mine = [p for p in seen if p["request_id"] in ids]
+    assert [p["subject"] for p in mine] == ["LOG-0", "LOG-1", "LOG-2"]
+    assert all(p["output"]["reasons"] for p in mine)
+    assert api.get(f"{path.replace(today, '1800-01-01', 1)}", admin).status == 422
+
+
+def test_the_readme_bulk_commands_run_as_printed(own_log, monkeypatch):
+    import shlex
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    printed = [
+        line.split("  #")[0].strip()
+        for line in readme.splitlines()
+        if line.startswith(("forecast score ", "forecast log "))
+    ]
+    assert len(printed) == 2
+    monkeypatch.chdir(own_log)
+    for command in printed:
+        done = runner.invoke(app, shlex.split(command)[1:])
+        assert done.exit_code == 0, (command, done.output)
+    assert Path("deal-scores.parquet").exists() and Path("predictions.jsonl").exists()
+
+
+def test_the_readme_curl_body_scores(api):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    (line,) = [x for x in readme.splitlines() if x.startswith("try: curl")]
+    body = json.loads(line.split("-d '")[1].split("'")[0])
+    answer = api.post("/v1/deals:score", body, api.key("crm"))
+    assert answer.status == 200, answer.detail
+    assert answer.body["scores"][0]["new_to_store"] == ["deal_id"]
