@@ -196,7 +196,9 @@ async def score_deal_features(
         as_of = body.as_of or datetime.now(UTC)
         rows = [deal.model_dump(exclude={"deal_id"}) for deal in body.deals]
         values = feature_rows(rows, serving.scorer.names)
-        explained = explain(serving.scorer, values, typical=serving.typical)
+        stored = state.stored_crm  # names for reasons, when the store is loaded
+        display = stored.display if stored is not None else None
+        explained = explain(serving.scorer, values, typical=serving.typical, display=display)
         model = ModelOut(name=serving.name, version=serving.version)
         scores = [
             _score_out(e, deal.deal_id, model, as_of)
@@ -390,7 +392,11 @@ async def score_accounts(
         with np.errstate(over="ignore"):  # a huge mrr makes an infinite arr: no revenue at risk
             arr = 12 * mrr
         explained = explain(
-            serving.scorer, values, amount=np.nan_to_num(arr, nan=0, posinf=0), model="account"
+            serving.scorer,
+            values,
+            amount=np.nan_to_num(arr, nan=0, posinf=0),
+            model="account",
+            typical=serving.typical,
         )
         model = ModelOut(name=serving.name, version=serving.version)
         scores = [

@@ -99,7 +99,7 @@ class ServiceState:
         self.tables: CrmTables | None = None
         self.stored_crm: StoredCrm | None = None  # the tables, ready to score CRM records
         self.deal_owners: dict[str, object] = {}  # deal id -> rep id, for access checks
-        self._typical: tuple[int, pd.DataFrame | None] = (-1, None)
+        self._typical: dict[str, tuple[int, pd.DataFrame]] = {}  # per model, per store load
         self.store_problem: str | None = "not loaded yet"
         self.store_generation = 0  # counts loads: cached results of an older store are dropped
         self.ready = False
@@ -230,19 +230,21 @@ class ServiceState:
         # a model fitted on another pipeline's features is refused here, not at the first score
         features = model_features(model, DEAL_FEATURES if name == DEAL_MODEL else ACCOUNT_FEATURES)
         scorer = scorer_for(model, features)
-        typical = self._won_yardsticks() if name == DEAL_MODEL else None
-        return Serving(name, version, scorer, typical, datetime.now(UTC))
+        return Serving(name, version, scorer, self._yardsticks(name), datetime.now(UTC))
 
-    def _won_yardsticks(self) -> pd.DataFrame | None:
-        """What won deals show, computed once per store load (it does not depend on the model)."""
-        from forecast.scoring import won_deal_yardsticks
+    def _yardsticks(self, name: str) -> pd.DataFrame | None:
+        """What won deals (deal-win) or renewed accounts (account-churn) show, computed once
+        per store load (it does not depend on the model)."""
+        from forecast.scoring import retained_account_yardsticks, won_deal_yardsticks
 
         tables, generation = self.tables, self.store_generation
         if tables is None:
             return None
-        if self._typical[0] != generation:
-            self._typical = (generation, won_deal_yardsticks(tables, as_of=tables.as_of))
-        return self._typical[1]
+        kept = self._typical.get(name)
+        if kept is None or kept[0] != generation:
+            made = won_deal_yardsticks if name == DEAL_MODEL else retained_account_yardsticks
+            kept = self._typical[name] = (generation, made(tables, as_of=tables.as_of))
+        return kept[1]
 
     # --- what requests ask for ------------------------------------------------------------
 
@@ -327,7 +329,7 @@ class ServiceState:
                     scored = score_deals(tables, serving.scorer, typical=serving.typical)
                     scores = {s.deal_id: s for s in scored}
                 else:
-                    scored = score_accounts(tables, serving.scorer)
+                    scored = score_accounts(tables, serving.scorer, typical=serving.typical)
                     scores = {s.account_id: s for s in scored}
                 kept = {k: v for k, v in self._scores.items() if k[0] != serving.name}
                 self._scores = {**kept, key: scores}

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, model_validator
+
+if TYPE_CHECKING:
+    from forecast.tables import CrmTables
 
 Model = Literal["deal", "account"]
 
@@ -91,6 +94,12 @@ def attribute_entry(name: str) -> FeatureEntry:
     """What a deal attribute (`attr_lead_source`) means to a person: its own name, no action."""
     label = name.removeprefix("attr_").replace("_", " ")
     return FeatureEntry(label=label, unit="", group="deal attributes", actionable=False)
+
+
+def display_names(tables: CrmTables) -> dict[str, dict[str, str]]:
+    """The names people know categorical values by, for reasons: a product by its name."""
+    products = tables.products.dropna(subset=["name"])
+    return {"product_id": dict(zip(products["product_id"], products["name"], strict=True))}
 
 
 @cache

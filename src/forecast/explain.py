@@ -338,6 +338,14 @@ def typical_of_won(training: pd.DataFrame, features: Sequence[Feature]) -> pd.Da
     return pd.concat([per_stage, overall])
 
 
+def typical_of_retained(training: pd.DataFrame, features: Sequence[Feature]) -> pd.DataFrame:
+    """Median of each numeric feature over snapshots of accounts that renewed (overall, `*`):
+    the yardstick for churn drivers and retention actions."""
+    retained = training[training["churned"] == 0]
+    numeric = [f.name for f in features if f.kind == "numeric"]
+    return retained[numeric].median().to_frame("*").T
+
+
 def explain(
     scorer: Scorer,
     frame: pd.DataFrame,
@@ -347,6 +355,7 @@ def explain(
     model: Literal["deal", "account"] = "deal",
     top: int = 3,
     catalogue: Catalogue | None = None,
+    display: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[Explanation]:
     """Reasons and recommendations for every row of a feature frame.
 
@@ -355,11 +364,14 @@ def explain(
         frame: feature rows (extra columns ignored), or an object matrix with one column per
             `scorer.names`, in that order (what the service builds: for one deal a DataFrame
             costs more to make than its explanation).
-        typical: `typical_of_won` of the training data (yardsticks in the text).
+        typical: `typical_of_won` (deals) or `typical_of_retained` (accounts) of the training
+            data: yardsticks in the text, and no action advised whose evidence meets them.
         amount: value at stake per row, to turn a lift into expected revenue (deal amount, or
             the account's yearly revenue); default the `amount` feature or column if any, else 0.
         model: which catalogue section applies.
         top: how many reasons each way.
+        display: per categorical feature, the names people know its values by (a product's
+            name for its id); a value without one is shown as it is.
     """
     catalogue = catalogue or load_catalogue()
     names = scorer.names
@@ -387,13 +399,17 @@ def explain(
     # advice the deal already follows is no advice: its evidence meets what won deals show
     lifts = np.where(_already_done(values, yardsticks, vocabulary), -np.inf, lifts)
     missing = _missing_matrix(values)
+    shown = _displayed(values, names, display)
     out = []
     for i in range(len(values)):
         # a missing value is unknown: it is never stated as raising or lowering the score
         row_effects = np.where(missing[i], 0.0, effects[i])
         chosen = [j for j in np.argsort(-row_effects)[:top] if row_effects[j] > 0]
         chosen += [j for j in np.argsort(row_effects)[:top] if row_effects[j] < 0]
-        reasons = [words[j].reason(row_effects[j], values[i, j], yardsticks[i, j]) for j in chosen]
+        reasons = [
+            words[j].reason(row_effects[j], values[i, j], yardsticks[i, j], shown[i, j])
+            for j in chosen
+        ]
         recommendations = []
         for a in np.argsort(-lifts[i]):
             lift = lifts[i, a]
@@ -433,6 +449,19 @@ def global_importance(scorer: Scorer, frame: pd.DataFrame) -> pd.Series:
 
 
 # --- internals -------------------------------------------------------------------------------
+
+
+def _displayed(
+    values: np.ndarray, names: list[str], display: Mapping[str, Mapping[str, str]] | None
+) -> np.ndarray:
+    """`values` with each categorical value a name is given for replaced by that name."""
+    if not display or not any(name in display for name in names):
+        return values
+    shown = values.copy()
+    for j, name in enumerate(names):
+        if (known := display.get(name)) is not None:
+            shown[:, j] = [known.get(v, v) if isinstance(v, str) else v for v in values[:, j]]
+    return shown
 
 
 def _group_matrix(
@@ -559,7 +588,7 @@ def _vocabulary(names: list[str], catalogue: Catalogue, model: str) -> _Vocabula
     actions = list(catalogue.actions[model].items())
     made = _Vocabulary(
         names=list(names),
-        words=[_Words(name, entries[name]) for name in names],
+        words=[_Words(name, entries[name], YARDSTICKS[model]) for name in names],
         codes=codes,
         membership=membership,
         actions=actions,
@@ -575,8 +604,9 @@ def _vocabulary(names: list[str], catalogue: Catalogue, model: str) -> _Vocabula
 class _Words:
     """How one feature is put into words: label, unit and the evidence sentence."""
 
-    def __init__(self, name: str, entry: FeatureEntry):
+    def __init__(self, name: str, entry: FeatureEntry, yardstick: str):
         self.name, self.entry, self.unit = name, entry, entry.unit
+        self.yardstick = yardstick
         if name == "days_since_last_activity":
             self.prefix = "No touch in "
         elif name == "days_since_rep_touch":
@@ -604,10 +634,11 @@ class _Words:
     def text(self, value: object, typical: float) -> str:
         text = self.prefix + self.show(value)
         if typical == typical:  # not NaN
-            text += "; won deals at this stage: " + self.show(typical)
+            text += f"; {self.yardstick}: " + self.show(typical)
         return text
 
-    def reason(self, effect: float, value: object, typical: float) -> Reason:
+    def reason(self, effect: float, value: object, typical: float, shown: object) -> Reason:
+        """The reason `value` gives, in words naming it as people know it (`shown`)."""
         known = None if value is None or value != value else value
         return Reason(
             code=self.entry.group,
@@ -616,8 +647,12 @@ class _Words:
             effect=float(effect),
             value=known if known is None or isinstance(known, str) else float(known),
             typical=None if typical != typical else float(typical),
-            text=self.text(value, typical),
+            text=self.text(shown, typical),
         )
+
+
+YARDSTICKS = {"deal": "won deals at this stage", "account": "accounts that renewed"}
+"""Whom a value is set against in the text, per model."""
 
 
 def _missing_matrix(values: np.ndarray) -> np.ndarray:
@@ -630,9 +665,10 @@ def _missing_matrix(values: np.ndarray) -> np.ndarray:
 def _already_done(
     values: np.ndarray, yardsticks: np.ndarray, vocabulary: _Vocabulary
 ) -> np.ndarray:
-    """rows x actions: the action's evidence already meets the won-deal yardstick at the row's
-    stage, in the direction that helps (a deal touched yesterday needs no re-engaging, a deal
-    with two demos where won deals had one needs no demo)."""
+    """rows x actions: the action's evidence already meets the yardstick (won deals at the
+    row's stage, or accounts that renewed) in the direction that helps (a deal touched
+    yesterday needs no re-engaging, a deal with two demos where won deals had one needs no
+    demo, an account its rep saw last week needs no check-in)."""
     evidence = np.asarray(vocabulary.evidence, dtype=int)
     helps = np.array([vocabulary.words[j].entry.helps or "" for j in evidence])
     # evidence features are numbers; None becomes NaN

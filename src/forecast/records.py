@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from forecast.catalogue import display_names
 from forecast.features import ATTRIBUTE_PREFIX, DealContext
 from forecast.tables import CrmTables
 
@@ -49,6 +50,7 @@ class StoredCrm:
     activity_rows: Mapping[str, np.ndarray]
     attribute_rows: Mapping[str, np.ndarray]
     known: Mapping[str, frozenset[str]]  # ids the store holds, per id field
+    display: Mapping[str, Mapping[str, str]]  # names of categorical values, for reasons
 
     @classmethod
     def of(cls, tables: CrmTables) -> StoredCrm:
@@ -69,6 +71,7 @@ class StoredCrm:
             activity_rows=rows(tables.activities.reset_index(drop=True)),
             attribute_rows=rows(tables.deal_attributes.reset_index(drop=True)),
             known={name: frozenset(ids) for name, ids in known.items()},
+            display=display_names(tables),
         )
 
     def attribute_names(self) -> list[str]:

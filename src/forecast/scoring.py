@@ -14,8 +14,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from forecast.account_features import account_features, account_snapshots
-from forecast.explain import Explanation, Reason, Scorer, explain, scorer_for, typical_of_won
+from forecast.account_features import (
+    ACCOUNT_FEATURES,
+    HORIZON_DAYS,
+    account_features,
+    account_snapshots,
+    churn_snapshot_dates,
+    churn_training_frame,
+)
+from forecast.catalogue import display_names
+from forecast.explain import (
+    Explanation,
+    Reason,
+    Scorer,
+    explain,
+    scorer_for,
+    typical_of_retained,
+    typical_of_won,
+)
 from forecast.features import (
     DEAL_FEATURES,
     deal_features,
@@ -80,7 +96,7 @@ def score_deals(
     if missing:
         raise KeyError(f"not open at {as_of:%Y-%m-%d %H:%M}: {', '.join(missing[:5])}")
     now = deal_features(tables, pd.DataFrame({"deal_id": wanted.to_numpy(), "as_of": as_of}))
-    explained = explain(scorer, now, typical=typical)
+    explained = explain(scorer, now, typical=typical, display=display_names(tables))
     previous = _previous(tables, scorer, wanted, as_of - pd.Timedelta(days=TREND_DAYS))
     probabilities = np.array([e.probability for e in explained])
     grades = grade(probabilities)
@@ -134,7 +150,7 @@ def score_records(
     tables = record_tables(records, stored, as_of)
     snapshots = pd.DataFrame({"deal_id": tables.deals["deal_id"].to_numpy(), "as_of": as_of})
     frame = deal_features(tables, snapshots, context=stored.context)
-    explained = explain(scorer, frame, typical=typical)
+    explained = explain(scorer, frame, typical=typical, display=stored.display)
     probabilities = np.array([e.probability for e in explained])
     grades = grade(probabilities)
     return [
@@ -185,6 +201,14 @@ def won_deal_yardsticks(tables: CrmTables, *, as_of: pd.Timestamp) -> pd.DataFra
     return typical_of_won(frame[known], DEAL_FEATURES)
 
 
+def retained_account_yardsticks(tables: CrmTables, *, as_of: pd.Timestamp) -> pd.DataFrame:
+    """What accounts that renewed showed over the year before their outcome was known by
+    `as_of` (a snapshot's outcome is known a churn horizon after it)."""
+    known_by = as_of - pd.Timedelta(days=HORIZON_DAYS)
+    dates = churn_snapshot_dates(known_by - pd.Timedelta(days=YARDSTICK_DAYS), known_by)
+    return typical_of_retained(churn_training_frame(tables, dates), ACCOUNT_FEATURES)
+
+
 def load_deal_explainer(tables: CrmTables, *, as_of: pd.Timestamp) -> DealExplainer:
     """The deal-win champion from the registry, with yardsticks from the stored CRM.
 
@@ -231,6 +255,7 @@ def score_accounts(
     *,
     as_of: pd.Timestamp | None = None,
     account_ids: Sequence[str] | None = None,
+    typical: pd.DataFrame | None = None,
 ) -> list[AccountScore]:
     """Churn risk of billed accounts at `as_of` (default: the export's), largest risk first.
 
@@ -247,7 +272,7 @@ def score_accounts(
         tables, pd.DataFrame({"account_id": wanted.to_numpy(), "as_of": as_of})
     )
     arr = 12 * frame["mrr"].to_numpy(dtype=float)
-    explained = explain(scorer, frame, amount=arr, model="account")
+    explained = explain(scorer, frame, amount=arr, model="account", typical=typical)
     owners = tables.accounts.set_index("account_id")["owner_rep_id"]
     owner = owners.reindex(frame["account_id"].to_numpy()).to_numpy()
     scores = [

@@ -240,3 +240,19 @@ def test_the_same_advice_lifts_different_deals_differently(whole_book):
     assert lifts and all(len(values) > 10 for values in lifts.values()), {
         k: len(v) for k, v in lifts.items()
     }
+
+
+def test_categorical_reasons_name_products_as_people_know_them(trained):
+    """Reasons say the product's name; the machine-readable `value` keeps the id."""
+    from forecast.catalogue import display_names
+
+    tables = trained["world"].tables
+    names = display_names(tables)["product_id"]
+    rows = trained["test"]
+    explained = explain(trained["scorer"], rows, typical=trained["typical"], display={
+        "product_id": names})  # fmt: skip
+    product_reasons = [r for e in explained for r in e.reasons if r.feature == "product_id"]
+    assert len(product_reasons) > 50
+    for reason in product_reasons:
+        assert reason.value in names and names[reason.value] in reason.text
+        assert reason.value not in reason.text

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from forecast.account_features import ACCOUNT_FEATURES, churn_snapshot_dates, churn_training_frame
 from forecast.catalogue import load_catalogue
 from forecast.datasets import make_crm
-from forecast.explain import explain, scorer_for
+from forecast.explain import explain, scorer_for, typical_of_retained
 from forecast.model import TreeParams, calibrate, make_lightgbm, model_input
 
 
@@ -27,11 +28,11 @@ def churn_model():
         later["churned"].to_numpy(),
         later["account_id"].to_numpy(),
     ).model
-    return scorer_for(model, ACCOUNT_FEATURES), test
+    return scorer_for(model, ACCOUNT_FEATURES), test, typical_of_retained(train, ACCOUNT_FEATURES)
 
 
 def test_retention_actions_lower_the_risk_and_touch_only_actionable_features(churn_model):
-    scorer, test = churn_model
+    scorer, test, _ = churn_model
     entries = load_catalogue().account
     risky = test.sort_values("days_since_rep_touch", ascending=False).head(200)
     explained = explain(scorer, risky, model="account", amount=12 * risky["mrr"].to_numpy())
@@ -43,3 +44,28 @@ def test_retention_actions_lower_the_risk_and_touch_only_actionable_features(chu
         assert rec.lift_points > 0 and rec.expected_revenue_change > 0
     for e in explained:
         assert {r.code for r in e.reasons} <= {entry.group for entry in entries.values()}
+
+
+def test_no_retention_action_is_advised_that_the_account_already_does(churn_model):
+    """Over every account snapshot of the test window: an account whose rep was in touch as
+    recently as renewed accounts' is not told to check in, and so on for every action."""
+    scorer, test, typical = churn_model
+    catalogue = load_catalogue()
+    entries, actions = catalogue.account, catalogue.actions["account"]
+    amount = 12 * test["mrr"].to_numpy()
+    explained = explain(scorer, test, model="account", amount=amount, typical=typical)
+    advised = violations = 0
+    lifts: dict[str, set[float]] = {}
+    for (_, row), e in zip(test.iterrows(), explained, strict=True):
+        for rec in e.recommendations:
+            advised += 1
+            lifts.setdefault(rec.action, set()).add(rec.lift_points)
+            feature = actions[rec.action].evidence
+            yardstick, value = typical.loc["*", feature], row[feature]
+            helps = entries[feature].helps
+            done = value >= yardstick if helps == "up" else value <= yardstick
+            violations += bool(pd.notna(value) and done)
+            assert "accounts that renewed" in rec.evidence
+    assert len(test) > 2000 and advised > 500
+    assert violations == 0
+    assert all(len(values) > 10 for values in lifts.values()), {k: len(v) for k, v in lifts.items()}
