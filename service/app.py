@@ -7,6 +7,7 @@ any ASGI server: `uvicorn service.app:create_app --factory --host 127.0.0.1 --po
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import time
 import uuid
@@ -15,6 +16,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,6 +35,54 @@ from service.state import (
 )
 
 log = logging.getLogger(__name__)
+
+ECHO_BYTES = 1000  # a 422 repeats the offending input up to this size, then only describes it
+ERRORS_SHOWN = 50  # and names at most this many problems
+
+
+def _text(value: object) -> object:
+    """Text as UTF-8 can carry it (a lone surrogate becomes ?); other values as they are."""
+    return value.encode("utf-8", "replace").decode("utf-8") if isinstance(value, str) else value
+
+
+def _echo(value: object) -> object:
+    """The input a 422 names, when it is small and valid JSON; otherwise what it was."""
+    try:
+        encoded = json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError):  # NaN, infinity, a lone surrogate: not JSON, not echoed
+        return f"({type(value).__name__} not echoed: it is not valid JSON)"
+    if len(encoded) <= ECHO_BYTES:
+        return value
+    size = f"{len(value):,} items, " if isinstance(value, list | dict) else ""
+    return f"({type(value).__name__} of {size}{len(encoded):,} bytes, not echoed)"
+
+
+def validation_problem(err: RequestValidationError) -> dict[str, object]:
+    """FastAPI's 422 body (each error's loc, msg, type, input), with the input capped and the
+    text made renderable: a large batch is named, not sent back whole."""
+    errors = err.errors()
+    shown = []
+    for error in errors[:ERRORS_SHOWN]:
+        described = jsonable_encoder({k: v for k, v in error.items() if k != "input"})
+        described["loc"] = [_text(part) for part in described.get("loc", ())]
+        described["msg"] = _text(described.get("msg", ""))
+        if not _renders(described.get("ctx")):
+            described.pop("ctx", None)
+        if "input" in error:
+            described["input"] = _echo(error["input"])
+        shown.append(described)
+    if len(errors) > ERRORS_SHOWN:
+        shown.append({"loc": [], "msg": f"and {len(errors) - ERRORS_SHOWN:,} more problems",
+                      "type": "too_many_errors"})  # fmt: skip
+    return {"detail": shown}
+
+
+def _renders(value: object) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 class RequestMiddleware:
@@ -172,6 +223,11 @@ def create_app(settings: Settings | None = None, config: ServiceConfig | None = 
 
     for error in (ModelMissingError, StoreUnavailableError, OrgTreeUnavailableError):
         app.add_exception_handler(error, unavailable)
+
+    async def invalid_request(request: Request, err: RequestValidationError) -> JSONResponse:
+        return JSONResponse(validation_problem(err), status_code=422)
+
+    app.add_exception_handler(RequestValidationError, invalid_request)
     # the managers' pages under /dashboard (service/pages.py); after the handlers above, so
     # the pages answer a missing model or store with a page, the API still with JSON
     install_dashboard(app)

@@ -335,10 +335,39 @@ async def reload(caller: Admin, state: StateDep):
 def prediction_log(
     caller: Admin,
     state: StateDep,
-    start: Annotated[date, Query(alias="from", description="First day (UTC): 2026-12-01.")],
-    end: Annotated[date, Query(alias="to", description="Last day (UTC), included.")],
-    after_id: Annotated[int, Query(ge=0, description="`next_after_id` of the page before.")] = 0,
-    limit: Annotated[int, Query(ge=1, le=10_000, description="Rows in this page.")] = 1000,
+    start: Annotated[
+        date,
+        Query(
+            alias="from",
+            description="First day (UTC).",
+            openapi_examples={"December": {"value": "2026-12-01"}},
+        ),
+    ],
+    end: Annotated[
+        date,
+        Query(
+            alias="to",
+            description="Last day (UTC), included.",
+            openapi_examples={"December": {"value": "2026-12-31"}},
+        ),
+    ],
+    after_id: Annotated[
+        int,
+        Query(
+            ge=0,
+            description="The `next_after_id` of the page before (0: the first page).",
+            openapi_examples={"first page": {"value": 0}},
+        ),
+    ] = 0,
+    limit: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=10_000,
+            description="Rows in this page.",
+            openapi_examples={"a thousand": {"value": 1000}},
+        ),
+    ] = 1000,
 ):
     for name, day in (("from", start), ("to", end)):
         if not date(1900, 1, 1) <= day < date(2200, 1, 1):

@@ -60,7 +60,8 @@ def explain_deal(deal_id: str, as_of: AsOfOpt = None, as_json: JsonOpt = False) 
         err_console.print(f"deal {deal_id}: {err.args[0]}", style="red")
         raise typer.Exit(1) from None
     if as_json:
-        _dump(asdict(score) | {"model": explainer.model_label})
+        model = {"name": explainer.model_name, "version": explainer.model_version}
+        _dump(asdict(score) | {"model": model})
         return
     e = score.explanation
     trend = "" if score.trend_points is None else f", {score.trend_points:+.1f} points in a week"

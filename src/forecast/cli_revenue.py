@@ -31,12 +31,16 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def champion_scorer():
-    """The deal-win champion as a win scorer; exits with how to train one when there is none."""
+    """The deal-win champion as a win scorer, and its version; exits with how to train one
+    when there is none."""
     from forecast.model import model_input, win_probability
-    from forecast.registry import RegistryError, load_champion
+    from forecast.registry import RegistryError, champion_version, load_champion
 
     try:
-        model = load_champion(CHAMPION_NAME)
+        version = champion_version(CHAMPION_NAME)
+        if version is None:
+            raise RegistryError(f"{CHAMPION_NAME} has no champion")
+        model = load_champion(CHAMPION_NAME, version)
     except (RegistryError, OSError) as err:
         raise _fail(
             f"no {CHAMPION_NAME} champion in the model registry "
@@ -48,7 +52,7 @@ def champion_scorer():
     def scorer(features: pd.DataFrame):
         return win_probability(model, model_input(features))
 
-    return scorer
+    return scorer, version
 
 
 def _money(value: float) -> str:
@@ -155,13 +159,14 @@ def revenue(
                     f"{tables.as_of:%Y-%m-%d}")  # fmt: skip
     if warning := _far_quarter(pd.Period(quarter, "Q"), moment.to_period("Q")):
         err_console.print(warning, style="yellow", markup=False, highlight=False)
-    scorer = champion_scorer()
+    scorer, version = champion_scorer()
     forecast = forecast_quarter(
         tables, quarter=quarter, as_of=moment, win_scorer=scorer, draws=draws, seed=seed,
         level=level,
     )  # fmt: skip
     if as_json:
-        json.dump(forecast.to_dict(level), sys.stdout, indent=2, default=str)
+        model = {"name": CHAMPION_NAME, "version": version}
+        json.dump({**forecast.to_dict(level), "model": model}, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
         return
     print_forecast(forecast, level)

@@ -49,6 +49,7 @@ def test_explain_a_deal_in_words_and_json(champion):
     assert payload["deal_id"] == deal_id
     assert payload["grade"] in {"A", "B", "C", "D"}
     assert payload["explanation"]["reasons"]
+    assert payload["model"] == {"name": "deal-win", "version": "1"}
 
 
 def test_explaining_an_unknown_deal_or_without_a_champion_says_what_to_do(champion):

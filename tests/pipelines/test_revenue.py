@@ -340,7 +340,7 @@ def stored_world(world, monkeypatch, scorer):
     from forecast.data import store_world
 
     store_world(world, source="test", imported_at=pd.Timestamp("2025-11-20"))
-    monkeypatch.setattr(cli_revenue, "champion_scorer", lambda: scorer)
+    monkeypatch.setattr(cli_revenue, "champion_scorer", lambda: (scorer, "7"))
     monkeypatch.setattr(cli_revenue, "console", Console(width=200))  # a wide terminal
     return world
 
@@ -360,6 +360,7 @@ def test_the_command_prints_a_table_and_json(stored_world):
     payload = json.loads(as_json.output)
     assert payload["quarter"] == "2025Q4" and payload["nodes"]
     assert {n["level"] for n in payload["nodes"]} == {"region"}
+    assert payload["model"] == {"name": "deal-win", "version": "7"}
 
 
 def test_the_command_says_how_to_get_a_champion(world):

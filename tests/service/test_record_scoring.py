@@ -184,3 +184,24 @@ def test_the_schema_lists_the_stages_and_describes_every_field(api):
     undescribed = [name for name, p in record["properties"].items() if not p.get("description")]
     assert undescribed == []
     assert record["examples"] and set(record["required"]) == {"deal_id", "stage", "created_at"}
+
+
+def test_a_422_names_a_large_input_without_echoing_it(api):
+    big = {"as_of": AS_OF, "deals": [{**GOOD, "deal_id": f"D{i}"} for i in range(1001)]}
+    answer = api.post("/v1/deals:score", big, api.key("crm"))
+    assert answer.status == 422
+    assert len(answer.detail) < 2000, len(answer.detail)
+    (error,) = answer.body["detail"]
+    assert error["loc"] == ["body", "deals"] and "1000" in error["msg"]
+    assert "1,001 items" in error["input"]
+
+
+def test_a_422_for_values_json_cannot_carry_is_still_a_422(api):
+    key = api.key("crm")
+    raw = b'{"deals": [{"deal_id": "X", "stage": "proposal", "amount": NaN}]}'
+    answer = api.call("POST", "/v1/deals:score", key=key, data=raw)
+    assert answer.status == 422, answer.detail
+    assert ["body", "deals", 0, "amount"] in [e["loc"] for e in answer.body["detail"]]
+    raw = b'{"deals": [{"deal_id": "\\ud800", "stage": "proposal"}]}'
+    answer = api.call("POST", "/v1/deals:score", key=key, data=raw)
+    assert answer.status == 422, answer.detail
