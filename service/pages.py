@@ -33,6 +33,7 @@ from forecast.keys import Principal, verify_key
 from forecast.schema import OPEN_STAGES
 from service import charts
 from service.deps import StateDep, _visible, forecast_nodes_in_reach, reach_of
+from service.listing import csv_text, page_of
 from service.sessions import COOKIE, close_session, open_session, session_principal
 from service.state import (
     DEAL_MODEL,
@@ -47,7 +48,6 @@ TEMPLATES = Jinja2Templates(directory=HERE / "templates")
 READERS = frozenset({"rep", "manager", "admin"})  # as the API's `Reader`
 CHURN_MODEL = "account-churn"
 LEVELS = ("company", "region", "team", "rep")
-SHOWN_ROWS = 200  # rows per table page: enough to act on, small enough for a phone
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 
@@ -190,8 +190,9 @@ def _rep_names(state: ServiceState) -> dict[str, str]:
 
 
 DEAL_COLUMNS = [
-    "deal_id", "rep_id", "team", "account_id", "stage", "amount", "expected_close",
-    "probability", "grade", "trend_points", "at_stake", "reasons", "recommendations",
+    "deal_id", "rep_id", "rep_name", "team", "account_id", "account_name", "product_name",
+    "stage", "amount", "expected_close", "probability", "grade", "trend_points", "at_stake",
+    "reasons", "recommendations",
 ]  # fmt: skip
 
 
@@ -204,6 +205,11 @@ def _deal_rows(who: Viewer) -> pd.DataFrame:
         scores = state.stored_scores(serving).values()
         deals = tables.deals.set_index("deal_id")
         team = tables.reps.set_index("rep_id")["team"]
+        reps, accounts, products = (
+            _rep_names(state),
+            _names(tables.accounts),
+            _names(tables.products),
+        )
         rows = []
         for s in scores:
             deal = deals.loc[s.deal_id]
@@ -212,8 +218,11 @@ def _deal_rows(who: Viewer) -> pd.DataFrame:
                 {
                     "deal_id": s.deal_id,
                     "rep_id": deal["rep_id"],
+                    "rep_name": reps.get(deal["rep_id"], deal["rep_id"]),
                     "team": team.get(deal["rep_id"]),
                     "account_id": deal.get("account_id"),
+                    "account_name": accounts.get(deal.get("account_id"), deal.get("account_id")),
+                    "product_name": products.get(deal.get("product_id"), deal.get("product_id")),
                     "stage": str(deal["stage"]),
                     "amount": amount,
                     "expected_close": deal.get("expected_close"),
@@ -232,9 +241,46 @@ def _deal_rows(who: Viewer) -> pd.DataFrame:
     return who.cache.get(("deals", serving.version, state.store_generation), make)
 
 
-def _account_rows(who: Viewer) -> list:
-    """Every billed account's churn risk, revenue at risk first (the library's order)."""
-    return list(who.state.stored_scores(who.state.champion(CHURN_MODEL)).values())
+def _names(table: pd.DataFrame) -> dict[str, str]:
+    """Id -> display name of accounts or products (the id where the export has no name)."""
+    key = table.columns[0]
+    if "name" not in table:
+        return {}
+    named = table[table["name"].notna()]
+    return dict(zip(named[key], named["name"], strict=True))
+
+
+def _account_rows(who: Viewer) -> list[dict[str, Any]]:
+    """Every billed account's churn risk with its owner, team and region, revenue at risk
+    first (the library's order)."""
+    state = who.state
+    serving, tables = state.champion(CHURN_MODEL), state.store()
+
+    def make() -> list[dict[str, Any]]:
+        reps = tables.reps.set_index("rep_id")
+        names, accounts = _rep_names(state), _names(tables.accounts)
+        rows = []
+        for s in state.stored_scores(serving).values():
+            owner = s.owner_rep_id
+            rows.append(
+                {
+                    "account_id": s.account_id,
+                    "account_name": accounts.get(s.account_id, s.account_id),
+                    "rep_id": owner,
+                    "rep_name": names.get(owner, owner) if owner else None,
+                    "team": reps["team"].get(owner) if owner in reps.index else None,
+                    "region": reps["region"].get(owner) if owner in reps.index else None,
+                    "segment": s.segment,
+                    "arr": s.arr,
+                    "churn_probability": s.churn_probability,
+                    "revenue_at_risk": s.revenue_at_risk,
+                    "reasons": s.explanation.reasons,
+                    "recommendations": s.explanation.recommendations,
+                }
+            )
+        return rows
+
+    return who.cache.get(("accounts", serving.version, state.store_generation), make)
 
 
 # --- forecast -------------------------------------------------------------------------------------
@@ -414,6 +460,50 @@ async def forecast_scenario(request: Request, who: ViewerDep) -> Response:
 # --- pipeline and deals ---------------------------------------------------------------------------
 
 
+DEAL_SORTS = {
+    "at_stake": "revenue at stake", "probability": "win probability", "amount": "amount",
+    "expected_close": "expected close", "trend_points": "trend", "account_name": "account",
+    "rep_name": "rep", "stage": "stage", "grade": "grade", "deal_id": "deal",
+}  # fmt: skip
+DEAL_CSV = {
+    "deal_id": lambda d: d["deal_id"],
+    "account": lambda d: d["account_name"],
+    "product": lambda d: d["product_name"],
+    "rep": lambda d: d["rep_name"],
+    "team": lambda d: d["team"],
+    "stage": lambda d: d["stage"],
+    "amount": lambda d: d["amount"],
+    "expected_close": lambda d: d["expected_close"],
+    "win_probability": lambda d: d["probability"],
+    "grade": lambda d: d["grade"],
+    "trend_points_per_week": lambda d: d["trend_points"],
+    "revenue_at_stake": lambda d: d["at_stake"],
+    "reasons": lambda d: _reasons_text(d["reasons"]),
+    "top_action": lambda d: d["recommendations"][0].text if d["recommendations"] else None,
+}
+
+
+def _reasons_text(reasons) -> str:
+    return "; ".join(f"{r.direction}: {r.text}" for r in reasons)
+
+
+def _pipeline(who: Viewer, filters: dict[str, str], sort: str, order: str, page: int):
+    deals = _deal_rows(who)
+    mine = [d for d in deals.to_dict(orient="records") if who.sees(d["rep_id"])]
+    options = {
+        "team": sorted({d["team"] for d in mine if d["team"]}),
+        "rep_id": sorted({d["rep_id"] for d in mine if d["rep_id"]}),
+        "stage": [s for s in OPEN_STAGES if s in {d["stage"] for d in mine}],
+        "grade": ["A", "B", "C", "D"],
+    }
+    chosen = {k: (v if v in options[k] else "") for k, v in filters.items()}
+    shown = page_of(
+        mine, filters=chosen, sort=sort, sortable=list(DEAL_SORTS), descending=order != "asc",
+        page=page,
+    )  # fmt: skip
+    return shown, options, chosen
+
+
 @router.get("/pipeline")
 def pipeline_page(
     request: Request,
@@ -422,32 +512,69 @@ def pipeline_page(
     rep: str = "",
     stage: str = "",
     grade: str = "",
+    sort: str = "at_stake",
+    order: str = "desc",
+    page: int = 1,
 ) -> Response:
-    deals = _deal_rows(who)
-    mine = deals[[who.sees(r) for r in deals["rep_id"]]] if len(deals) else deals
-    options = {
-        "team": sorted(t for t in mine["team"].dropna().unique()),
-        "rep": sorted(mine["rep_id"].dropna().unique()),
-        "stage": [s for s in OPEN_STAGES if s in set(mine["stage"])],
-        "grade": ["A", "B", "C", "D"],
-    }
-    chosen = {"team": team, "rep": rep, "stage": stage, "grade": grade}
-    shown = mine
-    for column, value in chosen.items():
-        if value:
-            shown = shown[shown[{"rep": "rep_id"}.get(column, column)] == value]
+    filters = {"team": team, "rep_id": rep, "stage": stage, "grade": grade}
+    shown, options, chosen = _pipeline(who, filters, sort, order, page)
     context = {
         "viewer": who,
         "page": "pipeline",
-        "rows": shown.head(SHOWN_ROWS).to_dict(orient="records"),
-        "total": len(shown),
-        "at_stake": float(shown["at_stake"].sum()) if len(shown) else 0.0,
+        "listing": shown,
+        "at_stake": sum(d["at_stake"] for d in shown.kept),
         "options": options,
         "chosen": chosen,
+        "sorts": DEAL_SORTS,
+        "query": _query_maker(
+            {
+                "team": chosen["team"],
+                "rep": chosen["rep_id"],
+                "stage": chosen["stage"],
+                "grade": chosen["grade"],
+                "sort": shown.sort,
+                "order": "desc" if shown.descending else "asc",
+            }
+        ),
         "names": _rep_names(who.state),
         "as_of": who.state.store().as_of,
     }
     return _render(request, "pipeline.html", context)
+
+
+@router.get("/pipeline.csv")
+def pipeline_csv(
+    who: ViewerDep,
+    team: str = "",
+    rep: str = "",
+    stage: str = "",
+    grade: str = "",
+    sort: str = "at_stake",
+    order: str = "desc",
+) -> Response:
+    filters = {"team": team, "rep_id": rep, "stage": stage, "grade": grade}
+    shown, _, _ = _pipeline(who, filters, sort, order, 1)
+    return _csv(csv_text(shown.kept, DEAL_CSV), "pipeline", who.state.store().as_of)
+
+
+def _csv(text: str, name: str, as_of: pd.Timestamp) -> Response:
+    """A download named for what it holds and the data's as-of."""
+    return Response(
+        text,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}-{as_of:%Y-%m-%d}.csv"'},
+    )
+
+
+def _query_maker(base: dict[str, str]) -> Callable[..., str]:
+    """`query(page=2)`: the page's query string with some values changed (empty ones left out)."""
+    from urllib.parse import urlencode
+
+    def query(**changes: object) -> str:
+        values = {**base, **{k: str(v) for k, v in changes.items()}}
+        return urlencode({k: v for k, v in values.items() if v})
+
+    return query
 
 
 @router.get("/deals/{deal_id}")
@@ -474,19 +601,104 @@ def deal_page(request: Request, deal_id: str, who: ViewerDep) -> Response:
 # --- churn ----------------------------------------------------------------------------------------
 
 
+ACCOUNT_SORTS = {
+    "revenue_at_risk": "revenue at risk", "churn_probability": "churn probability",
+    "arr": "ARR", "account_name": "account", "rep_name": "owner", "segment": "segment",
+}  # fmt: skip
+ACCOUNT_CSV = {
+    "account_id": lambda a: a["account_id"],
+    "account": lambda a: a["account_name"],
+    "owner": lambda a: a["rep_name"],
+    "team": lambda a: a["team"],
+    "region": lambda a: a["region"],
+    "segment": lambda a: a["segment"],
+    "arr": lambda a: a["arr"],
+    "churn_probability_90d": lambda a: a["churn_probability"],
+    "revenue_at_risk": lambda a: a["revenue_at_risk"],
+    "drivers": lambda a: _reasons_text(a["reasons"]),
+    "top_action": lambda a: a["recommendations"][0].text if a["recommendations"] else None,
+}
+
+
+def _churn(who: Viewer, filters: dict[str, str], sort: str, order: str, page: int):
+    mine = [a for a in _account_rows(who) if who.sees(a["rep_id"])]
+    options = {
+        "team": sorted({a["team"] for a in mine if a["team"]}),
+        "rep_id": sorted({a["rep_id"] for a in mine if a["rep_id"]}),
+        "segment": sorted({a["segment"] for a in mine if a["segment"]}),
+    }
+    chosen = {k: (v if v in options[k] else "") for k, v in filters.items()}
+    shown = page_of(
+        mine, filters=chosen, sort=sort, sortable=list(ACCOUNT_SORTS), descending=order != "asc",
+        page=page,
+    )  # fmt: skip
+    return shown, options, chosen
+
+
+def at_risk_totals(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """Revenue at risk summed by `key` (rep_name, team or region), largest first."""
+    totals: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        name = row.get(key) or "(none)"
+        total = totals.setdefault(name, {"name": name, "accounts": 0, "arr": 0.0, "at_risk": 0.0})
+        total["accounts"] += 1
+        total["arr"] += row["arr"]
+        total["at_risk"] += row["revenue_at_risk"]
+    return sorted(totals.values(), key=lambda t: -t["at_risk"])
+
+
 @router.get("/churn")
-def churn_page(request: Request, who: ViewerDep) -> Response:
-    scores = [s for s in _account_rows(who) if who.sees(s.owner_rep_id)]
+def churn_page(
+    request: Request,
+    who: ViewerDep,
+    team: str = "",
+    rep: str = "",
+    segment: str = "",
+    sort: str = "revenue_at_risk",
+    order: str = "desc",
+    page: int = 1,
+) -> Response:
+    filters = {"team": team, "rep_id": rep, "segment": segment}
+    shown, options, chosen = _churn(who, filters, sort, order, page)
     context = {
         "viewer": who,
         "page": "churn",
-        "rows": scores[:SHOWN_ROWS],
-        "total": len(scores),
-        "at_risk": sum(s.revenue_at_risk for s in scores),
+        "listing": shown,
+        "at_risk": sum(a["revenue_at_risk"] for a in shown.kept),
+        "totals": {
+            level: at_risk_totals(shown.kept, key)
+            for level, key in (("region", "region"), ("team", "team"), ("rep", "rep_name"))
+        },
+        "options": options,
+        "chosen": chosen,
+        "sorts": ACCOUNT_SORTS,
+        "query": _query_maker(
+            {
+                "team": chosen["team"],
+                "rep": chosen["rep_id"],
+                "segment": chosen["segment"],
+                "sort": shown.sort,
+                "order": "desc" if shown.descending else "asc",
+            }
+        ),
         "names": _rep_names(who.state),
         "as_of": who.state.store().as_of,
     }
     return _render(request, "churn.html", context)
+
+
+@router.get("/churn.csv")
+def churn_csv(
+    who: ViewerDep,
+    team: str = "",
+    rep: str = "",
+    segment: str = "",
+    sort: str = "revenue_at_risk",
+    order: str = "desc",
+) -> Response:
+    filters = {"team": team, "rep_id": rep, "segment": segment}
+    shown, _, _ = _churn(who, filters, sort, order, 1)
+    return _csv(csv_text(shown.kept, ACCOUNT_CSV), "churn", who.state.store().as_of)
 
 
 # --- coaching -------------------------------------------------------------------------------------

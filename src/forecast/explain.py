@@ -338,12 +338,20 @@ def typical_of_won(training: pd.DataFrame, features: Sequence[Feature]) -> pd.Da
     return pd.concat([per_stage, overall])
 
 
-def typical_of_retained(training: pd.DataFrame, features: Sequence[Feature]) -> pd.DataFrame:
-    """Median of each numeric feature over snapshots of accounts that renewed (overall, `*`):
-    the yardstick for churn drivers and retention actions."""
+def typical_of_retained(
+    training: pd.DataFrame, features: Sequence[Feature], catalogue: Catalogue | None = None
+) -> pd.DataFrame:
+    """Median over snapshots of accounts that renewed (overall, `*`) of each feature an account
+    owner can act on: the yardstick for retention actions and the drivers they address. Facts
+    like the days to a contract's end have no yardstick (NaN): no one should match them."""
+    entries = (catalogue or load_catalogue()).account
     retained = training[training["churned"] == 0]
     numeric = [f.name for f in features if f.kind == "numeric"]
-    return retained[numeric].median().to_frame("*").T
+    typical = retained[numeric].median().to_frame("*").T
+    for name in numeric:
+        if name not in entries or not entries[name].actionable:
+            typical[name] = np.nan
+    return typical
 
 
 def explain(

@@ -8,6 +8,8 @@ phone screen. Screenshots of each page go to $FORECAST_SCREENSHOTS (default: scr
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import re
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ import pytest
 
 from forecast.revenue import Scenario
 from forecast.scoring import open_deal_ids
+from service.listing import PAGE_SIZE
 from tests.conftest import skip_or_fail
 from tests.service.conftest import Api, home_env, serve
 
@@ -166,13 +169,44 @@ def test_every_page_renders_real_data(signed_in, site: Site) -> None:
     tables = state.store()
     open_now = set(open_deal_ids(tables, tables.as_of))
     shown = page.locator("#deals article").evaluate_all("els => els.map(e => e.dataset.deal)")
-    assert set(shown) == open_now or len(shown) == 200
-    assert set(shown) <= open_now
-    stakes = page.locator("#deals article .muted strong").all_inner_texts()
-    values = [_money(s) for s in stakes]
-    assert values == sorted(values, reverse=True)  # revenue at stake, largest first
-    assert page.locator("#deals article ul.reasons li").count() >= len(shown)
+    assert len(shown) == min(PAGE_SIZE, len(open_now))
     visit.shot("pipeline")
+    # page through every deal: each page in order of revenue at stake, all open deals once
+    seen, stakes = [], []
+    while True:
+        seen += page.locator("#deals article").evaluate_all("els => els.map(e => e.dataset.deal)")
+        stakes += [
+            _money(s) for s in page.locator("#deals article .muted strong").all_inner_texts()
+        ]
+        following = page.locator("nav.pager a[rel=next]").first
+        if not following.count():
+            break
+        following.click()
+        page.wait_for_load_state("load")
+    assert sorted(seen) == sorted(open_now) and len(seen) == len(set(seen))
+    assert stakes == sorted(stakes, reverse=True)  # revenue at stake, largest first
+    # both signs of reasons, marked: a deal's risks are seen, not only what helps it
+    visit.go("/dashboard/pipeline")
+    signs = page.locator("#deals ul.reasons li").evaluate_all("els => els.map(e => e.className)")
+    assert {"raises", "lowers"} <= set(signs)
+    # the CSV download holds what the page lists, every page of it
+    with page.expect_download() as download:
+        page.click("nav.pager a.csv")
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    assert sorted(r["deal_id"] for r in rows) == sorted(open_now)
+    assert [float(r["revenue_at_stake"]) for r in rows] == sorted(
+        (float(r["revenue_at_stake"]) for r in rows), reverse=True
+    )
+    names = dict(zip(tables.products["product_id"], tables.products["name"], strict=True))
+    assert set(r["product"] for r in rows) <= set(names.values()) | {""}
+    # sort by any column: the win probability, smallest first
+    page.select_option(".sort select[name=sort]", "probability")
+    page.select_option(".sort select[name=order]", "asc")
+    page.click(".sort button")
+    page.wait_for_url(re.compile(r".*sort=probability.*"))
+    chances = [float(t.rstrip("%")) for t in page.locator("#deals header > span:nth-of-type(2)")
+               .all_inner_texts()]  # fmt: skip
+    assert chances == sorted(chances)
 
     page.select_option("select[name=grade]", "A")
     page.click(".filters button")
@@ -187,9 +221,16 @@ def test_every_page_renders_real_data(signed_in, site: Site) -> None:
     visit.shot("deal")
 
     visit.go("/dashboard/churn")
-    assert page.locator("#accounts article").count() > 0
+    assert 0 < page.locator("#accounts article").count() <= PAGE_SIZE
     assert page.locator("#accounts article ul.reasons li").count() > 0
+    for level in ("region", "team", "rep"):
+        assert page.locator(f"table.at-risk[data-level={level}] tbody tr").count() > 0
     visit.shot("churn")
+    with page.expect_download() as download:
+        page.click("nav.pager a.csv")
+    accounts = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    billed = state.stored_scores(state.champion("account-churn"))
+    assert sorted(a["account_id"] for a in accounts) == sorted(billed)
 
     visit.go("/dashboard/coaching")
     assert page.locator("#team-reps tr").count() > 1
