@@ -395,7 +395,13 @@ class RepCoachingOut(BaseModel):
     team_win_rate: float | None
     bottleneck: str | None
     revenue_at_stake: float
-    findings: list[dict[str, Any]]
+    findings: list[dict[str, Any]] = Field(
+        description="Gaps to the team, largest revenue at stake first; each with `text`, the "
+        "comparison in plain words with units."
+    )
+    note: str | None = Field(
+        default=None, description="Why the rep's rates are not judged (too few closed deals)."
+    )
     funnel: list[dict[str, Any]]
 
 

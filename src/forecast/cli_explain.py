@@ -84,27 +84,32 @@ def explain_deal(deal_id: str, as_of: AsOfOpt = None, as_json: JsonOpt = False) 
 def _print_rep(view) -> None:
     console.rule(f"{view.rep_id} {view.name or ''} ({view.team}) as of {view.as_of:%Y-%m-%d}")
     console.print(
-        f"{view.closed_deals} closed deals in the window; win rate {view.win_rate:.0%} "
-        f"(team {view.team_win_rate:.0%}); bottleneck: {view.bottleneck or 'none'}"
+        f"{view.closed_deals} closed deals in the window; win rate {_share(view.win_rate)} "
+        f"(team {_share(view.team_win_rate)}); bottleneck: {view.bottleneck or 'none'}"
     )
+    if view.note:
+        console.print(view.note, style="yellow", markup=False, highlight=False)
     funnel = Table("stage", "rep", "team", "company", "deals", title="Conversion out of each stage")
     for stage, row in view.funnel.iterrows():
         funnel.add_row(
             stage,
-            f"{row['rep_rate']:.0%}",
-            f"{row['team_rate']:.0%}",
-            f"{row['company_rate']:.0%}",
+            _share(row["rep_rate"]),
+            _share(row["team_rate"]),
+            _share(row["company_rate"]),
             f"{int(row['rep_deals'])}",
         )
     console.print(funnel)
     for finding in view.findings:
-        unit = " days" if finding.unit == "days" else ""
-        scale = 1 if finding.unit == "days" else 100
         console.print(
-            f"  - {finding.topic}: {finding.rep * scale:.0f}{unit} vs team "
-            f"{finding.team * scale:.0f}{unit} -> {finding.focus}"
-            + (f" (at stake {finding.at_stake:,.0f})" if finding.at_stake else "")
+            f"  - {finding.text} -> {finding.focus}"
+            + (f" (at stake {finding.at_stake:,.0f})" if finding.at_stake else ""),
+            markup=False,
         )
+
+
+def _share(value: float) -> str:
+    """A rate as a percentage; a dash where there is nothing to rate (no closed deals)."""
+    return "–" if value != value else f"{value:.0%}"
 
 
 @coach_app.command("rep")

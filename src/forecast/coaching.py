@@ -18,6 +18,7 @@ from forecast.tables import CrmTables
 WINDOW_DAYS = 365
 STALE_DAYS = 14
 MIN_DEALS = 15  # fewer deals at a stage than this and a conversion rate is not a finding
+MIN_CLOSED = 10  # fewer closed deals in the window than this and a rep's rates are not judged
 
 FOCUS = {
     "prospecting": "Qualify harder before working a lead: confirm need, budget and timing",
@@ -32,6 +33,17 @@ FOCUS = {
 }
 
 
+HABITS = ("stale", "pushed", "no_next_step")  # read from open deals, not from closed ones
+# what each topic measures, in words a manager reads aloud ({rep}: the rep's figure with unit)
+SAYS = {
+    "cycle_time": "Takes {rep} to win a deal, from creation to close",
+    "close_date_accuracy": "Wins deals by the close date first promised {rep} of the time",
+    "stale": "{rep} of open deals have had no touch in two weeks",
+    "pushed": "{rep} of open deals have had their close date pushed twice or more",
+    "no_next_step": "{rep} of open deals have no next step recorded",
+}
+
+
 @dataclass(frozen=True)
 class Finding:
     """One comparison of a rep with the team and company."""
@@ -41,9 +53,28 @@ class Finding:
     team: float
     company: float
     gap: float  # rep minus team, in the topic's unit
-    unit: str
+    unit: str  # "share" (0 to 1) or "days"
     focus: str
     at_stake: float = 0.0  # open pipeline the gap puts at risk
+    text: str = ""  # the comparison in plain words, with units
+
+    @classmethod
+    def of(
+        cls, topic: str, rep: float, team: float, company: float, *, at_stake: float = 0.0
+    ) -> Finding:
+        stage = topic.removeprefix("conversion out of ")
+        unit = "days" if topic == "cycle_time" else "share"
+        says = SAYS.get(
+            topic, "Moves {rep} of the deals that reach " + stage + " on to the next stage"
+        )
+        text = f"{says.format(rep=_figure(rep, unit))} (team {_figure(team, unit)})"
+        return cls(topic, rep, team, company, rep - team, unit, FOCUS[stage], at_stake, text)
+
+
+def _figure(value: float, unit: str) -> str:
+    if value != value:  # NaN
+        return "unknown"
+    return f"{value:.0f} days" if unit == "days" else f"{value:.0%}"
 
 
 @dataclass(frozen=True)
@@ -58,6 +89,7 @@ class RepCoaching:
     funnel: pd.DataFrame  # stage, rep, team, company conversion rates and deal counts
     bottleneck: str | None
     findings: list[Finding] = field(default_factory=list)
+    note: str | None = None  # why the rep's rates are not judged (too few closed deals)
     activity_mix: pd.DataFrame | None = None
     win_rate_by_segment: pd.DataFrame | None = None
     win_rate_by_product: pd.DataFrame | None = None
@@ -234,14 +266,11 @@ def coach_rep(
     for stage in OPEN_STAGES:
         if stage == bottleneck or (enough[stage] and gaps[stage] < -0.05):
             findings.append(
-                Finding(
-                    topic=f"conversion out of {stage}",
-                    rep=float(funnels.at[stage, "rep_rate"]),
-                    team=float(funnels.at[stage, "team_rate"]),
-                    company=float(funnels.at[stage, "company_rate"]),
-                    gap=float(gaps[stage]),
-                    unit="share",
-                    focus=FOCUS[stage],
+                Finding.of(
+                    f"conversion out of {stage}",
+                    float(funnels.at[stage, "rep_rate"]),
+                    float(funnels.at[stage, "team_rate"]),
+                    float(funnels.at[stage, "company_rate"]),
                     at_stake=float(at_stake[stage]) if pd.notna(at_stake[stage]) else 0.0,
                 )
             )
@@ -266,20 +295,26 @@ def coach_rep(
         threshold = 0.15 * abs(team_value) if topic == "cycle_time" else 0.05
         if (worse == "higher" and gap > threshold) or (worse == "lower" and gap < -threshold):
             findings.append(
-                Finding(
-                    topic=topic,
-                    rep=float(rep_value),
-                    team=float(team_value),
-                    company=float(company_value),
-                    gap=float(gap),
-                    unit="days" if topic == "cycle_time" else "share",
-                    focus=FOCUS[topic],
+                Finding.of(
+                    topic,
+                    float(rep_value),
+                    float(team_value),
+                    float(company_value),
                     at_stake=float(my_open["amount"].sum() * min(abs(gap), 1.0))
                     if topic != "cycle_time"
                     else 0.0,
                 )
             )
     findings.sort(key=lambda f: -f.at_stake)
+    note = None
+    if len(mine) < MIN_CLOSED:
+        # a handful of closes says little about skill: only today's pipeline habits are compared
+        note = (
+            f"Too few deals to judge: {len(mine)} closed in the last {window_days} days (at "
+            f"least {MIN_CLOSED} are needed); only open-pipeline habits are compared."
+        )
+        findings = [f for f in findings if f.topic in HABITS]
+        bottleneck = None
     mix = _activity_mix(tables, as_of, window_days)
     team_mix = mix[mix.index.isin(reps.index[reps["team"] == team])].mean()
     activity = pd.DataFrame(
@@ -296,6 +331,7 @@ def coach_rep(
         funnel=funnels,
         bottleneck=bottleneck,
         findings=findings,
+        note=note,
         activity_mix=activity,
         win_rate_by_segment=_by(closed, "segment", rep_id),
         win_rate_by_product=_by(closed, "product_id", rep_id),

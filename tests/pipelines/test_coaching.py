@@ -73,3 +73,39 @@ def test_unknown_rep_and_team_are_named(world):
         coach_rep(world.tables, "R9999")
     with pytest.raises(KeyError, match="Atlantis"):
         coach_team(world.tables, "Atlantis")
+
+
+def test_every_finding_of_every_rep_is_in_plain_words_with_units(world):
+    """Over the whole sales floor: no raw names, no NaN, each figure with its unit."""
+    sellers = world.tables.reps.loc[world.tables.reps["role"] == "rep", "rep_id"]
+    checked = 0
+    for rep_id in sellers:
+        for finding in coach_rep(world.tables, rep_id).findings:
+            checked += 1
+            text = finding.text
+            assert "_" not in text and "nan" not in text.lower(), text
+            assert "(team " in text and ("%" in text or " days" in text), text
+            if finding.unit == "share":
+                assert f"{finding.rep:.0%}" in text and f"team {finding.team:.0%}" in text
+    assert checked > len(sellers)
+
+
+def test_a_rep_with_too_few_closed_deals_is_not_judged_on_rates(world):
+    t = world.tables
+    as_of = pd.Timestamp("2026-11-15")
+    rep_id = t.reps.loc[t.reps["role"] == "rep", "rep_id"].iloc[0]
+    # keep only two of the rep's closes in the window: the rest of the team as it was
+    history = t.deal_history
+    mine = t.deals.loc[t.deals["rep_id"] == rep_id, "deal_id"]
+    closes = history[
+        history["deal_id"].isin(mine) & history["stage"].isin(["closed_won", "closed_lost"])
+    ]
+    dropped = closes.sort_values("changed_at")["deal_id"].iloc[:-2]
+    few = t.replace(deal_history=history[~history["deal_id"].isin(dropped)])
+    view = coach_rep(few, rep_id, as_of=as_of)
+    assert view.closed_deals <= 2
+    assert view.note is not None and "Too few deals to judge" in view.note and "10" in view.note
+    assert view.bottleneck is None
+    assert all(f.topic in ("stale", "pushed", "no_next_step") for f in view.findings)
+    enough = coach_rep(t, rep_id, as_of=as_of)
+    assert enough.note is None and enough.closed_deals >= 10
