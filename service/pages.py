@@ -31,6 +31,7 @@ from fastapi.templating import Jinja2Templates
 
 from forecast.keys import Principal, verify_key
 from forecast.schema import OPEN_STAGES
+from forecast.scoring import revenue_at_risk_totals
 from service import charts
 from service.deps import StateDep, _visible, forecast_nodes_in_reach, reach_of
 from service.listing import csv_text, page_of
@@ -276,6 +277,7 @@ def _account_rows(who: Viewer) -> list[dict[str, Any]]:
                     "revenue_at_risk": s.revenue_at_risk,
                     "reasons": s.explanation.reasons,
                     "recommendations": s.explanation.recommendations,
+                    "score": s,
                 }
             )
         return rows
@@ -635,18 +637,6 @@ def _churn(who: Viewer, filters: dict[str, str], sort: str, order: str, page: in
     return shown, options, chosen
 
 
-def at_risk_totals(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
-    """Revenue at risk summed by `key` (rep_name, team or region), largest first."""
-    totals: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        name = row.get(key) or "(none)"
-        total = totals.setdefault(name, {"name": name, "accounts": 0, "arr": 0.0, "at_risk": 0.0})
-        total["accounts"] += 1
-        total["arr"] += row["arr"]
-        total["at_risk"] += row["revenue_at_risk"]
-    return sorted(totals.values(), key=lambda t: -t["at_risk"])
-
-
 @router.get("/churn")
 def churn_page(
     request: Request,
@@ -666,8 +656,10 @@ def churn_page(
         "listing": shown,
         "at_risk": sum(a["revenue_at_risk"] for a in shown.kept),
         "totals": {
-            level: at_risk_totals(shown.kept, key)
-            for level, key in (("region", "region"), ("team", "team"), ("rep", "rep_name"))
+            level: revenue_at_risk_totals(
+                [a["score"] for a in shown.kept], who.state.store().reps, level
+            )
+            for level in ("region", "team", "rep")
         },
         "options": options,
         "chosen": chosen,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request, Response
@@ -15,7 +15,7 @@ from forecast.explain import Explanation, explain, feature_rows
 from forecast.keys import Principal
 from forecast.predlog import Prediction, read_predictions
 from forecast.records import RecordError
-from forecast.scoring import grade, score_records
+from forecast.scoring import grade, revenue_at_risk_totals, score_records
 from service.deps import (
     AccountInReach,
     Admin,
@@ -23,6 +23,7 @@ from service.deps import (
     ForecastNode,
     ForecastQuarter,
     ForecastScope,
+    ReachDep,
     Reader,
     RepInReach,
     ScenarioInReach,
@@ -30,12 +31,14 @@ from service.deps import (
     StateDep,
     TeamInReach,
     TeamName,
+    _visible,
     invalid,
 )
 from service.schemas import (
     AccountBatchIn,
     AccountBatchOut,
     AccountScoreOut,
+    AtRiskOut,
     DealBatchIn,
     DealBatchOut,
     DealFeaturesBatchIn,
@@ -499,6 +502,34 @@ def read_account(account_id: AccountInReach, request: Request, caller: Reader, s
 
 
 # --- the revenue forecast -----------------------------------------------------------------------
+
+
+@router.get(
+    "/churn/at-risk",
+    response_model=AtRiskOut,
+    responses=PROBLEMS,
+    summary="Revenue at risk from churn by rep, team or region, over the accounts in reach",
+)
+def churn_at_risk(
+    caller: Reader,
+    within: ReachDep,
+    state: StateDep,
+    level: Annotated[
+        Literal["rep", "team", "region"],
+        Query(
+            description="Sum by the accounts' owner: rep, team or region.",
+            openapi_examples={"by team": {"value": "team"}},
+        ),
+    ] = "team",
+):
+    serving, tables = state.champion(CHURN_MODEL), state.store()
+    scores = [s for s in state.stored_scores(serving).values() if _visible(s.owner_rep_id, within)]
+    return AtRiskOut(
+        level=level,
+        as_of=tables.as_of.to_pydatetime(),
+        model=ModelOut(name=serving.name, version=serving.version),
+        totals=finite(revenue_at_risk_totals(scores, tables.reps, level)),
+    )
 
 
 def _view(forecast: QuarterForecast, scope: ForecastScope) -> dict[str, Any]:

@@ -440,6 +440,44 @@ class ReloadOut(BaseModel):
     changed: list[str]
 
 
+EXAMPLE_AT_RISK = {
+    "level": "team",
+    "as_of": "2026-11-15T00:00:00Z",
+    "model": EXAMPLE_MODEL,
+    "totals": [
+        {
+            "name": "EMEA 1",
+            "accounts": 112,
+            "arr": 2069518.0,
+            "revenue_at_risk": 179624.0,
+            "share_at_risk": 0.087,
+            "expected_churned_accounts": 9.4,
+        }
+    ],
+}
+
+
+class AtRiskTotalOut(BaseModel):
+    name: str = Field(description="The rep id, team or region (the accounts' owner's).")
+    accounts: int
+    arr: float = Field(description="Yearly recurring revenue of these accounts.")
+    revenue_at_risk: float = Field(description="Sum of churn probability (90 days) x ARR.")
+    share_at_risk: float | None = Field(description="revenue_at_risk / arr.")
+    expected_churned_accounts: float
+
+
+class AtRiskOut(BaseModel):
+    """Revenue at risk from churn, summed by the accounts' owner's rep, team or region, over
+    the accounts in the caller's reach; largest first."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_AT_RISK]})
+
+    level: str
+    as_of: Moment
+    model: ModelOut
+    totals: list[AtRiskTotalOut]
+
+
 EXAMPLE_LOGGED = {
     "id": 1042,
     "request_id": "4f1c0c8e9b2d4a51a7c3d2e1f0a9b8c7",

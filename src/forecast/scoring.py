@@ -322,3 +322,28 @@ def score_book(
 def _signed(reason: Reason) -> str:
     """A reason as one line: + raises the chance, - lowers it."""
     return f"{'+' if reason.direction == 'raises' else '-'} {reason.text}"
+
+
+def revenue_at_risk_totals(
+    scores: Sequence[AccountScore], reps: pd.DataFrame, level: str
+) -> list[dict[str, Any]]:
+    """Revenue at risk of these scored accounts summed by their owner's `rep`, `team` or
+    `region` (`forecast.churn.revenue_at_risk_by`), largest first: one dict per `name`, with
+    accounts, arr, revenue_at_risk, share_at_risk and expected_churned_accounts."""
+    from forecast.churn import revenue_at_risk_by  # the training module: loaded when used
+
+    owners = [s.owner_rep_id for s in scores]
+    by_rep = reps.set_index("rep_id")[["team", "region"]]
+    frame = pd.DataFrame(
+        {
+            "account_id": [s.account_id for s in scores],
+            "owner_rep_id": owners,
+            "team": by_rep["team"].reindex(owners).to_numpy(),
+            "rep_region": by_rep["region"].reindex(owners).to_numpy(),
+            "arr": [s.arr for s in scores],
+            "churn_probability": [s.churn_probability for s in scores],
+            "revenue_at_risk": [s.revenue_at_risk for s in scores],
+        }
+    )
+    totals = revenue_at_risk_by(frame, level).rename(columns={level: "name"})
+    return totals.astype(object).where(totals.notna(), None).to_dict(orient="records")

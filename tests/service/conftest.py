@@ -37,6 +37,7 @@ OPERATIONS = {
     "GET /v1/models",
     "POST /v1/admin/reload",
     "GET /v1/admin/predictions",
+    "GET /v1/churn/at-risk",
     "GET /healthz",
     "GET /readyz",
     "GET /metrics",

@@ -100,3 +100,33 @@ def test_an_account_not_billed_is_404_saying_so(api):
     assert (
         api.get("/v1/accounts/NO-SUCH", api.key("admin")).body["detail"] == "no account 'NO-SUCH'"
     )
+
+
+def test_revenue_at_risk_totals_by_rep_team_and_region_stay_in_reach(api):
+    from service.deps import subtree
+    from service.state import CHURN_MODEL
+
+    state = api.state
+    scores = list(state.stored_scores(state.champion(CHURN_MODEL)).values())
+    everything = sum(s.revenue_at_risk for s in scores)
+    admin = api.key("admin")
+    for level in ("rep", "team", "region"):
+        answer = api.get(f"/v1/churn/at-risk?level={level}", admin)
+        assert answer.status == 200, answer.detail
+        totals = answer.body["totals"]
+        assert sum(t["revenue_at_risk"] for t in totals) == pytest.approx(everything)
+        assert sum(t["accounts"] for t in totals) == len(scores)
+        at_risk = [t["revenue_at_risk"] for t in totals]
+        assert at_risk == sorted(at_risk, reverse=True)
+    reps = state.store().reps
+    manager = str(reps.loc[reps["role"] == "rep", "manager_id"].iloc[0])
+    within = subtree(reps, manager)
+    mine = [s for s in scores if s.owner_rep_id in within]
+    answer = api.get("/v1/churn/at-risk?level=rep", api.key("manager", manager))
+    assert answer.status == 200, answer.detail
+    assert {t["name"] for t in answer.body["totals"]} <= within
+    assert sum(t["revenue_at_risk"] for t in answer.body["totals"]) == pytest.approx(
+        sum(s.revenue_at_risk for s in mine)
+    )
+    assert api.get("/v1/churn/at-risk", api.key("crm")).status == 403
+    assert api.get("/v1/churn/at-risk?level=planet", admin).status == 422
