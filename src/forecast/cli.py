@@ -592,18 +592,25 @@ def models_list(as_json: JsonOpt = False) -> None:
     if frame.empty:
         console.print("no registered models yet: run `forecast train win`")
         return
-    table = Table("name", "version", "aliases", "created", "test AUC", "test log loss", "gate")
+    # narrow enough for 80 columns: the gate's verdict in the table, its reasons below it
+    table = Table("model", "v", "aliases", "created", "AUC", "log loss", "gate")
+    reasons = []
     for row in frame.itertuples():
+        verdict, _, why = str(row.gate).partition(":")
         table.add_row(
             row.name,
             str(row.version),
             row.aliases,
-            f"{row.created:%Y-%m-%d %H:%M}",
+            f"{row.created:%Y-%m-%d}",
             f"{row.test_auc:.4f}",
             f"{row.test_log_loss:.4f}",
-            row.gate,
+            verdict,
         )
+        if why.strip():
+            reasons.append(f"{row.name} v{row.version}: {why.strip()}")
     console.print(table)
+    for reason in reasons:
+        console.print(reason, markup=False, highlight=False)
 
 
 @models_app.command("promote")

@@ -112,7 +112,7 @@ def test_rollback_restores_the_previous_champion(own_copy):
         registry.rollback(MODEL_NAME)
 
 
-def test_promote_and_rollback_through_the_cli(own_copy):
+def test_promote_and_rollback_through_the_cli(own_copy, monkeypatch):
     runner = CliRunner()
     refused = runner.invoke(app, ["models", "promote", MODEL_NAME, "3"])
     assert refused.exit_code == 1
@@ -132,6 +132,19 @@ def test_promote_and_rollback_through_the_cli(own_copy):
     rows = json.loads(listed.stdout)
     assert [r["version"] for r in rows] == [1, 2, 3]
     assert rows[0]["aliases"] == "champion"
+
+    # read at 80 columns: every line fits, each version's gate reasons in full below the table
+    from rich.console import Console
+
+    from forecast import cli
+
+    monkeypatch.setattr(cli, "console", Console(width=80))
+    shown = runner.invoke(app, ["models", "list"])
+    assert shown.exit_code == 0, shown.output
+    assert max(len(line) for line in shown.stdout.splitlines()) <= 80
+    for row in rows:
+        reason = str(row["gate"]).partition(":")[2].strip()
+        assert not reason or " ".join(reason.split()) in " ".join(shown.stdout.split())
 
 
 def test_promoting_an_unknown_version_says_so(own_copy):
