@@ -700,6 +700,11 @@ class ForecastNodeOut(BaseModel):
     new: float = Field(description="Expected from deals not yet created.")
     recurring: float = Field(description="Renewals passed and still to come.")
     open_deals: int | None = None
+    revenue_at_risk: float | None = Field(
+        default=None,
+        description="ARR at risk from churn over the next 90 days (churn probability x ARR) of "
+        "the accounts owned under the node; null without a churn champion.",
+    )
 
 
 class DriverDealOut(BaseModel):

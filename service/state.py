@@ -290,7 +290,8 @@ class ServiceState:
                 deal or stage.
         """
         from forecast.bookings import parse_quarter
-        from forecast.revenue import prepare_quarter, simulate_quarter
+        from forecast.revenue import prepare_quarter, simulate_quarter, with_revenue_at_risk
+        from forecast.scoring import at_risk_by_owner
 
         serving, tables = self.champion(DEAL_MODEL), self.store()
         period = str(parse_quarter(quarter))
@@ -307,7 +308,12 @@ class ServiceState:
                 self._quarters = {**kept, key: inputs}
         if scenario is not None:
             inputs = scenario.apply(inputs, serving.win_probability)
-        return simulate_quarter(inputs, draws=self.config.forecast_draws, seed=seed)
+        forecast = simulate_quarter(inputs, draws=self.config.forecast_draws, seed=seed)
+        churn = self.models.get(CHURN_MODEL)
+        if churn is None:  # no churn champion: no revenue-at-risk figures, the forecast stands
+            return forecast
+        scores = self.stored_scores(churn).values()
+        return with_revenue_at_risk(forecast, at_risk_by_owner(scores), tables.reps)
 
     def detail(self, name: str) -> str | None:
         """Why a model is not serving, or which newer version was refused."""

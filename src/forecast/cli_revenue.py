@@ -55,6 +55,30 @@ def champion_scorer():
     return scorer, version
 
 
+def _with_churn_risk(forecast, tables, moment: pd.Timestamp):
+    """Revenue at risk on every node when there is a churn champion (said when there is not)."""
+    from forecast.account_features import ACCOUNT_FEATURES
+    from forecast.churn import MODEL_NAME as CHURN_NAME
+    from forecast.explain import scorer_for
+    from forecast.features import model_features
+    from forecast.registry import RegistryError, load_champion
+    from forecast.revenue import with_revenue_at_risk
+    from forecast.scoring import at_risk_by_owner, score_accounts
+
+    try:
+        model = load_champion(CHURN_NAME)
+    except (RegistryError, OSError):
+        err_console.print(
+            f"no {CHURN_NAME} champion: revenue at risk from churn is not shown "
+            "(`forecast train churn` trains one)",
+            style="yellow",
+        )
+        return forecast
+    scorer = scorer_for(model, model_features(model, ACCOUNT_FEATURES))
+    scores = score_accounts(tables, scorer, as_of=moment)
+    return with_revenue_at_risk(forecast, at_risk_by_owner(scores), tables.reps)
+
+
 def _money(value: float) -> str:
     if pd.isna(value):
         return ""
@@ -81,9 +105,10 @@ def print_forecast(forecast, level: str) -> None:
         f"Bookings {forecast.quarter} as of {forecast.as_of:%Y-%m-%d} "
         f"({forecast.draws:,} draws{scenario})"
     )
+    at_risk = "revenue_at_risk" in nodes
     table = Table(
         level, "target", "mean", "P10", "P50", "P90", "P(target)", "gap", "closed", "open",
-        "new", "recurring", "coverage", title=title,
+        "new", "recurring", "coverage", *(["churn risk"] if at_risk else []), title=title,
     )  # fmt: skip
     for row in nodes.itertuples():
         table.add_row(
@@ -91,6 +116,7 @@ def print_forecast(forecast, level: str) -> None:
             _money(row.p50), _money(row.p90), _share(row.p_reach_target),
             _money(row.gap_to_target), _money(row.closed), _money(row.open), _money(row.new),
             _money(row.recurring), _coverage(row.coverage),
+            *([_money(row.revenue_at_risk)] if at_risk else []),
         )  # fmt: skip
     console.print(table)
     shown = nodes["node"].tolist() if level != "rep" else nodes.nlargest(5, "std")["node"].tolist()
@@ -99,7 +125,12 @@ def print_forecast(forecast, level: str) -> None:
     console.print(
         "bookings = won deals closing in the quarter + renewals passed in it (12 x monthly bill "
         "for annual contracts, 1 x for SMB); gap = target - mean; coverage = open pipeline "
-        "expected to close in the quarter / (target - booked - expected renewals)",
+        "expected to close in the quarter / (target - booked - expected renewals)"
+        + (
+            "; churn risk = ARR at risk from churn in the next 90 days (churn model)"
+            if at_risk
+            else ""
+        ),
         style="dim",
     )
 
@@ -164,6 +195,7 @@ def revenue(
         tables, quarter=quarter, as_of=moment, win_scorer=scorer, draws=draws, seed=seed,
         level=level,
     )  # fmt: skip
+    forecast = _with_churn_risk(forecast, tables, moment)
     if as_json:
         model = {"name": CHAMPION_NAME, "version": version}
         json.dump({**forecast.to_dict(level), "model": model}, sys.stdout, indent=2, default=str)

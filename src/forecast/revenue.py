@@ -1480,6 +1480,28 @@ class QuarterForecast:
         }
 
 
+def with_revenue_at_risk(
+    forecast: QuarterForecast, at_risk_by_owner: Mapping[str, float], reps: pd.DataFrame
+) -> QuarterForecast:
+    """The forecast with `revenue_at_risk` on every node: the churn model's probability (next
+    90 days) x ARR, summed over the accounts owned under the node (by rep, the rep's team and
+    region, and the company). A companion figure: the bookings distribution is not changed."""
+    owners = pd.Series(at_risk_by_owner, dtype=float)
+    by_rep = reps.set_index("rep_id")[["team", "region"]].reindex(owners.index)
+    sums = {
+        "rep": owners,
+        "team": owners.groupby(by_rep["team"].to_numpy()).sum(),
+        "region": owners.groupby(by_rep["region"].to_numpy()).sum(),
+    }
+    nodes = forecast.nodes
+    at_risk = np.zeros(len(nodes))
+    for level, total in sums.items():
+        here = (nodes["level"] == level).to_numpy()
+        at_risk[here] = total.reindex(nodes.loc[here, "node"].to_numpy()).fillna(0.0).to_numpy()
+    at_risk[(nodes["level"] == "company").to_numpy()] = float(owners.sum())
+    return replace(forecast, nodes=nodes.assign(revenue_at_risk=at_risk))
+
+
 def _records(frame: pd.DataFrame) -> list[dict]:
     clean = frame.astype(object).where(pd.notna(frame), None)
     out = []

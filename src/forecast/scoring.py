@@ -324,6 +324,15 @@ def _signed(reason: Reason) -> str:
     return f"{'+' if reason.direction == 'raises' else '-'} {reason.text}"
 
 
+def at_risk_by_owner(scores: Sequence[AccountScore]) -> dict[str, float]:
+    """Revenue at risk summed by the accounts' owner rep (unowned accounts left out)."""
+    totals: dict[str, float] = {}
+    for s in scores:
+        if s.owner_rep_id is not None:
+            totals[s.owner_rep_id] = totals.get(s.owner_rep_id, 0.0) + s.revenue_at_risk
+    return totals
+
+
 def revenue_at_risk_totals(
     scores: Sequence[AccountScore], reps: pd.DataFrame, level: str
 ) -> list[dict[str, Any]]:

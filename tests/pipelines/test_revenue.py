@@ -357,7 +357,7 @@ def test_the_command_prints_a_table_and_json(stored_world):
     # no --quarter: the quarter of the data's as-of (2025-11-20)
     as_json = runner.invoke(app, ["revenue", "--level", "region", "--json", "--draws", "500"])
     assert as_json.exit_code == 0, as_json.output
-    payload = json.loads(as_json.output)
+    payload = json.loads(as_json.stdout)  # notes (no churn champion here) go to stderr
     assert payload["quarter"] == "2025Q4" and payload["nodes"]
     assert {n["level"] for n in payload["nodes"]} == {"region"}
     assert payload["model"] == {"name": "deal-win", "version": "7"}

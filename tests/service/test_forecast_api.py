@@ -154,3 +154,21 @@ def test_an_added_deal_may_reuse_any_crm_id_without_revealing_it(api, quarter):
     answer = api.post(f"/v1/forecast/{quarter}:scenario", {"add": [added]}, key)
     assert answer.status == 200, answer.detail
     assert answer.body["drivers"][0]["deal_id"] == f"new:{outside}"
+
+
+def test_every_node_shows_the_revenue_at_risk_of_the_accounts_owned_under_it(api, quarter):
+    from service.state import CHURN_MODEL
+
+    state = api.state
+    scores = list(state.stored_scores(state.champion(CHURN_MODEL)).values())
+    reps = state.store().reps.set_index("rep_id")
+    body = api.get(f"/v1/forecast/{quarter}", api.key("admin")).body
+    owned = [s for s in scores if s.owner_rep_id is not None]
+    assert body["node"]["revenue_at_risk"] == pytest.approx(sum(s.revenue_at_risk for s in owned))
+    assert body["node"]["revenue_at_risk"] > 0
+    for region in body["children"]:
+        under = [s for s in owned if reps.at[s.owner_rep_id, "region"] == region["node"]]
+        assert region["revenue_at_risk"] == pytest.approx(sum(s.revenue_at_risk for s in under))
+    assert sum(c["revenue_at_risk"] for c in body["children"]) == pytest.approx(
+        body["node"]["revenue_at_risk"]
+    )

@@ -29,7 +29,8 @@ def test_the_forecast_is_the_librarys_with_the_serving_champion(state):
         win_scorer=serving.win_probability,
         draws=2_000,
     )
-    pd.testing.assert_frame_equal(served.nodes, direct.nodes)
+    # the bookings figures are the library's; revenue at risk is the churn champion's, beside them
+    pd.testing.assert_frame_equal(served.nodes.drop(columns="revenue_at_risk"), direct.nodes)
     assert state.quarter_forecast(quarter).nodes.equals(served.nodes)  # cached, same answer
 
 
