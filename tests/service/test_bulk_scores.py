@@ -114,7 +114,7 @@ def test_the_readme_bulk_commands_run_as_printed(own_log, monkeypatch):
         for line in readme.splitlines()
         if line.startswith(("forecast score ", "forecast log "))
     ]
-    assert len(printed) == 2
+    assert len(printed) >= 2 and any(c.startswith("forecast log ") for c in printed)
     monkeypatch.chdir(own_log)
     for command in printed:
         done = runner.invoke(app, shlex.split(command)[1:])
