@@ -46,7 +46,7 @@ class Running:
     order: np.ndarray  # per row: key code * (len(stamps) + 1) + time rank (1-based), sorted
     codes: np.ndarray  # per row: key code
     times: np.ndarray  # per row: event time
-    sums: pd.DataFrame  # per row: the running sums
+    sums: dict[str, np.ndarray]  # per column, per row: the running sums
     time: str  # the time column's name in lookups
 
 
@@ -68,7 +68,7 @@ def running_sums(
         order=codes.astype(np.int64) * (len(stamps) + 1) + rank,
         codes=codes,
         times=times,
-        sums=sums,
+        sums={column: sums[column].to_numpy(dtype=float) for column in columns},
         time=time,
     )
 
@@ -81,21 +81,21 @@ def running_at(
     moment = pairs["as_of"].to_numpy("datetime64[ns]") - np.timedelta64(
         round(shift_days * 86400 * 1e9), "ns"
     )
-    out = pd.DataFrame(index=pairs.index)
     code = running.keys.get_indexer(pairs[key].to_numpy())
     rank = np.searchsorted(running.stamps, moment.view(np.int64), side="right")
     last = np.searchsorted(running.order, code * (len(running.stamps) + 1) + rank, "right") - 1
     row = np.clip(last, 0, max(len(running.codes) - 1, 0))
     hit = (code >= 0) & (last >= 0)
+    never = np.datetime64("NaT", "ns")
     if len(running.codes):
         hit &= running.codes[row] == code
-        out[time] = np.where(hit, running.times[row], np.datetime64("NaT", "ns"))
+        columns = {time: np.where(hit, running.times[row], never)}
+        columns |= {c: np.where(hit, v[row], 0.0) for c, v in running.sums.items()}
     else:
-        out[time] = np.full(len(code), np.datetime64("NaT", "ns"))
-    for column in running.sums.columns:
-        values = running.sums[column].to_numpy(dtype=float)
-        out[column] = np.where(hit, values[row], 0.0) if len(values) else 0.0
-    return out.sort_index()
+        columns = {time: np.full(len(code), never)}
+        columns |= {c: np.zeros(len(code)) for c in running.sums}
+    out = pd.DataFrame(columns, index=pairs.index)
+    return out if out.index.is_monotonic_increasing else out.sort_index()
 
 
 def tables_as_of(tables: CrmTables, as_of: pd.Timestamp | str) -> CrmTables:

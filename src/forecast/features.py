@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from forecast import derive
-from forecast.asof import asof_join, running_at, running_sums
+from forecast.asof import Running, asof_join, running_at, running_sums
 from forecast.schema import CLOSED_STAGES, OPEN_STAGES
 from forecast.tables import CrmTables
 
@@ -439,7 +439,7 @@ def _extended(index: pd.Index, values: np.ndarray) -> pd.Index:
 class _Record:
     """Wins and closes per key (a rep, a team, a product...) as running sums over time."""
 
-    running: pd.DataFrame
+    running: Running
 
     @classmethod
     def of(cls, closes: pd.DataFrame, event_codes: np.ndarray) -> _Record:
@@ -456,9 +456,11 @@ class _Record:
         now = running_at(left, self.running, "key", "at")
         window = RECORD_DAYS if days is None else days
         then = running_at(left, self.running, "key", "at", shift_days=window)
-        counts = now[["won", "n"]] - then[["won", "n"]].to_numpy()
         known = np.asarray(codes) >= 0
-        return counts.where(np.repeat(known[:, None], counts.shape[1], axis=1))
+        counts = {
+            c: np.where(known, now[c].to_numpy() - then[c].to_numpy(), np.nan) for c in ("won", "n")
+        }
+        return pd.DataFrame(counts, index=now.index)
 
 
 @dataclass(frozen=True)
@@ -470,8 +472,8 @@ class DealContext:
 
     accounts: pd.DataFrame  # indexed by account_id
     account_index: pd.Index
-    account_closes: pd.DataFrame  # running won and lost per account code
-    account_revenue: pd.DataFrame  # running revenue per account code, a month known once ended
+    account_closes: Running  # won and lost per account code
+    account_revenue: Running  # revenue per account code, a month known once ended
     rep_index: pd.Index
     team_of: np.ndarray  # per rep code ("" when the rep has no team)
     team_index: pd.Index
@@ -486,7 +488,7 @@ class DealContext:
     product: _Record
     product_family: pd.Series  # by product_id
     quote_index: pd.Index
-    quotes: pd.DataFrame  # running log first quotes per (product, segment) code
+    quotes: Running  # log first quotes per (product, segment) code
     quoted: pd.Index  # deals whose first quote the quotes hold
     unavailable: dict[str, str]
     attributes: tuple[Feature, ...]
@@ -652,7 +654,7 @@ def _size_key(product: np.ndarray, account: np.ndarray, accounts: pd.DataFrame) 
     return _fit_key(product, accounts["segment"].reindex(account).to_numpy())
 
 
-def _first_quotes(tables: CrmTables) -> tuple[pd.Index, pd.DataFrame, pd.Index]:
+def _first_quotes(tables: CrmTables) -> tuple[pd.Index, Running, pd.Index]:
     """First quotes as running sums of their logs per (product, segment): the keys, the sums,
     and the deals they hold."""
     first = _first_quote(tables)

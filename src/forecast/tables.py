@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
+from functools import cache
 
 import pandas as pd
 
@@ -26,6 +27,13 @@ PANDAS_DTYPES: dict[ColumnType, object] = {
 
 def empty_frame(table: Table) -> pd.DataFrame:
     """A frame with the table's columns and dtypes and no rows."""
+    # made once per table: a CRM record scored alone needs six of them per request
+    return _empty(table.name).copy(deep=False)
+
+
+@cache
+def _empty(name: str) -> pd.DataFrame:
+    table = TABLES[name]
     return pd.DataFrame({c.name: pd.Series([], dtype=PANDAS_DTYPES[c.type]) for c in table.columns})
 
 
