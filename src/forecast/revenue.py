@@ -1343,11 +1343,14 @@ def _slipped_timing(
     So a deal slipped past the window's end cannot close inside it (0); one still inside keeps
     at most its chance of closing inside from before (a later date never raises it); one moved
     into the window from before it keeps at least its chance from before (the window gains).
+    A deal already overdue belongs to the window open now (it can close any day from the
+    as-of): slipped, it stays in it, and its chance there never rises.
     """
     out = deals.copy()
     new_close = out["expected_close"]
     old_close = before["expected_close"]
-    was_inside = ((old_close >= window.start) & (old_close < window.end)).to_numpy()
+    open_now = window.as_of >= window.q_start  # the current quarter: overdue deals are its own
+    was_inside = ((old_close < window.end) & ((old_close >= window.start) | open_now)).to_numpy()
     past_end = slipped & (new_close >= window.end).to_numpy()
     kept = slipped & ~past_end & was_inside
     moved_in = slipped & ~past_end & ~was_inside & (new_close >= window.start).to_numpy()

@@ -423,7 +423,8 @@ def test_a_slip_never_raises_the_quarter_it_leaves_over_the_whole_book(forecast,
     inputs = forecast.inputs
     book = inputs.open_deals.set_index("deal_id")
     window = inputs.window
-    inside = (book["expected_close"] >= window.start) & (book["expected_close"] < window.end)
+    # overdue deals too: they can close any day from the as-of, inside this quarter
+    inside = book["expected_close"] < window.end
     previous = book["p_inside"]
     checked = violations = 0
     for days in SLIPS:
@@ -468,3 +469,30 @@ def test_removing_or_losing_deals_never_raises_the_quarter(forecast, scorer):
         assert float((deals["p_inside"] * deals["expected_amount"]).sum()) < base
         gone = deals["removed"].to_numpy()
         assert gone.sum() == len(chosen) and (deals.loc[gone, "p_inside"] == 0).all()
+
+
+def test_a_slip_moves_a_deals_chance_between_quarters_and_never_creates_any(
+    world, forecast, scorer
+):
+    """Over the whole book and every slip: what a deal's chance of closing in this quarter loses,
+    the next quarter gains at most (a pushed close date is itself a sign that lowers the chance
+    to win at all, so the two quarters together never gain)."""
+    this = forecast.inputs
+    nxt = prepare_quarter(world.tables, quarter="2025Q4", as_of=AS_OF, win_scorer=scorer)
+    ids = this.open_deals["deal_id"]
+    assert set(ids) == set(nxt.open_deals["deal_id"])
+
+    def chances(inputs, scenario=None):
+        deals = (scenario.apply(inputs, scorer) if scenario else inputs).open_deals
+        return deals.set_index("deal_id")["p_inside"].reindex(ids.to_numpy())
+
+    before = chances(this) + chances(nxt)
+    checked = created = moved = 0
+    for days in SLIPS:
+        slip = Scenario(slip_days=dict.fromkeys(ids, days))
+        now, later = chances(this, slip), chances(nxt, slip)
+        created += int(((now + later) > before + 1e-9).sum())
+        moved += int(((now < chances(this) - 1e-9) & (later > chances(nxt) + 1e-9)).sum())
+        checked += len(ids)
+    assert checked > 600 and created == 0  # about 130 open deals, six slips each
+    assert moved > 100  # the slips do move chance from this quarter into the next
