@@ -205,9 +205,11 @@ def _history(
     moved = now.assign(changed_at=as_of)[~new & ~unchanged]
     # a change sent at `as_of` itself is replaced by the record's state, not doubled
     replaced = changes["deal_id"].isin(moved.index) & (changes["changed_at"] == as_of)
-    added = pd.concat([created, moved]).rename_axis("deal_id").reset_index()[columns]
+    added = created if moved.empty else moved if created.empty else pd.concat([created, moved])
+    added = added.rename_axis("deal_id").reset_index()[columns]
     kept = changes[~replaced]
-    return pd.concat([kept, added], ignore_index=True) if len(kept) else added
+    parts = [part for part in (kept, added) if len(part)]
+    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
 
 
 def _same(stored: pd.Series, sent: pd.Series) -> np.ndarray:
