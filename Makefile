@@ -8,7 +8,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test fuzz lint format bench bench-generate bench-features bench-explain bench-revenue bench-service docs lock clean train mlflow-ui cards
+.PHONY: help venv run test fuzz lint format bench bench-generate bench-features bench-explain bench-revenue bench-service book-checks docs lock clean train mlflow-ui cards
 
 help: ## Show this list
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -75,6 +75,9 @@ bench-features: $(STAMP) ## Point-in-time features for about 1,000,000 snapshots
 
 bench-explain: $(STAMP) ## Reasons and recommendations vs LightGBM SHAP and shap.TreeExplainer
 	$(BIN)/python benchmarks/explain.py
+
+book-checks: $(STAMP) ## Reasons and actions checked over the stored CRM's whole open book (after `make run`)
+	$(BIN)/python benchmarks/book_checks.py
 
 bench-generate: $(STAMP) ## Generate and import 1,000,000 deals: time and peak memory
 	$(BIN)/python benchmarks/generate_and_import.py --deals 1000000

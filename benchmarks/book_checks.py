@@ -1,0 +1,112 @@
+"""The properties of reasons and actions, checked over a stored CRM's whole open book.
+
+With the stored CRM and the champions of the current FORECAST_HOME (`make run` makes the default
+world's): every open deal and every billed account is scored as the service scores them, and
+each property the tests hold on generated samples is counted here on the real book:
+
+- no reason is drawn from a missing value;
+- a product is named as people know it (its name), never by its id;
+- no action is advised whose evidence already meets the yardstick (won deals at the deal's
+  stage; accounts that renewed);
+- the same action lifts different deals differently.
+
+    python benchmarks/book_checks.py
+
+Prints the counts and the violations (0 expected); asserts nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def main() -> None:
+    from forecast.account_features import ACCOUNT_FEATURES, account_features, account_snapshots
+    from forecast.catalogue import display_names, load_catalogue
+    from forecast.churn import MODEL_NAME as CHURN_NAME
+    from forecast.explain import scorer_for
+    from forecast.features import deal_features, model_features
+    from forecast.registry import RegistryError, load_champion
+    from forecast.scoring import (
+        load_deal_explainer,
+        open_deal_ids,
+        retained_account_yardsticks,
+        score_accounts,
+        score_deals,
+    )
+    from forecast.settings import disable_telemetry
+    from forecast.store import read_store
+
+    disable_telemetry()
+    tables = read_store()
+    catalogue = load_catalogue()
+    explainer = load_deal_explainer(tables, as_of=tables.as_of)
+    scores = score_deals(tables, explainer.scorer, typical=explainer.typical)
+    ids = open_deal_ids(tables, tables.as_of)
+    frame = deal_features(tables, ids.to_frame().assign(as_of=tables.as_of)).set_index("deal_id")
+    products = display_names(tables)["product_id"]
+    typical = explainer.typical
+    reasons = actions = from_missing = by_id = already = 0
+    lifts: dict[str, set[float]] = {}
+    for score in scores:
+        row = frame.loc[score.deal_id]
+        for reason in score.explanation.reasons:
+            reasons += 1
+            from_missing += _missing(row[reason.feature])
+            if reason.feature == "product_id" and reason.value in products:
+                by_id += reason.value in reason.text or products[reason.value] not in reason.text
+        stage = row["stage"] if row["stage"] in typical.index else "*"
+        for rec in score.explanation.recommendations:
+            actions += 1
+            lifts.setdefault(rec.action, set()).add(rec.lift_points)
+            feature = catalogue.actions["deal"][rec.action].evidence
+            value, yardstick = row[feature], typical.loc[stage, feature]
+            helps = catalogue.deal[feature].helps
+            if not _missing(value) and not _missing(yardstick):
+                already += value >= yardstick if helps == "up" else value <= yardstick
+    print(f"{explainer.model_label}; store as of {tables.as_of:%Y-%m-%d}")
+    print(f"open deals checked: {len(scores):,}; reasons {reasons:,}; actions advised {actions:,}")
+    print(f"  reasons from a missing value: {from_missing}")
+    print(f"  product reasons naming the id, not the name: {by_id}")
+    print(f"  actions the deal already does (meets won deals at its stage): {already}")
+    distinct = ", ".join(f"{a} {len(v)}" for a, v in sorted(lifts.items()))
+    print(f"  distinct lifts per action: {distinct}")
+
+    try:
+        model = load_champion(CHURN_NAME)
+    except (RegistryError, OSError) as err:  # a store without a churn champion: say so
+        print(f"no {CHURN_NAME} champion ({err}): accounts not checked")
+        return
+    retained = retained_account_yardsticks(tables, as_of=tables.as_of)
+    scorer = scorer_for(model, model_features(model, ACCOUNT_FEATURES))
+    accounts = score_accounts(tables, scorer, typical=retained)
+    billed = account_features(tables, account_snapshots(tables, [tables.as_of]))
+    billed = billed.set_index("account_id")
+    advised = done = 0
+    account_lifts: dict[str, set[float]] = {}
+    for score in accounts:
+        for rec in score.explanation.recommendations:
+            advised += 1
+            account_lifts.setdefault(rec.action, set()).add(rec.lift_points)
+            feature = catalogue.actions["account"][rec.action].evidence
+            yardstick = retained.loc["*", feature]
+            value = billed.at[score.account_id, feature]
+            if not _missing(value) and not _missing(yardstick):
+                helps = catalogue.account[feature].helps
+                done += value >= yardstick if helps == "up" else value <= yardstick
+    print(f"billed accounts checked: {len(accounts):,}; retention actions advised {advised:,}")
+    print(f"  actions the account already does (meets accounts that renewed): {done}")
+    distinct = ", ".join(f"{a} {len(v)}" for a, v in sorted(account_lifts.items()))
+    print(f"  distinct lifts per action: {distinct}")
+
+
+if __name__ == "__main__":
+    main()
