@@ -81,7 +81,8 @@ class StoredCrm:
     def new_ids(self, record: Mapping[str, Any]) -> list[str]:
         """The record's fields naming something the store has never seen (scored as new)."""
         new = [] if record["deal_id"] in self.history_rows else ["deal_id"]
-        return new + [f for f in IDS if record.get(f) and record[f] not in self.known[f]]
+        named = {f: record.get(f) for f in IDS}
+        return new + [f for f, v in named.items() if isinstance(v, str) and v not in self.known[f]]
 
 
 def record_tables(
