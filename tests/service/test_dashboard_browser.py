@@ -163,6 +163,8 @@ def test_every_page_renders_real_data(signed_in, site: Site) -> None:
     assert shown_reach == f"{company['p_reach_target']:.0%}"
     assert page.locator("#fan .main-svg").count() > 0  # Plotly drew the fan chart
     assert page.locator("#drivers tr").count() > 1  # deals carrying the uncertainty
+    shown_risk = _money(page.inner_text("[data-testid=at-risk]"))
+    assert shown_risk == pytest.approx(company["revenue_at_risk"], abs=1)
     visit.shot("forecast")
 
     visit.go("/dashboard/pipeline")
