@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -155,6 +155,28 @@ def deal_in_reach(deal_id: DealId, within: ReachDep, state: StateDep) -> str:
     if owner is None or not _visible(owner, within):
         raise HTTPException(404, f"no deal {deal_id!r}")
     return deal_id
+
+
+def records_in_reach(records: Sequence[Any], caller: Principal, state: ServiceState) -> None:
+    """A rep or manager scores only records of their own deals and people: a stored deal
+    (its changes and activities) or a rep (their record) outside their reach is 404 naming it,
+    as a read would be. The CRM's integration and admins score any record.
+
+    Raises:
+        HTTPException: 404 for the first record naming something out of reach.
+    """
+    if caller.role in ("crm", "admin"):
+        return
+    try:
+        within = reach_of(caller, state)
+    except OrgTreeUnavailableError as err:
+        raise HTTPException(503, str(err)) from None
+    for record in records:
+        owner = state.deal_owners.get(record.deal_id)
+        if owner is not None and not _visible(owner, within):
+            raise HTTPException(404, f"no deal {record.deal_id!r}")
+        if record.rep_id is not None and not _visible(record.rep_id, within):
+            raise HTTPException(404, f"no rep {record.rep_id!r} (deal {record.deal_id!r})")
 
 
 def rep_in_reach(rep_id: RepId, within: ReachDep, state: StateDep) -> str:

@@ -33,6 +33,7 @@ from service.deps import (
     TeamName,
     _visible,
     invalid,
+    records_in_reach,
 )
 from service.schemas import (
     AccountBatchIn,
@@ -125,12 +126,16 @@ def _log_scores(
 @router.post(
     "/deals:score",
     response_model=DealBatchOut,
-    responses=BODY_PROBLEMS,
+    responses={
+        **BODY_PROBLEMS,
+        404: {"model": ProblemOut, "description": "A stored deal or a rep out of reach."},
+    },
     summary="Score 1 to 1,000 deal records as the CRM holds them: probability, grade, "
     "reasons, recommendations",
 )
 async def score_deals(body: DealBatchIn, request: Request, caller: ScoringCaller, state: StateDep):
     serving, stored = state.champion(DEAL_MODEL), state.records_store()
+    records_in_reach(body.deals, caller, state)
 
     def work() -> Response:
         as_of = body.as_of or datetime.now(UTC)

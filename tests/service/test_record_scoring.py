@@ -205,3 +205,23 @@ def test_a_422_for_values_json_cannot_carry_is_still_a_422(api):
     raw = b'{"deals": [{"deal_id": "\\ud800", "stage": "proposal"}]}'
     answer = api.call("POST", "/v1/deals:score", key=key, data=raw)
     assert answer.status == 422, answer.detail
+
+
+def test_a_rep_scores_records_of_their_own_deals_and_no_one_elses(api, stored):
+    tables, nightly = stored
+    owners = tables.deals.set_index("deal_id")["rep_id"]
+    mine_id = sorted(nightly)[0]
+    rep = owners[mine_id]
+    other_id = next(d for d in sorted(nightly) if owners[d] != rep)
+    key = api.key("rep", rep)
+
+    def score(record: dict) -> int:
+        return api.post("/v1/deals:score", {"as_of": AS_OF, "deals": [record]}, key).status
+
+    assert score(crm_record(tables, mine_id)) == 200
+    assert score({**GOOD, "deal_id": "MY-NEW", "rep_id": rep}) == 200
+    assert score(crm_record(tables, other_id)) == 404  # its stored history is not theirs
+    assert score({**GOOD, "deal_id": "MY-NEW", "rep_id": owners[other_id]}) == 404
+    crm = api.post("/v1/deals:score", {"as_of": AS_OF, "deals": [crm_record(tables, other_id)]},
+                   api.key("crm"))  # fmt: skip
+    assert crm.status == 200
