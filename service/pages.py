@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -490,83 +490,73 @@ def _reasons_text(reasons) -> str:
     return "; ".join(f"{r.direction}: {r.text}" for r in reasons)
 
 
-def _pipeline(who: Viewer, filters: dict[str, str], sort: str, order: str, page: int):
-    deals = _deal_rows(who)
-    mine = [d for d in deals.to_dict(orient="records") if who.sees(d["rep_id"])]
-    options = {
-        "team": sorted({d["team"] for d in mine if d["team"]}),
-        "rep_id": sorted({d["rep_id"] for d in mine if d["rep_id"]}),
-        "stage": [s for s in OPEN_STAGES if s in {d["stage"] for d in mine}],
-        "grade": ["A", "B", "C", "D"],
-    }
-    chosen = {k: (v if v in options[k] else "") for k, v in filters.items()}
-    shown = page_of(
-        mine, filters=chosen, sort=sort, sortable=list(DEAL_SORTS), descending=order != "asc",
-        page=page,
-    )  # fmt: skip
-    return shown, options, chosen
+@dataclass(frozen=True)
+class Filter:
+    """A select on a list page: its query name, the row field it matches, its label."""
+
+    query: str
+    field: str
+    label: str
+    fixed: tuple[str, ...] | None = None  # the values in this order (else those in the rows)
 
 
-@router.get("/pipeline")
-def pipeline_page(
-    request: Request,
-    who: ViewerDep,
-    team: str = "",
-    rep: str = "",
-    stage: str = "",
-    grade: str = "",
-    sort: str = "at_stake",
-    order: str = "desc",
-    page: int = 1,
-) -> Response:
-    filters = {"team": team, "rep_id": rep, "stage": stage, "grade": grade}
-    shown, options, chosen = _pipeline(who, filters, sort, order, page)
-    context = {
-        "viewer": who,
-        "page": "pipeline",
-        "listing": shown,
-        "at_stake": sum(d["at_stake"] for d in shown.kept),
-        "options": options,
-        "chosen": chosen,
-        "sorts": DEAL_SORTS,
-        "query": _query_maker(
-            {
-                "team": chosen["team"],
-                "rep": chosen["rep_id"],
-                "stage": chosen["stage"],
-                "grade": chosen["grade"],
-                "sort": shown.sort,
-                "order": "desc" if shown.descending else "asc",
-            }
-        ),
-        "names": _rep_names(who.state),
-        "as_of": who.state.store().as_of,
-    }
-    return _render(request, "pipeline.html", context)
+@dataclass(frozen=True)
+class ListPage:
+    """A long list a manager works through: its rows, filters, sorts and CSV columns."""
 
+    name: str
+    rows: Callable[[Viewer], list[dict[str, Any]]]
+    filters: tuple[Filter, ...]
+    sorts: dict[str, str]
+    csv: dict[str, Callable[[dict[str, Any]], Any]]
 
-@router.get("/pipeline.csv")
-def pipeline_csv(
-    who: ViewerDep,
-    team: str = "",
-    rep: str = "",
-    stage: str = "",
-    grade: str = "",
-    sort: str = "at_stake",
-    order: str = "desc",
-) -> Response:
-    filters = {"team": team, "rep_id": rep, "stage": stage, "grade": grade}
-    shown, _, _ = _pipeline(who, filters, sort, order, 1)
-    return _csv(csv_text(shown.kept, DEAL_CSV), "pipeline", who.state.store().as_of)
+    def shown(self, who: Viewer, params: Mapping[str, str]) -> dict[str, Any]:
+        """The page's rows for `params` (filters, sort, order, page) and what the form shows."""
+        mine = [r for r in self.rows(who) if who.sees(r["rep_id"])]
+        options = {}
+        for f in self.filters:
+            present = {r[f.field] for r in mine if r[f.field]}
+            options[f.field] = [v for v in f.fixed if v in present] if f.fixed else sorted(present)
+        chosen = {
+            f.field: v if (v := params.get(f.query, "")) in options[f.field] else ""
+            for f in self.filters
+        }
+        try:
+            page = int(params.get("page", "1"))
+        except ValueError:
+            page = 1
+        listing = page_of(
+            mine,
+            filters=chosen,
+            sort=params.get("sort", ""),
+            sortable=list(self.sorts),
+            descending=params.get("order") != "asc",
+            page=page,
+        )
+        hidden = {f.query: chosen[f.field] for f in self.filters}
+        order = "desc" if listing.descending else "asc"
+        return {
+            "listing": listing,
+            "options": options,
+            "chosen": chosen,
+            "filters": self.filters,
+            "hidden": hidden,
+            "sorts": self.sorts,
+            "query": _query_maker({**hidden, "sort": listing.sort, "order": order}),
+            "path": f"/dashboard/{self.name}",
+        }
 
-
-def _csv(text: str, name: str, as_of: pd.Timestamp) -> Response:
-    """A download named for what it holds and the data's as-of."""
-    return Response(
-        text,
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{name}-{as_of:%Y-%m-%d}.csv"'},
-    )
+    def csv_response(self, who: Viewer, params: Mapping[str, str]) -> Response:
+        """Every row the page's filters keep, in its order, as a CSV download."""
+        kept = self.shown(who, params)["listing"].kept
+        as_of = who.state.store().as_of
+        return Response(
+            csv_text(kept, self.csv),
+            media_type="text/csv; charset=utf-8",
+            headers={
+                "Content-Disposition": f'attachment; filename="{self.name}-{as_of:%Y-%m-%d}.csv"'
+            },
+        )
 
 
 def _query_maker(base: dict[str, str]) -> Callable[..., str]:
@@ -578,6 +568,43 @@ def _query_maker(base: dict[str, str]) -> Callable[..., str]:
         return urlencode({k: v for k, v in values.items() if v})
 
     return query
+
+
+def _deal_list(who: Viewer) -> list[dict[str, Any]]:
+    return _deal_rows(who).to_dict(orient="records")
+
+
+PIPELINE = ListPage(
+    "pipeline",
+    _deal_list,
+    (
+        Filter("team", "team", "team"),
+        Filter("rep", "rep_id", "rep"),
+        Filter("stage", "stage", "stage", fixed=OPEN_STAGES),
+        Filter("grade", "grade", "grade", fixed=("A", "B", "C", "D")),
+    ),
+    DEAL_SORTS,
+    DEAL_CSV,
+)
+
+
+@router.get("/pipeline")
+def pipeline_page(request: Request, who: ViewerDep) -> Response:
+    shown = PIPELINE.shown(who, request.query_params)
+    context = {
+        "viewer": who,
+        "page": "pipeline",
+        **shown,
+        "at_stake": sum(d["at_stake"] for d in shown["listing"].kept),
+        "names": _rep_names(who.state),
+        "as_of": who.state.store().as_of,
+    }
+    return _render(request, "pipeline.html", context)
+
+
+@router.get("/pipeline.csv")
+def pipeline_csv(request: Request, who: ViewerDep) -> Response:
+    return PIPELINE.csv_response(who, request.query_params)
 
 
 @router.get("/deals/{deal_id}")
@@ -621,59 +648,33 @@ ACCOUNT_CSV = {
     "drivers": lambda a: _reasons_text(a["reasons"]),
     "top_action": lambda a: a["recommendations"][0].text if a["recommendations"] else None,
 }
-
-
-def _churn(who: Viewer, filters: dict[str, str], sort: str, order: str, page: int):
-    mine = [a for a in _account_rows(who) if who.sees(a["rep_id"])]
-    options = {
-        "team": sorted({a["team"] for a in mine if a["team"]}),
-        "rep_id": sorted({a["rep_id"] for a in mine if a["rep_id"]}),
-        "segment": sorted({a["segment"] for a in mine if a["segment"]}),
-    }
-    chosen = {k: (v if v in options[k] else "") for k, v in filters.items()}
-    shown = page_of(
-        mine, filters=chosen, sort=sort, sortable=list(ACCOUNT_SORTS), descending=order != "asc",
-        page=page,
-    )  # fmt: skip
-    return shown, options, chosen
+CHURN = ListPage(
+    "churn",
+    _account_rows,
+    (
+        Filter("team", "team", "team"),
+        Filter("rep", "rep_id", "owner"),
+        Filter("segment", "segment", "segment"),
+    ),
+    ACCOUNT_SORTS,
+    ACCOUNT_CSV,
+)
 
 
 @router.get("/churn")
-def churn_page(
-    request: Request,
-    who: ViewerDep,
-    team: str = "",
-    rep: str = "",
-    segment: str = "",
-    sort: str = "revenue_at_risk",
-    order: str = "desc",
-    page: int = 1,
-) -> Response:
-    filters = {"team": team, "rep_id": rep, "segment": segment}
-    shown, options, chosen = _churn(who, filters, sort, order, page)
+def churn_page(request: Request, who: ViewerDep) -> Response:
+    shown = CHURN.shown(who, request.query_params)
+    kept = shown["listing"].kept
+    reps = who.state.store().reps
     context = {
         "viewer": who,
         "page": "churn",
-        "listing": shown,
-        "at_risk": sum(a["revenue_at_risk"] for a in shown.kept),
+        **shown,
+        "at_risk": sum(a["revenue_at_risk"] for a in kept),
         "totals": {
-            level: revenue_at_risk_totals(
-                [a["score"] for a in shown.kept], who.state.store().reps, level
-            )
+            level: revenue_at_risk_totals([a["score"] for a in kept], reps, level)
             for level in ("region", "team", "rep")
         },
-        "options": options,
-        "chosen": chosen,
-        "sorts": ACCOUNT_SORTS,
-        "query": _query_maker(
-            {
-                "team": chosen["team"],
-                "rep": chosen["rep_id"],
-                "segment": chosen["segment"],
-                "sort": shown.sort,
-                "order": "desc" if shown.descending else "asc",
-            }
-        ),
         "names": _rep_names(who.state),
         "as_of": who.state.store().as_of,
     }
@@ -681,17 +682,8 @@ def churn_page(
 
 
 @router.get("/churn.csv")
-def churn_csv(
-    who: ViewerDep,
-    team: str = "",
-    rep: str = "",
-    segment: str = "",
-    sort: str = "revenue_at_risk",
-    order: str = "desc",
-) -> Response:
-    filters = {"team": team, "rep_id": rep, "segment": segment}
-    shown, _, _ = _churn(who, filters, sort, order, 1)
-    return _csv(csv_text(shown.kept, ACCOUNT_CSV), "churn", who.state.store().as_of)
+def churn_csv(request: Request, who: ViewerDep) -> Response:
+    return CHURN.csv_response(who, request.query_params)
 
 
 # --- coaching -------------------------------------------------------------------------------------

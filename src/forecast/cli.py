@@ -18,6 +18,7 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from forecast.cli_options import moment_option
 from forecast.settings import disable_telemetry, get_settings
 
 app = typer.Typer(
@@ -94,7 +95,9 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 def data_generate(
     deals: Annotated[int, typer.Option("--deals", "-n", help="Number of opportunities.")] = 30_000,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed, the same world.")] = 0,
-    as_of: Annotated[str, typer.Option("--as-of", help="The world's export date.")] = "2026-11-15",
+    as_of: Annotated[
+        str, typer.Option("--as-of", help="The world's export date.", callback=moment_option)
+    ] = "2026-11-15",
     dirt: Annotated[float, typer.Option(help="Share of untidy rows (0 = clean).")] = 0.0,
     show: Annotated[bool, typer.Option("--describe/--quiet", help="Describe it after.")] = True,
 ) -> None:
@@ -192,7 +195,11 @@ BadRowsOpt = Annotated[
 ]
 AsOfOpt = Annotated[
     str | None,
-    typer.Option("--as-of", help="The export's as-of (default: from the source, or now)."),
+    typer.Option(
+        "--as-of",
+        help="The export's as-of (default: from the source, or now).",
+        callback=moment_option,
+    ),
 ]
 
 

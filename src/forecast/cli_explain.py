@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from forecast.cli_options import moment_option
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -19,7 +21,8 @@ explain_app = typer.Typer(help="Why a deal scores as it does, and what would hel
 coach_app = typer.Typer(help="Coaching for managers: reps and teams against their peers.")
 
 AsOfOpt = Annotated[
-    str | None, typer.Option("--as-of", help="Moment to look from (default: export).")
+    str | None,
+    typer.Option("--as-of", help="Moment to look from (default: export).", callback=moment_option),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 WindowOpt = Annotated[int, typer.Option("--window-days", help="Trailing window of closed deals.")]

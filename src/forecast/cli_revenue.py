@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from forecast.cli_options import moment_option
 from forecast.settings import get_settings
 
 # a terminal sets its own width; in a log (make run, CI) the wide tables stay readable
@@ -160,7 +161,12 @@ def revenue(
         str | None, typer.Option(help="Calendar quarter, e.g. 2026Q4 (default: the as-of's).")
     ] = None,
     as_of: Annotated[
-        str | None, typer.Option("--as-of", help="Forecast as of this date (default: the data's).")
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="Forecast as of this date (default: the data's).",
+            callback=moment_option,
+        ),
     ] = None,
     level: Annotated[str, typer.Option(help="rep, team, region or company.")] = "team",
     draws: Annotated[int, typer.Option(help="Simulated quarters.")] = 10_000,

@@ -10,6 +10,8 @@ import pandas as pd
 import typer
 from rich.console import Console
 
+from forecast.cli_options import moment_option
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -23,7 +25,10 @@ def score_deals_command(
         Path, typer.Option("--out", help="Where to write the scores (.parquet or .csv).")
     ] = Path("deal-scores.parquet"),
     as_of: Annotated[
-        str | None, typer.Option("--as-of", help="Moment to score at (default: the export's).")
+        str | None,
+        typer.Option(
+            "--as-of", help="Moment to score at (default: the export's).", callback=moment_option
+        ),
     ] = None,
     log: Annotated[
         bool, typer.Option("--log/--no-log", help="Also write each score to the prediction log.")
@@ -51,9 +56,6 @@ def score_deals_command(
     except RegistryError as err:
         err_console.print(f"{err}: train one with `forecast train win`", style="red")
         raise typer.Exit(1) from None
-    except ValueError as err:
-        err_console.print(f"--as-of {as_of}: {err}", style="red")
-        raise typer.Exit(2) from None
     with err_console.status(f"scoring the open deals as of {moment:%Y-%m-%d}"):
         book = score_book(tables, explainer, as_of=moment)
     out.parent.mkdir(parents=True, exist_ok=True)
