@@ -1,0 +1,77 @@
+"""Renewal probabilities against what happened: segment rates and the churn model, per segment.
+
+For the stored CRM of the current FORECAST_HOME (the default world after `make run`): at weeks 5
+and 13 of a few past quarters, every renewal decision still pending inside the quarter gets its
+probability from the segment rates (what the live forecast uses) and from a churn model trained
+on what the quarter's start knew (`forecast.churn.fit_churn_renewal`, what the backtest's
+`simulation_churn` uses); each is set against the share of those decisions that renewed.
+
+    python benchmarks/renewal_calibration.py [--quarters 2025Q2,2025Q4,2026Q2]
+
+Prints the table; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+
+def main() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from forecast.bookings import decisions_from_months
+    from forecast.churn import fit_churn_renewal
+    from forecast.model import TreeParams
+    from forecast.revenue import RevenueParams, Window, recurring_months, renewal_book
+    from forecast.settings import disable_telemetry
+    from forecast.store import read_store
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quarters", default="2025Q2,2025Q4,2026Q2")
+    args = parser.parse_args()
+    disable_telemetry()
+    tables = read_store()
+    params = RevenueParams()
+    everything = recurring_months(tables, tables.as_of)
+    outcomes = decisions_from_months(everything, tables.as_of.to_period("M").start_time)
+    outcome = outcomes.set_index(["account_id", "month"])["outcome"]
+    rows = []
+    for quarter in args.quarters.split(","):
+        period = pd.Period(quarter, "Q")
+        churn = fit_churn_renewal(
+            tables, period.start_time, tree=TreeParams(n_estimators=200, n_jobs=2)
+        )
+        for week in (5, 13):
+            as_of = period.start_time + pd.Timedelta(weeks=week - 1)
+            window = Window.of(period, as_of)
+            months = recurring_months(tables, as_of)
+            for method, scorer in (("segment rates", None), ("churn model", churn)):
+                book = renewal_book(months, window, params, scorer)
+                steps = book.steps[book.steps["in_quarter"]].copy()
+                steps["p"] = np.clip(np.asarray((scorer or book.rates)(steps), float), 0, 1)
+                keys = zip(steps["account_id"], steps["month"], strict=True)
+                steps["actual"] = [outcome.get(key, "pending") for key in keys]
+                for segment, group in steps.groupby("segment"):
+                    known = group[group["actual"].isin(["renewed", "churned"])]
+                    rows.append(
+                        {
+                            "quarter": quarter,
+                            "week": week,
+                            "segment": segment,
+                            "method": method,
+                            "decisions": len(group),
+                            "mean P(renew)": round(float(group["p"].mean()), 3),
+                            "renewed": round(float((known["actual"] == "renewed").mean()), 3),
+                            "value": round(float(group["value"].sum())),
+                        }
+                    )
+    print(pd.DataFrame(rows).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
