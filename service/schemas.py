@@ -58,6 +58,19 @@ def _utc(moment: datetime) -> datetime:
 Moment = Annotated[datetime, AfterValidator(_utc)]
 
 
+def _text(key: str) -> str:
+    """A deal id used as a JSON object key is text UTF-8 can carry (keys escape the checks that
+    values get: a lone surrogate would reach the store's string columns)."""
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not valid Unicode text (a lone surrogate)") from None
+    return key
+
+
+DealKey = Annotated[str, AfterValidator(_text)]
+
+
 def finite(value: Any) -> Any:
     """JSON has no NaN: non-finite floats become null, recursively."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -797,12 +810,12 @@ class ScenarioIn(BaseModel):
     remove: list[str] = Field(
         default_factory=list, max_length=MAX_SCENARIO_DEALS, description="Deal ids taken out."
     )
-    slip: dict[str, int] = Field(
+    slip: dict[DealKey, int] = Field(
         default_factory=dict,
         max_length=MAX_SCENARIO_DEALS,
         description="Deal id -> days its expected close moves (positive: later, up to a year).",
     )
-    stage: dict[str, Literal[STAGE_NAMES]] = Field(  # type: ignore[valid-type]
+    stage: dict[DealKey, Literal[STAGE_NAMES]] = Field(  # type: ignore[valid-type]
         default_factory=dict,
         max_length=MAX_SCENARIO_DEALS,
         description="Deal id -> new stage (closed_won books it now, closed_lost removes it).",

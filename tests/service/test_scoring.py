@@ -126,3 +126,22 @@ def test_reload_is_for_admins_and_keeps_the_serving_version(api, at_trained_home
     assert answer.status == 200, answer.detail
     assert answer.body["changed"] == []
     assert [m["version"] for m in answer.body["models"]] == ["1", "1"]
+
+
+@pytest.mark.parametrize(
+    ("path", "raw"),
+    [
+        ("/v1/deals:scoreFeatures", b'{"deals": [{"deal_id": NaN}]}'),
+        ("/v1/deals:scoreFeatures", b'{"deals": [{"deal_id": "\\ud800"}]}'),
+        ("/v1/deals:scoreFeatures", b'{"deals": [{"amount": Infinity, "\\ud800": 1}]}'),
+        ("/v1/accounts:score", b'{"accounts": [{"account_id": "\\ud800", "mrr": "x"}]}'),
+        ("/v1/forecast/2026Q4:scenario", b'{"remove": [NaN]}'),
+        ("/v1/forecast/2026Q4:scenario", b'{"slip": {"\\ud800": 10}}'),
+    ],
+)
+def test_values_json_cannot_carry_are_a_422_on_every_route(api, path, raw):
+    """NaN, infinities and lone surrogates: the 422 names them without echoing what cannot be
+    rendered (it used to be a 500)."""
+    answer = api.call("POST", path, key=api.key("admin"), data=raw)
+    assert answer.status == 422, answer.detail
+    assert answer.body["detail"] and all("loc" in e for e in answer.body["detail"])
