@@ -190,43 +190,34 @@ def _rep_names(state: ServiceState) -> dict[str, str]:
     return dict(zip(reps["rep_id"], names.fillna(reps["rep_id"]), strict=True))
 
 
-DEAL_COLUMNS = [
-    "deal_id", "rep_id", "rep_name", "team", "account_id", "account_name", "product_name",
-    "stage", "amount", "expected_close", "probability", "grade", "trend_points", "at_stake",
-    "reasons", "recommendations",
-]  # fmt: skip
-
-
-def _deal_rows(who: Viewer) -> pd.DataFrame:
+def _deal_rows(who: Viewer) -> list[dict[str, Any]]:
     """Every open deal with its score, reasons and actions, revenue at stake first."""
     state = who.state
     serving, tables = state.champion(DEAL_MODEL), state.store()
 
-    def make() -> pd.DataFrame:
-        scores = state.stored_scores(serving).values()
+    def make() -> list[dict[str, Any]]:
         deals = tables.deals.set_index("deal_id")
         team = tables.reps.set_index("rep_id")["team"]
-        reps, accounts, products = (
-            _rep_names(state),
-            _names(tables.accounts),
-            _names(tables.products),
-        )
+        reps = _rep_names(state)
+        accounts = _names(tables.accounts, "account_id")
+        products = _names(tables.products, "product_id")
         rows = []
-        for s in scores:
-            deal = deals.loc[s.deal_id]
-            amount = float(deal["amount"]) if pd.notna(deal["amount"]) else 0.0
+        for s in state.stored_scores(serving).values():
+            deal = {k: None if pd.isna(v) else v for k, v in deals.loc[s.deal_id].items()}
+            amount = float(deal["amount"]) if deal["amount"] is not None else 0.0
+            rep, account, product = deal["rep_id"], deal["account_id"], deal["product_id"]
             rows.append(
                 {
                     "deal_id": s.deal_id,
-                    "rep_id": deal["rep_id"],
-                    "rep_name": reps.get(deal["rep_id"], deal["rep_id"]),
-                    "team": team.get(deal["rep_id"]),
-                    "account_id": deal.get("account_id"),
-                    "account_name": accounts.get(deal.get("account_id"), deal.get("account_id")),
-                    "product_name": products.get(deal.get("product_id"), deal.get("product_id")),
+                    "rep_id": rep,
+                    "rep_name": reps.get(rep, rep),
+                    "team": team.get(rep),
+                    "account_id": account,
+                    "account_name": accounts.get(account, account),
+                    "product_name": products.get(product, product),
                     "stage": str(deal["stage"]),
                     "amount": amount,
-                    "expected_close": deal.get("expected_close"),
+                    "expected_close": deal["expected_close"],
                     "probability": s.probability,
                     "grade": s.grade,
                     "trend_points": s.trend_points,
@@ -236,15 +227,13 @@ def _deal_rows(who: Viewer) -> pd.DataFrame:
                     "recommendations": s.explanation.recommendations,
                 }
             )
-        frame = pd.DataFrame(rows, columns=DEAL_COLUMNS)
-        return frame.sort_values("at_stake", ascending=False, ignore_index=True)
+        return sorted(rows, key=lambda d: -d["at_stake"])
 
     return who.cache.get(("deals", serving.version, state.store_generation), make)
 
 
-def _names(table: pd.DataFrame) -> dict[str, str]:
-    """Id -> display name of accounts or products (the id where the export has no name)."""
-    key = table.columns[0]
+def _names(table: pd.DataFrame, key: str) -> dict[str, str]:
+    """Id -> display name of accounts or products (none where the export has no names)."""
     if "name" not in table:
         return {}
     named = table[table["name"].notna()]
@@ -259,7 +248,7 @@ def _account_rows(who: Viewer) -> list[dict[str, Any]]:
 
     def make() -> list[dict[str, Any]]:
         reps = tables.reps.set_index("rep_id")
-        names, accounts = _rep_names(state), _names(tables.accounts)
+        names, accounts = _rep_names(state), _names(tables.accounts, "account_id")
         rows = []
         for s in state.stored_scores(serving).values():
             owner = s.owner_rep_id
@@ -570,13 +559,9 @@ def _query_maker(base: dict[str, str]) -> Callable[..., str]:
     return query
 
 
-def _deal_list(who: Viewer) -> list[dict[str, Any]]:
-    return _deal_rows(who).to_dict(orient="records")
-
-
 PIPELINE = ListPage(
     "pipeline",
-    _deal_list,
+    _deal_rows,
     (
         Filter("team", "team", "team"),
         Filter("rep", "rep_id", "rep"),
@@ -613,15 +598,14 @@ def deal_page(request: Request, deal_id: str, who: ViewerDep) -> Response:
     owners = tables.deals.loc[tables.deals["deal_id"] == deal_id, "rep_id"]
     if owners.empty or not who.sees(owners.iloc[0]):
         raise PageError(404, f"no deal {deal_id!r}")  # another rep's deal: as if it did not exist
-    deals = _deal_rows(who)
-    match = deals[deals["deal_id"] == deal_id]
+    score = next((d for d in _deal_rows(who) if d["deal_id"] == deal_id), None)
     deal = tables.deals[tables.deals["deal_id"] == deal_id].iloc[0].to_dict()
     history = tables.deal_history[tables.deal_history["deal_id"] == deal_id]
     context = {
         "viewer": who,
         "page": "pipeline",
         "deal": deal,
-        "score": None if match.empty else match.iloc[0].to_dict(),
+        "score": score,
         "history": history.sort_values("changed_at").to_dict(orient="records"),
         "names": _rep_names(who.state),
     }

@@ -326,13 +326,19 @@ class ServiceState:
         """
         from forecast.scoring import score_accounts, score_deals
 
-        tables = self.store()
+        stored = self.records_store()  # the tables with their context, from one load
+        tables = stored.tables
         key = (serving.name, serving.version, self.store_generation)
         with self._scores_lock:  # one scoring per key, even under concurrent reads
             scores = self._scores.get(key)
             if scores is None:
                 if serving.name == DEAL_MODEL:
-                    scored = score_deals(tables, serving.scorer, typical=serving.typical)
+                    scored = score_deals(
+                        tables,
+                        serving.scorer,
+                        typical=serving.typical,
+                        context=stored.context,  # built once per store load
+                    )
                     scores = {s.deal_id: s for s in scored}
                 else:
                     scored = score_accounts(tables, serving.scorer, typical=serving.typical)

@@ -34,6 +34,7 @@ from forecast.explain import (
 )
 from forecast.features import (
     DEAL_FEATURES,
+    DealContext,
     deal_features,
     deal_snapshots,
     model_features,
@@ -83,6 +84,7 @@ def score_deals(
     as_of: pd.Timestamp | None = None,
     deal_ids: Sequence[str] | None = None,
     typical: pd.DataFrame | None = None,
+    context: DealContext | None = None,
 ) -> list[DealScore]:
     """Score deals open at `as_of` (default: the export's as-of), with their trend and reasons.
 
@@ -95,9 +97,13 @@ def score_deals(
     missing = sorted(set(wanted) - set(open_now))
     if missing:
         raise KeyError(f"not open at {as_of:%Y-%m-%d %H:%M}: {', '.join(missing[:5])}")
-    now = deal_features(tables, pd.DataFrame({"deal_id": wanted.to_numpy(), "as_of": as_of}))
+    # the records that span deals, built once for now and a week ago (the store's, if given)
+    context = context or DealContext.of(tables)
+    snapshots = pd.DataFrame({"deal_id": wanted.to_numpy(), "as_of": as_of})
+    now = deal_features(tables, snapshots, context=context)
     explained = explain(scorer, now, typical=typical, display=display_names(tables))
-    previous = _previous(tables, scorer, wanted, as_of - pd.Timedelta(days=TREND_DAYS))
+    week_ago = as_of - pd.Timedelta(days=TREND_DAYS)
+    previous = _previous(tables, scorer, wanted, week_ago, context)
     probabilities = np.array([e.probability for e in explained])
     grades = grade(probabilities)
     scores = []
@@ -167,14 +173,18 @@ def score_records(
 
 
 def _previous(
-    tables: CrmTables, scorer: Scorer, deal_ids: pd.Series, as_of: pd.Timestamp
+    tables: CrmTables,
+    scorer: Scorer,
+    deal_ids: pd.Series,
+    as_of: pd.Timestamp,
+    context: DealContext,
 ) -> dict[str, float]:
     """Probabilities a week earlier for the deals that were open then."""
     earlier = set(open_deal_ids(tables, as_of))
     ids = [d for d in deal_ids if d in earlier]
     if not ids:
         return {}
-    frame = deal_features(tables, pd.DataFrame({"deal_id": ids, "as_of": as_of}))
+    frame = deal_features(tables, pd.DataFrame({"deal_id": ids, "as_of": as_of}), context=context)
     return dict(zip(ids, scorer.probability(scorer.coded(frame)).tolist(), strict=True))
 
 
