@@ -68,9 +68,23 @@ def main() -> None:
                             "mean P(renew)": round(float(group["p"].mean()), 3),
                             "renewed": round(float((known["actual"] == "renewed").mean()), 3),
                             "value": round(float(group["value"].sum())),
+                            "expected": float((known["p"] * known["value"]).sum()),
+                            "booked": float(known["value"][known["actual"] == "renewed"].sum()),
+                            "brier": float(
+                                ((known["p"] - (known["actual"] == "renewed")) ** 2).sum()
+                            ),
+                            "known": len(known),
                         }
                     )
-    print(pd.DataFrame(rows).to_string(index=False))
+    table = pd.DataFrame(rows)
+    print(table.drop(columns=["expected", "booked", "brier", "known"]).to_string(index=False))
+    # over every quarter and week: the renewals' value expected against what was booked, and
+    # how well single decisions are told apart (Brier score: lower is better)
+    summary = table.groupby(["segment", "method"]).sum(numeric_only=True)
+    summary["value error"] = (summary["expected"] - summary["booked"]) / summary["booked"]
+    summary["brier"] = summary["brier"] / summary["known"]
+    print()
+    print(summary[["known", "value error", "brier"]].round(4).to_string())
 
 
 if __name__ == "__main__":

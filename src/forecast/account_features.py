@@ -2,8 +2,10 @@
 
 An account is active at `as_of` when it was billed recurring revenue for the last month that had
 ended by then. It churns when that revenue stops: the first month start after a billed month with
-no recurring revenue. The label of a snapshot is whether such a stop falls in
-(as_of, as_of + horizon]; it is unknown (NaN) when the export does not reach far enough to tell.
+no recurring revenue. The label of a snapshot is whether such a stop falls after the last month
+seen at as_of and by as_of + horizon, [start of as_of's month, as_of + horizon]: a stop at the
+start of as_of's own month is not yet seen then (the account still looks billed, its renewal
+pending), so it counts. It is unknown (NaN) when the export does not reach far enough to tell.
 
 Features read only rows known at `as_of` (a month's revenue once the month has ended; signals
 and touches at their time; other deals through their history), with the as-of lookups of
@@ -26,6 +28,9 @@ from forecast.tables import CrmTables
 HORIZON_DAYS = 90
 SIGNAL_WINDOWS = (30, 90)
 
+# directions true by design (monotone: +1, more never lowers the churn probability): more
+# tickets, less use. Needed since the labels count a stop not yet seen: tickets cease at a stop,
+# so fewer in the last 30 days than in the last 90 reads as churn to an unconstrained model
 ACCOUNT_FEATURES: tuple[Feature, ...] = (
     Feature("tenure_days"),
     Feature("months_subscribed"),
@@ -34,12 +39,12 @@ ACCOUNT_FEATURES: tuple[Feature, ...] = (
     Feature("revenue_365d"),
     Feature("recurring_products"),
     Feature("days_to_contract_end"),
-    Feature("tickets_30d"),
-    Feature("tickets_90d"),
+    Feature("tickets_30d", monotone=+1),
+    Feature("tickets_90d", monotone=+1),
     Feature("ticket_severity_90d"),
     Feature("satisfaction_last"),
     Feature("satisfaction_change"),
-    Feature("usage_last"),
+    Feature("usage_last", monotone=-1),
     Feature("usage_change_3m"),
     Feature("payment_delays_180d"),
     Feature("payment_delay_days_max_180d"),
@@ -107,13 +112,17 @@ def account_snapshots(tables: CrmTables, as_of_dates: Sequence[pd.Timestamp]) ->
 def churn_labels(
     tables: CrmTables, snapshots: pd.DataFrame, *, horizon_days: int = HORIZON_DAYS
 ) -> pd.Series:
-    """1 if recurring revenue stops within the horizon, 0 if not, NaN if not yet knowable."""
+    """1 if recurring revenue stops after the last month seen at as_of and within the horizon,
+    0 if not, NaN if not yet knowable."""
     events = churn_events(tables)
     months = _recurring_months(tables)
     seen_until = months["period"].max() + pd.offsets.MonthBegin(1) if len(months) else pd.NaT
     horizon = pd.Timedelta(days=horizon_days)
     merged = snapshots[["account_id", "as_of"]].merge(events, on="account_id", how="left")
-    hit = (merged["stopped_at"] > merged["as_of"]) & (
+    # a stop at the start of the as_of's own month is not seen yet (that month has not ended):
+    # the account looks billed and its renewal is still pending, so the stop counts
+    unseen_from = merged["as_of"].dt.to_period("M").dt.start_time
+    hit = (merged["stopped_at"] >= unseen_from) & (
         merged["stopped_at"] <= merged["as_of"] + horizon
     )
     churned = hit.groupby([merged["account_id"], merged["as_of"]]).any()

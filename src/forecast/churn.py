@@ -605,8 +605,8 @@ def card_text(result: ChurnTrainResult, decision: GateDecision | None = None) ->
         "- Monthly snapshots of the same account are correlated: the test slice holds about",
         "  three snapshots per account, so its metrics are less certain than its row count says.",
         "- Churn here is recurring revenue that stops; a downgrade is not churn.",
-        "- No monotone constraints are declared; directions are checked on average by",
-        "  tests/model/test_churn_model.py.",
+        "- Monotone directions are declared for tickets (+) and usage (-) only; the others",
+        "  are checked on average by tests/model/test_churn_model.py.",
     ]
     sections = [head, data, choice, metrics, features, limits]
     return "\n\n".join("\n".join(lines) for lines in sections) + "\n"
@@ -702,15 +702,16 @@ def renewal_probability_from(
     The returned callable takes pending renewal decisions (columns account_id, segment, month:
     the decision's month, at whose end it falls, and as_of) and scores each account with the
     churn model at that row's as_of, from what `tables` recorded by then. The model gives
-    P(churn within `horizon_days`); it is turned into one decision's probability:
+    P(churn from the first month not yet seen to as_of + `horizon_days`); it is turned into one
+    decision's probability:
 
-    - monthly (SMB) renewals: the horizon holds about horizon_days / 30.4 decisions, assumed
-      alike, so P(renew one) = (1 - p) ** (1 / that count);
+    - monthly (SMB) renewals: that span holds one decision per month start in it (four from a
+      mid-month as_of with 90 days), assumed alike, so P(renew one) = (1 - p) ** (1 / count);
     - term renewals: the account is scored as if its contract ended at the decision (days to
-      contract end = days to the decision, capped inside the horizon), and P(renew) = 1 - p.
-      Decisions beyond the horizon are an extrapolation: health as seen today.
+      contract end = days to the decision, which is negative for the decision at the start of
+      as_of's month, still unseen; capped inside the horizon), and P(renew) = 1 - p. Decisions
+      beyond the horizon are an extrapolation: health as seen today.
     """
-    per_horizon = horizon_days / 30.4
 
     def renewal_probability(steps: pd.DataFrame) -> np.ndarray:
         if steps.empty:
@@ -720,17 +721,27 @@ def renewal_probability_from(
         frame = account_features(tables, pairs)
         keyed = frame.set_index(["account_id", "as_of"])
         at = keyed.reindex(pd.MultiIndex.from_frame(rows[["account_id", "as_of"]]))
+        as_of = pd.to_datetime(rows["as_of"])
         decision_at = pd.to_datetime(rows["month"]) + pd.offsets.MonthBegin(1)
-        days = (decision_at - pd.to_datetime(rows["as_of"])).dt.days.clip(0, horizon_days - 1)
+        days = (decision_at - as_of).dt.days.clip(upper=horizon_days - 1)
         monthly = (rows["segment"] == "smb").to_numpy()
         at = at.reset_index()
         at["days_to_contract_end"] = np.where(
             monthly, at["days_to_contract_end"], days.to_numpy(dtype=float)
         )
         p = churn_probability(model, at)
-        return np.where(monthly, (1 - p) ** (1 / per_horizon), 1 - p)
+        return np.where(monthly, (1 - p) ** (1 / _month_starts(as_of, horizon_days)), 1 - p)
 
     return renewal_probability
+
+
+def _month_starts(as_of: pd.Series, horizon_days: int) -> np.ndarray:
+    """Month starts from the start of each as_of's month to as_of + horizon_days: the monthly
+    renewal decisions a churn label's span holds."""
+    first = as_of.dt.year * 12 + as_of.dt.month - 1
+    end = as_of + pd.Timedelta(days=horizon_days)
+    last = end.dt.year * 12 + end.dt.month - 1
+    return (last - first + 1).to_numpy(dtype=float)
 
 
 def fit_churn_renewal(

@@ -187,11 +187,13 @@ class WorldTruth:
     ) -> np.ndarray:
         """True probability that each account's recurring revenue stops within the horizon.
 
-        Renewal decisions fall at month ends; those in (as_of, as_of + horizon] count.
+        Renewal decisions fall at month ends; those from the start of as_of's month (the last
+        one not yet seen at as_of) to as_of + horizon count, as in `churn_labels`.
         """
         months = self.account_months
         month_end = months["month"] + pd.offsets.MonthEnd(0) + pd.Timedelta(days=1)
-        window = (month_end > as_of) & (month_end <= as_of + pd.Timedelta(days=horizon_days))
+        unseen_from = pd.Timestamp(as_of).to_period("M").start_time
+        window = (month_end >= unseen_from) & (month_end <= as_of + pd.Timedelta(days=horizon_days))
         decisions = months.loc[window & months["decision_prob"].notna()]
         survive = np.log1p(-decisions["decision_prob"].clip(upper=1 - 1e-12))
         by_account = survive.groupby(decisions["account_id"]).sum()

@@ -45,7 +45,7 @@ class Feature:
 
     name: str
     kind: Literal["numeric", "categorical"] = "numeric"
-    monotone: int = 0  # +1: more never lowers the win probability; -1: never raises it
+    monotone: int = 0  # +1: more never lowers the model's probability; -1: never raises it
 
 
 DEAL_FEATURES: tuple[Feature, ...] = (

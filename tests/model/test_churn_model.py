@@ -22,7 +22,7 @@ from forecast.churn import (
 )
 from forecast.datasets import make_crm
 from forecast.explain import scorer_for
-from forecast.model import TreeParams
+from forecast.model import TreeParams, monotone_violations
 from forecast.scoring import score_accounts
 from forecast.training import fit_and_choose
 
@@ -51,17 +51,37 @@ def model(request, fitted):
     return chosen.candidates[request.param]
 
 
-def test_lower_usage_does_not_lower_the_risk_on_average(model, rows):
+@pytest.fixture(scope="module")
+def promotable(fitted) -> dict:
+    """The models that can be served: the calibrated choice and every eligible candidate."""
+    chosen = fitted[2]
+    eligible = chosen.selection.index[chosen.selection["not eligible"] == ""]
+    return {"calibrated": chosen.calibration.model} | {n: chosen.candidates[n] for n in eligible}
+
+
+def test_a_candidate_against_a_declared_direction_is_never_chosen(fitted, promotable):
+    chosen = fitted[2]
+    assert "lightgbm" in promotable  # LightGBM holds the declared directions by construction
+    against = chosen.selection.index[chosen.selection["not eligible"] != ""]
+    assert chosen.chosen not in against
+    for name in against:
+        assert monotone_violations(chosen.candidates[name], ACCOUNT_FEATURES)
+
+
+def test_less_usage_never_lowers_the_risk_of_a_servable_model(promotable, rows):
     lower = rows.assign(usage_last=(rows["usage_last"] - 0.2).clip(lower=0.0))
-    before, after = churn_probability(model, rows), churn_probability(model, lower)
-    assert after.mean() > before.mean()
-    assert (after < before - 1e-9).mean() <= 0.10
+    for name, model in promotable.items():
+        before, after = churn_probability(model, rows), churn_probability(model, lower)
+        assert after.mean() > before.mean(), name
+        assert (after < before - 1e-9).mean() <= 0.10, name
 
 
-def test_more_tickets_do_not_lower_the_risk_on_average(model, rows):
+def test_more_tickets_never_lower_the_risk_of_a_servable_model(promotable, rows):
     busier = rows.assign(tickets_30d=rows["tickets_30d"] + 2, tickets_90d=rows["tickets_90d"] + 3)
-    before, after = churn_probability(model, rows), churn_probability(model, busier)
-    assert after.mean() >= before.mean()
+    for name, model in promotable.items():
+        before, after = churn_probability(model, rows), churn_probability(model, busier)
+        assert after.mean() >= before.mean(), name
+        assert (after < before - 1e-9).mean() <= 0.10, name
 
 
 def test_account_id_and_extra_columns_do_not_change_the_score(model, rows):
