@@ -318,6 +318,7 @@ def _quarter_view(forecast, level: str, node: str) -> dict[str, Any]:
         "new": float(row["new"]),
         "recurring": float(row["recurring"]),
         "at_risk": float(row["revenue_at_risk"]) if "revenue_at_risk" in row else None,
+        "renewals_from": forecast.inputs.renewals_source,
     }
 
 

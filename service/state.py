@@ -71,8 +71,9 @@ class Serving:
     typical: pd.DataFrame | None
     loaded_at: datetime
 
-    def win_probability(self, features: pd.DataFrame) -> np.ndarray:
-        """Feature rows -> calibrated probabilities (the revenue forecast's win scorer)."""
+    def probability(self, features: pd.DataFrame) -> np.ndarray:
+        """Feature rows -> calibrated probabilities (the revenue forecast's win scorer, or the
+        churn scorer behind its renewals)."""
         return self.scorer.probability(self.scorer.coded(features))
 
 
@@ -290,24 +291,37 @@ class ServiceState:
                 deal or stage.
         """
         from forecast.bookings import parse_quarter
+        from forecast.churn import live_renewals
         from forecast.revenue import prepare_quarter, simulate_quarter, with_revenue_at_risk
         from forecast.scoring import at_risk_by_owner
 
         serving, tables = self.champion(DEAL_MODEL), self.store()
+        churn = self.models.get(CHURN_MODEL)
         period = str(parse_quarter(quarter))
-        key = (period, serving.version, self.store_generation)
+        key = (period, serving.version, churn and churn.version, self.store_generation)
         with self._quarters_lock:  # one preparation per key, even under concurrent requests
             inputs = self._quarters.get(key)
             if inputs is None:
+                renewals = churn and live_renewals(
+                    churn.probability,
+                    tables,
+                    quarter=period,
+                    as_of=tables.as_of,
+                    source=f"{churn.name} v{churn.version}",
+                )
                 inputs = prepare_quarter(
-                    tables, quarter=period, as_of=tables.as_of, win_scorer=serving.win_probability
+                    tables,
+                    quarter=period,
+                    as_of=tables.as_of,
+                    win_scorer=serving.probability,
+                    renewal_probability=renewals,
                 )
                 # keep a few quarters of the current version and store, nothing older
                 kept = {k: v for k, v in self._quarters.items() if k[1:] == key[1:]}
                 kept = dict(list(kept.items())[-(self.config.forecast_quarters_kept - 1) :])
                 self._quarters = {**kept, key: inputs}
         if scenario is not None:
-            inputs = scenario.apply(inputs, serving.win_probability)
+            inputs = scenario.apply(inputs, serving.probability)
         forecast = simulate_quarter(inputs, draws=self.config.forecast_draws, seed=seed)
         churn = self.models.get(CHURN_MODEL)
         if churn is None:  # no churn champion: no revenue-at-risk figures, the forecast stands

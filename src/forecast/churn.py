@@ -96,11 +96,13 @@ __all__ = [
     "EXPERIMENT",
     "MODEL_NAME",
     "ChurnParams",
+    "ChurnRenewals",
     "ChurnTrainResult",
     "LeakageSuspected",
     "NotEnoughDataError",
     "RateTable",
     "churn_probability",
+    "live_renewals",
     "renewal_probability_from",
     "retrain_churn",
     "revenue_at_risk",
@@ -641,6 +643,7 @@ def retrain_churn(
 # --- revenue at risk and the renewal seam --------------------------------------------------------
 
 AT_RISK_LEVELS = {"rep": "owner_rep_id", "team": "team", "region": "rep_region"}
+LIVE_QUARTERS_AHEAD = 1  # the live forecast's renewals use the churn model this far ahead
 
 
 def revenue_at_risk(
@@ -694,16 +697,18 @@ def revenue_at_risk_by(at_risk: pd.DataFrame, level: str) -> pd.DataFrame:
     return grouped.sort_values("revenue_at_risk", ascending=False, ignore_index=True)
 
 
-def renewal_probability_from(
-    model: BaseEstimator, tables: CrmTables, *, horizon_days: int = HORIZON_DAYS
-) -> Callable[[pd.DataFrame], np.ndarray]:
+ChurnScorer = Callable[[pd.DataFrame], np.ndarray]
+"""Account feature rows -> P(churn within the horizon) per row (a model, or a served scorer)."""
+
+
+@dataclass(frozen=True)
+class ChurnRenewals:
     """A `renewal_probability` for `forecast.revenue`: P(the account renews) per decision row.
 
-    The returned callable takes pending renewal decisions (columns account_id, segment, month:
-    the decision's month, at whose end it falls, and as_of) and scores each account with the
-    churn model at that row's as_of, from what `tables` recorded by then. The model gives
-    P(churn from the first month not yet seen to as_of + `horizon_days`); it is turned into one
-    decision's probability:
+    Called with pending renewal decisions (columns account_id, segment, month: the decision's
+    month, at whose end it falls, and as_of), it scores each account with `churn` at that row's
+    as_of, from what `tables` recorded by then. `churn` gives P(churn from the first month not
+    yet seen to as_of + `horizon_days`); it is turned into one decision's probability:
 
     - monthly (SMB) renewals: that span holds one decision per month start in it (four from a
       mid-month as_of with 90 days), assumed alike, so P(renew one) = (1 - p) ** (1 / count);
@@ -711,28 +716,49 @@ def renewal_probability_from(
       contract end = days to the decision, which is negative for the decision at the start of
       as_of's month, still unseen; capped inside the horizon), and P(renew) = 1 - p. Decisions
       beyond the horizon are an extrapolation: health as seen today.
+
+    `source` names the model in the forecast's account of itself.
     """
 
-    def renewal_probability(steps: pd.DataFrame) -> np.ndarray:
+    churn: ChurnScorer
+    tables: CrmTables
+    source: str = "churn model"
+    horizon_days: int = HORIZON_DAYS
+
+    def __call__(self, steps: pd.DataFrame) -> np.ndarray:
         if steps.empty:
             return np.zeros(0)
         rows = steps.reset_index(drop=True)
         pairs = rows[["account_id", "as_of"]].drop_duplicates(ignore_index=True)
-        frame = account_features(tables, pairs)
+        frame = account_features(self.tables, pairs)
         keyed = frame.set_index(["account_id", "as_of"])
         at = keyed.reindex(pd.MultiIndex.from_frame(rows[["account_id", "as_of"]]))
         as_of = pd.to_datetime(rows["as_of"])
         decision_at = pd.to_datetime(rows["month"]) + pd.offsets.MonthBegin(1)
-        days = (decision_at - as_of).dt.days.clip(upper=horizon_days - 1)
+        days = (decision_at - as_of).dt.days.clip(upper=self.horizon_days - 1)
         monthly = (rows["segment"] == "smb").to_numpy()
         at = at.reset_index()
         at["days_to_contract_end"] = np.where(
             monthly, at["days_to_contract_end"], days.to_numpy(dtype=float)
         )
-        p = churn_probability(model, at)
-        return np.where(monthly, (1 - p) ** (1 / _month_starts(as_of, horizon_days)), 1 - p)
+        p = np.asarray(self.churn(at), dtype=float)
+        per_span = _month_starts(as_of, self.horizon_days)
+        return np.where(monthly, (1 - p) ** (1 / per_span), 1 - p)
 
-    return renewal_probability
+
+def renewal_probability_from(model: BaseEstimator, tables: CrmTables) -> ChurnRenewals:
+    """`ChurnRenewals` from a fitted churn model (see `churn_probability`)."""
+    return ChurnRenewals(lambda frame: churn_probability(model, frame), tables)
+
+
+def live_renewals(
+    churn: ChurnScorer, tables: CrmTables, *, quarter: str, as_of: pd.Timestamp, source: str
+) -> ChurnRenewals | None:
+    """The renewals of the live forecast from the churn champion, for the quarter of as_of and
+    the next (as the backtest's `simulation_churn`); None further out, where the segment rates
+    stand: health seen today says little about a renewal a year away."""
+    ahead = pd.Period(quarter, "Q").ordinal - pd.Timestamp(as_of).to_period("Q").ordinal
+    return ChurnRenewals(churn, tables, source) if 0 <= ahead <= LIVE_QUARTERS_AHEAD else None
 
 
 def _month_starts(as_of: pd.Series, horizon_days: int) -> np.ndarray:

@@ -56,26 +56,35 @@ def champion_scorer():
     return scorer, version
 
 
-def _with_churn_risk(forecast, tables, moment: pd.Timestamp):
-    """Revenue at risk on every node when there is a churn champion (said when there is not)."""
+def _churn_champion():
+    """The churn champion as (account scorer, source), or None (said) when there is none."""
     from forecast.account_features import ACCOUNT_FEATURES
     from forecast.churn import MODEL_NAME as CHURN_NAME
     from forecast.explain import scorer_for
     from forecast.features import model_features
-    from forecast.registry import RegistryError, load_champion
+    from forecast.registry import RegistryError, champion_version, load_champion
+
+    try:
+        version = champion_version(CHURN_NAME)
+        if version is None:
+            raise RegistryError(f"{CHURN_NAME} has no champion")
+        model = load_champion(CHURN_NAME, version)
+    except (RegistryError, OSError):
+        err_console.print(
+            f"no {CHURN_NAME} champion: renewals at segment rates and no revenue at risk from "
+            "churn (`forecast train churn` trains one)",
+            style="yellow",
+        )
+        return None
+    scorer = scorer_for(model, model_features(model, ACCOUNT_FEATURES))
+    return scorer, f"{CHURN_NAME} v{version}"
+
+
+def _with_churn_risk(forecast, tables, scorer, moment: pd.Timestamp):
+    """Revenue at risk on every node from the churn champion's scorer."""
     from forecast.revenue import with_revenue_at_risk
     from forecast.scoring import at_risk_by_owner, score_accounts
 
-    try:
-        model = load_champion(CHURN_NAME)
-    except (RegistryError, OSError):
-        err_console.print(
-            f"no {CHURN_NAME} champion: revenue at risk from churn is not shown "
-            "(`forecast train churn` trains one)",
-            style="yellow",
-        )
-        return forecast
-    scorer = scorer_for(model, model_features(model, ACCOUNT_FEATURES))
     scores = score_accounts(tables, scorer, as_of=moment)
     return with_revenue_at_risk(forecast, at_risk_by_owner(scores), tables.reps)
 
@@ -126,7 +135,8 @@ def print_forecast(forecast, level: str) -> None:
     console.print(
         "bookings = won deals closing in the quarter + renewals passed in it (12 x monthly bill "
         "for annual contracts, 1 x for SMB); gap = target - mean; coverage = open pipeline "
-        "expected to close in the quarter / (target - booked - expected renewals)"
+        "expected to close in the quarter / (target - booked - expected renewals); "
+        f"renewals still to come from {forecast.inputs.renewals_source}"
         + (
             "; churn risk = ARR at risk from churn in the next 90 days (churn model)"
             if at_risk
@@ -175,6 +185,7 @@ def revenue(
 ) -> None:
     """Forecast a quarter's bookings at every node of the org tree (uses the deal-win champion)."""
     from forecast.bookings import parse_quarter
+    from forecast.churn import live_renewals
     from forecast.revenue import forecast_quarter
     from forecast.store import StoreEmptyError, read_store
 
@@ -197,11 +208,17 @@ def revenue(
     if warning := _far_quarter(pd.Period(quarter, "Q"), moment.to_period("Q")):
         err_console.print(warning, style="yellow", markup=False, highlight=False)
     scorer, version = champion_scorer()
+    churn = _churn_champion()
+    renewals = churn and live_renewals(
+        lambda frame: churn[0].probability(churn[0].coded(frame)), tables,
+        quarter=quarter, as_of=moment, source=churn[1],
+    )  # fmt: skip
     forecast = forecast_quarter(
         tables, quarter=quarter, as_of=moment, win_scorer=scorer, draws=draws, seed=seed,
-        level=level,
+        level=level, renewal_probability=renewals,
     )  # fmt: skip
-    forecast = _with_churn_risk(forecast, tables, moment)
+    if churn:
+        forecast = _with_churn_risk(forecast, tables, churn[0], moment)
     if as_json:
         model = {"name": CHAMPION_NAME, "version": version}
         json.dump({**forecast.to_dict(level), "model": model}, sys.stdout, indent=2, default=str)

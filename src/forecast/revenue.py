@@ -30,7 +30,9 @@ the tables; the targets table is on the same basis.
    others at the end of each 12-month term (the month of `contract_end`); an SMB account that
    churns makes no later decision. Each decision passes with its segment's renewal rate of the
    last 12 months for accounts billed as many whole years (`RenewalRates`, Beta posteriors) or
-   with `renewal_probability(frame)` when given: the seam for the churn model. A renewal is
+   with `renewal_probability(frame)` when given: the seam for the churn model (the live forecast
+   passes the churn champion for the current and next quarter: `forecast.churn.live_renewals`;
+   `renewals_source` says which was used). A renewal is
    worth the last known bill grown by the expansions seen between a bill and a decision (annual
    bills also draw their change from the past ones). Renewals belong to the account's owner
    (`accounts.owner_rep_id`). Accounts not billed yet in that month (SMB subscriptions starting
@@ -86,6 +88,7 @@ from forecast.tables import CrmTables
 WinScorer = Callable[[pd.DataFrame], np.ndarray]
 """Deal feature frame (`forecast.features.deal_features`) -> P(won) per row."""
 RenewalProbability = Callable[[pd.DataFrame], np.ndarray]
+SEGMENT_RATES = "segment renewal rates"
 """Pending renewal decisions (see `pending_renewals`) -> P(the account renews) per row."""
 
 DAY = pd.Timedelta(days=1)
@@ -723,6 +726,7 @@ class QuarterInputs:
     churn_shock_sd: float = 0.0
     scenario: str | None = None  # the name of the scenario applied, if any
     unbilled: pd.Series | None = None  # owner -> expected renewals of accounts not billed yet
+    renewals_source: str = SEGMENT_RATES  # what gave the pending renewals their probabilities
 
     def leaf_of(self, owners: pd.Series) -> np.ndarray:
         """Leaf of each owner (rep_id); owners not in the tree go to the unassigned leaf."""
@@ -857,7 +861,14 @@ def prepare_quarter(
         spreads=spreads,
         churn_shock_sd=churn_sd,
         unbilled=unbilled,
+        renewals_source=_source(renewal_probability),
     )
+
+
+def _source(renewal_probability: RenewalProbability | None) -> str:
+    if renewal_probability is None:
+        return SEGMENT_RATES
+    return str(getattr(renewal_probability, "source", "a renewal model"))
 
 
 def _snapshot_features(
@@ -1455,6 +1466,7 @@ class QuarterForecast:
             "seed": self.seed,
             "scenario": self.scenario,
             "definition": "bookings: won deals closing in the quarter + renewals passed in it",
+            "renewals_from": self.inputs.renewals_source,
             "nodes": _records(nodes.drop(columns=["top_deals"], errors="ignore")),
             "drivers": _records(drivers),
         }

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from forecast.revenue import Scenario, forecast_quarter
+from forecast.churn import ChurnRenewals
+from forecast.revenue import SEGMENT_RATES, Scenario, forecast_quarter
 from forecast.settings import get_settings
 from service.state import ServiceConfig, ServiceState
 
@@ -17,21 +18,44 @@ def state(at_trained_home) -> ServiceState:
     return state
 
 
-def test_the_forecast_is_the_librarys_with_the_serving_champion(state):
+def test_the_forecast_is_the_librarys_with_the_serving_champions(state):
     tables = state.store()
     quarter = str(tables.as_of.to_period("Q"))
     served = state.quarter_forecast(quarter)
-    serving = state.champion("deal-win")
+    serving, churn = state.champion("deal-win"), state.champion("account-churn")
     direct = forecast_quarter(
         tables,
         quarter=quarter,
         as_of=tables.as_of,
-        win_scorer=serving.win_probability,
+        win_scorer=serving.probability,
+        renewal_probability=ChurnRenewals(churn.probability, tables),
         draws=2_000,
     )
     # the bookings figures are the library's; revenue at risk is the churn champion's, beside them
     pd.testing.assert_frame_equal(served.nodes.drop(columns="revenue_at_risk"), direct.nodes)
     assert state.quarter_forecast(quarter).nodes.equals(served.nodes)  # cached, same answer
+
+
+def test_renewals_come_from_the_churn_champion_this_quarter_and_next_only(state):
+    tables = state.store()
+    now = tables.as_of.to_period("Q")
+    churn = state.champion("account-churn")
+    model = f"account-churn v{churn.version}"
+    for ahead, expected in ((0, model), (1, model), (2, SEGMENT_RATES)):
+        forecast = state.quarter_forecast(str(now + ahead))
+        assert forecast.inputs.renewals_source == expected, ahead
+        assert forecast.to_dict("company")["renewals_from"] == expected
+    # the churn model moves the recurring line: it is not the segment rates' under another name
+    quarter = str(now)
+    by_rates = forecast_quarter(
+        tables,
+        quarter=quarter,
+        as_of=tables.as_of,
+        win_scorer=state.champion("deal-win").probability,
+        draws=2_000,
+    )
+    served = state.quarter_forecast(quarter).level("company").iloc[0]["recurring"]
+    assert served != pytest.approx(by_rates.level("company").iloc[0]["recurring"], rel=1e-6)
 
 
 def test_a_scenario_redraws_and_leaves_the_base_forecast_alone(state):
