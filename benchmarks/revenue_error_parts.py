@@ -78,6 +78,9 @@ def main() -> None:
         total = sum(actual.values())
         variance = moments(fc.inputs.simulation_inputs()).variance
         row = {"quarter": quarter, "error": company["mean"] / total - 1}
+        # the share of the company's variance the shared factors (quarter and teams) bring
+        independent = sum(float(v.sum()) for v in variance.values())
+        row["shared"] = 1 - independent / company["std"] ** 2
         row["inside"] = company["p10"] <= total <= company["p90"]
         row["sd"] = company["std"] / company["mean"]
         for part, value in actual.items():
@@ -87,10 +90,11 @@ def main() -> None:
         spreads = fc.inputs.spreads
         row |= {"spread_open": spreads.open, "spread_new": spreads.new}
         row |= {"spread_renewals": spreads.renewals, "churn_sd": fc.inputs.churn_shock_sd}
+        row |= {"spread_team_open": spreads.team_open, "spread_team_new": spreads.team_new}
         rows.append(row)
     frame = pd.DataFrame(rows).set_index("quarter")
     pd.set_option("display.width", 200)
-    shares = ["error", "sd", "closed", "open", "new", "recurring"]
+    shares = ["error", "sd", "closed", "open", "new", "recurring", "shared"]
     print(f"{args.scorer} scorer, week {args.week}: forecast - actual, % of the actual")
     print((frame[shares] * 100).round(2).assign(inside=frame["inside"]).to_string())
     print("mean:", (frame[shares].mean() * 100).round(2).to_dict())

@@ -246,6 +246,7 @@ def revenue_backtest(
         TrainingFrame,
         backtest,
         backtest_quarters,
+        coverage_table,
         fit_win_scorer,
         headline,
         log_backtest,
@@ -298,6 +299,16 @@ def revenue_backtest(
                 str(method), str(int(row.n)), f"{row.mape:.1%}", f"{row.bias:+.1%}",
                 f"{row.pinball:.4f}", _share(row.coverage),
             )  # fmt: skip
+        console.print(table)
+    for method in ("simulation", "simulation_churn"):
+        coverage = coverage_table(metrics, method)
+        if coverage.empty:
+            continue
+        weeks_seen = [int(w) for w in coverage.columns]
+        table = Table("level", *(f"week {w}" for w in weeks_seen),
+                      title=f"{method}: P10-P90 coverage (goal 70-90 %)")  # fmt: skip
+        for level_name, row in coverage.iterrows():
+            table.add_row(str(level_name), *(_share(v) for v in row.to_numpy()))
         console.print(table)
     console.print(f"MLflow run {run_id} (experiment revenue-forecast); card {card}", style="dim")
 

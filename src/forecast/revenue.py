@@ -199,6 +199,17 @@ def _excess(values: Sequence[float]) -> float:
     return max(0.0, float(np.sum(values))) / (len(values) + 1)
 
 
+def _pooled_excess(
+    residual: pd.Series, chance: pd.Series, expected: pd.Series, *, less: float = 0.0
+) -> float:
+    """Relative variance beyond chance pooled over groups: sum(residual^2 - chance) over
+    sum(expected^2), less what a wider factor already explains (>= 0; 0 without groups)."""
+    weight = float((expected**2).sum())
+    if weight <= 0:
+        return 0.0
+    return max(0.0, float((residual**2 - chance).sum()) / weight - less)
+
+
 def _lognormal_sd(relative_variance: float) -> float:
     """The log-scale sd of a mean-1 lognormal factor with this variance."""
     return float(np.sqrt(np.log1p(max(relative_variance, 0.0))))
@@ -284,21 +295,41 @@ class CloseTiming:
         spread came out as none in most quarters of the default world while their totals still
         moved beyond chance. `params=None` judges every quarter by this model (in sample).
         """
-        if history.empty:
+        sums = self._residuals(history, params, ["window"])
+        return _excess((((sums["r"] - sums["e"]) ** 2 - sums["v"]) / sums["e"] ** 2).tolist())
+
+    def team_spread(
+        self, history: pd.DataFrame, params: RevenueParams | None, company: float
+    ) -> float:
+        """Relative spread of a team's own quarter: how far each team's open-deal bookings of
+        the earlier quarters moved beyond its deals' chance (judged out of sample as `spread`),
+        pooled over teams and quarters (sum of excess over sum of expected squared), less what
+        the whole company's quarter (`company`) explains. `history` needs a `team` column."""
+        if "team" not in history:
             return 0.0
+        sums = self._residuals(history, params, ["window", "team"])
+        return _pooled_excess(sums["r"] - sums["e"], sums["v"], sums["e"], less=company)
+
+    def _residuals(
+        self, history: pd.DataFrame, params: RevenueParams | None, by: list[str]
+    ) -> pd.DataFrame:
+        """Expected (e), chance variance (v) and realised (r) bookings of the earlier quarters'
+        open deals per `by` group with e > 0, each window judged by a model fitted without it
+        (all by this one when `params` is None or there is one window)."""
+        if history.empty:
+            return pd.DataFrame(columns=["e", "v", "r"], dtype=float)
         windows = history["window"].unique()
         if params is None or len(windows) < 2:
-            return _excess(self._excess_terms(history, self))
-        terms = []
+            return self._sums(history, self, by)
+        parts = []
         for number in windows:
             held_out = history["window"] == number
             model = CloseTiming.fit(history[~held_out], params)
-            terms.extend(self._excess_terms(history[held_out], model))
-        return _excess(terms)
+            parts.append(self._sums(history[held_out], model, by))
+        return pd.concat(parts)
 
     @staticmethod
-    def _excess_terms(history: pd.DataFrame, model: CloseTiming) -> list[float]:
-        """Per window: (realised - expected)^2 less the deals' own variance, over expected^2."""
+    def _sums(history: pd.DataFrame, model: CloseTiming, by: list[str]) -> pd.DataFrame:
         stage = history["stage"].to_numpy(object)
         q = history["p_win"].to_numpy(float) * model.probability(
             stage, history["bucket"].to_numpy(), history["segment"].to_numpy(),
@@ -308,12 +339,9 @@ class CloseTiming:
         realised = history["won_inside"].to_numpy(float) * np.nan_to_num(
             history["booked"].to_numpy(float)
         )
-        frame = pd.DataFrame(
-            {"window": history["window"], "e": q * a, "v": a * a * q * (1 - q), "r": realised}
-        )
-        sums = frame.groupby("window")[["e", "v", "r"]].sum()
-        sums = sums[sums["e"] > 0]
-        return (((sums["r"] - sums["e"]) ** 2 - sums["v"]) / sums["e"] ** 2).tolist()
+        frame = history[by].assign(e=q * a, v=a * a * q * (1 - q), r=realised)
+        sums = frame.groupby(by)[["e", "v", "r"]].sum()
+        return sums[sums["e"] > 0]
 
     def ratio(self, stage: np.ndarray) -> np.ndarray:
         values = self.amount_ratio.reindex(np.asarray(stage, object)).to_numpy(dtype=float)
@@ -339,6 +367,7 @@ class NewDeals:
     level: pd.Series = field(default_factory=pd.Series)  # team -> deseasonalised count
     amounts: pd.Series = field(default_factory=pd.Series)  # earlier quarter -> amount won
     level_quarters: int = 4  # the latest quarters that set the level (see `RevenueParams`)
+    team_amounts: pd.DataFrame = field(default_factory=pd.DataFrame)  # team x earlier quarter
 
     def spread(self) -> float:
         """Relative spread of a quarter's new-deal bookings beyond Poisson chance, from how the
@@ -368,6 +397,34 @@ class NewDeals:
             if expected > 0:
                 excess.append(((actual - expected) ** 2 - chance) / expected**2)
         return _excess(excess)
+
+    def team_spread(self, company: float) -> float:
+        """Relative spread of a team's own quarter of new deals: each team's earlier quarters
+        against the level its quarters before them set (as `spread`), pooled over teams and
+        quarters, less what the company's quarter (`company`) explains."""
+        if self.counts.empty or self.team_amounts.empty or not self.pools:
+            return 0.0
+        quarters = list(self.counts.columns)
+        index = np.array([float(self.seasonal.get(q.quarter, 1.0)) for q in quarters])
+        deseasonal = self.counts.to_numpy(float) / index
+        residual, chance, expected = [], [], []
+        for t, team in enumerate(self.counts.index):
+            pool = self.pools.get(team)
+            if pool is None or not len(pool):
+                continue
+            mean, square = float(pool.mean()), float((pool**2).mean())
+            for i in range(1, len(quarters)):
+                n = float(deseasonal[t, max(0, i - self.level_quarters) : i].mean()) * index[i]
+                actual = float(self.team_amounts.iloc[t, i])
+                residual.append(actual - n * mean)
+                chance.append(n * square)
+                expected.append(n * mean)
+        return _pooled_excess(
+            pd.Series(residual, dtype=float),
+            pd.Series(chance, dtype=float),
+            pd.Series(expected, dtype=float),
+            less=company,
+        )
 
 
 @dataclass(frozen=True)
@@ -543,6 +600,8 @@ class Spreads:
     open: float = 0.0
     new: float = 0.0
     renewals: float = 0.0
+    team_open: float = 0.0  # a team's own quarter, beyond the company's: open deals
+    team_new: float = 0.0  # and new deals
 
 
 @dataclass(frozen=True)
@@ -585,15 +644,11 @@ def renewal_book(
 
 
 def _renewal_spread(
-    months: pd.DataFrame,
-    window: Window,
-    earlier: Sequence[Window],
-    params: RevenueParams,
-    renewal_probability: RenewalProbability | None,
+    months: pd.DataFrame, window: Window, earlier: Sequence[Window], params: RevenueParams
 ) -> float:
     """Relative variance of earlier quarters' renewals beyond chance: at the same point of each
-    (whose decisions are all known by as_of), the renewals still to come were forecast with what
-    was known then and compared with what they booked."""
+    (whose decisions are all known by as_of), the renewals still to come were forecast with the
+    segment rates known then and compared with what they booked."""
     settled = [w for w in earlier if w.end + MONTH <= window.as_of]
     if not settled:
         return 0.0
@@ -601,7 +656,7 @@ def _renewal_spread(
     renewed = decisions[decisions["outcome"] == "renewed"]
     excess = []
     for past in settled:
-        book = renewal_book(months, past, params, renewal_probability)
+        book = renewal_book(months, past, params)
         if book.chains.empty:
             continue
         mean, variance = chain_moments(book.prob, book.value)
@@ -763,6 +818,9 @@ class QuarterInputs:
             new_shock_sd=float(np.sqrt(self.spreads.new)) if self.spreads else 0.0,
             churn_shock_sd=self.churn_shock_sd,
             unbilled=self._unbilled_per_leaf(),
+            leaf_group=self.tree.groups["team"][0],
+            group_deal_sd=_lognormal_sd(self.spreads.team_open) if self.spreads else 0.0,
+            group_new_sd=_lognormal_sd(self.spreads.team_new) if self.spreads else 0.0,
         )
 
     def _unbilled_per_leaf(self) -> np.ndarray | None:
@@ -818,15 +876,21 @@ def prepare_quarter(
 
     months = recurring_months(tables, as_of)
     book = renewal_book(months, window, params, renewal_probability)
+    company_open, company_new = timing.spread(history, params), new.spread()
     spreads = Spreads(
-        open=timing.spread(history, params),
-        new=new.spread(),
-        renewals=_renewal_spread(months, window, earlier, params, renewal_probability),
+        open=company_open,
+        new=company_new,
+        # earlier quarters judged by the segment rates each learned from what it knew then: a
+        # churn model fitted later has seen those renewals, so its residuals there are too small
+        renewals=_renewal_spread(months, window, earlier, params),
+        team_open=timing.team_spread(_with_team(history, tables), params, company_open),
+        team_new=new.team_spread(company_new),
     )
     rates, chains, steps = book.rates, book.chains, book.steps
     group = alpha = beta = None
-    if renewal_probability is None and len(chains):
-        # the learned rates are uncertain: their posterior sets a floor on the churn factor
+    if len(chains):
+        # the learned rates are uncertain: their posterior sets a floor on the churn factor (a
+        # churn model, fitted on as few decisions per segment, is held to the same floor)
         segments = chains["segment"].astype(object).fillna("unknown").to_numpy()
         names, group = np.unique(segments, return_inverse=True)
         alpha, beta = rates.posterior(names)
@@ -921,6 +985,7 @@ def _timing_history(
         parts.append(
             pd.DataFrame(
                 {
+                    "deal_id": rows["deal_id"].to_numpy(object),
                     "stage": rows["stage"].to_numpy(object),
                     "bucket": close_buckets(_expected_close(rows), window, params),
                     "segment": rows["segment"].astype(object).fillna("unknown").to_numpy(),
@@ -933,6 +998,15 @@ def _timing_history(
             )
         )
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def _with_team(history: pd.DataFrame, tables: CrmTables) -> pd.DataFrame:
+    """`history` with the team of each deal's owner (UNASSIGNED when it has none)."""
+    if history.empty:
+        return history
+    rep = tables.deals.set_index("deal_id")["rep_id"].reindex(history["deal_id"].to_numpy())
+    team = tables.reps.set_index("rep_id")["team"].reindex(rep.to_numpy()).to_numpy(object)
+    return history.assign(team=np.where(pd.isna(team), UNASSIGNED, team))
 
 
 def _open_deals(
@@ -1038,7 +1112,11 @@ def _new_deals(
             else (nearby if len(nearby) >= params.min_pool else everyone)
         )
     totals = past.groupby("quarter")["amount"].sum().reindex(table.columns, fill_value=0.0)
-    return NewDeals(table, seasonal, rate, pools, level, totals, params.level_quarters)
+    by_team = (
+        past.groupby(["team", "quarter"])["amount"].sum().unstack("quarter")
+        .reindex(index=teams, columns=table.columns).fillna(0.0)
+    )  # fmt: skip
+    return NewDeals(table, seasonal, rate, pools, level, totals, params.level_quarters, by_team)
 
 
 def _seasonal_index(totals: pd.Series) -> pd.Series:

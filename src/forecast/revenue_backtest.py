@@ -491,6 +491,13 @@ def headline(metrics: pd.DataFrame, *, week: int = 5, level: str = "company") ->
     )
 
 
+def coverage_table(metrics: pd.DataFrame, method: str = "simulation") -> pd.DataFrame:
+    """P10-P90 coverage of one method: a row per level (company first), a column per week."""
+    rows = metrics[metrics["method"] == method]
+    table = rows.pivot_table(index="level", columns="week", values="coverage")
+    return table.reindex([lv for lv in ("company", "region", "team", "rep") if lv in table.index])
+
+
 # --- plots, MLflow, model card ----------------------------------------------------------------
 
 
@@ -629,7 +636,7 @@ def card_text(
     quarters = sorted(result.points["quarter"].unique())
     percent = ("mape", "bias", "coverage")
     sections = []
-    for level in ("company", "team"):
+    for level in ("company", "region", "team", "rep"):
         for week in sorted(result.points["week"].unique()):
             table = headline(metrics, week=int(week), level=level).reset_index()
             sections.append(f"**{level}, week {week}**\n\n{_table(table, percent)}\n")
@@ -666,8 +673,11 @@ renewals of accounts not billed yet at as_of (SMB subscriptions starting since r
 inside the quarter; learned per owner at the same point of the latest four settled quarters).
 Three factors shared by a whole draw (open deals, new deals, churn) carry how far earlier quarters
 moved beyond their items' own chance, each quarter judged by a model that did not learn from it
-(close timing fitted without that quarter; the new-deal level of the quarters before it), so a
-company is not as sure as the sum of independent deals.
+(close timing fitted without that quarter; the new-deal level of the quarters before it; renewals
+by the segment rates known then), so a company is not as sure as the sum of independent deals.
+Below them each team has its own quarter (a team's month): one factor per team and draw on what
+its open deals book and one on what its new deals book, sized by how far the earlier quarters'
+team totals moved beyond chance and beyond the company's factor (pooled over teams).
 {result.draws:,} draws, seed {result.seed}, summed up the tree (a parent's draws are its children's
 sum). Parameters: {result.params.flat()}.
 
@@ -698,9 +708,9 @@ actual; coverage = share of actuals inside P10-P90.
 
 ## Known limits
 
-- Renewal rates are per segment and years billed, not per account: an account's health
-  (tickets, satisfaction, usage) is ignored until the churn model is plugged in through
-  `renewal_probability`.
+- `simulation` forecasts renewals with segment rates (per segment and years billed, not per
+  account); the live forecast uses the churn champion for the current and next quarter, which
+  `simulation_churn` stands for here.
 - A renewal's value is the last known bill grown by past expansions; the expansion deals
   themselves are also forecast as new business (their ACV), as the definition counts both.
 - Renewals of accounts not billed yet (SMB subscriptions starting after the last month ended by
@@ -710,8 +720,9 @@ actual; coverage = share of actuals inside P10-P90.
 - New deals use the team's level of the last four quarters: growth since then is missed (about
   2-3 % of that part on the default world), and a team that changes size shows only as its
   reps' recent share of created deals.
-- Items are independent given their probabilities and the quarter's three shared factors; those
-  factors are learned from at most eight earlier quarters, so their size is itself uncertain.
+- Items are independent given their probabilities, the quarter's three shared factors and their
+  team's two; those factors are learned from at most eight earlier quarters, so their size is
+  itself uncertain. Regions have no factor of their own.
 - The open deals' spread is measured with the win scorer's probabilities on earlier quarters'
   snapshots, which the trained scorer learned from: its error on a new quarter is larger. On the
   default world it under-forecast the open deals of 2024Q3, 2026Q2 and 2026Q3 by 1-1.6 % of the

@@ -14,6 +14,9 @@ Everything the quarter may still bring is an item owned by a leaf of the org tre
 On top of the items' own chance, three factors move a whole quarter at once: one multiplies every
 deal's probability, one every chain's churn probabilities, one every leaf's rate of new deals
 (each with mean 1 and a spread learned from earlier quarters; see `forecast.revenue.Spreads`).
+Below them, a group's own quarter (a team's month): per group of leaves (`leaf_group`) and draw,
+one factor multiplies what its open deals book and one what its new deals book (lognormal, mean
+1 over the draws, independent across groups and of the quarter's factors).
 
 A leaf's draws are the sum of its items' draws plus what is already known (`closed`); every
 parent's draws are the sum of its children's, so the tree is coherent by construction.
@@ -63,7 +66,7 @@ ROLL_COLUMNS = 1024  # draws summed up the tree at a time
 DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
 SCALE = 65_536  # Bernoulli resolution: probabilities are exact to 1/65,536
 RATIO_BINS = 3  # bins of the bill changes that are not the most common one
-_STREAM_DEALS, _STREAM_RENEWALS, _STREAM_NEW, _STREAM_RATIOS = 1, 2, 3, 4
+_STREAM_DEALS, _STREAM_RENEWALS, _STREAM_NEW, _STREAM_RATIOS, _STREAM_GROUPS = 1, 2, 3, 4, 5
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,10 @@ class SimulationInputs:
         unbilled: per leaf, the expected renewals of accounts not billed yet (SMB subscriptions
             starting after the last known month renew monthly inside the quarter); added as
             expected, counted in the recurring part. None: none.
+        leaf_group: per leaf, its group (a team) whose own quarter moves it with the others of
+            the group; None: no group factors.
+        group_deal_sd, group_new_sd: log-scale sd of a group's factor on what its open deals and
+            its new deals book.
     """
 
     n_leaves: int
@@ -183,6 +190,9 @@ class SimulationInputs:
     churn_shock_sd: float = 0.0
     new_shock_sd: float = 0.0
     unbilled: np.ndarray | None = None
+    leaf_group: np.ndarray | None = None
+    group_deal_sd: float = 0.0
+    group_new_sd: float = 0.0
 
     def __post_init__(self) -> None:
         n = len(self.deal_leaf)
@@ -192,7 +202,7 @@ class SimulationInputs:
             self.chain_prob
         ):
             raise ValueError("chain_prob and chain_value must be chains x steps")
-        for name in ("closed", "new_rate", "new_pool", "unbilled"):
+        for name in ("closed", "new_rate", "new_pool", "unbilled", "leaf_group"):
             if getattr(self, name) is not None and len(getattr(self, name)) != self.n_leaves:
                 raise ValueError(f"{name} needs one value per leaf ({self.n_leaves})")
         for name, values in (("deal_prob", self.deal_prob), ("chain_prob", self.chain_prob)):
@@ -202,7 +212,13 @@ class SimulationInputs:
             leaf = getattr(self, leaf_name)
             if len(leaf) and (leaf.min() < 0 or leaf.max() >= self.n_leaves):
                 raise ValueError(f"{leaf_name} must index the {self.n_leaves} leaves")
-        for name in ("deal_shock_sd", "churn_shock_sd", "new_shock_sd"):
+        for name in (
+            "deal_shock_sd",
+            "churn_shock_sd",
+            "new_shock_sd",
+            "group_deal_sd",
+            "group_new_sd",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
 
@@ -347,21 +363,43 @@ class _Grid:
     deal_factor: np.ndarray  # per row
     churn_factor: np.ndarray  # per column
     new_factor: np.ndarray  # per row
+    group_deal: np.ndarray | None = None  # per leaf: groups x padded draws
+    group_new: np.ndarray | None = None
 
     @classmethod
     def of(cls, draws: int, inputs: SimulationInputs, seed: int) -> _Grid:
         cols = math.isqrt(draws - 1) + 1
         rows = -(-draws // cols)
         order = np.random.Generator(_stream(seed, _STREAM_NEW, 1)).permutation(rows)
+        padded = rows * cols
+        groups = 0 if inputs.leaf_group is None else int(inputs.leaf_group.max(initial=-1)) + 1
         return cls(
             draws=draws,
-            padded=rows * cols,
+            padded=padded,
             rows=rows,
             cols=cols,
             deal_factor=_lognormal_quantiles(inputs.deal_shock_sd, rows),
             churn_factor=_lognormal_quantiles(inputs.churn_shock_sd, cols),
             new_factor=_gamma_quantiles(inputs.new_shock_sd, rows)[order],
+            group_deal=_group_factors(inputs.group_deal_sd, groups, padded, seed, kind=0),
+            group_new=_group_factors(inputs.group_new_sd, groups, padded, seed, kind=1),
         )
+
+    def by_group(self, factors: np.ndarray | None, inputs: SimulationInputs, leaves, values):
+        """`values` (leaves x draws) moved by the factor of each leaf's group in each draw."""
+        if factors is not None and inputs.leaf_group is not None:
+            values *= factors[inputs.leaf_group[leaves]]
+        return values
+
+
+def _group_factors(sd: float, groups: int, padded: int, seed: int, kind: int) -> np.ndarray | None:
+    """groups x draws mean-1 lognormal factors (each group's exactly mean 1 over the draws, so
+    a group's own quarter widens its forecast without moving its mean); None when sd is 0."""
+    if sd <= 0 or groups == 0:
+        return None
+    z = np.random.Generator(_stream(seed, _STREAM_GROUPS, kind)).standard_normal((groups, padded))
+    values = np.exp(sd * z - sd**2 / 2)
+    return (values / values.mean(axis=1, keepdims=True)).astype(np.float32)
 
 
 def _lognormal_quantiles(sd: float, n: int) -> np.ndarray:
@@ -448,7 +486,10 @@ def _deal_tasks(
         u = _uniform16(_stream(seed, _STREAM_DEALS, chunk), n, grid.padded)
         won = np.empty((n, grid.rows, grid.cols), dtype=np.float32)
         np.less(u.reshape(won.shape), threshold[:, :, None], out=won, casting="unsafe")
-        return [_rows(inputs.deal_leaf[rows], inputs.deal_amount[rows], won.reshape(n, -1))]
+        kind, leaves, values = _rows(
+            inputs.deal_leaf[rows], inputs.deal_amount[rows], won.reshape(n, -1)
+        )
+        return [(kind, leaves, grid.by_group(grid.group_deal, inputs, leaves, values))]
 
     starts = range(0, len(inputs.deal_leaf), chunk_rows)
     return [partial(task, c, slice(s, s + chunk_rows)) for c, s in enumerate(starts)]
@@ -664,7 +705,8 @@ def _new_tasks(
         first = np.concatenate([[0], np.cumsum(counts.ravel()[cells], dtype=np.int64)[:-1]])
         sums = np.zeros(counts.size, dtype=np.float32)
         sums[cells] = np.add.reduceat(amounts, first)
-        return [("rows", leaves, sums.reshape(len(leaves), grid.padded))]
+        values = sums.reshape(len(leaves), grid.padded)
+        return [("rows", leaves, grid.by_group(grid.group_new, inputs, leaves, values))]
 
     return [partial(task, c, live[lo:hi]) for c, (lo, hi) in enumerate(itertools.pairwise(bounds))]
 

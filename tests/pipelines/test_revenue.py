@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,7 @@ from forecast.revenue import (
 from forecast.revenue_backtest import (
     backtest,
     backtest_metrics,
+    coverage_table,
     log_backtest,
     truth_scorer,
     week_as_of,
@@ -223,7 +225,11 @@ def test_the_churn_model_plugs_in(world, scorer):
     everyone = prepare_quarter(t, **common, renewal_probability=lambda f: np.ones(len(f)))
     nobody = prepare_quarter(t, **common, renewal_probability=lambda f: np.zeros(len(f)))
     keep = simulate_quarter(everyone, draws=4_000).level("company").iloc[0]
-    lose = simulate_quarter(nobody, draws=300).level("company").iloc[0]
+    # the quarter's churn factor (sized by the segment rates' past misses) would let some of
+    # the certain losses pass in draws where churn runs low: without it, none passes
+    assert nobody.churn_shock_sd > 0
+    lose = simulate_quarter(replace(nobody, churn_shock_sd=0.0), draws=300)
+    lose = lose.level("company").iloc[0]
     # accounts not billed yet are no decision the seam can score: their renewals stay as learned
     booked = float(nobody.renewals_booked["value"].sum()) + float(nobody.unbilled.sum())
     assert lose["recurring"] == pytest.approx(booked, rel=1e-6)
@@ -331,7 +337,13 @@ def test_a_small_backtest_scores_every_contender(world, scorer, tmp_path):
     run_id, card = log_backtest(result, card_dir=tmp_path)
     text = card.read_text()
     assert run_id in text and "bookings" in text.lower()
+    assert all(f"**{level}, week 5**" in text for level in ("company", "region", "team", "rep"))
     assert backtest_metrics(result.points).equals(metrics)
+    coverage = coverage_table(metrics)
+    assert list(coverage.index) == ["company", "region", "team", "rep"]
+    assert list(coverage.columns) == [1, 5]
+    rep5 = metrics[(metrics["level"] == "rep") & (metrics["week"] == 5)]
+    assert coverage.at["rep", 5] == rep5.set_index("method").at["simulation", "coverage"]
 
 
 @pytest.fixture

@@ -160,6 +160,23 @@ def test_a_shared_factor_widens_the_total_and_keeps_its_mean(part):
     assert together.mean() == pytest.approx(alone.mean(), rel=0.01)
 
 
+@pytest.mark.parametrize("part", ["deal", "new"])
+def test_a_teams_own_quarter_moves_its_reps_together_and_teams_apart(part):
+    inputs = _only(part)
+    team = np.array([0, 0, 1, 2, 2])  # _tree's teams A, A, B, C, C
+    alone = simulate(SimulationInputs(**{**inputs.__dict__, "leaf_group": team}), draws=20_000)
+    grouped = SimulationInputs(**{**inputs.__dict__, "leaf_group": team, f"group_{part}_sd": 0.3})
+    together = simulate(grouped, draws=20_000).leaf_draws.astype(float)
+    apart = alone.leaf_draws.astype(float)
+    # the team's reps move together: their draws correlate, the team total widens
+    assert np.corrcoef(together[0], together[1])[0, 1] > 0.15
+    assert abs(np.corrcoef(apart[0], apart[1])[0, 1]) < 0.05
+    assert together[:2].sum(axis=0).std() > 1.2 * apart[:2].sum(axis=0).std()
+    # teams stay independent of each other, and every mean stays where it was
+    assert abs(np.corrcoef(together[:2].sum(axis=0), together[3:].sum(axis=0))[0, 1]) < 0.05
+    assert together.mean(axis=1) == pytest.approx(apart.mean(axis=1), rel=0.01)
+
+
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
