@@ -2,9 +2,10 @@
 
 For the stored CRM of the current FORECAST_HOME (the default world after `make run`): at weeks 5
 and 13 of a few past quarters, every renewal decision still pending inside the quarter gets its
-probability from the segment rates (what the live forecast uses) and from a churn model trained
-on what the quarter's start knew (`forecast.churn.fit_churn_renewal`, what the backtest's
-`simulation_churn` uses); each is set against the share of those decisions that renewed.
+probability from the segment rates, from a churn model trained on what the quarter's start knew
+(`forecast.churn.fit_churn_renewal`) alone, and from that model with each segment's churn brought
+to the rates' level (what the live forecast and the backtest's `simulation_churn` use); each is
+set against the share of those decisions that renewed.
 
     python benchmarks/renewal_calibration.py [--quarters 2025Q2,2025Q4,2026Q2]
 
@@ -50,10 +51,15 @@ def main() -> None:
             as_of = period.start_time + pd.Timedelta(weeks=week - 1)
             window = Window.of(period, as_of)
             months = recurring_months(tables, as_of)
-            for method, scorer in (("segment rates", None), ("churn model", churn)):
+            methods = (
+                ("segment rates", None, False),
+                ("churn model alone", churn, True),
+                ("churn at rate level", churn, False),  # what the forecast uses
+            )
+            for method, scorer, alone in methods:
                 book = renewal_book(months, window, params, scorer)
                 steps = book.steps[book.steps["in_quarter"]].copy()
-                steps["p"] = np.clip(np.asarray((scorer or book.rates)(steps), float), 0, 1)
+                steps["p"] = np.clip(scorer(steps), 0, 1) if alone else steps["prob"]
                 keys = zip(steps["account_id"], steps["month"], strict=True)
                 steps["actual"] = [outcome.get(key, "pending") for key in keys]
                 for segment, group in steps.groupby("segment"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -219,21 +218,35 @@ def test_pending_renewals_fall_at_the_end_of_each_term(world):
     assert steps.loc[~steps["in_quarter"], "value"].eq(0).all()
 
 
-def test_the_churn_model_plugs_in(world, scorer):
+def test_the_churn_model_says_which_accounts_and_the_rates_how_many(world, scorer):
     t = world.tables
     common = {"quarter": QUARTER, "as_of": AS_OF, "win_scorer": scorer}
+    by_rates = prepare_quarter(t, **common)
+
+    def risky_half(steps: pd.DataFrame) -> np.ndarray:  # P(renew): 0.6 for half the accounts
+        return np.where(steps["account_id"].str[-1].isin(list("01234")), 0.6, 0.95)
+
+    by_model = prepare_quarter(t, **common, renewal_probability=risky_half)
+    assert by_model.chains.equals(by_rates.chains)
+    real = by_model.chain_value > 0  # decisions inside the quarter (padding passes surely)
+    risky = by_model.chains["account_id"].str[-1].isin(list("01234")).to_numpy()
+    for segment in by_model.chains["segment"].unique():
+        here = (by_model.chains["segment"] == segment).to_numpy()
+        churn_model, churn_rates = 1 - by_model.chain_prob, 1 - by_rates.chain_prob
+        # as many fail as the rates say ...
+        assert churn_model[here][real[here]].mean() == pytest.approx(
+            churn_rates[here][real[here]].mean(), rel=0.05
+        )
+        # ... and the model's risky accounts are the ones that do (0.40 : 0.05 churn)
+        mask = real & here[:, None]
+        ratio = (
+            churn_model[mask & risky[:, None]].mean() / churn_model[mask & ~risky[:, None]].mean()
+        )
+        assert ratio == pytest.approx(8.0, rel=0.1)
+    # a model that sees no churn at all: every decision passes, all values are booked
     everyone = prepare_quarter(t, **common, renewal_probability=lambda f: np.ones(len(f)))
-    nobody = prepare_quarter(t, **common, renewal_probability=lambda f: np.zeros(len(f)))
     keep = simulate_quarter(everyone, draws=4_000).level("company").iloc[0]
-    # the quarter's churn factor (sized by the segment rates' past misses) would let some of
-    # the certain losses pass in draws where churn runs low: without it, none passes
-    assert nobody.churn_shock_sd > 0
-    lose = simulate_quarter(replace(nobody, churn_shock_sd=0.0), draws=300)
-    lose = lose.level("company").iloc[0]
-    # accounts not billed yet are no decision the seam can score: their renewals stay as learned
-    booked = float(nobody.renewals_booked["value"].sum()) + float(nobody.unbilled.sum())
-    assert lose["recurring"] == pytest.approx(booked, rel=1e-6)
-    # every decision passes: all values are booked (annual bills still move: sampling noise)
+    booked = float(everyone.renewals_booked["value"].sum()) + float(everyone.unbilled.sum())
     assert keep["recurring"] == pytest.approx(booked + everyone.chain_value.sum(), rel=5e-3)
 
 
