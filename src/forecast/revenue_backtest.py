@@ -692,7 +692,8 @@ days of weeks {", ".join(map(str, sorted(result.points["week"].unique())))}. Con
 `simulation` (win scorer trained only on labels known at each quarter's start),
 `simulation_truth` (the generator's true win probability: an upper bound, generated worlds only),
 `simulation_churn` (as `simulation`, but each renewal decision drawn from a churn model trained on
-what the quarter's start knew, `forecast.churn.fit_churn_renewal`, instead of segment rates),
+what the quarter's start knew, `forecast.churn.fit_churn_renewal`, with each segment's churn at
+the segment rates' level: what the live forecast does for the current and next quarter),
 `weighted_pipeline` (closed + fixed stage probabilities {dict(STAGE_PROBABILITIES)} x amount
 of deals expected to close in the quarter + the same expected renewals), `weighted_pipeline_history`
 (the same with stage win rates learned by as_of), `naive_last_quarter`, `naive_last_year`,
