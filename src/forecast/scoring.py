@@ -153,9 +153,9 @@ def score_records(
         forecast.records.RecordError: a record that cannot be scored, naming the field.
     """
     as_of = moment(as_of)
-    tables = record_tables(records, stored, as_of)
-    snapshots = pd.DataFrame({"deal_id": tables.deals["deal_id"].to_numpy(), "as_of": as_of})
-    frame = deal_features(tables, snapshots, context=stored.context)
+    facts = record_tables(records, stored, as_of)
+    snapshots = pd.DataFrame({"deal_id": facts.deal_id, "as_of": as_of})
+    frame = deal_features(facts, snapshots, context=stored.context)
     explained = explain(scorer, frame, typical=typical, display=stored.display)
     probabilities = np.array([e.probability for e in explained])
     grades = grade(probabilities)
