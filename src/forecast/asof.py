@@ -7,6 +7,7 @@ and `Running` by binary search over arrays. Nothing later can be matched.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,13 +62,12 @@ class Timeline:
         """Per lookup, the row of its code's last event at or before its moment (exact matches
         count; of rows at the same time, the last); -1 where there is none (or the code is -1)."""
         codes = np.asarray(codes, dtype=np.int64)
-        moments = np.asarray(moments, dtype="datetime64[ns]")
-        rank = np.searchsorted(self.stamps, moments.view(np.int64), side="right")
-        last = np.searchsorted(self.order, codes * (len(self.stamps) + 1) + rank, "right") - 1
         if not len(self.codes):
             return np.full(len(codes), -1)
-        row = np.clip(last, 0, None)
-        hit = (codes >= 0) & (last >= 0) & (self.codes[row] == codes)
+        ns = np.asarray(moments, dtype="datetime64[ns]").view(np.int64)
+        rank = np.searchsorted(self.stamps, ns, side="right")
+        last = np.searchsorted(self.order, codes * (len(self.stamps) + 1) + rank, "right") - 1
+        hit = (codes >= 0) & (last >= 0) & (self.codes[np.maximum(last, 0)] == codes)
         return np.where(hit, last, -1)
 
 
@@ -75,21 +75,24 @@ class Timeline:
 class Running:
     """Running sums of some columns per key over time, ready for as-of lookups (`at`)."""
 
-    keys: pd.Index  # the distinct keys, sorted; a row's key code is its position here
+    keys: np.ndarray  # the distinct keys, sorted; a row's key code is its position here
+    index: pd.Index | None  # the keys' hash table, when they are not integers
     line: Timeline  # the rows, by key code and time
-    sums: dict[str, np.ndarray]  # per column, per row: the running sums
+    names: tuple[str, ...]  # the summed columns
+    sums: np.ndarray  # per row, per column: the running sums
     time: str  # the time column's name in lookups
 
     def code(self, keys: np.ndarray) -> np.ndarray:
         """Each key's code (-1 for a key without events)."""
         keys = np.asarray(keys)
-        if self.keys.dtype.kind in "iu" and keys.dtype.kind in "iu":
-            # integer keys (the codes of another index): a binary search, no hash table
-            sorted_keys = self.keys.to_numpy()
-            at = np.clip(np.searchsorted(sorted_keys, keys), 0, max(len(sorted_keys) - 1, 0))
-            found = sorted_keys[at] == keys if len(sorted_keys) else np.zeros(len(keys), bool)
-            return np.where(found, at, -1)
-        return self.keys.get_indexer(keys)
+        if self.index is not None or keys.dtype.kind not in "iu":
+            index = self.index if self.index is not None else pd.Index(self.keys)
+            return index.get_indexer(keys)
+        # integer keys (the codes of another index): a binary search, no hash table
+        if not len(self.keys):
+            return np.full(len(keys), -1)
+        at = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+        return np.where(self.keys[at] == keys, at, -1)
 
     def at(
         self, keys: np.ndarray, moments: np.ndarray, shift_days: float = 0
@@ -97,16 +100,29 @@ class Running:
         """For each (key, moment): the running sums at `moment - shift_days` (zeros where
         nothing had happened yet), and the time of the last event counted (`time`; NaT if
         none)."""
+        return self.at_each(keys, moments, (shift_days,))[0]
+
+    def at_each(
+        self, keys: np.ndarray, moments: np.ndarray, shifts: Sequence[float]
+    ) -> list[dict[str, np.ndarray]]:
+        """`at` for each of `shifts` (days), in one lookup."""
         moments = np.asarray(moments, dtype="datetime64[ns]")
-        if shift_days:
-            moments = moments - np.timedelta64(round(shift_days * 86400 * 1e9), "ns")
-        row = self.line.last(self.code(keys), moments)
+        n, k = len(moments), len(shifts)
+        back = np.array([round(days * 86400 * 1e9) for days in shifts], dtype="timedelta64[ns]")
+        shifted = (moments[None, :] - back[:, None]).ravel()
+        row = self.line.last(np.tile(self.code(keys), k), shifted)
         hit = row >= 0
-        if not len(self.line.codes):
-            columns = {self.time: np.full(len(row), np.datetime64("NaT", "ns"))}
-            return columns | {c: np.zeros(len(row)) for c in self.sums}
-        columns = {self.time: np.where(hit, self.line.times[row], np.datetime64("NaT", "ns"))}
-        return columns | {c: np.where(hit, v[row], 0.0) for c, v in self.sums.items()}
+        if len(self.line.codes):
+            times = np.where(hit, self.line.times[row], np.datetime64("NaT", "ns"))
+            sums = np.where(hit[:, None], self.sums[row], 0.0)
+        else:
+            times = np.full(len(row), np.datetime64("NaT", "ns"))
+            sums = np.zeros((len(row), len(self.names)))
+        return [
+            {self.time: times[i * n : (i + 1) * n]}
+            | {c: sums[i * n : (i + 1) * n, j] for j, c in enumerate(self.names)}
+            for i in range(k)
+        ]
 
 
 def running_sums(
@@ -123,45 +139,50 @@ def running_of(
     given); a missing key is nobody's record: never matched."""
     keys = np.asarray(keys)
     times = np.asarray(times, dtype="datetime64[ns]")
-    values = {c: np.asarray(v, dtype=float) for c, v in columns.items()}
-    if keys.dtype.kind not in "iub":
+    values = np.empty((len(keys), len(columns)))
+    for j, column in enumerate(columns.values()):
+        values[:, j] = column
+    integers = keys.dtype.kind in "iub"
+    if not integers:
         known = ~pd.isna(keys)
         if not known.all():
-            keys, times = keys[known], times[known]
-            values = {c: v[known] for c, v in values.items()}
-    if keys.dtype.kind in "iub":
+            keys, times, values = keys[known], times[known], values[known]
+    if integers:
         distinct, codes = np.unique(keys, return_inverse=True)
     else:
         codes, distinct = pd.factorize(keys, sort=True)
     order = np.lexsort((times.view(np.int64), codes))  # stable: ties keep the order given
     codes = codes[order]
-    first = np.ones(len(codes), dtype=bool)
-    first[1:] = codes[1:] != codes[:-1]
     return Running(
-        keys=pd.Index(distinct),
+        keys=np.asarray(distinct),
+        index=None if integers else pd.Index(distinct),
         line=Timeline.of(codes, times[order]),
-        sums={c: _cumsum_by_key(v[order], codes, first) for c, v in values.items()},
+        names=tuple(columns),
+        sums=_cumsum_by_key(values[order], codes),
         time=time,
     )
 
 
-def _cumsum_by_key(values: np.ndarray, codes: np.ndarray, first: np.ndarray) -> np.ndarray:
-    """Cumulative sums restarting at each key's first row (rows grouped by key).
+def _cumsum_by_key(values: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Cumulative sums down each column, restarting at each key's first row (rows grouped by
+    key).
 
     Counts (whole numbers, every partial sum exact) take one cumsum less each key's start; other
     values pandas' compensated sum per key, as exact as a float sum gets.
     """
     if not len(values):
-        return values.astype(float)
+        return values
     if (
         np.isfinite(values).all()
         and (values == np.trunc(values)).all()
-        and np.abs(values).sum() < 2.0**53
+        and np.abs(values).sum(axis=0).max(initial=0) < 2.0**53
     ):
-        total = np.cumsum(values)
-        start = np.maximum.accumulate(np.where(first, np.arange(len(values)), 0))
+        total = np.cumsum(values, axis=0)
+        first = np.ones(len(codes), dtype=bool)
+        first[1:] = codes[1:] != codes[:-1]
+        start = np.maximum.accumulate(np.where(first, np.arange(len(codes)), 0))
         return total - (total[start] - values[start])
-    return pd.Series(values).groupby(codes, sort=False).cumsum().to_numpy(dtype=float)
+    return pd.DataFrame(values).groupby(codes, sort=False).cumsum().to_numpy(dtype=float)
 
 
 def running_at(

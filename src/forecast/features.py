@@ -319,6 +319,22 @@ def deal_features(
     context with a CRM's records as `tables` (`DealFacts`): the same code scores a record and
     trains.
     """
+    as_of = pd.DatetimeIndex(snapshots["as_of"]).as_unit("ns").to_numpy()
+    columns = feature_columns(tables, snapshots["deal_id"].to_numpy(), as_of, context=context)
+    data = {key: snapshots[key].array for key in KEY_COLUMNS}
+    return pd.DataFrame(data | columns, index=snapshots.index)
+
+
+def feature_columns(
+    tables: CrmTables | DealFacts,
+    deal_ids: np.ndarray,
+    as_of: np.ndarray,
+    *,
+    context: DealContext | None = None,
+) -> dict[str, np.ndarray]:
+    """`deal_features` as arrays (no frame), for (deal_ids[i], as_of[i]) (datetime64[ns]):
+    one per feature, in FEATURE_NAMES order, then the attributes'. What the service reads for
+    a CRM's record, where building a frame would cost more than the features."""
     if isinstance(tables, DealFacts):
         if context is None:
             raise TypeError("deal_features: DealFacts need the DealContext they are read against")
@@ -326,12 +342,8 @@ def deal_features(
     else:
         facts = DealFacts.of(tables)
         context = context or DealContext.of(tables, facts=facts)
-    deal = facts.rows(snapshots["deal_id"].to_numpy())
-    as_of = pd.DatetimeIndex(snapshots["as_of"]).as_unit("ns").to_numpy()
-    columns = _feature_columns(facts, deal, as_of, context)
-    data = {key: snapshots[key].array for key in KEY_COLUMNS}
-    names = [*FEATURE_NAMES, *(f.name for f in context.attributes)]
-    return pd.DataFrame(data | {name: columns[name] for name in names}, index=snapshots.index)
+    out = _feature_columns(facts, facts.rows(deal_ids), as_of, context)
+    return {name: out[name] for name in (*FEATURE_NAMES, *(f.name for f in context.attributes))}
 
 
 def training_frame(
@@ -511,9 +523,8 @@ def _add_activities(out: dict, facts: DealFacts, deal: np.ndarray, as_of: np.nda
     kinds = facts.activity_kind
     columns = {"n": np.ones(len(kinds))} | {k: (kinds == k).astype(float) for k in COUNTED_KINDS}
     running = running_of(facts.activity_deal, facts.activity_at, columns)
-    now = running.at(deal, as_of)
-    for window in ACTIVITY_WINDOWS:
-        before = running.at(deal, as_of, shift_days=window)
+    now, *earlier = running.at_each(deal, as_of, (0, *ACTIVITY_WINDOWS))
+    for window, before in zip(ACTIVITY_WINDOWS, earlier, strict=True):
         out[f"activities_{window}d"] = now["n"] - before["n"]
         if window == 90:
             for kind in COUNTED_KINDS:
@@ -580,19 +591,40 @@ def _blank(value: object) -> bool:
     return value is None or value is pd.NA or value != value  # NaN, NaT
 
 
-def _codes(index: pd.Index, values: np.ndarray) -> np.ndarray:
-    """Each value's position in `index`; a value not there gets len(index), a code with no
-    record (as a deal's own rep or account has none yet, had the store held the deal); a
-    missing value -1."""
-    codes = index.get_indexer(values)
+class _Ids:
+    """Distinct ids and their positions: pandas' hash table for many lookups, a dict for a few
+    (one pandas call costs more than a few Python lookups: one CRM record makes a dozen)."""
+
+    def __init__(self, ids: Sequence[object]):
+        self.index = pd.Index(ids)
+        self._positions: dict[object, int] | None = None  # made on the first small lookup
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def positions(self, values: np.ndarray) -> np.ndarray:
+        """Each value's position, -1 when it is not here (or missing)."""
+        if len(values) > _FEW:
+            return self.index.get_indexer(values)
+        if self._positions is None:
+            self._positions = {v: i for i, v in enumerate(self.index.tolist())}
+        get = self._positions.get
+        return np.array([-1 if _blank(v) else get(v, -1) for v in values.tolist()], np.int64)
+
+
+def _codes(ids: _Ids, values: np.ndarray) -> np.ndarray:
+    """Each value's position in `ids`; a value not there gets len(ids), a code with no record
+    (as a deal's own rep or account has none yet, had the store held the deal); a missing
+    value -1."""
+    codes = ids.positions(values)
     new = (codes < 0) & ~pd.isna(values)
-    return np.where(new, len(index), codes)
+    return np.where(new, len(ids), codes)
 
 
-def _by_code(column: pd.Series, index: pd.Index, dtype: str | None = None) -> np.ndarray:
-    """`column` (indexed by id) per position in `index`, then one more value: a missing id's
-    (so code -1, or len(index) for an id not there, reads as `reindex` reads a missing id)."""
-    values = column.reindex(index.append(pd.Index([None], dtype=object)))
+def _by_code(column: pd.Series, ids: _Ids, dtype: str | None = None) -> np.ndarray:
+    """`column` (indexed by id) per position in `ids`, then one more value: a missing id's
+    (so code -1, or len(ids) for an id not there, reads as `reindex` reads a missing id)."""
+    values = column.reindex(ids.index.append(pd.Index([None], dtype=object)))
     return values.to_numpy(dtype) if dtype else values.to_numpy()
 
 
@@ -608,16 +640,17 @@ class _Record:
         return cls(running_sums(closes.assign(key=event_codes), "key", "at", values))
 
     def trailing(
-        self, codes: np.ndarray, as_of: np.ndarray, days: int | None = None
-    ) -> dict[str, np.ndarray]:
-        """Wins and closes per key in (as_of - days, as_of] (RECORD_DAYS by default), per
-        snapshot; NaN for code -1."""
+        self, codes: np.ndarray, as_of: np.ndarray, *days: int
+    ) -> list[dict[str, np.ndarray]]:
+        """Wins and closes per key in (as_of - days, as_of] for each of `days` (RECORD_DAYS
+        if none), per snapshot; NaN for code -1."""
         # an unknown key (-1: a blank rep or product) is nobody's record, not one shared record
         keys = np.where(codes < 0, -2, codes)
-        now = self.running.at(keys, as_of)
-        then = self.running.at(keys, as_of, shift_days=RECORD_DAYS if days is None else days)
+        now, *thens = self.running.at_each(keys, as_of, (0, *(days or (RECORD_DAYS,))))
         known = np.asarray(codes) >= 0
-        return {c: np.where(known, now[c] - then[c], np.nan) for c in ("won", "n")}
+        return [
+            {c: np.where(known, now[c] - then[c], np.nan) for c in ("won", "n")} for then in thens
+        ]
 
 
 @dataclass(frozen=True)
@@ -630,26 +663,26 @@ class DealContext:
     Ids are coded by position in the indexes (`_codes`); the per-code arrays have one more
     value at the end, a missing id's."""
 
-    account_index: pd.Index
+    account_index: _Ids
     account_created: np.ndarray  # per account code
     firmographics: dict[str, np.ndarray]  # industry, region, segment per account code
     account_closes: Running  # won and lost per account code
     account_revenue: Running  # revenue per account code, a month known once ended
-    rep_index: pd.Index
+    rep_index: _Ids
     rep_team: np.ndarray  # team code per rep code (a rep not in the index: the blank team's)
     hired: np.ndarray  # per rep code
     rep: _Record
     team: _Record
     rep_from_stage: tuple[_Record, ...]  # per open stage: closes of deals that reached it
     team_from_stage: tuple[_Record, ...]
-    fit_index: pd.Index
+    fit_index: _Ids
     fit: _Record
-    product_index: pd.Index
+    product_index: _Ids
     product: _Record
     product_family: np.ndarray  # per product code
-    quote_index: pd.Index
+    quote_index: _Ids
     quotes: Running  # log first quotes per (product, segment) code
-    quoted: pd.Index  # deals whose first quote the quotes hold
+    quoted: _Ids  # deals whose first quote the quotes hold
     unavailable: dict[str, str]
     attributes: tuple[Feature, ...]
 
@@ -662,18 +695,20 @@ class DealContext:
         closes = _close_events(tables)
 
         known = pd.concat([accounts["account_id"], deals["account_id"]]).dropna()
-        account_index = pd.Index(pd.unique(known.to_numpy()))
-        close_account = account_index.get_indexer(closes["account_id"].to_numpy())
+        account_index = _Ids(pd.unique(known.to_numpy()))
+        close_account = account_index.index.get_indexer(closes["account_id"].to_numpy())
         by_account = accounts.set_index("account_id")
         revenue = tables.revenue
         month_ended = revenue["period"] + pd.offsets.MonthBegin(1)
 
         # reps may be absent from an export: the deals still say who owns them (one team then)
         known = pd.concat([reps["rep_id"], deals["rep_id"]]).dropna()
-        rep_index = pd.Index(pd.unique(known.to_numpy()))
-        team_of = reps.set_index("rep_id")["team"].reindex(rep_index).fillna("").to_numpy(object)
+        rep_index = _Ids(pd.unique(known.to_numpy()))
+        team_of = (
+            reps.set_index("rep_id")["team"].reindex(rep_index.index).fillna("").to_numpy(object)
+        )
         team_index = pd.Index(pd.unique(team_of))
-        close_rep = rep_index.get_indexer(closes["rep_id"].to_numpy())
+        close_rep = rep_index.index.get_indexer(closes["rep_id"].to_numpy())
         close_team = team_index.get_indexer(_take(team_of, close_rep))
         # a rep the store has not seen is in no team: the blank team's record, if there is one
         blank_team = team_index.get_indexer([""])[0]
@@ -681,9 +716,9 @@ class DealContext:
             team_index.get_indexer(team_of), blank_team if blank_team >= 0 else len(team_index)
         )
 
-        fit_index = pd.Index(pd.unique(closes["fit"].dropna()))
+        fit_index = _Ids(pd.unique(closes["fit"].dropna()))
         known = pd.concat([products["product_id"], deals["product_id"]]).dropna()
-        product_index = pd.Index(pd.unique(known.to_numpy()))
+        product_index = _Ids(pd.unique(known.to_numpy()))
         close_product = np.array(
             [None if key is None else key.split("|")[0] for key in closes["fit"]], dtype=object
         )
@@ -705,7 +740,9 @@ class DealContext:
             account_revenue=running_sums(
                 pd.DataFrame(
                     {
-                        "account": account_index.get_indexer(revenue["account_id"].to_numpy()),
+                        "account": account_index.index.get_indexer(
+                            revenue["account_id"].to_numpy()
+                        ),
                         "at": month_ended.to_numpy(),
                     }
                 ),
@@ -721,9 +758,9 @@ class DealContext:
             rep_from_stage=tuple(_Record.of(closes[r], close_rep[r]) for r in reached),
             team_from_stage=tuple(_Record.of(closes[r], close_team[r]) for r in reached),
             fit_index=fit_index,
-            fit=_Record.of(closes, fit_index.get_indexer(closes["fit"])),
+            fit=_Record.of(closes, fit_index.index.get_indexer(closes["fit"])),
             product_index=product_index,
-            product=_Record.of(closes, product_index.get_indexer(close_product)),
+            product=_Record.of(closes, product_index.index.get_indexer(close_product)),
             product_family=_by_code(products.set_index("product_id")["family"], product_index),
             quote_index=quote_index,
             quotes=quotes,
@@ -759,9 +796,9 @@ class _Own:
             rep=rep,
             team=np.where(rep < 0, -1, context.rep_team[rep]),
             product=product,
-            fit=context.fit_index.get_indexer(_fit_key(facts.product_id, firm["industry"])),
+            fit=context.fit_index.positions(_fit_key(facts.product_id, firm["industry"])),
             quote_key=_codes(context.quote_index, _fit_key(facts.product_id, firm["segment"])),
-            quoted=context.quoted.get_indexer(facts.deal_id) >= 0,
+            quoted=context.quoted.positions(facts.deal_id) >= 0,
             industry=firm["industry"],
             fixed={
                 "product_id": facts.product_id,
@@ -781,8 +818,7 @@ def _add_account(
     out["account_prior_losses"] = np.where(no_account, np.nan, at["lost"])
     tenure = (as_of - context.account_created[account]) / np.timedelta64(1, "D")
     out["account_tenure_days"] = np.where(no_account, np.nan, tenure)
-    now = context.account_revenue.at(account, as_of)
-    year_ago = context.account_revenue.at(account, as_of, shift_days=TRAILING_DAYS)
+    now, year_ago = context.account_revenue.at_each(account, as_of, (0, TRAILING_DAYS))
     out["account_revenue_365d"] = np.where(no_account, np.nan, now["amount"] - year_ago["amount"])
 
 
@@ -795,13 +831,13 @@ def _add_rep(
     context: DealContext,
 ) -> None:
     rep, team = own.rep[deal], own.team[deal]
-    rep_counts = context.rep.trailing(rep, as_of)
-    team_counts = context.team.trailing(team, as_of)
+    rep_counts, last_year = context.rep.trailing(rep, as_of, RECORD_DAYS, TRAILING_DAYS)
+    [team_counts] = context.team.trailing(team, as_of)
     team_rate = (team_counts["won"] + 1) / (team_counts["n"] + 3)  # a weak prior when a team is new
     out["rep_win_rate"] = (rep_counts["won"] + SHRINK_DEALS * team_rate) / (
         rep_counts["n"] + SHRINK_DEALS
     )
-    out["rep_closed_deals_365d"] = context.rep.trailing(rep, as_of, days=TRAILING_DAYS)["n"]
+    out["rep_closed_deals_365d"] = last_year["n"]
     out["rep_tenure_days"] = (as_of - context.hired[rep]) / np.timedelta64(1, "D")
 
     # the rep's record from the deal's current stage on: of closed deals that reached it, the
@@ -811,22 +847,22 @@ def _add_rep(
         here = stage == code
         if not here.any():
             continue
-        mine = context.rep_from_stage[code].trailing(rep[here], as_of[here])
-        theirs = context.team_from_stage[code].trailing(team[here], as_of[here])
+        [mine] = context.rep_from_stage[code].trailing(rep[here], as_of[here])
+        [theirs] = context.team_from_stage[code].trailing(team[here], as_of[here])
         prior = (theirs["won"] + 1) / (theirs["n"] + 2)
         from_stage[here] = (mine["won"] + SHRINK_DEALS * prior) / (mine["n"] + SHRINK_DEALS)
     out["rep_stage_win_rate"] = from_stage
 
     # how this product has been selling into this industry lately, shrunk toward the product
-    fit = context.fit.trailing(own.fit[deal], as_of)
-    by_product = context.product.trailing(own.product[deal], as_of)
+    [fit] = context.fit.trailing(own.fit[deal], as_of)
+    [by_product] = context.product.trailing(own.product[deal], as_of)
     prior = (by_product["won"] + 1) / (by_product["n"] + 3)
     out["fit_win_rate"] = (fit["won"] + SHRINK_DEALS * prior) / (fit["n"] + SHRINK_DEALS)
 
 
 def _first_quotes(
-    tables: CrmTables, facts: DealFacts, account_index: pd.Index, by_account: pd.DataFrame
-) -> tuple[pd.Index, Running, pd.Index]:
+    tables: CrmTables, facts: DealFacts, account_index: _Ids, by_account: pd.DataFrame
+) -> tuple[_Ids, Running, _Ids]:
     """First quotes as running sums of their logs per (product, segment): the keys, the sums,
     and the deals they hold."""
     state = _State.of(
@@ -843,10 +879,10 @@ def _first_quotes(
     deals = deals[np.argsort(facts.deal_id[deals].astype(str), kind="stable")]
     segment = by_account["segment"].reindex(facts.account_id[deals]).to_numpy()
     keys = _fit_key(facts.product_id[deals], segment)
-    key_index = pd.Index(pd.unique(pd.Series(keys, dtype=object).dropna()))
+    key_index = _Ids(pd.unique(pd.Series(keys, dtype=object).dropna()))
     values = {"log_amount": np.log(amount[deals]), "n": np.ones(len(deals))}
-    running = running_of(key_index.get_indexer(keys), when[deals], values)
-    return key_index, running, pd.Index(facts.deal_id[deals])
+    running = running_of(key_index.index.get_indexer(keys), when[deals], values)
+    return key_index, running, _Ids(facts.deal_id[deals])
 
 
 def _add_size(
@@ -864,8 +900,7 @@ def _add_size(
     quoted in (as_of - TRAILING_DAYS, as_of]; a ratio (1 = usual), NaN without a first amount.
     """
     key = own.quote_key[deal]
-    now = context.quotes.at(key, as_of)
-    then = context.quotes.at(key, as_of, shift_days=TRAILING_DAYS)
+    now, then = context.quotes.at_each(key, as_of, (0, TRAILING_DAYS))
     n = now["n"] - then["n"]
     total = now["log_amount"] - then["log_amount"]
     first_amount, first_at = state.first_quotes(len(facts.deal_id))
