@@ -7,6 +7,7 @@ and `Running` by binary search over arrays. Nothing later can be matched.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -100,29 +101,33 @@ class Running:
         """For each (key, moment): the running sums at `moment - shift_days` (zeros where
         nothing had happened yet), and the time of the last event counted (`time`; NaT if
         none)."""
-        return self.at_each(keys, moments, (shift_days,))[0]
+        times, sums = self.at_each(keys, moments, (shift_days,))
+        return {self.time: times[0]} | {c: sums[0, :, j] for j, c in enumerate(self.names)}
 
     def at_each(
         self, keys: np.ndarray, moments: np.ndarray, shifts: Sequence[float]
-    ) -> list[dict[str, np.ndarray]]:
-        """`at` for each of `shifts` (days), in one lookup."""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`at` for each of `shifts` (days) in one lookup: the time of the last event counted,
+        shape (shifts, keys), and the sums, shape (shifts, keys, columns in `names` order)."""
         moments = np.asarray(moments, dtype="datetime64[ns]")
         n, k = len(moments), len(shifts)
-        back = np.array([round(days * 86400 * 1e9) for days in shifts], dtype="timedelta64[ns]")
-        shifted = (moments[None, :] - back[:, None]).ravel()
-        row = self.line.last(np.tile(self.code(keys), k), shifted)
-        hit = row >= 0
-        if len(self.line.codes):
-            times = np.where(hit, self.line.times[row], np.datetime64("NaT", "ns"))
-            sums = np.where(hit[:, None], self.sums[row], 0.0)
-        else:
-            times = np.full(len(row), np.datetime64("NaT", "ns"))
-            sums = np.zeros((len(row), len(self.names)))
-        return [
-            {self.time: times[i * n : (i + 1) * n]}
-            | {c: sums[i * n : (i + 1) * n, j] for j, c in enumerate(self.names)}
-            for i in range(k)
-        ]
+        shifted = (moments - _offsets(tuple(shifts))[:, None]).ravel()
+        code = self.code(keys)
+        row = self.line.last(np.concatenate([code] * k) if k > 1 else code, shifted)
+        if not len(self.line.codes):
+            return np.full((k, n), _NAT), np.zeros((k, n, len(self.names)))
+        missed = row < 0
+        times, sums = self.line.times[row], self.sums[row]
+        times[missed], sums[missed] = _NAT, 0.0
+        return times.reshape(k, n), sums.reshape(k, n, len(self.names))
+
+
+_NAT = np.datetime64("NaT", "ns")
+
+
+@functools.lru_cache(maxsize=64)
+def _offsets(days: tuple[float, ...]) -> np.ndarray:
+    return np.array([round(d * 86400 * 1e9) for d in days], dtype="timedelta64[ns]")
 
 
 def running_sums(

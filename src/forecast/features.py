@@ -365,36 +365,44 @@ def training_frame(
 # deal (`_Own`) and read per snapshot by position.
 
 
+_CHUNK = 250_000  # snapshots computed at a time: the lookups' scratch arrays stay small
+
+
 def _feature_columns(
     facts: DealFacts, deal: np.ndarray, as_of: np.ndarray, context: DealContext
 ) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    state = _State.of(
-        facts.history_deal,
-        facts.changed_at,
-        facts.stage,
-        facts.amount,
-        facts.expected_close,
-        facts.has_next_step,
-    )
     own = _Own.of(facts, context)
+    if len(deal) <= _CHUNK:
+        return _columns(own, deal, as_of, context)
+    parts = [
+        _columns(own, deal[i : i + _CHUNK], as_of[i : i + _CHUNK], context)
+        for i in range(0, len(deal), _CHUNK)
+    ]
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+def _columns(
+    own: _Own, deal: np.ndarray, as_of: np.ndarray, context: DealContext
+) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    state = own.state
     at = state.line.last(deal, as_of)
     if (at < 0).any():
         first = np.flatnonzero(at < 0)[0]
         raise ValueError(
-            f"deal {facts.deal_id[deal[first]]!r} has no recorded state at or before "
+            f"deal {own.deal_id[deal[first]]!r} has no recorded state at or before "
             f"{pd.Timestamp(as_of[first])}"
         )
     stage = state.stage[at]
     _add_state(out, state, at, as_of)
-    out["deal_age_days"] = _days(as_of - facts.created_at[deal])
-    _add_activities(out, facts, deal, as_of)
+    out["deal_age_days"] = _days(as_of - own.created_at[deal])
+    _add_activities(out, own, deal, as_of)
     _add_account(out, own, deal, as_of, context)
     _add_rep(out, own, deal, as_of, stage, context)
-    _add_fixed(out, own, deal)
-    _add_size(out, state, own, deal, as_of, facts, context)
+    _add_size(out, own, deal, as_of, context)
     _add_quarter(out, as_of)
-    _add_attributes(out, facts, deal, [f.name for f in context.attributes])
+    for name, values in own.fixed.items():  # what does not change over a deal's life
+        out[name] = values[deal]
     for name in context.unavailable:
         out[name] = np.full(len(deal), None) if name in CATEGORICAL else np.full(len(deal), np.nan)
     return out
@@ -519,23 +527,27 @@ def _add_state(out: dict, state: _State, at: np.ndarray, as_of: np.ndarray) -> N
     out["has_next_step"] = state.has_next_step[at]
 
 
-def _add_activities(out: dict, facts: DealFacts, deal: np.ndarray, as_of: np.ndarray) -> None:
+def _activity_sums(facts: DealFacts) -> Running:
+    """Each deal's activities as running sums: all (`n`) and of each counted kind."""
     kinds = facts.activity_kind
     columns = {"n": np.ones(len(kinds))} | {k: (kinds == k).astype(float) for k in COUNTED_KINDS}
-    running = running_of(facts.activity_deal, facts.activity_at, columns)
-    now, *earlier = running.at_each(deal, as_of, (0, *ACTIVITY_WINDOWS))
-    for window, before in zip(ACTIVITY_WINDOWS, earlier, strict=True):
-        out[f"activities_{window}d"] = now["n"] - before["n"]
-        if window == 90:
-            for kind in COUNTED_KINDS:
-                out[f"{kind}s_90d"] = now[kind] - before[kind]
+    return running_of(facts.activity_deal, facts.activity_at, columns)
+
+
+def _add_activities(out: dict, own: _Own, deal: np.ndarray, as_of: np.ndarray) -> None:
+    last, sums = own.activities.at_each(deal, as_of, (0, *ACTIVITY_WINDOWS))
+    within = sums[0] - sums[1:]  # per window, snapshot and column (n, then each kind)
+    for w, window in enumerate(ACTIVITY_WINDOWS):
+        out[f"activities_{window}d"] = within[w, :, 0]
+    for j, kind in enumerate(COUNTED_KINDS, start=1):
+        out[f"{kind}s_90d"] = within[ACTIVITY_WINDOWS.index(90), :, j]
     # a deal never touched is as stale as it is old
-    since_last = _days(as_of - now["at"])
+    since_last = _days(as_of - last[0])
     out["days_since_last_activity"] = np.where(
         np.isnan(since_last), out["deal_age_days"], since_last
     )
     age_weeks = np.maximum(out["deal_age_days"] / 7, 1.0)
-    out["activities_per_week"] = now["n"] / age_weeks
+    out["activities_per_week"] = sums[0, :, 0] / age_weeks
 
 
 def _close_events(tables: CrmTables) -> pd.DataFrame:
@@ -628,29 +640,45 @@ def _by_code(column: pd.Series, ids: _Ids, dtype: str | None = None) -> np.ndarr
     return values.to_numpy(dtype) if dtype else values.to_numpy()
 
 
-@dataclass(frozen=True)
-class _Record:
-    """Wins and closes per key (a rep, a team, a product...) as running sums over time."""
+# the kinds of record (`_Records`): a rep's, a team's, a product's in an industry, a product's,
+# then a rep's and a team's from each open stage on (closes of deals that reached it)
+_REP, _TEAM, _FIT, _PRODUCT = range(4)
+_REP_FROM_STAGE = 4
+_TEAM_FROM_STAGE = _REP_FROM_STAGE + len(OPEN_STAGES)
 
-    running: Running
+
+@dataclass(frozen=True)
+class _Records:
+    """Wins and closes per key of each kind of record (a rep, a team, a product...) as running
+    sums over time, in one table: a snapshot's records of every kind are one lookup."""
+
+    running: Running  # keyed by the kind's first code + the key's code
+    first: np.ndarray  # per kind, its first code
 
     @classmethod
-    def of(cls, closes: pd.DataFrame, event_codes: np.ndarray) -> _Record:
-        values = {"won": closes["won"].to_numpy(), "n": np.ones(len(closes))}
-        return cls(running_sums(closes.assign(key=event_codes), "key", "at", values))
+    def of(cls, closes: pd.DataFrame, kinds: Sequence[tuple[np.ndarray, int]]) -> _Records:
+        """`kinds`: per kind, each close's key code (-1: nobody's record) and the count of
+        codes (one more is kept free: a key the closes do not have, as a new rep)."""
+        first = np.cumsum([0] + [size + 1 for _, size in kinds[:-1]])
+        keys = np.concatenate(
+            [np.where(codes >= 0, first[k] + codes, -1) for k, (codes, _) in enumerate(kinds)]
+        )
+        at = np.tile(closes["at"].to_numpy("datetime64[ns]"), len(kinds))
+        won = np.tile(closes["won"].to_numpy(dtype=float), len(kinds))
+        kept = keys >= 0
+        values = {"won": won[kept], "n": np.ones(int(kept.sum()))}
+        return cls(running_of(keys[kept], at[kept], values), first)
 
     def trailing(
-        self, codes: np.ndarray, as_of: np.ndarray, *days: int
-    ) -> list[dict[str, np.ndarray]]:
-        """Wins and closes per key in (as_of - days, as_of] for each of `days` (RECORD_DAYS
-        if none), per snapshot; NaN for code -1."""
-        # an unknown key (-1: a blank rep or product) is nobody's record, not one shared record
-        keys = np.where(codes < 0, -2, codes)
-        now, *thens = self.running.at_each(keys, as_of, (0, *(days or (RECORD_DAYS,))))
-        known = np.asarray(codes) >= 0
-        return [
-            {c: np.where(known, now[c] - then[c], np.nan) for c in ("won", "n")} for then in thens
-        ]
+        self, kinds: np.ndarray, codes: np.ndarray, as_of: np.ndarray, days: Sequence[int]
+    ) -> np.ndarray:
+        """Wins and closes of each (kind, code) in (as_of - d, as_of] for each d of `days`:
+        shape (days, lookups, 2: won, closed); NaN for code or kind -1 (a blank rep or
+        product is nobody's record, not one shared record)."""
+        known = (codes >= 0) & (kinds >= 0)
+        keys = np.where(known, self.first[kinds] + codes, -1)
+        _, sums = self.running.at_each(keys, as_of, (0, *days))
+        return np.where(known[:, None], sums[0] - sums[1:], np.nan)
 
 
 @dataclass(frozen=True)
@@ -671,14 +699,9 @@ class DealContext:
     rep_index: _Ids
     rep_team: np.ndarray  # team code per rep code (a rep not in the index: the blank team's)
     hired: np.ndarray  # per rep code
-    rep: _Record
-    team: _Record
-    rep_from_stage: tuple[_Record, ...]  # per open stage: closes of deals that reached it
-    team_from_stage: tuple[_Record, ...]
+    records: _Records  # wins and closes by rep, team, fit, product, rep and team from a stage
     fit_index: _Ids
-    fit: _Record
     product_index: _Ids
-    product: _Record
     product_family: np.ndarray  # per product code
     quote_index: _Ids
     quotes: Running  # log first quotes per (product, segment) code
@@ -753,14 +776,19 @@ class DealContext:
             rep_index=rep_index,
             rep_team=rep_team,
             hired=_by_code(reps.set_index("rep_id")["hired_at"], rep_index, "datetime64[ns]"),
-            rep=_Record.of(closes, close_rep),
-            team=_Record.of(closes, close_team),
-            rep_from_stage=tuple(_Record.of(closes[r], close_rep[r]) for r in reached),
-            team_from_stage=tuple(_Record.of(closes[r], close_team[r]) for r in reached),
+            records=_Records.of(
+                closes,
+                [
+                    (close_rep, len(rep_index)),
+                    (close_team, len(team_index)),
+                    (fit_index.index.get_indexer(closes["fit"]), len(fit_index)),
+                    (product_index.index.get_indexer(close_product), len(product_index)),
+                    *((np.where(r, close_rep, -1), len(rep_index)) for r in reached),
+                    *((np.where(r, close_team, -1), len(team_index)) for r in reached),
+                ],
+            ),
             fit_index=fit_index,
-            fit=_Record.of(closes, fit_index.index.get_indexer(closes["fit"])),
             product_index=product_index,
-            product=_Record.of(closes, product_index.index.get_indexer(close_product)),
             product_family=_by_code(products.set_index("product_id")["family"], product_index),
             quote_index=quote_index,
             quotes=quotes,
@@ -772,9 +800,15 @@ class DealContext:
 
 @dataclass(frozen=True)
 class _Own:
-    """What each deal of `DealFacts` brings that does not change over its life: its codes in
-    the context's indexes and its fixed facts, per deal (a snapshot reads its deal's)."""
+    """What each deal of `DealFacts` brings, worked out once per deal (a snapshot reads its
+    deal's by position): its history state and activities, ready for as-of lookups; its codes
+    in the context's indexes; its first quote; and the facts that do not change over its life
+    (product, firmographics, attributes known at creation)."""
 
+    deal_id: np.ndarray
+    created_at: np.ndarray
+    state: _State
+    activities: Running  # per deal row: all activities (`n`), then each counted kind
     account: np.ndarray  # account code (`_codes`)
     rep: np.ndarray
     team: np.ndarray  # team code; -1 without a rep
@@ -782,16 +816,29 @@ class _Own:
     fit: np.ndarray  # (product, industry) code; -1 when never closed
     quote_key: np.ndarray  # (product, segment) code (`_codes`)
     quoted: np.ndarray  # whether the context's first quotes hold the deal's
-    industry: np.ndarray
-    fixed: dict[str, np.ndarray]  # product_id, product_family, industry, region, segment
+    first_quote: tuple[np.ndarray, np.ndarray]  # log of the first positive amount, and when
+    fixed: dict[str, np.ndarray]  # product_id, product_family, industry, region, segment, attr_*
 
     @classmethod
     def of(cls, facts: DealFacts, context: DealContext) -> _Own:
+        state = _State.of(
+            facts.history_deal,
+            facts.changed_at,
+            facts.stage,
+            facts.amount,
+            facts.expected_close,
+            facts.has_next_step,
+        )
+        amount, recorded = state.first_quotes(len(facts.deal_id))
         account = _codes(context.account_index, facts.account_id)
         rep = _codes(context.rep_index, facts.rep_id)
         product = _codes(context.product_index, facts.product_id)
         firm = {name: values[account] for name, values in context.firmographics.items()}
         return cls(
+            deal_id=facts.deal_id,
+            created_at=facts.created_at,
+            state=state,
+            activities=_activity_sums(facts),
             account=account,
             rep=rep,
             team=np.where(rep < 0, -1, context.rep_team[rep]),
@@ -799,11 +846,12 @@ class _Own:
             fit=context.fit_index.positions(_fit_key(facts.product_id, firm["industry"])),
             quote_key=_codes(context.quote_index, _fit_key(facts.product_id, firm["segment"])),
             quoted=context.quoted.positions(facts.deal_id) >= 0,
-            industry=firm["industry"],
+            first_quote=(np.log(amount), recorded),
             fixed={
                 "product_id": facts.product_id,
                 "product_family": context.product_family[product],
                 **firm,
+                **_attributes(facts, [f.name for f in context.attributes]),
             },
         )
 
@@ -812,14 +860,14 @@ def _add_account(
     out: dict, own: _Own, deal: np.ndarray, as_of: np.ndarray, context: DealContext
 ) -> None:
     account = own.account[deal]
-    at = context.account_closes.at(account, as_of)
+    _, closes = context.account_closes.at_each(account, as_of, (0,))
     no_account = account < 0
-    out["account_prior_wins"] = np.where(no_account, np.nan, at["won"])
-    out["account_prior_losses"] = np.where(no_account, np.nan, at["lost"])
+    out["account_prior_wins"] = np.where(no_account, np.nan, closes[0, :, 0])
+    out["account_prior_losses"] = np.where(no_account, np.nan, closes[0, :, 1])
     tenure = (as_of - context.account_created[account]) / np.timedelta64(1, "D")
     out["account_tenure_days"] = np.where(no_account, np.nan, tenure)
-    now, year_ago = context.account_revenue.at_each(account, as_of, (0, TRAILING_DAYS))
-    out["account_revenue_365d"] = np.where(no_account, np.nan, now["amount"] - year_ago["amount"])
+    _, revenue = context.account_revenue.at_each(account, as_of, (0, TRAILING_DAYS))
+    out["account_revenue_365d"] = np.where(no_account, np.nan, revenue[0, :, 0] - revenue[1, :, 0])
 
 
 def _add_rep(
@@ -830,34 +878,37 @@ def _add_rep(
     stage: np.ndarray,
     context: DealContext,
 ) -> None:
+    n = len(deal)
     rep, team = own.rep[deal], own.team[deal]
-    rep_counts, last_year = context.rep.trailing(rep, as_of, RECORD_DAYS, TRAILING_DAYS)
-    [team_counts] = context.team.trailing(team, as_of)
-    team_rate = (team_counts["won"] + 1) / (team_counts["n"] + 3)  # a weak prior when a team is new
-    out["rep_win_rate"] = (rep_counts["won"] + SHRINK_DEALS * team_rate) / (
-        rep_counts["n"] + SHRINK_DEALS
+    # a deal at an open stage reads the records from that stage on; a closed one none
+    at_open = stage < len(OPEN_STAGES)
+    kinds = np.concatenate(
+        [
+            np.repeat([_REP, _TEAM, _FIT, _PRODUCT], n),
+            np.where(at_open, _REP_FROM_STAGE + stage, -1),
+            np.where(at_open, _TEAM_FROM_STAGE + stage, -1),
+        ]
     )
-    out["rep_closed_deals_365d"] = last_year["n"]
+    codes = np.concatenate([rep, team, own.fit[deal], own.product[deal], rep, team])
+    record, last_year = context.records.trailing(
+        kinds, codes, np.tile(as_of, 6), (RECORD_DAYS, TRAILING_DAYS)
+    )
+    won, closed = record[:, 0].reshape(6, n), record[:, 1].reshape(6, n)
+    rep_of, team_of, fit_of, product_of, mine, theirs = range(6)
+
+    team_rate = (won[team_of] + 1) / (closed[team_of] + 3)  # a weak prior when a team is new
+    out["rep_win_rate"] = (won[rep_of] + SHRINK_DEALS * team_rate) / (closed[rep_of] + SHRINK_DEALS)
+    out["rep_closed_deals_365d"] = last_year[:n, 1]
     out["rep_tenure_days"] = (as_of - context.hired[rep]) / np.timedelta64(1, "D")
 
     # the rep's record from the deal's current stage on: of closed deals that reached it, the
     # share won (shrunk toward the team's), so a rep weak at one stage shows at that stage
-    from_stage = np.full(len(deal), np.nan)
-    for code in range(len(OPEN_STAGES)):
-        here = stage == code
-        if not here.any():
-            continue
-        [mine] = context.rep_from_stage[code].trailing(rep[here], as_of[here])
-        [theirs] = context.team_from_stage[code].trailing(team[here], as_of[here])
-        prior = (theirs["won"] + 1) / (theirs["n"] + 2)
-        from_stage[here] = (mine["won"] + SHRINK_DEALS * prior) / (mine["n"] + SHRINK_DEALS)
-    out["rep_stage_win_rate"] = from_stage
+    prior = (won[theirs] + 1) / (closed[theirs] + 2)
+    out["rep_stage_win_rate"] = (won[mine] + SHRINK_DEALS * prior) / (closed[mine] + SHRINK_DEALS)
 
     # how this product has been selling into this industry lately, shrunk toward the product
-    [fit] = context.fit.trailing(own.fit[deal], as_of)
-    [by_product] = context.product.trailing(own.product[deal], as_of)
-    prior = (by_product["won"] + 1) / (by_product["n"] + 3)
-    out["fit_win_rate"] = (fit["won"] + SHRINK_DEALS * prior) / (fit["n"] + SHRINK_DEALS)
+    prior = (won[product_of] + 1) / (closed[product_of] + 3)
+    out["fit_win_rate"] = (won[fit_of] + SHRINK_DEALS * prior) / (closed[fit_of] + SHRINK_DEALS)
 
 
 def _first_quotes(
@@ -886,13 +937,7 @@ def _first_quotes(
 
 
 def _add_size(
-    out: dict,
-    state: _State,
-    own: _Own,
-    deal: np.ndarray,
-    as_of: np.ndarray,
-    facts: DealFacts,
-    context: DealContext,
+    out: dict, own: _Own, deal: np.ndarray, as_of: np.ndarray, context: DealContext
 ) -> None:
     """How big the first quote is against the usual first quote of the product in the segment.
 
@@ -900,13 +945,10 @@ def _add_size(
     quoted in (as_of - TRAILING_DAYS, as_of]; a ratio (1 = usual), NaN without a first amount.
     """
     key = own.quote_key[deal]
-    now, then = context.quotes.at_each(key, as_of, (0, TRAILING_DAYS))
-    n = now["n"] - then["n"]
-    total = now["log_amount"] - then["log_amount"]
-    first_amount, first_at = state.first_quotes(len(facts.deal_id))
-    own_log = np.log(first_amount)[deal]
+    _, sums = context.quotes.at_each(key, as_of, (0, TRAILING_DAYS))
+    total, n = (sums[0] - sums[1]).T  # columns: log_amount, n
+    own_log, recorded = own.first_quote[0][deal], own.first_quote[1][deal]
     # the deal's own first quote counts only once it was recorded
-    recorded = first_at[deal]
     own_log = np.where(recorded <= as_of, own_log, np.nan)
     # a deal the context has not seen (a CRM's new record) adds its own quote to the usual one,
     # as it would once imported
@@ -933,18 +975,14 @@ def _add_quarter(out: dict, as_of: np.ndarray) -> None:
     out["expected_close_in_quarter"] = np.where(np.isnat(expected), np.nan, in_quarter)
 
 
-def _add_attributes(out: dict, facts: DealFacts, deal: np.ndarray, names: Sequence[str]) -> None:
-    """Each attribute known at creation, as text: a fixed fact from the deal's creation on."""
+def _attributes(facts: DealFacts, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Per deal, each attribute known at creation, as text (None when it has none)."""
+    out = {}
     for name in names:
         per_deal = np.full(len(facts.deal_id), None, dtype=object)
         mine = (facts.attribute_name == name.removeprefix(ATTRIBUTE_PREFIX)) & (
             facts.attribute_deal >= 0
         )
         per_deal[facts.attribute_deal[mine]] = facts.attribute_value[mine]
-        out[name] = per_deal[deal]
-
-
-def _add_fixed(out: dict, own: _Own, deal: np.ndarray) -> None:
-    """Facts that do not change over a deal's life: product and the account's firmographics."""
-    for name, values in own.fixed.items():
-        out[name] = values[deal]
+        out[name] = per_deal
+    return out
