@@ -590,17 +590,21 @@ def _fit_key(product: np.ndarray, industry: np.ndarray) -> np.ndarray:
 
     No key (None) without a product: deals of unknown products are not one product's record.
     """
+    no_product, no_industry = pd.isna(product).tolist(), pd.isna(industry).tolist()
     return np.array(
         [
-            None if _blank(p) else f"{p}|{'' if _blank(i) else i}"
-            for p, i in zip(product.tolist(), industry.tolist(), strict=True)
+            None if blank_p else f"{p}|{'' if blank_i else i}"
+            for p, i, blank_p, blank_i in zip(
+                product.tolist(), industry.tolist(), no_product, no_industry, strict=True
+            )
         ],
         dtype=object,
     )
 
 
-def _blank(value: object) -> bool:
-    return value is None or value is pd.NA or value != value  # NaN, NaT
+def blank(value: object) -> bool:
+    """Whether one value is missing as tables and records carry it: None, NA, NaN or NaT."""
+    return value is None or value is pd.NA or value != value
 
 
 class _Ids:
@@ -621,7 +625,7 @@ class _Ids:
         if self._positions is None:
             self._positions = {v: i for i, v in enumerate(self.index.tolist())}
         get = self._positions.get
-        return np.array([-1 if _blank(v) else get(v, -1) for v in values.tolist()], np.int64)
+        return np.array([-1 if blank(v) else get(v, -1) for v in values.tolist()], np.int64)
 
 
 def _codes(ids: _Ids, values: np.ndarray) -> np.ndarray:
@@ -670,15 +674,19 @@ class _Records:
         return cls(running_of(keys[kept], at[kept], values), first)
 
     def trailing(
-        self, kinds: np.ndarray, codes: np.ndarray, as_of: np.ndarray, days: Sequence[int]
+        self, kinds: np.ndarray, codes: np.ndarray, as_of: np.ndarray, days: np.ndarray
     ) -> np.ndarray:
-        """Wins and closes of each (kind, code) in (as_of - d, as_of] for each d of `days`:
-        shape (days, lookups, 2: won, closed); NaN for code or kind -1 (a blank rep or
-        product is nobody's record, not one shared record)."""
+        """Wins and closes of each (kind, code) in (as_of - days, as_of], per lookup: shape
+        (lookups, 2: won, closed); NaN for code or kind -1 (a blank rep or product is
+        nobody's record, not one shared record)."""
         known = (codes >= 0) & (kinds >= 0)
         keys = np.where(known, self.first[kinds] + codes, -1)
-        _, sums = self.running.at_each(keys, as_of, (0, *days))
-        return np.where(known[:, None], sums[0] - sums[1:], np.nan)
+        then = as_of - (days * (86400 * 10**9)).astype("timedelta64[ns]")
+        _, sums = self.running.at_each(
+            np.concatenate([keys, keys]), np.concatenate([as_of, then]), (0,)
+        )
+        now, before = sums[0, : len(keys)], sums[0, len(keys) :]
+        return np.where(known[:, None], now - before, np.nan)
 
 
 @dataclass(frozen=True)
@@ -884,21 +892,20 @@ def _add_rep(
     at_open = stage < len(OPEN_STAGES)
     kinds = np.concatenate(
         [
-            np.repeat([_REP, _TEAM, _FIT, _PRODUCT], n),
+            np.repeat([_REP, _TEAM, _FIT, _PRODUCT, _REP], n),
             np.where(at_open, _REP_FROM_STAGE + stage, -1),
             np.where(at_open, _TEAM_FROM_STAGE + stage, -1),
         ]
     )
-    codes = np.concatenate([rep, team, own.fit[deal], own.product[deal], rep, team])
-    record, last_year = context.records.trailing(
-        kinds, codes, np.tile(as_of, 6), (RECORD_DAYS, TRAILING_DAYS)
-    )
-    won, closed = record[:, 0].reshape(6, n), record[:, 1].reshape(6, n)
-    rep_of, team_of, fit_of, product_of, mine, theirs = range(6)
+    codes = np.concatenate([rep, team, own.fit[deal], own.product[deal], rep, rep, team])
+    days = np.repeat([RECORD_DAYS] * 4 + [TRAILING_DAYS] + [RECORD_DAYS] * 2, n)
+    record = context.records.trailing(kinds, codes, np.tile(as_of, 7), days)
+    won, closed = record[:, 0].reshape(7, n), record[:, 1].reshape(7, n)
+    rep_of, team_of, fit_of, product_of, rep_last_year, mine, theirs = range(7)
 
     team_rate = (won[team_of] + 1) / (closed[team_of] + 3)  # a weak prior when a team is new
     out["rep_win_rate"] = (won[rep_of] + SHRINK_DEALS * team_rate) / (closed[rep_of] + SHRINK_DEALS)
-    out["rep_closed_deals_365d"] = last_year[:n, 1]
+    out["rep_closed_deals_365d"] = closed[rep_last_year]
     out["rep_tenure_days"] = (as_of - context.hired[rep]) / np.timedelta64(1, "D")
 
     # the rep's record from the deal's current stage on: of closed deals that reached it, the

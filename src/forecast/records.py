@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from forecast.catalogue import display_names
-from forecast.features import ATTRIBUTE_PREFIX, STAGE_CODES, DealContext, DealFacts
+from forecast.features import ATTRIBUTE_PREFIX, STAGE_CODES, DealContext, DealFacts, blank
 from forecast.tables import CrmTables
 
 STATE = ("stage", "amount", "expected_close", "next_step")
@@ -192,20 +192,16 @@ _NAT = np.datetime64("NaT", "ns")
 
 def _id(value: object) -> object:
     """An id as canonical tables hold it: text, or NA when missing."""
-    return pd.NA if _blank(value) else str(value)
-
-
-def _blank(value: object) -> bool:
-    return value is None or value is pd.NA or value != value  # NaN, NaT
+    return pd.NA if blank(value) else str(value)
 
 
 def _ns(value: object) -> np.datetime64:
     """A moment or date as datetime64[ns] (NaT when missing)."""
-    return _NAT if _blank(value) else moment(value).to_datetime64().astype("datetime64[ns]")
+    return _NAT if blank(value) else moment(value).to_datetime64().astype("datetime64[ns]")
 
 
 def _amount(value: object) -> float:
-    return np.nan if _blank(value) else float(value)
+    return np.nan if blank(value) else float(value)
 
 
 @dataclass(frozen=True)
@@ -267,7 +263,7 @@ def _changes(
             ),
         }
         next_step = np.array([c.get("next_step") for c in sent], dtype=object)
-        rows["has_next_step"] = np.array([not _blank(v) for v in next_step], dtype=float)
+        rows["has_next_step"] = np.array([not blank(v) for v in next_step], dtype=float)
     kept = rows["changed_at"] <= as_of.to_datetime64()
     if not kept.all():
         rows, next_step = {k: v[kept] for k, v in rows.items()}, next_step[kept]
@@ -276,7 +272,7 @@ def _changes(
         "stage": STAGE_CODES[record["stage"]],
         "amount": _amount(record.get("amount")),
         "expected_close": _ns(record.get("expected_close")),
-        "has_next_step": float(not _blank(record.get("next_step"))),
+        "has_next_step": float(not blank(record.get("next_step"))),
     }
     if not len(next_step):  # a deal new to the store, sent without changes
         changed_at = record["created_at"].to_datetime64().astype("datetime64[ns]")
@@ -308,8 +304,8 @@ def _appended(
 
 def _same(stored: object, sent: object) -> bool:
     """Equal, or both missing."""
-    if _blank(stored) or _blank(sent):
-        return _blank(stored) and _blank(sent)
+    if blank(stored) or blank(sent):
+        return blank(stored) and blank(sent)
     return bool(stored == sent)
 
 
@@ -340,6 +336,6 @@ def _attributes(record: Mapping[str, Any], stored: StoredCrm) -> dict[str, np.nd
     return {
         "attribute_name": np.array(list(sent), dtype=object),
         "attribute_value": np.array(
-            [None if _blank(v) else str(v) for v in sent.values()], dtype=object
+            [None if blank(v) else str(v) for v in sent.values()], dtype=object
         ),
     }
