@@ -279,7 +279,8 @@ class DealFacts:
             **_history_arrays(tables, deal_index),
             activity_deal=deal_index.get_indexer(acts["deal_id"].to_numpy()),
             activity_at=acts["at"].to_numpy("datetime64[ns]"),
-            activity_kind=acts["kind"].to_numpy(),
+            # kinds as categories: the array refers to a few strings, not a million copies
+            activity_kind=acts["kind"].astype("category").to_numpy(),
             attribute_deal=deal_index.get_indexer(created["deal_id"].to_numpy()),
             attribute_name=created["name"].to_numpy(),
             attribute_value=value.astype(object).where(value.notna(), None).to_numpy(),
@@ -463,10 +464,10 @@ class _State:
         rows = np.arange(n)
         deal_start = np.maximum.accumulate(np.where(first, rows, 0)) if n else rows
         stage_start = np.maximum.accumulate(np.where(new_stage, rows, 0)) if n else rows
-        previous_close = np.concatenate([[_NAT], expected[:-1]]) if n else expected
-        previous_close[first] = _NAT
-        previous_amount = np.concatenate([[np.nan], amount[:-1]]) if n else amount
-        previous_amount[first] = np.nan
+        # the deal's previous row's expected close and amount (none on its first row)
+        previous_close, previous_amount = np.empty_like(expected), np.empty_like(amount)
+        previous_close[1:], previous_amount[1:] = expected[:-1], amount[:-1]
+        previous_close[first], previous_amount[first] = _NAT, np.nan
         changed = ~np.isnan(previous_amount) & (amount != previous_amount)
         return cls(
             line=Timeline.of(deal, times),

@@ -49,7 +49,7 @@ class StoredCrm:
     tables: CrmTables
     context: DealContext
     facts: DealFacts  # the store's deals' own facts (`DealFacts.of(tables)`)
-    next_step: np.ndarray  # per history row of `facts`, the next step's text (to compare)
+    next_step: pd.api.extensions.ExtensionArray  # per history row, the next step's text
     history_rows: Mapping[str, np.ndarray]  # per deal id, its rows among `facts`' changes
     activity_rows: Mapping[str, np.ndarray]
     attribute_rows: Mapping[str, np.ndarray]
@@ -75,7 +75,7 @@ class StoredCrm:
             tables=tables,
             context=DealContext.of(tables, facts=facts),
             facts=facts,
-            next_step=tables.deal_history["next_step"].to_numpy(dtype=object),
+            next_step=tables.deal_history["next_step"].array,  # read one at a time
             history_rows=rows(facts.history_deal),
             activity_rows=rows(facts.activity_deal),
             attribute_rows=rows(facts.attribute_deal),
@@ -252,7 +252,7 @@ def _changes(
             "expected_close": facts.expected_close[at],
             "has_next_step": facts.has_next_step[at],
         }
-        next_step = stored.next_step[at]
+        next_step = at  # where the store's texts are (only the last change's is read)
     else:
         rows = {
             "changed_at": np.array([c["changed_at"].asm8 for c in sent], dtype="datetime64[ns]"),
@@ -280,11 +280,12 @@ def _changes(
     # the last change (of those at the same moment, the last given)
     times = rows["changed_at"].view(np.int64)
     last = len(times) - 1 - int(np.argmax(times[::-1]))
+    text = next_step[last] if sent is not None else stored.next_step[next_step[last]]
     same = (
         rows["stage"][last] == now["stage"]
         and _same(rows["amount"][last], now["amount"])
         and _same(rows["expected_close"][last], now["expected_close"])
-        and _same(next_step[last], record.get("next_step"))
+        and _same(text, record.get("next_step"))
     )
     if same:
         return rows
