@@ -2,9 +2,10 @@
 
 A CRM holds the opportunity record (owner, account, product, stage, amount, dates, next step),
 perhaps its changes and activities; never the model's features. `record_tables` turns records
-into canonical tables; `forecast.features.deal_features`, given the stored CRM's
-`DealContext`, then computes the features with the code training uses, so a stored deal sent
-as the CRM holds it scores exactly as the nightly score of that deal.
+into the arrays a deal's own features are read from (`forecast.features.DealFacts`, as
+training builds from canonical tables); `forecast.features.deal_features`, given the stored
+CRM's `DealContext`, then computes the features with the code training uses, so a stored deal
+sent as the CRM holds it scores exactly as the nightly score of that deal.
 
 A record is a mapping with the `deals` fields (`deal_id`, `stage`, `created_at`, and optionally
 `rep_id`, `account_id`, `product_id`, `amount`, `expected_close`, `next_step`), `attributes`
@@ -23,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from forecast.catalogue import display_names
-from forecast.features import ATTRIBUTE_PREFIX, DealContext
+from forecast.features import ATTRIBUTE_PREFIX, STAGE_CODES, DealContext, DealFacts, blank
 from forecast.tables import CrmTables
 
 STATE = ("stage", "amount", "expected_close", "next_step")
@@ -42,11 +43,14 @@ class RecordError(ValueError):
 @dataclass(frozen=True)
 class StoredCrm:
     """The stored CRM ready to score records against: its tables, the records that span
-    deals (built once, the slow part), and where each stored deal's rows are."""
+    deals (built once, the slow part), its deals' own facts as arrays, and where each stored
+    deal's rows are among them."""
 
     tables: CrmTables
     context: DealContext
-    history_rows: Mapping[str, np.ndarray]
+    facts: DealFacts  # the store's deals' own facts (`DealFacts.of(tables)`)
+    next_step: pd.api.extensions.ExtensionArray  # per history row, the next step's text
+    history_rows: Mapping[str, np.ndarray]  # per deal id, its rows among `facts`' changes
     activity_rows: Mapping[str, np.ndarray]
     attribute_rows: Mapping[str, np.ndarray]
     known: Mapping[str, frozenset[str]]  # ids the store holds, per id field
@@ -54,9 +58,12 @@ class StoredCrm:
 
     @classmethod
     def of(cls, tables: CrmTables) -> StoredCrm:
-        def rows(frame: pd.DataFrame) -> Mapping[str, np.ndarray]:
-            # positions in `frame`; rows without a deal (account-level activities) in no group
-            return frame.groupby("deal_id", sort=False).indices if len(frame) else {}
+        facts = DealFacts.of(tables)
+
+        def rows(deal: np.ndarray) -> Mapping[str, np.ndarray]:
+            # positions of each deal's rows; rows of no stored deal in no group
+            groups = pd.Series(deal).groupby(deal, sort=False).indices if len(deal) else {}
+            return {facts.deal_id[code]: at for code, at in groups.items() if code >= 0}
 
         deals = tables.deals
         known = {
@@ -66,10 +73,12 @@ class StoredCrm:
         }
         return cls(
             tables=tables,
-            context=DealContext.of(tables),
-            history_rows=rows(tables.deal_history.reset_index(drop=True)),
-            activity_rows=rows(tables.activities.reset_index(drop=True)),
-            attribute_rows=rows(tables.deal_attributes.reset_index(drop=True)),
+            context=DealContext.of(tables, facts=facts),
+            facts=facts,
+            next_step=tables.deal_history["next_step"].array,  # read one at a time
+            history_rows=rows(facts.history_deal),
+            activity_rows=rows(facts.activity_deal),
+            attribute_rows=rows(facts.attribute_deal),
             known={name: frozenset(ids) for name, ids in known.items()},
             display=display_names(tables),
         )
@@ -87,8 +96,9 @@ class StoredCrm:
 
 def record_tables(
     records: Sequence[Mapping[str, Any]], stored: StoredCrm, as_of: pd.Timestamp
-) -> CrmTables:
-    """The deals, history, activities and attributes of `records`, as known at `as_of`.
+) -> DealFacts:
+    """The deals, history, activities and attributes of `records`, as known at `as_of`: the
+    `DealFacts` `forecast.features.deal_features` reads (with `stored.context`).
 
     Raises:
         RecordError: a record's dates are out of order or after `as_of`, an attribute is not
@@ -97,18 +107,34 @@ def record_tables(
     as_of = moment(as_of)
     records = [_in_utc(record) for record in records]
     _check(records, stored, as_of)
-    deals = pd.DataFrame(
-        [{f: r.get(f) for f in ("deal_id", *IDS, "created_at", *STATE)} for r in records]
+    parts = [_Deal.of(record, i, stored, as_of) for i, record in enumerate(records)]
+
+    def joined(field: str, dtype: object) -> np.ndarray:
+        arrays = [getattr(part, field) for part in parts]
+        return np.concatenate(arrays) if arrays else np.array([], dtype=dtype)
+
+    def ids(field: str) -> np.ndarray:
+        return np.array([_id(record.get(field)) for record in records], dtype=object)
+
+    return DealFacts(
+        deal_id=ids("deal_id"),
+        account_id=ids("account_id"),
+        rep_id=ids("rep_id"),
+        product_id=ids("product_id"),
+        created_at=np.array([r["created_at"].asm8 for r in records], dtype="datetime64[ns]"),
+        history_deal=joined("history_deal", np.int64),
+        changed_at=joined("changed_at", "datetime64[ns]"),
+        stage=joined("stage", np.int64),
+        amount=joined("amount", float),
+        expected_close=joined("expected_close", "datetime64[ns]"),
+        has_next_step=joined("has_next_step", float),
+        activity_deal=joined("activity_deal", np.int64),
+        activity_at=joined("activity_at", "datetime64[ns]"),
+        activity_kind=joined("activity_kind", object),
+        attribute_deal=joined("attribute_deal", np.int64),
+        attribute_name=joined("attribute_name", object),
+        attribute_value=joined("attribute_value", object),
     )
-    deals["created_at"] = pd.to_datetime(deals["created_at"])
-    deals["expected_close"] = pd.to_datetime(deals["expected_close"])
-    frames = {
-        "deals": deals[["deal_id", *IDS, "created_at"]],
-        "deal_history": _history(records, deals, stored, as_of),
-        "activities": _activities(records, stored),
-        "deal_attributes": _attributes(records, stored),
-    }
-    return CrmTables.from_frames(frames, as_of=as_of)
 
 
 def moment(value: object) -> pd.Timestamp:
@@ -161,90 +187,156 @@ def _check(records: Sequence[Mapping[str, Any]], stored: StoredCrm, as_of: pd.Ti
                 )
 
 
-def _stored_rows(
-    table: pd.DataFrame, rows: Mapping[str, np.ndarray], deal_ids: Sequence[str]
-) -> pd.DataFrame:
-    """The stored rows of these deals (one `iloc` for all of them)."""
-    found = [rows[d] for d in deal_ids if d in rows]
-    return table.iloc[np.concatenate(found) if found else np.array([], dtype=int)]
+_NAT = np.datetime64("NaT", "ns")
 
 
-def _sent(records: Sequence[Mapping[str, Any]], field: str, columns: list[str]) -> pd.DataFrame:
-    """The rows sent under `field` in each record, with the record's deal_id."""
-    rows = [{**row, "deal_id": r["deal_id"]} for r in records if r.get(field) for row in r[field]]
-    return pd.DataFrame(rows, columns=["deal_id", *columns])
+def _id(value: object) -> object:
+    """An id as canonical tables hold it: text, or NA when missing."""
+    return pd.NA if blank(value) else str(value)
 
 
-def _history(
-    records: Sequence[Mapping[str, Any]],
-    deals: pd.DataFrame,
-    stored: StoredCrm,
-    as_of: pd.Timestamp,
-) -> pd.DataFrame:
-    """Each deal's changes up to `as_of` (as sent, else the store's, else a creation row at
+def _ns(value: object) -> np.datetime64:
+    """A moment or date as datetime64[ns] (NaT when missing)."""
+    return _NAT if blank(value) else moment(value).to_datetime64().astype("datetime64[ns]")
+
+
+def _amount(value: object) -> float:
+    return np.nan if blank(value) else float(value)
+
+
+@dataclass(frozen=True)
+class _Deal:
+    """One record's rows of each `DealFacts` table (its deal being the `deal`-th)."""
+
+    history_deal: np.ndarray
+    changed_at: np.ndarray
+    stage: np.ndarray
+    amount: np.ndarray
+    expected_close: np.ndarray
+    has_next_step: np.ndarray
+    activity_deal: np.ndarray
+    activity_at: np.ndarray
+    activity_kind: np.ndarray
+    attribute_deal: np.ndarray
+    attribute_name: np.ndarray
+    attribute_value: np.ndarray
+
+    @classmethod
+    def of(cls, record: Mapping[str, Any], deal: int, stored: StoredCrm, as_of: pd.Timestamp):
+        history = _changes(record, stored, as_of)
+        touches, attributes = _touches(record, stored), _attributes(record, stored)
+        return cls(
+            history_deal=np.full(len(history["changed_at"]), deal, dtype=np.int64),
+            **history,
+            activity_deal=np.full(len(touches["activity_at"]), deal, dtype=np.int64),
+            **touches,
+            attribute_deal=np.full(len(attributes["attribute_name"]), deal, dtype=np.int64),
+            **attributes,
+        )
+
+
+def _changes(
+    record: Mapping[str, Any], stored: StoredCrm, as_of: pd.Timestamp
+) -> dict[str, np.ndarray]:
+    """The deal's changes up to `as_of` (as sent, else the store's, else a creation row at
     `created_at`), then the record's own state as a change at `as_of` where it differs from
     the last change."""
-    columns = ["deal_id", "changed_at", *STATE]
-    kept = [r["deal_id"] for r in records if r.get("history") is None]
-    from_store = _stored_rows(stored.tables.deal_history, stored.history_rows, kept)[columns]
-    changes = pd.concat(
-        [frame for frame in (from_store, _sent(records, "history", columns[1:])) if len(frame)]
-        or [pd.DataFrame(columns=columns)],
-        ignore_index=True,
-    )
-    changes["changed_at"] = pd.to_datetime(changes["changed_at"])
-    changes["expected_close"] = pd.to_datetime(changes["expected_close"])
-    changes = changes[changes["changed_at"] <= as_of]
-    changes = changes.sort_values(["deal_id", "changed_at"], kind="stable", ignore_index=True)
+    sent = record.get("history")
+    if sent is None:
+        facts = stored.facts
+        at = stored.history_rows.get(record["deal_id"], np.array([], dtype=np.int64))
+        rows = {
+            "changed_at": facts.changed_at[at],
+            "stage": facts.stage[at],
+            "amount": facts.amount[at],
+            "expected_close": facts.expected_close[at],
+            "has_next_step": facts.has_next_step[at],
+        }
+        next_step = at  # where the store's texts are (only the last change's is read)
+    else:
+        rows = {
+            "changed_at": np.array([c["changed_at"].asm8 for c in sent], dtype="datetime64[ns]"),
+            "stage": np.array([STAGE_CODES[c["stage"]] for c in sent], dtype=np.int64),
+            "amount": np.array([_amount(c.get("amount")) for c in sent], dtype=float),
+            "expected_close": np.array(
+                [_ns(c.get("expected_close")) for c in sent], dtype="datetime64[ns]"
+            ),
+        }
+        next_step = np.array([c.get("next_step") for c in sent], dtype=object)
+        rows["has_next_step"] = np.array([not blank(v) for v in next_step], dtype=float)
+    kept = rows["changed_at"] <= as_of.to_datetime64()
+    if not kept.all():
+        rows, next_step = {k: v[kept] for k, v in rows.items()}, next_step[kept]
 
-    last = changes.groupby("deal_id", sort=False).tail(1).set_index("deal_id")
-    last = last.reindex(deals["deal_id"].to_numpy())
-    now = deals.set_index("deal_id")[list(STATE)]
-    unchanged = np.logical_and.reduce([_same(last[f], now[f]) for f in STATE])
-    new = last["changed_at"].isna().to_numpy()
-    created = now.assign(changed_at=deals["created_at"].to_numpy())[new]
-    moved = now.assign(changed_at=as_of)[~new & ~unchanged]
+    now = {
+        "stage": STAGE_CODES[record["stage"]],
+        "amount": _amount(record.get("amount")),
+        "expected_close": _ns(record.get("expected_close")),
+        "has_next_step": float(not blank(record.get("next_step"))),
+    }
+    if not len(next_step):  # a deal new to the store, sent without changes
+        changed_at = record["created_at"].to_datetime64().astype("datetime64[ns]")
+        return _appended(rows, now, changed_at)
+    # the last change (of those at the same moment, the last given)
+    times = rows["changed_at"].view(np.int64)
+    last = len(times) - 1 - int(np.argmax(times[::-1]))
+    text = next_step[last] if sent is not None else stored.next_step[next_step[last]]
+    same = (
+        rows["stage"][last] == now["stage"]
+        and _same(rows["amount"][last], now["amount"])
+        and _same(rows["expected_close"][last], now["expected_close"])
+        and _same(text, record.get("next_step"))
+    )
+    if same:
+        return rows
     # a change sent at `as_of` itself is replaced by the record's state, not doubled
-    replaced = changes["deal_id"].isin(moved.index) & (changes["changed_at"] == as_of)
-    added = created if moved.empty else moved if created.empty else pd.concat([created, moved])
-    added = added.rename_axis("deal_id").reset_index()[columns]
-    kept = changes[~replaced]
-    parts = [part for part in (kept, added) if len(part)]
-    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    at_as_of = rows["changed_at"] == as_of.to_datetime64()
+    if at_as_of.any():
+        rows = {k: v[~at_as_of] for k, v in rows.items()}
+    return _appended(rows, now, as_of.to_datetime64())
 
 
-def _same(stored: pd.Series, sent: pd.Series) -> np.ndarray:
-    """Row by row: equal, or both missing."""
-    a, b = stored.to_numpy(dtype=object), sent.to_numpy(dtype=object)
-    missing_a, missing_b = pd.isna(stored).to_numpy(), pd.isna(sent).to_numpy()
-    both = ~missing_a & ~missing_b
-    equal = np.zeros(len(a), dtype=bool)
-    equal[both] = [x == y for x, y in zip(a[both], b[both], strict=True)]
-    return (missing_a & missing_b) | equal
+def _appended(
+    rows: dict[str, np.ndarray], state: dict[str, object], changed_at: np.datetime64
+) -> dict[str, np.ndarray]:
+    values = {"changed_at": changed_at, **state}
+    return {k: np.append(v, np.array([values[k]], dtype=v.dtype)) for k, v in rows.items()}
 
 
-def _activities(records: Sequence[Mapping[str, Any]], stored: StoredCrm) -> pd.DataFrame:
-    """Each deal's activities: as sent, else the store's."""
-    kept = [r["deal_id"] for r in records if r.get("activities") is None]
-    from_store = _stored_rows(stored.tables.activities, stored.activity_rows, kept)
-    sent = _sent(records, "activities", ["kind", "at"])
-    sent["activity_id"] = [f"{d}#{j}" for j, d in enumerate(sent["deal_id"])]
-    columns = ["activity_id", "deal_id", "kind", "at"]
-    frames = [frame[columns] for frame in (from_store, sent) if len(frame)]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+def _same(stored: object, sent: object) -> bool:
+    """Equal, or both missing."""
+    if blank(stored) or blank(sent):
+        return blank(stored) and blank(sent)
+    return bool(stored == sent)
 
 
-def _attributes(records: Sequence[Mapping[str, Any]], stored: StoredCrm) -> pd.DataFrame:
-    """Each deal's attributes: as sent (known at creation), else the store's."""
-    kept = [r["deal_id"] for r in records if not r.get("attributes")]
-    from_store = _stored_rows(stored.tables.deal_attributes, stored.attribute_rows, kept)
-    sent = pd.DataFrame(
-        [
-            {"deal_id": r["deal_id"], "name": name, "value": value, "known_at": "created"}
-            for r in records
-            for name, value in (r.get("attributes") or {}).items()
-        ],
-        columns=["deal_id", "name", "value", "known_at"],
-    )
-    frames = [frame[sent.columns] for frame in (from_store, sent) if len(frame)]
-    return pd.concat(frames, ignore_index=True) if frames else sent
+def _touches(record: Mapping[str, Any], stored: StoredCrm) -> dict[str, np.ndarray]:
+    """The deal's activities: as sent, else the store's."""
+    sent = record.get("activities")
+    if sent is None:
+        at = stored.activity_rows.get(record["deal_id"], np.array([], dtype=np.int64))
+        return {
+            "activity_at": stored.facts.activity_at[at],
+            "activity_kind": stored.facts.activity_kind[at],
+        }
+    return {
+        "activity_at": np.array([t["at"].asm8 for t in sent], dtype="datetime64[ns]"),
+        "activity_kind": np.array([t["kind"] for t in sent], dtype=object),
+    }
+
+
+def _attributes(record: Mapping[str, Any], stored: StoredCrm) -> dict[str, np.ndarray]:
+    """The deal's attributes known at creation: as sent, else the store's."""
+    sent = record.get("attributes")
+    if not sent:
+        at = stored.attribute_rows.get(record["deal_id"], np.array([], dtype=np.int64))
+        return {
+            "attribute_name": stored.facts.attribute_name[at],
+            "attribute_value": stored.facts.attribute_value[at],
+        }
+    return {
+        "attribute_name": np.array(list(sent), dtype=object),
+        "attribute_value": np.array(
+            [None if blank(v) else str(v) for v in sent.values()], dtype=object
+        ),
+    }

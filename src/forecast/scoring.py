@@ -37,6 +37,7 @@ from forecast.features import (
     DealContext,
     deal_features,
     deal_snapshots,
+    feature_columns,
     model_features,
     snapshot_dates,
     training_frame,
@@ -153,10 +154,17 @@ def score_records(
         forecast.records.RecordError: a record that cannot be scored, naming the field.
     """
     as_of = moment(as_of)
-    tables = record_tables(records, stored, as_of)
-    snapshots = pd.DataFrame({"deal_id": tables.deals["deal_id"].to_numpy(), "as_of": as_of})
-    frame = deal_features(tables, snapshots, context=stored.context)
-    explained = explain(scorer, frame, typical=typical, display=stored.display)
+    facts = record_tables(records, stored, as_of)
+    moments = np.full(len(facts.deal_id), as_of.to_datetime64(), dtype="datetime64[ns]")
+    columns = feature_columns(facts, facts.deal_id, moments, context=stored.context)
+    # the model's input as the object matrix `explain` reads as is (for a record or a few, a
+    # frame costs more to build than the features); a feature not made here is missing
+    values = np.empty((len(moments), len(scorer.names)), dtype=object)
+    for j, name in enumerate(scorer.names):
+        values[:, j] = columns.get(name, np.nan)
+    explained = explain(
+        scorer, values, typical=typical, amount=columns["amount"], display=stored.display
+    )
     probabilities = np.array([e.probability for e in explained])
     grades = grade(probabilities)
     return [
