@@ -401,27 +401,40 @@ def explain(
     yardsticks = _yardsticks(typical, stages, len(values), names)
     # a deal's action should raise its win probability; an account's should lower its risk
     sign = -1.0 if model == "account" else 1.0
-    after = _action_probabilities(scorer, coded, vocabulary.plan, threads)
-    lifts = sign * (after - probability[:, None])
-    evidence = vocabulary.evidence
     # advice the deal already follows is no advice: its evidence meets what won deals show
-    lifts = np.where(_already_done(values, yardsticks, vocabulary), -np.inf, lifts)
+    done = _already_done(values, yardsticks, vocabulary)
+    after = _action_probabilities(scorer, coded, vocabulary.plan, threads, done)
+    lifts = np.where(done, -np.inf, sign * (after - probability[:, None]))
+    evidence = vocabulary.evidence
     missing = _missing_matrix(values)
     shown = _displayed(values, names, display)
+    # a missing value is unknown: it is never stated as raising or lowering the score
+    known_effects = np.where(missing, 0.0, effects)
+    # sorted for all rows at once; then plain Python numbers, cheaper per row than numpy's
+    raising = np.argsort(-known_effects, axis=1, kind="stable")[:, :top].tolist()
+    lowering = np.argsort(known_effects, axis=1, kind="stable")[:, :top].tolist()
+    best = np.argsort(-lifts, axis=1, kind="stable")[:, :MAX_RECOMMENDATIONS].tolist()
+    effect_rows, lift_rows, after_rows = known_effects.tolist(), lifts.tolist(), after.tolist()
+    p_rows, raw_rows, amounts = (
+        probability.tolist(),
+        raw.tolist(),
+        np.asarray(amount, float).tolist(),
+    )
+    value_rows, yardstick_rows = values.tolist(), yardsticks.tolist()
+    shown_rows = value_rows if shown is values else shown.tolist()
     out = []
     for i in range(len(values)):
-        # a missing value is unknown: it is never stated as raising or lowering the score
-        row_effects = np.where(missing[i], 0.0, effects[i])
-        chosen = [j for j in np.argsort(-row_effects)[:top] if row_effects[j] > 0]
-        chosen += [j for j in np.argsort(row_effects)[:top] if row_effects[j] < 0]
+        row_effects, row_values, row_yardsticks = effect_rows[i], value_rows[i], yardstick_rows[i]
+        chosen = [j for j in raising[i] if row_effects[j] > 0]
+        chosen += [j for j in lowering[i] if row_effects[j] < 0]
         reasons = [
-            words[j].reason(row_effects[j], values[i, j], yardsticks[i, j], shown[i, j])
+            words[j].reason(row_effects[j], row_values[j], row_yardsticks[j], shown_rows[i][j])
             for j in chosen
         ]
         recommendations = []
-        for a in np.argsort(-lifts[i]):
-            lift = lifts[i, a]
-            if lift < MIN_LIFT or len(recommendations) == MAX_RECOMMENDATIONS:
+        for a in best[i]:
+            lift = lift_rows[i][a]
+            if lift < MIN_LIFT:
                 break
             name, action = actions[a]
             j = evidence[a]
@@ -430,17 +443,17 @@ def explain(
                     action=name,
                     text=action.text,
                     features=tuple(action.changes),
-                    probability_before=float(probability[i]),
-                    probability_after=float(after[i, a]),
-                    lift_points=round(100 * float(lift), 2),
-                    expected_revenue_change=round(float(lift) * float(amount[i]), 2),
-                    evidence=words[j].text(values[i, j], yardsticks[i, j]),
+                    probability_before=p_rows[i],
+                    probability_after=after_rows[i][a],
+                    lift_points=round(100 * lift, 2),
+                    expected_revenue_change=round(lift * amounts[i], 2),
+                    evidence=words[j].text(row_values[j], row_yardsticks[j]),
                 )
             )
         out.append(
             Explanation(
-                probability=float(probability[i]),
-                raw_score=float(raw[i]),
+                probability=p_rows[i],
+                raw_score=raw_rows[i],
                 reasons=reasons,
                 recommendations=recommendations,
                 reason_codes=dict(zip(codes, by_code[i], strict=True)),
@@ -621,6 +634,7 @@ class _Words:
             self.prefix = "The rep has not been in touch for "
         else:
             self.prefix = f"{entry.label[0].upper()}{entry.label[1:]}: "
+        self._against: dict[float, str] = {}  # "; won deals at this stage: 3 days" by yardstick
 
     def show(self, value: object) -> str:
         if value is None or value != value:  # None or NaN
@@ -641,8 +655,13 @@ class _Words:
 
     def text(self, value: object, typical: float) -> str:
         text = self.prefix + self.show(value)
-        if typical == typical:  # not NaN
-            text += f"; {self.yardstick}: " + self.show(typical)
+        if typical == typical:  # not NaN; yardsticks are a few medians, worded once each
+            against = self._against.get(typical)
+            if against is None:
+                if len(self._against) > 1024:  # yardsticks of many models over time
+                    self._against.clear()
+                against = self._against[typical] = f"; {self.yardstick}: " + self.show(typical)
+            text += against
         return text
 
     def reason(self, effect: float, value: object, typical: float, shown: object) -> Reason:
@@ -688,14 +707,19 @@ def _already_done(
 
 
 def _action_probabilities(
-    scorer: Scorer, coded: np.ndarray, plan: _ActionPlan, threads: int
+    scorer: Scorer, coded: np.ndarray, plan: _ActionPlan, threads: int, done: np.ndarray
 ) -> np.ndarray:
-    """Probability after each action (columns), for all rows at once.
+    """Probability after each action (columns), for all rows at once; NaN where the row
+    already does it (`done`, rows x actions: no need to score it).
 
     One model call for every action together: for a single deal a call's fixed cost, not the
     trees, is most of the time, and the service scores one deal per request.
     """
     if not plan.count:
         return np.empty((len(coded), 0))
-    after = scorer.probability(plan.applied(coded), threads=threads)
+    changed = plan.applied(coded)  # action-major: action a, row i at a x rows + i
+    wanted = ~done.T.ravel()
+    after = np.full(len(changed), np.nan)
+    if wanted.any():
+        after[wanted] = scorer.probability(changed[wanted], threads=threads)
     return after.reshape(plan.count, len(coded)).T
