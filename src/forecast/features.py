@@ -446,6 +446,18 @@ class _State:
     first_amount: np.ndarray  # the deal's first amount recorded
 
     @classmethod
+    def of_facts(cls, facts: DealFacts) -> _State:
+        """The state rows of the deals' recorded history in `facts`."""
+        return cls.of(
+            facts.history_deal,
+            facts.changed_at,
+            facts.stage,
+            facts.amount,
+            facts.expected_close,
+            facts.has_next_step,
+        )
+
+    @classmethod
     def of(
         cls,
         history_deal: np.ndarray,
@@ -832,14 +844,7 @@ class _Own:
 
     @classmethod
     def of(cls, facts: DealFacts, context: DealContext) -> _Own:
-        state = _State.of(
-            facts.history_deal,
-            facts.changed_at,
-            facts.stage,
-            facts.amount,
-            facts.expected_close,
-            facts.has_next_step,
-        )
+        state = _State.of_facts(facts)
         amount, recorded = state.first_quotes(len(facts.deal_id))
         account = _codes(context.account_index, facts.account_id)
         rep = _codes(context.rep_index, facts.rep_id)
@@ -926,14 +931,7 @@ def _first_quotes(
 ) -> tuple[_Ids, Running, _Ids]:
     """First quotes as running sums of their logs per (product, segment): the keys, the sums,
     and the deals they hold."""
-    state = _State.of(
-        facts.history_deal,
-        facts.changed_at,
-        facts.stage,
-        facts.amount,
-        facts.expected_close,
-        facts.has_next_step,
-    )
+    state = _State.of_facts(facts)
     amount, when = state.first_quotes(len(facts.deal_id))
     # in the order of the deals' ids (rows first quoted at the same moment sum in that order)
     deals = np.flatnonzero(~np.isnan(amount))
