@@ -562,6 +562,7 @@ def forecast(quarter: ForecastQuarter, scope: ForecastNode, state: StateDep):
         draws=result.draws,
         model=ModelOut(name=serving.name, version=serving.version),
         definition=DEFINITION,
+        renewals_from=result.inputs.renewals_source,
         **view,
     )
 

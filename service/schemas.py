@@ -741,6 +741,7 @@ EXAMPLE_FORECAST = {
     "draws": 10000,
     "model": EXAMPLE_MODEL,
     "definition": "bookings: won deals closing in the quarter + renewals passed in it",
+    "renewals_from": "account-churn v3",
     "node": EXAMPLE_NODE,
     "children": [{**EXAMPLE_NODE, "level": "rep", "node": "R0002", "parent": "NA 1"}],
     "drivers": [EXAMPLE_DRIVER],
@@ -757,6 +758,10 @@ class ForecastOut(BaseModel):
     draws: int
     model: ModelOut
     definition: str
+    renewals_from: str = Field(
+        description="What gave the renewals still to come their probabilities: the churn "
+        "champion (`account-churn vN`, this quarter and next) or the segment renewal rates."
+    )
     node: ForecastNodeOut
     children: list[ForecastNodeOut]
     drivers: list[DriverDealOut] = Field(
