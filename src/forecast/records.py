@@ -27,8 +27,6 @@ from forecast.catalogue import display_names
 from forecast.features import ATTRIBUTE_PREFIX, STAGE_CODES, DealContext, DealFacts, blank
 from forecast.tables import CrmTables
 
-STATE = ("stage", "amount", "expected_close", "next_step")
-"""What a history row records of a deal after a change."""
 IDS = ("rep_id", "account_id", "product_id")
 
 
