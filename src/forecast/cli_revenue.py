@@ -209,16 +209,19 @@ def revenue(
         err_console.print(warning, style="yellow", markup=False, highlight=False)
     scorer, version = champion_scorer()
     churn = _churn_champion()
-    renewals = churn and live_renewals(
-        lambda frame: churn[0].probability(churn[0].coded(frame)), tables,
-        quarter=quarter, as_of=moment, source=churn[1],
-    )  # fmt: skip
+    renewals = None
+    if churn is not None:
+        churn_scorer, source = churn
+        renewals = live_renewals(
+            lambda frame: churn_scorer.probability(churn_scorer.coded(frame)), tables,
+            quarter=quarter, as_of=moment, source=source,
+        )  # fmt: skip
     forecast = forecast_quarter(
         tables, quarter=quarter, as_of=moment, win_scorer=scorer, draws=draws, seed=seed,
         level=level, renewal_probability=renewals,
     )  # fmt: skip
-    if churn:
-        forecast = _with_churn_risk(forecast, tables, churn[0], moment)
+    if churn is not None:
+        forecast = _with_churn_risk(forecast, tables, churn_scorer, moment)
     if as_json:
         model = {"name": CHAMPION_NAME, "version": version}
         json.dump({**forecast.to_dict(level), "model": model}, sys.stdout, indent=2, default=str)

@@ -88,8 +88,8 @@ from forecast.tables import CrmTables
 WinScorer = Callable[[pd.DataFrame], np.ndarray]
 """Deal feature frame (`forecast.features.deal_features`) -> P(won) per row."""
 RenewalProbability = Callable[[pd.DataFrame], np.ndarray]
-SEGMENT_RATES = "segment renewal rates"
 """Pending renewal decisions (see `pending_renewals`) -> P(the account renews) per row."""
+SEGMENT_RATES = "segment renewal rates"  # the renewals' source when no model is given
 
 DAY = pd.Timedelta(days=1)
 PARTS = ("closed", "open", "new", "recurring")
@@ -654,8 +654,9 @@ def _at_rate_level(scored: np.ndarray, rates: np.ndarray, segment: pd.Series) ->
     default world's backtest (company bias +2 %, week-13 P10-P90 coverage 45 %, against -1 % and
     91 % for the rates: benchmarks/renewal_calibration.py, `forecast revenue-backtest`)."""
     churn, out = 1 - scored, scored.copy()
-    for name in pd.unique(segment.astype(object).fillna("unknown")):
-        here = (segment.astype(object).fillna("unknown") == name).to_numpy()
+    names = segment.astype(object).fillna("unknown").to_numpy()
+    for name in pd.unique(names):
+        here = names == name
         modelled = churn[here].mean()
         if modelled > 0:
             out[here] = 1 - np.minimum(churn[here] * (1 - rates[here]).mean() / modelled, 1.0)
