@@ -29,11 +29,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from forecast.drift import HALF_LIVES, ROLLING_FOLDS
 from forecast.evaluate import StageRates, compare
 from forecast.features import Feature
 from forecast.model import TreeParams, calibrate, make_lightgbm, make_logistic, model_input
 from forecast.sources.maven import read_maven_crm
 from forecast.tables import CrmTables
+from forecast.training import CANDIDATES, Task, fit_and_choose
 from forecast.validate import validate
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -387,6 +389,7 @@ def bank_frame(path: Path) -> pd.DataFrame:
     frame["pdays"] = frame["pdays"].where(frame["pdays"] != 999)
     frame["won"] = (frame["y"] == "yes").astype(float)
     frame["order"] = np.arange(len(frame))
+    frame["as_of"] = _call_dates(frame).dt.to_period("W-SUN").dt.start_time  # weekly, as snapshots
     return frame
 
 
@@ -406,16 +409,70 @@ def bank_drift(train: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).T
 
 
+@dataclass(frozen=True)
+class ChoiceParams:
+    """The product's choice settings, with the project's trees and the bank's logistic C."""
+
+    seed: int = 0
+    tree: TreeParams = PROJECT
+    logistic_c: float = 1.0
+    candidates: tuple[str, ...] = CANDIDATES
+    half_lives: tuple[int | None, ...] = HALF_LIVES
+    rolling_folds: int = ROLLING_FOLDS
+
+
+BANK_TASK = Task("bank", "bank", "bank", label="won", group="order", purge_group=False)
+CHOICE = "project choice (held-out windows)"
+
+
+@dataclass(frozen=True)
+class _Slices:
+    train: pd.DataFrame
+    calibration: pd.DataFrame
+    test: pd.DataFrame
+    history: pd.DataFrame
+
+
+def _call_dates(rows: pd.DataFrame) -> pd.Series:
+    """A date per call: the file gives months only, so the calls of a month are spread over it
+    in file (date) order."""
+    start = rows["period"].dt.start_time
+    days = rows["period"].dt.days_in_month.to_numpy()
+    share = rows.groupby("period").cumcount() / rows.groupby("period")["order"].transform("size")
+    return start + pd.to_timedelta(share.to_numpy() * days, unit="D")
+
+
+def project_choice(
+    train: pd.DataFrame, test: pd.DataFrame, features: tuple[Feature, ...], *, window_weeks: int
+) -> tuple[np.ndarray, str]:
+    """P(won) on `test` from the product's own choice (`forecast.training.fit_and_choose`):
+    candidates, half-lives and calibration chosen on held-out windows of `window_weeks` weekly
+    call dates before the test rows, the latest window calibrating the final model; and what
+    it chose."""
+    weeks = np.sort(train["as_of"].unique())
+    recent = train["as_of"] >= weeks[-window_weeks]
+    slices = _Slices(train=train[~recent], calibration=train[recent], test=test, history=train)
+    fitted = fit_and_choose(BANK_TASK, slices, features, ChoiceParams(), window=window_weeks)
+    chosen = (
+        f"{fitted.chosen}, half-life {fitted.half_life or 'none'}, "
+        f"{fitted.calibration.method}, {fitted.drift.folds if fitted.drift else 0} windows"
+    )
+    return fitted.calibration.model.predict_proba(model_input(test, features))[:, 1], chosen
+
+
 def run_bank(path: Path, *, test_share: float = 0.2, blocks: int = 4) -> dict[str, object]:
     """Single split (last `test_share` of rows) and a rolling expanding-window evaluation."""
     frame = bank_frame(path)
     cut = int(len(frame) * (1 - test_share))
     train, test = frame.iloc[:cut], frame.iloc[cut:]
     y_test = test["won"].to_numpy()
+    choices: list[str] = []
 
     def contenders(tr: pd.DataFrame, te: pd.DataFrame) -> dict[str, np.ndarray]:
         scores = {"baseline: train conversion rate": np.full(len(te), tr["won"].mean())}
         scores |= _fit_and_score(tr, te, BANK_FEATURES, order="order", logistic_c=1.0)
+        scores[CHOICE], chosen = project_choice(tr, te, BANK_FEATURES, window_weeks=13)
+        choices.append(f"{len(tr):,} rows: {chosen}")
         without = _fit_and_score(tr, te, BANK_WITHOUT_MACRO, order="order", logistic_c=1.0)
         for name in ("lightgbm (regularised)", "logistic (C=1.0)"):
             scores[f"{name}, no macro features"] = without[name]
@@ -447,6 +504,7 @@ def run_bank(path: Path, *, test_share: float = 0.2, blocks: int = 4) -> dict[st
         "rolling": rolling,
         "per_block": pd.concat(per_block).rename_axis("model").reset_index(),
         "drift": bank_drift(train, test),
+        "choices": choices,
     }
 
 
@@ -495,6 +553,9 @@ def print_bank(path: Path) -> None:
     rates = per_block.groupby("block")["win_rate"].first().rename("(conversion rate)")
     blocks = pd.concat([blocks, rates.to_frame().T])
     print(blocks.to_string(float_format=lambda v: f"{v:.4f}"))
+    print("\nthe project's choice, per training window:")
+    for line in result["choices"]:
+        print(f"  {line}")
     print("\nmacro features: training range vs test (single split)")
     print(result["drift"].to_string(float_format=lambda v: f"{v:.3f}"))
     print(f"\n({time.perf_counter() - started:.1f} s)")

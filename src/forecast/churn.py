@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -53,9 +53,9 @@ from forecast.account_features import (
 )
 from forecast.asof import tables_as_of
 from forecast.datasets import WorldTruth
+from forecast.drift import HALF_LIVES, ROLLING_FOLDS, DriftReport
 from forecast.features import Feature
 from forecast.model import (
-    CALIBRATION_METHODS,
     TreeParams,
     calibrate,
     make_lightgbm,
@@ -70,10 +70,12 @@ from forecast.training import (
     NotEnoughDataError,
     RetrainOutcome,
     Task,
+    choice_card_lines,
     code_version,
     default_card_dir,
     fingerprint,
     flat_metrics,
+    log_choice,
     markdown,
     retrain,
     train,
@@ -86,7 +88,7 @@ MODEL_NAME = "account-churn"
 MIN_PER_CLASS = 40  # accounts that churned, and accounts retained, needed before training
 KEYS = ("account_id", "as_of")
 LABEL = "churned"
-TASK = Task("churn", MODEL_NAME, EXPERIMENT, label=LABEL, group="account_id")
+TASK = Task("churn", MODEL_NAME, EXPERIMENT, label=LABEL, group="account_id", purge_group=False)
 GATE_BASELINES = ("base_rate", "rate_table")
 RATE_PRIOR = 20.0  # pseudo-rows pulling a rate-table cell towards the overall rate
 CONTRACT_BUCKETS = (0, 30, 90, 180)  # days to contract end: <=0, 1-30, 31-90, 91-180, >180
@@ -123,10 +125,13 @@ class ChurnParams:
     tree: TreeParams = field(default_factory=TreeParams)
     logistic_c: float = 0.1
     candidates: tuple[str, ...] = CANDIDATES
+    half_lives: tuple[int | None, ...] = HALF_LIVES  # recency weightings tried (days)
+    rolling_folds: int = ROLLING_FOLDS  # held-out windows the choice is made on
 
     def flat(self) -> dict[str, object]:
         out = {k: v for k, v in asdict(self).items() if k != "tree"}
         out["candidates"] = ",".join(self.candidates)
+        out["half_lives"] = ",".join("none" if h is None else str(h) for h in self.half_lives)
         return out | {f"tree_{k}": v for k, v in asdict(self.tree).items()}
 
 
@@ -144,6 +149,7 @@ class ChurnSlices:
     test: pd.DataFrame
     embargo_rows: int
     spans: Mapping[str, str]
+    history: pd.DataFrame  # every labelled snapshot before the test slice (the rolling windows)
 
 
 # --- baselines -----------------------------------------------------------------------------------
@@ -246,7 +252,8 @@ def split(frame: pd.DataFrame, params: ChurnParams) -> ChurnSlices:
                 "both outcomes: more history is needed"
             )
     parts = {name: part.reset_index(drop=True) for name, part in parts.items()}
-    return ChurnSlices(**parts, embargo_rows=int((~closed).sum()), spans=spans)
+    history = frame[as_of < test_start].reset_index(drop=True)
+    return ChurnSlices(**parts, embargo_rows=int((~closed).sum()), spans=spans, history=history)
 
 
 @dataclass(frozen=True)
@@ -263,8 +270,11 @@ def prepare(tables: CrmTables, params: ChurnParams, hooks: ChurnHooks) -> Prepar
     check_classes(frame)
     s = split(frame, params)
     if hooks.fit_rows is not None:
-        s = ChurnSlices(
-            hooks.fit_rows(s.train), hooks.fit_rows(s.calibration), s.test, s.embargo_rows, s.spans
+        s = replace(
+            s,
+            train=hooks.fit_rows(s.train),
+            calibration=hooks.fit_rows(s.calibration),
+            history=hooks.fit_rows(s.history),
         )
     features = ACCOUNT_FEATURES
     columns = [*KEYS, *(f.name for f in features), LABEL]
@@ -337,6 +347,8 @@ class ChurnTrainResult:
     card_path: Path
     params: ChurnParams
     rule_scores: Mapping[str, np.ndarray] = field(default_factory=dict)  # base rate, rate table
+    drift: DriftReport | None = None  # what the choice over held-out windows saw
+    half_life: int | None = None  # days, of the chosen candidate's recency weights
 
     def evaluation(self) -> Evaluation:
         """The test rows and scores the gate compares a champion with (label in `won`)."""
@@ -412,6 +424,8 @@ class ChurnPipeline:
             candidate=fitted.chosen,
             calibration_method=fitted.calibration.method,
             selection=fitted.selection,
+            drift=fitted.drift,
+            half_life=fitted.half_life,
             metrics=evaluate.compare(y, scores),
             by_segment=evaluate.compare_by(s.test["segment"], y, scores),
             reliability=evaluate.reliability_table(y, scores["model"]),
@@ -490,14 +504,7 @@ def _log_results(
     result: ChurnTrainResult, y_test: np.ndarray, scores: Mapping[str, np.ndarray]
 ) -> None:
     mlflow.log_metrics(flat_metrics(result.metrics, METRIC_PREFIX, rate_name="test_churn_rate"))
-    mlflow.log_metrics(
-        {
-            f"selection_{c}_{m}_log_loss": float(row[m])
-            for c, row in result.selection.iterrows()
-            for m in CALIBRATION_METHODS
-        }
-    )
-    mlflow.set_tags({"candidate": result.candidate, "calibration": result.calibration_method})
+    log_choice(result)
     shown = {k: v for k, v in scores.items() if k in ("model", "rate_table", "logistic", "truth")}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -507,7 +514,6 @@ def _log_results(
         result.metrics.rename_axis("contender").to_csv(folder / "metrics.csv")
         result.by_segment.to_csv(folder / "metrics_by_segment.csv", index=False)
         result.reliability.to_csv(folder / "reliability.csv", index=False)
-        result.selection.to_csv(folder / "selection.csv")
         mlflow.log_artifacts(str(folder), artifact_path="evaluation")
     write_card(result)
     mlflow.log_artifact(str(result.card_path), artifact_path="card")
@@ -555,14 +561,7 @@ def card_text(result: ChurnTrainResult, decision: GateDecision | None = None) ->
         f"- Data fingerprint `{result.fingerprint[:16]}`, code `{result.code_version}`,"
         f" seed {p.seed}.",
     ]
-    choice = [
-        "## Candidates and calibration",
-        "",
-        f"Chosen: **{result.candidate}**, calibrated with **{result.calibration_method}**, both",
-        "by out-of-fold log loss on the calibration slice (5 folds grouped by account).",
-        "",
-        markdown(result.selection.rename_axis("candidate").reset_index(), 4),
-    ]
+    choice = choice_card_lines(result, "account")
     table = m[list(evaluate.METRICS)].rename(index=CONTENDER_NAMES).rename_axis("contender")
     by_segment = result.by_segment.pivot(index="group", columns="model", values="auc")
     metrics = [

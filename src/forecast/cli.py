@@ -19,6 +19,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from forecast.cli_options import moment_option
+from forecast.drift import ROLLING_FOLDS
 from forecast.settings import disable_telemetry, get_settings
 
 app = typer.Typer(
@@ -428,7 +429,8 @@ def _print_description(tables) -> None:
 
 SeedOpt = Annotated[int, typer.Option(help="Random seed: same data and seed, same model.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-TRAIN_STEPS = 5  # features, guard and candidates, evaluation, logging, gate
+# features, guard and candidates, each held-out window of the choice, evaluation, logging, gate
+TRAIN_STEPS = 5 + ROLLING_FOLDS
 
 
 def _stored_world():

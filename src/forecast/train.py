@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import mlflow
@@ -35,6 +35,7 @@ from sklearn.metrics import log_loss
 
 from forecast import evaluate
 from forecast.datasets import WorldTruth
+from forecast.drift import HALF_LIVES, ROLLING_FOLDS, DriftReport
 from forecast.features import (
     ATTRIBUTE_PREFIX,
     DEAL_FEATURES,
@@ -46,7 +47,7 @@ from forecast.features import (
     unavailable_features,
 )
 from forecast.leakage import LEAK_AUC, Suspect, screen_columns
-from forecast.model import CALIBRATION_METHODS, TreeParams, model_input
+from forecast.model import TreeParams, model_input
 from forecast.registry import Evaluation, GateDecision
 from forecast.tables import CrmTables
 from forecast.training import (
@@ -56,10 +57,12 @@ from forecast.training import (
     NotEnoughDataError,
     RetrainOutcome,
     Task,
+    choice_card_lines,
     code_version,
     default_card_dir,
     fingerprint,
     flat_metrics,
+    log_choice,
     markdown,
     retrain,
     train,
@@ -98,11 +101,14 @@ class WinParams:
     tree: TreeParams = field(default_factory=TreeParams)
     logistic_c: float = 0.1
     candidates: tuple[str, ...] = CANDIDATES
+    half_lives: tuple[int | None, ...] = HALF_LIVES  # recency weightings tried (days)
+    rolling_folds: int = ROLLING_FOLDS  # held-out windows the choice is made on
     allow_columns: tuple[str, ...] = ()  # columns the leak guard would refuse, checked by a person
 
     def flat(self) -> dict[str, object]:
         out = {k: v for k, v in asdict(self).items() if k != "tree"}
         out["candidates"] = ",".join(self.candidates)
+        out["half_lives"] = ",".join("none" if h is None else str(h) for h in self.half_lives)
         out["allow_columns"] = ",".join(self.allow_columns)
         return out | {f"tree_{k}": v for k, v in asdict(self.tree).items()}
 
@@ -225,6 +231,7 @@ class Slices:
     calibration: pd.DataFrame
     test: pd.DataFrame
     unlabelled_share: Mapping[str, float]
+    history: pd.DataFrame  # every labelled snapshot before the test slice (rolling windows)
 
 
 @dataclass(frozen=True)
@@ -250,6 +257,8 @@ class WinTrainResult:
     params: WinParams
     unavailable: Mapping[str, str] = field(default_factory=dict)  # feature -> why it is off
     rule_scores: Mapping[str, np.ndarray] = field(default_factory=dict)  # base rate, best rule
+    drift: DriftReport | None = None  # what the choice over held-out windows saw
+    half_life: int | None = None  # days, of the chosen candidate's recency weights
 
     def evaluation(self) -> Evaluation:
         """The test rows and scores the gate compares a champion with."""
@@ -353,7 +362,9 @@ def split(frame: pd.DataFrame, windows: Windows) -> Slices:
                 f"the {name} slice ({windows.describe()[name]}) has {len(part)} labelled "
                 "snapshots and not both outcomes: more history is needed"
             )
-    return Slices(**labelled, unlabelled_share=unlabelled)
+    before_test = frame[(as_of <= windows.calibration_end) & frame["won"].notna()]
+    history = before_test.reset_index(drop=True)  # not purged: each rolling fold purges its own
+    return Slices(**labelled, unlabelled_share=unlabelled, history=history)
 
 
 # --- the pipeline --------------------------------------------------------------------------------
@@ -377,8 +388,12 @@ def prepare(tables: CrmTables, params: WinParams, hooks: TrainHooks) -> Prepared
     check_closed_deals(frame, windows, tables)
     slices = split(frame, windows)
     if hooks.fit_rows is not None:
-        train, calibration = hooks.fit_rows(slices.train), hooks.fit_rows(slices.calibration)
-        slices = Slices(train, calibration, slices.test, slices.unlabelled_share)
+        slices = replace(
+            slices,
+            train=hooks.fit_rows(slices.train),
+            calibration=hooks.fit_rows(slices.calibration),
+            history=hooks.fit_rows(slices.history),
+        )
     columns = [*KEY_COLUMNS, *(f.name for f in features), "won"]
     inputs = pd.concat([slices.train, slices.calibration, slices.test])
     return Prepared(
@@ -462,6 +477,8 @@ class WinPipeline:
             candidate=fitted.chosen,
             calibration_method=fitted.calibration.method,
             selection=fitted.selection,
+            drift=fitted.drift,
+            half_life=fitted.half_life,
             metrics=evaluate.compare(y, scores),
             by_stage=evaluate.compare_by(test["stage"], y, scores),
             by_segment=evaluate.compare_by(test["segment"], y, scores),
@@ -555,14 +572,7 @@ def _log_results(
 ) -> None:
     """Metrics, reliability diagram, per-stage and per-segment tables and the model card."""
     mlflow.log_metrics(flat_metrics(result.metrics, METRIC_PREFIX, rate_name="test_win_rate"))
-    mlflow.log_metrics(
-        {
-            f"selection_{c}_{m}_log_loss": float(row[m])
-            for c, row in result.selection.iterrows()
-            for m in CALIBRATION_METHODS
-        }
-    )
-    mlflow.set_tags({"candidate": result.candidate, "calibration": result.calibration_method})
+    log_choice(result)
     shown = {
         k: v
         for k, v in scores.items()
@@ -574,7 +584,6 @@ def _log_results(
         result.metrics.rename_axis("contender").to_csv(folder / "metrics.csv")
         result.by_stage.to_csv(folder / "metrics_by_stage.csv", index=False)
         result.by_segment.to_csv(folder / "metrics_by_segment.csv", index=False)
-        result.selection.to_csv(folder / "selection.csv")
         mlflow.log_artifacts(str(folder), artifact_path="evaluation")
     write_card(result)
     mlflow.log_artifact(str(result.card_path), artifact_path="card")
@@ -625,17 +634,7 @@ def _lag(windows: Windows) -> int:
 
 
 def _card_choice(result: WinTrainResult) -> list[str]:
-    selection = result.selection.rename_axis("candidate").reset_index()
-    return [
-        "## Candidates and calibration",
-        "",
-        f"Chosen: **{result.candidate}**, calibrated with **{result.calibration_method}** on the",
-        "calibration slice. Both the candidate and the method are picked by out-of-fold log loss",
-        "on that slice (5 folds grouped by deal; in-sample, isotonic would always win). A",
-        "candidate that bends a declared monotone feature the wrong way is not eligible.",
-        "",
-        markdown(selection, 4),
-    ]
+    return choice_card_lines(result, "deal")
 
 
 def _card_metrics(result: WinTrainResult) -> list[str]:

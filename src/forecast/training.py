@@ -18,6 +18,7 @@ import importlib.metadata
 import logging
 import os
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +33,19 @@ from sklearn.metrics import roc_auc_score
 
 from forecast import evaluate
 from forecast.datasets import WorldTruth
+from forecast.drift import (
+    METHODS,
+    UNCALIBRATED,
+    Choice,
+    DriftReport,
+    Separation,
+    calibrated,
+    drift_report,
+    evaluate_folds,
+    fit_weighted,
+    recency_weights,
+    rolling_folds,
+)
 from forecast.explain import global_importance, scorer_for
 from forecast.features import Feature
 from forecast.leakage import LeakageSuspected, Suspect, refuse, screen_features
@@ -71,6 +85,9 @@ class Task:
         experiment: the MLflow experiment.
         label: the 0/1 column the model predicts.
         group: the unit whose snapshots stay on one side of a fold (a deal, an account).
+        purge_group: a unit seen in a later part of a fold leaves the earlier part (a deal's
+            label is its final outcome, the same in every snapshot); else the parts are kept
+            apart by the label window (`horizon_days` of the params), as churn's are.
     """
 
     name: str
@@ -78,6 +95,7 @@ class Task:
     experiment: str
     label: str
     group: str
+    purge_group: bool = True
 
 
 class Prepared(Protocol):
@@ -176,6 +194,7 @@ def train(
             params,
             allowed=getattr(params, "allow_columns", ()),
             columns=pipeline.mapped_suspects(tables),
+            on_step=lambda label: step(f"choosing the model: {label}"),
         )
         log_fitted(fitted)
         step("evaluating")
@@ -217,11 +236,12 @@ def retrain(pipeline: Pipeline, tables: CrmTables, **options: Any) -> RetrainOut
 
 
 class Slices(Protocol):
-    """The out-of-time slices every pipeline has."""
+    """The out-of-time slices every pipeline has, and every labelled row before the test."""
 
     train: pd.DataFrame
     calibration: pd.DataFrame
     test: pd.DataFrame
+    history: pd.DataFrame
 
 
 class ModelParams(Protocol):
@@ -231,6 +251,8 @@ class ModelParams(Protocol):
     tree: TreeParams
     logistic_c: float
     candidates: tuple[str, ...]
+    half_lives: tuple[int | None, ...]  # recency weightings to try (days; None: equal weights)
+    rolling_folds: int  # held-out windows the choice is made on
 
 
 class NotEnoughDataError(ValueError):
@@ -248,19 +270,35 @@ def fingerprint(frame: pd.DataFrame, columns: Sequence[str]) -> str:
 # --- model choice --------------------------------------------------------------------------------
 
 
-def fit_candidates(
-    train: pd.DataFrame, features: Sequence[Feature], params: ModelParams, *, label: str
-) -> dict[str, BaseEstimator]:
-    """Every candidate fitted on the train slice (LightGBM always: the leakage canary reads it).
-
-    `params` needs `tree`, `seed` and `logistic_c` (the churn pipeline passes its own params).
-    """
-    x, y = model_input(train, features), train[label].to_numpy(dtype=int)
-    makers = {
+def candidate_makers(
+    features: Sequence[Feature], params: ModelParams
+) -> dict[str, Callable[[], BaseEstimator]]:
+    """Every candidate, unfitted. `params` needs `tree`, `seed` and `logistic_c`."""
+    return {
         "lightgbm": lambda: make_lightgbm(features, params=params.tree, seed=params.seed),
         "logistic": lambda: make_logistic(features, c=params.logistic_c, seed=params.seed),
     }
-    return {name: makers[name]().fit(x, y) for name in CANDIDATES}
+
+
+def fit_candidates(
+    train: pd.DataFrame,
+    features: Sequence[Feature],
+    params: ModelParams,
+    *,
+    label: str,
+    half_lives: Mapping[str, int | None] | None = None,
+) -> dict[str, BaseEstimator]:
+    """Every candidate fitted on the train slice (LightGBM always: the leakage canary reads it),
+    each with its recency weighting (`half_lives`: candidate -> days; default equal weights)."""
+    x, y = model_input(train, features), train[label].to_numpy(dtype=int)
+    makers = candidate_makers(features, params)
+    half_lives = half_lives or {}
+    return {
+        name: fit_weighted(
+            makers[name](), x, y, recency_weights(train["as_of"], half_lives.get(name))
+        )
+        for name in CANDIDATES
+    }
 
 
 def gain_shares(model: BaseEstimator) -> pd.Series:
@@ -470,7 +508,8 @@ def tracking_run(experiment: str, run_name: str) -> Iterator[mlflow.ActiveRun]:
 
 @dataclass(frozen=True)
 class Fitted:
-    """The fitted candidates, the LightGBM gain shares, the calibrated choice, the guard's word."""
+    """The fitted candidates, the LightGBM gain shares, the calibrated choice, the guard's word,
+    and what the choice saw (the drift report)."""
 
     candidates: Mapping[str, BaseEstimator]
     gain_share: pd.Series
@@ -479,6 +518,8 @@ class Fitted:
     calibration: Calibration
     allowed: tuple[Suspect, ...] = ()  # suspects a person allowed
     single_auc: Mapping[str, float] = field(default_factory=dict)  # each feature alone
+    drift: DriftReport | None = None
+    half_life: int | None = None  # of the chosen candidate's recency weights (days)
 
 
 def choose_and_calibrate(
@@ -489,7 +530,8 @@ def choose_and_calibrate(
     shares: pd.Series,
     allowed: Sequence[str],
 ) -> Fitted:
-    """Pick the candidate on the calibration slice and fit its calibration map there."""
+    """Pick the candidate on the calibration slice and fit its calibration map there (when the
+    history is too short for held-out windows)."""
     chosen, selection = choose(
         candidates, calibration, features, allowed, label=task.label, group=task.group
     )
@@ -500,6 +542,61 @@ def choose_and_calibrate(
     return Fitted(candidates, shares, chosen, selection, fitted)
 
 
+def choose_over_windows(
+    task: Task,
+    slices: Slices,
+    features: Sequence[Feature],
+    params: ModelParams,
+    choice: Choice,
+    before_test: pd.DataFrame,
+) -> Fitted:
+    """Each candidate fitted on the train slice with its best half-life; the eligible one with
+    the lowest recency-weighted held-out log loss is calibrated on the calibration slice with
+    its best map, or, when no map beat none, refitted on every row before the test slice
+    (`before_test`) and left uncalibrated, as the held-out windows judged it."""
+    plan = {name: choice.best(name) for name in params.candidates}
+    candidates = fit_candidates(
+        slices.train, features, params, label=task.label,
+        half_lives={name: half_life for name, (half_life, _, _) in plan.items()},
+    )  # fmt: skip
+    rows = {}
+    for name, (half_life, method, loss) in plan.items():
+        violations = monotone_violations(candidates[name], features)
+        if violations:
+            log.warning("%s not eligible: against declared direction: %s", name, violations)
+        by_method = choice.scores[
+            (choice.scores["candidate"] == name)
+            & (choice.scores["half_life"].isna() if half_life is None
+               else choice.scores["half_life"] == half_life)
+        ].set_index("method")["log_loss"]  # fmt: skip
+        rows[name] = {"half_life": half_life, **by_method.to_dict(), "method": method,
+                      "log_loss": loss, "not eligible": "; ".join(violations)}  # fmt: skip
+    selection = pd.DataFrame(rows).T.rename_axis("candidate")
+    eligible = selection[selection["not eligible"] == ""]
+    chosen = str(eligible["log_loss"].astype(float).idxmin())
+    half_life, method, _ = plan[chosen]
+    x = model_input(slices.calibration, features)
+    y = slices.calibration[task.label].to_numpy(dtype=int)
+    scores = {m: float(selection.loc[chosen, m]) for m in METHODS}
+    if method == UNCALIBRATED:
+        weights = recency_weights(before_test["as_of"], half_life)
+        x_all, y_all = model_input(before_test, features), before_test[task.label].to_numpy(int)
+        model = fit_weighted(candidate_makers(features, params)[chosen](), x_all, y_all, weights)
+    else:
+        model = calibrated(candidates[chosen], x, y, method)
+    calibration = Calibration(model, method, scores)
+    log.info(
+        "%s: chose %s (half-life %s) with %s calibration over %d windows",
+        task.name, chosen, half_life, method, choice.windows["fold"].nunique(),
+    )  # fmt: skip
+    chosen_plan = {name: (h, m) for name, (h, m, _) in plan.items()}
+    return Fitted(
+        candidates, gain_shares(candidates["lightgbm"]), chosen, selection, calibration,
+        drift=drift_report(slices, features, task.label, choice, chosen_plan),
+        half_life=half_life,
+    )  # fmt: skip
+
+
 def fit_and_choose(
     task: Task,
     slices: Slices,
@@ -508,16 +605,22 @@ def fit_and_choose(
     *,
     allowed: Sequence[str] = (),
     columns: Sequence[Suspect] = (),
+    window: int | None = None,
+    on_step: Callable[[str], None] | None = None,
 ) -> Fitted:
-    """The leak guard, then every candidate fitted on train, chosen and calibrated.
+    """The leak guard, then every candidate evaluated over rolling windows, chosen, fitted on
+    the train slice and calibrated (see `forecast.drift`).
 
     Args:
         task: the pipeline.
-        slices: train, calibration and test frames (the guard learns on train, scores test).
+        slices: train, calibration and test frames (the guard learns on train, scores test), and
+            the history before the test slice (the rolling windows).
         features: the model's features.
         params: candidates and their settings.
         allowed: columns a person allows past the guard.
         columns: suspects already found in the mapped columns.
+        window: snapshot dates in each held-out window (default: as many as the test slice).
+        on_step: told which held-out window is being fitted (progress).
 
     Raises:
         LeakageSuspected: the guard refused; nothing was fitted.
@@ -525,12 +628,118 @@ def fit_and_choose(
     kept, single_auc = check_leakage(
         slices.train, slices.test, features, label=task.label, allowed=allowed, columns=columns
     )
-    candidates = fit_candidates(slices.train, features, params, label=task.label)
-    shares = gain_shares(candidates["lightgbm"])
-    chosen = choose_and_calibrate(
-        task, slices.calibration, features, candidates, shares, params.candidates
+    separation = Separation(
+        task.group, task.purge_group, pd.Timedelta(days=getattr(params, "horizon_days", 0))
     )
+    folds = rolling_folds(
+        slices.history,
+        window=window or slices.test["as_of"].nunique(),
+        label=task.label,
+        separation=separation,
+        folds=params.rolling_folds,
+    )
+    if folds:
+        makers = candidate_makers(features, params)
+        choice = evaluate_folds(
+            folds, {name: makers[name] for name in params.candidates}, features,
+            label=task.label, half_lives=params.half_lives, on_step=on_step,
+        )  # fmt: skip
+        before_test = separation.earlier(slices.history, slices.test)
+        chosen = choose_over_windows(task, slices, features, params, choice, before_test)
+    else:
+        log.warning("%s: too little history for held-out windows; choosing on one slice", task.name)
+        candidates = fit_candidates(slices.train, features, params, label=task.label)
+        shares = gain_shares(candidates["lightgbm"])
+        chosen = choose_and_calibrate(
+            task, slices.calibration, features, candidates, shares, params.candidates
+        )
+        plan = {name: (None, "sigmoid") for name in params.candidates}
+        chosen = replace(chosen, drift=drift_report(slices, features, task.label, None, plan))
     return replace(chosen, allowed=tuple(kept), single_auc=single_auc)
+
+
+def log_choice(result: Any) -> None:
+    """The choice on the active MLflow run: each candidate's held-out log loss per calibration,
+    the chosen candidate, calibration and half-life, and the drift tables as artifacts."""
+    methods = [m for m in METHODS if m in result.selection.columns]
+    mlflow.log_metrics(
+        {
+            f"selection_{c}_{m}_log_loss": float(row[m])
+            for c, row in result.selection.iterrows()
+            for m in methods
+            if pd.notna(row[m])
+        }
+    )
+    half_life = "none" if result.half_life is None else str(result.half_life)
+    mlflow.set_tags(
+        {"candidate": result.candidate, "calibration": result.calibration_method,
+         "half_life_days": half_life}
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        result.selection.to_csv(folder / "selection.csv")
+        if result.drift is not None:
+            result.drift.windows.to_csv(folder / "held_out_windows.csv", index=False)
+            result.drift.base_rates.to_csv(folder / "base_rate_by_quarter.csv", index=False)
+            result.drift.moved.to_csv(folder / "feature_drift_psi.csv", index=False)
+        mlflow.log_artifacts(str(folder), artifact_path="evaluation")
+
+
+def choice_card_lines(result: Any, unit: str) -> list[str]:
+    """The card's sections on the choice, the held-out windows and the drift they saw.
+
+    `result` has candidate, calibration_method, half_life, selection and drift; `unit` names
+    what the folds group by ("deal", "account").
+    """
+    report: DriftReport | None = result.drift
+    selection = result.selection.rename_axis("candidate").reset_index()
+    half_life = "no" if result.half_life is None else f"a {result.half_life}-day"
+    lines = ["## Candidates and calibration", ""]
+    if report is not None and report.folds:
+        lines += [
+            f"Chosen: **{result.candidate}**, calibrated with **{result.calibration_method}**,"
+            f" with {half_life} half-life on its rows' age, by log loss on {report.folds}"
+            " held-out windows before the test slice.",
+            "Each window's models are fitted on what came before it and",
+            "calibrated on the window before it; the latest window weighs most, each earlier one",
+            "half as much. A half-life weighs recent rows more; a calibration map (sigmoid,",
+            "isotonic) is kept only where it beat none on those windows; a model left without one",
+            "is refitted on every row before the test slice. A candidate that bends a declared",
+            "monotone feature the wrong way is not eligible. Recency-weighted held-out log loss",
+            "per calibration, at each candidate's best half-life:",
+            "",
+            markdown(selection, 4),
+            "",
+            "Each candidate per held-out window, at its chosen half-life and calibration:",
+            "",
+            markdown(report.windows, 4),
+        ]
+    else:
+        lines += [
+            f"Chosen: **{result.candidate}**, calibrated with **{result.calibration_method}** on",
+            "the calibration slice (too little history for held-out windows). Both picked by",
+            f"out-of-fold log loss on that slice (5 folds grouped by {unit}; in-sample, isotonic",
+            "would always win). A candidate that bends a declared monotone feature the wrong way",
+            "is not eligible.",
+            "",
+            markdown(selection, 4),
+        ]
+    if report is None:
+        return lines
+    return [
+        *lines,
+        "",
+        "## Drift",
+        "",
+        "Positive rate by quarter (labelled snapshots):",
+        "",
+        markdown(report.base_rates, 3),
+        "",
+        "Features whose distribution moved most from the train to the test slice (population",
+        "stability index; above 0.25 is usually read as a large shift):",
+        "",
+        markdown(report.moved, 3),
+    ]
 
 
 def log_fitted(fitted: Fitted) -> None:

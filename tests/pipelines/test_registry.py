@@ -8,6 +8,7 @@ shuffled labels: refused). Tests that change aliases work on a copy of that stor
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -92,7 +93,8 @@ def test_a_tie_does_not_promote(shared):
 def test_a_challenger_trained_on_shuffled_labels_is_refused_with_a_reason(shared):
     refused = shared[2]
     assert not refused.promoted
-    assert "does not beat the stage_history baseline" in refused.reason
+    # a model of noise loses to the stage baselines (the first one it fails is named)
+    assert re.search(r"does not beat the stage_(fixed|history) baseline", refused.reason)
     assert refused.champion["auc"] - refused.challenger["auc"] > 0.1  # re-scored on same rows
     assert _aliases() == {"champion": "1", "challenger": "3"}
     run = registry.client().get_run(_tag("3", "run_id"))
