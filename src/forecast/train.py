@@ -8,15 +8,18 @@ The time line, from the export's as-of (`tables.as_of`) backwards, on weekly sna
   test snapshots end `label_lag_days` (120) before it: 95 % of closed deals close within 94 days
   of creation on the default world, so almost every test deal is resolved (the share that is
   not, and so is dropped, is logged as `test_unlabelled_share`).
-- calibration: the slice before, where the probability map (sigmoid or isotonic) is fitted and
-  the candidate chosen.
+- calibration: the slice before, where the probability map (sigmoid or isotonic) is fitted.
 - train: everything earlier.
+
+The candidate, its half-life and its map (or none) are chosen on three held-out windows before
+the test slice, shifted back a window at a time (`forecast.drift`).
 
 A deal's weekly snapshots can fall in several slices. The train slice drops every deal that is
 also in a later slice, so the trees never see a test deal's label (this is also what a model
 trained at the end of the train window could have known: those deals were still open).
-The model logged is the one tested: trained up to the train window's end, calibrated on the
-next slice; it is about seven months behind the export when it is registered.
+The model logged is the one tested: trained up to the train window's end and calibrated on
+the next slice (about seven months behind the export when it is registered), or, when no map
+beat none on the held-out windows, trained up to the calibration window's end and not mapped.
 """
 
 from __future__ import annotations
@@ -243,7 +246,7 @@ class WinTrainResult:
     model: BaseEstimator
     candidate: str
     calibration_method: str
-    selection: pd.DataFrame  # out-of-fold log loss on the calibration slice, candidate x method
+    selection: pd.DataFrame  # candidate x calibration: held-out log loss (see forecast.drift)
     metrics: pd.DataFrame  # contenders x metrics on the test rows
     by_stage: pd.DataFrame
     by_segment: pd.DataFrame

@@ -569,7 +569,8 @@ def choose_over_windows(
             & (choice.scores["half_life"].isna() if half_life is None
                else choice.scores["half_life"] == half_life)
         ].set_index("method")["log_loss"]  # fmt: skip
-        rows[name] = {"half_life": half_life, **by_method.to_dict(), "method": method,
+        days = "none" if half_life is None else f"{half_life} days"
+        rows[name] = {"half_life": days, **by_method.to_dict(), "method": method,
                       "log_loss": loss, "not eligible": "; ".join(violations)}  # fmt: skip
     selection = pd.DataFrame(rows).T.rename_axis("candidate")
     eligible = selection[selection["not eligible"] == ""]
@@ -697,16 +698,15 @@ def choice_card_lines(result: Any, unit: str) -> list[str]:
     lines = ["## Candidates and calibration", ""]
     if report is not None and report.folds:
         lines += [
-            f"Chosen: **{result.candidate}**, calibrated with **{result.calibration_method}**,"
-            f" with {half_life} half-life on its rows' age, by log loss on {report.folds}"
-            " held-out windows before the test slice.",
-            "Each window's models are fitted on what came before it and",
-            "calibrated on the window before it; the latest window weighs most, each earlier one",
-            "half as much. A half-life weighs recent rows more; a calibration map (sigmoid,",
-            "isotonic) is kept only where it beat none on those windows; a model left without one",
-            "is refitted on every row before the test slice. A candidate that bends a declared",
-            "monotone feature the wrong way is not eligible. Recency-weighted held-out log loss",
-            "per calibration, at each candidate's best half-life:",
+            f"Chosen: **{result.candidate}**, calibrated with **{result.calibration_method}**,",
+            f"with {half_life} half-life on its rows' age, by log loss on {report.folds} held-out",
+            "windows before the test slice. Each window's models are fitted on what came before",
+            "it and calibrated on the window before it; the latest window weighs most, each",
+            "earlier one half as much. A half-life weighs recent rows more; a calibration map",
+            "(sigmoid, isotonic) is kept only where it beat none on those windows; a model left",
+            "without one is refitted on every row before the test slice. A candidate that bends",
+            "a declared monotone feature the wrong way is not eligible. Recency-weighted held-out",
+            "log loss per calibration, at each candidate's best half-life:",
             "",
             markdown(selection, 4),
             "",
