@@ -63,6 +63,8 @@ EXPERIMENT = "revenue-forecast"
 WEEKS = (1, 5, 9, 13)
 QUANTILES = (0.1, 0.5, 0.9)
 PROBABILISTIC = ("simulation", "simulation_truth", "simulation_churn", "statsforecast")
+SERIES = ("naive_last_quarter", "naive_last_year", "mean_last_four", "statsforecast")
+FALLBACK = "simulation_or_series"
 LABEL_LAG_DAYS = 120
 CALIBRATION_DAYS = 91
 ScorerFactory = Callable[[pd.Timestamp], WinScorer]
@@ -226,16 +228,37 @@ def _point_rows(
     return values.assign(method=method, target=nodes["target"].to_numpy())
 
 
+def typical_cycle_days(tables: CrmTables, as_of: pd.Timestamp) -> float:
+    """Median days from creation to the close of the deals won by `as_of` (NaN when none)."""
+    won = won_deals(tables)
+    won = won[won["closed_at"] <= as_of]
+    created = tables.deals.set_index("deal_id")["created_at"].reindex(won["deal_id"].to_numpy())
+    days = (won["closed_at"].to_numpy() - created.to_numpy()) / np.timedelta64(1, "D")
+    return float(np.nanmedian(days)) if len(days) else float("nan")
+
+
+def expected_inside(deals: pd.DataFrame, end: pd.Timestamp, cycle_days: float) -> np.ndarray:
+    """Whether each open deal is expected to close before `end`: by its expected close, or, where
+    the CRM has none, by the typical cycle (a deal older than it is due now)."""
+    expected = deals["expected_close"]
+    if not np.isnan(cycle_days):
+        remaining = np.maximum(cycle_days - deals["deal_age_days"].to_numpy(float), 0.0)
+        by_cycle = deals["as_of"] + pd.to_timedelta(np.nan_to_num(remaining), unit="D")
+        expected = expected.fillna(by_cycle)
+    return (expected < end).to_numpy()
+
+
 def weighted_pipelines(
-    forecast: QuarterForecast, history_rates: StageRates
+    forecast: QuarterForecast, history_rates: StageRates, cycle_days: float = float("nan")
 ) -> dict[str, pd.DataFrame]:
-    """The two weighted pipelines at every node of the forecast (point forecasts)."""
+    """The two weighted pipelines at every node of the forecast (point forecasts); a deal
+    without an expected close counts when the typical cycle (`cycle_days`) ends inside."""
     inputs = forecast.inputs
     tree = inputs.tree
     deals = inputs.open_deals
     sim = inputs.simulation_inputs()
     renewals = moments(sim).mean["recurring"]
-    in_quarter = (deals["expected_close"] < inputs.window.end).to_numpy()
+    in_quarter = expected_inside(deals, inputs.window.end, cycle_days)
     leaf = inputs.leaf_of(deals["rep_id"])
     stages = deals["stage"].astype(object)
     out = {}
@@ -282,14 +305,18 @@ def _stage_rates(tables: CrmTables, as_of: pd.Timestamp) -> StageRates:
 def _naive_and_ets(
     series: pd.DataFrame, tree: OrgTree, nodes: pd.DataFrame, quarter: pd.Period
 ) -> dict[str, pd.DataFrame]:
-    """naive_last_quarter, naive_last_year and statsforecast AutoETS for every node."""
+    """naive_last_quarter, naive_last_year (seasonal naive), mean_last_four and statsforecast
+    AutoETS for every node."""
     rolled = _roll(series, tree, "bookings")
     rolled["quarter"] = pd.PeriodIndex(rolled["quarter"], freq="Q")
     keys = nodes[["level", "node"]]
     out = {}
-    for name, lag in (("naive_last_quarter", 1), ("naive_last_year", 4)):
-        past = rolled[rolled["quarter"] == quarter - lag]
-        values = keys.merge(past[["level", "node", "value"]], on=["level", "node"], how="left")
+    for name, lags in (("naive_last_quarter", [1]), ("naive_last_year", [4]),
+                       ("mean_last_four", [1, 2, 3, 4])):  # fmt: skip
+        past = rolled[rolled["quarter"].isin([quarter - lag for lag in lags])]
+        # a quarter the node has no row for booked nothing
+        mean = past.groupby(["level", "node"])["value"].sum().rename("value") / len(lags)
+        values = keys.merge(mean.reset_index(), on=["level", "node"], how="left")
         values["mean"] = values.pop("value").fillna(0.0)
         out[name] = values.assign(p10=values["mean"], p50=values["mean"], p90=values["mean"])
     out["statsforecast"] = _ets(rolled, keys, quarter)
@@ -412,7 +439,8 @@ def backtest(
                 rows.append(_tag(_point_rows(fc, name), quarter, week, as_of))
             if baselines and first is not None:
                 history_rates = _stage_rates(tables, as_of)
-                contenders = weighted_pipelines(first, history_rates)
+                cycle = typical_cycle_days(tables, as_of)
+                contenders = weighted_pipelines(first, history_rates, cycle)
                 series = known_series(tables, as_of, params)
                 contenders |= _naive_and_ets(
                     series, first.inputs.tree, first.nodes, parse_quarter(quarter)
@@ -427,7 +455,39 @@ def backtest(
     actual = realised_by_node(tables, tree, quarters).rename(columns={"value": "actual"})
     points = points.merge(actual, on=["quarter", "level", "node"], how="left")
     points["actual"] = points["actual"].fillna(0.0)
+    if baselines and "simulation" in scorers:
+        points = pd.concat([points, lean_by_error(points)], ignore_index=True)
     return BacktestResult(points=points, params=params, draws=draws, seed=seed)
+
+
+def lean_by_error(points: pd.DataFrame, primary: str = "simulation") -> pd.DataFrame:
+    """Per node, quarter and week, the forecast of the source with the lowest error on that node
+    in the earlier backtest quarters at the same week: the simulation or one of the time-series
+    baselines (`SERIES`). Where the pipeline says little (no expected close dates, a thin
+    history, few open deals) the simulation's errors are the larger, and the node leans on the
+    series; with no earlier quarter, or a tie, on the simulation.
+
+    Error = weighted absolute percentage error (sum |forecast - actual| / sum actual) over the
+    earlier quarters, all of them settled by the forecast's as_of. Rows are tagged
+    method=FALLBACK, with the source in `source`.
+    """
+    sources = [primary, *(m for m in SERIES if m in set(points["method"]))]
+    rows = points[points["method"].isin(sources)].copy()
+    rows["abs_error"] = (rows["mean"] - rows["actual"]).abs()
+    keys = ["week", "level", "node", "method"]
+    rows = rows.sort_values([*keys, "quarter"], kind="stable")
+    grouped = rows.groupby(keys, sort=False)
+    # what was known before this quarter: sums over the earlier quarters only
+    rows["error_before"] = grouped["abs_error"].cumsum() - rows["abs_error"]
+    rows["actual_before"] = grouped["actual"].cumsum() - rows["actual"]
+    rows["wape"] = rows["error_before"] / rows["actual_before"].where(rows["actual_before"] > 0)
+    rows["rank"] = rows["method"].map({m: i for i, m in enumerate(sources)})  # ties: simulation
+    scored = rows.dropna(subset=["wape"]).sort_values(["wape", "rank"], kind="stable")
+    best = scored.drop_duplicates(["quarter", "week", "level", "node"])
+    first = rows[rows["method"] == primary]
+    chosen = pd.concat([best, first]).drop_duplicates(["quarter", "week", "level", "node"])
+    out = chosen.rename(columns={"method": "source"}).assign(method=FALLBACK)
+    return out[[*points.columns, "source"]].reset_index(drop=True)
 
 
 def _tag(frame: pd.DataFrame, quarter: str, week: int, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -696,12 +756,18 @@ what the quarter's start knew, `forecast.churn.fit_churn_renewal`, with each seg
 the segment rates' level: what the live forecast does for the current and next quarter),
 `weighted_pipeline` (closed + fixed stage probabilities {dict(STAGE_PROBABILITIES)} x amount
 of deals expected to close in the quarter + the same expected renewals), `weighted_pipeline_history`
-(the same with stage win rates learned by as_of), `naive_last_quarter`, `naive_last_year`,
-`statsforecast` (AutoETS, season 4, on each node's quarterly series; 80 % interval as P10-P90).
+(the same with stage win rates learned by as_of; a deal without an expected close counts when
+the typical cycle of the deals won by then ends inside the quarter), `naive_last_quarter`,
+`naive_last_year`, `mean_last_four`, `statsforecast` (AutoETS, season 4, on each node's
+quarterly series; 80 % interval as P10-P90), and `{FALLBACK}`: per node, the simulation or the
+time-series baseline with the lowest error on that node in the earlier backtest quarters at the
+same week (`lean_by_error`; the table below says which source each level leaned on).
 MAPE and bias over nodes x quarters; pinball = mean of the 0.1/0.5/0.9 pinball losses / mean
 actual; coverage = share of actuals inside P10-P90.
 
 {ratio}
+
+{_sources_table(result.points)}
 
 {chr(10).join(sections)}
 
@@ -732,6 +798,26 @@ actual; coverage = share of actuals inside P10-P90.
 - Coverage at company level rests on {len(quarters)} quarters per week: one quarter more or less
   inside moves it by {1 / max(len(quarters), 1):.0%}.
 """
+
+
+def sources_by_level(points: pd.DataFrame) -> pd.DataFrame:
+    """Share of node-quarters that leaned on each source, per level (company first) and week."""
+    leaned = points[points["method"] == FALLBACK]
+    if leaned.empty or "source" not in leaned:
+        return pd.DataFrame()
+    shares = leaned.groupby(["level", "week"])["source"].value_counts(normalize=True)
+    table = shares.unstack(fill_value=0.0).reset_index()
+    table["order"] = table["level"].map({lv: i for i, lv in enumerate(LEVELS[::-1])})
+    return table.sort_values(["order", "week"]).drop(columns="order").reset_index(drop=True)
+
+
+def _sources_table(points: pd.DataFrame) -> str:
+    table = sources_by_level(points)
+    if table.empty:
+        return ""
+    shares = [c for c in table.columns if c not in ("level", "week")]
+    intro = f"Which source `{FALLBACK}` leaned on (share of node-quarters):"
+    return f"{intro}\n\n{_table(table, shares)}"
 
 
 def _summary(points: pd.DataFrame, metrics: pd.DataFrame, n_quarters: int) -> str:

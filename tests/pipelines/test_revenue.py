@@ -33,6 +33,7 @@ from forecast.revenue import (
     simulate_quarter,
 )
 from forecast.revenue_backtest import (
+    FALLBACK,
     backtest,
     backtest_metrics,
     coverage_table,
@@ -343,7 +344,7 @@ def test_a_small_backtest_scores_every_contender(world, scorer, tmp_path):
     metrics = result.metrics()
     methods = set(metrics["method"])
     assert {"simulation", "weighted_pipeline", "weighted_pipeline_history", "naive_last_quarter",
-            "naive_last_year", "statsforecast"} <= methods  # fmt: skip
+            "naive_last_year", "mean_last_four", "statsforecast", FALLBACK} <= methods  # fmt: skip
     company = metrics[(metrics["level"] == "company") & (metrics["method"] == "simulation")]
     assert company["mape"].between(0, 1).all() and company["coverage"].between(0, 1).all()
     assert (result.points["as_of"] == week_as_of("2025Q2", 5)).any()
@@ -351,6 +352,7 @@ def test_a_small_backtest_scores_every_contender(world, scorer, tmp_path):
     text = card.read_text()
     assert run_id in text and "bookings" in text.lower()
     assert all(f"**{level}, week 5**" in text for level in ("company", "region", "team", "rep"))
+    assert f"Which source `{FALLBACK}` leaned on" in text
     assert backtest_metrics(result.points).equals(metrics)
     coverage = coverage_table(metrics)
     assert list(coverage.index) == ["company", "region", "team", "rep"]
