@@ -8,7 +8,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test fuzz lint format bench bench-generate bench-features bench-explain bench-revenue bench-service book-checks docs lock clean train mlflow-ui cards
+.PHONY: help venv run test fuzz lint format bench bench-generate bench-features bench-explain bench-revenue bench-service bench-real book-checks docs lock clean train mlflow-ui cards
 
 help: ## Show this list
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -72,6 +72,9 @@ bench-revenue: $(STAMP) ## Revenue simulation: 100,000 open deals x 10,000 draws
 
 bench-features: $(STAMP) ## Point-in-time features for about 1,000,000 snapshots
 	$(BIN)/python benchmarks/features.py --deals 200000
+
+bench-real: $(STAMP) ## The sets of ../shared/data through their mappings: the trained model vs the references on the same rows, into docs/benchmarks.md
+	$(BIN)/python benchmarks/shared_data.py --write-docs
 
 bench-explain: $(STAMP) ## Reasons and recommendations vs LightGBM SHAP and shap.TreeExplainer
 	$(BIN)/python benchmarks/explain.py

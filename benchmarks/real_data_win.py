@@ -32,7 +32,14 @@ import pandas as pd
 from forecast.drift import HALF_LIVES, ROLLING_FOLDS
 from forecast.evaluate import StageRates, compare
 from forecast.features import Feature
-from forecast.model import TreeParams, calibrate, make_lightgbm, make_logistic, model_input
+from forecast.model import (
+    LIBRARY_DEFAULTS,
+    TreeParams,
+    calibrate,
+    make_lightgbm,
+    make_logistic,
+    model_input,
+)
 from forecast.sources.maven import read_maven_crm
 from forecast.tables import CrmTables
 from forecast.training import CANDIDATES, Task, fit_and_choose
@@ -44,16 +51,7 @@ SHOWN = ("auc", "pr_auc", "log_loss", "brier", "ece", "mean_predicted", "win_rat
 # LightGBM's own defaults (what "out of the box" means), the project's defaults (`TreeParams()`,
 # tuned on the generated world) and a strongly regularised variant for small, noisy data. One
 # thread: on a shared, loaded machine two LightGBM threads ran up to 70x slower (FIELD-NOTES).
-LIB_DEFAULT = TreeParams(
-    n_estimators=100,
-    learning_rate=0.1,
-    num_leaves=31,
-    min_child_samples=20,
-    reg_lambda=0.0,
-    subsample=1.0,
-    colsample_bytree=1.0,
-    n_jobs=1,
-)
+LIB_DEFAULT = LIBRARY_DEFAULTS
 PROJECT = TreeParams(n_jobs=1)
 REGULARISED = TreeParams(
     n_estimators=200,

@@ -6,7 +6,13 @@ For each mapping in docs/examples/shared-data/ it imports the set into a fresh F
 the base rate and the best simple rule on the same test rows, and the gate's verdict; or the
 refusal, as the user reads it.
 
-    .venv/bin/python benchmarks/shared_data.py [--shared ../shared/data]
+    .venv/bin/python benchmarks/shared_data.py [--shared ../shared/data] [--write-docs]
+
+For each trained model it also rebuilds the test rows the gate judged it on and sets the trained
+version against the base rate, the best simple rule, LightGBM with its library defaults and a
+logistic regression, all learned on the same train slice and features (`same_rows`); with
+`--write-docs` the tables replace the block between the bench-real markers of
+docs/benchmarks.md (`make bench-real`).
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ class Outcome:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     promoted: bool = False
     reason: str = ""
+    references: object = None  # pandas DataFrame: the same-rows table (`same_rows`)
 
 
 def run(mapping: str, shared: Path) -> Outcome:
@@ -74,6 +81,7 @@ def run(mapping: str, shared: Path) -> Outcome:
                 metrics=result["metrics"],
                 promoted=result["promoted"],
                 reason=result["reason"],
+                references=same_rows(result["model"], result["version"]),
             )
         finally:
             if previous is None:
@@ -81,6 +89,80 @@ def run(mapping: str, shared: Path) -> Outcome:
             else:
                 os.environ["FORECAST_HOME"] = previous
             get_settings.cache_clear()
+
+
+def same_rows(model_name: str, version: str):
+    """The trained version against the references, on the test rows the gate judged it on.
+
+    The rows are rebuilt from the store the way `forecast train win` built them (the same
+    windows, features and slices); the references learn on its train slice: the base rate, the
+    best simple rule, LightGBM with its library defaults and a logistic regression with
+    scikit-learn's default C=1, on the same features. ROC AUC, log loss, Brier, ECE over 10
+    equal-width bins, and the 90 % bootstrap interval (200 rounds by deal) of the version's AUC
+    minus each reference's.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from forecast import evaluate
+    from forecast.features import ATTRIBUTE_PREFIX
+    from forecast.model import LIBRARY_DEFAULTS, make_lightgbm, make_logistic, model_input
+    from forecast.registry import load_champion
+    from forecast.store import read_store
+    from forecast.train import TrainHooks, WinParams, prepare
+
+    data = prepare(read_store(), WinParams(), TrainHooks())
+    train, test = data.slices.train, data.slices.test
+    x_train, y_train = model_input(train, data.features), train["won"].to_numpy(dtype=int)
+    x_test, y_test = model_input(test, data.features), test["won"].to_numpy(dtype=int)
+    attributes = tuple(f.name for f in data.features if f.name.startswith(ATTRIBUTE_PREFIX))
+    baselines, _ = evaluate.simple_baselines(
+        train, test, unavailable=list(data.unavailable),
+        columns=(*evaluate.RULE_COLUMNS, *attributes),
+    )  # fmt: skip
+    references = {name: p for name, p in baselines.items() if name != "stage_fixed"}
+    for name, model in (
+        ("lightgbm (library defaults)", make_lightgbm(data.features, params=LIBRARY_DEFAULTS)),
+        ("logistic (C=1)", make_logistic(data.features, c=1.0)),
+    ):
+        references[name] = model.fit(x_train, y_train).predict_proba(x_test)[:, 1]
+    trained = load_champion(model_name, version).predict_proba(x_test)[:, 1]
+    scores = {f"{model_name} v{version} (trained)": trained, **references}
+    rows = {}
+    constant = {n for n, p in references.items() if np.ptp(p) == 0}
+    diffs = evaluate.auc_differences(
+        y_test, trained, {n: None if n in constant else p for n, p in references.items()},
+        test["deal_id"].to_numpy(),
+    )  # fmt: skip
+    for name, p in scores.items():
+        m = evaluate.binary_metrics(y_test, p)
+        interval = diffs.get(name)
+        low, high = np.quantile(interval, [0.05, 0.95]) if interval is not None else (np.nan,) * 2
+        rows[name] = {
+            "AUC": m["auc"], "log loss": m["log_loss"], "Brier": m["brier"],
+            "ECE (10 equal-width)": evaluate.equal_width_ece(y_test, p),
+            "AUC difference, 90 %": "" if np.isnan(low) else f"{low:+.3f} .. {high:+.3f}",
+        }  # fmt: skip
+    table = pd.DataFrame(rows).T.rename_axis("contender")
+    table.attrs["rows"] = len(test)
+    table.attrs["rate"] = float(y_test.mean())
+    return table
+
+
+def references_markdown(table) -> str:
+    """The same-rows table as markdown (the AUC difference is the trained version's minus the
+    row's)."""
+    lines = [
+        "| contender | AUC | log loss | Brier | ECE (10 equal-width) "
+        "| AUC of the trained minus it, 90 % |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, row in table.iterrows():
+        lines.append(
+            f"| {name} | {row['AUC']:.3f} | {row['log loss']:.4f} | {row['Brier']:.4f} | "
+            f"{row['ECE (10 equal-width)']:.3f} | {row['AUC difference, 90 %']} |"
+        )
+    return "\n".join(lines)
 
 
 def _last_lines(output: str, n: int = 12) -> str:
@@ -96,21 +178,52 @@ def table(outcome: Outcome) -> str:
     return "\n".join(rows)
 
 
+def report(outcome: Outcome) -> str:
+    """What a user saw for one mapping, as markdown."""
+    lines = [f"### {outcome.mapping}", ""]
+    if not outcome.trained:
+        stage = "training" if outcome.imported else "import"
+        message = outcome.message.replace(f"{ROOT}/", "")  # paths as a clone has them
+        return "\n".join([*lines, f"{stage} refused:", "", "```text", message, "```"])
+    verdict = "promoted" if outcome.promoted else "not promoted"
+    lines += [table(outcome), "", f"{verdict}: {outcome.reason}", ""]
+    if outcome.references is not None:
+        attrs = outcome.references.attrs
+        lines += [
+            f"The same {attrs['rows']:,} test rows ({attrs['rate']:.1%} won) with the references"
+            " learned on the same train slice and features:",
+            "",
+            references_markdown(outcome.references),
+        ]
+    return "\n".join(lines)
+
+
+START, END = "<!-- bench-real: start -->", "<!-- bench-real: end -->"
+
+
+def write_docs(text: str, path: Path = ROOT / "docs" / "benchmarks.md") -> None:
+    """Replace the block between the bench-real markers of docs/benchmarks.md with `text`."""
+    doc = path.read_text()
+    head, rest = doc.split(START, 1)
+    _, tail = rest.split(END, 1)
+    path.write_text(f"{head}{START}\n{text}\n{END}{tail}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument(
+        "--write-docs", action="store_true", help="also write the tables into docs/benchmarks.md"
+    )
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    sections = []
     for mapping in RUNS:
-        outcome = run(mapping, args.shared)
-        print(f"\n## {mapping}\n")
-        if outcome.trained:
-            print(table(outcome))
-            verdict = "promoted" if outcome.promoted else "not promoted"
-            print(f"\n{verdict}: {outcome.reason}")
-        else:
-            stage = "training" if outcome.imported else "import"
-            print(f"{stage} refused:\n\n```text\n{outcome.message}\n```")
+        print(f"{mapping}: importing and training", file=sys.stderr, flush=True)
+        sections.append(report(run(mapping, args.shared)))
+        print(f"\n{sections[-1]}\n")
+    if args.write_docs:
+        write_docs("\n\n".join(sections))
 
 
 if __name__ == "__main__":

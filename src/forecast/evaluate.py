@@ -53,6 +53,47 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = ECE_B
     return float((gaps * table["n"]).sum() / table["n"].sum())
 
 
+def equal_width_ece(y: np.ndarray, p: np.ndarray, n_bins: int = ECE_BINS) -> float:
+    """ECE over `n_bins` equal-width bins of [0, 1] (the usual published form; row-weighted)."""
+    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    frame = (
+        pd.DataFrame({"bin": bins, "p": p, "y": y})
+        .groupby("bin")
+        .agg(n=("y", "size"), p=("p", "mean"), y=("y", "mean"))
+    )
+    return float(((frame["p"] - frame["y"]).abs() * frame["n"]).sum() / frame["n"].sum())
+
+
+def auc_differences(
+    y: np.ndarray,
+    p: np.ndarray,
+    references: Mapping[str, np.ndarray | None],
+    groups: np.ndarray | None = None,
+    *,
+    rounds: int = 200,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Bootstrap AUC(p) - AUC(reference) for each reference (None: a constant, AUC 0.5), the
+    rows resampled by group (a deal's snapshots together); rounds drawing one class are skipped.
+    The 90 % interval of a difference is its 5th and 95th percentiles."""
+    y, p = np.asarray(y), np.asarray(p)
+    groups = groups if groups is not None else np.arange(len(y))
+    codes, uniques = pd.factorize(pd.Series(groups))
+    rows_of = pd.Series(np.arange(len(y))).groupby(codes).apply(np.asarray).to_numpy()
+    rng = np.random.default_rng(seed)
+    diffs: dict[str, list[float]] = {name: [] for name in references}
+    for _ in range(rounds):
+        pick = np.concatenate(rows_of[rng.integers(0, len(uniques), len(uniques))])
+        if len(np.unique(y[pick])) < 2:
+            continue
+        auc = roc_auc_score(y[pick], p[pick])
+        for name, q in references.items():
+            other = 0.5 if q is None else roc_auc_score(y[pick], np.asarray(q)[pick])
+            diffs[name].append(auc - other)
+    return {name: np.asarray(values) for name, values in diffs.items()}
+
+
 def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     """ROC AUC, PR AUC, log loss, Brier score and ECE; AUCs are NaN when only one class occurs."""
     y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)

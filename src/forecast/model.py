@@ -142,6 +142,20 @@ class CategoryCoder(TransformerMixin, BaseEstimator):
         return self.feature_names_in_.copy()
 
 
+# LightGBM's own defaults ("out of the box"), one thread: the reference a benchmark sets a tuned
+# model against
+LIBRARY_DEFAULTS = TreeParams(
+    n_estimators=100,
+    learning_rate=0.1,
+    num_leaves=31,
+    min_child_samples=20,
+    reg_lambda=0.0,
+    subsample=1.0,
+    colsample_bytree=1.0,
+    n_jobs=1,
+)
+
+
 def make_lightgbm(
     features: Sequence[Feature] = DEAL_FEATURES,
     *,

@@ -31,6 +31,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from sklearn.metrics import log_loss, roc_auc_score
 
+from forecast import evaluate
 from forecast.model import win_probability
 from forecast.settings import disable_telemetry, get_settings
 
@@ -112,23 +113,14 @@ def auc_failures(evaluation: Evaluation, *, seed: int = 0) -> list[str]:
     """
     if evaluation.probability is None or not evaluation.rules:
         return []
-    y, p = np.asarray(evaluation.won), np.asarray(evaluation.probability)
-    groups = evaluation.groups if evaluation.groups is not None else np.arange(len(y))
-    codes, uniques = pd.factorize(pd.Series(groups))
-    rows_of = pd.Series(np.arange(len(y))).groupby(codes).apply(np.asarray).to_numpy()
-    rng = np.random.default_rng(seed)
-    diffs: dict[str, list[float]] = {name: [] for name in evaluation.rules}
-    for _ in range(BOOTSTRAP_ROUNDS):
-        pick = np.concatenate(rows_of[rng.integers(0, len(uniques), len(uniques))])
-        if len(np.unique(y[pick])) < 2:
-            continue
-        model_auc = roc_auc_score(y[pick], p[pick])
-        for name, rule in evaluation.rules.items():
-            rule_auc = 0.5 if name == "base_rate" else roc_auc_score(y[pick], rule[pick])
-            diffs[name].append(model_auc - rule_auc)
+    references = {n: None if n == "base_rate" else r for n, r in evaluation.rules.items()}
+    diffs = evaluate.auc_differences(
+        evaluation.won, evaluation.probability, references, evaluation.groups,
+        rounds=BOOTSTRAP_ROUNDS, seed=seed,
+    )  # fmt: skip
     failures = []
     for name, values in diffs.items():
-        if not values:
+        if not len(values):
             continue
         low, high = np.quantile(values, [0.05, 0.95])
         worse = high < 0 if name != "base_rate" else low <= 0

@@ -41,6 +41,25 @@ def test_maven_through_its_mapping_is_trained_and_the_gate_holds_it_to_the_basel
     assert model["auc"] < 0.56
     assert not outcome.promoted
     assert "not clearly above a coin" in outcome.reason
+    # the same rows rebuilt from the store (make bench-real): the trained version scores there
+    # exactly what the gate saw, beside the library-default references learned on the same slice
+    table = outcome.references
+    trained = table.iloc[0]
+    assert table.index[0].startswith("deal-win v") and table.attrs["rows"] == model["n"]
+    assert abs(trained["AUC"] - model["auc"]) < 1e-9
+    assert abs(trained["log loss"] - model["log_loss"]) < 1e-9
+    assert {"base_rate", "lightgbm (library defaults)", "logistic (C=1)"} <= set(table.index)
+    assert all(" .. " in cell for cell in table["AUC difference, 90 %"].iloc[1:])
+    assert table["ECE (10 equal-width)"].between(0, 1).all()
+
+
+def test_bench_real_writes_between_its_markers_only(tmp_path):
+    benchmark = _benchmark()
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(f"# Before\n{benchmark.START}\nold\n{benchmark.END}\nAfter\n")
+    benchmark.write_docs("new table", doc)
+    benchmark.write_docs("newer table", doc)
+    assert doc.read_text() == f"# Before\n{benchmark.START}\nnewer table\n{benchmark.END}\nAfter\n"
 
 
 def test_maven_with_close_value_as_the_amount_is_refused_by_the_leak_guard(shared_data):
