@@ -161,3 +161,19 @@ def test_without_drift_the_choice_costs_nothing():
     # a map is kept only where it beat none on the held-out windows
     selection = fitted.selection.loc[fitted.chosen]
     assert float(selection[fitted.calibration.method]) <= float(selection[UNCALIBRATED])
+
+
+def test_what_a_model_left_without_a_map_learns_from_ends_before_the_test_rows():
+    slices = world(2.5)
+    # units seen both before and inside the test slice, as a deal's weekly snapshots are
+    history = slices.history.assign(unit=slices.history["unit"] % 5000)
+    test = slices.test.assign(unit=slices.test["unit"] % 5000)
+    for separation in (
+        Separation("unit", purge_group=True, embargo=pd.Timedelta(0)),
+        Separation("unit", purge_group=False, embargo=pd.Timedelta(days=90)),
+    ):
+        before = separation.earlier(history, test)
+        assert len(before) > 0
+        assert (before["as_of"] + separation.embargo < test["as_of"].min()).all()
+        if separation.purge_group:
+            assert not set(before["unit"]) & set(test["unit"])
