@@ -522,8 +522,8 @@ def _log_results(
 # --- model card ----------------------------------------------------------------------------------
 
 CONTENDER_NAMES = {
-    "model": "**model** (calibrated)",
-    "model_uncalibrated": "model before calibration",
+    "model": "**model** (as served)",
+    "model_uncalibrated": "its candidate on the train slice, no map",
     "base_rate": "baseline: train churn rate",
     "rate_table": "baseline: rate table (contract end x low usage)",
     "logistic": "baseline: logistic regression",

@@ -596,8 +596,8 @@ def _log_results(
 
 
 CONTENDER_NAMES = {
-    "model": "**model** (calibrated)",
-    "model_uncalibrated": "model before calibration",
+    "model": "**model** (as served)",
+    "model_uncalibrated": "its candidate on the train slice, no map",
     "base_rate": "baseline: base rate (train slice)",
     "stage_fixed": "baseline: fixed stage probabilities",
     "stage_history": "baseline: stage win rate (history)",
