@@ -159,6 +159,17 @@ class Choice:
         half_life = None if pd.isna(row["half_life"]) else int(row["half_life"])
         return half_life, str(row["method"]), float(row["log_loss"])
 
+    def by_method(self, candidate: str, half_life: int | None) -> pd.Series:
+        """The candidate's weighted held-out log loss per calibration, at one half-life."""
+        rows = self.scores[_configured(self.scores, candidate, half_life)]
+        return rows.set_index("method")["log_loss"]
+
+
+def _configured(frame: pd.DataFrame, candidate: str, half_life: int | None) -> pd.Series:
+    """Rows of `frame` (scores or windows) of one candidate at one half-life."""
+    same = frame["half_life"].isna() if half_life is None else frame["half_life"] == half_life
+    return (frame["candidate"] == candidate) & same
+
 
 def evaluate_folds(
     folds: Sequence[Fold],
@@ -282,17 +293,15 @@ def drift_report(
     slices, features: Sequence[Feature], label: str, choice: Choice | None, chosen: Mapping
 ) -> DriftReport:
     """The card's drift section. `chosen`: candidate -> (half_life, method) used for it."""
-    labelled = pd.concat([slices.train, slices.calibration, slices.test], ignore_index=True)
+    labelled = pd.concat([slices.history, slices.test], ignore_index=True)
     windows = pd.DataFrame()
     folds = 0
     if choice is not None and not choice.windows.empty:
         w = choice.windows
         picked = [
-            w[(w["candidate"] == name)
-              & (w["half_life"].isna() if half_life is None else w["half_life"] == half_life)
-              & (w["method"] == method)]
+            w[_configured(w, name, half_life) & (w["method"] == method)]
             for name, (half_life, method) in chosen.items()
-        ]  # fmt: skip
+        ]
         columns = ["period", "held_out_rows", "held_out_rate", "candidate", "half_life", "method",
                    "log_loss", "auc", "mean_predicted"]  # fmt: skip
         windows = pd.concat(picked)[columns].sort_values(["period", "candidate"])

@@ -564,11 +564,7 @@ def choose_over_windows(
         violations = monotone_violations(candidates[name], features)
         if violations:
             log.warning("%s not eligible: against declared direction: %s", name, violations)
-        by_method = choice.scores[
-            (choice.scores["candidate"] == name)
-            & (choice.scores["half_life"].isna() if half_life is None
-               else choice.scores["half_life"] == half_life)
-        ].set_index("method")["log_loss"]  # fmt: skip
+        by_method = choice.by_method(name, half_life)
         days = "none" if half_life is None else f"{half_life} days"
         rows[name] = {"half_life": days, **by_method.to_dict(), "method": method,
                       "log_loss": loss, "not eligible": "; ".join(violations)}  # fmt: skip
@@ -654,8 +650,7 @@ def fit_and_choose(
         chosen = choose_and_calibrate(
             task, slices.calibration, features, candidates, shares, params.candidates
         )
-        plan = {name: (None, "sigmoid") for name in params.candidates}
-        chosen = replace(chosen, drift=drift_report(slices, features, task.label, None, plan))
+        chosen = replace(chosen, drift=drift_report(slices, features, task.label, None, {}))
     return replace(chosen, allowed=tuple(kept), single_auc=single_auc)
 
 
