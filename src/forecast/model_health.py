@@ -39,6 +39,7 @@ class ModelReport:
     metrics: pd.DataFrame  # contender (model, baselines, truth) x auc, log_loss, brier, ece
     test_rows: float | None = None
     params: dict[str, str] = field(default_factory=dict)
+    half_life: str | None = None  # days of the recency weights ("none": equal weights)
 
 
 def _contender(key: str) -> tuple[str, str] | None:
@@ -101,6 +102,7 @@ def model_report(name: str, version: str, *, tracking_uri: str | None = None) ->
         metrics=metrics_table(metrics),
         test_rows=metrics.get("test_rows"),
         params={k: v for k, v in params.items() if k.endswith("_rows")},
+        half_life=tags.get("half_life_days"),
     )
 
 

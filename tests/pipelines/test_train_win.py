@@ -87,6 +87,13 @@ def test_training_logs_one_run_with_metrics_against_the_baselines(trained, in_ru
     artifacts = {a.path for a in client.list_artifacts(trained.run_id, "evaluation")}
     assert {"evaluation/reliability.png", "evaluation/metrics_by_stage.csv"} <= artifacts
     assert "evaluation/metrics_by_segment.csv" in artifacts
+    # the choice over held-out windows and the drift it saw, logged with the run
+    drift = ("held_out_windows", "base_rate_by_quarter", "feature_drift_psi", "selection")
+    assert {f"evaluation/{name}.csv" for name in drift} <= artifacts
+    assert run.data.tags["candidate"] == trained.candidate
+    assert run.data.tags["calibration"] == trained.calibration_method
+    half_life = "none" if trained.half_life is None else str(trained.half_life)
+    assert run.data.tags["half_life_days"] == half_life
     assert [a.path for a in client.list_artifacts(trained.run_id, "card")] == ["card/deal-win.md"]
     # artifacts live under FORECAST_HOME, never in the current directory
     assert str(in_run_home.resolve()) in run.info.artifact_uri
