@@ -36,6 +36,7 @@ from forecast.model import CALIBRATION_METHODS, model_input
 log = logging.getLogger(__name__)
 
 UNCALIBRATED = "none"
+BASE_RATE = "base_rate"  # reported beside the candidates in every window, never served
 METHODS = (UNCALIBRATED, *CALIBRATION_METHODS)
 HALF_LIVES: tuple[int | None, ...] = (None, 182)  # days; None: every row weighs the same
 ROLLING_FOLDS = 3
@@ -190,6 +191,15 @@ def evaluate_folds(
         x_cal, y_cal = _xy(fold.calibration, features, label)
         x_out, y_out = _xy(fold.held_out, features, label)
         x_all, y_all = _xy(fold.before_held_out, features, label)
+        window = {
+            "fold": number,
+            "period": fold.period,
+            "held_out_rows": len(y_out),
+            "held_out_rate": float(y_out.mean()),
+        }
+        # the simplest contender: the rate of everything before the window
+        constant = np.full(len(y_out), y_all.mean())
+        rows.append(window | _figures(BASE_RATE, None, UNCALIBRATED, y_out, constant))
         for name, make in makers.items():
             for half_life in half_lives:
                 weights = recency_weights(fold.train["as_of"], half_life)
@@ -203,20 +213,7 @@ def evaluate_folds(
                         p = everything.predict_proba(x_out)[:, 1]
                     else:
                         p = calibrated(model, x_cal, y_cal, method).predict_proba(x_out)[:, 1]
-                    rows.append(
-                        {
-                            "fold": number,
-                            "period": fold.period,
-                            "held_out_rows": len(y_out),
-                            "held_out_rate": float(y_out.mean()),
-                            "candidate": name,
-                            "half_life": half_life,
-                            "method": method,
-                            "log_loss": float(log_loss(y_out, p, labels=[0, 1])),
-                            "auc": float(roc_auc_score(y_out, p)),
-                            "mean_predicted": float(p.mean()),
-                        }
-                    )
+                    rows.append(window | _figures(name, half_life, method, y_out, p))
     windows = pd.DataFrame(rows)
     # the latest fold weighs 1, each earlier one half the one after it
     windows["weight"] = np.power(0.5, windows["fold"].astype(float))
@@ -225,6 +222,19 @@ def evaluate_folds(
     sums = weighted.groupby(keys, dropna=False)[["w_loss", "weight"]].sum()
     scores = (sums["w_loss"] / sums["weight"]).rename("log_loss").reset_index()
     return Choice(windows=windows, scores=scores)
+
+
+def _figures(
+    name: str, half_life: int | None, method: str, y: np.ndarray, p: np.ndarray
+) -> dict[str, object]:
+    return {
+        "candidate": name,
+        "half_life": half_life,
+        "method": method,
+        "log_loss": float(log_loss(y, p, labels=[0, 1])),
+        "auc": float(roc_auc_score(y, p)),
+        "mean_predicted": float(p.mean()),
+    }
 
 
 def _xy(part: pd.DataFrame, features: Sequence[Feature], label: str):

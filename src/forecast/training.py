@@ -34,6 +34,7 @@ from sklearn.metrics import roc_auc_score
 from forecast import evaluate
 from forecast.datasets import WorldTruth
 from forecast.drift import (
+    BASE_RATE,
     METHODS,
     UNCALIBRATED,
     Choice,
@@ -587,6 +588,7 @@ def choose_over_windows(
         task.name, chosen, half_life, method, choice.windows["fold"].nunique(),
     )  # fmt: skip
     chosen_plan = {name: (h, m) for name, (h, m, _) in plan.items()}
+    chosen_plan[BASE_RATE] = (None, UNCALIBRATED)  # how the simplest rule did, window by window
     return Fitted(
         candidates, gain_shares(candidates["lightgbm"]), chosen, selection, calibration,
         drift=drift_report(slices, features, task.label, choice, chosen_plan),
@@ -705,7 +707,8 @@ def choice_card_lines(result: Any, unit: str) -> list[str]:
             "",
             markdown(selection, 4),
             "",
-            "Each candidate per held-out window, at its chosen half-life and calibration:",
+            "Each candidate per held-out window, at its chosen half-life and calibration, and",
+            "the base rate (the positive share of every row before the window):",
             "",
             markdown(report.windows, 4),
         ]

@@ -149,6 +149,10 @@ def test_under_drift_the_choice_follows_the_base_rate():
     assert rates[-1] > rates[0] + 0.2  # the report shows the rate that moved
     # the choice leans on recent rows (a half-life, or a map fitted on the latest window)
     assert fitted.half_life is not None or fitted.calibration.method != UNCALIBRATED
+    # each window also shows the base rate, and the chosen candidate beat it in every one
+    windows = report.windows.set_index(["period", "candidate"])["log_loss"].unstack()
+    assert len(windows) == 3
+    assert (windows[fitted.chosen] < windows["base_rate"]).all()
     ignoring = _equal_weight_lightgbm_loss(slices)
     assert loss < ignoring - 0.005, (loss, ignoring)
     assert abs(mean - slices.test["won"].mean()) < 0.05
