@@ -79,3 +79,11 @@ def test_a_deal_without_expected_close_counts_by_the_typical_cycle():
     assert expected_inside(deals, end, cycle_days=float("nan")).tolist() == [
         False, False, False, True,
     ]  # fmt: skip
+
+
+def test_a_series_only_a_little_better_is_not_leaned_on():
+    # 10 against 12: within the margin a few quarters cannot tell apart
+    frame = points({"n": {"simulation": [12, 12, 12, 12], "mean_last_four": [10, 10, 10, 10]}})
+    assert set(chosen(frame).values()) == {"simulation"}
+    without = lean_by_error(frame, margin=0.0)
+    assert set(without.loc[without["quarter"] != "2025Q1", "source"]) == {"mean_last_four"}
