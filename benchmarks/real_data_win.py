@@ -48,10 +48,10 @@ from forecast.validate import validate
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SHOWN = ("auc", "pr_auc", "log_loss", "brier", "ece", "mean_predicted", "win_rate", "n")
 
-# LightGBM's own defaults (what "out of the box" means), the project's defaults (`TreeParams()`,
-# tuned on the generated world) and a strongly regularised variant for small, noisy data. One
-# thread: on a shared, loaded machine two LightGBM threads ran up to 70x slower (FIELD-NOTES).
-LIB_DEFAULT = LIBRARY_DEFAULTS
+# Beside LightGBM's own defaults (`LIBRARY_DEFAULTS`, "out of the box"): the project's defaults
+# (`TreeParams()`, tuned on the generated world) and a strongly regularised variant for small,
+# noisy data. One thread: on a shared, loaded machine two LightGBM threads ran up to 70x slower
+# (FIELD-NOTES).
 PROJECT = TreeParams(n_jobs=1)
 REGULARISED = TreeParams(
     n_estimators=200,
@@ -291,7 +291,7 @@ def _fit_and_score(
     y_train = train["won"].to_numpy(dtype=int)
     scores: dict[str, np.ndarray] = {}
     for name, model in (
-        ("lightgbm (library defaults)", make_lightgbm(features, params=LIB_DEFAULT)),
+        ("lightgbm (library defaults)", make_lightgbm(features, params=LIBRARY_DEFAULTS)),
         ("lightgbm (project TreeParams)", make_lightgbm(features, params=PROJECT)),
         ("lightgbm (regularised)", make_lightgbm(features, params=REGULARISED)),
         (f"logistic (C={logistic_c})", make_logistic(features, c=logistic_c)),

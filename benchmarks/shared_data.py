@@ -105,21 +105,16 @@ def same_rows(model_name: str, version: str):
     import pandas as pd
 
     from forecast import evaluate
-    from forecast.features import ATTRIBUTE_PREFIX
     from forecast.model import LIBRARY_DEFAULTS, make_lightgbm, make_logistic, model_input
     from forecast.registry import load_champion
     from forecast.store import read_store
-    from forecast.train import TrainHooks, WinParams, prepare
+    from forecast.train import TrainHooks, WinParams, baseline_scores, prepare
 
     data = prepare(read_store(), WinParams(), TrainHooks())
     train, test = data.slices.train, data.slices.test
     x_train, y_train = model_input(train, data.features), train["won"].to_numpy(dtype=int)
     x_test, y_test = model_input(test, data.features), test["won"].to_numpy(dtype=int)
-    attributes = tuple(f.name for f in data.features if f.name.startswith(ATTRIBUTE_PREFIX))
-    baselines, _ = evaluate.simple_baselines(
-        train, test, unavailable=list(data.unavailable),
-        columns=(*evaluate.RULE_COLUMNS, *attributes),
-    )  # fmt: skip
+    baselines = baseline_scores(data)
     references = {name: p for name, p in baselines.items() if name != "stage_fixed"}
     for name, model in (
         ("lightgbm (library defaults)", make_lightgbm(data.features, params=LIBRARY_DEFAULTS)),

@@ -404,18 +404,25 @@ def prepare(tables: CrmTables, params: WinParams, hooks: TrainHooks) -> Prepared
     )
 
 
-def score_test(data: Prepared, fitted: Fitted, truth: WorldTruth | None) -> dict[str, np.ndarray]:
-    """P(won) on the test rows from the model, its uncalibrated self and every baseline."""
-    learned_on, test = data.slices.train, data.slices.test
-    x = model_input(test, data.features)
-    lightgbm = fitted.candidates["lightgbm"].predict_proba(x)[:, 1]
+def baseline_scores(data: Prepared) -> dict[str, np.ndarray]:
+    """The simple baselines learned on the train slice, scored on the test rows: the base
+    rate, the stage rules where the data has stages, and the best per-column rule."""
     attributes = tuple(f.name for f in data.features if f.name.startswith(ATTRIBUTE_PREFIX))
     baselines, _ = evaluate.simple_baselines(
-        learned_on,
-        test,
+        data.slices.train,
+        data.slices.test,
         unavailable=list(data.unavailable),
         columns=(*evaluate.RULE_COLUMNS, *attributes),
     )
+    return baselines
+
+
+def score_test(data: Prepared, fitted: Fitted, truth: WorldTruth | None) -> dict[str, np.ndarray]:
+    """P(won) on the test rows from the model, its uncalibrated self and every baseline."""
+    test = data.slices.test
+    x = model_input(test, data.features)
+    lightgbm = fitted.candidates["lightgbm"].predict_proba(x)[:, 1]
+    baselines = baseline_scores(data)
     scores = {
         "model": fitted.calibration.model.predict_proba(x)[:, 1],
         "model_uncalibrated": fitted.candidates[fitted.chosen].predict_proba(x)[:, 1],
