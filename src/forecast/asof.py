@@ -204,11 +204,11 @@ def running_at(
 def tables_as_of(tables: CrmTables, as_of: pd.Timestamp | str) -> CrmTables:
     """The CRM as an export taken at `as_of` would have recorded it.
 
-    Rows dated after `as_of` are dropped: history changes, activities and signals by their time,
-    deals and accounts by creation, revenue months that had not ended. Each remaining deal's row
-    is rebuilt from its last history row (stage, amount, expected close; closed_at and outcome
-    when that row closed it; the discount only once closed). Reps, products and targets are kept
-    whole: the org tree is taken as of the export and quotas are known all along.
+    Rows dated after `as_of` are dropped: history changes, activities, signals and order lines by
+    their time, deals and accounts by creation, revenue months that had not ended. Each remaining
+    deal's row is rebuilt from its last history row (stage, amount, expected close; closed_at and
+    outcome when that row closed it; the discount only once closed). Reps, products and targets
+    are kept whole: the org tree is taken as of the export and quotas are known all along.
     """
     as_of = pd.Timestamp(as_of)
     history = tables.deal_history[tables.deal_history["changed_at"] <= as_of]
@@ -237,5 +237,6 @@ def tables_as_of(tables: CrmTables, as_of: pd.Timestamp | str) -> CrmTables:
         "activities": tables.activities[tables.activities["at"] <= as_of],
         "revenue": revenue,
         "signals": tables.signals[tables.signals["at"] <= as_of],
+        "orders": tables.orders[tables.orders["at"] <= as_of],
     }
     return CrmTables.from_frames(frames, as_of=min(as_of, pd.Timestamp(tables.as_of)))

@@ -46,6 +46,7 @@ TIME_COLUMNS = {
     "activities": "at",
     "revenue": "period",
     "signals": "at",
+    "orders": "at",
 }
 
 
@@ -116,10 +117,11 @@ def win_rate_by_segment(tables: CrmTables) -> pd.Series:
 
 
 def revenue_by_quarter(tables: CrmTables) -> pd.DataFrame:
-    """Closed-won bookings by close quarter and billed revenue by kind and billing quarter.
+    """Closed-won bookings by close quarter, billed revenue by kind and billing quarter, and
+    order lines net of returns (`orders`) by order quarter.
 
     One column per revenue kind, always: an export without a revenue table (most have none)
-    shows zeros there, not a missing column.
+    shows zeros there, not a missing column. `orders` is shown only for an export with orders.
     """
     deals = tables.deals
     won = deals[(deals["outcome"] == "won") & deals["closed_at"].notna()]
@@ -130,6 +132,9 @@ def revenue_by_quarter(tables: CrmTables) -> pd.DataFrame:
         kind: revenue[revenue["kind"] == kind].groupby(quarter)["amount"].sum()
         for kind in REVENUE_KINDS
     }
+    orders = tables.orders
+    if len(orders):
+        billed["orders"] = orders.groupby(orders["at"].dt.to_period("Q"))["amount"].sum()
     frame = pd.DataFrame({"won_bookings": bookings, **billed}).fillna(0.0)
     frame.index = frame.index.astype(str)
     frame.index.name = "quarter"

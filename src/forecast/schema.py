@@ -384,6 +384,59 @@ SIGNALS = Table(
     known_at="at",
 )
 
+ORDERS = Table(
+    name="orders",
+    description="Purchases, returns and cancellations, one row per order line, for businesses "
+    "that sell by the order rather than by subscription (inactivity churn reads this table).",
+    columns=(
+        Column("order_id", "id", "The order (invoice) the line belongs to."),
+        Column(
+            "account_id",
+            "id",
+            "The customer; a line without one counts in totals but no customer is scored on it.",
+            nullable=True,
+            references="accounts.account_id",
+        ),
+        Column("at", "datetime", "When the order (or the return) was placed."),
+        Column(
+            "product_id",
+            "id",
+            "The product on the line, if known.",
+            required=False,
+            nullable=True,
+            references="products.product_id",
+        ),
+        Column(
+            "quantity",
+            "float",
+            "Units on the line; negative for a return or cancellation.",
+            required=False,
+            nullable=True,
+        ),
+        Column(
+            "unit_price",
+            "float",
+            "Price per unit in the reporting currency.",
+            required=False,
+            nullable=True,
+        ),
+        Column(
+            "amount",
+            "float",
+            "Line total in the reporting currency, negative for a return; empty means quantity "
+            "x unit_price.",
+            required=False,
+            nullable=True,
+        ),
+    ),
+    key=(),
+    known_at="at",
+    time_note="A line is known from `at`. A return carries its own date, not the sale's, so "
+    "a return after an as-of revises nothing known at that as-of. Lines have no key: an "
+    "export may list the same line twice, and both are kept.",
+    extra_checks=("amount, or both quantity and unit_price, is set",),
+)
+
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
@@ -397,6 +450,7 @@ TABLES: dict[str, Table] = {
         ACTIVITIES,
         REVENUE,
         SIGNALS,
+        ORDERS,
     )
 }
 TABLE_NAMES: tuple[str, ...] = tuple(TABLES)
@@ -407,7 +461,8 @@ def render_contract() -> str:
     lines: list[str] = []
     for table in TABLES.values():
         lines += [f"### `{table.name}`", "", table.description, ""]
-        lines += [f"- key: `{', '.join(table.key)}` (unique)"]
+        if table.key:
+            lines += [f"- key: `{', '.join(table.key)}` (unique)"]
         if table.known_at:
             lines += [f"- known at: `{table.known_at}`"]
         if table.time_note:

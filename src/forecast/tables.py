@@ -63,6 +63,7 @@ class CrmTables:
     activities: pd.DataFrame
     revenue: pd.DataFrame
     signals: pd.DataFrame
+    orders: pd.DataFrame
     as_of: pd.Timestamp
 
     def __getitem__(self, name: str) -> pd.DataFrame:

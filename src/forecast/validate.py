@@ -177,6 +177,8 @@ class ValidationError(Exception):
         return self.summary(get_settings().max_violations_shown)
 
 
+ORDER_VALUE_COLUMNS = ("amount", "quantity", "unit_price")
+
 BAD_ROW_POLICIES: tuple[str, ...] = ("refuse", "repair", "quarantine")
 """What an import does with rows whose times are out of order (closed before created, a history
 row outside its deal's life): refuse the import, repair the row, or set it aside."""
@@ -254,6 +256,7 @@ def check(raw: Mapping[str, RawTable], *, as_of: pd.Timestamp, bad_rows: str = "
             error.hint = _set_aside_hint(checked, out, as_of)
         raise error
     frames = {name: c.canonical() for name, c in checked.items()}
+    frames["orders"] = order_amounts(frames["orders"])
     derived: tuple[str, ...] = ()
     if len(frames["deals"]) and not len(frames["deal_history"]):
         frames["deal_history"] = derive_history(frames["deals"])
@@ -290,6 +293,7 @@ def _check_all(
     _check_target_owners(checked, present, out)
     _check_reps(checked["reps"], out)
     _check_activities(checked["activities"], out)
+    _check_order_amounts(checked["orders"], out)
     _check_attribute_names(checked["deal_attributes"], out)
     _check_deals(checked["deals"], out)
     _check_history(checked["deal_history"], checked["deals"], out)
@@ -602,7 +606,7 @@ def _check_column(checked: _Checked, col: Column, out: _Collector) -> None:
 def _check_unique(checked: _Checked, out: _Collector) -> None:
     """Each key value at most once; every repeat after the first is reported."""
     key = checked.table.key
-    if not checked.n or not checked.has(*key):
+    if not key or not checked.n or not checked.has(*key):
         return
     codes = np.zeros(checked.n, dtype="int64")
     for name in key:
@@ -1020,6 +1024,28 @@ def _check_activities(activities: _Checked, out: _Collector) -> None:
         "empty)",
         value=lambda pos: "",
     )
+
+
+def _check_order_amounts(orders: _Checked, out: _Collector) -> None:
+    """An order line says what it was worth: an amount, or a quantity and a unit price."""
+    if not orders.n:
+        return
+    missing = {c: orders.empty.get(c, np.ones(orders.n, bool)) for c in ORDER_VALUE_COLUMNS}
+    neither = missing["amount"] & (missing["quantity"] | missing["unit_price"])
+    out.rows(
+        orders.raw,
+        neither,
+        column="amount",
+        check="required",
+        expected="an amount, or both a quantity and a unit_price (map one or the other)",
+        value=lambda pos: "",
+    )
+
+
+def order_amounts(orders: pd.DataFrame) -> pd.DataFrame:
+    """`orders` with each empty amount filled as quantity x unit_price."""
+    amount = orders["amount"].fillna(orders["quantity"] * orders["unit_price"])
+    return orders.assign(amount=amount)
 
 
 def _check_attribute_names(attributes: _Checked, out: _Collector) -> None:
