@@ -221,6 +221,7 @@ class ServiceState:
         import mlflow
 
         from forecast.account_features import ACCOUNT_FEATURES
+        from forecast.churn import served_churn_problem
         from forecast.explain import scorer_for
         from forecast.features import DEAL_FEATURES, model_features
         from forecast.registry import client
@@ -228,6 +229,8 @@ class ServiceState:
         client()
         # by version, not alias: the alias may move while this loads
         model = mlflow.sklearn.load_model(f"models:/{name}/{version}")
+        if name != DEAL_MODEL and served_churn_problem(model):
+            raise ValueError(served_churn_problem(model))
         # a model fitted on another pipeline's features is refused here, not at the first score
         features = model_features(model, DEAL_FEATURES if name == DEAL_MODEL else ACCOUNT_FEATURES)
         scorer = scorer_for(model, features)

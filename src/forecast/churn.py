@@ -1,5 +1,16 @@
 """Account churn risk: trained out of time, checked against baselines, gated like deal win.
 
+Churn has two definitions, picked from what the data holds (or by `ChurnParams.definition`):
+
+- `subscription`: recurring revenue that stops (`forecast.account_features`), for an export
+  with recurring revenue rows; the horizon is 90 days.
+- `inactivity`: no purchase within the horizon (`forecast.order_features`), for a business
+  that sells by the order (an export with orders and no recurring revenue); the horizon comes
+  from the gaps between a customer's purchases unless set.
+
+The rest of this docstring is written for subscriptions; inactivity runs the same way on the
+customers with a purchase in the last year, and its rule baseline is a recency table.
+
 The time line, on monthly account snapshots (`forecast.account_features`, mid-month as-ofs):
 
     | train ... | (embargo) | calibration (3 months) | test (3 months) | label horizon | as-of
@@ -23,7 +34,8 @@ Baselines, scored on the same test rows:
 - `rate_table`: a rate table learned on the train slice: days to contract end, in buckets
   (ended or renewing monthly, 0-30, 31-90, 91-180, over 180 days, unknown) x a low-usage flag
   (last usage below the train slice's lower quartile, or no usage recorded), each cell's rate
-  shrunk towards the overall rate with `RATE_PRIOR` pseudo-rows.
+  shrunk towards the overall rate with `RATE_PRIOR` pseudo-rows. For inactivity churn, the
+  recency table: days since the last purchase in buckets x a one-purchase flag, shrunk alike.
 - `logistic`: the logistic candidate before calibration.
 - `truth`: on generated worlds, the generator's churn probability (the ceiling).
 """
@@ -54,12 +66,19 @@ from forecast.account_features import (
 from forecast.asof import tables_as_of
 from forecast.datasets import WorldTruth
 from forecast.drift import HALF_LIVES, ROLLING_FOLDS, DriftReport
-from forecast.features import Feature
+from forecast.features import Feature, model_features
 from forecast.model import (
     TreeParams,
     calibrate,
     make_lightgbm,
     model_input,
+)
+from forecast.order_features import (
+    INACTIVITY_FEATURES,
+    customer_snapshots,
+    inactivity_features,
+    inactivity_horizon,
+    inactivity_training_frame,
 )
 from forecast.registry import Evaluation, GateDecision
 from forecast.tables import CrmTables
@@ -93,6 +112,8 @@ GATE_BASELINES = ("base_rate", "rate_table")
 RATE_PRIOR = 20.0  # pseudo-rows pulling a rate-table cell towards the overall rate
 CONTRACT_BUCKETS = (0, 30, 90, 180)  # days to contract end: <=0, 1-30, 31-90, 91-180, >180
 LOW_USAGE_QUANTILE = 0.25
+RECENCY_BUCKETS = (30, 60, 90, 180)  # days since the last purchase: <=30, 31-60, ..., > 180
+DEFINITIONS = ("subscription", "inactivity")
 
 __all__ = [
     "EXPERIMENT",
@@ -118,9 +139,10 @@ class ChurnParams:
     """Everything that decides the churn model, logged as the run's parameters."""
 
     seed: int = 0
-    horizon_days: int = HORIZON_DAYS
-    test_months: int = 3
-    calibration_months: int = 3
+    definition: str = "auto"  # subscription, inactivity, or auto: from what the data holds
+    horizon_days: int | None = None  # None: 90 days, or for inactivity from purchase gaps
+    test_months: int | None = None  # None: 3, or 1 when the history is short (`slice_months`)
+    calibration_months: int | None = None  # None: as test_months
     snapshot_day: int = 15
     tree: TreeParams = field(default_factory=TreeParams)
     logistic_c: float = 0.1
@@ -197,44 +219,201 @@ class RateTable:
         return np.array([self.rates.get((int(b), bool(low)), self.overall) for b, low in keys])
 
 
+@dataclass(frozen=True)
+class RecencyTable:
+    """Baseline for inactivity churn: churn rate by days since the last purchase (<= 30,
+    31-60, 61-90, 91-180, > 180) x one purchase only, shrunk like `RateTable`."""
+
+    rates: Mapping[tuple[int, bool], float]
+    overall: float
+
+    @staticmethod
+    def _cells(frame: pd.DataFrame) -> pd.DataFrame:
+        days = frame["days_since_last_purchase"].to_numpy(dtype=float)
+        bucket = np.searchsorted(np.asarray(RECENCY_BUCKETS, dtype=float), days, side="left")
+        return pd.DataFrame({"bucket": bucket, "once": frame["purchases"].to_numpy() <= 1})
+
+    @classmethod
+    def learn(cls, frame: pd.DataFrame, churned: np.ndarray) -> RecencyTable:
+        y = np.asarray(churned, dtype=float)
+        overall = float(y.mean())
+        grouped = cls._cells(frame).assign(y=y).groupby(["bucket", "once"])["y"]
+        sums = grouped.agg(["sum", "count"])
+        shrunk = (sums["sum"] + RATE_PRIOR * overall) / (sums["count"] + RATE_PRIOR)
+        rates = {(int(b), bool(once)): float(r) for (b, once), r in shrunk.items()}
+        return cls(MappingProxyType(rates), overall)
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        cells = self._cells(frame)
+        keys = zip(cells["bucket"], cells["once"], strict=True)
+        return np.array([self.rates.get((int(b), bool(once)), self.overall) for b, once in keys])
+
+
+# --- the two definitions -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Definition:
+    """What one churn definition decides: its unit's snapshots and features, its rule
+    baseline, its segments on the card and the words the card uses."""
+
+    name: str
+    features: tuple[Feature, ...]
+    rule: type[RateTable] | type[RecencyTable]
+    rule_text: str
+    event: str  # what churn is, after "the probability that"
+    population: str  # who is snapshotted, after "snapshots of"
+
+    def frame(self, tables: CrmTables, params: ChurnParams) -> pd.DataFrame:
+        """Labelled monthly snapshots from the first billed month (or order) to the export."""
+        if self.name == "subscription":
+            first = tables.revenue.loc[tables.revenue["kind"] == "recurring", "period"].min()
+            dates = churn_snapshot_dates(first, tables.as_of, day=params.snapshot_day)
+            return churn_training_frame(tables, dates, horizon_days=_horizon(params))
+        dates = churn_snapshot_dates(
+            tables.orders["at"].min(), tables.as_of, day=params.snapshot_day
+        )
+        return inactivity_training_frame(tables, dates, horizon_days=_horizon(params))
+
+    def features_at(self, tables: CrmTables, as_of: pd.Timestamp) -> pd.DataFrame:
+        """Every scorable account's (customer's) features at `as_of`."""
+        if self.name == "subscription":
+            return account_features(tables, account_snapshots(tables, [as_of]))
+        return inactivity_features(tables, customer_snapshots(tables, [as_of]))
+
+    @staticmethod
+    def segments(frame: pd.DataFrame) -> pd.Series:
+        """The groups the card breaks the test metrics down by."""
+        if "segment" in frame:
+            return frame["segment"]
+        bought = frame["purchases"].to_numpy()
+        labels = np.where(bought <= 1, "1 purchase", np.where(bought <= 4, "2-4", "5+"))
+        return pd.Series(labels, index=frame.index)
+
+
+SUBSCRIPTION = Definition(
+    "subscription",
+    ACCOUNT_FEATURES,
+    RateTable,
+    "churn rate by days to contract end (<= 0, 1-30, 31-90, 91-180, > 180, unknown) x last "
+    "usage below the train slice's lower quartile",
+    "an account's recurring revenue stops",
+    "every account billed recurring revenue in the last ended month",
+)
+INACTIVITY = Definition(
+    "inactivity",
+    INACTIVITY_FEATURES,
+    RecencyTable,
+    "churn rate by days since the last purchase (<= 30, 31-60, 61-90, 91-180, > 180) x one "
+    "purchase only",
+    "a customer makes no purchase",
+    "every customer with a purchase in the year before",
+)
+DEFINITION_OF = {d.name: d for d in (SUBSCRIPTION, INACTIVITY)}
+
+
+def _horizon(params: ChurnParams) -> int:
+    return HORIZON_DAYS if params.horizon_days is None else params.horizon_days
+
+
+def resolve(params: ChurnParams, tables: CrmTables) -> ChurnParams:
+    """`params` with the definition and the horizon decided from what `tables` hold.
+
+    `auto` is subscription when the export has recurring revenue, else inactivity when it has
+    orders from known customers.
+
+    Raises:
+        NotEnoughDataError: neither is in the export, or the named one is not.
+        ValueError: an unknown definition.
+    """
+    if params.definition not in (*DEFINITIONS, "auto"):
+        raise ValueError(
+            f"churn definition must be auto, {' or '.join(DEFINITIONS)}, not {params.definition!r}"
+        )
+    has = {
+        "subscription": bool((tables.revenue["kind"] == "recurring").any()),
+        "inactivity": bool(tables.orders["account_id"].notna().any()),
+    }
+    name = params.definition
+    if name == "auto":
+        name = next((d for d in DEFINITIONS if has[d]), "")
+    if not name or not has[name]:
+        wanted = "recurring revenue rows" if name == "subscription" else "orders with customers"
+        raise NotEnoughDataError(
+            f"churn cannot be defined: the export has no {wanted if name else 'recurring revenue'}"
+            + (
+                ""
+                if name
+                else " (subscription churn) and no orders with customers (inactivity "
+                "churn); import a revenue or an orders table"
+            )
+        )
+    horizon = params.horizon_days
+    if horizon is None:
+        horizon = HORIZON_DAYS if name == "subscription" else _gap_horizon(tables)
+    return replace(params, definition=name, horizon_days=horizon)
+
+
+def _gap_horizon(tables: CrmTables) -> int:
+    try:
+        return inactivity_horizon(tables)
+    except ValueError as err:
+        raise NotEnoughDataError(f"inactivity churn: {err}") from None
+
+
+def definition_of(model: BaseEstimator) -> Definition:
+    """The definition a churn model was trained under, from the features it expects."""
+    names = {str(n) for n in getattr(model, "feature_names_in_", [])}
+    return INACTIVITY if names & {f.name for f in INACTIVITY_FEATURES} else SUBSCRIPTION
+
+
+def served_churn_problem(model: BaseEstimator) -> str:
+    """Why the service cannot serve this churn model ("" when it can): its account routes read
+    billed accounts and their recurring revenue, so they serve subscription churn only."""
+    if definition_of(model) is SUBSCRIPTION:
+        return ""
+    return (
+        "it is an inactivity-churn model (trained on orders); the service serves subscription "
+        "churn only: score customers with `forecast score accounts --all`"
+    )
+
+
 # --- data ----------------------------------------------------------------------------------------
 
 
 def build_frame(tables: CrmTables, params: ChurnParams) -> pd.DataFrame:
-    """Labelled monthly account snapshots from the first billed month to the export."""
-    months = tables.revenue.loc[tables.revenue["kind"] == "recurring", "period"]
-    if months.empty:
-        raise NotEnoughDataError("no recurring revenue: churn cannot be defined or learned")
-    dates = churn_snapshot_dates(months.min(), tables.as_of, day=params.snapshot_day)
-    return churn_training_frame(tables, dates, horizon_days=params.horizon_days)
+    """Labelled monthly snapshots under the definition `params` name (see `resolve`)."""
+    params = resolve(params, tables)
+    return DEFINITION_OF[params.definition].frame(tables, params)
 
 
-def check_classes(frame: pd.DataFrame) -> None:
+def check_classes(frame: pd.DataFrame, horizon_days: int = HORIZON_DAYS) -> None:
     """Refuse to train with fewer than MIN_PER_CLASS churned and retained accounts each."""
     churned = frame.loc[frame[LABEL] == 1, "account_id"].nunique()
     retained = frame.loc[frame[LABEL] == 0, "account_id"].nunique()
     if churned < MIN_PER_CLASS or retained < MIN_PER_CLASS:
         raise NotEnoughDataError(
             f"not enough labelled accounts to train a churn model: {churned} accounts churned "
-            f"and {retained} were retained within {HORIZON_DAYS} days of a snapshot; at least "
-            f"{MIN_PER_CLASS} of each are needed (import more recurring-revenue history)"
+            f"and {retained} were retained within {horizon_days} days of a snapshot; at least "
+            f"{MIN_PER_CLASS} of each are needed (import more revenue or order history)"
         )
 
 
 def split(frame: pd.DataFrame, params: ChurnParams) -> ChurnSlices:
     """Out-of-time slices by snapshot date, with the train slice's label windows embargoed."""
     dates = np.sort(frame["as_of"].unique())
-    n_late = params.test_months + params.calibration_months
+    test_months, calibration_months = slice_months(len(dates), params)
+    n_late = test_months + calibration_months
     if len(dates) <= n_late:
         raise NotEnoughDataError(
             f"{len(dates)} labelled snapshot months; more than {n_late} are needed (test "
-            f"{params.test_months}, calibration {params.calibration_months}, then training)"
+            f"{test_months}, calibration {calibration_months}, then training)"
         )
-    test_start = dates[-params.test_months]
+    test_start = dates[-test_months]
     cal_start = dates[-n_late]
     as_of = frame["as_of"]
     early = frame[as_of < cal_start]
-    closed = early["as_of"] + pd.Timedelta(days=params.horizon_days) < cal_start
+    closed = early["as_of"] + pd.Timedelta(days=_horizon(params)) < cal_start
     parts = {
         "train": early[closed],
         "calibration": frame[(as_of >= cal_start) & (as_of < test_start)],
@@ -256,18 +435,31 @@ def split(frame: pd.DataFrame, params: ChurnParams) -> ChurnSlices:
     return ChurnSlices(**parts, embargo_rows=int((~closed).sum()), spans=spans, history=history)
 
 
+def slice_months(labelled_months: int, params: ChurnParams) -> tuple[int, int]:
+    """Snapshot months for the test and calibration slices: as set, else 3 each when the
+    history leaves at least 3 months to train on before them and the label window's embargo,
+    else 1 each (a year of orders has about 9 labelled months with a 90-day horizon)."""
+    embargo = int(np.ceil(_horizon(params) / 30))
+    default = 3 if labelled_months >= 3 + 3 + embargo + 3 else 1
+    test = params.test_months or default
+    return test, params.calibration_months or test
+
+
 @dataclass(frozen=True)
 class Prepared:
     slices: ChurnSlices
     features: tuple[Feature, ...]
     fingerprint: str
     export_as_of: pd.Timestamp
+    definition: Definition = SUBSCRIPTION
 
 
 def prepare(tables: CrmTables, params: ChurnParams, hooks: ChurnHooks) -> Prepared:
     """Snapshots, features, labels, the class check and the out-of-time split."""
-    frame = build_frame(tables, params)
-    check_classes(frame)
+    params = resolve(params, tables)
+    definition = DEFINITION_OF[params.definition]
+    frame = definition.frame(tables, params)
+    check_classes(frame, _horizon(params))
     s = split(frame, params)
     if hooks.fit_rows is not None:
         s = replace(
@@ -276,18 +468,19 @@ def prepare(tables: CrmTables, params: ChurnParams, hooks: ChurnHooks) -> Prepar
             calibration=hooks.fit_rows(s.calibration),
             history=hooks.fit_rows(s.history),
         )
-    features = ACCOUNT_FEATURES
+    features = definition.features
     columns = [*KEYS, *(f.name for f in features), LABEL]
     stamp = fingerprint(pd.concat([s.train, s.calibration, s.test]), columns)
-    return Prepared(s, features, stamp, tables.as_of)
+    return Prepared(s, features, stamp, tables.as_of, definition)
 
 
 # --- the model -----------------------------------------------------------------------------------
 
 
 def churn_probability(model: BaseEstimator, frame: pd.DataFrame) -> np.ndarray:
-    """P(churn within the horizon) for each row of an account feature frame."""
-    return model.predict_proba(model_input(frame, ACCOUNT_FEATURES))[:, 1]
+    """P(churn within the horizon) for each row of a feature frame of the model's definition."""
+    features = model_features(model, definition_of(model).features)
+    return model.predict_proba(model_input(frame, features))[:, 1]
 
 
 def truth_probability(truth: WorldTruth, frame: pd.DataFrame, horizon_days: int) -> np.ndarray:
@@ -313,12 +506,12 @@ def score_test(
         "model": fitted.calibration.model.predict_proba(x)[:, 1],
         "model_uncalibrated": fitted.candidates[fitted.chosen].predict_proba(x)[:, 1],
         "base_rate": np.full(len(s.test), y_train.mean()),
-        "rate_table": RateTable.learn(s.train, y_train).predict(s.test),
+        "rate_table": data.definition.rule.learn(s.train, y_train).predict(s.test),
         "logistic": fitted.candidates["logistic"].predict_proba(x)[:, 1],
         "lightgbm": lightgbm,
     }
-    if truth is not None:
-        scores["truth"] = truth_probability(truth, s.test, params.horizon_days)
+    if truth is not None and data.definition is SUBSCRIPTION:
+        scores["truth"] = truth_probability(truth, s.test, _horizon(params))
     return scores
 
 
@@ -427,7 +620,7 @@ class ChurnPipeline:
             drift=fitted.drift,
             half_life=fitted.half_life,
             metrics=evaluate.compare(y, scores),
-            by_segment=evaluate.compare_by(s.test["segment"], y, scores),
+            by_segment=evaluate.compare_by(data.definition.segments(s.test), y, scores),
             reliability=evaluate.reliability_table(y, scores["model"]),
             slices=s,
             features=data.features,
@@ -477,7 +670,7 @@ def train_churn(
     return train(
         CHURN,
         tables,
-        params=params or ChurnParams(),
+        params=resolve(params or ChurnParams(), tables),
         hooks=hooks or ChurnHooks(),
         truth=truth,
         card_dir=card_dir or default_card_dir(),
@@ -496,6 +689,7 @@ def _log_inputs(params: ChurnParams, data: Prepared, hooks: ChurnHooks) -> None:
         | {f"{n}_accounts": p["account_id"].nunique() for n, p in parts.items()}
         | {"embargo_rows": s.embargo_rows, "features": ",".join(f.name for f in data.features)}
     )
+    mlflow.set_tag("churn_definition", params.definition)
     if hooks.fit_rows is not None:
         mlflow.set_tag("hooks", "fit_rows")
 
@@ -526,6 +720,7 @@ CONTENDER_NAMES = {
     "model_uncalibrated": "its candidate on the train slice, no map",
     "base_rate": "baseline: train churn rate",
     "rate_table": "baseline: rate table (contract end x low usage)",
+    "recency_table": "baseline: recency table (days since last purchase x one purchase)",
     "logistic": "baseline: logistic regression",
     "lightgbm": "candidate: LightGBM, uncalibrated",
     "truth": "truth (the generator's probability)",
@@ -535,17 +730,26 @@ CONTENDER_NAMES = {
 def card_text(result: ChurnTrainResult, decision: GateDecision | None = None) -> str:
     """The model card: data window, choice, calibration, metrics, features, limits."""
     s, p, m = result.slices, result.params, result.metrics
+    definition = DEFINITION_OF[p.definition]
+    subscription = definition is SUBSCRIPTION
 
     def rows(name: str) -> str:
         part = getattr(s, name)
         return f"{len(part):,} snapshots of {part['account_id'].nunique():,} accounts"
 
+    why = (
+        "the export has recurring revenue"
+        if subscription
+        else f"the export has orders and no recurring revenue; {p.horizon_days} days cover "
+        "80 % of the gaps between a customer's purchases"
+    )
     head = [
         f"# Model card: account churn risk (`{MODEL_NAME}`)",
         "",
-        f"The probability that an account's recurring revenue stops within {p.horizon_days} days,",
-        f"from what the CRM knew at the snapshot. MLflow run `{result.run_id}`, model",
-        f"`{result.model_uri}`.",
+        f"The probability that {definition.event} within {p.horizon_days} days, from what the",
+        f"CRM knew at the snapshot. MLflow run `{result.run_id}`, model `{result.model_uri}`.",
+        "",
+        f"Churn definition: **{definition.name}** ({why}).",
     ]
     if decision is not None:
         head += ["", f"Registry: `{decision.name}` v{decision.version} {decision.summary()}."]
@@ -553,7 +757,7 @@ def card_text(result: ChurnTrainResult, decision: GateDecision | None = None) ->
         "## Data",
         "",
         f"- Export as-of {result.export_as_of:%Y-%m-%d}; monthly snapshots (day"
-        f" {p.snapshot_day}) of every account billed recurring revenue in the last ended month.",
+        f" {p.snapshot_day}) of {definition.population}.",
         f"- Train {s.spans['train']}: {rows('train')}; {s.embargo_rows:,} later snapshots left"
         " out because their label window reaches the calibration slice.",
         f"- Calibration {s.spans['calibration']}: {rows('calibration')}.",
@@ -562,14 +766,16 @@ def card_text(result: ChurnTrainResult, decision: GateDecision | None = None) ->
         f" seed {p.seed}.",
     ]
     choice = choice_card_lines(result, "account")
-    table = m[list(evaluate.METRICS)].rename(index=CONTENDER_NAMES).rename_axis("contender")
+    names = CONTENDER_NAMES | (
+        {} if subscription else {"rate_table": CONTENDER_NAMES["recency_table"]}
+    )
+    table = m[list(evaluate.METRICS)].rename(index=names).rename_axis("contender")
     by_segment = result.by_segment.pivot(index="group", columns="model", values="auc")
     metrics = [
         "## Test metrics against the baselines (same rows)",
         "",
-        f"ECE over {evaluate.ECE_BINS} equal-frequency bins. Rate table: churn rate by days to",
-        "contract end (<= 0, 1-30, 31-90, 91-180, > 180, unknown) x last usage below the train",
-        f"slice's lower quartile, shrunk to the overall rate with {RATE_PRIOR:.0f} pseudo-rows.",
+        f"ECE over {evaluate.ECE_BINS} equal-frequency bins. Rule: {definition.rule_text},",
+        f"shrunk to the overall rate with {RATE_PRIOR:.0f} pseudo-rows.",
         "",
         markdown(table.reset_index(), 4),
         "",
@@ -591,7 +797,8 @@ def card_text(result: ChurnTrainResult, decision: GateDecision | None = None) ->
     features = [
         "## Features",
         "",
-        "Point in time (`forecast.account_features`); gain share from the LightGBM candidate.",
+        f"Point in time (`forecast.{'account' if subscription else 'order'}_features`); gain share"
+        " from the LightGBM candidate.",
         "",
         markdown(gain),
     ]
@@ -605,10 +812,20 @@ def card_text(result: ChurnTrainResult, decision: GateDecision | None = None) ->
     limits += [
         "- Monthly snapshots of the same account are correlated: the test slice holds about",
         "  three snapshots per account, so its metrics are less certain than its row count says.",
-        "- Churn here is recurring revenue that stops; a downgrade is not churn.",
-        "- Monotone directions are declared for tickets (+) and usage (-) only; the others",
-        "  are checked on average by tests/model/test_churn_model.py.",
     ]
+    if subscription:
+        limits += [
+            "- Churn here is recurring revenue that stops; a downgrade is not churn.",
+            "- Monotone directions are declared for tickets (+) and usage (-) only; the others",
+            "  are checked on average by tests/model/test_churn_model.py.",
+        ]
+    else:
+        limits += [
+            "- Churn here is no purchase within the horizon: a customer who buys less is not",
+            "  churned, and one who pauses longer than the horizon and comes back was.",
+            "- History before the export's first order is unseen: early snapshots know little",
+            "  of a customer's past (tenure and counts are left-censored).",
+        ]
     sections = [head, data, choice, metrics, features, limits]
     return "\n\n".join("\n".join(lines) for lines in sections) + "\n"
 
@@ -624,14 +841,17 @@ def retrain_churn(
     *,
     truth: WorldTruth | None = None,
     seed: int = 0,
+    definition: str = "auto",
     card_dir: Path | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> RetrainOutcome:
-    """Train the churn model, register it as challenger and run the registry's gate."""
+    """Train the churn model, register it as challenger and run the registry's gate.
+
+    `definition`: `subscription`, `inactivity` or `auto` (see `resolve`)."""
     return retrain(
         CHURN,
         tables,
-        params=ChurnParams(seed=seed),
+        params=resolve(ChurnParams(seed=seed, definition=definition), tables),
         hooks=ChurnHooks(),
         truth=truth,
         card_dir=card_dir or default_card_dir(),
@@ -648,17 +868,21 @@ LIVE_QUARTERS_AHEAD = 1  # the live forecast's renewals use the churn model this
 def revenue_at_risk(
     tables: CrmTables, model: BaseEstimator, *, as_of: pd.Timestamp | str
 ) -> pd.DataFrame:
-    """Churn probability x annual recurring revenue for each account billed at `as_of`.
+    """Churn probability x a year's revenue for each account the model can score at `as_of`.
 
-    Accounts are those billed recurring revenue in the last month ended by `as_of`; ARR is 12 x
-    that month's recurring bill (`mrr`). Largest revenue at risk first.
+    Under subscription churn: accounts billed recurring revenue in the last month ended by
+    `as_of`; ARR is 12 x that month's recurring bill (`mrr`). Under inactivity churn: customers
+    with a purchase in the year before `as_of`; `arr` is their spend over that year net of
+    returns (the spend a churned customer takes away), `mrr` empty. Largest at risk first.
 
     Returns:
         account_id, as_of, owner_rep_id, team, rep_region (the owner's), segment, mrr, arr,
         churn_probability, revenue_at_risk.
     """
     stamp = pd.Timestamp(as_of)
-    frame = account_features(tables, account_snapshots(tables, [stamp]))
+    definition = definition_of(model)
+    frame = definition.features_at(tables, stamp)
+    subscription = definition is SUBSCRIPTION
     owners = tables.accounts.set_index("account_id")["owner_rep_id"]
     reps = tables.reps.set_index("rep_id")[["team", "region"]]
     owner = owners.reindex(frame["account_id"].to_numpy()).to_numpy()
@@ -669,11 +893,11 @@ def revenue_at_risk(
             "owner_rep_id": owner,
             "team": reps["team"].reindex(owner).to_numpy(),
             "rep_region": reps["region"].reindex(owner).to_numpy(),
-            "segment": frame["segment"].to_numpy(),
-            "mrr": frame["mrr"].to_numpy(dtype=float),
+            "segment": definition.segments(frame).to_numpy(),
+            "mrr": frame["mrr"].to_numpy(dtype=float) if subscription else np.nan,
         }
     )
-    out["arr"] = 12 * out["mrr"]
+    out["arr"] = 12 * out["mrr"] if subscription else frame["spend_365d"].clip(lower=0).to_numpy()
     out["churn_probability"] = churn_probability(model, frame) if len(frame) else []
     out["revenue_at_risk"] = out["churn_probability"] * out["arr"]
     return out.sort_values("revenue_at_risk", ascending=False, ignore_index=True)

@@ -388,7 +388,6 @@ def _print_violations(err) -> None:
 
 
 def _print_description(tables) -> None:
-    from forecast.derive import history_is_derived
     from forecast.describe import describe
 
     d = describe(tables)
@@ -403,6 +402,17 @@ def _print_description(tables) -> None:
             "" if last is None else f"{last:%Y-%m-%d}",
         )
     console.print(counts)
+    if d.rows["deals"]:
+        _print_deals(d, tables)
+    revenue = Table("quarter", *d.revenue_by_quarter.columns, title="Revenue by quarter (last 8)")
+    for quarter, row in d.revenue_by_quarter.tail(8).iterrows():
+        revenue.add_row(quarter, *(f"{v:,.0f}" for v in row))
+    console.print(revenue)
+
+
+def _print_deals(d, tables) -> None:
+    from forecast.derive import history_is_derived
+
     outcomes = ", ".join(f"{k} {v:,}" for k, v in sorted(d.deals_by_outcome.items()))
     console.print(f"Deals: {outcomes}; win rate of closed deals {d.win_rate:.1%}")
     segments = ", ".join(f"{k} {v:.1%}" for k, v in d.win_rate_by_segment.items())
@@ -419,10 +429,6 @@ def _print_description(tables) -> None:
                 row[1], row[2], f"{row.deals:,}", f"{row.converted:,}", f"{row.rate:.1%}"
             )
         console.print(conversion)
-    revenue = Table("quarter", *d.revenue_by_quarter.columns, title="Revenue by quarter (last 8)")
-    for quarter, row in d.revenue_by_quarter.tail(8).iterrows():
-        revenue.add_row(quarter, *(f"{v:,.0f}" for v in row))
-    console.print(revenue)
 
 
 # --- models --------------------------------------------------------------------------------------
@@ -545,11 +551,28 @@ def train_win(
         _print_outcome(outcome)
 
 
+class ChurnDefinition(StrEnum):
+    auto = "auto"
+    subscription = "subscription"
+    inactivity = "inactivity"
+
+
 @train_app.command("churn")
-def train_churn(seed: SeedOpt = 0, as_json: JsonOpt = False) -> None:
+def train_churn(
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+    definition: Annotated[
+        ChurnDefinition,
+        typer.Option(
+            help="What churn is: subscription (recurring revenue stops), inactivity (no purchase "
+            "within the horizon) or auto (subscription when the export has recurring revenue, "
+            "else inactivity when it has orders).",
+        ),
+    ] = ChurnDefinition.auto,
+) -> None:
     """Train the account churn model on the stored CRM, compare it with the baselines, gate it."""
     tables, truth = _stored_world()
-    outcome = _run_pipeline("churn", tables, truth, seed)
+    outcome = _run_pipeline("churn", tables, truth, seed, definition=definition.value)
     if as_json:
         json.dump(_outcome_dict(outcome), sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")

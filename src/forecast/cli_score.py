@@ -1,4 +1,5 @@
-"""`forecast score deals --all`: every open deal's score, for a CRM to re-import in bulk."""
+"""`forecast score deals --all` and `forecast score accounts --all`: every open deal's score,
+and every account's churn risk, for a CRM to re-import in bulk."""
 
 from __future__ import annotations
 
@@ -15,21 +16,23 @@ from forecast.cli_options import moment_option
 console = Console()
 err_console = Console(stderr=True)
 
+OutOpt = Annotated[
+    Path, typer.Option("--out", help="Where to write the scores (.parquet or .csv).")
+]
+AsOfOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--as-of", help="Moment to score at (default: the export's).", callback=moment_option
+    ),
+]
 score_app = typer.Typer(help="Score the stored CRM in bulk.", no_args_is_help=True)
 
 
 @score_app.command("deals")
 def score_deals_command(
     every: Annotated[bool, typer.Option("--all", help="Every deal open at the as-of.")] = False,
-    out: Annotated[
-        Path, typer.Option("--out", help="Where to write the scores (.parquet or .csv).")
-    ] = Path("deal-scores.parquet"),
-    as_of: Annotated[
-        str | None,
-        typer.Option(
-            "--as-of", help="Moment to score at (default: the export's).", callback=moment_option
-        ),
-    ] = None,
+    out: OutOpt = Path("deal-scores.parquet"),
+    as_of: AsOfOpt = None,
     log: Annotated[
         bool, typer.Option("--log/--no-log", help="Also write each score to the prediction log.")
     ] = True,
@@ -43,9 +46,7 @@ def score_deals_command(
     if not every:
         err_console.print("name what to score: --all (every open deal)", style="red")
         raise typer.Exit(2)
-    if out.suffix not in (".parquet", ".csv"):
-        err_console.print(f"--out {out}: write .parquet or .csv", style="red")
-        raise typer.Exit(2)
+    _check_suffix(out)
     try:
         tables = read_store()
         moment = pd.Timestamp(as_of) if as_of else tables.as_of
@@ -58,13 +59,7 @@ def score_deals_command(
         raise typer.Exit(1) from None
     with err_console.status(f"scoring the open deals as of {moment:%Y-%m-%d}"):
         book = score_book(tables, explainer, as_of=moment)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial")  # never a half-written file under `out`
-    if out.suffix == ".csv":
-        book.to_csv(partial, index=False)
-    else:
-        book.to_parquet(partial, index=False)
-    partial.replace(out)
+    _write(book, out)
     request_id = f"book-{uuid.uuid4().hex}"
     log = log and not book.empty
     if log:
@@ -104,3 +99,69 @@ def _log(book: pd.DataFrame, request_id: str) -> None:
         model_version=version,
         predictions=predictions,
     )
+
+
+@score_app.command("accounts")
+def score_accounts_command(
+    every: Annotated[
+        bool, typer.Option("--all", help="Every account (customer) the churn model can score.")
+    ] = False,
+    out: OutOpt = Path("account-scores.parquet"),
+    as_of: AsOfOpt = None,
+) -> None:
+    """Score every account with the churn champion: churn probability, a year's revenue and
+    revenue at risk, with the churn definition, model version, as-of and data fingerprint.
+
+    Under subscription churn the accounts billed recurring revenue in the last ended month;
+    under inactivity churn every customer with a purchase in the year before the as-of."""
+    from forecast.churn import MODEL_NAME, definition_of, revenue_at_risk
+    from forecast.registry import champion_version, load_champion
+    from forecast.store import StoreEmptyError, fingerprint_tables, read_store
+
+    if not every:
+        err_console.print("name what to score: --all (every account)", style="red")
+        raise typer.Exit(2)
+    _check_suffix(out)
+    version = champion_version(MODEL_NAME)
+    if version is None:
+        err_console.print(
+            f"{MODEL_NAME} has no champion: train one with `forecast train churn`", style="red"
+        )
+        raise typer.Exit(1)
+    try:
+        tables = read_store()
+    except StoreEmptyError as err:
+        err_console.print(str(err), style="red")
+        raise typer.Exit(1) from None
+    moment = pd.Timestamp(as_of) if as_of else tables.as_of
+    model = load_champion(MODEL_NAME, version)
+    definition = definition_of(model).name
+    with err_console.status(f"scoring the accounts as of {moment:%Y-%m-%d}"):
+        book = revenue_at_risk(tables, model, as_of=moment).assign(
+            definition=definition,
+            model=MODEL_NAME,
+            model_version=version,
+            data_fingerprint=fingerprint_tables(tables),
+        )
+    _write(book, out)
+    at_risk = book["revenue_at_risk"].sum()
+    console.print(
+        f"{len(book):,} accounts scored as of {moment:%Y-%m-%d} by {MODEL_NAME} v{version} "
+        f"({definition} churn); revenue at risk {at_risk:,.0f} -> {out}"
+    )
+
+
+def _check_suffix(out: Path) -> None:
+    if out.suffix not in (".parquet", ".csv"):
+        err_console.print(f"--out {out}: write .parquet or .csv", style="red")
+        raise typer.Exit(2)
+
+
+def _write(book: pd.DataFrame, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.partial")  # never a half-written file under `out`
+    if out.suffix == ".csv":
+        book.to_csv(partial, index=False)
+    else:
+        book.to_parquet(partial, index=False)
+    partial.replace(out)

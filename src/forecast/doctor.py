@@ -69,8 +69,7 @@ def diagnose(tables: CrmTables) -> Diagnosis:
                     f"at least {MIN_CLOSED_PER_CLASS} of each are needed (export more history)"
                 )
     blockers += [f"leak guard: {s}" for s in suspects]
-    recurring = tables.revenue[tables.revenue["kind"] == "recurring"]
-    churn = "yes" if len(recurring) else "no: it needs a revenue table with recurring rows"
+    churn = _churn_support(tables)
     history = (
         "none"
         if not len(tables.deal_history)
@@ -95,6 +94,18 @@ def diagnose(tables: CrmTables) -> Diagnosis:
         trainable={"win": "yes" if not blockers else "no: " + "; ".join(blockers), "churn": churn},
         blockers=blockers,
     )
+
+
+def _churn_support(tables: CrmTables) -> str:
+    """Which churn the export supports (`forecast.churn.resolve`), or why none."""
+    from forecast.churn import ChurnParams, NotEnoughDataError, resolve
+
+    try:
+        params = resolve(ChurnParams(), tables)
+    except NotEnoughDataError as err:
+        return f"no: {err}"
+    source = "recurring revenue" if params.definition == "subscription" else "orders"
+    return f"yes: {params.definition} churn ({source}; {params.horizon_days}-day horizon)"
 
 
 def _day(value: pd.Timestamp) -> str | None:

@@ -243,13 +243,14 @@ class LinearScorer:
         # the scaler's own transform checks its input for longer than it takes to scale it
         self.mean = scaler.mean_ if scaler.with_mean else 0.0
         self.scale = scaler.scale_ if scaler.with_std else 1.0
-        onehot = categorical.named_steps["onehot"]
+        # with no categorical feature the column transformer never fits the encoder
+        categories = categorical.named_steps["onehot"].categories_ if categorical_names else []
         self.categorical_at = np.array([self.position[n] for n in categorical_names], dtype=int)
-        widths = [len(c) for c in onehot.categories_]
+        widths = [len(c) for c in categories]
         self.onehot_offsets = np.cumsum([0, *widths[:-1]]).astype(int)
         self.onehot_width = int(sum(widths))
         self.coder_values = _ValueCoder(
-            self.names, dict(zip(categorical_names, onehot.categories_, strict=True))
+            self.names, dict(zip(categorical_names, categories, strict=True))
         )
 
     def _membership(self, columns: list[str]) -> np.ndarray:

@@ -17,6 +17,7 @@ from forecast.churn import (
     churn_probability,
     prepare,
     renewal_probability_from,
+    resolve,
     revenue_at_risk,
     revenue_at_risk_by,
 )
@@ -34,8 +35,9 @@ PARAMS = ChurnParams(
 @pytest.fixture(scope="module")
 def fitted():
     world = make_crm(8000, seed=3)
-    data = prepare(world.tables, PARAMS, ChurnHooks())
-    return world, data, fit_and_choose(TASK, data.slices, data.features, PARAMS)
+    params = resolve(PARAMS, world.tables)
+    data = prepare(world.tables, params, ChurnHooks())
+    return world, data, fit_and_choose(TASK, data.slices, data.features, params)
 
 
 @pytest.fixture(scope="module")

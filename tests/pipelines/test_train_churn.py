@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from forecast import churn, evaluate, registry
+from forecast.account_features import account_snapshots
 from forecast.churn import (
     EXPERIMENT,
     MIN_PER_CLASS,
@@ -31,6 +32,7 @@ from forecast.datasets import make_crm
 from forecast.model import TreeParams
 from forecast.pipelines import PIPELINES
 from forecast.settings import get_settings
+from forecast.store import read_store
 
 TREE = TreeParams(n_estimators=150, learning_rate=0.05, min_child_samples=50, n_jobs=1)
 PARAMS = ChurnParams(tree=TREE)
@@ -173,7 +175,7 @@ def test_train_churn_command_trains_and_gates(monkeypatch, tmp_path):
     from forecast.data import generate
 
     generate(WORLD["n_deals"], seed=WORLD["seed"], imported_at=pd.Timestamp("2026-11-15"))
-    monkeypatch.setattr(churn, "ChurnParams", lambda seed=0: ChurnParams(seed=seed, tree=TREE))
+    monkeypatch.setattr(churn, "ChurnParams", lambda **kw: ChurnParams(**kw, tree=TREE))
     monkeypatch.setattr(churn, "default_card_dir", lambda: tmp_path)
     shown = CliRunner().invoke(app, ["train", "churn", "--json"])
     assert shown.exit_code == 0, shown.output
@@ -183,6 +185,16 @@ def test_train_churn_command_trains_and_gates(monkeypatch, tmp_path):
     assert set(outcome["metrics"]) >= {"model", "rate_table", "logistic", "truth"}
     assert (tmp_path / "account-churn.md").exists()
     assert set(PIPELINES) == {"win", "churn"}
+    # every account billed in the last ended month, scored in bulk by the new champion
+    out = tmp_path / "accounts.csv"
+    scored = CliRunner().invoke(app, ["score", "accounts", "--all", "--out", str(out)])
+    assert scored.exit_code == 0 and "(subscription churn)" in scored.output, scored.output
+    scores = pd.read_csv(out)
+    tables = read_store()
+    billed = account_snapshots(tables, [tables.as_of])["account_id"]
+    assert sorted(scores["account_id"]) == sorted(billed)
+    assert np.allclose(scores["arr"], 12 * scores["mrr"])
+    assert set(scores["definition"]) == {"subscription"} and set(scores["model_version"]) == {1}
 
 
 def test_cards_never_land_in_the_repository_during_tests(store):

@@ -1,0 +1,147 @@
+"""Inactivity churn end to end, the way a user of a transactional business runs it: an order-line
+export and a mapping, `forecast data import`, `forecast train churn`, `forecast score accounts`.
+
+The export is a generated buy-till-you-die business (tests/orders_world.py) written as invoice
+lines with quantities and unit prices, cancellations under `C` ids and lines without a customer.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from forecast.churn import MODEL_NAME, definition_of, revenue_at_risk, revenue_at_risk_by
+from forecast.cli import app
+from forecast.order_features import customer_snapshots
+from forecast.registry import champion_version, load_champion
+from forecast.settings import get_settings
+from forecast.store import read_store
+from tests.orders_world import make_orders
+
+MAPPING = """\
+as_of: {as_of:%Y-%m-%d}
+tables:
+  orders:
+    file: invoices.csv
+    date_format: "%d/%m/%Y %H:%M"
+    columns: {{order_id: Invoice, account_id: Customer, at: Date, product_id: Item,
+              quantity: Qty, unit_price: Price}}
+"""
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, dict, str, pd.DataFrame]:
+    """A fresh FORECAST_HOME after import, training and scoring through the CLI."""
+    home = tmp_path_factory.mktemp("orders-home")
+    export = tmp_path_factory.mktemp("orders-export")
+    tables, _ = make_orders(1500, seed=2)
+    lines = tables.orders
+    quantity = np.where(lines["amount"] < 0, -2, 2)
+    pd.DataFrame(
+        {
+            "Invoice": lines["order_id"],
+            "Customer": lines["account_id"].fillna(""),
+            "Date": lines["at"].dt.strftime("%d/%m/%Y %H:%M"),
+            "Item": lines["product_id"],
+            "Qty": quantity,
+            "Price": (lines["amount"] / quantity).round(4),
+        }
+    ).to_csv(export / "invoices.csv", index=False)
+    (export / "mapping.yaml").write_text(MAPPING.format(as_of=tables.as_of))
+    runner = CliRunner()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FORECAST_HOME", str(home))
+        get_settings.cache_clear()
+        mapping = str(export / "mapping.yaml")
+        imported = runner.invoke(app, ["data", "import", str(export), "--mapping", mapping])
+        assert imported.exit_code == 0, imported.output
+        shown = runner.invoke(app, ["train", "churn", "--json"])
+        assert shown.exit_code == 0, shown.output
+        scores = home / "scores.csv"
+        scored = runner.invoke(app, ["score", "accounts", "--all", "--out", str(scores)])
+        assert scored.exit_code == 0, scored.output
+    get_settings.cache_clear()
+    return home, json.loads(shown.stdout), imported.output + scored.output, pd.read_csv(scores)
+
+
+@pytest.fixture
+def home(trained, monkeypatch) -> Path:
+    monkeypatch.setenv("FORECAST_HOME", str(trained[0]))
+    get_settings.cache_clear()
+    return trained[0]
+
+
+def test_an_order_export_trains_inactivity_churn_that_beats_the_recency_rule(trained):
+    _, outcome, output, _ = trained
+    assert "orders" in output and outcome["promoted"], outcome["reason"]
+    m = outcome["metrics"]
+    assert m["model"]["n"] == m["rate_table"]["n"] == m["base_rate"]["n"]
+    assert m["model"]["log_loss"] < m["rate_table"]["log_loss"] < m["base_rate"]["log_loss"]
+    assert m["model"]["auc"] > m["rate_table"]["auc"] > 0.6
+    assert m["model"]["ece"] < 0.05
+    assert "truth" not in m  # the subscription truth does not describe this business
+
+
+def test_the_card_says_which_churn_and_why(trained):
+    card = (trained[0] / "models" / "account-churn.md").read_text()
+    assert "Churn definition: **inactivity** (the export has orders" in card
+    assert "a customer makes no purchase within 90 days" in card
+    assert "recency table (days since last purchase x one purchase)" in card
+    assert "days_since_last_purchase" in card and "mrr" not in card
+
+
+def test_every_customer_with_a_purchase_in_the_year_is_scored(trained, home):
+    scores = trained[3]
+    tables = read_store()
+    expected = customer_snapshots(tables, [tables.as_of])["account_id"]
+    assert sorted(scores["account_id"]) == sorted(expected)
+    assert set(scores["definition"]) == {"inactivity"}
+    assert scores["churn_probability"].between(0, 1).all()
+    assert (scores["revenue_at_risk"] <= scores["arr"] + 1e-9).all()
+    assert scores["mrr"].isna().all() and (scores["arr"] >= 0).all()
+    assert scores["revenue_at_risk"].is_monotonic_decreasing
+
+
+def test_revenue_at_risk_is_expected_spend_lost_and_totals_by_segment(home):
+    tables = read_store()
+    model = load_champion(MODEL_NAME, champion_version(MODEL_NAME))
+    assert definition_of(model).name == "inactivity"
+    at_risk = revenue_at_risk(tables, model, as_of=tables.as_of)
+    lost = at_risk["churn_probability"] * at_risk["arr"]
+    assert np.allclose(at_risk["revenue_at_risk"], lost)
+    # a customer's year of spend net of returns: what they take away if they stop buying
+    year = tables.orders[tables.orders["at"] > tables.as_of - pd.Timedelta(days=365)]
+    net = year.groupby("account_id")["amount"].sum().clip(lower=0)
+    assert np.allclose(at_risk["arr"], net.reindex(at_risk["account_id"]).fillna(0))
+    totals = revenue_at_risk_by(at_risk, "team")
+    assert totals["revenue_at_risk"].sum() == pytest.approx(at_risk["revenue_at_risk"].sum())
+
+
+def test_customers_who_stopped_buying_score_higher_than_those_still_buying(home):
+    tables = read_store()
+    model = load_champion(MODEL_NAME, champion_version(MODEL_NAME))
+    at_risk = revenue_at_risk(tables, model, as_of=tables.as_of - pd.Timedelta(days=120))
+    frame = definition_of(model).features_at(tables, tables.as_of - pd.Timedelta(days=120))
+    quiet = frame.set_index("account_id")["days_since_last_purchase"] > 120
+    p = at_risk.set_index("account_id")["churn_probability"]
+    assert p[quiet[quiet].index].mean() > p[quiet[~quiet].index].mean() + 0.2
+
+
+def test_the_service_refuses_an_inactivity_champion_and_says_where_to_score(trained):
+    from service.app import create_app
+    from tests.service.conftest import home_env, serve
+
+    with home_env(trained[0]), serve(create_app()) as api:
+        ready = api.get("/readyz")
+        assert ready.status == 503
+        assert "inactivity-churn model" in ready.detail
+        assert "forecast score accounts --all" in ready.detail
+        scored = api.post(
+            "/v1/accounts:score", {"accounts": [{"account_id": "C00001"}]}, key=api.key("crm")
+        )
+        assert scored.status == 503 and "inactivity-churn" in scored.body["detail"]
