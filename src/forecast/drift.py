@@ -152,10 +152,12 @@ class Choice:
     """Each candidate's best half-life and calibration, and the table they came from."""
 
     windows: pd.DataFrame  # fold x candidate x half_life x method: held-out log loss, AUC, ...
-    scores: pd.DataFrame  # candidate x half_life x method: recency-weighted log loss
+    scores: pd.DataFrame  # candidate x half_life x method: recency-weighted log loss, steady
 
     def best(self, candidate: str) -> tuple[int | None, str, float]:
-        rows = self.scores[self.scores["candidate"] == candidate]
+        """The half-life and calibration with the lowest weighted log loss, among the steady
+        ones: no map, or a map that beat no map in every held-out window."""
+        rows = self.scores[(self.scores["candidate"] == candidate) & self.scores["steady"]]
         row = rows.loc[rows["log_loss"].idxmin()]
         half_life = None if pd.isna(row["half_life"]) else int(row["half_life"])
         return half_life, str(row["method"]), float(row["log_loss"])
@@ -221,7 +223,22 @@ def evaluate_folds(
     weighted = windows.assign(w_loss=windows["log_loss"] * windows["weight"])
     sums = weighted.groupby(keys, dropna=False)[["w_loss", "weight"]].sum()
     scores = (sums["w_loss"] / sums["weight"]).rename("log_loss").reset_index()
-    return Choice(windows=windows, scores=scores)
+    return Choice(windows=windows, scores=scores.assign(steady=_steady(windows, scores)))
+
+
+def _steady(windows: pd.DataFrame, scores: pd.DataFrame) -> np.ndarray:
+    """Per row of `scores`: no map, or a map that beat no map in every window at the same
+    candidate and half-life. A map that wins on the weighted mean but loses in a window follows
+    noise or one window's base rate, and the next window is as likely to go the other way."""
+    keys = ["fold", "candidate", "half_life"]
+    plain = windows[windows["method"] == UNCALIBRATED].set_index(keys)["log_loss"]
+    mapped = windows[windows["method"] != UNCALIBRATED]
+    against = plain.reindex(pd.MultiIndex.from_frame(mapped[keys])).to_numpy()
+    beat = mapped.assign(beat=mapped["log_loss"].to_numpy() < against)
+    every = beat.groupby(["candidate", "half_life", "method"], dropna=False)["beat"].all()
+    index = pd.MultiIndex.from_frame(scores[["candidate", "half_life", "method"]])
+    steady = every.reindex(index).astype("boolean").fillna(True).to_numpy(dtype=bool)
+    return steady | (scores["method"] == UNCALIBRATED).to_numpy()
 
 
 def _figures(

@@ -19,7 +19,7 @@ also in a later slice, so the trees never see a test deal's label (this is also 
 trained at the end of the train window could have known: those deals were still open).
 The model logged is the one tested: trained up to the train window's end and calibrated on
 the next slice (about seven months behind the export when it is registered), or, when no map
-beat none on the held-out windows, trained up to the calibration window's end and not mapped.
+beat none in every held-out window, trained up to the calibration window's end and not mapped.
 """
 
 from __future__ import annotations

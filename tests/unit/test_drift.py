@@ -12,7 +12,9 @@ from sklearn.metrics import log_loss
 
 from forecast.drift import (
     UNCALIBRATED,
+    Choice,
     Separation,
+    _steady,
     psi,
     recency_weights,
     rolling_folds,
@@ -181,3 +183,34 @@ def test_what_a_model_left_without_a_map_learns_from_ends_before_the_test_rows()
         assert (before["as_of"] + separation.embargo < test["as_of"].min()).all()
         if separation.purge_group:
             assert not set(before["unit"]) & set(test["unit"])
+
+
+def test_a_map_is_kept_only_where_it_beat_no_map_in_every_window():
+    # sigmoid wins the weighted mean on one big win in the latest window and loses in the other
+    # two; isotonic wins by a little in all three
+    losses = {
+        UNCALIBRATED: [0.60, 0.60, 0.60],
+        "sigmoid": [0.55, 0.61, 0.61],
+        "isotonic": [0.599, 0.599, 0.599],
+    }
+    windows = pd.DataFrame(
+        [
+            {"fold": fold, "candidate": "logistic", "half_life": None, "method": method,
+             "log_loss": loss[fold], "weight": 0.5**fold}
+            for method, loss in losses.items()
+            for fold in range(3)
+        ]
+    )  # fmt: skip
+    keys = ["candidate", "half_life", "method"]
+    weighted = windows.assign(w=windows["log_loss"] * windows["weight"])
+    sums = weighted.groupby(keys, dropna=False)[["w", "weight"]].sum()
+    scores = (sums["w"] / sums["weight"]).rename("log_loss").reset_index()
+    choice = Choice(windows, scores.assign(steady=_steady(windows, scores)))
+    assert scores.set_index("method")["log_loss"].idxmin() == "sigmoid"
+    assert choice.best("logistic")[1] == "isotonic"
+    windows.loc[windows["method"] == "isotonic", "log_loss"] = 0.61
+    scores = scores.assign(
+        log_loss=np.where(scores["method"] == "isotonic", 0.61, scores["log_loss"])
+    )
+    choice = Choice(windows, scores.assign(steady=_steady(windows, scores)))
+    assert choice.best("logistic")[1] == UNCALIBRATED
