@@ -74,7 +74,8 @@ bench-features: $(STAMP) ## Point-in-time features for about 1,000,000 snapshots
 	$(BIN)/python benchmarks/features.py --deals 200000
 
 bench-real: $(STAMP) ## The sets of ../shared/data through their mappings: the trained model vs the references on the same rows, into docs/benchmarks.md
-	$(BIN)/python benchmarks/shared_data.py --write-docs
+	$(BIN)/python -m pip install --quiet -c requirements.lock -r benchmarks/requirements-clv.txt
+	PYTENSOR_FLAGS=blas__ldflags= $(BIN)/python benchmarks/shared_data.py --write-docs
 
 bench-explain: $(STAMP) ## Reasons and recommendations vs LightGBM SHAP and shap.TreeExplainer
 	$(BIN)/python benchmarks/explain.py

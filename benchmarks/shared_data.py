@@ -13,6 +13,13 @@ version against the base rate, the best simple rule, LightGBM with its library d
 logistic regression, all learned on the same train slice and features (`same_rows`); with
 `--write-docs` the tables replace the block between the bench-real markers of
 docs/benchmarks.md (`make bench-real`).
+
+A set with orders and no subscriptions (online-retail) goes through `forecast train churn`
+(inactivity churn) instead; its references add a logistic regression on recency, frequency and
+monetary value alone and a buy-till-you-die model (BG/NBD, pymc-marketing's CLV module, fitted
+on every customer's purchases known at each test as-of: `churn_same_rows`). pymc-marketing is
+installed for this benchmark only (benchmarks/requirements-clv.txt); without it that row says
+so.
 """
 
 from __future__ import annotations
@@ -30,12 +37,14 @@ ROOT = Path(__file__).resolve().parents[1]
 # project's `service` package that the CLI imports
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 MAPPINGS = ROOT / "docs" / "examples" / "shared-data"
-# mapping file -> (data folder in shared/, bad-row flag a user needs for it)
+# mapping file -> (data folder in shared/, bad-row flag a user needs for it, pipeline)
 RUNS = {
-    "maven-crm/mapping.yaml": ("maven-crm", "quarantine"),
-    "maven-crm/mapping-careless.yaml": ("maven-crm", "quarantine"),
-    "ibm-sales-win-loss/mapping.yaml": ("ibm-sales-win-loss", "refuse"),
+    "maven-crm/mapping.yaml": ("maven-crm", "quarantine", "win"),
+    "maven-crm/mapping-careless.yaml": ("maven-crm", "quarantine", "win"),
+    "ibm-sales-win-loss/mapping.yaml": ("ibm-sales-win-loss", "refuse", "win"),
+    "online-retail/mapping.yaml": ("online-retail", "refuse", "churn"),
 }
+RFM = ("days_since_last_purchase", "purchases", "spend_365d")
 
 
 @dataclass
@@ -59,7 +68,7 @@ def run(mapping: str, shared: Path) -> Outcome:
     from forecast.cli import app
     from forecast.settings import get_settings
 
-    folder, bad_rows = RUNS[mapping]
+    folder, bad_rows, pipeline = RUNS[mapping]
     runner = CliRunner()
     previous = os.environ.get("FORECAST_HOME")
     with tempfile.TemporaryDirectory() as home:
@@ -70,7 +79,7 @@ def run(mapping: str, shared: Path) -> Outcome:
             imported = runner.invoke(app, [*args, "--bad-rows", bad_rows])
             if imported.exit_code != 0:
                 return Outcome(mapping, False, message=_last_lines(imported.output))
-            trained = runner.invoke(app, ["train", "win", "--json"])
+            trained = runner.invoke(app, ["train", pipeline, "--json"])
             if trained.exit_code != 0:
                 return Outcome(mapping, True, message=_last_lines(trained.output))
             result = json.loads(trained.stdout[trained.stdout.index("{") :])
@@ -81,7 +90,9 @@ def run(mapping: str, shared: Path) -> Outcome:
                 metrics=result["metrics"],
                 promoted=result["promoted"],
                 reason=result["reason"],
-                references=same_rows(result["model"], result["version"]),
+                references=(same_rows if pipeline == "win" else churn_same_rows)(
+                    result["model"], result["version"]
+                ),
             )
         finally:
             if previous is None:
@@ -101,10 +112,7 @@ def same_rows(model_name: str, version: str):
     equal-width bins, and the 90 % bootstrap interval (200 rounds by deal) of the version's AUC
     minus each reference's.
     """
-    import numpy as np
-    import pandas as pd
 
-    from forecast import evaluate
     from forecast.model import LIBRARY_DEFAULTS, make_lightgbm, make_logistic, model_input
     from forecast.registry import load_champion
     from forecast.store import read_store
@@ -123,12 +131,24 @@ def same_rows(model_name: str, version: str):
         references[name] = model.fit(x_train, y_train).predict_proba(x_test)[:, 1]
     trained = load_champion(model_name, version).predict_proba(x_test)[:, 1]
     scores = {f"{model_name} v{version} (trained)": trained, **references}
+    return _same_rows_table(y_test, scores, test["deal_id"].to_numpy())
+
+
+def _same_rows_table(y_test, scores: dict, groups):
+    """Metrics of every contender, and the bootstrap interval of the first one's AUC minus each
+    other's (resampled by `groups`: a deal, an account)."""
+    import numpy as np
+    import pandas as pd
+
+    from forecast import evaluate
+
+    trained, *_ = scores.values()
+    references = dict(list(scores.items())[1:])
     rows = {}
     constant = {n for n, p in references.items() if np.ptp(p) == 0}
     diffs = evaluate.auc_differences(
-        y_test, trained, {n: None if n in constant else p for n, p in references.items()},
-        test["deal_id"].to_numpy(),
-    )  # fmt: skip
+        y_test, trained, {n: None if n in constant else p for n, p in references.items()}, groups
+    )
     for name, p in scores.items():
         m = evaluate.binary_metrics(y_test, p)
         interval = diffs.get(name)
@@ -139,9 +159,93 @@ def same_rows(model_name: str, version: str):
             "AUC difference, 90 %": "" if np.isnan(low) else f"{low:+.3f} .. {high:+.3f}",
         }  # fmt: skip
     table = pd.DataFrame(rows).T.rename_axis("contender")
-    table.attrs["rows"] = len(test)
-    table.attrs["rate"] = float(y_test.mean())
+    table.attrs["rows"] = len(y_test)
+    table.attrs["rate"] = float(np.mean(y_test))
     return table
+
+
+def churn_same_rows(model_name: str, version: str):
+    """The churn version against the references on the test rows the gate judged it on.
+
+    As `same_rows`, with the churn pipeline's slices: the base rate and the rule table learned
+    on the train slice, LightGBM with library defaults and a logistic regression (C=1) on the
+    same features, a logistic regression on recency, frequency and monetary value (`RFM`), and
+    for inactivity churn BG/NBD's probability of no purchase within the horizon.
+    """
+    from forecast.churn import LABEL, ChurnHooks, ChurnParams, prepare, resolve
+    from forecast.features import Feature
+    from forecast.model import LIBRARY_DEFAULTS, make_lightgbm, make_logistic, model_input
+    from forecast.registry import load_champion
+    from forecast.store import read_store
+
+    tables = read_store()
+    params = resolve(ChurnParams(), tables)
+    data = prepare(tables, params, ChurnHooks())
+    train, test = data.slices.train, data.slices.test
+    y_train, y_test = train[LABEL].to_numpy(dtype=int), test[LABEL].to_numpy(dtype=int)
+    rule = data.definition.rule.learn(train, y_train)
+    references = {
+        "base_rate": [y_train.mean()] * len(test),
+        f"rule: {data.definition.rule.__name__}": rule.predict(test),
+    }
+    models = {
+        "lightgbm (library defaults)": (make_lightgbm, data.features, {"params": LIBRARY_DEFAULTS}),
+        "logistic (C=1)": (make_logistic, data.features, {"c": 1.0}),
+    }
+    if params.definition == "inactivity":
+        models["logistic on RFM (C=1)"] = (make_logistic, tuple(map(Feature, RFM)), {"c": 1.0})
+    for name, (make, features, options) in models.items():
+        model = make(features, **options).fit(model_input(train, features), y_train)
+        references[name] = model.predict_proba(model_input(test, features))[:, 1]
+    if params.definition == "inactivity":
+        references["BG/NBD P(no purchase in the horizon)"] = bgnbd_no_purchase(
+            tables, test, params.horizon_days
+        )
+    trained = load_champion(model_name, version).predict_proba(model_input(test, data.features))
+    scores = {f"{model_name} v{version} (trained)": trained[:, 1]}
+    scores |= {name: p for name, p in references.items() if p is not None}
+    table = _same_rows_table(y_test, scores, test["account_id"].to_numpy())
+    for name, p in references.items():
+        if p is None:
+            table.loc[name] = {"AUC difference, 90 %": "pymc-marketing not installed"}
+    table.attrs["label"] = "churned"
+    return table
+
+
+def bgnbd_no_purchase(tables, test, horizon_days: int):
+    """BG/NBD's P(no purchase in (as_of, as_of + horizon]) for each test row, fitted by MAP on
+    the purchase days of every customer known at that row's as-of (no label is read); None
+    when pymc-marketing is not installed."""
+    try:
+        from pymc_marketing.clv import BetaGeoModel
+    except ImportError:
+        return None
+    import numpy as np
+    import pandas as pd
+
+    from forecast.order_features import purchases
+
+    days = purchases(tables).assign(day=lambda f: f["at"].dt.normalize())
+    out = pd.Series(np.nan, index=test.index)
+    for as_of, rows in test.groupby("as_of").groups.items():
+        known = days[days["at"] <= as_of].drop_duplicates(["account_id", "day"])
+        by = known.groupby("account_id", observed=True)["day"]
+        first, last = by.min(), by.max()
+        rfm = pd.DataFrame(
+            {
+                "customer_id": first.index.astype(str),
+                "frequency": by.size().to_numpy() - 1,
+                "recency": (last - first).dt.days.to_numpy(dtype=float),
+                "T": (pd.Timestamp(as_of).normalize() - first).dt.days.to_numpy(dtype=float),
+            }
+        )
+        model = BetaGeoModel(data=rfm)
+        model.fit(method="map", progressbar=False)
+        p = model.expected_probability_no_purchase(t=horizon_days)
+        p = p.mean(("chain", "draw")).to_series().reindex(rfm["customer_id"]).to_numpy()
+        wanted = test.loc[rows, "account_id"].astype(str).to_numpy()
+        out[rows] = pd.Series(p, index=rfm["customer_id"]).reindex(wanted).to_numpy()
+    return out.to_numpy()
 
 
 def references_markdown(table) -> str:
@@ -168,7 +272,7 @@ def table(outcome: Outcome) -> str:
     """The model against the base rate and the best rule, same rows, as markdown."""
     rows = ["| contender | AUC | log loss | ECE |", "| --- | --- | --- | --- |"]
     for name, m in outcome.metrics.items():
-        if name == "model" or name == "base_rate" or name.startswith(("rule_", "stage_")):
+        if name in ("model", "base_rate", "rate_table") or name.startswith(("rule_", "stage_")):
             rows.append(f"| {name} | {m['auc']:.3f} | {m['log_loss']:.4f} | {m['ece']:.3f} |")
     return "\n".join(rows)
 
@@ -185,7 +289,8 @@ def report(outcome: Outcome) -> str:
     if outcome.references is not None:
         attrs = outcome.references.attrs
         lines += [
-            f"The same {attrs['rows']:,} test rows ({attrs['rate']:.1%} won) with the references"
+            f"The same {attrs['rows']:,} test rows ({attrs['rate']:.1%} "
+            f"{attrs.get('label', 'won')}) with the references"
             " learned on the same train slice and features:",
             "",
             references_markdown(outcome.references),
