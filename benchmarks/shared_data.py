@@ -198,9 +198,9 @@ def churn_same_rows(model_name: str, version: str):
         model = make(features, **options).fit(model_input(train, features), y_train)
         references[name] = model.predict_proba(model_input(test, features))[:, 1]
     if params.definition == "inactivity":
-        references["BG/NBD P(no purchase in the horizon)"] = bgnbd_no_purchase(
-            tables, test, params.horizon_days
-        )
+        no_purchase, dead = bgnbd_scores(tables, test, params.horizon_days)
+        references["BG/NBD P(no purchase in the horizon)"] = no_purchase
+        references["BG/NBD 1 - P(alive)"] = dead
     trained = load_champion(model_name, version).predict_proba(model_input(test, data.features))
     scores = {f"{model_name} v{version} (trained)": trained[:, 1]}
     scores |= {name: p for name, p in references.items() if p is not None}
@@ -212,21 +212,21 @@ def churn_same_rows(model_name: str, version: str):
     return table
 
 
-def bgnbd_no_purchase(tables, test, horizon_days: int):
-    """BG/NBD's P(no purchase in (as_of, as_of + horizon]) for each test row, fitted by MAP on
-    the purchase days of every customer known at that row's as-of (no label is read); None
-    when pymc-marketing is not installed."""
+def bgnbd_scores(tables, test, horizon_days: int):
+    """BG/NBD's P(no purchase in (as_of, as_of + horizon]) and 1 - P(alive at as_of) for each
+    test row, fitted by MAP on the purchase days of every customer known at that row's as-of
+    (no label is read); (None, None) when pymc-marketing is not installed."""
     try:
         from pymc_marketing.clv import BetaGeoModel
     except ImportError:
-        return None
+        return None, None
     import numpy as np
     import pandas as pd
 
     from forecast.order_features import purchases
 
     days = purchases(tables).assign(day=lambda f: f["at"].dt.normalize())
-    out = pd.Series(np.nan, index=test.index)
+    no_purchase, dead = pd.Series(np.nan, index=test.index), pd.Series(np.nan, index=test.index)
     for as_of, rows in test.groupby("as_of").groups.items():
         known = days[days["at"] <= as_of].drop_duplicates(["account_id", "day"])
         by = known.groupby("account_id", observed=True)["day"]
@@ -241,11 +241,14 @@ def bgnbd_no_purchase(tables, test, horizon_days: int):
         )
         model = BetaGeoModel(data=rfm)
         model.fit(method="map", progressbar=False)
-        p = model.expected_probability_no_purchase(t=horizon_days)
-        p = p.mean(("chain", "draw")).to_series().reindex(rfm["customer_id"]).to_numpy()
         wanted = test.loc[rows, "account_id"].astype(str).to_numpy()
-        out[rows] = pd.Series(p, index=rfm["customer_id"]).reindex(wanted).to_numpy()
-    return out.to_numpy()
+        for out, scores in (
+            (no_purchase, model.expected_probability_no_purchase(t=horizon_days)),
+            (dead, 1 - model.expected_probability_alive()),
+        ):
+            by_customer = scores.mean(("chain", "draw")).to_series()
+            out[rows] = by_customer.reindex(wanted).to_numpy()
+    return no_purchase.to_numpy(), dead.to_numpy()
 
 
 def references_markdown(table) -> str:

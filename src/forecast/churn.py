@@ -581,7 +581,8 @@ class ChurnPipeline:
     def report(self, data: Prepared) -> None:
         s = data.slices
         log.info(
-            "churn model: %s train, %s calibration, %s test snapshots (%s)",
+            "churn model (%s churn): %s train, %s calibration, %s test snapshots (%s)",
+            data.definition.name,
             *(f"{len(p):,}" for p in (s.train, s.calibration, s.test)),
             "; ".join(f"{k} {v}" for k, v in s.spans.items()),
         )
@@ -842,16 +843,19 @@ def retrain_churn(
     truth: WorldTruth | None = None,
     seed: int = 0,
     definition: str = "auto",
+    horizon_days: int | None = None,
     card_dir: Path | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> RetrainOutcome:
     """Train the churn model, register it as challenger and run the registry's gate.
 
-    `definition`: `subscription`, `inactivity` or `auto` (see `resolve`)."""
+    `definition`: `subscription`, `inactivity` or `auto`; `horizon_days`: None decides from the
+    data (see `resolve`)."""
+    chosen = ChurnParams(seed=seed, definition=definition, horizon_days=horizon_days)
     return retrain(
         CHURN,
         tables,
-        params=resolve(ChurnParams(seed=seed, definition=definition), tables),
+        params=resolve(chosen, tables),
         hooks=ChurnHooks(),
         truth=truth,
         card_dir=card_dir or default_card_dir(),

@@ -569,10 +569,21 @@ def train_churn(
             "else inactivity when it has orders).",
         ),
     ] = ChurnDefinition.auto,
+    horizon_days: Annotated[
+        int | None,
+        typer.Option(
+            min=7,
+            max=730,
+            help="Days a label looks ahead (default: 90 for subscription churn; for inactivity "
+            "churn the gaps between a customer's purchases decide).",
+        ),
+    ] = None,
 ) -> None:
     """Train the account churn model on the stored CRM, compare it with the baselines, gate it."""
     tables, truth = _stored_world()
-    outcome = _run_pipeline("churn", tables, truth, seed, definition=definition.value)
+    outcome = _run_pipeline(
+        "churn", tables, truth, seed, definition=definition.value, horizon_days=horizon_days
+    )
     if as_json:
         json.dump(_outcome_dict(outcome), sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")

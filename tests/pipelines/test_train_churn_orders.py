@@ -35,7 +35,7 @@ tables:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, dict, str, pd.DataFrame]:
+def trained(tmp_path_factory) -> tuple[Path, dict, str, pd.DataFrame, Path]:
     """A fresh FORECAST_HOME after import, training and scoring through the CLI."""
     home = tmp_path_factory.mktemp("orders-home")
     export = tmp_path_factory.mktemp("orders-export")
@@ -66,7 +66,8 @@ def trained(tmp_path_factory) -> tuple[Path, dict, str, pd.DataFrame]:
         scored = runner.invoke(app, ["score", "accounts", "--all", "--out", str(scores)])
         assert scored.exit_code == 0, scored.output
     get_settings.cache_clear()
-    return home, json.loads(shown.stdout), imported.output + scored.output, pd.read_csv(scores)
+    outputs = imported.output + scored.output
+    return home, json.loads(shown.stdout), outputs, pd.read_csv(scores), export
 
 
 @pytest.fixture
@@ -77,7 +78,7 @@ def home(trained, monkeypatch) -> Path:
 
 
 def test_an_order_export_trains_inactivity_churn_that_beats_the_recency_rule(trained):
-    _, outcome, output, _ = trained
+    _, outcome, output, *_ = trained
     assert "orders" in output and outcome["promoted"], outcome["reason"]
     m = outcome["metrics"]
     assert m["model"]["n"] == m["rate_table"]["n"] == m["base_rate"]["n"]
@@ -145,3 +146,17 @@ def test_the_service_refuses_an_inactivity_champion_and_says_where_to_score(trai
             "/v1/accounts:score", {"accounts": [{"account_id": "C00001"}]}, key=api.key("crm")
         )
         assert scored.status == 503 and "inactivity-churn" in scored.body["detail"]
+
+
+def test_a_horizon_set_by_hand_is_the_one_trained_and_carded(trained, forecast_home):
+    export = trained[4]
+    runner = CliRunner()
+    mapping = str(export / "mapping.yaml")
+    assert runner.invoke(app, ["data", "import", str(export), "--mapping", mapping]).exit_code == 0
+    shown = runner.invoke(app, ["train", "churn", "--horizon-days", "60", "--json"])
+    assert shown.exit_code == 0, shown.output
+    card = (forecast_home / "models" / "account-churn.md").read_text()
+    assert "a customer makes no purchase within 60 days" in card
+    refused = runner.invoke(app, ["train", "churn", "--definition", "subscription"])
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert "no recurring revenue rows" in refused.output
