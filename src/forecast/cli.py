@@ -404,6 +404,14 @@ def _print_description(tables) -> None:
     console.print(counts)
     if d.rows["deals"]:
         _print_deals(d, tables)
+    if o := d.orders:
+        console.print(
+            f"Orders: {o['lines']:,} lines in {o['orders']:,} orders from {o['customers']:,} "
+            f"customers; {o['lines_without_customer']:,} lines "
+            f"({o['lines_without_customer'] / o['lines']:.1%}) without a customer (in the totals, "
+            f"scored for no one); returns and cancellations {o['returned_share']:.1%} of sales",
+            soft_wrap=True,
+        )
     revenue = Table("quarter", *d.revenue_by_quarter.columns, title="Revenue by quarter (last 8)")
     for quarter, row in d.revenue_by_quarter.tail(8).iterrows():
         revenue.add_row(quarter, *(f"{v:,.0f}" for v in row))

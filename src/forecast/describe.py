@@ -23,6 +23,7 @@ class Description:
     stage_conversion: pd.DataFrame
     win_rate_by_segment: pd.Series
     revenue_by_quarter: pd.DataFrame
+    orders: dict[str, float]  # order_summary: empty when the export has no orders
 
     def to_dict(self) -> dict:
         return {
@@ -37,6 +38,7 @@ class Description:
             "stage_conversion": self.stage_conversion.to_dict(orient="records"),
             "win_rate_by_segment": self.win_rate_by_segment.to_dict(),
             "revenue_by_quarter": self.revenue_by_quarter.reset_index().to_dict(orient="records"),
+            "orders": self.orders,
         }
 
 
@@ -69,7 +71,24 @@ def describe(tables: CrmTables) -> Description:
         stage_conversion=stage_conversion(tables),
         win_rate_by_segment=win_rate_by_segment(tables),
         revenue_by_quarter=revenue_by_quarter(tables),
+        orders=order_summary(tables.orders),
     )
+
+
+def order_summary(orders: pd.DataFrame) -> dict[str, float]:
+    """Lines, orders, customers, lines without a customer, and returns as a share of sales;
+    empty for an export without orders."""
+    if not len(orders):
+        return {}
+    amount = orders["amount"]
+    sales = float(amount[amount > 0].sum())
+    return {
+        "lines": len(orders),
+        "orders": int(orders["order_id"].nunique()),
+        "customers": int(orders["account_id"].nunique()),
+        "lines_without_customer": int(orders["account_id"].isna().sum()),
+        "returned_share": float(-amount[amount < 0].sum() / sales) if sales > 0 else float("nan"),
+    }
 
 
 def furthest_stage(tables: CrmTables) -> pd.Series:

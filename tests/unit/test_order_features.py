@@ -10,6 +10,7 @@ import pytest
 from forecast.account_features import churn_snapshot_dates
 from forecast.asof import tables_as_of
 from forecast.churn import ChurnParams, RecencyTable, resolve
+from forecast.describe import describe
 from forecast.order_features import (
     INACTIVITY_FEATURE_NAMES,
     customer_snapshots,
@@ -162,3 +163,18 @@ def test_the_definition_follows_what_the_export_holds(world):
     empty = world.replace(orders=world.orders.iloc[:0])
     with pytest.raises(NotEnoughDataError, match="import a revenue or an orders table"):
         resolve(ChurnParams(), empty)
+
+
+def test_the_description_counts_lines_orders_customers_and_returns():
+    tables = _tables(
+        [("1", "a", 0, 100.0), ("1", "a", 0, 50.0), ("C1", "a", 9, -30.0), ("2", None, 3, 20.0)]
+    )
+    summary = describe(tables).orders
+    assert summary == {
+        "lines": 4,
+        "orders": 3,
+        "customers": 1,
+        "lines_without_customer": 1,
+        "returned_share": pytest.approx(30 / 170),
+    }
+    assert describe(tables.replace(orders=tables.orders.iloc[:0])).orders == {}
