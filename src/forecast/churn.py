@@ -337,16 +337,18 @@ def resolve(params: ChurnParams, tables: CrmTables) -> ChurnParams:
     name = params.definition
     if name == "auto":
         name = next((d for d in DEFINITIONS if has[d]), "")
-    if not name or not has[name]:
-        wanted = "recurring revenue rows" if name == "subscription" else "orders with customers"
+    if not name:
         raise NotEnoughDataError(
-            f"churn cannot be defined: the export has no {wanted if name else 'recurring revenue'}"
-            + (
-                ""
-                if name
-                else " (subscription churn) and no orders with customers (inactivity "
-                "churn); import a revenue or an orders table"
-            )
+            "churn cannot be defined: the export has no recurring revenue rows (subscription "
+            "churn) and no orders with customers (inactivity churn); import a revenue or an "
+            "orders table"
+        )
+    if not has[name]:
+        wanted = "recurring revenue rows" if name == "subscription" else "orders with customers"
+        table = "a revenue table" if name == "subscription" else "an orders table"
+        raise NotEnoughDataError(
+            f"{name} churn needs {wanted} and the export has none: import {table}, or leave "
+            "--definition to auto"
         )
     horizon = params.horizon_days
     if horizon is None:

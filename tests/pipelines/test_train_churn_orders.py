@@ -159,4 +159,4 @@ def test_a_horizon_set_by_hand_is_the_one_trained_and_carded(trained, forecast_h
     assert "a customer makes no purchase within 60 days" in card
     refused = runner.invoke(app, ["train", "churn", "--definition", "subscription"])
     assert refused.exit_code == 1 and "Traceback" not in refused.output
-    assert "no recurring revenue rows" in refused.output
+    assert "subscription churn needs recurring revenue rows" in refused.output

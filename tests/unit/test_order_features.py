@@ -158,7 +158,7 @@ def test_the_definition_follows_what_the_export_holds(world):
     params = resolve(ChurnParams(), world)
     assert (params.definition, params.horizon_days) == ("inactivity", inactivity_horizon(world))
     assert resolve(ChurnParams(horizon_days=45), world).horizon_days == 45
-    with pytest.raises(NotEnoughDataError, match="no recurring revenue rows"):
+    with pytest.raises(NotEnoughDataError, match="subscription churn needs recurring revenue"):
         resolve(ChurnParams(definition="subscription"), world)
     empty = world.replace(orders=world.orders.iloc[:0])
     with pytest.raises(NotEnoughDataError, match="import a revenue or an orders table"):
