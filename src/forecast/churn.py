@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -263,23 +263,20 @@ class Definition:
     rule_text: str
     event: str  # what churn is, after "the probability that"
     population: str  # who is snapshotted, after "snapshots of"
+    first_moment: Callable[[CrmTables], pd.Timestamp]  # the earliest snapshot's month
+    snapshots: Callable[[CrmTables, Sequence[pd.Timestamp]], pd.DataFrame]
+    featurize: Callable[[CrmTables, pd.DataFrame], pd.DataFrame]
+    training_frame: Callable[..., pd.DataFrame]  # (tables, dates, *, horizon_days)
 
     def frame(self, tables: CrmTables, params: ChurnParams) -> pd.DataFrame:
         """Labelled monthly snapshots from the first billed month (or order) to the export."""
-        if self.name == "subscription":
-            first = tables.revenue.loc[tables.revenue["kind"] == "recurring", "period"].min()
-            dates = churn_snapshot_dates(first, tables.as_of, day=params.snapshot_day)
-            return churn_training_frame(tables, dates, horizon_days=_horizon(params))
-        dates = churn_snapshot_dates(
-            tables.orders["at"].min(), tables.as_of, day=params.snapshot_day
-        )
-        return inactivity_training_frame(tables, dates, horizon_days=_horizon(params))
+        first = self.first_moment(tables)
+        dates = churn_snapshot_dates(first, tables.as_of, day=params.snapshot_day)
+        return self.training_frame(tables, dates, horizon_days=_horizon(params))
 
     def features_at(self, tables: CrmTables, as_of: pd.Timestamp) -> pd.DataFrame:
         """Every scorable account's (customer's) features at `as_of`."""
-        if self.name == "subscription":
-            return account_features(tables, account_snapshots(tables, [as_of]))
-        return inactivity_features(tables, customer_snapshots(tables, [as_of]))
+        return self.featurize(tables, self.snapshots(tables, [as_of]))
 
     @staticmethod
     def segments(frame: pd.DataFrame) -> pd.Series:
@@ -299,6 +296,10 @@ SUBSCRIPTION = Definition(
     "usage below the train slice's lower quartile",
     "an account's recurring revenue stops",
     "every account billed recurring revenue in the last ended month",
+    first_moment=lambda t: t.revenue.loc[t.revenue["kind"] == "recurring", "period"].min(),
+    snapshots=account_snapshots,
+    featurize=account_features,
+    training_frame=churn_training_frame,
 )
 INACTIVITY = Definition(
     "inactivity",
@@ -308,6 +309,10 @@ INACTIVITY = Definition(
     "purchase only",
     "a customer makes no purchase",
     "every customer with a purchase in the year before",
+    first_moment=lambda t: t.orders["at"].min(),
+    snapshots=customer_snapshots,
+    featurize=inactivity_features,
+    training_frame=inactivity_training_frame,
 )
 DEFINITION_OF = {d.name: d for d in (SUBSCRIPTION, INACTIVITY)}
 
