@@ -225,10 +225,10 @@ def bgnbd_scores(tables, test, horizon_days: int):
 
     from forecast.order_features import purchases
 
-    days = purchases(tables).assign(day=lambda f: f["at"].dt.normalize())
     no_purchase, dead = pd.Series(np.nan, index=test.index), pd.Series(np.nan, index=test.index)
     for as_of, rows in test.groupby("as_of").groups.items():
-        known = days[days["at"] <= as_of].drop_duplicates(["account_id", "day"])
+        days = purchases(tables, as_of).assign(day=lambda f: f["at"].dt.normalize())
+        known = days.drop_duplicates(["account_id", "day"])
         by = known.groupby("account_id", observed=True)["day"]
         first, last = by.min(), by.max()
         rfm = pd.DataFrame(

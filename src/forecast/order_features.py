@@ -51,12 +51,16 @@ INACTIVITY_FEATURES: tuple[Feature, ...] = (
 INACTIVITY_FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in INACTIVITY_FEATURES)
 
 
-def purchases(tables: CrmTables) -> pd.DataFrame:
+def purchases(tables: CrmTables, as_of: pd.Timestamp | None = None) -> pd.DataFrame:
     """One row per purchase: account_id, order_id, at (the order's first line), amount (net).
 
-    Orders without a customer, and orders that sum to zero or less, are not purchases.
+    Orders without a customer, and orders that sum to zero or less, are not purchases. With
+    `as_of`, from the lines known then only: an order whose lines span the as-of (a line
+    cancelled a day later under the same id) is what its known lines make it.
     """
     lines = tables.orders[tables.orders["account_id"].notna()]
+    if as_of is not None:
+        lines = lines[lines["at"] <= as_of]
     orders = lines.groupby(
         ["account_id", "order_id"], as_index=False, observed=True, sort=False
     ).agg(at=("at", "min"), amount=("amount", "sum"))
@@ -83,10 +87,10 @@ def inactivity_horizon(tables: CrmTables) -> int:
 
 def customer_snapshots(tables: CrmTables, as_of_dates: Sequence[pd.Timestamp]) -> pd.DataFrame:
     """(account_id, as_of) for customers with a purchase in the ACTIVE_DAYS up to as_of."""
-    bought = purchases(tables)
     frames = []
     for as_of in pd.DatetimeIndex(sorted(set(pd.DatetimeIndex(as_of_dates)))).as_unit("ns"):
-        recent = bought["at"].between(as_of - pd.Timedelta(days=ACTIVE_DAYS), as_of)
+        bought = purchases(tables, as_of)
+        recent = bought["at"] >= as_of - pd.Timedelta(days=ACTIVE_DAYS)
         active = bought.loc[recent, "account_id"].unique()
         frames.append(
             pd.DataFrame({"account_id": np.asarray(active, dtype=object), "as_of": as_of})
@@ -125,11 +129,11 @@ def inactivity_labels(
 
 def inactivity_features(tables: CrmTables, snapshots: pd.DataFrame) -> pd.DataFrame:
     """Features for each (account_id, as_of) row of `snapshots`, in the same order."""
-    bought = purchases(tables)
     lines = tables.orders[tables.orders["account_id"].notna()]
     parts = []
     for as_of, rows in snapshots.groupby("as_of", sort=False).groups.items():
-        known = _at_as_of(bought, lines, pd.Timestamp(as_of))
+        stamp = pd.Timestamp(as_of)
+        known = _at_as_of(purchases(tables, stamp), lines, stamp)
         ids = snapshots.loc[rows, "account_id"]
         parts.append(known.reindex(ids.to_numpy()).set_axis(rows))
     frame = (
@@ -166,9 +170,9 @@ def expected_spend(frame: pd.DataFrame, horizon_days: int) -> np.ndarray:
 # --- building blocks -------------------------------------------------------------------------
 
 
-def _at_as_of(bought: pd.DataFrame, lines: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
-    """Every customer's features from the purchases and lines known at `as_of`, by account."""
-    known = bought[bought["at"] <= as_of]
+def _at_as_of(known: pd.DataFrame, lines: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Every customer's features from the purchases (`known`: as `purchases` makes them at
+    `as_of`) and the lines known at `as_of`, by account."""
     days_ago = (as_of - known["at"]).dt.total_seconds().to_numpy() / 86400
     by = known["account_id"].to_numpy()
     recent = {w: days_ago <= w for w in WINDOWS}

@@ -69,6 +69,17 @@ def test_what_happens_after_the_as_of_changes_no_feature(world):
     pd.testing.assert_frame_equal(before, after)
 
 
+def test_an_order_whose_lines_span_the_as_of_is_what_its_known_lines_make_it():
+    # order 2: bought on day 10, cancelled under the same id on day 30 (nets to less than 0)
+    tables = _tables([("1", "a", 0, 100.0), ("2", "a", 10, 80.0), ("2", "a", 30, -90.0)])
+    at = pd.DataFrame({"account_id": ["a"], "as_of": [T0 + 20 * DAY]})
+    row = inactivity_features(tables, at).iloc[0]
+    assert row["purchases"] == 2 and row["days_since_last_purchase"] == 10
+    cut = inactivity_features(tables_as_of(tables, T0 + 20 * DAY), at)
+    pd.testing.assert_frame_equal(inactivity_features(tables, at), cut)
+    assert customer_snapshots(tables, [T0 + 20 * DAY])["account_id"].tolist() == ["a"]
+
+
 def test_labels_count_purchases_not_returns_and_leave_the_censored_unknown():
     tables = _tables(
         [
