@@ -388,12 +388,6 @@ def served_churn_problem(model: BaseEstimator) -> str:
 # --- data ----------------------------------------------------------------------------------------
 
 
-def build_frame(tables: CrmTables, params: ChurnParams) -> pd.DataFrame:
-    """Labelled monthly snapshots under the definition `params` name (see `resolve`)."""
-    params = resolve(params, tables)
-    return DEFINITION_OF[params.definition].frame(tables, params)
-
-
 def check_classes(frame: pd.DataFrame, horizon_days: int = HORIZON_DAYS) -> None:
     """Refuse to train with fewer than MIN_PER_CLASS churned and retained accounts each."""
     churned = frame.loc[frame[LABEL] == 1, "account_id"].nunique()

@@ -115,7 +115,7 @@ def score_accounts_command(
     Under subscription churn the accounts billed recurring revenue in the last ended month;
     under inactivity churn every customer with a purchase in the year before the as-of."""
     from forecast.churn import MODEL_NAME, definition_of, revenue_at_risk
-    from forecast.registry import champion_version, load_champion
+    from forecast.registry import RegistryError, champion_version, load_champion
     from forecast.store import StoreEmptyError, fingerprint_tables, read_store
 
     if not every:
@@ -134,7 +134,11 @@ def score_accounts_command(
         err_console.print(str(err), style="red")
         raise typer.Exit(1) from None
     moment = pd.Timestamp(as_of) if as_of else tables.as_of
-    model = load_champion(MODEL_NAME, version)
+    try:
+        model = load_champion(MODEL_NAME, version)
+    except RegistryError as err:
+        err_console.print(f"{err}: train one with `forecast train churn`", style="red")
+        raise typer.Exit(1) from None
     definition = definition_of(model).name
     with err_console.status(f"scoring the accounts as of {moment:%Y-%m-%d}"):
         book = revenue_at_risk(tables, model, as_of=moment).assign(

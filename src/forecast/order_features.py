@@ -150,21 +150,12 @@ def inactivity_training_frame(
     as_of_dates: Sequence[pd.Timestamp],
     *,
     horizon_days: int,
-    labelled_only: bool = True,
 ) -> pd.DataFrame:
-    """Customer snapshots, their features and the `churned` label."""
+    """Labelled customer snapshots: their features and the `churned` label."""
     snapshots = customer_snapshots(tables, as_of_dates)
     frame = inactivity_features(tables, snapshots)
     frame["churned"] = inactivity_labels(tables, snapshots, horizon_days=horizon_days).to_numpy()
-    if labelled_only:
-        frame = frame[frame["churned"].notna()].reset_index(drop=True)
-    return frame
-
-
-def expected_spend(frame: pd.DataFrame, horizon_days: int) -> np.ndarray:
-    """What a customer would spend over the horizon if they stayed: their last year's net spend
-    at the same pace (at least zero); the spend lost if they churn."""
-    return np.clip(frame["spend_365d"].to_numpy(dtype=float), 0, None) * horizon_days / 365
+    return frame[frame["churned"].notna()].reset_index(drop=True)
 
 
 # --- building blocks -------------------------------------------------------------------------
