@@ -14,8 +14,10 @@ equals the pipeline's own `predict_proba`.
 
 from __future__ import annotations
 
+import gc
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -34,7 +36,9 @@ MIN_LIFT = 0.005  # half a point of probability: smaller effects are noise, not 
 MAX_RECOMMENDATIONS = 3  # more advice than this is not read
 
 
-@dataclass(frozen=True, slots=True)
+# Plain (not frozen) slotted records: a frozen one costs four times as much to make, and a
+# book's explanation makes ten of them per deal.
+@dataclass(slots=True)
 class Reason:
     """One feature's push on the score, in the words of the catalogue."""
 
@@ -47,7 +51,7 @@ class Reason:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Recommendation:
     """An action, its expected effect on the probability and on expected revenue."""
 
@@ -61,7 +65,7 @@ class Recommendation:
     evidence: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Explanation:
     probability: float
     raw_score: float
@@ -404,63 +408,99 @@ def explain(
     sign = -1.0 if model == "account" else 1.0
     # advice the deal already follows is no advice: its evidence meets what won deals show
     done = _already_done(values, yardsticks, vocabulary)
-    after = _action_probabilities(scorer, coded, vocabulary.plan, threads, done)
+    after = _action_probabilities(scorer, coded, probability, vocabulary.plan, threads, done)
     lifts = np.where(done, -np.inf, sign * (after - probability[:, None]))
     evidence = vocabulary.evidence
     missing = _missing_matrix(values)
     shown = _displayed(values, names, display)
     # a missing value is unknown: it is never stated as raising or lowering the score
     known_effects = np.where(missing, 0.0, effects)
-    # sorted for all rows at once; then plain Python numbers, cheaper per row than numpy's
-    raising = np.argsort(-known_effects, axis=1, kind="stable")[:, :top].tolist()
-    lowering = np.argsort(known_effects, axis=1, kind="stable")[:, :top].tolist()
-    best = np.argsort(-lifts, axis=1, kind="stable")[:, :MAX_RECOMMENDATIONS].tolist()
-    effect_rows, lift_rows, after_rows = known_effects.tolist(), lifts.tolist(), after.tolist()
+    # sorted for all rows at once; only the chosen cells become plain Python values (cheaper
+    # per row than numpy's, and a whole matrix's `tolist` costs more than the rows' text)
+    each_way = min(top, len(names))
+    order = np.concatenate(
+        [
+            np.argsort(-known_effects, axis=1, kind="stable")[:, :each_way],
+            np.argsort(known_effects, axis=1, kind="stable")[:, :each_way],
+        ],
+        axis=1,
+    )
+    chosen_effects = np.take_along_axis(known_effects, order, axis=1)
+    wanted = np.concatenate(
+        [chosen_effects[:, :each_way] > 0, chosen_effects[:, each_way:] < 0], axis=1
+    )
+    best = np.argsort(-lifts, axis=1, kind="stable")[:, :MAX_RECOMMENDATIONS]
+    evidence_columns = np.asarray(evidence, dtype=int)[best]
+    order_rows, wanted_rows = order.tolist(), wanted.tolist()
+    chosen_rows = chosen_effects.tolist()
+    value_rows = np.take_along_axis(values, order, axis=1).tolist()
+    shown_rows = value_rows if shown is values else np.take_along_axis(shown, order, 1).tolist()
+    yardstick_rows = np.take_along_axis(yardsticks, order, axis=1).tolist()
+    best_rows = best.tolist()
+    lift_rows = np.take_along_axis(lifts, best, axis=1).tolist()
+    after_rows = np.take_along_axis(after, best, axis=1).tolist()
+    evidence_value_rows = np.take_along_axis(values, evidence_columns, axis=1).tolist()
+    evidence_typical_rows = np.take_along_axis(yardsticks, evidence_columns, axis=1).tolist()
     p_rows, raw_rows, amounts = (
         probability.tolist(),
         raw.tolist(),
         np.asarray(amount, float).tolist(),
     )
-    value_rows, yardstick_rows = values.tolist(), yardsticks.tolist()
-    shown_rows = value_rows if shown is values else shown.tolist()
-    out = []
-    for i in range(len(values)):
-        row_effects, row_values, row_yardsticks = effect_rows[i], value_rows[i], yardstick_rows[i]
-        chosen = [j for j in raising[i] if row_effects[j] > 0]
-        chosen += [j for j in lowering[i] if row_effects[j] < 0]
-        reasons = [
-            words[j].reason(row_effects[j], row_values[j], row_yardsticks[j], shown_rows[i][j])
-            for j in chosen
-        ]
-        recommendations = []
-        for a in best[i]:
-            lift = lift_rows[i][a]
-            if lift < MIN_LIFT:
-                break
-            name, action = actions[a]
-            j = evidence[a]
-            recommendations.append(
-                Recommendation(
-                    action=name,
-                    text=action.text,
-                    features=tuple(action.changes),
-                    probability_before=p_rows[i],
-                    probability_after=after_rows[i][a],
-                    lift_points=round(100 * lift, 2),
-                    expected_revenue_change=round(lift * amounts[i], 2),
-                    evidence=words[j].text(row_values[j], row_yardsticks[j]),
+    # the loop makes ten small objects per row and no cycles: the cyclic collector, run
+    # every few hundred of them, would walk the whole heap for nothing (a tenth of a book)
+    with _cycle_collector_paused(len(values) >= 1000):
+        out = []
+        for i in range(len(values)):
+            row_values, row_shown, row_yardsticks = value_rows[i], shown_rows[i], yardstick_rows[i]
+            row_effects = chosen_rows[i]
+            reasons = [
+                words[j].reason(row_effects[k], row_values[k], row_yardsticks[k], row_shown[k])
+                for k, (j, keep) in enumerate(zip(order_rows[i], wanted_rows[i], strict=True))
+                if keep
+            ]
+            recommendations = []
+            for k, a in enumerate(best_rows[i]):
+                lift = lift_rows[i][k]
+                if lift < MIN_LIFT:
+                    break
+                name, action = actions[a]
+                recommendations.append(
+                    Recommendation(
+                        action=name,
+                        text=action.text,
+                        features=tuple(action.changes),
+                        probability_before=p_rows[i],
+                        probability_after=after_rows[i][k],
+                        lift_points=round(100 * lift, 2),
+                        expected_revenue_change=round(lift * amounts[i], 2),
+                        evidence=words[evidence[a]].text(
+                            evidence_value_rows[i][k], evidence_typical_rows[i][k]
+                        ),
+                    )
+                )
+            out.append(
+                Explanation(
+                    probability=p_rows[i],
+                    raw_score=raw_rows[i],
+                    reasons=reasons,
+                    recommendations=recommendations,
+                    reason_codes=dict(zip(codes, by_code[i], strict=True)),
                 )
             )
-        out.append(
-            Explanation(
-                probability=p_rows[i],
-                raw_score=raw_rows[i],
-                reasons=reasons,
-                recommendations=recommendations,
-                reason_codes=dict(zip(codes, by_code[i], strict=True)),
-            )
-        )
     return out
+
+
+@contextmanager
+def _cycle_collector_paused(pause: bool) -> Iterator[None]:
+    """Reference counting still frees everything; only the search for cycles waits."""
+    if not pause or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def global_importance(scorer: Scorer, frame: pd.DataFrame) -> pd.Series:
@@ -567,15 +607,19 @@ class _ActionPlan:
             ceiling=column(lambda c: c.ceiling, np.inf),
         )
 
-    def applied(self, coded: np.ndarray) -> np.ndarray:
+    def applied(self, coded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The coded rows after each action, action by action (count x rows, features): what
-        `Change.apply` gives, set, then add, then clip (a missing value stays missing)."""
+        `Change.apply` gives, set, then add, then clip (a missing value stays missing); and
+        whether the action changed anything in the row (count x rows)."""
         stacked = np.repeat(coded[None], self.count, axis=0)
-        now = stacked[self.action, :, self.feature]  # changes x rows
-        now = np.where(np.isnan(self.set)[:, None], now, self.set[:, None]) + self.add[:, None]
+        was = stacked[self.action, :, self.feature]  # changes x rows
+        now = np.where(np.isnan(self.set)[:, None], was, self.set[:, None]) + self.add[:, None]
         now = np.minimum(np.maximum(now, self.floor[:, None]), self.ceiling[:, None])
         stacked[self.action, :, self.feature] = now
-        return stacked.reshape(-1, coded.shape[1])
+        differs = (now != was) & ~(np.isnan(now) & np.isnan(was))
+        moved = np.zeros((self.count, len(coded)), dtype=bool)
+        np.logical_or.at(moved, self.action, differs)
+        return stacked.reshape(-1, coded.shape[1]), moved
 
 
 @dataclass(frozen=True)
@@ -627,7 +671,7 @@ class _Words:
     """How one feature is put into words: label, unit and the evidence sentence."""
 
     def __init__(self, name: str, entry: FeatureEntry, yardstick: str):
-        self.name, self.entry, self.unit = name, entry, entry.unit
+        self.name, self.entry, self.unit, self.group = name, entry, entry.unit, entry.group
         self.yardstick = yardstick
         if name == "days_since_last_activity":
             self.prefix = "No touch in "
@@ -635,14 +679,17 @@ class _Words:
             self.prefix = "The rep has not been in touch for "
         else:
             self.prefix = f"{entry.label[0].upper()}{entry.label[1:]}: "
-        self._against: dict[float, str] = {}  # "; won deals at this stage: 3 days" by yardstick
+        # a book repeats values and yardsticks: each (value, yardstick) is worded once
+        self._texts: dict[tuple[object, float | None], str] = {}
 
     def show(self, value: object) -> str:
         if value is None or value != value:  # None or NaN
             return "unknown"
         if isinstance(value, str):
             return value
-        number = float(value)
+        return self._worded(float(value))
+
+    def _worded(self, number: float) -> str:
         unit = self.unit
         if unit == "share":
             return f"{number:.0%}"
@@ -655,25 +702,30 @@ class _Words:
         return f"{number:.1f} {unit}"
 
     def text(self, value: object, typical: float) -> str:
-        text = self.prefix + self.show(value)
-        if typical == typical:  # not NaN; yardsticks are a few medians, worded once each
-            against = self._against.get(typical)
-            if against is None:
-                if len(self._against) > 1024:  # yardsticks of many models over time
-                    self._against.clear()
-                against = self._against[typical] = f"; {self.yardstick}: " + self.show(typical)
-            text += against
+        # NaN is not equal to itself, so it would never be found again as a key
+        key = (None if value != value else value, None if typical != typical else typical)
+        text = self._texts.get(key)
+        if text is None:
+            if len(self._texts) > 8192:  # continuous values need not all be kept
+                self._texts.clear()
+            text = self.prefix + self.show(value)
+            if key[1] is not None:
+                text += f"; {self.yardstick}: " + self.show(typical)
+            self._texts[key] = text
         return text
 
     def reason(self, effect: float, value: object, typical: float, shown: object) -> Reason:
         """The reason `value` gives, in words naming it as people know it (`shown`)."""
-        known = None if value is None or value != value else value
+        if value is None or value != value:
+            known = None
+        else:
+            known = value if isinstance(value, str) else float(value)
         return Reason(
-            code=self.entry.group,
+            code=self.group,
             feature=self.name,
             direction="raises" if effect > 0 else "lowers",
-            effect=float(effect),
-            value=known if known is None or isinstance(known, str) else float(known),
+            effect=effect,
+            value=known,
             typical=None if typical != typical else float(typical),
             text=self.text(shown, typical),
         )
@@ -708,19 +760,25 @@ def _already_done(
 
 
 def _action_probabilities(
-    scorer: Scorer, coded: np.ndarray, plan: _ActionPlan, threads: int, done: np.ndarray
+    scorer: Scorer,
+    coded: np.ndarray,
+    probability: np.ndarray,
+    plan: _ActionPlan,
+    threads: int,
+    done: np.ndarray,
 ) -> np.ndarray:
     """Probability after each action (columns), for all rows at once; NaN where the row
-    already does it (`done`, rows x actions: no need to score it).
+    already does it (`done`, rows x actions: no need to score it), and the row's own
+    `probability` where the action changes none of its values (at its floor or ceiling).
 
     One model call for every action together: for a single deal a call's fixed cost, not the
     trees, is most of the time, and the service scores one deal per request.
     """
     if not plan.count:
         return np.empty((len(coded), 0))
-    changed = plan.applied(coded)  # action-major: action a, row i at a x rows + i
-    wanted = ~done.T.ravel()
-    after = np.full(len(changed), np.nan)
+    changed, moved = plan.applied(coded)  # action-major: action a, row i at a x rows + i
+    after = np.where(done.T.ravel(), np.nan, np.tile(probability, plan.count))
+    wanted = ~done.T.ravel() & moved.ravel()
     if wanted.any():
         after[wanted] = scorer.probability(changed[wanted], threads=threads)
     return after.reshape(plan.count, len(coded)).T

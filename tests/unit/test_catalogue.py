@@ -74,10 +74,14 @@ def test_the_explainer_applies_every_action_as_change_apply_does(model):
     rng = np.random.default_rng(0)
     coded = rng.choice([np.nan, -5.0, 0.0, 0.5, 1.0, 3.0, 14.0, 200.0], size=(6, len(names)))
     plan = _ActionPlan.of(actions, position)
-    applied = plan.applied(coded).reshape(len(actions), len(coded), len(names))
+    applied, moved = plan.applied(coded)
+    applied = applied.reshape(len(actions), len(coded), len(names))
     for a, action in enumerate(actions):
         expected = coded.copy()
         for feature, change in action.changes.items():
             expected[:, position[feature]] = change.apply(expected[:, position[feature]])
         np.testing.assert_array_equal(applied[a], expected)
+        # `moved` says which rows the action changed at all (those are re-scored)
+        same = (expected == coded) | (np.isnan(expected) & np.isnan(coded))
+        np.testing.assert_array_equal(moved[a], ~same.all(axis=1))
     assert np.isnan(applied).sum() <= len(actions) * np.isnan(coded).sum()
