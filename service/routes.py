@@ -563,6 +563,7 @@ def forecast(quarter: ForecastQuarter, scope: ForecastNode, state: StateDep):
         model=ModelOut(name=serving.name, version=serving.version),
         definition=DEFINITION,
         renewals_from=result.inputs.renewals_source,
+        leaning=result.inputs.lean and result.inputs.lean.basis,
         **view,
     )
 

@@ -676,6 +676,8 @@ EXAMPLE_NODE = {
     "new": 90_000.0,
     "recurring": 160_000.0,
     "open_deals": 41,
+    "source": "simulation",
+    "simulation_mean": 1_240_000.0,
 }
 EXAMPLE_DRIVER = {
     "rank": 1,
@@ -713,6 +715,18 @@ class ForecastNodeOut(BaseModel):
     new: float = Field(description="Expected from deals not yet created.")
     recurring: float = Field(description="Renewals passed and still to come.")
     open_deals: int | None = None
+    source: str = Field(
+        default="simulation",
+        description="Where the mean comes from: `simulation`, or the time series the node "
+        "leans on (`naive_last_quarter`, `naive_last_year`, `mean_last_four`, "
+        "`statsforecast`) because the latest revenue backtest erred clearly less with it "
+        "there; the spread keeps the simulation's shape above what is booked.",
+    )
+    simulation_mean: float | None = Field(
+        default=None,
+        description="The simulation's mean, which closed + open + new + recurring add up "
+        "to; equal to `mean` unless the node leans on a series.",
+    )
     revenue_at_risk: float | None = Field(
         default=None,
         description="ARR at risk from churn over the next 90 days (churn probability x ARR) of "
@@ -761,6 +775,11 @@ class ForecastOut(BaseModel):
     renewals_from: str = Field(
         description="What gave the renewals still to come their probabilities: the churn "
         "champion (`account-churn vN`, this quarter and next) or the segment renewal rates."
+    )
+    leaning: str | None = Field(
+        default=None,
+        description="The revenue backtest run whose errors chose, node by node, between the "
+        "simulation and a time series (`source` on each node); null when there is none.",
     )
     node: ForecastNodeOut
     children: list[ForecastNodeOut]

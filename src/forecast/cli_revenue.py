@@ -89,6 +89,23 @@ def _with_churn_risk(forecast, tables, scorer, moment: pd.Timestamp):
     return with_revenue_at_risk(forecast, at_risk_by_owner(scores), tables.reps)
 
 
+def _leaning(tables, inputs):
+    """`inputs` leaning on the time series the latest revenue backtest found more accurate,
+    node by node; as they are (said) when there is no backtest."""
+    from forecast.revenue_backtest import latest_backtest, live_lean
+
+    found = latest_backtest()
+    if found is None:
+        err_console.print(
+            "no revenue backtest yet: every node is the simulation's (`forecast "
+            "revenue-backtest` finds where a time series does better)",
+            style="yellow",
+        )
+        return inputs
+    points, basis = found
+    return live_lean(tables, inputs, points, basis)
+
+
 def _money(value: float) -> str:
     if pd.isna(value):
         return ""
@@ -116,9 +133,11 @@ def print_forecast(forecast, level: str) -> None:
         f"({forecast.draws:,} draws{scenario})"
     )
     at_risk = "revenue_at_risk" in nodes
+    leaning = "source" in nodes and (nodes["source"] != "simulation").any()
     table = Table(
         level, "target", "mean", "P10", "P50", "P90", "P(target)", "gap", "closed", "open",
-        "new", "recurring", "coverage", *(["churn risk"] if at_risk else []), title=title,
+        "new", "recurring", "coverage", *(["churn risk"] if at_risk else []),
+        *(["source"] if leaning else []), title=title,
     )  # fmt: skip
     for row in nodes.itertuples():
         table.add_row(
@@ -127,6 +146,7 @@ def print_forecast(forecast, level: str) -> None:
             _money(row.gap_to_target), _money(row.closed), _money(row.open), _money(row.new),
             _money(row.recurring), _coverage(row.coverage),
             *([_money(row.revenue_at_risk)] if at_risk else []),
+            *([str(row.source)] if leaning else []),
         )  # fmt: skip
     console.print(table)
     shown = nodes["node"].tolist() if level != "rep" else nodes.nlargest(5, "std")["node"].tolist()
@@ -144,6 +164,17 @@ def print_forecast(forecast, level: str) -> None:
         ),
         style="dim",
     )
+    if leaning:
+        from forecast.revenue_backtest import LEAN_MARGIN
+
+        console.print(
+            "source: where the node's mean comes from. A node leans on a time series (naive, "
+            f"mean of the last four quarters, AutoETS) where the {forecast.inputs.lean.basis} "
+            f"erred at least {LEAN_MARGIN:.0%} less with it than with the simulation; it keeps "
+            "the shape of the simulation's distribution above what is booked, and its parts "
+            "(closed, open, new, recurring) stay the simulation's",
+            style="dim",
+        )
 
 
 QUARTERS_AHEAD = 3  # as far as the service forecasts: beyond, it is new deals and renewals only
@@ -182,11 +213,19 @@ def revenue(
     draws: Annotated[int, typer.Option(help="Simulated quarters.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    lean: Annotated[
+        bool,
+        typer.Option(
+            "--lean/--no-lean",
+            help="Let nodes lean on a time series where the latest revenue backtest found it "
+            "more accurate than the simulation.",
+        ),
+    ] = True,
 ) -> None:
     """Forecast a quarter's bookings at every node of the org tree (uses the deal-win champion)."""
     from forecast.bookings import parse_quarter
     from forecast.churn import live_renewals
-    from forecast.revenue import forecast_quarter
+    from forecast.revenue import prepare_quarter, simulate_quarter
     from forecast.store import StoreEmptyError, read_store
 
     if level not in LEVEL_NAMES:
@@ -216,10 +255,12 @@ def revenue(
             lambda frame: churn_scorer.probability(churn_scorer.coded(frame)), tables,
             quarter=quarter, as_of=moment, source=source,
         )  # fmt: skip
-    forecast = forecast_quarter(
-        tables, quarter=quarter, as_of=moment, win_scorer=scorer, draws=draws, seed=seed,
-        level=level, renewal_probability=renewals,
-    )  # fmt: skip
+    inputs = prepare_quarter(
+        tables, quarter=quarter, as_of=moment, win_scorer=scorer, renewal_probability=renewals
+    )
+    if lean:
+        inputs = _leaning(tables, inputs)
+    forecast = simulate_quarter(inputs, draws=draws, seed=seed, level=level)
     if churn is not None:
         forecast = _with_churn_risk(forecast, tables, churn_scorer, moment)
     if as_json:

@@ -773,6 +773,34 @@ def _churn_shock(
 
 
 @dataclass(frozen=True)
+class SeriesLean:
+    """The nodes whose forecast leans on a time series: where the pipeline says little (no
+    expected close dates, a thin history, few open deals) the revenue backtest erred less with
+    the series than with the simulation. Such a node keeps the shape of the simulation's
+    distribution: what it adds to the node's bookings so far is scaled so that the mean is the
+    series' forecast (a series forecasting no more than is booked is not followed).
+
+    Attributes:
+        nodes: level, node, source (the series), scale (of the draws above what is booked).
+        basis: where the choice came from (the backtest run), said with the forecast.
+    """
+
+    nodes: pd.DataFrame
+    basis: str
+
+    def at(self, level: str, names: pd.Index) -> tuple[np.ndarray, np.ndarray]:
+        """Per node of `level` (in `names` order): its source ("simulation" where it does not
+        lean) and the scale of its draws above what is booked (1 there)."""
+        rows = self.nodes[self.nodes["level"] == level].set_index("node")
+        source = rows["source"].reindex(names.astype(str)).fillna(SIMULATION).to_numpy(object)
+        scale = rows["scale"].reindex(names.astype(str)).fillna(1.0).to_numpy(float)
+        return source, scale
+
+
+SIMULATION = "simulation"  # a node's source when it does not lean on a series
+
+
+@dataclass(frozen=True)
 class QuarterInputs:
     """Everything the simulation needs, as learned and scored at `as_of`.
 
@@ -802,6 +830,7 @@ class QuarterInputs:
     scenario: str | None = None  # the name of the scenario applied, if any
     unbilled: pd.Series | None = None  # owner -> expected renewals of accounts not billed yet
     renewals_source: str = SEGMENT_RATES  # what gave the pending renewals their probabilities
+    lean: SeriesLean | None = None  # nodes that lean on a time series (`with_lean`)
 
     def leaf_of(self, owners: pd.Series) -> np.ndarray:
         """Leaf of each owner (rep_id); owners not in the tree go to the unassigned leaf."""
@@ -1506,7 +1535,9 @@ class QuarterForecast:
             the quarter's end, unweighted), remaining_gap (what new business still has to
             bring: target - closed - recurring), coverage (open_pipeline / remaining_gap;
             inf when nothing remains), open_deals, std, top_deals and top_share (the deals
-            carrying most of the variance, and their share of it).
+            carrying most of the variance, and their share of it), source ("simulation", or the
+            time series the node leans on, see `SeriesLean`) and simulation_mean (the
+            simulation's mean before leaning, which the parts above add up to).
         drivers: per node, the deals with the largest variance contribution (rank, deal_id, rep,
             stage, amount, p_inside, variance_share, cumulative_share).
         deals: every open deal with its probabilities and expected booked amount.
@@ -1565,6 +1596,7 @@ class QuarterForecast:
             "scenario": self.scenario,
             "definition": "bookings: won deals closing in the quarter + renewals passed in it",
             "renewals_from": self.inputs.renewals_source,
+            "leaning": self.inputs.lean.basis if self.inputs.lean is not None else None,
             "nodes": _records(nodes.drop(columns=["top_deals"], errors="ignore")),
             "drivers": _records(drivers),
         }
@@ -1722,22 +1754,23 @@ def simulate_quarter(
     for lvl in LEVELS:
         names = tree.groups[lvl][1]
         values = tree.roll_up(result.leaf_draws, lvl)
+        source, scale = _leaning(inputs.lean, lvl, names)
+        simulation_mean = None
+        if (scale != 1.0).any():
+            # the series' mean, the simulation's shape above what is already booked
+            simulation_mean = values.mean(axis=1, dtype=np.float64)
+            floor = tree.roll_up(booked, lvl)[:, None].astype(values.dtype)
+            values = floor + (values - floor) * scale[:, None].astype(values.dtype)
         node_draws[lvl] = (names, values)
         if lvl not in levels:
             continue
-        frames.append(
-            _node_frame(
-                lvl,
-                names,
-                values,
-                tree,
-                inputs.targets.get(lvl),
-                leaf_parts,
-                booked,
-                pipeline,
-                n_open,
-            )
-        )
+        frame = _node_frame(
+            lvl, names, values, tree, inputs.targets.get(lvl), leaf_parts, booked, pipeline,
+            n_open,
+        )  # fmt: skip
+        frame["source"] = source
+        frame["simulation_mean"] = frame["mean"] if simulation_mean is None else simulation_mean
+        frames.append(frame)
     nodes = pd.concat(frames, ignore_index=True)
     drivers = _drivers(deals, nodes, tree, levels, inputs.params.top_deals)
     top = drivers.groupby(["level", "node"]).agg(
@@ -1759,6 +1792,48 @@ def simulate_quarter(
         node_draws=node_draws,
         inputs=inputs,
     )
+
+
+def _leaning(lean: SeriesLean | None, level: str, names: pd.Index) -> tuple[np.ndarray, np.ndarray]:
+    if lean is None:
+        return np.full(len(names), SIMULATION, dtype=object), np.ones(len(names))
+    return lean.at(level, names)
+
+
+def expected_by_node(inputs: QuarterInputs) -> pd.DataFrame:
+    """The simulation's exact mean and what is already booked at every node (level, node,
+    mean, booked), without drawing."""
+    sim = inputs.simulation_inputs()
+    exact = moments(sim)
+    per_leaf = sim.closed + exact.mean["open"] + exact.mean["new"] + exact.mean["recurring"]
+    frames = []
+    for level in LEVELS:
+        names = inputs.tree.groups[level][1]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "level": level,
+                    "node": names.astype(str),
+                    "mean": inputs.tree.roll_up(per_leaf, level),
+                    "booked": inputs.tree.roll_up(sim.closed, level),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def with_lean(inputs: QuarterInputs, forecasts: pd.DataFrame, basis: str) -> QuarterInputs:
+    """`inputs` with the nodes of `forecasts` (level, node, source, forecast: a time series'
+    forecast of the quarter) leaning on their series; see `SeriesLean`."""
+    exact = expected_by_node(inputs)
+    rows = forecasts.merge(exact, on=["level", "node"], how="inner")
+    to_come = rows["mean"] - rows["booked"]
+    # a series at or below what is booked, or a node with nothing left to come, is not followed
+    rows = rows[(rows["forecast"] > rows["booked"]) & (to_come > 0)]
+    rows = rows.assign(scale=(rows["forecast"] - rows["booked"]) / (rows["mean"] - rows["booked"]))
+    if rows.empty:
+        return replace(inputs, lean=None)
+    return replace(inputs, lean=SeriesLean(rows[["level", "node", "source", "scale"]], basis))
 
 
 def _deal_table(inputs: QuarterInputs, sim: SimulationInputs, variance: np.ndarray) -> pd.DataFrame:

@@ -49,10 +49,12 @@ from forecast.features import DEAL_FEATURES, deal_features, deal_snapshots, snap
 from forecast.model import TreeParams, calibrate, make_lightgbm, model_input, win_probability
 from forecast.revenue import (
     QuarterForecast,
+    QuarterInputs,
     RenewalRates,
     RevenueParams,
     WinScorer,
     forecast_quarter,
+    with_lean,
 )
 from forecast.simulate import LEVELS, OrgTree, moments
 from forecast.tables import CrmTables
@@ -477,25 +479,88 @@ def lean_by_error(
     earlier quarters, all of them settled by the forecast's as_of. Rows are tagged
     method=FALLBACK, with the source in `source`.
     """
-    sources = [primary, *(m for m in SERIES if m in set(points["method"]))]
-    rows = points[points["method"].isin(sources)].copy()
-    rows["abs_error"] = (rows["mean"] - rows["actual"]).abs()
+    rows, sources = _contenders(points, primary)
     keys = ["week", "level", "node", "method"]
     rows = rows.sort_values([*keys, "quarter"], kind="stable")
     grouped = rows.groupby(keys, sort=False)
     # what was known before this quarter: sums over the earlier quarters only
     rows["error_before"] = grouped["abs_error"].cumsum() - rows["abs_error"]
     rows["actual_before"] = grouped["actual"].cumsum() - rows["actual"]
-    rows["wape"] = rows["error_before"] / rows["actual_before"].where(rows["actual_before"] > 0)
-    # the simulation competes with its error less the margin: a series must beat it clearly
-    rows.loc[rows["method"] == primary, "wape"] *= 1 - margin
-    rows["rank"] = rows["method"].map({m: i for i, m in enumerate(sources)})  # ties: simulation
-    scored = rows.dropna(subset=["wape"]).sort_values(["wape", "rank"], kind="stable")
-    best = scored.drop_duplicates(["quarter", "week", "level", "node"])
-    first = rows[rows["method"] == primary]
-    chosen = pd.concat([best, first]).drop_duplicates(["quarter", "week", "level", "node"])
+    best = _least_error(rows, "error_before", "actual_before", sources, primary, margin)
+    chosen = best.drop_duplicates(["quarter", "week", "level", "node"])
     out = chosen.rename(columns={"method": "source"}).assign(method=FALLBACK)
     return out[[*points.columns, "source"]].reset_index(drop=True)
+
+
+def node_sources(
+    points: pd.DataFrame, week: int, primary: str = "simulation", margin: float = LEAN_MARGIN
+) -> pd.DataFrame:
+    """What a forecast made after every backtest quarter leans on, by `lean_by_error`'s rule
+    over all of them at the backtest week nearest `week`: level, node, source, wape (the
+    source's error there)."""
+    rows, sources = _contenders(points, primary)
+    if rows.empty:
+        return pd.DataFrame(columns=["level", "node", "source", "wape"])
+    weeks = rows["week"].unique()
+    nearest = weeks[np.argmin(np.abs(weeks - week))]
+    rows = rows[rows["week"] == nearest]
+    totals = rows.groupby(["level", "node", "method"], as_index=False)[
+        ["abs_error", "actual"]
+    ].sum()
+    best = _least_error(totals, "abs_error", "actual", sources, primary, margin)
+    out = best.drop_duplicates(["level", "node"]).rename(columns={"method": "source"})
+    return out[["level", "node", "source", "wape"]].reset_index(drop=True)
+
+
+def _contenders(points: pd.DataFrame, primary: str) -> tuple[pd.DataFrame, list[str]]:
+    sources = [primary, *(m for m in SERIES if m in set(points["method"]))]
+    rows = points[points["method"].isin(sources)].copy()
+    rows["abs_error"] = (rows["mean"] - rows["actual"]).abs()
+    return rows, sources
+
+
+def _least_error(
+    rows: pd.DataFrame,
+    error: str,
+    actual: str,
+    sources: list[str],
+    primary: str,
+    margin: float,
+) -> pd.DataFrame:
+    """`rows` ordered so that each node's first is its source: the least weighted error, the
+    simulation's counted `margin` lower (a series must beat it clearly; ties go to it), and the
+    simulation wherever no error is known."""
+    rows = rows.assign(wape=rows[error] / rows[actual].where(rows[actual] > 0))
+    rows.loc[rows["method"] == primary, "wape"] *= 1 - margin
+    rows["rank"] = rows["method"].map({m: i for i, m in enumerate(sources)})
+    scored = rows.dropna(subset=["wape"]).sort_values(["wape", "rank"], kind="stable")
+    return pd.concat([scored, rows[rows["method"] == primary]])
+
+
+def live_lean(
+    tables: CrmTables, inputs: QuarterInputs, points: pd.DataFrame, basis: str
+) -> QuarterInputs:
+    """`inputs` leaning, node by node, on the time series a revenue backtest (`points`) found
+    the more accurate there (`node_sources`); unchanged for a quarter other than the as-of's
+    (a series forecast of a later quarter would miss the current one, still open)."""
+    window = inputs.window
+    if window.as_of < window.q_start or window.as_of >= window.end:
+        return inputs
+    week = min(13, (window.as_of - window.q_start).days // 7 + 1)
+    sources = node_sources(points, week)
+    leaning = sources[sources["source"] != "simulation"]
+    if leaning.empty:
+        return inputs
+    series = known_series(tables, window.as_of, inputs.params)
+    values = _naive_and_ets(series, inputs.tree, leaning[["level", "node"]], window.quarter)
+    forecast = pd.concat(
+        leaning[leaning["source"] == name].merge(
+            values[name][["level", "node", "mean"]], on=["level", "node"]
+        )
+        for name in leaning["source"].unique()
+    )
+    forecast = forecast.rename(columns={"mean": "forecast"}).dropna(subset=["forecast"])
+    return with_lean(inputs, forecast[["level", "node", "source", "forecast"]], basis)
 
 
 def _tag(frame: pd.DataFrame, quarter: str, week: int, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -857,3 +922,38 @@ def _summary(points: pd.DataFrame, metrics: pd.DataFrame, n_quarters: int) -> st
             f"{share:.0%} of the {len(inside):,} actuals."
         )
     return "\n".join(f"- {line}" for line in lines)
+
+
+def latest_backtest() -> tuple[pd.DataFrame, str] | None:
+    """The points of the latest finished revenue backtest in the project's MLflow store, with
+    a line saying which run it is; None when there is none (`forecast revenue-backtest`)."""
+    import mlflow
+
+    from forecast.registry import client
+
+    tracking = client()
+    experiment = tracking.get_experiment_by_name(EXPERIMENT)
+    if experiment is None:
+        return None
+    runs = tracking.search_runs(
+        [experiment.experiment_id],
+        filter_string="attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        return None
+    run = runs[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run.info.run_id,
+                artifact_path="backtest/backtest_points.csv",
+                dst_path=tmp,
+                tracking_uri=tracking.tracking_uri,
+            )
+        except (OSError, mlflow.exceptions.MlflowException):
+            return None  # a run without points (an older or a failed one): no lean
+        points = pd.read_csv(path, dtype={"quarter": str, "level": str, "node": str})
+    started = pd.Timestamp(run.info.start_time, unit="ms")
+    return points, f"revenue backtest run {run.info.run_id[:8]} of {started:%Y-%m-%d}"

@@ -34,10 +34,15 @@ from forecast.revenue import (
 )
 from forecast.revenue_backtest import (
     FALLBACK,
+    SERIES,
+    _naive_and_ets,
     backtest,
     backtest_metrics,
     coverage_table,
+    known_series,
+    live_lean,
     log_backtest,
+    node_sources,
     truth_scorer,
     week_as_of,
 )
@@ -523,3 +528,112 @@ def test_a_slip_moves_a_deals_chance_between_quarters_and_never_creates_any(
         checked += len(ids)
     assert checked > 600 and created == 0  # about 130 open deals, six slips each
     assert moved > 100  # the slips do move chance from this quarter into the next
+
+
+# --- leaning on a time series where the backtest found it better ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def backtested(world, scorer):
+    """Four backtest quarters at week 5, before the forecast's quarter (2025Q3)."""
+    return backtest(
+        world.tables,
+        quarters=["2024Q3", "2024Q4", "2025Q1", "2025Q2"],
+        weeks=(5,),
+        scorers={"simulation": lambda cutoff: scorer},
+        draws=300,
+    )
+
+
+def test_a_node_leans_on_the_series_its_backtest_favoured(world, scorer, backtested):
+    inputs = prepare_quarter(world.tables, quarter=QUARTER, as_of=AS_OF, win_scorer=scorer)
+    leaned = live_lean(world.tables, inputs, backtested.points, "backtest of the test")
+    plain = simulate_quarter(inputs, draws=DRAWS, seed=1)
+    leaning = simulate_quarter(leaned, draws=DRAWS, seed=1)
+    sources = node_sources(backtested.points, week=6)
+    chosen = leaning.nodes.merge(sources, on=["level", "node"], suffixes=("", "_chosen"))
+    moved = chosen[chosen["source"] != "simulation"]
+    assert len(moved) >= 1, sources["source"].value_counts()  # a rep of this world leans
+    assert (chosen["source"] == chosen["source_chosen"]).all()
+    assert set(moved["source"]) <= set(SERIES)
+
+    # each leaning node's mean is its series' forecast, with the simulation's shape above
+    # what is booked (the same draws, scaled)
+    series = _naive_and_ets(
+        known_series(world.tables, AS_OF, inputs.params), inputs.tree,
+        moved[["level", "node"]], pd.Period(QUARTER, "Q"),
+    )  # fmt: skip
+    for row in moved.itertuples():
+        forecast = series[row.source].set_index(["level", "node"]).at[(row.level, row.node), "mean"]
+        assert row.mean == pytest.approx(forecast, rel=0.03), row
+        before = plain.samples(row.level, row.node) - row.booked
+        after = leaning.samples(row.level, row.node) - row.booked
+        scale = after.sum() / before.sum()  # one factor for every draw
+        np.testing.assert_allclose(after, before * scale, rtol=1e-4, atol=1.0)
+        assert scale != pytest.approx(1.0, abs=1e-3)
+        if not np.isnan(row.target):
+            assert row.p_reach_target == pytest.approx((after + row.booked >= row.target).mean())
+        assert row.simulation_mean == pytest.approx(before.mean() + row.booked)
+
+    # the rest is the simulation's, untouched
+    same = plain.nodes.set_index(["level", "node"])
+    kept = leaning.nodes[leaning.nodes["source"] == "simulation"].set_index(["level", "node"])
+    pd.testing.assert_frame_equal(kept, same.loc[kept.index])
+    assert leaning.to_dict()["leaning"] == "backtest of the test"
+
+
+def test_a_slip_still_never_raises_a_leaning_quarter(world, scorer, backtested):
+    inputs = prepare_quarter(world.tables, quarter=QUARTER, as_of=AS_OF, win_scorer=scorer)
+    leaned = live_lean(world.tables, inputs, backtested.points, "backtest of the test")
+    base = simulate_quarter(leaned, draws=DRAWS, seed=1)
+    leaning_reps = base.nodes[
+        (base.nodes["level"] == "rep") & (base.nodes["source"] != "simulation")
+    ]
+    own = base.deals[base.deals["rep_id"].isin(leaning_reps["node"])]
+    assert len(own) >= 3  # the slips below move deals of a leaning rep
+    deals = pd.concat([own.nlargest(10, "expected_bookings"), base.deals.nlargest(10, "amount")])
+    for deal in deals.itertuples():
+        slipped = simulate_quarter(
+            Scenario(slip_days={deal.deal_id: 120}).apply(leaned, scorer), draws=DRAWS, seed=1
+        )
+        for level, node in (("rep", deal.rep_id), ("company", "company")):
+            before = base.nodes.set_index(["level", "node"]).at[(level, node), "mean"]
+            after = slipped.nodes.set_index(["level", "node"]).at[(level, node), "mean"]
+            assert after <= before + 1e-6, (deal.deal_id, level)
+
+
+def test_the_command_leans_where_the_latest_backtest_says(stored_world, backtested, tmp_path):
+    from forecast.cli import app
+
+    runner = CliRunner()
+    asked = ["revenue", "--quarter", QUARTER, "--as-of", f"{AS_OF:%Y-%m-%d}", "--draws", "500"]
+    before = runner.invoke(app, [*asked, "--level", "rep"])
+    assert before.exit_code == 0, before.output
+    assert "no revenue backtest yet" in before.output and "source" not in before.stdout
+
+    run_id, _ = log_backtest(backtested, card_dir=tmp_path)  # what `revenue-backtest` logs
+    shown = runner.invoke(app, [*asked, "--level", "rep"])
+    assert shown.exit_code == 0, shown.output
+    assert f"revenue backtest run {run_id[:8]}" in shown.stdout
+    leaning = node_sources(backtested.points, week=6).query("source != 'simulation'")
+    row = next(line for line in shown.stdout.splitlines() if f" {leaning['node'].iloc[0]} " in line)
+    assert leaning["source"].iloc[0] in row
+
+    payload = json.loads(runner.invoke(app, [*asked, "--level", "rep", "--json"]).stdout)
+    sources = {n["node"]: n["source"] for n in payload["nodes"]}
+    assert sources[leaning["node"].iloc[0]] == leaning["source"].iloc[0]
+    assert payload["leaning"].startswith(f"revenue backtest run {run_id[:8]}")
+    plain = runner.invoke(app, [*asked, "--level", "rep", "--json", "--no-lean"])
+    assert {n["source"] for n in json.loads(plain.stdout)["nodes"]} == {"simulation"}
+
+
+def test_the_service_leans_as_the_command_does(world, scorer, backtested, tmp_path):
+    from service.state import _leaning
+
+    inputs = prepare_quarter(world.tables, quarter=QUARTER, as_of=AS_OF, win_scorer=scorer)
+    assert _leaning(world.tables, inputs) is inputs  # no backtest logged yet
+    run_id, _ = log_backtest(backtested, card_dir=tmp_path)
+    served = _leaning(world.tables, inputs).lean
+    expected = live_lean(world.tables, inputs, backtested.points, "").lean
+    assert served.basis.startswith(f"revenue backtest run {run_id[:8]}")
+    pd.testing.assert_frame_equal(served.nodes, expected.nodes, check_exact=False, rtol=1e-9)

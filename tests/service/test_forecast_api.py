@@ -30,6 +30,9 @@ def test_the_company_forecast_is_the_services_own_figures(api, quarter):
     assert body["drivers"] and body["drivers"][0]["rank"] == 1
     assert body["model"] == {"name": "deal-win", "version": "1"} and body["draws"] == 10_000
     assert body["renewals_from"] == "account-churn v1"  # the churn champion, this quarter
+    # no revenue backtest in this home: every node is the simulation's
+    assert body["leaning"] is None and node["source"] == "simulation"
+    assert node["simulation_mean"] == pytest.approx(node["mean"])
 
 
 def test_a_manager_sees_their_team_by_default_and_only_deals_in_reach(api, quarter):
