@@ -637,3 +637,11 @@ def test_the_service_leans_as_the_command_does(world, scorer, backtested, tmp_pa
     expected = live_lean(world.tables, inputs, backtested.points, "").lean
     assert served.basis.startswith(f"revenue backtest run {run_id[:8]}")
     pd.testing.assert_frame_equal(served.nodes, expected.nodes, check_exact=False, rtol=1e-9)
+
+    # the dashboard's Forecast page says which source a leaning node's mean came from
+    from service.pages import _quarter_view
+
+    forecast = simulate_quarter(_leaning(world.tables, inputs), draws=500, seed=1)
+    level, node, source = served.nodes[["level", "node", "source"]].iloc[0]
+    view = _quarter_view(forecast, level, node)
+    assert view["source"] == source and view["simulation_mean"] != pytest.approx(view["mean"])
