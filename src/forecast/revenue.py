@@ -778,7 +778,9 @@ class SeriesLean:
     expected close dates, a thin history, few open deals) the revenue backtest erred less with
     the series than with the simulation. Such a node keeps the shape of the simulation's
     distribution: what it adds to the node's bookings so far is scaled so that the mean is the
-    series' forecast (a series forecasting no more than is booked is not followed).
+    series' forecast (a series forecasting no more than is booked is not followed). A parent
+    that does not lean stays the simulation's: where a child leans, the children's means no
+    longer add up to it (each node is its own best estimate).
 
     Attributes:
         nodes: level, node, source (the series), scale (of the draws above what is booked).
