@@ -319,8 +319,8 @@ def _quarter_view(forecast, level: str, node: str) -> dict[str, Any]:
         "recurring": float(row["recurring"]),
         "at_risk": float(row["revenue_at_risk"]) if "revenue_at_risk" in row else None,
         "renewals_from": forecast.inputs.renewals_source,
-        "source": str(row.get("source", "simulation")),
-        "simulation_mean": float(row.get("simulation_mean", row["mean"])),
+        "source": str(row["source"]),
+        "simulation_mean": float(row["simulation_mean"]),
     }
 
 

@@ -376,11 +376,10 @@ def _leaning(tables: CrmTables, inputs):
     or the tracking store cannot be read (logged: the forecast still stands)."""
     from mlflow.exceptions import MlflowException
 
-    from forecast.revenue_backtest import latest_backtest, live_lean
+    from forecast.revenue_backtest import lean_on_latest_backtest
 
     try:
-        found = latest_backtest()
+        return lean_on_latest_backtest(tables, inputs)[0]
     except (MlflowException, OSError) as err:
         log.warning("no series leaning: the revenue backtest could not be read (%s)", err)
         return inputs
-    return inputs if found is None else live_lean(tables, inputs, *found)

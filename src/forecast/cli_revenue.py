@@ -89,23 +89,6 @@ def _with_churn_risk(forecast, tables, scorer, moment: pd.Timestamp):
     return with_revenue_at_risk(forecast, at_risk_by_owner(scores), tables.reps)
 
 
-def _leaning(tables, inputs):
-    """`inputs` leaning on the time series the latest revenue backtest found more accurate,
-    node by node; as they are (said) when there is no backtest."""
-    from forecast.revenue_backtest import latest_backtest, live_lean
-
-    found = latest_backtest()
-    if found is None:
-        err_console.print(
-            "no revenue backtest yet: every node is the simulation's (`forecast "
-            "revenue-backtest` finds where a time series does better)",
-            style="yellow",
-        )
-        return inputs
-    points, basis = found
-    return live_lean(tables, inputs, points, basis)
-
-
 def _money(value: float) -> str:
     if pd.isna(value):
         return ""
@@ -259,7 +242,15 @@ def revenue(
         tables, quarter=quarter, as_of=moment, win_scorer=scorer, renewal_probability=renewals
     )
     if lean:
-        inputs = _leaning(tables, inputs)
+        from forecast.revenue_backtest import lean_on_latest_backtest
+
+        inputs, basis = lean_on_latest_backtest(tables, inputs)
+        if basis is None:
+            err_console.print(
+                "no revenue backtest yet: every node is the simulation's (`forecast "
+                "revenue-backtest` finds where a time series does better)",
+                style="yellow",
+            )
     forecast = simulate_quarter(inputs, draws=draws, seed=seed, level=level)
     if churn is not None:
         forecast = _with_churn_risk(forecast, tables, churn_scorer, moment)
