@@ -148,12 +148,13 @@ def print_forecast(forecast, level: str) -> None:
         style="dim",
     )
     if leaning:
-        from forecast.revenue_backtest import LEAN_MARGIN
+        from forecast.revenue_backtest import LEAN_MARGIN, MIN_LEAN_QUARTERS
 
         console.print(
             "source: where the node's mean comes from. A node leans on a time series (naive, "
             f"mean of the last four quarters, AutoETS) where the {forecast.inputs.lean.basis} "
-            f"erred at least {LEAN_MARGIN:.0%} less with it than with the simulation; it keeps "
+            f"erred at least {LEAN_MARGIN:.0%} less with it than with the simulation over "
+            f"{MIN_LEAN_QUARTERS} quarters or more; it keeps "
             "the shape of the simulation's distribution above what is booked, and its parts "
             "(closed, open, new, recurring) stay the simulation's",
             style="dim",

@@ -6,18 +6,28 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from forecast.revenue_backtest import FALLBACK, expected_inside, lean_by_error
+from forecast.revenue_backtest import (
+    FALLBACK,
+    MIN_LEAN_QUARTERS,
+    expected_inside,
+    lean_by_error,
+)
+
+
+def quarter(i: int) -> str:
+    """The i-th backtest quarter (0: 2024Q1)."""
+    return str(pd.Period("2024Q1", "Q") + i)
 
 
 def points(errors: dict[str, dict[str, list[float]]], actual: float = 100.0) -> pd.DataFrame:
-    """Backtest points: node -> method -> forecast - actual per quarter (2025Q1 on)."""
+    """Backtest points: node -> method -> forecast - actual per quarter (2024Q1 on)."""
     rows = []
     for node, by_method in errors.items():
         for method, errs in by_method.items():
             for i, err in enumerate(errs):
                 value = actual + err
                 rows.append(
-                    dict(quarter=f"2025Q{i + 1}", week=1, as_of=pd.Timestamp("2025-01-01"),
+                    dict(quarter=quarter(i), week=1, as_of=pd.Timestamp("2025-01-01"),
                          method=method, level="rep", node=node, mean=value, p10=value,
                          p50=value, p90=value, target=np.nan, actual=actual)
                 )  # fmt: skip
@@ -33,31 +43,33 @@ def chosen(frame: pd.DataFrame) -> dict[tuple[str, str], str]:
 def test_a_node_leans_on_the_source_that_erred_least_before():
     frame = points(
         {
-            "good_pipeline": {"simulation": [5, 5, 5, 5], "mean_last_four": [40, 40, 40, 40]},
-            "thin_pipeline": {"simulation": [60, 60, 60, 60], "mean_last_four": [10, 10, 10, 10]},
+            "good_pipeline": {"simulation": [5] * 6, "mean_last_four": [40] * 6},
+            "thin_pipeline": {"simulation": [60] * 6, "mean_last_four": [10] * 6},
         }
     )
     picks = chosen(frame)
-    assert picks[("good_pipeline", "2025Q3")] == "simulation"
-    assert picks[("thin_pipeline", "2025Q3")] == "mean_last_four"
-    # the first quarter has nothing earlier to judge by: the simulation
-    assert picks[("thin_pipeline", "2025Q1")] == "simulation"
+    assert MIN_LEAN_QUARTERS == 4
+    assert picks[("good_pipeline", quarter(4))] == "simulation"
+    assert picks[("thin_pipeline", quarter(4))] == "mean_last_four"
+    # before four earlier quarters there is too little to judge by: the simulation
+    assert {picks[("thin_pipeline", quarter(i))] for i in range(4)} == {"simulation"}
 
 
 def test_a_quarter_own_error_never_decides_its_source():
-    # the series is perfect in Q1-Q2, then fails in Q3: Q3 still leans on it (what was known)
-    frame = points({"n": {"simulation": [20, 20, 20, 20], "statsforecast": [0, 0, 90, 0]}})
+    # the series is perfect in the first four quarters, then fails in the fifth: the fifth
+    # still leans on it (what was known)
+    frame = points({"n": {"simulation": [20] * 6, "statsforecast": [0, 0, 0, 0, 90, 0]}})
     picks = chosen(frame)
-    assert picks[("n", "2025Q2")] == "statsforecast"
-    assert picks[("n", "2025Q3")] == "statsforecast"
-    # by Q4 the series' error so far (90 over 300) is above the simulation's (60 over 300)
-    assert picks[("n", "2025Q4")] == "simulation"
+    assert picks[("n", quarter(4))] == "statsforecast"
+    # by the sixth the series' error so far (90 over 500) is above the simulation's (100 over
+    # 500, counted 40 % lower)
+    assert picks[("n", quarter(5))] == "simulation"
     leaned = lean_by_error(frame).set_index("quarter")
-    assert leaned.loc["2025Q3", "mean"] == 190.0  # the series' own forecast, as it was
+    assert leaned.loc[quarter(4), "mean"] == 190.0  # the series' own forecast, as it was
 
 
 def test_a_tie_goes_to_the_simulation():
-    frame = points({"n": {"simulation": [10, 10, 10], "naive_last_quarter": [-10, -10, -10]}})
+    frame = points({"n": {"simulation": [10] * 6, "naive_last_quarter": [-10] * 6}})
     assert set(chosen(frame).values()) == {"simulation"}
 
 
@@ -83,7 +95,8 @@ def test_a_deal_without_expected_close_counts_by_the_typical_cycle():
 
 def test_a_series_only_a_little_better_is_not_leaned_on():
     # 10 against 12: within the margin a few quarters cannot tell apart
-    frame = points({"n": {"simulation": [12, 12, 12, 12], "mean_last_four": [10, 10, 10, 10]}})
+    frame = points({"n": {"simulation": [12] * 6, "mean_last_four": [10] * 6}})
     assert set(chosen(frame).values()) == {"simulation"}
     without = lean_by_error(frame, margin=0.0)
-    assert set(without.loc[without["quarter"] != "2025Q1", "source"]) == {"mean_last_four"}
+    judged = without["quarter"] >= quarter(MIN_LEAN_QUARTERS)
+    assert set(without.loc[judged, "source"]) == {"mean_last_four"}
