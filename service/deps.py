@@ -136,7 +136,8 @@ ReachDep = Annotated[frozenset[str] | None, Depends(reach)]
 
 
 def _visible(rep_id: object, within: frozenset[str] | None) -> bool:
-    return isinstance(rep_id, str) and (within is None or rep_id in within)
+    """Whether what `rep_id` owns is in reach; what no rep owns, only for admins (None)."""
+    return within is None or (isinstance(rep_id, str) and rep_id in within)
 
 
 def _path(example: str, what: str) -> Any:
@@ -198,9 +199,9 @@ def team_in_reach(team: TeamName, caller: Manager, within: ReachDep, state: Stat
 
 def account_in_reach(account_id: AccountId, within: ReachDep, state: StateDep) -> str:
     """An account is in reach when its owner rep is (an unowned one only for admins)."""
-    accounts = state.store().accounts
-    owners = accounts.loc[accounts["account_id"] == account_id, "owner_rep_id"]
-    if owners.empty or not (within is None or _visible(owners.iloc[0], within)):
+    state.store()  # no store: 503, not an unknown account
+    known = account_id in state.account_owners  # indexed when the store loads
+    if not known or not _visible(state.account_owners[account_id], within):
         raise HTTPException(404, f"no account {account_id!r}")
     return account_id
 

@@ -241,7 +241,7 @@ def _names(table: pd.DataFrame, key: str) -> dict[str, str]:
 
 
 def _account_rows(who: Viewer) -> list[dict[str, Any]]:
-    """Every billed account's churn risk with its owner, team and region, revenue at risk
+    """Every scored account's churn risk with its owner, team and region, revenue at risk
     first (the library's order)."""
     state = who.state
     serving, tables = state.champion(CHURN_MODEL), state.store()
@@ -630,7 +630,7 @@ ACCOUNT_CSV = {
     "region": lambda a: a["region"],
     "segment": lambda a: a["segment"],
     "arr": lambda a: a["arr"],
-    "churn_probability_90d": lambda a: a["churn_probability"],
+    "churn_probability": lambda a: a["churn_probability"],
     "revenue_at_risk": lambda a: a["revenue_at_risk"],
     "drivers": lambda a: _reasons_text(a["reasons"]),
     "top_action": lambda a: a["recommendations"][0].text if a["recommendations"] else None,
@@ -664,6 +664,7 @@ def churn_page(request: Request, who: ViewerDep) -> Response:
         },
         "names": _rep_names(who.state),
         "as_of": who.state.store().as_of,
+        "churn": who.state.champion(CHURN_MODEL).churn,
     }
     return _render(request, "churn.html", context)
 

@@ -40,6 +40,7 @@ from service.schemas import (
     AccountBatchOut,
     AccountScoreOut,
     AtRiskOut,
+    ChurnOut,
     DealBatchIn,
     DealBatchOut,
     DealFeaturesBatchIn,
@@ -388,11 +389,22 @@ def prediction_log(
     )
 
 
+def _churn_out(serving: Serving) -> ChurnOut:
+    churn = serving.churn
+    assert churn is not None, "a churn champion is served with its definition"
+    return ChurnOut(
+        definition=churn.definition.name,
+        horizon_days=churn.horizon_days,
+        scores=churn.definition.population,
+        arr=churn.definition.revenue_words,
+    )
+
+
 def _account_out(
     explanation: Explanation,
     account_id: str | None,
     arr: float,
-    model: ModelOut,
+    serving: Serving,
     as_of: datetime,
     **stored: Any,
 ) -> AccountScoreOut:
@@ -404,7 +416,8 @@ def _account_out(
         revenue_at_risk=finite(explanation.probability * arr) if known else None,
         drivers=explanation.reasons,
         retention_actions=explanation.recommendations,
-        model=model,
+        model=ModelOut(name=serving.name, version=serving.version),
+        churn=_churn_out(serving),
         as_of=as_of,
         **stored,
     )
@@ -413,13 +426,28 @@ def _account_out(
 @router.post(
     "/accounts:score",
     response_model=AccountBatchOut,
-    responses=BODY_PROBLEMS,
+    responses={
+        **BODY_PROBLEMS,
+        409: {
+            "model": ProblemOut,
+            "description": "The churn champion is an inactivity model: it scores stored "
+            "customers from their orders, not posted account features.",
+        },
+    },
     summary="Score 1 to 1,000 accounts: churn probability, revenue at risk, drivers, actions",
 )
 async def score_accounts(
     body: AccountBatchIn, request: Request, caller: ScoringCaller, state: StateDep
 ):
     serving = state.champion(CHURN_MODEL)
+    if serving.churn is not None and serving.churn.definition.name != "subscription":
+        raise HTTPException(
+            409,
+            f"{serving.name} v{serving.version} is an {serving.churn.definition.name}-churn "
+            "model: it scores the stored customers from their orders (GET "
+            "/v1/accounts/{account_id}, GET /v1/churn/at-risk); scoring posted account "
+            "features needs a subscription-churn champion",
+        )
 
     def work() -> AccountBatchOut:
         as_of = body.as_of or datetime.now(UTC)
@@ -437,7 +465,7 @@ async def score_accounts(
         )
         model = ModelOut(name=serving.name, version=serving.version)
         scores = [
-            _account_out(e, account.account_id, float(a), model, as_of)
+            _account_out(e, account.account_id, float(a), serving, as_of)
             for e, account, a in zip(explained, body.accounts, arr, strict=True)
         ]
         _log_scores(
@@ -474,15 +502,15 @@ def read_account(account_id: AccountInReach, request: Request, caller: Reader, s
     serving = state.champion(CHURN_MODEL)
     score = state.stored_scores(serving).get(account_id)
     if score is None:
+        scored = serving.churn.definition.population if serving.churn else "billed accounts"
         raise HTTPException(
-            404, f"account {account_id!r} is not billed recurring revenue: it has no churn risk"
+            404, f"account {account_id!r} has no churn risk: the model scores {scored}"
         )
-    model = ModelOut(name=serving.name, version=serving.version)
     out = _account_out(
         score.explanation,
         account_id,
         score.arr,
-        model,
+        serving,
         score.as_of.to_pydatetime(),
         owner_rep_id=score.owner_rep_id,
         segment=score.segment,
@@ -533,6 +561,7 @@ def churn_at_risk(
         level=level,
         as_of=tables.as_of.to_pydatetime(),
         model=ModelOut(name=serving.name, version=serving.version),
+        churn=_churn_out(serving),
         totals=finite(revenue_at_risk_totals(scores, tables.reps, level)),
     )
 

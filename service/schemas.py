@@ -453,10 +453,33 @@ class ReloadOut(BaseModel):
     changed: list[str]
 
 
+class ChurnOut(BaseModel):
+    """What the churn champion predicts: which churn, within how long, for whom."""
+
+    definition: Literal["subscription", "inactivity"] = Field(
+        description="subscription: an account's recurring revenue stops; inactivity: a "
+        "customer makes no purchase (a business that sells by the order)."
+    )
+    horizon_days: int | None = Field(
+        description="Churn within this many days (as the model was trained; null: not logged)."
+    )
+    scores: str = Field(description="Who the model scores.")
+    arr: str = Field(description="What a scored account's `arr` (a year's revenue) is.")
+
+
+EXAMPLE_CHURN = {
+    "definition": "subscription",
+    "horizon_days": 90,
+    "scores": "every account billed recurring revenue in the last ended month",
+    "arr": "ARR (12 x the last monthly bill)",
+}
+
+
 EXAMPLE_AT_RISK = {
     "level": "team",
     "as_of": "2026-11-15T00:00:00Z",
     "model": EXAMPLE_MODEL,
+    "churn": EXAMPLE_CHURN,
     "totals": [
         {
             "name": "EMEA 1",
@@ -473,8 +496,8 @@ EXAMPLE_AT_RISK = {
 class AtRiskTotalOut(BaseModel):
     name: str = Field(description="The rep id, team or region (the accounts' owner's).")
     accounts: int
-    arr: float = Field(description="Yearly recurring revenue of these accounts.")
-    revenue_at_risk: float = Field(description="Sum of churn probability (90 days) x ARR.")
+    arr: float = Field(description="A year's revenue of these accounts (see `churn.arr`).")
+    revenue_at_risk: float = Field(description="Sum of churn probability x arr.")
     share_at_risk: float | None = Field(description="revenue_at_risk / arr.")
     expected_churned_accounts: float
 
@@ -488,6 +511,7 @@ class AtRiskOut(BaseModel):
     level: str
     as_of: Moment
     model: ModelOut
+    churn: ChurnOut
     totals: list[AtRiskTotalOut]
 
 
@@ -616,6 +640,7 @@ EXAMPLE_ACCOUNT_SCORE = {
         }
     ],
     "model": {"name": "account-churn", "version": "2"},
+    "churn": EXAMPLE_CHURN,
     "as_of": "2026-11-15T00:00:00Z",
 }
 
@@ -627,13 +652,17 @@ class AccountScoreOut(BaseModel):
 
     account_id: str | None
     churn_probability: float
-    arr: float | None = Field(description="12 x mrr; null when mrr is not known.")
-    revenue_at_risk: float | None = Field(description="churn_probability x arr (null: no mrr).")
+    arr: float | None = Field(
+        description="A year's revenue (see `churn.arr`): 12 x mrr under subscription churn "
+        "(null when mrr is not known), the last year's spend net of returns under inactivity."
+    )
+    revenue_at_risk: float | None = Field(description="churn_probability x arr (null: no arr).")
     owner_rep_id: str | None = None
     segment: str | None = None
     drivers: list[ReasonOut]
     retention_actions: list[RecommendationOut]
     model: ModelOut
+    churn: ChurnOut
     as_of: Moment
 
 
@@ -729,7 +758,7 @@ class ForecastNodeOut(BaseModel):
     )
     revenue_at_risk: float | None = Field(
         default=None,
-        description="ARR at risk from churn over the next 90 days (churn probability x ARR) of "
+        description="Revenue at risk from churn (churn probability x a year's revenue) of "
         "the accounts owned under the node; null without a churn champion.",
     )
 

@@ -29,6 +29,7 @@ from forecast.tables import CrmTables
 from service.metrics import Metrics
 
 if TYPE_CHECKING:
+    from forecast.churn import Definition
     from forecast.revenue import QuarterForecast, QuarterInputs, Scenario
     from forecast.scoring import AccountScore, DealScore
 
@@ -70,11 +71,21 @@ class Serving:
     scorer: Scorer
     typical: pd.DataFrame | None
     loaded_at: datetime
+    churn: ChurnServed | None = None  # what a churn champion predicts (None: deal-win)
 
     def probability(self, features: pd.DataFrame) -> np.ndarray:
         """Feature rows -> calibrated probabilities (the revenue forecast's win scorer, or the
         churn scorer behind its renewals)."""
         return self.scorer.probability(self.scorer.coded(features))
+
+
+@dataclass(frozen=True)
+class ChurnServed:
+    """What a churn champion predicts: its definition (who is scored, what churn is, what a
+    scored account's `arr` is) and horizon."""
+
+    definition: Definition
+    horizon_days: int | None  # as logged with the training run (None: not logged)
 
 
 def missing_message(name: str) -> str:
@@ -100,6 +111,7 @@ class ServiceState:
         self.tables: CrmTables | None = None
         self.stored_crm: StoredCrm | None = None  # the tables, ready to score CRM records
         self.deal_owners: dict[str, object] = {}  # deal id -> rep id, for access checks
+        self.account_owners: dict[str, object] = {}  # account id -> owner rep id (or None)
         self._typical: dict[str, tuple[int, pd.DataFrame]] = {}  # per model, per store load
         self.store_problem: str | None = "not loaded yet"
         self.store_generation = 0  # counts loads: cached results of an older store are dropped
@@ -156,8 +168,12 @@ class ServiceState:
 
         try:
             tables = read_store()
-            deals = tables.deals
+            deals, accounts = tables.deals, tables.accounts
             self.deal_owners = dict(zip(deals["deal_id"], deals["rep_id"], strict=True))
+            # a customer of an order export may be known by its orders only: owned by no rep
+            customers = dict.fromkeys(tables.orders["account_id"].dropna().unique())
+            owners = zip(accounts["account_id"], accounts["owner_rep_id"], strict=True)
+            self.account_owners = customers | dict(owners)
             self.tables, self.stored_crm = tables, StoredCrm.of(tables)
             self.store_problem = None
             self.store_generation += 1
@@ -220,8 +236,7 @@ class ServiceState:
     def _load(self, name: str, version: str) -> Serving:
         import mlflow
 
-        from forecast.account_features import ACCOUNT_FEATURES
-        from forecast.churn import served_churn_problem
+        from forecast.churn import definition_of
         from forecast.explain import scorer_for
         from forecast.features import DEAL_FEATURES, model_features
         from forecast.registry import client
@@ -229,25 +244,36 @@ class ServiceState:
         client()
         # by version, not alias: the alias may move while this loads
         model = mlflow.sklearn.load_model(f"models:/{name}/{version}")
-        if name != DEAL_MODEL and served_churn_problem(model):
-            raise ValueError(served_churn_problem(model))
+        if name == DEAL_MODEL:
+            definition, churn = None, None
+            known = DEAL_FEATURES
+        else:  # subscription or inactivity churn, from the features the model expects
+            definition = definition_of(model)
+            churn = ChurnServed(definition, _logged_horizon(name, version))
+            known = definition.features
         # a model fitted on another pipeline's features is refused here, not at the first score
-        features = model_features(model, DEAL_FEATURES if name == DEAL_MODEL else ACCOUNT_FEATURES)
-        scorer = scorer_for(model, features)
-        return Serving(name, version, scorer, self._yardsticks(name), datetime.now(UTC))
+        scorer = scorer_for(model, model_features(model, known))
+        typical = self._yardsticks(name, definition)
+        return Serving(name, version, scorer, typical, datetime.now(UTC), churn)
 
-    def _yardsticks(self, name: str) -> pd.DataFrame | None:
-        """What won deals (deal-win) or renewed accounts (account-churn) show, computed once
-        per store load (it does not depend on the model)."""
+    def _yardsticks(self, name: str, definition: Definition | None = None) -> pd.DataFrame | None:
+        """What won deals (deal-win) or accounts that stayed (account-churn, under the churn
+        `definition`) show, computed once per store load and definition."""
         from forecast.scoring import retained_account_yardsticks, won_deal_yardsticks
 
         tables, generation = self.tables, self.store_generation
         if tables is None:
             return None
-        kept = self._typical.get(name)
+        key = name if definition is None else f"{name}/{definition.name}"
+        kept = self._typical.get(key)
         if kept is None or kept[0] != generation:
-            made = won_deal_yardsticks if name == DEAL_MODEL else retained_account_yardsticks
-            kept = self._typical[name] = (generation, made(tables, as_of=tables.as_of))
+            if name == DEAL_MODEL:
+                made = won_deal_yardsticks(tables, as_of=tables.as_of)
+            else:
+                made = retained_account_yardsticks(
+                    tables, as_of=tables.as_of, definition=definition
+                )
+            kept = self._typical[key] = (generation, made)
         return kept[1]
 
     # --- what requests ask for ------------------------------------------------------------
@@ -311,6 +337,7 @@ class ServiceState:
                     quarter=period,
                     as_of=tables.as_of,
                     source=f"{churn.name} v{churn.version}",
+                    definition=churn.churn.definition,
                 )
                 inputs = prepare_quarter(
                     tables,
@@ -368,6 +395,16 @@ class ServiceState:
     def versions(self) -> dict[str, str | None]:
         names = set(self.problems) | set(self.models)
         return {n: (self.models[n].version if n in self.models else None) for n in names}
+
+
+def _logged_horizon(name: str, version: str) -> int | None:
+    """The churn horizon (days) the version's training run logged; None when it logged none."""
+    from forecast.registry import client
+
+    tracking = client()
+    run_id = tracking.get_model_version(name, version).run_id
+    logged = tracking.get_run(run_id).data.params.get("horizon_days") if run_id else None
+    return int(logged) if logged and logged.isdigit() else None
 
 
 def _leaning(tables: CrmTables, inputs):

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -267,6 +267,9 @@ class Definition:
     snapshots: Callable[[CrmTables, Sequence[pd.Timestamp]], pd.DataFrame]
     featurize: Callable[[CrmTables, pd.DataFrame], pd.DataFrame]
     training_frame: Callable[..., pd.DataFrame]  # (tables, dates, *, horizon_days)
+    # a year's revenue of each feature row: what a churned account (customer) takes away
+    yearly_revenue: Callable[[pd.DataFrame], np.ndarray]
+    revenue_words: str  # what `yearly_revenue` is, for pages and cards
 
     def frame(self, tables: CrmTables, params: ChurnParams) -> pd.DataFrame:
         """Labelled monthly snapshots from the first billed month (or order) to the export."""
@@ -300,6 +303,8 @@ SUBSCRIPTION = Definition(
     snapshots=account_snapshots,
     featurize=account_features,
     training_frame=churn_training_frame,
+    yearly_revenue=lambda frame: 12 * frame["mrr"].to_numpy(dtype=float),
+    revenue_words="ARR (12 x the last monthly bill)",
 )
 INACTIVITY = Definition(
     "inactivity",
@@ -313,6 +318,9 @@ INACTIVITY = Definition(
     snapshots=customer_snapshots,
     featurize=inactivity_features,
     training_frame=inactivity_training_frame,
+    # spend net of returns over the year before: a negative net is no revenue to lose
+    yearly_revenue=lambda frame: frame["spend_365d"].clip(lower=0).to_numpy(dtype=float),
+    revenue_words="spend over the last year, net of returns",
 )
 DEFINITION_OF = {d.name: d for d in (SUBSCRIPTION, INACTIVITY)}
 
@@ -370,19 +378,13 @@ def _gap_horizon(tables: CrmTables) -> int:
 
 def definition_of(model: BaseEstimator) -> Definition:
     """The definition a churn model was trained under, from the features it expects."""
-    names = {str(n) for n in getattr(model, "feature_names_in_", [])}
-    return INACTIVITY if names & {f.name for f in INACTIVITY_FEATURES} else SUBSCRIPTION
+    return definition_for(str(n) for n in getattr(model, "feature_names_in_", []))
 
 
-def served_churn_problem(model: BaseEstimator) -> str:
-    """Why the service cannot serve this churn model ("" when it can): its account routes read
-    billed accounts and their recurring revenue, so they serve subscription churn only."""
-    if definition_of(model) is SUBSCRIPTION:
-        return ""
-    return (
-        "it is an inactivity-churn model (trained on orders); the service serves subscription "
-        "churn only: score customers with `forecast score accounts --all`"
-    )
+def definition_for(feature_names: Iterable[str]) -> Definition:
+    """The definition whose features these are (subscription unless inactivity's are there)."""
+    inactivity = {f.name for f in INACTIVITY_FEATURES}
+    return INACTIVITY if inactivity.intersection(feature_names) else SUBSCRIPTION
 
 
 # --- data ----------------------------------------------------------------------------------------
@@ -902,7 +904,7 @@ def revenue_at_risk(
             "mrr": frame["mrr"].to_numpy(dtype=float) if subscription else np.nan,
         }
     )
-    out["arr"] = 12 * out["mrr"] if subscription else frame["spend_365d"].clip(lower=0).to_numpy()
+    out["arr"] = definition.yearly_revenue(frame)
     out["churn_probability"] = churn_probability(model, frame) if len(frame) else []
     out["revenue_at_risk"] = out["churn_probability"] * out["arr"]
     return out.sort_values("revenue_at_risk", ascending=False, ignore_index=True)
@@ -980,11 +982,20 @@ def renewal_probability_from(model: BaseEstimator, tables: CrmTables) -> ChurnRe
 
 
 def live_renewals(
-    churn: ChurnScorer, tables: CrmTables, *, quarter: str, as_of: pd.Timestamp, source: str
+    churn: ChurnScorer,
+    tables: CrmTables,
+    *,
+    quarter: str,
+    as_of: pd.Timestamp,
+    source: str,
+    definition: Definition = SUBSCRIPTION,
 ) -> ChurnRenewals | None:
-    """The renewals of the live forecast from the churn champion, for the quarter of as_of and
-    the next (as the backtest's `simulation_churn`); None further out, where the segment rates
-    stand: health seen today says little about a renewal a year away."""
+    """The renewals of the live forecast from the churn champion (of `definition`), for the
+    quarter of as_of and the next (as the backtest's `simulation_churn`); None further out,
+    where the segment rates stand: health seen today says little about a renewal a year away.
+    None for an inactivity model too: it knows nothing of subscriptions and their renewals."""
+    if definition is not SUBSCRIPTION:
+        return None
     ahead = pd.Period(quarter, "Q").ordinal - pd.Timestamp(as_of).to_period("Q").ordinal
     return ChurnRenewals(churn, tables, source) if 0 <= ahead <= LIVE_QUARTERS_AHEAD else None
 

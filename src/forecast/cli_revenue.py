@@ -57,9 +57,10 @@ def champion_scorer():
 
 
 def _churn_champion():
-    """The churn champion as (account scorer, source), or None (said) when there is none."""
-    from forecast.account_features import ACCOUNT_FEATURES
+    """The churn champion as (account scorer, source, definition), or None (said) when there is
+    none."""
     from forecast.churn import MODEL_NAME as CHURN_NAME
+    from forecast.churn import definition_of
     from forecast.explain import scorer_for
     from forecast.features import model_features
     from forecast.registry import RegistryError, champion_version, load_champion
@@ -76,8 +77,9 @@ def _churn_champion():
             style="yellow",
         )
         return None
-    scorer = scorer_for(model, model_features(model, ACCOUNT_FEATURES))
-    return scorer, f"{CHURN_NAME} v{version}"
+    definition = definition_of(model)
+    scorer = scorer_for(model, model_features(model, definition.features))
+    return scorer, f"{CHURN_NAME} v{version}", definition
 
 
 def _with_churn_risk(forecast, tables, scorer, moment: pd.Timestamp):
@@ -234,10 +236,10 @@ def revenue(
     churn = _churn_champion()
     renewals = None
     if churn is not None:
-        churn_scorer, source = churn
+        churn_scorer, source, definition = churn
         renewals = live_renewals(
             lambda frame: churn_scorer.probability(churn_scorer.coded(frame)), tables,
-            quarter=quarter, as_of=moment, source=source,
+            quarter=quarter, as_of=moment, source=source, definition=definition,
         )  # fmt: skip
     inputs = prepare_quarter(
         tables, quarter=quarter, as_of=moment, win_scorer=scorer, renewal_probability=renewals

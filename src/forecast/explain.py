@@ -651,7 +651,13 @@ def _vocabulary(names: list[str], catalogue: Catalogue, model: str) -> _Vocabula
     entries = entries | {n: attribute_entry(n) for n in names if n not in entries}
     position = {name: j for j, name in enumerate(names)}
     codes, membership = _group_matrix(names, entries)
-    actions = list(catalogue.actions[model].items())
+    # an action applies to a model that has every feature it reads and moves (a churn model
+    # of orders has none of the subscription actions' features)
+    actions = [
+        (key, action)
+        for key, action in catalogue.actions[model].items()
+        if {action.evidence, *action.changes} <= position.keys()
+    ]
     made = _Vocabulary(
         names=list(names),
         words=[_Words(name, entries[name], YARDSTICKS[model]) for name in names],

@@ -9,20 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from forecast.account_features import (
-    ACCOUNT_FEATURES,
-    HORIZON_DAYS,
-    account_features,
-    account_snapshots,
-    churn_snapshot_dates,
-    churn_training_frame,
-)
-from forecast.catalogue import display_names
+from forecast.account_features import HORIZON_DAYS, account_snapshots, churn_snapshot_dates
+from forecast.catalogue import display_names, load_catalogue
 from forecast.explain import (
     Explanation,
     Reason,
@@ -45,6 +38,9 @@ from forecast.features import (
 from forecast.records import StoredCrm, moment, record_tables
 from forecast.settings import get_settings
 from forecast.tables import CrmTables
+
+if TYPE_CHECKING:
+    from forecast.churn import Definition
 
 TREND_DAYS = 7  # the previous weekly snapshot
 YARDSTICK_DAYS = 365  # won deals of the last year set the "typical" in reasons
@@ -219,12 +215,23 @@ def won_deal_yardsticks(tables: CrmTables, *, as_of: pd.Timestamp) -> pd.DataFra
     return typical_of_won(frame[known], DEAL_FEATURES)
 
 
-def retained_account_yardsticks(tables: CrmTables, *, as_of: pd.Timestamp) -> pd.DataFrame:
-    """What accounts that renewed showed over the year before their outcome was known by
-    `as_of` (a snapshot's outcome is known a churn horizon after it)."""
+def retained_account_yardsticks(
+    tables: CrmTables, *, as_of: pd.Timestamp, definition: Definition | None = None
+) -> pd.DataFrame | None:
+    """What accounts that renewed (stayed, under `definition`: default subscription) showed
+    over the year before their outcome was known by `as_of` (a snapshot's outcome is known a
+    churn horizon after it); None when no feature of the definition is one an owner can act on
+    (there is nothing to hold an account to)."""
+    from forecast.churn import SUBSCRIPTION  # the training module: loaded when used
+
+    definition = definition or SUBSCRIPTION
+    entries = load_catalogue().account
+    if not any(entries[f.name].actionable for f in definition.features if f.name in entries):
+        return None
     known_by = as_of - pd.Timedelta(days=HORIZON_DAYS)
     dates = churn_snapshot_dates(known_by - pd.Timedelta(days=YARDSTICK_DAYS), known_by)
-    return typical_of_retained(churn_training_frame(tables, dates), ACCOUNT_FEATURES)
+    frame = definition.training_frame(tables, dates, horizon_days=HORIZON_DAYS)
+    return typical_of_retained(frame, definition.features)
 
 
 def load_deal_explainer(tables: CrmTables, *, as_of: pd.Timestamp) -> DealExplainer:
@@ -256,7 +263,7 @@ class AccountScore:
     as_of: pd.Timestamp
     owner_rep_id: str | None
     segment: str | None
-    arr: float  # 12 x the last ended month's recurring bill
+    arr: float  # a year's revenue: 12 x the last monthly bill, or (inactivity) a year's spend
     churn_probability: float
     revenue_at_risk: float
     explanation: Explanation
@@ -275,30 +282,41 @@ def score_accounts(
     account_ids: Sequence[str] | None = None,
     typical: pd.DataFrame | None = None,
 ) -> list[AccountScore]:
-    """Churn risk of billed accounts at `as_of` (default: the export's), largest risk first.
+    """Churn risk at `as_of` (default: the export's) of the accounts the scorer's churn
+    definition scores, largest revenue at risk first: under subscription churn the accounts
+    billed recurring revenue in the last ended month, under inactivity churn the customers with
+    a purchase in the year before.
 
     Raises:
-        KeyError: a requested account is unknown, or not billed recurring revenue at `as_of`.
+        KeyError: a requested account is unknown, or not among those scored at `as_of`.
     """
+    from forecast.churn import definition_for  # the training module: loaded when used
+
+    definition = definition_for(scorer.names)
     as_of = pd.Timestamp(as_of) if as_of is not None else tables.as_of
-    billed = billed_account_ids(tables, as_of)
-    wanted = billed if account_ids is None else pd.Series(list(account_ids), dtype="string")
-    missing = sorted(set(wanted) - set(billed))
+    scorable = definition.snapshots(tables, [as_of])["account_id"]
+    wanted = scorable if account_ids is None else pd.Series(list(account_ids), dtype="string")
+    missing = sorted(set(wanted) - set(scorable))
     if missing:
-        raise KeyError(f"not billed at {as_of:%Y-%m-%d %H:%M}: {', '.join(missing[:5])}")
-    frame = account_features(
+        raise KeyError(
+            f"not scored at {as_of:%Y-%m-%d %H:%M} (the model scores "
+            f"{definition.population}): {', '.join(missing[:5])}"
+        )
+    frame = definition.featurize(
         tables, pd.DataFrame({"account_id": wanted.to_numpy(), "as_of": as_of})
     )
-    arr = 12 * frame["mrr"].to_numpy(dtype=float)
+    arr = definition.yearly_revenue(frame)
     explained = explain(scorer, frame, amount=arr, model="account", typical=typical)
     owners = tables.accounts.set_index("account_id")["owner_rep_id"]
     owner = owners.reindex(frame["account_id"].to_numpy()).to_numpy()
+    segments = tables.accounts.set_index("account_id")["segment"]
+    segment = segments.reindex(frame["account_id"].to_numpy()).to_numpy()
     scores = [
         AccountScore(
             account_id=str(account_id),
             as_of=as_of,
             owner_rep_id=owner[i] if isinstance(owner[i], str) else None,
-            segment=frame["segment"].iloc[i] if isinstance(frame["segment"].iloc[i], str) else None,
+            segment=segment[i] if isinstance(segment[i], str) else None,
             arr=float(arr[i]),
             churn_probability=e.probability,
             revenue_at_risk=float(e.probability * arr[i]),

@@ -133,19 +133,48 @@ def test_customers_who_stopped_buying_score_higher_than_those_still_buying(home)
     assert p[quiet[quiet].index].mean() > p[quiet[~quiet].index].mean() + 0.2
 
 
-def test_the_service_refuses_an_inactivity_champion_and_says_where_to_score(trained):
+def test_the_service_serves_the_inactivity_champion_on_stored_customers(trained, home):
     from service.app import create_app
     from tests.service.conftest import home_env, serve
+    from tests.service.test_dashboard_access import _request, _sign_in
 
+    scores = trained[3].set_index("account_id")
+    customer = str(scores.index[0])  # the most revenue at risk
     with home_env(trained[0]), serve(create_app()) as api:
-        ready = api.get("/readyz")
-        assert ready.status == 503
-        assert "inactivity-churn model" in ready.detail
-        assert "forecast score accounts --all" in ready.detail
-        scored = api.post(
-            "/v1/accounts:score", {"accounts": [{"account_id": "C00001"}]}, key=api.key("crm")
+        ready = api.get("/readyz")  # no deals in an order export: no deal-win champion
+        assert ready.status == 503, ready.body
+        assert ready.body["problems"] == [api.state.problems["deal-win"]]
+        assert ready.body["models"]["account-churn"] == "1"  # the churn champion serves
+        admin = api.key("admin")
+        one = api.get(f"/v1/accounts/{customer}", key=admin)
+        assert one.status == 200, one.body
+        assert one.body["churn"]["definition"] == "inactivity"
+        assert one.body["churn"]["horizon_days"] == 90
+        # the same figures as `forecast score accounts --all`
+        assert one.body["churn_probability"] == pytest.approx(
+            scores.loc[customer, "churn_probability"], abs=1e-9
         )
-        assert scored.status == 503 and "inactivity-churn" in scored.body["detail"]
+        assert one.body["arr"] == pytest.approx(scores.loc[customer, "arr"])
+        texts = " ".join(d["text"] for d in one.body["drivers"])
+        assert "purchase" in texts and one.body["retention_actions"] == []
+        lapsed = api.get("/v1/accounts/NOT-A-CUSTOMER", key=admin)
+        assert lapsed.status == 404
+        totals = api.get("/v1/churn/at-risk?level=team", key=admin)
+        assert totals.status == 200, totals.body
+        assert sum(t["accounts"] for t in totals.body["totals"]) == len(scores)
+        assert sum(t["revenue_at_risk"] for t in totals.body["totals"]) == pytest.approx(
+            scores["revenue_at_risk"].sum()
+        )
+        posted = api.post(
+            "/v1/accounts:score", {"accounts": [{"account_id": customer}]}, key=api.key("crm")
+        )
+        assert posted.status == 409 and "inactivity-churn model" in posted.body["detail"]
+        assert "GET /v1/accounts/{account_id}" in posted.body["detail"]
+        page = _request(api, "GET", "/dashboard/churn", cookie=_sign_in(api, admin))
+        assert page.status == 200, page.text
+        assert "the chance that a customer makes no purchase within 90 days" in page.text
+        assert f"{len(scores):,} accounts" in page.text or f"{len(scores)} accounts" in page.text
+        assert "Traceback" not in page.text
 
 
 def test_a_horizon_set_by_hand_is_the_one_trained_and_carded(trained, forecast_home):

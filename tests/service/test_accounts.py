@@ -89,6 +89,9 @@ def test_a_stored_account_has_the_librarys_churn_risk(api):
     assert [d["feature"] for d in answer.body["drivers"]] == [
         r.feature for r in direct.explanation.reasons
     ]
+    # which churn, within how long: the subscription model's, as its training run logged it
+    assert answer.body["churn"]["definition"] == "subscription"
+    assert answer.body["churn"]["horizon_days"] == 90
 
 
 def test_an_account_not_billed_is_404_saying_so(api):
@@ -96,7 +99,8 @@ def test_an_account_not_billed_is_404_saying_so(api):
     billed = set(billed_account_ids(tables, tables.as_of))
     idle = tables.accounts.loc[~tables.accounts["account_id"].isin(billed), "account_id"]
     answer = api.get(f"/v1/accounts/{idle.iloc[0]}", api.key("admin"))
-    assert answer.status == 404 and "not billed" in answer.body["detail"]
+    assert answer.status == 404
+    assert "the model scores every account billed recurring revenue" in answer.body["detail"]
     assert (
         api.get("/v1/accounts/NO-SUCH", api.key("admin")).body["detail"] == "no account 'NO-SUCH'"
     )

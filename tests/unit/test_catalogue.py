@@ -10,8 +10,10 @@ from forecast.account_features import ACCOUNT_FEATURE_NAMES
 from forecast.catalogue import Change, load_catalogue
 from forecast.explain import _ActionPlan
 from forecast.features import FEATURE_NAMES
+from forecast.order_features import INACTIVITY_FEATURE_NAMES
 
-MODELS = {"deal": FEATURE_NAMES, "account": ACCOUNT_FEATURE_NAMES}
+# the account section speaks for both churn definitions: subscription and inactivity
+MODELS = {"deal": FEATURE_NAMES, "account": ACCOUNT_FEATURE_NAMES + INACTIVITY_FEATURE_NAMES}
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
