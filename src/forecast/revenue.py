@@ -24,7 +24,8 @@ the tables; the targets table is on the same basis.
 3. *new* (not yet created): deals created after `as_of` and won inside the quarter, learned per
    team from the same point of earlier quarters (`NewDeals`): a Poisson count at the team's level
    of the last four quarters times a quarter-of-year index, amounts drawn from the team's past
-   ones, split over its reps by their share of the deals created in the last 91 days.
+   ones, split over its reps by the deals each created in the last 91 days times the rep's
+   win rate of the last year (pulled towards the team's).
 4. *recurring*: the quarter's renewals already passed, plus the decisions still to come for every
    account billed in the last month that had ended by `as_of`: SMB accounts decide every month,
    others at the end of each 12-month term (the month of `contract_end`); an SMB account that
@@ -923,7 +924,7 @@ def prepare_quarter(
     open_deals = _open_deals(snapshots, window, tables, win_scorer, timing, params)
     tree = _tree(tables)
     new = _new_deals(tables, window, earlier, won, params)
-    leaf_rate, leaf_pool, pool_names = _new_per_leaf(tables, tree, new, as_of)
+    leaf_rate, leaf_pool, pool_names = _new_per_leaf(tables, tree, new, as_of, params)
 
     months = recurring_months(tables, as_of)
     book = renewal_book(months, window, params, renewal_probability)
@@ -1188,16 +1189,22 @@ def _seasonal_index(totals: pd.Series) -> pd.Series:
 
 
 def _new_per_leaf(
-    tables: CrmTables, tree: OrgTree, new: NewDeals, as_of: pd.Timestamp
+    tables: CrmTables, tree: OrgTree, new: NewDeals, as_of: pd.Timestamp, params: RevenueParams
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """Split each team's rate over its reps by their share of deals created in the last 91 days
-    (evenly over the team's reps when it created none); every leaf draws from its team's pool."""
+    """Split each team's rate of new deals won over its reps by the deals each created in the
+    last 91 days times the rep's win rate (evenly over the team's reps when it created none);
+    every leaf draws from its team's pool.
+
+    The win rate matters: a rep who opens many deals and wins few would otherwise be handed a
+    large share of the team's wins (on a deals-only export of the default world, reps winning
+    3 % of their deals were forecast ten times what they booked)."""
     deals = tables.deals
     recent = deals[(deals["created_at"] > as_of - 91 * DAY) & (deals["created_at"] <= as_of)]
     per_rep = recent.groupby("rep_id").size()
     leaves = tree.leaves
-    share = per_rep.reindex(leaves["rep_id"].to_numpy()).fillna(0.0).to_numpy(float)
     team = leaves["team"].to_numpy(object)
+    win_rate = _rep_win_rates(deals, leaves, as_of, params.prior_weight)
+    share = per_rep.reindex(leaves["rep_id"].to_numpy()).fillna(0.0).to_numpy(float) * win_rate
     team_total = pd.Series(share).groupby(team).transform("sum").to_numpy()
     sellers = (leaves["rep_id"].isin(deals["rep_id"])).to_numpy()
     even = pd.Series(sellers.astype(float)).groupby(team).transform("sum").to_numpy()
@@ -1213,6 +1220,27 @@ def _new_per_leaf(
     if not pool_names:
         return np.zeros(tree.n_leaves), np.zeros(tree.n_leaves, dtype=np.int64), ()
     return rate, pool, pool_names
+
+
+def _rep_win_rates(
+    deals: pd.DataFrame, leaves: pd.DataFrame, as_of: pd.Timestamp, prior_weight: float
+) -> np.ndarray:
+    """Each leaf rep's share of deals won among those closed in the year before `as_of`, pulled
+    towards the team's rate (and the team's towards everyone's) by `prior_weight` deals."""
+    closed = deals[(deals["closed_at"] > as_of - 365 * DAY) & (deals["closed_at"] <= as_of)]
+    won = (closed["outcome"] == "won").astype(float)
+    by_rep = won.groupby(closed["rep_id"]).agg(["sum", "size"])
+    rep = by_rep.reindex(leaves["rep_id"].to_numpy()).fillna(0.0)
+    overall = float(won.mean()) if len(won) else 0.5
+    team_of = leaves.set_index("rep_id")["team"]
+    by_team = by_rep.groupby(team_of.reindex(by_rep.index).to_numpy()).sum()
+    team = by_team.reindex(leaves["team"].to_numpy()).fillna(0.0)
+    team_rate = (team["sum"].to_numpy() + prior_weight * overall) / (
+        team["size"].to_numpy() + prior_weight
+    )
+    return (rep["sum"].to_numpy() + prior_weight * team_rate) / (
+        rep["size"].to_numpy() + prior_weight
+    )
 
 
 def pending_renewals(tables: CrmTables, window: Window) -> tuple[pd.DataFrame, pd.DataFrame]:
