@@ -10,6 +10,7 @@ the refused version is not tried again until the alias moves on or an admin relo
 from __future__ import annotations
 
 import logging
+import tempfile
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -235,15 +236,23 @@ class ServiceState:
 
     def _load(self, name: str, version: str) -> Serving:
         import mlflow
+        from mlflow.models import Model
 
         from forecast.churn import definition_of
-        from forecast.explain import scorer_for
+        from forecast.explain import check_scorer, check_signature, scorer_for
         from forecast.features import DEAL_FEATURES, model_features
         from forecast.registry import client
+        from forecast.scoring import stored_sample
 
         client()
-        # by version, not alias: the alias may move while this loads
-        model = mlflow.sklearn.load_model(f"models:/{name}/{version}")
+        with tempfile.TemporaryDirectory() as scratch:
+            # by version, not alias: the alias may move while this loads
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{version}", dst_path=scratch
+            )
+            model = mlflow.sklearn.load_model(local)
+            logged = Model.load(local)
+            example = logged.load_input_example(local)
         if name == DEAL_MODEL:
             definition, churn = None, None
             known = DEAL_FEATURES
@@ -252,7 +261,17 @@ class ServiceState:
             churn = ChurnServed(definition, _logged_horizon(name, version))
             known = definition.features
         # a model fitted on another pipeline's features is refused here, not at the first score
-        scorer = scorer_for(model, model_features(model, known))
+        features = model_features(model, known)
+        check_signature(logged.signature and logged.signature.inputs.input_names(), features)
+        scorer = scorer_for(model, features)
+        # the fast path serves only what the logged pipeline itself answers
+        if not isinstance(example, pd.DataFrame):
+            raise ValueError("the logged model has no input example to check the fast path on")
+        check_scorer(scorer, model, example, what="the logged input example")
+        if self.tables is not None:
+            context = self.stored_crm.context if self.stored_crm else None
+            sample = stored_sample(self.tables, definition=definition, context=context)
+            check_scorer(scorer, model, sample, what=f"{len(sample)} stored rows")
         typical = self._yardsticks(name, definition)
         return Serving(name, version, scorer, typical, datetime.now(UTC), churn)
 

@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 from sklearn.base import BaseEstimator
-from sklearn.calibration import CalibratedClassifierCV, _SigmoidCalibration
+from sklearn.calibration import CalibratedClassifierCV
 
 from forecast.catalogue import Action, Catalogue, FeatureEntry, attribute_entry, load_catalogue
 from forecast.features import Feature
-from forecast.model import MISSING_CATEGORY, base_pipeline
+from forecast.model import MISSING_CATEGORY, base_pipeline, model_input
 
 Direction = Literal["raises", "lowers"]
 MIN_LIFT = 0.005  # half a point of probability: smaller effects are noise, not advice
@@ -317,11 +317,73 @@ def _calibrate(raw: np.ndarray, calibrators: list, maps_raw_scores: bool) -> np.
 
 
 def _calibrated(calibrator, response: np.ndarray) -> np.ndarray:
-    """`calibrator.predict(response)`; a sigmoid map directly (its input checks cost more than
-    the map itself for one deal)."""
-    if isinstance(calibrator, _SigmoidCalibration):
+    """`calibrator.predict(response)`; a sigmoid map (Platt's, with its fitted `a_` and `b_`)
+    directly: its input checks cost more than the map itself for one deal."""
+    if hasattr(calibrator, "a_") and hasattr(calibrator, "b_"):
         return expit(-(calibrator.a_ * response + calibrator.b_))
     return calibrator.predict(response)
+
+
+FAST_PATH_TOLERANCE = 1e-9  # the fast scorer and the pipeline differ by rounding only
+
+
+class ScorerMismatchError(ValueError):
+    """The fast scorer does not reproduce the logged pipeline: serving it would answer what
+    the model never said."""
+
+
+def check_scorer(
+    scorer: Scorer,
+    model: BaseEstimator,
+    rows: pd.DataFrame,
+    *,
+    what: str,
+    tolerance: float = FAST_PATH_TOLERANCE,
+) -> float:
+    """The largest difference between the fast scorer's probability and the model's own
+    `predict_proba` on `rows` (feature rows), within `tolerance`.
+
+    Raises:
+        ScorerMismatchError: a row differs by more (`what` names the rows in the message).
+    """
+    if rows.empty:
+        return 0.0
+    expected = model.predict_proba(model_input(rows, scorer.features))[:, 1]
+    served = scorer.probability(scorer.coded(rows))
+    # a probability that is NaN on one side only is as far off as can be
+    gaps = np.where(np.isnan(served) | np.isnan(expected), np.inf, np.abs(served - expected))
+    worst = float(gaps.max())
+    if worst > tolerance:
+        row = int(gaps.argmax())
+        raise ScorerMismatchError(
+            f"the fast scorer differs from the model's predict_proba by {worst:.3g} on {what} "
+            f"(row {row}: {served[row]:.12f} against {expected[row]:.12f}; allowed "
+            f"{tolerance:g})"
+        )
+    return worst
+
+
+def check_signature(input_names: Sequence[str] | None, features: Sequence[Feature]) -> None:
+    """The logged signature's inputs are the features the caller will compute, in order.
+
+    Raises:
+        ValueError: no signature, or other inputs (names the first difference).
+    """
+    computed = [f.name for f in features]
+    if input_names is None:
+        raise ValueError("the logged model has no signature: what it expects is unknown")
+    logged = list(input_names)
+    if logged != computed:
+        missing = [n for n in logged if n not in computed][:5]
+        extra = [n for n in computed if n not in logged][:5]
+        detail = (
+            f"it expects {missing} that are not computed here, and not {extra}"
+            if missing or extra
+            else "in another order"
+        )
+        raise ValueError(
+            f"the logged signature does not match the {len(computed)} features served: {detail}"
+        )
 
 
 def scorer_for(model: BaseEstimator, features: Sequence[Feature]) -> FastScorer | LinearScorer:

@@ -269,6 +269,30 @@ class AccountScore:
     explanation: Explanation
 
 
+SAMPLE_ROWS = 64  # stored rows a served model is checked on
+
+
+def stored_sample(
+    tables: CrmTables,
+    *,
+    definition: Definition | None = None,
+    context: DealContext | None = None,
+    rows: int = SAMPLE_ROWS,
+) -> pd.DataFrame:
+    """Feature rows at the store's as-of of up to `rows` open deals (or, given a churn
+    `definition`, of the accounts it scores), spread evenly over the book: what a served model
+    is checked on before it serves."""
+    as_of = tables.as_of
+    if definition is None:
+        ids = open_deal_ids(tables, as_of)
+        picked = ids.iloc[np.unique(np.linspace(0, len(ids) - 1, min(rows, len(ids))).astype(int))]
+        snapshots = pd.DataFrame({"deal_id": picked.to_numpy(), "as_of": as_of})
+        return deal_features(tables, snapshots, context=context)
+    scored = definition.snapshots(tables, [as_of]).reset_index(drop=True)
+    at = np.unique(np.linspace(0, len(scored) - 1, min(rows, len(scored))).astype(int))
+    return definition.featurize(tables, scored.iloc[at].reset_index(drop=True))
+
+
 def billed_account_ids(tables: CrmTables, as_of: pd.Timestamp) -> pd.Series:
     """Accounts billed recurring revenue in the last month ended by `as_of`."""
     return account_snapshots(tables, [as_of])["account_id"]

@@ -9,7 +9,14 @@ import pytest
 import shap
 
 from forecast.catalogue import load_catalogue
-from forecast.explain import explain, global_importance, scorer_for
+from forecast.explain import (
+    ScorerMismatchError,
+    check_scorer,
+    check_signature,
+    explain,
+    global_importance,
+    scorer_for,
+)
 from forecast.features import DEAL_FEATURES
 from forecast.model import model_input
 
@@ -19,6 +26,27 @@ def test_fast_scorer_equals_the_pipeline(trained):
     fast = trained["scorer"].probability(trained["scorer"].coded(rows))
     slow = trained["model"].predict_proba(model_input(rows))[:, 1]
     np.testing.assert_allclose(fast, slow, atol=1e-12)
+
+
+def test_the_serving_check_passes_the_fast_scorer_and_refuses_one_altered(trained):
+    rows = trained["test"].head(64)
+    scorer = scorer_for(trained["model"], DEAL_FEATURES)
+    assert check_scorer(scorer, trained["model"], rows, what="test rows") <= 1e-9
+    calibrate = scorer.calibrate
+    scorer.calibrate = lambda raw: calibrate(raw + 1e-6)  # one coefficient off by a millionth
+    with pytest.raises(ScorerMismatchError, match=r"differs .* on test rows"):
+        check_scorer(scorer, trained["model"], rows, what="test rows")
+
+
+def test_the_serving_check_reads_the_logged_signature_against_the_served_features():
+    names = [f.name for f in DEAL_FEATURES]
+    check_signature(names, DEAL_FEATURES)
+    with pytest.raises(ValueError, match="no signature"):
+        check_signature(None, DEAL_FEATURES)
+    with pytest.raises(ValueError, match=r"expects \['mrr'\]"):
+        check_signature([*names[:-1], "mrr"], DEAL_FEATURES)
+    with pytest.raises(ValueError, match="in another order"):
+        check_signature(names[::-1], DEAL_FEATURES)
 
 
 def test_shap_values_equal_shap_tree_explainer_and_add_up(trained):

@@ -2,7 +2,9 @@
 
 The versions are registered before any load starts, each a copy of the trained champion's
 artifact (nothing is trained or fitted in this process while the service predicts). One copy is
-truncated and one deleted on disk: those are refused and the serving version keeps answering.
+truncated and one deleted on disk, and one is the churn champion's artifact registered as a deal-win
+version: those are refused and the serving version keeps answering. So is a version whose fast
+scorer, altered by one coefficient, no longer answers what the logged pipeline answers.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from service.state import CHURN_MODEL, DEAL_MODEL
 from tests.service.conftest import Api, home_env, serve
 
 GOOD = [str(v) for v in range(1, 13)]  # 12 good versions: the alias moves 11 times
-TRUNCATED, DELETED, GOOD_AFTER = "13", "14", "15"
+TRUNCATED, DELETED, GOOD_AFTER, WRONG_MODEL = "13", "14", "15", "16"
 POLL = "0.05"
 CALLERS = 8
 
@@ -58,6 +60,9 @@ def swap_home(trained_home: Path, tmp_path_factory: pytest.TempPathFactory) -> P
             assert registry.create_model_version(DEAL_MODEL, source=str(copy)).version == int(
                 version
             )
+        # the churn model's artifact, registered and promoted as a deal-win version by mistake
+        wrong = registry.create_model_version(DEAL_MODEL, source=str(sources[CHURN_MODEL]))
+        assert wrong.version == int(WRONG_MODEL)
         model_file = home / "versions" / TRUNCATED / "model.skops"
         model_file.write_bytes(model_file.read_bytes()[:1000])
         shutil.rmtree(home / "versions" / DELETED)
@@ -171,7 +176,7 @@ def test_the_champion_moves_11_times_under_load_and_no_request_fails(service, lo
 
 def test_a_corrupt_or_missing_version_is_refused_and_the_old_one_keeps_answering(service, load):
     wait_until(lambda: len(load.seen()) >= CALLERS, "the first answers")
-    for broken, refusals in ((TRUNCATED, 1), (DELETED, 2)):
+    for broken, refusals in ((TRUNCATED, 1), (DELETED, 2), (WRONG_MODEL, 3)):
         move_champion(broken)
         wait_until(
             lambda r=refusals: metric(service, "forecast_model_refusals_total") == r,
@@ -185,8 +190,9 @@ def test_a_corrupt_or_missing_version_is_refused_and_the_old_one_keeps_answering
             m for m in service.get("/v1/models", load.key).body["models"] if m["name"] == DEAL_MODEL
         ]
         assert deal["version"] == "1" and f"version {broken} refused" in deal["detail"]
+    assert "features this pipeline does not make" in service.state.refused[DEAL_MODEL]
     time.sleep(5 * float(POLL))
-    assert metric(service, "forecast_model_refusals_total") == 2, "a refused version is not retried"
+    assert metric(service, "forecast_model_refusals_total") == 3, "a refused version is not retried"
     assert served(service) == "1"
 
     move_champion(GOOD_AFTER)  # a later good version is taken
@@ -200,3 +206,28 @@ def test_a_corrupt_or_missing_version_is_refused_and_the_old_one_keeps_answering
     assert load.failures == [] and set(statuses) == {200}, (load.failures, set(statuses))
     assert set(load.seen()) == {"1", GOOD_AFTER}
     assert service.get("/readyz").body["refused"] == []
+
+
+def test_a_fast_scorer_that_differs_from_the_logged_pipeline_is_refused(service, monkeypatch):
+    import forecast.explain
+
+    real = forecast.explain.scorer_for
+
+    def altered(model, features):
+        # one coefficient moved by a millionth: the intercept of the served raw score
+        scorer = real(model, features)
+        calibrate = scorer.calibrate
+        scorer.calibrate = lambda raw: calibrate(raw + 1e-6)
+        return scorer
+
+    monkeypatch.setattr(forecast.explain, "scorer_for", altered)
+    move_champion(GOOD[1])
+    wait_until(lambda: metric(service, "forecast_model_refusals_total") == 1, "the refusal")
+    refused = service.get("/readyz").body["refused"]
+    assert len(refused) == 1 and f"version {GOOD[1]} refused" in refused[0], refused
+    assert "differs from the model's predict_proba" in refused[0]
+    assert "on the logged input example" in refused[0]
+    assert served(service) == GOOD[0], "the checked version keeps serving"
+    monkeypatch.setattr(forecast.explain, "scorer_for", real)
+    move_champion(GOOD[2])  # an honest fast path is taken
+    wait_until(lambda: served(service) == GOOD[2], f"version {GOOD[2]} to serve")
