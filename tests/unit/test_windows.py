@@ -51,3 +51,26 @@ def test_too_short_a_history_is_refused_saying_what_to_do(world):
     tables = _last_days(world.tables, 60)
     with pytest.raises(NotEnoughDataError, match="--label-lag-days"):
         Windows.before(tables, WinParams())
+
+
+def test_the_train_slice_drops_deals_seen_again_later_and_only_the_train_slice():
+    from forecast.train import split
+
+    day = pd.Timestamp("2026-01-01")
+    windows = Windows(day, day + pd.Timedelta(days=30), day + pd.Timedelta(days=60),
+                      day + pd.Timedelta(days=90), day + pd.Timedelta(days=120))  # fmt: skip
+    rows = []
+    # D1 spans train and test, D2 train and calibration, D3 train only; D4, D5 later only
+    for deal, days, won in (
+        ("D1", (10, 20, 70, 80), 1), ("D2", (15, 40), 0), ("D3", (5, 25), 1),
+        ("D4", (45, 50), 1), ("D5", (75, 85), 0), ("D6", (12,), 0), ("D7", (55,), 0),
+        ("D8", (65,), 1),
+    ):  # fmt: skip
+        rows += [(deal, day + pd.Timedelta(days=d), won) for d in days]
+    frame = pd.DataFrame(rows, columns=["deal_id", "as_of", "won"])
+    slices = split(frame, windows)
+    # a tree could learn D1 and D2 from their earlier snapshots and meet them again later
+    assert set(slices.train["deal_id"]) == {"D3", "D6"}
+    assert set(slices.calibration["deal_id"]) == {"D2", "D4", "D7"}  # not purged
+    assert set(slices.test["deal_id"]) == {"D1", "D5", "D8"}
+    assert len(slices.history) == len(frame[frame["as_of"] <= windows.calibration_end])

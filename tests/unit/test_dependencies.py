@@ -1,0 +1,78 @@
+"""What the library and the service import is what pyproject.toml declares for them at run time:
+no package that only arrives through another one, and no test-only package in the runtime."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+import tomllib
+from importlib.metadata import packages_distributions
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNTIME_CODE = (ROOT / "src" / "forecast", ROOT / "service")
+OWN = {"forecast", "service"}
+
+
+def _declared(extra: str | None = None) -> set[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    specs = project["optional-dependencies"][extra] if extra else project["dependencies"]
+    return {_normal(re.match(r"[A-Za-z0-9_.\-]+", spec).group(0)) for spec in specs}
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _imported_modules() -> dict[str, str]:
+    """Top-level module -> the first file importing it, over the runtime code."""
+    found: dict[str, str] = {}
+    for folder in RUNTIME_CODE:
+        for path in sorted(folder.rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for name in names:
+                    found.setdefault(name.split(".")[0], str(path.relative_to(ROOT)))
+    return found
+
+
+def _third_party() -> dict[str, tuple[set[str], str]]:
+    """Top-level module -> (the distributions that provide it, where it is imported)."""
+    providers = packages_distributions()
+    out = {}
+    for module, where in _imported_modules().items():
+        if module in OWN or module in sys.stdlib_module_names or module == "__future__":
+            continue
+        out[module] = ({_normal(d) for d in providers.get(module, [])}, where)
+    return out
+
+
+def test_every_package_the_runtime_imports_is_a_declared_dependency():
+    declared = _declared()
+    undeclared = {
+        module: (dists, where)
+        for module, (dists, where) in _third_party().items()
+        if not dists & declared
+    }
+    assert undeclared == {}, "imported at run time but not in [project] dependencies"
+
+
+def test_no_declared_runtime_dependency_is_left_unused():
+    used = set().union(*(dists for dists, _ in _third_party().values()))
+    # run-time parts used without an import by name: uvicorn's fast loop and parser,
+    # SQLAlchemy's PostgreSQL driver, MLflow's model format, FastAPI's page templates
+    not_imported = {"uvloop", "httptools", "psycopg", "skops", "jinja2"}
+    assert _declared() - used - not_imported == set()
+
+
+def test_test_only_packages_stay_out_of_the_runtime():
+    dev = _declared("dev")
+    leaked = {m: w for m, (dists, w) in _third_party().items() if dists & dev}
+    assert leaked == {}, "the runtime imports a dev-only package"
+    assert "shap" in dev and "shap" not in _declared()
