@@ -184,3 +184,16 @@ def test_account_features_ignore_the_future(world, as_of):
     changed = _with_future_changes(t, as_of)
     pd.testing.assert_frame_equal(account_snapshots(changed, [as_of]), snapshots)
     pd.testing.assert_frame_equal(account_features(changed, snapshots), before)
+
+
+@pytest.mark.parametrize("as_of", ["2024-12-15", "2025-06-15"])
+def test_account_features_ignore_future_reps_accounts_and_products(world, as_of):
+    from tests.pipelines.test_features_point_in_time import with_future_people_and_things
+
+    as_of = pd.Timestamp(as_of)
+    t = world.tables
+    snapshots = account_snapshots(t, [as_of])
+    before = account_features(t, snapshots)
+    changed = with_future_people_and_things(t, as_of)
+    pd.testing.assert_frame_equal(account_snapshots(changed, [as_of]), snapshots)
+    pd.testing.assert_frame_equal(account_features(changed, snapshots), before)

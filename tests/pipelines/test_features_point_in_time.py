@@ -224,6 +224,66 @@ def _with_future_changes(t: CrmTables, as_of: pd.Timestamp, seed: int) -> CrmTab
     )
 
 
+def with_future_people_and_things(t: CrmTables, as_of: pd.Timestamp) -> CrmTables:
+    """The static tables' future: reps hired and accounts opened after `as_of` (with deals of
+    their own), reps who leave after it, a product launched after it that some later deal sells.
+    None of it was known at `as_of`."""
+    reps = t.reps.copy()
+    sellers = reps[reps["role"] == "rep"]
+    leaving = sellers["rep_id"].iloc[::3]
+    reps.loc[reps["rep_id"].isin(leaving), "left_at"] = as_of + 20 * DAY
+    hired = sellers.head(3).assign(
+        rep_id=lambda f: "RNEW" + f["rep_id"], name="New Hire", hired_at=as_of + 10 * DAY,
+        left_at=pd.NaT,
+    )  # fmt: skip
+    accounts = t.accounts.copy()
+    opened = accounts.head(40).assign(
+        account_id=lambda f: "ANEW" + f["account_id"], created_at=as_of + 3 * DAY,
+        owner_rep_id=hired["rep_id"].iloc[0], industry="Shipping", segment="enterprise",
+    )  # fmt: skip
+    products = pd.concat(
+        [t.products, t.products.head(1).assign(product_id="PNEW", name="Launched later")],
+        ignore_index=True,
+    )
+    # deals the newcomers open after as_of, selling the new product, won and lost
+    outcome = np.resize(["won", "lost"], 40)
+    deals = t.deals.head(40).assign(
+        deal_id=lambda f: "DNEW" + f["deal_id"], account_id=opened["account_id"].to_numpy(),
+        rep_id=np.resize(hired["rep_id"].to_numpy(), 40), product_id="PNEW",
+        created_at=as_of + 5 * DAY, closed_at=as_of + 60 * DAY, outcome=outcome,
+        stage=np.where(outcome == "won", "closed_won", "closed_lost"),
+    )  # fmt: skip
+    opening = deals[["deal_id", "created_at", "amount", "expected_close"]].rename(
+        columns={"created_at": "changed_at"}
+    )
+    closing = deals[["deal_id", "closed_at", "stage", "amount", "expected_close"]].rename(
+        columns={"closed_at": "changed_at"}
+    )
+    history = pd.concat([opening.assign(stage="prospecting"), closing], ignore_index=True)
+    return t.replace(
+        reps=pd.concat([reps, hired], ignore_index=True),
+        accounts=pd.concat([accounts, opened], ignore_index=True),
+        products=products,
+        deals=pd.concat([t.deals, deals], ignore_index=True),
+        deal_history=pd.concat([t.deal_history, history], ignore_index=True),
+    )
+
+
+@pytest.mark.parametrize("as_of", ["2024-06-02", "2025-03-30"])
+def test_features_ignore_future_reps_accounts_and_products(world, as_of):
+    as_of = pd.Timestamp(as_of)
+    t = world.tables
+    snapshots = deal_snapshots(t, [as_of])
+    before = deal_features(t, snapshots)
+    changed = with_future_people_and_things(t, as_of)
+    pd.testing.assert_frame_equal(deal_snapshots(changed, [as_of]), snapshots)
+    pd.testing.assert_frame_equal(deal_features(changed, snapshots), before)
+    # the future is real: a month later the newcomers' deals are open and scored
+    later = deal_snapshots(changed, [as_of + 30 * DAY])
+    newcomers = deal_features(changed, later[later["deal_id"].str.startswith("DNEW")])
+    assert len(newcomers) == 40 and (newcomers["product_id"] == "PNEW").all()
+
+
 @pytest.mark.parametrize("as_of", ["2024-06-02", "2024-11-17", "2025-03-30"])
 def test_features_ignore_the_future(world, as_of):
     as_of = pd.Timestamp(as_of)

@@ -176,3 +176,30 @@ def test_the_gate_rule(challenger, champion, promoted, why):
     decided, reason = registry.judge(challenger, champion, BASELINES, "1")
     assert decided is promoted
     assert why in reason
+
+
+def test_the_champion_is_rescored_on_the_challengers_rows(tmp_path, forecast_home):
+    """A champion trained at an earlier as-of is judged on the challenger's test rows, not on
+    its own: the gate's champion figures are the champion model's on those rows."""
+    import mlflow
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    from forecast.asof import tables_as_of
+    from forecast.model import win_probability
+
+    world = make_crm(5000, seed=9).tables
+    earlier = tables_as_of(world, world.as_of - pd.Timedelta(days=120))
+    first = train_win(earlier, params=PARAMS, card_dir=tmp_path)
+    own = first.evaluation()
+    assert registry.register_and_gate(MODEL_NAME, first.model_uri, first.run_id, own).promoted
+    later = train_win(world, params=PARAMS, card_dir=tmp_path)
+    rows = later.evaluation()
+    decision = registry.register_and_gate(MODEL_NAME, later.model_uri, later.run_id, rows)
+    assert decision.champion_version == "1" and decision.champion is not None
+    champion = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/1")
+    p = win_probability(champion, rows.features)
+    assert decision.champion["auc"] == pytest.approx(roc_auc_score(rows.won, p), abs=1e-12)
+    assert decision.champion["log_loss"] == pytest.approx(log_loss(rows.won, p), abs=1e-12)
+    # the challenger's rows are later than the champion's own test rows, and other rows
+    assert len(rows.won) != len(own.won) or not np.array_equal(rows.won, own.won)
+    assert decision.champion["log_loss"] != pytest.approx(own.metrics["log_loss"], abs=1e-9)
