@@ -576,8 +576,8 @@ def main() -> None:
     os.environ.update({"FORECAST_HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true"})
     for name in ("FORECAST_TRACKING_URI", "FORECAST_DATABASE_URL", "FORECAST_STORE_DIR"):
         os.environ.pop(name, None)
-    from forecast.keys import create_key, engine_for
     from forecast.settings import get_settings
+    from service.keys import create_key, engine_for
 
     prepare(home, args.deals, args.trees)
     key = create_key(engine_for(get_settings().service_database_url), "crm", label="bench")

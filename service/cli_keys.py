@@ -18,8 +18,8 @@ def create(
     label: Annotated[str | None, typer.Option("--label", help="A note: who holds it.")] = None,
 ) -> None:
     """Create a key and print it; it cannot be shown again."""
-    from forecast.keys import create_key, engine_for
     from forecast.settings import get_settings
+    from service.keys import create_key, engine_for
 
     if rep_id is not None and (problem := _unknown_rep(rep_id)):
         typer.echo(problem, err=True)
@@ -59,8 +59,8 @@ def list_(
     """Every key: id, role, person, label, created and revoked (never the secret)."""
     import json
 
-    from forecast.keys import engine_for, list_keys
     from forecast.settings import get_settings
+    from service.keys import engine_for, list_keys
 
     keys = list_keys(engine_for(get_settings().service_database_url))
     if as_json:
@@ -81,8 +81,8 @@ def list_(
 @keys_app.command("revoke")
 def revoke(key_id: Annotated[str, typer.Argument(help="The id: the part after `fk_`.")]) -> None:
     """Revoke a key by its id."""
-    from forecast.keys import engine_for, revoke_key
     from forecast.settings import get_settings
+    from service.keys import engine_for, revoke_key
 
     if not revoke_key(engine_for(get_settings().service_database_url), key_id):
         typer.echo(f"no key {key_id!r}", err=True)

@@ -32,9 +32,9 @@ def export(
 ) -> None:
     """Every logged prediction made from --from to --to: when, who asked, model and version,
     the deal, the input's hash, and the answer (probability, grade, reasons)."""
-    from forecast.keys import engine_for, ensure_tables
-    from forecast.predlog import read_predictions
     from forecast.settings import get_settings
+    from service.keys import engine_for, ensure_tables
+    from service.predlog import read_predictions
 
     first, last = _day(start, "--from"), _day(end, "--to") + timedelta(days=1)
     if last <= first:

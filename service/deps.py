@@ -17,10 +17,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from forecast.keys import Principal
-from forecast.tokens import TokenError, verify_token
+from service.keys import Principal
 from service.schemas import ScenarioIn
 from service.state import OrgTreeUnavailableError, ServiceState
+from service.tokens import TokenError, verify_token
 
 api_key_header = APIKeyHeader(
     name="X-API-Key",

@@ -29,11 +29,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from forecast.keys import Principal, verify_key
 from forecast.schema import OPEN_STAGES
 from forecast.scoring import revenue_at_risk_totals
 from service import charts
 from service.deps import StateDep, _visible, forecast_nodes_in_reach, reach_of
+from service.keys import Principal, verify_key
 from service.listing import csv_text, page_of
 from service.sessions import COOKIE, close_session, open_session, session_principal
 from service.state import (
@@ -736,7 +736,7 @@ def coaching_rep_page(request: Request, rep_id: str, who: ViewerDep) -> Response
 
 @router.get("/models")
 def models_page(request: Request, who: ViewerDep) -> Response:
-    from forecast.model_health import live_accuracy, model_report
+    from service.model_health import live_accuracy, model_report
 
     state = who.state
     models = []
@@ -761,7 +761,7 @@ def models_page(request: Request, who: ViewerDep) -> Response:
 
 @router.get("/models/{name}/reliability.png")
 def reliability_png(name: str, who: ViewerDep) -> Response:
-    from forecast.model_health import model_report, reliability_image
+    from service.model_health import model_report, reliability_image
 
     serving = who.state.models.get(name)
     if serving is None:

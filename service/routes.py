@@ -12,8 +12,6 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from forecast.explain import Explanation, explain, feature_rows
-from forecast.keys import Principal
-from forecast.predlog import Prediction, read_predictions
 from forecast.records import RecordError
 from forecast.scoring import grade, revenue_at_risk_totals, score_records
 from service.deps import (
@@ -35,6 +33,8 @@ from service.deps import (
     invalid,
     records_in_reach,
 )
+from service.keys import Principal
+from service.predlog import Prediction, read_predictions
 from service.schemas import (
     AccountBatchIn,
     AccountBatchOut,

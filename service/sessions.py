@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import sqlalchemy as sa
 
-from forecast.keys import Principal, api_keys, metadata
+from service.keys import Principal, api_keys, metadata
 
 COOKIE = "forecast_session"
 

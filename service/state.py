@@ -20,14 +20,14 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from forecast import predlog  # noqa: F401 (registers the log tables on the shared metadata)
 from forecast.explain import Scorer
-from forecast.keys import KeyCache, engine_for, ensure_tables
-from forecast.predlog import LogWriter
 from forecast.records import StoredCrm
 from forecast.settings import Settings
 from forecast.tables import CrmTables
+from service import predlog  # noqa: F401 (registers the log tables on the shared metadata)
+from service.keys import KeyCache, engine_for, ensure_tables
 from service.metrics import Metrics
+from service.predlog import LogWriter
 
 if TYPE_CHECKING:
     from forecast.churn import Definition

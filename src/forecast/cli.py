@@ -691,15 +691,27 @@ def models_rollback(
 from forecast.cli_explain import coach_app, explain_app  # noqa: E402
 from forecast.cli_revenue import register as _register_revenue  # noqa: E402
 from forecast.cli_score import score_app  # noqa: E402
-from service.cli_keys import keys_app  # noqa: E402
-from service.cli_log import log_app  # noqa: E402
 
 app.add_typer(explain_app, name="explain")
 app.add_typer(coach_app, name="coach")
-app.add_typer(keys_app, name="keys")
 app.add_typer(score_app, name="score")
-app.add_typer(log_app, name="log")
 _register_revenue(app)
+
+
+def _add_installed_commands(cli: typer.Typer) -> None:
+    """The commands other installed packages add (entry point group `forecast.commands`): the
+    service's `keys`, `log` and `serve`. A group becomes a sub-command, a function a command."""
+    from importlib.metadata import entry_points
+
+    for entry in sorted(entry_points(group="forecast.commands"), key=lambda e: e.name):
+        command = entry.load()
+        if isinstance(command, typer.Typer):
+            cli.add_typer(command, name=entry.name)
+        else:
+            cli.command(entry.name)(command)
+
+
+_add_installed_commands(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -61,44 +61,25 @@ def score_deals_command(
         book = score_book(tables, explainer, as_of=moment)
     _write(book, out)
     request_id = f"book-{uuid.uuid4().hex}"
-    log = log and not book.empty
-    if log:
-        _log(book, request_id)
+    log = log and not book.empty and _log(book, request_id)
     console.print(
         f"{len(book):,} open deals scored as of {moment:%Y-%m-%d} by "
         f"{explainer.model_label} -> {out}" + (f"; logged as request {request_id}" if log else "")
     )
 
 
-def _log(book: pd.DataFrame, request_id: str) -> None:
-    from forecast.keys import engine_for, ensure_tables
-    from forecast.predlog import Prediction, log_predictions
-    from forecast.settings import get_settings
+def _log(book: pd.DataFrame, request_id: str) -> bool:
+    """Write the book to the service's prediction log, through the writer the service package
+    registers (entry point group `forecast.prediction_log`: the library does not import the
+    service); False, said, when none is installed."""
+    from importlib.metadata import entry_points
 
-    engine = engine_for(get_settings().service_database_url)
-    ensure_tables(engine)
-    model, version = book["model"].iloc[0], book["model_version"].iloc[0]
-    predictions = [
-        Prediction(
-            row.deal_id,
-            {"deal_id": row.deal_id, "as_of": str(row.as_of), "store": row.data_fingerprint},
-            {
-                "probability": row.probability,
-                "grade": row.grade,
-                "reasons": row.reasons.splitlines(),
-                "as_of": str(row.as_of),
-            },
-        )
-        for row in book.itertuples()
-    ]
-    log_predictions(
-        engine,
-        request_id=request_id,
-        caller="cli",
-        model=model,
-        model_version=version,
-        predictions=predictions,
-    )
+    writers = entry_points(group="forecast.prediction_log", name="book")
+    if not writers:
+        err_console.print("no prediction log installed (the service package writes it)")
+        return False
+    next(iter(writers)).load()(book, request_id)
+    return True
 
 
 @score_app.command("accounts")

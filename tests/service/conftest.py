@@ -19,8 +19,8 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from forecast.keys import create_key
 from forecast.settings import get_settings
+from service.keys import create_key
 from service.state import ServiceState
 
 # Every operation the service documents (tests check each one's documentation and fuzz it).

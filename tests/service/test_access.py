@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from forecast.predlog import audit_log
 from forecast.scoring import billed_account_ids, open_deal_ids
+from service.predlog import audit_log
 
 # (role, acting as) -> object -> expected status. In the generated world M001 manages R0001-3
 # (team "NA 1") under director D01; R0004 is in team "EMEA 1" under M002.

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from forecast.predlog import predictions_for
 from forecast.scoring import billed_account_ids, score_accounts
+from service.predlog import predictions_for
 
 ROW = {
     "account_id": "CRM-A1",

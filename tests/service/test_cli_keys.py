@@ -8,9 +8,9 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from forecast.keys import api_keys, engine_for, list_keys, verify_key
 from forecast.settings import get_settings
 from service.cli_keys import keys_app
+from service.keys import api_keys, engine_for, list_keys, verify_key
 
 runner = CliRunner()
 

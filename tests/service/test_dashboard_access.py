@@ -16,9 +16,9 @@ from urllib.parse import quote, urlparse
 
 import pytest
 
-from forecast.keys import revoke_key, verify_key
 from forecast.scoring import open_deal_ids
 from service.deps import reach_of, subtree
+from service.keys import revoke_key, verify_key
 from service.pages import plotly_js
 from tests.service.conftest import Api, home_env, serve
 
@@ -194,7 +194,7 @@ def test_plotly_is_served_by_the_app_from_the_installed_package(dash: Api) -> No
 def test_page_reads_are_audit_logged(dash: Api) -> None:
     import sqlalchemy as sa
 
-    from forecast.predlog import audit_log
+    from service.predlog import audit_log
 
     key = dash.key("admin")
     token = _sign_in(dash, key)

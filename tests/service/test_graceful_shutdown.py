@@ -21,9 +21,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from forecast.keys import create_key, engine_for
-from forecast.predlog import prediction_log
 from forecast.settings import get_settings
+from service.keys import create_key, engine_for
+from service.predlog import prediction_log
 from tests.service.conftest import home_env
 
 GRACE = 0.5  # seconds the service keeps answering (not ready) after SIGTERM

@@ -8,8 +8,8 @@ import jwt
 import pytest
 import sqlalchemy as sa
 
-from forecast.predlog import audit_log
 from forecast.scoring import open_deal_ids
+from service.predlog import audit_log
 from tests.service.conftest import home_env, serve
 
 SECRET = "test-secret-that-is-long-enough-for-hs256"
@@ -120,7 +120,7 @@ def test_an_rs256_public_key_verifies_tokens_signed_by_its_private_key():
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     from forecast.settings import Settings
-    from forecast.tokens import TokenError, verify_token
+    from service.tokens import TokenError, verify_token
 
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     public = private.public_key().public_bytes(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from forecast.keys import engine_for
-from forecast.predlog import audit_log, predictions_for
 from service.app import create_app
+from service.keys import engine_for
+from service.predlog import audit_log, predictions_for
 from tests.service.conftest import home_env, serve
 
 

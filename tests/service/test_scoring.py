@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from forecast.predlog import predictions_for
 from forecast.scoring import open_deal_ids
+from service.predlog import predictions_for
 
 ROW = {
     "deal_id": "CRM-1",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from forecast.keys import create_key, engine_for, revoke_key, verify_key
+from service.keys import create_key, engine_for, revoke_key, verify_key
 from service.sessions import close_session, dashboard_sessions, open_session, session_principal
 
 

@@ -25,20 +25,24 @@ def _normal(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def _imports(path: Path) -> list[str]:
+    """The top-level modules a file imports (absolute imports, wherever they are written)."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+    return [name.split(".")[0] for name in names]
+
+
 def _imported_modules() -> dict[str, str]:
     """Top-level module -> the first file importing it, over the runtime code."""
     found: dict[str, str] = {}
     for folder in RUNTIME_CODE:
         for path in sorted(folder.rglob("*.py")):
-            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-                if isinstance(node, ast.Import):
-                    names = [alias.name for alias in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                    names = [node.module]
-                else:
-                    continue
-                for name in names:
-                    found.setdefault(name.split(".")[0], str(path.relative_to(ROOT)))
+            for name in _imports(path):
+                found.setdefault(name, str(path.relative_to(ROOT)))
     return found
 
 
@@ -76,3 +80,23 @@ def test_test_only_packages_stay_out_of_the_runtime():
     leaked = {m: w for m, (dists, w) in _third_party().items() if dists & dev}
     assert leaked == {}, "the runtime imports a dev-only package"
     assert "shap" in dev and "shap" not in _declared()
+
+
+def test_the_library_never_imports_the_service():
+    # the service adds its commands and its prediction log through entry points instead
+    library = ROOT / "src" / "forecast"
+    found = [p.name for p in sorted(library.rglob("*.py")) if "service" in _imports(p)]
+    assert found == []
+
+
+def test_the_service_adds_its_commands_to_the_cli():
+    from typer.testing import CliRunner
+
+    from forecast.cli import app
+
+    shown = CliRunner().invoke(app, ["--help"])
+    assert shown.exit_code == 0
+    for command in ("keys", "log", "serve"):
+        assert command in shown.output
+    serve = CliRunner().invoke(app, ["serve", "--help"])
+    assert serve.exit_code == 0 and "--workers" in serve.output

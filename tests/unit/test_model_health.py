@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecast.keys import engine_for, ensure_tables
-from forecast.model_health import live_accuracy, metrics_table
-from forecast.predlog import Prediction, log_predictions
+from service.keys import engine_for, ensure_tables
+from service.model_health import live_accuracy, metrics_table
+from service.predlog import Prediction, log_predictions
 
 
 def _log(engine, deal_id: str, probability: float, at: str) -> None:

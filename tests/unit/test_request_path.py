@@ -13,8 +13,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from forecast.keys import KeyCache, create_key, engine_for, ensure_tables, revoke_key
-from forecast.predlog import LogWriter, Prediction, audit_log, prediction_log
+from service.keys import KeyCache, create_key, engine_for, ensure_tables, revoke_key
+from service.predlog import LogWriter, Prediction, audit_log, prediction_log
 
 
 def _engine(home: Path) -> sa.Engine:
@@ -180,8 +180,8 @@ def test_a_writer_nobody_closed_writes_its_rows_when_the_interpreter_exits(forec
     url = f"sqlite:///{forecast_home / 'service.db'}"
     ensure_tables(engine_for(url))
     script = (
-        "from forecast.keys import engine_for\n"
-        "from forecast.predlog import LogWriter\n"
+        "from service.keys import engine_for\n"
+        "from service.predlog import LogWriter\n"
         f"writer = LogWriter(engine_for({url!r}), flush_seconds=30)\n"
         "writer.start()\n"
         "for i in range(7):\n"

@@ -118,11 +118,28 @@ def test_parents_are_the_sum_of_their_children():
 
 
 def test_chunking_keeps_memory_bounded_and_results_exact():
-    inputs = _inputs(n_deals=5_000)
-    small = simulate(inputs, draws=500, seed=2, chunk_rows=256).leaf_draws
-    # different chunking draws different numbers, but the distribution is the same
-    large = simulate(inputs, draws=500, seed=2, chunk_rows=4096).leaf_draws
-    assert small.sum(axis=0).mean() == pytest.approx(large.sum(axis=0).mean(), rel=0.02)
+    import tracemalloc
+
+    inputs = _inputs(n_deals=20_000)
+    draws = 2_000
+    peaks = {}
+    for chunk in (256, 20_000):
+        tracemalloc.start()  # numpy reports its allocations to tracemalloc
+        simulate(inputs, draws=draws, seed=2, chunk_rows=chunk, workers=2)
+        peaks[chunk] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    every_draw = len(inputs.deal_prob) * draws * 8  # all deals x all draws in float64: 305 MiB
+    assert peaks[256] < every_draw / 20 and peaks[256] < peaks[20_000] / 10, peaks
+    # exact: the threads add chunks in order (the same numbers on one worker or two) ...
+    small = simulate(inputs, draws=draws, seed=2, chunk_rows=256, workers=2)
+    alone = simulate(inputs, draws=draws, seed=2, chunk_rows=256, workers=1)
+    np.testing.assert_array_equal(small.leaf_draws, alone.leaf_draws)
+    # ... and the chunked draws have the exact moments' mean, within four standard errors
+    exact = moments(inputs)
+    total = small.leaf_draws.astype(float).sum(axis=0)
+    mean = inputs.closed.sum() + sum(m.sum() for m in exact.mean.values())
+    sd = np.sqrt(sum(v.sum() for v in exact.variance.values()) / draws)
+    assert abs(total.mean() - mean) < 4 * sd
 
 
 def _only(part: str) -> SimulationInputs:

@@ -22,11 +22,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from forecast.keys import metadata
+from service.keys import metadata
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -341,7 +344,7 @@ def write_forever(pipe: Connection, url: str, max_batch: int = 5000) -> None:
     # a supervisor's SIGTERM) must not end this process before it has
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from forecast.keys import engine_for
+    from service.keys import engine_for
 
     engine = engine_for(url)
     while True:
@@ -429,3 +432,35 @@ def predictions_for(engine: sa.Engine, request_id: str) -> list[dict]:
     )
     with engine.connect() as conn:
         return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def log_book(book: pd.DataFrame, request_id: str) -> None:
+    """`forecast score deals --all`'s book, one prediction per deal, as request `request_id`
+    (the CLI finds this through the `forecast.prediction_log` entry point)."""
+    from forecast.settings import get_settings
+    from service.keys import engine_for, ensure_tables
+
+    engine = engine_for(get_settings().service_database_url)
+    ensure_tables(engine)
+    model, version = book["model"].iloc[0], book["model_version"].iloc[0]
+    predictions = [
+        Prediction(
+            row.deal_id,
+            {"deal_id": row.deal_id, "as_of": str(row.as_of), "store": row.data_fingerprint},
+            {
+                "probability": row.probability,
+                "grade": row.grade,
+                "reasons": row.reasons.splitlines(),
+                "as_of": str(row.as_of),
+            },
+        )
+        for row in book.itertuples()
+    ]
+    log_predictions(
+        engine,
+        request_id=request_id,
+        caller="cli",
+        model=model,
+        model_version=version,
+        predictions=predictions,
+    )

@@ -15,8 +15,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from forecast.evaluate import METRICS
-from forecast.predlog import prediction_log
 from forecast.tables import CrmTables
+from service.predlog import prediction_log
 
 SHOWN_METRICS = ("auc", "log_loss", "brier", "ece")
 RELIABILITY_ARTIFACT = "evaluation/reliability.png"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import jwt
 
-from forecast.keys import NEEDS_REP_ID, ROLES, Principal
 from forecast.settings import Settings
+from service.keys import NEEDS_REP_ID, ROLES, Principal
 
 KEY_ID_PREFIX = "jwt:"  # a token's caller in the logs: `jwt:<sub>`, never the token
 
