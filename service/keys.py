@@ -12,6 +12,7 @@ import hmac
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -157,10 +158,18 @@ class KeyCache:
     the database stops working within `seconds`; 0 turns the cache off.
     """
 
-    def __init__(self, engine: sa.Engine, seconds: float, *, max_entries: int = 10_000):
+    def __init__(
+        self,
+        engine: sa.Engine,
+        seconds: float,
+        *,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.engine = engine
         self.seconds = seconds
         self.max_entries = max_entries
+        self.clock = clock  # seconds, only ever compared with itself (a test sets its own)
         self._known: dict[bytes, tuple[Principal, float]] = {}
         self._lock = threading.Lock()  # requests run on several threads
 
@@ -169,7 +178,7 @@ class KeyCache:
         if self.seconds <= 0 or not key:
             return None
         known = self._known.get(hashlib.sha256(key.encode()).digest())
-        return known[0] if known is not None and known[1] > time.monotonic() else None
+        return known[0] if known is not None and known[1] > self.clock() else None
 
     def verify(self, key: str | None) -> Principal | None:
         """As `verify_key`, from memory when this key was verified less than `seconds` ago."""
@@ -178,7 +187,7 @@ class KeyCache:
         if (principal := self.remembered(key)) is not None:
             return principal
         digest = hashlib.sha256(key.encode()).digest()
-        now = time.monotonic()
+        now = self.clock()
         principal = verify_key(self.engine, key)
         with self._lock:
             if principal is None:

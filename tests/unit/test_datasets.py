@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -24,10 +22,9 @@ def test_other_seed_other_world():
     assert not a.tables.deals["amount"].equals(b.tables.deals["amount"])
 
 
-def test_tiny_world_is_quick_and_complete():
-    started = time.perf_counter()
+def test_tiny_world_is_complete():
+    # how fast worlds are made is measured by `make bench-generate`, not asserted here
     world = make_crm(300, seed=0)
-    assert time.perf_counter() - started < 1.0
     for name, frame in world.tables.items():
         # deal attributes are what an export adds beyond the contract, and orders what a
         # business without subscriptions exports: a generated CRM has neither
