@@ -202,7 +202,7 @@ def _deal_rows(who: Viewer) -> list[dict[str, Any]]:
         accounts = _names(tables.accounts, "account_id")
         products = _names(tables.products, "product_id")
         rows = []
-        for s in state.stored_scores(serving).values():
+        for s in state.deal_scores(serving).values():
             deal = {k: None if pd.isna(v) else v for k, v in deals.loc[s.deal_id].items()}
             amount = float(deal["amount"]) if deal["amount"] is not None else 0.0
             rep, account, product = deal["rep_id"], deal["account_id"], deal["product_id"]
@@ -250,7 +250,7 @@ def _account_rows(who: Viewer) -> list[dict[str, Any]]:
         reps = tables.reps.set_index("rep_id")
         names, accounts = _rep_names(state), _names(tables.accounts, "account_id")
         rows = []
-        for s in state.stored_scores(serving).values():
+        for s in state.account_scores(serving).values():
             owner = s.owner_rep_id
             rows.append(
                 {

@@ -240,7 +240,7 @@ async def score_deal_features(
 )
 def read_deal(deal_id: DealInReach, request: Request, caller: ScoringCaller, state: StateDep):
     serving = state.champion(DEAL_MODEL)
-    score = state.stored_scores(serving).get(deal_id)
+    score = state.deal_scores(serving).get(deal_id)
     if score is None:
         raise HTTPException(404, f"deal {deal_id!r} is closed: it has no current score")
     model = ModelOut(name=serving.name, version=serving.version)
@@ -500,7 +500,7 @@ async def score_accounts(
 )
 def read_account(account_id: AccountInReach, request: Request, caller: Reader, state: StateDep):
     serving = state.champion(CHURN_MODEL)
-    score = state.stored_scores(serving).get(account_id)
+    score = state.account_scores(serving).get(account_id)
     if score is None:
         scored = serving.churn.definition.population if serving.churn else "billed accounts"
         raise HTTPException(
@@ -556,7 +556,7 @@ def churn_at_risk(
     ] = "team",
 ):
     serving, tables = state.champion(CHURN_MODEL), state.store()
-    scores = [s for s in state.stored_scores(serving).values() if _visible(s.owner_rep_id, within)]
+    scores = [s for s in state.account_scores(serving).values() if _visible(s.owner_rep_id, within)]
     return AtRiskOut(
         level=level,
         as_of=tables.as_of.to_pydatetime(),

@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from forecast.scoring import AccountScore, DealScore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEAL_MODEL = "deal-win"
 CHURN_MODEL = "account-churn"
@@ -120,7 +122,7 @@ class ServiceState:
         self._reload = threading.Lock()
         self._quarters: dict[tuple, QuarterInputs] = {}
         self._quarters_lock = threading.Lock()
-        self._scores: dict[tuple, dict[str, DealScore | AccountScore]] = {}
+        self._scores: dict[tuple, dict[str, Any]] = {}  # per champion version and store
         self._scores_lock = threading.Lock()
         self._stopping = threading.Event()
         self._poller: threading.Thread | None = None
@@ -376,37 +378,49 @@ class ServiceState:
         churn = self.models.get(CHURN_MODEL)
         if churn is None:  # no churn champion: no revenue-at-risk figures, the forecast stands
             return forecast
-        scores = self.stored_scores(churn).values()
+        scores = list(self.account_scores(churn).values())
         return with_revenue_at_risk(forecast, at_risk_by_owner(scores), tables.reps)
 
     def detail(self, name: str) -> str | None:
         """Why a model is not serving, or which newer version was refused."""
         return self.problems.get(name) or self.refused.get(name)
 
-    def stored_scores(self, serving: Serving) -> dict[str, DealScore | AccountScore]:
-        """Every open deal's (deal-win) or billed account's (account-churn) current score by
-        `serving`, keyed by id: scored once per champion version and store load, then read by
-        the API and the dashboard alike (scoring one stored deal costs nearly as much as all).
-        """
-        from forecast.scoring import score_accounts, score_deals
+    def deal_scores(self, serving: Serving) -> dict[str, DealScore]:
+        """Every open deal's current score by `serving` (the deal-win champion the request
+        holds), keyed by deal id."""
+        from forecast.scoring import score_deals
 
         stored = self.records_store()  # the tables with their context, from one load
-        tables = stored.tables
+
+        def scored() -> dict[str, DealScore]:
+            made = score_deals(
+                stored.tables, serving.scorer, typical=serving.typical, context=stored.context
+            )
+            return {s.deal_id: s for s in made}
+
+        return self._stored(serving, scored)
+
+    def account_scores(self, serving: Serving) -> dict[str, AccountScore]:
+        """Every account's current churn risk by `serving` (the churn champion the request
+        holds: the accounts its definition scores), keyed by account id."""
+        from forecast.scoring import score_accounts
+
+        stored = self.records_store()
+
+        def scored() -> dict[str, AccountScore]:
+            made = score_accounts(stored.tables, serving.scorer, typical=serving.typical)
+            return {s.account_id: s for s in made}
+
+        return self._stored(serving, scored)
+
+    def _stored(self, serving: Serving, score: Callable[[], dict[str, T]]) -> dict[str, T]:
+        """`score()`, made once per champion version and store load, then read by the API and
+        the dashboard alike (scoring one stored deal costs nearly as much as all)."""
         key = (serving.name, serving.version, self.store_generation)
         with self._scores_lock:  # one scoring per key, even under concurrent reads
             scores = self._scores.get(key)
             if scores is None:
-                if serving.name == DEAL_MODEL:
-                    scored = score_deals(
-                        tables,
-                        serving.scorer,
-                        typical=serving.typical,
-                        context=stored.context,  # built once per store load
-                    )
-                    scores = {s.deal_id: s for s in scored}
-                else:
-                    scored = score_accounts(tables, serving.scorer, typical=serving.typical)
-                    scores = {s.account_id: s for s in scored}
+                scores = score()
                 kept = {k: v for k, v in self._scores.items() if k[0] != serving.name}
                 self._scores = {**kept, key: scores}
         return scores

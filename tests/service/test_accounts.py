@@ -111,7 +111,7 @@ def test_revenue_at_risk_totals_by_rep_team_and_region_stay_in_reach(api):
     from service.state import CHURN_MODEL
 
     state = api.state
-    scores = list(state.stored_scores(state.champion(CHURN_MODEL)).values())
+    scores = list(state.account_scores(state.champion(CHURN_MODEL)).values())
     everything = sum(s.revenue_at_risk for s in scores)
     admin = api.key("admin")
     for level in ("rep", "team", "region"):

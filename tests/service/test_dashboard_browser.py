@@ -231,7 +231,7 @@ def test_every_page_renders_real_data(signed_in, site: Site) -> None:
     with page.expect_download() as download:
         page.click("nav.pager a.csv")
     accounts = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
-    billed = state.stored_scores(state.champion("account-churn"))
+    billed = state.account_scores(state.champion("account-churn"))
     assert sorted(a["account_id"] for a in accounts) == sorted(billed)
 
     visit.go("/dashboard/coaching")

@@ -164,7 +164,7 @@ def test_every_node_shows_the_revenue_at_risk_of_the_accounts_owned_under_it(api
     from service.state import CHURN_MODEL
 
     state = api.state
-    scores = list(state.stored_scores(state.champion(CHURN_MODEL)).values())
+    scores = list(state.account_scores(state.champion(CHURN_MODEL)).values())
     reps = state.store().reps.set_index("rep_id")
     body = api.get(f"/v1/forecast/{quarter}", api.key("admin")).body
     owned = [s for s in scores if s.owner_rep_id is not None]

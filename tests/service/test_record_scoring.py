@@ -38,7 +38,7 @@ def stored(api):
     """The open deals of the store, with their nightly (stored) scores."""
     from service.state import DEAL_MODEL
 
-    scores = api.state.stored_scores(api.state.champion(DEAL_MODEL))
+    scores = api.state.deal_scores(api.state.champion(DEAL_MODEL))
     return api.state.tables, scores
 
 
