@@ -49,14 +49,16 @@ mlflow-ui: $(STAMP) ## Open the MLflow UI on the local store at http://127.0.0.1
 test: $(STAMP) ## Run the whole test suite (PostgreSQL tests need FORECAST_TEST_POSTGRES_URL)
 	$(BIN)/ruff check src service tests benchmarks
 	$(BIN)/ruff format --check src service tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/pytest -n 2 --dist loadfile
 
 fuzz: $(STAMP) ## schemathesis over the service's OpenAPI schema, 1,000 cases per operation
 	FORECAST_FUZZ_CASES=$${FORECAST_FUZZ_CASES:-1000} $(BIN)/pytest tests/service/test_fuzz.py -n 0 -s -q
 
-lint: $(STAMP) ## Lint and check formatting
+lint: $(STAMP) ## Lint, check formatting and types
 	$(BIN)/ruff check src service tests benchmarks
 	$(BIN)/ruff format --check src service tests benchmarks
+	$(BIN)/mypy
 
 format: $(STAMP) ## Format the code and fix what ruff can
 	$(BIN)/ruff check --fix src service tests benchmarks

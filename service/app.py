@@ -224,7 +224,8 @@ def create_app(settings: Settings | None = None, config: ServiceConfig | None = 
     for error in (ModelMissingError, StoreUnavailableError, OrgTreeUnavailableError):
         app.add_exception_handler(error, unavailable)
 
-    async def invalid_request(request: Request, err: RequestValidationError) -> JSONResponse:
+    async def invalid_request(request: Request, err: Exception) -> JSONResponse:
+        assert isinstance(err, RequestValidationError)  # registered for it only
         return JSONResponse(validation_problem(err), status_code=422)
 
     app.add_exception_handler(RequestValidationError, invalid_request)

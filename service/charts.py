@@ -23,7 +23,7 @@ LAYOUT: dict[str, Any] = {
 }
 
 
-def _num(value: object) -> float | None:
+def _num(value: Any) -> float | None:
     v = float(value) if value is not None else float("nan")
     return v if np.isfinite(v) else None
 

@@ -50,6 +50,7 @@ Bearer = Annotated[HTTPAuthorizationCredentials | None, Security(bearer_header)]
 async def current_caller(request: Request, key: ApiKey, bearer: Bearer) -> Principal:
     """The caller, from a bearer JWT if one is sent, else from the API key."""
     state: ServiceState = request.app.state.service
+    principal: Principal | None
     if bearer is not None:
         try:
             principal = verify_token(bearer.credentials, state.settings)
@@ -115,7 +116,7 @@ def reach_of(caller: Principal, state: ServiceState) -> frozenset[str] | None:
     if caller.role == "admin":
         return None
     reps = state.reps()
-    if caller.rep_id not in set(reps["rep_id"]):
+    if caller.rep_id is None or caller.rep_id not in set(reps["rep_id"]):
         return frozenset()
     if caller.role == "rep":
         return frozenset({caller.rep_id})
@@ -238,7 +239,7 @@ Level = Literal["company", "region", "team", "rep"]
 QUARTERS_AHEAD = 3  # the data's as-of quarter and the next three can be forecast
 
 
-def invalid(where: tuple[str, ...], message: str, value: object) -> RequestValidationError:
+def invalid(where: tuple[str | int, ...], message: str, value: object) -> RequestValidationError:
     """A 422 shaped like FastAPI's own (so it matches the documented schema), naming `where`."""
     return RequestValidationError(
         [{"type": "value_error", "loc": where, "msg": message, "input": value}]
@@ -314,7 +315,7 @@ def forecast_scope(
     return ForecastScope(level, node, within)
 
 
-def _default_node(level: str, visible: dict[str, frozenset[str]] | None) -> tuple[str, str]:
+def _default_node(level: Level, visible: dict[str, frozenset[str]] | None) -> tuple[Level, str]:
     """The node meant when none is named (see the `node` parameter's description)."""
     from forecast.simulate import COMPANY
 
@@ -322,7 +323,8 @@ def _default_node(level: str, visible: dict[str, frozenset[str]] | None) -> tupl
         if visible is None or COMPANY in visible["company"]:
             return "company", COMPANY
         # the caller's own widest level: a director's region, a manager's team, a rep's own
-        level = next((lv for lv in ("region", "team", "rep") if visible[lv]), "rep")
+        widest: tuple[Level, ...] = ("region", "team", "rep")
+        level = next((lv for lv in widest if visible[lv]), "rep")
     names = None if visible is None else sorted(visible[level])
     if names is not None and len(names) == 1:
         return level, names[0]

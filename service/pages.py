@@ -203,7 +203,9 @@ def _deal_rows(who: Viewer) -> list[dict[str, Any]]:
         products = _names(tables.products, "product_id")
         rows = []
         for s in state.deal_scores(serving).values():
-            deal = {k: None if pd.isna(v) else v for k, v in deals.loc[s.deal_id].items()}
+            deal: dict[str, Any] = {
+                k: None if pd.isna(v) else v for k, v in deals.loc[s.deal_id].items()
+            }
             amount = float(deal["amount"]) if deal["amount"] is not None else 0.0
             rep, account, product = deal["rep_id"], deal["account_id"], deal["product_id"]
             rows.append(
@@ -500,7 +502,7 @@ class ListPage:
     rows: Callable[[Viewer], list[dict[str, Any]]]
     filters: tuple[Filter, ...]
     sorts: dict[str, str]
-    csv: dict[str, Callable[[dict[str, Any]], Any]]
+    csv: Mapping[str, Callable[[Mapping[str, Any]], Any]]
 
     def shown(self, who: Viewer, params: Mapping[str, str]) -> dict[str, Any]:
         """The page's rows for `params` (filters, sort, order, page) and what the form shows."""
@@ -822,14 +824,16 @@ def install_dashboard(app: FastAPI) -> None:
     app.state.dashboard_cache = ScoreCache()
     app.include_router(router)
 
-    async def to_sign_in(request: Request, err: SignInRequired) -> Response:
+    async def to_sign_in(request: Request, err: Exception) -> Response:
+        assert isinstance(err, SignInRequired)  # registered for it only
         target = f"/dashboard/sign-in?next={quote(_safe_next(err.path))}"
         response = RedirectResponse(target, status_code=303)
         if request.cookies.get(COOKIE):  # stale or revoked: forget it
             response.delete_cookie(COOKIE, path="/dashboard")
         return response
 
-    async def page_error(request: Request, err: PageError) -> Response:
+    async def page_error(request: Request, err: Exception) -> Response:
+        assert isinstance(err, PageError)  # registered for it only
         return _render(request, "error.html", {"message": err.message}, err.status)
 
     async def unavailable(request: Request, err: Exception) -> Response:

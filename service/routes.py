@@ -163,11 +163,11 @@ async def score_deals(body: DealBatchIn, request: Request, caller: ScoringCaller
                 for s, record in zip(scores, records, strict=True)
             ],
         )
-        out = DealBatchOut(
+        batch = DealBatchOut(
             request_id=request.state.request_id, model=model, as_of=as_of, scores=scores
         )
         # built and checked above: answered as is, not validated again
-        return Response(out.model_dump_json(), media_type="application/json")
+        return Response(batch.model_dump_json(), media_type="application/json")
 
     return await _scored(len(body.deals), work)
 
@@ -592,7 +592,7 @@ def forecast(quarter: ForecastQuarter, scope: ForecastNode, state: StateDep):
         model=ModelOut(name=serving.name, version=serving.version),
         definition=DEFINITION,
         renewals_from=result.inputs.renewals_source,
-        leaning=result.inputs.lean and result.inputs.lean.basis,
+        leaning=result.inputs.lean.basis if result.inputs.lean else None,
         **view,
     )
 

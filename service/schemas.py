@@ -22,6 +22,7 @@ from pydantic import (
     create_model,
     field_validator,
 )
+from pydantic.config import JsonDict
 
 from forecast.account_features import ACCOUNT_FEATURES
 from forecast.features import DEAL_FEATURES, Feature
@@ -98,12 +99,15 @@ class _DealBase(BaseModel):
     )
 
 
-DealIn = create_model(
-    "DealIn",
-    __base__=_DealBase,
-    __doc__="One deal's model features; every one optional, missing ones scored as missing.",
-    **_feature_fields(),
-)
+if TYPE_CHECKING:  # made from the feature list at import: type checkers see its base
+    DealIn = _DealBase
+else:
+    DealIn = create_model(
+        "DealIn",
+        __base__=_DealBase,
+        __doc__="One deal's model features; every one optional, missing ones scored as missing.",
+        **_feature_fields(),
+    )
 
 
 class DealFeaturesBatchIn(BaseModel):
@@ -116,7 +120,7 @@ class DealFeaturesBatchIn(BaseModel):
     as_of: Moment | None = Field(
         default=None, description="The moment the features describe (default: now, UTC)."
     )
-    deals: list[DealIn] = Field(  # type: ignore[valid-type]
+    deals: list[DealIn] = Field(
         min_length=1, max_length=MAX_BATCH, description=f"1 to {MAX_BATCH} deals."
     )
 
@@ -268,8 +272,8 @@ class DealBatchIn(BaseModel):
     )
 
 
-EXAMPLE_MODEL = {"name": "deal-win", "version": "3"}
-EXAMPLE_REASON = {
+EXAMPLE_MODEL: JsonDict = {"name": "deal-win", "version": "3"}
+EXAMPLE_REASON: JsonDict = {
     "code": "engagement",
     "feature": "days_since_last_activity",
     "direction": "lowers",
@@ -278,7 +282,7 @@ EXAMPLE_REASON = {
     "typical": 4.0,
     "text": "No activity for 30 days (won deals at this stage: 4)",
 }
-EXAMPLE_RECOMMENDATION = {
+EXAMPLE_RECOMMENDATION: JsonDict = {
     "action": "book_next_step",
     "text": "Agree a dated next step with the buyer",
     "probability_before": 0.31,
@@ -287,7 +291,7 @@ EXAMPLE_RECOMMENDATION = {
     "expected_revenue_change": 3360.0,
     "evidence": "No next step recorded",
 }
-EXAMPLE_DEAL_SCORE = {
+EXAMPLE_DEAL_SCORE: JsonDict = {
     "deal_id": "D-1042",
     "probability": 0.31,
     "grade": "C",
@@ -297,13 +301,13 @@ EXAMPLE_DEAL_SCORE = {
     "model": EXAMPLE_MODEL,
     "as_of": "2026-11-15T00:00:00Z",
 }
-EXAMPLE_DEAL_BATCH = {
+EXAMPLE_DEAL_BATCH: JsonDict = {
     "request_id": "4f1c0c8e9b2d4a51a7c3d2e1f0a9b8c7",
     "model": EXAMPLE_MODEL,
     "as_of": "2026-11-15T00:00:00Z",
     "scores": [EXAMPLE_DEAL_SCORE],
 }
-EXAMPLE_REP_COACHING = {
+EXAMPLE_REP_COACHING: JsonDict = {
     "rep_id": "R0002",
     "name": "Ada Park",
     "team": "NA 1",
@@ -316,7 +320,7 @@ EXAMPLE_REP_COACHING = {
     "findings": [{"stage": "proposal", "text": "Proposals advance at 41 % (team: 58 %)"}],
     "funnel": [{"stage": "proposal", "reached": 61, "advanced": 25, "rate": 0.41}],
 }
-EXAMPLE_SERVING = {
+EXAMPLE_SERVING: JsonDict = {
     "name": "deal-win",
     "version": "3",
     "status": "serving",
@@ -467,7 +471,7 @@ class ChurnOut(BaseModel):
     arr: str = Field(description="What a scored account's `arr` (a year's revenue) is.")
 
 
-EXAMPLE_CHURN = {
+EXAMPLE_CHURN: JsonDict = {
     "definition": "subscription",
     "horizon_days": 90,
     "scores": "every account billed recurring revenue in the last ended month",
@@ -475,7 +479,7 @@ EXAMPLE_CHURN = {
 }
 
 
-EXAMPLE_AT_RISK = {
+EXAMPLE_AT_RISK: JsonDict = {
     "level": "team",
     "as_of": "2026-11-15T00:00:00Z",
     "model": EXAMPLE_MODEL,
@@ -515,7 +519,7 @@ class AtRiskOut(BaseModel):
     totals: list[AtRiskTotalOut]
 
 
-EXAMPLE_LOGGED = {
+EXAMPLE_LOGGED: JsonDict = {
     "id": 1042,
     "request_id": "4f1c0c8e9b2d4a51a7c3d2e1f0a9b8c7",
     "at": "2026-12-05T10:05:06Z",
@@ -586,15 +590,18 @@ class _AccountBase(BaseModel):
     )
 
 
-AccountIn = create_model(
-    "AccountIn",
-    __base__=_AccountBase,
-    __doc__=(
-        "One account's churn-model features; every one optional, missing ones scored as missing. "
-        "`mrr` (monthly recurring revenue) also gives the revenue at risk."
-    ),
-    **_feature_fields(ACCOUNT_FEATURES),
-)
+if TYPE_CHECKING:  # as DealIn
+    AccountIn = _AccountBase
+else:
+    AccountIn = create_model(
+        "AccountIn",
+        __base__=_AccountBase,
+        __doc__=(
+            "One account's churn-model features; every one optional, missing ones scored as "
+            "missing. `mrr` (monthly recurring revenue) also gives the revenue at risk."
+        ),
+        **_feature_fields(ACCOUNT_FEATURES),
+    )
 
 
 class AccountBatchIn(BaseModel):
@@ -607,12 +614,12 @@ class AccountBatchIn(BaseModel):
     as_of: Moment | None = Field(
         default=None, description="The moment the features describe (default: now, UTC)."
     )
-    accounts: list[AccountIn] = Field(  # type: ignore[valid-type]
+    accounts: list[AccountIn] = Field(
         min_length=1, max_length=MAX_BATCH, description=f"1 to {MAX_BATCH} accounts."
     )
 
 
-EXAMPLE_ACCOUNT_SCORE = {
+EXAMPLE_ACCOUNT_SCORE: JsonDict = {
     "account_id": "A-2207",
     "churn_probability": 0.34,
     "arr": 50400.0,
@@ -688,7 +695,7 @@ class AccountBatchOut(BaseModel):
 
 # --- the revenue forecast -----------------------------------------------------------------------
 
-EXAMPLE_NODE = {
+EXAMPLE_NODE: JsonDict = {
     "level": "team",
     "node": "NA 1",
     "parent": "NA",
@@ -708,7 +715,7 @@ EXAMPLE_NODE = {
     "source": "simulation",
     "simulation_mean": 1_240_000.0,
 }
-EXAMPLE_DRIVER = {
+EXAMPLE_DRIVER: JsonDict = {
     "rank": 1,
     "deal_id": "D-1042",
     "rep_id": "R0002",
@@ -778,7 +785,7 @@ class DriverDealOut(BaseModel):
     cumulative_share: float | None = None
 
 
-EXAMPLE_FORECAST = {
+EXAMPLE_FORECAST: JsonDict = {
     "quarter": "2026Q4",
     "as_of": "2026-11-15T00:00:00",
     "draws": 10000,
@@ -833,7 +840,7 @@ class AddedDealIn(BaseModel):
     win_probability: float | None = Field(default=None, ge=0, le=1)
 
 
-EXAMPLE_SCENARIO = {
+EXAMPLE_SCENARIO: JsonDict = {
     "name": "big deal slips, one lost",
     "remove": ["D-0977"],
     "slip": {"D-1042": 45},

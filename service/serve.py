@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Generator
+from multiprocessing.process import BaseProcess
 from types import FrameType
 
 import uvicorn
@@ -301,7 +302,8 @@ def serve_workers(args: argparse.Namespace) -> int:
     listener = _listener(args.host, args.port)
     # spawn, not fork: each worker imports and loads on its own, with no parent threads copied
     context = multiprocessing.get_context("spawn")
-    channels, workers = [], []
+    channels: list[socket.socket] = []
+    workers: list[BaseProcess] = []
     for i in range(args.workers):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         worker = context.Process(target=serve, args=(args, theirs), name=f"worker-{i}")

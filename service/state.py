@@ -352,14 +352,16 @@ class ServiceState:
         with self._quarters_lock:  # one preparation per key, even under concurrent requests
             inputs = self._quarters.get(key)
             if inputs is None:
-                renewals = churn and live_renewals(
-                    churn.probability,
-                    tables,
-                    quarter=period,
-                    as_of=tables.as_of,
-                    source=f"{churn.name} v{churn.version}",
-                    definition=churn.churn.definition,
-                )
+                renewals = None
+                if churn is not None and churn.churn is not None:
+                    renewals = live_renewals(
+                        churn.probability,
+                        tables,
+                        quarter=period,
+                        as_of=tables.as_of,
+                        source=f"{churn.name} v{churn.version}",
+                        definition=churn.churn.definition,
+                    )
                 inputs = prepare_quarter(
                     tables,
                     quarter=period,

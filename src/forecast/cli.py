@@ -133,7 +133,11 @@ def _read_source(
     if sql or sql_spec:
         from forecast.sources.sql import read_sql, read_sql_spec
 
-        raw = read_sql(sql) if sql else read_sql_spec(sql_spec)
+        if sql:
+            raw = read_sql(sql)
+        else:
+            assert sql_spec is not None  # one of the two was given
+            raw = read_sql_spec(sql_spec)
         label = "SQL " + (str(sql_spec) if sql_spec else "source")
     else:
         if source is None:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -220,7 +221,7 @@ def _ids(prefix: str, numbers: np.ndarray, width: int) -> pd.Series:
     return pd.Series(pd.arrays.ArrowStringArray(joined), dtype=STRING)
 
 
-def _strings(values: np.ndarray) -> pd.Series:
+def _strings(values: npt.ArrayLike) -> pd.Series:
     return pd.Series(values, dtype=STRING)
 
 

@@ -62,10 +62,11 @@ def diagnose(tables: CrmTables) -> Diagnosis:
             # training sees deals open at a weekly snapshot up to the test window's end
             seen = closed[(closed["created_at"] <= windows.test_end) & (cycle > 0)]
             won = int((seen["outcome"] == "won").sum())
+            why = windows.choice.why if windows.choice else "windows given"
             if min(won, len(seen) - won) < MIN_CLOSED_PER_CLASS:
                 blockers.append(
                     f"{won} won and {len(seen) - won} lost deals were open before "
-                    f"{windows.test_end:%Y-%m-%d} (the test window's end, {windows.choice.why}): "
+                    f"{windows.test_end:%Y-%m-%d} (the test window's end, {why}): "
                     f"at least {MIN_CLOSED_PER_CLASS} of each are needed (export more history)"
                 )
     blockers += [f"leak guard: {s}" for s in suspects]

@@ -212,11 +212,11 @@ def simple_baselines(
     }
     if rules:
         losses = {n: log_loss(y_test, p, labels=[0, 1]) for n, p in rules.items()}
-        best = min(losses, key=losses.get)
+        best = min(losses, key=losses.__getitem__)
         scores[best] = rules[best]
     rule_names = [n for n in scores if n not in ("base_rate", "stage_fixed")]
     losses = {n: log_loss(y_test, scores[n], labels=[0, 1]) for n in ["base_rate", *rule_names]}
-    return scores, min(losses, key=losses.get)
+    return scores, min(losses, key=losses.__getitem__)
 
 
 def plot_reliability(

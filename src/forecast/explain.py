@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -27,7 +27,14 @@ from scipy.special import expit
 from sklearn.base import BaseEstimator
 from sklearn.calibration import CalibratedClassifierCV
 
-from forecast.catalogue import Action, Catalogue, FeatureEntry, attribute_entry, load_catalogue
+from forecast.catalogue import (
+    Action,
+    Catalogue,
+    FeatureEntry,
+    Model,
+    attribute_entry,
+    load_catalogue,
+)
 from forecast.features import Feature
 from forecast.model import MISSING_CATEGORY, base_pipeline, model_input
 
@@ -427,7 +434,7 @@ def explain(
     *,
     typical: pd.DataFrame | None = None,
     amount: np.ndarray | None = None,
-    model: Literal["deal", "account"] = "deal",
+    model: Model = "deal",
     top: int = 3,
     catalogue: Catalogue | None = None,
     display: Mapping[str, Mapping[str, str]] | None = None,
@@ -701,7 +708,7 @@ class _Vocabulary:
 _VOCABULARIES: dict[tuple[int, str], tuple[Catalogue, _Vocabulary]] = {}
 
 
-def _vocabulary(names: list[str], catalogue: Catalogue, model: str) -> _Vocabulary:
+def _vocabulary(names: list[str], catalogue: Catalogue, model: Model) -> _Vocabulary:
     """Made once per catalogue, model and feature list: making it for every one-deal request
     would cost a fifth of the request."""
     cached = _VOCABULARIES.get((id(catalogue), model))
@@ -750,7 +757,7 @@ class _Words:
         # a book repeats values and yardsticks: each (value, yardstick) is worded once
         self._texts: dict[tuple[object, float | None], str] = {}
 
-    def show(self, value: object) -> str:
+    def show(self, value: Any) -> str:
         if value is None or value != value:  # None or NaN
             return "unknown"
         if isinstance(value, str):
@@ -782,7 +789,7 @@ class _Words:
             self._texts[key] = text
         return text
 
-    def reason(self, effect: float, value: object, typical: float, shown: object) -> Reason:
+    def reason(self, effect: float, value: Any, typical: float, shown: object) -> Reason:
         """The reason `value` gives, in words naming it as people know it (`shown`)."""
         if value is None or value != value:
             known = None

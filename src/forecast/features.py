@@ -626,7 +626,7 @@ class _Ids:
     """Distinct ids and their positions: pandas' hash table for many lookups, a dict for a few
     (one pandas call costs more than a few Python lookups: one CRM record makes a dozen)."""
 
-    def __init__(self, ids: Sequence[object]):
+    def __init__(self, ids: Sequence[object] | np.ndarray):
         self.index = pd.Index(ids)
         self._positions: dict[object, int] | None = None  # made on the first small lookup
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from forecast.catalogue import display_names
@@ -107,7 +108,7 @@ def record_tables(
     _check(records, stored, as_of)
     parts = [_Deal.of(record, i, stored, as_of) for i, record in enumerate(records)]
 
-    def joined(field: str, dtype: object) -> np.ndarray:
+    def joined(field: str, dtype: npt.DTypeLike) -> np.ndarray:
         arrays = [getattr(part, field) for part in parts]
         return np.concatenate(arrays) if arrays else np.array([], dtype=dtype)
 
@@ -198,7 +199,7 @@ def _ns(value: object) -> np.datetime64:
     return _NAT if blank(value) else moment(value).to_datetime64().astype("datetime64[ns]")
 
 
-def _amount(value: object) -> float:
+def _amount(value: Any) -> float:
     return np.nan if blank(value) else float(value)
 
 

@@ -156,7 +156,7 @@ class Window:
     def earlier(self, n: int, since: pd.Timestamp | None = None) -> list[Window]:
         """The same point of up to `n` earlier quarters whose window had ended by `as_of`
         (and whose as_of is not before `since`, the start of the data)."""
-        out = []
+        out: list[Window] = []
         period = self.quarter - 1
         while len(out) < n:
             window = Window.of(period, period.start_time + self.offset)
@@ -991,12 +991,12 @@ def _snapshot_features(
     tables: CrmTables, dates: Sequence[pd.Timestamp], features: pd.DataFrame | None
 ) -> pd.DataFrame:
     """Deal features of every deal open at each date (from the precomputed frame when given)."""
-    dates = pd.DatetimeIndex(sorted(set(dates)))
+    index = pd.DatetimeIndex(sorted(set(dates)))
     if features is not None:
         have = pd.DatetimeIndex(features["as_of"].unique())
-        if dates.isin(have).all():
-            return features[features["as_of"].isin(dates)].reset_index(drop=True)
-    snapshots = deal_snapshots(tables, dates)
+        if index.isin(have).all():
+            return features[features["as_of"].isin(index)].reset_index(drop=True)
+    snapshots = deal_snapshots(tables, list(index))
     return deal_features(tables, snapshots).reset_index(drop=True)
 
 
@@ -1538,7 +1538,7 @@ def _slipped_timing(
 
 def _typical_row(frame: pd.DataFrame) -> dict:
     """Median of numeric columns, most frequent value of the others."""
-    row = {}
+    row: dict[str, object] = {}
     for column in frame.columns:
         values = frame[column]
         if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):

@@ -583,14 +583,14 @@ def _features_for(
     tables: CrmTables, as_ofs: Iterable[pd.Timestamp], params: RevenueParams
 ) -> pd.DataFrame:
     """Deal features at every as_of and at the same point of the earlier quarters, at once."""
-    dates = set()
+    moments: set[pd.Timestamp] = set()
     for as_of in as_ofs:
         quarter = as_of.to_period("Q")
         offset = as_of - quarter.start_time
-        dates.add(as_of)
+        moments.add(as_of)
         for back in range(1, params.history_quarters + 2):
-            dates.add((quarter - back).start_time + offset)
-    dates = sorted(d for d in dates if d >= tables.deals["created_at"].min())
+            moments.add((quarter - back).start_time + offset)
+    dates = sorted(d for d in moments if d >= tables.deals["created_at"].min())
     return deal_features(tables, deal_snapshots(tables, dates)).reset_index(drop=True)
 
 

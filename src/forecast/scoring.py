@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
 TREND_DAYS = 7  # the previous weekly snapshot
 YARDSTICK_DAYS = 365  # won deals of the last year set the "typical" in reasons
-GRADES = ("A", "B", "C", "D")
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ class DealScore:
     explanation: Explanation
 
 
-GRADES = np.array(["D", "C", "B", "A"])
+GRADE_ORDER = np.array(["D", "C", "B", "A"])
 
 
 def grade(probability: np.ndarray | float, cutoffs: Sequence[float] | None = None) -> np.ndarray:
@@ -66,7 +65,7 @@ def grade(probability: np.ndarray | float, cutoffs: Sequence[float] | None = Non
     a, b, c = cutoffs or get_settings().grade_cutoffs
     p = np.atleast_1d(np.asarray(probability, dtype=float))
     # how many lower bounds each probability reaches: D, C, B, A (NaN reaches none)
-    return GRADES[np.searchsorted([c, b, a], np.where(np.isnan(p), -np.inf, p), side="right")]
+    return GRADE_ORDER[np.searchsorted([c, b, a], np.where(np.isnan(p), -np.inf, p), side="right")]
 
 
 def open_deal_ids(tables: CrmTables, as_of: pd.Timestamp) -> pd.Series:
@@ -151,7 +150,9 @@ def score_records(
     """
     as_of = moment(as_of)
     facts = record_tables(records, stored, as_of)
-    moments = np.full(len(facts.deal_id), as_of.to_datetime64(), dtype="datetime64[ns]")
+    moments = np.full(
+        len(facts.deal_id), pd.Timestamp(as_of).to_datetime64(), dtype="datetime64[ns]"
+    )
     columns = feature_columns(facts, facts.deal_id, moments, context=stored.context)
     # the model's input as the object matrix `explain` reads as is (for a record or a few, a
     # frame costs more to build than the features); a feature not made here is missing

@@ -523,15 +523,16 @@ def _chain_tasks(
             np.less(u, survive[:, paying[0], None, :], out=count, casting="unsafe")
             for k in paying[1:]:
                 np.add(count, np.less(u, survive[:, k, None, :]), out=count, casting="unsafe")
-            count = count.reshape(n, grid.padded)
+            counts = count.reshape(n, grid.padded)
             base = value[:, paying[0]]
             if not moving.any():
-                return [_rows(leaf, base, count)]
+                return [_rows(leaf, base, counts)]
+            assert ratio_steps is not None  # chains move only where there are ratio pools
             levels = np.cumsum(ratio_steps[1], axis=1)
             mode = np.where(moving, levels[np.maximum(pool[rows], 0), 1], 1.0)
             return [
-                _rows(leaf, base * mode, count),
-                _ratio_corrections(leaf, base, count, pool[rows], moving, ratio_steps, bits),
+                _rows(leaf, base * mode, counts),
+                _ratio_corrections(leaf, base, counts, pool[rows], moving, ratio_steps, bits),
             ]
         passed = np.empty(u.shape, dtype=np.float32)
         paid = np.zeros(u.shape, dtype=np.float32)
@@ -539,9 +540,9 @@ def _chain_tasks(
             np.less(u, survive[:, k, None, :], out=passed, casting="unsafe")
             passed *= value[:, k].astype(np.float32)[:, None, None]
             paid += passed
-        paid = paid.reshape(n, grid.padded)
-        _apply_ratios(paid, np.where(moving, pool[rows], -1), ratio_steps, bits)
-        return [_rows(leaf, np.ones(n), paid)]
+        totals = paid.reshape(n, grid.padded)
+        _apply_ratios(totals, np.where(moving, pool[rows], -1), ratio_steps, bits)
+        return [_rows(leaf, np.ones(n), totals)]
 
     starts = range(0, len(order), chunk_rows)
     return [partial(task, c, order[s : s + chunk_rows]) for c, s in enumerate(starts)]

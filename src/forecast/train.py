@@ -557,7 +557,7 @@ def _rule_scores(scores: Mapping[str, np.ndarray], y: np.ndarray) -> dict[str, n
     """The base rate and the best rule by test log loss: what the model's AUC must hold up to."""
     rules = [n for n in scores if n == "stage_history" or n.startswith("rule_")]
     losses = {n: log_loss(y, scores[n], labels=[0, 1]) for n in rules}
-    best = min(losses, key=losses.get) if losses else None
+    best = min(losses, key=losses.__getitem__) if losses else None
     return {"base_rate": scores["base_rate"]} | ({best: scores[best]} if best else {})
 
 

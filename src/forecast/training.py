@@ -122,37 +122,47 @@ class TrainResult(Protocol):
 class Pipeline(Protocol):
     """A task description: everything that differs between win and churn, and nothing else.
 
-    `train` and `retrain` below are the one path every pipeline runs through.
+    `train` and `retrain` below are the one path every pipeline runs through. Each pipeline's
+    data and result are its own classes, read here through `Prepared` and `TrainResult`
+    (typed `Any` in the methods, which each pipeline narrows to its own).
     """
 
     task: Task
 
-    def prepare(self, tables: CrmTables, params: Any, hooks: Any) -> Prepared:
+    def prepare(self, tables: CrmTables, params: Any, hooks: Any) -> Any:
         """Snapshots, features, labels, the class checks and the out-of-time slices."""
 
-    def report(self, data: Prepared) -> None:
+    def report(self, data: Any) -> None:
         """Log what was prepared: slice sizes, windows, what is off."""
 
-    def log_inputs(self, params: Any, data: Prepared, hooks: Any) -> None:
+    def log_inputs(self, params: Any, data: Any, hooks: Any) -> None:
         """The run's parameters and the slices' sizes (provenance is logged by the path)."""
 
     def mapped_suspects(self, tables: CrmTables) -> list[Suspect]:
         """Columns the leak guard suspects before any feature is built."""
 
     def score(
-        self, data: Prepared, fitted: Fitted, truth: WorldTruth | None, params: Any
+        self, data: Any, fitted: Fitted, truth: WorldTruth | None, params: Any
     ) -> dict[str, np.ndarray]:
         """P(label) on the test rows: the model, its baselines, the truth where known."""
 
     def result(
-        self, run_id: str, model_uri: str, data: Prepared, fitted: Fitted, scores: Any, **kw: Any
-    ) -> TrainResult:
-        """The run's result from its parts (`kw`: params and card_path)."""
+        self,
+        run_id: str,
+        model_uri: str,
+        data: Any,
+        fitted: Fitted,
+        scores: Mapping[str, np.ndarray],
+        *,
+        params: Any,
+        card_path: Path,
+    ) -> Any:
+        """The run's result from its parts."""
 
-    def log_results(self, result: TrainResult, scores: Mapping[str, np.ndarray]) -> None:
+    def log_results(self, result: Any, scores: Mapping[str, np.ndarray]) -> None:
         """Metrics, plots, tables and the model card of the run."""
 
-    def write_card(self, result: TrainResult, decision: GateDecision | None) -> Path:
+    def write_card(self, result: Any, decision: GateDecision | None) -> Path:
         """The model card, with the gate's decision once there is one."""
 
 

@@ -12,6 +12,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -894,7 +895,7 @@ def _check_foreign_keys(checked: dict[str, _Checked], present: set[str], out: _C
                 col.name,
                 known,
                 out,
-                lambda v, t=ref_table, c=ref_col: f"{_article(t)} {t} row with {c} = {v}",
+                partial(_a_row_with, ref_table, ref_col),
                 missing_note=ref_table not in present,
                 ref_table=ref_table,
             )
@@ -915,7 +916,7 @@ def _check_target_owners(checked: dict[str, _Checked], present: set[str], out: _
             "owner",
             known,
             out,
-            lambda v, c=rep_column, lv=name: f"a reps row with {c} = {v} (level {lv})",
+            partial(_a_rep_row_with, rep_column, name),
             ref_table="reps",
             rows=(level == name).fillna(False).to_numpy(dtype=bool),
         )
@@ -929,6 +930,14 @@ def _check_target_owners(checked: dict[str, _Checked], present: set[str], out: _
         expected=f"{_COMPANY!r} for level {_COMPANY}",
         value=targets.cell("owner"),
     )
+
+
+def _a_row_with(table: str, column: str, value: object) -> str:
+    return f"{_article(table)} {table} row with {column} = {value}"
+
+
+def _a_rep_row_with(column: str, level: str, value: object) -> str:
+    return f"a reps row with {column} = {value} (level {level})"
 
 
 def _report_unknown(
@@ -1161,16 +1170,20 @@ def _check_history_times(
         bound = deals.values[name].to_numpy()[np.where(known, row, 0)]
         bad = known & ((changed < bound) if before else (changed > bound))  # NaT compares False
         word = "after" if before else "before"
+
+        def expected(pos: int, b: np.ndarray = bound, w: str = word, c: str = name) -> str:
+            return (
+                f"a time on or {w} the deal's {c} {_when(pd.Timestamp(b[pos]))} "
+                f"({deals.raw.location(int(row[pos]))} of deals; or import with --bad-rows "
+                "quarantine)"
+            )
+
         out.rows(
             history.raw,
             bad,
             column="changed_at",
             check="time_order",
-            expected=lambda pos, b=bound, w=word, c=name: (
-                f"a time on or {w} the deal's {c} {_when(pd.Timestamp(b[pos]))} "
-                f"({deals.raw.location(int(row[pos]))} of deals; or import with --bad-rows "
-                "quarantine)"
-            ),
+            expected=expected,
             value=history.cell("changed_at"),
         )
 

@@ -625,6 +625,7 @@ def _read_table(
     `soft` columns (a preset's) are skipped when the file lacks them and they are not required.
     """
     table = TABLES[name]
+    assert table_map.file is not None, "every table's file is checked with the mapping"
     path = _find_file(table_map.file, export_dir, mapping_dir)
     if path is None:
         where = export_dir if export_dir == mapping_dir else f"{export_dir} or {mapping_dir}"
@@ -666,9 +667,9 @@ def _read_table(
     if not _convert_formats(frame, table, table_map, options, name, problems):
         return None
     _derive(frame, table_map.derive, as_of)
-    table = RawTable(name=name, frame=frame, source=source.source, lines=source.lines)
+    raw = RawTable(name=name, frame=frame, source=source.source, lines=source.lines)
     attributes = _attributes(frame, source, table_map, soft_attributes, problems)
-    return table, attributes
+    return raw, attributes
 
 
 def _attributes(
@@ -751,10 +752,10 @@ def _column_plan(
         )
     given = {*table_map.columns, *table_map.constants, *table_map.derive}
     # A source column already named like a canonical one needs no entry in the mapping.
-    for column in table.column_names:
-        if column not in given and column in header:
-            plan[column] = column
-            given.add(column)
+    for name_ in table.column_names:
+        if name_ not in given and name_ in header:
+            plan[name_] = name_
+            given.add(name_)
     for column in table.columns:
         if column.required and column.name not in given:
             ok = False
@@ -765,14 +766,14 @@ def _column_plan(
                 f"(`{column.name}: <column of {path.name}>`, or a constant)",
                 "required",
             )
-    for column, rule in table_map.derive.items():
-        needs = DERIVE_RULES.get((name, column), (rule, ""))[1]
+    for derived, rule in table_map.derive.items():
+        needs = DERIVE_RULES.get((name, derived), (rule, ""))[1]
         if needs and needs not in given:
             ok = False
             problems.add(
-                ("tables", name, "derive", column),
+                ("tables", name, "derive", derived),
                 rule,
-                f"a mapped `{needs}` column to derive {column} from",
+                f"a mapped `{needs}` column to derive {derived} from",
                 "derive",
             )
     return plan if ok else None

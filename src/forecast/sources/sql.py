@@ -168,8 +168,12 @@ def _expand_env(url: str, problems: SpecProblems) -> str | sa.URL:
         parsed = sa.make_url(url)
     except sa.exc.ArgumentError:
         return expand(url)  # not parseable before expansion: expand the text as a whole
-    parts = ("username", "password", "host", "database")
-    return parsed.set(**{p: expand(getattr(parsed, p)) for p in parts if getattr(parsed, p)})
+    return parsed.set(
+        username=expand(parsed.username) if parsed.username else parsed.username,
+        password=expand(parsed.password) if parsed.password else parsed.password,
+        host=expand(parsed.host) if parsed.host else parsed.host,
+        database=expand(parsed.database) if parsed.database else parsed.database,
+    )
 
 
 def _default_table(conn: sa.Connection, name: str) -> str | None:
