@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -69,8 +71,43 @@ def engine_for(url: str) -> sa.Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
+MIGRATIONS = Path(__file__).parent / "migrations"
+_MIGRATED: weakref.WeakSet[sa.Engine] = weakref.WeakSet()  # engines already at the head
+_MIGRATING = threading.Lock()
+
+
 def ensure_tables(engine: sa.Engine) -> None:
-    metadata.create_all(engine, checkfirst=True)
+    """The service's tables at the latest migration, once per engine and process."""
+    if engine in _MIGRATED:
+        return
+    with _MIGRATING:
+        if engine not in _MIGRATED:
+            upgrade_database(engine)
+            _MIGRATED.add(engine)
+
+
+def upgrade_database(engine: sa.Engine, revision: str = "head") -> None:
+    """Alembic's `upgrade` of the service's database (`service/migrations`): a new database is
+    made whole, one made before migrations is taken over as it is, one at the head is left.
+
+    Two processes starting on a new database at once may both try; the one that loses (a table
+    or version row the other made first) tries once more and finds the work done.
+    """
+    from alembic import command
+    from alembic.config import Config
+
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    for attempt in (1, 2):
+        try:
+            with engine.begin() as connection:
+                config.attributes["connection"] = connection
+                command.upgrade(config, revision)
+            return
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
+            if attempt == 2:
+                raise
 
 
 def _digest(salt: str, secret: str) -> str:

@@ -10,11 +10,10 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 
 import sqlalchemy as sa
 
-from service.keys import Principal, api_keys, metadata
+from service.keys import Principal, api_keys, ensure_tables, metadata
 
 COOKIE = "forecast_session"
 
@@ -26,12 +25,6 @@ dashboard_sessions = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
 )
-
-
-@lru_cache(maxsize=8)
-def _ensure(engine: sa.Engine) -> None:
-    # the table joins the service database on first use: app start-up stays untouched
-    metadata.create_all(engine, tables=[dashboard_sessions])
 
 
 def _hash(token: str) -> str:
@@ -47,7 +40,7 @@ def open_session(
     engine: sa.Engine, principal: Principal, *, hours: float, now: datetime | None = None
 ) -> str:
     """A new session for `principal`; returns the token for the cookie (shown only here)."""
-    _ensure(engine)
+    ensure_tables(engine)
     now = now or datetime.now(UTC)
     token = secrets.token_urlsafe(32)
     with engine.begin() as conn:
@@ -68,7 +61,7 @@ def session_principal(
     """Who a session token stands for, or None (unknown, expired, or its key revoked)."""
     if not token:
         return None
-    _ensure(engine)
+    ensure_tables(engine)
     now = now or datetime.now(UTC)
     query = (
         sa.select(api_keys.c.key_id, api_keys.c.role, api_keys.c.rep_id, api_keys.c.revoked_at)
@@ -87,7 +80,7 @@ def close_session(engine: sa.Engine, token: str | None) -> None:
     """Sign out: the token stops working (whatever the browser keeps)."""
     if not token:
         return
-    _ensure(engine)
+    ensure_tables(engine)
     with engine.begin() as conn:
         conn.execute(
             dashboard_sessions.delete().where(dashboard_sessions.c.token_hash == _hash(token))
