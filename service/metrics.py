@@ -1,123 +1,126 @@
-"""Prometheus text exposition without a client library: counters and one latency histogram.
+"""Prometheus metrics with `prometheus_client`: requests, latency, scores and the champions.
 
 Labels use the route template (`/v1/deals/{deal_id}`), never the raw path, so a scan of ids
-cannot blow up the number of series.
+cannot blow up the number of series. With several workers (`python -m service.serve --workers
+N`) each process writes its values to `PROMETHEUS_MULTIPROC_DIR` and every worker answers
+`/metrics` with the sum over all of them (prometheus_client's multiprocess mode), plus each
+worker's own count of answered requests under its `pid`.
 """
 
 from __future__ import annotations
 
+import os
 import threading
-from collections import defaultdict
 from collections.abc import Mapping
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-def _labels(pairs: Mapping[str, str]) -> str:
-    def esc(v: str) -> str:
-        return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-    return "{" + ",".join(f'{k}="{esc(str(v))}"' for k, v in pairs.items()) + "}"
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # set by the supervisor for its workers
 
 
 class Metrics:
-    """Thread-safe request metrics for one app."""
+    """One app's metrics (each app its own registry: tests run several in one process)."""
 
     def __init__(self) -> None:
+        disable_created_metrics()  # no `_created` twin of every counter: half the text, no use
+        self.registry = CollectorRegistry()
         self._lock = threading.Lock()
-        self.requests: dict[tuple[str, str, str], int] = defaultdict(int)
-        self.errors: dict[tuple[str, str], int] = defaultdict(int)
-        self.scored: dict[str, int] = defaultdict(int)
-        self.buckets: dict[tuple[str, str], list[int]] = {}
-        self.sums: dict[tuple[str, str], float] = defaultdict(float)
-        self.swaps: dict[str, int] = defaultdict(int)
         self.in_flight = 0  # requests started and not yet answered (what a drain waits for)
-        self.refusals: dict[str, int] = defaultdict(int)
+        registry = self.registry
+        self.requests = Counter(
+            "forecast_http_requests",
+            "HTTP requests by method, route and status.",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "forecast_http_errors",
+            "Requests answered with a 5xx status.",
+            ["method", "route"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "forecast_http_request_duration_seconds",
+            "Request latency.",
+            ["method", "route"],
+            buckets=BUCKETS,
+            registry=registry,
+        )
+        self.flight = Gauge(
+            "forecast_http_requests_in_flight",
+            "Requests being answered now.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.answered = Gauge(
+            "forecast_worker_requests_answered",
+            "Requests this worker process answered (one series per worker's pid).",
+            registry=registry,
+            multiprocess_mode="liveall",
+        )
+        self.scored = Counter(
+            "forecast_predictions", "Scores served, by model.", ["model"], registry=registry
+        )
+        self.swaps = Counter(
+            "forecast_model_loads",
+            "Champion versions loaded and swapped in.",
+            ["model"],
+            registry=registry,
+        )
+        self.refusals = Counter(
+            "forecast_model_refusals",
+            "New champion versions refused (unloadable, or not what the logged model answers).",
+            ["model"],
+            registry=registry,
+        )
+        self.versions = Gauge(
+            "forecast_model_version",
+            "Serving version of each model (0: none loaded).",
+            ["model"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
 
     def started(self) -> None:
         with self._lock:
             self.in_flight += 1
+        self.flight.inc()
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         with self._lock:
             self.in_flight -= 1
-            self.requests[(method, route, str(status))] += 1
-            if status >= 500:
-                self.errors[(method, route)] += 1
-            counts = self.buckets.setdefault((method, route), [0] * (len(BUCKETS) + 1))
-            for i, bound in enumerate(BUCKETS):
-                if seconds <= bound:
-                    counts[i] += 1
-            counts[-1] += 1  # +Inf, which is also the count
-            self.sums[(method, route)] += seconds
+        self.flight.dec()
+        self.answered.inc()
+        self.requests.labels(method, route, str(status)).inc()
+        if status >= 500:
+            self.errors.labels(method, route).inc()
+        self.latency.labels(method, route).observe(seconds)
 
     def count_scored(self, model: str, n: int) -> None:
-        with self._lock:
-            self.scored[model] += n
+        self.scored.labels(model).inc(n)
 
     def count_swap(self, model: str) -> None:
-        with self._lock:
-            self.swaps[model] += 1
+        self.swaps.labels(model).inc()
 
     def count_refusal(self, model: str) -> None:
-        with self._lock:
-            self.refusals[model] += 1
+        self.refusals.labels(model).inc()
 
     def render(self, model_versions: Mapping[str, str | None]) -> str:
-        lines: list[str] = []
-        with self._lock:
-            lines += [
-                "# HELP forecast_http_requests_total HTTP requests by method, route and status.",
-                "# TYPE forecast_http_requests_total counter",
-            ]
-            for (method, route, status), n in sorted(self.requests.items()):
-                labels = _labels({"method": method, "route": route, "status": status})
-                lines.append(f"forecast_http_requests_total{labels} {n}")
-            lines += [
-                "# HELP forecast_http_requests_in_flight Requests being answered now.",
-                "# TYPE forecast_http_requests_in_flight gauge",
-                f"forecast_http_requests_in_flight {self.in_flight}",
-                "# HELP forecast_http_errors_total Requests answered with a 5xx status.",
-                "# TYPE forecast_http_errors_total counter",
-            ]
-            for (method, route), n in sorted(self.errors.items()):
-                labels = _labels({"method": method, "route": route})
-                lines.append(f"forecast_http_errors_total{labels} {n}")
-            lines += [
-                "# HELP forecast_http_request_duration_seconds Request latency.",
-                "# TYPE forecast_http_request_duration_seconds histogram",
-            ]
-            name = "forecast_http_request_duration_seconds"
-            for (method, route), counts in sorted(self.buckets.items()):
-                base = {"method": method, "route": route}
-                for bound, n in zip((*BUCKETS, "+Inf"), counts, strict=True):
-                    lines.append(f"{name}_bucket{_labels({**base, 'le': str(bound)})} {n}")
-                lines.append(f"{name}_sum{_labels(base)} {self.sums[(method, route)]:.6f}")
-                lines.append(f"{name}_count{_labels(base)} {counts[-1]}")
-            lines += [
-                "# HELP forecast_predictions_total Scores served, by model.",
-                "# TYPE forecast_predictions_total counter",
-            ]
-            for model, n in sorted(self.scored.items()):
-                lines.append(f"forecast_predictions_total{_labels({'model': model})} {n}")
-            lines += [
-                "# HELP forecast_model_loads_total Champion versions loaded and swapped in.",
-                "# TYPE forecast_model_loads_total counter",
-            ]
-            for model, n in sorted(self.swaps.items()):
-                lines.append(f"forecast_model_loads_total{_labels({'model': model})} {n}")
-            lines += [
-                "# HELP forecast_model_refusals_total New champion versions refused (unloadable).",
-                "# TYPE forecast_model_refusals_total counter",
-            ]
-            for model, n in sorted(self.refusals.items()):
-                lines.append(f"forecast_model_refusals_total{_labels({'model': model})} {n}")
-        lines += [
-            "# HELP forecast_model_version Serving version of each model (0: none loaded).",
-            "# TYPE forecast_model_version gauge",
-        ]
-        for model, version in sorted(model_versions.items()):
-            value = version if version and version.isdigit() else "0"
-            lines.append(f"forecast_model_version{_labels({'model': model})} {value}")
-        return "\n".join(lines) + "\n"
+        """The exposition text: this process's figures, or with several workers all of theirs."""
+        for model, version in model_versions.items():
+            self.versions.labels(model).set(int(version) if version and version.isdigit() else 0)
+        if os.environ.get(MULTIPROCESS_DIR):
+            merged = CollectorRegistry()
+            MultiProcessCollector(merged)
+            return generate_latest(merged).decode()
+        return generate_latest(self.registry).decode()

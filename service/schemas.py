@@ -982,7 +982,7 @@ class ReadyOut(BaseModel):
 
 METRICS_EXAMPLE = """\
 # TYPE forecast_http_requests_total counter
-forecast_http_requests_total{method="POST",route="/v1/deals:score",status="200"} 42
+forecast_http_requests_total{method="POST",route="/v1/deals:score",status="200"} 42.0
 # TYPE forecast_model_version gauge
-forecast_model_version{model="deal-win"} 3
+forecast_model_version{model="deal-win"} 3.0
 """

@@ -20,10 +20,13 @@ import contextlib
 import logging
 import multiprocessing
 import multiprocessing.process
+import os
 import selectors
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -33,6 +36,7 @@ from types import FrameType
 import uvicorn
 
 from forecast.settings import disable_telemetry, get_settings
+from service.metrics import MULTIPROCESS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -300,6 +304,10 @@ def serve_workers(args: argparse.Namespace) -> int:
         0 when every worker exited 0, else 1.
     """
     listener = _listener(args.host, args.port)
+    # every worker writes its metrics here, and each one's /metrics sums them all (the variable
+    # is read when prometheus_client is imported: in the workers, after the spawn)
+    metrics_dir = tempfile.mkdtemp(prefix="forecast-metrics-")
+    os.environ[MULTIPROCESS_DIR] = metrics_dir
     # spawn, not fork: each worker imports and loads on its own, with no parent threads copied
     context = multiprocessing.get_context("spawn")
     channels: list[socket.socket] = []
@@ -312,7 +320,10 @@ def serve_workers(args: argparse.Namespace) -> int:
         ours.setblocking(False)  # a worker that stops reading is skipped, never waited for
         channels.append(ours)
         workers.append(worker)
-    return Supervisor(listener, channels, workers, get_settings().shutdown_grace_seconds).run()
+    try:
+        return Supervisor(listener, channels, workers, get_settings().shutdown_grace_seconds).run()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> None:

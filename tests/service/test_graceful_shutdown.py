@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -49,7 +50,7 @@ def _in_flight(base: str) -> int:
     with urllib.request.urlopen(base + "/metrics", timeout=10) as answer:
         text = answer.read().decode()
     [line] = [x for x in text.splitlines() if x.startswith("forecast_http_requests_in_flight ")]
-    return int(line.split()[1])
+    return int(float(line.split()[1]))
 
 
 def _post(url: str, body: dict, key: str) -> tuple[int, dict, float]:
@@ -135,11 +136,6 @@ def test_sigterm_drops_readiness_finishes_in_flight_requests_and_exits_0(trained
             assert conn.execute(query).scalar() == 1000
 
 
-def _healthz_served(metrics: str) -> int:
-    line = 'forecast_http_requests_total{method="GET",route="/healthz",status="200"} '
-    return next((int(x.split()[-1]) for x in metrics.splitlines() if x.startswith(line)), 0)
-
-
 def _start_workers(home: Path, **settings: str) -> tuple[subprocess.Popen, int]:
     """`service.serve --workers 2` on a free port, once it answers ready."""
     port = _free_port()
@@ -162,7 +158,13 @@ def _start_workers(home: Path, **settings: str) -> tuple[subprocess.Popen, int]:
 
 def _healthz_served(metrics: str) -> int:
     line = 'forecast_http_requests_total{method="GET",route="/healthz",status="200"} '
-    return next((int(x.split()[-1]) for x in metrics.splitlines() if x.startswith(line)), 0)
+    return next((int(float(x.split()[-1])) for x in metrics.splitlines() if x.startswith(line)), 0)
+
+
+def _answered_per_worker(metrics: str) -> dict[str, int]:
+    """Requests each worker process answered, by its pid."""
+    found = re.findall(r'^forecast_worker_requests_answered\{pid="(\d+)"\} (\S+)$', metrics, re.M)
+    return {pid: int(float(value)) for pid, value in found}
 
 
 def _call(connection: http.client.HTTPConnection, path: str) -> tuple[int, bytes]:
@@ -182,9 +184,13 @@ def test_two_workers_take_connections_in_turn_and_stop_after_the_grace(trained_h
         for caller in callers:
             for _ in range(5):
                 assert _call(caller, "/healthz") == (200, b'{"status":"ok"}')
-        # each connection's own worker answers its metrics: both served 4 connections x 5 calls
-        served = [_healthz_served(_call(caller, "/metrics")[1].decode()) for caller in callers]
-        assert served == [20] * 8, served
+        # every worker answers with the totals of both (prometheus_client's multiprocess mode)
+        texts = [_call(caller, "/metrics")[1].decode() for caller in callers]
+        assert [_healthz_served(text) for text in texts] == [40] * 8
+        # and each worker's own count under its pid: 4 connections x 5 calls each, plus the
+        # few readiness checks of the start (a 6/2 split of the connections would be 30/10)
+        answered = _answered_per_worker(texts[0])
+        assert len(answered) == 2 and all(20 <= n < 25 for n in answered.values()), answered
 
         server.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
