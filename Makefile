@@ -13,10 +13,11 @@ export DO_NOT_TRACK := true
 help: ## Show this list
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements/dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
 venv: $(STAMP) ## Create the environment in .venv (done by run and test when needed)
@@ -76,7 +77,9 @@ bench-features: $(STAMP) ## Point-in-time features for about 1,000,000 snapshots
 	$(BIN)/python benchmarks/features.py --deals 200000
 
 bench-real: $(STAMP) ## The sets of ../shared/data through their mappings: the trained model vs the references on the same rows, into docs/benchmarks.md
-	$(BIN)/python -m pip install --quiet -c requirements.lock -r benchmarks/requirements-clv.txt
+	@# the lock's versions as constraints (pip would ask hashes of the benchmark's extras too)
+	grep -o '^[^ #]*==[^ ]*' requirements/dev.lock > $(VENV)/pins.txt
+	$(BIN)/python -m pip install --quiet -c $(VENV)/pins.txt -r benchmarks/requirements-clv.txt
 	PYTENSOR_FLAGS=blas__ldflags= $(BIN)/python benchmarks/shared_data.py --write-docs
 
 bench-explain: $(STAMP) ## Reasons and recommendations vs LightGBM SHAP and shap.TreeExplainer
@@ -91,11 +94,16 @@ bench-generate: $(STAMP) ## Generate and import 1,000,000 deals: time and peak m
 docs: $(STAMP) ## Re-render docs/data-contract.md from the schema
 	$(BIN)/python -m forecast.schema docs/data-contract.md
 
-lock: ## Re-pin requirements.lock from a fresh resolve of pyproject.toml
+# Pins with hashes, resolved by uv: the dev lock (what `make venv` installs) first, then the
+# runtime lock (what a deployment installs) within it, so both pin the same versions.
+LOCK = uv pip compile pyproject.toml --generate-hashes --python-version 3.11 --no-annotate \
+	--custom-compile-command "make lock" --quiet
+
+lock: ## Re-pin requirements/dev.lock and requirements/runtime.lock (hashed) from pyproject.toml
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/python -m pip install --quiet --upgrade "pip>=24"
-	.lock-venv/bin/python -m pip install --quiet -e '.[dev]'
-	.lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
+	.lock-venv/bin/python -m pip install --quiet "uv>=0.5"
+	PATH="$(abspath .lock-venv/bin):$$PATH" $(LOCK) --extra dev --upgrade -o requirements/dev.lock
+	PATH="$(abspath .lock-venv/bin):$$PATH" $(LOCK) -c requirements/dev.lock -o requirements/runtime.lock
 	rm -rf .lock-venv
 
 clean: ## Remove the environment and caches (not your store in ~/.forecast)

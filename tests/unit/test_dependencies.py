@@ -100,3 +100,20 @@ def test_the_service_adds_its_commands_to_the_cli():
         assert command in shown.output
     serve = CliRunner().invoke(app, ["serve", "--help"])
     assert serve.exit_code == 0 and "--workers" in serve.output
+
+
+def _pins(lock: str) -> dict[str, str]:
+    text = (ROOT / "requirements" / lock).read_text()
+    return {
+        _normal(name): version for name, version in re.findall(r"^([^\s#=]+)==(\S+)", text, re.M)
+    }
+
+
+def test_the_locks_pin_every_dependency_with_hashes_and_agree():
+    dev, runtime = _pins("dev.lock"), _pins("runtime.lock")
+    assert _declared() <= set(runtime) and _declared("dev") <= set(dev)
+    assert {name: dev.get(name) for name in runtime} == runtime, "runtime pins what dev pins"
+    for lock in ("dev.lock", "runtime.lock"):
+        text = (ROOT / "requirements" / lock).read_text()
+        pinned = re.findall(r"^\S+==\S+ \\\n    --hash=sha256:[0-9a-f]{64}", text, re.M)
+        assert len(pinned) == text.count("=="), f"{lock}: a pin without its hashes"
