@@ -555,12 +555,7 @@ def train_win(
         calibration_days=calibration_days or None,
         allow_columns=tuple(allowed),
     )
-    outcome = _run_pipeline("win", tables, truth, seed, params=params)
-    if as_json:
-        json.dump(_outcome_dict(outcome), sys.stdout, indent=2, default=str)
-        sys.stdout.write("\n")
-    else:
-        _print_outcome(outcome)
+    _show(_run_pipeline("win", tables, truth, seed, params=params), as_json)
 
 
 class ChurnDefinition(StrEnum):
@@ -596,6 +591,11 @@ def train_churn(
     outcome = _run_pipeline(
         "churn", tables, truth, seed, definition=definition.value, horizon_days=horizon_days
     )
+    _show(outcome, as_json)
+
+
+def _show(outcome, as_json: bool) -> None:
+    """A training outcome as JSON on stdout, or as the table of its figures and the verdict."""
     if as_json:
         json.dump(_outcome_dict(outcome), sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")

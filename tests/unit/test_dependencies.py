@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
 import sys
 import tomllib
 from importlib.metadata import packages_distributions
@@ -117,3 +118,17 @@ def test_the_locks_pin_every_dependency_with_hashes_and_agree():
         text = (ROOT / "requirements" / lock).read_text()
         pinned = re.findall(r"^\S+==\S+ \\\n    --hash=sha256:[0-9a-f]{64}", text, re.M)
         assert len(pinned) == text.count("=="), f"{lock}: a pin without its hashes"
+
+
+def test_import_forecast_gives_the_notebook_calls_and_loads_nothing_else():
+    code = (
+        "import sys, forecast; heavy = {'pandas', 'numpy', 'mlflow', 'lightgbm', 'sklearn'}; "
+        "print(sorted(heavy & set(sys.modules)))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert loaded.stdout.strip() == "[]", loaded.stderr
+    import forecast
+
+    for name in forecast.__all__:
+        assert callable(getattr(forecast, name)), name
+    assert forecast.load_store.__name__ == "read_store"
