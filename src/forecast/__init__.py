@@ -16,11 +16,11 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# public name -> (module, name there)
+# public name -> (module, name there); never a submodule's own name (importing the submodule
+# would replace the function on the package)
 _PUBLIC = {
     "make_crm": ("forecast.datasets", "make_crm"),
     "load_store": ("forecast.store", "read_store"),
-    "describe": ("forecast.describe", "describe"),
     "train_win": ("forecast.train", "train_win"),
     "train_churn": ("forecast.churn", "train_churn"),
     "load_deal_explainer": ("forecast.scoring", "load_deal_explainer"),

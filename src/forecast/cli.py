@@ -211,6 +211,7 @@ AsOfOpt = Annotated[
 @data_app.command("import")
 def data_import(
     source: SourceArg = None,
+    *,
     mapping: MappingOpt = None,
     sql: SqlOpt = None,
     sql_spec: SqlSpecOpt = None,
@@ -246,6 +247,7 @@ def data_import(
 @data_app.command("validate")
 def data_validate(
     source: SourceArg = None,
+    *,
     mapping: MappingOpt = None,
     sql: SqlOpt = None,
     sql_spec: SqlSpecOpt = None,
@@ -313,6 +315,7 @@ def data_describe(
 @data_app.command("doctor")
 def data_doctor(
     source: SourceArg = None,
+    *,
     mapping: MappingOpt = None,
     sql: SqlOpt = None,
     sql_spec: SqlSpecOpt = None,

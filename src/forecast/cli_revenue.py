@@ -184,6 +184,7 @@ def _far_quarter(quarter: pd.Period, current: pd.Period) -> str | None:
 
 
 def revenue(
+    *,
     quarter: Annotated[
         str | None, typer.Option(help="Calendar quarter, e.g. 2026Q4 (default: the as-of's).")
     ] = None,

@@ -302,7 +302,10 @@ def make_crm(
     step("subscriptions, renewals and signals")
     subs = _simulate_subscriptions(rng, cal, accounts, deals, org, horizon=horizon)
     step("tables")
-    tables = _assemble(rng, cal, end, org, accounts, deals, history, activities, subs)
+    tables = _assemble(
+        rng, cal, end, org=org, accounts=accounts, deals=deals, history=history,
+        activities=activities, subs=subs,
+    )  # fmt: skip
     if dirt > 0:
         tables = _add_dirt(rng, tables, dirt)
     truth = WorldTruth(
@@ -846,6 +849,7 @@ def _assemble(
     rng: np.random.Generator,
     cal: _Calendar,
     as_of: pd.Timestamp,
+    *,
     org: dict,
     accounts: dict,
     deals: dict,
@@ -897,23 +901,28 @@ def _assemble(
         }
     )
     # the history's first row sits at creation; keep it exactly equal after rounding
-    account_frame = _accounts_table(rng, accounts, deals, origin, account_ids, rep_ids, org)
+    account_frame = _accounts_table(
+        rng, accounts, deals, origin=origin, account_ids=account_ids, rep_ids=rep_ids, org=org
+    )
     acts = _activities_table(
         origin,
         horizon,
-        deals,
-        activities,
-        subs,
-        accounts,
-        org,
-        deal_ids,
-        account_ids,
-        rep_ids,
-        account_frame,
+        deals=deals,
+        activities=activities,
+        subs=subs,
+        accounts=accounts,
+        org=org,
+        deal_ids=deal_ids,
+        account_ids=account_ids,
+        rep_ids=rep_ids,
+        account_frame=account_frame,
     )
     revenue = _revenue_table(cal, deals, subs, account_ids, product_ids, horizon)
     signals = _signals_table(origin, horizon, subs, account_ids)
-    targets = _targets_table(cal, org, deals, reps, rep_ids, horizon, subs, account_frame)
+    targets = _targets_table(
+        cal, org, deals, reps=reps, rep_ids=rep_ids, horizon=horizon, subs=subs,
+        account_frame=account_frame,
+    )  # fmt: skip
     frames = {
         "reps": reps,
         "targets": targets,
@@ -984,6 +993,7 @@ def _accounts_table(
     rng: np.random.Generator,
     accounts: dict,
     deals: dict,
+    *,
     origin: pd.Timestamp,
     account_ids: pd.Series,
     rep_ids: pd.Series,
@@ -1047,6 +1057,7 @@ def _accounts_table(
 def _activities_table(
     origin,
     horizon,
+    *,
     deals,
     activities,
     subs,
@@ -1148,7 +1159,7 @@ def _signals_table(origin, horizon, subs, account_ids) -> pd.DataFrame:
     return frame
 
 
-def _targets_table(cal, org, deals, reps, rep_ids, horizon, subs, account_frame) -> pd.DataFrame:
+def _targets_table(cal, org, deals, *, reps, rep_ids, horizon, subs, account_frame) -> pd.DataFrame:
     """Quotas per rep and quarter, rolled up to teams, regions and the company.
 
     A rep's quota is what a ramped rep books in new business on average (scaled by ramp and

@@ -1795,8 +1795,8 @@ def simulate_quarter(
         if lvl not in levels:
             continue
         frame = _node_frame(
-            lvl, names, values, tree, inputs.targets.get(lvl), leaf_parts, booked, pipeline,
-            n_open,
+            lvl, names, values, tree=tree, targets=inputs.targets.get(lvl),
+            leaf_parts=leaf_parts, booked=booked, pipeline=pipeline, n_open=n_open,
         )  # fmt: skip
         frame["source"] = source
         frame["simulation_mean"] = frame["mean"] if simulation_mean is None else simulation_mean
@@ -1887,6 +1887,7 @@ def _node_frame(
     level: str,
     names: pd.Index,
     values: np.ndarray,
+    *,
     tree: OrgTree,
     targets: pd.Series | None,
     leaf_parts: dict[str, np.ndarray],

@@ -532,7 +532,9 @@ def _chain_tasks(
             mode = np.where(moving, levels[np.maximum(pool[rows], 0), 1], 1.0)
             return [
                 _rows(leaf, base * mode, counts),
-                _ratio_corrections(leaf, base, counts, pool[rows], moving, ratio_steps, bits),
+                _ratio_corrections(
+                    leaf, base, counts, pool=pool[rows], moving=moving, steps=ratio_steps, bits=bits
+                ),
             ]
         passed = np.empty(u.shape, dtype=np.float32)
         paid = np.zeros(u.shape, dtype=np.float32)
@@ -562,6 +564,7 @@ def _ratio_corrections(
     leaf: np.ndarray,
     base: np.ndarray,
     count: np.ndarray,
+    *,
     pool: np.ndarray,
     moving: np.ndarray,
     steps: tuple[np.ndarray, np.ndarray],

@@ -4,6 +4,7 @@ no package that only arrives through another one, and no test-only package in th
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
 import subprocess
 import sys
@@ -131,4 +132,5 @@ def test_import_forecast_gives_the_notebook_calls_and_loads_nothing_else():
 
     for name in forecast.__all__:
         assert callable(getattr(forecast, name)), name
+        assert importlib.util.find_spec(f"forecast.{name}") is None, f"{name} is a module's name"
     assert forecast.load_store.__name__ == "read_store"

@@ -417,12 +417,12 @@ def read_mapped(
             name,
             table_map,
             options,
-            export_dir,
-            mapping_file.parent,
-            problems,
-            soft.get(name),
-            as_of or mapping.as_of or now,
-            soft.get(f"{name}{ATTRIBUTE_KEY}", set()),
+            export_dir=export_dir,
+            mapping_dir=mapping_file.parent,
+            problems=problems,
+            soft=soft.get(name),
+            as_of=as_of or mapping.as_of or now,
+            soft_attributes=soft.get(f"{name}{ATTRIBUTE_KEY}", set()),
         )
         if table is not None:
             raw[name], attributes = table
@@ -613,6 +613,7 @@ def _read_table(
     name: str,
     table_map: TableMapping,
     options: _Options,
+    *,
     export_dir: Path,
     mapping_dir: Path,
     problems: SpecProblems,
