@@ -93,10 +93,11 @@ def upgrade_database(engine: sa.Engine, revision: str = "head") -> None:
     Two processes starting on a new database at once may both try; the one that loses (a table
     or version row the other made first) tries once more and finds the work done.
     """
+    # before alembic's import, which logs each of its plugins; and its migrations' chatter
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     from alembic import command
     from alembic.config import Config
 
-    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     for attempt in (1, 2):

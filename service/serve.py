@@ -77,6 +77,8 @@ def serve(args: argparse.Namespace, channel: socket.socket | None = None) -> Non
     from service.app import create_app
 
     disable_telemetry()
+    # a service's log is read line by line: no progress bars from MLflow's model downloads
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
     settings = get_settings()
     app = create_app(settings)
