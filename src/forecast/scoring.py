@@ -284,14 +284,16 @@ def stored_sample(
     `definition`, of the accounts it scores), spread evenly over the book: what a served model
     is checked on before it serves."""
     as_of = tables.as_of
+
+    def spread(n: int) -> np.ndarray:  # up to `rows` positions evenly over n
+        return np.unique(np.linspace(0, n - 1, min(rows, n)).astype(int))
+
     if definition is None:
         ids = open_deal_ids(tables, as_of)
-        picked = ids.iloc[np.unique(np.linspace(0, len(ids) - 1, min(rows, len(ids))).astype(int))]
-        snapshots = pd.DataFrame({"deal_id": picked.to_numpy(), "as_of": as_of})
+        snapshots = pd.DataFrame({"deal_id": ids.iloc[spread(len(ids))].to_numpy(), "as_of": as_of})
         return deal_features(tables, snapshots, context=context)
     scored = definition.snapshots(tables, [as_of]).reset_index(drop=True)
-    at = np.unique(np.linspace(0, len(scored) - 1, min(rows, len(scored))).astype(int))
-    return definition.featurize(tables, scored.iloc[at].reset_index(drop=True))
+    return definition.featurize(tables, scored.iloc[spread(len(scored))].reset_index(drop=True))
 
 
 def billed_account_ids(tables: CrmTables, as_of: pd.Timestamp) -> pd.Series:
@@ -332,10 +334,8 @@ def score_accounts(
     )
     arr = definition.yearly_revenue(frame)
     explained = explain(scorer, frame, amount=arr, model="account", typical=typical)
-    owners = tables.accounts.set_index("account_id")["owner_rep_id"]
-    owner = owners.reindex(frame["account_id"].to_numpy()).to_numpy()
-    segments = tables.accounts.set_index("account_id")["segment"]
-    segment = segments.reindex(frame["account_id"].to_numpy()).to_numpy()
+    known = tables.accounts.set_index("account_id").reindex(frame["account_id"].to_numpy())
+    owner, segment = known["owner_rep_id"].to_numpy(), known["segment"].to_numpy()
     scores = [
         AccountScore(
             account_id=str(account_id),
