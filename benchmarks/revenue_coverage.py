@@ -29,13 +29,9 @@ def main() -> None:
     import pandas as pd
 
     from forecast.datasets import make_crm
-    from forecast.revenue_backtest import (
-        TrainingFrame,
-        backtest,
-        backtest_metrics,
-        backtest_quarters,
-        fit_win_scorer,
-    )
+    from forecast.revenue.backtest import backtest, backtest_quarters
+    from forecast.revenue.backtest_card import backtest_metrics
+    from forecast.revenue.win_scorers import TrainingFrame, fit_win_scorer
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2,3,4")

@@ -19,16 +19,9 @@ import pandas as pd
 
 from forecast.bookings import parse_quarter, renewal_decisions, won_deals
 from forecast.data import read_world
-from forecast.revenue import RevenueParams, forecast_quarter
-from forecast.revenue_backtest import (
-    TrainingFrame,
-    _features_for,
-    backtest_quarters,
-    fit_win_scorer,
-    truth_scorer,
-    week_as_of,
-)
-from forecast.simulate import moments
+from forecast.revenue import RevenueParams, forecast_quarter, moments
+from forecast.revenue.backtest import _features_for, backtest_quarters, week_as_of
+from forecast.revenue.win_scorers import TrainingFrame, fit_win_scorer, truth_scorer
 
 
 def main() -> None:

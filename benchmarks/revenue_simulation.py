@@ -25,9 +25,8 @@ import pandas as pd
 
 from forecast.bookings import UNASSIGNED
 from forecast.datasets import make_crm
-from forecast.revenue import prepare_quarter, simulate_quarter
-from forecast.revenue_backtest import truth_scorer
-from forecast.simulate import DEFAULT_WORKERS, OrgTree, simulate
+from forecast.revenue import DEFAULT_WORKERS, OrgTree, prepare_quarter, simulate, simulate_quarter
+from forecast.revenue.win_scorers import truth_scorer
 
 
 def scaled_inputs(inputs, copies: int, n_deals: int):

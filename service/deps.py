@@ -222,7 +222,7 @@ def forecast_nodes_in_reach(
     their team, a director their region, the top of the tree the company. A forecast is scoped
     like the deals it sums, never wider.
     """
-    from forecast.simulate import COMPANY
+    from forecast.revenue import COMPANY
 
     if within is None:
         return None
@@ -300,7 +300,7 @@ def forecast_scope(
     ] = None,
 ) -> ForecastScope:
     """The node, checked against `forecast_nodes_in_reach` (out of reach: 404, as if unknown)."""
-    from forecast.simulate import COMPANY
+    from forecast.revenue import COMPANY
 
     try:
         visible = forecast_nodes_in_reach(state.reps(), within)
@@ -317,7 +317,7 @@ def forecast_scope(
 
 def _default_node(level: Level, visible: dict[str, frozenset[str]] | None) -> tuple[Level, str]:
     """The node meant when none is named (see the `node` parameter's description)."""
-    from forecast.simulate import COMPANY
+    from forecast.revenue import COMPANY
 
     if level == "company":
         if visible is None or COMPANY in visible["company"]:

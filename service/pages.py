@@ -281,7 +281,7 @@ def _account_rows(who: Viewer) -> list[dict[str, Any]]:
 
 def _start_node(visible: dict[str, frozenset[str]] | None) -> tuple[str, str] | None:
     """The widest node the viewer may see: company, else a region, a team, their own rep node."""
-    from forecast.simulate import COMPANY
+    from forecast.revenue import COMPANY
 
     if visible is None:
         return ("company", COMPANY)

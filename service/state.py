@@ -448,7 +448,7 @@ def _leaning(tables: CrmTables, inputs):
     or the tracking store cannot be read (logged: the forecast still stands)."""
     from mlflow.exceptions import MlflowException
 
-    from forecast.revenue_backtest import lean_on_latest_backtest
+    from forecast.revenue.backtest_log import lean_on_latest_backtest
 
     try:
         return lean_on_latest_backtest(tables, inputs)[0]

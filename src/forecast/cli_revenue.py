@@ -150,7 +150,7 @@ def print_forecast(forecast, level: str) -> None:
         style="dim",
     )
     if leaning:
-        from forecast.revenue_backtest import LEAN_MARGIN, MIN_LEAN_QUARTERS
+        from forecast.revenue.lean import LEAN_MARGIN, MIN_LEAN_QUARTERS
 
         console.print(
             "source: where the node's mean comes from. A node leans on a time series (naive, "
@@ -246,7 +246,7 @@ def revenue(
         tables, quarter=quarter, as_of=moment, win_scorer=scorer, renewal_probability=renewals
     )
     if lean:
-        from forecast.revenue_backtest import lean_on_latest_backtest
+        from forecast.revenue.backtest_log import lean_on_latest_backtest
 
         inputs, basis = lean_on_latest_backtest(tables, inputs)
         if basis is None:
@@ -281,16 +281,10 @@ def revenue_backtest(
 ) -> None:
     """Backtest the revenue forecast against the baselines; log to MLflow and write the card."""
     from forecast.data import read_world
-    from forecast.revenue_backtest import (
-        TrainingFrame,
-        backtest,
-        backtest_quarters,
-        coverage_table,
-        fit_win_scorer,
-        headline,
-        log_backtest,
-        truth_scorer,
-    )
+    from forecast.revenue.backtest import backtest, backtest_quarters
+    from forecast.revenue.backtest_card import coverage_table, headline
+    from forecast.revenue.backtest_log import log_backtest
+    from forecast.revenue.win_scorers import TrainingFrame, fit_win_scorer, truth_scorer
     from forecast.store import StoreEmptyError
 
     try:

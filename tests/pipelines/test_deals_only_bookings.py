@@ -12,15 +12,11 @@ import pytest
 
 from forecast.datasets import make_crm
 from forecast.derive import derive_history
-from forecast.revenue_backtest import (
-    FALLBACK,
-    SERIES,
-    TrainingFrame,
-    backtest,
-    backtest_quarters,
-    fit_win_scorer,
-    sources_by_level,
-)
+from forecast.revenue.backtest import backtest, backtest_quarters
+from forecast.revenue.backtest_card import sources_by_level
+from forecast.revenue.baselines import SERIES
+from forecast.revenue.lean import FALLBACK
+from forecast.revenue.win_scorers import TrainingFrame, fit_win_scorer
 from forecast.tables import CrmTables
 
 

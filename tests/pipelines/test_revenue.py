@@ -23,30 +23,23 @@ from forecast.bookings import (
 from forecast.datasets import make_crm
 from forecast.model import TreeParams
 from forecast.revenue import (
+    LEVELS,
     PARTS,
     AddedDeal,
     Scenario,
     Window,
+    chain_moments,
     forecast_quarter,
     pending_renewals,
     prepare_quarter,
     simulate_quarter,
 )
-from forecast.revenue_backtest import (
-    FALLBACK,
-    SERIES,
-    _naive_and_ets,
-    backtest,
-    backtest_metrics,
-    coverage_table,
-    known_series,
-    live_lean,
-    log_backtest,
-    node_sources,
-    truth_scorer,
-    week_as_of,
-)
-from forecast.simulate import LEVELS, chain_moments
+from forecast.revenue.backtest import backtest, week_as_of
+from forecast.revenue.backtest_card import backtest_metrics, coverage_table
+from forecast.revenue.backtest_log import log_backtest
+from forecast.revenue.baselines import SERIES, known_series, naive_and_ets
+from forecast.revenue.lean import FALLBACK, live_lean, node_sources
+from forecast.revenue.win_scorers import truth_scorer
 from forecast.tables import CrmTables
 
 QUARTER = "2025Q3"
@@ -421,7 +414,9 @@ def test_a_young_crm_still_forecasts(quarter):
 def test_the_backtest_can_draw_renewals_from_a_churn_model():
     """The churn seam: the same win scorer, renewals from a churn model of the quarter's start."""
     from forecast.churn import fit_churn_renewal
-    from forecast.revenue_backtest import backtest, backtest_metrics, truth_scorer
+    from forecast.revenue.backtest import backtest
+    from forecast.revenue.backtest_card import backtest_metrics
+    from forecast.revenue.win_scorers import truth_scorer
 
     world = make_crm(8000, seed=3)
     tables = world.tables
@@ -559,7 +554,7 @@ def test_a_node_leans_on_the_series_its_backtest_favoured(world, scorer, backtes
 
     # each leaning node's mean is its series' forecast, with the simulation's shape above
     # what is booked (the same draws, scaled)
-    series = _naive_and_ets(
+    series = naive_and_ets(
         known_series(world.tables, AS_OF, inputs.params), inputs.tree,
         moved[["level", "node"]], pd.Period(QUARTER, "Q"),
     )  # fmt: skip

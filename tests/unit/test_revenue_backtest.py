@@ -6,12 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from forecast.revenue_backtest import (
-    FALLBACK,
-    MIN_LEAN_QUARTERS,
-    expected_inside,
-    lean_by_error,
-)
+from forecast.revenue.baselines import expected_inside
+from forecast.revenue.lean import FALLBACK, MIN_LEAN_QUARTERS, lean_by_error
 
 
 def quarter(i: int) -> str:

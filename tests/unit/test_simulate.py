@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecast.simulate import LEVELS, OrgTree, SimulationInputs, moments, simulate
+from forecast.revenue import LEVELS, OrgTree, SimulationInputs, moments, simulate
 
 
 def _tree() -> OrgTree:

@@ -1,0 +1,274 @@
+"""Everything the quarter's simulation needs, learned and scored at `as_of`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from forecast.bookings import (
+    UNASSIGNED,
+    recurring_months,
+    won_deals,
+)
+from forecast.features import deal_features, deal_snapshots
+from forecast.revenue.new_deals import NewDeals, learn_new_deals, new_per_leaf
+from forecast.revenue.params import (
+    SEGMENT_RATES,
+    RenewalProbability,
+    RevenueParams,
+    Window,
+    WinScorer,
+)
+from forecast.revenue.renewals import RenewalRates, renewal_book, unbilled_renewals
+from forecast.revenue.simulation import SimulationInputs
+from forecast.revenue.spread import Spreads, churn_shock, lognormal_sd, renewal_spread
+from forecast.revenue.timing import CloseTiming, score_open_deals, timing_history, with_team
+from forecast.revenue.tree import LEVELS, OrgTree
+from forecast.tables import CrmTables
+
+
+@dataclass(frozen=True)
+class SeriesLean:
+    """The nodes whose forecast leans on a time series: where the pipeline says little (no
+    expected close dates, a thin history, few open deals) the revenue backtest erred less with
+    the series than with the simulation. Such a node keeps the shape of the simulation's
+    distribution: what it adds to the node's bookings so far is scaled so that the mean is the
+    series' forecast (a series forecasting no more than is booked is not followed). A parent
+    that does not lean stays the simulation's: where a child leans, the children's means no
+    longer add up to it (each node is its own best estimate).
+
+    Attributes:
+        nodes: level, node, source (the series), scale (of the draws above what is booked).
+        basis: where the choice came from (the backtest run), said with the forecast.
+    """
+
+    nodes: pd.DataFrame
+    basis: str
+
+    def at(self, level: str, names: pd.Index) -> tuple[np.ndarray, np.ndarray]:
+        """Per node of `level` (in `names` order): its source ("simulation" where it does not
+        lean) and the scale of its draws above what is booked (1 there)."""
+        rows = self.nodes[self.nodes["level"] == level].set_index("node")
+        source = rows["source"].reindex(names.astype(str)).fillna(SIMULATION).to_numpy(object)
+        scale = rows["scale"].reindex(names.astype(str)).fillna(1.0).to_numpy(float)
+        return source, scale
+
+
+SIMULATION = "simulation"  # a node's source when it does not lean on a series
+
+
+@dataclass(frozen=True)
+class QuarterInputs:
+    """Everything the simulation needs, as learned and scored at `as_of`.
+
+    `open_deals` holds one row per open deal (its features, win probability, timing factor,
+    expected booked amount, P(won inside the window)); `Scenario.apply` edits these rows.
+    """
+
+    window: Window
+    tree: OrgTree
+    targets: dict[str, pd.Series]
+    won: pd.DataFrame
+    renewals_booked: pd.DataFrame
+    open_deals: pd.DataFrame
+    chains: pd.DataFrame
+    chain_prob: np.ndarray
+    chain_value: np.ndarray
+    new: NewDeals
+    new_leaf_rate: np.ndarray
+    new_leaf_pool: np.ndarray
+    pool_names: tuple[str, ...]
+    timing: CloseTiming
+    renewal_rates: RenewalRates
+    params: RevenueParams
+    chain_pool: np.ndarray | None = None
+    spreads: Spreads | None = None
+    churn_shock_sd: float = 0.0
+    scenario: str | None = None  # the name of the scenario applied, if any
+    unbilled: pd.Series | None = None  # owner -> expected renewals of accounts not billed yet
+    renewals_source: str = SEGMENT_RATES  # what gave the pending renewals their probabilities
+    lean: SeriesLean | None = None  # nodes that lean on a time series (`with_lean`)
+
+    def leaf_of(self, owners: pd.Series) -> np.ndarray:
+        """Leaf of each owner (rep_id); owners not in the tree go to the unassigned leaf."""
+        unassigned = int(self.tree.leaf_index(np.array([UNASSIGNED], dtype=object))[0])
+        index = self.tree.leaf_index(owners)
+        return np.where(index < 0, unassigned, index)
+
+    def simulation_inputs(self) -> SimulationInputs:
+        deals = self.open_deals
+        leaf = self.leaf_of
+
+        closed = np.bincount(
+            leaf(self.won["rep_id"]), self.won["amount"], minlength=self.tree.n_leaves
+        ) + np.bincount(
+            leaf(self.renewals_booked["owner"]),
+            self.renewals_booked["value"],
+            minlength=self.tree.n_leaves,
+        )
+        return SimulationInputs(
+            n_leaves=self.tree.n_leaves,
+            closed=closed.astype(float),
+            deal_leaf=leaf(deals["rep_id"]),
+            deal_prob=deals["p_inside"].to_numpy(dtype=float),
+            deal_amount=deals["expected_amount"].to_numpy(dtype=float),
+            chain_leaf=leaf(self.chains["owner"]),
+            chain_prob=self.chain_prob,
+            chain_value=self.chain_value,
+            new_rate=self.new_leaf_rate,
+            new_pool=self.new_leaf_pool,
+            pools=tuple(self.new.pools[name] for name in self.pool_names),
+            chain_pool=self.chain_pool,
+            ratio_pools=self.renewal_rates.ratio_pools,
+            deal_shock_sd=lognormal_sd(self.spreads.open) if self.spreads else 0.0,
+            new_shock_sd=float(np.sqrt(self.spreads.new)) if self.spreads else 0.0,
+            churn_shock_sd=self.churn_shock_sd,
+            unbilled=self._unbilled_per_leaf(),
+            leaf_group=self.tree.groups["team"][0],
+            group_deal_sd=lognormal_sd(self.spreads.team_open) if self.spreads else 0.0,
+            group_new_sd=lognormal_sd(self.spreads.team_new) if self.spreads else 0.0,
+        )
+
+    def _unbilled_per_leaf(self) -> np.ndarray | None:
+        if self.unbilled is None or self.unbilled.empty:
+            return None
+        owners = pd.Series(self.unbilled.index.to_numpy(object))
+        leaf = self.leaf_of(owners)
+        return np.bincount(leaf, self.unbilled.to_numpy(float), minlength=self.tree.n_leaves)
+
+
+def prepare_quarter(
+    tables: CrmTables,
+    *,
+    quarter: str | pd.Period,
+    as_of: pd.Timestamp | str,
+    win_scorer: WinScorer,
+    renewal_probability: RenewalProbability | None = None,
+    params: RevenueParams | None = None,
+    features: pd.DataFrame | None = None,
+) -> QuarterInputs:
+    """Learn and score everything the quarter's simulation needs, from what was known at as_of.
+
+    Args:
+        tables: the CRM (rows after `as_of` are never read).
+        quarter: calendar quarter, e.g. "2026Q4".
+        as_of: the moment of the forecast.
+        win_scorer: deal feature frame -> P(won) per row.
+        renewal_probability: pending renewal decisions -> P(renewed) per row; the historical
+            rate of each segment when None.
+        params: see `RevenueParams`.
+        features: optional precomputed `deal_features` rows (deal_id, as_of, ...) covering the
+            snapshots needed; they are recomputed when absent. Backtests pass them to save time.
+    """
+    params = params or RevenueParams()
+    as_of = pd.Timestamp(as_of)
+    if as_of > tables.as_of:
+        raise ValueError(
+            f"as_of {as_of:%Y-%m-%d} is after the data's as-of {tables.as_of:%Y-%m-%d}"
+        )
+    window = Window.of(quarter, as_of)
+    start = tables.deals["created_at"].min()
+    earlier = window.earlier(params.history_quarters, since=start if pd.notna(start) else as_of)
+    snapshots = _snapshot_features(tables, [as_of, *(w.as_of for w in earlier)], features)
+    won = won_deals(tables)
+    won = won[won["closed_at"] <= as_of]
+
+    history = timing_history(snapshots, earlier, won, win_scorer, params)
+    timing = CloseTiming.fit(history, params)
+    open_deals = score_open_deals(snapshots, window, tables, win_scorer, timing, params)
+    tree = _tree(tables)
+    new = learn_new_deals(tables, window, earlier, won, params)
+    leaf_rate, leaf_pool, pool_names = new_per_leaf(tables, tree, new, as_of, params)
+
+    months = recurring_months(tables, as_of)
+    book = renewal_book(months, window, params, renewal_probability)
+    company_open, company_new = timing.spread(history, params), new.spread()
+    spreads = Spreads(
+        open=company_open,
+        new=company_new,
+        # earlier quarters judged by the segment rates each learned from what it knew then: a
+        # churn model fitted later has seen those renewals, so its residuals there are too small
+        renewals=renewal_spread(months, window, earlier, params),
+        team_open=timing.team_spread(with_team(history, tables), params, company_open),
+        team_new=new.team_spread(company_new),
+    )
+    rates, chains, steps = book.rates, book.chains, book.steps
+    group = alpha = beta = None
+    if len(chains):
+        # the learned rates are uncertain: their posterior sets a floor on the churn factor (a
+        # churn model, fitted on as few decisions per segment, is held to the same floor)
+        segments = chains["segment"].astype(object).fillna("unknown").to_numpy()
+        names, group = np.unique(segments, return_inverse=True)
+        alpha, beta = rates.posterior(names)
+    chain_pool = None
+    if len(chains):
+        # an annual bill may still change before its decision: draw the change from past ones
+        # (SMB bills are small and renew monthly: their expected growth is enough)
+        first = steps[steps["in_quarter"]].groupby("chain")[["segment", "months_ahead"]].first()
+        chain_pool = rates.pool_index(first["segment"].to_numpy(), first["months_ahead"].to_numpy())
+        chain_pool = np.where(first["segment"].to_numpy(object) == "smb", -1, chain_pool)
+    churn_sd = churn_shock(book, spreads.renewals, group, alpha, beta)
+    unbilled = unbilled_renewals(months, window, earlier, params)
+
+    return QuarterInputs(
+        window=window,
+        tree=tree,
+        targets=_targets(tables, window.quarter),
+        won=won[(won["closed_at"] >= window.q_start) & (won["closed_at"] < window.end)],
+        renewals_booked=book.booked,
+        open_deals=open_deals,
+        chains=chains,
+        chain_prob=book.prob,
+        chain_value=book.value,
+        new=new,
+        new_leaf_rate=leaf_rate,
+        new_leaf_pool=leaf_pool,
+        pool_names=pool_names,
+        timing=timing,
+        renewal_rates=rates,
+        params=params,
+        chain_pool=chain_pool,
+        spreads=spreads,
+        churn_shock_sd=churn_sd,
+        unbilled=unbilled,
+        renewals_source=_source(renewal_probability),
+    )
+
+
+def _source(renewal_probability: RenewalProbability | None) -> str:
+    if renewal_probability is None:
+        return SEGMENT_RATES
+    return str(getattr(renewal_probability, "source", "a renewal model"))
+
+
+def _snapshot_features(
+    tables: CrmTables, dates: Sequence[pd.Timestamp], features: pd.DataFrame | None
+) -> pd.DataFrame:
+    """Deal features of every deal open at each date (from the precomputed frame when given)."""
+    index = pd.DatetimeIndex(sorted(set(dates)))
+    if features is not None:
+        have = pd.DatetimeIndex(features["as_of"].unique())
+        if index.isin(have).all():
+            return features[features["as_of"].isin(index)].reset_index(drop=True)
+    snapshots = deal_snapshots(tables, list(index))
+    return deal_features(tables, snapshots).reset_index(drop=True)
+
+
+def _tree(tables: CrmTables) -> OrgTree:
+    """Every person in reps is a leaf; owners missing from it book to an unassigned leaf."""
+    extra = pd.DataFrame(
+        {"rep_id": [UNASSIGNED], "name": [UNASSIGNED], "team": [UNASSIGNED], "region": [UNASSIGNED]}
+    )
+    return OrgTree.from_reps(tables.reps, extra=extra)
+
+
+def _targets(tables: CrmTables, quarter: pd.Period) -> dict[str, pd.Series]:
+    t = tables.targets
+    t = t[t["period"].astype(str) == str(quarter)]
+    return {
+        level: t.loc[t["level"] == level].groupby("owner")["amount"].sum().rename(level)
+        for level in LEVELS
+    }
