@@ -37,12 +37,12 @@ run: $(STAMP) ## Generate the default world, train and gate the models, forecast
 TRACKING_URI = $(shell $(BIN)/python -c 'from forecast.settings import get_settings as s; print(s().mlflow_tracking_uri)')
 
 train: $(STAMP) ## Train the deal win model on the stored CRM via `mlflow run` (offline), then gate it
-	$(BIN)/python -c 'from forecast.training import ensure_experiment; ensure_experiment("deal-win")'
+	$(BIN)/python -c 'from forecast.training.shared import ensure_experiment; ensure_experiment("deal-win")'
 	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI="$(TRACKING_URI)" \
 		$(BIN)/mlflow run . -e train_win --env-manager local --experiment-name deal-win
 
 cards: $(STAMP) ## Copy the model cards of the last runs ($$FORECAST_HOME/models) into models/
-	cp "$$($(BIN)/python -c 'from forecast.training import default_card_dir as d; print(d())')"/*.md models/
+	cp "$$($(BIN)/python -c 'from forecast.training.shared import default_card_dir as d; print(d())')"/*.md models/
 
 mlflow-ui: $(STAMP) ## Open the MLflow UI on the local store at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri "$(TRACKING_URI)" --host 127.0.0.1
@@ -92,7 +92,7 @@ bench-generate: $(STAMP) ## Generate and import 1,000,000 deals: time and peak m
 	$(BIN)/python benchmarks/generate_and_import.py --deals 1000000
 
 docs: $(STAMP) ## Re-render docs/data-contract.md from the schema
-	$(BIN)/python -m forecast.schema docs/data-contract.md
+	$(BIN)/python -m forecast.data.schema docs/data-contract.md
 
 # Pins with hashes, resolved by uv: the dev lock (what `make venv` installs) first, then the
 # runtime lock (what a deployment installs) within it, so both pin the same versions.

@@ -29,21 +29,21 @@ def _missing(value: object) -> bool:
 
 
 def main() -> None:
-    from forecast.account_features import ACCOUNT_FEATURES, account_features, account_snapshots
-    from forecast.catalogue import display_names, load_catalogue
-    from forecast.churn import MODEL_NAME as CHURN_NAME
-    from forecast.explain import scorer_for
-    from forecast.features import deal_features, model_features
-    from forecast.registry import RegistryError, load_champion
-    from forecast.scoring import (
+    from forecast.data.store import read_store
+    from forecast.explain.catalogue import display_names, load_catalogue
+    from forecast.explain.reasons import scorer_for
+    from forecast.explain.scoring import (
         load_deal_explainer,
         open_deal_ids,
         retained_account_yardsticks,
         score_accounts,
         score_deals,
     )
+    from forecast.features.accounts import ACCOUNT_FEATURES, account_features, account_snapshots
+    from forecast.features.deals import deal_features, model_features
     from forecast.settings import disable_telemetry
-    from forecast.store import read_store
+    from forecast.training.churn import MODEL_NAME as CHURN_NAME
+    from forecast.training.registry import RegistryError, load_champion
 
     disable_telemetry()
     tables = read_store()

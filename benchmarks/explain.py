@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import shap
 
-from forecast.datasets import make_crm
-from forecast.explain import FastScorer, explain, typical_of_won
-from forecast.features import DEAL_FEATURES, snapshot_dates, training_frame
+from forecast.data.world import make_crm
+from forecast.explain.reasons import FastScorer, explain, typical_of_won
+from forecast.features.deals import DEAL_FEATURES, snapshot_dates, training_frame
 from forecast.model import TreeParams, calibrate, make_lightgbm, model_input
 
 

@@ -11,8 +11,8 @@ import argparse
 import resource
 import time
 
-from forecast.datasets import make_crm
-from forecast.features import deal_features, deal_snapshots, snapshot_dates
+from forecast.data.world import make_crm
+from forecast.features.deals import deal_features, deal_snapshots, snapshot_dates
 
 
 def main() -> None:

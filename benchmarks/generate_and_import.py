@@ -26,7 +26,7 @@ def phase_generate(deals: int, out: Path) -> dict:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    from forecast.datasets import make_crm
+    from forecast.data.world import make_crm
 
     started = time.perf_counter()
     world = make_crm(deals, seed=0)
@@ -48,8 +48,8 @@ def phase_import(folder: Path, as_of: str, home: Path) -> dict:
     import pandas as pd
 
     os.environ["FORECAST_HOME"] = str(home)
-    from forecast.data import import_raw
-    from forecast.sources.files import read_folder
+    from forecast.data.ingest import import_raw
+    from forecast.data.sources.files import read_folder
 
     started = time.perf_counter()
     raw = read_folder(folder)

@@ -29,9 +29,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from forecast.drift import HALF_LIVES, ROLLING_FOLDS
-from forecast.evaluate import StageRates, compare
-from forecast.features import Feature
+from forecast.data.sources.maven import read_maven_crm
+from forecast.data.tables import CrmTables
+from forecast.data.validate import validate
+from forecast.features.deals import Feature
 from forecast.model import (
     LIBRARY_DEFAULTS,
     TreeParams,
@@ -40,10 +41,9 @@ from forecast.model import (
     make_logistic,
     model_input,
 )
-from forecast.sources.maven import read_maven_crm
-from forecast.tables import CrmTables
-from forecast.training import CANDIDATES, Task, fit_and_choose
-from forecast.validate import validate
+from forecast.training.drift import HALF_LIVES, ROLLING_FOLDS
+from forecast.training.evaluate import StageRates, compare
+from forecast.training.shared import CANDIDATES, Task, fit_and_choose
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SHOWN = ("auc", "pr_auc", "log_loss", "brier", "ece", "mean_predicted", "win_rate", "n")
@@ -443,7 +443,7 @@ def _call_dates(rows: pd.DataFrame) -> pd.Series:
 def project_choice(
     train: pd.DataFrame, test: pd.DataFrame, features: tuple[Feature, ...], *, window_weeks: int
 ) -> tuple[np.ndarray, str]:
-    """P(won) on `test` from the product's own choice (`forecast.training.fit_and_choose`):
+    """P(won) on `test` from the product's own choice (`forecast.training.shared.fit_and_choose`):
     candidates, half-lives and calibration chosen on held-out windows of `window_weeks` weekly
     call dates before the test rows, the latest window calibrating the final model; and what
     it chose."""

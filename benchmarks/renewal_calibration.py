@@ -3,9 +3,9 @@
 For the stored CRM of the current FORECAST_HOME (the default world after `make run`): at weeks 5
 and 13 of a few past quarters, every renewal decision still pending inside the quarter gets its
 probability from the segment rates, from a churn model trained on what the quarter's start knew
-(`forecast.churn.fit_churn_renewal`) alone, and from that model with each segment's churn brought
-to the rates' level (what the live forecast and the backtest's `simulation_churn` use); each is
-set against the share of those decisions that renewed.
+(`forecast.training.churn.fit_churn_renewal`) alone, and from that model with each segment's churn
+brought to the rates' level (what the live forecast and the backtest's `simulation_churn` use); each
+is set against the share of those decisions that renewed.
 
     python benchmarks/renewal_calibration.py [--quarters 2025Q2,2025Q4,2026Q2]
 
@@ -25,12 +25,12 @@ def main() -> None:
     import numpy as np
     import pandas as pd
 
-    from forecast.bookings import decisions_from_months
-    from forecast.churn import fit_churn_renewal
+    from forecast.data.store import read_store
     from forecast.model import TreeParams
     from forecast.revenue import RevenueParams, Window, recurring_months, renewal_book
+    from forecast.revenue.bookings import decisions_from_months
     from forecast.settings import disable_telemetry
-    from forecast.store import read_store
+    from forecast.training.churn import fit_churn_renewal
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quarters", default="2025Q2,2025Q4,2026Q2")

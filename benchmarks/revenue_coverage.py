@@ -28,7 +28,7 @@ def main() -> None:
     import numpy as np
     import pandas as pd
 
-    from forecast.datasets import make_crm
+    from forecast.data.world import make_crm
     from forecast.revenue.backtest import backtest, backtest_quarters
     from forecast.revenue.backtest_card import backtest_metrics
     from forecast.revenue.win_scorers import TrainingFrame, fit_win_scorer

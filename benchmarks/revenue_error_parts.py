@@ -17,10 +17,10 @@ import argparse
 import numpy as np
 import pandas as pd
 
-from forecast.bookings import parse_quarter, renewal_decisions, won_deals
-from forecast.data import read_world
+from forecast.data.ingest import read_world
 from forecast.revenue import RevenueParams, forecast_quarter, moments
 from forecast.revenue.backtest import _features_for, backtest_quarters, week_as_of
+from forecast.revenue.bookings import parse_quarter, renewal_decisions, won_deals
 from forecast.revenue.win_scorers import TrainingFrame, fit_win_scorer, truth_scorer
 
 

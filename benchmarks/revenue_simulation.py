@@ -23,9 +23,9 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from forecast.bookings import UNASSIGNED
-from forecast.datasets import make_crm
+from forecast.data.world import make_crm
 from forecast.revenue import DEFAULT_WORKERS, OrgTree, prepare_quarter, simulate, simulate_quarter
+from forecast.revenue.bookings import UNASSIGNED
 from forecast.revenue.win_scorers import truth_scorer
 
 

@@ -297,10 +297,10 @@ def prepare(home: Path, deals: int, trees: int) -> None:
     """A generated world and a deal-win champion in `home` (skipped when one is there)."""
     import pandas as pd
 
-    from forecast.data import generate
+    from forecast.data.ingest import generate
     from forecast.model import TreeParams
-    from forecast.registry import champion_version, promote, register_and_gate
-    from forecast.train import MODEL_NAME, WinParams, train_win
+    from forecast.training.registry import champion_version, promote, register_and_gate
+    from forecast.training.win import MODEL_NAME, WinParams, train_win
 
     if champion_version(MODEL_NAME) is not None:
         return
@@ -317,9 +317,9 @@ def one_open_deal() -> dict:
     """Model features of one open deal of the stored world, as JSON-ready values."""
     import pandas as pd
 
-    from forecast.features import DEAL_FEATURES, deal_features
-    from forecast.scoring import open_deal_ids
-    from forecast.store import read_store
+    from forecast.data.store import read_store
+    from forecast.explain.scoring import open_deal_ids
+    from forecast.features.deals import DEAL_FEATURES, deal_features
 
     tables = read_store()
     deal_id = open_deal_ids(tables, tables.as_of).iloc[0]
@@ -340,8 +340,8 @@ def one_open_deal_record() -> dict:
     """The same open deal as its CRM holds it: ids, stage, amount, dates, next step."""
     import pandas as pd
 
-    from forecast.scoring import open_deal_ids
-    from forecast.store import read_store
+    from forecast.data.store import read_store
+    from forecast.explain.scoring import open_deal_ids
 
     tables = read_store()
     deal_id = open_deal_ids(tables, tables.as_of).iloc[0]
@@ -368,7 +368,7 @@ def one_open_deal_record() -> dict:
 
 
 def peer_body(deal: dict) -> bytes:
-    from forecast.features import DEAL_FEATURES
+    from forecast.features.deals import DEAL_FEATURES
 
     # the peer's schema wants every numeric column as a double: missing ones as NaN
     columns = [f.name for f in DEAL_FEATURES]
@@ -429,7 +429,7 @@ def header() -> str:
 
 
 def compare(home: Path, ours: dict[str, str], deal: dict, args: argparse.Namespace) -> None:
-    from forecast.registry import champion_version
+    from forecast.training.registry import champion_version
 
     version = champion_version("deal-win")
     speed = machine_speed_ms()

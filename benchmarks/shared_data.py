@@ -113,10 +113,10 @@ def same_rows(model_name: str, version: str):
     minus each reference's.
     """
 
+    from forecast.data.store import read_store
     from forecast.model import LIBRARY_DEFAULTS, make_lightgbm, make_logistic, model_input
-    from forecast.registry import load_champion
-    from forecast.store import read_store
-    from forecast.train import TrainHooks, WinParams, baseline_scores, prepare
+    from forecast.training.registry import load_champion
+    from forecast.training.win import TrainHooks, WinParams, baseline_scores, prepare
 
     data = prepare(read_store(), WinParams(), TrainHooks())
     train, test = data.slices.train, data.slices.test
@@ -140,7 +140,7 @@ def _same_rows_table(y_test, scores: dict, groups):
     import numpy as np
     import pandas as pd
 
-    from forecast import evaluate
+    from forecast.training import evaluate
 
     trained, *_ = scores.values()
     references = dict(list(scores.items())[1:])
@@ -172,11 +172,11 @@ def churn_same_rows(model_name: str, version: str):
     same features, a logistic regression on recency, frequency and monetary value (`RFM`), and
     for inactivity churn BG/NBD's probability of no purchase within the horizon.
     """
-    from forecast.churn import LABEL, ChurnHooks, ChurnParams, prepare, resolve
-    from forecast.features import Feature
+    from forecast.data.store import read_store
+    from forecast.features.deals import Feature
     from forecast.model import LIBRARY_DEFAULTS, make_lightgbm, make_logistic, model_input
-    from forecast.registry import load_champion
-    from forecast.store import read_store
+    from forecast.training.churn import LABEL, ChurnHooks, ChurnParams, prepare, resolve
+    from forecast.training.registry import load_champion
 
     tables = read_store()
     params = resolve(ChurnParams(), tables)
@@ -223,7 +223,7 @@ def bgnbd_scores(tables, test, horizon_days: int):
     import numpy as np
     import pandas as pd
 
-    from forecast.order_features import purchases
+    from forecast.features.orders import purchases
 
     no_purchase, dead = pd.Series(np.nan, index=test.index), pd.Series(np.nan, index=test.index)
     for as_of, rows in test.groupby("as_of").groups.items():

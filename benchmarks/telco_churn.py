@@ -23,9 +23,9 @@ import pandas as pd
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from forecast.features import Feature
+from forecast.data.sources.telco import CATEGORY_COLUMNS, telco_features
+from forecast.features.deals import Feature
 from forecast.model import TreeParams, calibrate, make_lightgbm, make_logistic, model_input
-from forecast.sources.telco import CATEGORY_COLUMNS, telco_features
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "ibm-telco-churn"
@@ -87,7 +87,7 @@ def markdown(stats: pd.DataFrame, *, folds: int, seed: int, seconds: float) -> s
         SECTION,
         "",
         f"Stratified {folds}-fold cross-validation (shuffled, seed {seed}) on the 7,043 customers",
-        "of the public IBM telco sample (`forecast.sources.telco.telco_features`: all 19",
+        "of the public IBM telco sample (`forecast.data.sources.telco.telco_features`: all 19",
         "attributes, 26.5 % churn). The sample has **no dates**, so this is not an out-of-time",
         "test: it checks that the churn pipeline's learners (`make_lightgbm` with the default",
         "`TreeParams`, `make_logistic`) hold up on a public set, not the point-in-time features.",

@@ -28,8 +28,8 @@ SNAPSHOTS_PER_DEAL = 4.36
 def child(deals: int, seed: int) -> None:
     """Generate a world, train once, print one line of figures."""
     os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    from forecast.datasets import make_crm
-    from forecast.train import train_win
+    from forecast.data.world import make_crm
+    from forecast.training.win import train_win
 
     started = time.perf_counter()
     world = make_crm(deals, seed=seed)

@@ -38,7 +38,7 @@ def _unknown_rep(rep_id: str) -> str | None:
     """Why `rep_id` names nobody in the stored CRM (reps, or the deals' owners), or None."""
     import difflib
 
-    from forecast.store import StoreEmptyError, read_store
+    from forecast.data.store import StoreEmptyError, read_store
 
     try:
         tables = read_store(tables=["reps", "deals"])

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from forecast.evaluate import METRICS
-from forecast.tables import CrmTables
+from forecast.data.tables import CrmTables
+from forecast.training.evaluate import METRICS
 from service.predlog import prediction_log
 
 SHOWN_METRICS = ("auc", "log_loss", "brier", "ece")
@@ -80,7 +80,7 @@ def _client(tracking_uri: str | None):
 
 def model_report(name: str, version: str, *, tracking_uri: str | None = None) -> ModelReport:
     """The version's training run, read from the MLflow store at `tracking_uri`."""
-    from forecast.registry import GATE_TAG
+    from forecast.training.registry import GATE_TAG
 
     c = _client(tracking_uri)
     mv = c.get_model_version(name, version)

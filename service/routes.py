@@ -11,9 +11,9 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from forecast.explain import Explanation, explain, feature_rows
-from forecast.records import RecordError
-from forecast.scoring import grade, revenue_at_risk_totals, score_records
+from forecast.explain.reasons import Explanation, explain, feature_rows
+from forecast.explain.scoring import grade, revenue_at_risk_totals, score_records
+from forecast.features.records import RecordError
 from service.deps import (
     AccountInReach,
     Admin,

@@ -1,7 +1,7 @@
 """Request and response bodies, named by direction: `...In` is read, `...Out` is answered.
 
-`DealIn` is built from `forecast.features.DEAL_FEATURES`, so the service accepts exactly what the
-model reads: every feature optional (a missing one is scored as missing), numbers as floats
+`DealIn` is built from `forecast.features.deals.DEAL_FEATURES`, so the service accepts exactly what
+the model reads: every feature optional (a missing one is scored as missing), numbers as floats
 (NaN and infinities scored as missing), categories as text (an unseen category is scored as
 missing). An unknown field is refused with 422 naming it, so a typo never silently drops data.
 """
@@ -24,9 +24,9 @@ from pydantic import (
 )
 from pydantic.config import JsonDict
 
-from forecast.account_features import ACCOUNT_FEATURES
-from forecast.features import DEAL_FEATURES, Feature
-from forecast.schema import ACTIVITY_KINDS, OPEN_STAGES, STAGES
+from forecast.data.schema import ACTIVITY_KINDS, OPEN_STAGES, STAGES
+from forecast.features.accounts import ACCOUNT_FEATURES
+from forecast.features.deals import DEAL_FEATURES, Feature
 from forecast.settings import get_settings
 
 if TYPE_CHECKING:
@@ -344,7 +344,7 @@ FiniteOrNone = Annotated[float | None, BeforeValidator(_finite_or_none)]
 
 
 class ReasonOut(BaseModel):
-    # read straight from `forecast.explain.Reason`: no dict made per reason
+    # read straight from `forecast.explain.reasons.Reason`: no dict made per reason
     model_config = ConfigDict(from_attributes=True)
 
     code: str
@@ -357,7 +357,9 @@ class ReasonOut(BaseModel):
 
 
 class RecommendationOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)  # from `forecast.explain.Recommendation`
+    model_config = ConfigDict(
+        from_attributes=True
+    )  # from `forecast.explain.reasons.Recommendation`
 
     action: str
     text: str

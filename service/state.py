@@ -21,19 +21,19 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from forecast.explain import Scorer
-from forecast.records import StoredCrm
+from forecast.data.tables import CrmTables
+from forecast.explain.reasons import Scorer
+from forecast.features.records import StoredCrm
 from forecast.settings import Settings
-from forecast.tables import CrmTables
 from service import predlog  # noqa: F401 (registers the log tables on the shared metadata)
 from service.keys import KeyCache, engine_for, ensure_tables
 from service.metrics import Metrics
 from service.predlog import LogWriter
 
 if TYPE_CHECKING:
-    from forecast.churn import Definition
+    from forecast.explain.scoring import AccountScore, DealScore
     from forecast.revenue import QuarterForecast, QuarterInputs, Scenario
-    from forecast.scoring import AccountScore, DealScore
+    from forecast.training.churn import Definition
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -167,7 +167,7 @@ class ServiceState:
         self.logs.close()
 
     def load_store(self) -> None:
-        from forecast.store import StoreError, read_store
+        from forecast.data.store import StoreError, read_store
 
         try:
             tables = read_store()
@@ -190,7 +190,7 @@ class ServiceState:
             retry_refused: try again a version refused before (an admin's reload); the poller
                 leaves it alone until the alias moves on.
         """
-        from forecast.registry import champion_version
+        from forecast.training.registry import champion_version
 
         with self._reload:
             changed = []
@@ -240,11 +240,11 @@ class ServiceState:
         import mlflow
         from mlflow.models import Model
 
-        from forecast.churn import definition_of
-        from forecast.explain import check_scorer, check_signature, scorer_for
-        from forecast.features import DEAL_FEATURES, model_features
-        from forecast.registry import client
-        from forecast.scoring import stored_sample
+        from forecast.explain.reasons import check_scorer, check_signature, scorer_for
+        from forecast.explain.scoring import stored_sample
+        from forecast.features.deals import DEAL_FEATURES, model_features
+        from forecast.training.churn import definition_of
+        from forecast.training.registry import client
 
         client()
         with tempfile.TemporaryDirectory() as scratch:
@@ -280,7 +280,7 @@ class ServiceState:
     def _yardsticks(self, name: str, definition: Definition | None = None) -> pd.DataFrame | None:
         """What won deals (deal-win) or accounts that stayed (account-churn, under the churn
         `definition`) show, computed once per store load and definition."""
-        from forecast.scoring import retained_account_yardsticks, won_deal_yardsticks
+        from forecast.explain.scoring import retained_account_yardsticks, won_deal_yardsticks
 
         tables, generation = self.tables, self.store_generation
         if tables is None:
@@ -340,10 +340,10 @@ class ServiceState:
             ValueError: a malformed quarter; KeyError, ValueError: a scenario naming an unknown
                 deal or stage.
         """
-        from forecast.bookings import parse_quarter
-        from forecast.churn import live_renewals
+        from forecast.explain.scoring import at_risk_by_owner
         from forecast.revenue import prepare_quarter, simulate_quarter, with_revenue_at_risk
-        from forecast.scoring import at_risk_by_owner
+        from forecast.revenue.bookings import parse_quarter
+        from forecast.training.churn import live_renewals
 
         serving, tables = self.champion(DEAL_MODEL), self.store()
         churn = self.models.get(CHURN_MODEL)
@@ -390,7 +390,7 @@ class ServiceState:
     def deal_scores(self, serving: Serving) -> dict[str, DealScore]:
         """Every open deal's current score by `serving` (the deal-win champion the request
         holds), keyed by deal id."""
-        from forecast.scoring import score_deals
+        from forecast.explain.scoring import score_deals
 
         stored = self.records_store()  # the tables with their context, from one load
 
@@ -405,7 +405,7 @@ class ServiceState:
     def account_scores(self, serving: Serving) -> dict[str, AccountScore]:
         """Every account's current churn risk by `serving` (the churn champion the request
         holds: the accounts its definition scores), keyed by account id."""
-        from forecast.scoring import score_accounts
+        from forecast.explain.scoring import score_accounts
 
         stored = self.records_store()
 
@@ -434,7 +434,7 @@ class ServiceState:
 
 def _logged_horizon(name: str, version: str) -> int | None:
     """The churn horizon (days) the version's training run logged; None when it logged none."""
-    from forecast.registry import client
+    from forecast.training.registry import client
 
     tracking = client()
     run_id = tracking.get_model_version(name, version).run_id

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from forecast.tables import CrmTables
+from forecast.data.tables import CrmTables
 
 START = pd.Timestamp("2024-01-01")
 

@@ -11,39 +11,38 @@ package itself loads nothing else):
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from forecast.lazy import lazy_names
 
 __version__ = "0.1.0"
 
-# public name -> (module, name there); never a submodule's own name (importing the submodule
-# would replace the function on the package)
 _PUBLIC = {
-    "make_crm": ("forecast.datasets", "make_crm"),
-    "load_store": ("forecast.store", "read_store"),
-    "train_win": ("forecast.train", "train_win"),
-    "train_churn": ("forecast.churn", "train_churn"),
-    "load_deal_explainer": ("forecast.scoring", "load_deal_explainer"),
-    "score_book": ("forecast.scoring", "score_book"),
-    "score_deals": ("forecast.scoring", "score_deals"),
-    "score_accounts": ("forecast.scoring", "score_accounts"),
-    "revenue_at_risk": ("forecast.churn", "revenue_at_risk"),
-    "forecast_quarter": ("forecast.revenue", "forecast_quarter"),
-    "Scenario": ("forecast.revenue", "Scenario"),
-    "coach_rep": ("forecast.coaching", "coach_rep"),
-    "coach_team": ("forecast.coaching", "coach_team"),
+    "make_crm": "forecast.data.world",
+    "load_store": "forecast.data.store:read_store",
+    "train_win": "forecast.training.win",
+    "train_churn": "forecast.training.churn",
+    "load_deal_explainer": "forecast.explain.scoring",
+    "score_book": "forecast.explain.scoring",
+    "score_deals": "forecast.explain.scoring",
+    "score_accounts": "forecast.explain.scoring",
+    "revenue_at_risk": "forecast.training.churn",
+    "forecast_quarter": "forecast.revenue",
+    "Scenario": "forecast.revenue",
+    "coach_rep": "forecast.coaching",
+    "coach_team": "forecast.coaching",
 }
-__all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'forecast' has no attribute {name!r}")
-    module, attribute = _PUBLIC[name]
-    value = getattr(import_module(module), attribute)
-    globals()[name] = value  # found once: later lookups are plain attribute reads
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*__all__, "__version__"])
+__all__ = [
+    "Scenario",
+    "coach_rep",
+    "coach_team",
+    "forecast_quarter",
+    "load_deal_explainer",
+    "load_store",
+    "make_crm",
+    "revenue_at_risk",
+    "score_accounts",
+    "score_book",
+    "score_deals",
+    "train_churn",
+    "train_win",
+]
+__getattr__, __dir__ = lazy_names(__name__, _PUBLIC)

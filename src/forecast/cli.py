@@ -19,8 +19,8 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from forecast.cli_options import moment_option
-from forecast.drift import ROLLING_FOLDS
 from forecast.settings import disable_telemetry, get_settings
+from forecast.training.drift import ROLLING_FOLDS
 
 app = typer.Typer(
     help="Calibrated sales forecasts and coaching from CRM history.", no_args_is_help=True
@@ -103,7 +103,7 @@ def data_generate(
     show: Annotated[bool, typer.Option("--describe/--quiet", help="Describe it after.")] = True,
 ) -> None:
     """Generate a realistic CRM world (with its latent truth) into the store."""
-    from forecast.data import generate
+    from forecast.data.ingest import generate
 
     with _steps(7, "generating") as on_step:
         world, result = generate(
@@ -124,14 +124,14 @@ def _read_source(
     as_of: str | None,
 ) -> tuple[dict, pd.Timestamp, str]:
     """Pick the reader from the options; return raw tables, the as-of and a source label."""
-    from forecast.sources.files import read_folder
+    from forecast.data.sources.files import read_folder
 
     chosen = [x for x in (mapping, sql, sql_spec, adapter) if x is not None]
     if len(chosen) > 1:
         raise _fail("choose one of --mapping, --sql, --sql-spec, --adapter")
     found_as_of: pd.Timestamp | None = None
     if sql or sql_spec:
-        from forecast.sources.sql import read_sql, read_sql_spec
+        from forecast.data.sources.sql import read_sql, read_sql_spec
 
         if sql:
             raw = read_sql(sql)
@@ -146,15 +146,15 @@ def _read_source(
             raise _fail(f"{source}: no such file or folder")
         label = str(source.resolve())
         if adapter == Adapter.maven_crm:
-            from forecast.sources.maven import read_maven_crm
+            from forecast.data.sources.maven import read_maven_crm
 
             raw, found_as_of = read_maven_crm(source)
         elif adapter == Adapter.ibm_telco_churn:
-            from forecast.sources.telco import read_telco_churn
+            from forecast.data.sources.telco import read_telco_churn
 
             raw, found_as_of = read_telco_churn(source)
         elif mapping is not None:
-            from forecast.sources.mapping import read_mapped
+            from forecast.data.sources.mapping import read_mapped
 
             raw, found_as_of = read_mapped(
                 source, mapping, as_of=pd.Timestamp(as_of) if as_of else None, now=_now()
@@ -220,8 +220,8 @@ def data_import(
     bad_rows: BadRowsOpt = BadRows.refuse,
 ) -> None:
     """Validate a source and store it; any violation stops the import and nothing is written."""
-    from forecast.data import import_raw
-    from forecast.validate import ValidationError
+    from forecast.data.ingest import import_raw
+    from forecast.data.validate import ValidationError
 
     try:
         with _steps(3, "importing") as on_step:
@@ -256,7 +256,7 @@ def data_validate(
     bad_rows: BadRowsOpt = BadRows.refuse,
 ) -> None:
     """Check a source against the data contract without storing anything."""
-    from forecast.validate import ValidationError, check
+    from forecast.data.validate import ValidationError, check
 
     try:
         raw, stamp, _ = _read_source(source, mapping, sql, sql_spec, adapter, as_of)
@@ -297,14 +297,14 @@ def data_describe(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Describe the stored CRM: counts, date ranges, win rates, conversion, revenue."""
-    from forecast.store import StoreEmptyError, read_store
+    from forecast.data.store import StoreEmptyError, read_store
 
     try:
         tables = read_store()
     except StoreEmptyError as err:
         raise _fail(str(err)) from None
     if as_json:
-        from forecast.describe import describe
+        from forecast.data.describe import describe
 
         json.dump(describe(tables).to_dict(), sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
@@ -329,9 +329,9 @@ def data_doctor(
     Reads the store, or a source given like `forecast data import` (nothing is stored). Exits 1
     when something blocks training.
     """
-    from forecast.doctor import diagnose
-    from forecast.store import StoreEmptyError, read_store
-    from forecast.validate import ValidationError, check
+    from forecast.data.doctor import diagnose
+    from forecast.data.store import StoreEmptyError, read_store
+    from forecast.data.validate import ValidationError, check
 
     try:
         if source is None and sql is None and sql_spec is None:
@@ -395,7 +395,7 @@ def _print_violations(err) -> None:
 
 
 def _print_description(tables) -> None:
-    from forecast.describe import describe
+    from forecast.data.describe import describe
 
     d = describe(tables)
     console.rule(f"CRM as of {d.as_of:%Y-%m-%d}")
@@ -426,7 +426,7 @@ def _print_description(tables) -> None:
 
 
 def _print_deals(d, tables) -> None:
-    from forecast.derive import history_is_derived
+    from forecast.data.derive import history_is_derived
 
     outcomes = ", ".join(f"{k} {v:,}" for k, v in sorted(d.deals_by_outcome.items()))
     console.print(f"Deals: {outcomes}; win rate of closed deals {d.win_rate:.1%}")
@@ -456,8 +456,8 @@ TRAIN_STEPS = 5 + ROLLING_FOLDS
 
 def _stored_world():
     """The stored tables and, for a generated world, its truth (None for real data)."""
-    from forecast.data import read_world
-    from forecast.store import StoreEmptyError, read_store
+    from forecast.data.ingest import read_world
+    from forecast.data.store import StoreEmptyError, read_store
 
     try:
         world = read_world()
@@ -468,8 +468,8 @@ def _stored_world():
 
 def _run_pipeline(name: str, tables, truth, seed: int, **options):
     """One pipeline through training and its gate, with progress; training refusals exit 1."""
-    from forecast.pipelines import PIPELINES
-    from forecast.training import LeakageSuspected, NotEnoughDataError
+    from forecast.training.pipelines import PIPELINES
+    from forecast.training.shared import LeakageSuspected, NotEnoughDataError
 
     with _steps(TRAIN_STEPS, f"training {name}") as on_step:
         try:
@@ -492,7 +492,7 @@ def _outcome_dict(outcome) -> dict:
 
 
 def _print_outcome(outcome) -> None:
-    from forecast.evaluate import LOWER_IS_BETTER, METRICS
+    from forecast.training.evaluate import LOWER_IS_BETTER, METRICS
 
     table = Table("contender", *METRICS, title=f"{outcome.pipeline}: test slice, same rows")
     best = {
@@ -547,7 +547,7 @@ def train_win(
     ] = None,
 ) -> None:
     """Train the deal win model on the stored CRM, compare it with the baselines and gate it."""
-    from forecast import train
+    from forecast.training import win as train
 
     tables, truth = _stored_world()
     allowed = [c.strip() for value in allow_column or () for c in value.split(",") if c.strip()]
@@ -609,7 +609,7 @@ def _show(outcome, as_json: bool) -> None:
 @app.command("retrain")
 def retrain(seed: SeedOpt = 0, as_json: JsonOpt = False) -> None:
     """Retrain every pipeline on the stored CRM and pass each through its registry gate."""
-    from forecast.pipelines import PIPELINES
+    from forecast.training.pipelines import PIPELINES
 
     tables, truth = _stored_world()
     outcomes, failed = [], []
@@ -629,7 +629,7 @@ def retrain(seed: SeedOpt = 0, as_json: JsonOpt = False) -> None:
 
 
 def _registry_call(action, *args, **kwargs) -> str:
-    from forecast.registry import RegistryError
+    from forecast.training.registry import RegistryError
 
     try:
         return action(*args, **kwargs)
@@ -640,7 +640,7 @@ def _registry_call(action, *args, **kwargs) -> str:
 @models_app.command("list")
 def models_list(as_json: JsonOpt = False) -> None:
     """Every registered model version with its aliases, test metrics and gate verdict."""
-    from forecast.registry import list_models
+    from forecast.training.registry import list_models
 
     frame = list_models()
     if as_json:
@@ -678,7 +678,7 @@ def models_promote(
     force: Annotated[bool, typer.Option(help="Promote even if it fails the baselines.")] = False,
 ) -> None:
     """Make a version champion by hand (it must still beat the baselines unless --force)."""
-    from forecast.registry import promote
+    from forecast.training.registry import promote
 
     console.print(_registry_call(promote, name, version, force=force), highlight=False)
 
@@ -688,7 +688,7 @@ def models_rollback(
     name: Annotated[str, typer.Argument(help="Registered model, e.g. deal-win.")],
 ) -> None:
     """Give the champion alias back to the previous champion."""
-    from forecast.registry import rollback
+    from forecast.training.registry import rollback
 
     console.print(_registry_call(rollback, name), highlight=False)
 

@@ -29,7 +29,7 @@ WindowOpt = Annotated[int, typer.Option("--window-days", help="Trailing window o
 
 
 def _tables():
-    from forecast.store import StoreEmptyError, read_store
+    from forecast.data.store import StoreEmptyError, read_store
 
     try:
         return read_store()
@@ -46,8 +46,8 @@ def _dump(payload: object) -> None:
 @explain_app.command("deal")
 def explain_deal(deal_id: str, as_of: AsOfOpt = None, as_json: JsonOpt = False) -> None:
     """Probability, grade, trend, reasons and recommended actions for one open deal."""
-    from forecast.registry import RegistryError
-    from forecast.scoring import load_deal_explainer, score_deals
+    from forecast.explain.scoring import load_deal_explainer, score_deals
+    from forecast.training.registry import RegistryError
 
     tables = _tables()
     moment = pd.Timestamp(as_of) if as_of else tables.as_of

@@ -8,7 +8,7 @@ import typer
 
 def moment_option(value: str | None) -> str | None:
     """Check an `--as-of` value and give it back as the store keeps moments (UTC, no zone)."""
-    from forecast.records import moment
+    from forecast.features.records import moment
 
     if value is None:
         return None

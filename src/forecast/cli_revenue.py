@@ -35,7 +35,7 @@ def champion_scorer():
     """The deal-win champion as a win scorer, and its version; exits with how to train one
     when there is none."""
     from forecast.model import model_input, win_probability
-    from forecast.registry import RegistryError, champion_version, load_champion
+    from forecast.training.registry import RegistryError, champion_version, load_champion
 
     try:
         version = champion_version(CHAMPION_NAME)
@@ -59,11 +59,11 @@ def champion_scorer():
 def _churn_champion():
     """The churn champion as (account scorer, source, definition), or None (said) when there is
     none."""
-    from forecast.churn import MODEL_NAME as CHURN_NAME
-    from forecast.churn import definition_of
-    from forecast.explain import scorer_for
-    from forecast.features import model_features
-    from forecast.registry import RegistryError, champion_version, load_champion
+    from forecast.explain.reasons import scorer_for
+    from forecast.features.deals import model_features
+    from forecast.training.churn import MODEL_NAME as CHURN_NAME
+    from forecast.training.churn import definition_of
+    from forecast.training.registry import RegistryError, champion_version, load_champion
 
     try:
         version = champion_version(CHURN_NAME)
@@ -84,8 +84,8 @@ def _churn_champion():
 
 def _with_churn_risk(forecast, tables, scorer, moment: pd.Timestamp):
     """Revenue at risk on every node from the churn champion's scorer."""
+    from forecast.explain.scoring import at_risk_by_owner, score_accounts
     from forecast.revenue import with_revenue_at_risk
-    from forecast.scoring import at_risk_by_owner, score_accounts
 
     scores = score_accounts(tables, scorer, as_of=moment)
     return with_revenue_at_risk(forecast, at_risk_by_owner(scores), tables.reps)
@@ -210,10 +210,10 @@ def revenue(
     ] = True,
 ) -> None:
     """Forecast a quarter's bookings at every node of the org tree (uses the deal-win champion)."""
-    from forecast.bookings import parse_quarter
-    from forecast.churn import live_renewals
+    from forecast.data.store import StoreEmptyError, read_store
     from forecast.revenue import prepare_quarter, simulate_quarter
-    from forecast.store import StoreEmptyError, read_store
+    from forecast.revenue.bookings import parse_quarter
+    from forecast.training.churn import live_renewals
 
     if level not in LEVEL_NAMES:
         raise _fail(f"--level {level!r}: expected one of {', '.join(LEVEL_NAMES)}")
@@ -280,17 +280,17 @@ def revenue_backtest(
     ] = True,
 ) -> None:
     """Backtest the revenue forecast against the baselines; log to MLflow and write the card."""
-    from forecast.data import read_world
+    from forecast.data.ingest import read_world
+    from forecast.data.store import StoreEmptyError
     from forecast.revenue.backtest import backtest, backtest_quarters
     from forecast.revenue.backtest_card import coverage_table, headline
     from forecast.revenue.backtest_log import log_backtest
     from forecast.revenue.win_scorers import TrainingFrame, fit_win_scorer, truth_scorer
-    from forecast.store import StoreEmptyError
 
     try:
         world = read_world()
         if world is None:
-            from forecast.store import read_store
+            from forecast.data.store import read_store
 
             tables, truth = read_store(), None
         else:
@@ -306,7 +306,7 @@ def revenue_backtest(
         scorers["simulation_truth"] = lambda cutoff: truth_scorer(truth)
     renewals = {}
     if churn:
-        from forecast.churn import fit_churn_renewal
+        from forecast.training.churn import fit_churn_renewal
 
         renewals["simulation_churn"] = lambda cutoff: fit_churn_renewal(tables, cutoff, seed=seed)
     with console.status("backtesting") as status:

@@ -39,9 +39,9 @@ def score_deals_command(
 ) -> None:
     """Score every open deal with the deal-win champion: probability, grade, trend, reasons,
     top action, model version, as-of and data fingerprint on every row."""
-    from forecast.registry import RegistryError
-    from forecast.scoring import load_deal_explainer, score_book
-    from forecast.store import StoreEmptyError, read_store
+    from forecast.data.store import StoreEmptyError, read_store
+    from forecast.explain.scoring import load_deal_explainer, score_book
+    from forecast.training.registry import RegistryError
 
     if not every:
         err_console.print("name what to score: --all (every open deal)", style="red")
@@ -95,9 +95,9 @@ def score_accounts_command(
 
     Under subscription churn the accounts billed recurring revenue in the last ended month;
     under inactivity churn every customer with a purchase in the year before the as-of."""
-    from forecast.churn import MODEL_NAME, definition_of, revenue_at_risk
-    from forecast.registry import RegistryError, champion_version, load_champion
-    from forecast.store import StoreEmptyError, fingerprint_tables, read_store
+    from forecast.data.store import StoreEmptyError, fingerprint_tables, read_store
+    from forecast.training.churn import MODEL_NAME, definition_of, revenue_at_risk
+    from forecast.training.registry import RegistryError, champion_version, load_champion
 
     if not every:
         err_console.print("name what to score: --all (every account)", style="red")

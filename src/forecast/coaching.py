@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from forecast.schema import CLOSED_STAGES, OPEN_STAGES
-from forecast.tables import CrmTables
+from forecast.data.schema import CLOSED_STAGES, OPEN_STAGES
+from forecast.data.tables import CrmTables
 
 WINDOW_DAYS = 365
 STALE_DAYS = 14

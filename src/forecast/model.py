@@ -5,7 +5,7 @@ strings, everything else as float64):
 
 - `make_lightgbm`: `CategoryCoder` (categories -> integer codes learned in fit, unseen or missing
   -> NaN, which LightGBM sends down its "missing" branch) + `LGBMClassifier` told which columns are
-  categorical and constrained to the monotone directions declared in `forecast.features`.
+  categorical and constrained to the monotone directions declared in `forecast.features.deals`.
 - `make_logistic`: impute, signed log, scale and one-hot (unknown categories ignored) + a
   regularised logistic regression; the baseline and a candidate of its own.
 
@@ -33,7 +33,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from forecast.features import DEAL_FEATURES, Feature
+from forecast.features.deals import DEAL_FEATURES, Feature
 
 CALIBRATION_METHODS = ("sigmoid", "isotonic")
 # What the skops format may rebuild when a logged model is loaded: our own classes, LightGBM's

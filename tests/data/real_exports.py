@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from forecast.tables import CrmTables
+from forecast.data.tables import CrmTables
 
 SF_STAGES = {
     "prospecting": "Prospecting",

@@ -18,10 +18,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from forecast.sources.files import read_csv, read_folder
-from forecast.store import read_store, write_store
-from forecast.tables import STRING
-from forecast.validate import ValidationError, validate
+from forecast.data.sources.files import read_csv, read_folder
+from forecast.data.store import read_store, write_store
+from forecast.data.tables import STRING
+from forecast.data.validate import ValidationError, validate
 
 Corrupt = Callable[[Path], None]
 AS_OF = pd.Timestamp("2024-06-30")  # the valid world's as-of (conftest.AS_OF)

@@ -15,14 +15,14 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from forecast.datasets import make_crm
-from forecast.schema import TABLES
-from forecast.sources.mapping import read_mapped
-from forecast.sources.maven import read_maven_crm
-from forecast.sources.sql import read_sql, read_sql_spec
-from forecast.sources.telco import read_telco_churn, telco_features
-from forecast.tables import CrmTables
-from forecast.validate import ValidationError, Violation, check, validate
+from forecast.data.schema import TABLES
+from forecast.data.sources.mapping import read_mapped
+from forecast.data.sources.maven import read_maven_crm
+from forecast.data.sources.sql import read_sql, read_sql_spec
+from forecast.data.sources.telco import read_telco_churn, telco_features
+from forecast.data.tables import CrmTables
+from forecast.data.validate import ValidationError, Violation, check, validate
+from forecast.data.world import make_crm
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "crm-export"
 

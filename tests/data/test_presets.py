@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from forecast.cli import app
-from forecast.sources.mapping import read_mapped
-from forecast.store import read_store
-from forecast.validate import ValidationError, check
+from forecast.data.sources.mapping import read_mapped
+from forecast.data.store import read_store
+from forecast.data.validate import ValidationError, check
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "docs" / "examples"

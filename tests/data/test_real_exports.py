@@ -18,11 +18,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from forecast import train
 from forecast.cli import app
-from forecast.datasets import make_crm
+from forecast.data.world import make_crm
 from forecast.model import TreeParams
 from forecast.settings import get_settings
+from forecast.training import win as train
 from tests.data.real_exports import EXPORTS
 
 runner = CliRunner()
@@ -131,8 +131,8 @@ def test_the_readme_worked_example_imports_as_printed(monkeypatch):
 
 
 def test_extra_columns_become_attributes_and_those_known_at_creation_features(world, tmp_path):
-    from forecast.features import attribute_features, deal_features
-    from forecast.store import read_store
+    from forecast.data.store import read_store
+    from forecast.features.deals import attribute_features, deal_features
 
     export = EXPORTS["extra-columns"](world.tables, tmp_path / "extra")
     assert runner.invoke(app, export.import_args()).exit_code == 0
@@ -155,8 +155,8 @@ def test_extra_columns_become_attributes_and_those_known_at_creation_features(wo
 
 
 def test_attribute_features_follow_the_snapshots_in_any_order(world, tmp_path):
-    from forecast.features import deal_features
-    from forecast.store import read_store
+    from forecast.data.store import read_store
+    from forecast.features.deals import deal_features
 
     export = EXPORTS["extra-columns"](world.tables, tmp_path / "extra")
     assert runner.invoke(app, export.import_args()).exit_code == 0

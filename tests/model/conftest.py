@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from forecast.datasets import make_crm
-from forecast.explain import FastScorer, typical_of_won
-from forecast.features import DEAL_FEATURES, snapshot_dates, training_frame
+from forecast.data.world import make_crm
+from forecast.explain.reasons import FastScorer, typical_of_won
+from forecast.features.deals import DEAL_FEATURES, snapshot_dates, training_frame
 from forecast.model import TreeParams, calibrate, make_lightgbm, model_input
 
 

@@ -9,8 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecast.account_features import ACCOUNT_FEATURE_NAMES, ACCOUNT_FEATURES
-from forecast.churn import (
+from forecast.data.world import make_crm
+from forecast.explain.reasons import scorer_for
+from forecast.explain.scoring import score_accounts
+from forecast.features.accounts import ACCOUNT_FEATURE_NAMES, ACCOUNT_FEATURES
+from forecast.model import TreeParams, monotone_violations
+from forecast.training.churn import (
     TASK,
     ChurnHooks,
     ChurnParams,
@@ -21,11 +25,7 @@ from forecast.churn import (
     revenue_at_risk,
     revenue_at_risk_by,
 )
-from forecast.datasets import make_crm
-from forecast.explain import scorer_for
-from forecast.model import TreeParams, monotone_violations
-from forecast.scoring import score_accounts
-from forecast.training import fit_and_choose
+from forecast.training.shared import fit_and_choose
 
 PARAMS = ChurnParams(
     tree=TreeParams(n_estimators=150, learning_rate=0.05, min_child_samples=50, n_jobs=1)

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import shap
 
-from forecast.catalogue import load_catalogue
-from forecast.explain import (
+from forecast.explain.catalogue import load_catalogue
+from forecast.explain.reasons import (
     ScorerMismatchError,
     check_scorer,
     check_signature,
@@ -17,7 +17,7 @@ from forecast.explain import (
     global_importance,
     scorer_for,
 )
-from forecast.features import DEAL_FEATURES
+from forecast.features.deals import DEAL_FEATURES
 from forecast.model import model_input
 
 
@@ -272,7 +272,7 @@ def test_the_same_advice_lifts_different_deals_differently(whole_book):
 
 def test_categorical_reasons_name_products_as_people_know_them(trained):
     """Reasons say the product's name; the machine-readable `value` keeps the id."""
-    from forecast.catalogue import display_names
+    from forecast.explain.catalogue import display_names
 
     tables = trained["world"].tables
     names = display_names(tables)["product_id"]

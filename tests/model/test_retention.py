@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from forecast.account_features import ACCOUNT_FEATURES, churn_snapshot_dates, churn_training_frame
-from forecast.catalogue import load_catalogue
-from forecast.datasets import make_crm
-from forecast.explain import explain, scorer_for, typical_of_retained
+from forecast.data.world import make_crm
+from forecast.explain.catalogue import load_catalogue
+from forecast.explain.reasons import explain, scorer_for, typical_of_retained
+from forecast.features.accounts import ACCOUNT_FEATURES, churn_snapshot_dates, churn_training_frame
 from forecast.model import TreeParams, calibrate, make_lightgbm, model_input
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecast.scoring import grade, open_deal_ids, score_deals
+from forecast.explain.scoring import grade, open_deal_ids, score_deals
 from forecast.settings import get_settings
 
 

@@ -11,8 +11,9 @@ import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from forecast.datasets import make_crm
-from forecast.features import CATEGORICAL, DEAL_FEATURES, FEATURE_NAMES
+from forecast.data.schema import OPEN_STAGES
+from forecast.data.world import make_crm
+from forecast.features.deals import CATEGORICAL, DEAL_FEATURES, FEATURE_NAMES
 from forecast.model import (
     CategoryCoder,
     TreeParams,
@@ -21,9 +22,8 @@ from forecast.model import (
     monotone_violations,
     win_probability,
 )
-from forecast.schema import OPEN_STAGES
-from forecast.train import TASK, TrainHooks, WinParams, prepare
-from forecast.training import fit_and_choose
+from forecast.training.shared import fit_and_choose
+from forecast.training.win import TASK, TrainHooks, WinParams, prepare
 
 PARAMS = WinParams(tree=TreeParams(n_estimators=80, n_jobs=1))
 ACTIVITY_COUNTS = ("activities_7d", "activities_30d", "activities_90d", "calls_90d", "emails_90d")

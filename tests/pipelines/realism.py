@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from forecast.datasets import CrmWorld
-from forecast.describe import stage_conversion
+from forecast.data.describe import stage_conversion
+from forecast.data.world import CrmWorld
 
 
 def realism_figures(world: CrmWorld) -> dict[str, float]:

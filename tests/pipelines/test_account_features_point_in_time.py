@@ -6,16 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecast.account_features import (
+from forecast.data.schema import OPEN_STAGES
+from forecast.data.tables import CrmTables
+from forecast.data.world import make_crm
+from forecast.features.accounts import (
     ACCOUNT_FEATURE_NAMES,
     account_features,
     account_snapshots,
     churn_labels,
     churn_snapshot_dates,
 )
-from forecast.datasets import make_crm
-from forecast.schema import OPEN_STAGES
-from forecast.tables import CrmTables
 
 DAY = pd.Timedelta(days=1)
 

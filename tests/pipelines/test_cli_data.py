@@ -10,9 +10,9 @@ import pyarrow.csv as pacsv
 from typer.testing import CliRunner
 
 from forecast.cli import app
-from forecast.data import read_world
-from forecast.datasets import make_crm
-from forecast.store import read_store, store_manifest
+from forecast.data.ingest import read_world
+from forecast.data.store import read_store, store_manifest
+from forecast.data.world import make_crm
 
 runner = CliRunner()
 

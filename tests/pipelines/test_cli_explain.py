@@ -10,11 +10,11 @@ import typer
 from typer.testing import CliRunner
 
 from forecast.cli_explain import coach_app, explain_app
-from forecast.data import generate
+from forecast.data.ingest import generate
+from forecast.data.store import read_store
+from forecast.explain.scoring import open_deal_ids
 from forecast.model import TreeParams
-from forecast.scoring import open_deal_ids
-from forecast.store import read_store
-from forecast.train import WinParams, train_win
+from forecast.training.win import WinParams, train_win
 
 runner = CliRunner()
 
@@ -28,8 +28,8 @@ def _app() -> typer.Typer:
 
 @pytest.fixture
 def champion(tmp_path):
-    from forecast.registry import register_and_gate
-    from forecast.train import MODEL_NAME
+    from forecast.training.registry import register_and_gate
+    from forecast.training.win import MODEL_NAME
 
     world, _ = generate(5000, seed=5, imported_at=pd.Timestamp("2026-11-15"))
     params = WinParams(tree=TreeParams(n_estimators=40, n_jobs=1))

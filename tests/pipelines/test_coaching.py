@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from forecast.coaching import coach_rep, coach_team, funnel
-from forecast.datasets import make_crm
-from forecast.schema import OPEN_STAGES
+from forecast.data.schema import OPEN_STAGES
+from forecast.data.world import make_crm
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,14 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from forecast.datasets import make_crm
-from forecast.derive import derive_history
+from forecast.data.derive import derive_history
+from forecast.data.tables import CrmTables
+from forecast.data.world import make_crm
 from forecast.revenue.backtest import backtest, backtest_quarters
 from forecast.revenue.backtest_card import sources_by_level
 from forecast.revenue.baselines import SERIES
 from forecast.revenue.lean import FALLBACK
 from forecast.revenue.win_scorers import TrainingFrame, fit_win_scorer
-from forecast.tables import CrmTables
 
 
 def deals_only(tables: CrmTables) -> CrmTables:

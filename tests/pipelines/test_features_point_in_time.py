@@ -8,9 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecast import features as features_module
-from forecast.datasets import make_crm
-from forecast.features import (
+from forecast.data.schema import CLOSED_STAGES
+from forecast.data.tables import CrmTables
+from forecast.data.world import make_crm
+from forecast.features import deals as features_module
+from forecast.features.deals import (
     ACTIVITY_WINDOWS,
     COUNTED_KINDS,
     FEATURE_NAMES,
@@ -22,8 +24,6 @@ from forecast.features import (
     snapshot_dates,
     won_labels,
 )
-from forecast.schema import CLOSED_STAGES
-from forecast.tables import CrmTables
 
 DAY = pd.Timedelta(days=1)
 

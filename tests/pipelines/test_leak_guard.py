@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecast.datasets import make_crm
-from forecast.features import attribute_features
-from forecast.leakage import LeakageSuspected, refuse, screen_columns
-from forecast.sources.mapping import read_mapped
-from forecast.validate import check
+from forecast.data.sources.mapping import read_mapped
+from forecast.data.validate import check
+from forecast.data.world import make_crm
+from forecast.features.deals import attribute_features
+from forecast.training.leakage import LeakageSuspected, refuse, screen_columns
 from tests.data.real_exports import SF_STAGES, _sf, opportunities
 
 

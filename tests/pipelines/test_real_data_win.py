@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecast.tables import CrmTables
+from forecast.data.tables import CrmTables
 
 BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "real_data_win.py"
 HISTORY = [

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecast.datasets import make_crm
-from forecast.features import deal_features, deal_snapshots
-from forecast.records import RecordError, StoredCrm, record_tables
+from forecast.data.world import make_crm
+from forecast.features.deals import deal_features, deal_snapshots
+from forecast.features.records import RecordError, StoredCrm, record_tables
 
 AS_OFS = [pd.Timestamp("2025-03-09"), pd.Timestamp("2025-09-14"), pd.Timestamp("2026-11-15")]
 

@@ -17,12 +17,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from forecast import registry
 from forecast.cli import app
-from forecast.datasets import make_crm
+from forecast.data.world import make_crm
 from forecast.model import TreeParams
 from forecast.settings import get_settings
-from forecast.train import MODEL_NAME, TrainHooks, WinParams, train_win
+from forecast.training import registry
+from forecast.training.win import MODEL_NAME, TrainHooks, WinParams, train_win
 
 PARAMS = WinParams(tree=TreeParams(n_estimators=40, n_jobs=1))
 
@@ -184,7 +184,7 @@ def test_the_champion_is_rescored_on_the_challengers_rows(tmp_path, forecast_hom
     import mlflow
     from sklearn.metrics import log_loss, roc_auc_score
 
-    from forecast.asof import tables_as_of
+    from forecast.features.asof import tables_as_of
     from forecast.model import win_probability
 
     world = make_crm(5000, seed=9).tables

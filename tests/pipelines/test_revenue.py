@@ -12,15 +12,9 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from forecast.asof import tables_as_of
-from forecast.bookings import (
-    UNASSIGNED,
-    quarter_bounds,
-    realised_bookings,
-    recurring_months,
-    renewal_decisions,
-)
-from forecast.datasets import make_crm
+from forecast.data.tables import CrmTables
+from forecast.data.world import make_crm
+from forecast.features.asof import tables_as_of
 from forecast.model import TreeParams
 from forecast.revenue import (
     LEVELS,
@@ -38,9 +32,15 @@ from forecast.revenue.backtest import backtest, week_as_of
 from forecast.revenue.backtest_card import backtest_metrics, coverage_table
 from forecast.revenue.backtest_log import log_backtest
 from forecast.revenue.baselines import SERIES, known_series, naive_and_ets
+from forecast.revenue.bookings import (
+    UNASSIGNED,
+    quarter_bounds,
+    realised_bookings,
+    recurring_months,
+    renewal_decisions,
+)
 from forecast.revenue.lean import FALLBACK, live_lean, node_sources
 from forecast.revenue.win_scorers import truth_scorer
-from forecast.tables import CrmTables
 
 QUARTER = "2025Q3"
 AS_OF = pd.Timestamp("2025-08-04")  # week 6 of the quarter
@@ -362,7 +362,7 @@ def test_a_small_backtest_scores_every_contender(world, scorer, tmp_path):
 @pytest.fixture
 def stored_world(world, monkeypatch, scorer):
     from forecast import cli_revenue
-    from forecast.data import store_world
+    from forecast.data.ingest import store_world
 
     store_world(world, source="test", imported_at=pd.Timestamp("2025-11-20"))
     monkeypatch.setattr(cli_revenue, "champion_scorer", lambda: (scorer, "7"))
@@ -390,7 +390,7 @@ def test_the_command_prints_a_table_and_json(stored_world):
 
 def test_the_command_says_how_to_get_a_champion(world):
     from forecast.cli import app
-    from forecast.data import store_world
+    from forecast.data.ingest import store_world
 
     store_world(world, source="test", imported_at=pd.Timestamp("2025-11-20"))
     result = CliRunner().invoke(app, ["revenue", "--quarter", "2025Q4"])
@@ -413,10 +413,10 @@ def test_a_young_crm_still_forecasts(quarter):
 
 def test_the_backtest_can_draw_renewals_from_a_churn_model():
     """The churn seam: the same win scorer, renewals from a churn model of the quarter's start."""
-    from forecast.churn import fit_churn_renewal
     from forecast.revenue.backtest import backtest
     from forecast.revenue.backtest_card import backtest_metrics
     from forecast.revenue.win_scorers import truth_scorer
+    from forecast.training.churn import fit_churn_renewal
 
     world = make_crm(8000, seed=3)
     tables = world.tables

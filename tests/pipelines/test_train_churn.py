@@ -16,9 +16,14 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from forecast import churn, evaluate, registry
-from forecast.account_features import account_snapshots
-from forecast.churn import (
+from forecast.cli import app
+from forecast.data.store import read_store
+from forecast.data.world import make_crm
+from forecast.features.accounts import account_snapshots
+from forecast.model import TreeParams
+from forecast.settings import get_settings
+from forecast.training import churn, evaluate, registry
+from forecast.training.churn import (
     EXPERIMENT,
     MIN_PER_CLASS,
     MODEL_NAME,
@@ -27,12 +32,7 @@ from forecast.churn import (
     NotEnoughDataError,
     train_churn,
 )
-from forecast.cli import app
-from forecast.datasets import make_crm
-from forecast.model import TreeParams
-from forecast.pipelines import PIPELINES
-from forecast.settings import get_settings
-from forecast.store import read_store
+from forecast.training.pipelines import PIPELINES
 
 TREE = TreeParams(n_estimators=150, learning_rate=0.05, min_child_samples=50, n_jobs=1)
 PARAMS = ChurnParams(tree=TREE)
@@ -172,7 +172,7 @@ def test_too_little_data_is_refused_with_the_reason(tmp_path):
 
 
 def test_train_churn_command_trains_and_gates(monkeypatch, tmp_path):
-    from forecast.data import generate
+    from forecast.data.ingest import generate
 
     generate(WORLD["n_deals"], seed=WORLD["seed"], imported_at=pd.Timestamp("2026-11-15"))
     monkeypatch.setattr(churn, "ChurnParams", lambda **kw: ChurnParams(**kw, tree=TREE))

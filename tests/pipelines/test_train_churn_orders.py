@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from forecast.churn import MODEL_NAME, definition_of, revenue_at_risk, revenue_at_risk_by
 from forecast.cli import app
-from forecast.order_features import customer_snapshots
-from forecast.registry import champion_version, load_champion
+from forecast.data.store import read_store
+from forecast.features.orders import customer_snapshots
 from forecast.settings import get_settings
-from forecast.store import read_store
+from forecast.training.churn import MODEL_NAME, definition_of, revenue_at_risk, revenue_at_risk_by
+from forecast.training.registry import champion_version, load_champion
 from tests.orders_world import make_orders
 
 MAPPING = """\

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecast.datasets import make_crm
-from forecast.features import DEAL_FEATURES
+from forecast.data.world import make_crm
+from forecast.features.deals import DEAL_FEATURES
 from forecast.model import TreeParams
 from forecast.settings import get_settings
-from forecast.train import (
+from forecast.training.win import (
     EXPERIMENT,
     MIN_CLOSED_PER_CLASS,
     LeakageSuspected,
@@ -158,9 +158,9 @@ def test_a_leaking_feature_stops_training(world, tmp_path):
 def test_train_and_retrain_commands_print_metrics_and_the_gate(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
-    from forecast import train
     from forecast.cli import app
-    from forecast.data import generate
+    from forecast.data.ingest import generate
+    from forecast.training import win as train
 
     generate(5000, seed=5, imported_at=pd.Timestamp("2026-11-15"))
     monkeypatch.setattr(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from forecast.datasets import make_crm
+from forecast.data.world import make_crm
 from tests.pipelines.realism import realism_figures
 
 # figure: (low, high); measured values for seeds 0 and 1 are in docs/generated-world.md

@@ -151,12 +151,12 @@ def trained_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     40 trees, not fewer: the rep's record is the world's strongest honest signal, and with 20
     trees the first splits give it 52 % of the gain, past the leakage canary's 50 % (44 % with 40).
     """
-    from forecast.churn import MODEL_NAME as CHURN_MODEL
-    from forecast.churn import ChurnParams, train_churn
-    from forecast.data import generate
+    from forecast.data.ingest import generate
     from forecast.model import TreeParams
-    from forecast.registry import promote, register_and_gate
-    from forecast.train import MODEL_NAME, WinParams, train_win
+    from forecast.training.churn import MODEL_NAME as CHURN_MODEL
+    from forecast.training.churn import ChurnParams, train_churn
+    from forecast.training.registry import promote, register_and_gate
+    from forecast.training.win import MODEL_NAME, WinParams, train_win
 
     home = tmp_path_factory.mktemp("service-home")
     with home_env(home):

@@ -25,8 +25,8 @@ def own_log(at_trained_home, tmp_path, monkeypatch):
 
 
 def test_score_deals_all_writes_every_open_deal_with_version_and_logs_it(own_log):
-    from forecast.scoring import load_deal_explainer, score_deals
-    from forecast.store import read_store
+    from forecast.data.store import read_store
+    from forecast.explain.scoring import load_deal_explainer, score_deals
 
     out = own_log / "scores.parquet"
     done = runner.invoke(app, ["score", "deals", "--all", "--out", str(out)])

@@ -20,7 +20,7 @@ def crm():
     """A small stored CRM: rep keys are checked against its people."""
     import pandas as pd
 
-    from forecast.data import generate
+    from forecast.data.ingest import generate
 
     generate(300, seed=0, imported_at=pd.Timestamp("2026-11-15"))
 

@@ -16,7 +16,7 @@ from urllib.parse import quote, urlparse
 
 import pytest
 
-from forecast.scoring import open_deal_ids
+from forecast.explain.scoring import open_deal_ids
 from service.deps import reach_of, subtree
 from service.keys import revoke_key, verify_key
 from service.pages import plotly_js

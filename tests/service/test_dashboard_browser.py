@@ -19,8 +19,8 @@ from urllib.parse import urlparse
 
 import pytest
 
+from forecast.explain.scoring import open_deal_ids
 from forecast.revenue import Scenario
-from forecast.scoring import open_deal_ids
 from service.listing import PAGE_SIZE
 from tests.conftest import skip_or_fail
 from tests.service.conftest import Api, home_env, serve

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from forecast.scoring import open_deal_ids
+from forecast.explain.scoring import open_deal_ids
 from service.deps import subtree
 
 

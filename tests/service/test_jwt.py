@@ -8,7 +8,7 @@ import jwt
 import pytest
 import sqlalchemy as sa
 
-from forecast.scoring import open_deal_ids
+from forecast.explain.scoring import open_deal_ids
 from service.predlog import audit_log
 from tests.service.conftest import home_env, serve
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from forecast.churn import ChurnRenewals
 from forecast.revenue import SEGMENT_RATES, Scenario, forecast_quarter
 from forecast.settings import get_settings
+from forecast.training.churn import ChurnRenewals
 from service.state import ServiceConfig, ServiceState
 
 

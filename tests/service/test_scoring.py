@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from forecast.scoring import open_deal_ids
+from forecast.explain.scoring import open_deal_ids
 from service.predlog import predictions_for
 
 ROW = {

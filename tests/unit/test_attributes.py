@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecast.account_features import ACCOUNT_FEATURES
-from forecast.features import DEAL_FEATURES, Feature, model_features
-from forecast.sources.mapping import read_mapped
-from forecast.validate import ValidationError
+from forecast.data.sources.mapping import read_mapped
+from forecast.data.validate import ValidationError
+from forecast.features.accounts import ACCOUNT_FEATURES
+from forecast.features.deals import DEAL_FEATURES, Feature, model_features
 
 
 class _Fitted:
@@ -98,8 +98,8 @@ def test_a_wrong_attribute_is_a_mapping_error_with_its_line(tmp_path, attributes
 
 
 def test_attribute_names_from_any_source_must_make_feature_names():
-    from forecast.sources import RawTable
-    from forecast.validate import validate
+    from forecast.data.sources import RawTable
+    from forecast.data.validate import validate
 
     deals = RawTable(
         "deals",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from forecast.bookings import decisions_from_months, parse_quarter, quarter_bounds
+from forecast.revenue.bookings import decisions_from_months, parse_quarter, quarter_bounds
 
 
 @pytest.mark.parametrize("text", ["2026Q4", "2026q4", " 2024Q1 "])

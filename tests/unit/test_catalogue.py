@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecast.account_features import ACCOUNT_FEATURE_NAMES
-from forecast.catalogue import Change, load_catalogue
-from forecast.explain import _ActionPlan
-from forecast.features import FEATURE_NAMES
-from forecast.order_features import INACTIVITY_FEATURE_NAMES
+from forecast.explain.catalogue import Change, load_catalogue
+from forecast.explain.reasons import _ActionPlan
+from forecast.features.accounts import ACCOUNT_FEATURE_NAMES
+from forecast.features.deals import FEATURE_NAMES
+from forecast.features.orders import INACTIVITY_FEATURE_NAMES
 
 # the account section speaks for both churn definitions: subscription and inactivity
 MODELS = {"deal": FEATURE_NAMES, "account": ACCOUNT_FEATURE_NAMES + INACTIVITY_FEATURE_NAMES}

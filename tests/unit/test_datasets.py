@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecast.datasets import make_crm
-from forecast.schema import OPEN_STAGES, TABLES
+from forecast.data.schema import OPEN_STAGES, TABLES
+from forecast.data.world import make_crm
 
 
 def test_same_seed_same_world():

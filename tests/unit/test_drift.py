@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import log_loss
 
-from forecast.drift import (
+from forecast.features.deals import Feature
+from forecast.model import TreeParams, make_lightgbm, model_input
+from forecast.training.drift import (
     UNCALIBRATED,
     Choice,
     Separation,
@@ -19,9 +21,7 @@ from forecast.drift import (
     recency_weights,
     rolling_folds,
 )
-from forecast.features import Feature
-from forecast.model import TreeParams, make_lightgbm, model_input
-from forecast.training import CANDIDATES, Task, fit_and_choose
+from forecast.training.shared import CANDIDATES, Task, fit_and_choose
 
 FEATURES = (Feature("signal"), Feature("noise"))
 TASK = Task("synthetic", "synthetic", "synthetic", label="won", group="unit")

@@ -7,21 +7,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecast.account_features import churn_snapshot_dates
-from forecast.asof import tables_as_of
-from forecast.churn import ChurnParams, RecencyTable, resolve
-from forecast.describe import describe
-from forecast.order_features import (
+from forecast.data.describe import describe
+from forecast.data.sources import RawTable
+from forecast.data.tables import CrmTables
+from forecast.data.validate import ValidationError, validate
+from forecast.features.accounts import churn_snapshot_dates
+from forecast.features.asof import tables_as_of
+from forecast.features.orders import (
     INACTIVITY_FEATURE_NAMES,
     customer_snapshots,
     inactivity_features,
     inactivity_horizon,
     inactivity_labels,
 )
-from forecast.sources import RawTable
-from forecast.tables import CrmTables
-from forecast.training import NotEnoughDataError
-from forecast.validate import ValidationError, validate
+from forecast.training.churn import ChurnParams, RecencyTable, resolve
+from forecast.training.shared import NotEnoughDataError
 from tests.orders_world import make_orders
 
 DAY = pd.Timedelta(days=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from forecast.schema import BEGIN_MARK, TABLES, embed_contract
+from forecast.data.schema import BEGIN_MARK, TABLES, embed_contract
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "data-contract.md"
 

@@ -10,10 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import forecast.store as store_module
-from forecast.schema import TABLES
-from forecast.settings import get_settings
-from forecast.store import (
+import forecast.data.store as store_module
+from forecast.data.schema import TABLES
+from forecast.data.store import (
     StoreEmptyError,
     StoreError,
     read_store,
@@ -21,7 +20,8 @@ from forecast.store import (
     store_manifest,
     write_store,
 )
-from forecast.tables import PANDAS_DTYPES, STRING, CrmTables
+from forecast.data.tables import PANDAS_DTYPES, STRING, CrmTables
+from forecast.settings import get_settings
 
 AS_OF = pd.Timestamp("2024-06-30")
 T1 = pd.Timestamp("2024-07-01 08:00")

@@ -1,4 +1,4 @@
-"""Each family of checks in `forecast.validate`, on tiny hand-made frames."""
+"""Each family of checks in `forecast.data.validate`, on tiny hand-made frames."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import forecast.validate as validation
-from forecast.schema import TABLES
-from forecast.sources import RawTable
-from forecast.tables import PANDAS_DTYPES, STRING
-from forecast.validate import ValidationError, Violation, check, validate
+import forecast.data.validate as validation
+from forecast.data.schema import TABLES
+from forecast.data.sources import RawTable
+from forecast.data.tables import PANDAS_DTYPES, STRING
+from forecast.data.validate import ValidationError, Violation, check, validate
 
 AS_OF = pd.Timestamp("2024-06-30")
 

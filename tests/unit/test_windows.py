@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecast.datasets import make_crm
-from forecast.train import FULL_WINDOWS, MIN_WINDOW_DAYS, WindowChoice, Windows, WinParams
-from forecast.training import NotEnoughDataError
+from forecast.data.world import make_crm
+from forecast.training.shared import NotEnoughDataError
+from forecast.training.win import FULL_WINDOWS, MIN_WINDOW_DAYS, WindowChoice, Windows, WinParams
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_too_short_a_history_is_refused_saying_what_to_do(world):
 
 
 def test_the_train_slice_drops_deals_seen_again_later_and_only_the_train_slice():
-    from forecast.train import split
+    from forecast.training.win import split
 
     day = pd.Timestamp("2026-01-01")
     windows = Windows(day, day + pd.Timedelta(days=30), day + pd.Timedelta(days=60),

@@ -5,8 +5,8 @@
 amount; for subscription products the annual contract value) **plus renewal bookings**: each
 renewal decision of a subscribed account falling in the quarter that the account passes (its
 recurring revenue goes on), worth 12 x the monthly recurring bill for annual (non-SMB) contracts
-and 1 x the bill for SMB monthly renewals. `forecast.bookings` computes the realised figure from
-the tables; the targets table is on the same basis.
+and 1 x the bill for SMB monthly renewals. `forecast.revenue.bookings` computes the realised figure
+from the tables; the targets table is on the same basis.
 
 **How, at `as_of`, for a quarter** (every number learned from what was recorded by `as_of`):
 
@@ -32,8 +32,8 @@ the tables; the targets table is on the same basis.
    churns makes no later decision. Each decision passes with its segment's renewal rate of the
    last 12 months for accounts billed as many whole years (`RenewalRates`, Beta posteriors) or
    with `renewal_probability(frame)` when given: the seam for the churn model (the live forecast
-   passes the churn champion for the current and next quarter: `forecast.churn.live_renewals`;
-   `renewals_source` says which was used). A renewal is
+   passes the churn champion for the current and next quarter:
+   `forecast.training.churn.live_renewals`; `renewals_source` says which was used). A renewal is
    worth the last known bill grown by the expansions seen between a bill and a decision (annual
    bills also draw their change from the past ones). Renewals belong to the account's owner
    (`accounts.owner_rep_id`). Accounts not billed yet in that month (SMB subscriptions starting
@@ -52,7 +52,8 @@ draws up the org tree, so a parent's draws are exactly the sum of its children's
 distribution is drawn again with the same random numbers for every unchanged item.
 
 Point in time: nothing recorded after `as_of` is read (tests/pipelines/test_revenue.py forecasts
-on the full tables and on `forecast.asof.tables_as_of(tables, as_of)` and gets the same numbers).
+on the full tables and on `forecast.features.asof.tables_as_of(tables, as_of)` and gets the same
+numbers).
 
 Modules, in the order a forecast is built: `params` (parameters, the window), `timing` (close
 timing, open deals), `new_deals`, `renewals`, `spread` (what moves a whole quarter), `inputs`

@@ -2,14 +2,15 @@
 
 At weeks 1, 5, 9 and 13 of past quarters (as_of = the quarter's first day + 7 x (week - 1)
 days) every contender forecasts the quarter's bookings at every node of the org tree, from what
-was recorded by as_of, and is scored against what was then realised (`forecast.bookings`):
+was recorded by as_of, and is scored against what was then realised (`forecast.revenue.bookings`):
 
 - `simulation`: `forecast.revenue.forecast_quarter` with a deal-win scorer trained only on data
   known at the quarter's start (`fit_win_scorer`, the honest one) or with the generator's truth
   (`simulation_truth`, an upper bound on generated worlds).
 - `weighted_pipeline`: closed so far + the CRM's fixed stage probability (the deal-win baseline,
-  `forecast.evaluate.STAGE_PROBABILITIES`) x amount of every open deal expected to close in the
-  quarter + the same expected renewals as the simulation (so the two differ only in new business).
+  `forecast.training.evaluate.STAGE_PROBABILITIES`) x amount of every open deal expected to close in
+  the quarter + the same expected renewals as the simulation (so the two differ only in new
+  business).
 - `weighted_pipeline_history`: the same with each stage's historical win rate (learned by as_of).
 - `naive_last_quarter`, `naive_last_year`: the bookings of the quarter before and of the same
   quarter a year before, as known at as_of (renewal decisions not yet known count at the
@@ -31,11 +32,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from forecast.bookings import (
-    UNASSIGNED,
-    parse_quarter,
-)
-from forecast.features import deal_features, deal_snapshots
+from forecast.data.tables import CrmTables
+from forecast.features.deals import deal_features, deal_snapshots
 from forecast.revenue.backtest_card import backtest_metrics
 from forecast.revenue.baselines import (
     known_series,
@@ -46,11 +44,14 @@ from forecast.revenue.baselines import (
     typical_cycle_days,
     weighted_pipelines,
 )
+from forecast.revenue.bookings import (
+    UNASSIGNED,
+    parse_quarter,
+)
 from forecast.revenue.lean import lean_by_error
 from forecast.revenue.params import RevenueParams, WinScorer
 from forecast.revenue.quarter import forecast_quarter
 from forecast.revenue.tree import OrgTree
-from forecast.tables import CrmTables
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from forecast.evaluate import STAGE_PROBABILITIES
 from forecast.revenue.baselines import PROBABILISTIC, QUANTILES
 from forecast.revenue.lean import FALLBACK, LEAN_MARGIN, MIN_LEAN_QUARTERS
 from forecast.revenue.tree import LEVELS
+from forecast.training.evaluate import STAGE_PROBABILITIES
 
 if TYPE_CHECKING:  # the backtest reads its metrics from here
     from forecast.revenue.backtest import BacktestResult
@@ -115,9 +115,9 @@ Bookings of a quarter = the amounts of deals won (closed_won) with their close i
 a subscribed account falling in the quarter that the account passes (its recurring revenue goes
 on), worth 12 x the monthly recurring bill for annual (non-SMB) contracts and 1 x the bill for SMB
 monthly renewals. Targets are on the same basis. Actuals are computed from the tables the same way
-(`forecast.bookings`): won deals from deal_history's close rows; renewals from the revenue table
-(annual: the month where `contract_end` moves out while revenue continues; SMB: every billed month
-followed by another billed month).
+(`forecast.revenue.bookings`): won deals from deal_history's close rows; renewals from the revenue
+table (annual: the month where `contract_end` moves out while revenue continues; SMB: every billed
+month followed by another billed month).
 
 ## How
 
@@ -152,8 +152,8 @@ days of weeks {", ".join(map(str, sorted(result.points["week"].unique())))}. Con
 `simulation` (win scorer trained only on labels known at each quarter's start),
 `simulation_truth` (the generator's true win probability: an upper bound, generated worlds only),
 `simulation_churn` (as `simulation`, but each renewal decision drawn from a churn model trained on
-what the quarter's start knew, `forecast.churn.fit_churn_renewal`, with each segment's churn at
-the segment rates' level: what the live forecast does for the current and next quarter),
+what the quarter's start knew, `forecast.training.churn.fit_churn_renewal`, with each segment's
+churn at the segment rates' level: what the live forecast does for the current and next quarter),
 `weighted_pipeline` (closed + fixed stage probabilities {dict(STAGE_PROBABILITIES)} x amount
 of deals expected to close in the quarter + the same expected renewals), `weighted_pipeline_history`
 (the same with stage win rates learned by as_of; a deal without an expected close counts when

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from forecast.data.tables import CrmTables
 from forecast.revenue.backtest import BacktestResult
 from forecast.revenue.backtest_card import EXPERIMENT, card_text
 from forecast.revenue.inputs import QuarterInputs
 from forecast.revenue.lean import live_lean
-from forecast.tables import CrmTables
 
 
 def plot_fan(
@@ -89,7 +89,7 @@ def log_backtest(
     """
     import mlflow
 
-    from forecast.training import default_card_dir, tracking_run
+    from forecast.training.shared import default_card_dir, tracking_run
 
     metrics = result.metrics()
     card = (card_dir or default_card_dir()) / "revenue-forecast.md"
@@ -132,7 +132,7 @@ def latest_backtest() -> tuple[pd.DataFrame, str] | None:
     a line saying which run it is; None when there is none (`forecast revenue-backtest`)."""
     import mlflow
 
-    from forecast.registry import client
+    from forecast.training.registry import client
 
     tracking = client()
     experiment = tracking.get_experiment_by_name(EXPERIMENT)

@@ -8,22 +8,22 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from forecast.asof import tables_as_of
-from forecast.bookings import (
+from forecast.data.tables import CrmTables
+from forecast.features.asof import tables_as_of
+from forecast.features.deals import deal_features, deal_snapshots, snapshot_dates
+from forecast.revenue.bookings import (
     UNASSIGNED,
     realised_bookings,
     recurring_months,
     renewal_decisions,
     won_deals,
 )
-from forecast.evaluate import STAGE_PROBABILITIES, StageRates
-from forecast.features import deal_features, deal_snapshots, snapshot_dates
 from forecast.revenue.params import RevenueParams
 from forecast.revenue.quarter import QuarterForecast
 from forecast.revenue.renewals import RenewalRates
 from forecast.revenue.simulation import moments
 from forecast.revenue.tree import LEVELS, OrgTree
-from forecast.tables import CrmTables
+from forecast.training.evaluate import STAGE_PROBABILITIES, StageRates
 
 QUANTILES = (0.1, 0.5, 0.9)
 PROBABILISTIC = ("simulation", "simulation_truth", "simulation_churn", "statsforecast")

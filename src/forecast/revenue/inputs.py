@@ -8,12 +8,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from forecast.bookings import (
+from forecast.data.tables import CrmTables
+from forecast.features.deals import deal_features, deal_snapshots
+from forecast.revenue.bookings import (
     UNASSIGNED,
     recurring_months,
     won_deals,
 )
-from forecast.features import deal_features, deal_snapshots
 from forecast.revenue.new_deals import NewDeals, learn_new_deals, new_per_leaf
 from forecast.revenue.params import (
     SEGMENT_RATES,
@@ -27,7 +28,6 @@ from forecast.revenue.simulation import SimulationInputs
 from forecast.revenue.spread import Spreads, churn_shock, lognormal_sd, renewal_spread
 from forecast.revenue.timing import CloseTiming, score_open_deals, timing_history, with_team
 from forecast.revenue.tree import LEVELS, OrgTree
-from forecast.tables import CrmTables
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from forecast.data.tables import CrmTables
 from forecast.revenue.baselines import SERIES, known_series, naive_and_ets
 from forecast.revenue.inputs import QuarterInputs
 from forecast.revenue.quarter import with_lean
-from forecast.tables import CrmTables
 
 FALLBACK = "simulation_or_series"
 # a node leans on a series only when its earlier error is this much below the simulation's: a

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from forecast.data.tables import CrmTables
 from forecast.revenue.params import DAY, RevenueParams, Window
 from forecast.revenue.spread import mean_excess, pooled_excess
 from forecast.revenue.tree import OrgTree
-from forecast.tables import CrmTables
 
 
 @dataclass(frozen=True)

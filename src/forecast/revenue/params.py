@@ -8,12 +8,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from forecast.bookings import (
+from forecast.revenue.bookings import (
     parse_quarter,
 )
 
 WinScorer = Callable[[pd.DataFrame], np.ndarray]
-"""Deal feature frame (`forecast.features.deal_features`) -> P(won) per row."""
+"""Deal feature frame (`forecast.features.deals.deal_features`) -> P(won) per row."""
 RenewalProbability = Callable[[pd.DataFrame], np.ndarray]
 """Pending renewal decisions (see `pending_renewals`) -> P(the account renews) per row."""
 SEGMENT_RATES = "segment renewal rates"  # the renewals' source when no model is given

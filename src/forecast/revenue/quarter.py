@@ -8,13 +8,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
+from forecast.data.tables import CrmTables
 from forecast.revenue.inputs import SIMULATION, QuarterInputs, SeriesLean, prepare_quarter
 from forecast.revenue.nodes import deal_table, drivers_of, hide_empty, node_frame
 from forecast.revenue.params import RenewalProbability, RevenueParams, WinScorer
 from forecast.revenue.scenario import Scenario
 from forecast.revenue.simulation import moments, simulate
 from forecast.revenue.tree import COMPANY, LEVELS
-from forecast.tables import CrmTables
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from forecast.bookings import (
+from forecast.data.tables import CrmTables
+from forecast.revenue.bookings import (
     MONTH,
     UNASSIGNED,
     decisions_from_months,
@@ -16,7 +17,6 @@ from forecast.bookings import (
     renewal_multiplier,
 )
 from forecast.revenue.params import DAY, RenewalProbability, RevenueParams, Window
-from forecast.tables import CrmTables
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from forecast.bookings import (
+from forecast.revenue.bookings import (
     MONTH,
     decisions_from_months,
 )

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from forecast.bookings import (
+from forecast.data.tables import CrmTables
+from forecast.revenue.bookings import (
     UNASSIGNED,
 )
 from forecast.revenue.params import RevenueParams, Window, WinScorer, close_buckets
 from forecast.revenue.spread import mean_excess, pooled_excess, shrunk
-from forecast.tables import CrmTables
 
 
 def _bands(stage: pd.Series, p_win: pd.Series, edges: pd.DataFrame) -> np.ndarray:

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from forecast.features import DEAL_FEATURES, deal_features, deal_snapshots, snapshot_dates
+from forecast.data.tables import CrmTables
+from forecast.features.deals import DEAL_FEATURES, deal_features, deal_snapshots, snapshot_dates
 from forecast.model import TreeParams, calibrate, make_lightgbm, model_input, win_probability
 from forecast.revenue.params import WinScorer
-from forecast.tables import CrmTables
 
 LABEL_LAG_DAYS = 120
 CALIBRATION_DAYS = 91

@@ -1,0 +1,113 @@
+"""What a CRM's data supports: which models can be trained, what is off and why, what looks wrong.
+
+`forecast data doctor` prints this for the store or for an export before it is imported, so a
+person learns in one screen what to add to the export (or to the mapping) before training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+
+from forecast.data.derive import history_is_derived
+from forecast.data.tables import CrmTables
+from forecast.features.deals import unavailable_features
+from forecast.training.leakage import screen_columns
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """The doctor's findings; `blockers` non-empty means `forecast train win` would refuse."""
+
+    as_of: str
+    rows: dict[str, int]
+    deals_span: tuple[str | None, str | None]
+    history: str  # recorded | derived | none
+    closed: dict[str, int]
+    cycle_days: dict[str, float | None]  # quantiles of created -> closed (None: no closes)
+    win_rate_by_quarter: dict[str, float]
+    features_off: dict[str, str]
+    suspicious_columns: list[str]
+    trainable: dict[str, str]  # model -> "yes" or why not
+    blockers: list[str]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def diagnose(tables: CrmTables) -> Diagnosis:
+    """Everything `forecast data doctor` reports about `tables`."""
+    from forecast.training.win import MIN_CLOSED_PER_CLASS, NotEnoughDataError, Windows, WinParams
+
+    deals = tables.deals
+    closed = deals[deals["outcome"].isin(("won", "lost"))]
+    counts = {o: int((deals["outcome"] == o).sum()) for o in ("won", "lost", "open")}
+    cycle = (closed["closed_at"] - closed["created_at"]).dt.total_seconds() / 86400
+    quarters = closed["closed_at"].dt.to_period("Q").astype(str)
+    by_quarter = (closed["outcome"] == "won").groupby(quarters.to_numpy()).mean()
+    suspects = [str(s) for s in screen_columns(tables)]
+    blockers: list[str] = []
+    if counts["won"] < MIN_CLOSED_PER_CLASS or counts["lost"] < MIN_CLOSED_PER_CLASS:
+        blockers.append(
+            f"{counts['won']} won and {counts['lost']} lost deals: at least "
+            f"{MIN_CLOSED_PER_CLASS} of each are needed (export more closed deals)"
+        )
+    else:
+        try:
+            windows = Windows.before(tables, WinParams())
+        except NotEnoughDataError as err:
+            blockers.append(str(err))
+        else:
+            # training sees deals open at a weekly snapshot up to the test window's end
+            seen = closed[(closed["created_at"] <= windows.test_end) & (cycle > 0)]
+            won = int((seen["outcome"] == "won").sum())
+            why = windows.choice.why if windows.choice else "windows given"
+            if min(won, len(seen) - won) < MIN_CLOSED_PER_CLASS:
+                blockers.append(
+                    f"{won} won and {len(seen) - won} lost deals were open before "
+                    f"{windows.test_end:%Y-%m-%d} (the test window's end, {why}): "
+                    f"at least {MIN_CLOSED_PER_CLASS} of each are needed (export more history)"
+                )
+    blockers += [f"leak guard: {s}" for s in suspects]
+    churn = _churn_support(tables)
+    history = (
+        "none"
+        if not len(tables.deal_history)
+        else "derived"
+        if history_is_derived(tables.deal_history)
+        else "recorded"
+    )
+    start, end = deals["created_at"].min(), deals["created_at"].max()
+    return Diagnosis(
+        as_of=f"{tables.as_of:%Y-%m-%d}",
+        rows={name: len(frame) for name, frame in tables.items()},
+        deals_span=(_day(start), _day(end)),
+        history=history,
+        closed=counts,
+        cycle_days={
+            f"p{int(q * 100)}": round(float(cycle.quantile(q)), 1) if len(cycle) else None
+            for q in (0.1, 0.5, 0.9)
+        },
+        win_rate_by_quarter={k: round(float(v), 3) for k, v in by_quarter.items()},
+        features_off=unavailable_features(tables),
+        suspicious_columns=suspects,
+        trainable={"win": "yes" if not blockers else "no: " + "; ".join(blockers), "churn": churn},
+        blockers=blockers,
+    )
+
+
+def _churn_support(tables: CrmTables) -> str:
+    """Which churn the export supports (`forecast.training.churn.resolve`), or why none."""
+    from forecast.training.churn import ChurnParams, NotEnoughDataError, resolve
+
+    try:
+        params = resolve(ChurnParams(), tables)
+    except NotEnoughDataError as err:
+        return f"no: {err}"
+    source = "recurring revenue" if params.definition == "subscription" else "orders"
+    return f"yes: {params.definition} churn ({source}; {params.horizon_days}-day horizon)"
+
+
+def _day(value: pd.Timestamp) -> str | None:
+    return None if pd.isna(value) else f"{value:%Y-%m-%d}"

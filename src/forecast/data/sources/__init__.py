@@ -1,0 +1,36 @@
+"""Readers that turn a source (files, a mapped export, SQL, a public dataset) into raw tables.
+
+A reader only renames and reshapes; `forecast.data.validate` decides what is acceptable, so every
+source gets the same checks and the same error messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class RawTable:
+    """One canonical table as read from its source, before validation.
+
+    Attributes:
+        name: canonical table name (a key of `forecast.data.schema.TABLES`).
+        frame: canonical column names; values as read (text from CSV, typed from Parquet or SQL).
+        source: where it came from, as a person would name it (a file path, `URL: query`).
+        lines: for text files, the source line number of each row (header is line 1); for other
+            sources None, and rows are numbered from 1 in reading order.
+    """
+
+    name: str
+    frame: pd.DataFrame
+    source: str
+    lines: np.ndarray | None = None
+
+    def location(self, position: int) -> str:
+        """`line 17` or `row 17` for the row at 0-based `position` of `frame`."""
+        if self.lines is not None:
+            return f"line {int(self.lines[position])}"
+        return f"row {position + 1}"

@@ -1,0 +1,49 @@
+"""Scores with their reasons and the actions people can take.
+
+Modules: `catalogue` (labels, reason groups and actions, from `catalogue.yaml`), `reasons`
+(SHAP-style contributions turned into reasons and recommendations), `scoring` (deals and
+accounts scored with reasons, the whole book).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from forecast.lazy import lazy_names
+
+if TYPE_CHECKING:
+    from forecast.explain.catalogue import load_catalogue
+    from forecast.explain.reasons import Explanation, Reason, Recommendation, explain
+    from forecast.explain.scoring import (
+        load_deal_explainer,
+        score_accounts,
+        score_book,
+        score_deals,
+        score_records,
+    )
+
+_PUBLIC = {
+    "Explanation": "forecast.explain.reasons",
+    "Reason": "forecast.explain.reasons",
+    "Recommendation": "forecast.explain.reasons",
+    "explain": "forecast.explain.reasons",
+    "load_deal_explainer": "forecast.explain.scoring",
+    "score_accounts": "forecast.explain.scoring",
+    "score_book": "forecast.explain.scoring",
+    "score_deals": "forecast.explain.scoring",
+    "score_records": "forecast.explain.scoring",
+    "load_catalogue": "forecast.explain.catalogue",
+}
+__all__ = [
+    "Explanation",
+    "Reason",
+    "Recommendation",
+    "explain",
+    "load_catalogue",
+    "load_deal_explainer",
+    "score_accounts",
+    "score_book",
+    "score_deals",
+    "score_records",
+]
+__getattr__, __dir__ = lazy_names(__name__, _PUBLIC)

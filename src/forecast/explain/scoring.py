@@ -1,0 +1,419 @@
+"""Scoring deals and accounts as of a moment: probability, grade or revenue at risk, and why.
+
+The same path serves the CLI, the service, the dashboard and batch jobs: features at `as_of`
+(point in time), the calibrated champion through its fast scorer, explanations from
+`forecast.explain.reasons`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from forecast.data.tables import CrmTables
+from forecast.explain.catalogue import display_names, load_catalogue
+from forecast.explain.reasons import (
+    Explanation,
+    Reason,
+    Scorer,
+    explain,
+    scorer_for,
+    typical_of_retained,
+    typical_of_won,
+)
+from forecast.features.accounts import HORIZON_DAYS, account_snapshots, churn_snapshot_dates
+from forecast.features.deals import (
+    DEAL_FEATURES,
+    DealContext,
+    deal_features,
+    deal_snapshots,
+    feature_columns,
+    model_features,
+    snapshot_dates,
+    training_frame,
+)
+from forecast.features.records import StoredCrm, moment, record_tables
+from forecast.settings import get_settings
+
+if TYPE_CHECKING:
+    from forecast.training.churn import Definition
+
+TREND_DAYS = 7  # the previous weekly snapshot
+YARDSTICK_DAYS = 365  # won deals of the last year set the "typical" in reasons
+
+
+@dataclass(frozen=True)
+class DealScore:
+    deal_id: str
+    as_of: pd.Timestamp
+    probability: float
+    grade: str
+    previous_probability: float | None  # a week earlier, if the deal was open then
+    trend_points: float | None
+    explanation: Explanation
+
+
+GRADE_ORDER = np.array(["D", "C", "B", "A"])
+
+
+def grade(probability: np.ndarray | float, cutoffs: Sequence[float] | None = None) -> np.ndarray:
+    """A to D from the win probability; cut-offs (A, B, C lower bounds) from settings."""
+    a, b, c = cutoffs or get_settings().grade_cutoffs
+    p = np.atleast_1d(np.asarray(probability, dtype=float))
+    # how many lower bounds each probability reaches: D, C, B, A (NaN reaches none)
+    return GRADE_ORDER[np.searchsorted([c, b, a], np.where(np.isnan(p), -np.inf, p), side="right")]
+
+
+def open_deal_ids(tables: CrmTables, as_of: pd.Timestamp) -> pd.Series:
+    """Deals open at `as_of`, judged from their history."""
+    return deal_snapshots(tables, [as_of])["deal_id"]
+
+
+def score_deals(
+    tables: CrmTables,
+    scorer: Scorer,
+    *,
+    as_of: pd.Timestamp | None = None,
+    deal_ids: Sequence[str] | None = None,
+    typical: pd.DataFrame | None = None,
+    context: DealContext | None = None,
+) -> list[DealScore]:
+    """Score deals open at `as_of` (default: the export's as-of), with their trend and reasons.
+
+    Raises:
+        KeyError: a requested deal is unknown, or not open at `as_of`.
+    """
+    as_of = pd.Timestamp(as_of) if as_of is not None else tables.as_of
+    open_now = open_deal_ids(tables, as_of)
+    wanted = open_now if deal_ids is None else pd.Series(list(deal_ids), dtype="string")
+    missing = sorted(set(wanted) - set(open_now))
+    if missing:
+        raise KeyError(f"not open at {as_of:%Y-%m-%d %H:%M}: {', '.join(missing[:5])}")
+    # the records that span deals, built once for now and a week ago (the store's, if given)
+    context = context or DealContext.of(tables)
+    snapshots = pd.DataFrame({"deal_id": wanted.to_numpy(), "as_of": as_of})
+    now = deal_features(tables, snapshots, context=context)
+    explained = explain(scorer, now, typical=typical, display=display_names(tables))
+    week_ago = as_of - pd.Timedelta(days=TREND_DAYS)
+    previous = _previous(tables, scorer, wanted, week_ago, context)
+    probabilities = np.array([e.probability for e in explained])
+    grades = grade(probabilities)
+    scores = []
+    for i, deal_id in enumerate(now["deal_id"]):
+        before = previous.get(deal_id)
+        scores.append(
+            DealScore(
+                deal_id=str(deal_id),
+                as_of=as_of,
+                probability=float(probabilities[i]),
+                grade=str(grades[i]),
+                previous_probability=before,
+                trend_points=None
+                if before is None
+                else round(100 * (probabilities[i] - before), 2),
+                explanation=explained[i],
+            )
+        )
+    return scores
+
+
+@dataclass(frozen=True)
+class RecordScore:
+    """A CRM record's score at `as_of`, and which of its ids the store had never seen."""
+
+    deal_id: str
+    as_of: pd.Timestamp
+    probability: float
+    grade: str
+    new_to_store: tuple[str, ...]
+    explanation: Explanation
+
+
+def score_records(
+    records: Sequence[Mapping[str, Any]],
+    stored: StoredCrm,
+    scorer: Scorer,
+    *,
+    as_of: object,
+    typical: pd.DataFrame | None = None,
+) -> list[RecordScore]:
+    """Score open deals sent as a CRM holds them (see `forecast.features.records`) at `as_of`,
+    against the stored CRM: the features are those training computes, so a stored deal sent as
+    stored scores as `score_deals` scores it.
+
+    Raises:
+        forecast.features.records.RecordError: a record that cannot be scored, naming the field.
+    """
+    as_of = moment(as_of)
+    facts = record_tables(records, stored, as_of)
+    moments = np.full(
+        len(facts.deal_id), pd.Timestamp(as_of).to_datetime64(), dtype="datetime64[ns]"
+    )
+    columns = feature_columns(facts, facts.deal_id, moments, context=stored.context)
+    # the model's input as the object matrix `explain` reads as is (for a record or a few, a
+    # frame costs more to build than the features); a feature not made here is missing
+    values = np.empty((len(moments), len(scorer.names)), dtype=object)
+    for j, name in enumerate(scorer.names):
+        values[:, j] = columns.get(name, np.nan)
+    explained = explain(
+        scorer, values, typical=typical, amount=columns["amount"], display=stored.display
+    )
+    probabilities = np.array([e.probability for e in explained])
+    grades = grade(probabilities)
+    return [
+        RecordScore(
+            deal_id=str(record["deal_id"]),
+            as_of=as_of,
+            probability=float(probabilities[i]),
+            grade=str(grades[i]),
+            new_to_store=tuple(stored.new_ids(record)),
+            explanation=explained[i],
+        )
+        for i, record in enumerate(records)
+    ]
+
+
+def _previous(
+    tables: CrmTables,
+    scorer: Scorer,
+    deal_ids: pd.Series,
+    as_of: pd.Timestamp,
+    context: DealContext,
+) -> dict[str, float]:
+    """Probabilities a week earlier for the deals that were open then."""
+    earlier = set(open_deal_ids(tables, as_of))
+    ids = [d for d in deal_ids if d in earlier]
+    if not ids:
+        return {}
+    frame = deal_features(tables, pd.DataFrame({"deal_id": ids, "as_of": as_of}), context=context)
+    return dict(zip(ids, scorer.probability(scorer.coded(frame)).tolist(), strict=True))
+
+
+@dataclass(frozen=True)
+class DealExplainer:
+    """The serving champion, ready to explain: its scorer and the yardsticks of won deals."""
+
+    scorer: Scorer
+    typical: pd.DataFrame
+    model_name: str
+    model_version: str
+
+    @property
+    def model_label(self) -> str:
+        return f"{self.model_name} v{self.model_version} (champion)"
+
+
+def won_deal_yardsticks(tables: CrmTables, *, as_of: pd.Timestamp) -> pd.DataFrame:
+    """What won deals showed at each stage over the year before `as_of` (closed by then)."""
+    dates = snapshot_dates(as_of - pd.Timedelta(days=YARDSTICK_DAYS), as_of)
+    frame = training_frame(tables, dates)
+    closed_at = tables.deals.set_index("deal_id")["closed_at"]
+    known = closed_at.reindex(frame["deal_id"].to_numpy()).to_numpy() <= as_of.to_datetime64()
+    return typical_of_won(frame[known], DEAL_FEATURES)
+
+
+def retained_account_yardsticks(
+    tables: CrmTables, *, as_of: pd.Timestamp, definition: Definition | None = None
+) -> pd.DataFrame | None:
+    """What accounts that renewed (stayed, under `definition`: default subscription) showed
+    over the year before their outcome was known by `as_of` (a snapshot's outcome is known a
+    churn horizon after it); None when no feature of the definition is one an owner can act on
+    (there is nothing to hold an account to)."""
+    from forecast.training.churn import SUBSCRIPTION  # the training module: loaded when used
+
+    definition = definition or SUBSCRIPTION
+    entries = load_catalogue().account
+    if not any(entries[f.name].actionable for f in definition.features if f.name in entries):
+        return None
+    known_by = as_of - pd.Timedelta(days=HORIZON_DAYS)
+    dates = churn_snapshot_dates(known_by - pd.Timedelta(days=YARDSTICK_DAYS), known_by)
+    frame = definition.training_frame(tables, dates, horizon_days=HORIZON_DAYS)
+    return typical_of_retained(frame, definition.features)
+
+
+def load_deal_explainer(tables: CrmTables, *, as_of: pd.Timestamp) -> DealExplainer:
+    """The deal-win champion from the registry, with yardsticks from the stored CRM.
+
+    Raises:
+        forecast.training.registry.RegistryError: no champion yet.
+    """
+    from forecast.training.registry import RegistryError, champion_version, load_champion
+    from forecast.training.win import MODEL_NAME
+
+    version = champion_version(MODEL_NAME)
+    if version is None:
+        raise RegistryError(f"{MODEL_NAME} has no champion")
+    model = load_champion(MODEL_NAME, version)  # the version named, even if promoted since
+    return DealExplainer(
+        scorer=scorer_for(model, model_features(model, DEAL_FEATURES)),
+        typical=won_deal_yardsticks(tables, as_of=as_of),
+        model_name=MODEL_NAME,
+        model_version=version,
+    )
+
+
+@dataclass(frozen=True)
+class AccountScore:
+    """An account's churn risk at `as_of`: drivers (reasons) and retention actions."""
+
+    account_id: str
+    as_of: pd.Timestamp
+    owner_rep_id: str | None
+    segment: str | None
+    arr: float  # a year's revenue: 12 x the last monthly bill, or (inactivity) a year's spend
+    churn_probability: float
+    revenue_at_risk: float
+    explanation: Explanation
+
+
+SAMPLE_ROWS = 64  # stored rows a served model is checked on
+
+
+def stored_sample(
+    tables: CrmTables,
+    *,
+    definition: Definition | None = None,
+    context: DealContext | None = None,
+    rows: int = SAMPLE_ROWS,
+) -> pd.DataFrame:
+    """Feature rows at the store's as-of of up to `rows` open deals (or, given a churn
+    `definition`, of the accounts it scores), spread evenly over the book: what a served model
+    is checked on before it serves."""
+    as_of = tables.as_of
+
+    def spread(n: int) -> np.ndarray:  # up to `rows` positions evenly over n
+        return np.unique(np.linspace(0, n - 1, min(rows, n)).astype(int))
+
+    if definition is None:
+        ids = open_deal_ids(tables, as_of)
+        snapshots = pd.DataFrame({"deal_id": ids.iloc[spread(len(ids))].to_numpy(), "as_of": as_of})
+        return deal_features(tables, snapshots, context=context)
+    scored = definition.snapshots(tables, [as_of]).reset_index(drop=True)
+    return definition.featurize(tables, scored.iloc[spread(len(scored))].reset_index(drop=True))
+
+
+def billed_account_ids(tables: CrmTables, as_of: pd.Timestamp) -> pd.Series:
+    """Accounts billed recurring revenue in the last month ended by `as_of`."""
+    return account_snapshots(tables, [as_of])["account_id"]
+
+
+def score_accounts(
+    tables: CrmTables,
+    scorer: Scorer,
+    *,
+    as_of: pd.Timestamp | None = None,
+    account_ids: Sequence[str] | None = None,
+    typical: pd.DataFrame | None = None,
+) -> list[AccountScore]:
+    """Churn risk at `as_of` (default: the export's) of the accounts the scorer's churn
+    definition scores, largest revenue at risk first: under subscription churn the accounts
+    billed recurring revenue in the last ended month, under inactivity churn the customers with
+    a purchase in the year before.
+
+    Raises:
+        KeyError: a requested account is unknown, or not among those scored at `as_of`.
+    """
+    from forecast.training.churn import definition_for  # the training module: loaded when used
+
+    definition = definition_for(scorer.names)
+    as_of = pd.Timestamp(as_of) if as_of is not None else tables.as_of
+    scorable = definition.snapshots(tables, [as_of])["account_id"]
+    wanted = scorable if account_ids is None else pd.Series(list(account_ids), dtype="string")
+    missing = sorted(set(wanted) - set(scorable))
+    if missing:
+        raise KeyError(
+            f"not scored at {as_of:%Y-%m-%d %H:%M} (the model scores "
+            f"{definition.population}): {', '.join(missing[:5])}"
+        )
+    frame = definition.featurize(
+        tables, pd.DataFrame({"account_id": wanted.to_numpy(), "as_of": as_of})
+    )
+    arr = definition.yearly_revenue(frame)
+    explained = explain(scorer, frame, amount=arr, model="account", typical=typical)
+    known = tables.accounts.set_index("account_id").reindex(frame["account_id"].to_numpy())
+    owner, segment = known["owner_rep_id"].to_numpy(), known["segment"].to_numpy()
+    scores = [
+        AccountScore(
+            account_id=str(account_id),
+            as_of=as_of,
+            owner_rep_id=owner[i] if isinstance(owner[i], str) else None,
+            segment=segment[i] if isinstance(segment[i], str) else None,
+            arr=float(arr[i]),
+            churn_probability=e.probability,
+            revenue_at_risk=float(e.probability * arr[i]),
+            explanation=e,
+        )
+        for i, (account_id, e) in enumerate(zip(frame["account_id"], explained, strict=True))
+    ]
+    return sorted(scores, key=lambda s: -s.revenue_at_risk)
+
+
+def score_book(
+    tables: CrmTables, explainer: DealExplainer, *, as_of: pd.Timestamp | None = None
+) -> pd.DataFrame:
+    """Every open deal's score at `as_of` (default: the export's), one row per deal, as a CRM
+    re-imports it: probability, grade, trend, reasons (signed, most telling first), actions,
+    and on every row the model version, the as-of and the stored data's fingerprint."""
+    from forecast.data.store import fingerprint_tables
+
+    scores = score_deals(tables, explainer.scorer, as_of=as_of, typical=explainer.typical)
+    reasons = [[_signed(r) for r in s.explanation.reasons] for s in scores]
+    actions = [s.explanation.recommendations for s in scores]
+    return pd.DataFrame(
+        {
+            "deal_id": [s.deal_id for s in scores],
+            "as_of": [s.as_of for s in scores],
+            "probability": [s.probability for s in scores],
+            "grade": [s.grade for s in scores],
+            "trend_points": [s.trend_points for s in scores],
+            "reasons": ["\n".join(r) for r in reasons],
+            "top_action": [a[0].text if a else None for a in actions],
+            "top_action_lift_points": [a[0].lift_points if a else None for a in actions],
+            "model": explainer.model_name,
+            "model_version": explainer.model_version,
+            "data_fingerprint": fingerprint_tables(tables),
+        }
+    )
+
+
+def _signed(reason: Reason) -> str:
+    """A reason as one line: + raises the chance, - lowers it."""
+    return f"{'+' if reason.direction == 'raises' else '-'} {reason.text}"
+
+
+def at_risk_by_owner(scores: Sequence[AccountScore]) -> dict[str, float]:
+    """Revenue at risk summed by the accounts' owner rep (unowned accounts left out)."""
+    totals: dict[str, float] = {}
+    for s in scores:
+        if s.owner_rep_id is not None:
+            totals[s.owner_rep_id] = totals.get(s.owner_rep_id, 0.0) + s.revenue_at_risk
+    return totals
+
+
+def revenue_at_risk_totals(
+    scores: Sequence[AccountScore], reps: pd.DataFrame, level: str
+) -> list[dict[str, Any]]:
+    """Revenue at risk of these scored accounts summed by their owner's `rep`, `team` or
+    `region` (`forecast.training.churn.revenue_at_risk_by`), largest first: one dict per `name`,
+    with accounts, arr, revenue_at_risk, share_at_risk and expected_churned_accounts."""
+    from forecast.training.churn import revenue_at_risk_by  # the training module: loaded when used
+
+    owners = [s.owner_rep_id for s in scores]
+    by_rep = reps.set_index("rep_id")[["team", "region"]]
+    frame = pd.DataFrame(
+        {
+            "account_id": [s.account_id for s in scores],
+            "owner_rep_id": owners,
+            "team": by_rep["team"].reindex(owners).to_numpy(),
+            "rep_region": by_rep["region"].reindex(owners).to_numpy(),
+            "arr": [s.arr for s in scores],
+            "churn_probability": [s.churn_probability for s in scores],
+            "revenue_at_risk": [s.revenue_at_risk for s in scores],
+        }
+    )
+    totals = revenue_at_risk_by(frame, level).rename(columns={level: "name"})
+    return totals.astype(object).where(totals.notna(), None).to_dict(orient="records")
