@@ -221,7 +221,7 @@ def data_import(
 ) -> None:
     """Validate a source and store it; any violation stops the import and nothing is written."""
     from forecast.data.ingest import import_raw
-    from forecast.data.validate import ValidationError
+    from forecast.data.violations import ValidationError
 
     try:
         with _steps(3, "importing") as on_step:
@@ -256,7 +256,8 @@ def data_validate(
     bad_rows: BadRowsOpt = BadRows.refuse,
 ) -> None:
     """Check a source against the data contract without storing anything."""
-    from forecast.data.validate import ValidationError, check
+    from forecast.data.validate import check
+    from forecast.data.violations import ValidationError
 
     try:
         raw, stamp, _ = _read_source(source, mapping, sql, sql_spec, adapter, as_of)
@@ -331,7 +332,8 @@ def data_doctor(
     """
     from forecast.data.doctor import diagnose
     from forecast.data.store import StoreEmptyError, read_store
-    from forecast.data.validate import ValidationError, check
+    from forecast.data.validate import check
+    from forecast.data.violations import ValidationError
 
     try:
         if source is None and sql is None and sql_spec is None:

@@ -21,7 +21,8 @@ import pytest
 from forecast.data.sources.files import read_csv, read_folder
 from forecast.data.store import read_store, write_store
 from forecast.data.tables import STRING
-from forecast.data.validate import ValidationError, validate
+from forecast.data.validate import validate
+from forecast.data.violations import ValidationError
 
 Corrupt = Callable[[Path], None]
 AS_OF = pd.Timestamp("2024-06-30")  # the valid world's as-of (conftest.AS_OF)

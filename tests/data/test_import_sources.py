@@ -21,7 +21,8 @@ from forecast.data.sources.maven import read_maven_crm
 from forecast.data.sources.sql import read_sql, read_sql_spec
 from forecast.data.sources.telco import read_telco_churn, telco_features
 from forecast.data.tables import CrmTables
-from forecast.data.validate import ValidationError, Violation, check, validate
+from forecast.data.validate import check, validate
+from forecast.data.violations import ValidationError, Violation
 from forecast.data.world import make_crm
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "crm-export"

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from forecast.cli import app
 from forecast.data.sources.mapping import read_mapped
 from forecast.data.store import read_store
-from forecast.data.validate import ValidationError, check
+from forecast.data.validate import check
+from forecast.data.violations import ValidationError
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "docs" / "examples"

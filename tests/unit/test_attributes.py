@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from forecast.data.sources.mapping import read_mapped
-from forecast.data.validate import ValidationError
+from forecast.data.violations import ValidationError
 from forecast.features.accounts import ACCOUNT_FEATURES
 from forecast.features.deals import DEAL_FEATURES, Feature, model_features
 

@@ -10,7 +10,8 @@ import pytest
 from forecast.data.describe import describe
 from forecast.data.sources import RawTable
 from forecast.data.tables import CrmTables
-from forecast.data.validate import ValidationError, validate
+from forecast.data.validate import validate
+from forecast.data.violations import ValidationError
 from forecast.features.accounts import churn_snapshot_dates
 from forecast.features.asof import tables_as_of
 from forecast.features.orders import (

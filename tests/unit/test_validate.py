@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import forecast.data.validate as validation
+import forecast.data.violations as violations
 from forecast.data.schema import TABLES
 from forecast.data.sources import RawTable
 from forecast.data.tables import PANDAS_DTYPES, STRING
-from forecast.data.validate import ValidationError, Violation, check, validate
+from forecast.data.validate import check, validate
+from forecast.data.violations import ValidationError, Violation
 
 AS_OF = pd.Timestamp("2024-06-30")
 
@@ -548,11 +549,11 @@ def test_violation_reads_as_one_line() -> None:
 def test_values_are_cut_in_messages() -> None:
     (violation,) = problems(world(products={"billing": ["x" * 500]}))
 
-    assert len(violation.value) == validation.VALUE_WIDTH
+    assert len(violation.value) == violations.VALUE_WIDTH
 
 
 def test_summary_counts_everything_and_lists_the_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(validation, "MAX_PER_GROUP", 3)
+    monkeypatch.setattr(violations, "MAX_PER_GROUP", 3)
     n = 10
     tables = world(
         products={

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from forecast.data.ingest import ImportResult, generate, import_raw, read_world, store_world
     from forecast.data.store import StoreEmptyError, read_store, rollback_store, write_store
     from forecast.data.tables import CrmTables
-    from forecast.data.validate import ValidationError, Violation, check
+    from forecast.data.validate import check
+    from forecast.data.violations import ValidationError, Violation
     from forecast.data.world import CrmWorld, WorldTruth, make_crm
 
 _PUBLIC = {
@@ -35,8 +36,8 @@ _PUBLIC = {
     "rollback_store": "forecast.data.store",
     "write_store": "forecast.data.store",
     "CrmTables": "forecast.data.tables",
-    "ValidationError": "forecast.data.validate",
-    "Violation": "forecast.data.validate",
+    "ValidationError": "forecast.data.violations",
+    "Violation": "forecast.data.violations",
     "check": "forecast.data.validate",
     "diagnose": "forecast.data.doctor",
 }

@@ -12,7 +12,8 @@ import pandas as pd
 from forecast.data.sources import RawTable
 from forecast.data.store import StoreWrite, current_path, read_store, write_store
 from forecast.data.tables import CrmTables
-from forecast.data.validate import Violation, check
+from forecast.data.validate import check
+from forecast.data.violations import Violation
 from forecast.data.world import CrmWorld, WorldTruth, make_crm
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from forecast.data.schema import TABLE_NAMES, TABLES
 from forecast.data.sources import RawTable
 from forecast.data.tables import STRING
-from forecast.data.validate import MAX_PER_GROUP, VALUE_WIDTH, ValidationError, Violation
+from forecast.data.violations import MAX_PER_GROUP, VALUE_WIDTH, ValidationError, Violation
 
 logger = logging.getLogger(__name__)
 

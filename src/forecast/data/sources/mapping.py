@@ -55,7 +55,7 @@ from pydantic import ValidationError as PydanticError
 from forecast.data.schema import CLOSED_STAGES, TABLES, Table
 from forecast.data.sources import RawTable
 from forecast.data.sources.files import read_csv
-from forecast.data.validate import ValidationError, Violation
+from forecast.data.violations import ValidationError, Violation
 
 MAPPING_TABLE = "mapping"
 """The `table` of every violation about a mapping or spec file (not about the data)."""
