@@ -31,7 +31,7 @@ def _missing(value: object) -> bool:
 def main() -> None:
     from forecast.data.store import read_store
     from forecast.explain.catalogue import display_names, load_catalogue
-    from forecast.explain.reasons import scorer_for
+    from forecast.explain.scorers import scorer_for
     from forecast.explain.scoring import (
         load_deal_explainer,
         open_deal_ids,

@@ -17,7 +17,8 @@ import pandas as pd
 import shap
 
 from forecast.data.world import make_crm
-from forecast.explain.reasons import FastScorer, explain, typical_of_won
+from forecast.explain.reasons import explain, typical_of_won
+from forecast.explain.scorers import FastScorer
 from forecast.features.deals import DEAL_FEATURES, snapshot_dates, training_frame
 from forecast.model import TreeParams, calibrate, make_lightgbm, model_input
 

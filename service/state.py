@@ -22,7 +22,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from forecast.data.tables import CrmTables
-from forecast.explain.reasons import Scorer
+from forecast.explain.scorers import Scorer
 from forecast.features.records import StoredCrm
 from forecast.settings import Settings
 from service import predlog  # noqa: F401 (registers the log tables on the shared metadata)
@@ -240,7 +240,7 @@ class ServiceState:
         import mlflow
         from mlflow.models import Model
 
-        from forecast.explain.reasons import check_scorer, check_signature, scorer_for
+        from forecast.explain.scorers import check_scorer, check_signature, scorer_for
         from forecast.explain.scoring import stored_sample
         from forecast.features.deals import DEAL_FEATURES, model_features
         from forecast.training.churn import definition_of

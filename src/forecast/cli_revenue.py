@@ -59,7 +59,7 @@ def champion_scorer():
 def _churn_champion():
     """The churn champion as (account scorer, source, definition), or None (said) when there is
     none."""
-    from forecast.explain.reasons import scorer_for
+    from forecast.explain.scorers import scorer_for
     from forecast.features.deals import model_features
     from forecast.training.churn import MODEL_NAME as CHURN_NAME
     from forecast.training.churn import definition_of

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from forecast.data.world import make_crm
-from forecast.explain.reasons import FastScorer, typical_of_won
+from forecast.explain.reasons import typical_of_won
+from forecast.explain.scorers import FastScorer
 from forecast.features.deals import DEAL_FEATURES, snapshot_dates, training_frame
 from forecast.model import TreeParams, calibrate, make_lightgbm, model_input
 

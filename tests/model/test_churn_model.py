@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from forecast.data.world import make_crm
-from forecast.explain.reasons import scorer_for
+from forecast.explain.scorers import scorer_for
 from forecast.explain.scoring import score_accounts
 from forecast.features.accounts import ACCOUNT_FEATURE_NAMES, ACCOUNT_FEATURES
 from forecast.model import TreeParams, monotone_violations

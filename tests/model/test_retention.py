@@ -7,7 +7,8 @@ import pytest
 
 from forecast.data.world import make_crm
 from forecast.explain.catalogue import load_catalogue
-from forecast.explain.reasons import explain, scorer_for, typical_of_retained
+from forecast.explain.reasons import explain, typical_of_retained
+from forecast.explain.scorers import scorer_for
 from forecast.features.accounts import ACCOUNT_FEATURES, churn_snapshot_dates, churn_training_frame
 from forecast.model import TreeParams, calibrate, make_lightgbm, model_input
 

@@ -209,9 +209,9 @@ def test_a_corrupt_or_missing_version_is_refused_and_the_old_one_keeps_answering
 
 
 def test_a_fast_scorer_that_differs_from_the_logged_pipeline_is_refused(service, monkeypatch):
-    import forecast.explain.reasons
+    import forecast.explain.scorers
 
-    real = forecast.explain.reasons.scorer_for
+    real = forecast.explain.scorers.scorer_for
 
     def altered(model, features):
         # one coefficient moved by a millionth: the intercept of the served raw score
@@ -220,7 +220,7 @@ def test_a_fast_scorer_that_differs_from_the_logged_pipeline_is_refused(service,
         scorer.calibrate = lambda raw: calibrate(raw + 1e-6)
         return scorer
 
-    monkeypatch.setattr(forecast.explain.reasons, "scorer_for", altered)
+    monkeypatch.setattr(forecast.explain.scorers, "scorer_for", altered)
     move_champion(GOOD[1])
     wait_until(lambda: metric(service, "forecast_model_refusals_total") == 1, "the refusal")
     refused = service.get("/readyz").body["refused"]
@@ -228,6 +228,6 @@ def test_a_fast_scorer_that_differs_from_the_logged_pipeline_is_refused(service,
     assert "differs from the model's predict_proba" in refused[0]
     assert "on the logged input example" in refused[0]
     assert served(service) == GOOD[0], "the checked version keeps serving"
-    monkeypatch.setattr(forecast.explain.reasons, "scorer_for", real)
+    monkeypatch.setattr(forecast.explain.scorers, "scorer_for", real)
     move_champion(GOOD[2])  # an honest fast path is taken
     wait_until(lambda: served(service) == GOOD[2], f"version {GOOD[2]} to serve")

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from forecast.explain.actions import ActionPlan
 from forecast.explain.catalogue import Change, load_catalogue
-from forecast.explain.reasons import _ActionPlan
 from forecast.features.accounts import ACCOUNT_FEATURE_NAMES
 from forecast.features.deals import FEATURE_NAMES
 from forecast.features.orders import INACTIVITY_FEATURE_NAMES
@@ -67,7 +67,7 @@ def test_action_apply_returns_a_changed_copy():
 
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_the_explainer_applies_every_action_as_change_apply_does(model):
-    # the explainer applies all actions at once from arrays (`_ActionPlan`); it must give what
+    # the explainer applies all actions at once from arrays (`ActionPlan`); it must give what
     # each action's own `Change.apply` gives, on values around every bound and missing ones
     catalogue = load_catalogue()
     names = list(MODELS[model])
@@ -75,7 +75,7 @@ def test_the_explainer_applies_every_action_as_change_apply_does(model):
     actions = list(catalogue.actions[model].values())
     rng = np.random.default_rng(0)
     coded = rng.choice([np.nan, -5.0, 0.0, 0.5, 1.0, 3.0, 14.0, 200.0], size=(6, len(names)))
-    plan = _ActionPlan.of(actions, position)
+    plan = ActionPlan.of(actions, position)
     applied, moved = plan.applied(coded)
     applied = applied.reshape(len(actions), len(coded), len(names))
     for a, action in enumerate(actions):

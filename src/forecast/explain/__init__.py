@@ -13,7 +13,7 @@ from forecast.lazy import lazy_names
 
 if TYPE_CHECKING:
     from forecast.explain.catalogue import load_catalogue
-    from forecast.explain.reasons import Explanation, Reason, Recommendation, explain
+    from forecast.explain.reasons import explain
     from forecast.explain.scoring import (
         load_deal_explainer,
         score_accounts,
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         score_deals,
         score_records,
     )
+    from forecast.explain.wording import Explanation, Reason, Recommendation
 
 _PUBLIC = {
     "Explanation": "forecast.explain.reasons",

@@ -16,15 +16,9 @@ import pandas as pd
 
 from forecast.data.tables import CrmTables
 from forecast.explain.catalogue import display_names, load_catalogue
-from forecast.explain.reasons import (
-    Explanation,
-    Reason,
-    Scorer,
-    explain,
-    scorer_for,
-    typical_of_retained,
-    typical_of_won,
-)
+from forecast.explain.reasons import explain, typical_of_retained, typical_of_won
+from forecast.explain.scorers import Scorer, scorer_for
+from forecast.explain.wording import Explanation, Reason
 from forecast.features.accounts import HORIZON_DAYS, account_snapshots, churn_snapshot_dates
 from forecast.features.deals import (
     DEAL_FEATURES,

@@ -33,7 +33,8 @@ from sklearn.metrics import roc_auc_score
 
 from forecast.data.tables import CrmTables
 from forecast.data.world import WorldTruth
-from forecast.explain.reasons import global_importance, scorer_for
+from forecast.explain.reasons import global_importance
+from forecast.explain.scorers import scorer_for
 from forecast.features.deals import Feature
 from forecast.model import (
     CALIBRATION_METHODS,
