@@ -41,9 +41,10 @@ from forecast.model import (
     make_logistic,
     model_input,
 )
+from forecast.training.choice import fit_and_choose
 from forecast.training.drift import HALF_LIVES, ROLLING_FOLDS
 from forecast.training.evaluate import StageRates, compare
-from forecast.training.shared import CANDIDATES, Task, fit_and_choose
+from forecast.training.task import CANDIDATES, Task
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SHOWN = ("auc", "pr_auc", "log_loss", "brier", "ece", "mean_predicted", "win_rate", "n")

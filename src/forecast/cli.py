@@ -470,8 +470,9 @@ def _stored_world():
 
 def _run_pipeline(name: str, tables, truth, seed: int, **options):
     """One pipeline through training and its gate, with progress; training refusals exit 1."""
+    from forecast.training.leakage import LeakageSuspected
     from forecast.training.pipelines import PIPELINES
-    from forecast.training.shared import LeakageSuspected, NotEnoughDataError
+    from forecast.training.task import NotEnoughDataError
 
     with _steps(TRAIN_STEPS, f"training {name}") as on_step:
         try:

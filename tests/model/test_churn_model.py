@@ -14,6 +14,7 @@ from forecast.explain.scorers import scorer_for
 from forecast.explain.scoring import score_accounts
 from forecast.features.accounts import ACCOUNT_FEATURE_NAMES, ACCOUNT_FEATURES
 from forecast.model import TreeParams, monotone_violations
+from forecast.training.choice import fit_and_choose
 from forecast.training.churn import (
     TASK,
     ChurnHooks,
@@ -25,7 +26,6 @@ from forecast.training.churn import (
     revenue_at_risk,
     revenue_at_risk_by,
 )
-from forecast.training.shared import fit_and_choose
 
 PARAMS = ChurnParams(
     tree=TreeParams(n_estimators=150, learning_rate=0.05, min_child_samples=50, n_jobs=1)

@@ -22,7 +22,7 @@ from forecast.model import (
     monotone_violations,
     win_probability,
 )
-from forecast.training.shared import fit_and_choose
+from forecast.training.choice import fit_and_choose
 from forecast.training.win import TASK, TrainHooks, WinParams, prepare
 
 PARAMS = WinParams(tree=TreeParams(n_estimators=80, n_jobs=1))

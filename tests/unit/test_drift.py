@@ -12,6 +12,7 @@ from sklearn.metrics import log_loss
 
 from forecast.features.deals import Feature
 from forecast.model import TreeParams, make_lightgbm, model_input
+from forecast.training.choice import fit_and_choose
 from forecast.training.drift import (
     UNCALIBRATED,
     Choice,
@@ -21,7 +22,7 @@ from forecast.training.drift import (
     recency_weights,
     rolling_folds,
 )
-from forecast.training.shared import CANDIDATES, Task, fit_and_choose
+from forecast.training.task import CANDIDATES, Task
 
 FEATURES = (Feature("signal"), Feature("noise"))
 TASK = Task("synthetic", "synthetic", "synthetic", label="won", group="unit")

@@ -22,7 +22,7 @@ from forecast.features.orders import (
     inactivity_labels,
 )
 from forecast.training.churn import ChurnParams, RecencyTable, resolve
-from forecast.training.shared import NotEnoughDataError
+from forecast.training.task import NotEnoughDataError
 from tests.orders_world import make_orders
 
 DAY = pd.Timedelta(days=1)

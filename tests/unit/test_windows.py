@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from forecast.data.world import make_crm
-from forecast.training.shared import NotEnoughDataError
+from forecast.training.task import NotEnoughDataError
 from forecast.training.win import FULL_WINDOWS, MIN_WINDOW_DAYS, WindowChoice, Windows, WinParams
 
 

@@ -89,7 +89,7 @@ def log_backtest(
     """
     import mlflow
 
-    from forecast.training.shared import default_card_dir, tracking_run
+    from forecast.training.tracking import default_card_dir, tracking_run
 
     metrics = result.metrics()
     card = (card_dir or default_card_dir()) / "revenue-forecast.md"

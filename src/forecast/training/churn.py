@@ -80,24 +80,18 @@ from forecast.model import (
     model_input,
 )
 from forecast.training import evaluate
+from forecast.training.choice import Fitted, flat_metrics
 from forecast.training.drift import HALF_LIVES, ROLLING_FOLDS, DriftReport
+from forecast.training.leakage import LeakageSuspected
 from forecast.training.registry import Evaluation, GateDecision
-from forecast.training.shared import (
-    CANDIDATES,
-    Fitted,
-    LeakageSuspected,
-    NotEnoughDataError,
-    RetrainOutcome,
-    Task,
+from forecast.training.shared import retrain, train
+from forecast.training.task import CANDIDATES, NotEnoughDataError, RetrainOutcome, Task, fingerprint
+from forecast.training.tracking import (
     choice_card_lines,
     code_version,
     default_card_dir,
-    fingerprint,
-    flat_metrics,
     log_choice,
     markdown,
-    retrain,
-    train,
 )
 
 log = logging.getLogger(__name__)

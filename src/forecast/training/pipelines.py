@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from forecast.training.churn import retrain_churn
-from forecast.training.shared import RetrainOutcome
+from forecast.training.task import RetrainOutcome
 from forecast.training.win import retrain_win
 
 PIPELINES: Mapping[str, Callable[..., RetrainOutcome]] = {
