@@ -23,7 +23,7 @@ from forecast.model import (
     win_probability,
 )
 from forecast.training.choice import fit_and_choose
-from forecast.training.win import TASK, TrainHooks, WinParams, prepare
+from forecast.training.win_task import TASK, TrainHooks, WinParams, prepare
 
 PARAMS = WinParams(tree=TreeParams(n_estimators=80, n_jobs=1))
 ACTIVITY_COUNTS = ("activities_7d", "activities_30d", "activities_90d", "calls_90d", "emails_90d")

@@ -14,7 +14,8 @@ from forecast.data.ingest import generate
 from forecast.data.store import read_store
 from forecast.explain.scoring import open_deal_ids
 from forecast.model import TreeParams
-from forecast.training.win import WinParams, train_win
+from forecast.training.win import train_win
+from forecast.training.win_task import WinParams
 
 runner = CliRunner()
 
@@ -29,7 +30,7 @@ def _app() -> typer.Typer:
 @pytest.fixture
 def champion(tmp_path):
     from forecast.training.registry import register_and_gate
-    from forecast.training.win import MODEL_NAME
+    from forecast.training.win_task import MODEL_NAME
 
     world, _ = generate(5000, seed=5, imported_at=pd.Timestamp("2026-11-15"))
     params = WinParams(tree=TreeParams(n_estimators=40, n_jobs=1))

@@ -22,7 +22,8 @@ from forecast.data.world import make_crm
 from forecast.model import TreeParams
 from forecast.settings import get_settings
 from forecast.training import registry
-from forecast.training.win import MODEL_NAME, TrainHooks, WinParams, train_win
+from forecast.training.win import train_win
+from forecast.training.win_task import MODEL_NAME, TrainHooks, WinParams
 
 PARAMS = WinParams(tree=TreeParams(n_estimators=40, n_jobs=1))
 

@@ -14,15 +14,10 @@ from forecast.data.world import make_crm
 from forecast.features.deals import DEAL_FEATURES
 from forecast.model import TreeParams
 from forecast.settings import get_settings
-from forecast.training.win import (
-    EXPERIMENT,
-    MIN_CLOSED_PER_CLASS,
-    LeakageSuspected,
-    NotEnoughDataError,
-    TrainHooks,
-    WinParams,
-    train_win,
-)
+from forecast.training.leakage import LeakageSuspected
+from forecast.training.task import NotEnoughDataError
+from forecast.training.win import train_win
+from forecast.training.win_task import EXPERIMENT, MIN_CLOSED_PER_CLASS, TrainHooks, WinParams
 
 PARAMS = WinParams(tree=TreeParams(n_estimators=40, n_jobs=1))
 

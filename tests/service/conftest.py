@@ -156,7 +156,8 @@ def trained_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     from forecast.training.churn import MODEL_NAME as CHURN_MODEL
     from forecast.training.churn import ChurnParams, train_churn
     from forecast.training.registry import promote, register_and_gate
-    from forecast.training.win import MODEL_NAME, WinParams, train_win
+    from forecast.training.win import train_win
+    from forecast.training.win_task import MODEL_NAME, WinParams
 
     home = tmp_path_factory.mktemp("service-home")
     with home_env(home):

@@ -8,7 +8,13 @@ import pytest
 
 from forecast.data.world import make_crm
 from forecast.training.task import NotEnoughDataError
-from forecast.training.win import FULL_WINDOWS, MIN_WINDOW_DAYS, WindowChoice, Windows, WinParams
+from forecast.training.win_task import (
+    FULL_WINDOWS,
+    MIN_WINDOW_DAYS,
+    WindowChoice,
+    Windows,
+    WinParams,
+)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +60,7 @@ def test_too_short_a_history_is_refused_saying_what_to_do(world):
 
 
 def test_the_train_slice_drops_deals_seen_again_later_and_only_the_train_slice():
-    from forecast.training.win import split
+    from forecast.training.win_task import split
 
     day = pd.Timestamp("2026-01-01")
     windows = Windows(day, day + pd.Timedelta(days=30), day + pd.Timedelta(days=60),

@@ -38,7 +38,8 @@ class Diagnosis:
 
 def diagnose(tables: CrmTables) -> Diagnosis:
     """Everything `forecast data doctor` reports about `tables`."""
-    from forecast.training.win import MIN_CLOSED_PER_CLASS, NotEnoughDataError, Windows, WinParams
+    from forecast.training.task import NotEnoughDataError
+    from forecast.training.win_task import MIN_CLOSED_PER_CLASS, Windows, WinParams
 
     deals = tables.deals
     closed = deals[deals["outcome"].isin(("won", "lost"))]

@@ -236,7 +236,7 @@ def load_deal_explainer(tables: CrmTables, *, as_of: pd.Timestamp) -> DealExplai
         forecast.training.registry.RegistryError: no champion yet.
     """
     from forecast.training.registry import RegistryError, champion_version, load_champion
-    from forecast.training.win import MODEL_NAME
+    from forecast.training.win_task import MODEL_NAME
 
     version = champion_version(MODEL_NAME)
     if version is None:

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from forecast.training.pipelines import PIPELINES
     from forecast.training.registry import gate, load_champion, promote, rollback
     from forecast.training.shared import retrain, train
-    from forecast.training.win import WinParams, train_win
+    from forecast.training.win import train_win
+    from forecast.training.win_task import WinParams
 
 _PUBLIC = {
     "retrain": "forecast.training.shared",
