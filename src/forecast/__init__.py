@@ -24,7 +24,7 @@ _PUBLIC = {
     "score_book": "forecast.explain.scoring",
     "score_deals": "forecast.explain.scoring",
     "score_accounts": "forecast.explain.scoring",
-    "revenue_at_risk": "forecast.training.churn",
+    "revenue_at_risk": "forecast.revenue.churn",
     "forecast_quarter": "forecast.revenue",
     "Scenario": "forecast.revenue",
     "coach_rep": "forecast.coaching",

@@ -61,8 +61,8 @@ def _churn_champion():
     none."""
     from forecast.explain.scorers import scorer_for
     from forecast.features.deals import model_features
-    from forecast.training.churn import MODEL_NAME as CHURN_NAME
-    from forecast.training.churn import definition_of
+    from forecast.training.churn_task import MODEL_NAME as CHURN_NAME
+    from forecast.training.churn_task import definition_of
     from forecast.training.registry import RegistryError, champion_version, load_champion
 
     try:
@@ -213,7 +213,7 @@ def revenue(
     from forecast.data.store import StoreEmptyError, read_store
     from forecast.revenue import prepare_quarter, simulate_quarter
     from forecast.revenue.bookings import parse_quarter
-    from forecast.training.churn import live_renewals
+    from forecast.revenue.churn import live_renewals
 
     if level not in LEVEL_NAMES:
         raise _fail(f"--level {level!r}: expected one of {', '.join(LEVEL_NAMES)}")
@@ -306,7 +306,7 @@ def revenue_backtest(
         scorers["simulation_truth"] = lambda cutoff: truth_scorer(truth)
     renewals = {}
     if churn:
-        from forecast.training.churn import fit_churn_renewal
+        from forecast.revenue.churn import fit_churn_renewal
 
         renewals["simulation_churn"] = lambda cutoff: fit_churn_renewal(tables, cutoff, seed=seed)
     with console.status("backtesting") as status:

@@ -96,7 +96,8 @@ def score_accounts_command(
     Under subscription churn the accounts billed recurring revenue in the last ended month;
     under inactivity churn every customer with a purchase in the year before the as-of."""
     from forecast.data.store import StoreEmptyError, fingerprint_tables, read_store
-    from forecast.training.churn import MODEL_NAME, definition_of, revenue_at_risk
+    from forecast.revenue.churn import revenue_at_risk
+    from forecast.training.churn_task import MODEL_NAME, definition_of
     from forecast.training.registry import RegistryError, champion_version, load_champion
 
     if not every:

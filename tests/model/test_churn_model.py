@@ -14,18 +14,10 @@ from forecast.explain.scorers import scorer_for
 from forecast.explain.scoring import score_accounts
 from forecast.features.accounts import ACCOUNT_FEATURE_NAMES, ACCOUNT_FEATURES
 from forecast.model import TreeParams, monotone_violations
+from forecast.revenue.churn import renewal_probability_from, revenue_at_risk, revenue_at_risk_by
 from forecast.training.choice import fit_and_choose
-from forecast.training.churn import (
-    TASK,
-    ChurnHooks,
-    ChurnParams,
-    churn_probability,
-    prepare,
-    renewal_probability_from,
-    resolve,
-    revenue_at_risk,
-    revenue_at_risk_by,
-)
+from forecast.training.churn import churn_probability
+from forecast.training.churn_task import TASK, ChurnHooks, ChurnParams, prepare, resolve
 
 PARAMS = ChurnParams(
     tree=TreeParams(n_estimators=150, learning_rate=0.05, min_child_samples=50, n_jobs=1)

@@ -415,8 +415,8 @@ def test_the_backtest_can_draw_renewals_from_a_churn_model():
     """The churn seam: the same win scorer, renewals from a churn model of the quarter's start."""
     from forecast.revenue.backtest import backtest
     from forecast.revenue.backtest_card import backtest_metrics
+    from forecast.revenue.churn import fit_churn_renewal
     from forecast.revenue.win_scorers import truth_scorer
-    from forecast.training.churn import fit_churn_renewal
 
     world = make_crm(8000, seed=3)
     tables = world.tables

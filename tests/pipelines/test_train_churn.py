@@ -23,16 +23,16 @@ from forecast.features.accounts import account_snapshots
 from forecast.model import TreeParams
 from forecast.settings import get_settings
 from forecast.training import churn, evaluate, registry
-from forecast.training.churn import (
+from forecast.training.churn import train_churn
+from forecast.training.churn_task import (
     EXPERIMENT,
     MIN_PER_CLASS,
     MODEL_NAME,
     ChurnHooks,
     ChurnParams,
-    NotEnoughDataError,
-    train_churn,
 )
 from forecast.training.pipelines import PIPELINES
+from forecast.training.task import NotEnoughDataError
 
 TREE = TreeParams(n_estimators=150, learning_rate=0.05, min_child_samples=50, n_jobs=1)
 PARAMS = ChurnParams(tree=TREE)

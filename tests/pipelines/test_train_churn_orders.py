@@ -18,8 +18,9 @@ from typer.testing import CliRunner
 from forecast.cli import app
 from forecast.data.store import read_store
 from forecast.features.orders import customer_snapshots
+from forecast.revenue.churn import revenue_at_risk, revenue_at_risk_by
 from forecast.settings import get_settings
-from forecast.training.churn import MODEL_NAME, definition_of, revenue_at_risk, revenue_at_risk_by
+from forecast.training.churn_task import MODEL_NAME, definition_of
 from forecast.training.registry import champion_version, load_champion
 from tests.orders_world import make_orders
 

@@ -153,8 +153,9 @@ def trained_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """
     from forecast.data.ingest import generate
     from forecast.model import TreeParams
-    from forecast.training.churn import MODEL_NAME as CHURN_MODEL
-    from forecast.training.churn import ChurnParams, train_churn
+    from forecast.training.churn import train_churn
+    from forecast.training.churn_task import MODEL_NAME as CHURN_MODEL
+    from forecast.training.churn_task import ChurnParams
     from forecast.training.registry import promote, register_and_gate
     from forecast.training.win import train_win
     from forecast.training.win_task import MODEL_NAME, WinParams

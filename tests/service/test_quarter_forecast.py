@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from forecast.revenue import SEGMENT_RATES, Scenario, forecast_quarter
+from forecast.revenue.churn import ChurnRenewals
 from forecast.settings import get_settings
-from forecast.training.churn import ChurnRenewals
 from service.state import ServiceConfig, ServiceState
 
 

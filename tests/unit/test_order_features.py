@@ -21,7 +21,8 @@ from forecast.features.orders import (
     inactivity_horizon,
     inactivity_labels,
 )
-from forecast.training.churn import ChurnParams, RecencyTable, resolve
+from forecast.training.churn_baselines import RecencyTable
+from forecast.training.churn_task import ChurnParams, resolve
 from forecast.training.task import NotEnoughDataError
 from tests.orders_world import make_orders
 

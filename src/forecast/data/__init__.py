@@ -2,9 +2,10 @@
 generated world.
 
 Modules: `schema` (the contract), `tables` (the tables in memory), `sources` (files, SQL,
-mappings and presets), `validate`, `derive` (the history a deals-only export lacks), `store`,
-`ingest` (import or generate, then store), `world` (the generated CRM), `describe` and `doctor`
-(what the data holds and supports).
+mappings and presets), `validate` (the rules applied, rows set aside) with `cells`,
+`table_checks`, `rules` and `violations` (what it reports), `derive` (the history a deals-only
+export lacks), `store`, `ingest` (import or generate, then store), `world` (the generated CRM),
+`describe` and `doctor` (what the data holds and supports).
 """
 
 from __future__ import annotations

@@ -100,7 +100,8 @@ def diagnose(tables: CrmTables) -> Diagnosis:
 
 def _churn_support(tables: CrmTables) -> str:
     """Which churn the export supports (`forecast.training.churn.resolve`), or why none."""
-    from forecast.training.churn import ChurnParams, NotEnoughDataError, resolve
+    from forecast.training.churn_task import ChurnParams, resolve
+    from forecast.training.task import NotEnoughDataError
 
     try:
         params = resolve(ChurnParams(), tables)

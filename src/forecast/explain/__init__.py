@@ -1,8 +1,10 @@
 """Scores with their reasons and the actions people can take.
 
-Modules: `catalogue` (labels, reason groups and actions, from `catalogue.yaml`), `reasons`
-(SHAP-style contributions turned into reasons and recommendations), `scoring` (deals and
-accounts scored with reasons, the whole book).
+Modules: `catalogue` (labels, reason groups and actions, from `catalogue.yaml`), `scorers` (the
+logged pipeline's scores and contributions, fast, and the checks that they are the pipeline's),
+`wording` (reasons and recommendations in words), `actions` (what a deal does not already do),
+`reasons` (contributions turned into reasons and recommendations), `scoring` (deals and accounts
+scored with reasons, the whole book).
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ if TYPE_CHECKING:
     from forecast.explain.wording import Explanation, Reason, Recommendation
 
 _PUBLIC = {
-    "Explanation": "forecast.explain.reasons",
-    "Reason": "forecast.explain.reasons",
-    "Recommendation": "forecast.explain.reasons",
+    "Explanation": "forecast.explain.wording",
+    "Reason": "forecast.explain.wording",
+    "Recommendation": "forecast.explain.wording",
     "explain": "forecast.explain.reasons",
     "load_deal_explainer": "forecast.explain.scoring",
     "score_accounts": "forecast.explain.scoring",

@@ -34,7 +34,7 @@ from forecast.features.records import StoredCrm, moment, record_tables
 from forecast.settings import get_settings
 
 if TYPE_CHECKING:
-    from forecast.training.churn import Definition
+    from forecast.training.churn_task import Definition
 
 TREND_DAYS = 7  # the previous weekly snapshot
 YARDSTICK_DAYS = 365  # won deals of the last year set the "typical" in reasons
@@ -217,7 +217,7 @@ def retained_account_yardsticks(
     over the year before their outcome was known by `as_of` (a snapshot's outcome is known a
     churn horizon after it); None when no feature of the definition is one an owner can act on
     (there is nothing to hold an account to)."""
-    from forecast.training.churn import SUBSCRIPTION  # the training module: loaded when used
+    from forecast.training.churn_task import SUBSCRIPTION  # the training module: loaded when used
 
     definition = definition or SUBSCRIPTION
     entries = load_catalogue().account
@@ -311,7 +311,7 @@ def score_accounts(
     Raises:
         KeyError: a requested account is unknown, or not among those scored at `as_of`.
     """
-    from forecast.training.churn import definition_for  # the training module: loaded when used
+    from forecast.training.churn_task import definition_for  # the training module: loaded when used
 
     definition = definition_for(scorer.names)
     as_of = pd.Timestamp(as_of) if as_of is not None else tables.as_of
@@ -394,7 +394,7 @@ def revenue_at_risk_totals(
     """Revenue at risk of these scored accounts summed by their owner's `rep`, `team` or
     `region` (`forecast.training.churn.revenue_at_risk_by`), largest first: one dict per `name`,
     with accounts, arr, revenue_at_risk, share_at_risk and expected_churned_accounts."""
-    from forecast.training.churn import revenue_at_risk_by  # the training module: loaded when used
+    from forecast.revenue.churn import revenue_at_risk_by  # loaded when used
 
     owners = [s.owner_rep_id for s in scores]
     by_rep = reps.set_index("rep_id")[["team", "region"]]

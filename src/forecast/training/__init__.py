@@ -1,9 +1,11 @@
 """The training stage: one path for every model, the win and churn tasks, evaluation, the
 registry gate.
 
-Modules: `shared` (the path both tasks run: leak guard, candidates, choice, calibration, MLflow,
-card, gate), `win` and `churn` (the two tasks), `pipelines` (every task by name), `leakage`,
-`drift`, `evaluate` (metrics and baselines), `registry` (versions, aliases, the gate).
+Modules: `shared` (the path every task runs: train, retrain), `task` (what a task is), `choice`
+(leak guard, candidates, their choice and calibration over held-out windows), `tracking` (MLflow,
+provenance, the cards' shared lines), `win_task`, `win_card` and `win` (deal win), `churn_task`,
+`churn_baselines`, `churn_card` and `churn` (account churn), `pipelines` (every task by name),
+`leakage`, `drift`, `evaluate` (metrics and baselines), `registry` (versions, aliases, the gate).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import TYPE_CHECKING
 from forecast.lazy import lazy_names
 
 if TYPE_CHECKING:
-    from forecast.training.churn import ChurnParams, revenue_at_risk, train_churn
+    from forecast.training.churn import train_churn
+    from forecast.training.churn_task import ChurnParams
     from forecast.training.pipelines import PIPELINES
     from forecast.training.registry import gate, load_champion, promote, rollback
     from forecast.training.shared import retrain, train
@@ -23,10 +26,9 @@ if TYPE_CHECKING:
 _PUBLIC = {
     "retrain": "forecast.training.shared",
     "train": "forecast.training.shared",
-    "WinParams": "forecast.training.win",
+    "WinParams": "forecast.training.win_task",
     "train_win": "forecast.training.win",
-    "ChurnParams": "forecast.training.churn",
-    "revenue_at_risk": "forecast.training.churn",
+    "ChurnParams": "forecast.training.churn_task",
     "train_churn": "forecast.training.churn",
     "gate": "forecast.training.registry",
     "load_champion": "forecast.training.registry",
@@ -42,7 +44,6 @@ __all__ = [
     "load_champion",
     "promote",
     "retrain",
-    "revenue_at_risk",
     "rollback",
     "train",
     "train_churn",

@@ -1,0 +1,324 @@
+"""The churn task: its name and parameters, the two definitions (a subscription that stops, a
+customer who stops buying), the windows and slices, and the snapshot frame it trains on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+
+from forecast.data.tables import CrmTables
+from forecast.features.accounts import (
+    ACCOUNT_FEATURES,
+    HORIZON_DAYS,
+    account_features,
+    account_snapshots,
+    churn_snapshot_dates,
+    churn_training_frame,
+)
+from forecast.features.deals import Feature
+from forecast.features.orders import (
+    INACTIVITY_FEATURES,
+    customer_snapshots,
+    inactivity_features,
+    inactivity_horizon,
+    inactivity_training_frame,
+)
+from forecast.model import (
+    TreeParams,
+)
+from forecast.training.churn_baselines import RateTable, RecencyTable
+from forecast.training.drift import HALF_LIVES, ROLLING_FOLDS
+from forecast.training.task import CANDIDATES, NotEnoughDataError, Task, fingerprint
+
+EXPERIMENT = "account-churn"
+
+
+MODEL_NAME = "account-churn"
+
+
+MIN_PER_CLASS = 40  # accounts that churned, and accounts retained, needed before training
+
+
+KEYS = ("account_id", "as_of")
+
+
+LABEL = "churned"
+
+
+TASK = Task("churn", MODEL_NAME, EXPERIMENT, label=LABEL, group="account_id", purge_group=False)
+
+
+GATE_BASELINES = ("base_rate", "rate_table")
+
+
+DEFINITIONS = ("subscription", "inactivity")
+
+
+@dataclass(frozen=True)
+class ChurnParams:
+    """Everything that decides the churn model, logged as the run's parameters."""
+
+    seed: int = 0
+    definition: str = "auto"  # subscription, inactivity, or auto: from what the data holds
+    horizon_days: int | None = None  # None: 90 days, or for inactivity from purchase gaps
+    test_months: int | None = None  # None: 3, or 1 when the history is short (`slice_months`)
+    calibration_months: int | None = None  # None: as test_months
+    snapshot_day: int = 15
+    tree: TreeParams = field(default_factory=TreeParams)
+    logistic_c: float = 0.1
+    candidates: tuple[str, ...] = CANDIDATES
+    half_lives: tuple[int | None, ...] = HALF_LIVES  # recency weightings tried (days)
+    rolling_folds: int = ROLLING_FOLDS  # held-out windows the choice is made on
+
+    def flat(self) -> dict[str, object]:
+        out = {k: v for k, v in asdict(self).items() if k != "tree"}
+        out["candidates"] = ",".join(self.candidates)
+        out["half_lives"] = ",".join("none" if h is None else str(h) for h in self.half_lives)
+        return out | {f"tree_{k}": v for k, v in asdict(self.tree).items()}
+
+
+@dataclass(frozen=True)
+class ChurnHooks:
+    """Test hooks; real runs use none. `fit_rows` rewrites train and calibration rows only."""
+
+    fit_rows: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+
+
+@dataclass(frozen=True)
+class ChurnSlices:
+    train: pd.DataFrame
+    calibration: pd.DataFrame
+    test: pd.DataFrame
+    embargo_rows: int
+    spans: Mapping[str, str]
+    history: pd.DataFrame  # every labelled snapshot before the test slice (the rolling windows)
+
+
+@dataclass(frozen=True)
+class Definition:
+    """What one churn definition decides: its unit's snapshots and features, its rule
+    baseline, its segments on the card and the words the card uses."""
+
+    name: str
+    features: tuple[Feature, ...]
+    rule: type[RateTable] | type[RecencyTable]
+    rule_text: str
+    event: str  # what churn is, after "the probability that"
+    population: str  # who is snapshotted, after "snapshots of"
+    first_moment: Callable[[CrmTables], pd.Timestamp]  # the earliest snapshot's month
+    snapshots: Callable[[CrmTables, Sequence[pd.Timestamp]], pd.DataFrame]
+    featurize: Callable[[CrmTables, pd.DataFrame], pd.DataFrame]
+    training_frame: Callable[..., pd.DataFrame]  # (tables, dates, *, horizon_days)
+    # a year's revenue of each feature row: what a churned account (customer) takes away
+    yearly_revenue: Callable[[pd.DataFrame], np.ndarray]
+    revenue_words: str  # what `yearly_revenue` is, for pages and cards
+
+    def frame(self, tables: CrmTables, params: ChurnParams) -> pd.DataFrame:
+        """Labelled monthly snapshots from the first billed month (or order) to the export."""
+        first = self.first_moment(tables)
+        dates = churn_snapshot_dates(first, tables.as_of, day=params.snapshot_day)
+        return self.training_frame(tables, dates, horizon_days=horizon_of(params))
+
+    def features_at(self, tables: CrmTables, as_of: pd.Timestamp) -> pd.DataFrame:
+        """Every scorable account's (customer's) features at `as_of`."""
+        return self.featurize(tables, self.snapshots(tables, [as_of]))
+
+    @staticmethod
+    def segments(frame: pd.DataFrame) -> pd.Series:
+        """The groups the card breaks the test metrics down by."""
+        if "segment" in frame:
+            return frame["segment"]
+        bought = frame["purchases"].to_numpy()
+        labels = np.where(bought <= 1, "1 purchase", np.where(bought <= 4, "2-4", "5+"))
+        return pd.Series(labels, index=frame.index)
+
+
+SUBSCRIPTION = Definition(
+    "subscription",
+    ACCOUNT_FEATURES,
+    RateTable,
+    "churn rate by days to contract end (<= 0, 1-30, 31-90, 91-180, > 180, unknown) x last "
+    "usage below the train slice's lower quartile",
+    "an account's recurring revenue stops",
+    "every account billed recurring revenue in the last ended month",
+    first_moment=lambda t: t.revenue.loc[t.revenue["kind"] == "recurring", "period"].min(),
+    snapshots=account_snapshots,
+    featurize=account_features,
+    training_frame=churn_training_frame,
+    yearly_revenue=lambda frame: 12 * frame["mrr"].to_numpy(dtype=float),
+    revenue_words="ARR (12 x the last monthly bill)",
+)
+
+
+INACTIVITY = Definition(
+    "inactivity",
+    INACTIVITY_FEATURES,
+    RecencyTable,
+    "churn rate by days since the last purchase (<= 30, 31-60, 61-90, 91-180, > 180) x one "
+    "purchase only",
+    "a customer makes no purchase",
+    "every customer with a purchase in the year before",
+    first_moment=lambda t: t.orders["at"].min(),
+    snapshots=customer_snapshots,
+    featurize=inactivity_features,
+    training_frame=inactivity_training_frame,
+    # spend net of returns over the year before: a negative net is no revenue to lose
+    yearly_revenue=lambda frame: frame["spend_365d"].clip(lower=0).to_numpy(dtype=float),
+    revenue_words="spend over the last year, net of returns",
+)
+
+
+DEFINITION_OF = {d.name: d for d in (SUBSCRIPTION, INACTIVITY)}
+
+
+def horizon_of(params: ChurnParams) -> int:
+    return HORIZON_DAYS if params.horizon_days is None else params.horizon_days
+
+
+def resolve(params: ChurnParams, tables: CrmTables) -> ChurnParams:
+    """`params` with the definition and the horizon decided from what `tables` hold.
+
+    `auto` is subscription when the export has recurring revenue, else inactivity when it has
+    orders from known customers.
+
+    Raises:
+        NotEnoughDataError: neither is in the export, or the named one is not.
+        ValueError: an unknown definition.
+    """
+    if params.definition not in (*DEFINITIONS, "auto"):
+        raise ValueError(
+            f"churn definition must be auto, {' or '.join(DEFINITIONS)}, not {params.definition!r}"
+        )
+    has = {
+        "subscription": bool((tables.revenue["kind"] == "recurring").any()),
+        "inactivity": bool(tables.orders["account_id"].notna().any()),
+    }
+    name = params.definition
+    if name == "auto":
+        name = next((d for d in DEFINITIONS if has[d]), "")
+    if not name:
+        raise NotEnoughDataError(
+            "churn cannot be defined: the export has no recurring revenue rows (subscription "
+            "churn) and no orders with customers (inactivity churn); import a revenue or an "
+            "orders table"
+        )
+    if not has[name]:
+        wanted = "recurring revenue rows" if name == "subscription" else "orders with customers"
+        table = "a revenue table" if name == "subscription" else "an orders table"
+        raise NotEnoughDataError(
+            f"{name} churn needs {wanted} and the export has none: import {table}, or leave "
+            "--definition to auto"
+        )
+    horizon = params.horizon_days
+    if horizon is None:
+        horizon = HORIZON_DAYS if name == "subscription" else _gap_horizon(tables)
+    return replace(params, definition=name, horizon_days=horizon)
+
+
+def _gap_horizon(tables: CrmTables) -> int:
+    try:
+        return inactivity_horizon(tables)
+    except ValueError as err:
+        raise NotEnoughDataError(f"inactivity churn: {err}") from None
+
+
+def definition_of(model: BaseEstimator) -> Definition:
+    """The definition a churn model was trained under, from the features it expects."""
+    return definition_for(str(n) for n in getattr(model, "feature_names_in_", []))
+
+
+def definition_for(feature_names: Iterable[str]) -> Definition:
+    """The definition whose features these are (subscription unless inactivity's are there)."""
+    inactivity = {f.name for f in INACTIVITY_FEATURES}
+    return INACTIVITY if inactivity.intersection(feature_names) else SUBSCRIPTION
+
+
+def check_classes(frame: pd.DataFrame, horizon_days: int = HORIZON_DAYS) -> None:
+    """Refuse to train with fewer than MIN_PER_CLASS churned and retained accounts each."""
+    churned = frame.loc[frame[LABEL] == 1, "account_id"].nunique()
+    retained = frame.loc[frame[LABEL] == 0, "account_id"].nunique()
+    if churned < MIN_PER_CLASS or retained < MIN_PER_CLASS:
+        raise NotEnoughDataError(
+            f"not enough labelled accounts to train a churn model: {churned} accounts churned "
+            f"and {retained} were retained within {horizon_days} days of a snapshot; at least "
+            f"{MIN_PER_CLASS} of each are needed (import more revenue or order history)"
+        )
+
+
+def split(frame: pd.DataFrame, params: ChurnParams) -> ChurnSlices:
+    """Out-of-time slices by snapshot date, with the train slice's label windows embargoed."""
+    dates = np.sort(frame["as_of"].unique())
+    test_months, calibration_months = slice_months(len(dates), params)
+    n_late = test_months + calibration_months
+    if len(dates) <= n_late:
+        raise NotEnoughDataError(
+            f"{len(dates)} labelled snapshot months; more than {n_late} are needed (test "
+            f"{test_months}, calibration {calibration_months}, then training)"
+        )
+    test_start = dates[-test_months]
+    cal_start = dates[-n_late]
+    as_of = frame["as_of"]
+    early = frame[as_of < cal_start]
+    closed = early["as_of"] + pd.Timedelta(days=horizon_of(params)) < cal_start
+    parts = {
+        "train": early[closed],
+        "calibration": frame[(as_of >= cal_start) & (as_of < test_start)],
+        "test": frame[as_of >= test_start],
+    }
+    day = "%Y-%m-%d"
+    spans = {
+        name: f"{part['as_of'].min():{day}} .. {part['as_of'].max():{day}}" if len(part) else "-"
+        for name, part in parts.items()
+    }
+    for name, part in parts.items():
+        if part[LABEL].nunique() < 2:
+            raise NotEnoughDataError(
+                f"the {name} slice ({spans[name]}) has {len(part)} labelled snapshots and not "
+                "both outcomes: more history is needed"
+            )
+    parts = {name: part.reset_index(drop=True) for name, part in parts.items()}
+    history = frame[as_of < test_start].reset_index(drop=True)
+    return ChurnSlices(**parts, embargo_rows=int((~closed).sum()), spans=spans, history=history)
+
+
+def slice_months(labelled_months: int, params: ChurnParams) -> tuple[int, int]:
+    """Snapshot months for the test and calibration slices: as set, else 3 each when the
+    history leaves at least 3 months to train on before them and the label window's embargo,
+    else 1 each (a year of orders has about 9 labelled months with a 90-day horizon)."""
+    embargo = int(np.ceil(horizon_of(params) / 30))
+    default = 3 if labelled_months >= 3 + 3 + embargo + 3 else 1
+    test = params.test_months or default
+    return test, params.calibration_months or test
+
+
+@dataclass(frozen=True)
+class Prepared:
+    slices: ChurnSlices
+    features: tuple[Feature, ...]
+    fingerprint: str
+    export_as_of: pd.Timestamp
+    definition: Definition = SUBSCRIPTION
+
+
+def prepare(tables: CrmTables, params: ChurnParams, hooks: ChurnHooks) -> Prepared:
+    """Snapshots, features, labels, the class check and the out-of-time split."""
+    params = resolve(params, tables)
+    definition = DEFINITION_OF[params.definition]
+    frame = definition.frame(tables, params)
+    check_classes(frame, horizon_of(params))
+    s = split(frame, params)
+    if hooks.fit_rows is not None:
+        s = replace(
+            s,
+            train=hooks.fit_rows(s.train),
+            calibration=hooks.fit_rows(s.calibration),
+            history=hooks.fit_rows(s.history),
+        )
+    features = definition.features
+    columns = [*KEYS, *(f.name for f in features), LABEL]
+    stamp = fingerprint(pd.concat([s.train, s.calibration, s.test]), columns)
+    return Prepared(s, features, stamp, tables.as_of, definition)
