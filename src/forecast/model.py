@@ -1,5 +1,9 @@
 """Deal win models: scikit-learn pipelines from the feature frame to a win probability.
 
+This module stays at `forecast.model`, outside the training stage: a logged model names its
+classes by import path (`SKOPS_TRUSTED_TYPES`), so moving them would orphan every model a
+user has logged.
+
 Two candidates share one input contract (`model_input`: the feature columns, categoricals as
 strings, everything else as float64):
 

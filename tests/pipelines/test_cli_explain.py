@@ -9,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from forecast.cli_explain import coach_app, explain_app
+from forecast.cli.explain import coach_app, explain_app
 from forecast.data.ingest import generate
 from forecast.data.store import read_store
 from forecast.explain.scoring import open_deal_ids

@@ -141,9 +141,9 @@ def test_promote_and_rollback_through_the_cli(own_copy, monkeypatch):
     # read at 80 columns: every line fits, each version's gate reasons in full below the table
     from rich.console import Console
 
-    from forecast import cli
+    from forecast.cli import models as cli_models
 
-    monkeypatch.setattr(cli, "console", Console(width=80))
+    monkeypatch.setattr(cli_models, "console", Console(width=80))
     shown = runner.invoke(app, ["models", "list"])
     assert shown.exit_code == 0, shown.output
     assert max(len(line) for line in shown.stdout.splitlines()) <= 80

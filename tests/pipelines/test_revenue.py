@@ -361,7 +361,7 @@ def test_a_small_backtest_scores_every_contender(world, scorer, tmp_path):
 
 @pytest.fixture
 def stored_world(world, monkeypatch, scorer):
-    from forecast import cli_revenue
+    from forecast.cli import revenue as cli_revenue
     from forecast.data.ingest import store_world
 
     store_world(world, source="test", imported_at=pd.Timestamp("2025-11-20"))

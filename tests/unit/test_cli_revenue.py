@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from forecast.cli_revenue import _far_quarter
+from forecast.cli.revenue import _far_quarter
 
 
 @pytest.mark.parametrize(

@@ -15,20 +15,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from forecast.cli_options import moment_option
+from forecast.cli.common import err_console, fail, moment_option
 from forecast.settings import get_settings
 
 # a terminal sets its own width; in a log (make run, CI) the wide tables stay readable
 console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True)
 
 LEVEL_NAMES = ("rep", "team", "region", "company")
 CHAMPION_NAME = "deal-win"
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(message, style="red", markup=False, highlight=False)
-    return typer.Exit(code)
 
 
 def champion_scorer():
@@ -43,7 +37,7 @@ def champion_scorer():
             raise RegistryError(f"{CHAMPION_NAME} has no champion")
         model = load_champion(CHAMPION_NAME, version)
     except (RegistryError, OSError) as err:
-        raise _fail(
+        raise fail(
             f"no {CHAMPION_NAME} champion in the model registry "
             f"({get_settings().mlflow_tracking_uri}): {err}.\n"
             "Train one on the stored CRM first: `forecast train win` (or `make train`); "
@@ -216,20 +210,20 @@ def revenue(
     from forecast.revenue.churn import live_renewals
 
     if level not in LEVEL_NAMES:
-        raise _fail(f"--level {level!r}: expected one of {', '.join(LEVEL_NAMES)}")
+        raise fail(f"--level {level!r}: expected one of {', '.join(LEVEL_NAMES)}")
     try:
         if quarter is not None:
             parse_quarter(quarter)
     except ValueError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     try:
         tables = read_store()
     except StoreEmptyError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     moment = pd.Timestamp(as_of) if as_of else pd.Timestamp(tables.as_of)
     quarter = quarter or str(moment.to_period("Q"))
     if moment > tables.as_of:
-        raise _fail(f"--as-of {moment:%Y-%m-%d} is after the stored data's as-of "
+        raise fail(f"--as-of {moment:%Y-%m-%d} is after the stored data's as-of "
                     f"{tables.as_of:%Y-%m-%d}")  # fmt: skip
     if warning := _far_quarter(pd.Period(quarter, "Q"), moment.to_period("Q")):
         err_console.print(warning, style="yellow", markup=False, highlight=False)
@@ -296,10 +290,10 @@ def revenue_backtest(
         else:
             tables, truth = world.tables, world.truth
     except StoreEmptyError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     quarters = backtest_quarters(tables, first=first)
     if not quarters:
-        raise _fail("no quarter has a year of history before it and all its bookings known")
+        raise fail("no quarter has a year of history before it and all its bookings known")
     training = TrainingFrame.build(tables, tables.as_of)
     scorers = {"simulation": lambda cutoff: fit_win_scorer(training, cutoff, seed=seed)}
     if truth is not None:

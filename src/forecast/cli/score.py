@@ -9,12 +9,8 @@ from typing import Annotated
 
 import pandas as pd
 import typer
-from rich.console import Console
 
-from forecast.cli_options import moment_option
-
-console = Console()
-err_console = Console(stderr=True)
+from forecast.cli.common import console, err_console, moment_option
 
 OutOpt = Annotated[
     Path, typer.Option("--out", help="Where to write the scores (.parquet or .csv).")

@@ -9,13 +9,9 @@ from typing import Annotated
 
 import pandas as pd
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from forecast.cli_options import moment_option
-
-console = Console()
-err_console = Console(stderr=True)
+from forecast.cli.common import JsonOpt, console, err_console, moment_option
 
 explain_app = typer.Typer(help="Why a deal scores as it does, and what would help.")
 coach_app = typer.Typer(help="Coaching for managers: reps and teams against their peers.")
@@ -24,7 +20,6 @@ AsOfOpt = Annotated[
     str | None,
     typer.Option("--as-of", help="Moment to look from (default: export).", callback=moment_option),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 WindowOpt = Annotated[int, typer.Option("--window-days", help="Trailing window of closed deals.")]
 
 

@@ -1,0 +1,59 @@
+"""The `forecast` command: thin Typer wrappers around the library's pipeline stages, one module
+per group (`data`, `train`, `models`, `revenue`, `explain`, `score`; `common` holds what they
+share). Other installed packages add theirs through the `forecast.commands` entry points."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+from rich.logging import RichHandler
+
+from forecast.cli.common import err_console
+from forecast.cli.data import data_app
+from forecast.cli.explain import coach_app, explain_app
+from forecast.cli.models import models_app
+from forecast.cli.revenue import register as register_revenue
+from forecast.cli.score import score_app
+from forecast.cli.train import retrain, train_app
+from forecast.settings import disable_telemetry
+
+app = typer.Typer(
+    help="Calibrated sales forecasts and coaching from CRM history.", no_args_is_help=True
+)
+app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
+app.command("retrain")(retrain)
+app.add_typer(models_app, name="models")
+app.add_typer(explain_app, name="explain")
+app.add_typer(coach_app, name="coach")
+app.add_typer(score_app, name="score")
+register_revenue(app)
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs.")] = False):
+    """Set up logging and keep MLflow offline; nothing of this happens at import time."""
+    disable_telemetry()
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
+    )
+
+
+def _add_installed_commands(cli: typer.Typer) -> None:
+    """The commands other installed packages add (entry point group `forecast.commands`): the
+    service's `keys`, `log` and `serve`. A group becomes a sub-command, a function a command."""
+    from importlib.metadata import entry_points
+
+    for entry in sorted(entry_points(group="forecast.commands"), key=lambda e: e.name):
+        command = entry.load()
+        if isinstance(command, typer.Typer):
+            cli.add_typer(command, name=entry.name)
+        else:
+            cli.command(entry.name)(command)
+
+
+_add_installed_commands(app)

@@ -1,0 +1,68 @@
+"""What the `forecast` commands share: the consoles, a progress bar, a clean exit with a message,
+and options whose bad values are usage errors naming the option, never a traceback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+console = Console()
+err_console = Console(stderr=True)
+
+SeedOpt = Annotated[int, typer.Option(help="Random seed: same data and seed, same model.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def now() -> pd.Timestamp:
+    return pd.Timestamp.now(tz="UTC").tz_localize(None).floor("s")
+
+
+@contextmanager
+def steps(total: int, title: str) -> Iterator:
+    """A progress bar advanced by a callback that receives each step's name."""
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(title, total=total)
+        started = False
+
+        def on_step(name: str) -> None:
+            nonlocal started
+            if started:
+                progress.advance(task)
+            started = True
+            progress.update(task, description=f"{title}: {name}")
+
+        yield on_step
+        progress.update(task, completed=total)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err_console.print(message, style="red", markup=False, highlight=False)
+    return typer.Exit(code)
+
+
+def moment_option(value: str | None) -> str | None:
+    """Check an `--as-of` value and give it back as the store keeps moments (UTC, no zone)."""
+    from forecast.features.records import moment
+
+    if value is None:
+        return None
+    try:
+        return moment(value).isoformat()
+    except (ValueError, TypeError, OverflowError):
+        raise typer.BadParameter(
+            f"{value!r} is not a date or moment (e.g. 2026-11-15 or 2026-11-15T09:00Z)"
+        ) from None
