@@ -40,7 +40,8 @@ def main() -> None:
         score_deals,
     )
     from forecast.features.accounts import ACCOUNT_FEATURES, account_features, account_snapshots
-    from forecast.features.deals import deal_features, model_features
+    from forecast.features.deal_schema import model_features
+    from forecast.features.deals import deal_features
     from forecast.settings import disable_telemetry
     from forecast.training.churn import MODEL_NAME as CHURN_NAME
     from forecast.training.registry import RegistryError, load_champion

@@ -19,7 +19,8 @@ import shap
 from forecast.data.world import make_crm
 from forecast.explain.reasons import explain, typical_of_won
 from forecast.explain.scorers import FastScorer
-from forecast.features.deals import DEAL_FEATURES, snapshot_dates, training_frame
+from forecast.features.deal_schema import DEAL_FEATURES
+from forecast.features.deals import snapshot_dates, training_frame
 from forecast.model import TreeParams, calibrate, make_lightgbm, model_input
 
 

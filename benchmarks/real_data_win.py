@@ -32,7 +32,7 @@ import pandas as pd
 from forecast.data.sources.maven import read_maven_crm
 from forecast.data.tables import CrmTables
 from forecast.data.validate import validate
-from forecast.features.deals import Feature
+from forecast.features.deal_schema import Feature
 from forecast.model import (
     LIBRARY_DEFAULTS,
     TreeParams,

@@ -319,7 +319,8 @@ def one_open_deal() -> dict:
 
     from forecast.data.store import read_store
     from forecast.explain.scoring import open_deal_ids
-    from forecast.features.deals import DEAL_FEATURES, deal_features
+    from forecast.features.deal_schema import DEAL_FEATURES
+    from forecast.features.deals import deal_features
 
     tables = read_store()
     deal_id = open_deal_ids(tables, tables.as_of).iloc[0]
@@ -368,7 +369,7 @@ def one_open_deal_record() -> dict:
 
 
 def peer_body(deal: dict) -> bytes:
-    from forecast.features.deals import DEAL_FEATURES
+    from forecast.features.deal_schema import DEAL_FEATURES
 
     # the peer's schema wants every numeric column as a double: missing ones as NaN
     columns = [f.name for f in DEAL_FEATURES]

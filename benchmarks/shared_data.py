@@ -173,7 +173,7 @@ def churn_same_rows(model_name: str, version: str):
     for inactivity churn BG/NBD's probability of no purchase within the horizon.
     """
     from forecast.data.store import read_store
-    from forecast.features.deals import Feature
+    from forecast.features.deal_schema import Feature
     from forecast.model import LIBRARY_DEFAULTS, make_lightgbm, make_logistic, model_input
     from forecast.training.churn import LABEL, ChurnHooks, ChurnParams, prepare, resolve
     from forecast.training.registry import load_champion

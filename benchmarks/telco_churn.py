@@ -24,7 +24,7 @@ from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from forecast.data.sources.telco import CATEGORY_COLUMNS, telco_features
-from forecast.features.deals import Feature
+from forecast.features.deal_schema import Feature
 from forecast.model import TreeParams, calibrate, make_lightgbm, make_logistic, model_input
 
 ROOT = Path(__file__).resolve().parents[1]

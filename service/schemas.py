@@ -26,7 +26,7 @@ from pydantic.config import JsonDict
 
 from forecast.data.schema import ACTIVITY_KINDS, OPEN_STAGES, STAGES
 from forecast.features.accounts import ACCOUNT_FEATURES
-from forecast.features.deals import DEAL_FEATURES, Feature
+from forecast.features.deal_schema import DEAL_FEATURES, Feature
 from forecast.settings import get_settings
 
 if TYPE_CHECKING:

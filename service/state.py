@@ -242,7 +242,7 @@ class ServiceState:
 
         from forecast.explain.scorers import check_scorer, check_signature, scorer_for
         from forecast.explain.scoring import stored_sample
-        from forecast.features.deals import DEAL_FEATURES, model_features
+        from forecast.features.deal_schema import DEAL_FEATURES, model_features
         from forecast.training.churn import definition_of
         from forecast.training.registry import client
 

@@ -37,7 +37,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from forecast.features.deals import DEAL_FEATURES, Feature
+from forecast.features.deal_schema import DEAL_FEATURES, Feature
 
 CALIBRATION_METHODS = ("sigmoid", "isotonic")
 # What the skops format may rebuild when a logged model is loaded: our own classes, LightGBM's

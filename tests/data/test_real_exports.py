@@ -132,7 +132,8 @@ def test_the_readme_worked_example_imports_as_printed(monkeypatch):
 
 def test_extra_columns_become_attributes_and_those_known_at_creation_features(world, tmp_path):
     from forecast.data.store import read_store
-    from forecast.features.deals import attribute_features, deal_features
+    from forecast.features.deal_schema import attribute_features
+    from forecast.features.deals import deal_features
 
     export = EXPORTS["extra-columns"](world.tables, tmp_path / "extra")
     assert runner.invoke(app, export.import_args()).exit_code == 0

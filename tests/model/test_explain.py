@@ -11,7 +11,7 @@ import shap
 from forecast.explain.catalogue import load_catalogue
 from forecast.explain.reasons import explain, global_importance
 from forecast.explain.scorers import ScorerMismatchError, check_scorer, check_signature, scorer_for
-from forecast.features.deals import DEAL_FEATURES
+from forecast.features.deal_schema import DEAL_FEATURES
 from forecast.model import model_input
 
 

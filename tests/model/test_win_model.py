@@ -13,7 +13,7 @@ from sklearn.exceptions import NotFittedError
 
 from forecast.data.schema import OPEN_STAGES
 from forecast.data.world import make_crm
-from forecast.features.deals import CATEGORICAL, DEAL_FEATURES, FEATURE_NAMES
+from forecast.features.deal_schema import CATEGORICAL, DEAL_FEATURES, FEATURE_NAMES
 from forecast.model import (
     CategoryCoder,
     TreeParams,

@@ -11,19 +11,16 @@ import pytest
 from forecast.data.schema import CLOSED_STAGES
 from forecast.data.tables import CrmTables
 from forecast.data.world import make_crm
-from forecast.features import deals as features_module
-from forecast.features.deals import (
+from forecast.features import deal_own
+from forecast.features.deal_schema import (
     ACTIVITY_WINDOWS,
     COUNTED_KINDS,
     FEATURE_NAMES,
     RECORD_DAYS,
     SHRINK_DEALS,
     TRAILING_DAYS,
-    deal_features,
-    deal_snapshots,
-    snapshot_dates,
-    won_labels,
 )
+from forecast.features.deals import deal_features, deal_snapshots, snapshot_dates, won_labels
 
 DAY = pd.Timedelta(days=1)
 
@@ -180,7 +177,7 @@ def test_fast_features_equal_the_slow_loop(world, as_of_dates):
 
 def test_the_win_rate_record_window_cuts_where_the_slow_loop_does(world, as_of_dates, monkeypatch):
     """This world is shorter than RECORD_DAYS: a short window makes its edge matter here."""
-    monkeypatch.setattr(features_module, "RECORD_DAYS", 120)
+    monkeypatch.setattr(deal_own, "RECORD_DAYS", 120)  # where the record window is read
     snapshots = deal_snapshots(world.tables, as_of_dates[as_of_dates >= "2024-09-01"])
     sample = snapshots.sample(n=60, random_state=1).reset_index(drop=True)
     _fast_equals_slow(world.tables, sample, record_days=120)

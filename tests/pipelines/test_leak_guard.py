@@ -16,7 +16,7 @@ import pytest
 from forecast.data.sources.mapping import read_mapped
 from forecast.data.validate import check
 from forecast.data.world import make_crm
-from forecast.features.deals import attribute_features
+from forecast.features.deal_schema import attribute_features
 from forecast.training.leakage import LeakageSuspected, refuse, screen_columns
 from tests.data.real_exports import SF_STAGES, _sf, opportunities
 

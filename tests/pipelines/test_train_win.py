@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from forecast.data.world import make_crm
-from forecast.features.deals import DEAL_FEATURES
+from forecast.features.deal_schema import DEAL_FEATURES
 from forecast.model import TreeParams
 from forecast.settings import get_settings
 from forecast.training.leakage import LeakageSuspected

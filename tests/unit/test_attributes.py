@@ -11,7 +11,7 @@ import pytest
 from forecast.data.sources.mapping import read_mapped
 from forecast.data.violations import ValidationError
 from forecast.features.accounts import ACCOUNT_FEATURES
-from forecast.features.deals import DEAL_FEATURES, Feature, model_features
+from forecast.features.deal_schema import DEAL_FEATURES, Feature, model_features
 
 
 class _Fitted:

@@ -9,7 +9,7 @@ import pytest
 from forecast.explain.actions import ActionPlan
 from forecast.explain.catalogue import Change, load_catalogue
 from forecast.features.accounts import ACCOUNT_FEATURE_NAMES
-from forecast.features.deals import FEATURE_NAMES
+from forecast.features.deal_schema import FEATURE_NAMES
 from forecast.features.orders import INACTIVITY_FEATURE_NAMES
 
 # the account section speaks for both churn definitions: subscription and inactivity

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import log_loss
 
-from forecast.features.deals import Feature
+from forecast.features.deal_schema import Feature
 from forecast.model import TreeParams, make_lightgbm, model_input
 from forecast.training.choice import fit_and_choose
 from forecast.training.drift import (

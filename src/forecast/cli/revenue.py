@@ -54,7 +54,7 @@ def _churn_champion():
     """The churn champion as (account scorer, source, definition), or None (said) when there is
     none."""
     from forecast.explain.scorers import scorer_for
-    from forecast.features.deals import model_features
+    from forecast.features.deal_schema import model_features
     from forecast.training.churn_task import MODEL_NAME as CHURN_NAME
     from forecast.training.churn_task import definition_of
     from forecast.training.registry import RegistryError, champion_version, load_champion

@@ -12,7 +12,7 @@ import pandas as pd
 
 from forecast.data.derive import history_is_derived
 from forecast.data.tables import CrmTables
-from forecast.features.deals import unavailable_features
+from forecast.features.deal_schema import unavailable_features
 from forecast.training.leakage import screen_columns
 
 

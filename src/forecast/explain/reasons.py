@@ -34,7 +34,7 @@ from forecast.explain.catalogue import (
 )
 from forecast.explain.scorers import SMALL_BATCH, Scorer, as_number, feature_values
 from forecast.explain.wording import Explanation, Recommendation, vocabulary_for
-from forecast.features.deals import Feature
+from forecast.features.deal_schema import Feature
 
 MIN_LIFT = 0.005  # half a point of probability: smaller effects are noise, not advice
 

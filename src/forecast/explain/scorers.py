@@ -12,7 +12,7 @@ from scipy.special import expit
 from sklearn.base import BaseEstimator
 from sklearn.calibration import CalibratedClassifierCV
 
-from forecast.features.deals import Feature
+from forecast.features.deal_schema import Feature
 from forecast.model import MISSING_CATEGORY, base_pipeline, model_input
 
 SMALL_BATCH = 16  # up to this many rows, `FastScorer.coded` works value by value

@@ -20,13 +20,12 @@ from forecast.explain.reasons import explain, typical_of_retained, typical_of_wo
 from forecast.explain.scorers import Scorer, scorer_for
 from forecast.explain.wording import Explanation, Reason
 from forecast.features.accounts import HORIZON_DAYS, account_snapshots, churn_snapshot_dates
+from forecast.features.deal_context import DealContext
+from forecast.features.deal_schema import DEAL_FEATURES, model_features
 from forecast.features.deals import (
-    DEAL_FEATURES,
-    DealContext,
     deal_features,
     deal_snapshots,
     feature_columns,
-    model_features,
     snapshot_dates,
     training_frame,
 )

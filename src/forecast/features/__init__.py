@@ -1,6 +1,8 @@
 """Point-in-time features: every value as it was known at its snapshot's `as_of`.
 
-Modules: `asof` (the as-of lookups every builder uses), `deals` (deal snapshots and features),
+Modules: `asof` (the as-of lookups every builder uses), `deals` (deal snapshots and features,
+built from `deal_schema` (the feature list), `deal_facts` (a deal's own record),
+`deal_context` (what was known around it), `deal_own` and `deal_codes`),
 `accounts` (subscription churn), `orders` (inactivity churn of order exports), `records` (a
 CRM's deal records as the tables a deal's features are read from).
 """
@@ -14,14 +16,15 @@ from forecast.lazy import lazy_names
 if TYPE_CHECKING:
     from forecast.features.accounts import account_features, account_snapshots
     from forecast.features.asof import asof_join, tables_as_of
-    from forecast.features.deals import Feature, deal_features, deal_snapshots, training_frame
+    from forecast.features.deal_schema import Feature
+    from forecast.features.deals import deal_features, deal_snapshots, training_frame
     from forecast.features.orders import customer_snapshots, inactivity_features
     from forecast.features.records import record_tables
 
 _PUBLIC = {
     "asof_join": "forecast.features.asof",
     "tables_as_of": "forecast.features.asof",
-    "Feature": "forecast.features.deals",
+    "Feature": "forecast.features.deal_schema",
     "deal_features": "forecast.features.deals",
     "deal_snapshots": "forecast.features.deals",
     "training_frame": "forecast.features.deals",

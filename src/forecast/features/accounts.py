@@ -23,7 +23,7 @@ import pandas as pd
 from forecast.data.schema import OPEN_STAGES
 from forecast.data.tables import CrmTables
 from forecast.features.asof import asof_join, running_at, running_sums
-from forecast.features.deals import Feature
+from forecast.features.deal_schema import Feature
 
 HORIZON_DAYS = 90
 SIGNAL_WINDOWS = (30, 90)

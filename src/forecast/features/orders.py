@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from forecast.data.tables import CrmTables
-from forecast.features.deals import Feature
+from forecast.features.deal_schema import Feature
 
 ACTIVE_DAYS = 365  # a customer with no purchase in this long before as_of is not scored
 HORIZON_QUANTILE = 0.8  # the horizon covers this share of the gaps between purchases

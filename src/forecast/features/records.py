@@ -26,7 +26,10 @@ import pandas as pd
 
 from forecast.data.tables import CrmTables
 from forecast.explain.catalogue import display_names
-from forecast.features.deals import ATTRIBUTE_PREFIX, STAGE_CODES, DealContext, DealFacts, blank
+from forecast.features.deal_codes import blank
+from forecast.features.deal_context import DealContext
+from forecast.features.deal_facts import STAGE_CODES, DealFacts
+from forecast.features.deal_schema import ATTRIBUTE_PREFIX
 
 IDS = ("rep_id", "account_id", "product_id")
 

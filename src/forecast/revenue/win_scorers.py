@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from forecast.data.tables import CrmTables
-from forecast.features.deals import DEAL_FEATURES, deal_features, deal_snapshots, snapshot_dates
+from forecast.features.deal_schema import DEAL_FEATURES
+from forecast.features.deals import deal_features, deal_snapshots, snapshot_dates
 from forecast.model import TreeParams, calibrate, make_lightgbm, model_input, win_probability
 from forecast.revenue.params import WinScorer
 

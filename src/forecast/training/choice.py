@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
-from forecast.features.deals import Feature
+from forecast.features.deal_schema import Feature
 from forecast.model import (
     CALIBRATION_METHODS,
     Calibration,

@@ -54,7 +54,7 @@ from sklearn.base import BaseEstimator
 
 from forecast.data.tables import CrmTables
 from forecast.data.world import WorldTruth
-from forecast.features.deals import model_features
+from forecast.features.deal_schema import model_features
 from forecast.model import (
     model_input,
 )

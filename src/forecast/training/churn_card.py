@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
-from forecast.features.deals import Feature
+from forecast.features.deal_schema import Feature
 from forecast.model import (
     model_input,
 )

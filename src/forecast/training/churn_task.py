@@ -19,7 +19,7 @@ from forecast.features.accounts import (
     churn_snapshot_dates,
     churn_training_frame,
 )
-from forecast.features.deals import Feature
+from forecast.features.deal_schema import Feature
 from forecast.features.orders import (
     INACTIVITY_FEATURES,
     customer_snapshots,

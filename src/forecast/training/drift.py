@@ -30,7 +30,7 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
 from sklearn.metrics import log_loss, roc_auc_score
 
-from forecast.features.deals import Feature
+from forecast.features.deal_schema import Feature
 from forecast.model import CALIBRATION_METHODS, model_input
 
 log = logging.getLogger(__name__)

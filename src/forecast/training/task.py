@@ -15,7 +15,7 @@ from sklearn.base import BaseEstimator
 
 from forecast.data.tables import CrmTables
 from forecast.data.world import WorldTruth
-from forecast.features.deals import Feature
+from forecast.features.deal_schema import Feature
 from forecast.model import (
     TreeParams,
 )

@@ -20,7 +20,7 @@ from sklearn.base import BaseEstimator
 
 from forecast.explain.reasons import global_importance
 from forecast.explain.scorers import scorer_for
-from forecast.features.deals import Feature
+from forecast.features.deal_schema import Feature
 from forecast.model import (
     SKOPS_TRUSTED_TYPES,
     model_input,

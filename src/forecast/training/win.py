@@ -35,9 +35,7 @@ from sklearn.metrics import log_loss
 
 from forecast.data.tables import CrmTables
 from forecast.data.world import WorldTruth
-from forecast.features.deals import (
-    ATTRIBUTE_PREFIX,
-)
+from forecast.features.deal_schema import ATTRIBUTE_PREFIX
 from forecast.model import model_input
 from forecast.training import evaluate
 from forecast.training.choice import Fitted, flat_metrics

@@ -10,10 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
-from forecast.features.deals import (
-    DEAL_FEATURES,
-    Feature,
-)
+from forecast.features.deal_schema import DEAL_FEATURES, Feature
 from forecast.model import model_input
 from forecast.training import evaluate
 from forecast.training.drift import DriftReport

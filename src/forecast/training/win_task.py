@@ -11,15 +11,14 @@ import numpy as np
 import pandas as pd
 
 from forecast.data.tables import CrmTables
-from forecast.features.deals import (
+from forecast.features.deal_schema import (
     DEAL_FEATURES,
     KEY_COLUMNS,
     Feature,
     attribute_features,
-    snapshot_dates,
-    training_frame,
     unavailable_features,
 )
+from forecast.features.deals import snapshot_dates, training_frame
 from forecast.model import TreeParams
 from forecast.training.drift import HALF_LIVES, ROLLING_FOLDS
 from forecast.training.task import CANDIDATES, NotEnoughDataError, Task, fingerprint
