@@ -30,15 +30,10 @@ def _missing(value: object) -> bool:
 
 def main() -> None:
     from forecast.data.store import read_store
+    from forecast.explain.account_scoring import retained_account_yardsticks, score_accounts
     from forecast.explain.catalogue import display_names, load_catalogue
     from forecast.explain.scorers import scorer_for
-    from forecast.explain.scoring import (
-        load_deal_explainer,
-        open_deal_ids,
-        retained_account_yardsticks,
-        score_accounts,
-        score_deals,
-    )
+    from forecast.explain.scoring import load_deal_explainer, open_deal_ids, score_deals
     from forecast.features.accounts import ACCOUNT_FEATURES, account_features, account_snapshots
     from forecast.features.deal_schema import model_features
     from forecast.features.deals import deal_features

@@ -11,9 +11,10 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
+from forecast.explain.account_scoring import revenue_at_risk_totals
 from forecast.explain.reasons import explain
 from forecast.explain.scorers import feature_rows
-from forecast.explain.scoring import grade, revenue_at_risk_totals, score_records
+from forecast.explain.scoring import grade, score_records
 from forecast.explain.wording import Explanation
 from forecast.features.records import RecordError
 from service.deps import (

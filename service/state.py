@@ -31,7 +31,8 @@ from service.metrics import Metrics
 from service.predlog import LogWriter
 
 if TYPE_CHECKING:
-    from forecast.explain.scoring import AccountScore, DealScore
+    from forecast.explain.account_scoring import AccountScore
+    from forecast.explain.scoring import DealScore
     from forecast.revenue import QuarterForecast, QuarterInputs, Scenario
     from forecast.training.churn import Definition
 
@@ -280,7 +281,8 @@ class ServiceState:
     def _yardsticks(self, name: str, definition: Definition | None = None) -> pd.DataFrame | None:
         """What won deals (deal-win) or accounts that stayed (account-churn, under the churn
         `definition`) show, computed once per store load and definition."""
-        from forecast.explain.scoring import retained_account_yardsticks, won_deal_yardsticks
+        from forecast.explain.account_scoring import retained_account_yardsticks
+        from forecast.explain.scoring import won_deal_yardsticks
 
         tables, generation = self.tables, self.store_generation
         if tables is None:
@@ -340,7 +342,7 @@ class ServiceState:
             ValueError: a malformed quarter; KeyError, ValueError: a scenario naming an unknown
                 deal or stage.
         """
-        from forecast.explain.scoring import at_risk_by_owner
+        from forecast.explain.account_scoring import at_risk_by_owner
         from forecast.revenue import prepare_quarter, simulate_quarter, with_revenue_at_risk
         from forecast.revenue.bookings import parse_quarter
         from forecast.training.churn import live_renewals
@@ -405,7 +407,7 @@ class ServiceState:
     def account_scores(self, serving: Serving) -> dict[str, AccountScore]:
         """Every account's current churn risk by `serving` (the churn champion the request
         holds: the accounts its definition scores), keyed by account id."""
-        from forecast.explain.scoring import score_accounts
+        from forecast.explain.account_scoring import score_accounts
 
         stored = self.records_store()
 

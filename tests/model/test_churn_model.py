@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from forecast.data.world import make_crm
+from forecast.explain.account_scoring import score_accounts
 from forecast.explain.scorers import scorer_for
-from forecast.explain.scoring import score_accounts
 from forecast.features.accounts import ACCOUNT_FEATURE_NAMES, ACCOUNT_FEATURES
 from forecast.model import TreeParams, monotone_violations
 from forecast.revenue.churn import renewal_probability_from, revenue_at_risk, revenue_at_risk_by

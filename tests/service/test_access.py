@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from forecast.explain.scoring import billed_account_ids, open_deal_ids
+from forecast.explain.account_scoring import billed_account_ids
+from forecast.explain.scoring import open_deal_ids
 from service.predlog import audit_log
 
 # (role, acting as) -> object -> expected status. In the generated world M001 manages R0001-3

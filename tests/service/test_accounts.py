@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from forecast.explain.scoring import billed_account_ids, score_accounts
+from forecast.explain.account_scoring import billed_account_ids, score_accounts
 from service.predlog import predictions_for
 
 ROW = {

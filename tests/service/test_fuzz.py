@@ -33,7 +33,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from forecast.explain.scoring import billed_account_ids, open_deal_ids
+from forecast.explain.account_scoring import billed_account_ids
+from forecast.explain.scoring import open_deal_ids
 from tests.service.conftest import OPERATIONS
 
 CASES = int(os.environ.get("FORECAST_FUZZ_CASES", "100"))

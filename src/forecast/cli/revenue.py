@@ -78,7 +78,7 @@ def _churn_champion():
 
 def _with_churn_risk(forecast, tables, scorer, moment: pd.Timestamp):
     """Revenue at risk on every node from the churn champion's scorer."""
-    from forecast.explain.scoring import at_risk_by_owner, score_accounts
+    from forecast.explain.account_scoring import at_risk_by_owner, score_accounts
     from forecast.revenue import with_revenue_at_risk
 
     scores = score_accounts(tables, scorer, as_of=moment)

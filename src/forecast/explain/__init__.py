@@ -14,15 +14,10 @@ from typing import TYPE_CHECKING
 from forecast.lazy import lazy_names
 
 if TYPE_CHECKING:
+    from forecast.explain.account_scoring import score_accounts
     from forecast.explain.catalogue import load_catalogue
     from forecast.explain.reasons import explain
-    from forecast.explain.scoring import (
-        load_deal_explainer,
-        score_accounts,
-        score_book,
-        score_deals,
-        score_records,
-    )
+    from forecast.explain.scoring import load_deal_explainer, score_book, score_deals, score_records
     from forecast.explain.wording import Explanation, Reason, Recommendation
 
 _PUBLIC = {

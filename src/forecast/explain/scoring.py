@@ -15,11 +15,10 @@ import numpy as np
 import pandas as pd
 
 from forecast.data.tables import CrmTables
-from forecast.explain.catalogue import display_names, load_catalogue
-from forecast.explain.reasons import explain, typical_of_retained, typical_of_won
+from forecast.explain.catalogue import display_names
+from forecast.explain.reasons import explain, typical_of_won
 from forecast.explain.scorers import Scorer, scorer_for
 from forecast.explain.wording import Explanation, Reason
-from forecast.features.accounts import HORIZON_DAYS, account_snapshots, churn_snapshot_dates
 from forecast.features.deal_context import DealContext
 from forecast.features.deal_schema import DEAL_FEATURES, model_features
 from forecast.features.deals import (
@@ -35,7 +34,10 @@ from forecast.settings import get_settings
 if TYPE_CHECKING:
     from forecast.training.churn_task import Definition
 
+
 TREND_DAYS = 7  # the previous weekly snapshot
+
+
 YARDSTICK_DAYS = 365  # won deals of the last year set the "typical" in reasons
 
 
@@ -209,25 +211,6 @@ def won_deal_yardsticks(tables: CrmTables, *, as_of: pd.Timestamp) -> pd.DataFra
     return typical_of_won(frame[known], DEAL_FEATURES)
 
 
-def retained_account_yardsticks(
-    tables: CrmTables, *, as_of: pd.Timestamp, definition: Definition | None = None
-) -> pd.DataFrame | None:
-    """What accounts that renewed (stayed, under `definition`: default subscription) showed
-    over the year before their outcome was known by `as_of` (a snapshot's outcome is known a
-    churn horizon after it); None when no feature of the definition is one an owner can act on
-    (there is nothing to hold an account to)."""
-    from forecast.training.churn_task import SUBSCRIPTION  # the training module: loaded when used
-
-    definition = definition or SUBSCRIPTION
-    entries = load_catalogue().account
-    if not any(entries[f.name].actionable for f in definition.features if f.name in entries):
-        return None
-    known_by = as_of - pd.Timedelta(days=HORIZON_DAYS)
-    dates = churn_snapshot_dates(known_by - pd.Timedelta(days=YARDSTICK_DAYS), known_by)
-    frame = definition.training_frame(tables, dates, horizon_days=HORIZON_DAYS)
-    return typical_of_retained(frame, definition.features)
-
-
 def load_deal_explainer(tables: CrmTables, *, as_of: pd.Timestamp) -> DealExplainer:
     """The deal-win champion from the registry, with yardsticks from the stored CRM.
 
@@ -247,20 +230,6 @@ def load_deal_explainer(tables: CrmTables, *, as_of: pd.Timestamp) -> DealExplai
         model_name=MODEL_NAME,
         model_version=version,
     )
-
-
-@dataclass(frozen=True)
-class AccountScore:
-    """An account's churn risk at `as_of`: drivers (reasons) and retention actions."""
-
-    account_id: str
-    as_of: pd.Timestamp
-    owner_rep_id: str | None
-    segment: str | None
-    arr: float  # a year's revenue: 12 x the last monthly bill, or (inactivity) a year's spend
-    churn_probability: float
-    revenue_at_risk: float
-    explanation: Explanation
 
 
 SAMPLE_ROWS = 64  # stored rows a served model is checked on
@@ -287,62 +256,6 @@ def stored_sample(
         return deal_features(tables, snapshots, context=context)
     scored = definition.snapshots(tables, [as_of]).reset_index(drop=True)
     return definition.featurize(tables, scored.iloc[spread(len(scored))].reset_index(drop=True))
-
-
-def billed_account_ids(tables: CrmTables, as_of: pd.Timestamp) -> pd.Series:
-    """Accounts billed recurring revenue in the last month ended by `as_of`."""
-    return account_snapshots(tables, [as_of])["account_id"]
-
-
-def score_accounts(
-    tables: CrmTables,
-    scorer: Scorer,
-    *,
-    as_of: pd.Timestamp | None = None,
-    account_ids: Sequence[str] | None = None,
-    typical: pd.DataFrame | None = None,
-) -> list[AccountScore]:
-    """Churn risk at `as_of` (default: the export's) of the accounts the scorer's churn
-    definition scores, largest revenue at risk first: under subscription churn the accounts
-    billed recurring revenue in the last ended month, under inactivity churn the customers with
-    a purchase in the year before.
-
-    Raises:
-        KeyError: a requested account is unknown, or not among those scored at `as_of`.
-    """
-    from forecast.training.churn_task import definition_for  # the training module: loaded when used
-
-    definition = definition_for(scorer.names)
-    as_of = pd.Timestamp(as_of) if as_of is not None else tables.as_of
-    scorable = definition.snapshots(tables, [as_of])["account_id"]
-    wanted = scorable if account_ids is None else pd.Series(list(account_ids), dtype="string")
-    missing = sorted(set(wanted) - set(scorable))
-    if missing:
-        raise KeyError(
-            f"not scored at {as_of:%Y-%m-%d %H:%M} (the model scores "
-            f"{definition.population}): {', '.join(missing[:5])}"
-        )
-    frame = definition.featurize(
-        tables, pd.DataFrame({"account_id": wanted.to_numpy(), "as_of": as_of})
-    )
-    arr = definition.yearly_revenue(frame)
-    explained = explain(scorer, frame, amount=arr, model="account", typical=typical)
-    known = tables.accounts.set_index("account_id").reindex(frame["account_id"].to_numpy())
-    owner, segment = known["owner_rep_id"].to_numpy(), known["segment"].to_numpy()
-    scores = [
-        AccountScore(
-            account_id=str(account_id),
-            as_of=as_of,
-            owner_rep_id=owner[i] if isinstance(owner[i], str) else None,
-            segment=segment[i] if isinstance(segment[i], str) else None,
-            arr=float(arr[i]),
-            churn_probability=e.probability,
-            revenue_at_risk=float(e.probability * arr[i]),
-            explanation=e,
-        )
-        for i, (account_id, e) in enumerate(zip(frame["account_id"], explained, strict=True))
-    ]
-    return sorted(scores, key=lambda s: -s.revenue_at_risk)
 
 
 def score_book(
@@ -376,37 +289,3 @@ def score_book(
 def _signed(reason: Reason) -> str:
     """A reason as one line: + raises the chance, - lowers it."""
     return f"{'+' if reason.direction == 'raises' else '-'} {reason.text}"
-
-
-def at_risk_by_owner(scores: Sequence[AccountScore]) -> dict[str, float]:
-    """Revenue at risk summed by the accounts' owner rep (unowned accounts left out)."""
-    totals: dict[str, float] = {}
-    for s in scores:
-        if s.owner_rep_id is not None:
-            totals[s.owner_rep_id] = totals.get(s.owner_rep_id, 0.0) + s.revenue_at_risk
-    return totals
-
-
-def revenue_at_risk_totals(
-    scores: Sequence[AccountScore], reps: pd.DataFrame, level: str
-) -> list[dict[str, Any]]:
-    """Revenue at risk of these scored accounts summed by their owner's `rep`, `team` or
-    `region` (`forecast.training.churn.revenue_at_risk_by`), largest first: one dict per `name`,
-    with accounts, arr, revenue_at_risk, share_at_risk and expected_churned_accounts."""
-    from forecast.revenue.churn import revenue_at_risk_by  # loaded when used
-
-    owners = [s.owner_rep_id for s in scores]
-    by_rep = reps.set_index("rep_id")[["team", "region"]]
-    frame = pd.DataFrame(
-        {
-            "account_id": [s.account_id for s in scores],
-            "owner_rep_id": owners,
-            "team": by_rep["team"].reindex(owners).to_numpy(),
-            "rep_region": by_rep["region"].reindex(owners).to_numpy(),
-            "arr": [s.arr for s in scores],
-            "churn_probability": [s.churn_probability for s in scores],
-            "revenue_at_risk": [s.revenue_at_risk for s in scores],
-        }
-    )
-    totals = revenue_at_risk_by(frame, level).rename(columns={level: "name"})
-    return totals.astype(object).where(totals.notna(), None).to_dict(orient="records")

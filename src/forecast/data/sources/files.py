@@ -7,39 +7,38 @@ with a file as a whole (encoding, delimiter, ragged rows, truncation) are report
 
 from __future__ import annotations
 
-import codecs
-import csv
-import io
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from forecast.data.schema import TABLE_NAMES, TABLES
 from forecast.data.sources import RawTable
-from forecast.data.tables import STRING
-from forecast.data.violations import MAX_PER_GROUP, VALUE_WIDTH, ValidationError, Violation
+from forecast.data.sources.file_checks import (
+    decode,
+    empty_file,
+    file_problem,
+    header_of,
+    pandas_type,
+    parse_csv,
+    ragged_rows,
+    record_lines,
+    unclosed_quote,
+    unnamed_columns,
+    wrong_delimiter,
+)
+from forecast.data.violations import ValidationError
 
 logger = logging.getLogger(__name__)
 
-SUFFIXES: tuple[str, ...] = (".csv", ".parquet")
-"""File kinds `read_folder` reads, by lower-case suffix."""
 
-_DELIMITERS: tuple[str, ...] = (",", ";", "\t", "|")
-_BOMS: tuple[tuple[bytes, str], ...] = (
-    # UTF-32 first: its little-endian mark starts with the UTF-16 one.
-    (codecs.BOM_UTF32_LE, "UTF-32"),
-    (codecs.BOM_UTF32_BE, "UTF-32"),
-    (codecs.BOM_UTF16_LE, "UTF-16"),
-    (codecs.BOM_UTF16_BE, "UTF-16"),
-)
-_HEADER_BYTES = 1 << 20
+SUFFIXES: tuple[str, ...] = (".csv", ".parquet")
+
+
+"""File kinds `read_folder` reads, by lower-case suffix."""
 
 
 def read_folder(path: Path) -> dict[str, RawTable]:
@@ -60,7 +59,7 @@ def read_folder(path: Path) -> dict[str, RawTable]:
     expected = ", ".join(f"{name}.csv" for name in TABLE_NAMES)
     if not path.is_dir():
         raise ValidationError(
-            [_problem("", path, f"a folder with files named {expected} (or .parquet)", "empty")]
+            [file_problem("", path, f"a folder with files named {expected} (or .parquet)", "empty")]
         )
     found: dict[str, list[Path]] = {}
     ignored: list[str] = []
@@ -81,7 +80,7 @@ def read_folder(path: Path) -> dict[str, RawTable]:
     if not found:
         raise ValidationError(
             [
-                _problem(
+                file_problem(
                     "",
                     path,
                     f"at least one file named {expected} (or .parquet); the folder has none",
@@ -98,7 +97,7 @@ def read_folder(path: Path) -> dict[str, RawTable]:
             errors.append(
                 ValidationError(
                     [
-                        _problem(
+                        file_problem(
                             name,
                             path,
                             f"one file for {name}, found {names}: remove one",
@@ -127,16 +126,16 @@ def read_parquet(path: Path, table: str) -> RawTable:
     """
     path = Path(path)
     if path.stat().st_size == 0:
-        raise ValidationError([_empty_file(path, table)])
+        raise ValidationError([empty_file(path, table)])
     try:
         # ParquetFile, not read_table: the dataset reader refuses duplicate column names, which
         # validation reports in its own words.
         arrow = pq.ParquetFile(path).read()
     except (pa.ArrowException, OSError) as err:
         raise ValidationError(
-            [_problem(table, path, f"a readable Parquet file ({err})", "format")]
+            [file_problem(table, path, f"a readable Parquet file ({err})", "format")]
         ) from err
-    frame = arrow.to_pandas(types_mapper=_pandas_type)
+    frame = arrow.to_pandas(types_mapper=pandas_type)
     frame.columns = [str(c) for c in arrow.column_names]
     return RawTable(table, frame, str(path), None)
 
@@ -161,25 +160,25 @@ def read_csv(path: Path, table: str, *, delimiter: str = ",", encoding: str = "u
     """
     path = Path(path)
     data = path.read_bytes()
-    data = _decode(data, path, table, encoding)
-    header = _header(data, delimiter)
+    data = decode(data, path, table, encoding)
+    header = header_of(data, delimiter)
     if header is None:  # only blank lines
-        raise ValidationError([_empty_file(path, table)])
-    wrong = _wrong_delimiter(header, path, table, delimiter)
+        raise ValidationError([empty_file(path, table)])
+    wrong = wrong_delimiter(header, path, table, delimiter)
     if wrong is not None:  # every row would be one field: nothing else is worth reporting
         raise ValidationError([wrong])
-    problems = _unnamed_columns(header, path, table, delimiter)
+    problems = unnamed_columns(header, path, table, delimiter)
     if data.count(b'"') % 2:  # an odd number of quotes: perhaps a quote is never closed
-        unclosed = _unclosed_quote(data, path, table, delimiter)
+        unclosed = unclosed_quote(data, path, table, delimiter)
         if unclosed:  # the rest of the file is one value: parsing it says nothing more
             raise ValidationError(problems + unclosed)
     ragged: list[pacsv.InvalidRow] = []
     try:
-        arrow = _parse(data, path, table, len(header), delimiter, ragged)
+        arrow = parse_csv(data, path, table, len(header), delimiter, ragged)
     except ValidationError as err:
         raise ValidationError(problems + err.violations) from err
     if ragged:
-        problems += _ragged_rows(data, path, table, delimiter, len(header), ragged)
+        problems += ragged_rows(data, path, table, delimiter, len(header), ragged)
     if problems:
         raise ValidationError(problems)
     names = [str(arrow.column(i)[0].as_py()).strip() for i in range(arrow.num_columns)]
@@ -192,307 +191,4 @@ def read_csv(path: Path, table: str, *, delimiter: str = ",", encoding: str = "u
         }
     )
     frame.columns = names
-    return RawTable(table, frame, str(path), _record_lines(data, arrow, delimiter))
-
-
-# --- file-level checks ---------------------------------------------------------------------------
-
-
-def _decode(data: bytes, path: Path, table: str, encoding: str) -> bytes:
-    """The file as UTF-8 bytes without a byte-order mark; raises for undecodable files."""
-    if not data:
-        raise ValidationError([_empty_file(path, table)])
-    if codecs.lookup(encoding).name not in ("utf-8", "utf-8-sig"):
-        # A declared encoding (from a mapping) is trusted; the parser only reads UTF-8.
-        try:
-            data = data.decode(encoding).encode("utf-8")
-        except UnicodeDecodeError as err:
-            raise ValidationError([_bad_byte(data, err, path, table, encoding)]) from err
-    else:
-        for bom, name in _BOMS:
-            if data.startswith(bom):
-                raise ValidationError(
-                    [
-                        _problem(
-                            table,
-                            path,
-                            f"UTF-8 text: the file is {name}; save it as UTF-8",
-                            "encoding",
-                        )
-                    ]
-                )
-        if b"\x00" in data:
-            raise ValidationError(
-                [
-                    _problem(
-                        table,
-                        path,
-                        "UTF-8 text: the file contains NUL bytes, so it looks UTF-16 or binary; "
-                        "save it as UTF-8 CSV",
-                        "encoding",
-                    )
-                ]
-            )
-    # Excel writes a UTF-8 byte-order mark; it is not part of the first column's name.
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8) :]
-    return data  # Arrow checks UTF-8 while parsing; `_parse` locates any bad byte
-
-
-def _header(data: bytes, delimiter: str) -> list[str] | None:
-    """The header's fields (the first non-blank record), or None when there is none."""
-    head = data[:_HEADER_BYTES].decode("utf-8", errors="replace")
-    for row in csv.reader(io.StringIO(head, newline=""), delimiter=delimiter):
-        if row:
-            return row
-    return None
-
-
-def _wrong_delimiter(header: list[str], path: Path, table: str, delimiter: str) -> Violation | None:
-    """The header is one field holding another common delimiter: the file uses that one."""
-    if len(header) != 1:
-        return None
-    for other in _DELIMITERS:
-        if other != delimiter and other in header[0]:
-            return _problem(
-                table,
-                path,
-                f"{delimiter!r}-separated values: the header is one column but contains "
-                f"{other!r}, so the file looks {other!r}-separated (canonical files are "
-                "comma-separated)",
-                "format",
-                location="line 1",
-                value=header[0],
-            )
-    return None
-
-
-def _unnamed_columns(header: list[str], path: Path, table: str, delimiter: str) -> list[Violation]:
-    return [
-        _problem(
-            table,
-            path,
-            f"a name for every column: header column {i} is empty (a trailing {delimiter!r} "
-            "in the header, or an unnamed column)",
-            "format",
-            location="line 1",
-            column=f"#{i}",
-        )
-        for i, name in enumerate(header, start=1)
-        if not name.strip()
-    ]
-
-
-def _unclosed_quote(data: bytes, path: Path, table: str, delimiter: str) -> list[Violation]:
-    """A quoted value still open at the end of the file: the file was cut short."""
-    text = data.decode("utf-8", errors="replace")
-    starts, _, _ = _scan(text, delimiter)
-    if not starts:
-        return []
-    last = starts[-1]
-    lines = list(io.StringIO(text, newline=""))
-    tail = "".join(lines[last - 1 :])
-    try:
-        for _ in csv.reader(io.StringIO(tail, newline=""), delimiter=delimiter, strict=True):
-            pass
-    except csv.Error as err:
-        if "unexpected end of data" not in str(err):
-            return []  # other irregular quoting is tolerated as the parser reads it
-        return [
-            _problem(
-                table,
-                path,
-                "a closing quote: a quoted value is never closed; the file looks truncated "
-                "(export it again) or a quote is missing",
-                "format",
-                location=f"line {last}",
-                value=lines[last - 1].rstrip("\r\n"),
-            )
-        ]
-    return []
-
-
-def _ragged_rows(
-    data: bytes,
-    path: Path,
-    table: str,
-    delimiter: str,
-    width: int,
-    ragged: list[pacsv.InvalidRow],
-) -> list[Violation]:
-    """Records with more or fewer fields than the header, located with a Python pass."""
-    text = data.decode("utf-8", errors="replace")
-    starts, counts, rows = _scan(text, delimiter, keep=lambda n: n != width)
-    found = [
-        _problem(
-            table,
-            path,
-            f"{width} fields like the header; this line has {count}",
-            "format",
-            location=f"line {start}",
-            value=delimiter.join(rows[i]),
-        )
-        for i, (start, count) in enumerate(zip(starts, counts, strict=True))
-        if count != width
-    ]
-    if not found:  # the two parsers disagree on the record: report what Arrow saw
-        found = [
-            _problem(
-                table,
-                path,
-                f"{row.expected_columns} fields like the header; a record has {row.actual_columns}",
-                "format",
-                value=row.text,
-            )
-            for row in ragged
-        ]
-    return found[:MAX_PER_GROUP]
-
-
-def _scan(
-    text: str, delimiter: str, keep: Callable[[int], bool] | None = None
-) -> tuple[list[int], list[int], dict[int, list[str]]]:
-    """Start line and field count of every record (header included), as Arrow reads them.
-
-    Blank lines are skipped like Arrow skips them. `keep` selects records (by field count) whose
-    fields are returned too, by record index. Only run when line numbers cannot be computed
-    cheaply, or to explain a problem.
-    """
-    starts: list[int] = []
-    counts: list[int] = []
-    rows: dict[int, list[str]] = {}
-    limit = csv.field_size_limit()
-    csv.field_size_limit(2**31 - 1)  # long notes are legal; the default limit is 128 KiB
-    try:
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-        previous = 0
-        for row in reader:
-            if row:
-                if keep is not None and keep(len(row)):
-                    rows[len(starts)] = row
-                starts.append(previous + 1)
-                counts.append(len(row))
-            previous = reader.line_num
-    finally:
-        csv.field_size_limit(limit)
-    return starts, counts, rows
-
-
-def _parse(
-    data: bytes,
-    path: Path,
-    table: str,
-    width: int,
-    delimiter: str,
-    ragged: list[pacsv.InvalidRow],
-) -> pa.Table:
-    """All records, header first, as Arrow strings; ragged records go to `ragged`."""
-
-    def skip(row: pacsv.InvalidRow) -> str:
-        ragged.append(row)
-        return "skip"
-
-    try:
-        return pacsv.read_csv(
-            pa.BufferReader(data),
-            # The header is read as a record, so duplicate or odd names reach validation as-is.
-            read_options=pacsv.ReadOptions(autogenerate_column_names=True),
-            parse_options=pacsv.ParseOptions(
-                delimiter=delimiter, newlines_in_values=True, invalid_row_handler=skip
-            ),
-            convert_options=pacsv.ConvertOptions(
-                column_types={f"f{i}": pa.large_string() for i in range(width)},
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
-    except pa.ArrowInvalid as err:
-        if "UTF8" not in str(err):
-            raise ValidationError(
-                [_problem(table, path, f"a readable CSV file ({err})", "format")]
-            ) from err
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError as bad:
-            raise ValidationError([_bad_byte(data, bad, path, table, "UTF-8")]) from err
-        raise
-
-
-def _record_lines(data: bytes, arrow: pa.Table, delimiter: str) -> np.ndarray | None:
-    """The line where each data record starts (header = line 1).
-
-    Counting is enough when every line break is accounted for: one per record, plus those
-    inside quoted values. Otherwise (blank lines, lone carriage returns) a Python pass decides.
-    None if the two parsers disagree on the records.
-    """
-    records = arrow.num_rows  # the header included
-    lines = data.count(b"\n") + (not data.endswith(b"\n"))
-    if lines == records:  # the usual case: no record spans lines
-        return np.arange(2, records + 1, dtype="int64")
-    inside = np.zeros(records, dtype="int64")
-    for column in arrow.columns:
-        inside += _np_int(pc.count_substring(column, "\n"))
-    if records + int(inside.sum()) == lines:
-        starts = 1 + np.arange(records) + np.concatenate([[0], np.cumsum(inside)[:-1]])
-        return starts[1:].astype("int64")
-    starts, _, _ = _scan(data.decode("utf-8"), delimiter)
-    if len(starts) != records:
-        return None
-    return np.asarray(starts[1:], dtype="int64")
-
-
-def _np_int(array: pa.ChunkedArray) -> np.ndarray:
-    return np.asarray(pc.fill_null(array, 0).to_numpy(), dtype="int64")
-
-
-# --- violations ----------------------------------------------------------------------------------
-
-
-def _problem(
-    table: str,
-    path: Path,
-    expected: str,
-    check: str,
-    *,
-    location: str = "",
-    value: str = "",
-    column: str = "",
-) -> Violation:
-    if len(value) > VALUE_WIDTH:
-        value = value[: VALUE_WIDTH - 1] + "…"
-    return Violation(table, str(path), location, column, value, expected, check)
-
-
-def _empty_file(path: Path, table: str) -> Violation:
-    known = TABLES.get(table)
-    columns = ", ".join(c.name for c in known.columns if c.required) if known else ""
-    wanted = f"a header line with the columns {columns}" if columns else "a header line"
-    return _problem(table, path, f"{wanted}: the file is empty", "empty")
-
-
-def _bad_byte(
-    data: bytes, err: UnicodeDecodeError, path: Path, table: str, encoding: str
-) -> Violation:
-    line = data.count(b"\n", 0, err.start) + 1
-    line_start = data.rfind(b"\n", 0, err.start) + 1
-    line_end = data.find(b"\n", err.start)
-    column = err.start - line_start + 1
-    text = data[line_start : line_end if line_end >= 0 else len(data)]
-    return _problem(
-        table,
-        path,
-        f"{encoding} text: byte {data[err.start]:#04x} at position {column} of the line is not "
-        f"valid {encoding}; save the file as UTF-8",
-        "encoding",
-        location=f"line {line}",
-        value=text.decode("utf-8", errors="backslashreplace").rstrip("\r"),
-    )
-
-
-def _pandas_type(arrow_type: pa.DataType) -> object | None:
-    """Arrow strings and integers to pandas' nullable dtypes (Parquet nulls stay nulls)."""
-    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
-        return STRING
-    if pa.types.is_signed_integer(arrow_type):
-        return pd.Int64Dtype()
-    return None
+    return RawTable(table, frame, str(path), record_lines(data, arrow, delimiter))

@@ -29,7 +29,7 @@ from pydantic import Field
 
 from forecast.data.schema import TABLES
 from forecast.data.sources import RawTable
-from forecast.data.sources.mapping import SpecProblems, StrictModel, choices_text, load_spec
+from forecast.data.sources.spec import SpecProblems, StrictModel, choices_text, load_spec
 from forecast.data.violations import ValidationError, Violation
 
 _QUERY = re.compile(r"^\s*(select|with|\()", re.IGNORECASE)
