@@ -92,7 +92,7 @@ bench-generate: $(STAMP) ## Generate and import 1,000,000 deals: time and peak m
 	$(BIN)/python benchmarks/generate_and_import.py --deals 1000000
 
 docs: $(STAMP) ## Re-render docs/data-contract.md from the schema
-	$(BIN)/python -m forecast.data.schema docs/data-contract.md
+	$(BIN)/python -m forecast.data.contract_doc docs/data-contract.md
 
 # Pins with hashes, resolved by uv: the dev lock (what `make venv` installs) first, then the
 # runtime lock (what a deployment installs) within it, so both pin the same versions.

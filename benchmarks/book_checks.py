@@ -38,7 +38,7 @@ def main() -> None:
     from forecast.features.deal_schema import model_features
     from forecast.features.deals import deal_features
     from forecast.settings import disable_telemetry
-    from forecast.training.churn import MODEL_NAME as CHURN_NAME
+    from forecast.training.churn_task import MODEL_NAME as CHURN_NAME
     from forecast.training.registry import RegistryError, load_champion
 
     disable_telemetry()

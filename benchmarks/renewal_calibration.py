@@ -27,10 +27,10 @@ def main() -> None:
 
     from forecast.data.store import read_store
     from forecast.model import TreeParams
-    from forecast.revenue import RevenueParams, Window, recurring_months, renewal_book
-    from forecast.revenue.bookings import decisions_from_months
+    from forecast.revenue import RevenueParams, Window, renewal_book
+    from forecast.revenue.bookings import decisions_from_months, recurring_months
+    from forecast.revenue.churn import fit_churn_renewal
     from forecast.settings import disable_telemetry
-    from forecast.training.churn import fit_churn_renewal
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quarters", default="2025Q2,2025Q4,2026Q2")

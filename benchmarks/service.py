@@ -300,7 +300,8 @@ def prepare(home: Path, deals: int, trees: int) -> None:
     from forecast.data.ingest import generate
     from forecast.model import TreeParams
     from forecast.training.registry import champion_version, promote, register_and_gate
-    from forecast.training.win import MODEL_NAME, WinParams, train_win
+    from forecast.training.win import train_win
+    from forecast.training.win_task import MODEL_NAME, WinParams
 
     if champion_version(MODEL_NAME) is not None:
         return

@@ -175,7 +175,7 @@ def churn_same_rows(model_name: str, version: str):
     from forecast.data.store import read_store
     from forecast.features.deal_schema import Feature
     from forecast.model import LIBRARY_DEFAULTS, make_lightgbm, make_logistic, model_input
-    from forecast.training.churn import LABEL, ChurnHooks, ChurnParams, prepare, resolve
+    from forecast.training.churn_task import LABEL, ChurnHooks, ChurnParams, prepare, resolve
     from forecast.training.registry import load_champion
 
     tables = read_store()

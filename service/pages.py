@@ -29,7 +29,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from forecast.data.schema import OPEN_STAGES
+from forecast.data.contract import OPEN_STAGES
 from forecast.explain.account_scoring import revenue_at_risk_totals
 from service import charts
 from service.deps import StateDep, _visible, forecast_nodes_in_reach, reach_of

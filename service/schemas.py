@@ -24,7 +24,7 @@ from pydantic import (
 )
 from pydantic.config import JsonDict
 
-from forecast.data.schema import ACTIVITY_KINDS, OPEN_STAGES, STAGES
+from forecast.data.contract import ACTIVITY_KINDS, OPEN_STAGES, STAGES
 from forecast.features.accounts import ACCOUNT_FEATURES
 from forecast.features.deal_schema import DEAL_FEATURES, Feature
 from forecast.settings import get_settings

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from forecast.explain.account_scoring import AccountScore
     from forecast.explain.scoring import DealScore
     from forecast.revenue import QuarterForecast, QuarterInputs, Scenario
-    from forecast.training.churn import Definition
+    from forecast.training.churn_task import Definition
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -244,7 +244,7 @@ class ServiceState:
         from forecast.explain.scorers import check_scorer, check_signature, scorer_for
         from forecast.explain.scoring import stored_sample
         from forecast.features.deal_schema import DEAL_FEATURES, model_features
-        from forecast.training.churn import definition_of
+        from forecast.training.churn_task import definition_of
         from forecast.training.registry import client
 
         client()
@@ -345,7 +345,7 @@ class ServiceState:
         from forecast.explain.account_scoring import at_risk_by_owner
         from forecast.revenue import prepare_quarter, simulate_quarter, with_revenue_at_risk
         from forecast.revenue.bookings import parse_quarter
-        from forecast.training.churn import live_renewals
+        from forecast.revenue.churn import live_renewals
 
         serving, tables = self.champion(DEAL_MODEL), self.store()
         churn = self.models.get(CHURN_MODEL)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from forecast.data.schema import CLOSED_STAGES, OPEN_STAGES
+from forecast.data.contract import CLOSED_STAGES, OPEN_STAGES
 from forecast.data.tables import CrmTables
 
 WINDOW_DAYS = 365
@@ -31,7 +31,6 @@ FOCUS = {
     "no_next_step": "Record a dated next step on every open deal",
     "close_date_accuracy": "Set close dates from the buyer's process, not from hope",
 }
-
 
 HABITS = ("stale", "pushed", "no_next_step")  # read from open deals, not from closed ones
 # what each topic measures, in words a manager reads aloud ({rep}: the rep's figure with unit)

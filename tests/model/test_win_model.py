@@ -11,7 +11,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from forecast.data.schema import OPEN_STAGES
+from forecast.data.contract import OPEN_STAGES
 from forecast.data.world import make_crm
 from forecast.features.deal_schema import CATEGORICAL, DEAL_FEATURES, FEATURE_NAMES
 from forecast.model import (

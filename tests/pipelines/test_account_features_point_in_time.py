@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecast.data.schema import OPEN_STAGES
+from forecast.data.contract import OPEN_STAGES
 from forecast.data.tables import CrmTables
 from forecast.data.world import make_crm
 from forecast.features.accounts import (

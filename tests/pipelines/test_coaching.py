@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from forecast.coaching import coach_rep, coach_team, funnel
-from forecast.data.schema import OPEN_STAGES
+from forecast.data.contract import OPEN_STAGES
 from forecast.data.world import make_crm
 
 

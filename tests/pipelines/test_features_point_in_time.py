@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecast.data.schema import CLOSED_STAGES
+from forecast.data.contract import CLOSED_STAGES
 from forecast.data.tables import CrmTables
 from forecast.data.world import make_crm
 from forecast.features import deal_own

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from forecast.data.schema import OPEN_STAGES
+from forecast.data.contract import OPEN_STAGES
 from service.predlog import predictions_for
 
 AS_OF = "2026-11-15T00:00:00Z"

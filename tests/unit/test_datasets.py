@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecast.data.schema import OPEN_STAGES, TABLES
+from forecast.data.contract import OPEN_STAGES
+from forecast.data.schema import TABLES
 from forecast.data.world import make_crm
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from forecast.data.schema import BEGIN_MARK, TABLES, embed_contract
+from forecast.data.contract_doc import BEGIN_MARK, embed_contract
+from forecast.data.schema import TABLES
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "data-contract.md"
 

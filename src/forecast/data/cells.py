@@ -8,38 +8,28 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from forecast.data.schema import (
-    Column,
-)
+from forecast.data.contract import Column
 from forecast.data.tables import STRING
 from forecast.data.violations import EXPECTED, FORMULA_HINT, is_missing_value
 
 # RE2 patterns (pyarrow compute), applied to trimmed cells; _FORMULA and _ID_SUSPECT see raw ones.
 _FORMULA = r"^(?:[=@\t\r]|[+-][^0-9])"
 
-
 _ID_SUSPECT = r"^\s|\s$|[\r\n]|^[=@+-]"
-
 
 _FLOAT = r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$"
 
-
 _INT = r"^[+-]?\d+(?:\.0*)?$"
-
 
 _DATETIME = (
     r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$"
 )
 
-
 _ZONE = r"(?:Z|[+-]\d{2}:?\d{2})$"
-
 
 _MONTH = r"^\d{4}-\d{2}$"
 
-
 _QUARTER = r"^\d{4}Q[1-4]$"
-
 
 _Problems = list[tuple[np.ndarray, str, str]]
 

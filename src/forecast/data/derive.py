@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from forecast.data.schema import DEAL_HISTORY, OPEN_STAGES
+from forecast.data.contract import OPEN_STAGES
+from forecast.data.schema import DEAL_HISTORY
 from forecast.data.tables import conform
 
 DERIVED = "derived"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from forecast.data.schema import OPEN_STAGES, REVENUE_KINDS, STAGES
+from forecast.data.contract import OPEN_STAGES, REVENUE_KINDS, STAGES
 from forecast.data.tables import CrmTables
 
 

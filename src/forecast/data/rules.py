@@ -12,11 +12,7 @@ import pandas as pd
 import pyarrow.compute as pc
 
 from forecast.data.cells import as_arrow, lookup_codes, mask_of
-from forecast.data.schema import (
-    CLOSED_STAGES,
-    OPEN_STAGES,
-    OUTCOMES,
-)
+from forecast.data.contract import CLOSED_STAGES, OPEN_STAGES, OUTCOMES
 from forecast.data.table_checks import CheckedTable
 from forecast.data.tables import STRING
 from forecast.data.violations import Collector, a_rep_row_with, a_row_with, when_text
@@ -27,24 +23,17 @@ OPTIONAL_PARENTS = ("reps", "accounts", "products")
 # Time columns that must not lie after the export's as-of, besides each table's `known_at`.
 _LATER_TIMES: dict[str, tuple[str, ...]] = {"deals": ("closed_at",)}
 
-
 # Which reps column a target owner names, per target level; `company` is a literal.
 _OWNER_COLUMNS: dict[str, str] = {"rep": "rep_id", "team": "team", "region": "region"}
 
-
 _COMPANY = "company"
-
 
 # The outcome each stage implies: open stages are open, closed_won is won, closed_lost is lost.
 _STAGE_OUTCOME: dict[str, str] = {s: OUTCOMES[0] for s in OPEN_STAGES} | dict(
     zip(CLOSED_STAGES, OUTCOMES[1:], strict=True)
 )
 
-
 _ATTRIBUTE_NAME = r"[a-z][a-z0-9_]*"
-
-
-ORDER_VALUE_COLUMNS = ("amount", "quantity", "unit_price")
 
 
 def check_foreign_keys(checked: dict[str, CheckedTable], present: set[str], out: Collector) -> None:
@@ -197,28 +186,6 @@ def check_activities(activities: CheckedTable, out: Collector) -> None:
         "empty)",
         value=lambda pos: "",
     )
-
-
-def check_order_amounts(orders: CheckedTable, out: Collector) -> None:
-    """An order line says what it was worth: an amount, or a quantity and a unit price."""
-    if not orders.n:
-        return
-    missing = {c: orders.empty.get(c, np.ones(orders.n, bool)) for c in ORDER_VALUE_COLUMNS}
-    neither = missing["amount"] & (missing["quantity"] | missing["unit_price"])
-    out.rows(
-        orders.raw,
-        neither,
-        column="amount",
-        check="required",
-        expected="an amount, or both a quantity and a unit_price (map one or the other)",
-        value=lambda pos: "",
-    )
-
-
-def order_amounts(orders: pd.DataFrame) -> pd.DataFrame:
-    """`orders` with each empty amount filled as quantity x unit_price."""
-    amount = orders["amount"].fillna(orders["quantity"] * orders["unit_price"])
-    return orders.assign(amount=amount)
 
 
 def check_attribute_names(attributes: CheckedTable, out: Collector) -> None:

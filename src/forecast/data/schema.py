@@ -1,92 +1,25 @@
-"""The data contract: the canonical CRM tables, defined once.
-
-Every source is mapped onto these tables by an adapter and checked by `forecast.data.validate`
-before anything is stored. `docs/data-contract.md` is rendered from this module (`render_contract`),
-so the written contract and the checks cannot drift apart.
+"""The data contract: the canonical CRM tables, defined once. Every source is mapped onto them
+and checked by `forecast.data.validate` before anything is stored; `docs/data-contract.md` is
+rendered from them (`forecast.data.contract_doc`), so the text and the checks cannot drift apart.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
-
-ColumnType = Literal["id", "text", "float", "int", "datetime", "date", "quarter", "month", "enum"]
-
-STAGES: tuple[str, ...] = (
-    "prospecting",
-    "qualification",
-    "proposal",
-    "negotiation",
-    "closed_won",
-    "closed_lost",
+from forecast.data.contract import (
+    ACTIVITY_KINDS,
+    BILLING,
+    HISTORY_ORIGINS,
+    KNOWN_AT,
+    OUTCOMES,
+    REVENUE_KINDS,
+    ROLES,
+    SEGMENTS,
+    SIGNAL_KINDS,
+    STAGES,
+    TARGET_LEVELS,
+    Column,
+    Table,
 )
-OPEN_STAGES: tuple[str, ...] = STAGES[:4]
-CLOSED_STAGES: tuple[str, ...] = STAGES[4:]
-OUTCOMES: tuple[str, ...] = ("open", "won", "lost")
-ACTIVITY_KINDS: tuple[str, ...] = ("call", "email", "meeting", "demo", "proposal", "other")
-SIGNAL_KINDS: tuple[str, ...] = ("support_ticket", "satisfaction", "usage", "payment_delay")
-SEGMENTS: tuple[str, ...] = ("smb", "mid_market", "enterprise")
-ROLES: tuple[str, ...] = ("rep", "manager", "director", "executive")
-BILLING: tuple[str, ...] = ("one_time", "subscription")
-TARGET_LEVELS: tuple[str, ...] = ("rep", "team", "region", "company")
-REVENUE_KINDS: tuple[str, ...] = ("recurring", "one_time")
-HISTORY_ORIGINS: tuple[str, ...] = ("recorded", "derived")
-KNOWN_AT: tuple[str, ...] = ("created", "closed")
-
-TYPE_TEXT: dict[str, str] = {
-    "id": "identifier (text)",
-    "text": "text",
-    "float": "number",
-    "int": "whole number",
-    "datetime": "timestamp (ISO 8601, UTC)",
-    "date": "date (YYYY-MM-DD)",
-    "quarter": "quarter (YYYYQn)",
-    "month": "month (YYYY-MM)",
-    "enum": "one of the allowed values",
-}
-
-
-@dataclass(frozen=True)
-class Column:
-    """One column of a canonical table.
-
-    `required` means the column must be present in every source; `nullable` whether a cell may be
-    empty. `references` is `table.column` for a foreign key. `minimum` bounds numbers from below.
-    """
-
-    name: str
-    type: ColumnType
-    description: str
-    required: bool = True
-    nullable: bool = False
-    allowed: tuple[str, ...] = ()
-    references: str | None = None
-    minimum: float | None = None
-    maximum: float | None = None
-
-
-@dataclass(frozen=True)
-class Table:
-    """One canonical table: its columns, key and the column that says when a row became known."""
-
-    name: str
-    description: str
-    columns: tuple[Column, ...]
-    key: tuple[str, ...]
-    known_at: str | None = None
-    time_note: str = ""
-    extra_checks: tuple[str, ...] = field(default_factory=tuple)
-
-    @property
-    def column_names(self) -> list[str]:
-        return [c.name for c in self.columns]
-
-    def column(self, name: str) -> Column:
-        for col in self.columns:
-            if col.name == name:
-                return col
-        raise KeyError(f"{self.name} has no column {name!r}")
-
 
 REPS = Table(
     name="reps",
@@ -437,72 +370,8 @@ ORDERS = Table(
     extra_checks=("amount, or both quantity and unit_price, is set",),
 )
 
-TABLES: dict[str, Table] = {
-    t.name: t
-    for t in (
-        REPS,
-        TARGETS,
-        ACCOUNTS,
-        PRODUCTS,
-        DEALS,
-        DEAL_HISTORY,
-        DEAL_ATTRIBUTES,
-        ACTIVITIES,
-        REVENUE,
-        SIGNALS,
-        ORDERS,
-    )
+# every canonical table by name, in the order the contract lists them
+TABLES: dict[str, Table] = {t.name: t for t in (REPS, TARGETS, ACCOUNTS, PRODUCTS, DEALS)} | {
+    t.name: t for t in (DEAL_HISTORY, DEAL_ATTRIBUTES, ACTIVITIES, REVENUE, SIGNALS, ORDERS)
 }
 TABLE_NAMES: tuple[str, ...] = tuple(TABLES)
-
-
-def render_contract() -> str:
-    """The contract as markdown; `docs/data-contract.md` embeds this text verbatim."""
-    lines: list[str] = []
-    for table in TABLES.values():
-        lines += [f"### `{table.name}`", "", table.description, ""]
-        if table.key:
-            lines += [f"- key: `{', '.join(table.key)}` (unique)"]
-        if table.known_at:
-            lines += [f"- known at: `{table.known_at}`"]
-        if table.time_note:
-            lines += [f"- time: {table.time_note}"]
-        for check in table.extra_checks:
-            lines += [f"- check: {check}"]
-        lines += ["", "| column | type | required | empty allowed | rule | meaning |"]
-        lines += ["| --- | --- | --- | --- | --- | --- |"]
-        for col in table.columns:
-            rule = []
-            if col.allowed:
-                rule.append(", ".join(f"`{v}`" for v in col.allowed))
-            if col.references:
-                rule.append(f"references `{col.references}`")
-            if col.minimum is not None:
-                rule.append(f">= {col.minimum:g}")
-            if col.maximum is not None:
-                rule.append(f"<= {col.maximum:g}")
-            lines.append(
-                f"| `{col.name}` | {TYPE_TEXT[col.type]} | {'yes' if col.required else 'no'} "
-                f"| {'yes' if col.nullable else 'no'} | {'; '.join(rule)} | {col.description} |"
-            )
-        lines.append("")
-    return "\n".join(lines)
-
-
-BEGIN_MARK = "<!-- BEGIN GENERATED: python -m forecast.data.schema docs/data-contract.md -->"
-END_MARK = "<!-- END GENERATED -->"
-
-
-def embed_contract(document: str) -> str:
-    """`document` with the text between the generated-section markers replaced by the contract."""
-    head, _, rest = document.partition(BEGIN_MARK)
-    _, _, tail = rest.partition(END_MARK)
-    return f"{head}{BEGIN_MARK}\n\n{render_contract()}\n{END_MARK}{tail}"
-
-
-if __name__ == "__main__":
-    import sys
-    from pathlib import Path
-
-    target = Path(sys.argv[1])
-    target.write_text(embed_contract(target.read_text(encoding="utf-8")), encoding="utf-8")

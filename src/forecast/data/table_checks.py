@@ -9,12 +9,8 @@ import numpy as np
 import pandas as pd
 
 from forecast.data.cells import null_column, parse_column
-from forecast.data.schema import (
-    TABLES,
-    TYPE_TEXT,
-    Column,
-    Table,
-)
+from forecast.data.contract import TYPE_TEXT, Column, Table
+from forecast.data.schema import TABLES
 from forecast.data.sources import RawTable
 from forecast.data.violations import Collector, Violation, cell_text
 
@@ -168,3 +164,28 @@ def _check_unique(checked: CheckedTable, out: Collector) -> None:
         ),
         value=lambda pos: ", ".join(cell_text(frame[name].iat[pos]) for name in key),
     )
+
+
+ORDER_VALUE_COLUMNS = ("amount", "quantity", "unit_price")
+
+
+def check_order_amounts(orders: CheckedTable, out: Collector) -> None:
+    """An order line says what it was worth: an amount, or a quantity and a unit price."""
+    if not orders.n:
+        return
+    missing = {c: orders.empty.get(c, np.ones(orders.n, bool)) for c in ORDER_VALUE_COLUMNS}
+    neither = missing["amount"] & (missing["quantity"] | missing["unit_price"])
+    out.rows(
+        orders.raw,
+        neither,
+        column="amount",
+        check="required",
+        expected="an amount, or both a quantity and a unit_price (map one or the other)",
+        value=lambda pos: "",
+    )
+
+
+def order_amounts(orders: pd.DataFrame) -> pd.DataFrame:
+    """`orders` with each empty amount filled as quantity x unit_price."""
+    amount = orders["amount"].fillna(orders["quantity"] * orders["unit_price"])
+    return orders.assign(amount=amount)

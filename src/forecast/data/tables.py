@@ -8,7 +8,8 @@ from functools import cache
 
 import pandas as pd
 
-from forecast.data.schema import TABLES, ColumnType, Table
+from forecast.data.contract import ColumnType, Table
+from forecast.data.schema import TABLES
 
 STRING = pd.StringDtype("pyarrow")
 

@@ -23,34 +23,25 @@ from forecast.data.rules import (
     check_foreign_keys,
     check_future,
     check_history,
-    check_order_amounts,
     check_reps,
     check_target_owners,
-    order_amounts,
 )
-from forecast.data.schema import (
-    TABLE_NAMES,
-    TABLES,
-)
+from forecast.data.schema import TABLE_NAMES, TABLES
 from forecast.data.sources import RawTable
-from forecast.data.table_checks import CheckedTable, check_table
+from forecast.data.table_checks import CheckedTable, check_order_amounts, check_table, order_amounts
 from forecast.data.tables import CrmTables
 from forecast.data.violations import ROW_TABLES, Collector, ValidationError, Violation
 
 BAD_ROW_POLICIES: tuple[str, ...] = ("refuse", "repair", "quarantine")
 
-
 """What an import does with rows whose times are out of order (closed before created, a history
 row outside its deal's life): refuse the import, repair the row, or set it aside."""
-
 
 _REPAIRABLE = frozenset(
     {("deals", "closed_at", "time_order"), ("deal_history", "changed_at", "time_order")}
 )
 
-
 MAX_SET_ASIDE = 0.1  # a problem in more of the deals than this (and more than MIN_SET_ASIDE)
-
 
 MIN_SET_ASIDE = 10  # is the mapping's to fix, not rows to set aside
 

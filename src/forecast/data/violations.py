@@ -15,15 +15,11 @@ from forecast.settings import get_settings
 
 MAX_PER_GROUP = 1000
 
-
 """Violations kept in full per (table, column, check); the rest are only counted."""
-
 
 VALUE_WIDTH = 60
 
-
 """Offending values are cut to this many characters in messages."""
-
 
 EXPECTED: dict[str, str] = {
     "id": "an identifier on one line, without leading or trailing spaces",
@@ -37,12 +33,10 @@ EXPECTED: dict[str, str] = {
     "month": "a month like 2024-03",
 }
 
-
 FORMULA_HINT = (
     "plain text, not a spreadsheet formula: the value starts like one (=, @, + or - followed by "
     "a non-digit, tab or carriage return); remove the leading character or re-export as text"
 )
-
 
 # rows of these tables can be set aside one by one (with their deal's other rows)
 ROW_TABLES = ("deals", "deal_history")

@@ -38,7 +38,6 @@ from forecast.features.deal_schema import Feature
 
 MIN_LIFT = 0.005  # half a point of probability: smaller effects are noise, not advice
 
-
 MAX_RECOMMENDATIONS = 3  # more advice than this is not read
 
 

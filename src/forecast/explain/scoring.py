@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
 TREND_DAYS = 7  # the previous weekly snapshot
 
-
 YARDSTICK_DAYS = 365  # won deals of the last year set the "typical" in reasons
 
 

@@ -183,5 +183,4 @@ class _Words:
 
 YARDSTICKS = {"deal": "won deals at this stage", "account": "accounts that renewed"}
 
-
 """Whom a value is set against in the text, per model."""

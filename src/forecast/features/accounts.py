@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from forecast.data.schema import OPEN_STAGES
+from forecast.data.contract import OPEN_STAGES
 from forecast.data.tables import CrmTables
 from forecast.features.asof import asof_join, running_at, running_sums
 from forecast.features.deal_schema import Feature

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from forecast.data.schema import OPEN_STAGES
+from forecast.data.contract import OPEN_STAGES
 from forecast.data.tables import CrmTables
 from forecast.features.asof import Running, running_of, running_sums
 from forecast.features.deal_codes import Ids, by_code, fit_key, take
@@ -24,9 +24,7 @@ from forecast.features.deal_schema import Feature, attribute_features, unavailab
 # then a rep's and a team's from each open stage on (closes of deals that reached it)
 REP, TEAM, FIT, PRODUCT = range(4)
 
-
 REP_FROM_STAGE = 4
-
 
 TEAM_FROM_STAGE = REP_FROM_STAGE + len(OPEN_STAGES)
 

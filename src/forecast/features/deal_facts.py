@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from forecast.data.schema import CLOSED_STAGES, OPEN_STAGES
+from forecast.data.contract import CLOSED_STAGES, OPEN_STAGES
 from forecast.data.tables import CrmTables
 from forecast.features.asof import Running, Timeline, running_of
 from forecast.features.deal_codes import FEW, fit_key
@@ -97,15 +97,11 @@ class DealFacts:
 
 STAGE_ORDER: tuple[str, ...] = (*OPEN_STAGES, *CLOSED_STAGES)
 
-
 STAGE_CODES: dict[str, int] = {stage: i for i, stage in enumerate(STAGE_ORDER)}
-
 
 """A history row's stage as `DealFacts` holds it: its position in STAGE_ORDER."""
 
-
 _STAGE_NAMES = np.array(STAGE_ORDER, dtype=object)
-
 
 _NAT = np.datetime64("NaT", "ns")
 

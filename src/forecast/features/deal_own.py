@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from forecast.data.schema import OPEN_STAGES
+from forecast.data.contract import OPEN_STAGES
 from forecast.features.asof import Running
 from forecast.features.deal_codes import codes_of, fit_key
 from forecast.features.deal_context import (

@@ -10,32 +10,26 @@ from typing import Literal
 import pandas as pd
 
 from forecast.data import derive
-from forecast.data.schema import OPEN_STAGES
+from forecast.data.contract import OPEN_STAGES
 from forecast.data.tables import CrmTables
 
 ACTIVITY_WINDOWS = (7, 30, 90)
 
-
 COUNTED_KINDS = ("call", "email", "meeting", "demo", "proposal")
 
-
 TRAILING_DAYS = 365
-
 
 # win rates (rep, rep from a stage, product in an industry) look back two years: with about 130
 # deals a rep a year, one year of closes leaves a rep's rate too noisy to tell skill from luck
 RECORD_DAYS = 730
 
-
 SHRINK_DEALS = 20  # a rep's win rate counts as this many deals of the team's rate
-
 
 STAGE_PROGRESS = {
     **{stage: i for i, stage in enumerate(OPEN_STAGES)},
     "closed_won": len(OPEN_STAGES),
     "closed_lost": -1,
 }
-
 
 DAY = pd.Timedelta(days=1)
 
@@ -83,21 +77,15 @@ DEAL_FEATURES: tuple[Feature, ...] = (
     Feature("days_left_in_quarter"),
 )
 
-
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in DEAL_FEATURES)
-
 
 ATTRIBUTE_PREFIX = "attr_"
 
-
 """Deal attributes known at creation (`deal_attributes`) become categorical features so named."""
-
 
 CATEGORICAL: tuple[str, ...] = tuple(f.name for f in DEAL_FEATURES if f.kind == "categorical")
 
-
 KEY_COLUMNS = ("deal_id", "as_of")
-
 
 _ACTIVITY_FEATURES = (
     *(f"activities_{w}d" for w in ACTIVITY_WINDOWS),
@@ -105,7 +93,6 @@ _ACTIVITY_FEATURES = (
     "days_since_last_activity",
     "activities_per_week",
 )
-
 
 _STAGE_HISTORY_FEATURES = (
     "stage",
@@ -117,9 +104,7 @@ _STAGE_HISTORY_FEATURES = (
     "rep_stage_win_rate",
 )
 
-
 _REP_FEATURES = ("rep_win_rate", "rep_stage_win_rate", "rep_closed_deals_365d", "rep_tenure_days")
-
 
 _ACCOUNT_TABLE_FEATURES = ("account_tenure_days", "industry", "region", "segment")
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from forecast.data.schema import OPEN_STAGES
+from forecast.data.contract import OPEN_STAGES
 from forecast.data.tables import CrmTables
 from forecast.features.deal_context import DealContext
 from forecast.features.deal_facts import (

@@ -55,9 +55,7 @@ from forecast.revenue.tree import OrgTree
 
 log = logging.getLogger(__name__)
 
-
 WEEKS = (1, 5, 9, 13)
-
 
 ScorerFactory = Callable[[pd.Timestamp], WinScorer]
 """cutoff -> a win scorer built only from what was known at the cutoff."""

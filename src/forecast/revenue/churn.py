@@ -30,7 +30,6 @@ from forecast.training.churn_task import LABEL, SUBSCRIPTION, Definition, defini
 
 AT_RISK_LEVELS = {"rep": "owner_rep_id", "team": "team", "region": "rep_region"}
 
-
 LIVE_QUARTERS_AHEAD = 1  # the live forecast's renewals use the churn model this far ahead
 
 
@@ -90,7 +89,6 @@ def revenue_at_risk_by(at_risk: pd.DataFrame, level: str) -> pd.DataFrame:
 
 
 ChurnScorer = Callable[[pd.DataFrame], np.ndarray]
-
 
 """Account feature rows -> P(churn within the horizon) per row (a model, or a served scorer)."""
 

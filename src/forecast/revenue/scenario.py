@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from forecast.data.schema import CLOSED_STAGES, OPEN_STAGES
+from forecast.data.contract import CLOSED_STAGES, OPEN_STAGES
 from forecast.revenue.inputs import QuarterInputs
 from forecast.revenue.params import DAY, Window, WinScorer
 from forecast.revenue.timing import expected_close_of, score_with, with_timing

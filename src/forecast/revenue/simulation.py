@@ -55,7 +55,6 @@ from forecast.revenue.draws import Grid, chain_tasks, deal_tasks, new_tasks, run
 
 CHUNK_ROWS = 2048
 
-
 DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
 
 

@@ -11,7 +11,6 @@ import scipy.sparse as sp
 LEVELS: tuple[str, ...] = ("rep", "team", "region", "company")
 COMPANY = "company"
 
-
 ROLL_COLUMNS = 1024  # draws summed up the tree at a time
 
 

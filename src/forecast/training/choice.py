@@ -43,7 +43,6 @@ from forecast.training.task import CANDIDATES, ModelParams, Slices, Task
 
 log = logging.getLogger(__name__)
 
-
 LEAKAGE_AUC = 0.99  # no honest out-of-time model of these outcomes gets this close to perfect
 
 

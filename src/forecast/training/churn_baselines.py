@@ -11,12 +11,9 @@ import pandas as pd
 
 RATE_PRIOR = 20.0  # pseudo-rows pulling a rate-table cell towards the overall rate
 
-
 CONTRACT_BUCKETS = (0, 30, 90, 180)  # days to contract end: <=0, 1-30, 31-90, 91-180, >180
 
-
 LOW_USAGE_QUANTILE = 0.25
-
 
 RECENCY_BUCKETS = (30, 60, 90, 180)  # days since the last purchase: <=30, 31-60, ..., > 180
 

@@ -83,7 +83,6 @@ METRIC_PREFIX = {
     "truth": "truth",
 }
 
-
 CONTENDER_NAMES = {
     "model": "**model** (as served)",
     "model_uncalibrated": "its candidate on the train slice, no map",

@@ -36,24 +36,17 @@ from forecast.training.task import CANDIDATES, NotEnoughDataError, Task, fingerp
 
 EXPERIMENT = "account-churn"
 
-
 MODEL_NAME = "account-churn"
-
 
 MIN_PER_CLASS = 40  # accounts that churned, and accounts retained, needed before training
 
-
 KEYS = ("account_id", "as_of")
-
 
 LABEL = "churned"
 
-
 TASK = Task("churn", MODEL_NAME, EXPERIMENT, label=LABEL, group="account_id", purge_group=False)
 
-
 GATE_BASELINES = ("base_rate", "rate_table")
-
 
 DEFINITIONS = ("subscription", "inactivity")
 
@@ -153,7 +146,6 @@ SUBSCRIPTION = Definition(
     revenue_words="ARR (12 x the last monthly bill)",
 )
 
-
 INACTIVITY = Definition(
     "inactivity",
     INACTIVITY_FEATURES,
@@ -170,7 +162,6 @@ INACTIVITY = Definition(
     yearly_revenue=lambda frame: frame["spend_365d"].clip(lower=0).to_numpy(dtype=float),
     revenue_words="spend over the last year, net of returns",
 )
-
 
 DEFINITION_OF = {d.name: d for d in (SUBSCRIPTION, INACTIVITY)}
 

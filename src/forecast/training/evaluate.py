@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
-from forecast.data.schema import OPEN_STAGES
+from forecast.data.contract import OPEN_STAGES
 
 # What a CRM's weighted pipeline multiplies amounts by (typical vendor defaults): the first
 # baseline, and the number every sales manager already has.

@@ -28,8 +28,8 @@ import pandas as pd
 from scipy.stats import binom
 from sklearn.metrics import roc_auc_score
 
+from forecast.data.contract import CLOSED_STAGES
 from forecast.data.derive import history_is_derived
-from forecast.data.schema import CLOSED_STAGES
 from forecast.data.tables import CrmTables
 
 BLANK_PURITY = 0.98  # an empty value this often of one outcome tells the outcome ...

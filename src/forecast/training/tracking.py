@@ -35,7 +35,6 @@ from forecast.training.leakage import Suspect
 
 log = logging.getLogger(__name__)
 
-
 RUNTIME_PACKAGES = ("lightgbm", "scikit-learn", "skops", "pandas", "numpy", "scipy")
 
 

@@ -25,21 +25,15 @@ from forecast.training.task import CANDIDATES, NotEnoughDataError, Task, fingerp
 
 log = logging.getLogger(__name__)
 
-
 EXPERIMENT = "deal-win"
-
 
 MODEL_NAME = "deal-win"
 
-
 TASK = Task("win", MODEL_NAME, EXPERIMENT, label="won", group="deal_id")
-
 
 MIN_CLOSED_PER_CLASS = 40  # won and lost closed deals needed, each, before anything is trained
 
-
 BASELINES = ("base_rate", "stage_fixed", "stage_history")  # and the best rule_<column>
-
 
 METRIC_PREFIX = {
     "model": "test",
@@ -79,9 +73,7 @@ class WinParams:
 
 FULL_WINDOWS = (120, 91, 91)  # label lag, test, calibration days when the history allows them
 
-
 MIN_TRAIN_DAYS = 182  # history before the calibration slice that the full windows need
-
 
 MIN_WINDOW_DAYS = 28
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from forecast.data.schema import CLOSED_STAGES, Table
+from forecast.data.contract import CLOSED_STAGES, Table
 from forecast.data.sources.spec import (
     DATE_TYPES,
     DERIVE_RULES,
@@ -22,12 +22,9 @@ from forecast.data.sources.spec import (
 
 OUTCOME_OF_STAGE = dict(zip(CLOSED_STAGES, ("won", "lost"), strict=True))
 
-
 STAGE_OF_OUTCOME = {outcome: stage for stage, outcome in OUTCOME_OF_STAGE.items()}
 
-
 _TIME_DIRECTIVES = ("%H", "%I", "%M", "%S", "%X", "%c", "%T")
-
 
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 

@@ -21,7 +21,6 @@ from forecast.data.violations import MAX_PER_GROUP, VALUE_WIDTH, ValidationError
 
 _DELIMITERS: tuple[str, ...] = (",", ";", "\t", "|")
 
-
 _BOMS: tuple[tuple[bytes, str], ...] = (
     # UTF-32 first: its little-endian mark starts with the UTF-16 one.
     (codecs.BOM_UTF32_LE, "UTF-32"),
@@ -29,7 +28,6 @@ _BOMS: tuple[tuple[bytes, str], ...] = (
     (codecs.BOM_UTF16_LE, "UTF-16"),
     (codecs.BOM_UTF16_BE, "UTF-16"),
 )
-
 
 _HEADER_BYTES = 1 << 20
 

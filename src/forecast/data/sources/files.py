@@ -34,9 +34,7 @@ from forecast.data.violations import ValidationError
 
 logger = logging.getLogger(__name__)
 
-
 SUFFIXES: tuple[str, ...] = (".csv", ".parquet")
-
 
 """File kinds `read_folder` reads, by lower-case suffix."""
 

@@ -67,9 +67,7 @@ from forecast.data.violations import ValidationError, Violation
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
-
 ATTRIBUTES = "deal_attributes"
-
 
 ATTRIBUTE_KEY = ".attributes"  # soft[table + this]: the attributes a preset (not the mapping) gives
 

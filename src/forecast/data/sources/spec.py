@@ -25,9 +25,7 @@ NUMBER_TYPES = ("float", "int")
 
 MAPPING_TABLE = "mapping"
 
-
 """The `table` of every violation about a mapping or spec file (not about the data)."""
-
 
 # (table, column) -> the derive rule it allows, and what the rule needs mapped
 DERIVE_RULES: dict[tuple[str, str], tuple[str, str]] = {
@@ -36,12 +34,9 @@ DERIVE_RULES: dict[tuple[str, str], tuple[str, str]] = {
     ("deals", "stage"): ("closed_from_outcome", "outcome"),
 }
 
-
 UNMAP = "-"
 
-
 """A column mapped to `-` is left out (to drop a column a preset maps)."""
-
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -67,7 +62,6 @@ def _check_one_char(value: str) -> str:
 
 
 Encoding = Annotated[str, AfterValidator(_check_encoding)]
-
 
 OneChar = Annotated[str, AfterValidator(_check_one_char)]
 

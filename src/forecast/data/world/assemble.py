@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from forecast.data.schema import ACTIVITY_KINDS, SEGMENTS, STAGES
+from forecast.data.contract import ACTIVITY_KINDS, SEGMENTS, STAGES
 from forecast.data.tables import STRING, CrmTables
 from forecast.data.world.columns import (
     date_column,

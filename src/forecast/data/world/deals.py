@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from forecast.data.schema import OPEN_STAGES
+from forecast.data.contract import OPEN_STAGES
 from forecast.data.world.columns import categorical_draw, sigmoid
 from forecast.data.world.org import assign_accounts, assign_reps
 from forecast.data.world.parameters import (

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from forecast.data.schema import OPEN_STAGES, STAGES
+from forecast.data.contract import OPEN_STAGES, STAGES
 from forecast.data.tables import CrmTables
 from forecast.data.world.assemble import assemble
 from forecast.data.world.columns import date_column, id_column, string_column

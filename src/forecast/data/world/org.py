@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from forecast.data.schema import OPEN_STAGES, SEGMENTS
+from forecast.data.contract import OPEN_STAGES, SEGMENTS
 from forecast.data.world.parameters import (
     FIRST_NAMES,
     INDUSTRIES,
