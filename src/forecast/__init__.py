@@ -23,7 +23,7 @@ _PUBLIC = {
     "load_deal_explainer": "forecast.explain.scoring",
     "score_book": "forecast.explain.scoring",
     "score_deals": "forecast.explain.scoring",
-    "score_accounts": "forecast.explain.scoring",
+    "score_accounts": "forecast.explain.account_scoring",
     "revenue_at_risk": "forecast.revenue.churn",
     "forecast_quarter": "forecast.revenue",
     "Scenario": "forecast.revenue",

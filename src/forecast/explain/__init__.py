@@ -3,8 +3,8 @@
 Modules: `catalogue` (labels, reason groups and actions, from `catalogue.yaml`), `scorers` (the
 logged pipeline's scores and contributions, fast, and the checks that they are the pipeline's),
 `wording` (reasons and recommendations in words), `actions` (what a deal does not already do),
-`reasons` (contributions turned into reasons and recommendations), `scoring` (deals and accounts
-scored with reasons, the whole book).
+`reasons` (contributions turned into reasons and recommendations), `scoring` and `account_scoring`
+(deals and accounts scored with reasons, the whole book).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ _PUBLIC = {
     "Recommendation": "forecast.explain.wording",
     "explain": "forecast.explain.reasons",
     "load_deal_explainer": "forecast.explain.scoring",
-    "score_accounts": "forecast.explain.scoring",
+    "score_accounts": "forecast.explain.account_scoring",
     "score_book": "forecast.explain.scoring",
     "score_deals": "forecast.explain.scoring",
     "score_records": "forecast.explain.scoring",
