@@ -66,3 +66,15 @@ def moment_option(value: str | None) -> str | None:
         raise typer.BadParameter(
             f"{value!r} is not a date or moment (e.g. 2026-11-15 or 2026-11-15T09:00Z)"
         ) from None
+
+
+def stored_world():
+    """The stored tables and, for a generated world, its truth (None for real data)."""
+    from forecast.data.ingest import read_world
+    from forecast.data.store import StoreEmptyError, read_store
+
+    try:
+        world = read_world()
+        return (read_store(), None) if world is None else (world.tables, world.truth)
+    except StoreEmptyError as err:
+        raise fail(str(err)) from None

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from forecast.cli.common import err_console, fail, moment_option
+from forecast.cli.common import err_console, fail, moment_option, stored_world
 from forecast.settings import get_settings
 
 # a terminal sets its own width; in a log (make run, CI) the wide tables stay readable
@@ -177,40 +177,68 @@ def _far_quarter(quarter: pd.Period, current: pd.Period) -> str | None:
     return None
 
 
+QuarterOpt = Annotated[
+    str | None, typer.Option(help="Calendar quarter, e.g. 2026Q4 (default: the as-of's).")
+]
+ForecastAsOfOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--as-of", help="Forecast as of this date (default: the data's).", callback=moment_option
+    ),
+]
+LeanOpt = Annotated[
+    bool,
+    typer.Option(
+        "--lean/--no-lean",
+        help="Let nodes lean on a time series where the latest revenue backtest found it "
+        "more accurate than the simulation.",
+    ),
+]
+ChurnOpt = Annotated[
+    bool,
+    typer.Option(
+        "--churn/--no-churn",
+        help="Also simulate renewals from a churn model trained at each quarter's start.",
+    ),
+]
+
+
 def revenue(
     *,
-    quarter: Annotated[
-        str | None, typer.Option(help="Calendar quarter, e.g. 2026Q4 (default: the as-of's).")
-    ] = None,
-    as_of: Annotated[
-        str | None,
-        typer.Option(
-            "--as-of",
-            help="Forecast as of this date (default: the data's).",
-            callback=moment_option,
-        ),
-    ] = None,
+    quarter: QuarterOpt = None,
+    as_of: ForecastAsOfOpt = None,
     level: Annotated[str, typer.Option(help="rep, team, region or company.")] = "team",
     draws: Annotated[int, typer.Option(help="Simulated quarters.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    lean: Annotated[
-        bool,
-        typer.Option(
-            "--lean/--no-lean",
-            help="Let nodes lean on a time series where the latest revenue backtest found it "
-            "more accurate than the simulation.",
-        ),
-    ] = True,
+    lean: LeanOpt = True,
 ) -> None:
     """Forecast a quarter's bookings at every node of the org tree (uses the deal-win champion)."""
-    from forecast.data.store import StoreEmptyError, read_store
-    from forecast.revenue import prepare_quarter, simulate_quarter
-    from forecast.revenue.bookings import parse_quarter
-    from forecast.revenue.churn import live_renewals
+    from forecast.revenue import simulate_quarter
 
     if level not in LEVEL_NAMES:
         raise fail(f"--level {level!r}: expected one of {', '.join(LEVEL_NAMES)}")
+    tables, moment, quarter = _forecast_moment(quarter, as_of)
+    scorer, version = champion_scorer()
+    churn = _churn_champion()
+    inputs = _live_inputs(tables, quarter, moment, scorer, churn, lean=lean)
+    forecast = simulate_quarter(inputs, draws=draws, seed=seed, level=level)
+    if churn is not None:
+        forecast = _with_churn_risk(forecast, tables, churn[0], moment)
+    if as_json:
+        model = {"name": CHAMPION_NAME, "version": version}
+        json.dump({**forecast.to_dict(level), "model": model}, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+        return
+    print_forecast(forecast, level)
+
+
+def _forecast_moment(quarter: str | None, as_of: str | None):
+    """The stored tables, the forecast's moment and its quarter; exits on a bad quarter or a
+    moment after the data's."""
+    from forecast.data.store import StoreEmptyError, read_store
+    from forecast.revenue.bookings import parse_quarter
+
     try:
         if quarter is not None:
             parse_quarter(quarter)
@@ -227,8 +255,15 @@ def revenue(
                     f"{tables.as_of:%Y-%m-%d}")  # fmt: skip
     if warning := _far_quarter(pd.Period(quarter, "Q"), moment.to_period("Q")):
         err_console.print(warning, style="yellow", markup=False, highlight=False)
-    scorer, version = champion_scorer()
-    churn = _churn_champion()
+    return tables, moment, quarter
+
+
+def _live_inputs(tables, quarter: str, moment: pd.Timestamp, scorer, churn, *, lean: bool):
+    """The quarter's inputs as the live forecast prepares them: renewals from the churn
+    champion when there is one, nodes leaning on the latest backtest's series when asked."""
+    from forecast.revenue import prepare_quarter
+    from forecast.revenue.churn import live_renewals
+
     renewals = None
     if churn is not None:
         churn_scorer, source, definition = churn
@@ -239,25 +274,18 @@ def revenue(
     inputs = prepare_quarter(
         tables, quarter=quarter, as_of=moment, win_scorer=scorer, renewal_probability=renewals
     )
-    if lean:
-        from forecast.revenue.backtest_log import lean_on_latest_backtest
+    if not lean:
+        return inputs
+    from forecast.revenue.backtest_log import lean_on_latest_backtest
 
-        inputs, basis = lean_on_latest_backtest(tables, inputs)
-        if basis is None:
-            err_console.print(
-                "no revenue backtest yet: every node is the simulation's (`forecast "
-                "revenue-backtest` finds where a time series does better)",
-                style="yellow",
-            )
-    forecast = simulate_quarter(inputs, draws=draws, seed=seed, level=level)
-    if churn is not None:
-        forecast = _with_churn_risk(forecast, tables, churn_scorer, moment)
-    if as_json:
-        model = {"name": CHAMPION_NAME, "version": version}
-        json.dump({**forecast.to_dict(level), "model": model}, sys.stdout, indent=2, default=str)
-        sys.stdout.write("\n")
-        return
-    print_forecast(forecast, level)
+    inputs, basis = lean_on_latest_backtest(tables, inputs)
+    if basis is None:
+        err_console.print(
+            "no revenue backtest yet: every node is the simulation's (`forecast "
+            "revenue-backtest` finds where a time series does better)",
+            style="yellow",
+        )
+    return inputs
 
 
 def revenue_backtest(
@@ -265,32 +293,14 @@ def revenue_backtest(
     weeks: Annotated[str, typer.Option(help="Weeks of the quarter, comma-separated.")] = "1,5,9,13",
     draws: Annotated[int, typer.Option(help="Simulated quarters per forecast.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    churn: Annotated[
-        bool,
-        typer.Option(
-            "--churn/--no-churn",
-            help="Also simulate renewals from a churn model trained at each quarter's start.",
-        ),
-    ] = True,
+    churn: ChurnOpt = True,
 ) -> None:
     """Backtest the revenue forecast against the baselines; log to MLflow and write the card."""
-    from forecast.data.ingest import read_world
-    from forecast.data.store import StoreEmptyError
     from forecast.revenue.backtest import backtest, backtest_quarters
-    from forecast.revenue.backtest_card import coverage_table, headline
     from forecast.revenue.backtest_log import log_backtest
     from forecast.revenue.win_scorers import TrainingFrame, fit_win_scorer, truth_scorer
 
-    try:
-        world = read_world()
-        if world is None:
-            from forecast.data.store import read_store
-
-            tables, truth = read_store(), None
-        else:
-            tables, truth = world.tables, world.truth
-    except StoreEmptyError as err:
-        raise fail(str(err)) from None
+    tables, truth = stored_world()
     quarters = backtest_quarters(tables, first=first)
     if not quarters:
         raise fail("no quarter has a year of history before it and all its bookings known")
@@ -315,6 +325,14 @@ def revenue_backtest(
             on_step=lambda label: status.update(f"backtesting {label}"),
         )
     run_id, card = log_backtest(result)
+    _print_backtest(result, quarters)
+    console.print(f"MLflow run {run_id} (experiment revenue-forecast); card {card}", style="dim")
+
+
+def _print_backtest(result, quarters: list[str]) -> None:
+    """The headline tables at week 5 (company, team) and the coverage by level and week."""
+    from forecast.revenue.backtest_card import coverage_table, headline
+
     metrics = result.metrics()
     week = 5 if 5 in result.points["week"].unique() else int(result.points["week"].min())
     for level in ("company", "team"):
@@ -340,7 +358,6 @@ def revenue_backtest(
         for level_name, row in coverage.iterrows():
             table.add_row(str(level_name), *(_share(v) for v in row.to_numpy()))
         console.print(table)
-    console.print(f"MLflow run {run_id} (experiment revenue-forecast); card {card}", style="dim")
 
 
 def register(app: typer.Typer) -> None:

@@ -16,6 +16,7 @@ from forecast.cli.common import (
     console,
     fail,
     steps,
+    stored_world,
 )
 from forecast.training.drift import ROLLING_FOLDS
 
@@ -26,18 +27,6 @@ train_app = typer.Typer(
 
 # features, guard and candidates, each held-out window of the choice, evaluation, logging, gate
 TRAIN_STEPS = 5 + ROLLING_FOLDS
-
-
-def _stored_world():
-    """The stored tables and, for a generated world, its truth (None for real data)."""
-    from forecast.data.ingest import read_world
-    from forecast.data.store import StoreEmptyError, read_store
-
-    try:
-        world = read_world()
-        return (read_store(), None) if world is None else (world.tables, world.truth)
-    except StoreEmptyError as err:
-        raise fail(str(err)) from None
 
 
 def _run_pipeline(name: str, tables, truth, seed: int, **options):
@@ -124,7 +113,7 @@ def train_win(
     """Train the deal win model on the stored CRM, compare it with the baselines and gate it."""
     from forecast.training import win as train
 
-    tables, truth = _stored_world()
+    tables, truth = stored_world()
     allowed = [c.strip() for value in allow_column or () for c in value.split(",") if c.strip()]
     params = train.WinParams(
         seed=seed,
@@ -165,7 +154,7 @@ def train_churn(
     ] = None,
 ) -> None:
     """Train the account churn model on the stored CRM, compare it with the baselines, gate it."""
-    tables, truth = _stored_world()
+    tables, truth = stored_world()
     outcome = _run_pipeline(
         "churn", tables, truth, seed, definition=definition.value, horizon_days=horizon_days
     )
@@ -185,7 +174,7 @@ def retrain(seed: SeedOpt = 0, as_json: JsonOpt = False) -> None:
     """Retrain every pipeline on the stored CRM and pass each through its registry gate."""
     from forecast.training.pipelines import PIPELINES
 
-    tables, truth = _stored_world()
+    tables, truth = stored_world()
     outcomes, failed = [], []
     for name in PIPELINES:
         try:

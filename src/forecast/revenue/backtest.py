@@ -128,42 +128,76 @@ def backtest(
     params = params or RevenueParams()
     step = on_step or (lambda label: None)
     as_ofs = {(q, w): week_as_of(q, w) for q in quarters for w in weeks}
-    features = _features_for(tables, as_ofs.values(), params)
+    point = _Point(tables, params, draws, seed, _features_for(tables, as_ofs.values(), params))
     rows = []
     for quarter in quarters:
         cutoff = parse_quarter(quarter).start_time
         built = {name: factory(cutoff) for name, factory in scorers.items()}
         renewal_built = {name: factory(cutoff) for name, factory in (renewals or {}).items()}
-        base_scorer = next(iter(built.values()))
         for week in weeks:
-            as_of = as_ofs[(quarter, week)]
             step(f"{quarter} week {week}")
-            first = None
-            for name, scorer in built.items():
-                fc = forecast_quarter(
-                    tables, quarter=quarter, as_of=as_of, win_scorer=scorer, draws=draws,
-                    seed=seed, params=params, features=features,
-                )  # fmt: skip
-                first = first or fc
-                rows.append(_tag(point_rows(fc, name), quarter, week, as_of))
-            for name, renewal_probability in renewal_built.items():
-                fc = forecast_quarter(
-                    tables, quarter=quarter, as_of=as_of, win_scorer=base_scorer, draws=draws,
-                    seed=seed, params=params, features=features,
-                    renewal_probability=renewal_probability,
-                )  # fmt: skip
-                rows.append(_tag(point_rows(fc, name), quarter, week, as_of))
-            if baselines and first is not None:
-                history_rates = stage_rates(tables, as_of)
-                cycle = typical_cycle_days(tables, as_of)
-                contenders = weighted_pipelines(first, history_rates, cycle)
-                series = known_series(tables, as_of, params)
-                contenders |= naive_and_ets(
-                    series, first.inputs.tree, first.nodes, parse_quarter(quarter)
-                )
-                for name, values in contenders.items():
-                    rows.append(_tag(point_rows(first, name, values), quarter, week, as_of))
-    points = pd.concat(rows, ignore_index=True)
+            as_of = as_ofs[(quarter, week)]
+            rows += point.rows(quarter, week, as_of, built, renewal_built, baselines=baselines)
+    points = _with_actuals(pd.concat(rows, ignore_index=True), tables, quarters)
+    if baselines and "simulation" in scorers:
+        points = pd.concat([points, lean_by_error(points)], ignore_index=True)
+    return BacktestResult(points=points, params=params, draws=draws, seed=seed)
+
+
+@dataclass(frozen=True)
+class _Point:
+    """One backtest point (a quarter at a week): every contender's forecast of every node."""
+
+    tables: CrmTables
+    params: RevenueParams
+    draws: int
+    seed: int
+    features: pd.DataFrame
+
+    def rows(
+        self,
+        quarter: str,
+        week: int,
+        as_of: pd.Timestamp,
+        scorers: Mapping[str, WinScorer],
+        renewals: Mapping[str, Callable],
+        *,
+        baselines: bool,
+    ) -> list[pd.DataFrame]:
+        rows, first = [], None
+        for name, scorer in scorers.items():
+            fc = self._forecast(quarter, as_of, scorer)
+            first = first or fc
+            rows.append(_tag(point_rows(fc, name), quarter, week, as_of))
+        base_scorer = next(iter(scorers.values()))
+        for name, renewal_probability in renewals.items():
+            fc = self._forecast(quarter, as_of, base_scorer, renewal_probability)
+            rows.append(_tag(point_rows(fc, name), quarter, week, as_of))
+        if baselines and first is not None:
+            for name, values in self._baselines(first, quarter, as_of).items():
+                rows.append(_tag(point_rows(first, name, values), quarter, week, as_of))
+        return rows
+
+    def _forecast(self, quarter: str, as_of: pd.Timestamp, scorer, renewal_probability=None):
+        return forecast_quarter(
+            self.tables, quarter=quarter, as_of=as_of, win_scorer=scorer, draws=self.draws,
+            seed=self.seed, params=self.params, features=self.features,
+            renewal_probability=renewal_probability,
+        )  # fmt: skip
+
+    def _baselines(self, first, quarter: str, as_of: pd.Timestamp) -> dict:
+        """The weighted pipelines, the naive series and ETS, on the first contender's nodes."""
+        history_rates = stage_rates(self.tables, as_of)
+        cycle = typical_cycle_days(self.tables, as_of)
+        contenders = weighted_pipelines(first, history_rates, cycle)
+        series = known_series(self.tables, as_of, self.params)
+        return contenders | naive_and_ets(
+            series, first.inputs.tree, first.nodes, parse_quarter(quarter)
+        )
+
+
+def _with_actuals(points: pd.DataFrame, tables: CrmTables, quarters: Sequence[str]):
+    """`points` with what each node booked in its quarter (0 where it booked nothing)."""
     tree = OrgTree.from_reps(
         tables.reps,
         extra=pd.DataFrame({"rep_id": [UNASSIGNED], "team": [UNASSIGNED], "region": [UNASSIGNED]}),
@@ -171,9 +205,7 @@ def backtest(
     actual = realised_by_node(tables, tree, quarters).rename(columns={"value": "actual"})
     points = points.merge(actual, on=["quarter", "level", "node"], how="left")
     points["actual"] = points["actual"].fillna(0.0)
-    if baselines and "simulation" in scorers:
-        points = pd.concat([points, lean_by_error(points)], ignore_index=True)
-    return BacktestResult(points=points, params=params, draws=draws, seed=seed)
+    return points
 
 
 def _tag(frame: pd.DataFrame, quarter: str, week: int, as_of: pd.Timestamp) -> pd.DataFrame:

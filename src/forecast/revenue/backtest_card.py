@@ -100,15 +100,29 @@ def card_text(
         for week in sorted(result.points["week"].unique()):
             table = headline(metrics, week=int(week), level=level).reset_index()
             sections.append(f"**{level}, week {week}**\n\n{_table(table, percent)}\n")
-    ratio = _summary(result.points, metrics, len(quarters))
-    extra = "\n".join(f"- {k}: {v}" for k, v in tags.items())
+    parts = [
+        _card_head(run_id),
+        _CARD_WHAT,
+        _card_how(result),
+        _card_backtest(result, quarters),
+        _summary(result.points, metrics, len(quarters)),
+        _sources_table(result.points),
+        "\n".join(sections),
+        "\n".join(f"- {k}: {v}" for k, v in tags.items()),
+        _card_limits(len(quarters)),
+    ]
+    return "\n\n".join(parts) + "\n"
+
+
+def _card_head(run_id: str) -> str:
     return f"""# Model card: quarterly revenue forecast (`revenue-forecast`)
 
 A distribution of the quarter's **bookings** at every node of the org tree (rep, team, region,
 company), from what the CRM recorded by the forecast's as-of. MLflow run `{run_id}` (experiment
-`{EXPERIMENT}`).
+`{EXPERIMENT}`)."""
 
-## What is forecast
+
+_CARD_WHAT = """## What is forecast
 
 Bookings of a quarter = the amounts of deals won (closed_won) with their close in the quarter
 (for subscriptions, the annual contract value) **plus renewal bookings**: each renewal decision of
@@ -117,9 +131,11 @@ on), worth 12 x the monthly recurring bill for annual (non-SMB) contracts and 1 
 monthly renewals. Targets are on the same basis. Actuals are computed from the tables the same way
 (`forecast.revenue.bookings`): won deals from deal_history's close rows; renewals from the revenue
 table (annual: the month where `contract_end` moves out while revenue continues; SMB: every billed
-month followed by another billed month).
+month followed by another billed month)."""
 
-## How
+
+def _card_how(result: BacktestResult) -> str:
+    return f"""## How
 
 `forecast.revenue.forecast_quarter(tables, quarter=..., as_of=..., win_scorer=...)`: closed so far
 + open deals (win probability from the deal-win champion x P(close inside the quarter | won) from a
@@ -143,9 +159,11 @@ sum). Parameters: {result.params.flat()}.
 
 The backtest's win scorer (`simulation`) is a calibrated LightGBM (200 trees) trained at each
 quarter's first day on weekly snapshots up to 120 days before it, labelled by the outcomes known
-that day (`fit_win_scorer`).
+that day (`fit_win_scorer`)."""
 
-## Backtest
+
+def _card_backtest(result: BacktestResult, quarters: list[str]) -> str:
+    return f"""## Backtest
 
 Quarters {quarters[0]} to {quarters[-1]} ({len(quarters)}), as_of at the first day + 7 x (week - 1)
 days of weeks {", ".join(map(str, sorted(result.points["week"].unique())))}. Contenders:
@@ -166,17 +184,11 @@ the same week when that error is {LEAN_MARGIN:.0%} below the simulation's, once 
 level leaned on).
 MAPE and bias over nodes x quarters, of the mean; `mape_p50` is the MAPE of the P50, the figure
 the Forecast page and the API head with (the same as `mape` for a point forecast); pinball = mean
-of the 0.1/0.5/0.9 pinball losses / mean actual; coverage = share of actuals inside P10-P90.
+of the 0.1/0.5/0.9 pinball losses / mean actual; coverage = share of actuals inside P10-P90."""
 
-{ratio}
 
-{_sources_table(result.points)}
-
-{chr(10).join(sections)}
-
-{extra}
-
-## Known limits
+def _card_limits(n_quarters: int) -> str:
+    return f"""## Known limits
 
 - `simulation` forecasts renewals with segment rates (per segment and years billed, not per
   account); the live forecast uses the churn champion for the current and next quarter, which
@@ -198,9 +210,8 @@ of the 0.1/0.5/0.9 pinball losses / mean actual; coverage = share of actuals ins
   default world it under-forecast the open deals of 2024Q3, 2026Q2 and 2026Q3 by 1-1.6 % of the
   quarter's bookings more than the truth's probabilities did (week 5), and those quarters ended
   0.1-3 % above P90.
-- Coverage at company level rests on {len(quarters)} quarters per week: one quarter more or less
-  inside moves it by {1 / max(len(quarters), 1):.0%}.
-"""
+- Coverage at company level rests on {n_quarters} quarters per week: one quarter more or less
+  inside moves it by {1 / max(n_quarters, 1):.0%}."""
 
 
 def sources_by_level(points: pd.DataFrame) -> pd.DataFrame:

@@ -24,6 +24,7 @@ from forecast.training.churn_task import (
     SUBSCRIPTION,
     ChurnParams,
     ChurnSlices,
+    Definition,
 )
 from forecast.training.drift import DriftReport
 from forecast.training.registry import Evaluation, GateDecision
@@ -97,17 +98,25 @@ CONTENDER_NAMES = {
 
 def card_text(result: ChurnTrainResult, decision: GateDecision | None = None) -> str:
     """The model card: data window, choice, calibration, metrics, features, limits."""
-    s, p, m = result.slices, result.params, result.metrics
-    definition = DEFINITION_OF[p.definition]
-    subscription = definition is SUBSCRIPTION
+    definition = DEFINITION_OF[result.params.definition]
+    sections = [
+        _head(result, definition, decision),
+        _data(result, definition),
+        choice_card_lines(result, "account"),
+        _metrics(result, definition),
+        _features(result, definition),
+        _limits(result, definition),
+    ]
+    return "\n\n".join("\n".join(lines) for lines in sections) + "\n"
 
-    def rows(name: str) -> str:
-        part = getattr(s, name)
-        return f"{len(part):,} snapshots of {part['account_id'].nunique():,} accounts"
 
+def _head(
+    result: ChurnTrainResult, definition: Definition, decision: GateDecision | None
+) -> list[str]:
+    p = result.params
     why = (
         "the export has recurring revenue"
-        if subscription
+        if definition is SUBSCRIPTION
         else f"the export has orders and no recurring revenue; {p.horizon_days} days cover "
         "80 % of the gaps between a customer's purchases"
     )
@@ -121,7 +130,17 @@ def card_text(result: ChurnTrainResult, decision: GateDecision | None = None) ->
     ]
     if decision is not None:
         head += ["", f"Registry: `{decision.name}` v{decision.version} {decision.summary()}."]
-    data = [
+    return head
+
+
+def _data(result: ChurnTrainResult, definition: Definition) -> list[str]:
+    s, p = result.slices, result.params
+
+    def rows(name: str) -> str:
+        part = getattr(s, name)
+        return f"{len(part):,} snapshots of {part['account_id'].nunique():,} accounts"
+
+    return [
         "## Data",
         "",
         f"- Export as-of {result.export_as_of:%Y-%m-%d}; monthly snapshots (day"
@@ -133,13 +152,15 @@ def card_text(result: ChurnTrainResult, decision: GateDecision | None = None) ->
         f"- Data fingerprint `{result.fingerprint[:16]}`, code `{result.code_version}`,"
         f" seed {p.seed}.",
     ]
-    choice = choice_card_lines(result, "account")
+
+
+def _metrics(result: ChurnTrainResult, definition: Definition) -> list[str]:
     names = CONTENDER_NAMES | (
-        {} if subscription else {"rate_table": CONTENDER_NAMES["recency_table"]}
+        {} if definition is SUBSCRIPTION else {"rate_table": CONTENDER_NAMES["recency_table"]}
     )
-    table = m[list(evaluate.METRICS)].rename(index=names).rename_axis("contender")
+    table = result.metrics[list(evaluate.METRICS)].rename(index=names).rename_axis("contender")
     by_segment = result.by_segment.pivot(index="group", columns="model", values="auc")
-    metrics = [
+    return [
         "## Test metrics against the baselines (same rows)",
         "",
         f"ECE over {evaluate.ECE_BINS} equal-frequency bins. Rule: {definition.rule_text},",
@@ -155,6 +176,9 @@ def card_text(result: ChurnTrainResult, decision: GateDecision | None = None) ->
         "",
         markdown(result.reliability, 4),
     ]
+
+
+def _features(result: ChurnTrainResult, definition: Definition) -> list[str]:
     gain = pd.DataFrame(
         {
             "feature": [f.name for f in result.features],
@@ -162,14 +186,18 @@ def card_text(result: ChurnTrainResult, decision: GateDecision | None = None) ->
             "gain share": [float(result.gain_share.get(f.name, 0.0)) for f in result.features],
         }
     )
-    features = [
+    module = "accounts" if definition is SUBSCRIPTION else "orders"
+    return [
         "## Features",
         "",
-        f"Point in time (`forecast.{'account' if subscription else 'order'}_features`); gain share"
-        " from the LightGBM candidate.",
+        f"Point in time (`forecast.features.{module}`); gain share from the LightGBM candidate.",
         "",
         markdown(gain),
     ]
+
+
+def _limits(result: ChurnTrainResult, definition: Definition) -> list[str]:
+    m = result.metrics
     limits = ["## Known limits", ""]
     if "truth" in m.index:
         limits += [
@@ -181,7 +209,7 @@ def card_text(result: ChurnTrainResult, decision: GateDecision | None = None) ->
         "- Monthly snapshots of the same account are correlated: the test slice holds about",
         "  three snapshots per account, so its metrics are less certain than its row count says.",
     ]
-    if subscription:
+    if definition is SUBSCRIPTION:
         limits += [
             "- Churn here is recurring revenue that stops; a downgrade is not churn.",
             "- Monotone directions are declared for tickets (+) and usage (-) only; the others",
@@ -194,8 +222,7 @@ def card_text(result: ChurnTrainResult, decision: GateDecision | None = None) ->
             "- History before the export's first order is unseen: early snapshots know little",
             "  of a customer's past (tenure and counts are left-censored).",
         ]
-    sections = [head, data, choice, metrics, features, limits]
-    return "\n\n".join("\n".join(lines) for lines in sections) + "\n"
+    return limits
 
 
 def write_card(result: ChurnTrainResult, decision: GateDecision | None = None) -> Path:
