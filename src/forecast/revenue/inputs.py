@@ -23,7 +23,7 @@ from forecast.revenue.params import (
     Window,
     WinScorer,
 )
-from forecast.revenue.renewals import RenewalRates, renewal_book, unbilled_renewals
+from forecast.revenue.renewals import RenewalBook, RenewalRates, renewal_book, unbilled_renewals
 from forecast.revenue.simulation import SimulationInputs
 from forecast.revenue.spread import Spreads, churn_shock, lognormal_sd, renewal_spread
 from forecast.revenue.timing import CloseTiming, score_open_deals, timing_history, with_team
@@ -164,14 +164,8 @@ def prepare_quarter(
             snapshots needed; they are recomputed when absent. Backtests pass them to save time.
     """
     params = params or RevenueParams()
-    as_of = pd.Timestamp(as_of)
-    if as_of > tables.as_of:
-        raise ValueError(
-            f"as_of {as_of:%Y-%m-%d} is after the data's as-of {tables.as_of:%Y-%m-%d}"
-        )
-    window = Window.of(quarter, as_of)
-    start = tables.deals["created_at"].min()
-    earlier = window.earlier(params.history_quarters, since=start if pd.notna(start) else as_of)
+    window, earlier = _windows(tables, quarter, pd.Timestamp(as_of), params)
+    as_of = window.as_of
     snapshots = _snapshot_features(tables, [as_of, *(w.as_of for w in earlier)], features)
     won = won_deals(tables)
     won = won[won["closed_at"] <= as_of]
@@ -195,22 +189,7 @@ def prepare_quarter(
         team_open=timing.team_spread(with_team(history, tables), params, company_open),
         team_new=new.team_spread(company_new),
     )
-    rates, chains, steps = book.rates, book.chains, book.steps
-    group = alpha = beta = None
-    if len(chains):
-        # the learned rates are uncertain: their posterior sets a floor on the churn factor (a
-        # churn model, fitted on as few decisions per segment, is held to the same floor)
-        segments = chains["segment"].astype(object).fillna("unknown").to_numpy()
-        names, group = np.unique(segments, return_inverse=True)
-        alpha, beta = rates.posterior(names)
-    chain_pool = None
-    if len(chains):
-        # an annual bill may still change before its decision: draw the change from past ones
-        # (SMB bills are small and renew monthly: their expected growth is enough)
-        first = steps[steps["in_quarter"]].groupby("chain")[["segment", "months_ahead"]].first()
-        chain_pool = rates.pool_index(first["segment"].to_numpy(), first["months_ahead"].to_numpy())
-        chain_pool = np.where(first["segment"].to_numpy(object) == "smb", -1, chain_pool)
-    churn_sd = churn_shock(book, spreads.renewals, group, alpha, beta)
+    chain_pool, churn_sd = _chain_draws(book, spreads)
     unbilled = unbilled_renewals(months, window, earlier, params)
 
     return QuarterInputs(
@@ -220,7 +199,7 @@ def prepare_quarter(
         won=won[(won["closed_at"] >= window.q_start) & (won["closed_at"] < window.end)],
         renewals_booked=book.booked,
         open_deals=open_deals,
-        chains=chains,
+        chains=book.chains,
         chain_prob=book.prob,
         chain_value=book.value,
         new=new,
@@ -228,7 +207,7 @@ def prepare_quarter(
         new_leaf_pool=leaf_pool,
         pool_names=pool_names,
         timing=timing,
-        renewal_rates=rates,
+        renewal_rates=book.rates,
         params=params,
         chain_pool=chain_pool,
         spreads=spreads,
@@ -236,6 +215,40 @@ def prepare_quarter(
         unbilled=unbilled,
         renewals_source=_source(renewal_probability),
     )
+
+
+def _windows(
+    tables: CrmTables, quarter: str | pd.Period, as_of: pd.Timestamp, params: RevenueParams
+) -> tuple[Window, list[Window]]:
+    """The quarter's window at as_of, and the same point of the earlier quarters it learns from
+    (none before the first deal)."""
+    if as_of > tables.as_of:
+        raise ValueError(
+            f"as_of {as_of:%Y-%m-%d} is after the data's as-of {tables.as_of:%Y-%m-%d}"
+        )
+    window = Window.of(quarter, as_of)
+    start = tables.deals["created_at"].min()
+    earlier = window.earlier(params.history_quarters, since=start if pd.notna(start) else as_of)
+    return window, earlier
+
+
+def _chain_draws(book: RenewalBook, spreads: Spreads) -> tuple[np.ndarray | None, float]:
+    """Per renewal chain, the pool its bill's change is drawn from (-1: none), and the log-sd
+    of the quarter's churn factor."""
+    rates, chains, steps = book.rates, book.chains, book.steps
+    if not len(chains):
+        return None, churn_shock(book, spreads.renewals, None, None, None)
+    # the learned rates are uncertain: their posterior sets a floor on the churn factor (a
+    # churn model, fitted on as few decisions per segment, is held to the same floor)
+    segments = chains["segment"].astype(object).fillna("unknown").to_numpy()
+    names, group = np.unique(segments, return_inverse=True)
+    alpha, beta = rates.posterior(names)
+    # an annual bill may still change before its decision: draw the change from past ones
+    # (SMB bills are small and renew monthly: their expected growth is enough)
+    first = steps[steps["in_quarter"]].groupby("chain")[["segment", "months_ahead"]].first()
+    chain_pool = rates.pool_index(first["segment"].to_numpy(), first["months_ahead"].to_numpy())
+    chain_pool = np.where(first["segment"].to_numpy(object) == "smb", -1, chain_pool)
+    return chain_pool, churn_shock(book, spreads.renewals, group, alpha, beta)
 
 
 def _source(renewal_probability: RenewalProbability | None) -> str:

@@ -13,7 +13,7 @@ from forecast.revenue.inputs import SIMULATION, QuarterInputs, SeriesLean, prepa
 from forecast.revenue.nodes import deal_table, drivers_of, hide_empty, node_frame
 from forecast.revenue.params import RenewalProbability, RevenueParams, WinScorer
 from forecast.revenue.scenario import Scenario
-from forecast.revenue.simulation import moments, simulate
+from forecast.revenue.simulation import SimulationInputs, SimulationResult, moments, simulate
 from forecast.revenue.tree import COMPANY, LEVELS
 
 
@@ -229,17 +229,8 @@ def simulate_quarter(
     exact = moments(sim_inputs)
     tree = inputs.tree
     deals = deal_table(inputs, sim_inputs, exact.deal_variance)
-    won = np.bincount(
-        inputs.leaf_of(inputs.won["rep_id"]), inputs.won["amount"], minlength=tree.n_leaves
-    )
-    leaf_parts = {
-        "closed": won,
-        "open": result.part_means["open"],
-        "new": result.part_means["new"],
-        # renewals already passed (in `closed` of the simulation) and those still to come
-        "recurring": result.part_means["recurring"] + (sim_inputs.closed - won),
-    }
     booked = sim_inputs.closed
+    parts = _leaf_parts(inputs, sim_inputs, result)
     pipeline = np.bincount(
         deals["leaf"], deals["amount"] * deals["in_quarter_pipeline"], minlength=tree.n_leaves
     )
@@ -248,22 +239,15 @@ def simulate_quarter(
     levels = LEVELS if level is None else (level,)
     for lvl in LEVELS:
         names = tree.groups[lvl][1]
-        values = tree.roll_up(result.leaf_draws, lvl)
-        source, scale = _leaning(inputs.lean, lvl, names)
-        simulation_mean = None
-        if (scale != 1.0).any():
-            # the series' mean, the simulation's shape above what is already booked
-            simulation_mean = values.mean(axis=1, dtype=np.float64)
-            floor = tree.roll_up(booked, lvl)[:, None].astype(values.dtype)
-            values = floor + (values - floor) * scale[:, None].astype(values.dtype)
+        values, simulation_mean = _leaned_draws(inputs, result.leaf_draws, booked, lvl)
         node_draws[lvl] = (names, values)
         if lvl not in levels:
             continue
         frame = node_frame(
             lvl, names, values, tree=tree, targets=inputs.targets.get(lvl),
-            leaf_parts=leaf_parts, booked=booked, pipeline=pipeline, n_open=n_open,
+            leaf_parts=parts, booked=booked, pipeline=pipeline, n_open=n_open,
         )  # fmt: skip
-        frame["source"] = source
+        frame["source"] = _leaning(inputs.lean, lvl, names)[0]
         frame["simulation_mean"] = frame["mean"] if simulation_mean is None else simulation_mean
         frames.append(frame)
     nodes = pd.concat(frames, ignore_index=True)
@@ -287,6 +271,38 @@ def simulate_quarter(
         node_draws=node_draws,
         inputs=inputs,
     )
+
+
+def _leaf_parts(
+    inputs: QuarterInputs, sim_inputs: SimulationInputs, result: SimulationResult
+) -> dict[str, np.ndarray]:
+    """Each leaf's expected closed, open, new and recurring bookings."""
+    won = np.bincount(
+        inputs.leaf_of(inputs.won["rep_id"]), inputs.won["amount"], minlength=inputs.tree.n_leaves
+    )
+    return {
+        "closed": won,
+        "open": result.part_means["open"],
+        "new": result.part_means["new"],
+        # renewals already passed (in `closed` of the simulation) and those still to come
+        "recurring": result.part_means["recurring"] + (sim_inputs.closed - won),
+    }
+
+
+def _leaned_draws(
+    inputs: QuarterInputs, leaf_draws: np.ndarray, booked: np.ndarray, level: str
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The draws of every node of `level`, and the simulation's own means where nodes lean on
+    a series (None where none does)."""
+    tree = inputs.tree
+    values = tree.roll_up(leaf_draws, level)
+    _, scale = _leaning(inputs.lean, level, tree.groups[level][1])
+    if not (scale != 1.0).any():
+        return values, None
+    # the series' mean, the simulation's shape above what is already booked
+    simulation_mean = values.mean(axis=1, dtype=np.float64)
+    floor = tree.roll_up(booked, level)[:, None].astype(values.dtype)
+    return floor + (values - floor) * scale[:, None].astype(values.dtype), simulation_mean
 
 
 def _leaning(lean: SeriesLean | None, level: str, names: pd.Index) -> tuple[np.ndarray, np.ndarray]:

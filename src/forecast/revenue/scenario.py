@@ -55,40 +55,10 @@ class Scenario:
     def apply(self, inputs: QuarterInputs, win_scorer: WinScorer | None) -> QuarterInputs:
         """New inputs with the changes made; unchanged deals keep their place (and randomness)."""
         deals = inputs.open_deals.copy()
-        known = set(deals["deal_id"])
-        mentioned = set(self.remove) | set(self.slip_days) | set(self.stage)
-        missing = sorted(mentioned - known)
-        if missing:
-            raise KeyError(f"scenario {self.name!r}: deals not open at as_of: {missing}")
-        for stage in self.stage.values():
-            if stage not in (*OPEN_STAGES, *CLOSED_STAGES):
-                raise ValueError(f"scenario {self.name!r}: unknown stage {stage!r}")
+        self._check(deals)
         window = inputs.window
-        changed = np.zeros(len(deals), dtype=bool)
-        ids = deals["deal_id"].to_numpy(object)
-        slipped = np.zeros(len(deals), dtype=bool)  # moved later: see `_slipped_timing`
         before = deals[["p_close_inside", "p_inside", "expected_close"]].copy()
-        shifts = np.zeros(len(deals))
-        for deal_id, days in self.slip_days.items():
-            row = ids == deal_id
-            shifts[row] = days
-            if days > 0:
-                # the win model hears of the push; the date itself moves only the timing, so
-                # a later date can never make the deal likelier to be won
-                deals.loc[row, "close_pushes"] += 1
-                slipped |= row
-            else:
-                deals.loc[row, "days_to_expected_close"] += days
-            changed |= row
-        won_now = []
-        for deal_id, stage in self.stage.items():
-            row = ids == deal_id
-            if stage in OPEN_STAGES:
-                deals.loc[row, "stage"] = stage
-                deals.loc[row, "days_in_stage"] = 0.0
-                changed |= row
-            elif stage == "closed_won":
-                won_now.append(deal_id)
+        changed, slipped, shifts = self._edit(deals)
         quarter_end = window.as_of.to_period("Q").end_time
         expected = expected_close_of(deals)
         deals["expected_close_in_quarter"] = (expected <= quarter_end).astype(float)
@@ -118,21 +88,62 @@ class Scenario:
         )
         deals.loc[gone, ["p_win", "p_inside"]] = 0.0
         deals["removed"] = gone
-        won = inputs.won
-        if won_now:
-            inside = window.start < window.end and window.q_start <= window.as_of
-            rows = deals[deals["deal_id"].isin(won_now)]
-            if inside:
-                booked = pd.DataFrame(
-                    {
-                        "deal_id": rows["deal_id"].to_numpy(),
-                        "rep_id": rows["rep_id"].to_numpy(),
-                        "closed_at": window.as_of,
-                        "amount": rows["amount"].to_numpy(float),  # won now: as it stands
-                    }
-                )
-                won = pd.concat([won, booked], ignore_index=True)
+        won = self._won_now(deals, inputs)
         return replace(inputs, open_deals=deals, won=won, scenario=self.name)
+
+    def _check(self, deals: pd.DataFrame) -> None:
+        """Every deal named is open at as_of; every stage named exists."""
+        mentioned = set(self.remove) | set(self.slip_days) | set(self.stage)
+        missing = sorted(mentioned - set(deals["deal_id"]))
+        if missing:
+            raise KeyError(f"scenario {self.name!r}: deals not open at as_of: {missing}")
+        for stage in self.stage.values():
+            if stage not in (*OPEN_STAGES, *CLOSED_STAGES):
+                raise ValueError(f"scenario {self.name!r}: unknown stage {stage!r}")
+
+    def _edit(self, deals: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Slips and open stages written into `deals`: which rows the win model must score
+        again, which moved later (see `_slipped_timing`) and by how many days."""
+        changed = np.zeros(len(deals), dtype=bool)
+        ids = deals["deal_id"].to_numpy(object)
+        slipped = np.zeros(len(deals), dtype=bool)
+        shifts = np.zeros(len(deals))
+        for deal_id, days in self.slip_days.items():
+            row = ids == deal_id
+            shifts[row] = days
+            if days > 0:
+                # the win model hears of the push; the date itself moves only the timing, so
+                # a later date can never make the deal likelier to be won
+                deals.loc[row, "close_pushes"] += 1
+                slipped |= row
+            else:
+                deals.loc[row, "days_to_expected_close"] += days
+            changed |= row
+        for deal_id, stage in self.stage.items():
+            if stage in OPEN_STAGES:
+                row = ids == deal_id
+                deals.loc[row, "stage"] = stage
+                deals.loc[row, "days_in_stage"] = 0.0
+                changed |= row
+        return changed, slipped, shifts
+
+    def _won_now(self, deals: pd.DataFrame, inputs: QuarterInputs) -> pd.DataFrame:
+        """The quarter's won deals, with those the scenario closes as won now (at their amount
+        as it stands) when as_of is inside the quarter."""
+        won_now = [deal_id for deal_id, stage in self.stage.items() if stage == "closed_won"]
+        window = inputs.window
+        if not won_now or not (window.start < window.end and window.q_start <= window.as_of):
+            return inputs.won
+        rows = deals[deals["deal_id"].isin(won_now)]
+        booked = pd.DataFrame(
+            {
+                "deal_id": rows["deal_id"].to_numpy(),
+                "rep_id": rows["rep_id"].to_numpy(),
+                "closed_at": window.as_of,
+                "amount": rows["amount"].to_numpy(float),
+            }
+        )
+        return pd.concat([inputs.won, booked], ignore_index=True)
 
     def _added(
         self, deals: pd.DataFrame, window: Window, win_scorer: WinScorer | None
