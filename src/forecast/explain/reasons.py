@@ -17,6 +17,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -33,7 +34,7 @@ from forecast.explain.catalogue import (
     load_catalogue,
 )
 from forecast.explain.scorers import SMALL_BATCH, Scorer, as_number, feature_values
-from forecast.explain.wording import Explanation, Recommendation, vocabulary_for
+from forecast.explain.wording import Explanation, Recommendation, Vocabulary, vocabulary_for
 from forecast.features.deal_schema import Feature
 
 MIN_LIFT = 0.005  # half a point of probability: smaller effects are noise, not advice
@@ -110,8 +111,6 @@ def explain(
         amount = _amounts(frame, values, position)
     effects = contributions[:, :-1]
     vocabulary = vocabulary_for(names, catalogue, model)
-    codes, words, actions = vocabulary.codes, vocabulary.words, vocabulary.actions
-    by_code = (effects @ vocabulary.membership.T).round(6).tolist()
     stages = values[:, position["stage"]] if "stage" in position else None
     yardsticks = yardsticks_of(typical, stages, len(values), names)
     # a deal's action should raise its win probability; an account's should lower its risk
@@ -120,47 +119,88 @@ def explain(
     done = already_done(values, yardsticks, vocabulary)
     after = action_probabilities(scorer, coded, probability, vocabulary.plan, threads, done)
     lifts = np.where(done, -np.inf, sign * (after - probability[:, None]))
-    evidence = vocabulary.evidence
-    missing = missing_matrix(values)
-    shown = _displayed(values, names, display)
     # a missing value is unknown: it is never stated as raising or lowering the score
-    known_effects = np.where(missing, 0.0, effects)
-    # sorted for all rows at once; only the chosen cells become plain Python values (cheaper
-    # per row than numpy's, and a whole matrix's `tolist` costs more than the rows' text)
-    each_way = min(top, len(names))
+    known_effects = np.where(missing_matrix(values), 0.0, effects)
+    order, chosen_effects, wanted = _strongest(known_effects, min(top, len(names)))
+    best = np.argsort(-lifts, axis=1, kind="stable")[:, :MAX_RECOMMENDATIONS]
+    evidence_columns = np.asarray(vocabulary.evidence, dtype=int)[best]
+    shown = _displayed(values, names, display)
+    rows = _Rows(
+        order=order.tolist(),
+        wanted=wanted.tolist(),
+        effects=chosen_effects.tolist(),
+        values=np.take_along_axis(values, order, axis=1).tolist(),
+        shown=None if shown is values else np.take_along_axis(shown, order, 1).tolist(),
+        yardsticks=np.take_along_axis(yardsticks, order, axis=1).tolist(),
+        best=best.tolist(),
+        lifts=np.take_along_axis(lifts, best, axis=1).tolist(),
+        after=np.take_along_axis(after, best, axis=1).tolist(),
+        evidence_values=np.take_along_axis(values, evidence_columns, axis=1).tolist(),
+        evidence_typical=np.take_along_axis(yardsticks, evidence_columns, axis=1).tolist(),
+        probability=probability.tolist(),
+        raw=raw.tolist(),
+        amount=np.asarray(amount, float).tolist(),
+        reason_codes=(effects @ vocabulary.membership.T).round(6).tolist(),
+    )
+    return _explanations(rows, vocabulary)
+
+
+def _strongest(effects: np.ndarray, each_way: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row, the columns of the `each_way` largest effects up then down, their effects, and
+    which of them really point that way; sorted for all rows at once."""
     order = np.concatenate(
         [
-            np.argsort(-known_effects, axis=1, kind="stable")[:, :each_way],
-            np.argsort(known_effects, axis=1, kind="stable")[:, :each_way],
+            np.argsort(-effects, axis=1, kind="stable")[:, :each_way],
+            np.argsort(effects, axis=1, kind="stable")[:, :each_way],
         ],
         axis=1,
     )
-    chosen_effects = np.take_along_axis(known_effects, order, axis=1)
-    wanted = np.concatenate(
-        [chosen_effects[:, :each_way] > 0, chosen_effects[:, each_way:] < 0], axis=1
+    chosen = np.take_along_axis(effects, order, axis=1)
+    wanted = np.concatenate([chosen[:, :each_way] > 0, chosen[:, each_way:] < 0], axis=1)
+    return order, chosen, wanted
+
+
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """What `explain` chose for each row, as plain Python values: cheaper to read per row than
+    numpy's, and only the chosen cells are converted (a whole matrix's `tolist` costs more
+    than the rows' text)."""
+
+    order: list
+    wanted: list
+    effects: list
+    values: list
+    shown: list | None  # None: the values are shown as they are
+    yardsticks: list
+    best: list
+    lifts: list
+    after: list
+    evidence_values: list
+    evidence_typical: list
+    probability: list
+    raw: list
+    amount: list
+    reason_codes: list
+
+
+def _explanations(rows: _Rows, vocabulary: Vocabulary) -> list[Explanation]:
+    codes, words, actions, evidence = (
+        vocabulary.codes,
+        vocabulary.words,
+        vocabulary.actions,
+        vocabulary.evidence,
     )
-    best = np.argsort(-lifts, axis=1, kind="stable")[:, :MAX_RECOMMENDATIONS]
-    evidence_columns = np.asarray(evidence, dtype=int)[best]
-    order_rows, wanted_rows = order.tolist(), wanted.tolist()
-    chosen_rows = chosen_effects.tolist()
-    value_rows = np.take_along_axis(values, order, axis=1).tolist()
-    shown_rows = value_rows if shown is values else np.take_along_axis(shown, order, 1).tolist()
-    yardstick_rows = np.take_along_axis(yardsticks, order, axis=1).tolist()
-    best_rows = best.tolist()
-    lift_rows = np.take_along_axis(lifts, best, axis=1).tolist()
-    after_rows = np.take_along_axis(after, best, axis=1).tolist()
-    evidence_value_rows = np.take_along_axis(values, evidence_columns, axis=1).tolist()
-    evidence_typical_rows = np.take_along_axis(yardsticks, evidence_columns, axis=1).tolist()
-    p_rows, raw_rows, amounts = (
-        probability.tolist(),
-        raw.tolist(),
-        np.asarray(amount, float).tolist(),
-    )
+    order_rows, wanted_rows, chosen_rows = rows.order, rows.wanted, rows.effects
+    value_rows, yardstick_rows = rows.values, rows.yardsticks
+    shown_rows = value_rows if rows.shown is None else rows.shown
+    best_rows, lift_rows, after_rows = rows.best, rows.lifts, rows.after
+    evidence_value_rows, evidence_typical_rows = rows.evidence_values, rows.evidence_typical
+    p_rows, raw_rows, amounts, by_code = rows.probability, rows.raw, rows.amount, rows.reason_codes
     # the loop makes ten small objects per row and no cycles: the cyclic collector, run
     # every few hundred of them, would walk the whole heap for nothing (a tenth of a book)
-    with _cycle_collector_paused(len(values) >= 1000):
+    with _cycle_collector_paused(len(p_rows) >= 1000):
         out = []
-        for i in range(len(values)):
+        for i in range(len(p_rows)):
             row_values, row_shown, row_yardsticks = value_rows[i], shown_rows[i], yardstick_rows[i]
             row_effects = chosen_rows[i]
             reasons = [
