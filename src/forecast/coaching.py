@@ -249,61 +249,11 @@ def coach_rep(
         {"rep": funnel(mine), "team": funnel(ours), "company": funnel(closed)}, axis=1
     )
     funnels.columns = [f"{who}_{what}" for who, what in funnels.columns]
-    gaps = funnels["rep_rate"] - funnels["team_rate"]
-    enough = funnels["rep_deals"] >= MIN_DEALS
     open_deals = _open_deals(tables, as_of)
     my_open = open_deals[open_deals["rep_id"] == rep_id]
-    # the bottleneck: the stage where the rep loses the most wins against the team's rates:
-    # deals lost beyond the team's rate there, times the team's chance of winning them after
-    downstream = funnels["team_rate"][::-1].cumprod()[::-1].shift(-1).fillna(1.0)
-    wins_lost = (-gaps.clip(upper=0) * funnels["rep_deals"] * downstream).where(enough, 0.0)
-    bottleneck = wins_lost.idxmax() if (wins_lost > 0).any() else None
-    pipeline_at = my_open.groupby("stage")["amount"].sum().reindex(OPEN_STAGES).fillna(0)
-    at_stake = -gaps.clip(upper=0) * pipeline_at * downstream
-
-    findings = []
-    for stage in OPEN_STAGES:
-        if stage == bottleneck or (enough[stage] and gaps[stage] < -0.05):
-            findings.append(
-                Finding.of(
-                    f"conversion out of {stage}",
-                    float(funnels.at[stage, "rep_rate"]),
-                    float(funnels.at[stage, "team_rate"]),
-                    float(funnels.at[stage, "company_rate"]),
-                    at_stake=float(at_stake[stage]) if pd.notna(at_stake[stage]) else 0.0,
-                )
-            )
     team_open = open_deals[open_deals["rep_id"].isin(reps.index[reps["team"] == team])]
-    for topic, rep_value, team_value, company_value, worse in (
-        ("cycle_time", _cycle_days(mine), _cycle_days(ours), _cycle_days(closed), "higher"),
-        (
-            "close_date_accuracy",
-            _close_date_accuracy(mine),
-            _close_date_accuracy(ours),
-            _close_date_accuracy(closed),
-            "lower",
-        ),
-        *(
-            (name, value, _hygiene(team_open)[name], _hygiene(open_deals)[name], "higher")
-            for name, value in _hygiene(my_open).items()
-        ),
-    ):
-        if np.isnan(rep_value) or np.isnan(team_value):
-            continue
-        gap = rep_value - team_value
-        threshold = 0.15 * abs(team_value) if topic == "cycle_time" else 0.05
-        if (worse == "higher" and gap > threshold) or (worse == "lower" and gap < -threshold):
-            findings.append(
-                Finding.of(
-                    topic,
-                    float(rep_value),
-                    float(team_value),
-                    float(company_value),
-                    at_stake=float(my_open["amount"].sum() * min(abs(gap), 1.0))
-                    if topic != "cycle_time"
-                    else 0.0,
-                )
-            )
+    findings, bottleneck = _stage_findings(funnels, my_open)
+    findings += _habit_findings((mine, ours, closed), (my_open, team_open, open_deals))
     findings.sort(key=lambda f: -f.at_stake)
     note = None
     if len(mine) < MIN_CLOSED:
@@ -336,6 +286,76 @@ def coach_rep(
         win_rate_by_product=_by(closed, "product_id", rep_id),
         revenue_at_stake=float(sum(f.at_stake for f in findings)),
     )
+
+
+def _stage_findings(
+    funnels: pd.DataFrame, my_open: pd.DataFrame
+) -> tuple[list[Finding], str | None]:
+    """The stages where the rep converts worse than the team, and the bottleneck: the stage
+    where the rep loses the most wins against the team's rates (deals lost beyond the team's
+    rate there, times the team's chance of winning them after)."""
+    gaps = funnels["rep_rate"] - funnels["team_rate"]
+    enough = funnels["rep_deals"] >= MIN_DEALS
+    downstream = funnels["team_rate"][::-1].cumprod()[::-1].shift(-1).fillna(1.0)
+    wins_lost = (-gaps.clip(upper=0) * funnels["rep_deals"] * downstream).where(enough, 0.0)
+    bottleneck = wins_lost.idxmax() if (wins_lost > 0).any() else None
+    pipeline_at = my_open.groupby("stage")["amount"].sum().reindex(OPEN_STAGES).fillna(0)
+    at_stake = -gaps.clip(upper=0) * pipeline_at * downstream
+    findings = []
+    for stage in OPEN_STAGES:
+        if stage == bottleneck or (enough[stage] and gaps[stage] < -0.05):
+            findings.append(
+                Finding.of(
+                    f"conversion out of {stage}",
+                    float(funnels.at[stage, "rep_rate"]),
+                    float(funnels.at[stage, "team_rate"]),
+                    float(funnels.at[stage, "company_rate"]),
+                    at_stake=float(at_stake[stage]) if pd.notna(at_stake[stage]) else 0.0,
+                )
+            )
+    return findings, bottleneck
+
+
+def _habit_findings(
+    closed: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
+    open_deals: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
+) -> list[Finding]:
+    """Cycle time, close-date accuracy and pipeline hygiene where the rep is worse than the
+    team by more than a margin; `closed` and `open_deals` are (rep, team, company)."""
+    mine, ours, everyone = closed
+    my_open, team_open, all_open = open_deals
+    findings = []
+    for topic, rep_value, team_value, company_value, worse in (
+        ("cycle_time", _cycle_days(mine), _cycle_days(ours), _cycle_days(everyone), "higher"),
+        (
+            "close_date_accuracy",
+            _close_date_accuracy(mine),
+            _close_date_accuracy(ours),
+            _close_date_accuracy(everyone),
+            "lower",
+        ),
+        *(
+            (name, value, _hygiene(team_open)[name], _hygiene(all_open)[name], "higher")
+            for name, value in _hygiene(my_open).items()
+        ),
+    ):
+        if np.isnan(rep_value) or np.isnan(team_value):
+            continue
+        gap = rep_value - team_value
+        threshold = 0.15 * abs(team_value) if topic == "cycle_time" else 0.05
+        if (worse == "higher" and gap > threshold) or (worse == "lower" and gap < -threshold):
+            findings.append(
+                Finding.of(
+                    topic,
+                    float(rep_value),
+                    float(team_value),
+                    float(company_value),
+                    at_stake=float(my_open["amount"].sum() * min(abs(gap), 1.0))
+                    if topic != "cycle_time"
+                    else 0.0,
+                )
+            )
+    return findings
 
 
 def coach_team(

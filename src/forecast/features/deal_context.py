@@ -98,90 +98,122 @@ class DealContext:
     @classmethod
     def of(cls, tables: CrmTables, *, facts: DealFacts | None = None) -> DealContext:
         """The context of `tables` (`facts`: `DealFacts.of(tables)` when already made)."""
-        deals, reps, accounts = tables.deals, tables.reps, tables.accounts
-        products = tables.products
         facts = facts or DealFacts.of(tables)
         closes = close_events(tables)
-
-        known = pd.concat([accounts["account_id"], deals["account_id"]]).dropna()
-        account_index = Ids(pd.unique(known.to_numpy()))
-        close_account = account_index.index.get_indexer(closes["account_id"].to_numpy())
-        by_account = accounts.set_index("account_id")
-        revenue = tables.revenue
-        month_ended = revenue["period"] + pd.offsets.MonthBegin(1)
-
-        # reps may be absent from an export: the deals still say who owns them (one team then)
-        known = pd.concat([reps["rep_id"], deals["rep_id"]]).dropna()
-        rep_index = Ids(pd.unique(known.to_numpy()))
-        team_of = (
-            reps.set_index("rep_id")["team"].reindex(rep_index.index).fillna("").to_numpy(object)
+        accounts, by_account = _account_fields(tables, closes)
+        reps, close_rep, close_team, n_teams = _rep_fields(tables, closes)
+        n_reps = len(reps["rep_index"])
+        records = _record_fields(tables, closes, (close_rep, n_reps), (close_team, n_teams))
+        quote_index, quotes, quoted = _first_quotes(
+            tables, facts, accounts["account_index"], by_account
         )
-        team_index = pd.Index(pd.unique(team_of))
-        close_rep = rep_index.index.get_indexer(closes["rep_id"].to_numpy())
-        close_team = team_index.get_indexer(take(team_of, close_rep))
-        # a rep the store has not seen is in no team: the blank team's record, if there is one
-        blank_team = team_index.get_indexer([""])[0]
-        rep_team = np.append(
-            team_index.get_indexer(team_of), blank_team if blank_team >= 0 else len(team_index)
-        )
-
-        fit_index = Ids(pd.unique(closes["fit"].dropna()))
-        known = pd.concat([products["product_id"], deals["product_id"]]).dropna()
-        product_index = Ids(pd.unique(known.to_numpy()))
-        close_product = np.array(
-            [None if key is None else key.split("|")[0] for key in closes["fit"]], dtype=object
-        )
-        reached = [closes["furthest"].to_numpy() >= code for code in range(len(OPEN_STAGES))]
-        quote_index, quotes, quoted = _first_quotes(tables, facts, account_index, by_account)
         return cls(
-            account_index=account_index,
-            account_created=by_code(by_account["created_at"], account_index, "datetime64[ns]"),
-            firmographics={
-                column: by_code(by_account[column], account_index)
-                for column in ("industry", "region", "segment")
-            },
-            account_closes=running_sums(
-                closes.assign(account=close_account),
-                "account",
-                "at",
-                {"won": closes["won"].to_numpy(), "lost": closes["lost"].to_numpy()},
-            ),
-            account_revenue=running_sums(
-                pd.DataFrame(
-                    {
-                        "account": account_index.index.get_indexer(
-                            revenue["account_id"].to_numpy()
-                        ),
-                        "at": month_ended.to_numpy(),
-                    }
-                ),
-                "account",
-                "at",
-                {"amount": revenue["amount"].to_numpy(dtype=float)},
-            ),
-            rep_index=rep_index,
-            rep_team=rep_team,
-            hired=by_code(reps.set_index("rep_id")["hired_at"], rep_index, "datetime64[ns]"),
-            records=_Records.of(
-                closes,
-                [
-                    (close_rep, len(rep_index)),
-                    (close_team, len(team_index)),
-                    (fit_index.index.get_indexer(closes["fit"]), len(fit_index)),
-                    (product_index.index.get_indexer(close_product), len(product_index)),
-                    *((np.where(r, close_rep, -1), len(rep_index)) for r in reached),
-                    *((np.where(r, close_team, -1), len(team_index)) for r in reached),
-                ],
-            ),
-            fit_index=fit_index,
-            product_index=product_index,
-            product_family=by_code(products.set_index("product_id")["family"], product_index),
+            **accounts,
+            **reps,
+            **records,
             quote_index=quote_index,
             quotes=quotes,
             quoted=quoted,
             unavailable=unavailable_features(tables),
             attributes=attribute_features(tables),
         )
+
+
+def _account_fields(tables: CrmTables, closes: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
+    """The accounts' part of the context (keyed as `DealContext`'s fields), and the accounts
+    table by id."""
+    accounts, deals, revenue = tables.accounts, tables.deals, tables.revenue
+    known = pd.concat([accounts["account_id"], deals["account_id"]]).dropna()
+    account_index = Ids(pd.unique(known.to_numpy()))
+    close_account = account_index.index.get_indexer(closes["account_id"].to_numpy())
+    by_account = accounts.set_index("account_id")
+    month_ended = revenue["period"] + pd.offsets.MonthBegin(1)
+    fields = {
+        "account_index": account_index,
+        "account_created": by_code(by_account["created_at"], account_index, "datetime64[ns]"),
+        "firmographics": {
+            column: by_code(by_account[column], account_index)
+            for column in ("industry", "region", "segment")
+        },
+        "account_closes": running_sums(
+            closes.assign(account=close_account),
+            "account",
+            "at",
+            {"won": closes["won"].to_numpy(), "lost": closes["lost"].to_numpy()},
+        ),
+        "account_revenue": running_sums(
+            pd.DataFrame(
+                {
+                    "account": account_index.index.get_indexer(revenue["account_id"].to_numpy()),
+                    "at": month_ended.to_numpy(),
+                }
+            ),
+            "account",
+            "at",
+            {"amount": revenue["amount"].to_numpy(dtype=float)},
+        ),
+    }
+    return fields, by_account
+
+
+def _rep_fields(
+    tables: CrmTables, closes: pd.DataFrame
+) -> tuple[dict, np.ndarray, np.ndarray, int]:
+    """The reps' part of the context, and each close's rep and team codes and the team count."""
+    reps, deals = tables.reps, tables.deals
+    # reps may be absent from an export: the deals still say who owns them (one team then)
+    known = pd.concat([reps["rep_id"], deals["rep_id"]]).dropna()
+    rep_index = Ids(pd.unique(known.to_numpy()))
+    team_of = reps.set_index("rep_id")["team"].reindex(rep_index.index).fillna("").to_numpy(object)
+    team_index = pd.Index(pd.unique(team_of))
+    close_rep = rep_index.index.get_indexer(closes["rep_id"].to_numpy())
+    close_team = team_index.get_indexer(take(team_of, close_rep))
+    # a rep the store has not seen is in no team: the blank team's record, if there is one
+    blank_team = team_index.get_indexer([""])[0]
+    rep_team = np.append(
+        team_index.get_indexer(team_of), blank_team if blank_team >= 0 else len(team_index)
+    )
+    fields = {
+        "rep_index": rep_index,
+        "rep_team": rep_team,
+        "hired": by_code(reps.set_index("rep_id")["hired_at"], rep_index, "datetime64[ns]"),
+    }
+    return fields, close_rep, close_team, len(team_index)
+
+
+def _record_fields(
+    tables: CrmTables,
+    closes: pd.DataFrame,
+    reps: tuple[np.ndarray, int],
+    teams: tuple[np.ndarray, int],
+) -> dict:
+    """The win records as of each moment (rep, team, product in industry, product, and rep
+    and team from each stage on), and the product keys they are read by."""
+    products, deals = tables.products, tables.deals
+    (close_rep, n_reps), (close_team, n_teams) = reps, teams
+    fit_index = Ids(pd.unique(closes["fit"].dropna()))
+    known = pd.concat([products["product_id"], deals["product_id"]]).dropna()
+    product_index = Ids(pd.unique(known.to_numpy()))
+    close_product = np.array(
+        [None if key is None else key.split("|")[0] for key in closes["fit"]], dtype=object
+    )
+    reached = [closes["furthest"].to_numpy() >= code for code in range(len(OPEN_STAGES))]
+    return {
+        "records": _Records.of(
+            closes,
+            [
+                (close_rep, n_reps),
+                (close_team, n_teams),
+                (fit_index.index.get_indexer(closes["fit"]), len(fit_index)),
+                (product_index.index.get_indexer(close_product), len(product_index)),
+                *((np.where(r, close_rep, -1), n_reps) for r in reached),
+                *((np.where(r, close_team, -1), n_teams) for r in reached),
+            ],
+        ),
+        "fit_index": fit_index,
+        "product_index": product_index,
+        "product_family": by_code(products.set_index("product_id")["family"], product_index),
+    }
 
 
 def _first_quotes(
