@@ -250,10 +250,14 @@ def check_deals(deals: CheckedTable, out: Collector) -> None:
         ),
         value=deals.cell("outcome"),
     )
-    if not deals.has("closed_at"):
-        return
-    # Whether the deal is open: by its outcome, or by its stage where the outcome is invalid.
-    state = outcome.fillna(implied)
+    if deals.has("closed_at"):
+        _check_closed_at(deals, outcome.fillna(implied), out)
+
+
+def _check_closed_at(deals: CheckedTable, state: pd.Series, out: Collector) -> None:
+    """closed_at empty while a deal is open, set once it is closed; `state` is whether the deal
+    is open, by its outcome or, where the outcome is invalid, by its stage."""
+    raw = deals.raw
     is_open = (state == OUTCOMES[0]).fillna(False).to_numpy(dtype=bool)
     is_closed = state.isin(OUTCOMES[1:]).to_numpy(dtype=bool)
     has_closed = ~deals.empty["closed_at"]

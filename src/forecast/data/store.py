@@ -107,11 +107,6 @@ def write_store(
     published: Path | None = None
     try:
         tmp.mkdir()
-        for name, frame in tables.items():
-            _write_table(frame, tmp / f"{name}.parquet")
-        for key, frame in (attachments or {}).items():
-            (tmp / key).parent.mkdir(parents=True, exist_ok=True)
-            _write_table(frame, tmp / f"{key}.parquet")
         manifest = {
             "format": FORMAT,
             "as_of": pd.Timestamp(tables.as_of).isoformat(),
@@ -121,8 +116,7 @@ def write_store(
             "fingerprint": fingerprint,
             "forecast_version": _forecast_version(),
         }
-        _write_bytes(tmp / MANIFEST, json.dumps(manifest, indent=2).encode() + b"\n")
-        _fsync_dir(tmp)
+        _write_version(tmp, tables, attachments or {}, manifest)
         version = _publish(tmp, versions, fingerprint)
         published = versions / version
         _switch(root, version)
@@ -134,6 +128,19 @@ def write_store(
         raise
     _prune(root, keep=get_settings().store_versions_kept)
     return StoreWrite(version, published, fingerprint, True, rows)
+
+
+def _write_version(
+    folder: Path, tables: CrmTables, attachments: Mapping[str, pd.DataFrame], manifest: dict
+) -> None:
+    """Every table, every attachment and the manifest into `folder`, flushed to disk."""
+    for name, frame in tables.items():
+        _write_table(frame, folder / f"{name}.parquet")
+    for key, frame in attachments.items():
+        (folder / key).parent.mkdir(parents=True, exist_ok=True)
+        _write_table(frame, folder / f"{key}.parquet")
+    _write_bytes(folder / MANIFEST, json.dumps(manifest, indent=2).encode() + b"\n")
+    _fsync_dir(folder)
 
 
 def read_store(store: Path | None = None, tables: Sequence[str] | None = None) -> CrmTables:

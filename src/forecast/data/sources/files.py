@@ -54,6 +54,30 @@ def read_folder(path: Path) -> dict[str, RawTable]:
             file, or files cannot be read; the problems of all files are collected first.
     """
     path = Path(path)
+    found = _canonical_files(path)
+    tables: dict[str, RawTable] = {}
+    errors: list[ValidationError] = []
+    for name in TABLE_NAMES:
+        files = found.get(name, [])
+        if len(files) > 1:
+            names = " and ".join(f.name for f in files)
+            expected = f"one file for {name}, found {names}: remove one"
+            errors.append(ValidationError([file_problem(name, path, expected, "duplicate_file")]))
+            continue
+        if files:
+            reader = read_csv if files[0].suffix.lower() == ".csv" else read_parquet
+            try:
+                tables[name] = reader(files[0], name)
+            except ValidationError as err:
+                errors.append(err)
+    if errors:
+        raise ValidationError.merge(errors)
+    return tables
+
+
+def _canonical_files(path: Path) -> dict[str, list[Path]]:
+    """The folder's files named after a canonical table, by table (others are listed in a
+    warning); refused when `path` is not a folder or holds none."""
     expected = ", ".join(f"{name}.csv" for name in TABLE_NAMES)
     if not path.is_dir():
         raise ValidationError(
@@ -76,44 +100,9 @@ def read_folder(path: Path) -> dict[str, RawTable]:
             ", ".join(ignored),
         )
     if not found:
-        raise ValidationError(
-            [
-                file_problem(
-                    "",
-                    path,
-                    f"at least one file named {expected} (or .parquet); the folder has none",
-                    "empty",
-                )
-            ]
-        )
-    tables: dict[str, RawTable] = {}
-    errors: list[ValidationError] = []
-    for name in TABLE_NAMES:
-        files = found.get(name, [])
-        if len(files) > 1:
-            names = " and ".join(f.name for f in files)
-            errors.append(
-                ValidationError(
-                    [
-                        file_problem(
-                            name,
-                            path,
-                            f"one file for {name}, found {names}: remove one",
-                            "duplicate_file",
-                        )
-                    ]
-                )
-            )
-            continue
-        if files:
-            reader = read_csv if files[0].suffix.lower() == ".csv" else read_parquet
-            try:
-                tables[name] = reader(files[0], name)
-            except ValidationError as err:
-                errors.append(err)
-    if errors:
-        raise ValidationError.merge(errors)
-    return tables
+        expected = f"at least one file named {expected} (or .parquet); the folder has none"
+        raise ValidationError([file_problem("", path, expected, "empty")])
+    return found
 
 
 def read_parquet(path: Path, table: str) -> RawTable:

@@ -316,6 +316,21 @@ def check_names(name: str, table_map: TableMapping, problems: SpecProblems) -> b
             "each column under `columns` or under `constants`, not both",
             "conflict",
         )
+    _check_derive(name, table_map, problems)
+    _check_attributes(name, table_map, problems)
+    for column in table_map.date_formats:
+        if column in table.column_names and table.column(column).type not in DATE_TYPES:
+            problems.add(
+                ("tables", name, "date_formats", column),
+                column,
+                "a date, datetime or month column",
+                "date_format",
+            )
+    return len(problems.violations) == before
+
+
+def _check_derive(name: str, table_map: TableMapping, problems: SpecProblems) -> None:
+    """Each derived column is one the contract derives that way, and is not also mapped."""
     for column, rule in table_map.derive.items():
         allowed = DERIVE_RULES.get((name, column))
         if allowed is None or allowed[0] != rule:
@@ -335,6 +350,10 @@ def check_names(name: str, table_map: TableMapping, problems: SpecProblems) -> b
                 f"{column} either mapped or derived, not both",
                 "conflict",
             )
+
+
+def _check_attributes(name: str, table_map: TableMapping, problems: SpecProblems) -> None:
+    """Attributes only on deals, each named as a feature can be."""
     if table_map.attributes and name != "deals":
         problems.add(
             ("tables", name, "attributes"),
@@ -350,15 +369,6 @@ def check_names(name: str, table_map: TableMapping, problems: SpecProblems) -> b
                 "an attribute name in lower case, digits and _ (it names a feature)",
                 "attributes",
             )
-    for column in table_map.date_formats:
-        if column in table.column_names and table.column(column).type not in DATE_TYPES:
-            problems.add(
-                ("tables", name, "date_formats", column),
-                column,
-                "a date, datetime or month column",
-                "date_format",
-            )
-    return len(problems.violations) == before
 
 
 def column_sections(table_map: TableMapping) -> Iterator[tuple[str, list[str]]]:

@@ -81,6 +81,27 @@ def read_sql(url: str | sa.URL, sources: Mapping[str, str] | None = None) -> dic
             [_violation("", "", "url", "", f"a SQLAlchemy URL ({_first_line(exc)})", "url")]
         ) from None
     label = engine.url.render_as_string(hide_password=True)
+    try:
+        raw = _read_tables(engine, sources, label, violations)
+    finally:
+        engine.dispose()
+    if not raw and not violations:
+        names = ", ".join(TABLES)
+        expected = (
+            f"at least one table named {names} in the default schema, or a table or query "
+            "per canonical table (a spec file's `tables:`); none was found"
+        )
+        violations.append(_violation("", label, "", "", expected, "empty"))
+    if violations:
+        raise ValidationError(violations)
+    return raw
+
+
+def _read_tables(
+    engine: sa.Engine, sources: Mapping[str, str], label: str, violations: list[Violation]
+) -> dict[str, RawTable]:
+    """Every canonical table the database has (or `sources` names), in contract order; each
+    table that fails, or a connection that fails, is added to `violations`."""
     raw: dict[str, RawTable] = {}
     try:
         with engine.connect() as conn:
@@ -96,28 +117,8 @@ def read_sql(url: str | sa.URL, sources: Mapping[str, str] | None = None) -> dic
                     violations.append(_read_failure(name, spec, label, exc))
     except sa.exc.SQLAlchemyError as exc:
         # Connection errors never carry the password; the URL we show has it masked.
-        violations.append(
-            _violation(
-                "", label, "", "", f"a reachable database ({_first_line(exc)})", "connection"
-            )
-        )
-    finally:
-        engine.dispose()
-    if not raw and not violations:
-        names = ", ".join(TABLES)
-        violations.append(
-            _violation(
-                "",
-                label,
-                "",
-                "",
-                f"at least one table named {names} in the default schema, or a table or query "
-                "per canonical table (a spec file's `tables:`); none was found",
-                "empty",
-            )
-        )
-    if violations:
-        raise ValidationError(violations)
+        expected = f"a reachable database ({_first_line(exc)})"
+        violations.append(_violation("", label, "", "", expected, "connection"))
     return raw
 
 
