@@ -101,24 +101,18 @@ def explain(
     names = scorer.names
     position = {name: j for j, name in enumerate(names)}
     values = feature_values(frame, names)
-    coded = scorer.coded(frame if len(values) > SMALL_BATCH else values)
     # several threads pay off only for batches; a single request stays on one
     threads = 2 if len(values) >= 1000 else 1
-    contributions = scorer.contributions(coded, threads=threads)
-    raw = contributions.sum(axis=1)
+    coded, raw, effects = _scored(scorer, frame, values, threads)
     probability = scorer.calibrate(raw)
     if amount is None:
         amount = _amounts(frame, values, position)
-    effects = contributions[:, :-1]
     vocabulary = vocabulary_for(names, catalogue, model)
     stages = values[:, position["stage"]] if "stage" in position else None
     yardsticks = yardsticks_of(typical, stages, len(values), names)
-    # a deal's action should raise its win probability; an account's should lower its risk
-    sign = -1.0 if model == "account" else 1.0
-    # advice the deal already follows is no advice: its evidence meets what won deals show
-    done = already_done(values, yardsticks, vocabulary)
-    after = action_probabilities(scorer, coded, probability, vocabulary.plan, threads, done)
-    lifts = np.where(done, -np.inf, sign * (after - probability[:, None]))
+    after, lifts = _lifts(
+        scorer, (coded, values, probability), yardsticks, vocabulary, model=model, threads=threads
+    )
     # a missing value is unknown: it is never stated as raising or lowering the score
     known_effects = np.where(missing_matrix(values), 0.0, effects)
     order, chosen_effects, wanted = _strongest(known_effects, min(top, len(names)))
@@ -143,6 +137,35 @@ def explain(
         reason_codes=(effects @ vocabulary.membership.T).round(6).tolist(),
     )
     return _explanations(rows, vocabulary)
+
+
+def _scored(
+    scorer: Scorer, frame: pd.DataFrame | np.ndarray, values: np.ndarray, threads: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows coded for the model, their raw scores and each feature's contribution."""
+    coded = scorer.coded(frame if len(values) > SMALL_BATCH else values)
+    contributions = scorer.contributions(coded, threads=threads)
+    return coded, contributions.sum(axis=1), contributions[:, :-1]
+
+
+def _lifts(
+    scorer: Scorer,
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray],
+    yardsticks: np.ndarray,
+    vocabulary: Vocabulary,
+    *,
+    model: Model,
+    threads: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row and action, the probability after the action and its lift (-inf for advice the
+    row already follows); `rows` are the coded rows, their values and their probabilities."""
+    coded, values, probability = rows
+    # a deal's action should raise its win probability; an account's should lower its risk
+    sign = -1.0 if model == "account" else 1.0
+    # advice the deal already follows is no advice: its evidence meets what won deals show
+    done = already_done(values, yardsticks, vocabulary)
+    after = action_probabilities(scorer, coded, probability, vocabulary.plan, threads, done)
+    return after, np.where(done, -np.inf, sign * (after - probability[:, None]))
 
 
 def _strongest(effects: np.ndarray, each_way: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -19,6 +19,8 @@ from forecast.data.world.money import revenue_table, signals_table, targets_tabl
 from forecast.data.world.org import person_names
 from forecast.data.world.parameters import INDUSTRIES, NEXT_STEPS, PRODUCTS, REGIONS
 
+PRODUCT_COLUMNS = ("product_id", "name", "family", "list_price", "billing")  # of `PRODUCTS`
+
 
 def assemble(
     rng: np.random.Generator,
@@ -40,40 +42,10 @@ def assemble(
     deal_ids = id_column("D", np.arange(1, deals["n"] + 1), 7)
     product_ids = np.array([p[0] for p in PRODUCTS], dtype=object)
 
-    hist = pd.DataFrame(
-        {
-            "deal_id": deal_ids.take(history["deal"]).reset_index(drop=True),
-            "changed_at": timestamp_column(origin, history["t"]),
-            "stage": pick_labels(STAGES, history["stage"]),
-            "amount": history["amount"],
-            "expected_close": date_column(origin, history["expected"]),
-            "next_step": pick_labels(
-                (*NEXT_STEPS, ""), np.where(history["next_step"] < 0, 5, history["next_step"])
-            ),
-        }
-    )
-    hist["next_step"] = hist["next_step"].replace("", pd.NA)
-    hist = hist.drop_duplicates(["deal_id", "changed_at"], keep="last").reset_index(drop=True)
+    hist = _history_table(history, deal_ids, origin)
     last = hist.groupby("deal_id", sort=False).tail(1).set_index("deal_id")
-
-    closed_known = deals["closed"] <= horizon
-    stage_now = last["stage"].reindex(deal_ids).to_numpy()
-    outcome = np.where(~closed_known, "open", np.where(deals["won"], "won", "lost"))
-    negotiated = (deals["last_stage"] >= 3) & (deals["entered"][:, 3] <= horizon)
-    deal_table = pd.DataFrame(
-        {
-            "deal_id": deal_ids,
-            "account_id": account_ids.take(deals["account"]).reset_index(drop=True),
-            "rep_id": rep_ids.take(deals["rep"]).reset_index(drop=True),
-            "product_id": string_column(product_ids[deals["product"]]),
-            "created_at": timestamp_column(origin, deals["created"]),
-            "amount": last["amount"].reindex(deal_ids).to_numpy(),
-            "expected_close": last["expected_close"].reindex(deal_ids).to_numpy(),
-            "stage": string_column(stage_now),
-            "closed_at": timestamp_column(origin, deals["closed"]).where(closed_known),
-            "outcome": string_column(outcome),
-            "discount": np.where(negotiated, np.round(deals["discount"], 3), np.nan),
-        }
+    deal_table = _deals_table(
+        deals, last, ids=(deal_ids, account_ids, rep_ids, product_ids), cal=cal, horizon=horizon
     )
     # the history's first row sits at creation; keep it exactly equal after rounding
     account_frame = _accounts_table(
@@ -103,13 +75,7 @@ def assemble(
         "targets": targets,
         "accounts": account_frame,
         "products": pd.DataFrame(
-            {
-                "product_id": [p[0] for p in PRODUCTS],
-                "name": [p[1] for p in PRODUCTS],
-                "family": [p[2] for p in PRODUCTS],
-                "list_price": [p[3] for p in PRODUCTS],
-                "billing": [p[4] for p in PRODUCTS],
-            }
+            dict(zip(PRODUCT_COLUMNS, zip(*PRODUCTS, strict=True), strict=True))
         ),
         "deals": deal_table,
         "deal_history": hist,
@@ -118,6 +84,52 @@ def assemble(
         "signals": signals,
     }
     return CrmTables.from_frames(frames, as_of=as_of)
+
+
+def _history_table(history: dict, deal_ids: pd.Series, origin: pd.Timestamp) -> pd.DataFrame:
+    """The deals' stage, amount, expected-close and next-step changes, one row per change."""
+    hist = pd.DataFrame(
+        {
+            "deal_id": deal_ids.take(history["deal"]).reset_index(drop=True),
+            "changed_at": timestamp_column(origin, history["t"]),
+            "stage": pick_labels(STAGES, history["stage"]),
+            "amount": history["amount"],
+            "expected_close": date_column(origin, history["expected"]),
+            "next_step": pick_labels(
+                (*NEXT_STEPS, ""), np.where(history["next_step"] < 0, 5, history["next_step"])
+            ),
+        }
+    )
+    hist["next_step"] = hist["next_step"].replace("", pd.NA)
+    return hist.drop_duplicates(["deal_id", "changed_at"], keep="last").reset_index(drop=True)
+
+
+def _deals_table(
+    deals: dict, last: pd.DataFrame, *, ids: tuple, cal: Calendar, horizon: float
+) -> pd.DataFrame:
+    """One row per deal as the export sees it: its latest history row, closed only when the
+    close is known by the as-of; `ids` are the deal, account, rep and product ids."""
+    deal_ids, account_ids, rep_ids, product_ids = ids
+    origin = cal.origin
+    closed_known = deals["closed"] <= horizon
+    stage_now = last["stage"].reindex(deal_ids).to_numpy()
+    outcome = np.where(~closed_known, "open", np.where(deals["won"], "won", "lost"))
+    negotiated = (deals["last_stage"] >= 3) & (deals["entered"][:, 3] <= horizon)
+    return pd.DataFrame(
+        {
+            "deal_id": deal_ids,
+            "account_id": account_ids.take(deals["account"]).reset_index(drop=True),
+            "rep_id": rep_ids.take(deals["rep"]).reset_index(drop=True),
+            "product_id": string_column(product_ids[deals["product"]]),
+            "created_at": timestamp_column(origin, deals["created"]),
+            "amount": last["amount"].reindex(deal_ids).to_numpy(),
+            "expected_close": last["expected_close"].reindex(deal_ids).to_numpy(),
+            "stage": string_column(stage_now),
+            "closed_at": timestamp_column(origin, deals["closed"]).where(closed_known),
+            "outcome": string_column(outcome),
+            "discount": np.where(negotiated, np.round(deals["discount"], 3), np.nan),
+        }
+    )
 
 
 def _reps_table(

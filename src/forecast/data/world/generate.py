@@ -146,7 +146,16 @@ def make_crm(
     )  # fmt: skip
     if dirt > 0:
         tables = add_dirt(rng, tables, dirt)
-    truth = WorldTruth(
+    truth = _truth(tables, deals, org, subs, (origin, cal))
+    return CrmWorld(tables=tables, truth=truth)
+
+
+def _truth(
+    tables: CrmTables, deals: dict, org: dict, subs: dict, time: tuple[pd.Timestamp, Calendar]
+) -> WorldTruth:
+    """The hidden quantities the world was drawn from, keyed like its tables."""
+    origin, cal = time
+    return WorldTruth(
         deal_advance=pd.DataFrame(
             {"deal_id": tables.deals["deal_id"]}
             | {s: deals["p_advance"][:, i] for i, s in enumerate(OPEN_STAGES)}
@@ -169,4 +178,3 @@ def make_crm(
             month=lambda f: date_column(origin, cal.month_starts[f["month"].to_numpy()])
         ),
     )
-    return CrmWorld(tables=tables, truth=truth)
