@@ -18,6 +18,7 @@ import gc
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 import pandas as pd
@@ -117,20 +118,12 @@ def explain(
     known_effects = np.where(missing_matrix(values), 0.0, effects)
     order, chosen_effects, wanted = _strongest(known_effects, min(top, len(names)))
     best = np.argsort(-lifts, axis=1, kind="stable")[:, :MAX_RECOMMENDATIONS]
-    evidence_columns = np.asarray(vocabulary.evidence, dtype=int)[best]
-    shown = _displayed(values, names, display)
     rows = _Rows(
         order=order.tolist(),
         wanted=wanted.tolist(),
         effects=chosen_effects.tolist(),
-        values=np.take_along_axis(values, order, axis=1).tolist(),
-        shown=None if shown is values else np.take_along_axis(shown, order, 1).tolist(),
-        yardsticks=np.take_along_axis(yardsticks, order, axis=1).tolist(),
-        best=best.tolist(),
-        lifts=np.take_along_axis(lifts, best, axis=1).tolist(),
-        after=np.take_along_axis(after, best, axis=1).tolist(),
-        evidence_values=np.take_along_axis(values, evidence_columns, axis=1).tolist(),
-        evidence_typical=np.take_along_axis(yardsticks, evidence_columns, axis=1).tolist(),
+        **_reason_cells(values, _displayed(values, names, display), yardsticks, order),
+        **_advice_cells(values, yardsticks, (best, lifts, after), vocabulary.evidence),
         probability=probability.tolist(),
         raw=raw.tolist(),
         amount=np.asarray(amount, float).tolist(),
@@ -166,6 +159,50 @@ def _lifts(
     done = already_done(values, yardsticks, vocabulary)
     after = action_probabilities(scorer, coded, probability, vocabulary.plan, threads, done)
     return after, np.where(done, -np.inf, sign * (after - probability[:, None]))
+
+
+class _ReasonCells(TypedDict):
+    values: list
+    shown: list | None
+    yardsticks: list
+
+
+class _AdviceCells(TypedDict):
+    best: list
+    lifts: list
+    after: list
+    evidence_values: list
+    evidence_typical: list
+
+
+def _reason_cells(
+    values: np.ndarray, shown: np.ndarray, yardsticks: np.ndarray, order: np.ndarray
+) -> _ReasonCells:
+    """The chosen reasons' values, their display and the yardsticks they are set against."""
+    return {
+        "values": np.take_along_axis(values, order, axis=1).tolist(),
+        "shown": None if shown is values else np.take_along_axis(shown, order, 1).tolist(),
+        "yardsticks": np.take_along_axis(yardsticks, order, axis=1).tolist(),
+    }
+
+
+def _advice_cells(
+    values: np.ndarray,
+    yardsticks: np.ndarray,
+    advice: tuple[np.ndarray, np.ndarray, np.ndarray],
+    evidence: Sequence[int],
+) -> _AdviceCells:
+    """The best actions of each row (`advice`: their columns, and every action's lift and
+    probability after), with the evidence each rests on and its yardstick."""
+    best, lifts, after = advice
+    evidence_columns = np.asarray(evidence, dtype=int)[best]
+    return {
+        "best": best.tolist(),
+        "lifts": np.take_along_axis(lifts, best, axis=1).tolist(),
+        "after": np.take_along_axis(after, best, axis=1).tolist(),
+        "evidence_values": np.take_along_axis(values, evidence_columns, axis=1).tolist(),
+        "evidence_typical": np.take_along_axis(yardsticks, evidence_columns, axis=1).tolist(),
+    }
 
 
 def _strongest(effects: np.ndarray, each_way: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -167,9 +167,7 @@ def prepare_quarter(
     window, earlier = _windows(tables, quarter, pd.Timestamp(as_of), params)
     as_of = window.as_of
     snapshots = _snapshot_features(tables, [as_of, *(w.as_of for w in earlier)], features)
-    won = won_deals(tables)
-    won = won[won["closed_at"] <= as_of]
-
+    won = won_deals(tables).query("closed_at <= @as_of")
     history = timing_history(snapshots, earlier, won, win_scorer, params)
     timing = CloseTiming.fit(history, params)
     open_deals = score_open_deals(snapshots, window, tables, win_scorer, timing, params)
@@ -178,42 +176,72 @@ def prepare_quarter(
     leaf_rate, leaf_pool, pool_names = new_per_leaf(tables, tree, new, as_of, params)
 
     months = recurring_months(tables, as_of)
-    book = renewal_book(months, window, params, renewal_probability)
-    company_open, company_new = timing.spread(history, params), new.spread()
-    spreads = Spreads(
-        open=company_open,
-        new=company_new,
+    spreads = _spreads(
+        timing, new, history=with_team(history, tables), params=params,
         # earlier quarters judged by the segment rates each learned from what it knew then: a
         # churn model fitted later has seen those renewals, so its residuals there are too small
         renewals=renewal_spread(months, window, earlier, params),
-        team_open=timing.team_spread(with_team(history, tables), params, company_open),
-        team_new=new.team_spread(company_new),
-    )
-    chain_pool, churn_sd = _chain_draws(book, spreads)
-    unbilled = unbilled_renewals(months, window, earlier, params)
-
+    )  # fmt: skip
     return QuarterInputs(
         window=window,
         tree=tree,
         targets=_targets(tables, window.quarter),
         won=won[(won["closed_at"] >= window.q_start) & (won["closed_at"] < window.end)],
-        renewals_booked=book.booked,
         open_deals=open_deals,
-        chains=book.chains,
-        chain_prob=book.prob,
-        chain_value=book.value,
         new=new,
         new_leaf_rate=leaf_rate,
         new_leaf_pool=leaf_pool,
         pool_names=pool_names,
         timing=timing,
-        renewal_rates=book.rates,
         params=params,
-        chain_pool=chain_pool,
         spreads=spreads,
-        churn_shock_sd=churn_sd,
-        unbilled=unbilled,
-        renewals_source=_source(renewal_probability),
+        **_renewal_fields(months, (window, earlier), params, renewal_probability, spreads),
+    )
+
+
+def _renewal_fields(
+    months: pd.DataFrame,
+    windows: tuple[Window, list[Window]],
+    params: RevenueParams,
+    renewal_probability: RenewalProbability | None,
+    spreads: Spreads,
+) -> dict:
+    """The renewals' part of `QuarterInputs`: the chains of decisions still to come, their
+    draws, and the renewals of accounts not billed yet."""
+    window, earlier = windows
+    book = renewal_book(months, window, params, renewal_probability)
+    chain_pool, churn_sd = _chain_draws(book, spreads)
+    return {
+        "renewals_booked": book.booked,
+        "chains": book.chains,
+        "chain_prob": book.prob,
+        "chain_value": book.value,
+        "renewal_rates": book.rates,
+        "chain_pool": chain_pool,
+        "churn_shock_sd": churn_sd,
+        "unbilled": unbilled_renewals(months, window, earlier, params),
+        "renewals_source": _source(renewal_probability),
+    }
+
+
+def _spreads(
+    timing: CloseTiming,
+    new: NewDeals,
+    *,
+    history: pd.DataFrame,
+    params: RevenueParams,
+    renewals: float,
+) -> Spreads:
+    """How far earlier quarters moved beyond their items' chance: the company's open and new
+    deals, its renewals, and each team's own quarter beyond the company's (`history` has a
+    team column)."""
+    company_open, company_new = timing.spread(history, params), new.spread()
+    return Spreads(
+        open=company_open,
+        new=company_new,
+        renewals=renewals,
+        team_open=timing.team_spread(history, params, company_open),
+        team_new=new.team_spread(company_new),
     )
 
 

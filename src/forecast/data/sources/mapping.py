@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from forecast.data.contract import Table
 from forecast.data.schema import TABLES
 from forecast.data.sources import RawTable
 from forecast.data.sources.conversions import (
@@ -298,17 +299,7 @@ def _read_table(
         return None
     header = [str(c) for c in source.frame.columns]
     if soft:
-        absent = {c for c in soft if table_map.columns.get(c) not in header}
-        optional = {c for c in absent if not table.column(c).required or c in table_map.derive}
-        table_map = _drop_unmapped(
-            table_map.model_copy(
-                update={
-                    "columns": {
-                        c: (UNMAP if c in optional else v) for c, v in table_map.columns.items()
-                    }
-                }
-            )
-        )
+        table_map = _without_absent(table_map, table, soft, header)
     plan = column_plan(name, table, table_map, header, path, problems)
     if plan is None:
         return None
@@ -327,6 +318,17 @@ def _read_table(
     raw = RawTable(name=name, frame=frame, source=source.source, lines=source.lines)
     attributes = _attributes(frame, source, table_map, soft_attributes, problems)
     return raw, attributes
+
+
+def _without_absent(
+    table_map: TableMapping, table: Table, soft: set[str], header: list[str]
+) -> TableMapping:
+    """`table_map` without the `soft` columns (a preset's) that the file lacks and the table
+    does not require."""
+    absent = {c for c in soft if table_map.columns.get(c) not in header}
+    optional = {c for c in absent if not table.column(c).required or c in table_map.derive}
+    columns = {c: (UNMAP if c in optional else v) for c, v in table_map.columns.items()}
+    return _drop_unmapped(table_map.model_copy(update={"columns": columns}))
 
 
 def _attributes(

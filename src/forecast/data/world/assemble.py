@@ -19,6 +19,33 @@ from forecast.data.world.money import revenue_table, signals_table, targets_tabl
 from forecast.data.world.org import person_names
 from forecast.data.world.parameters import INDUSTRIES, NEXT_STEPS, PRODUCTS, REGIONS
 
+# account names: a word and a suffix
+ACCOUNT_WORDS = (
+    "Acme",
+    "Apex",
+    "Blue",
+    "Bright",
+    "Cedar",
+    "Delta",
+    "Ember",
+    "Fjord",
+    "Granite",
+    "Harbor",
+    "Iris",
+    "Juniper",
+    "Kite",
+    "Lumen",
+    "Maple",
+    "Nova",
+    "Orbit",
+    "Pine",
+    "Quartz",
+    "River",
+    "Summit",
+    "Tidal",
+    "Vertex",
+    "Willow",
+)
 PRODUCT_COLUMNS = ("product_id", "name", "family", "list_price", "billing")  # of `PRODUCTS`
 
 
@@ -47,23 +74,14 @@ def assemble(
     deal_table = _deals_table(
         deals, last, ids=(deal_ids, account_ids, rep_ids, product_ids), cal=cal, horizon=horizon
     )
-    # the history's first row sits at creation; keep it exactly equal after rounding
     account_frame = _accounts_table(
         rng, accounts, deals, origin=origin, account_ids=account_ids, rep_ids=rep_ids, org=org
     )
     acts = _activities_table(
-        origin,
-        horizon,
-        deals=deals,
-        activities=activities,
-        subs=subs,
-        accounts=accounts,
-        org=org,
-        deal_ids=deal_ids,
-        account_ids=account_ids,
-        rep_ids=rep_ids,
+        origin, horizon, deals=deals, activities=activities, subs=subs, accounts=accounts,
+        org=org, deal_ids=deal_ids, account_ids=account_ids, rep_ids=rep_ids,
         account_frame=account_frame,
-    )
+    )  # fmt: skip
     revenue = revenue_table(cal, deals, subs, account_ids, product_ids, horizon)
     signals = signals_table(origin, horizon, subs, account_ids)
     targets = targets_table(
@@ -190,35 +208,7 @@ def _accounts_table(
     order = np.argsort(deals["created"], kind="stable")[::-1]
     first_deal[deals["account"][order]] = order  # the earliest deal written last wins
     owner = np.where(first_deal >= 0, deals["rep"][first_deal.clip(min=0)], -1)
-    words = np.array(
-        [
-            "Acme",
-            "Apex",
-            "Blue",
-            "Bright",
-            "Cedar",
-            "Delta",
-            "Ember",
-            "Fjord",
-            "Granite",
-            "Harbor",
-            "Iris",
-            "Juniper",
-            "Kite",
-            "Lumen",
-            "Maple",
-            "Nova",
-            "Orbit",
-            "Pine",
-            "Quartz",
-            "River",
-            "Summit",
-            "Tidal",
-            "Vertex",
-            "Willow",
-        ],
-        dtype=object,
-    )
+    words = np.array(ACCOUNT_WORDS, dtype=object)
     suffix = np.array(["Corp", "Group", "Labs", "Systems", "Holdings", "Works"], dtype=object)
     names = (
         words[rng.integers(0, len(words), accounts["n"])]

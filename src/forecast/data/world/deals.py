@@ -62,38 +62,11 @@ def make_deals(
         list_price * SEGMENT_SIZE[segment] * np.exp(rng.normal(0, 0.35, n_deals)), -2
     ).clip(min=500)
 
-    tenure = created - org["hired"][rep]
-    ramp = -0.9 * np.exp(-tenure.clip(min=0) / 120)
-    fit = rng.normal(0, FIT_SD, (len(INDUSTRIES), len(PRODUCTS)))
-    engagement = rng.normal(0, 1, n_deals)
-    size_effect = SIZE_EFFECT * np.log(amount / (list_price * SEGMENT_SIZE[segment]))
-    quality = (
-        org["skill"][rep]
-        + ramp
-        + SEGMENT_EFFECT[segment]
-        + fit[accounts["industry"][account], product]
-        + accounts["loyalty"][account]
-        + ENGAGEMENT_WEIGHT * engagement
-        + size_effect
-        + rng.normal(0, QUALITY_NOISE, n_deals)
-    )
-    weak = org["weak_stage"][rep]
-    stage_offset = np.where(np.arange(len(OPEN_STAGES))[None, :] == weak[:, None], -1.1, 0.0)
-    p_advance = sigmoid(STAGE_LOGITS[None, :] + quality[:, None] + stage_offset)
-    advanced = rng.random(p_advance.shape) < p_advance
-    # how far each deal gets: index of the first stage it does not leave forward (4 = won)
-    last_stage = np.where(advanced.all(axis=1), len(OPEN_STAGES), np.argmin(advanced, axis=1))
-    mean_days = (
-        STAGE_DAYS[None, :] * SEGMENT_PACE[segment][:, None] * np.exp(-0.4 * quality)[:, None]
-    )
-    dwell = rng.gamma(2.0, mean_days / 2.0)
-    entered = created[:, None] + np.concatenate(
-        [np.zeros((n_deals, 1)), dwell.cumsum(axis=1)], axis=1
-    )
-    exit_index = np.minimum(last_stage, len(OPEN_STAGES) - 1)
-    closed = entered[np.arange(n_deals), exit_index + 1]
-    won = last_stage == len(OPEN_STAGES)
-    closed = _pull_into_quarter(rng, cal, closed, entered[:, len(OPEN_STAGES) - 1], won)
+    deal = {"created": created, "rep": rep, "account": account, "segment": segment}
+    deal |= {"product": product, "amount": amount, "list_price": list_price}
+    quality, engagement = _quality(rng, org, accounts, deal)
+    path = _stage_path(rng, cal, quality, deal, weak=org["weak_stage"][rep])
+    p_advance, last_stage, entered, closed, won = path
     quarter_end_near = cal.days_to_quarter_end(closed) < 21
     discount = np.where(
         last_stage >= 3, rng.beta(2, 14, n_deals) * (1 + 0.6 * quarter_end_near), np.nan
@@ -116,6 +89,58 @@ def make_deals(
         "discount": discount,
         "scope_change": np.exp(rng.normal(0, 0.12, n_deals)),
     }
+
+
+def _quality(
+    rng: np.random.Generator, org: dict, accounts: dict, deal: dict
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each deal's latent quality (rep skill with ramp-up, segment, product-industry fit,
+    loyalty, engagement, size, noise) and its buyer's engagement."""
+    rep, account, segment = deal["rep"], deal["account"], deal["segment"]
+    n_deals = len(rep)
+    tenure = deal["created"] - org["hired"][rep]
+    ramp = -0.9 * np.exp(-tenure.clip(min=0) / 120)
+    fit = rng.normal(0, FIT_SD, (len(INDUSTRIES), len(PRODUCTS)))
+    engagement = rng.normal(0, 1, n_deals)
+    usual = deal["list_price"] * SEGMENT_SIZE[segment]
+    size_effect = SIZE_EFFECT * np.log(deal["amount"] / usual)
+    quality = (
+        org["skill"][rep]
+        + ramp
+        + SEGMENT_EFFECT[segment]
+        + fit[accounts["industry"][account], deal["product"]]
+        + accounts["loyalty"][account]
+        + ENGAGEMENT_WEIGHT * engagement
+        + size_effect
+        + rng.normal(0, QUALITY_NOISE, n_deals)
+    )
+    return quality, engagement
+
+
+def _stage_path(
+    rng: np.random.Generator, cal: Calendar, quality: np.ndarray, deal: dict, *, weak: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """Stage by stage: the chance of advancing, how far each deal gets, when it entered each
+    stage, when it closed, and whether it was won."""
+    created, segment = deal["created"], deal["segment"]
+    n_deals = len(created)
+    stage_offset = np.where(np.arange(len(OPEN_STAGES))[None, :] == weak[:, None], -1.1, 0.0)
+    p_advance = sigmoid(STAGE_LOGITS[None, :] + quality[:, None] + stage_offset)
+    advanced = rng.random(p_advance.shape) < p_advance
+    # how far each deal gets: index of the first stage it does not leave forward (4 = won)
+    last_stage = np.where(advanced.all(axis=1), len(OPEN_STAGES), np.argmin(advanced, axis=1))
+    mean_days = (
+        STAGE_DAYS[None, :] * SEGMENT_PACE[segment][:, None] * np.exp(-0.4 * quality)[:, None]
+    )
+    dwell = rng.gamma(2.0, mean_days / 2.0)
+    entered = created[:, None] + np.concatenate(
+        [np.zeros((n_deals, 1)), dwell.cumsum(axis=1)], axis=1
+    )
+    exit_index = np.minimum(last_stage, len(OPEN_STAGES) - 1)
+    closed = entered[np.arange(n_deals), exit_index + 1]
+    won = last_stage == len(OPEN_STAGES)
+    closed = _pull_into_quarter(rng, cal, closed, entered[:, len(OPEN_STAGES) - 1], won)
+    return p_advance, last_stage, entered, closed, won
 
 
 @dataclass(frozen=True)
@@ -195,9 +220,30 @@ def make_history(rng: np.random.Generator, deals: dict, *, horizon: int) -> dict
                 ),
             }
         )
-    # pushes: whenever a deal is still open when its expected close passes, the date moves out
+    expected = _pushes(rng, expected0, open_until, parts)
+    done = deal_idx[closed <= horizon]
+    won = deals["won"][done]
+    parts.append(
+        {
+            "deal": done,
+            "t": closed[done],
+            "stage": np.where(won, 4, 5),
+            "amount": np.full(len(done), np.nan),
+            "expected": np.full(len(done), np.nan),
+            "next_step": np.full(len(done), -1),
+        }
+    )
+    frame = _history_frame(parts)
+    return {k: frame[k].to_numpy() for k in frame.columns} | {"expected_final": expected}
+
+
+def _pushes(
+    rng: np.random.Generator, expected0: np.ndarray, open_until: np.ndarray, parts: list[dict]
+) -> np.ndarray:
+    """Whenever a deal is still open when its expected close passes, the date moves out: each
+    push is added to `parts`; returns the final expected closes."""
     expected = expected0.copy()
-    pending = deal_idx[expected < open_until]
+    pending = np.arange(len(expected))[expected < open_until]
     while len(pending):
         when = expected[pending] + rng.uniform(0.2, 6, len(pending))
         recorded = when < open_until[pending]
@@ -214,18 +260,12 @@ def make_history(rng: np.random.Generator, deals: dict, *, horizon: int) -> dict
             }
         )
         pending = idx[expected[idx] < open_until[idx]]
-    done = deal_idx[closed <= horizon]
-    won = deals["won"][done]
-    parts.append(
-        {
-            "deal": done,
-            "t": closed[done],
-            "stage": np.where(won, 4, 5),
-            "amount": np.full(len(done), np.nan),
-            "expected": np.full(len(done), np.nan),
-            "next_step": np.full(len(done), -1),
-        }
-    )
+    return expected
+
+
+def _history_frame(parts: list[dict]) -> pd.DataFrame:
+    """The events in time order per deal, each carrying the deal's stage, amount, expected
+    close and next step as of then (a push changes only the date)."""
     events = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     order = np.lexsort((events["t"], events["deal"]))
     frame = pd.DataFrame({k: v[order] for k, v in events.items()})
@@ -236,7 +276,7 @@ def make_history(rng: np.random.Generator, deals: dict, *, horizon: int) -> dict
         frame[col] = grouped[col].ffill()
     frame["stage"] = frame["stage"].astype(np.int64)
     frame["next_step"] = frame["next_step"].astype(np.int64)
-    return {k: frame[k].to_numpy() for k in frame.columns} | {"expected_final": expected}
+    return frame
 
 
 def make_deal_activities(rng: np.random.Generator, deals: dict, org: dict, *, horizon: int) -> dict:
