@@ -10,9 +10,9 @@ FORECAST_HOME (or `--home` is used as it is), then each server is started as a s
 concurrent caller, pre-built request bytes) so the load generator costs little of the 2 cores
 it shares with the server; its own CPU time is printed beside the figures.
 
-    python benchmarks/service.py                      # ours vs the peer, concurrency 8
-    python benchmarks/service.py --soak               # 300 requests/s for 60 s, RSS over time
-    python benchmarks/service.py --soak --soak-minutes 10
+    python benchmarks/serving.py                      # ours vs the peer, concurrency 8
+    python benchmarks/serving.py --soak               # 300 requests/s for 60 s, RSS over time
+    python benchmarks/serving.py --soak --soak-minutes 10
 
 Prints figures; asserts nothing (the goals are printed beside them).
 """
