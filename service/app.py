@@ -26,13 +26,8 @@ from service.metrics import CONTENT_TYPE
 from service.pages import install_dashboard
 from service.routes import router
 from service.schemas import METRICS_EXAMPLE, HealthOut, ReadyOut
-from service.state import (
-    ModelMissingError,
-    OrgTreeUnavailableError,
-    ServiceConfig,
-    ServiceState,
-    StoreUnavailableError,
-)
+from service.state import UNAVAILABLE, ServiceConfig, ServiceState
+from service.text_check import unusable_text
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +108,13 @@ class RequestMiddleware:
 
         try:
             body = await self._body(scope, receive)
+            unusable = None if body is None else _unusable(scope, body)
             if body is None:
                 await _problem(413, self._too_large(), send_with_id)
+            elif unusable is not None:
+                where, message = unusable
+                problem = [{"type": "value_error", "loc": list(where), "msg": message}]
+                await _problem(422, problem, send_with_id)
             else:
                 await self.app(scope, _replay(body, receive), send_with_id)
         finally:
@@ -178,7 +178,13 @@ def _replay(body: bytes, then: Receive | None = None) -> Receive:
     return receive
 
 
-async def _problem(status: int, detail: str, send: Send) -> None:
+def _unusable(scope: Scope, body: bytes) -> tuple[tuple[str | int, ...], str] | None:
+    headers = dict(scope.get("headers", []))
+    content_type = headers.get(b"content-type", b"").decode("latin-1").lower()
+    return unusable_text(scope["path"], scope.get("query_string", b""), body, content_type)
+
+
+async def _problem(status: int, detail: object, send: Send) -> None:
     response = JSONResponse({"detail": detail}, status_code=status)
     await response({"type": "http"}, _replay(b""), send)
 
@@ -219,9 +225,10 @@ def create_app(settings: Settings | None = None, config: ServiceConfig | None = 
     app.include_router(router)
 
     async def unavailable(request: Request, err: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(err)}, status_code=503)
+        detail, headers = state.unavailable(err)
+        return JSONResponse({"detail": detail}, status_code=503, headers=headers)
 
-    for error in (ModelMissingError, StoreUnavailableError, OrgTreeUnavailableError):
+    for error in UNAVAILABLE:
         app.add_exception_handler(error, unavailable)
 
     async def invalid_request(request: Request, err: Exception) -> JSONResponse:
@@ -246,6 +253,14 @@ def create_app(settings: Settings | None = None, config: ServiceConfig | None = 
     )
     async def readyz() -> JSONResponse:  # async: answered even while every thread is busy
         problems = sorted(state.problems.values())
+        # the database is asked at most every 2 s: a thread only then, and its connection
+        # attempt bounded (see `engine_for`)
+        if state.database_check_due():
+            database = await run_in_threadpool(state.database_problem)
+        else:
+            database = state.database_problem()
+        if database is not None:
+            problems.append(database)
         if not state.ready:
             problems = ["starting or shutting down", *problems]
         body = {

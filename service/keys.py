@@ -60,6 +60,9 @@ def database_url(url: str) -> str:
     return url
 
 
+CONNECT_SECONDS = 5
+
+
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> sa.Engine:
     """One engine per database URL; a SQLite file's folder is created on first use."""
@@ -68,7 +71,12 @@ def engine_for(url: str) -> sa.Engine:
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         return sa.create_engine(url, connect_args={"check_same_thread": False})
-    return sa.create_engine(url, pool_pre_ping=True)
+    # a database that does not answer fails a connection in seconds: requests answer 503 and
+    # log rows are spooled, rather than both waiting on the driver's default (no limit)
+    timeout = (
+        {"connect_timeout": CONNECT_SECONDS} if parsed.get_backend_name() == "postgresql" else {}
+    )
+    return sa.create_engine(url, pool_pre_ping=True, connect_args=timeout)
 
 
 MIGRATIONS = Path(__file__).parent / "migrations"

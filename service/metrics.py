@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping
+from dataclasses import asdict
 
 from prometheus_client import (
     CollectorRegistry,
@@ -22,6 +23,8 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.multiprocess import MultiProcessCollector
+
+from service.logsink import Counts
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -83,6 +86,14 @@ class Metrics:
             ["model"],
             registry=registry,
         )
+        self.log_rows = Counter(
+            "forecast_log_rows",
+            "Prediction and audit log rows by what became of them: written, refused (set aside "
+            "with the reason), spooled (kept on disk while the database was away), replayed "
+            "(spooled rows written since), lost (the spool or the disk full).",
+            ["outcome"],
+            registry=registry,
+        )
         self.versions = Gauge(
             "forecast_model_version",
             "Serving version of each model (0: none loaded).",
@@ -114,6 +125,11 @@ class Metrics:
 
     def count_refusal(self, model: str) -> None:
         self.refusals.labels(model).inc()
+
+    def count_log_rows(self, counts: Counts) -> None:
+        for outcome, n in asdict(counts).items():
+            if n:
+                self.log_rows.labels(outcome).inc(n)
 
     def render(self, model_versions: Mapping[str, str | None]) -> str:
         """The exposition text: this process's figures, or with several workers all of theirs."""

@@ -38,10 +38,9 @@ from service.listing import csv_text, page_of
 from service.sessions import COOKIE, close_session, open_session, session_principal
 from service.state import (
     DEAL_MODEL,
-    ModelMissingError,
+    UNAVAILABLE,
     OrgTreeUnavailableError,
     ServiceState,
-    StoreUnavailableError,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -837,11 +836,14 @@ def install_dashboard(app: FastAPI) -> None:
         return _render(request, "error.html", {"message": err.message}, err.status)
 
     async def unavailable(request: Request, err: Exception) -> Response:
+        detail, headers = request.app.state.service.unavailable(err)
         if request.url.path.startswith("/dashboard"):
-            return _render(request, "error.html", {"message": str(err)}, 503)
-        return JSONResponse({"detail": str(err)}, status_code=503)  # the API's answer, unchanged
+            page = _render(request, "error.html", {"message": detail}, 503)
+            page.headers.update(headers)
+            return page
+        return JSONResponse({"detail": detail}, status_code=503, headers=headers)  # the API's
 
     app.add_exception_handler(SignInRequired, to_sign_in)
     app.add_exception_handler(PageError, page_error)
-    for error in (ModelMissingError, StoreUnavailableError, OrgTreeUnavailableError):
+    for error in UNAVAILABLE:
         app.add_exception_handler(error, unavailable)

@@ -35,7 +35,7 @@ from types import FrameType
 
 import uvicorn
 
-from forecast.settings import disable_telemetry, get_settings
+from forecast.settings import SettingsError, disable_telemetry, get_settings
 from service.metrics import MULTIPROCESS_DIR
 
 log = logging.getLogger(__name__)
@@ -348,6 +348,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
+    try:
+        get_settings()
+    except SettingsError as err:  # refused at start, named: never a traceback, never half up
+        parser.exit(2, f"forecast service: a setting cannot be used: {err}\n")
     if args.workers > 1:
         sys.exit(serve_workers(args))
     serve(args)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,8 +28,8 @@ from forecast.features.records import StoredCrm
 from forecast.settings import Settings
 from service import predlog  # noqa: F401 (registers the log tables on the shared metadata)
 from service.keys import KeyCache, engine_for, ensure_tables
+from service.logwriter import LogWriter
 from service.metrics import Metrics
-from service.predlog import LogWriter
 
 if TYPE_CHECKING:
     from forecast.explain.account_scoring import AccountScore
@@ -43,6 +44,11 @@ DEAL_MODEL = "deal-win"
 CHURN_MODEL = "account-churn"
 HOW_TO_TRAIN = {DEAL_MODEL: "forecast train win", CHURN_MODEL: "forecast train churn"}
 SERVED = (DEAL_MODEL, CHURN_MODEL)
+
+
+DATABASE_AWAY = "the service database cannot be reached (API keys, sign-ins and logs live there)"
+DATABASE_CHECK_SECONDS = 2.0
+RETRY_AFTER_SECONDS = 5
 
 
 class ModelMissingError(RuntimeError):
@@ -92,6 +98,14 @@ class ChurnServed:
     horizon_days: int | None  # as logged with the training run (None: not logged)
 
 
+UNAVAILABLE = (  # what keeps a request from being answered now: 503 (see `unavailable`)
+    ModelMissingError,
+    OrgTreeUnavailableError,
+    StoreUnavailableError,
+    sa.exc.SQLAlchemyError,
+)
+
+
 def missing_message(name: str) -> str:
     return f"{name} has no champion: train one with `{HOW_TO_TRAIN.get(name, 'forecast train')}`"
 
@@ -104,8 +118,14 @@ class ServiceState:
         self.config = config
         self.engine: sa.Engine = engine_for(settings.service_database_url)
         self.keys = KeyCache(self.engine, settings.key_cache_seconds)
-        self.logs = LogWriter(self.engine, flush_seconds=settings.log_flush_seconds)
         self.metrics = Metrics()
+        self.logs = LogWriter(
+            self.engine,
+            settings.log_spool,
+            flush_seconds=settings.log_flush_seconds,
+            max_spool_bytes=int(settings.log_spool_max_mb * 1024 * 1024),
+            on_counts=self.metrics.count_log_rows,
+        )
         self.models: dict[str, Serving] = {}
         # what keeps a model from serving (readiness fails) ...
         self.problems: dict[str, str] = {name: missing_message(name) for name in SERVED}
@@ -125,6 +145,7 @@ class ServiceState:
         self._quarters_lock = threading.Lock()
         self._scores: dict[tuple, dict[str, Any]] = {}  # per champion version and store
         self._scores_lock = threading.Lock()
+        self._database_checked: tuple[float, str | None] = (0.0, None)
         self._stopping = threading.Event()
         self._poller: threading.Thread | None = None
 
@@ -157,6 +178,34 @@ class ServiceState:
                 continue
             for name in changed:
                 log.info("now serving %s version %s", name, self.models[name].version)
+
+    def database_problem(self, *, now: bool = False) -> str | None:
+        """Why the service database (keys, sessions, logs) cannot be read, or None; asked of
+        the database at most every `DATABASE_CHECK_SECONDS` unless `now`."""
+        problem = self._database_checked[1]
+        if now or self.database_check_due():
+            try:
+                with self.engine.connect() as conn:
+                    conn.execute(sa.text("SELECT 1"))
+                problem = None
+            except sa.exc.SQLAlchemyError as err:
+                cause = str(getattr(err, "orig", None) or err).splitlines()[0][:200]
+                problem = f"{DATABASE_AWAY}: {cause}"
+            self._database_checked = (time.monotonic(), problem)
+        return problem
+
+    def database_check_due(self) -> bool:
+        return time.monotonic() - self._database_checked[0] >= DATABASE_CHECK_SECONDS
+
+    def unavailable(self, err: Exception) -> tuple[str, dict[str, str]]:
+        """The 503's detail and headers for an error that keeps a request from being answered
+        now: no champion, store or org tree (the message says how to get one), or the service
+        database unreachable (never its SQL: the caller is told to retry)."""
+        if not isinstance(err, sa.exc.SQLAlchemyError):
+            return str(err), {}
+        log.warning("a request could not read the service database: %s", err)
+        self._database_checked = (0.0, self._database_checked[1])  # /readyz asks it at once
+        return f"{DATABASE_AWAY}: try again shortly", {"Retry-After": str(RETRY_AFTER_SECONDS)}
 
     def stop(self) -> None:
         """Stop reporting ready, stop polling and write every queued log row."""

@@ -63,6 +63,8 @@ def verify_token(token: str, settings: Settings) -> Principal:
         raise TokenError(f"bearer token algorithm not accepted (accepted: {algorithms})") from None
     except jwt.InvalidTokenError as err:
         raise TokenError(f"invalid bearer token: {err}") from None
+    except jwt.PyJWTError as err:  # e.g. a key that does not fit the token's algorithm
+        raise TokenError(f"bearer token cannot be checked: {err}") from None
     return _principal(claims, settings)
 
 

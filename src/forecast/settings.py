@@ -6,7 +6,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -65,6 +65,17 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest wait before the service writes queued prediction and audit rows.",
     )
+    log_spool_dir: Path | None = Field(
+        default=None,
+        description="Where log rows wait while the service database is away, and where rows "
+        "it refuses are set aside (default: <home>/log-spool).",
+    )
+    log_spool_max_mb: float = Field(
+        default=256.0,
+        gt=0,
+        description="Most the log spool may hold on disk; past it, new rows are dropped and "
+        'counted (forecast_log_rows{outcome="lost"} in /metrics).',
+    )
     shutdown_grace_seconds: float = Field(
         default=0.0,
         ge=0,
@@ -93,6 +104,29 @@ class Settings(BaseSettings):
         default=30, ge=0, le=600, description="Clock skew allowed on `exp` and `nbf`."
     )
 
+    @model_validator(mode="after")
+    def _one_jwt_key_family(self) -> Settings:
+        """HMAC (HS*) and public-key algorithms never mix: with both accepted, a token signed
+        with HS256 using the public key (which is public) as its secret would verify."""
+        algorithms = set(self.jwt_algorithms or ())
+        hmac = {a for a in algorithms if a.upper().startswith("HS")}
+        if hmac and algorithms - hmac:
+            raise ValueError(
+                f"FORECAST_JWT_ALGORITHMS mixes HMAC ({', '.join(sorted(hmac))}) with public-key "
+                f"algorithms ({', '.join(sorted(algorithms - hmac))}): accept one family"
+            )
+        if hmac and self.jwt_public_key:
+            raise ValueError(
+                "FORECAST_JWT_ALGORITHMS names HMAC algorithms but FORECAST_JWT_PUBLIC_KEY is "
+                "set: HMAC tokens are checked with FORECAST_JWT_SECRET (unset the public key)"
+            )
+        if algorithms - hmac and not self.jwt_public_key and self.jwt_secret is not None:
+            raise ValueError(
+                "FORECAST_JWT_ALGORITHMS names public-key algorithms but only "
+                "FORECAST_JWT_SECRET is set: give FORECAST_JWT_PUBLIC_KEY (PEM)"
+            )
+        return self
+
     @property
     def jwt_enabled(self) -> bool:
         return self.jwt_secret is not None or self.jwt_public_key is not None
@@ -108,16 +142,35 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.home.expanduser().resolve() / 'mlflow.db').as_posix()}"
 
     @property
+    def log_spool(self) -> Path:
+        return self.log_spool_dir or self.home.expanduser().resolve() / "log-spool"
+
+    @property
     def service_database_url(self) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.home.expanduser().resolve() / 'service.db').as_posix()}"
 
 
+class SettingsError(ValueError):
+    """A setting that cannot work; the message names each variable and what is wrong."""
+
+
 @lru_cache
 def get_settings() -> Settings:
-    """The process's settings; tests call `get_settings.cache_clear()` after changing variables."""
-    return Settings()
+    """The process's settings; tests call `get_settings.cache_clear()` after changing variables.
+
+    Raises:
+        SettingsError: a variable (or .env line) that cannot be used, named.
+    """
+    try:
+        return Settings()
+    except ValidationError as err:
+        problems = [
+            f"FORECAST_{str(e['loc'][0]).upper()}: {e['msg']}" if e["loc"] else e["msg"]
+            for e in err.errors()
+        ]
+        raise SettingsError("; ".join(p.removeprefix("Value error, ") for p in problems)) from None
 
 
 def disable_telemetry() -> None:

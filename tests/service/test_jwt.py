@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import jwt
@@ -134,3 +136,38 @@ def test_an_rs256_public_key_verifies_tokens_signed_by_its_private_key():
     # an HS256 token "signed" with the public key must not pass (algorithm confusion)
     with pytest.raises(TokenError, match="algorithm"):
         verify_token(jwt.encode(claims, SECRET, algorithm="HS256"), settings)
+
+
+def test_mixed_jwt_key_families_are_refused_at_start_naming_the_setting(monkeypatch):
+    from forecast.settings import SettingsError, get_settings
+
+    monkeypatch.setenv("FORECAST_JWT_PUBLIC_KEY", "-----BEGIN PUBLIC KEY-----")
+    monkeypatch.setenv("FORECAST_JWT_ALGORITHMS", '["RS256", "HS256"]')
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(SettingsError, match="FORECAST_JWT_ALGORITHMS mixes HMAC"):
+            get_settings()
+        monkeypatch.setenv("FORECAST_JWT_ALGORITHMS", '["HS256"]')
+        get_settings.cache_clear()
+        with pytest.raises(SettingsError, match="FORECAST_JWT_PUBLIC_KEY is set"):
+            get_settings()
+        done = subprocess.run(
+            [sys.executable, "-m", "service.serve", "--port", "1"], capture_output=True, text=True
+        )
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        assert "FORECAST_JWT_ALGORITHMS" in done.stderr
+    finally:
+        get_settings.cache_clear()
+
+
+def test_a_public_key_that_cannot_be_read_is_a_token_error_not_a_500():
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from forecast.settings import Settings
+    from service.tokens import TokenError, verify_token
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    claims = {"sub": "svc", "exp": int(time.time()) + 60, "role": "admin"}
+    settings = Settings(jwt_public_key="not a PEM")  # PyJWT raises InvalidKeyError on it
+    with pytest.raises(TokenError, match="cannot be checked"):
+        verify_token(jwt.encode(claims, private, algorithm="RS256"), settings)

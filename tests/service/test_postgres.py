@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 import sqlalchemy as sa
 
@@ -30,3 +32,29 @@ def test_scores_and_reads_are_logged_in_postgresql(trained_home, postgres_url):
         ("/v1/deals:scoreFeatures", 200),
         ("/v1/deals/ANY", 403),
     ]
+
+
+@pytest.mark.postgres
+def test_a_row_postgresql_refuses_is_set_aside_and_never_blocks_the_next(postgres_url, tmp_path):
+    from service.keys import ensure_tables
+    from service.logsink import RowSink
+    from service.predlog import LOG_TABLES, read_row
+
+    engine = engine_for(postgres_url)
+    ensure_tables(engine)
+    sink = RowSink(engine, LOG_TABLES, tmp_path)
+    request_id = uuid.uuid4().hex  # the test database is shared between runs
+
+    def row(path: str) -> tuple[str, dict]:
+        read = read_row(request_id=request_id, caller="k", role="admin", method="GET", path=path,
+                        status=404)  # fmt: skip
+        return ("audit_log", read)
+
+    sink.write([row("/v1/deals/\x00"), *(row(f"/v1/deals/D{i}") for i in range(5))])
+    with engine.connect() as conn:
+        paths = conn.execute(
+            sa.select(audit_log.c.path).where(audit_log.c.request_id == request_id)
+        ).scalars()
+        assert sorted(paths) == [f"/v1/deals/D{i}" for i in range(5)]
+    refused = (tmp_path / "refused.jsonl").read_text()
+    assert "NUL" in refused and "\\u0000" in refused

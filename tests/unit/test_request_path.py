@@ -14,7 +14,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from service.keys import KeyCache, create_key, engine_for, ensure_tables, revoke_key
-from service.predlog import LogWriter, Prediction, audit_log, prediction_log
+from service.logwriter import LogWriter
+from service.predlog import Prediction, audit_log, prediction_log
 
 
 def _engine(home: Path) -> sa.Engine:
@@ -52,7 +53,7 @@ def _count(engine: sa.Engine, table: sa.Table) -> int:
 def test_the_log_writer_writes_every_row_from_many_threads_by_close(forecast_home: Path):
     engine = _engine(forecast_home)
     ensure_tables(engine)
-    writer = LogWriter(engine, flush_seconds=0.05)
+    writer = LogWriter(engine, forecast_home / "spool", flush_seconds=0.05)
     writer.start()
 
     def caller(n: int) -> None:
@@ -88,7 +89,7 @@ def test_the_log_writer_writes_every_row_from_many_threads_by_close(forecast_hom
 
 def test_a_failed_write_is_retried_until_the_database_takes_it(forecast_home: Path):
     engine = _engine(forecast_home)  # no tables yet: the first writes fail
-    writer = LogWriter(engine, flush_seconds=0.01)
+    writer = LogWriter(engine, forecast_home / "spool", flush_seconds=0.01)
     writer.start()
     writer.read(request_id="r", caller="k", role="crm", method="GET", path="/p", status=200)
     time.sleep(0.1)
@@ -103,7 +104,7 @@ def test_flush_and_close_do_not_wait_out_the_batching_window(forecast_home: Path
     ensure_tables(engine)
     # rows would sit an hour without a wake: a flush or close that waited for the window would
     # time out (flush raises) or stop the writer before it wrote (close), and the counts differ
-    writer = LogWriter(engine, flush_seconds=3600)
+    writer = LogWriter(engine, forecast_home / "spool", flush_seconds=3600)
     writer.start()
     for i in range(100):
         writer.read(request_id=f"r{i}", caller="k", role="crm", method="GET", path="/p", status=200)
@@ -122,7 +123,7 @@ def _read(writer: LogWriter, request_id: str) -> None:
 def test_the_writer_process_yields_the_cpu_to_requests(forecast_home: Path):
     engine = _engine(forecast_home)
     ensure_tables(engine)
-    writer = LogWriter(engine)
+    writer = LogWriter(engine, forecast_home / "spool")
     writer.start()
     try:
         _read(writer, "r")
@@ -136,7 +137,7 @@ def test_the_writer_process_yields_the_cpu_to_requests(forecast_home: Path):
 def test_a_writer_far_behind_is_helped_and_nothing_is_written_twice(forecast_home: Path):
     engine = _engine(forecast_home)
     ensure_tables(engine)
-    writer = LogWriter(engine, flush_seconds=0.02, max_backlog=10)
+    writer = LogWriter(engine, forecast_home / "spool", flush_seconds=0.02, max_backlog=10)
     writer.start()
     pid = writer.writer_pid
     os.kill(pid, signal.SIGSTOP)  # a writer that gets no CPU at all
@@ -163,7 +164,7 @@ def test_a_writer_far_behind_is_helped_and_nothing_is_written_twice(forecast_hom
 def test_if_the_writer_process_dies_the_service_writes_the_rows_itself(forecast_home: Path):
     engine = _engine(forecast_home)
     ensure_tables(engine)
-    writer = LogWriter(engine, flush_seconds=0.02)
+    writer = LogWriter(engine, forecast_home / "spool", flush_seconds=0.02)
     writer.start()
     _read(writer, "before")
     writer.flush(timeout=30)
@@ -181,9 +182,10 @@ def test_a_writer_nobody_closed_writes_its_rows_when_the_interpreter_exits(forec
     url = f"sqlite:///{forecast_home / 'service.db'}"
     ensure_tables(engine_for(url))
     script = (
+        "from pathlib import Path\n"
         "from service.keys import engine_for\n"
-        "from service.predlog import LogWriter\n"
-        f"writer = LogWriter(engine_for({url!r}), flush_seconds=30)\n"
+        "from service.logwriter import LogWriter\n"
+        f"writer = LogWriter(engine_for({url!r}), Path({str(forecast_home)!r}), flush_seconds=30)\n"
         "writer.start()\n"
         "for i in range(7):\n"
         "    writer.read(request_id=str(i), caller='k', role='crm', method='GET', path='/p',"

@@ -17,7 +17,7 @@ from forecast.cli.models import models_app
 from forecast.cli.revenue import register as register_revenue
 from forecast.cli.score import score_app
 from forecast.cli.train import retrain, train_app
-from forecast.settings import disable_telemetry
+from forecast.settings import SettingsError, disable_telemetry, get_settings
 
 app = typer.Typer(
     help="Calibrated sales forecasts and coaching from CRM history.", no_args_is_help=True
@@ -36,6 +36,11 @@ register_revenue(app)
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs.")] = False):
     """Set up logging and keep MLflow offline; nothing of this happens at import time."""
     disable_telemetry()
+    try:
+        get_settings()
+    except SettingsError as err:  # named here, before any command reads a setting
+        err_console.print(f"[red]A setting cannot be used:[/] {err}")
+        raise typer.Exit(2) from None
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",

@@ -1,0 +1,105 @@
+"""No 500 on any input and an honest /readyz: text no log can hold is a 422 naming where it is;
+with the service database away, callers get 503 with Retry-After (never a 500), /readyz says so,
+the rows of what was answered wait in the spool and reach the database when it returns."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from urllib.parse import urlsplit
+
+import pytest
+import sqlalchemy as sa
+
+from service.app import create_app
+from service.keys import engine_for
+from service.predlog import audit_log
+from tests.service.conftest import home_env, serve
+from tests.service.tcp_proxy import CuttableProxy
+
+
+def _raw(api, method: str, path: str, body: bytes, key: str, content_type: str):
+    request = urllib.request.Request(
+        api.base + path, body, {"X-API-Key": key, "Content-Type": content_type}, method=method
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "where"),
+    [
+        ("/v1/deals/%00", b"", '"path"'),
+        ("/v1/models?x=%00", b"", '"query"'),
+        ("/v1/deals:score", rb'{"deals": [{"deal_id": "a\u0000b"}]}', '"deals",0,"deal_id"'),
+        ("/v1/deals:score", rb'{"deals": [{"deal_id": "\ud800"}]}', '"deals",0,"deal_id"'),
+        ("/v1/forecast/2026Q4:scenario", rb'{"remove": ["x", "\udfff"]}', '"remove",1'),
+    ],
+)
+def test_text_no_log_can_hold_is_a_422_naming_where(api, path, body, where):
+    key = api.key("admin")
+    method = "POST" if body else "GET"
+    status, text = _raw(api, method, path, body or None, key, "application/json")
+    assert status == 422, text
+    assert where in text.replace(" ", "") and ("NUL" in text or "surrogate" in text)
+
+
+def test_a_paired_surrogate_escape_is_ordinary_text(api):
+    body = (
+        rb'{"deals": [{"deal_id": "\ud83d\ude00", "stage": "proposal", "amount": 10,'
+        rb' "created_at": "2026-10-01T09:00:00Z", "expected_close": "2026-12-18"}]}'
+    )
+    status, text = _raw(api, "POST", "/v1/deals:score", body, api.key("crm"), "application/json")
+    assert status == 200, text
+
+
+def test_a_form_holding_a_nul_is_a_422(api):
+    status, text = _raw(
+        api,
+        "POST",
+        "/dashboard/sign-in",
+        b"api_key=fk_%00",
+        "",
+        "application/x-www-form-urlencoded",
+    )
+    assert status == 422 and "NUL" in text
+
+
+@pytest.mark.postgres
+def test_with_the_database_away_callers_get_503_and_nothing_answered_is_lost(
+    trained_home, postgres_url
+):
+    real = urlsplit(postgres_url)
+    proxy = CuttableProxy((real.hostname or "127.0.0.1", real.port or 5432))
+    env = {"FORECAST_DATABASE_URL": proxy.url(postgres_url)}
+    with home_env(trained_home, **env), serve(create_app()) as api:
+        used, unused = api.key("admin"), api.key("manager", rep_id="R0001")
+        assert api.get("/v1/models", used).status == 200  # remembered for key_cache_seconds
+        proxy.cut()
+        try:
+            away = api.get("/v1/models", unused)
+            assert away.status == 503 and away.headers["retry-after"] == "5", away.detail
+            assert "database cannot be reached" in away.body["detail"]
+            ready = api.get("/readyz")
+            assert ready.status == 503
+            assert any("database" in p for p in ready.body["problems"]), ready.body
+            assert api.get("/v1/models", used).status == 200, "a remembered key still serves"
+            signing_in = api.call("POST", "/dashboard/sign-in", data=f"api_key={unused}".encode())
+            assert signing_in.status == 503
+        finally:
+            proxy.restore()
+        deadline = time.monotonic() + 20
+        while api.get("/readyz").status != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert api.get("/readyz").status == 200
+        assert api.get("/v1/models", unused).status == 200
+        api.state.logs.flush(timeout=30)
+    caller = used.split("_")[1]
+    with engine_for(postgres_url).connect() as conn:
+        audited = conn.execute(
+            sa.select(audit_log.c.status).where(audit_log.c.caller == caller)
+        ).scalars()
+        assert list(audited) == [200, 200], "the read answered during the outage is logged"
