@@ -73,14 +73,18 @@ def decomposition_chart(quarters: Sequence[dict[str, Any]]) -> Figure:
     return {"data": data, "layout": {**LAYOUT, "barmode": "stack", "height": 280}}
 
 
-def funnel_chart(stages: Sequence[str], rep: Sequence[float], team: Sequence[float]) -> Figure:
-    """Share of deals reaching each stage (of those that entered the first), rep against team."""
+def funnel_chart(
+    stages: Sequence[str], rep: Sequence[float], team: Sequence[float] | None
+) -> Figure:
+    """Share of deals reaching each stage (of those that entered the first), rep against team
+    (None: the team's figures are withheld from this viewer)."""
     data = [
         {"type": "funnel", "name": "this rep", "y": list(stages), "x": list(rep),
          "texttemplate": "%{x:.0%}", "marker": {"color": LINE}},
-        {"type": "funnel", "name": "team", "y": list(stages), "x": list(team),
-         "texttemplate": "%{x:.0%}", "marker": {"color": "#9ca3af"}},
     ]  # fmt: skip
+    if team is not None:
+        data.append({"type": "funnel", "name": "team", "y": list(stages), "x": list(team),
+                     "texttemplate": "%{x:.0%}", "marker": {"color": "#9ca3af"}})  # fmt: skip
     layout = {
         **LAYOUT,
         "funnelmode": "group",

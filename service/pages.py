@@ -699,9 +699,17 @@ def coaching_page(request: Request, who: ViewerDep, team: str = "") -> Response:
     team = team or teams[0]
     if team not in teams:
         raise PageError(404, f"no team {team!r}")
-    views = [v for v in coach_team(who.state.store(), team) if who.sees(v.rep_id)]
+    views = [_peer_safe(v, who) for v in coach_team(who.state.store(), team) if who.sees(v.rep_id)]
     context = {"viewer": who, "page": "coaching", "teams": teams, "team": team, "views": views}
     return _render(request, "coaching_team.html", context)
+
+
+def _peer_safe(view, who: Viewer):
+    """As the API's coaching: group figures that would reveal someone out of reach withheld."""
+    from forecast.coaching import withhold_small_groups
+
+    settings = who.state.settings
+    return withhold_small_groups(view, who.within, min_others=settings.coaching_min_others)
 
 
 def _funnel_shares(funnel: pd.DataFrame, who: str) -> list[float]:
@@ -718,16 +726,16 @@ def coaching_rep_page(request: Request, rep_id: str, who: ViewerDep) -> Response
     reps = who.state.store().reps
     if not (reps["rep_id"] == rep_id).any() or not who.sees(rep_id):
         raise PageError(404, f"no rep {rep_id!r}")
-    view = coach_rep(who.state.store(), rep_id)
+    view = _peer_safe(coach_rep(who.state.store(), rep_id), who)
     stages = list(view.funnel.index)
+    team = _funnel_shares(view.funnel, "team") if "team_deals" in view.funnel else None
     context = {
         "viewer": who,
         "page": "coaching",
         "view": view,
         "funnel_rows": view.funnel.reset_index().to_dict(orient="records"),
-        "funnel": charts.funnel_chart(
-            stages, _funnel_shares(view.funnel, "rep"), _funnel_shares(view.funnel, "team")
-        ),
+        "team_shown": team is not None,
+        "funnel": charts.funnel_chart(stages, _funnel_shares(view.funnel, "rep"), team),
     }
     return _render(request, "coaching_rep.html", context)
 

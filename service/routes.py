@@ -265,6 +265,13 @@ def read_deal(deal_id: DealInReach, request: Request, caller: ScoringCaller, sta
     return out
 
 
+def _peer_safe(view, within: frozenset[str] | None, state: ServiceState):
+    """The view without group figures that would reveal someone out of the caller's reach."""
+    from forecast.coaching import withhold_small_groups
+
+    return withhold_small_groups(view, within, min_others=state.settings.coaching_min_others)
+
+
 def _coaching(view) -> RepCoachingOut:
     return RepCoachingOut(**finite(view.to_dict()))
 
@@ -275,10 +282,10 @@ def _coaching(view) -> RepCoachingOut:
     responses=READ_PROBLEMS,
     summary="A rep's funnel, bottleneck and focus areas against team and company",
 )
-def coach_rep(rep_id: RepInReach, state: StateDep):
+def coach_rep(rep_id: RepInReach, within: ReachDep, state: StateDep):
     from forecast.coaching import coach_rep as coach
 
-    return _coaching(coach(state.store(), rep_id))
+    return _coaching(_peer_safe(coach(state.store(), rep_id), within, state))
 
 
 @router.get(
@@ -287,11 +294,11 @@ def coach_rep(rep_id: RepInReach, state: StateDep):
     responses=READ_PROBLEMS,
     summary="Coaching for every rep of a team the caller manages (managers and admins)",
 )
-def coach_team(team: TeamName, members: TeamInReach, state: StateDep):
+def coach_team(team: TeamName, members: TeamInReach, within: ReachDep, state: StateDep):
     from forecast.coaching import coach_team as coach
 
     tables = state.store()
-    views = [v for v in coach(tables, team) if v.rep_id in set(members)]
+    views = [_peer_safe(v, within, state) for v in coach(tables, team) if v.rep_id in set(members)]
     return TeamCoachingOut(
         team=team, as_of=tables.as_of.to_pydatetime(), reps=[_coaching(v) for v in views]
     )

@@ -421,6 +421,11 @@ class RepCoachingOut(BaseModel):
     note: str | None = Field(
         default=None, description="Why the rep's rates are not judged (too few closed deals)."
     )
+    withheld: str | None = Field(
+        default=None,
+        description="Which group figures (team, company) are left out for this caller, and why: "
+        "too few other people in the group to keep theirs from being derived.",
+    )
     funnel: list[dict[str, Any]]
 
 

@@ -7,7 +7,7 @@ have seen then. Each finding carries the rep's figure, the team's, the gap, and 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -93,9 +93,14 @@ class RepCoaching:
     win_rate_by_segment: pd.DataFrame | None = None
     win_rate_by_product: pd.DataFrame | None = None
     revenue_at_stake: float = 0.0
+    withheld: str | None = None  # which group figures are left out, and why
+    # who the team's and company's figures are made of (reps with closed or open deals)
+    team_people: frozenset[str] = frozenset()
+    company_people: frozenset[str] = frozenset()
 
     def to_dict(self) -> dict:
         out = asdict(self)
+        del out["team_people"], out["company_people"]
         out["as_of"] = self.as_of.isoformat()
         for key in ("funnel", "activity_mix", "win_rate_by_segment", "win_rate_by_product"):
             frame = getattr(self, key)
@@ -285,7 +290,61 @@ def coach_rep(
         win_rate_by_segment=_by(closed, "segment", rep_id),
         win_rate_by_product=_by(closed, "product_id", rep_id),
         revenue_at_stake=float(sum(f.at_stake for f in findings)),
+        team_people=frozenset(ours["rep_id"]) | frozenset(team_open["rep_id"]),
+        company_people=frozenset(closed["rep_id"]) | frozenset(open_deals["rep_id"]),
     )
+
+
+def withhold_small_groups(
+    view: RepCoaching, visible: frozenset[str] | None, *, min_others: int
+) -> RepCoaching:
+    """`view` as a viewer who sees the reps in `visible` (None: everyone) may read it.
+
+    A group's figures (the team's, the company's) are withheld when fewer than `min_others`
+    of the people in them are out of the viewer's sight, but some are: the viewer's own
+    figures subtracted from the group's would give theirs (in a team of two, the teammate's
+    funnel and win rate exactly). What stays is how the rep ranks against the group: each
+    finding still says the rep is behind, without the group's figure or the gap.
+    """
+    if visible is None:
+        return view
+    hidden = {
+        group: len(people - visible)
+        for group, people in (("team", view.team_people), ("company", view.company_people))
+    }
+    small = [g for g, n in hidden.items() if 0 < n < min_others]
+    if not small:
+        return view
+    funnel = view.funnel.drop(columns=[c for c in view.funnel if c.split("_")[0] in small])
+    findings = view.findings
+    if "team" in small:
+        findings = [_without_team(f) for f in findings]
+    if "company" in small:
+        findings = [replace(f, company=np.nan) for f in findings]
+    groups = " and ".join(f"{g} figures" for g in small)
+    return replace(
+        view,
+        funnel=funnel,
+        findings=findings,
+        team_win_rate=np.nan if "team" in small else view.team_win_rate,
+        activity_mix=_drop(view.activity_mix, "team" in small),
+        win_rate_by_segment=_drop(view.win_rate_by_segment, "team" in small),
+        win_rate_by_product=_drop(view.win_rate_by_product, "team" in small),
+        withheld=f"The {groups} are withheld: fewer than {min_others} other people are in "
+        "them, so they would reveal a colleague's results. Each focus area still shows where "
+        "the rep is behind.",
+    )
+
+
+def _without_team(finding: Finding) -> Finding:
+    text = finding.text.rsplit(" (team ", 1)[0] + " (behind the team)"
+    return replace(finding, team=np.nan, gap=np.nan, text=text)
+
+
+def _drop(frame: pd.DataFrame | None, team: bool) -> pd.DataFrame | None:
+    if frame is None or not team:
+        return frame
+    return frame.drop(columns=[c for c in ("team", "gap") if c in frame])
 
 
 def _stage_findings(

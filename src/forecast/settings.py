@@ -45,6 +45,13 @@ class Settings(BaseSettings):
         description="Lowest win probability for grades A, B and C (below the last: D).",
     )
 
+    coaching_min_others: int = Field(
+        default=5,
+        ge=1,
+        description="A rep (or manager) sees a group's coaching figures (their team's, the "
+        "company's) only when at least this many people in it are out of their sight: fewer, "
+        "and subtracting their own would reveal a colleague's.",
+    )
     dashboard_session_hours: float = Field(
         default=8.0, gt=0, description="How long a dashboard sign-in lasts before asking again."
     )

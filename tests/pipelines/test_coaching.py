@@ -109,3 +109,65 @@ def test_a_rep_with_too_few_closed_deals_is_not_judged_on_rates(world):
     assert all(f.topic in ("stale", "pushed", "no_next_step") for f in view.findings)
     enough = coach_rep(t, rep_id, as_of=as_of)
     assert enough.note is None and enough.closed_deals >= 10
+
+
+def _teams_of(world, sizes: dict[str, int]):
+    """The world with its sellers regrouped into teams of the given sizes (the rest apart)."""
+    from dataclasses import replace
+
+    reps = world.tables.reps.copy()
+    sellers = reps.loc[reps["role"] == "rep", "rep_id"].tolist()
+    assigned, start = {}, 0
+    for team, size in sizes.items():
+        assigned |= dict.fromkeys(sellers[start : start + size], team)
+        start += size
+    reps["team"] = [assigned.get(r, f"apart {r}") for r in reps["rep_id"]]
+    return replace(world.tables, reps=reps), assigned
+
+
+def _group_figures(view) -> dict:
+    """Every figure of the team in a rep's view, as the caller would receive it."""
+    out = view.to_dict()
+    figures = {"team_win_rate": out["team_win_rate"]}
+    figures |= {
+        f"funnel.{row['stage']}.{k}": v
+        for row in out["funnel"]
+        for k, v in row.items()
+        if k.startswith("team_")
+    }
+    figures |= {f"finding.{f['topic']}": f["team"] for f in out["findings"]}
+    for table in ("activity_mix", "win_rate_by_segment", "win_rate_by_product"):
+        figures |= {f"{table}.{i}": row.get("team") for i, row in enumerate(out[table] or [])}
+    return {k: v for k, v in figures.items() if v is not None and v == v}  # NaN: none
+
+
+@pytest.mark.parametrize(("size", "withheld"), [(2, True), (3, True), (6, False)])
+def test_a_rep_never_sees_team_figures_that_would_reveal_a_teammate(world, size, withheld):
+    from forecast.coaching import withhold_small_groups
+
+    tables, assigned = _teams_of(world, {"T": size})
+    members = [r for r, t in assigned.items() if t == "T"]
+    for rep_id in members:
+        view = coach_rep(tables, rep_id, window_days=730)
+        own = withhold_small_groups(view, frozenset({rep_id}), min_others=5)
+        assert bool(own.withheld) is withheld
+        assert bool(_group_figures(own)) is not withheld, _group_figures(own)
+        assert own.win_rate == view.win_rate and own.funnel["rep_rate"].equals(
+            view.funnel["rep_rate"]
+        ), "the rep's own figures stay whole"
+        # where withheld, the rep still learns where they are behind (a rank), never the gap
+        assert [f.topic for f in own.findings] == [f.topic for f in view.findings]
+        if withheld:
+            assert all(f.gap != f.gap and "behind the team" in f.text for f in own.findings)
+        # a manager who sees the whole team is shown everything
+        whole = withhold_small_groups(view, frozenset(members), min_others=5)
+        assert whole.withheld is None and _group_figures(whole) == _group_figures(view)
+
+
+def test_in_a_team_of_two_the_unguarded_figures_would_give_the_teammate_exactly(world):
+    """Why the guard exists: team minus own is the teammate (the leak the guard closes)."""
+    tables, assigned = _teams_of(world, {"T": 2})
+    me, mate = [r for r, t in assigned.items() if t == "T"]
+    mine, theirs = (coach_rep(tables, r, window_days=730) for r in (me, mate))
+    f = mine.funnel
+    assert (f["team_deals"] - f["rep_deals"]).equals(theirs.funnel["rep_deals"])

@@ -139,3 +139,21 @@ def test_forecast_nodes_are_in_reach_only_when_everyone_under_them_is():
     assert director["team"] == {"T1", "T2", "lead"} and director["region"] == {"R"}
     assert director["company"] == set()
     assert forecast_nodes_in_reach(reps, subtree(reps, "E"))["company"] == {"company"}
+
+
+def test_a_rep_in_a_small_team_gets_no_team_figures_a_manager_does(api):
+    """NA 1 holds three reps: two teammates are fewer than the five others it takes to hide
+    one of them in the team's figures (API and dashboard alike)."""
+    own = api.get("/v1/coaching/reps/R0001", api.key("rep", rep_id="R0001")).body
+    assert own["withheld"] and "fewer than 5 other people" in own["withheld"]
+    assert own["team_win_rate"] is None and own["win_rate"] is not None
+    assert not any(k.startswith("team_") for row in own["funnel"] for k in row)
+    assert all(f["team"] is None and f["gap"] is None for f in own["findings"])
+    manager = api.get("/v1/coaching/reps/R0001", api.key("manager", rep_id="M001")).body
+    assert manager["team_win_rate"] is not None
+    assert any(k.startswith("team_") for row in manager["funnel"] for k in row)
+    # the company's other three sellers are out of the manager's sight: too few to show it
+    assert manager["withheld"].startswith("The company figures are withheld")
+    assert not any(k.startswith("company_") for row in manager["funnel"] for k in row)
+    admin = api.get("/v1/coaching/reps/R0001", api.key("admin")).body
+    assert admin["withheld"] is None and any(k.startswith("company_") for k in admin["funnel"][0])

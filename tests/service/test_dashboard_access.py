@@ -226,3 +226,14 @@ def test_with_nothing_trained_pages_say_what_is_missing(tmp_path: Path) -> None:
         assert closed.status == 503 and "org tree" in closed.text  # fails closed
         api = bare.get("/v1/deals/D1", key=bare.key("admin"))
         assert api.status == 503 and isinstance(api.body, dict)
+
+
+def test_a_reps_coaching_page_withholds_team_figures_of_a_small_team(dash: Api) -> None:
+    token = _sign_in(dash, dash.key("rep", "R0001"))
+    page = _request(dash, "GET", "/dashboard/coaching/reps/R0001", cookie=token)
+    assert page.status == 200 and 'id="withheld"' in page.text
+    assert "team moves on" not in page.text and '"name":"team"' not in page.text.replace(" ", "")
+    manager = _sign_in(dash, dash.key("manager", "M001"))
+    page = _request(dash, "GET", "/dashboard/coaching/reps/R0001", cookie=manager)
+    assert page.status == 200 and "team moves on" in page.text
+    assert "The team figures" not in page.text
