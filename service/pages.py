@@ -13,6 +13,7 @@ champion version and store load.
 
 from __future__ import annotations
 
+import secrets
 import tempfile
 import threading
 from collections.abc import Callable, Mapping
@@ -35,6 +36,7 @@ from service import charts
 from service.deps import StateDep, _visible, forecast_nodes_in_reach, reach_of
 from service.keys import Principal, verify_key
 from service.listing import csv_text, page_of
+from service.page_guard import FORM_COOKIE, TOKEN_FIELD, PageHeaders, form_token, post_refusal
 from service.sessions import COOKIE, close_session, open_session, session_principal
 from service.state import (
     DEAL_MODEL,
@@ -101,13 +103,41 @@ ViewerDep = Annotated[Viewer, Depends(viewer)]
 def _render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
     who: Viewer | None = context.get("viewer")
     base = {"signed_in": who is not None, "principal": who.principal if who else None}
+    secret = request.cookies.get(COOKIE) if who is not None else _form_secret(request)
+    base["csrf"] = form_token(secret) if secret else ""
     return TEMPLATES.TemplateResponse(request, name, {**base, **context}, status_code=status)
 
 
-async def _form(request: Request) -> dict[str, str]:
-    """An urlencoded form body (the only kind these pages post), first value of each field."""
+def _form_secret(request: Request) -> str:
+    """The sign-in form's cookie secret: the browser's, or a new one (set by `_keep_secret`)."""
+    secret = request.cookies.get(FORM_COOKIE)
+    if not secret:
+        secret = request.state.form_secret = secrets.token_urlsafe(24)
+    return secret
+
+
+def _keep_secret(request: Request, response: Response) -> Response:
+    new = getattr(request.state, "form_secret", None)
+    if new:  # HttpOnly: no script, on any port of this host, can read it
+        response.set_cookie(FORM_COOKIE, new, path="/dashboard", httponly=True,
+                            samesite="strict", secure=True)  # fmt: skip
+    return response
+
+
+async def _form(request: Request, secret: str | None) -> dict[str, str]:
+    """An urlencoded form body (the only kind these pages post), first value of each field,
+    once `page_guard` says it came from this dashboard's own page holding `secret`.
+
+    Raises:
+        PageError: 403, from another origin or without the page's form token.
+    """
     body = (await request.body()).decode("utf-8", errors="replace")
-    return {k: v[0].strip() for k, v in parse_qs(body, keep_blank_values=True).items()}
+    form = {k: v[0].strip() for k, v in parse_qs(body, keep_blank_values=True).items()}
+    own = f"{request.url.scheme}://{request.url.netloc}"
+    refusal = post_refusal(request.headers, own, secret, form.get(TOKEN_FIELD))
+    if refusal is not None:
+        raise PageError(403, f"Not done: {refusal}. Reload the page and try again.")
+    return form
 
 
 def _safe_next(path: str | None) -> str:
@@ -128,12 +158,13 @@ def home() -> RedirectResponse:
 
 @router.get("/sign-in")
 def sign_in_form(request: Request, next: str | None = None) -> Response:
-    return _render(request, "sign_in.html", {"next": _safe_next(next), "error": None})
+    page = _render(request, "sign_in.html", {"next": _safe_next(next), "error": None})
+    return _keep_secret(request, page)
 
 
 @router.post("/sign-in")
 async def sign_in(request: Request, state: StateDep) -> Response:
-    form = await _form(request)
+    form = await _form(request, request.cookies.get(FORM_COOKIE))
     target = _safe_next(form.get("next"))
     principal = await run_in_threadpool(verify_key, state.engine, form.get("api_key"))
     if principal is None:
@@ -158,8 +189,9 @@ async def sign_in(request: Request, state: StateDep) -> Response:
 
 
 @router.post("/sign-out")
-def sign_out(request: Request, state: StateDep) -> RedirectResponse:
-    close_session(state.engine, request.cookies.get(COOKIE))
+async def sign_out(request: Request, state: StateDep) -> RedirectResponse:
+    await _form(request, request.cookies.get(COOKIE))
+    await run_in_threadpool(close_session, state.engine, request.cookies.get(COOKIE))
     response = RedirectResponse("/dashboard/sign-in", status_code=303)
     response.delete_cookie(COOKIE, path="/dashboard", secure=True, httponly=True, samesite="strict")
     return response
@@ -374,6 +406,9 @@ def _forecast_page(
         except PageError as err:
             error = err.message
     base = [state.quarter_forecast(q) for q in quarters]
+    nodes = base[0].nodes
+    if not ((nodes["level"] == level) & (nodes["node"] == node)).any():
+        raise PageError(404, f"no {level} {node!r}")  # as the API: unknown is not empty
     shown = base
     if scenario is not None:
         try:
@@ -438,7 +473,7 @@ def forecast_page(
 
 @router.post("/forecast")
 async def forecast_scenario(request: Request, who: ViewerDep) -> Response:
-    form = await _form(request)
+    form = await _form(request, request.cookies.get(COOKIE))
     remove, slip, days_text = form.get("remove", ""), form.get("slip", ""), form.get("slip_days")
     problem, days = None, 0
     try:
@@ -830,6 +865,7 @@ def install_dashboard(app: FastAPI) -> None:
     """The pages (with their static files) and their answers for sign-in, 404 and 503."""
     app.state.dashboard_cache = ScoreCache()
     app.include_router(router)
+    app.add_middleware(PageHeaders)
 
     async def to_sign_in(request: Request, err: Exception) -> Response:
         assert isinstance(err, SignInRequired)  # registered for it only

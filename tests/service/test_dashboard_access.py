@@ -19,6 +19,7 @@ import pytest
 from forecast.explain.scoring import open_deal_ids
 from service.deps import reach_of, subtree
 from service.keys import revoke_key, verify_key
+from service.page_guard import form_token
 from service.pages import plotly_js
 from tests.service.conftest import Api, home_env, serve
 
@@ -30,14 +31,31 @@ class Reply:
     text: str
 
 
-def _request(api: Api, method: str, path: str, *, cookie: str | None = None, form: str = ""):
-    """One request, redirects not followed (http.client), so a 303 is seen as a 303."""
+def _request(
+    api: Api,
+    method: str,
+    path: str,
+    *,
+    cookie: str | None = None,
+    form: str = "",
+    headers: dict[str, str] | None = None,
+    token: bool = True,
+):
+    """One request, redirects not followed (http.client), so a 303 is seen as a 303. A POST
+    carries its page's form token as the page's form would (`token=False`: none), and a
+    sign-in first fetches the form (its cookie) as a browser does."""
     url = urlparse(api.base)
+    sent = {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})}
+    cookies = {"forecast_session": cookie} if cookie else {}
+    if method == "POST" and path.startswith("/dashboard/sign-in") and not cookie:
+        got = _request(api, "GET", "/dashboard/sign-in").headers["set-cookie"]
+        cookies["forecast_form"] = got.split(";", 1)[0].split("=", 1)[1]
+    if method == "POST" and token and cookies:
+        form = f"{form}&csrf={form_token(next(iter(cookies.values())))}"
+    if cookies:
+        sent["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
     conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
-    headers = {"Content-Type": "application/x-www-form-urlencoded"}
-    if cookie:
-        headers["Cookie"] = f"forecast_session={cookie}"
-    conn.request(method, path, body=form.encode() if form else None, headers=headers)
+    conn.request(method, path, body=form.encode() if form else None, headers=sent)
     response = conn.getresponse()
     reply = Reply(response.status, response.headers, response.read().decode(errors="replace"))
     conn.close()
@@ -237,3 +255,63 @@ def test_a_reps_coaching_page_withholds_team_figures_of_a_small_team(dash: Api) 
     page = _request(dash, "GET", "/dashboard/coaching/reps/R0001", cookie=manager)
     assert page.status == 200 and "team moves on" in page.text
     assert "The team figures" not in page.text
+
+
+ELSEWHERE = {"Origin": "http://127.0.0.1:9"}  # another port of the same host: the same site
+
+
+def test_a_post_from_another_origin_is_refused_and_changes_nothing(dash: Api) -> None:
+    key = dash.key("manager", "M001")
+    signing_in = _request(dash, "POST", "/dashboard/sign-in", form=f"api_key={quote(key)}",
+                          headers=ELSEWHERE)  # fmt: skip
+    assert signing_in.status == 403 and "set-cookie" not in signing_in.headers
+    assert "sent from http://127.0.0.1:9" in signing_in.text
+    token = _sign_in(dash, key)
+    referred = {"Referer": "http://127.0.0.1:9/attack.html"}
+    for path, form in (("/dashboard/sign-out", ""), ("/dashboard/forecast", "remove=X")):
+        for headers in (ELSEWHERE, referred):
+            reply = _request(dash, "POST", path, cookie=token, form=form, headers=headers)
+            assert reply.status == 403, (path, headers, reply.text[:200])
+    assert _request(dash, "GET", "/dashboard/forecast", cookie=token).status == 200, (
+        "the cross-origin sign-out did not end the session"
+    )
+    own = {"Origin": dash.base}
+    assert _request(dash, "POST", "/dashboard/sign-out", cookie=token, headers=own).status == 303
+
+
+def test_a_post_without_its_pages_form_token_is_refused(dash: Api) -> None:
+    key = dash.key("manager", "M001")
+    reply = _request(dash, "POST", "/dashboard/sign-in", form=f"api_key={quote(key)}",
+                     token=False)  # fmt: skip
+    assert reply.status == 403 and "token does not match" in reply.text
+    token = _sign_in(dash, key)
+    forged = f"remove=X&csrf={form_token('a guess')}"
+    for path, form in (("/dashboard/forecast", forged), ("/dashboard/sign-out", "")):
+        reply = _request(dash, "POST", path, cookie=token, form=form, token=False)
+        assert reply.status == 403, path
+    assert _request(dash, "GET", "/dashboard/forecast", cookie=token).status == 200
+
+
+def test_every_page_carries_the_security_headers_and_private_ones_are_not_stored(
+    dash: Api,
+) -> None:
+    token = _sign_in(dash, dash.key("admin"))
+    for path in ("/dashboard/sign-in", "/dashboard/forecast", "/dashboard/pipeline",
+                 "/dashboard/deals/NOPE", "/dashboard/static/dashboard.js"):  # fmt: skip
+        headers = _request(dash, "GET", path, cookie=token).headers
+        policy = headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in policy and "script-src 'self'" in policy, path
+        assert headers["x-content-type-options"] == "nosniff", path
+        stored = headers.get("cache-control") != "no-store"
+        assert stored is path.startswith("/dashboard/static/"), path
+
+
+def test_a_node_that_does_not_exist_is_404_for_an_admin_too(dash: Api) -> None:
+    token = _sign_in(dash, dash.key("admin"))
+    for query in ("level=rep&node=R9999", "level=team&node=Nowhere", "level=galaxy&node=x"):
+        page = _request(dash, "GET", f"/dashboard/forecast?{query}", cookie=token)
+        assert page.status == 404, query
+    assert (
+        _request(dash, "GET", "/dashboard/forecast?level=rep&node=R0001", cookie=token).status
+        == 200
+    )

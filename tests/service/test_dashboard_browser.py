@@ -98,6 +98,7 @@ class Visit:
     page: object
     base: str
     requests: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # what the page's CSP blocked
 
     def go(self, path: str):
         response = self.page.goto(self.base + path)
@@ -106,6 +107,7 @@ class Visit:
             chart.locator("xpath=self::*[@data-drawn='true']").wait_for(timeout=15_000)
         shown = self.page.inner_text("main")
         assert not re.search(r"\bnan\b|\binf\b|None", shown), f"{path} shows a raw value"
+        assert not self.refused, f"{path}: the page's own CSP blocked {self.refused}"
         return response
 
     def shot(self, name: str) -> None:
@@ -126,6 +128,12 @@ def signed_in(browser, site: Site):
         page = context.new_page()
         visit = Visit(page, site.api.base)
         page.on("request", lambda request: visit.requests.append(request.url))
+        page.on(
+            "console",
+            lambda message: (
+                "Content Security Policy" in message.text and visit.refused.append(message.text)
+            ),
+        )
         visit.go("/dashboard/pipeline")  # not signed in: sent to the sign-in form
         assert urlparse(page.url).path == "/dashboard/sign-in"
         page.fill("#api_key", site.keys[who])

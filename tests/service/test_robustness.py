@@ -16,6 +16,7 @@ from service.keys import engine_for
 from service.predlog import audit_log
 from tests.service.conftest import home_env, serve
 from tests.service.tcp_proxy import CuttableProxy
+from tests.service.test_dashboard_access import _request
 
 
 def _raw(api, method: str, path: str, body: bytes, key: str, content_type: str):
@@ -87,7 +88,8 @@ def test_with_the_database_away_callers_get_503_and_nothing_answered_is_lost(
             assert ready.status == 503
             assert any("database" in p for p in ready.body["problems"]), ready.body
             assert api.get("/v1/models", used).status == 200, "a remembered key still serves"
-            signing_in = api.call("POST", "/dashboard/sign-in", data=f"api_key={unused}".encode())
+            form = f"api_key={unused}"
+            signing_in = _request(api, "POST", "/dashboard/sign-in", form=form)
             assert signing_in.status == 503
         finally:
             proxy.restore()
