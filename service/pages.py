@@ -102,9 +102,12 @@ ViewerDep = Annotated[Viewer, Depends(viewer)]
 
 def _render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
     who: Viewer | None = context.get("viewer")
-    base = {"signed_in": who is not None, "principal": who.principal if who else None}
     secret = request.cookies.get(COOKIE) if who is not None else _form_secret(request)
-    base["csrf"] = form_token(secret) if secret else ""
+    base = {
+        "signed_in": who is not None,
+        "principal": who.principal if who else None,
+        "csrf": form_token(secret) if secret else "",
+    }
     return TEMPLATES.TemplateResponse(request, name, {**base, **context}, status_code=status)
 
 
