@@ -268,6 +268,7 @@ def create_app(settings: Settings | None = None, config: ServiceConfig | None = 
             "models": state.versions(),
             "problems": problems,
             "refused": sorted(state.refused.values()),  # newer versions refused; old ones serve
+            "store": state.store_version,
         }
         return JSONResponse(body, status_code=200 if not problems else 503)
 

@@ -86,6 +86,11 @@ class Metrics:
             ["model"],
             registry=registry,
         )
+        self.store_loads = Counter(
+            "forecast_store_loads",
+            "Loads of the CRM store, by every process (at start, a reload, a new import).",
+            registry=registry,
+        )
         self.log_rows = Counter(
             "forecast_log_rows",
             "Prediction and audit log rows by what became of them: written, refused (set aside "

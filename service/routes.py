@@ -331,14 +331,14 @@ def models(caller: ScoringCaller, state: StateDep):
     "/admin/reload",
     response_model=ReloadOut,
     responses=PROBLEMS,
-    summary="Reload the store and any champion whose version moved (admin)",
+    summary="Reload the store and any champion whose version moved, in every worker and "
+    "instance (admin)",
+    description="Done at once by the process that answers, and by every other process of the "
+    "service (every worker, every instance sharing the service database) within "
+    "`FORECAST_SYNC_SECONDS` (2 s by default).",
 )
 async def reload(caller: Admin, state: StateDep):
-    def work() -> list[str]:
-        state.load_store()
-        return state.load_models(retry_refused=True)
-
-    changed = await run_in_threadpool(work)
+    changed = await run_in_threadpool(state.reload, caller.key_id)
     return ReloadOut(models=_serving(state), changed=changed)
 
 

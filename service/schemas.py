@@ -973,6 +973,7 @@ class ReadyOut(BaseModel):
                     "models": {"deal-win": "3", "account-churn": "2"},
                     "problems": [],
                     "refused": [],
+                    "store": "20261115T000000-3f2a",
                 }
             ]
         }
@@ -981,6 +982,9 @@ class ReadyOut(BaseModel):
     ready: bool
     models: dict[str, str | None]
     problems: list[str]
+    store: str | None = Field(
+        default=None, description="The version of the CRM store this process serves from."
+    )
     refused: list[str] = Field(
         default_factory=list,
         description="Newer champion versions refused at load (the older ones keep serving).",

@@ -34,6 +34,7 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 
 import uvicorn
+from prometheus_client.multiprocess import mark_process_dead
 
 from forecast.settings import SettingsError, disable_telemetry, get_settings
 from service.metrics import MULTIPROCESS_DIR
@@ -101,6 +102,8 @@ def serve(args: argparse.Namespace, channel: socket.socket | None = None) -> Non
     else:
         DispatchedServer(config, not_ready, channel).run()
 
+
+CRASH_LOOP_SECONDS = 30.0  # a worker dying younger than this is restarted after a pause
 
 # what the supervisor and a worker say over their channel (besides passing connections)
 READY = b"ready"  # worker: champions loaded, send connections
@@ -196,23 +199,36 @@ class Supervisor:
     def __init__(
         self,
         listener: socket.socket,
-        channels: list[socket.socket],
-        workers: list[multiprocessing.process.BaseProcess],
+        start_worker: Callable[[int], tuple[socket.socket, BaseProcess]],
+        workers: int,
         grace: float,
     ):
         self.listener = listener
-        self.channels = channels
-        self.workers = workers
+        self.start_worker = start_worker
         self.grace = grace
-        self.alive = set(range(len(workers)))
+        self.channels: dict[int, socket.socket] = {}  # per slot, its worker's
+        self.workers: dict[int, BaseProcess] = {}
+        self.started_at: dict[int, float] = {}
+        self.crashes = dict.fromkeys(range(workers), 0)  # quick deaths in a row, per slot
+        self.restart_at: dict[int, float] = {}  # slots waiting for a new worker
+        self.alive: set[int] = set()
         self.ready: list[int] = []  # workers taking connections, in turn
         self.turn = 0
         self.listening = False  # from when every living worker is ready
         self.stop_at: float | None = None
         self.selector = selectors.DefaultSelector()
+        for i in range(workers):
+            self._start(i)
+
+    def _start(self, i: int) -> None:
+        channel, worker = self.start_worker(i)
+        self.channels[i], self.workers[i], self.started_at[i] = channel, worker, time.monotonic()
+        self.selector.register(channel, selectors.EVENT_READ, i)
+        self.alive.add(i)
 
     def run(self) -> int:
-        """Until a signal's grace is over (or no worker is left); 0 when every worker exits 0."""
+        """Until a signal's grace is over; 0 when every worker exits 0. A worker that dies
+        meanwhile is replaced (see `_gone`)."""
         wake_r, wake_w = socket.socketpair()
         wake_r.setblocking(False)
         wake_w.setblocking(False)
@@ -220,12 +236,12 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._signal)
         signal.signal(signal.SIGINT, self._signal)
         self.selector.register(wake_r, selectors.EVENT_READ)
-        for i, channel in enumerate(self.channels):
-            self.selector.register(channel, selectors.EVENT_READ, i)
         try:
-            while self.alive and (self.stop_at is None or time.monotonic() < self.stop_at):
-                timeout = None if self.stop_at is None else max(0, self.stop_at - time.monotonic())
-                for key, _ in self.selector.select(timeout):
+            while self.alive or self.restart_at:
+                if self.stop_at is not None and time.monotonic() >= self.stop_at:
+                    break
+                self._restart_due()
+                for key, _ in self.selector.select(self._timeout()):
                     if key.fileobj is self.listener:
                         self._dispatch()
                     elif key.fileobj is wake_r:
@@ -236,14 +252,26 @@ class Supervisor:
         finally:
             # refuse new connections, then tell each worker none will come: they drain and exit
             self.listener.close()
-            for channel in self.channels:
+            for channel in self.channels.values():
                 channel.close()
             signal.set_wakeup_fd(-1)
             wake_r.close()
             wake_w.close()
-        for worker in self.workers:
+        for worker in self.workers.values():
             worker.join()
-        return 0 if all(w.exitcode == 0 for w in self.workers) else 1
+        return 0 if all(w.exitcode == 0 for w in self.workers.values()) else 1
+
+    def _timeout(self) -> float | None:
+        """Until the grace ends or a slot's new worker is due, whichever is first."""
+        due = [*self.restart_at.values(), *([self.stop_at] if self.stop_at is not None else [])]
+        return max(0.0, min(due) - time.monotonic()) if due else None
+
+    def _restart_due(self) -> None:
+        for i, at in list(self.restart_at.items()):
+            if time.monotonic() >= at and self.stop_at is None:
+                del self.restart_at[i]
+                log.warning("starting a new worker %d", i)
+                self._start(i)
 
     def _signal(self, sig: int, frame: FrameType | None) -> None:
         if self.stop_at is not None:  # a second signal: stop at once
@@ -267,17 +295,35 @@ class Supervisor:
         if message == READY:
             self.ready.append(i)
         else:
-            log.error("worker %d (pid %s) is gone", i, self.workers[i].pid)
-            self.selector.unregister(self.channels[i])
-            self.alive.discard(i)
-            if i in self.ready:
-                self.ready.remove(i)
+            self._gone(i)
         if not self.listening and self.ready and set(self.ready) == self.alive:
             self.listener.listen(2048)
             self.listener.setblocking(False)
             self.selector.register(self.listener, selectors.EVENT_READ)
             self.listening = True
             log.info("%d workers ready on %s:%d", len(self.ready), *self.listener.getsockname())
+
+    def _gone(self, i: int) -> None:
+        """A worker died (or stopped): out of the turn; replaced unless the service is
+        stopping, at once the first time, after a growing pause if it keeps dying young."""
+        worker = self.workers[i]
+        worker.join(timeout=5)
+        if os.environ.get(MULTIPROCESS_DIR):  # its live gauges leave /metrics; counters stay
+            mark_process_dead(worker.pid, os.environ[MULTIPROCESS_DIR])
+        self.selector.unregister(self.channels[i])
+        self.channels[i].close()
+        self.alive.discard(i)
+        if i in self.ready:
+            self.ready.remove(i)
+        if self.stop_at is not None:
+            log.info("worker %d (pid %s) stopped", i, worker.pid)
+            return
+        young = time.monotonic() - self.started_at[i] < CRASH_LOOP_SECONDS
+        self.crashes[i] = self.crashes[i] + 1 if young else 0
+        pause = min(2.0 ** self.crashes[i] - 1, 30.0)
+        log.error("worker %d (pid %s) died (exit %s): a new one in %.0f s",
+                  i, worker.pid, worker.exitcode, pause)  # fmt: skip
+        self.restart_at[i] = time.monotonic() + pause
 
     def _dispatch(self) -> None:
         """Every waiting connection to the next worker in turn (one that fails is skipped)."""
@@ -312,18 +358,18 @@ def serve_workers(args: argparse.Namespace) -> int:
     os.environ[MULTIPROCESS_DIR] = metrics_dir
     # spawn, not fork: each worker imports and loads on its own, with no parent threads copied
     context = multiprocessing.get_context("spawn")
-    channels: list[socket.socket] = []
-    workers: list[BaseProcess] = []
-    for i in range(args.workers):
+
+    def start_worker(i: int) -> tuple[socket.socket, BaseProcess]:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         worker = context.Process(target=serve, args=(args, theirs), name=f"worker-{i}")
         worker.start()
         theirs.close()
         ours.setblocking(False)  # a worker that stops reading is skipped, never waited for
-        channels.append(ours)
-        workers.append(worker)
+        return ours, worker
+
+    grace = get_settings().shutdown_grace_seconds
     try:
-        return Supervisor(listener, channels, workers, get_settings().shutdown_grace_seconds).run()
+        return Supervisor(listener, start_worker, args.workers, grace).run()
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 

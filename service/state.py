@@ -27,6 +27,7 @@ from forecast.explain.scorers import Scorer
 from forecast.features.records import StoredCrm
 from forecast.settings import Settings
 from service import predlog  # noqa: F401 (registers the log tables on the shared metadata)
+from service.in_step import latest_reload, request_reload
 from service.keys import KeyCache, engine_for, ensure_tables
 from service.logwriter import LogWriter
 from service.metrics import Metrics
@@ -148,36 +149,71 @@ class ServiceState:
         self._database_checked: tuple[float, str | None] = (0.0, None)
         self._stopping = threading.Event()
         self._poller: threading.Thread | None = None
+        self._reload_seen = 0  # the last reload request (service.in_step) this process did
+        self.store_version: str | None = None  # the store version loaded
 
     # --- start-up, polling, reload and shutdown -------------------------------------------
 
     def start(self) -> None:
         ensure_tables(self.engine)
+        self._reload_seen = latest_reload(self.engine)  # asked before this start: done by it
         self.logs.start()
         self.load_store()
         self.load_models()
         self.ready = True
 
     def start_polling(self) -> None:
-        """Check the champion aliases every `model_poll_seconds` in a background thread."""
-        seconds = self.settings.model_poll_seconds
-        if seconds <= 0 or self._poller is not None:
+        """Keep this process in step in a background thread (see `service.in_step`): every
+        `sync_seconds` a reload asked of any process and a new store import; every
+        `model_poll_seconds` the champion aliases."""
+        settings = self.settings
+        every = [s for s in (settings.sync_seconds, settings.model_poll_seconds) if s > 0]
+        if not every or self._poller is not None:
             return
         self._stopping.clear()
         self._poller = threading.Thread(
-            target=self._poll, args=(seconds,), name="champion-poller", daemon=True
+            target=self._poll, args=(min(every),), name="in-step-poller", daemon=True
         )
         self._poller.start()
 
-    def _poll(self, seconds: float) -> None:
-        while not self._stopping.wait(seconds):
+    def _poll(self, tick: float) -> None:
+        models_every = self.settings.model_poll_seconds
+        models_due = time.monotonic() + models_every
+        while not self._stopping.wait(tick):
             try:
-                changed = self.load_models()
+                if self.settings.sync_seconds > 0:
+                    self._keep_in_step()
+                if models_every > 0 and time.monotonic() >= models_due:
+                    models_due = time.monotonic() + models_every
+                    self._say_swapped(self.load_models())
+            except sa.exc.SQLAlchemyError as err:  # the database away: /readyz says so
+                log.debug("checking for reload requests failed: %s", err)
             except Exception:  # the registry may be briefly unreachable: the serving ones stay
                 log.exception("checking the champion aliases failed")
-                continue
-            for name in changed:
-                log.info("now serving %s version %s", name, self.models[name].version)
+
+    def _keep_in_step(self) -> None:
+        from forecast.data.store import current_version
+
+        latest = latest_reload(self.engine)
+        if latest > self._reload_seen:
+            self._reload_seen = latest
+            log.info("reload %d asked for: reloading the store and the champions", latest)
+            self.load_store()
+            self._say_swapped(self.load_models(retry_refused=True))
+        elif current_version() != self.store_version:
+            log.info("a new store version is current: reloading it")
+            self.load_store()
+
+    def _say_swapped(self, changed: list[str]) -> None:
+        for name in changed:
+            log.info("now serving %s version %s", name, self.models[name].version)
+
+    def reload(self, caller: str) -> list[str]:
+        """Reload the store and the champions here, and ask every other process to (within
+        `sync_seconds`); returns the names whose version changed here."""
+        self._reload_seen = request_reload(self.engine, caller)
+        self.load_store()
+        return self.load_models(retry_refused=True)
 
     def database_problem(self, *, now: bool = False) -> str | None:
         """Why the service database (keys, sessions, logs) cannot be read, or None; asked of
@@ -217,9 +253,10 @@ class ServiceState:
         self.logs.close()
 
     def load_store(self) -> None:
-        from forecast.data.store import StoreError, read_store
+        from forecast.data.store import StoreError, current_version, read_store
 
         try:
+            version = current_version()
             tables = read_store()
             deals, accounts = tables.deals, tables.accounts
             self.deal_owners = dict(zip(deals["deal_id"], deals["rep_id"], strict=True))
@@ -229,7 +266,9 @@ class ServiceState:
             self.account_owners = customers | dict(owners)
             self.tables, self.stored_crm = tables, StoredCrm.of(tables)
             self.store_problem = None
+            self.store_version = version
             self.store_generation += 1
+            self.metrics.store_loads.inc()
         except StoreError as err:
             self.tables, self.stored_crm, self.store_problem = None, None, str(err)
 

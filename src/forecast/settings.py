@@ -61,6 +61,13 @@ class Settings(BaseSettings):
         description="How often the service checks whether a champion alias moved (0: never; "
         "`POST /v1/admin/reload` still works).",
     )
+    sync_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="How often each service process checks for a reload asked of any other "
+        "(every worker, every instance sharing the service database) and for a newly imported "
+        "store (0: never).",
+    )
     key_cache_seconds: float = Field(
         default=5.0,
         ge=0,

@@ -46,6 +46,11 @@ def _get(url: str) -> tuple[int, dict]:
         return err.code, json.loads(err.read())
 
 
+def _metrics(base: str) -> str:
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as answer:
+        return answer.read().decode()
+
+
 def _batches_reached(base: str) -> int:
     """Score batches the service has taken: answered, or being answered (besides this call)."""
     with urllib.request.urlopen(base + "/metrics", timeout=10) as answer:
@@ -217,18 +222,67 @@ def test_two_workers_take_connections_in_turn_and_stop_after_the_grace(trained_h
             server.kill()
 
 
-def test_a_worker_that_dies_leaves_the_turn_and_the_other_serves(trained_home: Path):
+def _workers(server: subprocess.Popen) -> list[int]:
+    children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+    spawned = [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    return sorted(int(c) for c in spawned)  # the workers (their log writers are theirs)
+
+
+def test_a_worker_that_dies_is_replaced_and_the_other_serves_meanwhile(trained_home: Path):
     server, port = _start_workers(trained_home)
     try:
-        children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
-        workers = [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
-        assert len(workers) == 2
-        os.kill(int(workers[0]), signal.SIGKILL)
+        before = _workers(server)
+        assert len(before) == 2
+        os.kill(before[0], signal.SIGKILL)
         time.sleep(0.5)  # the supervisor hears its channel close
         answers = [_get(f"http://127.0.0.1:{port}/healthz")[0] for _ in range(10)]
         assert answers == [200] * 10, "every new connection goes to the living worker"
+        deadline = time.monotonic() + 120
+        while len(now := _workers(server)) < 2 or before[0] in now:
+            assert time.monotonic() < deadline, "the dead worker was not replaced"
+            time.sleep(0.5)
+        assert now[0] != before[0] and before[1] in now
+
+        # the new worker joins the turn once it has loaded its champions; the dead one's
+        # count has left /metrics
+        def in_turn(answered: dict[str, int]) -> bool:
+            return set(answered) == {str(p) for p in now} and all(answered.values())
+
+        while not in_turn(answered := _answered_per_worker(_metrics(f"http://127.0.0.1:{port}"))):
+            assert time.monotonic() < deadline, f"not both workers in the turn: {answered}"
+            _get(f"http://127.0.0.1:{port}/healthz")
+            time.sleep(0.2)
         server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=EXIT_BOUND) == 1, "a worker did not exit 0"
+        assert server.wait(timeout=EXIT_BOUND) == 0, "every worker of the end exited 0"
+    finally:
+        if server.poll() is None:
+            server.kill()
+
+
+def _store_loads(metrics: str) -> int:
+    found = re.search(r"^forecast_store_loads_total (\S+)$", metrics, re.M)
+    return int(float(found.group(1))) if found else 0
+
+
+def test_a_reload_asked_of_one_worker_is_done_by_every_worker(trained_home: Path):
+    server, port = _start_workers(trained_home, sync_seconds="0.3", model_poll_seconds="0")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert _store_loads(_metrics(base)) == 2, "one load per worker"
+        key = create_key(engine_for(f"sqlite:///{trained_home / 'service.db'}"), "admin")
+        request = urllib.request.Request(
+            base + "/v1/admin/reload", b"", {"X-API-Key": key}, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            assert answer.status == 200
+        deadline = time.monotonic() + 30
+        while _store_loads(_metrics(base)) < 4:
+            assert time.monotonic() < deadline, "the other worker did not reload"
+            time.sleep(0.2)
+        time.sleep(1.0)
+        assert _store_loads(_metrics(base)) == 4, "once each, no more"
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=EXIT_BOUND) == 0
     finally:
         if server.poll() is None:
             server.kill()

@@ -179,6 +179,11 @@ def current_path(store: Path | None = None) -> Path:
     return _current_folder(_root(store))
 
 
+def current_version(store: Path | None = None) -> str | None:
+    """The current version's id (a link read: cheap enough to poll), None when there is none."""
+    return _current(_root(store))
+
+
 def store_manifest(store: Path | None = None) -> dict:
     """The current version's manifest, plus its `version` id.
 
