@@ -200,7 +200,7 @@ class ServiceState:
             log.info("reload %d asked for: reloading the store and the champions", latest)
             self.load_store()
             self._say_swapped(self.load_models(retry_refused=True))
-        elif current_version() != self.store_version:
+        elif current_version(self.settings.store_path) != self.store_version:
             log.info("a new store version is current: reloading it")
             self.load_store()
 
@@ -256,8 +256,8 @@ class ServiceState:
         from forecast.data.store import StoreError, current_version, read_store
 
         try:
-            version = current_version()
-            tables = read_store()
+            version = current_version(self.settings.store_path)
+            tables = read_store(self.settings.store_path)
             deals, accounts = tables.deals, tables.accounts
             self.deal_owners = dict(zip(deals["deal_id"], deals["rep_id"], strict=True))
             # a customer of an order export may be known by its orders only: owned by no rep
