@@ -67,8 +67,8 @@ format: $(STAMP) ## Format the code and fix what ruff can
 
 bench: bench-generate bench-features bench-explain bench-revenue ## Run the main benchmarks
 
-bench-service: $(STAMP) ## The service (1 deal with reasons) vs `mlflow models serve`, 2 workers each, concurrency 8
-	$(BIN)/python benchmarks/serving.py --workers 2
+bench-service: $(STAMP) ## The service (1 deal with reasons) vs `mlflow models serve`, 2 workers each, concurrency 8; then with 4 heavy scenarios running
+	$(BIN)/python benchmarks/serving.py --workers 2 --heavy-scenarios 4
 
 bench-revenue: $(STAMP) ## Revenue simulation: 100,000 open deals x 10,000 draws over the tree
 	$(BIN)/python benchmarks/revenue_simulation.py

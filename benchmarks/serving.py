@@ -29,9 +29,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
+
+import pandas as pd
 
 GOAL_RATIO = 5.0
 GOAL_P99_MS = 20.0
@@ -404,6 +408,52 @@ def measure(name: str, port: int, request: str, pid: int, args: argparse.Namespa
     return figures
 
 
+class HeavyScenarios:
+    """`count` callers each asking a scenario that adds 1,000 deals, over and over, while the
+    scoring load is measured (issue 18: scoring keeps its p99 with heavy scenarios running)."""
+
+    def __init__(self, port: int, keys: list[str], body: bytes, quarter: str):
+        self.url = f"http://127.0.0.1:{port}/v1/forecast/{quarter}:scenario"
+        self.keys, self.body = keys, body
+        self.stopping = threading.Event()
+        self.seconds: list[float] = []
+        self.statuses: dict[int, int] = {}
+        self.threads = [threading.Thread(target=self._ask, args=(k,)) for k in keys]
+
+    def __enter__(self) -> HeavyScenarios:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join()
+
+    def _ask(self, key: str) -> None:
+        headers = {"Content-Type": "application/json", "X-API-Key": key}
+        while not self.stopping.is_set():
+            request = urllib.request.Request(self.url, self.body, headers, method="POST")
+            start = time.perf_counter()
+            try:
+                with urllib.request.urlopen(request, timeout=300) as answer:
+                    status = answer.status
+            except urllib.error.HTTPError as err:
+                status = err.code
+                time.sleep(float(err.headers.get("Retry-After", 1)))
+            if status == 200:
+                self.seconds.append(time.perf_counter() - start)
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+
+    def summary(self) -> str:
+        done = sorted(self.seconds)
+        median = f"{done[len(done) // 2]:.2f} s" if done else "-"
+        return (
+            f"{len(self.keys)} callers asking scenarios that add 1,000 deals: answers by status "
+            f"{dict(sorted(self.statuses.items()))}, median {median} each"
+        )
+
+
 def machine_speed_ms() -> float:
     """Milliseconds a fixed pure-Python loop takes (best of 5): the same code measures faster
     or slower as the host's other tenants allow, so each run prints it beside its figures."""
@@ -445,6 +495,14 @@ def compare(home: Path, ours: dict[str, str], deal: dict, args: argparse.Namespa
             results.append(
                 measure(name, port, request.replace("PORT", str(port)), server.pid, args)
             )
+        if args.heavy:
+            name, request = next(iter(ours.items()))
+            with HeavyScenarios(port, *args.heavy) as heavy:
+                time.sleep(2)  # the scenarios under way
+                loaded = measure(name, port, request.replace("PORT", str(port)), server.pid, args)
+            loaded["name"] = f"{name[:20]}, scenarios running"
+            results.append(loaded)
+            print(heavy.summary())
     finally:
         stop(server)
     if not args.no_peer:
@@ -547,6 +605,26 @@ def soak(home: Path, request: str, args: argparse.Namespace) -> None:
         stop(server)
 
 
+def _heavy(count: int) -> tuple[list[str], bytes, str]:
+    """Admin keys of `count` callers, and a scenario body adding 1,000 deals to this quarter."""
+    from forecast.data.store import read_store
+    from forecast.settings import get_settings
+    from service.keys import create_key, engine_for
+
+    tables = read_store()
+    engine = engine_for(get_settings().service_database_url)
+    keys = [create_key(engine, "admin", label=f"bench heavy {i}") for i in range(count)]
+    reps = tables.reps.loc[tables.reps["role"] == "rep", "rep_id"].tolist()
+    close = (tables.as_of + pd.Timedelta(days=20)).date().isoformat()
+    added = [
+        {"deal_id": f"BENCH-{i}", "rep_id": reps[i % len(reps)], "amount": 25_000.0,
+         "stage": "proposal", "expected_close": close}
+        for i in range(1000)
+    ]  # fmt: skip
+    body = json.dumps({"name": "bench", "add": added}).encode()
+    return keys, body, str(tables.as_of.to_period("Q"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, help="a FORECAST_HOME with a deal-win champion")
@@ -567,6 +645,12 @@ def main() -> None:
     parser.add_argument("--rss-every", type=float, default=10.0, help="seconds between RSS samples")
     parser.add_argument(
         "--records-only", action="store_true", help="measure the record form only (not features)"
+    )
+    parser.add_argument(
+        "--heavy-scenarios",
+        type=int,
+        default=0,
+        help="also measure scoring while N callers ask scenarios adding 1,000 deals each",
     )
     parser.add_argument("--client", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -593,6 +677,7 @@ def main() -> None:
     # the record form (features computed from the store per request) is what a CRM sends
     as_of = "2026-11-15T00:00:00Z"
     record = ours("/v1/deals:score", {"as_of": as_of, "deals": [one_open_deal_record()]})
+    args.heavy = _heavy(args.heavy_scenarios) if args.heavy_scenarios else None
     if args.soak:
         soak(home, record, args)
     else:

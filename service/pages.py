@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, quote
 
 import numpy as np
 import pandas as pd
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -487,8 +487,17 @@ async def forecast_scenario(request: Request, who: ViewerDep) -> Response:
         problem = f"by days: how many days should {slip} slip? (e.g. 60)"
     ask = ScenarioAsk(remove, slip, days, problem)
     level, node = form.get("level") or None, form.get("node") or None
-    # the simulation is CPU work: off the event loop, like the sync pages
-    return await run_in_threadpool(_forecast_page, request, who, level, node, ask)
+    # the simulation is CPU work: off the event loop, like the sync pages, and in the
+    # process's turn of heavy work (as the API's scenarios)
+
+    def page() -> Response:
+        try:
+            with who.state.heavy.turn(who.principal.key_id):
+                return _forecast_page(request, who, level, node, ask)
+        except HTTPException as busy:  # 429 or 503 from the turn: said on a page
+            raise PageError(busy.status_code, str(busy.detail)) from None
+
+    return await run_in_threadpool(page)
 
 
 # --- pipeline and deals ---------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from forecast.explain.scorers import Scorer
 from forecast.features.records import StoredCrm
 from forecast.settings import Settings
 from service import predlog  # noqa: F401 (registers the log tables on the shared metadata)
+from service.heavy import HeavyWork
 from service.in_step import latest_reload, request_reload
 from service.keys import KeyCache, engine_for, ensure_tables
 from service.logwriter import LogWriter
@@ -120,6 +121,7 @@ class ServiceState:
         self.engine: sa.Engine = engine_for(settings.service_database_url)
         self.keys = KeyCache(self.engine, settings.key_cache_seconds)
         self.metrics = Metrics()
+        self.heavy = HeavyWork()  # scenarios: one at a time, one per caller (service.heavy)
         self.logs = LogWriter(
             self.engine,
             settings.log_spool,

@@ -149,17 +149,22 @@ class Scenario:
         self, deals: pd.DataFrame, window: Window, win_scorer: WinScorer | None
     ) -> pd.DataFrame:
         rows = []
+        known = set(deals["deal_id"])
+        typical: dict[tuple[str, str], dict] = {}  # one template per stage and rep, not per deal
         for deal in self.add:
             if deal.stage not in OPEN_STAGES:
                 raise ValueError(f"added deal {deal.deal_id}: stage must be open, not {deal.stage}")
-            if deal.deal_id in set(deals["deal_id"]):
+            if deal.deal_id in known:
                 raise ValueError(f"added deal {deal.deal_id} is already in the pipeline")
-            same = deals[(deals["stage"] == deal.stage) & (deals["rep_id"] == deal.rep_id)]
-            if same.empty:
-                same = deals[deals["stage"] == deal.stage]
-            if same.empty:
-                same = deals
-            template = _typical_row(same)
+            key = (deal.stage, deal.rep_id)
+            if key not in typical:
+                same = deals[(deals["stage"] == deal.stage) & (deals["rep_id"] == deal.rep_id)]
+                if same.empty:
+                    same = deals[deals["stage"] == deal.stage]
+                if same.empty:
+                    same = deals
+                typical[key] = _typical_row(same)
+            template = dict(typical[key])
             template.update(
                 {
                     "deal_id": deal.deal_id,
