@@ -8,7 +8,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test fuzz lint format bench bench-generate bench-features bench-explain bench-revenue bench-service bench-real book-checks docs lock clean train mlflow-ui cards
+.PHONY: help venv run test fuzz lint format bench bench-generate bench-features bench-explain bench-revenue bench-service bench-real book-checks docs lock clean train mlflow-ui cards team
 
 help: ## Show this list
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -44,12 +44,15 @@ train: $(STAMP) ## Train the deal win model on the stored CRM via `mlflow run` (
 cards: $(STAMP) ## Copy the model cards of the last runs ($$FORECAST_HOME/models) into models/
 	cp "$$($(BIN)/python -c 'from forecast.training.shared import default_card_dir as d; print(d())')"/*.md models/
 
+team: $(STAMP) ## An MLflow server on PostgreSQL and two service instances switching champions together (docs/deploy.md)
+	$(BIN)/python deploy/team.py
+
 mlflow-ui: $(STAMP) ## Open the MLflow UI on the local store at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri "$(TRACKING_URI)" --host 127.0.0.1
 
 test: $(STAMP) ## Run the whole test suite (PostgreSQL tests need FORECAST_TEST_POSTGRES_URL)
-	$(BIN)/ruff check src service tests benchmarks
-	$(BIN)/ruff format --check src service tests benchmarks
+	$(BIN)/ruff check src service tests benchmarks deploy
+	$(BIN)/ruff format --check src service tests benchmarks deploy
 	$(BIN)/mypy
 	$(BIN)/pytest -n 2 --dist loadfile
 
@@ -57,13 +60,13 @@ fuzz: $(STAMP) ## schemathesis over the service's OpenAPI schema, 1,000 cases pe
 	FORECAST_FUZZ_CASES=$${FORECAST_FUZZ_CASES:-1000} $(BIN)/pytest tests/service/test_fuzz.py -n 0 -s -q
 
 lint: $(STAMP) ## Lint, check formatting and types
-	$(BIN)/ruff check src service tests benchmarks
-	$(BIN)/ruff format --check src service tests benchmarks
+	$(BIN)/ruff check src service tests benchmarks deploy
+	$(BIN)/ruff format --check src service tests benchmarks deploy
 	$(BIN)/mypy
 
 format: $(STAMP) ## Format the code and fix what ruff can
-	$(BIN)/ruff check --fix src service tests benchmarks
-	$(BIN)/ruff format src service tests benchmarks
+	$(BIN)/ruff check --fix src service tests benchmarks deploy
+	$(BIN)/ruff format src service tests benchmarks deploy
 
 bench: bench-generate bench-features bench-explain bench-revenue ## Run the main benchmarks
 

@@ -621,10 +621,9 @@ def forecast_scenario(
     state: StateDep,
 ):
     serving = state.champion(DEAL_MODEL)
-    with state.heavy.turn(caller.key_id):  # one at a time: scoring keeps its milliseconds
-        base = state.quarter_forecast(quarter)
+    with state.heavy.turn(caller.key_id):  # one at a time, in a process of their own
         try:
-            changed = state.quarter_forecast(quarter, body.to_scenario())
+            base, changed = state.scenario_forecasts(quarter, body.to_scenario())
         except KeyError as err:  # in reach, but not open at as-of (closed, or not in the quarter)
             raise invalid(("body",), str(err.args[0]), None) from None
         except ValueError as err:

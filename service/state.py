@@ -32,6 +32,8 @@ from service.in_step import latest_reload, request_reload
 from service.keys import KeyCache, engine_for, ensure_tables
 from service.logwriter import LogWriter
 from service.metrics import Metrics
+from service.scenarios import ScenarioProcess, ScenarioTimeoutError
+from service.scenarios import Serving as ServingVersions
 
 if TYPE_CHECKING:
     from forecast.explain.account_scoring import AccountScore
@@ -105,6 +107,7 @@ UNAVAILABLE = (  # what keeps a request from being answered now: 503 (see `unava
     OrgTreeUnavailableError,
     StoreUnavailableError,
     sa.exc.SQLAlchemyError,
+    ScenarioTimeoutError,
 )
 
 
@@ -122,6 +125,7 @@ class ServiceState:
         self.keys = KeyCache(self.engine, settings.key_cache_seconds)
         self.metrics = Metrics()
         self.heavy = HeavyWork()  # scenarios: one at a time, one per caller (service.heavy)
+        self.scenarios = ScenarioProcess(settings, config, settings.scenario_budget_seconds)
         self.logs = LogWriter(
             self.engine,
             settings.log_spool,
@@ -252,6 +256,7 @@ class ServiceState:
         if self._poller is not None:
             self._poller.join(timeout=60)  # a load in progress finishes; nothing is swapped after
             self._poller = None
+        self.scenarios.stop()
         self.logs.close()
 
     def load_store(self) -> None:
@@ -300,7 +305,7 @@ class ServiceState:
                 if not retry_refused and self._refused_versions.get(name) == version:
                     continue
                 try:
-                    serving = self._load(name, version)
+                    serving = self.load_version(name, version)
                 except Exception as err:  # a corrupt or unloadable version is refused
                     self._refuse(name, version, err, serving=current)
                     continue
@@ -327,7 +332,8 @@ class ServiceState:
         self._refused_versions[name] = version
         self.metrics.count_refusal(name)
 
-    def _load(self, name: str, version: str) -> Serving:
+    def load_version(self, name: str, version: str) -> Serving:
+        """Load (never train) one registered version, checked as a champion is."""
         import mlflow
         from mlflow.models import Model
 
@@ -474,6 +480,23 @@ class ServiceState:
             return forecast
         scores = list(self.account_scores(churn).values())
         return with_revenue_at_risk(forecast, at_risk_by_owner(scores), tables.reps)
+
+    def scenario_forecasts(
+        self, quarter: str, scenario: Scenario
+    ) -> tuple[QuarterForecast, QuarterForecast]:
+        """The quarter's base and scenario forecasts, drawn by the scenario process (see
+        `service.scenarios`) with the champions and store this process serves.
+
+        Raises:
+            ModelMissingError, StoreUnavailableError: nothing to forecast with.
+            KeyError, ValueError: a scenario naming an unknown deal, rep or stage.
+            ScenarioTimeoutError: past the budget (`scenario_budget_seconds`).
+        """
+        deal_win, churn = self.champion(DEAL_MODEL), self.models.get(CHURN_MODEL)
+        self.store()
+        churn_version = churn.version if churn is not None else None
+        serving = ServingVersions(deal_win.version, churn_version, self.store_version)
+        return self.scenarios.forecasts(quarter, scenario, serving)
 
     def detail(self, name: str) -> str | None:
         """Why a model is not serving, or which newer version was refused."""

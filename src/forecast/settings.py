@@ -52,6 +52,11 @@ class Settings(BaseSettings):
         "company's) only when at least this many people in it are out of their sight: fewer, "
         "and subtracting their own would reveal a colleague's.",
     )
+    scenario_budget_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Longest a scenario may run before it is stopped and answered 503.",
+    )
     dashboard_session_hours: float = Field(
         default=8.0, gt=0, description="How long a dashboard sign-in lasts before asking again."
     )

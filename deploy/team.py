@@ -1,0 +1,229 @@
+"""`make team`: the service as a team runs it, on this machine (docs/deploy.md).
+
+- an MLflow tracking server (`mlflow server`) whose runs and registry live in PostgreSQL and
+  whose artifacts it serves itself from an artifact root;
+- two service instances on their own ports (each its own FORECAST_HOME, so its own log spool),
+  sharing the PostgreSQL service database (keys, sessions, prediction and audit logs, reload
+  requests), the MLflow server and the CRM store;
+- models trained against the server and promoted through its registry; then the champion
+  alias moved by hand and one instance asked to reload: both serve the new version.
+
+Every step prints what it did; the end prints a table of what each instance served. It exits 0
+when both instances switched, 1 otherwise (with what was seen).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+
+import sqlalchemy as sa
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def say(text: str) -> None:
+    print(f"[team] {text}", flush=True)
+
+
+def fresh_database(admin_url: str, name: str) -> str:
+    """An empty PostgreSQL database `name` (dropped first if it exists); its URL."""
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def get(url: str, key: str | None = None, data: bytes | None = None) -> tuple[int, dict]:
+    headers = {"X-API-Key": key} if key else {}
+    method = "POST" if data is not None else "GET"
+    request = urllib.request.Request(url, data, headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def wait(what: str, check, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"[team] {what}: not within {seconds:.0f} s")
+        time.sleep(0.5)
+
+
+def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    say(f"$ {' '.join(command)}  (log: {log})")
+    out = log.open("w")
+    return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def run(command: list[str], env: dict[str, str]) -> str:
+    say(f"$ {' '.join(command)}")
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"[team] failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def serving_version(port: int) -> str | None:
+    try:
+        return get(f"http://127.0.0.1:{port}/readyz")[1]["models"].get("deal-win")
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get(
+            "FORECAST_TEAM_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+        ),
+        help="a PostgreSQL URL allowed to create databases (FORECAST_TEAM_POSTGRES)",
+    )
+    parser.add_argument("--deals", type=int, default=3000, help="size of the generated world")
+    parser.add_argument("--workdir", type=Path, help="where to keep homes and logs (default: temp)")
+    args = parser.parse_args()
+    root = args.workdir or Path(tempfile.mkdtemp(prefix="forecast-team-"))
+    root.mkdir(parents=True, exist_ok=True)
+    say(f"working in {root}")
+
+    mlflow_db = fresh_database(args.postgres, "forecast_team_mlflow")
+    service_db = fresh_database(args.postgres, "forecast_team_service")
+    say("PostgreSQL: databases forecast_team_mlflow (MLflow) and forecast_team_service (service)")
+    mlflow_port = free_port()
+    tracking = f"http://127.0.0.1:{mlflow_port}"
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("FORECAST_", "MLFLOW_"))}
+    base |= {
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "FORECAST_TRACKING_URI": tracking,
+        "FORECAST_DATABASE_URL": service_db,
+        "FORECAST_STORE_DIR": str(root / "store"),  # in a team: a volume every instance mounts
+        "FORECAST_SYNC_SECONDS": "1",
+        "FORECAST_MODEL_POLL_SECONDS": "600",  # the switch below comes from the reload
+    }
+    ports = [free_port(), free_port()]
+    homes = [root / f"instance-{i}" for i in (1, 2)]
+    with ExitStack() as stack:
+        server = start(
+            [
+                str(BIN / "mlflow"),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mlflow_port),
+                "--backend-store-uri",
+                mlflow_db,
+                "--artifacts-destination",
+                (root / "artifacts").as_uri(),
+                "--serve-artifacts",
+                "--workers",
+                "1",
+            ],
+            base,
+            root / "mlflow-server.log",
+        )
+        stack.callback(stop, server)
+        wait("the MLflow server", lambda: _answers(f"{tracking}/health"), seconds=120)
+        say(f"MLflow server up at {tracking} (runs in PostgreSQL, artifacts in {root}/artifacts)")
+
+        trainer = base | {"FORECAST_HOME": str(root / "trainer")}
+        forecast = str(BIN / "forecast")
+        run([forecast, "data", "generate", "--deals", str(args.deals), "--quiet"], trainer)
+        run([forecast, "train", "win"], trainer)
+        run([forecast, "train", "churn"], trainer)
+        first = _champion(trainer)
+        say(f"deal-win version {first} is champion in the server's registry")
+
+        instances = []
+        for port, home in zip(ports, homes, strict=True):
+            env = base | {"FORECAST_HOME": str(home)}
+            command = [sys.executable, "-m", "service.serve", "--port", str(port)]
+            instance = start(command, env, home.with_suffix(".log"))
+            stack.callback(stop, instance)
+            instances.append(instance)
+        for port in ports:
+            wait(f"instance on {port}", lambda p=port: serving_version(p) == first)
+        say(f"both instances serve deal-win version {first}")
+
+        run([forecast, "train", "win", "--seed", "1"], trainer)
+        second = str(max(int(v) for v in _versions(trainer)))
+        run([forecast, "models", "promote", "deal-win", second, "--force"], trainer)
+        say(f"deal-win version {second} promoted by hand (the alias moved in the server)")
+        key = run([forecast, "keys", "create", "--role", "admin", "--label", "team"], base).strip()
+        status, body = get(f"http://127.0.0.1:{ports[0]}/v1/admin/reload", key, b"")
+        say(f"POST /v1/admin/reload on instance 1 only: {status}, changed {body.get('changed')}")
+        started = time.monotonic()
+
+        def both_switched() -> bool:
+            return all(serving_version(p) == second for p in ports)
+
+        wait("both instances on the new version", both_switched, seconds=30)
+        took = time.monotonic() - started
+        served = {p: serving_version(p) for p in ports}
+        print("\n| instance | port | deal-win before | deal-win after |")
+        print("| --- | --- | --- | --- |")
+        for i, port in enumerate(ports, 1):
+            print(f"| {i} | {port} | {first} | {served[port]} |")
+        say(f"both instances switched to version {second} within {took:.1f} s of the reload")
+    if not args.workdir:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _registry(env: dict[str, str]) -> list[dict]:
+    text = run([str(BIN / "forecast"), "models", "list", "--json"], env)
+    return [m for m in json.loads(text) if m.get("name") == "deal-win"]
+
+
+def _versions(env: dict[str, str]) -> list[str]:
+    return [str(m["version"]) for m in _registry(env)]
+
+
+def _champion(env: dict[str, str]) -> str:
+    return next(str(m["version"]) for m in _registry(env) if "champion" in str(m.get("aliases")))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
