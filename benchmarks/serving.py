@@ -529,7 +529,7 @@ def compare(home: Path, ours: dict[str, str], deal: dict, args: argparse.Namespa
     print(header())
     for f in results:
         print(row(f))
-    if len(results) > len(ours):
+    if not args.no_peer:
         peer = results[-1]
         for f in results[:-1]:
             print(

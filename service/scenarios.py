@@ -12,7 +12,6 @@ budget is stopped (the process with it; the next one starts afresh) and answered
 
 from __future__ import annotations
 
-import logging
 import multiprocessing
 import multiprocessing.process
 import os
@@ -27,7 +26,6 @@ if TYPE_CHECKING:
     from forecast.settings import Settings
     from service.state import ServiceConfig
 
-log = logging.getLogger(__name__)
 SETTINGS = ("FORECAST_", "MLFLOW_")  # the variables the scenario process reads as the service
 
 
