@@ -8,7 +8,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test fuzz lint format bench bench-generate bench-features bench-explain bench-revenue bench-service bench-real book-checks docs lock clean train mlflow-ui cards team
+.PHONY: help venv run test fuzz lint format bench bench-generate bench-features bench-explain bench-revenue bench-service bench-real book-checks docs lock clean train mlflow-ui cards team drill
 
 help: ## Show this list
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -45,7 +45,10 @@ cards: $(STAMP) ## Copy the model cards of the last runs ($$FORECAST_HOME/models
 	cp "$$($(BIN)/python -c 'from forecast.training.shared import default_card_dir as d; print(d())')"/*.md models/
 
 team: $(STAMP) ## An MLflow server on PostgreSQL and two service instances switching champions together (docs/deploy.md)
-	$(BIN)/python deploy/team.py
+	$(BIN)/python -m deploy.team
+
+drill: $(STAMP) ## Every fault under load (worker killed, PostgreSQL away, SIGTERM, wrong model, spool full): answered vs logged
+	$(BIN)/python -m deploy.drill
 
 mlflow-ui: $(STAMP) ## Open the MLflow UI on the local store at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri "$(TRACKING_URI)" --host 127.0.0.1

@@ -109,6 +109,26 @@ class RowSink:
                 if not self._replay_file(path, claimed):
                     return
 
+    def spill(self, rows: list[Row]) -> None:
+        """Keep `rows` on disk at once, in a spool file of their own left unlocked, for the
+        next replay of any writer (a process too busy to hand them over keeps them so, safe
+        from its own death); never raises."""
+        if not rows:
+            return
+        text = "".join(_line({"table": name, "row": row}) for name, row in rows)
+        try:
+            if _size(self.folder) + len(text) > self.max_bytes:
+                raise OSError(f"the spool is full ({self.max_bytes:,} bytes)")
+            self.folder.mkdir(parents=True, exist_ok=True)
+            name = uuid.uuid4().hex
+            partial = self.folder / f".{name}.partial"  # a replay never reads half a file
+            partial.write_text(text, encoding="utf-8")
+            partial.replace(self.folder / f"spool-{name}.jsonl")
+            self.counts.spooled += len(rows)
+        except OSError as err:
+            log.error("%d log rows are lost: %s", len(rows), err)
+            self.counts.lost += len(rows)
+
     def close(self) -> None:
         self._close_spool()
 

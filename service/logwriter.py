@@ -7,7 +7,8 @@ What the service guarantees about its log rows (README, "What the log keeps"):
 - while the database is away, rows wait in a bounded spool on disk and are written when it
   returns, or at the next start; a shutdown never waits for the database;
 - only a kill -9 loses rows: those handed over in the last `flush_seconds` (0.2 s by default)
-  and not yet passed to the writer process; what reached the writer is still written.
+  and not yet passed to the writer process; what reached the writer is still written, and
+  when the writer lags new rows are spilled to disk rather than queued (see `LogWriter`).
 """
 
 from __future__ import annotations
@@ -53,9 +54,11 @@ class LogWriter:
     the writing waits while requests want the CPU. Done by a thread of the serving process, the
     same writing took the GIL from requests (docs/benchmarks.md).
 
-    If the writer falls behind by more than `max_backlog` items (a machine busy for long), the
-    sender writes the new ones itself through a sink of its own, so nothing waits in memory
-    without bound. `on_counts` hears what the writing did (rows written, refused, spooled...).
+    If the writer falls behind by more than `max_backlog` items (it runs at the lowest
+    priority: on a saturated machine it waits), the sender spills each new window's rows to a
+    spool file of their own instead of queueing them (the writer's next replay writes them),
+    so neither memory nor a kill -9's loss grows with the lag. `on_counts` hears what the
+    writing did (rows written, refused, spooled...).
 
     `flush()` returns once every row handed over before it is written or spooled; `close()` (at
     shutdown) writes or spools what is left and stops the process. Before `start()` and after
@@ -69,7 +72,7 @@ class LogWriter:
         *,
         flush_seconds: float = 0.2,
         max_batch: int = 5000,
-        max_backlog: int = 50_000,
+        max_backlog: int = 250,
         max_spool_bytes: int = 256 * 1024 * 1024,
         on_counts: Callable[[Counts], None] = lambda counts: None,
     ):
@@ -146,8 +149,8 @@ class LogWriter:
         thread.join(timeout)
         process.join(timeout)
         if process.is_alive():
-            log.error("the log writer did not stop within %g s", timeout)
-            process.terminate()
+            log.error("the log writer did not stop within %g s: stopped", timeout)
+            process.kill()  # it ignores SIGTERM (see write_forever); a hung exit is worse
         with self._lock:
             left, self._pending = self._pending, []
             self._thread = self._process = None
@@ -166,6 +169,11 @@ class LogWriter:
         """Items written by this process's own sink (the writer far behind or gone)."""
         before = Counts(*self._sink.counts.astuple())
         self._sink.write(log_rows(items))
+        self.on_counts(self._sink.counts.minus(before))
+
+    def _spill(self, items: list[Item]) -> None:
+        before = Counts(*self._sink.counts.astuple())
+        self._sink.spill(log_rows(items))
         self.on_counts(self._sink.counts.minus(before))
 
     def _send(self) -> None:
@@ -200,16 +208,22 @@ class LogWriter:
                         pipe.send(("rows", batch))
                         unanswered.extend(batch)
                         batch, behind = [], False
-                    elif batch and not behind:
-                        log.warning("the log writer is %d items behind: helping", len(unanswered))
+                    elif batch:  # far behind: on disk now, written by its next replay
+                        if not behind:
+                            log.warning("the log writer is %d items behind: spilling to the "
+                                        "spool", len(unanswered))  # fmt: skip
                         behind = True
-                if batch:  # far behind, or no writer any more
+                        self._spill(batch)
+                        batch = []
+                if batch:  # no writer any more
                     self._write_here(batch)
                 if pipe is not None and (waiters or closing):
                     pipe.send(("stop" if closing else "flush", None))
                     while isinstance(answer := pipe.recv(), tuple):  # counts, then the answer
                         answered(*answer)
-            except (OSError, EOFError):
+            except Exception as err:  # the pipe broke (the writer is gone), or worse
+                if not isinstance(err, OSError | EOFError):
+                    log.exception("the log sender failed: writing the rows here from now on")
                 log.error(
                     "the log writer process is gone: this process writes the rows from now on, "
                     "%d it had not written first",

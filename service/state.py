@@ -245,8 +245,9 @@ class ServiceState:
         database unreachable (never its SQL: the caller is told to retry)."""
         if not isinstance(err, sa.exc.SQLAlchemyError):
             return str(err), {}
-        log.warning("a request could not read the service database: %s", err)
-        self._database_checked = (0.0, self._database_checked[1])  # /readyz asks it at once
+        if self._database_checked[1] is None:  # said once per outage, not per request
+            log.warning("a request could not read the service database: %s", err)
+        self._database_checked = (0.0, DATABASE_AWAY)  # /readyz asks it again at once
         return f"{DATABASE_AWAY}: try again shortly", {"Retry-After": str(RETRY_AFTER_SECONDS)}
 
     def stop(self) -> None:

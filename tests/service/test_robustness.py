@@ -11,11 +11,11 @@ from urllib.parse import urlsplit
 import pytest
 import sqlalchemy as sa
 
+from deploy.tcp_proxy import CuttableProxy
 from service.app import create_app
 from service.keys import engine_for
 from service.predlog import audit_log
 from tests.service.conftest import home_env, serve
-from tests.service.tcp_proxy import CuttableProxy
 from tests.service.test_dashboard_access import _request
 
 

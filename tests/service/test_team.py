@@ -22,7 +22,8 @@ def test_two_instances_switch_champions_together(postgres_url, tmp_path):
     done = subprocess.run(
         [
             sys.executable,
-            "deploy/team.py",
+            "-m",
+            "deploy.team",
             "--postgres",
             admin,
             "--deals",

@@ -55,7 +55,9 @@ class CuttableProxy:
             try:
                 client, _ = listener.accept()
             except OSError:
-                return  # cut
+                if self._listener is not listener:
+                    return  # cut
+                continue  # a caller that left before it was accepted (a killed process)
             try:
                 server = socket.create_connection(self.upstream, timeout=5)
             except OSError:
