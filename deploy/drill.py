@@ -304,8 +304,9 @@ def spool_full(drill: Drill, proxy: CuttableProxy) -> None:
     time.sleep(drill.seconds / 2)
     proxy.restore()
     time.sleep(drill.seconds / 3)
-    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
     load.stop()
+    time.sleep(2.0)  # the last rows written (the database is back: none lost after the count)
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
     _stop(server)
     counted = _counted(metrics, "lost")
     drill.record(

@@ -80,11 +80,12 @@ class RowSink:
     _spool: IO[str] | None = None
     _spool_path: Path | None = None
 
-    def write(self, rows: list[Row]) -> None:
-        """Write `rows` now, or set them aside, or spool them; never raises."""
+    def write(self, rows: list[Row], *, now: bool = False) -> None:
+        """Write `rows` now, or set them aside, or spool them; never raises. `now`: try the
+        database even within the pause after a failure (the last write before a stop)."""
         if not rows:
             return
-        if self.clock() < self._retry_at:  # known away: not worth a connection attempt
+        if self.clock() < self._retry_at and not now:  # known away: not worth an attempt
             self._to_spool(rows)
             return
         try:

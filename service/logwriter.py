@@ -296,8 +296,9 @@ def write_forever(
         except EOFError:  # the serving process is gone: write what reached us
             answer = "gone"
         before = Counts(*sink.counts.astuple())
-        sink.write(log_rows(items))
-        if answer == "flush":
+        last = answer in ("gone", "stop", "flush")
+        sink.write(log_rows(items), now=last)
+        if last:  # what waits in the spool goes in too, if the database is there now
             sink.replay(now=True)
         if answer in ("gone", "stop"):
             sink.close()  # the spool's lock released: the next start writes what is left
