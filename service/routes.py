@@ -74,7 +74,8 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
     403: {"model": ProblemOut, "description": "The caller's role may not call this."},
     503: {
         "model": ProblemOut,
-        "description": "No champion loaded, no CRM data, or the org tree cannot be read.",
+        "description": "No champion loaded, no CRM data, the org tree or the service "
+        "database cannot be read (then with Retry-After), or a scenario ran past its budget.",
     },
 }
 READ_PROBLEMS = {**PROBLEMS, 404: {"model": ProblemOut, "description": "Unknown or out of reach."}}
@@ -610,8 +611,15 @@ def forecast(quarter: ForecastQuarter, scope: ForecastNode, state: StateDep):
 @router.post(
     "/forecast/{quarter}:scenario",
     response_model=ScenarioOut,
-    responses=BODY_PROBLEMS | {404: READ_PROBLEMS[404]},
+    responses=BODY_PROBLEMS
+    | {
+        404: READ_PROBLEMS[404],
+        429: {"model": ProblemOut, "description": "A scenario of yours is running: wait for it."},
+    },
     summary="What if deals were lost, slipped, moved stage or were added: base and scenario",
+    description="Scenarios are drawn by a process of their own at the lowest CPU priority, one "
+    "at a time (scoring keeps its latency); a caller has one running at a time (429 with "
+    "Retry-After for another), and one past `FORECAST_SCENARIO_BUDGET_SECONDS` is stopped (503).",
 )
 def forecast_scenario(
     quarter: ForecastQuarter,

@@ -4,6 +4,7 @@ the rows of what was answered wait in the spool and reach the database when it r
 
 from __future__ import annotations
 
+import json
 import time
 import urllib.request
 from urllib.parse import urlsplit
@@ -105,3 +106,15 @@ def test_with_the_database_away_callers_get_503_and_nothing_answered_is_lost(
             sa.select(audit_log.c.status).where(audit_log.c.caller == caller)
         ).scalars()
         assert list(audited) == [200, 200], "the read answered during the outage is logged"
+
+
+@pytest.mark.parametrize("days", ["true", "1.5", "400", '"60"'])
+def test_a_slip_is_whole_days_within_a_year_as_the_schema_says(api, days):
+    body = f'{{"slip": {{"D-1": {days}}}}}'.encode()
+    path = "/v1/forecast/2026Q4:scenario"
+    status, text = _raw(api, "POST", path, body, api.key("admin"), "application/json")
+    assert status == 422 and '"slip"' in text, text
+    schema = json.loads(urllib.request.urlopen(api.base + "/openapi.json").read())
+    days_schema = schema["components"]["schemas"]["ScenarioIn"]["properties"]["slip"]
+    assert days_schema["additionalProperties"] == {"type": "integer", "minimum": -366,
+                                                   "maximum": 366}  # fmt: skip
