@@ -586,28 +586,6 @@ def _view(forecast: QuarterForecast, scope: ForecastScope) -> dict[str, Any]:
     return finite(view)
 
 
-@router.get(
-    "/forecast/{quarter}",
-    response_model=ForecastOut,
-    responses=READ_PROBLEMS,
-    summary="A quarter's bookings forecast at a node: P10/P50/P90, target, parts, children",
-)
-def forecast(quarter: ForecastQuarter, scope: ForecastNode, state: StateDep):
-    serving = state.champion(DEAL_MODEL)
-    result = state.quarter_forecast(quarter)
-    view = _view(result, scope)
-    return ForecastOut(
-        quarter=result.quarter,
-        as_of=result.as_of.to_pydatetime(),
-        draws=result.draws,
-        model=ModelOut(name=serving.name, version=serving.version),
-        definition=DEFINITION,
-        renewals_from=result.inputs.renewals_source,
-        leaning=result.inputs.lean.basis if result.inputs.lean else None,
-        **view,
-    )
-
-
 @router.post(
     "/forecast/{quarter}:scenario",
     response_model=ScenarioOut,
@@ -647,4 +625,26 @@ def forecast_scenario(
         scenario=after["node"],
         change_in_mean=after["node"]["mean"] - before["node"]["mean"],
         drivers=after["drivers"],
+    )
+
+
+@router.get(
+    "/forecast/{quarter}",
+    response_model=ForecastOut,
+    responses=READ_PROBLEMS,
+    summary="A quarter's bookings forecast at a node: P10/P50/P90, target, parts, children",
+)
+def forecast(quarter: ForecastQuarter, scope: ForecastNode, state: StateDep):
+    serving = state.champion(DEAL_MODEL)
+    result = state.quarter_forecast(quarter)
+    view = _view(result, scope)
+    return ForecastOut(
+        quarter=result.quarter,
+        as_of=result.as_of.to_pydatetime(),
+        draws=result.draws,
+        model=ModelOut(name=serving.name, version=serving.version),
+        definition=DEFINITION,
+        renewals_from=result.inputs.renewals_source,
+        leaning=result.inputs.lean.basis if result.inputs.lean else None,
+        **view,
     )

@@ -59,6 +59,21 @@ def _utc(moment: datetime) -> datetime:
 Moment = Annotated[datetime, AfterValidator(_utc)]
 
 
+EARLIEST, LATEST = date(1900, 1, 1), date(2200, 1, 1)
+
+
+def _plausible(moment: datetime | date) -> datetime | date:
+    day = moment.date() if isinstance(moment, datetime) else moment
+    if not EARLIEST <= day < LATEST:
+        raise ValueError(f"must fall between {EARLIEST} and {LATEST}")
+    return moment
+
+
+# What a caller sends: within two centuries (the store's time range; pandas' is 1677-2262)
+RecordMoment = Annotated[datetime, AfterValidator(_utc), AfterValidator(_plausible)]
+RecordDate = Annotated[date, AfterValidator(_plausible)]
+
+
 def _text(key: str) -> str:
     """A deal id used as a JSON object key is text UTF-8 can carry (keys escape the checks that
     values get: a lone surrogate would reach the store's string columns)."""
@@ -117,7 +132,7 @@ class DealFeaturesBatchIn(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"deals": [EXAMPLE_DEAL]}]}
     )
 
-    as_of: Moment | None = Field(
+    as_of: RecordMoment | None = Field(
         default=None, description="The moment the features describe (default: now, UTC)."
     )
     deals: list[DealIn] = Field(
@@ -154,19 +169,6 @@ EXAMPLE_RECORD_FULL: dict[str, Any] = {
         {"kind": "demo", "at": "2026-10-28T09:30:00Z"},
     ],
 }
-EARLIEST, LATEST = date(1900, 1, 1), date(2200, 1, 1)
-
-
-def _plausible(moment: datetime | date) -> datetime | date:
-    day = moment.date() if isinstance(moment, datetime) else moment
-    if not EARLIEST <= day < LATEST:
-        raise ValueError(f"must fall between {EARLIEST} and {LATEST}")
-    return moment
-
-
-# A record's dates: a CRM's own, within two centuries (the store's time range)
-RecordMoment = Annotated[datetime, AfterValidator(_utc), AfterValidator(_plausible)]
-RecordDate = Annotated[date, AfterValidator(_plausible)]
 StageName = Literal[OPEN_STAGES]  # type: ignore[valid-type]
 Amount = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Id = Annotated[str, Field(min_length=1, max_length=200)]
@@ -618,7 +620,7 @@ class AccountBatchIn(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"accounts": [EXAMPLE_ACCOUNT]}]}
     )
 
-    as_of: Moment | None = Field(
+    as_of: RecordMoment | None = Field(
         default=None, description="The moment the features describe (default: now, UTC)."
     )
     accounts: list[AccountIn] = Field(
@@ -843,7 +845,7 @@ class AddedDealIn(BaseModel):
     rep_id: str = Field(min_length=1, max_length=200)
     amount: float = Field(ge=0, le=1e12)
     stage: Literal[OPEN_STAGE_NAMES]  # type: ignore[valid-type]
-    expected_close: date
+    expected_close: RecordDate
     win_probability: float | None = Field(default=None, ge=0, le=1)
 
 

@@ -626,3 +626,14 @@ def test_read_csv_honours_a_declared_encoding_and_delimiter(tmp_path: Path) -> N
     utf16 = tmp_path / "reps.csv"
     utf16.write_bytes("rep_id,name\nR1,Zoë\n".encode("utf-16"))
     assert read_csv(utf16, "reps", encoding="utf-16").frame["name"].tolist() == ["Zoë"]
+
+
+def test_a_cell_larger_than_the_read_block_is_read_whole(tmp_path: Path) -> None:
+    """Arrow reads CSV in 1 MiB blocks; a 3 MB cell (a pasted email, say) straddles two. It
+    once failed with "straddling object straddles two block boundaries" and no line."""
+    long = "x" * 3_000_000
+    path = tmp_path / "products.csv"
+    path.write_text(f'product_id,name\nP1,"{long}"\nP2,short\n', encoding="utf-8")
+    table = read_csv(path, "products")
+    assert list(table.frame["product_id"]) == ["P1", "P2"]
+    assert len(table.frame["name"].iloc[0]) == 3_000_000

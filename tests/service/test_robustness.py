@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
@@ -118,3 +119,30 @@ def test_a_slip_is_whole_days_within_a_year_as_the_schema_says(api, days):
     days_schema = schema["components"]["schemas"]["ScenarioIn"]["properties"]["slip"]
     assert days_schema["additionalProperties"] == {"type": "integer", "minimum": -366,
                                                    "maximum": 366}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        (
+            "/v1/forecast/2026Q4:scenario",
+            {"add": [{"deal_id": "N1", "rep_id": "R0001", "amount": 1.0, "stage": "proposal",
+                      "expected_close": "0001-01-01"}]},
+            "expected_close",
+        ),
+        ("/v1/deals:scoreFeatures", {"as_of": "0001-01-01T00:00:00Z", "deals": [{}]}, "as_of"),
+    ],
+)  # fmt: skip
+def test_a_date_out_of_the_stores_range_is_a_422_naming_it(api, path, body, field):
+    answer = api.post(path, body, api.key("admin"))
+    assert answer.status == 422, answer.detail
+    assert field in answer.detail and "must fall between 1900-01-01 and 2200-01-01" in answer.detail
+
+
+def test_options_on_a_scenario_names_the_method_it_takes(api):
+    request = urllib.request.Request(api.base + "/v1/forecast/2026Q4:scenario", method="OPTIONS")
+    try:
+        urllib.request.urlopen(request, timeout=30)
+        raise AssertionError("OPTIONS is not served")
+    except urllib.error.HTTPError as err:
+        assert err.code == 405 and err.headers["allow"] == "POST"

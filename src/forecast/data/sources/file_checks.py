@@ -227,19 +227,14 @@ def parse_csv(
         return "skip"
 
     try:
-        return pacsv.read_csv(
-            pa.BufferReader(data),
-            # The header is read as a record, so duplicate or odd names reach validation as-is.
-            read_options=pacsv.ReadOptions(autogenerate_column_names=True),
-            parse_options=pacsv.ParseOptions(
-                delimiter=delimiter, newlines_in_values=True, invalid_row_handler=skip
-            ),
-            convert_options=pacsv.ConvertOptions(
-                column_types={f"f{i}": pa.large_string() for i in range(width)},
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
+        try:
+            return _read(data, width, delimiter, skip)
+        except pa.ArrowInvalid as err:
+            if "straddl" not in str(err):
+                raise
+            # a value longer than arrow's read block (1 MiB): the whole file as one block
+            ragged.clear()
+            return _read(data, width, delimiter, skip, block_size=len(data) + 1)
     except pa.ArrowInvalid as err:
         if "UTF8" not in str(err):
             raise ValidationError(
@@ -250,6 +245,31 @@ def parse_csv(
         except UnicodeDecodeError as bad:
             raise ValidationError([_bad_byte(data, bad, path, table, "UTF-8")]) from err
         raise
+
+
+def _read(
+    data: bytes,
+    width: int,
+    delimiter: str,
+    skip: Callable[[pacsv.InvalidRow], str],
+    block_size: int | None = None,
+) -> pa.Table:
+    options = pacsv.ReadOptions(autogenerate_column_names=True)
+    if block_size is not None:
+        options.block_size = block_size
+    return pacsv.read_csv(
+        pa.BufferReader(data),
+        # The header is read as a record, so duplicate or odd names reach validation as-is.
+        read_options=options,
+        parse_options=pacsv.ParseOptions(
+            delimiter=delimiter, newlines_in_values=True, invalid_row_handler=skip
+        ),
+        convert_options=pacsv.ConvertOptions(
+            column_types={f"f{i}": pa.large_string() for i in range(width)},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
 
 
 def record_lines(data: bytes, arrow: pa.Table, delimiter: str) -> np.ndarray | None:
