@@ -33,6 +33,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from deploy.tcp_proxy import CuttableProxy
+from deploy.team import add_postgres_argument, free_port, fresh_database
 
 RECORD = {
     "stage": "proposal",
@@ -112,7 +113,7 @@ class Drill:
     def service(
         self, proxy: CuttableProxy, *, workers: int = 1, **settings: str
     ) -> tuple[subprocess.Popen, int]:
-        port = _free_port()
+        port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("FORECAST_")}
         env |= {
             "FORECAST_HOME": str(self.home),
@@ -383,14 +384,6 @@ def _seconds(value: object) -> str:
     return f"{value:.1f} s" if isinstance(value, float) else str(value)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _status(url: str, key: str | None = None) -> int:
     request = urllib.request.Request(url, headers={"X-API-Key": key} if key else {})
     try:
@@ -437,15 +430,6 @@ def _admin_key(drill: Drill) -> str:
     return create_key(engine_for(drill.postgres), "admin", label="drill")
 
 
-def _fresh_database(admin_url: str, name: str) -> str:
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return admin_url.rsplit("/", 1)[0] + f"/{name}"
-
-
 def _train(home: Path, deals: int) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FORECAST_")}
     env |= {"FORECAST_HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true"}
@@ -470,13 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="a FORECAST_HOME with both champions (default: a small world trained here)",
     )
-    parser.add_argument(
-        "--postgres",
-        default=os.environ.get(
-            "FORECAST_TEAM_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-        ),
-        help="a PostgreSQL URL allowed to create databases",
-    )
+    add_postgres_argument(parser)
     parser.add_argument("--seconds", type=float, default=12.0, help="load per fault")
     parser.add_argument("--faults", nargs="*", default=list(FAULTS), choices=list(FAULTS))
     args = parser.parse_args(argv)
@@ -486,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         home = work / "home"
         _train(home, 2000)
     os.environ.update({"FORECAST_HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true"})
-    service_db = _fresh_database(args.postgres, "forecast_drill")
+    service_db = fresh_database(args.postgres, "forecast_drill")
     from service.keys import engine_for, ensure_tables
 
     ensure_tables(engine_for(service_db))

@@ -53,6 +53,15 @@ def fresh_database(admin_url: str, name: str) -> str:
     return admin_url.rsplit("/", 1)[0] + f"/{name}"
 
 
+def add_postgres_argument(parser: argparse.ArgumentParser) -> None:
+    default = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("FORECAST_TEAM_POSTGRES", default),
+        help="a PostgreSQL URL allowed to create databases (FORECAST_TEAM_POSTGRES)",
+    )
+
+
 def get(url: str, key: str | None = None, data: bytes | None = None) -> tuple[int, dict]:
     headers = {"X-API-Key": key} if key else {}
     method = "POST" if data is not None else "GET"
@@ -104,13 +113,7 @@ def serving_version(port: int) -> str | None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--postgres",
-        default=os.environ.get(
-            "FORECAST_TEAM_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-        ),
-        help="a PostgreSQL URL allowed to create databases (FORECAST_TEAM_POSTGRES)",
-    )
+    add_postgres_argument(parser)
     parser.add_argument("--deals", type=int, default=3000, help="size of the generated world")
     parser.add_argument("--workdir", type=Path, help="where to keep homes and logs (default: temp)")
     args = parser.parse_args()
