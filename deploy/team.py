@@ -120,14 +120,33 @@ def main() -> int:
     root = args.workdir or Path(tempfile.mkdtemp(prefix="forecast-team-"))
     root.mkdir(parents=True, exist_ok=True)
     say(f"working in {root}")
-
     mlflow_db = fresh_database(args.postgres, "forecast_team_mlflow")
     service_db = fresh_database(args.postgres, "forecast_team_service")
     say("PostgreSQL: databases forecast_team_mlflow (MLflow) and forecast_team_service (service)")
     mlflow_port = free_port()
-    tracking = f"http://127.0.0.1:{mlflow_port}"
+    base = team_environment(root, f"http://127.0.0.1:{mlflow_port}", service_db)
+    with ExitStack() as stack:
+        stack.callback(stop, mlflow_server(root, mlflow_port, mlflow_db, base))
+        trainer = base | {"FORECAST_HOME": str(root / "trainer")}
+        first = train_champion(trainer, args.deals)
+        ports = [free_port(), free_port()]
+        for i, port in enumerate(ports, 1):
+            env = base | {"FORECAST_HOME": str(root / f"instance-{i}")}
+            command = [sys.executable, "-m", "service.serve", "--port", str(port)]
+            stack.callback(stop, start(command, env, root / f"instance-{i}.log"))
+        for port in ports:
+            wait(f"instance on {port}", lambda p=port: serving_version(p) == first)
+        say(f"both instances serve deal-win version {first}")
+        switch_champion(trainer, base, ports, first)
+    if not args.workdir:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+def team_environment(root: Path, tracking: str, service_db: str) -> dict[str, str]:
+    """What every process of the team shares: the server, the service database, the store."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("FORECAST_", "MLFLOW_"))}
-    base |= {
+    return base | {
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "DO_NOT_TRACK": "true",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
@@ -137,80 +156,61 @@ def main() -> int:
         "FORECAST_SYNC_SECONDS": "1",
         "FORECAST_MODEL_POLL_SECONDS": "600",  # the switch below comes from the reload
     }
-    ports = [free_port(), free_port()]
-    homes = [root / f"instance-{i}" for i in (1, 2)]
-    with ExitStack() as stack:
-        server = start(
-            [
-                str(BIN / "mlflow"),
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(mlflow_port),
-                "--backend-store-uri",
-                mlflow_db,
-                "--artifacts-destination",
-                (root / "artifacts").as_uri(),
-                "--serve-artifacts",
-                "--workers",
-                "1",
-            ],
-            base,
-            root / "mlflow-server.log",
-        )
-        stack.callback(stop, server)
-        wait("the MLflow server", lambda: _answers(f"{tracking}/health"), seconds=120)
-        say(f"MLflow server up at {tracking} (runs in PostgreSQL, artifacts in {root}/artifacts)")
 
-        trainer = base | {"FORECAST_HOME": str(root / "trainer")}
-        forecast = str(BIN / "forecast")
-        run([forecast, "data", "generate", "--deals", str(args.deals), "--quiet"], trainer)
-        run([forecast, "train", "win"], trainer)
-        run([forecast, "train", "churn"], trainer)
-        first = _champion(trainer)
-        if first is None:  # a small world: the gate may keep it a challenger (its card says why)
-            first = max(_versions(trainer), key=int)
-            run([forecast, "models", "promote", "deal-win", first, "--force"], trainer)
-            say(
-                f"deal-win version {first} lost to a baseline on this small world: promoted by hand"
-            )
-        say(f"deal-win version {first} is champion in the server's registry")
 
-        instances = []
-        for port, home in zip(ports, homes, strict=True):
-            env = base | {"FORECAST_HOME": str(home)}
-            command = [sys.executable, "-m", "service.serve", "--port", str(port)]
-            instance = start(command, env, home.with_suffix(".log"))
-            stack.callback(stop, instance)
-            instances.append(instance)
-        for port in ports:
-            wait(f"instance on {port}", lambda p=port: serving_version(p) == first)
-        say(f"both instances serve deal-win version {first}")
+def mlflow_server(root: Path, port: int, backend: str, env: dict[str, str]) -> subprocess.Popen:
+    """`mlflow server` with its runs in PostgreSQL and artifacts it serves itself, once up."""
+    artifacts = (root / "artifacts").as_uri()
+    command = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--backend-store-uri", backend, "--artifacts-destination", artifacts]
+    command += ["--serve-artifacts", "--workers", "1"]
+    server = start(command, env, root / "mlflow-server.log")
+    tracking = f"http://127.0.0.1:{port}"
+    wait("the MLflow server", lambda: _answers(f"{tracking}/health"), seconds=120)
+    say(f"MLflow server up at {tracking} (runs in PostgreSQL, artifacts in {root}/artifacts)")
+    return server
 
-        run([forecast, "train", "win", "--seed", "1"], trainer)
-        second = max(_versions(trainer), key=int)
-        run([forecast, "models", "promote", "deal-win", second, "--force"], trainer)
-        say(f"deal-win version {second} promoted by hand (the alias moved in the server)")
-        key = run([forecast, "keys", "create", "--role", "admin", "--label", "team"], base).strip()
-        status, body = get(f"http://127.0.0.1:{ports[0]}/v1/admin/reload", key, b"")
-        say(f"POST /v1/admin/reload on instance 1 only: {status}, changed {body.get('changed')}")
-        started = time.monotonic()
 
-        def both_switched() -> bool:
-            return all(serving_version(p) == second for p in ports)
+def train_champion(trainer: dict[str, str], deals: int) -> str:
+    """A world in the shared store, both models trained against the server; the deal-win
+    champion's version."""
+    forecast = str(BIN / "forecast")
+    run([forecast, "data", "generate", "--deals", str(deals), "--quiet"], trainer)
+    run([forecast, "train", "win"], trainer)
+    run([forecast, "train", "churn"], trainer)
+    first = _champion(trainer)
+    if first is None:  # a small world: the gate may keep it a challenger (its card says why)
+        first = max(_versions(trainer), key=int)
+        run([forecast, "models", "promote", "deal-win", first, "--force"], trainer)
+        say(f"deal-win version {first} lost to a baseline on this small world: promoted by hand")
+    say(f"deal-win version {first} is champion in the server's registry")
+    return first
 
-        wait("both instances on the new version", both_switched, seconds=30)
-        took = time.monotonic() - started
-        served = {p: serving_version(p) for p in ports}
-        print("\n| instance | port | deal-win before | deal-win after |")
-        print("| --- | --- | --- | --- |")
-        for i, port in enumerate(ports, 1):
-            print(f"| {i} | {port} | {first} | {served[port]} |")
-        say(f"both instances switched to version {second} within {took:.1f} s of the reload")
-    if not args.workdir:
-        shutil.rmtree(root, ignore_errors=True)
-    return 0
+
+def switch_champion(
+    trainer: dict[str, str], base: dict[str, str], ports: list[int], first: str
+) -> None:
+    """A second version promoted by hand, one instance asked to reload, both switched."""
+    forecast = str(BIN / "forecast")
+    run([forecast, "train", "win", "--seed", "1"], trainer)
+    second = max(_versions(trainer), key=int)
+    run([forecast, "models", "promote", "deal-win", second, "--force"], trainer)
+    say(f"deal-win version {second} promoted by hand (the alias moved in the server)")
+    key = run([forecast, "keys", "create", "--role", "admin", "--label", "team"], base).strip()
+    status, body = get(f"http://127.0.0.1:{ports[0]}/v1/admin/reload", key, b"")
+    say(f"POST /v1/admin/reload on instance 1 only: {status}, changed {body.get('changed')}")
+    started = time.monotonic()
+
+    def both_switched() -> bool:
+        return all(serving_version(p) == second for p in ports)
+
+    wait("both instances on the new version", both_switched, seconds=30)
+    took = time.monotonic() - started
+    print("\n| instance | port | deal-win before | deal-win after |")
+    print("| --- | --- | --- | --- |")
+    for i, port in enumerate(ports, 1):
+        print(f"| {i} | {port} | {first} | {serving_version(port)} |")
+    say(f"both instances switched to version {second} within {took:.1f} s of the reload")
 
 
 def _answers(url: str) -> bool:
