@@ -206,6 +206,7 @@ def create_app(settings: Settings | None = None, config: ServiceConfig | None = 
         if state.problems:
             log.warning("service started without: %s", "; ".join(state.problems.values()))
         state.start_polling()
+        state.warm_scenarios()
         # what start-up loaded lives as long as the process: out of the collector's sight, a
         # full collection no longer walks it in the middle of a request (the p99)
         gc.collect()

@@ -375,6 +375,7 @@ def prediction_log(
         int,
         Query(
             ge=0,
+            le=2**63 - 1,  # a row id is a 64-bit integer (a larger one overflowed SQLite: 500)
             description="The `next_after_id` of the page before (0: the first page).",
             openapi_examples={"first page": {"value": 0}},
         ),

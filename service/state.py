@@ -182,6 +182,20 @@ class ServiceState:
         )
         self._poller.start()
 
+    def warm_scenarios(self) -> None:
+        """Start the scenario process and have it load the store and champions now, in the
+        background: the first scenario would otherwise wait for that (seconds)."""
+        from forecast.revenue import Scenario
+
+        def warm() -> None:
+            try:
+                quarter = str(self.store().as_of.to_period("Q"))
+                self.scenario_forecasts(quarter, Scenario(name="warm-up"))
+            except Exception as err:  # nothing to draw with yet: the first scenario starts it
+                log.info("the scenario process was not warmed: %s", err)
+
+        threading.Thread(target=warm, name="scenario-warm-up", daemon=True).start()
+
     def _poll(self, tick: float) -> None:
         models_every = self.settings.model_poll_seconds
         models_due = time.monotonic() + models_every
