@@ -6,9 +6,10 @@ What the service guarantees about its log rows (README, "What the log keeps"):
   and never holds up the rows after it;
 - while the database is away, rows wait in a bounded spool on disk and are written when it
   returns, or at the next start; a shutdown never waits for the database;
-- only a kill -9 loses rows: those handed over in the last `flush_seconds` (0.2 s by default)
-  and not yet passed to the writer process; what reached the writer is still written, and
-  when the writer lags new rows are spilled to disk rather than queued (see `LogWriter`).
+- only a kill -9 loses rows: those handed over and not yet passed to the writer process (the
+  last `flush_seconds`, 0.2 s, when it keeps up; about a second measured on a saturated
+  machine); what reached the writer is still written, and when the writer lags new rows are
+  spilled to disk rather than queued (see `LogWriter`).
 """
 
 from __future__ import annotations
