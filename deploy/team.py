@@ -87,12 +87,23 @@ def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pope
     return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def run(command: list[str], env: dict[str, str]) -> str:
+def run(command: list[str], env: dict[str, str], seconds: float = 300) -> str:
     say(f"$ {' '.join(command)}")
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds)
+    except subprocess.TimeoutExpired as late:
+        message = f"[team] not done within {seconds:.0f} s:\n{late.stdout}\n{late.stderr}"
+        raise SystemExit(message) from None
     if done.returncode != 0:
         raise SystemExit(f"[team] failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return done.stdout
+
+
+def log_tails(root: Path, lines: int = 40) -> None:
+    """The end of every server log, so a failed run says what the servers saw."""
+    for log in sorted(root.glob("*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        print(f"\n[team] last {len(tail)} lines of {log.name}:", *tail, sep="\n", flush=True)
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -125,10 +136,21 @@ def main() -> int:
     say("PostgreSQL: databases forecast_team_mlflow (MLflow) and forecast_team_service (service)")
     mlflow_port = free_port()
     base = team_environment(root, f"http://127.0.0.1:{mlflow_port}", service_db)
+    try:
+        team(root, base, mlflow_port, mlflow_db, args.deals)
+    except (SystemExit, Exception):
+        log_tails(root)
+        raise
+    if not args.workdir:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+def team(root: Path, base: dict[str, str], mlflow_port: int, mlflow_db: str, deals: int) -> None:
     with ExitStack() as stack:
         stack.callback(stop, mlflow_server(root, mlflow_port, mlflow_db, base))
         trainer = base | {"FORECAST_HOME": str(root / "trainer")}
-        first = train_champion(trainer, args.deals)
+        first = train_champion(trainer, deals)
         ports = [free_port(), free_port()]
         for i, port in enumerate(ports, 1):
             env = base | {"FORECAST_HOME": str(root / f"instance-{i}")}
@@ -138,9 +160,6 @@ def main() -> int:
             wait(f"instance on {port}", lambda p=port: serving_version(p) == first)
         say(f"both instances serve deal-win version {first}")
         switch_champion(trainer, base, ports, first)
-    if not args.workdir:
-        shutil.rmtree(root, ignore_errors=True)
-    return 0
 
 
 def team_environment(root: Path, tracking: str, service_db: str) -> dict[str, str]:
@@ -150,6 +169,10 @@ def team_environment(root: Path, tracking: str, service_db: str) -> dict[str, st
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "DO_NOT_TRACK": "true",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        # a server that stops answering fails the step in about a minute, not after the
+        # client's default retries (about four minutes per request)
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
         "FORECAST_TRACKING_URI": tracking,
         "FORECAST_DATABASE_URL": service_db,
         "FORECAST_STORE_DIR": str(root / "store"),  # in a team: a volume every instance mounts
