@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +26,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -84,19 +85,32 @@ def wait(what: str, check, seconds: float = 180) -> None:
 def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     say(f"$ {' '.join(command)}  (log: {log})")
     out = log.open("w")
-    return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    # its own process group: `mlflow server` runs uvicorn and job consumers as children,
+    # which a signal to the launcher alone can leave behind
+    return subprocess.Popen(
+        command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def run(command: list[str], env: dict[str, str], seconds: float = 300) -> str:
+    """The command's output; it fails the team run when it fails or takes over `seconds`.
+
+    Output goes to files, not pipes: a pipe would keep us waiting on any process the command
+    left behind holding it."""
     say(f"$ {' '.join(command)}")
-    try:
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds)
-    except subprocess.TimeoutExpired as late:
-        message = f"[team] not done within {seconds:.0f} s:\n{late.stdout}\n{late.stderr}"
-        raise SystemExit(message) from None
-    if done.returncode != 0:
-        raise SystemExit(f"[team] failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    return done.stdout
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        try:
+            code: int | str = subprocess.run(
+                command, env=env, stdout=out, stderr=err, timeout=seconds
+            ).returncode
+        except subprocess.TimeoutExpired:
+            code = f"not done within {seconds:.0f} s"
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if code != 0:
+        raise SystemExit(f"[team] failed ({code}):\n{stdout}\n{stderr}")
+    return stdout
 
 
 def log_tails(root: Path, lines: int = 40) -> None:
@@ -107,12 +121,14 @@ def log_tails(root: Path, lines: int = 40) -> None:
 
 
 def stop(process: subprocess.Popen) -> None:
+    """SIGTERM and up to a minute to finish; then nothing of its group is left running."""
     if process.poll() is None:
         process.terminate()
-        try:
+        with suppress(subprocess.TimeoutExpired):
             process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def serving_version(port: int) -> str | None:

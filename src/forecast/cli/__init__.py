@@ -5,6 +5,7 @@ share). Other installed packages add theirs through the `forecast.commands` entr
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Annotated
 
 import typer
@@ -46,6 +47,43 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug lo
         format="%(message)s",
         handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
     )
+
+
+def run() -> None:
+    """The `forecast` script: `app` with an edge that no traceback crosses. An error no command
+    names ends in a short message (`--verbose` shows the traceback); a tracking server that
+    stops answering is said to be that."""
+    try:
+        app()
+    except Exception as err:  # a command's own exits are SystemExit, not caught here
+        if {"--verbose", "-v"} & set(sys.argv[1:]):
+            raise
+        err_console.print(_unexpected(err), style="red", markup=False, highlight=False)
+        raise SystemExit(1) from None
+
+
+def _unexpected(err: Exception) -> str:
+    first_line = (str(err).strip().splitlines() or [""])[0][:300]
+    if _unreachable_server(err):
+        return (
+            "The MLflow tracking server did not answer, so the command stopped part-way (any "
+            "MLflow run it had begun stays unfinished). Check that the server is running and "
+            f"that FORECAST_TRACKING_URI points at it.\n{first_line}"
+        )
+    return (
+        f"forecast stopped on an unexpected error: {type(err).__name__}: {first_line}\n"
+        "Run the command again with --verbose for the details, and please report it."
+    )
+
+
+def _unreachable_server(err: BaseException | None) -> bool:
+    """Whether a connection failure from `requests` (MLflow's client) is behind `err`."""
+    seen = 0
+    while err is not None and seen < 20:
+        if type(err).__module__.startswith(("requests", "urllib3")):
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
 
 
 def _add_installed_commands(cli: typer.Typer) -> None:

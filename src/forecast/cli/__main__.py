@@ -1,5 +1,5 @@
 """`python -m forecast.cli`: the `forecast` command (MLproject runs it so)."""
 
-from forecast.cli import app
+from forecast.cli import run
 
-app()
+run()
