@@ -114,21 +114,7 @@ class RowSink:
         """Keep `rows` on disk at once, in a spool file of their own left unlocked, for the
         next replay of any writer (a process too busy to hand them over keeps them so, safe
         from its own death); never raises."""
-        if not rows:
-            return
-        text = "".join(_line({"table": name, "row": row}) for name, row in rows)
-        try:
-            if _size(self.folder) + len(text) > self.max_bytes:
-                raise OSError(f"the spool is full ({self.max_bytes:,} bytes)")
-            self.folder.mkdir(parents=True, exist_ok=True)
-            name = uuid.uuid4().hex
-            partial = self.folder / f".{name}.partial"  # a replay never reads half a file
-            partial.write_text(text, encoding="utf-8")
-            partial.replace(self.folder / f"spool-{name}.jsonl")
-            self.counts.spooled += len(rows)
-        except OSError as err:
-            log.error("%d log rows are lost: %s", len(rows), err)
-            self.counts.lost += len(rows)
+        self._keep(rows, self._new_spool_file)
 
     def close(self) -> None:
         self._close_spool()
@@ -183,17 +169,33 @@ class RowSink:
     # --- the spool ------------------------------------------------------------------------------
 
     def _to_spool(self, rows: list[Row]) -> None:
+        self._keep(rows, self._append_to_spool)
+
+    def _keep(self, rows: list[Row], put: Callable[[str], None]) -> None:
+        """Put `rows` on disk with `put` within the spool's bound; counted spooled or lost."""
+        if not rows:
+            return
         text = "".join(_line({"table": name, "row": row}) for name, row in rows)
         try:
             if _size(self.folder) + len(text) > self.max_bytes:
                 raise OSError(f"the spool is full ({self.max_bytes:,} bytes)")
-            spool = self._open_spool()
-            spool.write(text)
-            spool.flush()
+            put(text)
             self.counts.spooled += len(rows)
         except OSError as err:
             log.error("%d log rows are lost: %s", len(rows), err)
             self.counts.lost += len(rows)
+
+    def _append_to_spool(self, text: str) -> None:
+        spool = self._open_spool()
+        spool.write(text)
+        spool.flush()
+
+    def _new_spool_file(self, text: str) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = uuid.uuid4().hex
+        partial = self.folder / f".{name}.partial"  # a replay never reads half a file
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(self.folder / f"spool-{name}.jsonl")
 
     def _open_spool(self) -> IO[str]:
         if self._spool is None:
