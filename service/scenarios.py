@@ -44,7 +44,9 @@ class Serving:
 
 class ScenarioProcess:
     """The serving process's end: starts the scenario process when first needed, and again
-    after it was stopped or died. One question at a time (callers hold `HeavyWork`'s turn)."""
+    after it was stopped or died. Requests ask in `HeavyWork`'s turn (who may ask, and how
+    long to wait); the lock here keeps the pipe to one question at a time whoever asks (the
+    start-up warm-up holds no turn)."""
 
     def __init__(self, settings: Settings, config: ServiceConfig, budget_seconds: float):
         self.settings = settings

@@ -33,7 +33,11 @@ def test_the_forecast_is_the_librarys_with_the_serving_champions(state):
     )
     # the bookings figures are the library's; revenue at risk is the churn champion's, beside them
     pd.testing.assert_frame_equal(served.nodes.drop(columns="revenue_at_risk"), direct.nodes)
-    assert state.quarter_forecast(quarter).nodes.equals(served.nodes)  # cached, same answer
+    assert state.quarter_forecast(quarter) is served, "the plain forecast is drawn once"
+    assert state.quarter_forecast(quarter, seed=1) is not served
+    state.load_store()  # a new store generation: drawn again, with the same figures
+    again = state.quarter_forecast(quarter)
+    assert again is not served and again.nodes.equals(served.nodes)
 
 
 def test_renewals_come_from_the_churn_champion_this_quarter_and_next_only(state):
