@@ -39,6 +39,7 @@ from service.listing import csv_text, page_of
 from service.page_guard import FORM_COOKIE, TOKEN_FIELD, PageHeaders, form_token, post_refusal
 from service.sessions import COOKIE, close_session, open_session, session_principal
 from service.state import (
+    CHURN_MODEL,
     DEAL_MODEL,
     UNAVAILABLE,
     OrgTreeUnavailableError,
@@ -48,7 +49,6 @@ from service.state import (
 HERE = Path(__file__).resolve().parent
 TEMPLATES = Jinja2Templates(directory=HERE / "templates")
 READERS = frozenset({"rep", "manager", "admin"})  # as the API's `Reader`
-CHURN_MODEL = "account-churn"
 LEVELS = ("company", "region", "team", "rep")
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)

@@ -17,9 +17,10 @@ import multiprocessing.process
 import os
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from forecast.revenue import QuarterForecast, Scenario
@@ -27,6 +28,16 @@ if TYPE_CHECKING:
     from service.state import ServiceConfig
 
 SETTINGS = ("FORECAST_", "MLFLOW_")  # the variables the scenario process reads as the service
+
+
+class Drawer(Protocol):
+    """What the scenario process draws with: a service state (`service.state.ServiceState`)."""
+
+    def follow(self, serving: Serving) -> None: ...
+
+    def quarter_forecast(
+        self, quarter: str, scenario: Scenario | None = None, *, seed: int = 0
+    ) -> QuarterForecast: ...
 
 
 class ScenarioTimeoutError(RuntimeError):
@@ -48,10 +59,17 @@ class ScenarioProcess:
     long to wait); the lock here keeps the pipe to one question at a time whoever asks (the
     start-up warm-up holds no turn)."""
 
-    def __init__(self, settings: Settings, config: ServiceConfig, budget_seconds: float):
+    def __init__(
+        self,
+        settings: Settings,
+        config: ServiceConfig,
+        budget_seconds: float,
+        make_drawer: Callable[[Settings, ServiceConfig], Drawer],
+    ):
         self.settings = settings
         self.config = config
         self.budget_seconds = budget_seconds
+        self.make_drawer = make_drawer  # sent to the process by name: a class or function
         # the settings this service was made with, as the scenario process will read them
         # (a process's settings come from its environment, which may change after)
         self.environment = {k: v for k, v in os.environ.items() if k.startswith(SETTINGS)}
@@ -93,7 +111,7 @@ class ScenarioProcess:
             ours, theirs = context.Pipe()
             self._process = context.Process(
                 target=draw_forever,
-                args=(theirs, self.config, self.environment),
+                args=(theirs, self.make_drawer, self.config, self.environment),
                 name="forecast-scenarios",
                 daemon=True,
             )
@@ -112,7 +130,12 @@ class ScenarioProcess:
             process.join(timeout=10)
 
 
-def draw_forever(pipe: Connection, config: ServiceConfig, environment: dict[str, str]) -> None:
+def draw_forever(
+    pipe: Connection,
+    make_drawer: Callable[[Settings, ServiceConfig], Drawer],
+    config: ServiceConfig,
+    environment: dict[str, str],
+) -> None:
     """The scenario process: answers each question until the serving process is gone."""
     for name in [k for k in os.environ if k.startswith(SETTINGS)]:
         del os.environ[name]
@@ -127,35 +150,20 @@ def draw_forever(pipe: Connection, config: ServiceConfig, environment: dict[str,
     # the service's /metrics counts what the serving processes do, not this one's loads
     values.ValueClass = values.MutexValue  # type: ignore[misc]
     from forecast.settings import get_settings
-    from service.state import ServiceState
 
-    state = ServiceState(get_settings(), config)
+    drawer = make_drawer(get_settings(), config)
     while True:
         try:
             quarter, scenario, serving = pipe.recv()
         except (EOFError, OSError):
             return
         try:
-            answer: tuple[str, Any] = ("done", _draw(state, quarter, scenario, serving))
+            drawer.follow(serving)
+            drawn = drawer.quarter_forecast(quarter), drawer.quarter_forecast(quarter, scenario)
+            answer: tuple[str, Any] = ("done", drawn)
         except Exception as err:  # said to the caller: a scenario error is theirs to fix
             answer = ("error", err)
         try:
             pipe.send(answer)
         except (BrokenPipeError, OSError):
             return
-
-
-def _draw(
-    state: Any, quarter: str, scenario: Scenario, serving: Serving
-) -> tuple[QuarterForecast, QuarterForecast]:
-    from service.state import CHURN_MODEL, DEAL_MODEL
-
-    if state.store_version != serving.store or state.tables is None:
-        state.load_store()
-    for name, version in ((DEAL_MODEL, serving.deal_win), (CHURN_MODEL, serving.churn)):
-        current = state.models.get(name)
-        if version is None:
-            state.models.pop(name, None)
-        elif current is None or current.version != version:
-            state.models[name] = state.load_version(name, version)
-    return state.quarter_forecast(quarter), state.quarter_forecast(quarter, scenario)

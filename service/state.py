@@ -125,7 +125,9 @@ class ServiceState:
         self.keys = KeyCache(self.engine, settings.key_cache_seconds)
         self.metrics = Metrics()
         self.heavy = HeavyWork()  # scenarios: one at a time, one per caller (service.heavy)
-        self.scenarios = ScenarioProcess(settings, config, settings.scenario_budget_seconds)
+        self.scenarios = ScenarioProcess(
+            settings, config, settings.scenario_budget_seconds, make_drawer=ServiceState
+        )
         self.logs = LogWriter(
             self.engine,
             settings.log_spool,
@@ -519,6 +521,18 @@ class ServiceState:
         churn_version = churn.version if churn is not None else None
         serving = ServingVersions(deal_win.version, churn_version, self.store_version)
         return self.scenarios.forecasts(quarter, scenario, serving)
+
+    def follow(self, serving: ServingVersions) -> None:
+        """Serve the store and champion versions `serving` names (the scenario process draws
+        with what its serving process serves)."""
+        if self.store_version != serving.store or self.tables is None:
+            self.load_store()
+        for name, version in ((DEAL_MODEL, serving.deal_win), (CHURN_MODEL, serving.churn)):
+            current = self.models.get(name)
+            if version is None:
+                self.models.pop(name, None)
+            elif current is None or current.version != version:
+                self.models[name] = self.load_version(name, version)
 
     def detail(self, name: str) -> str | None:
         """Why a model is not serving, or which newer version was refused."""
