@@ -14,7 +14,6 @@ What the service guarantees about its log rows (README, "What the log keeps"):
 
 from __future__ import annotations
 
-import atexit
 import logging
 import multiprocessing
 import multiprocessing.process
@@ -22,7 +21,6 @@ import os
 import signal
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -32,6 +30,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from service.at_exit import forget, stop_at_exit
 from service.logsink import Counts, RowSink
 from service.predlog import LOG_TABLES, log_rows, read_row
 
@@ -115,7 +114,7 @@ class LogWriter:
         self._process.start()
         theirs.close()
         self._pipe, self._closing = ours, False
-        _close_at_exit(self)
+        stop_at_exit(self._close_at_exit)
         self._thread = threading.Thread(target=self._send, name="log-sender", daemon=True)
         self._thread.start()
 
@@ -155,9 +154,12 @@ class LogWriter:
         with self._lock:
             left, self._pending = self._pending, []
             self._thread = self._process = None
-        _RUNNING.discard(self)
+        forget(self)
         self._write_here(left)  # handed over while the writer was stopping
         self._sink.close()
+
+    def _close_at_exit(self) -> None:
+        self.close(timeout=10)
 
     def _put(self, item: Item) -> None:
         with self._lock:
@@ -241,24 +243,6 @@ class LogWriter:
                 if pipe is not None:
                     pipe.close()
                 return
-
-
-_RUNNING: weakref.WeakSet[LogWriter] = weakref.WeakSet()
-
-
-def _close_at_exit(writer: LogWriter) -> None:
-    """A writer nobody closed still writes its tail and stops when the interpreter exits:
-    multiprocessing's own exit handler would otherwise wait for it forever (it ignores
-    SIGTERM, see `write_forever`). Registered after multiprocessing's, so it runs first."""
-    if not _RUNNING:
-        atexit.unregister(_close_running)
-        atexit.register(_close_running)
-    _RUNNING.add(writer)
-
-
-def _close_running() -> None:
-    for writer in list(_RUNNING):
-        writer.close(timeout=10)
 
 
 def write_forever(

@@ -415,7 +415,7 @@ def _forecast_page(
     shown = base
     if scenario is not None:
         try:
-            shown = [state.scenario_forecasts(q, scenario)[1] for q in quarters]
+            shown = [state.scenario_forecasts(q, scenario, level, node)[1] for q in quarters]
         except (KeyError, ValueError) as err:
             error, scenario = str(err).strip("'\""), None
     views = [_quarter_view(f, level, node) for f in shown]

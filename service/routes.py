@@ -610,7 +610,9 @@ def forecast_scenario(
     serving = state.champion(DEAL_MODEL)
     with state.heavy.turn(caller.key_id):  # one at a time, in a process of their own
         try:
-            base, changed = state.scenario_forecasts(quarter, body.to_scenario())
+            base, changed = state.scenario_forecasts(
+                quarter, body.to_scenario(), scope.level, scope.node
+            )
         except KeyError as err:  # in reach, but not open at as-of (closed, or not in the quarter)
             raise invalid(("body",), str(err.args[0]), None) from None
         except ValueError as err:

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from forecast.data.tables import CrmTables
 from forecast.explain.scorers import Scorer
 from forecast.features.records import StoredCrm
+from forecast.revenue.tree import COMPANY
 from forecast.settings import Settings
 from service import predlog  # noqa: F401 (registers the log tables on the shared metadata)
 from service.heavy import HeavyWork
@@ -506,10 +507,11 @@ class ServiceState:
         return forecast
 
     def scenario_forecasts(
-        self, quarter: str, scenario: Scenario
+        self, quarter: str, scenario: Scenario, level: str = COMPANY, node: str = COMPANY
     ) -> tuple[QuarterForecast, QuarterForecast]:
         """The quarter's base and scenario forecasts, drawn by the scenario process (see
-        `service.scenarios`) with the champions and store this process serves.
+        `service.scenarios`) with the champions and store this process serves; every node's
+        figures, the draws of `node` only.
 
         Raises:
             ModelMissingError, StoreUnavailableError: nothing to forecast with.
@@ -520,7 +522,7 @@ class ServiceState:
         self.store()
         churn_version = churn.version if churn is not None else None
         serving = ServingVersions(deal_win.version, churn_version, self.store_version)
-        return self.scenarios.forecasts(quarter, scenario, serving)
+        return self.scenarios.forecasts(quarter, scenario, serving, (level, node))
 
     def follow(self, serving: ServingVersions) -> None:
         """Serve the store and champion versions `serving` names (the scenario process draws

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pandas as pd
 import pytest
 
@@ -74,3 +76,20 @@ def test_a_scenario_redraws_and_leaves_the_base_forecast_alone(state):
         state.quarter_forecast(quarter, Scenario(remove=("D-nope",)))
     with pytest.raises(ValueError, match="2026Q9"):
         state.quarter_forecast("2026Q9")
+
+
+def test_a_scenario_comes_back_with_one_nodes_draws_every_figure_and_less_to_unpickle(
+    state,
+):
+    quarter = str(state.store().as_of.to_period("Q"))
+    team = state.quarter_forecast(quarter).level("team").iloc[0]["node"]
+    base, changed = state.scenario_forecasts(quarter, Scenario(name="none"), "team", team)
+    whole = state.quarter_forecast(quarter)
+    assert base.node_view("team", team) == whole.node_view("team", team)
+    assert base.nodes.equals(whole.nodes) and changed.nodes.equals(whole.nodes), "every figure"
+    assert (base.samples("team", team) == whole.samples("team", team)).all()
+    with pytest.raises(KeyError):
+        base.samples("company", "company")  # the other nodes' draws stay where they were made
+    assert list(changed.node_draws["team"][0]) == [team] and list(changed.node_draws) == ["team"]
+    assert changed.deals.empty
+    assert len(pickle.dumps(changed)) < len(pickle.dumps(whole)) / 2

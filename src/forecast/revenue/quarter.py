@@ -65,6 +65,17 @@ class QuarterForecast:
             raise KeyError(f"no {level} {node!r}")
         return values[position]
 
+    def for_node(self, level: str, node: str) -> QuarterForecast:
+        """This forecast with the draws of one node only and no per-deal table: what a view of
+        that node needs (every node's figures stay), a hundredth of the size to hand between
+        processes."""
+        names, values = self.node_draws.get(level, (pd.Index([]), np.empty((0, self.draws))))
+        keep = names.get_indexer([node])
+        keep = keep[keep >= 0]
+        return replace(
+            self, deals=self.deals.iloc[:0], node_draws={level: (names[keep], values[keep])}
+        )
+
     def spread_sentence(self, level: str = COMPANY, node: str = COMPANY) -> str:
         """'These 5 deals carry 34 % of the uncertainty: ...' for one node."""
         top = self.drivers[(self.drivers["level"] == level) & (self.drivers["node"] == node)]
