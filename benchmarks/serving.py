@@ -500,7 +500,7 @@ def compare(home: Path, ours: dict[str, str], deal: dict, args: argparse.Namespa
             with HeavyScenarios(port, *args.heavy) as heavy:
                 time.sleep(2)  # the scenarios under way
                 loaded = measure(name, port, request.replace("PORT", str(port)), server.pid, args)
-            loaded["name"] = f"{name[:20]}, scenarios running"
+            loaded["name"] = f"{name.split(' (')[0]}, {len(args.heavy[0])} scenarios running"
             results.append(loaded)
             print(heavy.summary())
     finally:
