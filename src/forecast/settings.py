@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="Service database (default: sqlite:///<home>/service.db)."
     )
+    dask_scheduler: str | None = Field(
+        default=None,
+        description="A Dask scheduler (tcp://HOST:8786) the commands that can run on a cluster "
+        "use (docs/scale.md); unset, they run in this process and Dask is not imported.",
+    )
     max_violations_shown: int = Field(
         default=20, ge=1, description="How many validation violations are printed in full."
     )

@@ -17,6 +17,17 @@ err_console = Console(stderr=True)
 
 SeedOpt = Annotated[int, typer.Option(help="Random seed: same data and seed, same model.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+SchedulerOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Run on the Dask cluster of this scheduler (tcp://HOST:8786; default: the "
+        "FORECAST_DASK_SCHEDULER setting). docs/scale.md.",
+    ),
+]
+LocalClusterOpt = Annotated[
+    int | None,
+    typer.Option(min=1, help="Run on a Dask cluster of N worker processes on this machine."),
+]
 
 
 def now() -> pd.Timestamp:
@@ -47,6 +58,23 @@ def steps(total: int, title: str) -> Iterator:
 
         yield on_step
         progress.update(task, completed=total)
+
+
+@contextmanager
+def cluster(scheduler: str | None, local_cluster: int | None) -> Iterator:
+    """The Dask client a command was given (`--scheduler`, `--local-cluster` or the setting),
+    or None; its dashboard's address printed; a scheduler that does not answer, an exit 1."""
+    from forecast.cluster import SchedulerUnreachableError, dask_client
+
+    if scheduler and local_cluster:
+        raise fail("give --scheduler or --local-cluster, not both", code=2)
+    try:
+        with dask_client(scheduler, local_cluster) as client:
+            if client is not None:
+                err_console.print(f"Dask dashboard: {client.dashboard_link}", highlight=False)
+            yield client
+    except SchedulerUnreachableError as err:
+        raise fail(str(err)) from None
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

@@ -12,7 +12,10 @@ from rich.table import Table
 
 from forecast.cli.common import (
     JsonOpt,
+    LocalClusterOpt,
+    SchedulerOpt,
     SeedOpt,
+    cluster,
     console,
     fail,
     steps,
@@ -109,8 +112,11 @@ def train_win(
             "deals.amount); repeat, or separate with commas. Logged to MLflow and on the card."
         ),
     ] = None,
+    scheduler: SchedulerOpt = None,
+    local_cluster: LocalClusterOpt = None,
 ) -> None:
-    """Train the deal win model on the stored CRM, compare it with the baselines and gate it."""
+    """Train the deal win model on the stored CRM, compare it with the baselines and gate it.
+    With a Dask cluster, its workers compute the snapshots' features (docs/scale.md)."""
     from forecast.training import win as train
 
     tables, truth = stored_world()
@@ -122,7 +128,9 @@ def train_win(
         calibration_days=calibration_days or None,
         allow_columns=tuple(allowed),
     )
-    _show(_run_pipeline("win", tables, truth, seed, params=params), as_json)
+    with cluster(scheduler, local_cluster) as client:
+        outcome = _run_pipeline("win", tables, truth, seed, params=params, client=client)
+    _show(outcome, as_json)
 
 
 class ChurnDefinition(StrEnum):

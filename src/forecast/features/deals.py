@@ -14,7 +14,7 @@ this is checked against.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -118,11 +118,17 @@ def feature_columns(
 
 
 def training_frame(
-    tables: CrmTables, as_of_dates: Sequence[pd.Timestamp], *, labelled_only: bool = True
+    tables: CrmTables,
+    as_of_dates: Sequence[pd.Timestamp],
+    *,
+    labelled_only: bool = True,
+    features: Callable[[CrmTables, pd.DataFrame], pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
-    """Snapshots, their features and the `won` label; unlabeled (still open) rows dropped."""
+    """Snapshots, their features and the `won` label; unlabeled (still open) rows dropped.
+    `features`: how the features are computed (default `deal_features`, in this process; on a
+    cluster, `forecast.features.on_dask.deal_features_on` with its client)."""
     snapshots = deal_snapshots(tables, as_of_dates)
-    frame = deal_features(tables, snapshots)
+    frame = (features or deal_features)(tables, snapshots)
     frame["won"] = won_labels(tables, snapshots).to_numpy()
     if labelled_only:
         frame = frame[frame["won"].notna()].reset_index(drop=True)

@@ -28,6 +28,7 @@ import logging
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 import numpy as np
@@ -58,6 +59,9 @@ from forecast.training.win_task import (
     prepare,
     warn_if_little,
 )
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +99,16 @@ def score_test(data: Prepared, fitted: Fitted, truth: WorldTruth | None) -> dict
 
 class WinPipeline:
     """The deal win task: weekly deal snapshots, windows fitted to the data, stage and rule
-    baselines; `forecast.training.shared` runs it."""
+    baselines; `forecast.training.shared` runs it. With a Dask `client`, the snapshots'
+    features are computed by its cluster (docs/scale.md)."""
 
     task = TASK
 
+    def __init__(self, client: Client | None = None):
+        self.client = client
+
     def prepare(self, tables: CrmTables, params: WinParams, hooks: TrainHooks) -> Prepared:
-        return prepare(tables, params, hooks)
+        return prepare(tables, params, hooks, self.client)
 
     def report(self, data: Prepared) -> None:
         s = data.slices
@@ -265,13 +273,15 @@ def retrain_win(
     params: WinParams | None = None,
     card_dir: Path | None = None,
     on_step: Callable[[str], None] | None = None,
+    client: Client | None = None,
 ) -> RetrainOutcome:
     """Train the win model, register it as challenger and run the gate.
 
-    `params` (windows, allowed columns, ...) default to `WinParams(seed=seed)`.
+    `params` (windows, allowed columns, ...) default to `WinParams(seed=seed)`; `client`: a
+    Dask client whose cluster computes the features.
     """
     return retrain(
-        WIN,
+        WinPipeline(client) if client is not None else WIN,
         tables,
         params=params or WinParams(seed=seed),
         hooks=TrainHooks(),

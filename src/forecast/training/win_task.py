@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -19,9 +21,13 @@ from forecast.features.deal_schema import (
     unavailable_features,
 )
 from forecast.features.deals import snapshot_dates, training_frame
+from forecast.features.on_dask import deal_features_on
 from forecast.model import TreeParams
 from forecast.training.drift import HALF_LIVES, ROLLING_FOLDS
 from forecast.training.task import CANDIDATES, NotEnoughDataError, Task, fingerprint
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 log = logging.getLogger(__name__)
 
@@ -195,11 +201,17 @@ class Slices:
 
 
 def build_frame(
-    tables: CrmTables, windows: Windows, params: WinParams, hooks: TrainHooks
+    tables: CrmTables,
+    windows: Windows,
+    params: WinParams,
+    hooks: TrainHooks,
+    client: Client | None = None,
 ) -> tuple[pd.DataFrame, tuple[Feature, ...]]:
-    """Weekly snapshots from the first deal to the test window's end, features and labels."""
+    """Weekly snapshots from the first deal to the test window's end, features and labels;
+    the features by the cluster of `client` when given (the same numbers)."""
     dates = snapshot_dates(windows.start, windows.test_end, freq=params.snapshot_freq)
-    frame = training_frame(tables, dates, labelled_only=False)
+    on_cluster = partial(deal_features_on, client) if client is not None else None
+    frame = training_frame(tables, dates, labelled_only=False, features=on_cluster)
     features = (*DEAL_FEATURES, *attribute_features(tables))
     if hooks.extra_features is not None:
         extra = hooks.extra_features(frame)
@@ -294,10 +306,13 @@ class Prepared:
     unavailable: Mapping[str, str] = field(default_factory=dict)
 
 
-def prepare(tables: CrmTables, params: WinParams, hooks: TrainHooks) -> Prepared:
-    """Snapshots, features, the closed-deal check and the out-of-time split."""
+def prepare(
+    tables: CrmTables, params: WinParams, hooks: TrainHooks, client: Client | None = None
+) -> Prepared:
+    """Snapshots, features (on the cluster of `client` when given), the closed-deal check and
+    the out-of-time split."""
     windows = Windows.before(tables, params)
-    frame, features = build_frame(tables, windows, params, hooks)
+    frame, features = build_frame(tables, windows, params, hooks, client)
     check_closed_deals(frame, windows, tables)
     slices = split(frame, windows)
     if hooks.fit_rows is not None:

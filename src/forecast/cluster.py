@@ -1,0 +1,69 @@
+"""A Dask cluster, when a command is given one (docs/scale.md).
+
+Beyond one machine the project runs on Dask's distributed scheduler, never on a scheduler of its
+own. `dask_client` connects to a running scheduler (`--scheduler tcp://HOST:8786`, or the
+`FORECAST_DASK_SCHEDULER` setting) or starts a `LocalCluster` of worker processes on this
+machine (`--local-cluster N`); asked for neither, it gives None and Dask is never imported.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+log = logging.getLogger(__name__)
+
+
+class SchedulerUnreachableError(RuntimeError):
+    """The scheduler a command was given does not answer."""
+
+
+@contextmanager
+def dask_client(
+    scheduler: str | None = None, local_cluster: int | None = None, *, memory_limit: str = "auto"
+) -> Iterator[Client | None]:
+    """A client to `scheduler`, or to a LocalCluster of `local_cluster` single-threaded worker
+    processes (each with `memory_limit`), or to the scheduler of the `dask_scheduler` setting;
+    None when none is asked for. The dashboard's address is logged."""
+    if scheduler and local_cluster:
+        raise ValueError("give a scheduler or a local cluster, not both")
+    if not scheduler and not local_cluster:
+        from forecast.settings import get_settings
+
+        scheduler = get_settings().dask_scheduler
+    if not scheduler and not local_cluster:
+        yield None
+        return
+    from distributed import Client, LocalCluster
+
+    if local_cluster:
+        if local_cluster < 1:
+            raise ValueError(f"a local cluster of {local_cluster} workers: give at least 1")
+        with (
+            LocalCluster(
+                n_workers=local_cluster,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+                memory_limit=memory_limit,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            log.info("Dask: a local cluster of %d workers, dashboard %s", local_cluster,
+                     client.dashboard_link)  # fmt: skip
+            yield client
+        return
+    try:
+        client = Client(scheduler)  # waits distributed.comm.timeouts.connect (30 s)
+    except OSError as err:  # distributed's connection timeout is an OSError
+        message = f"no Dask scheduler answered at {scheduler}: {err}"
+        raise SchedulerUnreachableError(message) from err
+    with client:
+        log.info("Dask: scheduler %s, dashboard %s", scheduler, client.dashboard_link)
+        yield client

@@ -1,0 +1,133 @@
+"""Beyond one machine (issue 19): the deal features computed on a Dask `LocalCluster` of two
+worker processes are the single-process features, every column and row; training on the
+cluster gives the same model; without a cluster Dask is never imported."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from forecast.cluster import dask_client
+from forecast.data.world import make_crm
+from forecast.features.deals import deal_features, deal_snapshots, snapshot_dates
+from forecast.features.on_dask import deal_features_on, partition_of
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def client():
+    with dask_client(local_cluster=2) as client:
+        yield client
+
+
+@pytest.mark.parametrize("dirt", [0.0, 0.2], ids=["clean", "dirty"])
+def test_features_on_a_cluster_are_the_single_process_features(client, dirt):
+    tables = make_crm(2_500, seed=3, dirt=dirt).tables
+    snapshots = deal_snapshots(tables, snapshot_dates("2023-01-01", tables.as_of))
+    snapshots = snapshots.sample(frac=1.0, random_state=0)  # any order comes back as given
+    alone = deal_features(tables, snapshots)
+    on_cluster = deal_features_on(client, tables, snapshots, partitions=7)
+    assert len(alone) > 10_000
+    pd.testing.assert_frame_equal(on_cluster, alone, check_exact=True)
+
+
+def test_a_deal_is_in_one_partition_whatever_the_process():
+    ids = pd.Series([f"D{i}" for i in range(1_000)]).to_numpy()
+    parts = partition_of(ids, 8)
+    assert set(parts) == set(range(8)) and (parts == partition_of(ids[::-1], 8)[::-1]).all()
+    code = "from forecast.features.on_dask import partition_of as p; print(p(['D1', 'D2'], 8))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == str(partition_of(ids[[1, 2]], 8))
+
+
+def test_training_on_a_cluster_gives_the_same_model(forecast_home):
+    forecast = str(BIN / "forecast")
+    subprocess.run([forecast, "data", "generate", "--deals", "1500", "--quiet"], check=True)
+    runs = [
+        subprocess.run([forecast, "train", "win", "--json", *more], capture_output=True, text=True)
+        for more in ([], ["--local-cluster", "2"])
+    ]
+    assert [run.returncode for run in runs] == [0, 0], runs[1].stderr[-2000:]
+    assert "Dask dashboard: http://127.0.0.1:" in runs[1].stderr
+    alone, clustered = (json.loads(run.stdout) for run in runs)
+    assert clustered["metrics"] == alone["metrics"], "the same features, the same model"
+    assert "tie with champion" in clustered["reason"]
+
+
+def test_without_a_cluster_dask_is_not_imported():
+    code = (
+        "import sys, forecast.cli, forecast.training.win; "
+        "print([m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_scheduler_that_does_not_answer_is_named(forecast_home):
+    forecast = str(BIN / "forecast")
+    subprocess.run([forecast, "data", "generate", "--deals", "300", "--quiet"], check=True)
+    env = os.environ | {"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"}
+    done = subprocess.run(
+        [forecast, "train", "win", "--scheduler", "tcp://127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 1
+    assert "no Dask scheduler answered at tcp://127.0.0.1:9" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_docs_scale_commands_run_as_printed(forecast_home):
+    """docs/scale.md's bash block, in order, in a fresh FORECAST_HOME: `&` lines are the
+    scheduler and workers (stopped at the end), every other line must exit 0."""
+    lines, in_bash = [], False
+    for line in (ROOT / "docs" / "scale.md").read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            in_bash = line.strip() == "```bash"
+        elif in_bash and line.strip():
+            lines.append(line.strip())
+    assert any(line.endswith("&") for line in lines) and len(lines) >= 5
+    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    started, outputs = [], []
+    try:
+        for line in lines:
+            if line.endswith("&"):
+                command = line.removesuffix("&").strip()
+                started.append(
+                    subprocess.Popen(
+                        ["bash", "-c", f"exec {command}"],
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                        start_new_session=True,
+                    )
+                )
+                continue
+            done = subprocess.run(
+                ["bash", "-c", line], env=env, capture_output=True, text=True, timeout=600
+            )
+            assert done.returncode == 0, f"{line}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+            outputs.append((line, done.stdout))
+    finally:
+        for process in started:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=30)
+    trainings = [
+        [row for row in out.splitlines() if row.startswith("│")]
+        for line, out in outputs
+        if "forecast train win" in line
+    ]
+    assert len(trainings) == 3 and trainings[0], outputs
+    assert trainings[0] == trainings[1] == trainings[2], "every figure the same"
