@@ -198,7 +198,12 @@ def team_environment(root: Path, tracking: str, service_db: str) -> dict[str, st
 
 
 def mlflow_server(root: Path, port: int, backend: str, env: dict[str, str]) -> subprocess.Popen:
-    """`mlflow server` with its runs in PostgreSQL and artifacts it serves itself, once up."""
+    """`mlflow server` with its runs in PostgreSQL and artifacts it serves itself, once up.
+
+    Without its job execution: on a database backend the server otherwise starts seven job
+    consumer processes (MLflow's GenAI jobs and periodic tasks), which this project never asks
+    for and which compete with everything else on a small machine."""
+    env = env | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     artifacts = (root / "artifacts").as_uri()
     command = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)]
     command += ["--backend-store-uri", backend, "--artifacts-destination", artifacts]

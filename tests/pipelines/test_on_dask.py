@@ -50,18 +50,28 @@ def test_a_deal_is_in_one_partition_whatever_the_process():
     assert done.stdout.strip() == str(partition_of(ids[[1, 2]], 8))
 
 
-def test_training_on_a_cluster_gives_the_same_model(forecast_home):
+def test_training_and_scoring_on_a_cluster_give_the_same_model_and_scores(forecast_home):
     forecast = str(BIN / "forecast")
-    subprocess.run([forecast, "data", "generate", "--deals", "1500", "--quiet"], check=True)
-    runs = [
-        subprocess.run([forecast, "train", "win", "--json", *more], capture_output=True, text=True)
-        for more in ([], ["--local-cluster", "2"])
-    ]
-    assert [run.returncode for run in runs] == [0, 0], runs[1].stderr[-2000:]
-    assert "Dask dashboard: http://127.0.0.1:" in runs[1].stderr
-    alone, clustered = (json.loads(run.stdout) for run in runs)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([forecast, *args], capture_output=True, text=True)
+        assert done.returncode == 0, f"{args}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+        return done
+
+    run("data", "generate", "--deals", "1500", "--quiet")
+    trainings = [run("train", "win", "--json", *more) for more in ([], ["--local-cluster", "2"])]
+    assert "Dask dashboard: http://127.0.0.1:" in trainings[1].stderr
+    alone, clustered = (json.loads(t.stdout) for t in trainings)
     assert clustered["metrics"] == alone["metrics"], "the same features, the same model"
-    assert "tie with champion" in clustered["reason"]
+
+    run("models", "promote", "deal-win", str(alone["version"]), "--force")
+    out = forecast_home / "scores"
+    run("score", "deals", "--all", "--no-log", "--out", f"{out}-alone.parquet")
+    run("score", "deals", "--all", "--no-log", "--out", f"{out}-cluster.parquet",
+        "--local-cluster", "2")  # fmt: skip
+    book = pd.read_parquet(f"{out}-alone.parquet")
+    assert len(book) > 50 and book["reasons"].str.len().gt(0).all()
+    pd.testing.assert_frame_equal(pd.read_parquet(f"{out}-cluster.parquet"), book)
 
 
 def test_without_a_cluster_dask_is_not_imported():
@@ -99,6 +109,7 @@ def test_docs_scale_commands_run_as_printed(forecast_home):
             lines.append(line.strip())
     assert any(line.endswith("&") for line in lines) and len(lines) >= 5
     env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    forecast_home.mkdir(parents=True, exist_ok=True)  # where the reader's files land
     started, outputs = [], []
     try:
         for line in lines:
@@ -107,6 +118,7 @@ def test_docs_scale_commands_run_as_printed(forecast_home):
                 started.append(
                     subprocess.Popen(
                         ["bash", "-c", f"exec {command}"],
+                        cwd=forecast_home,
                         env=env,
                         stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL,
@@ -115,7 +127,12 @@ def test_docs_scale_commands_run_as_printed(forecast_home):
                 )
                 continue
             done = subprocess.run(
-                ["bash", "-c", line], env=env, capture_output=True, text=True, timeout=600
+                ["bash", "-c", line],
+                cwd=forecast_home,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
             )
             assert done.returncode == 0, f"{line}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
             outputs.append((line, done.stdout))
@@ -131,3 +148,4 @@ def test_docs_scale_commands_run_as_printed(forecast_home):
     ]
     assert len(trainings) == 3 and trainings[0], outputs
     assert trainings[0] == trainings[1] == trainings[2], "every figure the same"
+    assert len(pd.read_parquet(forecast_home / "deal-scores.parquet")) > 50

@@ -10,7 +10,14 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from forecast.cli.common import console, err_console, moment_option
+from forecast.cli.common import (
+    LocalClusterOpt,
+    SchedulerOpt,
+    cluster,
+    console,
+    err_console,
+    moment_option,
+)
 
 OutOpt = Annotated[
     Path, typer.Option("--out", help="Where to write the scores (.parquet or .csv).")
@@ -32,9 +39,12 @@ def score_deals_command(
     log: Annotated[
         bool, typer.Option("--log/--no-log", help="Also write each score to the prediction log.")
     ] = True,
+    scheduler: SchedulerOpt = None,
+    local_cluster: LocalClusterOpt = None,
 ) -> None:
     """Score every open deal with the deal-win champion: probability, grade, trend, reasons,
-    top action, model version, as-of and data fingerprint on every row."""
+    top action, model version, as-of and data fingerprint on every row. With a Dask cluster,
+    its workers score the deals (docs/scale.md)."""
     from forecast.data.store import StoreEmptyError, read_store
     from forecast.explain.scoring import load_deal_explainer, score_book
     from forecast.training.registry import RegistryError
@@ -53,8 +63,11 @@ def score_deals_command(
     except RegistryError as err:
         err_console.print(f"{err}: train one with `forecast train win`", style="red")
         raise typer.Exit(1) from None
-    with err_console.status(f"scoring the open deals as of {moment:%Y-%m-%d}"):
-        book = score_book(tables, explainer, as_of=moment)
+    with (
+        cluster(scheduler, local_cluster) as client,
+        err_console.status(f"scoring the open deals as of {moment:%Y-%m-%d}"),
+    ):
+        book = score_book(tables, explainer, as_of=moment, client=client)
     _write(book, out)
     request_id = f"book-{uuid.uuid4().hex}"
     log = log and not book.empty and _log(book, request_id)

@@ -28,10 +28,13 @@ from forecast.features.deals import (
     snapshot_dates,
     training_frame,
 )
+from forecast.features.on_dask import own_tables, partition_of
 from forecast.features.records import StoredCrm, moment, record_tables
 from forecast.settings import get_settings
 
 if TYPE_CHECKING:
+    from distributed import Client
+
     from forecast.training.churn_task import Definition
 
 
@@ -258,14 +261,22 @@ def stored_sample(
 
 
 def score_book(
-    tables: CrmTables, explainer: DealExplainer, *, as_of: pd.Timestamp | None = None
+    tables: CrmTables,
+    explainer: DealExplainer,
+    *,
+    as_of: pd.Timestamp | None = None,
+    client: Client | None = None,
 ) -> pd.DataFrame:
     """Every open deal's score at `as_of` (default: the export's), one row per deal, as a CRM
     re-imports it: probability, grade, trend, reasons (signed, most telling first), actions,
-    and on every row the model version, the as-of and the stored data's fingerprint."""
+    and on every row the model version, the as-of and the stored data's fingerprint. With a
+    Dask `client`, its cluster scores the deals (`scores_on`: the same scores)."""
     from forecast.data.store import fingerprint_tables
 
-    scores = score_deals(tables, explainer.scorer, as_of=as_of, typical=explainer.typical)
+    if client is not None:
+        scores = scores_on(client, tables, explainer, as_of=as_of)
+    else:
+        scores = score_deals(tables, explainer.scorer, as_of=as_of, typical=explainer.typical)
     reasons = [[_signed(r) for r in s.explanation.reasons] for s in scores]
     actions = [s.explanation.recommendations for s in scores]
     return pd.DataFrame(
@@ -282,6 +293,43 @@ def score_book(
             "model_version": explainer.model_version,
             "data_fingerprint": fingerprint_tables(tables),
         }
+    )
+
+
+def scores_on(
+    client: Client,
+    tables: CrmTables,
+    explainer: DealExplainer,
+    *,
+    as_of: pd.Timestamp | None = None,
+    partitions: int | None = None,
+) -> list[DealScore]:
+    """`score_deals` for every open deal, by the workers of `client`'s cluster: the open deals
+    split by a hash of their id (`forecast.features.on_dask`), the records that span deals and
+    the scorer sent once to every worker; the scores in the order one process gives them."""
+    as_of = pd.Timestamp(as_of) if as_of is not None else tables.as_of
+    open_now = open_deal_ids(tables, as_of).to_numpy()
+    if not len(open_now):
+        return []
+    count = partitions or 2 * max(1, len(client.scheduler_info()["workers"]))
+    shared = client.scatter(
+        {"context": DealContext.of(tables), "scorer": explainer.scorer}, broadcast=True
+    )
+    part = partition_of(open_now, count)
+    futures = []
+    for p in np.unique(part):
+        own = own_tables(tables, open_now[part == p])
+        task = (_score_part, own, shared, as_of, explainer.typical)
+        futures.append(client.submit(*task, pure=False))
+    by_deal = {s.deal_id: s for scores in client.gather(futures) for s in scores}
+    return [by_deal[str(deal_id)] for deal_id in open_now]
+
+
+def _score_part(
+    own: CrmTables, shared: dict, as_of: pd.Timestamp, typical: pd.DataFrame | None
+) -> list[DealScore]:
+    return score_deals(
+        own, shared["scorer"], as_of=as_of, typical=typical, context=shared["context"]
     )
 
 
