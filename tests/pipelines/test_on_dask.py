@@ -36,9 +36,13 @@ def test_features_on_a_cluster_are_the_single_process_features(client, dirt):
     snapshots = deal_snapshots(tables, snapshot_dates("2023-01-01", tables.as_of))
     snapshots = snapshots.sample(frac=1.0, random_state=0)  # any order comes back as given
     alone = deal_features(tables, snapshots)
-    on_cluster = deal_features_on(client, tables, snapshots, partitions=7)
+    heard: list[tuple[int, int]] = []
+    on_cluster = deal_features_on(
+        client, tables, snapshots, partitions=7, progress=lambda *done: heard.append(done)
+    )
     assert len(alone) > 10_000
     pd.testing.assert_frame_equal(on_cluster, alone, check_exact=True)
+    assert heard == [(i, 7) for i in range(1, 8)], "each part's end is heard, in turn"
 
 
 def test_a_deal_is_in_one_partition_whatever_the_process():

@@ -63,11 +63,13 @@ def score_deals_command(
     except RegistryError as err:
         err_console.print(f"{err}: train one with `forecast train win`", style="red")
         raise typer.Exit(1) from None
-    with (
-        cluster(scheduler, local_cluster) as client,
-        err_console.status(f"scoring the open deals as of {moment:%Y-%m-%d}"),
-    ):
-        book = score_book(tables, explainer, as_of=moment, client=client)
+    doing = f"scoring the open deals as of {moment:%Y-%m-%d}"
+    with cluster(scheduler, local_cluster) as client, err_console.status(doing) as status:
+
+        def progress(done: int, parts: int) -> None:
+            status.update(f"{doing}: {done} of {parts} parts scored on the cluster")
+
+        book = score_book(tables, explainer, as_of=moment, client=client, progress=progress)
     _write(book, out)
     request_id = f"book-{uuid.uuid4().hex}"
     log = log and not book.empty and _log(book, request_id)

@@ -28,7 +28,7 @@ from forecast.features.deals import (
     snapshot_dates,
     training_frame,
 )
-from forecast.features.on_dask import own_tables, partition_of
+from forecast.features.on_dask import Progress, gathered, own_tables, partition_of
 from forecast.features.records import StoredCrm, moment, record_tables
 from forecast.settings import get_settings
 
@@ -266,6 +266,7 @@ def score_book(
     *,
     as_of: pd.Timestamp | None = None,
     client: Client | None = None,
+    progress: Progress | None = None,
 ) -> pd.DataFrame:
     """Every open deal's score at `as_of` (default: the export's), one row per deal, as a CRM
     re-imports it: probability, grade, trend, reasons (signed, most telling first), actions,
@@ -274,7 +275,7 @@ def score_book(
     from forecast.data.store import fingerprint_tables
 
     if client is not None:
-        scores = scores_on(client, tables, explainer, as_of=as_of)
+        scores = scores_on(client, tables, explainer, as_of=as_of, progress=progress)
     else:
         scores = score_deals(tables, explainer.scorer, as_of=as_of, typical=explainer.typical)
     reasons = [[_signed(r) for r in s.explanation.reasons] for s in scores]
@@ -303,10 +304,12 @@ def scores_on(
     *,
     as_of: pd.Timestamp | None = None,
     partitions: int | None = None,
+    progress: Progress | None = None,
 ) -> list[DealScore]:
     """`score_deals` for every open deal, by the workers of `client`'s cluster: the open deals
     split by a hash of their id (`forecast.features.on_dask`), the records that span deals and
-    the scorer sent once to every worker; the scores in the order one process gives them."""
+    the scorer sent once to every worker; the scores in the order one process gives them.
+    `progress` hears (parts done, parts) as they finish."""
     as_of = pd.Timestamp(as_of) if as_of is not None else tables.as_of
     open_now = open_deal_ids(tables, as_of).to_numpy()
     if not len(open_now):
@@ -321,7 +324,7 @@ def scores_on(
         own = own_tables(tables, open_now[part == p])
         task = (_score_part, own, shared, as_of, explainer.typical)
         futures.append(client.submit(*task, pure=False))
-    by_deal = {s.deal_id: s for scores in client.gather(futures) for s in scores}
+    by_deal = {s.deal_id: s for scores in gathered(futures, progress) for s in scores}
     return [by_deal[str(deal_id)] for deal_id in open_now]
 
 

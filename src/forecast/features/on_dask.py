@@ -10,6 +10,7 @@ own rows (the deal, its history, activities and attributes) and their snapshots,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,13 +25,20 @@ if TYPE_CHECKING:
     from distributed import Client
 
 OWN_ROWS = ("deal_history", "activities", "deal_attributes")  # a deal's own, by deal_id
+Progress = Callable[[int, int], None]  # (parts done, parts)
 
 
 def deal_features_on(
-    client: Client, tables: CrmTables, snapshots: pd.DataFrame, *, partitions: int | None = None
+    client: Client,
+    tables: CrmTables,
+    snapshots: pd.DataFrame,
+    *,
+    partitions: int | None = None,
+    progress: Progress | None = None,
 ) -> pd.DataFrame:
     """`deal_features(tables, snapshots)`, computed by the cluster's workers in `partitions`
-    parts (default: two per worker); the rows in the order of `snapshots`."""
+    parts (default: two per worker); the rows in the order of `snapshots`. `progress` hears
+    (parts done, parts) as they finish."""
     if snapshots.empty:
         return deal_features(tables, snapshots)
     count = partitions or 2 * max(1, len(client.scheduler_info()["workers"]))
@@ -41,8 +49,18 @@ def deal_features_on(
         rows = snapshots[part == p]
         own = own_tables(tables, rows["deal_id"].unique())
         futures.append(client.submit(_features, own, rows, context, pure=False))
-    made = pd.concat(client.gather(futures))
+    made = pd.concat(gathered(futures, progress))
     return made.loc[snapshots.index]
+
+
+def gathered(futures: list, progress: Progress | None = None) -> list:
+    """The futures' results in their order, `progress` told as each finishes."""
+    from distributed import as_completed
+
+    if progress is not None:
+        for done, _ in enumerate(as_completed(futures), 1):
+            progress(done, len(futures))
+    return [future.result() for future in futures]
 
 
 def partition_of(deal_ids: np.ndarray, count: int) -> np.ndarray:
