@@ -321,7 +321,7 @@ def scores_on(
     part = partition_of(open_now, count)
     futures = []
     for p in np.unique(part):
-        own = own_tables(tables, open_now[part == p])
+        [own] = client.scatter([own_tables(tables, open_now[part == p])])  # data, not graph
         task = (_score_part, own, shared, as_of, explainer.typical)
         futures.append(client.submit(*task, pure=False))
     by_deal = {s.deal_id: s for scores in gathered(futures, progress) for s in scores}

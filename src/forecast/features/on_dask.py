@@ -48,7 +48,9 @@ def deal_features_on(
     for p in np.unique(part):
         rows = snapshots[part == p]
         own = own_tables(tables, rows["deal_id"].unique())
-        futures.append(client.submit(_features, own, rows, context, pure=False))
+        # sent as data, not inside the task graph (which the scheduler keeps and copies)
+        own_rows = client.scatter([own, rows])
+        futures.append(client.submit(_features, *own_rows, context, pure=False))
     made = pd.concat(gathered(futures, progress))
     return made.loc[snapshots.index]
 
