@@ -29,7 +29,7 @@ def dask_client(
 ) -> Iterator[Client | None]:
     """A client to `scheduler`, or to a LocalCluster of `local_cluster` single-threaded worker
     processes (each with `memory_limit`), or to the scheduler of the `dask_scheduler` setting;
-    None when none is asked for. The dashboard's address is logged."""
+    None when none is asked for. `client.dashboard_link` is the dashboard's address."""
     if scheduler and local_cluster:
         raise ValueError("give a scheduler or a local cluster, not both")
     if not scheduler and not local_cluster:
@@ -40,6 +40,9 @@ def dask_client(
         yield None
         return
     from distributed import Client, LocalCluster
+
+    if not log.isEnabledFor(logging.DEBUG):  # its start and stop are dozens of INFO lines
+        logging.getLogger("distributed").setLevel(logging.WARNING)
 
     if local_cluster:
         if local_cluster < 1:
@@ -55,7 +58,7 @@ def dask_client(
             ) as cluster,
             Client(cluster) as client,
         ):
-            log.info("Dask: a local cluster of %d workers, dashboard %s", local_cluster,
+            log.debug("Dask: a local cluster of %d workers, dashboard %s", local_cluster,
                      client.dashboard_link)  # fmt: skip
             yield client
         return
@@ -65,5 +68,5 @@ def dask_client(
         message = f"no Dask scheduler answered at {scheduler}: {err}"
         raise SchedulerUnreachableError(message) from err
     with client:
-        log.info("Dask: scheduler %s, dashboard %s", scheduler, client.dashboard_link)
+        log.debug("Dask: scheduler %s, dashboard %s", scheduler, client.dashboard_link)
         yield client

@@ -1,6 +1,7 @@
-"""Beyond one machine (issue 19): the deal features computed on a Dask `LocalCluster` of two
-worker processes are the single-process features, every column and row; training on the
-cluster gives the same model; without a cluster Dask is never imported."""
+"""Beyond one machine (issue 19): the deal and account features computed on a Dask
+`LocalCluster` of two worker processes are the single-process features, every column and row;
+training and scoring on the cluster give the same model and the same book; without a cluster
+Dask is never imported."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -17,8 +19,11 @@ import pytest
 
 from forecast.cluster import dask_client
 from forecast.data.world import make_crm
+from forecast.features.accounts import churn_snapshot_dates, churn_training_frame
 from forecast.features.deals import deal_features, deal_snapshots, snapshot_dates
-from forecast.features.on_dask import deal_features_on, partition_of
+from forecast.features.on_dask import account_features_on, deal_features_on, partition_of
+from forecast.features.orders import inactivity_training_frame
+from tests.orders_world import make_orders
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,6 +48,29 @@ def test_features_on_a_cluster_are_the_single_process_features(client, dirt):
     assert len(alone) > 10_000
     pd.testing.assert_frame_equal(on_cluster, alone, check_exact=True)
     assert heard == [(i, 7) for i in range(1, 8)], "each part's end is heard, in turn"
+
+
+@pytest.mark.parametrize("dirt", [0.0, 0.2], ids=["clean", "dirty"])
+def test_subscription_churn_features_on_a_cluster_are_the_single_process_ones(client, dirt):
+    tables = make_crm(2_500, seed=3, dirt=dirt).tables
+    dates = churn_snapshot_dates(tables.revenue["period"].min(), tables.as_of)
+    alone = churn_training_frame(tables, dates, labelled_only=False)
+    on_cluster = churn_training_frame(
+        tables, dates, labelled_only=False, on_cluster=partial(account_features_on, client)
+    )
+    assert len(alone) > 4_000
+    pd.testing.assert_frame_equal(on_cluster, alone, check_exact=True)
+
+
+def test_inactivity_churn_features_on_a_cluster_are_the_single_process_ones(client):
+    tables, _ = make_orders(800, seed=1)
+    dates = churn_snapshot_dates(tables.orders["at"].min(), tables.as_of)
+    alone = inactivity_training_frame(tables, dates, horizon_days=90)
+    on_cluster = inactivity_training_frame(
+        tables, dates, horizon_days=90, on_cluster=partial(account_features_on, client)
+    )
+    assert len(alone) > 5_000
+    pd.testing.assert_frame_equal(on_cluster, alone, check_exact=True)
 
 
 def test_a_deal_is_in_one_partition_whatever_the_process():

@@ -160,12 +160,22 @@ def train_churn(
             "churn the gaps between a customer's purchases decide).",
         ),
     ] = None,
+    scheduler: SchedulerOpt = None,
+    local_cluster: LocalClusterOpt = None,
 ) -> None:
-    """Train the account churn model on the stored CRM, compare it with the baselines, gate it."""
+    """Train the account churn model on the stored CRM, compare it with the baselines, gate it.
+    With a Dask cluster, its workers compute the snapshots' features (docs/scale.md)."""
     tables, truth = stored_world()
-    outcome = _run_pipeline(
-        "churn", tables, truth, seed, definition=definition.value, horizon_days=horizon_days
-    )
+    with cluster(scheduler, local_cluster) as client:
+        outcome = _run_pipeline(
+            "churn",
+            tables,
+            truth,
+            seed,
+            definition=definition.value,
+            horizon_days=horizon_days,
+            client=client,
+        )
     _show(outcome, as_json)
 
 
@@ -178,20 +188,27 @@ def _show(outcome, as_json: bool) -> None:
         _print_outcome(outcome)
 
 
-def retrain(seed: SeedOpt = 0, as_json: JsonOpt = False) -> None:
-    """Retrain every pipeline on the stored CRM and pass each through its registry gate."""
+def retrain(
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+    scheduler: SchedulerOpt = None,
+    local_cluster: LocalClusterOpt = None,
+) -> None:
+    """Retrain every pipeline on the stored CRM and pass each through its registry gate (on a
+    Dask cluster's workers, the features, when given one)."""
     from forecast.training.pipelines import PIPELINES
 
     tables, truth = stored_world()
     outcomes, failed = [], []
-    for name in PIPELINES:
-        try:
-            outcomes.append(_run_pipeline(name, tables, truth, seed))
-        except typer.Exit:  # refused (reason printed): the other pipelines still run
-            failed.append(name)
-            continue
-        if not as_json:
-            _print_outcome(outcomes[-1])
+    with cluster(scheduler, local_cluster) as client:
+        for name in PIPELINES:
+            try:
+                outcomes.append(_run_pipeline(name, tables, truth, seed, client=client))
+            except typer.Exit:  # refused (reason printed): the other pipelines still run
+                failed.append(name)
+                continue
+            if not as_json:
+                _print_outcome(outcomes[-1])
     if as_json:
         json.dump([_outcome_dict(o) for o in outcomes], sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")

@@ -15,7 +15,7 @@ month boundary where revenue stops.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -170,10 +170,15 @@ def churn_training_frame(
     *,
     horizon_days: int = HORIZON_DAYS,
     labelled_only: bool = True,
+    on_cluster: Callable[..., pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
-    """Account snapshots, their features and the `churned` label."""
+    """Account snapshots, their features and the `churned` label. `on_cluster`: a cluster's
+    `account_features_on` with its client, to compute the features there (the same)."""
     snapshots = account_snapshots(tables, as_of_dates)
-    frame = account_features(tables, snapshots)
+    if on_cluster is not None:
+        frame = on_cluster(tables, snapshots, account_features)
+    else:
+        frame = account_features(tables, snapshots)
     frame["churned"] = churn_labels(tables, snapshots, horizon_days=horizon_days).to_numpy()
     if labelled_only:
         frame = frame[frame["churned"].notna()].reset_index(drop=True)

@@ -1,17 +1,18 @@
-"""Point-in-time deal features on a Dask cluster: the single-process code, per partition of
-deals, so the same numbers (docs/scale.md).
+"""Point-in-time features on a Dask cluster: the single-process code, per partition, so the
+same numbers (docs/scale.md).
 
-The records that span deals (`DealContext`: wins and closes by rep, account, product and
-product-in-industry, first quotes, revenue, as of any date) are small aggregates: built once and
-sent to every worker. Deals are split by a hash of their id; each partition carries its deals'
-own rows (the deal, its history, activities and attributes) and their snapshots, and computes
-`deal_features` against that context, as one process does for all deals.
+Deals (or accounts) are split by a hash of their id; each partition carries its units' own rows
+(a deal's history, activities and attributes; an account's revenue, signals, orders, touches and
+deals) and their snapshots, and computes the features as one process does for all. What spans
+deals (`DealContext`: wins and closes by rep, account, product and product-in-industry, first
+quotes, revenue, as of any date) is a set of small aggregates: built once and sent to every
+worker. Account features read nothing beyond the account's own rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -24,8 +25,10 @@ from forecast.features.deals import deal_features
 if TYPE_CHECKING:
     from distributed import Client
 
-OWN_ROWS = ("deal_history", "activities", "deal_attributes")  # a deal's own, by deal_id
 Progress = Callable[[int, int], None]  # (parts done, parts)
+Featurize = Callable[[CrmTables, pd.DataFrame], pd.DataFrame]  # (tables, snapshots) -> features
+DEAL_ROWS = ("deal_history", "activities", "deal_attributes")  # a deal's own, by deal_id
+ACCOUNT_ROWS = ("revenue", "signals", "activities", "orders", "deals")  # by account_id
 
 
 def deal_features_on(
@@ -41,18 +44,55 @@ def deal_features_on(
     (parts done, parts) as they finish."""
     if snapshots.empty:
         return deal_features(tables, snapshots)
-    count = partitions or 2 * max(1, len(client.scheduler_info()["workers"]))
     context = client.scatter(DealContext.of(tables), broadcast=True)
-    part = partition_of(snapshots["deal_id"].to_numpy(), count)
-    futures = []
-    for p in np.unique(part):
-        rows = snapshots[part == p]
-        own = own_tables(tables, rows["deal_id"].unique())
-        # sent as data, not inside the task graph (which the scheduler keeps and copies)
-        own_rows = client.scatter([own, rows])
-        futures.append(client.submit(_features, *own_rows, context, pure=False))
-    made = pd.concat(gathered(futures, progress))
-    return made.loc[snapshots.index]
+    return _on_partitions(
+        client, tables, snapshots, _deal_part, context, "deal_id", partitions, progress
+    )
+
+
+def account_features_on(
+    client: Client,
+    tables: CrmTables,
+    snapshots: pd.DataFrame,
+    featurize: Featurize,
+    *,
+    partitions: int | None = None,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """`featurize(tables, snapshots)` for (account_id, as_of) snapshots (`account_features`,
+    `inactivity_features`), by the cluster's workers; the rows in the order of `snapshots`."""
+    if snapshots.empty:
+        return featurize(tables, snapshots)
+    return _on_partitions(
+        client, tables, snapshots, _account_part, featurize, "account_id", partitions, progress
+    )
+
+
+def partition_of(ids: np.ndarray, count: int) -> np.ndarray:
+    """Each id's partition, by a hash that is the same in every process and run."""
+    hashed = pd.util.hash_array(np.asarray(ids, dtype=object), categorize=True)
+    return (hashed % np.uint64(count)).astype(np.int64)
+
+
+def own_tables(tables: CrmTables, deal_ids: np.ndarray) -> CrmTables:
+    """The deals of `deal_ids` with their own rows; what spans deals is the context's."""
+    keep = pd.Index(deal_ids)
+    return tables.replace(
+        deals=tables.deals[tables.deals["deal_id"].isin(keep)],
+        **{name: tables[name][tables[name]["deal_id"].isin(keep)] for name in DEAL_ROWS},
+    )
+
+
+def account_tables(tables: CrmTables, account_ids: np.ndarray) -> CrmTables:
+    """The accounts of `account_ids` with their own rows, their deals' histories too."""
+    keep = pd.Index(account_ids)
+    own = {name: tables[name][tables[name]["account_id"].isin(keep)] for name in ACCOUNT_ROWS}
+    history = tables.deal_history
+    return tables.replace(
+        accounts=tables.accounts[tables.accounts["account_id"].isin(keep)],
+        deal_history=history[history["deal_id"].isin(pd.Index(own["deals"]["deal_id"]))],
+        **own,
+    )
 
 
 def gathered(futures: list, progress: Progress | None = None) -> list:
@@ -65,20 +105,32 @@ def gathered(futures: list, progress: Progress | None = None) -> list:
     return [future.result() for future in futures]
 
 
-def partition_of(deal_ids: np.ndarray, count: int) -> np.ndarray:
-    """Each deal id's partition, by a hash that is the same in every process and run."""
-    hashed = pd.util.hash_array(np.asarray(deal_ids, dtype=object), categorize=True)
-    return (hashed % np.uint64(count)).astype(np.int64)
+def _on_partitions(
+    client: Client,
+    tables: CrmTables,
+    snapshots: pd.DataFrame,
+    work: Callable[[CrmTables, pd.DataFrame, Any], pd.DataFrame],
+    shared: Any,
+    key: str,
+    partitions: int | None,
+    progress: Progress | None,
+) -> pd.DataFrame:
+    count = partitions or 2 * max(1, len(client.scheduler_info()["workers"]))
+    own = own_tables if key == "deal_id" else account_tables
+    part = partition_of(snapshots[key].to_numpy(), count)
+    futures = []
+    for p in np.unique(part):
+        rows = snapshots[part == p]
+        # sent as data, not inside the task graph (which the scheduler keeps and copies)
+        piece = client.scatter([own(tables, rows[key].unique()), rows])
+        futures.append(client.submit(work, *piece, shared, pure=False))
+    made = pd.concat(gathered(futures, progress))
+    return made.loc[snapshots.index]
 
 
-def own_tables(tables: CrmTables, deal_ids: np.ndarray) -> CrmTables:
-    """The deals of `deal_ids` with their own rows; what spans deals is the context's."""
-    keep = pd.Index(deal_ids)
-    return tables.replace(
-        deals=tables.deals[tables.deals["deal_id"].isin(keep)],
-        **{name: tables[name][tables[name]["deal_id"].isin(keep)] for name in OWN_ROWS},
-    )
-
-
-def _features(own: CrmTables, rows: pd.DataFrame, context: DealContext) -> pd.DataFrame:
+def _deal_part(own: CrmTables, rows: pd.DataFrame, context: DealContext) -> pd.DataFrame:
     return deal_features(DealFacts.of(own), rows, context=context)
+
+
+def _account_part(own: CrmTables, rows: pd.DataFrame, featurize: Featurize) -> pd.DataFrame:
+    return featurize(own, rows)

@@ -19,7 +19,7 @@ Features read only lines with `at <= as_of` (the contract's known-at), whatever 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -150,10 +150,15 @@ def inactivity_training_frame(
     as_of_dates: Sequence[pd.Timestamp],
     *,
     horizon_days: int,
+    on_cluster: Callable[..., pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
-    """Labelled customer snapshots: their features and the `churned` label."""
+    """Labelled customer snapshots: their features and the `churned` label. `on_cluster`: a
+    cluster's `account_features_on` with its client, to compute the features there."""
     snapshots = customer_snapshots(tables, as_of_dates)
-    frame = inactivity_features(tables, snapshots)
+    if on_cluster is not None:
+        frame = on_cluster(tables, snapshots, inactivity_features)
+    else:
+        frame = inactivity_features(tables, snapshots)
     frame["churned"] = inactivity_labels(tables, snapshots, horizon_days=horizon_days).to_numpy()
     return frame[frame["churned"].notna()].reset_index(drop=True)
 

@@ -46,6 +46,7 @@ import logging
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 import numpy as np
@@ -82,6 +83,9 @@ from forecast.training.tracking import (
     default_card_dir,
     log_choice,
 )
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +134,11 @@ class ChurnPipeline:
 
     task = TASK
 
+    def __init__(self, client: Client | None = None):
+        self.client = client  # a Dask client: its cluster computes the features
+
     def prepare(self, tables: CrmTables, params: ChurnParams, hooks: ChurnHooks) -> Prepared:
-        return prepare(tables, params, hooks)
+        return prepare(tables, params, hooks, self.client)
 
     def report(self, data: Prepared) -> None:
         s = data.slices
@@ -278,14 +285,15 @@ def retrain_churn(
     horizon_days: int | None = None,
     card_dir: Path | None = None,
     on_step: Callable[[str], None] | None = None,
+    client: Client | None = None,
 ) -> RetrainOutcome:
     """Train the churn model, register it as challenger and run the registry's gate.
 
     `definition`: `subscription`, `inactivity` or `auto`; `horizon_days`: None decides from the
-    data (see `resolve`)."""
+    data (see `resolve`); `client`: a Dask client whose cluster computes the features."""
     chosen = ChurnParams(seed=seed, definition=definition, horizon_days=horizon_days)
     return retrain(
-        CHURN,
+        ChurnPipeline(client) if client is not None else CHURN,
         tables,
         params=resolve(chosen, tables),
         hooks=ChurnHooks(),

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -20,6 +22,7 @@ from forecast.features.accounts import (
     churn_training_frame,
 )
 from forecast.features.deal_schema import Feature
+from forecast.features.on_dask import account_features_on
 from forecast.features.orders import (
     INACTIVITY_FEATURES,
     customer_snapshots,
@@ -33,6 +36,9 @@ from forecast.model import (
 from forecast.training.churn_baselines import RateTable, RecencyTable
 from forecast.training.drift import HALF_LIVES, ROLLING_FOLDS
 from forecast.training.task import CANDIDATES, NotEnoughDataError, Task, fingerprint
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 EXPERIMENT = "account-churn"
 
@@ -110,11 +116,17 @@ class Definition:
     yearly_revenue: Callable[[pd.DataFrame], np.ndarray]
     revenue_words: str  # what `yearly_revenue` is, for pages and cards
 
-    def frame(self, tables: CrmTables, params: ChurnParams) -> pd.DataFrame:
-        """Labelled monthly snapshots from the first billed month (or order) to the export."""
+    def frame(
+        self, tables: CrmTables, params: ChurnParams, client: Client | None = None
+    ) -> pd.DataFrame:
+        """Labelled monthly snapshots from the first billed month (or order) to the export;
+        the features by the cluster of `client` when given (the same numbers)."""
         first = self.first_moment(tables)
         dates = churn_snapshot_dates(first, tables.as_of, day=params.snapshot_day)
-        return self.training_frame(tables, dates, horizon_days=horizon_of(params))
+        on_cluster = partial(account_features_on, client) if client is not None else None
+        return self.training_frame(
+            tables, dates, horizon_days=horizon_of(params), on_cluster=on_cluster
+        )
 
     def features_at(self, tables: CrmTables, as_of: pd.Timestamp) -> pd.DataFrame:
         """Every scorable account's (customer's) features at `as_of`."""
@@ -295,11 +307,14 @@ class Prepared:
     definition: Definition = SUBSCRIPTION
 
 
-def prepare(tables: CrmTables, params: ChurnParams, hooks: ChurnHooks) -> Prepared:
-    """Snapshots, features, labels, the class check and the out-of-time split."""
+def prepare(
+    tables: CrmTables, params: ChurnParams, hooks: ChurnHooks, client: Client | None = None
+) -> Prepared:
+    """Snapshots, features (on the cluster of `client` when given), labels, the class check
+    and the out-of-time split."""
     params = resolve(params, tables)
     definition = DEFINITION_OF[params.definition]
-    frame = definition.frame(tables, params)
+    frame = definition.frame(tables, params, client)
     check_classes(frame, horizon_of(params))
     s = split(frame, params)
     if hooks.fit_rows is not None:
