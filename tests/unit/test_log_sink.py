@@ -120,3 +120,34 @@ def test_the_writer_reports_what_became_of_the_rows(tmp_path: Path):
     writer.close()
     assert sum(c.written for c in seen) == 1 and sum(c.refused for c in seen) == 1
     assert _ids(engine) == ["ok"]
+
+
+HELD: list[LogWriter] = []  # as a service's state holds its writer to the end
+
+
+def _hand_over_and_return(home: str) -> None:
+    """A process that starts a log writer, hands it a row, and ends without closing it."""
+    writer = LogWriter(_engine(Path(home)), Path(home) / "spool")
+    HELD.append(writer)
+    writer.start()
+    writer.flush()  # the writer is up (and ignores SIGTERM from now on)
+    writer.read(**_audit("left-open")[1])
+
+
+def test_a_process_that_never_closed_its_writer_still_exits_and_its_rows_are_written(tmp_path):
+    import multiprocessing
+
+    # the writer ignores SIGTERM: multiprocessing's exit would wait for it forever, unless the
+    # owner stops it first (service.at_exit)
+    process = multiprocessing.get_context("spawn").Process(
+        target=_hand_over_and_return, args=(str(tmp_path),)
+    )
+    process.start()
+    process.join(timeout=30)  # about a second when it works
+    stuck = process.is_alive()
+    if stuck:
+        process.kill()
+    assert not stuck and process.exitcode == 0
+    with _engine(tmp_path).connect() as conn:
+        ids = conn.execute(sa.select(audit_log.c.request_id)).scalars().all()
+    assert ids == ["left-open"]
