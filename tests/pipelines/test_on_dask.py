@@ -19,10 +19,14 @@ import pytest
 
 from forecast.cluster import dask_client
 from forecast.data.world import make_crm
-from forecast.features.accounts import churn_snapshot_dates, churn_training_frame
+from forecast.features.accounts import (
+    account_features,
+    churn_snapshot_dates,
+    churn_training_frame,
+)
 from forecast.features.deals import deal_features, deal_snapshots, snapshot_dates
 from forecast.features.on_dask import account_features_on, deal_features_on, partition_of
-from forecast.features.orders import inactivity_training_frame
+from forecast.features.orders import inactivity_features, inactivity_training_frame
 from tests.orders_world import make_orders
 
 BIN = Path(sys.executable).parent
@@ -56,7 +60,10 @@ def test_subscription_churn_features_on_a_cluster_are_the_single_process_ones(cl
     dates = churn_snapshot_dates(tables.revenue["period"].min(), tables.as_of)
     alone = churn_training_frame(tables, dates, labelled_only=False)
     on_cluster = churn_training_frame(
-        tables, dates, labelled_only=False, on_cluster=partial(account_features_on, client)
+        tables,
+        dates,
+        labelled_only=False,
+        features=partial(account_features_on, client, featurize=account_features),
     )
     assert len(alone) > 4_000
     pd.testing.assert_frame_equal(on_cluster, alone, check_exact=True)
@@ -67,7 +74,10 @@ def test_inactivity_churn_features_on_a_cluster_are_the_single_process_ones(clie
     dates = churn_snapshot_dates(tables.orders["at"].min(), tables.as_of)
     alone = inactivity_training_frame(tables, dates, horizon_days=90)
     on_cluster = inactivity_training_frame(
-        tables, dates, horizon_days=90, on_cluster=partial(account_features_on, client)
+        tables,
+        dates,
+        horizon_days=90,
+        features=partial(account_features_on, client, featurize=inactivity_features),
     )
     assert len(alone) > 5_000
     pd.testing.assert_frame_equal(on_cluster, alone, check_exact=True)

@@ -170,15 +170,13 @@ def churn_training_frame(
     *,
     horizon_days: int = HORIZON_DAYS,
     labelled_only: bool = True,
-    on_cluster: Callable[..., pd.DataFrame] | None = None,
+    features: Callable[[CrmTables, pd.DataFrame], pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
-    """Account snapshots, their features and the `churned` label. `on_cluster`: a cluster's
-    `account_features_on` with its client, to compute the features there (the same)."""
+    """Account snapshots, their features and the `churned` label. `features`: how the features
+    are computed (default `account_features`, in this process; on a cluster,
+    `forecast.features.on_dask.account_features_on` with its client)."""
     snapshots = account_snapshots(tables, as_of_dates)
-    if on_cluster is not None:
-        frame = on_cluster(tables, snapshots, account_features)
-    else:
-        frame = account_features(tables, snapshots)
+    frame = (features or account_features)(tables, snapshots)
     frame["churned"] = churn_labels(tables, snapshots, horizon_days=horizon_days).to_numpy()
     if labelled_only:
         frame = frame[frame["churned"].notna()].reset_index(drop=True)

@@ -150,15 +150,12 @@ def inactivity_training_frame(
     as_of_dates: Sequence[pd.Timestamp],
     *,
     horizon_days: int,
-    on_cluster: Callable[..., pd.DataFrame] | None = None,
+    features: Callable[[CrmTables, pd.DataFrame], pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
-    """Labelled customer snapshots: their features and the `churned` label. `on_cluster`: a
-    cluster's `account_features_on` with its client, to compute the features there."""
+    """Labelled customer snapshots: their features and the `churned` label. `features`: how the
+    features are computed (default `inactivity_features`; on a cluster, `account_features_on`)."""
     snapshots = customer_snapshots(tables, as_of_dates)
-    if on_cluster is not None:
-        frame = on_cluster(tables, snapshots, inactivity_features)
-    else:
-        frame = inactivity_features(tables, snapshots)
+    frame = (features or inactivity_features)(tables, snapshots)
     frame["churned"] = inactivity_labels(tables, snapshots, horizon_days=horizon_days).to_numpy()
     return frame[frame["churned"].notna()].reset_index(drop=True)
 

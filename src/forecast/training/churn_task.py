@@ -123,9 +123,13 @@ class Definition:
         the features by the cluster of `client` when given (the same numbers)."""
         first = self.first_moment(tables)
         dates = churn_snapshot_dates(first, tables.as_of, day=params.snapshot_day)
-        on_cluster = partial(account_features_on, client) if client is not None else None
+        on_cluster = (
+            partial(account_features_on, client, featurize=self.featurize)
+            if client is not None
+            else None
+        )
         return self.training_frame(
-            tables, dates, horizon_days=horizon_of(params), on_cluster=on_cluster
+            tables, dates, horizon_days=horizon_of(params), features=on_cluster
         )
 
     def features_at(self, tables: CrmTables, as_of: pd.Timestamp) -> pd.DataFrame:
