@@ -58,6 +58,7 @@ def dask_client(
             ) as cluster,
             Client(cluster) as client,
         ):
+            client.run(_worker_prints_to, "stderr" if log.isEnabledFor(logging.DEBUG) else None)
             log.debug("Dask: a local cluster of %d workers, dashboard %s", local_cluster,
                      client.dashboard_link)  # fmt: skip
             yield client
@@ -70,3 +71,16 @@ def dask_client(
     with client:
         log.debug("Dask: scheduler %s, dashboard %s", scheduler, client.dashboard_link)
         yield client
+
+
+def _worker_prints_to(stream: str | None) -> None:
+    """In a local worker: what it prints (LightGBM's network log, from C++, dozens of lines per
+    fit) to the command's stderr (`stream`, with --verbose) or nowhere, never to the stdout it
+    shares with the command, whose own output (`--json`) must stay clean. Its logs are
+    unchanged."""
+    import os
+    import sys
+
+    sys.stdout.flush()
+    target = os.open(os.devnull, os.O_WRONLY) if stream is None else 2
+    os.dup2(target, 1)

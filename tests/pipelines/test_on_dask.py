@@ -1,7 +1,7 @@
 """Beyond one machine (issue 19): the deal and account features computed on a Dask
 `LocalCluster` of two worker processes are the single-process features, every column and row;
-training and scoring on the cluster give the same model and the same book; without a cluster
-Dask is never imported."""
+LightGBM trained on the cluster (lightgbm.dask) is close to one process's; scoring on the
+cluster gives the same book; without a cluster Dask is never imported."""
 
 from __future__ import annotations
 
@@ -14,8 +14,11 @@ import sys
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from lightgbm import LGBMClassifier
+from sklearn.metrics import log_loss, roc_auc_score
 
 from forecast.cluster import dask_client
 from forecast.data.world import make_crm
@@ -27,6 +30,12 @@ from forecast.features.accounts import (
 from forecast.features.deals import deal_features, deal_snapshots, snapshot_dates
 from forecast.features.on_dask import account_features_on, deal_features_on, partition_of
 from forecast.features.orders import inactivity_features, inactivity_training_frame
+from forecast.model import make_lightgbm, model_input
+from forecast.training import registry
+from forecast.training.drift import fit_weighted, recency_weights
+from forecast.training.on_dask import lightgbm_on
+from forecast.training.win import WinParams
+from forecast.training.win_task import TrainHooks, prepare
 from tests.orders_world import make_orders
 
 BIN = Path(sys.executable).parent
@@ -92,7 +101,38 @@ def test_a_deal_is_in_one_partition_whatever_the_process():
     assert done.stdout.strip() == str(partition_of(ids[[1, 2]], 8))
 
 
-def test_training_and_scoring_on_a_cluster_give_the_same_model_and_scores(forecast_home):
+def test_lightgbm_trained_by_the_workers_is_a_plain_booster_close_to_one_process(client):
+    """`lightgbm.dask` trains data-parallel on both workers; what comes back is the
+    single-process pipeline (a plain LGBMClassifier to log, serve and explain), close to the
+    single-process fit on the same rows in every run, and the weights are used."""
+    data = prepare(make_crm(3_000, seed=1).tables, WinParams(), TrainHooks())
+    train, test, features = data.slices.train, data.slices.test, data.features
+    x, y = model_input(train, features), train["won"].to_numpy(int)
+    x_test, y_test = model_input(test, features), test["won"].to_numpy(int)
+    weights = recency_weights(train["as_of"], 182)
+
+    def on_cluster(w):
+        model = fit_weighted(lightgbm_on(client, lambda: make_lightgbm(features))(), x, y, w)
+        assert type(model.steps[-1][1]) is LGBMClassifier
+        return model.predict_proba(x_test)[:, 1]
+
+    alone = make_lightgbm(features).fit(x, y).predict_proba(x_test)[:, 1]
+    first, again, weighted = on_cluster(None), on_cluster(None), on_cluster(weights)
+    assert len(x) > 10_000 and len(x_test) > 1_000
+    # measured: AUC 0.753 on the cluster against 0.746 alone, log loss 0.717 against 0.732,
+    # mean |difference| 0.022 (each worker finds the bins of its features from half the rows)
+    # lightgbm.dask hands out the workers' ranks in an order that changes from run to run
+    # (measured over 8 runs: two models, 0.0195 apart on the mean |difference|)
+    for run in (first, again):
+        assert abs(roc_auc_score(y_test, run) - roc_auc_score(y_test, alone)) < 0.02
+        assert abs(log_loss(y_test, run) - log_loss(y_test, alone)) < 0.03
+        assert np.abs(run - alone).mean() < 0.04
+    alone_weighted = fit_weighted(make_lightgbm(features), x, y, weights).predict_proba(x_test)
+    nearer, farther = (np.abs(weighted - p).mean() for p in (alone_weighted[:, 1], alone))
+    assert nearer < farther / 2, "the recency weights reach the workers"
+
+
+def test_training_on_a_cluster_comes_close_and_scoring_gives_the_same_book(forecast_home):
     forecast = str(BIN / "forecast")
 
     def run(*args: str) -> subprocess.CompletedProcess:
@@ -103,8 +143,17 @@ def test_training_and_scoring_on_a_cluster_give_the_same_model_and_scores(foreca
     run("data", "generate", "--deals", "1500", "--quiet")
     trainings = [run("train", "win", "--json", *more) for more in ([], ["--local-cluster", "2"])]
     assert "Dask dashboard: http://127.0.0.1:" in trainings[1].stderr
-    alone, clustered = (json.loads(t.stdout) for t in trainings)
-    assert clustered["metrics"] == alone["metrics"], "the same features, the same model"
+    assert "[LightGBM]" not in trainings[1].stderr, "the workers' network log is not shown"
+    alone, clustered = (json.loads(t.stdout) for t in trainings)  # stdout is the JSON alone
+    tags = [registry.client().get_run(r["run_id"]).data.tags for r in (alone, clustered)]
+    assert [t["trained_on"] for t in tags] == [
+        "one process", "Dask cluster of 2 workers (LightGBM by lightgbm.dask)"
+    ]  # fmt: skip
+    for contender in ("base_rate", "stage_history", "rule_segment", "logistic"):
+        assert clustered["metrics"][contender] == alone["metrics"][contender], contender
+    # LightGBM itself is trained data-parallel: close to, not bit for bit, one process's
+    # (fit_on_cluster's own test bounds the difference on more rows)
+    assert abs(clustered["metrics"]["lightgbm"]["auc"] - alone["metrics"]["lightgbm"]["auc"]) < 0.03
 
     run("models", "promote", "deal-win", str(alone["version"]), "--force")
     out = forecast_home / "scores"
@@ -189,5 +238,8 @@ def test_docs_scale_commands_run_as_printed(forecast_home):
         if "forecast train win" in line
     ]
     assert len(trainings) == 3 and trainings[0], outputs
-    assert trainings[0] == trainings[1] == trainings[2], "every figure the same"
+    same = [
+        [row for row in rows if not row.startswith(("│ model", "│ lightgbm"))] for rows in trainings
+    ]
+    assert len(same[0]) == 6 and same[0] == same[1] == same[2], "the references, the same"
     assert len(pd.read_parquet(forecast_home / "deal-scores.parquet")) > 50

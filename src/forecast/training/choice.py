@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -39,7 +40,11 @@ from forecast.training.drift import (
     rolling_folds,
 )
 from forecast.training.leakage import LeakageSuspected, Suspect, refuse, screen_features
+from forecast.training.on_dask import lightgbm_on
 from forecast.training.task import CANDIDATES, ModelParams, Slices, Task
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +52,16 @@ LEAKAGE_AUC = 0.99  # no honest out-of-time model of these outcomes gets this cl
 
 
 def candidate_makers(
-    features: Sequence[Feature], params: ModelParams
+    features: Sequence[Feature], params: ModelParams, client: Client | None = None
 ) -> dict[str, Callable[[], BaseEstimator]]:
-    """Every candidate, unfitted. `params` needs `tree`, `seed` and `logistic_c`."""
+    """Every candidate, unfitted. `params` needs `tree`, `seed` and `logistic_c`; with a Dask
+    `client`, LightGBM trains on its cluster's workers (`forecast.training.on_dask`)."""
+
+    def lightgbm() -> BaseEstimator:
+        return make_lightgbm(features, params=params.tree, seed=params.seed)
+
     return {
-        "lightgbm": lambda: make_lightgbm(features, params=params.tree, seed=params.seed),
+        "lightgbm": lightgbm if client is None else lightgbm_on(client, lightgbm),
         "logistic": lambda: make_logistic(features, c=params.logistic_c, seed=params.seed),
     }
 
@@ -63,11 +73,13 @@ def fit_candidates(
     *,
     label: str,
     half_lives: Mapping[str, int | None] | None = None,
+    client: Client | None = None,
 ) -> dict[str, BaseEstimator]:
     """Every candidate fitted on the train slice (LightGBM always: the leakage canary reads it),
-    each with its recency weighting (`half_lives`: candidate -> days; default equal weights)."""
+    each with its recency weighting (`half_lives`: candidate -> days; default equal weights);
+    LightGBM on the cluster of `client` when given."""
     x, y = model_input(train, features), train[label].to_numpy(dtype=int)
-    makers = candidate_makers(features, params)
+    makers = candidate_makers(features, params, client)
     half_lives = half_lives or {}
     return {
         name: fit_weighted(
@@ -216,6 +228,7 @@ def choose_over_windows(
     params: ModelParams,
     choice: Choice,
     before_test: pd.DataFrame,
+    client: Client | None = None,
 ) -> Fitted:
     """Each candidate fitted on the train slice with its best half-life; the eligible one with
     the lowest recency-weighted held-out log loss is calibrated on the calibration slice with
@@ -224,7 +237,7 @@ def choose_over_windows(
     plan = {name: choice.best(name) for name in params.candidates}
     candidates = fit_candidates(
         slices.train, features, params, label=task.label,
-        half_lives={name: half_life for name, (half_life, _, _) in plan.items()},
+        half_lives={name: half_life for name, (half_life, _, _) in plan.items()}, client=client,
     )  # fmt: skip
     rows = {}
     for name, (half_life, method, loss) in plan.items():
@@ -245,7 +258,8 @@ def choose_over_windows(
     if method == UNCALIBRATED:
         weights = recency_weights(before_test["as_of"], half_life)
         x_all, y_all = model_input(before_test, features), before_test[task.label].to_numpy(int)
-        model = fit_weighted(candidate_makers(features, params)[chosen](), x_all, y_all, weights)
+        make = candidate_makers(features, params, client)[chosen]
+        model = fit_weighted(make(), x_all, y_all, weights)
     else:
         model = calibrated(candidates[chosen], x, y, method)
     calibration = Calibration(model, method, scores)
@@ -272,6 +286,7 @@ def fit_and_choose(
     columns: Sequence[Suspect] = (),
     window: int | None = None,
     on_step: Callable[[str], None] | None = None,
+    client: Client | None = None,
 ) -> Fitted:
     """The leak guard, then every candidate evaluated over rolling windows, chosen, fitted on
     the train slice and calibrated (see `forecast.training.drift`).
@@ -286,6 +301,7 @@ def fit_and_choose(
         columns: suspects already found in the mapped columns.
         window: snapshot dates in each held-out window (default: as many as the test slice).
         on_step: told which held-out window is being fitted (progress).
+        client: a Dask client: LightGBM is trained by its cluster's workers (`lightgbm.dask`).
 
     Raises:
         LeakageSuspected: the guard refused; nothing was fitted.
@@ -304,16 +320,16 @@ def fit_and_choose(
         folds=params.rolling_folds,
     )
     if folds:
-        makers = candidate_makers(features, params)
+        makers = candidate_makers(features, params, client)
         choice = evaluate_folds(
             folds, {name: makers[name] for name in params.candidates}, features,
             label=task.label, half_lives=params.half_lives, on_step=on_step,
         )  # fmt: skip
         before_test = separation.earlier(slices.history, slices.test)
-        chosen = choose_over_windows(task, slices, features, params, choice, before_test)
+        chosen = choose_over_windows(task, slices, features, params, choice, before_test, client)
     else:
         log.warning("%s: too little history for held-out windows; choosing on one slice", task.name)
-        candidates = fit_candidates(slices.train, features, params, label=task.label)
+        candidates = fit_candidates(slices.train, features, params, label=task.label, client=client)
         shares = gain_shares(candidates["lightgbm"])
         chosen = choose_and_calibrate(
             task, slices.calibration, features, candidates, shares, params.candidates

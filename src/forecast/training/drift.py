@@ -32,6 +32,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from forecast.features.deal_schema import Feature
 from forecast.model import CALIBRATION_METHODS, model_input
+from forecast.training.on_dask import fit_on_cluster, on_cluster
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,10 @@ def recency_weights(as_of: pd.Series, half_life: int | None) -> np.ndarray | Non
 def fit_weighted(
     model: BaseEstimator, x: pd.DataFrame, y: np.ndarray, weights: np.ndarray | None
 ) -> BaseEstimator:
-    """Fit a pipeline with per-row weights passed to its last step."""
+    """Fit a pipeline with per-row weights passed to its last step (on a Dask cluster's workers
+    when its last step trains there: `forecast.training.on_dask`)."""
+    if on_cluster(model):
+        return fit_on_cluster(model, x, y, weights)
     if weights is None:
         return model.fit(x, y)
     return model.fit(x, y, **{f"{model.steps[-1][0]}__sample_weight": weights})

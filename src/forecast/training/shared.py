@@ -25,6 +25,7 @@ from forecast.data.tables import CrmTables
 from forecast.data.world import WorldTruth
 from forecast.settings import get_settings
 from forecast.training.choice import Fitted, check_implausible_auc, fit_and_choose
+from forecast.training.on_dask import trained_on
 from forecast.training.registry import register_and_gate
 from forecast.training.task import CANDIDATES, Pipeline, RetrainOutcome
 from forecast.training.tracking import (
@@ -69,7 +70,7 @@ def train(
     s = data.slices
     with tracking_run(task.experiment, run_name=f"{task.model_name} seed {params.seed}") as run:
         pipeline.log_inputs(params, data, hooks)
-        log_provenance(data.fingerprint, params.seed)
+        log_provenance(data.fingerprint, params.seed, trained_on(pipeline.client))
         step("leak guard, candidates, calibration")
         fitted = fit_and_choose(
             task,
@@ -79,6 +80,7 @@ def train(
             allowed=getattr(params, "allow_columns", ()),
             columns=pipeline.mapped_suspects(tables),
             on_step=lambda label: step(f"choosing the model: {label}"),
+            client=pipeline.client,
         )
         log_fitted(fitted)
         step("evaluating")

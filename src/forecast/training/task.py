@@ -23,6 +23,8 @@ from forecast.training.leakage import Suspect
 from forecast.training.registry import Evaluation, GateDecision
 
 if TYPE_CHECKING:  # the choice module fits what a task describes
+    from distributed import Client
+
     from forecast.training.choice import Fitted
 
 CANDIDATES = ("lightgbm", "logistic")
@@ -80,6 +82,7 @@ class Pipeline(Protocol):
     """
 
     task: Task
+    client: Client | None  # a Dask client: features and LightGBM are computed by its cluster
 
     def prepare(self, tables: CrmTables, params: Any, hooks: Any) -> Any:
         """Snapshots, features, labels, the class checks and the out-of-time slices."""

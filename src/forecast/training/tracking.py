@@ -236,10 +236,12 @@ def log_fitted(fitted: Fitted) -> None:
     mlflow.set_tag("gain_share_top", str(fitted.gain_share.index[0]))
 
 
-def log_provenance(fingerprint: str, seed: int) -> None:
-    """Tags every run carries: data fingerprint, code, seed and package versions."""
+def log_provenance(fingerprint: str, seed: int, trained_on: str = "one process") -> None:
+    """Tags every run carries: data fingerprint, code, seed, package versions and where the
+    model was trained (`forecast.training.on_dask.trained_on`)."""
     mlflow.set_tags(
         {"data_fingerprint": fingerprint, "code_version": code_version(), "seed": str(seed)}
+        | {"trained_on": trained_on}
         | {f"version.{k}": v for k, v in package_versions().items()}
     )
 
