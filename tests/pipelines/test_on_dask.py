@@ -165,6 +165,42 @@ def test_training_on_a_cluster_comes_close_and_scoring_gives_the_same_book(forec
     pd.testing.assert_frame_equal(pd.read_parquet(f"{out}-cluster.parquet"), book)
 
 
+def test_the_forecast_backtest_and_account_scores_on_a_cluster_are_the_same(forecast_home):
+    """`forecast revenue`, `forecast revenue-backtest` and `forecast score accounts` with the
+    features computed by the cluster's workers: the same answers, digit for digit."""
+    forecast = str(BIN / "forecast")
+
+    def run(*args: str, cluster: bool = False) -> str:
+        more = ["--local-cluster", "2"] if cluster else []
+        done = subprocess.run([forecast, *args, *more], capture_output=True, text=True)
+        assert done.returncode == 0, f"{args}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+        return done.stdout
+
+    run("data", "generate", "--deals", "1500", "--quiet")
+    run("train", "win")
+    run("models", "promote", "deal-win", "1", "--force")
+    run("train", "churn")
+    quarter = ["revenue", "--json", "--draws", "1000", "--level", "rep"]
+    alone = json.loads(run(*quarter))
+    assert len(alone["nodes"]) >= 5
+    assert json.loads(run(*quarter, cluster=True)) == alone
+
+    backtest = ["revenue-backtest", "--first", "2026Q2", "--weeks", "1,9", "--draws", "300"]
+    backtest += ["--no-churn"]
+    tables = [
+        [line for line in run(*backtest, cluster=cluster).splitlines() if "MLflow run" not in line]
+        for cluster in (False, True)
+    ]
+    assert len(tables[0]) > 15 and tables[0] == tables[1]
+
+    out = forecast_home / "accounts"
+    run("score", "accounts", "--all", "--out", f"{out}-alone.parquet")
+    run("score", "accounts", "--all", "--out", f"{out}-cluster.parquet", cluster=True)
+    accounts = pd.read_parquet(f"{out}-alone.parquet")
+    assert len(accounts) > 50 and accounts["churn_probability"].between(0, 1).all()
+    pd.testing.assert_frame_equal(pd.read_parquet(f"{out}-cluster.parquet"), accounts)
+
+
 def test_without_a_cluster_dask_is_not_imported():
     code = (
         "import sys, forecast.cli, forecast.training.win; "

@@ -10,7 +10,14 @@ from typing import Annotated
 import pandas as pd
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -34,9 +41,38 @@ def now() -> pd.Timestamp:
     return pd.Timestamp.now(tz="UTC").tz_localize(None).floor("s")
 
 
+class Steps:
+    """A progress bar's callbacks: called with each step's name it moves to that step;
+    `parts(done, total)` shows a second bar for work split in parts (a Dask cluster's)."""
+
+    def __init__(self, progress: Progress, title: str, total: int):
+        self._progress, self._title = progress, title
+        self._task, self._total = progress.add_task(title, total=total), total
+        self._parts: TaskID | None = None
+        self._started = False
+
+    def __call__(self, name: str) -> None:
+        if self._started:
+            self._progress.advance(self._task)
+        self._started = True
+        self._progress.update(self._task, description=f"{self._title}: {name}")
+        if self._parts is not None:  # a step's parts are done when the next step starts
+            self._progress.remove_task(self._parts)
+            self._parts = None
+
+    def parts(self, done: int, total: int) -> None:
+        if self._parts is None:
+            self._parts = self._progress.add_task("  parts done on the cluster", total=total)
+        self._progress.update(self._parts, completed=done, total=total)
+
+    def finish(self) -> None:
+        self._progress.update(self._task, completed=self._total)
+
+
 @contextmanager
-def steps(total: int, title: str) -> Iterator:
-    """A progress bar advanced by a callback that receives each step's name."""
+def steps(total: int, title: str) -> Iterator[Steps]:
+    """A progress bar advanced by a callback that receives each step's name (and, through
+    `Steps.parts`, a cluster's parts as they finish)."""
     with Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
@@ -46,18 +82,9 @@ def steps(total: int, title: str) -> Iterator:
         console=err_console,
         transient=True,
     ) as progress:
-        task = progress.add_task(title, total=total)
-        started = False
-
-        def on_step(name: str) -> None:
-            nonlocal started
-            if started:
-                progress.advance(task)
-            started = True
-            progress.update(task, description=f"{title}: {name}")
-
-        yield on_step
-        progress.update(task, completed=total)
+        bar = Steps(progress, title, total)
+        yield bar
+        bar.finish()
 
 
 @contextmanager

@@ -8,15 +8,28 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from functools import partial
+from typing import TYPE_CHECKING, Annotated
 
 import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from forecast.cli.common import err_console, fail, moment_option, stored_world
+from forecast.cli.common import (
+    LocalClusterOpt,
+    SchedulerOpt,
+    cluster,
+    err_console,
+    fail,
+    moment_option,
+    steps,
+    stored_world,
+)
 from forecast.settings import get_settings
+
+if TYPE_CHECKING:
+    from forecast.data.tables import Featurize
 
 # a terminal sets its own width; in a log (make run, CI) the wide tables stay readable
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -212,8 +225,11 @@ def revenue(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     lean: LeanOpt = True,
+    scheduler: SchedulerOpt = None,
+    local_cluster: LocalClusterOpt = None,
 ) -> None:
-    """Forecast a quarter's bookings at every node of the org tree (uses the deal-win champion)."""
+    """Forecast a quarter's bookings at every node of the org tree (uses the deal-win champion).
+    With a Dask cluster, its workers compute the deals' features (docs/scale.md)."""
     from forecast.revenue import simulate_quarter
 
     if level not in LEVEL_NAMES:
@@ -221,7 +237,9 @@ def revenue(
     tables, moment, quarter = _forecast_moment(quarter, as_of)
     scorer, version = champion_scorer()
     churn = _churn_champion()
-    inputs = _live_inputs(tables, quarter, moment, scorer, churn, lean=lean)
+    with cluster(scheduler, local_cluster) as client, steps(1, f"forecasting {quarter}") as bar:
+        featurize = _featurize(client, bar.parts)
+        inputs = _live_inputs(tables, quarter, moment, scorer, churn, lean, featurize)
     forecast = simulate_quarter(inputs, draws=draws, seed=seed, level=level)
     if churn is not None:
         forecast = _with_churn_risk(forecast, tables, churn[0], moment)
@@ -258,7 +276,21 @@ def _forecast_moment(quarter: str | None, as_of: str | None):
     return tables, moment, quarter
 
 
-def _live_inputs(tables, quarter: str, moment: pd.Timestamp, scorer, churn, *, lean: bool):
+def _featurize(client, progress) -> Featurize:
+    """Deal features in this process, or by the workers of a Dask `client` (the same numbers;
+    `progress` hears its parts finish)."""
+    from forecast.features.deals import deal_features
+
+    if client is None:
+        return deal_features
+    from forecast.features.on_dask import deal_features_on
+
+    return partial(deal_features_on, client, progress=progress)
+
+
+def _live_inputs(
+    tables, quarter: str, moment: pd.Timestamp, scorer, churn, lean: bool, featurize: Featurize
+):
     """The quarter's inputs as the live forecast prepares them: renewals from the churn
     champion when there is one, nodes leaning on the latest backtest's series when asked."""
     from forecast.revenue import prepare_quarter
@@ -272,8 +304,9 @@ def _live_inputs(tables, quarter: str, moment: pd.Timestamp, scorer, churn, *, l
             quarter=quarter, as_of=moment, source=source, definition=definition,
         )  # fmt: skip
     inputs = prepare_quarter(
-        tables, quarter=quarter, as_of=moment, win_scorer=scorer, renewal_probability=renewals
-    )
+        tables, quarter=quarter, as_of=moment, win_scorer=scorer, renewal_probability=renewals,
+        featurize=featurize,
+    )  # fmt: skip
     if not lean:
         return inputs
     from forecast.revenue.backtest_log import lean_on_latest_backtest
@@ -294,8 +327,11 @@ def revenue_backtest(
     draws: Annotated[int, typer.Option(help="Simulated quarters per forecast.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     churn: ChurnOpt = True,
+    scheduler: SchedulerOpt = None,
+    local_cluster: LocalClusterOpt = None,
 ) -> None:
-    """Backtest the revenue forecast against the baselines; log to MLflow and write the card."""
+    """Backtest the revenue forecast against the baselines; log to MLflow and write the card.
+    With a Dask cluster, its workers compute every weekly snapshot's deal features."""
     from forecast.revenue.backtest import backtest, backtest_quarters
     from forecast.revenue.backtest_log import log_backtest
     from forecast.revenue.win_scorers import TrainingFrame, fit_win_scorer, truth_scorer
@@ -304,7 +340,8 @@ def revenue_backtest(
     quarters = backtest_quarters(tables, first=first)
     if not quarters:
         raise fail("no quarter has a year of history before it and all its bookings known")
-    training = TrainingFrame.build(tables, tables.as_of)
+    with cluster(scheduler, local_cluster) as client, steps(1, "deal snapshots") as bar:
+        training = TrainingFrame.build(tables, tables.as_of, _featurize(client, bar.parts))
     scorers = {"simulation": lambda cutoff: fit_win_scorer(training, cutoff, seed=seed)}
     if truth is not None:
         scorers["simulation_truth"] = lambda cutoff: truth_scorer(truth)

@@ -17,6 +17,7 @@ from forecast.cli.common import (
     console,
     err_console,
     moment_option,
+    steps,
 )
 
 OutOpt = Annotated[
@@ -64,12 +65,8 @@ def score_deals_command(
         err_console.print(f"{err}: train one with `forecast train win`", style="red")
         raise typer.Exit(1) from None
     doing = f"scoring the open deals as of {moment:%Y-%m-%d}"
-    with cluster(scheduler, local_cluster) as client, err_console.status(doing) as status:
-
-        def progress(done: int, parts: int) -> None:
-            status.update(f"{doing}: {done} of {parts} parts scored on the cluster")
-
-        book = score_book(tables, explainer, as_of=moment, client=client, progress=progress)
+    with cluster(scheduler, local_cluster) as client, steps(1, doing) as bar:
+        book = score_book(tables, explainer, as_of=moment, client=client, progress=bar.parts)
     _write(book, out)
     request_id = f"book-{uuid.uuid4().hex}"
     log = log and not book.empty and _log(book, request_id)
@@ -100,12 +97,15 @@ def score_accounts_command(
     ] = False,
     out: OutOpt = Path("account-scores.parquet"),
     as_of: AsOfOpt = None,
+    scheduler: SchedulerOpt = None,
+    local_cluster: LocalClusterOpt = None,
 ) -> None:
     """Score every account with the churn champion: churn probability, a year's revenue and
     revenue at risk, with the churn definition, model version, as-of and data fingerprint.
 
     Under subscription churn the accounts billed recurring revenue in the last ended month;
-    under inactivity churn every customer with a purchase in the year before the as-of."""
+    under inactivity churn every customer with a purchase in the year before the as-of. With a
+    Dask cluster, its workers compute the accounts' features (docs/scale.md)."""
     from forecast.data.store import StoreEmptyError, fingerprint_tables, read_store
     from forecast.revenue.churn import revenue_at_risk
     from forecast.training.churn_task import MODEL_NAME, definition_of
@@ -133,8 +133,13 @@ def score_accounts_command(
         err_console.print(f"{err}: train one with `forecast train churn`", style="red")
         raise typer.Exit(1) from None
     definition = definition_of(model).name
-    with err_console.status(f"scoring the accounts as of {moment:%Y-%m-%d}"):
-        book = revenue_at_risk(tables, model, as_of=moment).assign(
+    with (
+        cluster(scheduler, local_cluster) as client,
+        steps(1, f"scoring the accounts as of {moment:%Y-%m-%d}") as bar,
+    ):
+        book = revenue_at_risk(
+            tables, model, as_of=moment, client=client, progress=bar.parts
+        ).assign(
             definition=definition,
             model=MODEL_NAME,
             model_version=version,

@@ -39,6 +39,8 @@ def _run_pipeline(name: str, tables, truth, seed: int, **options):
     from forecast.training.task import NotEnoughDataError
 
     with steps(TRAIN_STEPS, f"training {name}") as on_step:
+        if options.get("client") is not None:
+            options["progress"] = on_step.parts
         try:
             return PIPELINES[name](tables, truth=truth, seed=seed, on_step=on_step, **options)
         except (NotEnoughDataError, LeakageSuspected) as err:

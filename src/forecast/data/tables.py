@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields, replace
 from functools import cache
 
@@ -88,3 +88,8 @@ class CrmTables:
             for name, table in TABLES.items()
         }
         return cls(**conformed, as_of=pd.Timestamp(as_of))
+
+
+Featurize = Callable[[CrmTables, pd.DataFrame], pd.DataFrame]
+"""(tables, snapshots) -> one feature row per snapshot: `deal_features` and the account
+features in this process, or their `forecast.features.on_dask` versions on a cluster."""

@@ -15,13 +15,13 @@ month boundary where revenue stops.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from forecast.data.contract import OPEN_STAGES
-from forecast.data.tables import CrmTables
+from forecast.data.tables import CrmTables, Featurize
 from forecast.features.asof import asof_join, running_at, running_sums
 from forecast.features.deal_schema import Feature
 
@@ -170,7 +170,7 @@ def churn_training_frame(
     *,
     horizon_days: int = HORIZON_DAYS,
     labelled_only: bool = True,
-    features: Callable[[CrmTables, pd.DataFrame], pd.DataFrame] | None = None,
+    features: Featurize | None = None,
 ) -> pd.DataFrame:
     """Account snapshots, their features and the `churned` label. `features`: how the features
     are computed (default `account_features`, in this process; on a cluster,

@@ -14,13 +14,13 @@ this is checked against.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from forecast.data.contract import OPEN_STAGES
-from forecast.data.tables import CrmTables
+from forecast.data.tables import CrmTables, Featurize
 from forecast.features.deal_context import DealContext
 from forecast.features.deal_facts import (
     DealFacts,
@@ -122,7 +122,7 @@ def training_frame(
     as_of_dates: Sequence[pd.Timestamp],
     *,
     labelled_only: bool = True,
-    features: Callable[[CrmTables, pd.DataFrame], pd.DataFrame] | None = None,
+    features: Featurize | None = None,
 ) -> pd.DataFrame:
     """Snapshots, their features and the `won` label; unlabeled (still open) rows dropped.
     `features`: how the features are computed (default `deal_features`, in this process; on a

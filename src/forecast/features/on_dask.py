@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from forecast.data.tables import CrmTables
+from forecast.data.tables import CrmTables, Featurize
 from forecast.features.deal_context import DealContext
 from forecast.features.deal_facts import DealFacts
 from forecast.features.deals import deal_features
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from distributed import Client
 
 Progress = Callable[[int, int], None]  # (parts done, parts)
-Featurize = Callable[[CrmTables, pd.DataFrame], pd.DataFrame]  # (tables, snapshots) -> features
 DEAL_ROWS = ("deal_history", "activities", "deal_attributes")  # a deal's own, by deal_id
 ACCOUNT_ROWS = ("revenue", "signals", "activities", "orders", "deals")  # by account_id
 

@@ -19,12 +19,12 @@ Features read only lines with `at <= as_of` (the contract's known-at), whatever 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
-from forecast.data.tables import CrmTables
+from forecast.data.tables import CrmTables, Featurize
 from forecast.features.deal_schema import Feature
 
 ACTIVE_DAYS = 365  # a customer with no purchase in this long before as_of is not scored
@@ -150,7 +150,7 @@ def inactivity_training_frame(
     as_of_dates: Sequence[pd.Timestamp],
     *,
     horizon_days: int,
-    features: Callable[[CrmTables, pd.DataFrame], pd.DataFrame] | None = None,
+    features: Featurize | None = None,
 ) -> pd.DataFrame:
     """Labelled customer snapshots: their features and the `churned` label. `features`: how the
     features are computed (default `inactivity_features`; on a cluster, `account_features_on`)."""

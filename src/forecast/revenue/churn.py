@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -28,15 +29,26 @@ from forecast.model import (
 from forecast.training.churn import churn_probability
 from forecast.training.churn_task import LABEL, SUBSCRIPTION, Definition, definition_of
 
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from forecast.features.on_dask import Progress
+
 AT_RISK_LEVELS = {"rep": "owner_rep_id", "team": "team", "region": "rep_region"}
 
 LIVE_QUARTERS_AHEAD = 1  # the live forecast's renewals use the churn model this far ahead
 
 
 def revenue_at_risk(
-    tables: CrmTables, model: BaseEstimator, *, as_of: pd.Timestamp | str
+    tables: CrmTables,
+    model: BaseEstimator,
+    *,
+    as_of: pd.Timestamp | str,
+    client: Client | None = None,
+    progress: Progress | None = None,
 ) -> pd.DataFrame:
-    """Churn probability x a year's revenue for each account the model can score at `as_of`.
+    """Churn probability x a year's revenue for each account the model can score at `as_of`;
+    the accounts' features by the cluster of a Dask `client` when given (the same numbers).
 
     Under subscription churn: accounts billed recurring revenue in the last month ended by
     `as_of`; ARR is 12 x that month's recurring bill (`mrr`). Under inactivity churn: customers
@@ -49,7 +61,7 @@ def revenue_at_risk(
     """
     stamp = pd.Timestamp(as_of)
     definition = definition_of(model)
-    frame = definition.features_at(tables, stamp)
+    frame = definition.features_at(tables, stamp, client, progress)
     subscription = definition is SUBSCRIPTION
     owners = tables.accounts.set_index("account_id")["owner_rep_id"]
     reps = tables.reps.set_index("rep_id")[["team", "region"]]

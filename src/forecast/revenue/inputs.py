@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from forecast.data.tables import CrmTables
+from forecast.data.tables import CrmTables, Featurize
 from forecast.features.deals import deal_features, deal_snapshots
 from forecast.revenue.bookings import (
     UNASSIGNED,
@@ -149,6 +149,7 @@ def prepare_quarter(
     renewal_probability: RenewalProbability | None = None,
     params: RevenueParams | None = None,
     features: pd.DataFrame | None = None,
+    featurize: Featurize = deal_features,
 ) -> QuarterInputs:
     """Learn and score everything the quarter's simulation needs, from what was known at as_of.
 
@@ -162,11 +163,14 @@ def prepare_quarter(
         params: see `RevenueParams`.
         features: optional precomputed `deal_features` rows (deal_id, as_of, ...) covering the
             snapshots needed; they are recomputed when absent. Backtests pass them to save time.
+        featurize: how they are computed (`deal_features` here; on a Dask cluster,
+            `forecast.features.on_dask.deal_features_on` with its client: the same numbers).
     """
     params = params or RevenueParams()
     window, earlier = _windows(tables, quarter, pd.Timestamp(as_of), params)
     as_of = window.as_of
-    snapshots = _snapshot_features(tables, [as_of, *(w.as_of for w in earlier)], features)
+    dates = [as_of, *(w.as_of for w in earlier)]
+    snapshots = _snapshot_features(tables, dates, features, featurize)
     won = won_deals(tables).query("closed_at <= @as_of")
     history = timing_history(snapshots, earlier, won, win_scorer, params)
     timing = CloseTiming.fit(history, params)
@@ -286,7 +290,10 @@ def _source(renewal_probability: RenewalProbability | None) -> str:
 
 
 def _snapshot_features(
-    tables: CrmTables, dates: Sequence[pd.Timestamp], features: pd.DataFrame | None
+    tables: CrmTables,
+    dates: Sequence[pd.Timestamp],
+    features: pd.DataFrame | None,
+    featurize: Featurize,
 ) -> pd.DataFrame:
     """Deal features of every deal open at each date (from the precomputed frame when given)."""
     index = pd.DatetimeIndex(sorted(set(dates)))
@@ -295,7 +302,7 @@ def _snapshot_features(
         if index.isin(have).all():
             return features[features["as_of"].isin(index)].reset_index(drop=True)
     snapshots = deal_snapshots(tables, list(index))
-    return deal_features(tables, snapshots).reset_index(drop=True)
+    return featurize(tables, snapshots).reset_index(drop=True)
 
 
 def _tree(tables: CrmTables) -> OrgTree:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from forecast.data.tables import CrmTables
+from forecast.data.tables import CrmTables, Featurize
 from forecast.features.deal_schema import DEAL_FEATURES
 from forecast.features.deals import deal_features, deal_snapshots, snapshot_dates
 from forecast.model import TreeParams, calibrate, make_lightgbm, model_input, win_probability
@@ -26,9 +26,13 @@ class TrainingFrame:
     won: pd.Series  # deal_id -> 1.0 won / 0.0 lost
 
     @classmethod
-    def build(cls, tables: CrmTables, end: pd.Timestamp) -> TrainingFrame:
+    def build(
+        cls, tables: CrmTables, end: pd.Timestamp, featurize: Featurize = deal_features
+    ) -> TrainingFrame:
+        """Every weekly snapshot to `end`; `featurize` computes their features (on a Dask
+        cluster: `forecast.features.on_dask.deal_features_on`, the same numbers)."""
         dates = snapshot_dates(tables.deals["created_at"].min(), end)
-        frame = deal_features(tables, deal_snapshots(tables, dates))
+        frame = featurize(tables, deal_snapshots(tables, dates))
         history = tables.deal_history
         closes = history[history["stage"].isin(["closed_won", "closed_lost"])]
         closes = closes.sort_values("changed_at").drop_duplicates("deal_id").set_index("deal_id")

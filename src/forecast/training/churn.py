@@ -87,6 +87,8 @@ from forecast.training.tracking import (
 if TYPE_CHECKING:
     from distributed import Client
 
+    from forecast.features.on_dask import Progress
+
 log = logging.getLogger(__name__)
 
 
@@ -134,11 +136,12 @@ class ChurnPipeline:
 
     task = TASK
 
-    def __init__(self, client: Client | None = None):
-        self.client = client  # a Dask client: its cluster computes the features
+    def __init__(self, client: Client | None = None, progress: Progress | None = None):
+        self.client = client  # a Dask client: its cluster computes the features, LightGBM
+        self.progress = progress  # hears the cluster's parts of the features finish
 
     def prepare(self, tables: CrmTables, params: ChurnParams, hooks: ChurnHooks) -> Prepared:
-        return prepare(tables, params, hooks, self.client)
+        return prepare(tables, params, hooks, self.client, self.progress)
 
     def report(self, data: Prepared) -> None:
         s = data.slices
@@ -286,6 +289,7 @@ def retrain_churn(
     card_dir: Path | None = None,
     on_step: Callable[[str], None] | None = None,
     client: Client | None = None,
+    progress: Progress | None = None,
 ) -> RetrainOutcome:
     """Train the churn model, register it as challenger and run the registry's gate.
 
@@ -293,7 +297,7 @@ def retrain_churn(
     data (see `resolve`); `client`: a Dask client whose cluster computes the features."""
     chosen = ChurnParams(seed=seed, definition=definition, horizon_days=horizon_days)
     return retrain(
-        ChurnPipeline(client) if client is not None else CHURN,
+        ChurnPipeline(client, progress) if client is not None else CHURN,
         tables,
         params=resolve(chosen, tables),
         hooks=ChurnHooks(),

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
-from forecast.data.tables import CrmTables
+from forecast.data.tables import CrmTables, Featurize
 from forecast.features.accounts import (
     ACCOUNT_FEATURES,
     HORIZON_DAYS,
@@ -39,6 +39,8 @@ from forecast.training.task import CANDIDATES, NotEnoughDataError, Task, fingerp
 
 if TYPE_CHECKING:
     from distributed import Client
+
+    from forecast.features.on_dask import Progress
 
 EXPERIMENT = "account-churn"
 
@@ -110,21 +112,26 @@ class Definition:
     population: str  # who is snapshotted, after "snapshots of"
     first_moment: Callable[[CrmTables], pd.Timestamp]  # the earliest snapshot's month
     snapshots: Callable[[CrmTables, Sequence[pd.Timestamp]], pd.DataFrame]
-    featurize: Callable[[CrmTables, pd.DataFrame], pd.DataFrame]
+    featurize: Featurize
     training_frame: Callable[..., pd.DataFrame]  # (tables, dates, *, horizon_days)
     # a year's revenue of each feature row: what a churned account (customer) takes away
     yearly_revenue: Callable[[pd.DataFrame], np.ndarray]
     revenue_words: str  # what `yearly_revenue` is, for pages and cards
 
     def frame(
-        self, tables: CrmTables, params: ChurnParams, client: Client | None = None
+        self,
+        tables: CrmTables,
+        params: ChurnParams,
+        client: Client | None = None,
+        progress: Progress | None = None,
     ) -> pd.DataFrame:
         """Labelled monthly snapshots from the first billed month (or order) to the export;
-        the features by the cluster of `client` when given (the same numbers)."""
+        the features by the cluster of `client` when given (the same numbers; `progress`
+        hears its parts finish)."""
         first = self.first_moment(tables)
         dates = churn_snapshot_dates(first, tables.as_of, day=params.snapshot_day)
         on_cluster = (
-            partial(account_features_on, client, featurize=self.featurize)
+            partial(account_features_on, client, featurize=self.featurize, progress=progress)
             if client is not None
             else None
         )
@@ -132,9 +139,19 @@ class Definition:
             tables, dates, horizon_days=horizon_of(params), features=on_cluster
         )
 
-    def features_at(self, tables: CrmTables, as_of: pd.Timestamp) -> pd.DataFrame:
-        """Every scorable account's (customer's) features at `as_of`."""
-        return self.featurize(tables, self.snapshots(tables, [as_of]))
+    def features_at(
+        self,
+        tables: CrmTables,
+        as_of: pd.Timestamp,
+        client: Client | None = None,
+        progress: Progress | None = None,
+    ) -> pd.DataFrame:
+        """Every scorable account's (customer's) features at `as_of`; by the cluster of
+        `client` when given (the same numbers; `progress` hears its parts finish)."""
+        snapshots = self.snapshots(tables, [as_of])
+        if client is not None:
+            return account_features_on(client, tables, snapshots, self.featurize, progress=progress)
+        return self.featurize(tables, snapshots)
 
     @staticmethod
     def segments(frame: pd.DataFrame) -> pd.Series:
@@ -312,13 +329,17 @@ class Prepared:
 
 
 def prepare(
-    tables: CrmTables, params: ChurnParams, hooks: ChurnHooks, client: Client | None = None
+    tables: CrmTables,
+    params: ChurnParams,
+    hooks: ChurnHooks,
+    client: Client | None = None,
+    progress: Progress | None = None,
 ) -> Prepared:
     """Snapshots, features (on the cluster of `client` when given), labels, the class check
     and the out-of-time split."""
     params = resolve(params, tables)
     definition = DEFINITION_OF[params.definition]
-    frame = definition.frame(tables, params, client)
+    frame = definition.frame(tables, params, client, progress)
     check_classes(frame, horizon_of(params))
     s = split(frame, params)
     if hooks.fit_rows is not None:

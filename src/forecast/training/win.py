@@ -63,6 +63,8 @@ from forecast.training.win_task import (
 if TYPE_CHECKING:
     from distributed import Client
 
+    from forecast.features.on_dask import Progress
+
 log = logging.getLogger(__name__)
 
 
@@ -104,11 +106,12 @@ class WinPipeline:
 
     task = TASK
 
-    def __init__(self, client: Client | None = None):
-        self.client = client
+    def __init__(self, client: Client | None = None, progress: Progress | None = None):
+        self.client = client  # a Dask client: its cluster computes the features, LightGBM
+        self.progress = progress  # hears the cluster's parts of the features finish
 
     def prepare(self, tables: CrmTables, params: WinParams, hooks: TrainHooks) -> Prepared:
-        return prepare(tables, params, hooks, self.client)
+        return prepare(tables, params, hooks, self.client, self.progress)
 
     def report(self, data: Prepared) -> None:
         s = data.slices
@@ -274,6 +277,7 @@ def retrain_win(
     card_dir: Path | None = None,
     on_step: Callable[[str], None] | None = None,
     client: Client | None = None,
+    progress: Progress | None = None,
 ) -> RetrainOutcome:
     """Train the win model, register it as challenger and run the gate.
 
@@ -281,7 +285,7 @@ def retrain_win(
     Dask client whose cluster computes the features.
     """
     return retrain(
-        WinPipeline(client) if client is not None else WIN,
+        WinPipeline(client, progress) if client is not None else WIN,
         tables,
         params=params or WinParams(seed=seed),
         hooks=TrainHooks(),

@@ -29,6 +29,8 @@ from forecast.training.task import CANDIDATES, NotEnoughDataError, Task, fingerp
 if TYPE_CHECKING:
     from distributed import Client
 
+    from forecast.features.on_dask import Progress
+
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "deal-win"
@@ -206,11 +208,15 @@ def build_frame(
     params: WinParams,
     hooks: TrainHooks,
     client: Client | None = None,
+    progress: Progress | None = None,
 ) -> tuple[pd.DataFrame, tuple[Feature, ...]]:
     """Weekly snapshots from the first deal to the test window's end, features and labels;
-    the features by the cluster of `client` when given (the same numbers)."""
+    the features by the cluster of `client` when given (the same numbers; `progress` hears
+    its parts finish)."""
     dates = snapshot_dates(windows.start, windows.test_end, freq=params.snapshot_freq)
-    on_cluster = partial(deal_features_on, client) if client is not None else None
+    on_cluster = (
+        partial(deal_features_on, client, progress=progress) if client is not None else None
+    )
     frame = training_frame(tables, dates, labelled_only=False, features=on_cluster)
     features = (*DEAL_FEATURES, *attribute_features(tables))
     if hooks.extra_features is not None:
@@ -307,12 +313,16 @@ class Prepared:
 
 
 def prepare(
-    tables: CrmTables, params: WinParams, hooks: TrainHooks, client: Client | None = None
+    tables: CrmTables,
+    params: WinParams,
+    hooks: TrainHooks,
+    client: Client | None = None,
+    progress: Progress | None = None,
 ) -> Prepared:
     """Snapshots, features (on the cluster of `client` when given), the closed-deal check and
     the out-of-time split."""
     windows = Windows.before(tables, params)
-    frame, features = build_frame(tables, windows, params, hooks, client)
+    frame, features = build_frame(tables, windows, params, hooks, client, progress)
     check_closed_deals(frame, windows, tables)
     slices = split(frame, windows)
     if hooks.fit_rows is not None:
