@@ -13,6 +13,9 @@ import typer
 from rich.table import Table
 
 from forecast.cli.common import (
+    LocalClusterOpt,
+    SchedulerOpt,
+    cluster,
     console,
     err_console,
     fail,
@@ -41,10 +44,23 @@ def data_generate(
     ] = "2026-11-15",
     dirt: Annotated[float, typer.Option(help="Share of untidy rows (0 = clean).")] = 0.0,
     show: Annotated[bool, typer.Option("--describe/--quiet", help="Describe it after.")] = True,
+    partitions: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Make and store the world in this many parts, one in memory at a time, for "
+            "worlds larger than memory (docs/scale.md).",
+        ),
+    ] = None,
+    scheduler: SchedulerOpt = None,
+    local_cluster: LocalClusterOpt = None,
 ) -> None:
     """Generate a realistic CRM world (with its latent truth) into the store."""
     from forecast.data.ingest import generate
 
+    if partitions is not None:
+        _generate_in_parts(deals, partitions, seed, as_of, dirt, (scheduler, local_cluster))
+        return
     with steps(7, "generating") as on_step:
         world, result = generate(
             deals, seed=seed, as_of=as_of, dirt=dirt, imported_at=now(), on_step=on_step
@@ -53,6 +69,32 @@ def data_generate(
     console.print(f"[green]{verb}[/] version {result.version} in {result.path}")
     if show:
         _print_description(world.tables)
+
+
+def _generate_in_parts(
+    deals: int, partitions: int, seed: int, as_of: str, dirt: float, where: tuple
+) -> None:
+    """`data generate --partitions`: the world made and stored part by part."""
+    from forecast.data.ingest import generate_in_parts
+    from forecast.data.parts import PartsError
+    from forecast.data.validate import ValidationError
+
+    if dirt:
+        raise fail("--dirt: a world made in parts is clean (generate it whole for untidy rows)", 2)
+    if not 1 <= partitions <= deals // 50:
+        raise fail(f"--partitions {partitions}: give 1 to {deals // 50} (50 deals a part)", 2)
+    try:
+        with cluster(*where) as client, steps(partitions + 1, "generating") as on_step:
+            result = generate_in_parts(
+                deals, partitions, seed=seed, as_of=as_of, imported_at=now(), client=client,
+                on_step=on_step,
+            )  # fmt: skip
+    except (ValidationError, PartsError) as err:
+        raise fail(f"the generated world broke the contract, nothing stored: {err}") from None
+    verb = "stored" if result.changed else "already stored (unchanged)"
+    console.print(f"[green]{verb}[/] version {result.version} in {result.path}")
+    rows = ", ".join(f"{name} {count:,}" for name, count in result.rows.items() if count)
+    console.print(f"{partitions} parts: {rows}", highlight=False)
 
 
 def _read_source(

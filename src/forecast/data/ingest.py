@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from forecast.data.sources import RawTable
-from forecast.data.store import StoreWrite, current_path, read_store, write_store
+from forecast.data.store import (
+    StorePart,
+    StoreWrite,
+    current_path,
+    read_frame,
+    read_store,
+    write_store,
+)
 from forecast.data.tables import CrmTables
-from forecast.data.validate import check
+from forecast.data.validate import check, validate
 from forecast.data.violations import Violation
 from forecast.data.world import CrmWorld, WorldTruth, make_crm
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +109,64 @@ def generate(
     return world, store_world(world, source=source, imported_at=imported_at, store=store)
 
 
+def generate_in_parts(
+    n_deals: int,
+    parts: int,
+    *,
+    seed: int,
+    imported_at: pd.Timestamp,
+    as_of: str = "2026-11-15",
+    store: Path | None = None,
+    client: Client | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> StoreWrite:
+    """Generate a world in `parts` parts (`make_crm_parts`) and store it part by part: memory
+    holds one part, whatever `n_deals`. Each part is checked against the contract as it is
+    made; keys and references across parts by Dask (`forecast.data.parts`, on `client`'s
+    cluster when given) before the version becomes current.
+
+    Raises:
+        forecast.data.validate.ValidationError: a part breaks the contract; nothing stored.
+        forecast.data.parts.PartsError: the parts together do; nothing stored.
+    """
+    from forecast.data.parts import check_across_parts
+    from forecast.data.store import write_store_parts
+    from forecast.data.world import make_crm_parts
+
+    worlds = make_crm_parts(n_deals, parts, seed=seed, as_of=as_of, on_step=on_step)
+    source = (
+        f"generated: make_crm_parts(n_deals={n_deals}, parts={parts}, seed={seed}, as_of={as_of})"
+    )
+    return write_store_parts(
+        _store_parts(worlds), as_of=pd.Timestamp(as_of), source=source,
+        imported_at=imported_at, store=store, check=partial(check_across_parts, client=client),
+    )  # fmt: skip
+
+
+ONCE = ("reps", "products")  # the same in every part of a generated world: stored from the first
+SUMMED = "targets"  # each part's share of the quotas: stored once, summed
+
+
+def _store_parts(worlds: Iterable[CrmWorld]) -> Iterator[StorePart]:
+    """Each generated part, checked against the contract, as a part of the store; the quotas
+    summed over the parts as a last part."""
+    targets = []
+    for number, world in enumerate(worlds):
+        tables = world.tables
+        validate(
+            {n: RawTable(n, f, f"part {number}") for n, f in tables.items()}, as_of=tables.as_of
+        )
+        kept = {n: f for n, f in tables.items() if n != SUMMED and (number == 0 or n not in ONCE)}
+        truth = {f"{TRUTH_DIR}/deal_advance": world.truth.deal_advance,
+                 f"{TRUTH_DIR}/account_months": world.truth.account_months}  # fmt: skip
+        if number == 0:
+            truth[f"{TRUTH_DIR}/reps"] = world.truth.reps
+        targets.append(tables.targets)
+        yield StorePart(kept, truth)
+    summed = pd.concat(targets).groupby(["level", "owner", "period"], sort=False, as_index=False)
+    yield StorePart({SUMMED: summed["amount"].sum()})
+
+
 def read_world(store: Path | None = None) -> CrmWorld | None:
     """The stored tables with their truth, or None when the store holds imported (real) data."""
     tables = read_store(store)
@@ -104,8 +174,8 @@ def read_world(store: Path | None = None) -> CrmWorld | None:
     if not truth_dir.is_dir():
         return None
     truth = WorldTruth(
-        deal_advance=pd.read_parquet(truth_dir / "deal_advance.parquet"),
-        reps=pd.read_parquet(truth_dir / "reps.parquet"),
-        account_months=pd.read_parquet(truth_dir / "account_months.parquet"),
+        deal_advance=read_frame(truth_dir / "deal_advance.parquet"),
+        reps=read_frame(truth_dir / "reps.parquet"),
+        account_months=read_frame(truth_dir / "account_months.parquet"),
     )
     return CrmWorld(tables=tables, truth=truth)

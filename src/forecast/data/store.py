@@ -20,8 +20,8 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -101,22 +101,100 @@ def write_store(
         manifest = _read_manifest(root / VERSIONS / current)
         if manifest.get("fingerprint") == fingerprint:
             return StoreWrite(current, root / VERSIONS / current, fingerprint, False, rows)
+
+    def fill(folder: Path) -> dict:
+        manifest = _manifest(tables.as_of, source, imported_at, rows, fingerprint)
+        _write_version(folder, tables, attachments or {}, manifest)
+        return manifest
+
+    return _versioned(root, fill)
+
+
+@dataclass(frozen=True)
+class StorePart:
+    """One part of a store written in parts: the tables it holds (a table absent from a part
+    has no rows there) and the frames stored with them (`write_store`'s attachments)."""
+
+    tables: Mapping[str, pd.DataFrame]
+    attachments: Mapping[str, pd.DataFrame] = field(default_factory=dict)
+
+
+def write_store_parts(
+    parts: Iterable[StorePart],
+    *,
+    as_of: pd.Timestamp,
+    source: str,
+    imported_at: pd.Timestamp,
+    store: Path | None = None,
+    check: Callable[[Path], None] | None = None,
+) -> StoreWrite:
+    """Store tables that arrive in parts (a world generated in parts), holding one part in
+    memory at a time: each part's tables and attachments written as
+    `<table>/part-NNNNN.parquet` as it comes; the version made current, atomically, only after
+    the last. `read_store` reads a table's parts back in order, as one table.
+
+    The fingerprint is sha256 over the parts' own fingerprints, in order: the same parts give
+    the same fingerprint (and nothing new is written), but it is not the fingerprint of the
+    tables read back whole. `check` reads the written folder before it becomes a version (what
+    spans parts: unique keys, references); an error it raises leaves the store as it was.
+    """
+    root = _root(store)
+
+    def fill(folder: Path) -> dict:
+        digest = hashlib.sha256(
+            f"format {FORMAT}; as_of {pd.Timestamp(as_of).isoformat()}\n".encode()
+        )
+        rows = dict.fromkeys(TABLE_NAMES, 0)
+        for number, part in enumerate(parts):
+            tables = CrmTables.from_frames(dict(part.tables), as_of=as_of)
+            for name in part.tables:
+                rows[name] += len(tables[name])
+                _write_table(tables[name], _part_path(folder / name, number))
+            for key, frame in part.attachments.items():
+                _write_table(frame, _part_path(folder / key, number))
+            digest.update(f"part {number} {fingerprint_tables(tables)}\n".encode())
+        manifest = _manifest(as_of, source, imported_at, rows, digest.hexdigest())
+        if check is not None:
+            check(folder)
+        _write_bytes(folder / MANIFEST, json.dumps(manifest, indent=2).encode() + b"\n")
+        _fsync_dir(folder)
+        return manifest
+
+    return _versioned(root, fill)
+
+
+def _manifest(
+    as_of: pd.Timestamp, source: str, imported_at: pd.Timestamp, rows: dict, fingerprint: str
+) -> dict:
+    return {
+        "format": FORMAT,
+        "as_of": pd.Timestamp(as_of).isoformat(),
+        "source": source,
+        "imported_at": pd.Timestamp(imported_at).isoformat(),
+        "rows": rows,
+        "fingerprint": fingerprint,
+        "forecast_version": _forecast_version(),
+    }
+
+
+def _versioned(root: Path, fill: Callable[[Path], dict]) -> StoreWrite:
+    """A new version filled by `fill` (which returns its manifest) in a temporary folder, then
+    published and made current; nothing written when its fingerprint is the current one's.
+    After a write, only the newest `store_versions_kept` versions are kept."""
     versions = root / VERSIONS
     versions.mkdir(parents=True, exist_ok=True)
     tmp = versions / f".tmp-{uuid.uuid4().hex}"
     published: Path | None = None
     try:
         tmp.mkdir()
-        manifest = {
-            "format": FORMAT,
-            "as_of": pd.Timestamp(tables.as_of).isoformat(),
-            "source": source,
-            "imported_at": pd.Timestamp(imported_at).isoformat(),
-            "rows": rows,
-            "fingerprint": fingerprint,
-            "forecast_version": _forecast_version(),
-        }
-        _write_version(tmp, tables, attachments or {}, manifest)
+        manifest = fill(tmp)
+        fingerprint, rows = manifest["fingerprint"], manifest["rows"]
+        current = _current(root)
+        if current is not None and _read_manifest(versions / current).get("fingerprint") == (
+            fingerprint
+        ):
+            shutil.rmtree(tmp, ignore_errors=True)
+            return StoreWrite(current, versions / current, fingerprint, False, rows)
         version = _publish(tmp, versions, fingerprint)
         published = versions / version
         _switch(root, version)
@@ -340,10 +418,26 @@ def _write_table(frame: pd.DataFrame, path: Path) -> None:
 
 
 def _read_table(path: Path, name: str) -> pd.DataFrame:
-    if not path.is_file():  # a version written before this table was in the contract
+    parts = path.with_suffix("")  # a store written in parts: <table>/part-NNNNN.parquet
+    if not path.is_file() and not parts.is_dir():  # a version from before this table existed
         return empty_frame(TABLES[name])
-    frame = pq.read_table(path).to_pandas(types_mapper=_pandas_type)
-    return conform(frame, TABLES[name])
+    return conform(read_frame(path), TABLES[name])
+
+
+def read_frame(path: Path) -> pd.DataFrame:
+    """A stored frame (`<key>.parquet`), or its parts in order (`<key>/part-NNNNN.parquet`)."""
+    parts = path.with_suffix("")
+    if parts.is_dir():
+        tables = [pq.read_table(p) for p in sorted(parts.glob("part-*.parquet"))]
+        table = pa.concat_tables(tables, promote_options="permissive")
+    else:
+        table = pq.read_table(path)
+    return table.to_pandas(types_mapper=_pandas_type)
+
+
+def _part_path(folder: Path, number: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"part-{number:05d}.parquet"
 
 
 def _pandas_type(arrow_type: pa.DataType) -> object | None:

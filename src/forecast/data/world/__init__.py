@@ -6,6 +6,6 @@ their stage paths and activities), `subscriptions` (bills, health, renewals), `a
 `money` (the contract's tables), `dirt` (untidy but valid data); `generate` runs them.
 """
 
-from forecast.data.world.generate import CrmWorld, WorldTruth, make_crm
+from forecast.data.world.generate import CrmWorld, WorldTruth, make_crm, make_crm_parts
 
-__all__ = ["CrmWorld", "WorldTruth", "make_crm"]
+__all__ = ["CrmWorld", "WorldTruth", "make_crm", "make_crm_parts"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -49,6 +51,19 @@ ACCOUNT_WORDS = (
 PRODUCT_COLUMNS = ("product_id", "name", "family", "list_price", "billing")  # of `PRODUCTS`
 
 
+@dataclass(frozen=True)
+class Numbering:
+    """Where a world's ids start: a part of a larger world numbers its deals after the parts
+    before it and puts its own number (`part`) in its activity and signal ids (accounts are
+    numbered by `make_accounts`' caller), so ids are unique across the parts."""
+
+    first_deal: int = 1
+    part: str = ""
+
+
+WHOLE = Numbering()  # a world made in one piece
+
+
 def assemble(
     rng: np.random.Generator,
     cal: Calendar,
@@ -60,13 +75,14 @@ def assemble(
     history: dict,
     activities: dict,
     subs: dict,
+    numbering: Numbering = WHOLE,
 ) -> CrmTables:
     """Turn the simulated arrays into canonical tables, recording nothing after the as-of."""
     origin = cal.origin
     horizon = (as_of - origin) / pd.Timedelta(days=1)
     reps, rep_ids = _reps_table(rng, org, origin)
     account_ids = id_column("A", accounts["number"], 6)
-    deal_ids = id_column("D", np.arange(1, deals["n"] + 1), 7)
+    deal_ids = id_column("D", np.arange(numbering.first_deal, numbering.first_deal + deals["n"]), 7)
     product_ids = np.array([p[0] for p in PRODUCTS], dtype=object)
 
     hist = _history_table(history, deal_ids, origin)
@@ -80,10 +96,10 @@ def assemble(
     acts = _activities_table(
         origin, horizon, deals=deals, activities=activities, subs=subs, accounts=accounts,
         org=org, deal_ids=deal_ids, account_ids=account_ids, rep_ids=rep_ids,
-        account_frame=account_frame,
+        account_frame=account_frame, activity_prefix=f"X{numbering.part}",
     )  # fmt: skip
     revenue = revenue_table(cal, deals, subs, account_ids, product_ids, horizon)
-    signals = signals_table(origin, horizon, subs, account_ids)
+    signals = signals_table(origin, horizon, subs, account_ids, f"S{numbering.part}")
     targets = targets_table(
         cal, org, deals, reps=reps, rep_ids=rep_ids, horizon=horizon, subs=subs,
         account_frame=account_frame,
@@ -244,6 +260,7 @@ def _activities_table(
     account_ids,
     rep_ids,
     account_frame,
+    activity_prefix: str,
 ) -> pd.DataFrame:
     deal_idx = activities["deal"]
     touches = subs["touches"]
@@ -281,5 +298,5 @@ def _activities_table(
             "at": timestamp_column(origin, t[order]),
         }
     )
-    frame.insert(0, "activity_id", id_column("X", np.arange(1, len(frame) + 1), 8))
+    frame.insert(0, "activity_id", id_column(activity_prefix, np.arange(1, len(frame) + 1), 8))
     return frame

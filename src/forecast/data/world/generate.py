@@ -18,7 +18,7 @@ be compared with the probability the generator really used:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +26,7 @@ import pandas as pd
 
 from forecast.data.contract import OPEN_STAGES, STAGES
 from forecast.data.tables import CrmTables
-from forecast.data.world.assemble import assemble
+from forecast.data.world.assemble import WHOLE, Numbering, assemble
 from forecast.data.world.columns import date_column, id_column, string_column
 from forecast.data.world.deals import Calendar, make_deal_activities, make_deals, make_history
 from forecast.data.world.dirt import add_dirt
@@ -114,22 +114,93 @@ def make_crm(
     Returns:
         The tables and the latent truth behind them.
     """
-    if n_deals < 50:
-        raise ValueError(f"n_deals={n_deals}: a world needs at least 50 deals")
-    if not 0 <= dirt < 0.5:
-        raise ValueError(f"dirt={dirt}: expected a share between 0 and 0.5")
+    _check(n_deals, dirt)
     rng = np.random.default_rng(seed)
-    origin = pd.Timestamp(start)
-    end = pd.Timestamp(as_of)
-    horizon = (end - origin).days
-    if horizon < 120:
-        raise ValueError(f"start {start} to as_of {as_of}: the world needs at least 120 days")
+    origin, end = pd.Timestamp(start), pd.Timestamp(as_of)
+    horizon = _horizon(origin, end)
 
     step = on_step or (lambda name: None)
     cal = Calendar.build(origin, horizon)
     step("org tree and accounts")
     org = make_org(rng, n_deals=n_deals, horizon=horizon, weak_stage_share=weak_stage_share)
+    return _simulate(rng, cal, end, org, n_deals=n_deals, dirt=dirt, step=step)
+
+
+def make_crm_parts(
+    n_deals: int,
+    parts: int,
+    *,
+    seed: int = 0,
+    start: str = "2023-01-01",
+    as_of: str = "2026-11-15",
+    weak_stage_share: float = 0.15,
+    on_step: Callable[[str], None] | None = None,
+) -> Iterator[CrmWorld]:
+    """A world of `n_deals` made in `parts` parts, one at a time, so that memory holds one part
+    whatever the size (`forecast data generate --partitions`).
+
+    The org tree is drawn once for the whole world; each part draws its own accounts and their
+    deals, activities and subscriptions from its own random stream (seed, part), numbered after
+    the parts before it. Every part carries the reps and products (to be stored once); each
+    part's targets are its own share of the quotas, summed across parts by the store. Not the
+    world `make_crm(n_deals, seed=seed)` makes (its accounts are split into independent
+    groups), but the same kind of world: the same seed and parts give the same bytes.
+    """
+    _check(n_deals, 0.0)
+    if not 1 <= parts <= n_deals // 50:
+        raise ValueError(f"parts={parts}: expected 1 to {n_deals // 50} (50 deals a part at least)")
+    rng = np.random.default_rng(seed)
+    origin, end = pd.Timestamp(start), pd.Timestamp(as_of)
+    horizon = _horizon(origin, end)
+    cal = Calendar.build(origin, horizon)
+    step = on_step or (lambda name: None)
+    org = make_org(rng, n_deals=n_deals, horizon=horizon, weak_stage_share=weak_stage_share)
+    sizes = np.diff(np.linspace(0, n_deals, parts + 1).astype(np.int64))
+    first_deal, first_account = 1, 1
+    for number, size in enumerate(sizes):
+        step(f"part {number + 1} of {parts}")
+        world = _simulate(
+            np.random.default_rng([seed, number]), cal, end, org, n_deals=int(size), dirt=0.0,
+            step=lambda name: None, numbering=Numbering(first_deal, f"{number:05d}-"),
+            first_account=first_account,
+        )  # fmt: skip
+        first_deal += int(size)
+        first_account += len(world.tables.accounts)
+        yield world
+
+
+def _check(n_deals: int, dirt: float) -> None:
+    if n_deals < 50:
+        raise ValueError(f"n_deals={n_deals}: a world needs at least 50 deals")
+    if not 0 <= dirt < 0.5:
+        raise ValueError(f"dirt={dirt}: expected a share between 0 and 0.5")
+
+
+def _horizon(origin: pd.Timestamp, end: pd.Timestamp) -> int:
+    horizon = (end - origin).days
+    if horizon < 120:
+        raise ValueError(
+            f"start {origin:%Y-%m-%d} to as_of {end:%Y-%m-%d}: the world needs at least 120 days"
+        )
+    return horizon
+
+
+def _simulate(
+    rng: np.random.Generator,
+    cal: Calendar,
+    end: pd.Timestamp,
+    org: dict,
+    *,
+    n_deals: int,
+    dirt: float,
+    step: Callable[[str], None],
+    numbering: Numbering = WHOLE,
+    first_account: int = 1,
+) -> CrmWorld:
+    """Accounts, deals, their history and activities, subscriptions and the tables, for `org`."""
+    horizon = (end - cal.origin).days
     accounts = make_accounts(rng, n_deals=n_deals, horizon=horizon)
+    accounts["number"] = accounts["number"] + (first_account - 1)
     step("deals and their stages")
     deals = make_deals(rng, cal, org, accounts, n_deals=n_deals, horizon=horizon)
     step("deal history")
@@ -142,11 +213,11 @@ def make_crm(
     step("tables")
     tables = assemble(
         rng, cal, end, org=org, accounts=accounts, deals=deals, history=history,
-        activities=activities, subs=subs,
+        activities=activities, subs=subs, numbering=numbering,
     )  # fmt: skip
     if dirt > 0:
         tables = add_dirt(rng, tables, dirt)
-    truth = _truth(tables, deals, org, subs, (origin, cal))
+    truth = _truth(tables, deals, org, subs, (cal.origin, cal))
     return CrmWorld(tables=tables, truth=truth)
 
 

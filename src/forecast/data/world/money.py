@@ -44,7 +44,7 @@ def revenue_table(cal, deals, subs, account_ids, product_ids, horizon) -> pd.Dat
     return pd.concat([recurring, one_time], ignore_index=True)
 
 
-def signals_table(origin, horizon, subs, account_ids) -> pd.DataFrame:
+def signals_table(origin, horizon, subs, account_ids, prefix: str = "S") -> pd.DataFrame:
     sig = subs["signals"]
     keep = sig["t"] <= horizon
     order = np.argsort(sig["t"][keep], kind="stable")
@@ -56,7 +56,7 @@ def signals_table(origin, horizon, subs, account_ids) -> pd.DataFrame:
             "value": sig["value"][keep][order],
         }
     )
-    frame.insert(0, "signal_id", id_column("S", np.arange(1, len(frame) + 1), 8))
+    frame.insert(0, "signal_id", id_column(prefix, np.arange(1, len(frame) + 1), 8))
     return frame
 
 
