@@ -8,7 +8,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test fuzz lint format bench bench-generate bench-features bench-explain bench-revenue bench-service bench-real book-checks docs lock clean train mlflow-ui cards team drill
+.PHONY: help venv run test fuzz lint format bench bench-generate bench-scale bench-features bench-explain bench-revenue bench-service bench-real book-checks docs lock clean train mlflow-ui cards team drill
 
 help: ## Show this list
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -78,6 +78,10 @@ bench-service: $(STAMP) ## The service (1 deal with reasons) vs `mlflow models s
 
 bench-revenue: $(STAMP) ## Revenue simulation: 100,000 open deals x 10,000 draws over the tree
 	$(BIN)/python benchmarks/revenue_simulation.py
+
+bench-scale: $(STAMP) ## 1,000,000 and 5,000,000 deals end to end, one process vs a LocalCluster of 2 workers (an hour or more)
+	$(BIN)/python benchmarks/scale.py --deals 1000000 --parts 20 --workers 2 --memory-limit 6GB
+	$(BIN)/python benchmarks/scale.py --deals 5000000 --parts 50 --workers 2 --memory-limit 6GB
 
 bench-features: $(STAMP) ## Point-in-time features for about 1,000,000 snapshots
 	$(BIN)/python benchmarks/features.py --deals 200000

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
         description="A Dask scheduler (tcp://HOST:8786) the commands that can run on a cluster "
         "use (docs/scale.md); unset, they run in this process and Dask is not imported.",
     )
+    dask_worker_memory: str = Field(
+        default="auto",
+        description="Memory limit of each worker of a --local-cluster (e.g. 4GB; auto: the "
+        "machine's memory shared among the workers).",
+    )
     max_violations_shown: int = Field(
         default=20, ge=1, description="How many validation violations are printed in full."
     )

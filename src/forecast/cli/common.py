@@ -92,11 +92,13 @@ def cluster(scheduler: str | None, local_cluster: int | None) -> Iterator:
     """The Dask client a command was given (`--scheduler`, `--local-cluster` or the setting),
     or None; its dashboard's address printed; a scheduler that does not answer, an exit 1."""
     from forecast.cluster import SchedulerUnreachableError, dask_client
+    from forecast.settings import get_settings
 
     if scheduler and local_cluster:
         raise fail("give --scheduler or --local-cluster, not both", code=2)
+    memory = get_settings().dask_worker_memory
     try:
-        with dask_client(scheduler, local_cluster) as client:
+        with dask_client(scheduler, local_cluster, memory_limit=memory) as client:
             if client is not None:
                 err_console.print(f"Dask dashboard: {client.dashboard_link}", highlight=False)
             yield client
