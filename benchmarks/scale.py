@@ -74,11 +74,14 @@ class Run:
 
 
 def measure(command: list[str], home: Path, cap_gb: float, env: dict[str, str]) -> Run:
-    """Run `command` with FORECAST_HOME=`home`, sampling its process tree's memory."""
+    """Run `command` with FORECAST_HOME=`home`, sampling its process tree's memory; its stderr
+    to `<home>.stderr.log`, whose end is printed when it fails."""
     started = time.perf_counter()
+    errors = home.with_name(f"{home.name}.stderr.log")
+    errors.parent.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
         command, env=os.environ | env | {"FORECAST_HOME": str(home)},
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        stdout=subprocess.PIPE, stderr=errors.open("w"), text=True,
     )  # fmt: skip
     root = psutil.Process(process.pid)
     caller = worker = 0.0
@@ -105,6 +108,9 @@ def measure(command: list[str], home: Path, cap_gb: float, env: dict[str, str]) 
     process.wait()
     reader.join(timeout=10)
     seconds = time.perf_counter() - started
+    if process.returncode and not stopped:
+        tail = errors.read_text(errors="replace").splitlines()[-15:]
+        print(f"{' '.join(command[:4])}... failed:", *tail, sep="\n  ", flush=True)
     return Run(seconds, caller, worker, stopped, process.returncode, "".join(output))
 
 

@@ -4,6 +4,7 @@ version becomes current, the tables read back whole."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from forecast.data.store import (
     write_store_parts,
 )
 from forecast.data.world import make_crm_parts
+from forecast.training import registry
 
 BIN = Path(sys.executable).parent
 NOW = pd.Timestamp("2026-12-06")
@@ -107,3 +109,10 @@ def test_the_command_refuses_what_parts_cannot_do(forecast_home):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "2 parts: reps" in done.stdout and "deals 1,000" in done.stdout
+    # the rest of the pipeline reads it as any store; monthly snapshots, a stated sample
+    done = subprocess.run(
+        [forecast, "train", "win", "--snapshots", "month", "--json"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = registry.client().get_run(json.loads(done.stdout)["run_id"])
+    assert run.data.params["snapshot_freq"] == "MS"

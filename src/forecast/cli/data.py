@@ -10,7 +10,6 @@ from typing import Annotated
 
 import pandas as pd
 import typer
-from rich.table import Table
 
 from forecast.cli.common import (
     LocalClusterOpt,
@@ -23,6 +22,7 @@ from forecast.cli.common import (
     now,
     steps,
 )
+from forecast.cli.data_views import print_description, print_diagnosis
 from forecast.settings import get_settings
 
 data_app = typer.Typer(
@@ -37,6 +37,7 @@ class Adapter(StrEnum):
 
 @data_app.command("generate")
 def data_generate(
+    *,
     deals: Annotated[int, typer.Option("--deals", "-n", help="Number of opportunities.")] = 30_000,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed, the same world.")] = 0,
     as_of: Annotated[
@@ -68,7 +69,7 @@ def data_generate(
     verb = "stored" if result.changed else "already stored (unchanged)"
     console.print(f"[green]{verb}[/] version {result.version} in {result.path}")
     if show:
-        _print_description(world.tables)
+        print_description(world.tables)
 
 
 def _generate_in_parts(
@@ -223,7 +224,7 @@ def data_import(
     _print_set_aside(result.set_aside, result.derived)
     verb = "imported" if result.write.changed else "unchanged (same data already stored)"
     console.print(f"[green]{verb}[/]: version {result.write.version} in {result.write.path}")
-    _print_description(result.tables)
+    print_description(result.tables)
 
 
 @data_app.command("validate")
@@ -292,7 +293,7 @@ def data_describe(
         json.dump(describe(tables).to_dict(), sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
         return
-    _print_description(tables)
+    print_description(tables)
 
 
 @data_app.command("doctor")
@@ -333,39 +334,9 @@ def data_doctor(
         json.dump(found.to_dict(), sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
     else:
-        _print_diagnosis(found)
+        print_diagnosis(found)
     if found.blockers:
         raise typer.Exit(1)
-
-
-def _print_diagnosis(found) -> None:
-    console.rule(f"CRM as of {found.as_of}: what it supports")
-    rows = ", ".join(f"{k} {v:,}" for k, v in found.rows.items() if v)
-    console.print(f"Rows: {rows}", highlight=False)
-    first, last = found.deals_span
-    console.print(
-        f"Deals created {first} .. {last}; won {found.closed['won']:,}, lost "
-        f"{found.closed['lost']:,}, open {found.closed['open']:,}; stage history: {found.history}",
-        highlight=False,
-    )
-    cycle = ", ".join(f"{k} {v:g}" for k, v in found.cycle_days.items() if v is not None)
-    console.print(f"Days from created to closed: {cycle or 'no closed deals'}", highlight=False)
-    rates = ", ".join(f"{k} {v:.0%}" for k, v in found.win_rate_by_quarter.items())
-    console.print(f"Win rate by close quarter: {rates or 'no closed deals'}", highlight=False)
-    table = Table("model", "can be trained", title="Models")
-    for model, verdict in found.trainable.items():
-        table.add_row(model, verdict)
-    console.print(table)
-    if found.features_off:
-        off = Table("reason", "features off", title="Features off (the data lacks what they read)")
-        for reason in dict.fromkeys(found.features_off.values()):
-            names = [n for n, r in found.features_off.items() if r == reason]
-            off.add_row(reason, ", ".join(names))
-        console.print(off)
-    for suspect in found.suspicious_columns:
-        console.print(f"suspicious: {suspect}", style="yellow", markup=False, highlight=False)
-    if not found.blockers:
-        console.print("[green]nothing blocks training[/]")
 
 
 def _print_violations(err) -> None:
@@ -376,55 +347,3 @@ def _print_violations(err) -> None:
         highlight=False,
         soft_wrap=True,
     )
-
-
-def _print_description(tables) -> None:
-    from forecast.data.describe import describe
-
-    d = describe(tables)
-    console.rule(f"CRM as of {d.as_of:%Y-%m-%d}")
-    counts = Table("table", "rows", "from", "to", title="Tables")
-    for name, n in d.rows.items():
-        first, last = d.date_ranges.get(name, (None, None))
-        counts.add_row(
-            name,
-            f"{n:,}",
-            "" if first is None else f"{first:%Y-%m-%d}",
-            "" if last is None else f"{last:%Y-%m-%d}",
-        )
-    console.print(counts)
-    if d.rows["deals"]:
-        _print_deals(d, tables)
-    if o := d.orders:
-        console.print(
-            f"Orders: {o['lines']:,} lines in {o['orders']:,} orders from {o['customers']:,} "
-            f"customers; {o['lines_without_customer']:,} lines "
-            f"({o['lines_without_customer'] / o['lines']:.1%}) without a customer (in the totals, "
-            f"scored for no one); returns and cancellations {o['returned_share']:.1%} of sales",
-            soft_wrap=True,
-        )
-    revenue = Table("quarter", *d.revenue_by_quarter.columns, title="Revenue by quarter (last 8)")
-    for quarter, row in d.revenue_by_quarter.tail(8).iterrows():
-        revenue.add_row(quarter, *(f"{v:,.0f}" for v in row))
-    console.print(revenue)
-
-
-def _print_deals(d, tables) -> None:
-    from forecast.data.derive import history_is_derived
-
-    outcomes = ", ".join(f"{k} {v:,}" for k, v in sorted(d.deals_by_outcome.items()))
-    console.print(f"Deals: {outcomes}; win rate of closed deals {d.win_rate:.1%}")
-    segments = ", ".join(f"{k} {v:.1%}" for k, v in d.win_rate_by_segment.items())
-    console.print(f"Win rate by segment: {segments}")
-    if history_is_derived(tables.deal_history):
-        console.print(
-            "Stage conversion: no stage history in the export (deal_history derived from the "
-            "deals), so there is none to show"
-        )
-    else:
-        conversion = Table("from", "to", "deals", "converted", "rate", title="Stage conversion")
-        for row in d.stage_conversion.itertuples():
-            conversion.add_row(
-                row[1], row[2], f"{row.deals:,}", f"{row.converted:,}", f"{row.rate:.1%}"
-            )
-        console.print(conversion)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-from functools import partial
 from typing import TYPE_CHECKING, Annotated
 
 import pandas as pd
@@ -230,6 +229,7 @@ def revenue(
 ) -> None:
     """Forecast a quarter's bookings at every node of the org tree (uses the deal-win champion).
     With a Dask cluster, its workers compute the deals' features (docs/scale.md)."""
+    from forecast.features.on_dask import deal_features_with
     from forecast.revenue import simulate_quarter
 
     if level not in LEVEL_NAMES:
@@ -238,8 +238,11 @@ def revenue(
     scorer, version = champion_scorer()
     churn = _churn_champion()
     with cluster(scheduler, local_cluster) as client, steps(1, f"forecasting {quarter}") as bar:
-        featurize = _featurize(client, bar.parts)
-        inputs = _live_inputs(tables, quarter, moment, scorer, churn, lean, featurize)
+        inputs = _live_inputs(
+            tables, quarter, moment, scorer, churn, deal_features_with(client, bar.parts)
+        )
+    if lean:
+        inputs = _lean(tables, inputs)
     forecast = simulate_quarter(inputs, draws=draws, seed=seed, level=level)
     if churn is not None:
         forecast = _with_churn_risk(forecast, tables, churn[0], moment)
@@ -276,23 +279,9 @@ def _forecast_moment(quarter: str | None, as_of: str | None):
     return tables, moment, quarter
 
 
-def _featurize(client, progress) -> Featurize:
-    """Deal features in this process, or by the workers of a Dask `client` (the same numbers;
-    `progress` hears its parts finish)."""
-    from forecast.features.deals import deal_features
-
-    if client is None:
-        return deal_features
-    from forecast.features.on_dask import deal_features_on
-
-    return partial(deal_features_on, client, progress=progress)
-
-
-def _live_inputs(
-    tables, quarter: str, moment: pd.Timestamp, scorer, churn, lean: bool, featurize: Featurize
-):
+def _live_inputs(tables, quarter: str, moment: pd.Timestamp, scorer, churn, featurize: Featurize):
     """The quarter's inputs as the live forecast prepares them: renewals from the churn
-    champion when there is one, nodes leaning on the latest backtest's series when asked."""
+    champion when there is one."""
     from forecast.revenue import prepare_quarter
     from forecast.revenue.churn import live_renewals
 
@@ -303,12 +292,14 @@ def _live_inputs(
             lambda frame: churn_scorer.probability(churn_scorer.coded(frame)), tables,
             quarter=quarter, as_of=moment, source=source, definition=definition,
         )  # fmt: skip
-    inputs = prepare_quarter(
+    return prepare_quarter(
         tables, quarter=quarter, as_of=moment, win_scorer=scorer, renewal_probability=renewals,
         featurize=featurize,
     )  # fmt: skip
-    if not lean:
-        return inputs
+
+
+def _lean(tables, inputs):
+    """Nodes leaning on the latest backtest's series where it did better (said when none)."""
     from forecast.revenue.backtest_log import lean_on_latest_backtest
 
     inputs, basis = lean_on_latest_backtest(tables, inputs)
@@ -322,6 +313,7 @@ def _live_inputs(
 
 
 def revenue_backtest(
+    *,
     first: Annotated[str | None, typer.Option(help="First quarter (default: a year in).")] = None,
     weeks: Annotated[str, typer.Option(help="Weeks of the quarter, comma-separated.")] = "1,5,9,13",
     draws: Annotated[int, typer.Option(help="Simulated quarters per forecast.")] = 10_000,
@@ -332,6 +324,7 @@ def revenue_backtest(
 ) -> None:
     """Backtest the revenue forecast against the baselines; log to MLflow and write the card.
     With a Dask cluster, its workers compute every weekly snapshot's deal features."""
+    from forecast.features.on_dask import deal_features_with
     from forecast.revenue.backtest import backtest, backtest_quarters
     from forecast.revenue.backtest_log import log_backtest
     from forecast.revenue.win_scorers import TrainingFrame, fit_win_scorer, truth_scorer
@@ -341,7 +334,7 @@ def revenue_backtest(
     if not quarters:
         raise fail("no quarter has a year of history before it and all its bookings known")
     with cluster(scheduler, local_cluster) as client, steps(1, "deal snapshots") as bar:
-        training = TrainingFrame.build(tables, tables.as_of, _featurize(client, bar.parts))
+        training = TrainingFrame.build(tables, tables.as_of, deal_features_with(client, bar.parts))
     scorers = {"simulation": lambda cutoff: fit_win_scorer(training, cutoff, seed=seed)}
     if truth is not None:
         scorers["simulation_truth"] = lambda cutoff: truth_scorer(truth)

@@ -103,6 +103,7 @@ SNAPSHOT_FREQ = {SnapshotEvery.week: "W-SUN", SnapshotEvery.month: "MS"}
 
 @train_app.command("win")
 def train_win(
+    *,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
     label_lag_days: Annotated[

@@ -55,8 +55,10 @@ def check_across_parts(folder: Path, client: Client | None = None) -> None:
     """
     import dask
 
-    scheduler = {"scheduler": client} if client is not None else {"scheduler": "threads"}
-    with dask.config.set(**scheduler):
+    # shuffles by tasks: the peer-to-peer method stalled here on a million deals (workers gone,
+    # the client waiting), and logs every shuffle at WARNING
+    settings = {"scheduler": client or "threads", "dataframe.shuffle.method": "tasks"}
+    with dask.config.set(settings):
         problems = [*_repeated_keys(folder), *_missing_references(folder)]
     if problems:
         raise PartsError(problems)
@@ -78,7 +80,7 @@ def _repeated_keys(folder: Path) -> list[PartsProblem]:
         frame = _columns(folder, name, key) if key else None
         if frame is None:
             continue
-        counts = frame.groupby(key).size()
+        counts = frame.groupby(key).size(split_out=frame.npartitions)
         repeated = counts[counts > 1].compute()
         if len(repeated):
             shown = tuple(str(k) for k in repeated.index[:SHOWN])

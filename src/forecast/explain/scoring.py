@@ -28,7 +28,13 @@ from forecast.features.deals import (
     snapshot_dates,
     training_frame,
 )
-from forecast.features.on_dask import Progress, gathered, own_tables, partition_of
+from forecast.features.on_dask import (
+    Progress,
+    gathered,
+    own_tables,
+    partition_count,
+    partition_of,
+)
 from forecast.features.records import StoredCrm, moment, record_tables
 from forecast.settings import get_settings
 
@@ -314,7 +320,7 @@ def scores_on(
     open_now = open_deal_ids(tables, as_of).to_numpy()
     if not len(open_now):
         return []
-    count = partitions or 2 * max(1, len(client.scheduler_info()["workers"]))
+    count = partitions or partition_count(client, len(open_now))
     shared = client.scatter(
         {"context": DealContext.of(tables), "scorer": explainer.scorer}, broadcast=True
     )

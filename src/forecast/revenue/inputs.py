@@ -162,9 +162,8 @@ def prepare_quarter(
             rate of each segment when None.
         params: see `RevenueParams`.
         features: optional precomputed `deal_features` rows (deal_id, as_of, ...) covering the
-            snapshots needed; they are recomputed when absent. Backtests pass them to save time.
-        featurize: how they are computed (`deal_features` here; on a Dask cluster,
-            `forecast.features.on_dask.deal_features_on` with its client: the same numbers).
+            snapshots needed; they are recomputed when absent (by `featurize`: on a Dask
+            cluster, `forecast.features.on_dask.deal_features_on`, the same numbers).
     """
     params = params or RevenueParams()
     window, earlier = _windows(tables, quarter, pd.Timestamp(as_of), params)

@@ -228,6 +228,7 @@ def choose_over_windows(
     params: ModelParams,
     choice: Choice,
     before_test: pd.DataFrame,
+    *,
     client: Client | None = None,
 ) -> Fitted:
     """Each candidate fitted on the train slice with its best half-life; the eligible one with
@@ -325,8 +326,8 @@ def fit_and_choose(
             folds, {name: makers[name] for name in params.candidates}, features,
             label=task.label, half_lives=params.half_lives, on_step=on_step,
         )  # fmt: skip
-        before_test = separation.earlier(slices.history, slices.test)
-        chosen = choose_over_windows(task, slices, features, params, choice, before_test, client)
+        earlier = separation.earlier(slices.history, slices.test)
+        chosen = choose_over_windows(task, slices, features, params, choice, earlier, client=client)
     else:
         log.warning("%s: too little history for held-out windows; choosing on one slice", task.name)
         candidates = fit_candidates(slices.train, features, params, label=task.label, client=client)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,7 +20,7 @@ from forecast.features.deal_schema import (
     unavailable_features,
 )
 from forecast.features.deals import snapshot_dates, training_frame
-from forecast.features.on_dask import deal_features_on
+from forecast.features.on_dask import deal_features_with
 from forecast.model import TreeParams
 from forecast.training.drift import HALF_LIVES, ROLLING_FOLDS
 from forecast.training.task import CANDIDATES, NotEnoughDataError, Task, fingerprint
@@ -214,10 +213,8 @@ def build_frame(
     the features by the cluster of `client` when given (the same numbers; `progress` hears
     its parts finish)."""
     dates = snapshot_dates(windows.start, windows.test_end, freq=params.snapshot_freq)
-    on_cluster = (
-        partial(deal_features_on, client, progress=progress) if client is not None else None
-    )
-    frame = training_frame(tables, dates, labelled_only=False, features=on_cluster)
+    featurize = deal_features_with(client, progress)
+    frame = training_frame(tables, dates, labelled_only=False, features=featurize)
     features = (*DEAL_FEATURES, *attribute_features(tables))
     if hooks.extra_features is not None:
         extra = hooks.extra_features(frame)
