@@ -153,7 +153,13 @@ def main() -> None:
             for w in (0, args.workers)
         ]
         outs = [r.stdout.split() for r in runs]
-        same = "every column and row the same" if outs[0] and outs[0] == outs[1] else "DIFFERENT"
+        same = (
+            "not compared: a side did not finish"
+            if not all(outs)
+            else "every column and row the same"
+            if outs[0] == outs[1]
+            else "DIFFERENT"
+        )
         both(f"features ({outs[0][0] if outs[0] else '?'} snapshots)", *runs, same)
     if "train" in stages:
         command = [forecast, "train", "win", "--snapshots", "month", "--json"]
