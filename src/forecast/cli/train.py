@@ -129,7 +129,7 @@ def train_win(
             help="One snapshot of each open deal every week, or every month (a sample for very "
             "large CRMs: a quarter of the rows to train on; docs/scale.md)."
         ),
-    ] = "week",
+    ] = SnapshotEvery.week,
     scheduler: SchedulerOpt = None,
     local_cluster: LocalClusterOpt = None,
 ) -> None:
