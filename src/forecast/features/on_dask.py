@@ -58,6 +58,16 @@ def deal_features_with(client: Client | None, progress: Progress | None = None) 
     return partial(deal_features_on, client, progress=progress)
 
 
+def account_features_with(
+    client: Client | None, featurize: Featurize, progress: Progress | None = None
+) -> Featurize:
+    """`featurize` (account or customer features) in this process, or by the workers of
+    `client` (the same numbers; `progress` hears their parts finish)."""
+    if client is None:
+        return featurize
+    return partial(account_features_on, client, featurize=featurize, progress=progress)
+
+
 def account_features_on(
     client: Client,
     tables: CrmTables,

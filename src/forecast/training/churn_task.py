@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,7 +21,7 @@ from forecast.features.accounts import (
     churn_training_frame,
 )
 from forecast.features.deal_schema import Feature
-from forecast.features.on_dask import account_features_on
+from forecast.features.on_dask import account_features_with
 from forecast.features.orders import (
     INACTIVITY_FEATURES,
     customer_snapshots,
@@ -130,13 +129,9 @@ class Definition:
         hears its parts finish)."""
         first = self.first_moment(tables)
         dates = churn_snapshot_dates(first, tables.as_of, day=params.snapshot_day)
-        on_cluster = (
-            partial(account_features_on, client, featurize=self.featurize, progress=progress)
-            if client is not None
-            else None
-        )
+        featurize = account_features_with(client, self.featurize, progress)
         return self.training_frame(
-            tables, dates, horizon_days=horizon_of(params), features=on_cluster
+            tables, dates, horizon_days=horizon_of(params), features=featurize
         )
 
     def features_at(
@@ -148,10 +143,8 @@ class Definition:
     ) -> pd.DataFrame:
         """Every scorable account's (customer's) features at `as_of`; by the cluster of
         `client` when given (the same numbers; `progress` hears its parts finish)."""
-        snapshots = self.snapshots(tables, [as_of])
-        if client is not None:
-            return account_features_on(client, tables, snapshots, self.featurize, progress=progress)
-        return self.featurize(tables, snapshots)
+        featurize = account_features_with(client, self.featurize, progress)
+        return featurize(tables, self.snapshots(tables, [as_of]))
 
     @staticmethod
     def segments(frame: pd.DataFrame) -> pd.Series:
