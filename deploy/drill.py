@@ -155,8 +155,11 @@ class Drill:
         print(_line(figures), flush=True)
 
     def rows(self, key: str, settle: float = 30.0) -> int:
-        """This key's prediction and audit rows in the database, once they stop growing."""
+        """This key's prediction and audit rows in the database, once the spool is empty and
+        they stop growing (a restarted service's writer may take seconds to start replaying,
+        on a busy machine: a count that merely holds still for a moment is not enough)."""
         from service.keys import engine_for
+        from service.logsink import spooled_rows
         from service.predlog import audit_log, prediction_log
 
         caller = key.split("_")[1]
@@ -168,7 +171,7 @@ class Drill:
         while time.monotonic() < deadline:
             with engine_for(self.postgres).connect() as conn:
                 count = sum(int(conn.execute(q).scalar() or 0) for q in queries)
-            if count == last:
+            if count == last and spooled_rows(self.work / "spool") == 0:
                 return count
             last = count
             time.sleep(1.5)
