@@ -444,9 +444,15 @@ class ServiceState:
         return tables.reps
 
     def quarter_forecast(
-        self, quarter: str, scenario: Scenario | None = None, *, seed: int = 0
+        self,
+        quarter: str,
+        scenario: Scenario | None = None,
+        *,
+        seed: int = 0,
+        as_of: pd.Timestamp | None = None,
     ) -> QuarterForecast:
-        """A quarter's bookings at the store's as-of, by the serving deal-win champion.
+        """A quarter's bookings at the store's as-of (or an earlier `as_of`: what was known
+        then, as a digest's "since last week" asks), by the serving deal-win champion.
 
         The prepared inputs (features, timing, renewals: the slow part) are kept per quarter,
         champion version and store, so a scenario only re-draws. The same question gives the
@@ -465,7 +471,8 @@ class ServiceState:
         serving, tables = self.champion(DEAL_MODEL), self.store()
         churn = self.models.get(CHURN_MODEL)
         period = str(parse_quarter(quarter))
-        key = (period, serving.version, churn and churn.version, self.store_generation)
+        moment = tables.as_of if as_of is None else pd.Timestamp(as_of)
+        key = (period, serving.version, churn and churn.version, self.store_generation, moment)
         plain = scenario is None and seed == 0  # what every forecast page asks: drawn once
         if plain and (drawn := self._plain_forecasts.get(key)) is not None:
             return drawn
@@ -478,26 +485,26 @@ class ServiceState:
                         churn.probability,
                         tables,
                         quarter=period,
-                        as_of=tables.as_of,
+                        as_of=moment,
                         source=f"{churn.name} v{churn.version}",
                         definition=churn.churn.definition,
                     )
                 inputs = prepare_quarter(
                     tables,
                     quarter=period,
-                    as_of=tables.as_of,
+                    as_of=moment,
                     win_scorer=serving.probability,
                     renewal_probability=renewals,
                 )
                 inputs = _leaning(tables, inputs)
                 # keep a few quarters of the current version and store, nothing older
-                kept = {k: v for k, v in self._quarters.items() if k[1:] == key[1:]}
+                kept = {k: v for k, v in self._quarters.items() if k[1:4] == key[1:4]}
                 kept = dict(list(kept.items())[-(self.config.forecast_quarters_kept - 1) :])
                 self._quarters = {**kept, key: inputs}
         if scenario is not None:
             inputs = scenario.apply(inputs, serving.probability)
         forecast = simulate_quarter(inputs, draws=self.config.forecast_draws, seed=seed)
-        if churn is not None:  # else no revenue-at-risk figures: the forecast stands
+        if churn is not None and as_of is None:  # else no revenue-at-risk figures
             scores = list(self.account_scores(churn).values())
             forecast = with_revenue_at_risk(forecast, at_risk_by_owner(scores), tables.reps)
         if plain:

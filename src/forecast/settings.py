@@ -112,6 +112,57 @@ class Settings(BaseSettings):
         "before it stops taking connections, so a load balancer sees it leave.",
     )
 
+    # digests and alerts in Slack and Teams (`forecast notify`, docs/deploy.md)
+    dashboard_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="The dashboard's address as people open it: the links in digests and alerts.",
+    )
+    notify_big_deal_amount: float = Field(
+        default=50_000.0,
+        ge=0,
+        description="A deal this large or larger is watched: its win probability dropping "
+        "fast raises an alert.",
+    )
+    notify_deal_drop_points: float = Field(
+        default=15.0,
+        gt=0,
+        le=100,
+        description="Alert when a big deal's win probability drops by more than this many "
+        "percentage points in a week.",
+    )
+    notify_reach_target_below: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="Alert when a node's chance to reach its quarter target falls below this "
+        "(it was at or above it a week earlier).",
+    )
+    notify_key_account_arr: float = Field(
+        default=100_000.0,
+        ge=0,
+        description="An account with this much revenue a year or more is a key account: its "
+        "churn risk jumping raises an alert.",
+    )
+    notify_churn_jump_points: float = Field(
+        default=15.0,
+        gt=0,
+        le=100,
+        description="Alert when a key account's churn risk rises by more than this many "
+        "percentage points in a week.",
+    )
+    notify_tries: int = Field(
+        default=5,
+        ge=1,
+        le=20,
+        description="How many times a webhook is called for one message when it answers 429 "
+        "or 5xx (or does not answer); pauses double from 1 s, or follow Retry-After.",
+    )
+    notify_max_wait_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Longest pause between two calls of a webhook, whatever Retry-After asks.",
+    )
+
     # OAuth2 bearer JWTs for the service: off unless a secret or a public key is set
     jwt_secret: SecretStr | None = Field(
         default=None, description="Shared secret verifying HS256 bearer tokens (JWT)."

@@ -1,0 +1,199 @@
+"""`forecast notify`: digests for every node delivered to a real receiver on 127.0.0.1 (checked
+against Slack's and Teams' schemas and limits), within each person's reach; retries on 429 and
+5xx; each message sent once, a crash between recording and sending retried once, never twice."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from forecast.cli import app
+from service.deps import reach_of
+from service.keys import Principal
+from service.notify import outbox
+from service.notify.book import nodes_of
+from service.notify.deliver import post
+from service.notify.outbox import send_key
+from service.notify.run import open_state, run
+from tests.service.conftest import home_env
+from tests.service.notify_receiver import receiver
+
+runner = CliRunner()
+DEAL_ID = re.compile(r"\bD\d{7}\b")
+
+
+@pytest.fixture(scope="module")
+def home(trained_home: Path, tmp_path_factory) -> Iterator[Path]:
+    """A copy of the trained home (a test promotes a champion), its settings in force."""
+    copy = tmp_path_factory.mktemp("notify") / "home"
+    shutil.copytree(trained_home, copy, symlinks=True)
+    with home_env(copy):
+        yield copy
+
+
+@pytest.fixture(autouse=True)
+def at_home(home: Path, forecast_home: Path, monkeypatch) -> Path:
+    """Each test's settings at the module's home (after the per-test home is set)."""
+    from forecast.settings import get_settings
+
+    monkeypatch.setenv("FORECAST_HOME", str(home))
+    get_settings.cache_clear()
+    return home
+
+
+@pytest.fixture(scope="module")
+def state(home):
+    """The service's state as `forecast notify send` opens it (one for the module: the
+    forecasts and scores it prepares are kept between runs)."""
+    from forecast.settings import get_settings
+
+    return open_state(get_settings())
+
+
+def _forecast(*args: str):
+    result = runner.invoke(app, list(args))
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def _fast_post(url: str, payload: dict):
+    return post(url, payload, tries=4, max_wait=1.5)
+
+
+def test_every_node_gets_its_digest_within_its_reach_and_the_channels_limits(state):
+    nodes = nodes_of(state.reps())
+    with receiver() as got:
+        for node in nodes:
+            for channel in ("slack", "teams"):
+                added = _forecast(
+                    "notify", "add", "--node", node.name, "--level", node.level,
+                    f"--{channel}", got.url(channel, f"{node.level}-{node.name}"),
+                )  # fmt: skip
+                assert added.exit_code == 0, added.output
+        sent = _forecast("notify", "send", "--digest", "weekly", "--json")
+        assert sent.exit_code == 0, sent.output
+        again = _forecast("notify", "send", "--digest", "weekly", "--json")
+    results = Counter(row["result"] for row in json.loads(sent.stdout))
+    assert results == {"sent": 2 * len(nodes)}
+    assert Counter(r["result"] for r in json.loads(again.stdout)) == {
+        "already sent": 2 * len(nodes)
+    }
+    assert got.refused == []  # 0 payloads against the schemas or over the limits
+    assert len(got.requests) == 2 * len(nodes)  # the second run sent nothing
+    deals = state.store().deals.set_index("deal_id")["rep_id"]
+    for node in nodes:
+        for channel in ("slack", "teams"):
+            payloads = got.received[got.path(channel, f"{node.level}-{node.name}")]
+            assert len(payloads) == 1, (node, channel)
+            named = set(DEAL_ID.findall(json.dumps(payloads[0])))
+            reach = _reach_of_head(state, node)
+            assert {deals[d] for d in named} <= reach, (node, named)
+
+
+def _reach_of_head(state, node) -> frozenset[str]:
+    """What the person heading `node` may see, by the API's own rule (`reach_of`)."""
+    assert node.head is not None, node
+    role = state.reps().set_index("rep_id").at[node.head, "role"]
+    principal = Principal("test", "rep" if role == "rep" else "manager", node.head)
+    reach = reach_of(principal, state)
+    assert reach is not None and node.members <= reach
+    return reach
+
+
+def test_a_429_then_a_500_are_tried_again_and_the_digest_arrives_once(state):
+    with receiver() as got:
+        target = outbox.add_target(state.engine, "team", "NA 1", "slack", got.url("slack", "busy"))
+        got.script["/slack/busy"] = [429, 500]
+        outcomes = list(run(state, "digest", _fast_post, only="NA 1"))
+        assert [(o.target.id, o.result) for o in outcomes if o.target.id == target.id] == [
+            (target.id, "sent")
+        ]
+        assert got.requests.count("/slack/busy") == 3
+        assert len(got.received["/slack/busy"]) == 1
+        again = [o for o in run(state, "digest", _fast_post, only="NA 1") if o.target == target]
+        assert [o.result for o in again] == ["already sent"]
+        assert got.requests.count("/slack/busy") == 3
+
+
+def test_a_refused_message_fails_is_recorded_and_goes_next_run(state):
+    with receiver() as got:
+        target = outbox.add_target(
+            state.engine, "team", "EMEA 1", "teams", got.url("teams", "gone")
+        )
+        got.script["/teams/gone"] = [404]
+        first = [o for o in run(state, "digest", _fast_post, only="EMEA 1") if o.target == target]
+        assert [o.result for o in first] == ["failed"] and "HTTP 404" in first[0].detail
+        assert got.requests.count("/teams/gone") == 1  # a 404 is final: not tried again
+        second = [o for o in run(state, "digest", _fast_post, only="EMEA 1") if o.target == target]
+        assert [o.result for o in second] == ["sent"]
+        assert len(got.received["/teams/gone"]) == 1
+
+
+def test_a_crash_after_recording_is_sent_once_and_one_while_sending_never_again(state):
+    book_message = next(iter(_messages(state, "APAC 1")))
+    with receiver() as got:
+        recorded = outbox.add_target(state.engine, "team", "APAC 1", "slack", got.url("slack", "a"))
+        sending = outbox.add_target(state.engine, "team", "APAC 1", "slack", got.url("slack", "b"))
+        for target in (recorded, sending):  # what a run that stopped left
+            key = send_key(book_message.key, target)
+            outbox.record(state.engine, key, target, "digest", {"text": "recorded before a crash"})
+        assert outbox.claim(state.engine, send_key(book_message.key, sending))  # then it stopped
+        outcomes = list(run(state, "digest", _fast_post, only="APAC 1"))
+        mine = Counter((o.target.id, o.result) for o in outcomes if o.target in (recorded, sending))
+        # the recorded one goes first, as recorded; this run's own digest finds it sent
+        expected = {(recorded.id, "sent"): 1, (recorded.id, "already sent"): 1}
+        assert mine == expected | {(sending.id, "unknown"): 1}, mine
+        assert got.received["/slack/a"] == [{"text": "recorded before a crash"}]  # as recorded
+        assert got.received["/slack/b"] == []  # it may have arrived before the crash
+        list(run(state, "digest", _fast_post, only="APAC 1"))
+        assert len(got.received["/slack/a"]) == 1 and got.received["/slack/b"] == []
+
+
+def _messages(state, team: str):
+    from service.notify.book import read_book
+    from service.notify.digest import digest
+
+    book = read_book(state)
+    node = next(n for n in nodes_of(book.reps) if n.name == team)
+    return [digest(book, node, min_others=state.settings.coaching_min_others)]
+
+
+def test_no_output_shows_a_webhooks_secret_and_a_dry_run_sends_nothing(state, monkeypatch):
+    from forecast.settings import get_settings
+
+    secret = "T0SECRET/B0SECRET/xoxoSECRETtoken"
+    with receiver() as got:
+        url = got.url("slack", secret)
+        added = _forecast("notify", "add", "--node", "LATAM 1", "--slack", url)
+        listed = _forecast("notify", "list")
+        dry = _forecast("notify", "send", "--digest", "weekly", "--node", "LATAM 1", "--dry-run")
+        assert got.requests == []
+    mine = next(t for t in outbox.targets(state.engine) if t.url == url)
+    assert not any(r["key"].endswith(f"|target:{mine.id}") for r in outbox.sends(state.engine))
+    monkeypatch.setenv("FORECAST_NOTIFY_TRIES", "2")
+    get_settings.cache_clear()
+    refused = _forecast("notify", "send", "--digest", "weekly", "--node", "LATAM 1")  # gone
+    status = _forecast("notify", "status")
+    for result in (added, listed, dry, refused, status):
+        assert "SECRET" not in result.output, result.output
+    assert added.exit_code == 0 and "127.0.0.1" in listed.output
+    assert dry.exit_code == 0 and "would send to team LATAM 1" in dry.output
+    assert "Weekly forecast · team LATAM 1" in dry.output
+    assert refused.exit_code == 1 and "failed: LATAM 1 slack" in refused.output
+    assert "no answer: ConnectionRefusedError, 2 tries" in refused.output
+
+
+def test_bad_channels_are_refused_with_the_reason(state):
+    wrong_node = _forecast("notify", "add", "--node", "EMEA1", "--slack", "https://hooks.example/x")
+    assert wrong_node.exit_code == 2 and "did you mean EMEA 1" in wrong_node.output
+    plain_http = _forecast("notify", "add", "--node", "EMEA 1", "--teams", "http://example.com/x")
+    assert plain_http.exit_code == 2 and "https://" in plain_http.output
+    both = _forecast("notify", "send", "--digest", "weekly", "--alerts")
+    assert both.exit_code == 2 and "--digest weekly or --alerts" in both.output
