@@ -15,6 +15,21 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # made by an earlier `create_all` of the whole metadata (see 0001): taken over as they are
+    existing = set(sa.inspect(op.get_bind()).get_table_names())
+    if "notify_targets" not in existing:
+        _targets()
+    if "notify_sends" not in existing:
+        _sends()
+    if "notify_seen" not in existing:
+        op.create_table(
+            "notify_seen",
+            sa.Column("name", sa.String(100), primary_key=True),
+            sa.Column("value", sa.String(200), nullable=False),
+        )
+
+
+def _targets() -> None:
     op.create_table(
         "notify_targets",
         sa.Column("id", sa.Integer, primary_key=True),
@@ -24,6 +39,9 @@ def upgrade() -> None:
         sa.Column("url", sa.Text, nullable=False),
         sa.Column("added_at", sa.DateTime(timezone=True), nullable=False),
     )
+
+
+def _sends() -> None:
     op.create_table(
         "notify_sends",
         sa.Column("key", sa.String(400), primary_key=True),
@@ -35,11 +53,6 @@ def upgrade() -> None:
         sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("detail", sa.String(300), nullable=True),
-    )
-    op.create_table(
-        "notify_seen",
-        sa.Column("name", sa.String(100), primary_key=True),
-        sa.Column("value", sa.String(200), nullable=False),
     )
 
 
