@@ -4,12 +4,18 @@ changed, by how much, and links to the page about it; thresholds are settings (`
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from forecast.settings import Settings
 from service.notify.book import Book, Node
 from service.notify.digest import deal_name, node_row, strongest_reason
-from service.notify.message import Line, Message, Section, money, points
+from service.notify.message import Line, Message, Section, dashboard_page, money, points
+
+if TYPE_CHECKING:
+    from service.state import ServiceState
 
 
 def alerts(book: Book, node: Node, settings: Settings) -> list[Message]:
@@ -121,11 +127,31 @@ def _churn_jumps(book: Book, node: Node, settings: Settings) -> list[Message]:
     return found
 
 
-def champion_alerts(book: Book, node: Node, last_seen: dict[str, str | None]) -> list[Message]:
-    """A champion that changed since the last run (`last_seen`), and a newer version the
-    service refuses to serve."""
+@dataclass(frozen=True)
+class Champions:
+    """The champions the service loads now, and the versions it refuses (why, by model)."""
+
+    serving: dict[str, str | None]
+    refused: dict[str, str]
+    page: str  # the dashboard's models page
+
+    @classmethod
+    def of(cls, state: ServiceState) -> Champions:
+        # a refused first version leaves nothing serving: a problem, not `refused`
+        first = {name: why for name, why in state.problems.items() if " refused: " in why}
+        refused = first | dict(state.refused)
+        return cls(
+            state.versions(), refused, dashboard_page(state.settings.dashboard_url, "models")
+        )
+
+
+def champion_alerts(
+    champions: Champions, node: Node, last_seen: dict[str, str | None]
+) -> list[Message]:
+    """A champion that changed since the last run (`last_seen`), and a version the service
+    refuses to serve."""
     found = []
-    for name, version in sorted(book.models.items()):
+    for name, version in sorted(champions.serving.items()):
         before = last_seen.get(name)
         if version is not None and before is not None and before != version:
             found.append(
@@ -134,17 +160,18 @@ def champion_alerts(book: Book, node: Node, last_seen: dict[str, str | None]) ->
                     f"champion:{name}:{version}",
                     f"{name}: version {version} is the champion",
                     f"{name}: version {version} now serves, in place of version {before}.",
-                    book.page("models"),
+                    champions.page,
                 )
             )
-    for name, why in sorted(book.refused.items()):
+    for name, why in sorted(champions.refused.items()):
+        digest = hashlib.sha256(why.encode()).hexdigest()[:16]
         found.append(
             _alert(
                 node,
-                f"refused:{name}:{why[:120]}",
+                f"refused:{name}:{digest}",
                 f"{name}: a new champion was refused",
                 f"{why}.",
-                book.page("models"),
+                champions.page,
             )
         )
     return found

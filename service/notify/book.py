@@ -16,6 +16,7 @@ import pandas as pd
 
 from forecast.revenue.tree import COMPANY
 from service.deps import subtree
+from service.notify.message import dashboard_page
 from service.state import CHURN_MODEL, DEAL_MODEL, ServiceState
 
 if TYPE_CHECKING:
@@ -56,8 +57,6 @@ class Book:
     churn_week_ago: dict[str, float]  # account id -> churn probability a week earlier
     coaching: dict[str, RepCoaching]
     dashboard: str  # the dashboard's address, for links
-    models: dict[str, str | None]  # name -> serving version
-    refused: dict[str, str]  # name -> why a newer version was refused
 
     def rep_name(self, rep_id: str) -> str:
         name = self.reps.loc[self.reps["rep_id"] == rep_id, "name"]
@@ -66,7 +65,7 @@ class Book:
         )
 
     def page(self, path: str) -> str:
-        return f"{self.dashboard.rstrip('/')}/dashboard/{path}"
+        return dashboard_page(self.dashboard, path)
 
 
 STEPS = (
@@ -114,8 +113,6 @@ def read_book(state: ServiceState, step: Callable[[str], None] = lambda _: None)
         churn_week_ago=churn_week_ago,
         coaching=_coaching(state),
         dashboard=state.settings.dashboard_url,
-        models=state.versions(),
-        refused=dict(state.refused),
     )
 
 

@@ -16,6 +16,7 @@ from service.notify.message import Line, Message, Section, money, points
 
 MOVED = 5  # deals that moved the forecast most
 SLIPPING = 5
+MOVE = 0.02  # a change of probability that counts as a move
 SLIP_BELOW = 0.5  # a deal expected this quarter with less chance than this of closing in it
 ACCOUNTS = 3
 CHILDREN = 12
@@ -123,27 +124,41 @@ def _moved(book: Book, node: Node) -> Section | None:
     now = book.now.deals[book.now.deals["rep_id"].isin(node.members)]
     if now.empty:
         return None
-    then = book.week_ago.deals.set_index("deal_id")[["expected_bookings", "p_win"]]
+    columns = ["expected_bookings", "p_win", "p_close_inside", "expected_amount"]
+    then = book.week_ago.deals.set_index("deal_id")[columns]
     moved = now.join(then, on="deal_id", rsuffix="_then")
     moved["expected_bookings_then"] = moved["expected_bookings_then"].fillna(0.0)
     moved["change"] = moved["expected_bookings"] - moved["expected_bookings_then"]
     moved = moved[moved["change"].abs() >= 1.0]
     top = moved.reindex(moved["change"].abs().sort_values(ascending=False).index).head(MOVED)
     lines = [
-        Line(_moved_line(book, deal), book.page(f"deals/{deal.deal_id}"))
+        Line(_moved_line(book, deal, _owner(node, deal.rep_id)), book.page(f"deals/{deal.deal_id}"))
         for deal in top.itertuples()
     ]
     return Section("Deals that moved the forecast", lines=tuple(lines)) if lines else None
 
 
-def _moved_line(book: Book, deal) -> str:
+def _moved_line(book: Book, deal, owner: str | None) -> str:
     was = "new" if pd.isna(deal.p_win_then) else f"{deal.p_win_then:.0%}"
     text = (
-        f"{deal_name(book, deal.deal_id, deal.rep_id)}: {money(deal.expected_bookings_then)} → "
+        f"{deal_name(book, deal.deal_id, owner)}: {money(deal.expected_bookings_then)} → "
         f"{money(deal.expected_bookings)} expected ({was} → {deal.p_win:.0%} to win)"
     )
-    why = strongest_reason(book, deal.deal_id, lowers=deal.change < 0)
-    return f"{text}. {why}" if why else text
+    return f"{text}. {why}" if (why := _why_moved(book, deal)) else text
+
+
+def _why_moved(book: Book, deal) -> str | None:
+    """What moved the deal's expected bookings: its chance to win (then the model's strongest
+    reason that way), its timing in the quarter, or its amount."""
+    if pd.isna(deal.p_win_then) or abs(deal.p_win - deal.p_win_then) >= MOVE:
+        lowers = not pd.isna(deal.p_win_then) and deal.p_win < deal.p_win_then
+        return strongest_reason(book, deal.deal_id, lowers=lowers)
+    if abs(deal.p_close_inside - deal.p_close_inside_then) >= MOVE:
+        return (
+            f"Timing: chance to close this quarter {deal.p_close_inside_then:.0%} → "
+            f"{deal.p_close_inside:.0%}"
+        )
+    return f"Amount: {money(deal.expected_amount_then)} → {money(deal.expected_amount)}"
 
 
 def strongest_reason(book: Book, deal_id: str, *, lowers: bool) -> str | None:
@@ -169,9 +184,9 @@ def _slipping(book: Book, node: Node) -> Section | None:
     top = risky.sort_values("stake", ascending=False)
     lines = [
         Line(
-            f"{deal_name(book, d.deal_id, d.rep_id)}: {money(d.amount)}, expected to close "
-            f"{pd.Timestamp(d.expected_close):%d %b}; {d.p_close_inside:.0%} chance it closes "
-            "this quarter",
+            f"{deal_name(book, d.deal_id, _owner(node, d.rep_id))}: {money(d.amount)}, expected "
+            f"to close {pd.Timestamp(d.expected_close):%d %b}; {d.p_close_inside:.0%} chance it "
+            "closes this quarter",
             book.page(f"deals/{d.deal_id}"),
         )
         for d in top.head(SLIPPING).itertuples()
@@ -223,11 +238,17 @@ def _coaching(book: Book, node: Node, min_others: int) -> Section | None:
     )
 
 
-def deal_name(book: Book, deal_id: str, rep_id: str) -> str:
+def deal_name(book: Book, deal_id: str, rep_id: str | None) -> str:
+    """'D0012345 · Acme Corp · Ada Young (R0001)' (without the rep: a rep's own digest)."""
     deal = book.deals.loc[book.deals["deal_id"] == deal_id, "account_id"]
     account = book.account_names.get(deal.iloc[0], deal.iloc[0]) if len(deal) else None
-    parts = [deal_id, account, book.rep_name(rep_id)]
+    parts = [deal_id, account, book.rep_name(rep_id) if rep_id else None]
     return " · ".join(str(p) for p in parts if p)
+
+
+def _owner(node: Node, rep_id: str) -> str | None:
+    """The rep to name beside a deal: none in a rep's own digest."""
+    return None if node.level == "rep" else rep_id
 
 
 def _signed(value: float) -> str:

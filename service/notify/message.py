@@ -62,3 +62,8 @@ def points(change: float) -> str:
     """A change of probability in percentage points: '+12 pts', '-3 pts'."""
     rounded = round(100 * change)
     return f"{rounded:+d} pts" if rounded else "±0 pts"
+
+
+def dashboard_page(base: str, path: str) -> str:
+    """The address of a dashboard page, for a link."""
+    return f"{base.rstrip('/')}/dashboard/{path}"

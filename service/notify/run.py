@@ -12,14 +12,14 @@ import sqlalchemy as sa
 from forecast.revenue.tree import COMPANY
 from forecast.settings import Settings
 from service.notify import outbox
-from service.notify.alerts import alerts, champion_alerts
+from service.notify.alerts import Champions, alerts, champion_alerts
 from service.notify.book import Book, Node, nodes_of, read_book
 from service.notify.deliver import Delivery
 from service.notify.digest import digest
 from service.notify.message import Message
 from service.notify.outbox import Target
 from service.notify.render import slack_payload, teams_payload
-from service.state import ServiceConfig, ServiceState
+from service.state import ModelMissingError, ServiceConfig, ServiceState
 
 What = Literal["digest", "alerts"]
 Post = Callable[[str, dict[str, Any]], Delivery]
@@ -53,13 +53,20 @@ def payload_for(channel: str, message: Message) -> dict[str, Any]:
     return slack_payload(message) if channel == "slack" else teams_payload(message)
 
 
-def messages(book: Book, node: Node, what: What, settings: Settings, last_seen) -> list[Message]:
-    """The digest, or the alerts, of one node (champion alerts: to the company's channels)."""
+def messages(
+    book: Book | None,
+    node: Node,
+    what: What,
+    settings: Settings,
+    champions: tuple[Champions, dict[str, str | None]],
+) -> list[Message]:
+    """The digest, or the alerts, of one node (champion alerts: to the company's channels,
+    even when no deal-win champion serves and nothing else can be said)."""
     if what == "digest":
-        return [digest(book, node, min_others=settings.coaching_min_others)]
-    found = alerts(book, node, settings)
+        return [] if book is None else [digest(book, node, min_others=settings.coaching_min_others)]
+    found = [] if book is None else alerts(book, node, settings)
     if node.level == COMPANY:
-        found += champion_alerts(book, node, last_seen)
+        found += champion_alerts(champions[0], node, champions[1])
     return found
 
 
@@ -73,13 +80,18 @@ def run(
     step: Callable[[str], None] = lambda _: None,
 ) -> Iterator[Outcome]:
     """Every target's messages (only the targets of node `only`, when given), each sent once;
-    a dry run sends and records nothing. Sends a stopped run had recorded go first."""
+    a dry run sends and records nothing. Sends a stopped run had recorded go first.
+
+    Raises:
+        ModelMissingError: a digest, with no deal-win champion to forecast with.
+    """
     engine = state.engine
     if not dry_run:
         yield from resend_waiting(engine, post)
-    book = read_book(state, step)
-    nodes = {(n.level, n.name): n for n in nodes_of(book.reps)}
-    last_seen = {name: outbox.seen(engine, f"champion:{name}") for name in book.models}
+    champions = Champions.of(state)
+    last_seen = {name: outbox.seen(engine, f"champion:{name}") for name in champions.serving}
+    book = _book(state, what, step)
+    nodes = {(n.level, n.name): n for n in nodes_of(state.reps())}
     for target in outbox.targets(engine):
         if only is not None and target.node != only:
             continue
@@ -87,19 +99,31 @@ def run(
         if node is None:
             yield Outcome(target, None, "failed", f"no {target.level} {target.node!r} in the CRM")
             continue
-        for message in messages(book, node, what, state.settings, last_seen):
-            payload = payload_for(target.channel, message)
+        for message in messages(book, node, what, state.settings, (champions, last_seen)):
             if dry_run:
                 yield Outcome(target, message, "would send")
                 continue
-            key = outbox.send_key(message.key, target)
-            yield Outcome(
-                target, message, *send_once(engine, target, key, message.kind, payload, post)
+            key, payload = (
+                outbox.send_key(message.key, target),
+                payload_for(target.channel, message),
             )
+            sent = send_once(engine, target, key, message.kind, payload, post)
+            yield Outcome(target, message, *sent)
     if what == "alerts" and not dry_run:
-        for name, version in book.models.items():
+        for name, version in champions.serving.items():
             if version is not None:
                 outbox.remember(engine, f"champion:{name}", version)
+
+
+def _book(state: ServiceState, what: What, step: Callable[[str], None]) -> Book | None:
+    """The run's book; None for alerts when no deal-win champion serves (the champion alerts
+    still go: they say why)."""
+    try:
+        return read_book(state, step)
+    except ModelMissingError:
+        if what == "digest":
+            raise
+        return None
 
 
 def send_once(

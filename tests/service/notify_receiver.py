@@ -7,6 +7,7 @@ https://adaptivecards.io/schemas/adaptive-card.json, version 1.4), answers what 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections import defaultdict
 from collections.abc import Iterator
@@ -266,3 +267,27 @@ def receiver() -> Iterator[Receiver]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+DEAL_ID = re.compile(r"\bD\d{7}\b")
+
+
+def reach_of_head(state, node) -> frozenset[str]:
+    """What the person heading `node` may see, by the API's own rule (`reach_of`)."""
+    from service.deps import reach_of
+    from service.keys import Principal
+
+    assert node.head is not None, node
+    role = state.reps().set_index("rep_id").at[node.head, "role"]
+    principal = Principal("test", "rep" if role == "rep" else "manager", node.head)
+    reach = reach_of(principal, state)
+    assert reach is not None and node.members <= reach
+    return reach
+
+
+def violations(state, node, payload: dict) -> list[str]:
+    """The deals a payload names that the node's head may not see."""
+    owners = state.store().deals.set_index("deal_id")["rep_id"]
+    reach = reach_of_head(state, node)
+    named = set(DEAL_ID.findall(json.dumps(payload)))
+    return sorted(d for d in named if owners.get(d) not in reach)

@@ -5,28 +5,25 @@ against Slack's and Teams' schemas and limits), within each person's reach; retr
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from forecast.cli import app
-from service.deps import reach_of
-from service.keys import Principal
 from service.notify import outbox
 from service.notify.book import nodes_of
 from service.notify.deliver import post
 from service.notify.outbox import send_key
 from service.notify.run import open_state, run
 from tests.service.conftest import home_env
-from tests.service.notify_receiver import receiver
+from tests.service.notify_receiver import DEAL_ID, receiver, violations
 
 runner = CliRunner()
-DEAL_ID = re.compile(r"\bD\d{7}\b")
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +77,7 @@ def test_every_node_gets_its_digest_within_its_reach_and_the_channels_limits(sta
         sent = _forecast("notify", "send", "--digest", "weekly", "--json")
         assert sent.exit_code == 0, sent.output
         again = _forecast("notify", "send", "--digest", "weekly", "--json")
+    owners = state.store().deals.set_index("deal_id")["rep_id"]
     results = Counter(row["result"] for row in json.loads(sent.stdout))
     assert results == {"sent": 2 * len(nodes)}
     assert Counter(r["result"] for r in json.loads(again.stdout)) == {
@@ -87,24 +85,14 @@ def test_every_node_gets_its_digest_within_its_reach_and_the_channels_limits(sta
     }
     assert got.refused == []  # 0 payloads against the schemas or over the limits
     assert len(got.requests) == 2 * len(nodes)  # the second run sent nothing
-    deals = state.store().deals.set_index("deal_id")["rep_id"]
     for node in nodes:
         for channel in ("slack", "teams"):
             payloads = got.received[got.path(channel, f"{node.level}-{node.name}")]
             assert len(payloads) == 1, (node, channel)
-            named = set(DEAL_ID.findall(json.dumps(payloads[0])))
-            reach = _reach_of_head(state, node)
-            assert {deals[d] for d in named} <= reach, (node, named)
-
-
-def _reach_of_head(state, node) -> frozenset[str]:
-    """What the person heading `node` may see, by the API's own rule (`reach_of`)."""
-    assert node.head is not None, node
-    role = state.reps().set_index("rep_id").at[node.head, "role"]
-    principal = Principal("test", "rep" if role == "rep" else "manager", node.head)
-    reach = reach_of(principal, state)
-    assert reach is not None and node.members <= reach
-    return reach
+            assert violations(state, node, payloads[0]) == [], node
+            if node.level == "rep":  # a rep's digest names their own deals only
+                named = set(DEAL_ID.findall(json.dumps(payloads[0])))
+                assert {owners[d] for d in named} <= {node.name}
 
 
 def test_a_429_then_a_500_are_tried_again_and_the_digest_arrives_once(state):
@@ -197,3 +185,129 @@ def test_bad_channels_are_refused_with_the_reason(state):
     assert plain_http.exit_code == 2 and "https://" in plain_http.output
     both = _forecast("notify", "send", "--digest", "weekly", "--alerts")
     assert both.exit_code == 2 and "--digest weekly or --alerts" in both.output
+
+
+def test_alerts_fire_exactly_where_the_book_crossed_a_threshold(state):
+    """Over the whole book: an alert for every big deal that dropped past the line and every
+    key account whose churn risk jumped past it, none for anything else, none that rose."""
+    from service.notify.alerts import alerts
+    from service.notify.book import read_book
+
+    book = read_book(state)
+    amounts = book.deals.set_index("deal_id")["amount"]
+    # lines in the middle of what this book holds: both sides of each rule are exercised
+    drops = sorted(-s.trend_points for s in book.scores.values() if (s.trend_points or 0) < 0)
+    rises = sorted(
+        s.churn_probability - book.churn_week_ago[s.account_id]
+        for s in book.churn
+        if s.account_id in book.churn_week_ago
+        and s.churn_probability > book.churn_week_ago[s.account_id]
+    )
+    big, key_arr = float(amounts.median()), float(pd.Series([s.arr for s in book.churn]).median())
+    drop_line, jump_line = drops[len(drops) // 2], rises[len(rises) // 2]
+    settings = state.settings.model_copy(
+        update={
+            "notify_big_deal_amount": big,
+            "notify_deal_drop_points": drop_line,
+            "notify_key_account_arr": key_arr,
+            "notify_churn_jump_points": 100 * jump_line,
+        }
+    )
+    company = nodes_of(book.reps)[0]
+    found = alerts(book, company, settings)
+    dropped = {
+        d
+        for d, s in book.scores.items()
+        if s.trend_points is not None and s.trend_points < -drop_line and amounts[d] >= big
+    }
+    jumped = {
+        s.account_id
+        for s in book.churn
+        if s.arr >= key_arr
+        and s.account_id in book.churn_week_ago
+        and s.churn_probability - book.churn_week_ago[s.account_id] > jump_line + 1e-12
+    }
+    assert dropped and jumped  # the small world has both: the rule is exercised
+    said: dict[str, set[str]] = {}
+    for m in found:
+        said.setdefault(m.key.split(":")[1], set()).add(m.key.split(":")[2])
+    assert said.get("deal-drop", set()) == dropped
+    assert said.get("churn-jump", set()) == jumped
+    for m in found:
+        if m.key.startswith("alert:deal-drop:"):
+            score = book.scores[m.key.split(":")[2]]
+            assert score.probability < score.previous_probability  # a drop, said as one
+            assert f"{score.previous_probability:.0%} → {score.probability:.0%}" in m.summary
+            assert m.link.endswith(f"/dashboard/deals/{score.deal_id}")
+    rep = next(
+        n for n in nodes_of(book.reps) if n.level == "rep" and n.name in book.reps["rep_id"].values
+    )
+    owners = book.deals.set_index("deal_id")["rep_id"]
+    for m in alerts(book, rep, settings):  # a rep's alerts: their own deals only
+        if m.key.startswith("alert:deal-drop:"):
+            assert owners[m.key.split(":")[2]] == rep.name
+
+
+def test_a_node_falling_below_the_target_line_is_alerted_and_no_other(state):
+    """Over every node, with the week as it was and turned around (every rise a fall): an
+    alert exactly where the chance to reach target crossed the line downwards."""
+    from dataclasses import replace
+
+    from service.notify.alerts import alerts
+    from service.notify.book import read_book
+
+    book = read_book(state)
+    nodes = nodes_of(book.reps)
+    alerted = 0
+    for seen in (book, replace(book, now=book.week_ago, week_ago=book.now)):
+        now = seen.now.nodes.set_index(["level", "node"])["p_reach_target"]
+        then = seen.week_ago.nodes.set_index(["level", "node"])["p_reach_target"]
+        pairs = {
+            (n.level, n.name): (then[k], now[k])
+            for n in nodes
+            if (k := (n.level, n.name)) in now.index and k in then.index
+        }
+        falls = [(b, a) for b, a in pairs.values() if b - a > 0.02]
+        line = (falls[0][0] + falls[0][1]) / 2 if falls else 0.5
+        settings = state.settings.model_copy(update={"notify_reach_target_below": line})
+        for node in nodes:
+            before, after = pairs.get((node.level, node.name), (None, None))
+            crossed = before is not None and after < line <= before
+            said = [m for m in alerts(seen, node, settings) if ":reach-target:" in m.key]
+            assert len(said) == int(crossed), (node, before, after, line)
+            if said:
+                assert f"fell from {before:.0%} to {after:.0%}" in said[0].summary
+                alerted += 1
+    assert alerted  # the turned-around week has falls: the rule is exercised
+
+
+def test_a_new_champion_and_a_refused_one_are_told_to_the_company_channel(
+    home, tmp_path, monkeypatch
+):
+    from forecast.settings import get_settings
+    from forecast.training.registry import client
+
+    monkeypatch.setenv("FORECAST_DATABASE_URL", f"sqlite:///{tmp_path / 'service.db'}")
+    get_settings.cache_clear()  # a database of its own: only this test's channel
+    registry = client()
+    with receiver() as got:
+        added = _forecast("notify", "add", "--node", "company", "--slack", got.url("slack", "ops"))
+        assert added.exit_code == 0
+        first = _forecast("notify", "send", "--alerts", "--json")  # remembers what serves
+        assert first.exit_code == 0, first.output
+        champion = registry.get_model_version_by_alias("deal-win", "champion")
+        again = registry.create_model_version("deal-win", champion.source, champion.run_id)
+        registry.set_registered_model_alias("deal-win", "champion", again.version)
+        try:
+            second = _forecast("notify", "send", "--alerts", "--json")
+            churn = registry.get_model_version_by_alias("account-churn", "champion")
+            wrong = registry.create_model_version("deal-win", churn.source, churn.run_id)
+            registry.set_registered_model_alias("deal-win", "champion", wrong.version)
+            third = _forecast("notify", "send", "--alerts", "--json")
+        finally:
+            registry.set_registered_model_alias("deal-win", "champion", champion.version)
+    titles = [p["blocks"][0]["text"]["text"] for p in got.received[got.path("slack", "ops")]]
+    assert f"deal-win: version {again.version} is the champion" in titles
+    assert "deal-win: a new champion was refused" in titles
+    assert titles.count(f"deal-win: version {again.version} is the champion") == 1
+    assert second.exit_code == 0 and third.exit_code == 0, third.output
