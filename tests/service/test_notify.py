@@ -5,6 +5,8 @@ against Slack's and Teams' schemas and limits), within each person's reach; retr
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import shutil
 from collections import Counter
 from collections.abc import Iterator
@@ -311,3 +313,47 @@ def test_a_new_champion_and_a_refused_one_are_told_to_the_company_channel(
     assert "deal-win: a new champion was refused" in titles
     assert titles.count(f"deal-win: version {again.version} is the champion") == 1
     assert second.exit_code == 0 and third.exit_code == 0, third.output
+
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ("README.md", "docs/deploy.md")
+# these call the webhooks printed (Slack's and Microsoft's hosts): nothing here leaves 127.0.0.1
+REACH_OUT = {"forecast notify send --alerts"}
+
+
+def printed_notify_commands(doc: str) -> list[str]:
+    """`forecast notify ...` lines of the document's bash blocks, without trailing comments."""
+    commands, in_bash = [], False
+    for line in (ROOT / doc).read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            in_bash = line.strip() == "```bash"
+            continue
+        text = re.split(r"\s{2,}#", line.strip())[0].strip()
+        if in_bash and text.startswith("forecast notify "):
+            commands.append(text)
+    return commands
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_the_notify_commands_the_docs_print_run_as_printed(doc, tmp_path, monkeypatch):
+    from forecast.settings import get_settings
+
+    monkeypatch.setenv("FORECAST_DATABASE_URL", f"sqlite:///{tmp_path / 'service.db'}")
+    monkeypatch.chdir(tmp_path)  # a preview folder lands here, not in the repository
+    get_settings.cache_clear()
+    commands = printed_notify_commands(doc)
+    assert commands, f"{doc} prints no forecast notify command"
+    ran = 0
+    for command in commands:
+        if command in REACH_OUT:
+            continue
+        result = _forecast(*shlex.split(command)[1:])
+        assert result.exit_code == 0, f"{doc}: {command}\n{result.output}"
+        ran += 1
+    assert ran >= 2
+    if "--preview previews/" in " ".join(commands):
+        assert list((tmp_path / "previews").glob("digest-*.html"))
+
+
+def test_the_commands_left_out_are_still_printed():
+    assert REACH_OUT <= {c for doc in DOCS for c in printed_notify_commands(doc)}
