@@ -15,8 +15,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from service import in_step, predlog, sessions  # noqa: F401 (their tables join the shared metadata)
-from service.notify import outbox  # noqa: F401 (its tables too)
 from service.keys import list_keys, metadata, upgrade_database
+from service.notify import outbox  # noqa: F401 (its tables too)
 from service.predlog import Prediction, log_predictions, predictions_for
 
 HEAD = "0003"

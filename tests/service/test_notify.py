@@ -356,4 +356,4 @@ def test_the_notify_commands_the_docs_print_run_as_printed(doc, tmp_path, monkey
 
 
 def test_the_commands_left_out_are_still_printed():
-    assert REACH_OUT <= {c for doc in DOCS for c in printed_notify_commands(doc)}
+    assert {c for doc in DOCS for c in printed_notify_commands(doc)} >= REACH_OUT
