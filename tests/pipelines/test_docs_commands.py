@@ -33,15 +33,16 @@ SLOW = {"forecast data generate --deals 30000 --seed 0"}  # the default world: `
 COMMAND = re.compile(r"^(?:CRM_DB_PASSWORD=\.\.\. )?forecast data \S.*$")
 
 
-def printed_commands(doc: str) -> list[str]:
-    """`forecast data ...` lines of the document's bash blocks, without trailing comments."""
+def printed_commands(doc: str, command: re.Pattern[str] = COMMAND) -> list[str]:
+    """The lines of the document's bash blocks matching `command` (`forecast data ...`), without
+    trailing comments."""
     commands, in_bash = [], False
     for line in (ROOT / doc).read_text(encoding="utf-8").splitlines():
         if line.startswith("```"):
             in_bash = line.strip() == "```bash"
             continue
         text = re.split(r"\s{2,}#", line.strip())[0].strip()
-        if in_bash and COMMAND.match(text):
+        if in_bash and command.match(text):
             commands.append(text)
     return commands
 

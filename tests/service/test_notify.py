@@ -22,6 +22,7 @@ from service.notify.book import nodes_of
 from service.notify.deliver import post
 from service.notify.outbox import send_key
 from service.notify.run import open_state, run
+from tests.pipelines.test_docs_commands import printed_commands
 from tests.service.conftest import home_env
 from tests.service.notify_receiver import DEAL_ID, receiver, violations
 
@@ -315,23 +316,13 @@ def test_a_new_champion_and_a_refused_one_are_told_to_the_company_channel(
     assert second.exit_code == 0 and third.exit_code == 0, third.output
 
 
-ROOT = Path(__file__).resolve().parents[2]
 DOCS = ("README.md", "docs/deploy.md")
 # these call the webhooks printed (Slack's and Microsoft's hosts): nothing here leaves 127.0.0.1
 REACH_OUT = {"forecast notify send --alerts"}
 
 
 def printed_notify_commands(doc: str) -> list[str]:
-    """`forecast notify ...` lines of the document's bash blocks, without trailing comments."""
-    commands, in_bash = [], False
-    for line in (ROOT / doc).read_text(encoding="utf-8").splitlines():
-        if line.startswith("```"):
-            in_bash = line.strip() == "```bash"
-            continue
-        text = re.split(r"\s{2,}#", line.strip())[0].strip()
-        if in_bash and text.startswith("forecast notify "):
-            commands.append(text)
-    return commands
+    return printed_commands(doc, re.compile(r"^forecast notify \S.*$"))
 
 
 @pytest.mark.parametrize("doc", DOCS)
