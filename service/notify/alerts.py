@@ -65,7 +65,7 @@ def _deal_drops(book: Book, node: Node, settings: Settings) -> list[Message]:
                 f"deal-drop:{deal_id}:{book.as_of:%Y-%m-%d}",
                 f"{deal_id} dropped {abs(score.trend_points):.0f} points in a week",
                 summary,
-                book.page(f"deals/{deal_id}"),
+                book.page(f"deals/{quote(deal_id)}"),
                 *lines,
             )
         )

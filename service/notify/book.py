@@ -59,10 +59,10 @@ class Book:
     dashboard: str  # the dashboard's address, for links
 
     def rep_name(self, rep_id: str) -> str:
-        name = self.reps.loc[self.reps["rep_id"] == rep_id, "name"]
-        return (
-            f"{name.iloc[0]} ({rep_id})" if len(name) and isinstance(name.iloc[0], str) else rep_id
-        )
+        """'Ada Young (R0001)'; the id alone when it is the name (an export keyed by names)."""
+        found = self.reps.loc[self.reps["rep_id"] == rep_id, "name"]
+        name = found.iloc[0] if len(found) else None
+        return f"{name} ({rep_id})" if isinstance(name, str) and name != rep_id else rep_id
 
     def page(self, path: str) -> str:
         return dashboard_page(self.dashboard, path)

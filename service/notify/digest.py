@@ -132,7 +132,10 @@ def _moved(book: Book, node: Node) -> Section | None:
     moved = moved[moved["change"].abs() >= 1.0]
     top = moved.reindex(moved["change"].abs().sort_values(ascending=False).index).head(MOVED)
     lines = [
-        Line(_moved_line(book, deal, _owner(node, deal.rep_id)), book.page(f"deals/{deal.deal_id}"))
+        Line(
+            _moved_line(book, deal, _owner(node, deal.rep_id)),
+            book.page(f"deals/{quote(deal.deal_id)}"),
+        )
         for deal in top.itertuples()
     ]
     return Section("Deals that moved the forecast", lines=tuple(lines)) if lines else None
@@ -187,7 +190,7 @@ def _slipping(book: Book, node: Node) -> Section | None:
             f"{deal_name(book, d.deal_id, _owner(node, d.rep_id))}: {money(d.amount)}, expected "
             f"to close {pd.Timestamp(d.expected_close):%d %b}; {d.p_close_inside:.0%} chance it "
             "closes this quarter",
-            book.page(f"deals/{d.deal_id}"),
+            book.page(f"deals/{quote(d.deal_id)}"),
         )
         for d in top.head(SLIPPING).itertuples()
     ]
@@ -228,7 +231,7 @@ def _coaching(book: Book, node: Node, min_others: int) -> Section | None:
     lines = [
         Line(
             f"{book.rep_name(v.rep_id)}: {v.findings[0].focus}. {v.findings[0].text}",
-            book.page(f"coaching/reps/{v.rep_id}"),
+            book.page(f"coaching/reps/{quote(v.rep_id)}"),
         )
         for v in needing[:COACHED]
     ]
