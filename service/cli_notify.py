@@ -165,7 +165,7 @@ def send(
         raise _fail(f"nothing can be sent: {err}") from None
     if preview is not None:
         _write_previews(preview, outcomes)
-    _report(outcomes, dry_run=dry_run, as_json=as_json)
+    _report(outcomes, dry_run=dry_run, as_json=as_json, only=node)
     if any(o.result == "failed" for o in outcomes):
         raise typer.Exit(1)
 
@@ -187,7 +187,7 @@ def _write_previews(folder: Path, outcomes: list) -> None:
     typer.echo(f"{len(written)} previews in {folder}", err=True)
 
 
-def _report(outcomes: list, *, dry_run: bool, as_json: bool) -> None:
+def _report(outcomes: list, *, dry_run: bool, as_json: bool, only: str | None) -> None:
     from collections import Counter
 
     from service.notify.render import plain_text
@@ -217,7 +217,11 @@ def _report(outcomes: list, *, dry_run: bool, as_json: bool) -> None:
             detail = f" ({row['detail']})" if row["detail"] else ""
             typer.echo(f"{row['result']}: {row['node']} {row['channel']}: {row['title']}{detail}")
     counts = Counter(r["result"] for r in rows)
-    said = ", ".join(f"{n} {result}" for result, n in sorted(counts.items())) or "nothing to send"
+    said = ", ".join(f"{n} {result}" for result, n in sorted(counts.items())) or (
+        "nothing to send: no channel"
+        + (" for that node" if only else "")
+        + " (`forecast notify add`)"
+    )
     typer.echo(said, err=True)
 
 

@@ -88,13 +88,14 @@ def run(
     engine = state.engine
     if not dry_run:
         yield from resend_waiting(engine, post)
+    targets = [t for t in outbox.targets(engine) if only is None or t.node == only]
+    if not targets:  # nothing to build the book for
+        return
     champions = Champions.of(state)
     last_seen = {name: outbox.seen(engine, f"champion:{name}") for name in champions.serving}
     book = _book(state, what, step)
     nodes = {(n.level, n.name): n for n in nodes_of(state.reps())}
-    for target in outbox.targets(engine):
-        if only is not None and target.node != only:
-            continue
+    for target in targets:
         node = nodes.get((target.level, target.node))
         if node is None:
             yield Outcome(target, None, "failed", f"no {target.level} {target.node!r} in the CRM")

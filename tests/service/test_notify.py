@@ -188,6 +188,8 @@ def test_bad_channels_are_refused_with_the_reason(state):
     assert plain_http.exit_code == 2 and "https://" in plain_http.output
     both = _forecast("notify", "send", "--digest", "weekly", "--alerts")
     assert both.exit_code == 2 and "--digest weekly or --alerts" in both.output
+    nobody = _forecast("notify", "send", "--alerts", "--node", "nobody")
+    assert nobody.exit_code == 0 and "nothing to send: no channel for that node" in nobody.output
 
 
 def test_alerts_fire_exactly_where_the_book_crossed_a_threshold(state):
