@@ -84,11 +84,23 @@ def teams_payload(message: Message) -> dict[str, Any]:
         "actions": [{"type": "Action.OpenUrl", "title": OPEN, "url": message.link}],
         "msteams": {"width": "Full"},
     }
-    payload = _teams_message(card)
-    while _size(payload) > TEAMS_BYTES and len(body) > 2:  # the tail goes first
-        body.pop()
-        payload = _teams_message(card)
-    return payload
+    card["body"] = _within(body, TEAMS_BYTES - _size(_teams_message({**card, "body": []})))
+    return _teams_message(card)
+
+
+def _within(body: list[dict[str, Any]], budget: int) -> list[dict[str, Any]]:
+    """The card's elements that fit in `budget` bytes, from the top; the rest said to be in
+    the dashboard."""
+    sizes = [_size(element) + 2 for element in body]  # and ", " after it
+    if sum(sizes) <= budget:
+        return body
+    rest = _text("… the rest is in the dashboard", isSubtle=True)
+    budget -= _size(rest) + 2
+    kept, used = 0, 0
+    while kept < len(body) and used + sizes[kept] <= budget:
+        used += sizes[kept]
+        kept += 1
+    return [*body[: max(kept, 2)], rest]
 
 
 def _teams_message(card: dict[str, Any]) -> dict[str, Any]:

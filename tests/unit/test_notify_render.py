@@ -71,6 +71,8 @@ def test_teams_is_an_adaptive_card_message_within_28_kb(lines):
     assert payload["type"] == "message" and card["type"] == "AdaptiveCard"
     assert card["version"] == "1.4" and card["actions"][0]["type"] == "Action.OpenUrl"
     assert card["body"][0]["text"].startswith("Weekly forecast")
+    if lines == 400:  # cut: and said to be
+        assert card["body"][-1]["text"] == "… the rest is in the dashboard"
 
 
 def test_plain_text_writes_every_line_and_link():
