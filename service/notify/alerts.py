@@ -1,6 +1,9 @@
 """Alerts: a big deal's win probability dropping fast, a node's chance to reach target falling
 below the line, a key account's churn risk jumping, a new or refused champion. Each says what
-changed, by how much, and links to the page about it; thresholds are settings (`notify_*`)."""
+changed, by how much, and links to the page about it; thresholds are settings (`notify_*`).
+
+Each compares the data's as-of with a week before it, so run after every (daily) import the
+same drop holds for days: its key names the week, and a channel hears it once that week."""
 
 from __future__ import annotations
 
@@ -62,7 +65,7 @@ def _deal_drops(book: Book, node: Node, settings: Settings) -> list[Message]:
         found.append(
             _alert(
                 node,
-                f"deal-drop:{deal_id}:{book.as_of:%Y-%m-%d}",
+                f"deal-drop:{deal_id}:{book.as_of:%G-W%V}",
                 f"{deal_id} dropped {abs(score.trend_points):.0f} points in a week",
                 summary,
                 book.page(f"deals/{quote(deal_id)}"),
@@ -90,7 +93,7 @@ def _target_falls(book: Book, node: Node, settings: Settings) -> list[Message]:
     return [
         _alert(
             node,
-            f"reach-target:{book.quarter}:{node.level}:{node.name}:{book.as_of:%Y-%m-%d}",
+            f"reach-target:{book.quarter}:{node.level}:{node.name}:{book.as_of:%G-W%V}",
             f"{node.label}: {chance:.0%} chance to reach target",
             summary,
             book.page(f"forecast?level={node.level}&node={quote(node.name)}"),
@@ -118,7 +121,7 @@ def _churn_jumps(book: Book, node: Node, settings: Settings) -> list[Message]:
         found.append(
             _alert(
                 node,
-                f"churn-jump:{score.account_id}:{book.as_of:%Y-%m-%d}",
+                f"churn-jump:{score.account_id}:{book.as_of:%G-W%V}",
                 f"{name}: churn risk up {100 * (score.churn_probability - before):.0f} points",
                 summary,
                 book.page("churn"),
