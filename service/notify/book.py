@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -58,10 +59,18 @@ class Book:
     coaching: dict[str, RepCoaching]
     dashboard: str  # the dashboard's address, for links
 
+    @cached_property
+    def _names(self) -> dict[str, object]:
+        return dict(zip(self.reps["rep_id"], self.reps["name"], strict=True))
+
+    @cached_property
+    def account_of(self) -> dict[str, str]:
+        """Deal id -> account id (every digest line names the account: looked up, not scanned)."""
+        return dict(zip(self.deals["deal_id"], self.deals["account_id"], strict=True))  # NaN: none
+
     def rep_name(self, rep_id: str) -> str:
         """'Ada Young (R0001)'; the id alone when it is the name (an export keyed by names)."""
-        found = self.reps.loc[self.reps["rep_id"] == rep_id, "name"]
-        name = found.iloc[0] if len(found) else None
+        name = self._names.get(rep_id)
         return f"{name} ({rep_id})" if isinstance(name, str) and name != rep_id else rep_id
 
     def page(self, path: str) -> str:

@@ -243,8 +243,10 @@ def _coaching(book: Book, node: Node, min_others: int) -> Section | None:
 
 def deal_name(book: Book, deal_id: str, rep_id: str | None) -> str:
     """'D0012345 · Acme Corp · Ada Young (R0001)' (without the rep: a rep's own digest)."""
-    deal = book.deals.loc[book.deals["deal_id"] == deal_id, "account_id"]
-    account = book.account_names.get(deal.iloc[0], deal.iloc[0]) if len(deal) else None
+    account_id = book.account_of.get(deal_id)
+    account = (
+        book.account_names.get(account_id, account_id) if isinstance(account_id, str) else None
+    )
     parts = [deal_id, account, book.rep_name(rep_id) if rep_id else None]
     return " · ".join(str(p) for p in parts if p)
 

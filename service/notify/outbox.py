@@ -23,7 +23,6 @@ import sqlalchemy as sa
 from service.keys import metadata
 
 Channel = Literal["slack", "teams"]
-CHANNELS: tuple[Channel, ...] = ("slack", "teams")
 
 notify_targets = sa.Table(
     "notify_targets",
