@@ -765,12 +765,15 @@ class ForecastNodeOut(BaseModel):
         description="Where the mean comes from: `simulation`, or the time series the node "
         "leans on (`naive_last_quarter`, `naive_last_year`, `mean_last_four`, "
         "`statsforecast`) because the latest revenue backtest erred clearly less with it "
-        "there; the spread keeps the simulation's shape above what is booked.",
+        "there; the spread keeps the simulation's shape above what is booked. Every node "
+        "stays the sum of its children, so a node that does not lean moves with those "
+        "that lean under or above it (`simulation_mean` is its own).",
     )
     simulation_mean: float | None = Field(
         default=None,
         description="The simulation's mean, which closed + open + new + recurring add up "
-        "to; equal to `mean` unless the node leans on a series.",
+        "to; equal to `mean` unless the node, a node under it or a node above it leans on a "
+        "series.",
     )
     revenue_at_risk: float | None = Field(
         default=None,

@@ -7,6 +7,9 @@ its P50 no worse at every level down to the rep."""
 
 from __future__ import annotations
 
+import itertools
+
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -86,3 +89,13 @@ def test_each_node_leans_on_one_source_known_before_its_quarter(result):
     assert list(table["level"].unique()) == ["company", "region", "team", "rep"]
     shares = table.drop(columns=["level", "week"]).sum(axis=1)
     assert shares.round(9).eq(1.0).all()
+
+
+def test_the_leaning_forecast_adds_up_at_every_point(result):
+    leaned = result.points[result.points["method"] == FALLBACK]
+    assert (leaned["source"] != "simulation").any()  # some nodes lean: the sums are tested
+    for _, point in leaned.groupby(["quarter", "week"]):
+        for child, up in itertools.pairwise(["rep", "team", "region", "company"]):
+            sums = point[point["level"] == child].groupby("parent")["mean"].sum()
+            own = point[point["level"] == up].set_index("node")["mean"].reindex(sums.index)
+            np.testing.assert_allclose(sums, own, rtol=1e-9, atol=1e-3)

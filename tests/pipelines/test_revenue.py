@@ -570,10 +570,28 @@ def test_a_node_leans_on_the_series_its_backtest_favoured(world, scorer, backtes
             assert row.p_reach_target == pytest.approx((after + row.booked >= row.target).mean())
         assert row.simulation_mean == pytest.approx(before.mean() + row.booked)
 
-    # the rest is the simulation's, untouched
-    same = plain.nodes.set_index(["level", "node"])
-    kept = leaning.nodes[leaning.nodes["source"] == "simulation"].set_index(["level", "node"])
-    pd.testing.assert_frame_equal(kept, same.loc[kept.index])
+    # every node is still the sum of its children, draw by draw
+    for child, up in itertools.pairwise(LEVELS):
+        names, values = leaning.node_draws[child]
+        parents = inputs.tree.parent(child).reindex(names).to_numpy()
+        up_names, up_values = leaning.node_draws[up]
+        summed = pd.DataFrame(values).groupby(parents).sum().reindex(up_names.astype(str))
+        np.testing.assert_allclose(summed.to_numpy(), up_values, rtol=1e-5, atol=1.0)
+
+    # a node above leaning reps moves by exactly what they moved; the rest is untouched
+    assert set(moved["level"]) == {"rep"}  # in this world only reps lean
+    change = (leaning.nodes["mean"] - plain.nodes["mean"]).set_axis(
+        pd.MultiIndex.from_frame(leaning.nodes[["level", "node"]])
+    )
+    reps = leaning.level("rep").set_index("node")
+    moved_reps = change.loc["rep"][reps["source"] != "simulation"]
+    team_of = inputs.tree.parent("rep")
+    for team in team_of[moved_reps.index].unique():
+        under = moved_reps[team_of[moved_reps.index] == team].sum()
+        assert change.loc[("team", team)] == pytest.approx(under, rel=1e-4, abs=1.0)
+    assert change.loc[("company", "company")] == pytest.approx(moved_reps.sum(), rel=1e-4, abs=1)
+    untouched = ~reps.index.isin(moved_reps.index)
+    np.testing.assert_allclose(change.loc["rep"][untouched], 0.0, atol=1e-6)
     assert leaning.to_dict()["leaning"] == "backtest of the test"
 
 

@@ -25,7 +25,8 @@ def points(errors: dict[str, dict[str, list[float]]], actual: float = 100.0) -> 
                 rows.append(
                     dict(quarter=quarter(i), week=1, as_of=pd.Timestamp("2025-01-01"),
                          method=method, level="rep", node=node, mean=value, p10=value,
-                         p50=value, p90=value, target=np.nan, actual=actual)
+                         p50=value, p90=value, target=np.nan, actual=actual, parent="T",
+                         booked=0.0)
                 )  # fmt: skip
     return pd.DataFrame(rows)
 

@@ -164,7 +164,9 @@ def print_forecast(forecast, level: str) -> None:
             f"erred at least {LEAN_MARGIN:.0%} less with it than with the simulation over "
             f"{MIN_LEAN_QUARTERS} quarters or more; it keeps "
             "the shape of the simulation's distribution above what is booked, and its parts "
-            "(closed, open, new, recurring) stay the simulation's",
+            "(closed, open, new, recurring) stay the simulation's. Every node stays the sum "
+            "of its children: a leaning node's figure holds, its children share it by their "
+            "own, and the nodes above it add it up",
             style="dim",
         )
 

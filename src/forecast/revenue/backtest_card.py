@@ -181,7 +181,8 @@ quarterly series; 80 % interval as P10-P90), and `{FALLBACK}`: per node, the sim
 the time-series baseline with the lowest error on that node in the earlier backtest quarters at
 the same week when that error is {LEAN_MARGIN:.0%} below the simulation's, once there are
 {MIN_LEAN_QUARTERS} earlier quarters (`lean_by_error`; the table below says which source each
-level leaned on).
+level leaned on), every node kept the sum of its children as the live forecast keeps it (P10-P90
+above what is booked scaled as the mean).
 MAPE and bias over nodes x quarters, of the mean; `mape_p50` is the MAPE of the P50, the figure
 the Forecast page and the API head with (the same as `mape` for a point forecast); pinball = mean
 of the 0.1/0.5/0.9 pinball losses / mean actual; coverage = share of actuals inside P10-P90."""

@@ -80,7 +80,12 @@ def point_rows(
     nodes = forecast.nodes
     if values is None:
         values = nodes[["level", "node", "mean", "p10", "p50", "p90"]]
-    return values.assign(method=method, target=nodes["target"].to_numpy())
+    return values.assign(
+        method=method,
+        target=nodes["target"].to_numpy(),
+        parent=nodes["parent"].to_numpy(),
+        booked=nodes["booked"].to_numpy(),
+    )
 
 
 def typical_cycle_days(tables: CrmTables, as_of: pd.Timestamp) -> float:

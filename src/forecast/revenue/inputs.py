@@ -36,25 +36,26 @@ class SeriesLean:
     expected close dates, a thin history, few open deals) the revenue backtest erred less with
     the series than with the simulation. Such a node keeps the shape of the simulation's
     distribution: what it adds to the node's bookings so far is scaled so that the mean is the
-    series' forecast (a series forecasting no more than is booked is not followed). A parent
-    that does not lean stays the simulation's: where a child leans, the children's means no
-    longer add up to it (each node is its own best estimate).
+    series' forecast (a series forecasting no more than is booked is not followed).
+
+    Every node stays the sum of its children (`coherent_to_come`): a node that does not lean
+    moves by what leans under it, and the children of a leaning node share its figure in
+    proportion to their own (the highest leaning node holds).
 
     Attributes:
-        nodes: level, node, source (the series), scale (of the draws above what is booked).
+        nodes: level, node, source (the series) of the nodes that lean.
+        leaf_scale: per leaf (rep), the scale of its draws above what it has booked.
         basis: where the choice came from (the backtest run), said with the forecast.
     """
 
     nodes: pd.DataFrame
+    leaf_scale: np.ndarray
     basis: str
 
-    def at(self, level: str, names: pd.Index) -> tuple[np.ndarray, np.ndarray]:
-        """Per node of `level` (in `names` order): its source ("simulation" where it does not
-        lean) and the scale of its draws above what is booked (1 there)."""
+    def sources(self, level: str, names: pd.Index) -> np.ndarray:
+        """Per node of `level` (in `names` order): the series it leans on, or "simulation"."""
         rows = self.nodes[self.nodes["level"] == level].set_index("node")
-        source = rows["source"].reindex(names.astype(str)).fillna(SIMULATION).to_numpy(object)
-        scale = rows["scale"].reindex(names.astype(str)).fillna(1.0).to_numpy(float)
-        return source, scale
+        return rows["source"].reindex(names.astype(str)).fillna(SIMULATION).to_numpy(object)
 
 
 SIMULATION = "simulation"  # a node's source when it does not lean on a series

@@ -7,8 +7,9 @@ import pandas as pd
 
 from forecast.data.tables import CrmTables
 from forecast.revenue.baselines import SERIES, known_series, naive_and_ets
-from forecast.revenue.inputs import QuarterInputs
+from forecast.revenue.inputs import SIMULATION, QuarterInputs
 from forecast.revenue.quarter import with_lean
+from forecast.revenue.tree import LEVELS, OrgTree, coherent_to_come
 
 FALLBACK = "simulation_or_series"
 # a node leans on a series only when its earlier error is this much below the simulation's: a
@@ -47,8 +48,61 @@ def lean_by_error(
         rows, ("error_before", "actual_before", "quarters_before"), sources, primary, margin
     )
     chosen = best.drop_duplicates(["quarter", "week", "level", "node"])
-    out = chosen.rename(columns={"method": "source"}).assign(method=FALLBACK)
+    chosen = chosen.rename(columns={"method": "source"})
+    simulated = points[points["method"] == primary]
+    out = pd.concat(
+        _coherent(chosen[chosen["quarter"].eq(q) & chosen["week"].eq(w)], point)
+        for (q, w), point in simulated.groupby(["quarter", "week"], sort=False)
+    ).assign(method=FALLBACK)
     return out[[*points.columns, "source"]].reset_index(drop=True)
+
+
+def _coherent(chosen: pd.DataFrame, simulated: pd.DataFrame) -> pd.DataFrame:
+    """One backtest point's simulation rows leaning where `chosen` says, every node the sum of
+    its children, as the live forecast leans (`with_lean`): a leaning node's mean is its
+    series' forecast, and every node's P10, P50 and P90 above what it has booked are scaled as
+    its mean is (exact where a node's reps are scaled alike; the live forecast scales draws)."""
+    nodes = simulated.set_index(["level", "node"])
+    source = chosen.set_index(["level", "node"])["source"].reindex(nodes.index)
+    series_mean = chosen.set_index(["level", "node"])["mean"].reindex(nodes.index)
+    # a series at or below what is booked, or a node with nothing left to come, is not followed
+    leans = (
+        source.ne(SIMULATION) & series_mean.gt(nodes["booked"]) & nodes["mean"].gt(nodes["booked"])
+    )
+    rows = simulated.set_index("node")
+    reps = rows[rows["level"] == "rep"]
+    region_of = rows.loc[rows["level"] == "team", "parent"]
+    tree = OrgTree.from_reps(
+        pd.DataFrame(
+            {
+                "rep_id": reps.index,
+                "team": reps["parent"],
+                "region": reps["parent"].map(region_of).fillna(""),
+            }
+        )
+    )
+    to_come = (reps["mean"] - reps["booked"]).clip(lower=0).to_numpy(float)
+    lean_to_come = (series_mean - nodes["booked"])[leans]
+    targets = {level: part.droplevel(0) for level, part in lean_to_come.groupby(level=0)}
+    final = coherent_to_come(tree, to_come, targets)
+    moved = pd.concat(
+        pd.DataFrame(
+            {
+                "level": level,
+                "node": tree.groups[level][1].astype(str),
+                "before": tree.roll_up(to_come, level),
+                "after": tree.roll_up(final, level),
+            }
+        )
+        for level in LEVELS
+    ).set_index(["level", "node"])
+    moved = moved.reindex(nodes.index)
+    scale = (moved["after"] / moved["before"]).where(moved["before"] > 0, 1.0).fillna(1.0)
+    out = nodes.copy()
+    for column in ("mean", "p10", "p50", "p90"):
+        out[column] = nodes["booked"] + (nodes[column] - nodes["booked"]) * scale
+    out["source"] = source.where(leans, SIMULATION)
+    return out.reset_index()
 
 
 def node_sources(

@@ -14,7 +14,7 @@ from forecast.revenue.nodes import deal_table, drivers_of, hide_empty, node_fram
 from forecast.revenue.params import RenewalProbability, RevenueParams, WinScorer
 from forecast.revenue.scenario import Scenario
 from forecast.revenue.simulation import SimulationInputs, SimulationResult, moments, simulate
-from forecast.revenue.tree import COMPANY, LEVELS
+from forecast.revenue.tree import COMPANY, LEVELS, coherent_to_come
 
 
 @dataclass(frozen=True)
@@ -248,9 +248,10 @@ def simulate_quarter(
     n_open = np.bincount(deals["leaf"], ~deals["removed"], minlength=tree.n_leaves)
     frames, node_draws = [], {}
     levels = LEVELS if level is None else (level,)
+    leaf_draws = _leaned_draws(inputs.lean, result.leaf_draws, booked)
     for lvl in LEVELS:
         names = tree.groups[lvl][1]
-        values, simulation_mean = _leaned_draws(inputs, result.leaf_draws, booked, lvl)
+        values = tree.roll_up(leaf_draws, lvl)
         node_draws[lvl] = (names, values)
         if lvl not in levels:
             continue
@@ -258,8 +259,11 @@ def simulate_quarter(
             lvl, names, values, tree=tree, targets=inputs.targets.get(lvl),
             leaf_parts=parts, booked=booked, pipeline=pipeline, n_open=n_open,
         )  # fmt: skip
-        frame["source"] = _leaning(inputs.lean, lvl, names)[0]
-        frame["simulation_mean"] = frame["mean"] if simulation_mean is None else simulation_mean
+        if inputs.lean is None:
+            frame["source"], frame["simulation_mean"] = SIMULATION, frame["mean"]
+        else:
+            frame["source"] = inputs.lean.sources(lvl, names)
+            frame["simulation_mean"] = tree.roll_up(result.leaf_draws.mean(axis=1), lvl)
         frames.append(frame)
     nodes = pd.concat(frames, ignore_index=True)
     drivers = drivers_of(deals, nodes, tree, levels, inputs.params.top_deals)
@@ -301,33 +305,20 @@ def _leaf_parts(
 
 
 def _leaned_draws(
-    inputs: QuarterInputs, leaf_draws: np.ndarray, booked: np.ndarray, level: str
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """The draws of every node of `level`, and the simulation's own means where nodes lean on
-    a series (None where none does)."""
-    tree = inputs.tree
-    values = tree.roll_up(leaf_draws, level)
-    _, scale = _leaning(inputs.lean, level, tree.groups[level][1])
-    if not (scale != 1.0).any():
-        return values, None
-    # the series' mean, the simulation's shape above what is already booked
-    simulation_mean = values.mean(axis=1, dtype=np.float64)
-    floor = tree.roll_up(booked, level)[:, None].astype(values.dtype)
-    return floor + (values - floor) * scale[:, None].astype(values.dtype), simulation_mean
-
-
-def _leaning(lean: SeriesLean | None, level: str, names: pd.Index) -> tuple[np.ndarray, np.ndarray]:
+    lean: SeriesLean | None, leaf_draws: np.ndarray, booked: np.ndarray
+) -> np.ndarray:
+    """Every leaf's draws, what each adds to its bookings scaled where the forecast leans on a
+    series (the same array where nothing leans)."""
     if lean is None:
-        return np.full(len(names), SIMULATION, dtype=object), np.ones(len(names))
-    return lean.at(level, names)
+        return leaf_draws
+    floor = booked[:, None].astype(leaf_draws.dtype)
+    return floor + (leaf_draws - floor) * lean.leaf_scale[:, None].astype(leaf_draws.dtype)
 
 
 def expected_by_node(inputs: QuarterInputs) -> pd.DataFrame:
     """The simulation's exact mean and what is already booked at every node (level, node,
     mean, booked), without drawing."""
-    sim = inputs.simulation_inputs()
-    exact = moments(sim)
-    per_leaf = sim.closed + exact.mean["open"] + exact.mean["new"] + exact.mean["recurring"]
+    per_leaf, booked = _expected_per_leaf(inputs)
     frames = []
     for level in LEVELS:
         names = inputs.tree.groups[level][1]
@@ -337,22 +328,37 @@ def expected_by_node(inputs: QuarterInputs) -> pd.DataFrame:
                     "level": level,
                     "node": names.astype(str),
                     "mean": inputs.tree.roll_up(per_leaf, level),
-                    "booked": inputs.tree.roll_up(sim.closed, level),
+                    "booked": inputs.tree.roll_up(booked, level),
                 }
             )
         )
     return pd.concat(frames, ignore_index=True)
 
 
+def _expected_per_leaf(inputs: QuarterInputs) -> tuple[np.ndarray, np.ndarray]:
+    """Per leaf, the simulation's exact mean and what is already booked."""
+    sim = inputs.simulation_inputs()
+    exact = moments(sim)
+    per_leaf = sim.closed + exact.mean["open"] + exact.mean["new"] + exact.mean["recurring"]
+    return per_leaf, sim.closed
+
+
 def with_lean(inputs: QuarterInputs, forecasts: pd.DataFrame, basis: str) -> QuarterInputs:
     """`inputs` with the nodes of `forecasts` (level, node, source, forecast: a time series'
-    forecast of the quarter) leaning on their series; see `SeriesLean`."""
+    forecast of the quarter) leaning on their series, every node still the sum of its
+    children; see `SeriesLean`."""
     exact = expected_by_node(inputs)
     rows = forecasts.merge(exact, on=["level", "node"], how="inner")
-    to_come = rows["mean"] - rows["booked"]
     # a series at or below what is booked, or a node with nothing left to come, is not followed
-    rows = rows[(rows["forecast"] > rows["booked"]) & (to_come > 0)]
-    rows = rows.assign(scale=(rows["forecast"] - rows["booked"]) / (rows["mean"] - rows["booked"]))
+    rows = rows[(rows["forecast"] > rows["booked"]) & (rows["mean"] > rows["booked"])]
     if rows.empty:
         return replace(inputs, lean=None)
-    return replace(inputs, lean=SeriesLean(rows[["level", "node", "source", "scale"]], basis))
+    per_leaf, booked = _expected_per_leaf(inputs)
+    to_come = np.maximum(per_leaf - booked, 0.0)
+    targets = {
+        level: (group["forecast"] - group["booked"]).set_axis(group["node"])
+        for level, group in rows.groupby("level")
+    }
+    final = coherent_to_come(inputs.tree, to_come, targets)
+    scale = np.divide(final, to_come, out=np.ones_like(final), where=to_come > 0)
+    return replace(inputs, lean=SeriesLean(rows[["level", "node", "source"]], scale, basis))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,3 +88,51 @@ class OrgTree:
             block = slice(start, start + ROLL_COLUMNS)
             out[:, block] = matrix @ leaf_values[:, block].astype(np.float64)
         return out
+
+
+def coherent_to_come(
+    tree: OrgTree, to_come: np.ndarray, targets: Mapping[str, pd.Series]
+) -> np.ndarray:
+    """Per leaf, what is still to come once the nodes of `targets` hold their own figures
+    (level -> what is still to come at that node, by node name) and every node is the sum of
+    its children.
+
+    Bottom-up, a node's own figure is its target, or else the sum of its children's; top-down,
+    the highest such figure holds and each node shares it among its children in proportion to
+    theirs. So a leaning team's figure holds over what its reps would add up to, and a leaning
+    rep raises or lowers its team (which does not lean) by exactly its own change.
+
+    `to_come`: per leaf, the simulation's mean still to come (>= 0)."""
+    pairs = list(itertools.pairwise(LEVELS))
+    links = [_children_of(tree, child, up) for child, up in pairs]
+    own = [_with_targets(to_come.astype(np.float64), tree, LEVELS[0], targets)]
+    for (_, up), parent_of in zip(pairs, links, strict=True):
+        summed = np.bincount(parent_of, own[-1], minlength=len(tree.groups[up][1]))
+        own.append(_with_targets(summed, tree, up, targets))
+    final = own[-1]
+    for values, parent_of in zip(reversed(own[:-1]), reversed(links), strict=True):
+        shares = np.bincount(parent_of, values, minlength=len(final))[parent_of]
+        final = np.divide(
+            final[parent_of] * values, shares, out=np.zeros_like(values), where=shares > 0
+        )
+    return final
+
+
+def _children_of(tree: OrgTree, child: str, up: str) -> np.ndarray:
+    """For each node of `child`, the index of its parent among the nodes of `up`."""
+    child_codes, child_names = tree.groups[child]
+    up_codes, _ = tree.groups[up]
+    parent = np.zeros(len(child_names), dtype=np.int64)
+    parent[child_codes] = up_codes
+    return parent
+
+
+def _with_targets(
+    values: np.ndarray, tree: OrgTree, level: str, targets: Mapping[str, pd.Series]
+) -> np.ndarray:
+    own = targets.get(level)
+    if own is None or own.empty:
+        return values
+    names = tree.groups[level][1].astype(str)
+    fixed = own.reindex(names).to_numpy(float)
+    return np.where(np.isnan(fixed), values, fixed)
