@@ -47,6 +47,9 @@ INACTIVITY_FEATURES: tuple[Feature, ...] = (
     Feature("recency_over_gap"),
     Feature("returns_share_365d"),
     Feature("products_365d"),
+    # the customer's own attributes where the export has them (an accounts table, or one mapped
+    # from the order lines with `one_row_per`); empty otherwise
+    *(Feature(name, "categorical") for name in ("segment", "industry", "region")),
 )
 INACTIVITY_FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in INACTIVITY_FEATURES)
 
@@ -142,7 +145,10 @@ def inactivity_features(tables: CrmTables, snapshots: pd.DataFrame) -> pd.DataFr
         else pd.DataFrame(columns=list(INACTIVITY_FEATURE_NAMES), index=snapshots.index)
     )
     keys = snapshots[["account_id", "as_of"]]
-    return pd.concat([keys, frame[list(INACTIVITY_FEATURE_NAMES)].astype(float)], axis=1)
+    numeric = [f.name for f in INACTIVITY_FEATURES if f.kind == "numeric"]
+    return pd.concat(
+        [keys, frame[numeric].astype(float), _attributes_known(tables, snapshots)], axis=1
+    )[[*keys.columns, *INACTIVITY_FEATURE_NAMES]]
 
 
 def inactivity_training_frame(
@@ -161,6 +167,21 @@ def inactivity_training_frame(
 
 
 # --- building blocks -------------------------------------------------------------------------
+
+
+def _attributes_known(tables: CrmTables, snapshots: pd.DataFrame) -> pd.DataFrame:
+    """Each snapshot's customer attributes (INACTIVITY_FEATURES' categorical ones) from the
+    accounts table, where the account was created by the snapshot's as_of (empty otherwise)."""
+    names = [f.name for f in INACTIVITY_FEATURES if f.kind == "categorical"]
+    accounts = tables.accounts.drop_duplicates("account_id").set_index("account_id")
+    ids = snapshots["account_id"].astype(object).to_numpy()
+    rows = accounts.reindex(pd.Index(ids, dtype=object).astype(accounts.index.dtype))
+    known = (rows["created_at"].to_numpy() <= snapshots["as_of"].to_numpy()) & rows[
+        "created_at"
+    ].notna().to_numpy()
+    # None, not pd.NA, for what is not known: scikit-learn's imputers cannot test pd.NA
+    values = np.where(known[:, None], rows[names].to_numpy(dtype=object, na_value=None), None)
+    return pd.DataFrame(values, columns=names, index=snapshots.index)
 
 
 def _at_as_of(known: pd.DataFrame, lines: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:

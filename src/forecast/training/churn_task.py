@@ -149,8 +149,8 @@ class Definition:
     @staticmethod
     def segments(frame: pd.DataFrame) -> pd.Series:
         """The groups the card breaks the test metrics down by."""
-        if "segment" in frame:
-            return frame["segment"]
+        if "purchases" not in frame or frame["segment"].notna().any():
+            return frame["segment"]  # subscription churn, or customers with a segment
         bought = frame["purchases"].to_numpy()
         labels = np.where(bought <= 1, "1 purchase", np.where(bought <= 4, "2-4", "5+"))
         return pd.Series(labels, index=frame.index)
@@ -250,7 +250,8 @@ def definition_of(model: BaseEstimator) -> Definition:
 
 def definition_for(feature_names: Iterable[str]) -> Definition:
     """The definition whose features these are (subscription unless inactivity's are there)."""
-    inactivity = {f.name for f in INACTIVITY_FEATURES}
+    # the customer attributes (segment, industry, region) are in both: they decide nothing
+    inactivity = {f.name for f in INACTIVITY_FEATURES} - {f.name for f in ACCOUNT_FEATURES}
     return INACTIVITY if inactivity.intersection(feature_names) else SUBSCRIPTION
 
 

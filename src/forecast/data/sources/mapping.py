@@ -55,6 +55,7 @@ from forecast.data.sources.conversions import (
 )
 from forecast.data.sources.files import read_csv
 from forecast.data.sources.spec import (
+    DATE_TYPES,
     DERIVE_RULES,
     UNMAP,
     MappingFile,
@@ -315,9 +316,29 @@ def _read_table(
     if not convert_formats(frame, table, table_map, options, name, problems):
         return None
     derive_columns(frame, table_map.derive, as_of)
-    raw = RawTable(name=name, frame=frame, source=source.source, lines=source.lines)
+    lines = source.lines
+    if table_map.one_row_per is not None:
+        frame, lines = _one_row_per(frame, lines, table_map.one_row_per, table)
+    raw = RawTable(name=name, frame=frame, source=source.source, lines=lines)
     attributes = _attributes(frame, source, table_map, soft_attributes, problems)
     return raw, attributes
+
+
+def _one_row_per(
+    frame: pd.DataFrame, lines: np.ndarray | None, key: str, table: Table
+) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """One row per `key`: the earliest by the table's first date column (an account's first
+    order gives its created_at), else the first in the file; rows without a key are dropped
+    (an order line without a customer belongs to no account)."""
+    dated = next((c.name for c in table.columns if c.type in DATE_TYPES and c.name in frame), None)
+    order = np.arange(len(frame))
+    if dated is not None:
+        # dates are ISO text or timestamps here: both sort as time; a blank one sorts last
+        when = frame[dated].astype("string").fillna("\uffff").to_numpy()
+        order = np.lexsort((order, when))
+    keys = frame[key].astype("string").str.strip().replace("", pd.NA).iloc[order]
+    kept = np.sort(order[keys.notna().to_numpy() & ~keys.duplicated().to_numpy()])
+    return frame.iloc[kept].reset_index(drop=True), None if lines is None else lines[kept]
 
 
 def _without_absent(

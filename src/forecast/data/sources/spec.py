@@ -17,6 +17,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticError
 
+from forecast.data.contract import Table
 from forecast.data.schema import TABLES
 from forecast.data.violations import ValidationError, Violation
 
@@ -95,6 +96,8 @@ class TableMapping(FileOptions):
         default_factory=dict
     )
     attributes: dict[str, AttributeMapping] = Field(default_factory=dict)  # deals only
+    # the file repeats each key on many rows (a customer on every order line): keep one per key
+    one_row_per: str | None = Field(default=None, min_length=1)
 
 
 class MappingFile(StrictModel):
@@ -318,6 +321,7 @@ def check_names(name: str, table_map: TableMapping, problems: SpecProblems) -> b
         )
     _check_derive(name, table_map, problems)
     _check_attributes(name, table_map, problems)
+    _check_one_row_per(name, table, table_map, problems)
     for column in table_map.date_formats:
         if column in table.column_names and table.column(column).type not in DATE_TYPES:
             problems.add(
@@ -369,6 +373,31 @@ def _check_attributes(name: str, table_map: TableMapping, problems: SpecProblems
                 "an attribute name in lower case, digits and _ (it names a feature)",
                 "attributes",
             )
+
+
+def _check_one_row_per(
+    name: str, table: Table, table_map: TableMapping, problems: SpecProblems
+) -> None:
+    """`one_row_per` names the table's key, mapped from the file."""
+    key = table_map.one_row_per
+    if key is None:
+        return
+    if table.key != (key,):
+        problems.add(
+            ("tables", name, "one_row_per"),
+            key,
+            f"the key of {name}: {', '.join(table.key)}, which one_row_per keeps one row each of"
+            if len(table.key) == 1
+            else f"a table keyed by one column ({name} is keyed by {', '.join(table.key)})",
+            "one_row_per",
+        )
+    elif key not in table_map.columns:
+        problems.add(
+            ("tables", name, "one_row_per"),
+            key,
+            f"{key} mapped under `columns` (the file's column that repeats it)",
+            "one_row_per",
+        )
 
 
 def column_sections(table_map: TableMapping) -> Iterator[tuple[str, list[str]]]:
