@@ -26,7 +26,15 @@ from forecast.revenue.tree import LEVELS, OrgTree
 from forecast.training.evaluate import STAGE_PROBABILITIES, StageRates
 
 QUANTILES = (0.1, 0.5, 0.9)
-PROBABILISTIC = ("simulation", "simulation_truth", "simulation_churn", "statsforecast")
+# methods with a P10-P90 of their own (`simulation_or_series`: the simulation's, scaled as its
+# mean where a node leans)
+PROBABILISTIC = (
+    "simulation",
+    "simulation_truth",
+    "simulation_churn",
+    "statsforecast",
+    "simulation_or_series",
+)
 SERIES = ("naive_last_quarter", "naive_last_year", "mean_last_four", "statsforecast")
 
 
