@@ -5,8 +5,10 @@ even a perfectly calibrated 80 % interval lands inside 70-90 % in only about hal
 cells (8 or 9 of 11). This pools the cells of several worlds (the default size, seeds given),
 each backtested as `forecast revenue-backtest` does with the trained win scorer
 (`fit_win_scorer`), to tell a miscalibrated interval from an unlucky world. Also prints, per
-world and pooled, the simulation's MAPE against the weighted pipeline with historical rates, and
-the root mean square of (actual - mean) / sd at company level (1.0 when the spread is right).
+world and pooled, the simulation's MAPE against the weighted pipeline with historical rates, the
+coverage and MAPE of what is served once a backtest is logged (`simulation_or_series`: nodes
+leaning on a series where it erred clearly less, every node the sum of its children), and the
+root mean square of (actual - mean) / sd at company level (1.0 when the spread is right).
 
     python benchmarks/revenue_coverage.py --seeds 0,1,2,3,4 [--weeks 1,5,9,13] [--draws 2000]
 
@@ -64,11 +66,16 @@ def main() -> None:
 
 
 def _summary(points, backtest_metrics, np):
+    from forecast.revenue.lean import FALLBACK
+
     """Coverage and MAPE per level x week, the baseline's MAPE, and company-level rms z."""
     metrics = backtest_metrics(points).set_index(["method", "level", "week"])
     simulation = metrics.loc["simulation"][["n", "coverage", "mape"]]
     baseline = metrics.loc["weighted_pipeline_history"]["mape"].rename("mape_wp_history")
-    table = simulation.join(baseline)
+    # what `forecast revenue` and the API serve once a backtest is logged: nodes leaning on a
+    # series where it erred clearly less, every node the sum of its children
+    served = metrics.loc[FALLBACK][["coverage", "mape"]].add_suffix("_served")
+    table = simulation.join(baseline).join(served)
     company = points[(points["method"] == "simulation") & (points["level"] == "company")]
     # the P10-P90 width of a normal is 2 x 1.2816 sd
     sd = (company["p90"] - company["p10"]) / (2 * 1.2816)
