@@ -10,29 +10,15 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from forecast.data.derive import derive_history
-from forecast.data.tables import CrmTables
+from forecast.data.derive import deals_only
 from forecast.data.world import make_crm
 from forecast.revenue.backtest import backtest, backtest_quarters
 from forecast.revenue.backtest_card import sources_by_level
 from forecast.revenue.baselines import SERIES
 from forecast.revenue.lean import FALLBACK
 from forecast.revenue.win_scorers import TrainingFrame, fit_win_scorer
-
-
-def deals_only(tables: CrmTables) -> CrmTables:
-    """What a CRM's one-table export keeps of a world: the deals, without expected close dates;
-    a derived history; no activities, bills, signals or attributes."""
-    deals = tables.deals.assign(expected_close=pd.NaT)
-    frames = dict(tables.items())
-    frames["deals"] = deals
-    frames["deal_history"] = derive_history(deals)
-    for name in ("activities", "revenue", "signals", "deal_attributes"):
-        frames[name] = frames[name].iloc[0:0]
-    return CrmTables.from_frames(frames, as_of=tables.as_of)
 
 
 @pytest.fixture(scope="module")

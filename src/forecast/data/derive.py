@@ -22,7 +22,7 @@ import pandas as pd
 
 from forecast.data.contract import OPEN_STAGES
 from forecast.data.schema import DEAL_HISTORY
-from forecast.data.tables import conform
+from forecast.data.tables import CrmTables, conform
 
 DERIVED = "derived"
 
@@ -59,3 +59,15 @@ def derive_history(deals: pd.DataFrame) -> pd.DataFrame:
 def history_is_derived(history: pd.DataFrame) -> bool:
     """True when the stored history was derived on import (no row recorded by the CRM)."""
     return bool(len(history)) and bool(history["origin"].eq(DERIVED).fillna(False).all())
+
+
+def deals_only(tables: CrmTables) -> CrmTables:
+    """What a CRM's one-table export keeps of `tables` (a generated world, to test against):
+    the deals without expected close dates, a derived history, and no activities, bills,
+    signals or attributes."""
+    frames = dict(tables.items())
+    frames["deals"] = tables.deals.assign(expected_close=pd.NaT)
+    frames["deal_history"] = derive_history(frames["deals"])
+    for name in ("activities", "revenue", "signals", "deal_attributes"):
+        frames[name] = frames[name].iloc[0:0]
+    return CrmTables.from_frames(frames, as_of=tables.as_of)
