@@ -14,7 +14,7 @@ from forecast.revenue.nodes import deal_table, drivers_of, hide_empty, node_fram
 from forecast.revenue.params import RenewalProbability, RevenueParams, WinScorer
 from forecast.revenue.scenario import Scenario
 from forecast.revenue.simulation import SimulationInputs, SimulationResult, moments, simulate
-from forecast.revenue.tree import COMPANY, LEVELS, coherent_to_come
+from forecast.revenue.tree import COMPANY, LEVELS, OrgTree, coherent_to_come
 
 
 @dataclass(frozen=True)
@@ -263,7 +263,8 @@ def simulate_quarter(
             frame["source"], frame["simulation_mean"] = SIMULATION, frame["mean"]
         else:
             frame["source"] = inputs.lean.sources(lvl, names)
-            frame["simulation_mean"] = tree.roll_up(result.leaf_draws.mean(axis=1), lvl)
+            own = result.leaf_draws.mean(axis=1, dtype=np.float64)
+            frame["simulation_mean"] = tree.roll_up(own, lvl)
         frames.append(frame)
     nodes = pd.concat(frames, ignore_index=True)
     drivers = drivers_of(deals, nodes, tree, levels, inputs.params.top_deals)
@@ -318,17 +319,20 @@ def _leaned_draws(
 def expected_by_node(inputs: QuarterInputs) -> pd.DataFrame:
     """The simulation's exact mean and what is already booked at every node (level, node,
     mean, booked), without drawing."""
-    per_leaf, booked = _expected_per_leaf(inputs)
+    return _by_node(inputs.tree, *_expected_per_leaf(inputs))
+
+
+def _by_node(tree: OrgTree, per_leaf: np.ndarray, booked: np.ndarray) -> pd.DataFrame:
     frames = []
     for level in LEVELS:
-        names = inputs.tree.groups[level][1]
+        names = tree.groups[level][1]
         frames.append(
             pd.DataFrame(
                 {
                     "level": level,
                     "node": names.astype(str),
-                    "mean": inputs.tree.roll_up(per_leaf, level),
-                    "booked": inputs.tree.roll_up(booked, level),
+                    "mean": tree.roll_up(per_leaf, level),
+                    "booked": tree.roll_up(booked, level),
                 }
             )
         )
@@ -347,13 +351,12 @@ def with_lean(inputs: QuarterInputs, forecasts: pd.DataFrame, basis: str) -> Qua
     """`inputs` with the nodes of `forecasts` (level, node, source, forecast: a time series'
     forecast of the quarter) leaning on their series, every node still the sum of its
     children; see `SeriesLean`."""
-    exact = expected_by_node(inputs)
-    rows = forecasts.merge(exact, on=["level", "node"], how="inner")
+    per_leaf, booked = _expected_per_leaf(inputs)
+    rows = forecasts.merge(_by_node(inputs.tree, per_leaf, booked), on=["level", "node"])
     # a series at or below what is booked, or a node with nothing left to come, is not followed
     rows = rows[(rows["forecast"] > rows["booked"]) & (rows["mean"] > rows["booked"])]
     if rows.empty:
         return replace(inputs, lean=None)
-    per_leaf, booked = _expected_per_leaf(inputs)
     to_come = np.maximum(per_leaf - booked, 0.0)
     targets = {
         level: (group["forecast"] - group["booked"]).set_axis(group["node"])
