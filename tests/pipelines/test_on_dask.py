@@ -101,6 +101,21 @@ def test_a_deal_is_in_one_partition_whatever_the_process():
     assert done.stdout.strip() == str(partition_of(ids[[1, 2]], 8))
 
 
+def test_a_categorical_feature_with_no_value_trains_on_the_workers(client):
+    """An export without history leaves `stage` empty; LightGBM's data-parallel learner died
+    on such a categorical column (signal 11 on both workers, maven-crm). Now it trains, and
+    the model scores as the single-process one does."""
+    data = prepare(make_crm(2_000, seed=2).tables, WinParams(), TrainHooks())
+    train, test, features = data.slices.train, data.slices.test, data.features
+    x = model_input(train, features).assign(stage=None)
+    x_test = model_input(test, features).assign(stage=None)
+    y = train["won"].to_numpy(int)
+    model = fit_weighted(lightgbm_on(client, lambda: make_lightgbm(features))(), x, y, None)
+    alone = make_lightgbm(features).fit(x, y).predict_proba(x_test)[:, 1]
+    on_cluster = model.predict_proba(x_test)[:, 1]
+    assert abs(roc_auc_score(test["won"], on_cluster) - roc_auc_score(test["won"], alone)) < 0.03
+
+
 def test_lightgbm_trained_by_the_workers_is_a_plain_booster_close_to_one_process(client):
     """`lightgbm.dask` trains data-parallel on both workers; what comes back is the
     single-process pipeline (a plain LGBMClassifier to log, serve and explain), close to the

@@ -71,6 +71,12 @@ def fit_on_cluster(
     client = booster.client
     coding = pipeline[:-1].fit(x, y)
     coded = coding.transform(x).reset_index(drop=True)
+    # a categorical column with no value at all (stage on an export without history) kills
+    # LightGBM's data-parallel learner with a segfault (4.7.0; maven-crm): declared numeric, it
+    # is the same never-split column
+    empty = {i for i, column in enumerate(coded.columns) if coded[column].isna().all()}
+    declared = booster.get_params().get("categorical_column") or []
+    booster.set_params(categorical_column=[i for i in declared if i not in empty])
     workers = sorted(client.scheduler_info()["workers"])
     columns: dict[str, list] = {"x": [], "y": [], "w": []}
     for number, worker in enumerate(workers):
