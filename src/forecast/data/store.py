@@ -232,8 +232,11 @@ def read_store(store: Path | None = None, tables: Sequence[str] | None = None) -
         StoreEmptyError: nothing has been imported yet.
         KeyError: an unknown table name was asked for.
     """
-    root = _root(store)
-    folder = _current_folder(root)
+    return read_version(_current_folder(_root(store)), tables)
+
+
+def read_version(folder: Path, tables: Sequence[str] | None = None) -> CrmTables:
+    """The tables of the version at `folder` (`current_path`), as `read_store` reads them."""
     wanted = list(TABLE_NAMES if tables is None else tables)
     for name in wanted:
         if name not in TABLES:
@@ -246,6 +249,27 @@ def read_store(store: Path | None = None, tables: Sequence[str] | None = None) -
         for name in TABLE_NAMES
     }
     return CrmTables.from_frames(frames, as_of=pd.Timestamp(manifest["as_of"]))
+
+
+def read_part(folder: Path, number: int, tables: Sequence[str]) -> CrmTables:
+    """Part `number` of `tables` in the version at `folder` (`current_path`), a store written in
+    parts (`store_parts`); the other tables empty. A Dask worker reads its own part this way,
+    so the calling process never holds the whole table."""
+
+    def part(name: str) -> pd.DataFrame:
+        path = _part_path(folder / name, number, make=False)
+        if name not in tables or not path.is_file():  # a part without rows of the table
+            return empty_frame(TABLES[name])
+        return conform(read_frame(path), TABLES[name])
+
+    frames = {name: part(name) for name in TABLE_NAMES}
+    return CrmTables.from_frames(frames, as_of=pd.Timestamp(_read_manifest(folder)["as_of"]))
+
+
+def store_parts(folder: Path) -> int:
+    """How many parts the version at `folder` was written in (`write_store_parts`: each part
+    holds its accounts, their deals and the deals' own rows); 0 when written whole."""
+    return len(list((folder / "deals").glob("part-*.parquet")))
 
 
 def current_path(store: Path | None = None) -> Path:
@@ -435,8 +459,9 @@ def read_frame(path: Path) -> pd.DataFrame:
     return table.to_pandas(types_mapper=_pandas_type)
 
 
-def _part_path(folder: Path, number: int) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
+def _part_path(folder: Path, number: int, *, make: bool = True) -> Path:
+    if make:
+        folder.mkdir(parents=True, exist_ok=True)
     return folder / f"part-{number:05d}.parquet"
 
 

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from forecast.data import derive
 from forecast.data.contract import OPEN_STAGES
 from forecast.data.tables import CrmTables
 from forecast.features.asof import Running, running_of, running_sums
 from forecast.features.deal_codes import Ids, by_code, fit_key, take
 from forecast.features.deal_facts import DealFacts, State, close_events
-from forecast.features.deal_schema import Feature, attribute_features, unavailable_features
+from forecast.features.deal_schema import ATTRIBUTE_PREFIX, Feature, unavailable_features
 
 # the kinds of record (`_Records`): a rep's, a team's, a product's in an industry, a product's,
 # then a rep's and a team's from each open stage on (closes of deals that reached it)
@@ -98,15 +99,19 @@ class DealContext:
     @classmethod
     def of(cls, tables: CrmTables, *, facts: DealFacts | None = None) -> DealContext:
         """The context of `tables` (`facts`: `DealFacts.of(tables)` when already made)."""
-        facts = facts or DealFacts.of(tables)
-        closes = close_events(tables)
-        accounts, by_account = _account_fields(tables, closes)
+        return cls.of_own(tables, OwnRows.of(tables, facts=facts))
+
+    @classmethod
+    def of_own(cls, tables: CrmTables, own: OwnRows) -> DealContext:
+        """The context of `tables` whose deals' own rows (history, activities, attributes) are
+        summed up in `own`: `tables` need not hold those rows (a store in parts, read by the
+        workers, `forecast.features.on_dask`)."""
+        closes = own.closes.assign(fit=fit_key(*_product_and(tables, own.closes, "industry")))
+        accounts = _account_fields(tables, closes)
         reps, close_rep, close_team, n_teams = _rep_fields(tables, closes)
         n_reps = len(reps["rep_index"])
         records = _record_fields(tables, closes, (close_rep, n_reps), (close_team, n_teams))
-        quote_index, quotes, quoted = _first_quotes(
-            tables, facts, accounts["account_index"], by_account
-        )
+        quote_index, quotes, quoted = _first_quotes(tables, own.quotes)
         return cls(
             **accounts,
             **reps,
@@ -114,21 +119,94 @@ class DealContext:
             quote_index=quote_index,
             quotes=quotes,
             quoted=quoted,
-            unavailable=unavailable_features(tables),
-            attributes=attribute_features(tables),
+            unavailable=unavailable_features(
+                tables, history_derived=own.history_derived, activities=own.activities
+            ),
+            attributes=tuple(
+                Feature(f"{ATTRIBUTE_PREFIX}{name}", "categorical") for name in own.attributes
+            ),
         )
 
 
-def _account_fields(tables: CrmTables, closes: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
-    """The accounts' part of the context (keyed as `DealContext`'s fields), and the accounts
-    table by id."""
+@dataclass(frozen=True)
+class OwnRows:
+    """What the context reads of the deals' own rows: their closes and first quotes, the
+    attributes known at creation, whether the history is derived and how many activities
+    there are; small beside the rows. Made per part of a store in parts (each part holding
+    its deals' rows), `joined` in the parts' order, it is what the whole store gives."""
+
+    closes: pd.DataFrame  # `close_events`, in the order of the close times
+    quotes: pd.DataFrame  # deal_id, account_id, product_id, amount, at: first quotes, by deal id
+    attributes: tuple[str, ...]  # names known at creation, sorted
+    history_rows: int
+    derived_rows: int  # history rows derived on import, not recorded by the CRM
+    activities: int
+
+    @property
+    def history_derived(self) -> bool:
+        """The history was derived on import (`derive.history_is_derived`)."""
+        return self.history_rows > 0 and self.derived_rows == self.history_rows
+
+    @classmethod
+    def of(cls, tables: CrmTables, *, facts: DealFacts | None = None) -> OwnRows:
+        facts = facts or DealFacts.of(tables)
+        amount, when = State.of_facts(facts).first_quotes(len(facts.deal_id))
+        quoted = np.flatnonzero(~np.isnan(amount))
+        attributes, history = tables.deal_attributes, tables.deal_history
+        created = attributes.loc[attributes["known_at"] == "created", "name"]
+        return cls(
+            closes=close_events(tables),
+            quotes=pd.DataFrame(
+                {
+                    "deal_id": facts.deal_id[quoted],
+                    "account_id": facts.account_id[quoted],
+                    "product_id": facts.product_id[quoted],
+                    "amount": amount[quoted],
+                    "at": when[quoted],
+                }
+            ),
+            attributes=tuple(sorted(set(created))),
+            history_rows=len(history),
+            derived_rows=int(history["origin"].eq(derive.DERIVED).fillna(False).sum()),
+            activities=len(tables.activities),
+        )
+
+    @classmethod
+    def joined(cls, parts: Sequence[OwnRows]) -> OwnRows:
+        """The parts' own rows as one (closes at the same moment keep the parts' order, as
+        the parts' rows read back in order do)."""
+        closes = pd.concat([p.closes for p in parts], ignore_index=True)
+        at = closes["at"].to_numpy("datetime64[ns]").view(np.int64)
+        return cls(
+            closes=closes.iloc[np.argsort(at, kind="stable")].reset_index(drop=True),
+            quotes=pd.concat([p.quotes for p in parts], ignore_index=True),
+            attributes=tuple(sorted(set().union(*(p.attributes for p in parts)))),
+            history_rows=sum(p.history_rows for p in parts),
+            derived_rows=sum(p.derived_rows for p in parts),
+            activities=sum(p.activities for p in parts),
+        )
+
+
+def _product_and(
+    tables: CrmTables, rows: pd.DataFrame, column: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows' product ids and their accounts' `column` (industry, segment)."""
+    by_account = tables.accounts.set_index("account_id")[column]
+    return (
+        rows["product_id"].to_numpy(),
+        by_account.reindex(rows["account_id"].to_numpy()).to_numpy(),
+    )
+
+
+def _account_fields(tables: CrmTables, closes: pd.DataFrame) -> dict:
+    """The accounts' part of the context (keyed as `DealContext`'s fields)."""
     accounts, deals, revenue = tables.accounts, tables.deals, tables.revenue
     known = pd.concat([accounts["account_id"], deals["account_id"]]).dropna()
     account_index = Ids(pd.unique(known.to_numpy()))
     close_account = account_index.index.get_indexer(closes["account_id"].to_numpy())
     by_account = accounts.set_index("account_id")
     month_ended = revenue["period"] + pd.offsets.MonthBegin(1)
-    fields = {
+    return {
         "account_index": account_index,
         "account_created": by_code(by_account["created_at"], account_index, "datetime64[ns]"),
         "firmographics": {
@@ -153,7 +231,6 @@ def _account_fields(tables: CrmTables, closes: pd.DataFrame) -> tuple[dict, pd.D
             {"amount": revenue["amount"].to_numpy(dtype=float)},
         ),
     }
-    return fields, by_account
 
 
 def _rep_fields(
@@ -216,19 +293,15 @@ def _record_fields(
     }
 
 
-def _first_quotes(
-    tables: CrmTables, facts: DealFacts, account_index: Ids, by_account: pd.DataFrame
-) -> tuple[Ids, Running, Ids]:
+def _first_quotes(tables: CrmTables, quotes: pd.DataFrame) -> tuple[Ids, Running, Ids]:
     """First quotes as running sums of their logs per (product, segment): the keys, the sums,
     and the deals they hold."""
-    state = State.of_facts(facts)
-    amount, when = state.first_quotes(len(facts.deal_id))
     # in the order of the deals' ids (rows first quoted at the same moment sum in that order)
-    deals = np.flatnonzero(~np.isnan(amount))
-    deals = deals[np.argsort(facts.deal_id[deals].astype(str), kind="stable")]
-    segment = by_account["segment"].reindex(facts.account_id[deals]).to_numpy()
-    keys = fit_key(facts.product_id[deals], segment)
+    quotes = quotes.iloc[np.argsort(quotes["deal_id"].to_numpy().astype(str), kind="stable")]
+    keys = fit_key(*_product_and(tables, quotes, "segment"))
     key_index = Ids(pd.unique(pd.Series(keys, dtype=object).dropna()))
-    values = {"log_amount": np.log(amount[deals]), "n": np.ones(len(deals))}
-    running = running_of(key_index.index.get_indexer(keys), when[deals], values)
-    return key_index, running, Ids(facts.deal_id[deals])
+    amount = quotes["amount"].to_numpy(dtype=float)
+    values = {"log_amount": np.log(amount), "n": np.ones(len(quotes))}
+    when = quotes["at"].to_numpy("datetime64[ns]")
+    running = running_of(key_index.index.get_indexer(keys), when, values)
+    return key_index, running, Ids(quotes["deal_id"].to_numpy())

@@ -13,7 +13,7 @@ import pandas as pd
 from forecast.data.contract import CLOSED_STAGES, OPEN_STAGES
 from forecast.data.tables import CrmTables
 from forecast.features.asof import Running, Timeline, running_of
-from forecast.features.deal_codes import FEW, fit_key
+from forecast.features.deal_codes import FEW
 from forecast.features.deal_schema import (
     ACTIVITY_WINDOWS,
     ATTRIBUTE_PREFIX,
@@ -261,7 +261,8 @@ def add_activities(out: dict, own: Own, deal: np.ndarray, as_of: np.ndarray) -> 
 
 
 def close_events(tables: CrmTables) -> pd.DataFrame:
-    """One row per recorded close (from deal_history), with the deal's account, rep and fit."""
+    """One row per recorded close (from deal_history), with the deal's account, rep, product
+    and the furthest open stage it reached, in the order of the close times."""
     history = tables.deal_history
     closes = history[history["stage"].isin(CLOSED_STAGES)]
     closes = closes.sort_values("changed_at", kind="stable").drop_duplicates("deal_id")
@@ -274,14 +275,12 @@ def close_events(tables: CrmTables) -> pd.DataFrame:
     reached = before["stage"].map(STAGE_PROGRESS).groupby(before["deal_id"]).max()
     deals = tables.deals.set_index("deal_id")
     ids = closes["deal_id"].to_numpy()
-    account = deals["account_id"].reindex(ids).to_numpy()
-    industry = tables.accounts.set_index("account_id")["industry"].reindex(account).to_numpy()
     return pd.DataFrame(
         {
-            "account_id": account,
+            "account_id": deals["account_id"].reindex(ids).to_numpy(),
             "rep_id": deals["rep_id"].reindex(ids).to_numpy(),
+            "product_id": deals["product_id"].reindex(ids).to_numpy(),
             "furthest": reached.reindex(ids).to_numpy(),
-            "fit": fit_key(deals["product_id"].reindex(ids).to_numpy(), industry),
             "at": closes["changed_at"].to_numpy(),
             "won": (closes["stage"] == "closed_won").to_numpy(dtype=float),
             "lost": (closes["stage"] == "closed_lost").to_numpy(dtype=float),

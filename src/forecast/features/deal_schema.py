@@ -109,8 +109,12 @@ _REP_FEATURES = ("rep_win_rate", "rep_stage_win_rate", "rep_closed_deals_365d", 
 _ACCOUNT_TABLE_FEATURES = ("account_tenure_days", "industry", "region", "segment")
 
 
-def unavailable_features(tables: CrmTables) -> dict[str, str]:
+def unavailable_features(
+    tables: CrmTables, *, history_derived: bool | None = None, activities: int | None = None
+) -> dict[str, str]:
     """The deal features the data cannot give, each with the reason, in DEAL_FEATURES order.
+    `history_derived` and `activities` (rows) stand for the tables' deal_history and
+    activities where these are not read into this process (a store in parts).
 
     They stay in the model's input, empty on every row, so that a model trained on a thin
     export and one trained on a full CRM take the same input; the trees and the logistic
@@ -126,7 +130,11 @@ def unavailable_features(tables: CrmTables) -> dict[str, str]:
     def blank(column: str) -> bool:
         return not deals[column].notna().any()
 
-    if derive.history_is_derived(tables.deal_history):
+    if history_derived is None:
+        history_derived = derive.history_is_derived(tables.deal_history)
+    if activities is None:
+        activities = len(tables.activities)
+    if history_derived:
         off(_STAGE_HISTORY_FEATURES, "no stage history in the export (deal_history derived)")
     if blank("rep_id"):
         off(_REP_FEATURES, "no deal owner (deals.rep_id empty)")
@@ -146,7 +154,7 @@ def unavailable_features(tables: CrmTables) -> dict[str, str]:
         off(("product_id", "product_family", "fit_win_rate"), "no product on any deal")
     if not len(tables.products):
         off(("product_family",), "no products table")
-    if not len(tables.activities):
+    if not activities:
         off(_ACTIVITY_FEATURES, "no activities table")
     if blank("expected_close"):
         off(("days_to_expected_close", "expected_close_in_quarter"), "no expected close dates")

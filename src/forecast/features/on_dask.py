@@ -11,23 +11,29 @@ worker. Account features read nothing beyond the account's own rows.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pandas as pd
 
+from forecast.data.store import read_part, read_version, store_parts
 from forecast.data.tables import CrmTables, Featurize
-from forecast.features.deal_context import DealContext
+from forecast.features.deal_context import DealContext, OwnRows
 from forecast.features.deal_facts import DealFacts
-from forecast.features.deals import deal_features
+from forecast.features.deals import deal_features, training_frame
 
 if TYPE_CHECKING:
     from distributed import Client
 
 Progress = Callable[[int, int], None]  # (parts done, parts)
 DEAL_ROWS = ("deal_history", "activities", "deal_attributes")  # a deal's own, by deal_id
+# what the records that span deals read beside the deals' own rows: the calling process's share
+# of a store in parts (`deal_frames_of_parts`)
+CONTEXT_TABLES = ("deals", "accounts", "reps", "products", "revenue")
+T = TypeVar("T")
 ACCOUNT_ROWS = ("revenue", "signals", "activities", "orders", "deals")  # by account_id
 
 
@@ -48,6 +54,36 @@ def deal_features_on(
     return _on_partitions(
         client, tables, snapshots, _deal_part, context, "deal_id", partitions, progress
     )
+
+
+def deal_frames_of_parts(
+    client: Client,
+    folder: Path,
+    dates: Sequence[pd.Timestamp],
+    then: Callable[[pd.DataFrame], T],
+    *,
+    progress: Progress | None = None,
+) -> tuple[CrmTables, list[T]]:
+    """Every deal snapshot at `dates` of the store in parts at `folder` (a version folder,
+    `current_path`) with its features and `won` label, as `training_frame(...,
+    labelled_only=False)` makes them, each part's by a worker that reads the part itself; the
+    calling process reads only `CONTEXT_TABLES` and each part's `OwnRows`, from which the records
+    that span deals are built once and sent to every worker. `then` runs on each part's frame on
+    its worker (keep it, sample it, write it, hash it: at scale the frames together do not fit
+    in the calling process); the shared tables and `then`'s results in part order come back.
+    `progress` hears (parts done, parts) as the features' parts finish."""
+    count = store_parts(folder)
+    if not count:
+        raise ValueError(f"{folder} was not written in parts (forecast data generate --partitions)")
+    shared = read_version(folder, CONTEXT_TABLES)
+    own = gathered([client.submit(_own_rows, folder, n, pure=False) for n in range(count)])
+    context = client.scatter(DealContext.of_own(shared, OwnRows.joined(own)), broadcast=True)
+    dates = list(pd.DatetimeIndex(dates))
+    futures = [
+        client.submit(_frame_of_part, folder, n, dates, context, then, pure=False)
+        for n in range(count)
+    ]
+    return shared, gathered(futures, progress)
 
 
 def deal_features_with(client: Client | None, progress: Progress | None = None) -> Featurize:
@@ -158,6 +194,22 @@ def _on_partitions(
 
 def _deal_part(own: CrmTables, rows: pd.DataFrame, context: DealContext) -> pd.DataFrame:
     return deal_features(DealFacts.of(own), rows, context=context)
+
+
+def _own_rows(folder: Path, number: int) -> OwnRows:
+    return OwnRows.of(read_part(folder, number, ("deals", *DEAL_ROWS)))
+
+
+def _frame_of_part(
+    folder: Path,
+    number: int,
+    dates: list[pd.Timestamp],
+    context: DealContext,
+    then: Callable[[pd.DataFrame], T],
+) -> T:
+    own = read_part(folder, number, ("deals", *DEAL_ROWS))
+    features = partial(_deal_part, context=context)
+    return then(training_frame(own, dates, labelled_only=False, features=features))
 
 
 def _account_part(own: CrmTables, rows: pd.DataFrame, featurize: Featurize) -> pd.DataFrame:
