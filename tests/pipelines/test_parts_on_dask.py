@@ -5,6 +5,10 @@ the snapshots, features and labels are the single-process ones, every column and
 from __future__ import annotations
 
 import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,7 +17,7 @@ import pytest
 from forecast.cluster import dask_client
 from forecast.data import derive
 from forecast.data.ingest import generate_in_parts
-from forecast.data.store import current_path, read_store
+from forecast.data.store import current_path, read_store, read_version, store_manifest
 from forecast.data.world import make_crm
 from forecast.features.deal_context import DealContext, OwnRows
 from forecast.features.deals import deal_features, deal_snapshots, snapshot_dates, training_frame
@@ -23,7 +27,11 @@ from forecast.features.on_dask import (
     own_tables,
     partition_of,
 )
+from forecast.training import registry
+from forecast.training.win import WinParams
+from forecast.training.win_task import TrainHooks, prepare
 
+BIN = Path(sys.executable).parent
 NOW = pd.Timestamp("2026-12-06")
 KEY = ["deal_id", "as_of"]
 
@@ -38,7 +46,7 @@ def in_key_order(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(KEY, kind="stable").reset_index(drop=True)
 
 
-def row_hashes(frame: pd.DataFrame) -> np.ndarray:
+def row_hashes(frame: pd.DataFrame, part: object) -> np.ndarray:
     """One hash per row (run on a worker: only these travel back)."""
     return pd.util.hash_pandas_object(in_key_order(frame), index=False).to_numpy()
 
@@ -76,8 +84,10 @@ def test_workers_reading_their_parts_make_the_single_process_frame(client, tmp_p
     tables = read_store(store)
     dates = snapshot_dates("2023-01-01", tables.as_of)
     heard: list[tuple[int, int]] = []
-    shared, frames = deal_frames_of_parts(
-        client, current_path(store), dates, lambda frame: frame, progress=lambda *d: heard.append(d)
+    folder = current_path(store)
+    shared = read_version(folder, CONTEXT_TABLES)
+    context, frames = deal_frames_of_parts(
+        client, folder, shared, dates, lambda frame, _: frame, progress=lambda *d: heard.append(d)
     )
     alone = training_frame(tables, dates, labelled_only=False)
     assert len(alone) > 25_000 and alone["won"].notna().any() and alone["won"].isna().any()
@@ -85,9 +95,7 @@ def test_workers_reading_their_parts_make_the_single_process_frame(client, tmp_p
         in_key_order(pd.concat(frames, ignore_index=True)), in_key_order(alone), check_exact=True
     )
     assert heard == [(1, 3), (2, 3), (3, 3)]
-    # what the calling process read: the context's tables, none of the deals' own rows
-    assert len(shared.deals) == 6_000 and len(shared.accounts) == len(tables.accounts)
-    assert shared.deal_history.empty and shared.activities.empty
+    assert context.unavailable == {} and context.attributes == DealContext.of(tables).attributes
 
 
 @pytest.mark.slow
@@ -96,11 +104,44 @@ def test_200000_deals_in_parts_have_the_single_process_features(client, tmp_path
     generate_in_parts(200_000, 10, seed=5, imported_at=NOW, store=store)
     tables = read_store(store)
     dates = snapshot_dates(tables.deals["created_at"].min(), tables.as_of)
-    _, hashes = deal_frames_of_parts(client, current_path(store), dates, row_hashes)
-    alone = row_hashes(training_frame(tables, dates, labelled_only=False))
+    folder = current_path(store)
+    shared = read_version(folder, CONTEXT_TABLES)
+    _, hashes = deal_frames_of_parts(client, folder, shared, dates, row_hashes)
+    alone = row_hashes(training_frame(tables, dates, labelled_only=False), tables)
     on_parts = np.sort(np.concatenate(hashes))
     assert len(alone) > 900_000
     # every row's every column: the same multiset of row hashes, and the same digest
     assert hashlib.sha256(np.sort(alone).tobytes()).hexdigest() == (
         hashlib.sha256(on_parts.tobytes()).hexdigest()
     )
+
+
+def test_train_and_score_on_a_store_in_parts_read_by_the_workers(forecast_home):
+    """`forecast train win` and `forecast score deals --all` on a cluster over a store in
+    parts: the workers read their parts; the training inputs are one process's, row for row
+    (the same data fingerprint), and the scored book is one process's file."""
+    forecast = str(BIN / "forecast")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([forecast, *args], capture_output=True, text=True)
+        assert done.returncode == 0, f"{args}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+        return done
+
+    run("data", "generate", "--deals", "1500", "--partitions", "3")
+    trained = run("train", "win", "--json", "--local-cluster", "2")
+    assert "the store is in 3 parts: each worker reads its own" in trained.stderr
+    run_id = json.loads(trained.stdout)["run_id"]
+    # one process's inputs, read whole: the same rows, features and labels, in the same order
+    alone = prepare(read_store(), WinParams(), TrainHooks())
+    assert registry.client().get_run(run_id).data.tags["data_fingerprint"] == alone.fingerprint
+
+    run("models", "promote", "deal-win", str(json.loads(trained.stdout)["version"]), "--force")
+    out = forecast_home / "scores"
+    run("score", "deals", "--all", "--no-log", "--out", f"{out}-alone.parquet")
+    scored = run("score", "deals", "--all", "--no-log", "--out", f"{out}-cluster.parquet",
+                 "--local-cluster", "2")  # fmt: skip
+    assert "the store is in 3 parts" in scored.stderr
+    book = pd.read_parquet(f"{out}-alone.parquet")
+    assert len(book) > 30 and book["reasons"].str.len().gt(0).all()
+    assert (book["data_fingerprint"] == store_manifest()["fingerprint"]).all()
+    pd.testing.assert_frame_equal(pd.read_parquet(f"{out}-cluster.parquet"), book)

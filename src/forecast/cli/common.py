@@ -3,8 +3,9 @@ and options whose bad values are usage errors naming the option, never a traceba
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import pandas as pd
@@ -106,6 +107,23 @@ def cluster(scheduler: str | None, local_cluster: int | None) -> Iterator:
         raise fail(str(err)) from None
 
 
+def parts_read_by_workers(client: object | None) -> Path | None:
+    """The current store version's folder when a cluster was given and the store is in parts:
+    the workers then read their parts themselves (docs/scale.md); else None."""
+    from forecast.data.store import StoreEmptyError, current_path, store_parts
+
+    if client is None:
+        return None
+    try:
+        folder = current_path()
+    except StoreEmptyError as err:
+        raise fail(str(err)) from None
+    if not (count := store_parts(folder)):
+        return None
+    err_console.print(f"the store is in {count} parts: each worker reads its own", highlight=False)
+    return folder
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     err_console.print(message, style="red", markup=False, highlight=False)
     return typer.Exit(code)
@@ -125,13 +143,14 @@ def moment_option(value: str | None) -> str | None:
         ) from None
 
 
-def stored_world():
-    """The stored tables and, for a generated world, its truth (None for real data)."""
+def stored_world(tables: Sequence[str] | None = None):
+    """The stored tables (only `tables` when given) and, for a generated world, its truth (None
+    for real data)."""
     from forecast.data.ingest import read_world
     from forecast.data.store import StoreEmptyError, read_store
 
     try:
-        world = read_world()
-        return (read_store(), None) if world is None else (world.tables, world.truth)
+        world = read_world(tables=tables)
+        return (read_store(tables=tables), None) if world is None else (world.tables, world.truth)
     except StoreEmptyError as err:
         raise fail(str(err)) from None

@@ -17,6 +17,7 @@ from forecast.cli.common import (
     console,
     err_console,
     moment_option,
+    parts_read_by_workers,
     steps,
 )
 
@@ -45,28 +46,37 @@ def score_deals_command(
 ) -> None:
     """Score every open deal with the deal-win champion: probability, grade, trend, reasons,
     top action, model version, as-of and data fingerprint on every row. With a Dask cluster,
-    its workers score the deals (docs/scale.md)."""
-    from forecast.data.store import StoreEmptyError, read_store
+    its workers score the deals, reading a store in parts themselves (docs/scale.md)."""
+    from forecast.data.store import StoreEmptyError, read_store, store_manifest
     from forecast.explain.scoring import load_deal_explainer, score_book
+    from forecast.features.on_dask import CONTEXT_TABLES, own_context
     from forecast.training.registry import RegistryError
 
     if not every:
         err_console.print("name what to score: --all (every open deal)", style="red")
         raise typer.Exit(2)
     _check_suffix(out)
-    try:
-        tables = read_store()
-        moment = pd.Timestamp(as_of) if as_of else tables.as_of
-        explainer = load_deal_explainer(tables, as_of=moment)
-    except StoreEmptyError as err:
-        err_console.print(str(err), style="red")
-        raise typer.Exit(1) from None
-    except RegistryError as err:
-        err_console.print(f"{err}: train one with `forecast train win`", style="red")
-        raise typer.Exit(1) from None
-    doing = f"scoring the open deals as of {moment:%Y-%m-%d}"
-    with cluster(scheduler, local_cluster) as client, steps(1, doing) as bar:
-        book = score_book(tables, explainer, as_of=moment, client=client, progress=bar.parts)
+    with cluster(scheduler, local_cluster) as client:
+        parts = parts_read_by_workers(client)
+        try:
+            tables = read_store(tables=CONTEXT_TABLES if parts else None)
+            fingerprint = store_manifest()["fingerprint"]
+            moment = pd.Timestamp(as_of) if as_of else tables.as_of
+            # the records that span deals, made once for the yardsticks and the scores
+            context = own_context(client, parts, tables) if parts else None
+            on = {"client": client, "parts": parts, "context": context}
+            explainer = load_deal_explainer(tables, as_of=moment, **on)
+        except StoreEmptyError as err:
+            err_console.print(str(err), style="red")
+            raise typer.Exit(1) from None
+        except RegistryError as err:
+            err_console.print(f"{err}: train one with `forecast train win`", style="red")
+            raise typer.Exit(1) from None
+        doing = f"scoring the open deals as of {moment:%Y-%m-%d}"
+        with steps(1, doing) as bar:
+            book = score_book(
+                tables, explainer, as_of=moment, progress=bar.parts, fingerprint=fingerprint, **on
+            )
     _write(book, out)
     request_id = f"book-{uuid.uuid4().hex}"
     log = log and not book.empty and _log(book, request_id)

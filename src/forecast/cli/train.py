@@ -18,6 +18,7 @@ from forecast.cli.common import (
     cluster,
     console,
     fail,
+    parts_read_by_workers,
     steps,
     stored_world,
 )
@@ -134,10 +135,11 @@ def train_win(
     local_cluster: LocalClusterOpt = None,
 ) -> None:
     """Train the deal win model on the stored CRM, compare it with the baselines and gate it.
-    With a Dask cluster, its workers compute the snapshots' features (docs/scale.md)."""
+    With a Dask cluster, its workers compute the snapshots' features, reading a store in parts
+    themselves (docs/scale.md)."""
+    from forecast.features.on_dask import CONTEXT_TABLES
     from forecast.training import win as train
 
-    tables, truth = stored_world()
     allowed = [c.strip() for value in allow_column or () for c in value.split(",") if c.strip()]
     params = train.WinParams(
         seed=seed,
@@ -148,7 +150,10 @@ def train_win(
         snapshot_freq=SNAPSHOT_FREQ[snapshots],
     )
     with cluster(scheduler, local_cluster) as client:
-        outcome = _run_pipeline("win", tables, truth, seed, params=params, client=client)
+        parts = parts_read_by_workers(client)
+        tables, truth = stored_world(CONTEXT_TABLES if parts else None)
+        options = {"params": params, "client": client} | ({"parts": parts} if parts else {})
+        outcome = _run_pipeline("win", tables, truth, seed, **options)
     _show(outcome, as_json)
 
 

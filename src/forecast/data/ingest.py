@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -17,7 +17,7 @@ from forecast.data.store import (
     StoreWrite,
     current_path,
     read_frame,
-    read_store,
+    read_version,
     write_store,
 )
 from forecast.data.tables import CrmTables
@@ -167,10 +167,12 @@ def _store_parts(worlds: Iterable[CrmWorld]) -> Iterator[StorePart]:
     yield StorePart({SUMMED: summed["amount"].sum()})
 
 
-def read_world(store: Path | None = None) -> CrmWorld | None:
-    """The stored tables with their truth, or None when the store holds imported (real) data."""
-    tables = read_store(store)
-    truth_dir = current_path(store) / TRUTH_DIR
+def read_world(store: Path | None = None, tables: Sequence[str] | None = None) -> CrmWorld | None:
+    """The stored tables (only `tables` when given, the others empty) with their truth, or None
+    when the store holds imported (real) data."""
+    folder = current_path(store)
+    crm = read_version(folder, tables)
+    truth_dir = folder / TRUTH_DIR
     if not truth_dir.is_dir():
         return None
     truth = WorldTruth(
@@ -178,4 +180,4 @@ def read_world(store: Path | None = None) -> CrmWorld | None:
         reps=read_frame(truth_dir / "reps.parquet"),
         account_months=read_frame(truth_dir / "account_months.parquet"),
     )
-    return CrmWorld(tables=tables, truth=truth)
+    return CrmWorld(tables=crm, truth=truth)

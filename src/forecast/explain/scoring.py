@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,8 +31,12 @@ from forecast.features.deals import (
     training_frame,
 )
 from forecast.features.on_dask import (
+    OWN_TABLES,
     Progress,
+    deal_frames_of_parts,
     gathered,
+    on_parts,
+    own_context,
     own_tables,
     partition_count,
     partition_of,
@@ -210,17 +216,45 @@ class DealExplainer:
         return f"{self.model_name} v{self.model_version} (champion)"
 
 
-def won_deal_yardsticks(tables: CrmTables, *, as_of: pd.Timestamp) -> pd.DataFrame:
-    """What won deals showed at each stage over the year before `as_of` (closed by then)."""
+def won_deal_yardsticks(
+    tables: CrmTables,
+    *,
+    as_of: pd.Timestamp,
+    client: Client | None = None,
+    parts: Path | None = None,
+    context: DealContext | None = None,
+) -> pd.DataFrame:
+    """What won deals showed at each stage over the year before `as_of` (closed by then).
+    With a Dask `client` and `parts` (a store in parts, its version folder), the snapshots are
+    made by the workers reading their parts (`tables` then hold `CONTEXT_TABLES`; `context`:
+    `own_context` when already made)."""
     dates = snapshot_dates(as_of - pd.Timedelta(days=YARDSTICK_DAYS), as_of)
-    frame = training_frame(tables, dates)
+    if client is not None and parts is not None:
+        known = partial(_won_known_by, as_of=as_of)
+        _, frames = deal_frames_of_parts(client, parts, tables, dates, known, context=context)
+        won = pd.concat(frames, ignore_index=True)  # medians: the rows' order does not matter
+    else:
+        won = _won_known_by(training_frame(tables, dates), tables, as_of)
+    return typical_of_won(won, DEAL_FEATURES)
+
+
+def _won_known_by(frame: pd.DataFrame, tables: CrmTables, as_of: pd.Timestamp) -> pd.DataFrame:
+    """The snapshots of deals won and closed by `as_of`."""
     closed_at = tables.deals.set_index("deal_id")["closed_at"]
     known = closed_at.reindex(frame["deal_id"].to_numpy()).to_numpy() <= as_of.to_datetime64()
-    return typical_of_won(frame[known], DEAL_FEATURES)
+    return frame[known & (frame["won"] == 1).to_numpy()]
 
 
-def load_deal_explainer(tables: CrmTables, *, as_of: pd.Timestamp) -> DealExplainer:
-    """The deal-win champion from the registry, with yardsticks from the stored CRM.
+def load_deal_explainer(
+    tables: CrmTables,
+    *,
+    as_of: pd.Timestamp,
+    client: Client | None = None,
+    parts: Path | None = None,
+    context: DealContext | None = None,
+) -> DealExplainer:
+    """The deal-win champion from the registry, with yardsticks from the stored CRM (by the
+    workers of `client` reading a store in `parts`, when given: `won_deal_yardsticks`).
 
     Raises:
         forecast.training.registry.RegistryError: no champion yet.
@@ -232,9 +266,10 @@ def load_deal_explainer(tables: CrmTables, *, as_of: pd.Timestamp) -> DealExplai
     if version is None:
         raise RegistryError(f"{MODEL_NAME} has no champion")
     model = load_champion(MODEL_NAME, version)  # the version named, even if promoted since
+    typical = won_deal_yardsticks(tables, as_of=as_of, client=client, parts=parts, context=context)
     return DealExplainer(
         scorer=scorer_for(model, model_features(model, DEAL_FEATURES)),
-        typical=won_deal_yardsticks(tables, as_of=as_of),
+        typical=typical,
         model_name=MODEL_NAME,
         model_version=version,
     )
@@ -273,14 +308,22 @@ def score_book(
     as_of: pd.Timestamp | None = None,
     client: Client | None = None,
     progress: Progress | None = None,
+    parts: Path | None = None,
+    context: DealContext | None = None,
+    fingerprint: str | None = None,
 ) -> pd.DataFrame:
     """Every open deal's score at `as_of` (default: the export's), one row per deal, as a CRM
     re-imports it: probability, grade, trend, reasons (signed, most telling first), actions,
-    and on every row the model version, the as-of and the stored data's fingerprint. With a
-    Dask `client`, its cluster scores the deals (`scores_on`: the same scores)."""
+    and on every row the model version, the as-of and the stored data's `fingerprint` (default:
+    `fingerprint_tables(tables)`). With a Dask `client`, its cluster scores the deals
+    (`scores_on`, or `scores_of_parts` reading a store in `parts`: the same scores)."""
     from forecast.data.store import fingerprint_tables
 
-    if client is not None:
+    if client is not None and parts is not None:
+        scores = scores_of_parts(
+            client, parts, tables, explainer, as_of=as_of, context=context, progress=progress
+        )
+    elif client is not None:
         scores = scores_on(client, tables, explainer, as_of=as_of, progress=progress)
     else:
         scores = score_deals(tables, explainer.scorer, as_of=as_of, typical=explainer.typical)
@@ -298,7 +341,7 @@ def score_book(
             "top_action_lift_points": [a[0].lift_points if a else None for a in actions],
             "model": explainer.model_name,
             "model_version": explainer.model_version,
-            "data_fingerprint": fingerprint_tables(tables),
+            "data_fingerprint": fingerprint or fingerprint_tables(tables),
         }
     )
 
@@ -332,6 +375,40 @@ def scores_on(
         futures.append(client.submit(*task, pure=False))
     by_deal = {s.deal_id: s for scores in gathered(futures, progress) for s in scores}
     return [by_deal[str(deal_id)] for deal_id in open_now]
+
+
+def scores_of_parts(
+    client: Client,
+    folder: Path,
+    tables: CrmTables,
+    explainer: DealExplainer,
+    *,
+    as_of: pd.Timestamp | None = None,
+    context: DealContext | None = None,
+    progress: Progress | None = None,
+) -> list[DealScore]:
+    """`score_deals` for every open deal of the store in parts at `folder` (its version folder),
+    each part's by a worker that reads the part itself; `tables`: what the calling process holds
+    (`CONTEXT_TABLES`), `context`: `own_context` when already made. The scores in the order one
+    process gives them (the parts' deals in turn)."""
+    as_of = pd.Timestamp(as_of) if as_of is not None else tables.as_of
+    context = context or own_context(client, folder, tables)
+    shared = client.scatter(
+        {"context": context, "scorer": explainer.scorer, "products": tables.products},
+        broadcast=True,
+    )
+    task = (_score_of_part, shared, as_of, explainer.typical)
+    made = on_parts(client, folder, OWN_TABLES, *task, progress=progress)
+    return [score for scores in made for score in scores]
+
+
+def _score_of_part(
+    own: CrmTables, shared: dict, as_of: pd.Timestamp, typical: pd.DataFrame | None
+) -> list[DealScore]:
+    if open_deal_ids(own, as_of).empty:
+        return []
+    # the products' names, for reasons (a store keeps its products in one part)
+    return _score_part(own.replace(products=shared["products"]), shared, as_of, typical)
 
 
 def _score_part(

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import pandas as pd
 
-from forecast.data.store import read_part, read_version, store_parts
+from forecast.data.store import read_part, store_parts
 from forecast.data.tables import CrmTables, Featurize
 from forecast.features.deal_context import DealContext, OwnRows
 from forecast.features.deal_facts import DealFacts
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 Progress = Callable[[int, int], None]  # (parts done, parts)
 DEAL_ROWS = ("deal_history", "activities", "deal_attributes")  # a deal's own, by deal_id
+OWN_TABLES = ("deals", *DEAL_ROWS)  # what a worker reads of its part of a store in parts
 # what the records that span deals read beside the deals' own rows: the calling process's share
 # of a store in parts (`deal_frames_of_parts`)
 CONTEXT_TABLES = ("deals", "accounts", "reps", "products", "revenue")
@@ -56,34 +57,56 @@ def deal_features_on(
     )
 
 
-def deal_frames_of_parts(
+def on_parts(
     client: Client,
     folder: Path,
-    dates: Sequence[pd.Timestamp],
-    then: Callable[[pd.DataFrame], T],
-    *,
+    tables: Sequence[str],
+    work: Callable[..., T],
+    *args: Any,
     progress: Progress | None = None,
-) -> tuple[CrmTables, list[T]]:
-    """Every deal snapshot at `dates` of the store in parts at `folder` (a version folder,
-    `current_path`) with its features and `won` label, as `training_frame(...,
-    labelled_only=False)` makes them, each part's by a worker that reads the part itself; the
-    calling process reads only `CONTEXT_TABLES` and each part's `OwnRows`, from which the records
-    that span deals are built once and sent to every worker. `then` runs on each part's frame on
-    its worker (keep it, sample it, write it, hash it: at scale the frames together do not fit
-    in the calling process); the shared tables and `then`'s results in part order come back.
-    `progress` hears (parts done, parts) as the features' parts finish."""
+) -> list[T]:
+    """`work(part, *args)` for each part of the store in parts at `folder` (a version folder,
+    `current_path`), each on a worker that reads its part's `tables` itself (`read_part`: the
+    calling process never holds them); the results in part order. `args` may be futures (a
+    scattered context). `progress` hears (parts done, parts)."""
     count = store_parts(folder)
     if not count:
         raise ValueError(f"{folder} was not written in parts (forecast data generate --partitions)")
-    shared = read_version(folder, CONTEXT_TABLES)
-    own = gathered([client.submit(_own_rows, folder, n, pure=False) for n in range(count)])
-    context = client.scatter(DealContext.of_own(shared, OwnRows.joined(own)), broadcast=True)
-    dates = list(pd.DatetimeIndex(dates))
     futures = [
-        client.submit(_frame_of_part, folder, n, dates, context, then, pure=False)
+        client.submit(_on_part, folder, n, tuple(tables), work, *args, pure=False)
         for n in range(count)
     ]
-    return shared, gathered(futures, progress)
+    return gathered(futures, progress)
+
+
+def deal_frames_of_parts(
+    client: Client,
+    folder: Path,
+    tables: CrmTables,
+    dates: Sequence[pd.Timestamp],
+    then: Callable[[pd.DataFrame, CrmTables], T],
+    *,
+    context: DealContext | None = None,
+    progress: Progress | None = None,
+) -> tuple[DealContext, list[T]]:
+    """Every deal snapshot at `dates` of the store in parts at `folder` with its features and
+    `won` label, as `training_frame(..., labelled_only=False)` makes them, each part's by a
+    worker that reads the part itself. `tables` is what the calling process holds of the store:
+    at least `CONTEXT_TABLES` (`read_version(folder, CONTEXT_TABLES)`); the records that span
+    deals are built from them and each part's `OwnRows`, once, and sent to every worker.
+
+    `then(frame, part)` runs on each part's frame on its worker, with the part's tables (keep
+    it, sample it, hash it: at scale the frames together do not fit in the calling process).
+    Returns the context (its unavailable features, its attributes) and `then`'s results in
+    part order (`context`: `own_context` when already made); `progress` hears the features'
+    parts finish."""
+    context = context or own_context(client, folder, tables)
+    shared = client.scatter(context, broadcast=True)
+    dates = list(pd.DatetimeIndex(dates))
+    made = on_parts(
+        client, folder, OWN_TABLES, _frame_of_part, dates, shared, then, progress=progress
+    )
+    return context, made
 
 
 def deal_features_with(client: Client | None, progress: Progress | None = None) -> Featurize:
@@ -136,6 +159,13 @@ def partition_of(ids: np.ndarray, count: int) -> np.ndarray:
     """Each id's partition, by a hash that is the same in every process and run."""
     hashed = pd.util.hash_array(np.asarray(ids, dtype=object), categorize=True)
     return (hashed % np.uint64(count)).astype(np.int64)
+
+
+def own_context(client: Client, folder: Path, tables: CrmTables) -> DealContext:
+    """The records that span deals of the store in parts at `folder`: from `tables` (at least
+    `CONTEXT_TABLES`) and each part's `OwnRows`, made by the workers."""
+    own = OwnRows.joined(on_parts(client, folder, OWN_TABLES, OwnRows.of))
+    return DealContext.of_own(tables, own)
 
 
 def own_tables(tables: CrmTables, deal_ids: np.ndarray) -> CrmTables:
@@ -196,20 +226,18 @@ def _deal_part(own: CrmTables, rows: pd.DataFrame, context: DealContext) -> pd.D
     return deal_features(DealFacts.of(own), rows, context=context)
 
 
-def _own_rows(folder: Path, number: int) -> OwnRows:
-    return OwnRows.of(read_part(folder, number, ("deals", *DEAL_ROWS)))
+def _on_part(folder: Path, number: int, tables: Sequence[str], work: Callable, *args: Any) -> Any:
+    return work(read_part(folder, number, tables), *args)
 
 
 def _frame_of_part(
-    folder: Path,
-    number: int,
+    own: CrmTables,
     dates: list[pd.Timestamp],
     context: DealContext,
-    then: Callable[[pd.DataFrame], T],
+    then: Callable[[pd.DataFrame, CrmTables], T],
 ) -> T:
-    own = read_part(folder, number, ("deals", *DEAL_ROWS))
     features = partial(_deal_part, context=context)
-    return then(training_frame(own, dates, labelled_only=False, features=features))
+    return then(training_frame(own, dates, labelled_only=False, features=features), own)
 
 
 def _account_part(own: CrmTables, rows: pd.DataFrame, featurize: Featurize) -> pd.DataFrame:

@@ -146,6 +146,15 @@ def creation_values(tables: CrmTables) -> pd.DataFrame:
     return frame
 
 
+def joined_creation_values(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The `creation_values` of a store's parts as the whole store's (its columns in their
+    order: an attribute no deal of a part has is still the whole's column)."""
+    frame = pd.concat(parts, ignore_index=True)
+    attributes = sorted(c for c in frame.columns if c.startswith("deal_attributes."))
+    fixed = [c for c in frame.columns if not c.startswith("deal_attributes.")]
+    return frame[[*fixed, *attributes]]
+
+
 def _filled(values: pd.Series) -> np.ndarray:
     """Non-empty, not a placeholder, and not a zero amount (what a CRM writes on a loss)."""
     if pd.api.types.is_numeric_dtype(values):
@@ -188,7 +197,12 @@ def _blank_for_one_outcome(filled: np.ndarray, won: np.ndarray) -> _Blank | None
 
 def screen_columns(tables: CrmTables) -> list[Suspect]:
     """The mapped columns whose creation-time values look filled in at the close."""
-    frame = creation_values(tables)
+    return screen_values(creation_values(tables))
+
+
+def screen_values(frame: pd.DataFrame) -> list[Suspect]:
+    """`screen_columns` of the closed deals' `creation_values` (made per part of a store in
+    parts and put together: `joined_creation_values`)."""
     won = frame["won"].to_numpy(dtype=bool)
     if won.sum() < MIN_PER_OUTCOME or (~won).sum() < MIN_PER_OUTCOME:
         return []

@@ -37,10 +37,17 @@ from sklearn.metrics import log_loss
 from forecast.data.tables import CrmTables
 from forecast.data.world import WorldTruth
 from forecast.features.deal_schema import ATTRIBUTE_PREFIX
+from forecast.features.on_dask import OWN_TABLES, on_parts
 from forecast.model import model_input
 from forecast.training import evaluate
 from forecast.training.choice import Fitted, flat_metrics
-from forecast.training.leakage import Suspect, screen_columns
+from forecast.training.leakage import (
+    Suspect,
+    creation_values,
+    joined_creation_values,
+    screen_columns,
+    screen_values,
+)
 from forecast.training.registry import GateDecision
 from forecast.training.shared import retrain, train
 from forecast.training.task import RetrainOutcome
@@ -53,6 +60,7 @@ from forecast.training.win_card import WinTrainResult, write_card
 from forecast.training.win_task import (
     METRIC_PREFIX,
     TASK,
+    OnCluster,
     Prepared,
     TrainHooks,
     WinParams,
@@ -106,12 +114,19 @@ class WinPipeline:
 
     task = TASK
 
-    def __init__(self, client: Client | None = None, progress: Progress | None = None):
+    def __init__(
+        self,
+        client: Client | None = None,
+        progress: Progress | None = None,
+        parts: Path | None = None,
+    ):
         self.client = client  # a Dask client: its cluster computes the features, LightGBM
-        self.progress = progress  # hears the cluster's parts of the features finish
+        # `progress` hears the cluster's parts of the features finish; `parts`: a store in parts
+        # whose workers read their own parts (the tables given hold none of the deals' rows)
+        self.cluster = OnCluster(client, progress, parts) if client is not None else None
 
     def prepare(self, tables: CrmTables, params: WinParams, hooks: TrainHooks) -> Prepared:
-        return prepare(tables, params, hooks, self.client, self.progress)
+        return prepare(tables, params, hooks, self.cluster)
 
     def report(self, data: Prepared) -> None:
         s = data.slices
@@ -129,7 +144,11 @@ class WinPipeline:
         _log_inputs(params, data, hooks)
 
     def mapped_suspects(self, tables: CrmTables) -> list[Suspect]:
-        return screen_columns(tables)
+        if self.cluster is None or self.cluster.parts is None:
+            return screen_columns(tables)
+        read = (*OWN_TABLES, "accounts")  # a part holds its deals' accounts
+        made = on_parts(self.cluster.client, self.cluster.parts, read, creation_values)
+        return screen_values(joined_creation_values(made))
 
     def score(
         self, data: Prepared, fitted: Fitted, truth: WorldTruth | None, params: WinParams
@@ -278,14 +297,17 @@ def retrain_win(
     on_step: Callable[[str], None] | None = None,
     client: Client | None = None,
     progress: Progress | None = None,
+    parts: Path | None = None,
 ) -> RetrainOutcome:
     """Train the win model, register it as challenger and run the gate.
 
     `params` (windows, allowed columns, ...) default to `WinParams(seed=seed)`; `client`: a
-    Dask client whose cluster computes the features.
+    Dask client whose cluster computes the features; `parts`: the version folder of a store in
+    parts, read by the cluster's workers (`tables` then need hold only the deals, accounts,
+    reps, products and revenue: `forecast.features.on_dask.CONTEXT_TABLES`).
     """
     return retrain(
-        WinPipeline(client, progress) if client is not None else WIN,
+        WinPipeline(client, progress, parts) if client is not None else WIN,
         tables,
         params=params or WinParams(seed=seed),
         hooks=TrainHooks(),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,7 +21,7 @@ from forecast.features.deal_schema import (
     unavailable_features,
 )
 from forecast.features.deals import snapshot_dates, training_frame
-from forecast.features.on_dask import deal_features_with
+from forecast.features.on_dask import deal_features_with, deal_frames_of_parts
 from forecast.model import TreeParams
 from forecast.training.drift import HALF_LIVES, ROLLING_FOLDS
 from forecast.training.task import CANDIDATES, NotEnoughDataError, Task, fingerprint
@@ -201,26 +202,52 @@ class Slices:
     history: pd.DataFrame  # every labelled snapshot before the test slice (rolling windows)
 
 
+@dataclass(frozen=True)
+class OnCluster:
+    """Where the features are computed: the cluster of `client` (`progress` hears its parts
+    finish); with `parts`, a store in parts (its version folder) whose workers read their parts
+    themselves, the calling process holding none of the deals' own rows (docs/scale.md)."""
+
+    client: Client
+    progress: Progress | None = None
+    parts: Path | None = None
+
+
 def build_frame(
     tables: CrmTables,
     windows: Windows,
     params: WinParams,
     hooks: TrainHooks,
-    client: Client | None = None,
-    progress: Progress | None = None,
-) -> tuple[pd.DataFrame, tuple[Feature, ...]]:
-    """Weekly snapshots from the first deal to the test window's end, features and labels;
-    the features by the cluster of `client` when given (the same numbers; `progress` hears
-    its parts finish)."""
+    cluster: OnCluster | None = None,
+) -> tuple[pd.DataFrame, tuple[Feature, ...], Mapping[str, str]]:
+    """Weekly snapshots from the first deal to the test window's end, features and labels,
+    the features used and those the data cannot give; on the `cluster` when given (the same
+    numbers)."""
     dates = snapshot_dates(windows.start, windows.test_end, freq=params.snapshot_freq)
-    featurize = deal_features_with(client, progress)
-    frame = training_frame(tables, dates, labelled_only=False, features=featurize)
-    features = (*DEAL_FEATURES, *attribute_features(tables))
+    if cluster is not None and cluster.parts is not None:
+        context, frames = deal_frames_of_parts(
+            cluster.client, cluster.parts, tables, dates, _as_given, progress=cluster.progress
+        )
+        # the parts' rows in one process's order: by date, then the deals in store order
+        frame = pd.concat(frames, ignore_index=True)
+        order = np.argsort(frame["as_of"].to_numpy("datetime64[ns]"), kind="stable")
+        frame = frame.iloc[order].reset_index(drop=True)
+        attributes, unavailable = context.attributes, context.unavailable
+    else:
+        client, progress = (cluster.client, cluster.progress) if cluster else (None, None)
+        featurize = deal_features_with(client, progress)
+        frame = training_frame(tables, dates, labelled_only=False, features=featurize)
+        attributes, unavailable = attribute_features(tables), unavailable_features(tables)
+    features = (*DEAL_FEATURES, *attributes)
     if hooks.extra_features is not None:
         extra = hooks.extra_features(frame)
         frame = pd.concat([frame, extra.set_axis(frame.index)], axis=1)
         features = (*features, *(Feature(str(c)) for c in extra.columns))
-    return frame, features
+    return frame, features, unavailable
+
+
+def _as_given(frame: pd.DataFrame, part: CrmTables) -> pd.DataFrame:
+    return frame
 
 
 def check_closed_deals(frame: pd.DataFrame, windows: Windows, tables: CrmTables) -> None:
@@ -310,16 +337,12 @@ class Prepared:
 
 
 def prepare(
-    tables: CrmTables,
-    params: WinParams,
-    hooks: TrainHooks,
-    client: Client | None = None,
-    progress: Progress | None = None,
+    tables: CrmTables, params: WinParams, hooks: TrainHooks, cluster: OnCluster | None = None
 ) -> Prepared:
-    """Snapshots, features (on the cluster of `client` when given), the closed-deal check and
-    the out-of-time split."""
+    """Snapshots, features (on the `cluster` when given), the closed-deal check and the
+    out-of-time split."""
     windows = Windows.before(tables, params)
-    frame, features = build_frame(tables, windows, params, hooks, client, progress)
+    frame, features, unavailable = build_frame(tables, windows, params, hooks, cluster)
     check_closed_deals(frame, windows, tables)
     slices = split(frame, windows)
     if hooks.fit_rows is not None:
@@ -331,6 +354,4 @@ def prepare(
         )
     columns = [*KEY_COLUMNS, *(f.name for f in features), "won"]
     inputs = pd.concat([slices.train, slices.calibration, slices.test])
-    return Prepared(
-        windows, slices, features, fingerprint(inputs, columns), unavailable_features(tables)
-    )
+    return Prepared(windows, slices, features, fingerprint(inputs, columns), unavailable)
