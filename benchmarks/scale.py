@@ -9,11 +9,13 @@ memory). docs/scale.md shows the figures.
     python benchmarks/scale.py --deals 1000000 --parts 20 --workers 2 --memory-limit 6GB
 
 Stages: a world generated whole (`forecast data generate`) and in parts (`--partitions`, the
-checks across parts on the cluster); the point-in-time features of every weekly snapshot of
-every deal (`deal_features` and `deal_features_on`, compared by a hash of every column); the
-deal win model on monthly snapshots (`forecast train win --snapshots month`; weekly would take
-over an hour on two cores at this size); every open deal scored with reasons (`forecast score
-deals --all`). Training and scoring read the world stored in parts.
+checks across parts on the cluster); the point-in-time features and labels of every weekly
+snapshot of every deal (`training_frame` on the store read whole, and `deal_frames_of_parts`
+with the workers reading their parts; compared by a digest of every row's every column); the
+deal win model on a stated sample of snapshots (`forecast train win --snapshots month`;
+`--train-snapshots`); every open deal scored with reasons (`forecast score deals --all`).
+Training and scoring read the world stored in parts: in one process read whole, on the
+cluster each worker its own parts.
 """
 
 from __future__ import annotations
@@ -35,22 +37,31 @@ BIN = Path(sys.executable).parent
 FEATURES = textwrap.dedent(
     """
     import hashlib, sys
+    import numpy as np
     import pandas as pd
-    from forecast.data.store import read_store
-    from forecast.features.deals import deal_features, deal_snapshots, snapshot_dates
+    from forecast.data.store import current_path, read_store, read_version
+    from forecast.features.deals import snapshot_dates, training_frame
 
-    tables = read_store()
-    dates = snapshot_dates(tables.deals["created_at"].min(), tables.as_of)
-    snapshots = deal_snapshots(tables, dates)
-    if sys.argv[1] == "0":
-        features = deal_features(tables, snapshots)
-    else:
-        from forecast.cluster import dask_client
-        from forecast.features.on_dask import deal_features_on
-        with dask_client(local_cluster=int(sys.argv[1]), memory_limit=sys.argv[2]) as client:
-            features = deal_features_on(client, tables, snapshots)
-    hashed = pd.util.hash_pandas_object(features, index=False).to_numpy()
-    print(len(features), hashlib.sha256(hashed.tobytes()).hexdigest())
+    def row_hashes(frame, part=None):  # one hash per row, every column: order-free digest
+        return pd.util.hash_pandas_object(frame, index=False).to_numpy()
+
+    def main():
+        folder = current_path()
+        deals = read_version(folder, ["deals"]).deals
+        dates = snapshot_dates(deals["created_at"].min(), read_store(tables=[]).as_of)
+        if sys.argv[1] == "0":
+            hashes = [row_hashes(training_frame(read_store(), dates, labelled_only=False))]
+        else:  # the workers read their parts; this process only the context's tables
+            from forecast.cluster import dask_client
+            from forecast.features.on_dask import CONTEXT_TABLES, deal_frames_of_parts
+            shared = read_version(folder, CONTEXT_TABLES)
+            with dask_client(local_cluster=int(sys.argv[1]), memory_limit=sys.argv[2]) as client:
+                _, hashes = deal_frames_of_parts(client, folder, shared, dates, row_hashes)
+        rows = np.sort(np.concatenate(hashes))
+        print(len(rows), hashlib.sha256(rows.tobytes()).hexdigest())
+
+    if __name__ == "__main__":
+        main()
     """
 )
 
@@ -122,6 +133,10 @@ def main() -> None:
     parser.add_argument("--memory-limit", default="6GB", help="per worker")
     parser.add_argument("--cap-gb", type=float, default=16.0, help="stop a process beyond this")
     parser.add_argument("--stages", default="generate,features,train,score")
+    parser.add_argument(
+        "--train-snapshots", default="month", choices=("week", "month", "quarter"),
+        help="the sample of snapshots trained on (features and scores cover every row)",
+    )  # fmt: skip
     parser.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()) / "scale")
     args = parser.parse_args()
     stages = args.stages.split(",")
@@ -162,11 +177,11 @@ def main() -> None:
         )
         both(f"features ({outs[0][0] if outs[0] else '?'} snapshots)", *runs, same)
     if "train" in stages:
-        command = [forecast, "train", "win", "--snapshots", "month", "--json"]
+        command = [forecast, "train", "win", "--snapshots", args.train_snapshots, "--json"]
         runs = [measure(command + more, home, args.cap_gb, env) for more in ([], cluster)]
         metrics = [json.loads(r.stdout)["metrics"] if r.returncode == 0 else {} for r in runs]
         same = _compare_training(*metrics)
-        both("train win (monthly snapshots)", *runs, same)
+        both(f"train win ({args.train_snapshots}ly snapshots)", *runs, same)
         if runs[0].returncode == 0:  # score with the one-process model, whatever the gate said
             version = json.loads(runs[0].stdout)["version"]
             subprocess.run([forecast, "models", "promote", "deal-win", str(version), "--force"],
