@@ -73,6 +73,20 @@ def dask_client(
         yield client
 
 
+def worker_lost(err: BaseException | None) -> bool:
+    """Whether `err` (or what caused it) is the cluster losing a worker mid-task: killed past
+    its memory limit, or dead in native code (Dask then cancels or gives up on the task)."""
+    from distributed.client import FutureCancelledError
+    from distributed.scheduler import KilledWorker
+
+    seen = 0
+    while err is not None and seen < 20:
+        if isinstance(err, KilledWorker | FutureCancelledError):
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
+
+
 def _worker_prints_to(stream: str | None) -> None:
     """In a local worker: what it prints (LightGBM's network log, from C++, dozens of lines per
     fit) to the command's stderr (`stream`, with --verbose) or nowhere, never to the stdout it

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import typer
 
+from forecast.cli.common import cluster
 from forecast.cluster import dask_client
 from forecast.data import derive
 from forecast.data.ingest import generate_in_parts
@@ -145,3 +148,17 @@ def test_train_and_score_on_a_store_in_parts_read_by_the_workers(forecast_home):
     assert len(book) > 30 and book["reasons"].str.len().gt(0).all()
     assert (book["data_fingerprint"] == store_manifest()["fingerprint"]).all()
     pd.testing.assert_frame_equal(pd.read_parquet(f"{out}-cluster.parquet"), book)
+
+
+def test_a_worker_that_dies_mid_task_is_said_to_have_died_with_what_to_try(capsys):
+    """A worker killed mid-task (past its memory limit, or a crash in native code): the
+    command ends with exit 1 and a message naming the cluster and what to try, not Dask's
+    one-line `KilledWorker` or `FutureCancelledError`."""
+    with pytest.raises(typer.Exit) as ended, cluster(None, 1) as client:
+        client.submit(os._exit, 1, pure=False).result()  # the worker process dies
+    assert ended.value.exit_code == 1
+    said = " ".join(capsys.readouterr().err.split())
+    assert "a Dask worker of the local cluster of 1 died while working" in said
+    assert "FORECAST_DASK_WORKER_MEMORY" in said and "the store is as it was" in said
+    with pytest.raises(ZeroDivisionError), cluster(None, 1) as client:  # other errors pass
+        client.submit(divmod, 1, 0).result()

@@ -92,7 +92,7 @@ def steps(total: int, title: str) -> Iterator[Steps]:
 def cluster(scheduler: str | None, local_cluster: int | None) -> Iterator:
     """The Dask client a command was given (`--scheduler`, `--local-cluster` or the setting),
     or None; its dashboard's address printed; a scheduler that does not answer, an exit 1."""
-    from forecast.cluster import SchedulerUnreachableError, dask_client
+    from forecast.cluster import SchedulerUnreachableError, dask_client, worker_lost
     from forecast.settings import get_settings
 
     if scheduler and local_cluster:
@@ -102,9 +102,31 @@ def cluster(scheduler: str | None, local_cluster: int | None) -> Iterator:
         with dask_client(scheduler, local_cluster, memory_limit=memory) as client:
             if client is not None:
                 err_console.print(f"Dask dashboard: {client.dashboard_link}", highlight=False)
-            yield client
+            try:
+                yield client
+            except Exception as err:
+                if client is None or not worker_lost(err):
+                    raise
+                raise fail(_worker_lost(err, scheduler, local_cluster, memory)) from None
     except SchedulerUnreachableError as err:
         raise fail(str(err)) from None
+
+
+def _worker_lost(err: Exception, scheduler: str | None, local: int | None, memory: str) -> str:
+    from forecast.settings import get_settings
+
+    if local:
+        where, limit = f"the local cluster of {local}", f"FORECAST_DASK_WORKER_MEMORY, {memory}"
+    else:
+        where = str(scheduler or get_settings().dask_scheduler)
+        limit = "the workers' --memory-limit"
+    return (
+        f"a Dask worker of {where} died while working, so the command stopped "
+        f"({type(err).__name__}: {str(err).strip()[:200]}). Most often a worker ran past its "
+        f"memory limit ({limit}): give the workers more memory, or use more of them; their "
+        "logs (forecast --verbose ...) say why. No model was registered and no file written; "
+        "the store is as it was (docs/scale.md)."
+    )
 
 
 def parts_read_by_workers(client: object | None) -> Path | None:

@@ -9,7 +9,7 @@ from forecast.data.tables import CrmTables
 from forecast.revenue.baselines import SERIES, known_series, naive_and_ets
 from forecast.revenue.inputs import SIMULATION, QuarterInputs
 from forecast.revenue.quarter import with_lean
-from forecast.revenue.tree import LEVELS, OrgTree, coherent_to_come
+from forecast.revenue.tree import LEVELS, OrgTree, coherent_to_come, series_followed
 
 FALLBACK = "simulation_or_series"
 # a node leans on a series only when its earlier error is this much below the simulation's: a
@@ -65,10 +65,7 @@ def _coherent(chosen: pd.DataFrame, simulated: pd.DataFrame) -> pd.DataFrame:
     nodes = simulated.set_index(["level", "node"])
     source = chosen.set_index(["level", "node"])["source"].reindex(nodes.index)
     series_mean = chosen.set_index(["level", "node"])["mean"].reindex(nodes.index)
-    # a series at or below what is booked, or a node with nothing left to come, is not followed
-    leans = (
-        source.ne(SIMULATION) & series_mean.gt(nodes["booked"]) & nodes["mean"].gt(nodes["booked"])
-    )
+    leans = source.ne(SIMULATION) & series_followed(series_mean, nodes["mean"], nodes["booked"])
     rows = simulated.set_index("node")
     reps = rows[rows["level"] == "rep"]
     region_of = rows.loc[rows["level"] == "team", "parent"]

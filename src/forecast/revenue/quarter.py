@@ -14,7 +14,7 @@ from forecast.revenue.nodes import deal_table, drivers_of, hide_empty, node_fram
 from forecast.revenue.params import RenewalProbability, RevenueParams, WinScorer
 from forecast.revenue.scenario import Scenario
 from forecast.revenue.simulation import SimulationInputs, SimulationResult, moments, simulate
-from forecast.revenue.tree import COMPANY, LEVELS, OrgTree, coherent_to_come
+from forecast.revenue.tree import COMPANY, LEVELS, OrgTree, coherent_to_come, series_followed
 
 
 @dataclass(frozen=True)
@@ -353,8 +353,7 @@ def with_lean(inputs: QuarterInputs, forecasts: pd.DataFrame, basis: str) -> Qua
     children; see `SeriesLean`."""
     per_leaf, booked = _expected_per_leaf(inputs)
     rows = forecasts.merge(_by_node(inputs.tree, per_leaf, booked), on=["level", "node"])
-    # a series at or below what is booked, or a node with nothing left to come, is not followed
-    rows = rows[(rows["forecast"] > rows["booked"]) & (rows["mean"] > rows["booked"])]
+    rows = rows[series_followed(rows["forecast"], rows["mean"], rows["booked"])]
     if rows.empty:
         return replace(inputs, lean=None)
     to_come = np.maximum(per_leaf - booked, 0.0)

@@ -90,6 +90,13 @@ class OrgTree:
         return out
 
 
+def series_followed(series: pd.Series, mean: pd.Series, booked: pd.Series) -> pd.Series:
+    """Where a node's series forecast can be leaned on: above what the node has booked, with
+    something left to come in the simulation (a series at or below what is booked says nothing
+    about what is still to come)."""
+    return series.gt(booked) & mean.gt(booked)
+
+
 def coherent_to_come(
     tree: OrgTree, to_come: np.ndarray, targets: Mapping[str, pd.Series]
 ) -> np.ndarray:
