@@ -75,13 +75,15 @@ def dask_client(
 
 def worker_lost(err: BaseException | None) -> bool:
     """Whether `err` (or what caused it) is the cluster losing a worker mid-task: killed past
-    its memory limit, or dead in native code (Dask then cancels or gives up on the task)."""
+    its memory limit, or dead in native code (Dask then cancels or gives up on the task, or
+    the data being sent to it finds the connection closed)."""
     from distributed.client import FutureCancelledError
+    from distributed.comm import CommClosedError
     from distributed.scheduler import KilledWorker
 
     seen = 0
     while err is not None and seen < 20:
-        if isinstance(err, KilledWorker | FutureCancelledError):
+        if isinstance(err, KilledWorker | FutureCancelledError | CommClosedError):
             return True
         err, seen = err.__cause__ or err.__context__, seen + 1
     return False

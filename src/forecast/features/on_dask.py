@@ -5,9 +5,12 @@ Deals (or accounts) are split by a hash of their id; each partition carries its 
 (a deal's history, activities and attributes; an account's revenue, signals, orders, touches and
 deals) and their snapshots, and computes the features as one process does for all. What spans
 deals (`DealContext`: wins and closes by rep, account, product and product-in-industry, first
-quotes, revenue, as of any date) is a set of small aggregates: built once and sent to every
-worker. Account features read nothing beyond the account's own rows.
-"""
+quotes, revenue, as of any date) is built once and sent to every worker. Account features read
+nothing beyond the account's own rows.
+
+On a store written in parts (`on_parts`), each worker reads its own parts of the deals and their
+rows from the store's folder, and the calling process holds only `CONTEXT_TABLES`: the context
+is then built from each part's summary of its deals' rows (`OwnRows`), made by the workers."""
 
 from __future__ import annotations
 
