@@ -21,7 +21,7 @@ _PUBLIC = {
     "train_win": "forecast.training.win",
     "train_churn": "forecast.training.churn",
     "load_deal_explainer": "forecast.explain.scoring",
-    "score_book": "forecast.explain.scoring",
+    "score_book": "forecast.explain.book",
     "score_deals": "forecast.explain.scoring",
     "score_accounts": "forecast.explain.account_scoring",
     "revenue_at_risk": "forecast.revenue.churn",

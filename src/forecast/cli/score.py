@@ -48,7 +48,8 @@ def score_deals_command(
     top action, model version, as-of and data fingerprint on every row. With a Dask cluster,
     its workers score the deals, reading a store in parts themselves (docs/scale.md)."""
     from forecast.data.store import StoreEmptyError, read_store, store_manifest
-    from forecast.explain.scoring import load_deal_explainer, score_book
+    from forecast.explain.book import score_book
+    from forecast.explain.scoring import load_deal_explainer
     from forecast.features.on_dask import CONTEXT_TABLES, own_context
     from forecast.training.registry import RegistryError
 

@@ -15,9 +15,10 @@ from forecast.lazy import lazy_names
 
 if TYPE_CHECKING:
     from forecast.explain.account_scoring import score_accounts
+    from forecast.explain.book import score_book
     from forecast.explain.catalogue import load_catalogue
     from forecast.explain.reasons import explain
-    from forecast.explain.scoring import load_deal_explainer, score_book, score_deals, score_records
+    from forecast.explain.scoring import load_deal_explainer, score_deals, score_records
     from forecast.explain.wording import Explanation, Reason, Recommendation
 
 _PUBLIC = {
@@ -27,7 +28,7 @@ _PUBLIC = {
     "explain": "forecast.explain.reasons",
     "load_deal_explainer": "forecast.explain.scoring",
     "score_accounts": "forecast.explain.account_scoring",
-    "score_book": "forecast.explain.scoring",
+    "score_book": "forecast.explain.book",
     "score_deals": "forecast.explain.scoring",
     "score_records": "forecast.explain.scoring",
     "load_catalogue": "forecast.explain.catalogue",

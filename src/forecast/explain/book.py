@@ -1,0 +1,165 @@
+"""The book: every open deal's score as a CRM re-imports it, in one process or by a Dask
+cluster's workers (the same scores, in the same order; docs/scale.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from forecast.data.tables import CrmTables
+from forecast.explain.scoring import DealExplainer, DealScore, open_deal_ids, score_deals
+from forecast.explain.wording import Reason
+from forecast.features.deal_context import DealContext
+from forecast.features.on_dask import (
+    OWN_TABLES,
+    Progress,
+    gathered,
+    on_parts,
+    own_context,
+    own_tables,
+    partition_count,
+    partition_of,
+)
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+
+def score_book(
+    tables: CrmTables,
+    explainer: DealExplainer,
+    *,
+    as_of: pd.Timestamp | None = None,
+    client: Client | None = None,
+    progress: Progress | None = None,
+    parts: Path | None = None,
+    context: DealContext | None = None,
+    fingerprint: str | None = None,
+) -> pd.DataFrame:
+    """Every open deal's score at `as_of` (default: the export's), one row per deal, as a CRM
+    re-imports it: probability, grade, trend, reasons (signed, most telling first), actions,
+    and on every row the model version, the as-of and the stored data's `fingerprint` (default:
+    `fingerprint_tables(tables)`). With a Dask `client`, its cluster scores the deals
+    (`scores_on`, or `scores_of_parts` reading a store in `parts`: the same scores)."""
+    from forecast.data.store import fingerprint_tables
+
+    scores = _book_scores(
+        tables, explainer, as_of, client=client, progress=progress, parts=parts, context=context
+    )
+    reasons = [[_signed(r) for r in s.explanation.reasons] for s in scores]
+    actions = [s.explanation.recommendations for s in scores]
+    return pd.DataFrame(
+        {
+            "deal_id": [s.deal_id for s in scores],
+            "as_of": [s.as_of for s in scores],
+            "probability": [s.probability for s in scores],
+            "grade": [s.grade for s in scores],
+            "trend_points": [s.trend_points for s in scores],
+            "reasons": ["\n".join(r) for r in reasons],
+            "top_action": [a[0].text if a else None for a in actions],
+            "top_action_lift_points": [a[0].lift_points if a else None for a in actions],
+            "model": explainer.model_name,
+            "model_version": explainer.model_version,
+            "data_fingerprint": fingerprint or fingerprint_tables(tables),
+        }
+    )
+
+
+def _book_scores(
+    tables: CrmTables,
+    explainer: DealExplainer,
+    as_of: pd.Timestamp | None,
+    *,
+    client: Client | None,
+    progress: Progress | None,
+    parts: Path | None,
+    context: DealContext | None,
+) -> list[DealScore]:
+    if client is None:
+        return score_deals(tables, explainer.scorer, as_of=as_of, typical=explainer.typical)
+    if parts is not None:
+        return scores_of_parts(
+            client, parts, tables, explainer, as_of=as_of, context=context, progress=progress
+        )
+    return scores_on(client, tables, explainer, as_of=as_of, progress=progress)
+
+
+def _signed(reason: Reason) -> str:
+    """A reason as one line: + raises the chance, - lowers it."""
+    return f"{'+' if reason.direction == 'raises' else '-'} {reason.text}"
+
+
+def scores_on(
+    client: Client,
+    tables: CrmTables,
+    explainer: DealExplainer,
+    *,
+    as_of: pd.Timestamp | None = None,
+    partitions: int | None = None,
+    progress: Progress | None = None,
+) -> list[DealScore]:
+    """`score_deals` for every open deal, by the workers of `client`'s cluster: the open deals
+    split by a hash of their id (`forecast.features.on_dask`), the records that span deals and
+    the scorer sent once to every worker; the scores in the order one process gives them.
+    `progress` hears (parts done, parts) as they finish."""
+    as_of = pd.Timestamp(as_of) if as_of is not None else tables.as_of
+    open_now = open_deal_ids(tables, as_of).to_numpy()
+    if not len(open_now):
+        return []
+    count = partitions or partition_count(client, len(open_now))
+    shared = client.scatter(
+        {"context": DealContext.of(tables), "scorer": explainer.scorer}, broadcast=True
+    )
+    part = partition_of(open_now, count)
+    futures = []
+    for p in np.unique(part):
+        [own] = client.scatter([own_tables(tables, open_now[part == p])])  # data, not graph
+        task = (_score_part, own, shared, as_of, explainer.typical)
+        futures.append(client.submit(*task, pure=False))
+    by_deal = {s.deal_id: s for scores in gathered(futures, progress) for s in scores}
+    return [by_deal[str(deal_id)] for deal_id in open_now]
+
+
+def scores_of_parts(
+    client: Client,
+    folder: Path,
+    tables: CrmTables,
+    explainer: DealExplainer,
+    *,
+    as_of: pd.Timestamp | None = None,
+    context: DealContext | None = None,
+    progress: Progress | None = None,
+) -> list[DealScore]:
+    """`score_deals` for every open deal of the store in parts at `folder` (its version folder),
+    each part's by a worker that reads the part itself; `tables`: what the calling process holds
+    (`CONTEXT_TABLES`), `context`: `own_context` when already made. The scores in the order one
+    process gives them (the parts' deals in turn)."""
+    as_of = pd.Timestamp(as_of) if as_of is not None else tables.as_of
+    context = context or own_context(client, folder, tables)
+    shared = client.scatter(
+        {"context": context, "scorer": explainer.scorer, "products": tables.products},
+        broadcast=True,
+    )
+    task = (_score_of_part, shared, as_of, explainer.typical)
+    made = on_parts(client, folder, OWN_TABLES, *task, progress=progress)
+    return [score for scores in made for score in scores]
+
+
+def _score_of_part(
+    own: CrmTables, shared: dict, as_of: pd.Timestamp, typical: pd.DataFrame | None
+) -> list[DealScore]:
+    if open_deal_ids(own, as_of).empty:
+        return []
+    # the products' names, for reasons (a store keeps its products in one part)
+    return _score_part(own.replace(products=shared["products"]), shared, as_of, typical)
+
+
+def _score_part(
+    own: CrmTables, shared: dict, as_of: pd.Timestamp, typical: pd.DataFrame | None
+) -> list[DealScore]:
+    return score_deals(
+        own, shared["scorer"], as_of=as_of, typical=typical, context=shared["context"]
+    )
