@@ -8,7 +8,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test fuzz lint format bench bench-generate bench-scale bench-features bench-explain bench-revenue bench-service bench-real book-checks docs lock clean train mlflow-ui cards team drill
+.PHONY: help venv run test test-scale fuzz lint format bench bench-generate bench-scale bench-features bench-explain bench-revenue bench-service bench-real book-checks docs lock clean train mlflow-ui cards team drill
 
 help: ## Show this list
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ test: $(STAMP) ## Run the whole test suite (PostgreSQL tests need FORECAST_TEST_
 	$(BIN)/ruff format --check src service tests benchmarks deploy
 	$(BIN)/mypy
 	$(BIN)/pytest -n 2 --dist loadfile
+
+test-scale: $(STAMP) ## The opt-in tier on large worlds: 200,000 deals in parts on a LocalCluster equal to one process
+	$(BIN)/pytest -m scale -n 0 -q
 
 fuzz: $(STAMP) ## schemathesis over the service's OpenAPI schema, 1,000 cases per operation
 	FORECAST_FUZZ_CASES=$${FORECAST_FUZZ_CASES:-1000} $(BIN)/pytest tests/service/test_fuzz.py -n 0 -s -q

@@ -101,7 +101,7 @@ def test_workers_reading_their_parts_make_the_single_process_frame(client, tmp_p
     assert context.unavailable == {} and context.attributes == DealContext.of(tables).attributes
 
 
-@pytest.mark.slow
+@pytest.mark.scale  # about 60 s and 4 GB: `make test-scale`, not in `make test`
 def test_200000_deals_in_parts_have_the_single_process_features(client, tmp_path):
     store = tmp_path / "store"
     generate_in_parts(200_000, 10, seed=5, imported_at=NOW, store=store)

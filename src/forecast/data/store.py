@@ -266,6 +266,14 @@ def read_part(folder: Path, number: int, tables: Sequence[str]) -> CrmTables:
     return CrmTables.from_frames(frames, as_of=pd.Timestamp(_read_manifest(folder)["as_of"]))
 
 
+def scratch_folder(folder: Path) -> Path:
+    """A folder beside the versions of the store holding the version at `folder`, for files a
+    cluster's workers read where they read the store (each removed by whoever wrote it)."""
+    scratch = folder.parent.parent / "scratch"
+    scratch.mkdir(exist_ok=True)
+    return scratch
+
+
 def store_parts(folder: Path) -> int:
     """How many parts the version at `folder` was written in (`write_store_parts`: each part
     holds its accounts, their deals and the deals' own rows); 0 when written whole."""

@@ -22,6 +22,8 @@ from forecast.features.on_dask import (
     own_tables,
     partition_count,
     partition_of,
+    shipped,
+    shipped_context,
 )
 
 if TYPE_CHECKING:
@@ -140,21 +142,23 @@ def scores_of_parts(
     as_of = pd.Timestamp(as_of) if as_of is not None else tables.as_of
     context = context or own_context(client, folder, tables)
     shared = client.scatter(
-        {"context": context, "scorer": explainer.scorer, "products": tables.products},
-        broadcast=True,
+        {"scorer": explainer.scorer, "products": tables.products}, broadcast=True
     )
-    task = (_score_of_part, shared, as_of, explainer.typical)
-    made = on_parts(client, folder, OWN_TABLES, *task, progress=progress)
+    with shipped(context, folder) as path:
+        task = (_score_of_part, path, shared, as_of, explainer.typical)
+        made = on_parts(client, folder, OWN_TABLES, *task, progress=progress)
     return [score for scores in made for score in scores]
 
 
 def _score_of_part(
-    own: CrmTables, shared: dict, as_of: pd.Timestamp, typical: pd.DataFrame | None
+    own: CrmTables, context: Path, shared: dict, as_of: pd.Timestamp, typical: pd.DataFrame | None
 ) -> list[DealScore]:
     if open_deal_ids(own, as_of).empty:
         return []
     # the products' names, for reasons (a store keeps its products in one part)
-    return _score_part(own.replace(products=shared["products"]), shared, as_of, typical)
+    own = own.replace(products=shared["products"])
+    shared = shared | {"context": shipped_context(context)}
+    return _score_part(own, shared, as_of, typical)
 
 
 def _score_part(

@@ -14,7 +14,11 @@ is then built from each part's summary of its deals' rows (`OwnRows`), made by t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+import pickle
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -22,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import pandas as pd
 
-from forecast.data.store import read_part, store_parts
+from forecast.data.store import read_part, scratch_folder, store_parts
 from forecast.data.tables import CrmTables, Featurize
 from forecast.features.deal_context import DealContext, OwnRows
 from forecast.features.deal_facts import DealFacts
@@ -104,11 +108,11 @@ def deal_frames_of_parts(
     part order (`context`: `own_context` when already made); `progress` hears the features'
     parts finish."""
     context = context or own_context(client, folder, tables)
-    shared = client.scatter(context, broadcast=True)
     dates = list(pd.DatetimeIndex(dates))
-    made = on_parts(
-        client, folder, OWN_TABLES, _frame_of_part, dates, shared, then, progress=progress
-    )
+    with shipped(context, folder) as path:
+        made = on_parts(
+            client, folder, OWN_TABLES, _frame_of_part, dates, path, then, progress=progress
+        )
     return context, made
 
 
@@ -169,6 +173,29 @@ def own_context(client: Client, folder: Path, tables: CrmTables) -> DealContext:
     `CONTEXT_TABLES`) and each part's `OwnRows`, made by the workers."""
     own = OwnRows.joined(on_parts(client, folder, OWN_TABLES, OwnRows.of))
     return DealContext.of_own(tables, own)
+
+
+@contextmanager
+def shipped(context: DealContext, folder: Path) -> Iterator[Path]:
+    """`context` written once where the workers read the store in parts at `folder`, for each
+    worker to load once (`shipped_context`); removed after. At millions of deals the context is
+    gigabytes: sent through the scheduler to every worker, a worker holds it twice while it
+    arrives (a 6 GB worker was restarted so at 5,000,000 deals); read from a file, once."""
+    path = scratch_folder(folder) / f"context-{uuid.uuid4().hex}.pickle"
+    try:
+        with path.open("wb") as handle:
+            pickle.dump(context, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+@functools.lru_cache(maxsize=1)  # one context per worker: the last job's, until the next
+def shipped_context(path: Path) -> DealContext:
+    """On a worker: the context `shipped` wrote at `path`."""
+    with path.open("rb") as handle:
+        context: DealContext = pickle.load(handle)
+    return context
 
 
 def own_tables(tables: CrmTables, deal_ids: np.ndarray) -> CrmTables:
@@ -236,10 +263,10 @@ def _on_part(folder: Path, number: int, tables: Sequence[str], work: Callable, *
 def _frame_of_part(
     own: CrmTables,
     dates: list[pd.Timestamp],
-    context: DealContext,
+    context: Path,
     then: Callable[[pd.DataFrame, CrmTables], T],
 ) -> T:
-    features = partial(_deal_part, context=context)
+    features = partial(_deal_part, context=shipped_context(context))
     return then(training_frame(own, dates, labelled_only=False, features=features), own)
 
 
