@@ -175,7 +175,8 @@ def main() -> None:
             if outs[0] == outs[1]
             else "DIFFERENT"
         )
-        both(f"features ({outs[0][0] if outs[0] else '?'} snapshots)", *runs, same)
+        counted = next((out[0] for out in outs if out), "?")  # the side that finished
+        both(f"features ({counted} snapshots)", *runs, same)
     if "train" in stages:
         command = [forecast, "train", "win", "--snapshots", args.train_snapshots, "--json"]
         runs = [measure(command + more, home, args.cap_gb, env) for more in ([], cluster)]
