@@ -41,34 +41,51 @@ class Timeline:
     Each row gets one sortable number, its code times the count of distinct times plus its
     time's rank; "the last row of a code at or before a moment" is then one binary search per
     lookup, however long the history, so a single CRM record is looked up against a whole
-    stored CRM in microseconds, and a million snapshots in a blink.
+    stored CRM in microseconds, and a million snapshots in a blink. A row's code and time are
+    read back from its number, not stored beside it: at tens of millions of rows (the win
+    records of a large CRM) two arrays fewer is gigabytes.
     """
 
     stamps: np.ndarray  # the distinct event times (int64 ns), sorted
     order: np.ndarray  # per row: code * (len(stamps) + 1) + time rank (1-based), sorted
-    codes: np.ndarray  # per row: key code
-    times: np.ndarray  # per row: event time, datetime64[ns]
 
     @classmethod
     def of(cls, codes: np.ndarray, times: np.ndarray) -> Timeline:
         """A timeline of rows already ordered by (code, time)."""
-        times = np.asarray(times, dtype="datetime64[ns]")
-        ns = times.view(np.int64)
+        ns = np.asarray(times, dtype="datetime64[ns]").view(np.int64)
         stamps = np.unique(ns)
         rank = np.searchsorted(stamps, ns, side="left") + 1
-        codes = np.asarray(codes, dtype=np.int64)
-        return cls(stamps, codes * (len(stamps) + 1) + rank, codes, times)
+        return cls(stamps, np.asarray(codes, dtype=np.int64) * (len(stamps) + 1) + rank)
+
+    @property
+    def codes(self) -> np.ndarray:
+        """Per row: its key code."""
+        return self.code_of(slice(None))
+
+    @property
+    def times(self) -> np.ndarray:
+        """Per row: its event time, datetime64[ns]."""
+        return self.time_of(slice(None))
+
+    def code_of(self, rows: np.ndarray | slice) -> np.ndarray:
+        """The key code of each of `rows`."""
+        return self.order[rows] // (len(self.stamps) + 1)
+
+    def time_of(self, rows: np.ndarray | slice) -> np.ndarray:
+        """The event time of each of `rows`, datetime64[ns]."""
+        rank = self.order[rows] % (len(self.stamps) + 1)
+        return self.stamps[rank - 1].view("datetime64[ns]")
 
     def last(self, codes: np.ndarray, moments: np.ndarray) -> np.ndarray:
         """Per lookup, the row of its code's last event at or before its moment (exact matches
         count; of rows at the same time, the last); -1 where there is none (or the code is -1)."""
         codes = np.asarray(codes, dtype=np.int64)
-        if not len(self.codes):
+        if not len(self.order):
             return np.full(len(codes), -1)
         ns = np.asarray(moments, dtype="datetime64[ns]").view(np.int64)
         rank = np.searchsorted(self.stamps, ns, side="right")
         last = np.searchsorted(self.order, codes * (len(self.stamps) + 1) + rank, "right") - 1
-        hit = (codes >= 0) & (last >= 0) & (self.codes[np.maximum(last, 0)] == codes)
+        hit = (codes >= 0) & (last >= 0) & (self.code_of(np.maximum(last, 0)) == codes)
         return np.where(hit, last, -1)
 
 
@@ -80,7 +97,7 @@ class Running:
     index: pd.Index | None  # the keys' hash table, when they are not integers
     line: Timeline  # the rows, by key code and time
     names: tuple[str, ...]  # the summed columns
-    sums: np.ndarray  # per row, per column: the running sums
+    sums: np.ndarray  # per row, per column: the running sums (counts as int32 where they fit)
     time: str  # the time column's name in lookups
 
     def code(self, keys: np.ndarray) -> np.ndarray:
@@ -114,10 +131,10 @@ class Running:
         shifted = (moments - _offsets(tuple(shifts))[:, None]).ravel()
         code = self.code(keys)
         row = self.line.last(np.concatenate([code] * k) if k > 1 else code, shifted)
-        if not len(self.line.codes):
+        if not len(self.line.order):
             return np.full((k, n), _NAT), np.zeros((k, n, len(self.names)))
         missed = row < 0
-        times, sums = self.line.times[row], self.sums[row]
+        times, sums = self.line.time_of(row), self.sums[row].astype(float, copy=False)
         times[missed], sums[missed] = _NAT, 0.0
         return times.reshape(k, n), sums.reshape(k, n, len(self.names))
 
@@ -168,26 +185,52 @@ def running_of(
     )
 
 
-def _cumsum_by_key(values: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """Cumulative sums down each column, restarting at each key's first row (rows grouped by
-    key).
+def running_in_order(
+    keys: np.ndarray, times: np.ndarray, columns: dict[str, np.ndarray], *, time: str = "at"
+) -> Running:
+    """`running_of` for rows already in (key, time) order with integer keys, none missing:
+    no copy is sorted, so tens of millions of rows are summed in little more than they take."""
+    first = np.ones(len(keys), dtype=bool)
+    first[1:] = keys[1:] != keys[:-1]
+    codes = np.cumsum(first) - 1
+    sums = np.column_stack([_cumsum_by_key(c[:, None], codes, first) for c in columns.values()])
+    return Running(
+        keys=np.asarray(keys)[first],
+        index=None,
+        line=Timeline.of(codes, times),
+        names=tuple(columns),
+        sums=sums,
+        time=time,
+    )
 
-    Counts (whole numbers, every partial sum exact) take one cumsum less each key's start; other
-    values pandas' compensated sum per key, as exact as a float sum gets.
+
+COUNT_LIMIT = 2**31  # whole-number sums below it are kept as int32: exact, half a float's size
+
+
+def _cumsum_by_key(
+    values: np.ndarray, codes: np.ndarray, first: np.ndarray | None = None
+) -> np.ndarray:
+    """Cumulative sums down each column, restarting at each key's first row (rows grouped by
+    key; `first`: each key's first row, when known).
+
+    Whole numbers (every partial sum exact below 2**53) take one cumsum less each key's start,
+    as int32 where the total fits (counts); other values pandas' compensated sum per key, as
+    exact as a float sum gets.
     """
     if not len(values):
         return values
-    if (
-        np.isfinite(values).all()
-        and (values == np.trunc(values)).all()
-        and np.abs(values).sum(axis=0).max(initial=0) < 2.0**53
-    ):
-        total = np.cumsum(values, axis=0)
+    whole = np.isfinite(values).all() and (values == np.trunc(values)).all()
+    largest = np.abs(values).sum(axis=0).max(initial=0) if whole else np.inf
+    if largest >= 2.0**53:
+        return pd.DataFrame(values).groupby(codes, sort=False).cumsum().to_numpy(dtype=float)
+    kind = np.int32 if largest < COUNT_LIMIT else np.float64
+    exact = values.astype(kind, copy=False)
+    total = np.cumsum(exact, axis=0, dtype=kind)
+    if first is None:
         first = np.ones(len(codes), dtype=bool)
         first[1:] = codes[1:] != codes[:-1]
-        start = np.maximum.accumulate(np.where(first, np.arange(len(codes)), 0))
-        return total - (total[start] - values[start])
-    return pd.DataFrame(values).groupby(codes, sort=False).cumsum().to_numpy(dtype=float)
+    start = np.maximum.accumulate(np.where(first, np.arange(len(codes)), 0))
+    return total - (total[start] - exact[start])
 
 
 def running_at(
