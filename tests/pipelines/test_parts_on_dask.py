@@ -29,6 +29,7 @@ from forecast.features.on_dask import (
     deal_frames_of_parts,
     own_tables,
     partition_of,
+    shipped,
 )
 from forecast.training import registry
 from forecast.training.win import WinParams
@@ -99,6 +100,18 @@ def test_workers_reading_their_parts_make_the_single_process_frame(client, tmp_p
     )
     assert heard == [(1, 3), (2, 3), (3, 3)]
     assert context.unavailable == {} and context.attributes == DealContext.of(tables).attributes
+
+    # a command reading the context for several stages ships it to the workers once
+    with shipped(context, folder) as path:
+
+        def files_seen(frame, part):  # on a worker, while it makes its frames
+            return sorted(path.parent.glob("context-*"))
+
+        _, seen = deal_frames_of_parts(
+            client, folder, shared, dates[-3:], files_seen, context=context
+        )
+        assert seen == [[path]] * 3 and path.exists()
+    assert not path.exists()
 
 
 @pytest.mark.scale  # about 60 s and 4 GB: `make test-scale`, not in `make test`

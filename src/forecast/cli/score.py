@@ -4,6 +4,7 @@ and every account's churn risk, for a CRM to re-import in bulk."""
 from __future__ import annotations
 
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated
 
@@ -50,14 +51,14 @@ def score_deals_command(
     from forecast.data.store import StoreEmptyError, read_store, store_manifest
     from forecast.explain.book import score_book
     from forecast.explain.scoring import load_deal_explainer
-    from forecast.features.on_dask import CONTEXT_TABLES, own_context
+    from forecast.features.on_dask import CONTEXT_TABLES, own_context, shipped
     from forecast.training.registry import RegistryError
 
     if not every:
         err_console.print("name what to score: --all (every open deal)", style="red")
         raise typer.Exit(2)
     _check_suffix(out)
-    with cluster(scheduler, local_cluster) as client:
+    with cluster(scheduler, local_cluster) as client, ExitStack() as held:
         parts = parts_read_by_workers(client)
         try:
             tables = read_store(tables=CONTEXT_TABLES if parts else None)
@@ -65,6 +66,8 @@ def score_deals_command(
             moment = pd.Timestamp(as_of) if as_of else tables.as_of
             # the records that span deals, made once for the yardsticks and the scores
             context = own_context(client, parts, tables) if parts else None
+            if parts and context:  # and sent to the workers once for both
+                held.enter_context(shipped(context, parts))
             on = {"client": client, "parts": parts, "context": context}
             explainer = load_deal_explainer(tables, as_of=moment, **on)
         except StoreEmptyError as err:

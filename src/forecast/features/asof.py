@@ -224,8 +224,8 @@ def _cumsum_by_key(
     if largest >= 2.0**53:
         return pd.DataFrame(values).groupby(codes, sort=False).cumsum().to_numpy(dtype=float)
     kind = np.int32 if largest < COUNT_LIMIT else np.float64
-    exact = values.astype(kind, copy=False)
-    total = np.cumsum(exact, axis=0, dtype=kind)
+    exact: np.ndarray = values.astype(kind, copy=False)
+    total: np.ndarray = np.cumsum(exact, axis=0, dtype=kind)
     if first is None:
         first = np.ones(len(codes), dtype=bool)
         first[1:] = codes[1:] != codes[:-1]

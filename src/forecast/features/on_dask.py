@@ -180,14 +180,25 @@ def shipped(context: DealContext, folder: Path) -> Iterator[Path]:
     """`context` written once where the workers read the store in parts at `folder`, for each
     worker to load once (`shipped_context`); removed after. At millions of deals the context is
     gigabytes: sent through the scheduler to every worker, a worker holds it twice while it
-    arrives (a 6 GB worker was restarted so at 5,000,000 deals); read from a file, once."""
+    arrives (a 6 GB worker was restarted so at 5,000,000 deals); read from a file, once.
+
+    Inside a `shipped` of the same context (a command that reads it for several stages), the
+    file already written is used again."""
+    if id(context) in _SHIPPED:
+        yield _SHIPPED[id(context)]
+        return
     path = scratch_folder(folder) / f"context-{uuid.uuid4().hex}.pickle"
     try:
         with path.open("wb") as handle:
             pickle.dump(context, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        _SHIPPED[id(context)] = path
         yield path
     finally:
+        _SHIPPED.pop(id(context), None)
         path.unlink(missing_ok=True)
+
+
+_SHIPPED: dict[int, Path] = {}  # id of a context being shipped (alive meanwhile): its file
 
 
 @functools.lru_cache(maxsize=1)  # one context per worker: the last job's, until the next
