@@ -637,3 +637,27 @@ def test_a_cell_larger_than_the_read_block_is_read_whole(tmp_path: Path) -> None
     table = read_csv(path, "products")
     assert list(table.frame["product_id"]) == ["P1", "P2"]
     assert len(table.frame["name"].iloc[0]) == 3_000_000
+
+
+def test_a_table_in_several_files_is_one_table_each_row_located_in_its_file(
+    valid_folder: Path,
+) -> None:
+    lines = (valid_folder / "deals.csv").read_text().splitlines()
+    (valid_folder / "deals.csv").unlink()
+    chunks = valid_folder / "deals"
+    chunks.mkdir()
+    (chunks / "deals-1.csv").write_text("\n".join(lines[:3]) + "\n")
+    (chunks / "deals-2.csv").write_text("\n".join([lines[0], *lines[3:]]) + "\n")
+    whole = validate(read_folder(valid_folder), as_of=AS_OF)
+    assert list(whole.deals["deal_id"]) == ["D1", "D2", "D3", "D4"]
+
+    edit_chunk = (chunks / "deals-2.csv").read_text().replace(",2500,", ",-5,")
+    (chunks / "deals-2.csv").write_text(edit_chunk)
+    with pytest.raises(ValidationError) as caught:
+        validate(read_folder(valid_folder), as_of=AS_OF)
+    [violation] = caught.value.violations
+    assert str(violation).startswith(f"{chunks} deals-2.csv line 2, column amount: '-5'")
+
+    (valid_folder / "deals.csv").write_text("\n".join(lines) + "\n")  # a file and a folder
+    with pytest.raises(ValidationError, match=r"one file for deals, found deals and deals\.csv"):
+        read_folder(valid_folder)

@@ -21,6 +21,7 @@ from lightgbm import LGBMClassifier
 from sklearn.metrics import log_loss, roc_auc_score
 
 from forecast.cluster import dask_client
+from forecast.data.parts import partition_of
 from forecast.data.world import make_crm
 from forecast.features.accounts import (
     account_features,
@@ -28,7 +29,7 @@ from forecast.features.accounts import (
     churn_training_frame,
 )
 from forecast.features.deals import deal_features, deal_snapshots, snapshot_dates
-from forecast.features.on_dask import account_features_on, deal_features_on, partition_of
+from forecast.features.on_dask import account_features_on, deal_features_on
 from forecast.features.orders import inactivity_features, inactivity_training_frame
 from forecast.model import make_lightgbm, model_input
 from forecast.training import registry
@@ -96,7 +97,7 @@ def test_a_deal_is_in_one_partition_whatever_the_process():
     ids = pd.Series([f"D{i}" for i in range(1_000)]).to_numpy()
     parts = partition_of(ids, 8)
     assert set(parts) == set(range(8)) and (parts == partition_of(ids[::-1], 8)[::-1]).all()
-    code = "from forecast.features.on_dask import partition_of as p; print(p(['D1', 'D2'], 8))"
+    code = "from forecast.data.parts import partition_of as p; print(p(['D1', 'D2'], 8))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.strip() == str(partition_of(ids[[1, 2]], 8))
 

@@ -20,6 +20,7 @@ from forecast.cli.common import cluster
 from forecast.cluster import dask_client
 from forecast.data import derive
 from forecast.data.ingest import generate_in_parts
+from forecast.data.parts import partition_of
 from forecast.data.store import current_path, read_store, read_version, store_manifest
 from forecast.data.world import make_crm
 from forecast.features.deal_context import DealContext, OwnRows
@@ -28,7 +29,6 @@ from forecast.features.on_dask import (
     CONTEXT_TABLES,
     deal_frames_of_parts,
     own_tables,
-    partition_of,
     shipped,
 )
 from forecast.training import registry

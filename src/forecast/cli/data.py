@@ -201,11 +201,25 @@ def data_import(
     adapter: AdapterOpt = None,
     as_of: AsOfOpt = None,
     bad_rows: BadRowsOpt = BadRows.refuse,
+    partitions: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Import a folder of canonical files a part at a time, split by account, for "
+            "exports larger than memory (docs/scale.md).",
+        ),
+    ] = None,
+    scheduler: SchedulerOpt = None,
+    local_cluster: LocalClusterOpt = None,
 ) -> None:
     """Validate a source and store it; any violation stops the import and nothing is written."""
     from forecast.data.ingest import import_raw
     from forecast.data.violations import ValidationError
 
+    if partitions is not None:
+        _import_in_parts(source, partitions, (mapping, sql, sql_spec, adapter), as_of, bad_rows,
+                         (scheduler, local_cluster))  # fmt: skip
+        return
     try:
         with steps(3, "importing") as on_step:
             on_step("reading")
@@ -224,7 +238,46 @@ def data_import(
     _print_set_aside(result.set_aside, result.derived)
     verb = "imported" if result.write.changed else "unchanged (same data already stored)"
     console.print(f"[green]{verb}[/]: version {result.write.version} in {result.write.path}")
-    print_description(result.tables)
+    if result.tables is not None:
+        print_description(result.tables)
+
+
+def _import_in_parts(
+    source: Path | None,
+    partitions: int,
+    other_sources: tuple,
+    as_of: str | None,
+    bad_rows: BadRows,
+    where: tuple,
+) -> None:
+    """`data import --partitions`: a folder of canonical files, split by account, a part at a
+    time."""
+    from forecast.data.ingest import import_in_parts
+    from forecast.data.parts import PartsError
+    from forecast.data.violations import ValidationError
+
+    if any(x is not None for x in other_sources):
+        only = "a folder of canonical files (one file or one folder of files per table)"
+        raise fail(f"--partitions imports {only}, not --mapping, --sql or --adapter", 2)
+    if source is None or not source.is_dir():
+        raise fail(f"{source or 'the folder'}: give the folder of canonical files to import", 2)
+    try:
+        with cluster(*where) as client, steps(partitions + 2, "importing") as on_step:
+            result = import_in_parts(
+                source, partitions, as_of=pd.Timestamp(as_of) if as_of else now(),
+                imported_at=now(), bad_rows=bad_rows.value, client=client, on_step=on_step,
+            )  # fmt: skip
+    except ValidationError as err:
+        _print_violations(err)
+        raise typer.Exit(1) from None
+    except PartsError as err:
+        raise fail(f"the parts together break the contract, nothing stored: {err}") from None
+    _print_set_aside(result.set_aside, result.derived)
+    write = result.write
+    verb = "imported" if write.changed else "unchanged (same data already stored)"
+    console.print(f"[green]{verb}[/]: version {write.version} in {write.path}")
+    rows = ", ".join(f"{name} {count:,}" for name, count in write.rows.items() if count)
+    console.print(f"{partitions} parts: {rows}", highlight=False)
 
 
 @data_app.command("validate")

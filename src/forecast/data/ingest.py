@@ -22,7 +22,7 @@ from forecast.data.store import (
 )
 from forecast.data.tables import CrmTables
 from forecast.data.validate import check, validate
-from forecast.data.violations import Violation
+from forecast.data.violations import ValidationError, Violation
 from forecast.data.world import CrmWorld, WorldTruth, make_crm
 
 if TYPE_CHECKING:
@@ -35,10 +35,11 @@ TRUTH_DIR = "truth"
 
 @dataclass(frozen=True)
 class ImportResult:
-    """What an import did: the stored version and whether anything changed."""
+    """What an import did: the stored version and whether anything changed; the tables (None
+    for an import in parts: never whole in memory)."""
 
     write: StoreWrite
-    tables: CrmTables
+    tables: CrmTables | None
     set_aside: tuple[Violation, ...] = ()
     derived: tuple[str, ...] = ()
 
@@ -74,6 +75,78 @@ def import_raw(
         ", ".join(f"{k} {v:,}" for k, v in result.rows.items()),
     )
     return ImportResult(result, tables, checked.set_aside, checked.derived)
+
+
+# an activity on a deal goes to the deal's part; the account it also names may be in another
+ACROSS_PARTS = ("activities.account_id",)
+
+
+def import_in_parts(
+    folder: Path,
+    parts: int,
+    *,
+    as_of: pd.Timestamp,
+    imported_at: pd.Timestamp,
+    store: Path | None = None,
+    bad_rows: str = "refuse",
+    client: Client | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> ImportResult:
+    """Import a folder of canonical files (`read_folder`'s, a table's rows in one file or in a
+    folder of them) a part at a time, for exports larger than memory: the files split by
+    account into `parts` (`forecast.data.split`, on `client`'s workers when given), each part
+    checked against the contract as `import_raw` checks a whole export and stored as a part of
+    the store (`write_store_parts`); keys and references across parts checked by Dask before
+    the version becomes current. Memory holds one file or one part at a time.
+
+    Raises:
+        forecast.data.validate.ValidationError: every problem of every part (each row located
+            in its file); nothing stored.
+        forecast.data.parts.PartsError: the parts together break the contract; nothing stored.
+    """
+    import tempfile
+
+    from forecast.data.parts import check_across_parts
+    from forecast.data.sources.files import read_table, table_files
+    from forecast.data.split import WHOLE, part_raw, split_export
+    from forecast.data.store import scratch_folder, write_store_parts
+
+    step = on_step or (lambda name: None)
+    files = table_files(folder)
+    whole = {name: read_table(files[name], name) for name in WHOLE if name in files}
+    check(whole, as_of=as_of)  # alone first: their problems said once, not by every part
+    set_aside: list[Violation] = []
+    derived: set[str] = set()
+
+    def checked_parts(split: Path) -> Iterator[StorePart]:
+        errors = []
+        for number in range(parts):
+            step(f"checking part {number + 1} of {parts}")
+            raw = whole | part_raw(split, number, files)
+            try:
+                checked = check(raw, as_of=as_of, bad_rows=bad_rows, elsewhere=ACROSS_PARTS)
+            except ValidationError as err:
+                errors.append(err)
+                continue
+            set_aside.extend(checked.set_aside)
+            derived.update(checked.derived)
+            tables = checked.tables.items()
+            yield StorePart({n: f for n, f in tables if number == 0 or n not in WHOLE})
+        if errors:
+            raise ValidationError.merge(errors)
+
+    with tempfile.TemporaryDirectory(dir=scratch_folder(store=store)) as split:
+        step("splitting the files by account")
+        split_export(files, parts, Path(split), client=client)
+        write = write_store_parts(
+            checked_parts(Path(split)),
+            as_of=as_of,
+            source=f"{Path(folder).resolve()} ({parts} parts)",
+            imported_at=imported_at,
+            store=store,
+            check=partial(check_across_parts, client=client),
+        )
+    return ImportResult(write, None, tuple(set_aside), tuple(sorted(derived)))
 
 
 def store_world(

@@ -9,9 +9,13 @@ once the parts are seen together.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
 
 from forecast.data.schema import TABLES
 
@@ -19,6 +23,16 @@ if TYPE_CHECKING:
     from distributed import Client
 
 SHOWN = 5  # offending values named per problem
+
+
+def id_hashes(ids: np.ndarray | Sequence) -> np.ndarray:
+    """A 64-bit hash of each id, the same in every process and run."""
+    return pd.util.hash_array(np.asarray(ids, dtype=object), categorize=True)
+
+
+def partition_of(ids: np.ndarray | Sequence, count: int) -> np.ndarray:
+    """Each id's partition of `count`, by its hash (`id_hashes`)."""
+    return (id_hashes(ids) % np.uint64(count)).astype(np.int64)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from forecast.settings import get_settings
 
 MANIFEST = "manifest.json"
 VERSIONS = "versions"
+SCRATCH = "scratch"  # files for the workers, beside the versions
 CURRENT = "current"
 FORMAT = 1
 """Layout version written in each manifest."""
@@ -266,11 +267,12 @@ def read_part(folder: Path, number: int, tables: Sequence[str]) -> CrmTables:
     return CrmTables.from_frames(frames, as_of=pd.Timestamp(_read_manifest(folder)["as_of"]))
 
 
-def scratch_folder(folder: Path) -> Path:
-    """A folder beside the versions of the store holding the version at `folder`, for files a
-    cluster's workers read where they read the store (each removed by whoever wrote it)."""
-    scratch = folder.parent.parent / "scratch"
-    scratch.mkdir(exist_ok=True)
+def scratch_folder(folder: Path | None = None, *, store: Path | None = None) -> Path:
+    """A folder beside the versions of the store holding the version at `folder` (or of
+    `store`), for files a cluster's workers read where they read the store (each removed by
+    whoever wrote it)."""
+    scratch = (folder.parent.parent if folder is not None else _root(store)) / SCRATCH
+    scratch.mkdir(parents=True, exist_ok=True)
     return scratch
 
 

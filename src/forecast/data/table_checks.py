@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -70,7 +70,7 @@ def check_table(raw: RawTable, out: Collector) -> CheckedTable:
     # Readers pass duplicate names through; after reporting them, the first one is used.
     frame = frame.loc[:, ~names.duplicated()]
     frame.columns = names[~names.duplicated()]
-    raw = RawTable(raw.name, frame, raw.source, raw.lines)
+    raw = replace(raw, frame=frame)
     checked = CheckedTable(table, raw, {}, {})
     for col in table.columns:
         if col.name not in frame.columns:

@@ -8,8 +8,8 @@ vectorised (pyarrow compute and numpy); `Violation` objects are built only for b
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -74,7 +74,13 @@ def validate(raw: Mapping[str, RawTable], *, as_of: pd.Timestamp) -> CrmTables:
     return check(raw, as_of=as_of).tables
 
 
-def check(raw: Mapping[str, RawTable], *, as_of: pd.Timestamp, bad_rows: str = "refuse") -> Checked:
+def check(
+    raw: Mapping[str, RawTable],
+    *,
+    as_of: pd.Timestamp,
+    bad_rows: str = "refuse",
+    elsewhere: Collection[str] = (),
+) -> Checked:
     """Check raw tables against the contract; derive what a deals-only export lacks.
 
     Args:
@@ -87,6 +93,8 @@ def check(raw: Mapping[str, RawTable], *, as_of: pd.Timestamp, bad_rows: str = "
             created_at becomes its closed_at; such history rows are set aside) or `quarantine`
             (the rows are set aside with their deal's history and activities). Either way each
             row is reported with its file and line, and every other problem still refuses.
+        elsewhere: references (`table.column`) not checked here: `raw` is one part of an
+            export whose rows may name rows of another part (checked across the parts).
 
     Returns:
         The canonical tables, what was set aside, and which tables were derived.
@@ -97,15 +105,15 @@ def check(raw: Mapping[str, RawTable], *, as_of: pd.Timestamp, bad_rows: str = "
     if bad_rows not in BAD_ROW_POLICIES:
         raise ValueError(f"bad_rows must be one of {', '.join(BAD_ROW_POLICIES)}, not {bad_rows!r}")
     as_of = naive_utc(pd.Timestamp(as_of))
-    checked, out = _check_all(raw, as_of)
+    checked, out = _check_all(raw, as_of, elsewhere)
     set_aside: list[Violation] = []
     if out.counts and _can_set_aside(checked, out, bad_rows):
         raw, set_aside = _set_aside(checked, out, bad_rows)
-        checked, out = _check_all(raw, as_of)
+        checked, out = _check_all(raw, as_of, elsewhere)
     if out.counts:
         error = ValidationError(out.violations, out.counts)
         if bad_rows == "refuse":
-            error.hint = _set_aside_hint(checked, out, as_of)
+            error.hint = _set_aside_hint(checked, out, as_of, elsewhere)
         raise error
     frames = {name: c.canonical() for name, c in checked.items()}
     frames["orders"] = order_amounts(frames["orders"])
@@ -118,7 +126,7 @@ def check(raw: Mapping[str, RawTable], *, as_of: pd.Timestamp, bad_rows: str = "
 
 
 def _check_all(
-    raw: Mapping[str, RawTable], as_of: pd.Timestamp
+    raw: Mapping[str, RawTable], as_of: pd.Timestamp, elsewhere: Collection[str] = ()
 ) -> tuple[dict[str, CheckedTable], Collector]:
     out = Collector()
     for name, table in raw.items():
@@ -135,13 +143,13 @@ def _check_all(
                 )
             )
     checked = {
-        name: check_table(RawTable(name, raw[name].frame, raw[name].source, raw[name].lines), out)
+        name: check_table(replace(raw[name], name=name), out)
         if name in raw
         else CheckedTable(TABLES[name], RawTable(name, pd.DataFrame(), ""), {}, {})
         for name in TABLE_NAMES
     }
     present = {name for name in TABLE_NAMES if name in raw and len(raw[name].frame)}
-    check_foreign_keys(checked, present, out)
+    check_foreign_keys(checked, present, out, elsewhere)
     check_target_owners(checked, present, out)
     check_reps(checked["reps"], out)
     check_activities(checked["activities"], out)
@@ -170,13 +178,18 @@ def _can_set_aside(checked: dict[str, CheckedTable], out: Collector, policy: str
     return rows and len(_bad_deal_ids(checked, out)) <= limit
 
 
-def _set_aside_hint(checked: dict[str, CheckedTable], out: Collector, as_of: pd.Timestamp) -> str:
+def _set_aside_hint(
+    checked: dict[str, CheckedTable],
+    out: Collector,
+    as_of: pd.Timestamp,
+    elsewhere: Collection[str] = (),
+) -> str:
     """The `--bad-rows` choices that would let the import through: tried, not guessed."""
     working = []
     for policy in ("quarantine", "repair"):
         if _can_set_aside(checked, out, policy):
             raw, _ = _set_aside(checked, out, policy)
-            if not _check_all(raw, as_of)[1].counts:
+            if not _check_all(raw, as_of, elsewhere)[1].counts:
                 working.append(policy)
     if not working:
         return ""
@@ -230,7 +243,7 @@ def _set_aside(
         frame = deals.raw.frame.copy()
         created = frame.columns.get_loc("created_at")
         frame.iloc[bad_deals, created] = frame["closed_at"].iloc[bad_deals].to_numpy()
-        raw["deals"] = RawTable("deals", frame, deals.raw.source, deals.raw.lines)
+        raw["deals"] = replace(deals.raw, frame=frame)
         deal_note = "repaired: created_at set to closed_at (the deal was entered after it closed)"
     else:
         # a deal with a bad history row goes whole: its history without the row would no
@@ -281,4 +294,5 @@ def _drop_rows(raw: RawTable, positions: np.ndarray) -> RawTable:
     lines = None if raw.lines is None else np.asarray(raw.lines)[keep]
     if lines is None:  # keep the row numbers of the source, not of what is left
         lines = np.flatnonzero(keep) + 1
-    return RawTable(raw.name, raw.frame[keep], raw.source, lines)
+    files = None if raw.files is None else np.asarray(raw.files)[keep]
+    return RawTable(raw.name, raw.frame[keep], raw.source, lines, files)

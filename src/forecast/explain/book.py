@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from forecast.data.parts import partition_of
 from forecast.data.tables import CrmTables
 from forecast.explain.scoring import DealExplainer, DealScore, open_deal_ids, score_deals
 from forecast.explain.wording import Reason
@@ -21,7 +22,6 @@ from forecast.features.on_dask import (
     own_context,
     own_tables,
     partition_count,
-    partition_of,
     shipped,
     shipped_context,
 )

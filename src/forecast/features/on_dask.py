@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import pandas as pd
 
+from forecast.data.parts import partition_of
 from forecast.data.store import read_part, scratch_folder, store_parts
 from forecast.data.tables import CrmTables, Featurize
 from forecast.features.deal_context import DealContext, OwnRows
@@ -160,12 +161,6 @@ def partition_count(client: Client, rows: int) -> int:
     million deals' weekly snapshots in four parts took a worker past 6 GB)."""
     workers = max(1, len(client.scheduler_info()["workers"]))
     return max(2 * workers, -(-rows // PART_ROWS))
-
-
-def partition_of(ids: np.ndarray, count: int) -> np.ndarray:
-    """Each id's partition, by a hash that is the same in every process and run."""
-    hashed = pd.util.hash_array(np.asarray(ids, dtype=object), categorize=True)
-    return (hashed % np.uint64(count)).astype(np.int64)
 
 
 def own_context(client: Client, folder: Path, tables: CrmTables) -> DealContext:

@@ -1,4 +1,5 @@
-"""Reading a folder of canonical files: `<table>.csv` or `<table>.parquet`, one per table.
+"""Reading a folder of canonical files: `<table>.csv` or `<table>.parquet` per table, or a
+folder `<table>/` of such files (an export written in chunks, read as one table).
 
 The readers only decode: every CSV value stays text and `forecast.data.validate` judges it. Problems
 with a file as a whole (encoding, delimiter, ragged rows, truncation) are reported here, as
@@ -8,8 +9,10 @@ with a file as a whole (encoding, delimiter, ragged rows, truncation) are report
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -43,8 +46,9 @@ def read_folder(path: Path) -> dict[str, RawTable]:
     """Read every canonical file in a folder.
 
     Args:
-        path: a folder holding `<table>.csv` or `<table>.parquet` files. Other files are listed
-            in a warning and skipped.
+        path: a folder holding `<table>.csv` or `<table>.parquet` files, or per table a folder
+            `<table>/` of them (read in name order; each row located in its own file). Other
+            files are listed in a warning and skipped.
 
     Returns:
         Raw tables by canonical name, for the tables that have a file.
@@ -53,26 +57,78 @@ def read_folder(path: Path) -> dict[str, RawTable]:
         ValidationError: the folder holds no canonical file, a table has both a CSV and a Parquet
             file, or files cannot be read; the problems of all files are collected first.
     """
-    path = Path(path)
-    found = _canonical_files(path)
     tables: dict[str, RawTable] = {}
     errors: list[ValidationError] = []
-    for name in TABLE_NAMES:
-        files = found.get(name, [])
-        if len(files) > 1:
-            names = " and ".join(f.name for f in files)
-            expected = f"one file for {name}, found {names}: remove one"
-            errors.append(ValidationError([file_problem(name, path, expected, "duplicate_file")]))
-            continue
-        if files:
-            reader = read_csv if files[0].suffix.lower() == ".csv" else read_parquet
-            try:
-                tables[name] = reader(files[0], name)
-            except ValidationError as err:
-                errors.append(err)
+    for name, files in table_files(path).items():
+        try:
+            tables[name] = read_table(files, name)
+        except ValidationError as err:
+            errors.append(err)
     if errors:
         raise ValidationError.merge(errors)
     return tables
+
+
+def table_files(path: Path) -> dict[str, list[Path]]:
+    """The files of each canonical table in the folder `path`: its `<table>.csv` or
+    `<table>.parquet`, or the CSV and Parquet files of its folder `<table>/` in name order.
+
+    Raises:
+        ValidationError: the folder holds no canonical file, a table has more than one file
+            or folder, or a table's folder holds no file to read.
+    """
+    path = Path(path)
+    problems = []
+    files: dict[str, list[Path]] = {}
+    for name, entries in _canonical_files(path).items():
+        if len(entries) > 1:
+            names = " and ".join(f.name for f in entries)
+            expected = f"one file for {name}, found {names}: remove one"
+            problems.append(file_problem(name, path, expected, "duplicate_file"))
+        elif entries[0].is_dir():
+            chunks = [f for f in sorted(entries[0].iterdir()) if _readable(f)]
+            if not chunks:
+                expected = f"CSV or Parquet files of {name} in the folder; it has none"
+                problems.append(file_problem(name, entries[0], expected, "empty"))
+            files[name] = chunks
+        else:
+            files[name] = entries
+    if problems:
+        raise ValidationError(problems)
+    return {name: files[name] for name in TABLE_NAMES if name in files}
+
+
+def read_table(files: Sequence[Path], table: str) -> RawTable:
+    """The canonical `table` from its file, or from several (`table_files`) as one table whose
+    rows are each located in their own file (`RawTable.files`).
+
+    Raises:
+        ValidationError: listing the problems of every file.
+    """
+    read, errors = [], []
+    for file in files:
+        reader = read_csv if file.suffix.lower() == ".csv" else read_parquet
+        try:
+            read.append(reader(file, table))
+        except ValidationError as err:
+            errors.append(err)
+    if errors:
+        raise ValidationError.merge(errors)
+    if len(read) == 1:
+        return read[0]
+    sizes = [len(r.frame) for r in read]
+    return RawTable(
+        table,
+        pd.concat([r.frame for r in read], ignore_index=True),
+        str(files[0].parent),
+        np.concatenate([r.lines if r.lines is not None else np.arange(1, n + 1)
+                        for r, n in zip(read, sizes, strict=True)]),
+        np.repeat(np.array([f.name for f in files], dtype=object), sizes),
+    )  # fmt: skip
+
+
+def _readable(entry: Path) -> bool:
+    return entry.is_file() and not entry.name.startswith(".") and entry.suffix.lower() in SUFFIXES
 
 
 def _canonical_files(path: Path) -> dict[str, list[Path]]:
@@ -90,6 +146,8 @@ def _canonical_files(path: Path) -> dict[str, list[Path]]:
             continue
         if entry.is_file() and entry.suffix.lower() in SUFFIXES and entry.stem in TABLES:
             found.setdefault(entry.stem, []).append(entry)
+        elif entry.is_dir() and entry.name in TABLES:  # the table in chunks
+            found.setdefault(entry.name, []).append(entry)
         else:
             ignored.append(entry.name)
     if ignored:
