@@ -9,7 +9,9 @@ memory). docs/scale.md shows the figures.
     python benchmarks/scale.py --deals 1000000 --parts 20 --workers 2 --memory-limit 6GB
 
 Stages: a world generated whole (`forecast data generate`) and in parts (`--partitions`, the
-checks across parts on the cluster); the point-in-time features and labels of every weekly
+checks across parts on the cluster); the world's stored files imported as a CRM's export in
+chunks (`forecast data import`, whole in one process and `--partitions` on the cluster;
+compared by the rows stored per table); the point-in-time features and labels of every weekly
 snapshot of every deal (`training_frame` on the store read whole, and `deal_frames_of_parts`
 with the workers reading their parts; compared by a digest of every row's every column); the
 deal win model on a stated sample of snapshots (`forecast train win --snapshots month`;
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -132,7 +135,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--memory-limit", default="6GB", help="per worker")
     parser.add_argument("--cap-gb", type=float, default=16.0, help="stop a process beyond this")
-    parser.add_argument("--stages", default="generate,features,train,score")
+    parser.add_argument("--stages", default="generate,import,features,train,score")
     parser.add_argument(
         "--train-snapshots", default="month", choices=("week", "month", "quarter"),
         help="the sample of snapshots trained on (features and scores cover every row)",
@@ -160,6 +163,8 @@ def main() -> None:
             home, args.cap_gb, env,
         )  # fmt: skip
         both("generate", whole, parts, f"in parts: {args.parts} parts, one in memory at a time")
+    if "import" in stages:
+        both("import", *_imports(home, args, forecast, cluster, env))
     if "features" in stages:
         runs = [
             measure(
@@ -208,6 +213,32 @@ def main() -> None:
     print("| --- | --- | --- | --- |")
     for row in rows:
         print("| " + " | ".join(row) + " |")
+
+
+def _imports(
+    home: Path, args: argparse.Namespace, forecast: str, cluster: list[str], env: dict
+) -> tuple[Run, Run, str]:
+    """The generated world's stored files imported as a CRM's export in chunks: whole in one
+    process, and `--partitions` on the cluster; compared by the rows stored per table."""
+    source = (home / "store" / "current").resolve()
+    as_of = json.loads((source / "manifest.json").read_text())["as_of"]
+    command = [forecast, "data", "import", str(source), "--as-of", as_of]
+    homes = [args.scratch / f"{args.deals}-import-{side}" for side in ("whole", "parts")]
+    more = ([], ["--partitions", str(args.parts), *cluster])
+    for h in homes:
+        shutil.rmtree(h, ignore_errors=True)
+    runs = [measure(command + m, h, args.cap_gb, env) for m, h in zip(more, homes, strict=True)]
+    rows = [
+        json.loads((h / "store" / "current" / "manifest.json").read_text())["rows"]
+        if r.returncode == 0
+        else None
+        for r, h in zip(runs, homes, strict=True)
+    ]
+    if None in rows:
+        same = "not compared: a side did not finish"
+    else:
+        same = "the same rows in every table" if rows[0] == rows[1] else "DIFFERENT rows"
+    return runs[0], runs[1], same
 
 
 def _compare_training(alone: dict, clustered: dict) -> str:

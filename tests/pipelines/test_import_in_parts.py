@@ -98,11 +98,16 @@ def test_a_bad_row_is_named_by_file_and_line_and_nothing_is_stored(export, tmp_p
                     "--as-of", "2026-11-15").returncode == 0  # fmt: skip
     before = store_manifest(home / "store")
     done = forecast(home, "data", "import", str(broken), "--partitions", "3",
-                    "--as-of", "2026-11-15")  # fmt: skip
+                    "--as-of", "2026-11-15", "--local-cluster", "2")  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr
     assert "deals-001.csv line 8, column amount: '-5'" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
     assert store_manifest(home / "store") == before  # the store as it was
+    checked = forecast(home, "data", "validate", str(broken), "--partitions", "2")
+    assert checked.returncode == 1 and "deals-001.csv line 8, column amount" in checked.stderr
+    valid = forecast(home, "data", "validate", str(export), "--partitions", "2")
+    assert valid.returncode == 0 and "valid (2 parts): reps" in valid.stdout, valid.stderr
+    assert store_manifest(home / "store") == before  # validating stores nothing
 
 
 def test_a_deal_id_used_in_two_parts_is_refused_with_its_value(tmp_path):

@@ -190,6 +190,15 @@ AsOfOpt = Annotated[
     ),
 ]
 
+PartitionsOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Read a folder of canonical files a part at a time, split by account, for "
+        "exports larger than memory (docs/scale.md).",
+    ),
+]
+
 
 @data_app.command("import")
 def data_import(
@@ -201,14 +210,7 @@ def data_import(
     adapter: AdapterOpt = None,
     as_of: AsOfOpt = None,
     bad_rows: BadRowsOpt = BadRows.refuse,
-    partitions: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            help="Import a folder of canonical files a part at a time, split by account, for "
-            "exports larger than memory (docs/scale.md).",
-        ),
-    ] = None,
+    partitions: PartitionsOpt = None,
     scheduler: SchedulerOpt = None,
     local_cluster: LocalClusterOpt = None,
 ) -> None:
@@ -217,8 +219,8 @@ def data_import(
     from forecast.data.violations import ValidationError
 
     if partitions is not None:
-        _import_in_parts(source, partitions, (mapping, sql, sql_spec, adapter), as_of, bad_rows,
-                         (scheduler, local_cluster))  # fmt: skip
+        _in_parts(source, partitions, (mapping, sql, sql_spec, adapter), as_of, bad_rows,
+                  (scheduler, local_cluster), store=True)  # fmt: skip
         return
     try:
         with steps(3, "importing") as on_step:
@@ -242,28 +244,31 @@ def data_import(
         print_description(result.tables)
 
 
-def _import_in_parts(
+def _in_parts(
     source: Path | None,
     partitions: int,
     other_sources: tuple,
     as_of: str | None,
     bad_rows: BadRows,
     where: tuple,
+    *,
+    store: bool,
 ) -> None:
-    """`data import --partitions`: a folder of canonical files, split by account, a part at a
-    time."""
-    from forecast.data.ingest import import_in_parts
+    """`data import` or `data validate` with `--partitions`: a folder of canonical files, split
+    by account, checked a part at a time (and stored so, or into a store removed after)."""
+    from forecast.data.ingest import import_in_parts, validate_in_parts
     from forecast.data.parts import PartsError
     from forecast.data.violations import ValidationError
 
     if any(x is not None for x in other_sources):
         only = "a folder of canonical files (one file or one folder of files per table)"
-        raise fail(f"--partitions imports {only}, not --mapping, --sql or --adapter", 2)
+        raise fail(f"--partitions reads {only}, not --mapping, --sql or --adapter", 2)
     if source is None or not source.is_dir():
-        raise fail(f"{source or 'the folder'}: give the folder of canonical files to import", 2)
+        raise fail(f"{source or 'the folder'}: give the folder of canonical files", 2)
+    run = import_in_parts if store else validate_in_parts
     try:
-        with cluster(*where) as client, steps(partitions + 2, "importing") as on_step:
-            result = import_in_parts(
+        with cluster(*where) as client, steps(partitions + 2, "checking") as on_step:
+            result = run(
                 source, partitions, as_of=pd.Timestamp(as_of) if as_of else now(),
                 imported_at=now(), bad_rows=bad_rows.value, client=client, on_step=on_step,
             )  # fmt: skip
@@ -274,9 +279,12 @@ def _import_in_parts(
         raise fail(f"the parts together break the contract, nothing stored: {err}") from None
     _print_set_aside(result.set_aside, result.derived)
     write = result.write
+    rows = ", ".join(f"{name} {count:,}" for name, count in write.rows.items() if count)
+    if not store:
+        console.print(f"[green]valid[/] ({partitions} parts): {rows}", highlight=False)
+        return
     verb = "imported" if write.changed else "unchanged (same data already stored)"
     console.print(f"[green]{verb}[/]: version {write.version} in {write.path}")
-    rows = ", ".join(f"{name} {count:,}" for name, count in write.rows.items() if count)
     console.print(f"{partitions} parts: {rows}", highlight=False)
 
 
@@ -290,11 +298,18 @@ def data_validate(
     adapter: AdapterOpt = None,
     as_of: AsOfOpt = None,
     bad_rows: BadRowsOpt = BadRows.refuse,
+    partitions: PartitionsOpt = None,
+    scheduler: SchedulerOpt = None,
+    local_cluster: LocalClusterOpt = None,
 ) -> None:
     """Check a source against the data contract without storing anything."""
     from forecast.data.validate import check
     from forecast.data.violations import ValidationError
 
+    if partitions is not None:
+        _in_parts(source, partitions, (mapping, sql, sql_spec, adapter), as_of, bad_rows,
+                  (scheduler, local_cluster), store=False)  # fmt: skip
+        return
     try:
         raw, stamp, _ = _read_source(source, mapping, sql, sql_spec, adapter, as_of)
         checked = check(raw, as_of=stamp, bad_rows=bad_rows.value)

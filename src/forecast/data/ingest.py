@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -77,10 +77,6 @@ def import_raw(
     return ImportResult(result, tables, checked.set_aside, checked.derived)
 
 
-# an activity on a deal goes to the deal's part; the account it also names may be in another
-ACROSS_PARTS = ("activities.account_id",)
-
-
 def import_in_parts(
     folder: Path,
     parts: int,
@@ -108,7 +104,7 @@ def import_in_parts(
 
     from forecast.data.parts import check_across_parts
     from forecast.data.sources.files import read_table, table_files
-    from forecast.data.split import WHOLE, part_raw, split_export
+    from forecast.data.split import WHOLE, checked_parts, split_export
     from forecast.data.store import scratch_folder, write_store_parts
 
     step = on_step or (lambda name: None)
@@ -118,15 +114,15 @@ def import_in_parts(
     set_aside: list[Violation] = []
     derived: set[str] = set()
 
-    def checked_parts(split: Path) -> Iterator[StorePart]:
+    def stored_parts(split: Path) -> Iterator[StorePart]:
         errors = []
-        for number in range(parts):
-            step(f"checking part {number + 1} of {parts}")
-            raw = whole | part_raw(split, number, files)
-            try:
-                checked = check(raw, as_of=as_of, bad_rows=bad_rows, elsewhere=ACROSS_PARTS)
-            except ValidationError as err:
-                errors.append(err)
+        each = checked_parts(
+            split, parts, whole, files, as_of=as_of, bad_rows=bad_rows, client=client
+        )
+        for number, checked in enumerate(each):
+            step(f"checked part {number + 1} of {parts}")
+            if isinstance(checked, ValidationError):
+                errors.append(checked)
                 continue
             set_aside.extend(checked.set_aside)
             derived.update(checked.derived)
@@ -139,7 +135,7 @@ def import_in_parts(
         step("splitting the files by account")
         split_export(files, parts, Path(split), client=client)
         write = write_store_parts(
-            checked_parts(Path(split)),
+            stored_parts(Path(split)),
             as_of=as_of,
             source=f"{Path(folder).resolve()} ({parts} parts)",
             imported_at=imported_at,
@@ -147,6 +143,18 @@ def import_in_parts(
             check=partial(check_across_parts, client=client),
         )
     return ImportResult(write, None, tuple(set_aside), tuple(sorted(derived)))
+
+
+def validate_in_parts(folder: Path, parts: int, **options: Any) -> ImportResult:
+    """`import_in_parts` into a store of its own, removed after: the whole check of an export
+    larger than memory (the checks across parts read the parts as stored), nothing kept.
+    `options`: `import_in_parts`'s but `store`."""
+    import tempfile
+
+    from forecast.data.store import scratch_folder
+
+    with tempfile.TemporaryDirectory(dir=scratch_folder(), prefix="validate-") as store:
+        return import_in_parts(folder, parts, store=Path(store), **options)
 
 
 def store_world(

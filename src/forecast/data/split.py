@@ -14,8 +14,10 @@ read back from its pieces with every row still located in the export.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +27,7 @@ import pandas as pd
 from forecast.data.parts import id_hashes, partition_of
 from forecast.data.sources import RawTable
 from forecast.data.sources.files import read_table
+from forecast.data.validate import Checked, check
 from forecast.data.violations import ValidationError, Violation
 
 if TYPE_CHECKING:
@@ -118,6 +121,54 @@ def part_raw(
         source = str(paths[0].parent if several else paths[0])
         raw[name] = RawTable(name, frame, source, lines, names if several else None)
     return raw
+
+
+def checked_parts(
+    split: Path,
+    count: int,
+    whole: Mapping[str, RawTable],
+    files: Mapping[str, Sequence[Path]],
+    *,
+    as_of: pd.Timestamp,
+    bad_rows: str = "refuse",
+    client: Client | None = None,
+) -> Iterator[Checked | ValidationError]:
+    """Each part of the export split under `split` checked against the contract with the
+    `whole` tables (`forecast.data.validate.check`), in part order: its canonical tables, or
+    the error that lists its problems. On `client`'s workers a few parts ahead (the caller
+    holds one part at a time); else here, one after the other."""
+    task = partial(_check_part, split, whole=whole, files=files, as_of=as_of, bad_rows=bad_rows)
+    if client is None:
+        yield from map(task, range(count))
+        return
+    ahead = 2 * max(1, len(client.scheduler_info()["workers"]))
+    futures = deque(client.submit(task, n, pure=False) for n in range(min(ahead, count)))
+    for number in range(count):
+        done = futures.popleft().result()
+        if number + ahead < count:
+            futures.append(client.submit(task, number + ahead, pure=False))
+        yield done
+
+
+# an activity on a deal goes to the deal's part; the account it also names may be in another
+# (checked across the parts, `forecast.data.parts`)
+ACROSS_PARTS = ("activities.account_id",)
+
+
+def _check_part(
+    split: Path,
+    number: int,
+    *,
+    whole: Mapping[str, RawTable],
+    files: Mapping[str, Sequence[Path]],
+    as_of: pd.Timestamp,
+    bad_rows: str,
+) -> Checked | ValidationError:
+    raw = dict(whole) | part_raw(split, number, files)
+    try:
+        return check(raw, as_of=as_of, bad_rows=bad_rows, elsewhere=ACROSS_PARTS)
+    except ValidationError as err:  # returned: every part is heard before the import stops
+        return err
 
 
 def _run(client: Client | None, tasks: list[tuple]) -> list:
