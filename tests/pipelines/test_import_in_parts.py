@@ -108,6 +108,8 @@ def test_a_bad_row_is_named_by_file_and_line_and_nothing_is_stored(export, tmp_p
     valid = forecast(home, "data", "validate", str(export), "--partitions", "2")
     assert valid.returncode == 0 and "valid (2 parts): reps" in valid.stdout, valid.stderr
     assert store_manifest(home / "store") == before  # validating stores nothing
+    whole_on_a_cluster = forecast(home, "data", "import", str(export), "--local-cluster", "2")
+    assert whole_on_a_cluster.returncode == 2 and "give --partitions N" in whole_on_a_cluster.stderr
 
 
 def test_a_deal_id_used_in_two_parts_is_refused_with_its_value(tmp_path):

@@ -222,6 +222,8 @@ def data_import(
         _in_parts(source, partitions, (mapping, sql, sql_spec, adapter), as_of, bad_rows,
                   (scheduler, local_cluster), store=True)  # fmt: skip
         return
+    if scheduler or local_cluster:
+        raise fail("an export is read on a cluster a part at a time: give --partitions N", 2)
     try:
         with steps(3, "importing") as on_step:
             on_step("reading")
@@ -310,6 +312,8 @@ def data_validate(
         _in_parts(source, partitions, (mapping, sql, sql_spec, adapter), as_of, bad_rows,
                   (scheduler, local_cluster), store=False)  # fmt: skip
         return
+    if scheduler or local_cluster:
+        raise fail("an export is read on a cluster a part at a time: give --partitions N", 2)
     try:
         raw, stamp, _ = _read_source(source, mapping, sql, sql_spec, adapter, as_of)
         checked = check(raw, as_of=stamp, bad_rows=bad_rows.value)
