@@ -133,9 +133,10 @@ def test_200000_deals_in_parts_have_the_single_process_features(client, tmp_path
 
 
 def test_train_and_score_on_a_store_in_parts_read_by_the_workers(forecast_home):
-    """`forecast train win` and `forecast score deals --all` on a cluster over a store in
-    parts: the workers read their parts; the training inputs are one process's, row for row
-    (the same data fingerprint), and the scored book is one process's file."""
+    """`forecast train win`, `forecast score deals --all` and `score accounts --all` on a
+    cluster over a store in parts: the workers read their parts; the training inputs are one
+    process's, row for row (the same data fingerprint), and the scored books are one
+    process's files."""
     forecast = str(BIN / "forecast")
 
     def run(*args: str) -> subprocess.CompletedProcess:
@@ -161,6 +162,17 @@ def test_train_and_score_on_a_store_in_parts_read_by_the_workers(forecast_home):
     assert len(book) > 30 and book["reasons"].str.len().gt(0).all()
     assert (book["data_fingerprint"] == store_manifest()["fingerprint"]).all()
     pd.testing.assert_frame_equal(pd.read_parquet(f"{out}-cluster.parquet"), book)
+
+    # every account's churn risk: each worker its part's accounts, one process's file
+    churn = run("train", "churn", "--json")
+    run("models", "promote", "account-churn", str(json.loads(churn.stdout)["version"]), "--force")
+    run("score", "accounts", "--all", "--out", f"{out}-accounts-alone.parquet")
+    scored = run("score", "accounts", "--all", "--out", f"{out}-accounts-cluster.parquet",
+                 "--local-cluster", "2")  # fmt: skip
+    assert "the store is in 3 parts" in scored.stderr
+    accounts = pd.read_parquet(f"{out}-accounts-alone.parquet")
+    assert len(accounts) > 100 and accounts["churn_probability"].between(0, 1).all()
+    pd.testing.assert_frame_equal(pd.read_parquet(f"{out}-accounts-cluster.parquet"), accounts)
 
 
 def test_a_worker_that_dies_mid_task_is_said_to_have_died_with_what_to_try(capsys):

@@ -119,9 +119,10 @@ def score_accounts_command(
 
     Under subscription churn the accounts billed recurring revenue in the last ended month;
     under inactivity churn every customer with a purchase in the year before the as-of. With a
-    Dask cluster, its workers compute the accounts' features (docs/scale.md)."""
-    from forecast.data.store import StoreEmptyError, fingerprint_tables, read_store
-    from forecast.revenue.churn import revenue_at_risk
+    Dask cluster, its workers compute the accounts' features, reading a store in parts
+    themselves (docs/scale.md)."""
+    from forecast.data.store import StoreEmptyError, current_path, read_store, store_manifest
+    from forecast.revenue.churn import revenue_at_risk, revenue_at_risk_of_parts
     from forecast.training.churn_task import MODEL_NAME, definition_of
     from forecast.training.registry import RegistryError, champion_version, load_champion
 
@@ -136,29 +137,35 @@ def score_accounts_command(
         )
         raise typer.Exit(1)
     try:
-        tables = read_store()
-    except StoreEmptyError as err:
-        err_console.print(str(err), style="red")
-        raise typer.Exit(1) from None
-    moment = pd.Timestamp(as_of) if as_of else tables.as_of
-    try:
         model = load_champion(MODEL_NAME, version)
     except RegistryError as err:
         err_console.print(f"{err}: train one with `forecast train churn`", style="red")
         raise typer.Exit(1) from None
     definition = definition_of(model).name
-    with (
-        cluster(scheduler, local_cluster) as client,
-        steps(1, f"scoring the accounts as of {moment:%Y-%m-%d}") as bar,
-    ):
-        book = revenue_at_risk(
-            tables, model, as_of=moment, client=client, progress=bar.parts
-        ).assign(
-            definition=definition,
-            model=MODEL_NAME,
-            model_version=version,
-            data_fingerprint=fingerprint_tables(tables),
-        )
+    with cluster(scheduler, local_cluster) as client:
+        parts = parts_read_by_workers(client)
+        try:
+            tables = read_store(tables=("reps", "products") if parts else None)
+            folder, fingerprint = current_path(), store_manifest()["fingerprint"]
+        except StoreEmptyError as err:
+            err_console.print(str(err), style="red")
+            raise typer.Exit(1) from None
+        moment = pd.Timestamp(as_of) if as_of else tables.as_of
+        with steps(1, f"scoring the accounts as of {moment:%Y-%m-%d}") as bar:
+            if parts:
+                book = revenue_at_risk_of_parts(
+                    client, folder, tables, model, as_of=moment, progress=bar.parts
+                )
+            else:
+                book = revenue_at_risk(
+                    tables, model, as_of=moment, client=client, progress=bar.parts
+                )
+    book = book.assign(
+        definition=definition,
+        model=MODEL_NAME,
+        model_version=version,
+        data_fingerprint=fingerprint,
+    )
     _write(book, out)
     at_risk = book["revenue_at_risk"].sum()
     console.print(

@@ -44,6 +44,8 @@ OWN_TABLES = ("deals", *DEAL_ROWS)  # what a worker reads of its part of a store
 CONTEXT_TABLES = ("deals", "accounts", "reps", "products", "revenue")
 T = TypeVar("T")
 ACCOUNT_ROWS = ("revenue", "signals", "activities", "orders", "deals")  # by account_id
+# what a worker reads of its part of a store in parts for its accounts' features
+ACCOUNT_TABLES = ("accounts", *ACCOUNT_ROWS, "deal_history")
 
 
 def deal_features_on(

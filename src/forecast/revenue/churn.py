@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -80,7 +81,41 @@ def revenue_at_risk(
     out["arr"] = definition.yearly_revenue(frame)
     out["churn_probability"] = churn_probability(model, frame) if len(frame) else []
     out["revenue_at_risk"] = out["churn_probability"] * out["arr"]
-    return out.sort_values("revenue_at_risk", ascending=False, ignore_index=True)
+    return _largest_first(out)
+
+
+def revenue_at_risk_of_parts(
+    client: Client,
+    folder: Path,
+    shared: CrmTables,
+    model: BaseEstimator,
+    *,
+    as_of: pd.Timestamp | str,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """`revenue_at_risk` of the store in parts at `folder` (its version folder), each part's
+    accounts by a worker that reads the part itself: an account's features read only its own
+    rows, which its part holds. `shared`: the reps and products, which every part refers to
+    (`read_version(folder, ("reps", "products"))`). The same rows as one process's."""
+    from forecast.features.on_dask import ACCOUNT_TABLES, on_parts
+
+    refers = {"reps": shared.reps, "products": shared.products}
+    task = (_at_risk_of_part, model, pd.Timestamp(as_of), refers)
+    made = on_parts(client, folder, ACCOUNT_TABLES, *task, progress=progress)
+    return _largest_first(pd.concat(made, ignore_index=True))
+
+
+def _at_risk_of_part(
+    own: CrmTables, model: BaseEstimator, as_of: pd.Timestamp, refers: dict[str, pd.DataFrame]
+) -> pd.DataFrame:
+    return revenue_at_risk(own.replace(**refers), model, as_of=as_of)
+
+
+def _largest_first(at_risk: pd.DataFrame) -> pd.DataFrame:
+    """Largest revenue at risk first; ties by account id (the same order however made)."""
+    return at_risk.sort_values(
+        ["revenue_at_risk", "account_id"], ascending=[False, True], kind="stable", ignore_index=True
+    )
 
 
 def revenue_at_risk_by(at_risk: pd.DataFrame, level: str) -> pd.DataFrame:
