@@ -15,7 +15,7 @@ import pandas as pd
 
 from forecast.data import derive
 from forecast.data.contract import OPEN_STAGES
-from forecast.data.tables import CrmTables
+from forecast.data.tables import STRING, CrmTables
 from forecast.features.asof import Running, running_in_order, running_of, running_sums
 from forecast.features.deal_codes import Ids, by_code, fit_key, take
 from forecast.features.deal_facts import DealFacts, State, close_events
@@ -162,9 +162,9 @@ class OwnRows:
             closes=close_events(tables),
             quotes=pd.DataFrame(
                 {
-                    "deal_id": facts.deal_id[quoted],
-                    "account_id": facts.account_id[quoted],
-                    "product_id": facts.product_id[quoted],
+                    "deal_id": pd.array(facts.deal_id[quoted], dtype=STRING),
+                    "account_id": pd.array(facts.account_id[quoted], dtype=STRING),
+                    "product_id": pd.array(facts.product_id[quoted], dtype=STRING),
                     "amount": amount[quoted],
                     "at": when[quoted],
                 }

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from forecast.data.contract import CLOSED_STAGES, OPEN_STAGES
-from forecast.data.tables import CrmTables
+from forecast.data.tables import STRING, CrmTables
 from forecast.features.asof import Running, Timeline, running_of
 from forecast.features.deal_codes import FEW
 from forecast.features.deal_schema import (
@@ -277,9 +277,11 @@ def close_events(tables: CrmTables) -> pd.DataFrame:
     ids = closes["deal_id"].to_numpy()
     return pd.DataFrame(
         {
-            "account_id": deals["account_id"].reindex(ids).to_numpy(),
-            "rep_id": deals["rep_id"].reindex(ids).to_numpy(),
-            "product_id": deals["product_id"].reindex(ids).to_numpy(),
+            # ids as compact text: a large CRM's closes are millions of rows (they travel
+            # from each part of a store in parts to the process building `DealContext`)
+            "account_id": pd.array(deals["account_id"].reindex(ids), dtype=STRING),
+            "rep_id": pd.array(deals["rep_id"].reindex(ids), dtype=STRING),
+            "product_id": pd.array(deals["product_id"].reindex(ids), dtype=STRING),
             "furthest": reached.reindex(ids).to_numpy(),
             "at": closes["changed_at"].to_numpy(),
             "won": (closes["stage"] == "closed_won").to_numpy(dtype=float),
