@@ -218,12 +218,9 @@ def data_import(
     from forecast.data.ingest import import_raw
     from forecast.data.violations import ValidationError
 
-    if partitions is not None:
-        _in_parts(source, partitions, (mapping, sql, sql_spec, adapter), as_of, bad_rows,
-                  (scheduler, local_cluster), store=True)  # fmt: skip
+    if _ran_in_parts(source, partitions, (mapping, sql, sql_spec, adapter), as_of, bad_rows,
+                     (scheduler, local_cluster), store=True):  # fmt: skip
         return
-    if scheduler or local_cluster:
-        raise fail("an export is read on a cluster a part at a time: give --partitions N", 2)
     try:
         with steps(3, "importing") as on_step:
             on_step("reading")
@@ -246,22 +243,27 @@ def data_import(
         print_description(result.tables)
 
 
-def _in_parts(
+def _ran_in_parts(
     source: Path | None,
-    partitions: int,
+    partitions: int | None,
     other_sources: tuple,
     as_of: str | None,
     bad_rows: BadRows,
     where: tuple,
     *,
     store: bool,
-) -> None:
+) -> bool:
     """`data import` or `data validate` with `--partitions`: a folder of canonical files, split
-    by account, checked a part at a time (and stored so, or into a store removed after)."""
+    by account, checked a part at a time (and stored so, or into a store removed after); False
+    without `--partitions` (a cluster is then refused: a whole export is read here)."""
     from forecast.data.ingest import import_in_parts, validate_in_parts
     from forecast.data.parts import PartsError
     from forecast.data.violations import ValidationError
 
+    if partitions is None:
+        if any(where):
+            raise fail("an export is read on a cluster a part at a time: give --partitions N", 2)
+        return False
     if any(x is not None for x in other_sources):
         only = "a folder of canonical files (one file or one folder of files per table)"
         raise fail(f"--partitions reads {only}, not --mapping, --sql or --adapter", 2)
@@ -284,10 +286,11 @@ def _in_parts(
     rows = ", ".join(f"{name} {count:,}" for name, count in write.rows.items() if count)
     if not store:
         console.print(f"[green]valid[/] ({partitions} parts): {rows}", highlight=False)
-        return
+        return True
     verb = "imported" if write.changed else "unchanged (same data already stored)"
     console.print(f"[green]{verb}[/]: version {write.version} in {write.path}")
     console.print(f"{partitions} parts: {rows}", highlight=False)
+    return True
 
 
 @data_app.command("validate")
@@ -308,12 +311,9 @@ def data_validate(
     from forecast.data.validate import check
     from forecast.data.violations import ValidationError
 
-    if partitions is not None:
-        _in_parts(source, partitions, (mapping, sql, sql_spec, adapter), as_of, bad_rows,
-                  (scheduler, local_cluster), store=False)  # fmt: skip
+    if _ran_in_parts(source, partitions, (mapping, sql, sql_spec, adapter), as_of, bad_rows,
+                     (scheduler, local_cluster), store=False):  # fmt: skip
         return
-    if scheduler or local_cluster:
-        raise fail("an export is read on a cluster a part at a time: give --partitions N", 2)
     try:
         raw, stamp, _ = _read_source(source, mapping, sql, sql_spec, adapter, as_of)
         checked = check(raw, as_of=stamp, bad_rows=bad_rows.value)
