@@ -14,16 +14,19 @@ import typer
 from forecast.cli.common import (
     LocalClusterOpt,
     SchedulerOpt,
-    cluster,
     console,
-    err_console,
     fail,
     moment_option,
     now,
     steps,
 )
-from forecast.cli.data_views import print_description, print_diagnosis
-from forecast.settings import get_settings
+from forecast.cli.data_parts import generate_in_parts, ran_in_parts
+from forecast.cli.data_views import (
+    print_description,
+    print_diagnosis,
+    print_set_aside,
+    print_violations,
+)
 
 data_app = typer.Typer(
     help="Generate, import, validate and describe CRM data.", no_args_is_help=True
@@ -60,7 +63,7 @@ def data_generate(
     from forecast.data.ingest import generate
 
     if partitions is not None:
-        _generate_in_parts(deals, partitions, seed, as_of, dirt, (scheduler, local_cluster))
+        generate_in_parts(deals, partitions, seed, as_of, dirt, (scheduler, local_cluster))
         return
     with steps(7, "generating") as on_step:
         world, result = generate(
@@ -70,32 +73,6 @@ def data_generate(
     console.print(f"[green]{verb}[/] version {result.version} in {result.path}")
     if show:
         print_description(world.tables)
-
-
-def _generate_in_parts(
-    deals: int, partitions: int, seed: int, as_of: str, dirt: float, where: tuple
-) -> None:
-    """`data generate --partitions`: the world made and stored part by part."""
-    from forecast.data.ingest import generate_in_parts
-    from forecast.data.parts import PartsError
-    from forecast.data.validate import ValidationError
-
-    if dirt:
-        raise fail("--dirt: a world made in parts is clean (generate it whole for untidy rows)", 2)
-    if not 1 <= partitions <= deals // 50:
-        raise fail(f"--partitions {partitions}: give 1 to {deals // 50} (50 deals a part)", 2)
-    try:
-        with cluster(*where) as client, steps(partitions + 1, "generating") as on_step:
-            result = generate_in_parts(
-                deals, partitions, seed=seed, as_of=as_of, imported_at=now(), client=client,
-                on_step=on_step,
-            )  # fmt: skip
-    except (ValidationError, PartsError) as err:
-        raise fail(f"the generated world broke the contract, nothing stored: {err}") from None
-    verb = "stored" if result.changed else "already stored (unchanged)"
-    console.print(f"[green]{verb}[/] version {result.version} in {result.path}")
-    rows = ", ".join(f"{name} {count:,}" for name, count in result.rows.items() if count)
-    console.print(f"{partitions} parts: {rows}", highlight=False)
 
 
 def _read_source(
@@ -218,7 +195,7 @@ def data_import(
     from forecast.data.ingest import import_raw
     from forecast.data.violations import ValidationError
 
-    if _ran_in_parts(source, partitions, (mapping, sql, sql_spec, adapter), as_of, bad_rows,
+    if ran_in_parts(source, partitions, (mapping, sql, sql_spec, adapter), as_of, bad_rows.value,
                      (scheduler, local_cluster), store=True):  # fmt: skip
         return
     try:
@@ -234,63 +211,13 @@ def data_import(
                 on_step=on_step,
             )
     except ValidationError as err:
-        _print_violations(err)
+        print_violations(err)
         raise typer.Exit(1) from None
-    _print_set_aside(result.set_aside, result.derived)
+    print_set_aside(result.set_aside, result.derived)
     verb = "imported" if result.write.changed else "unchanged (same data already stored)"
     console.print(f"[green]{verb}[/]: version {result.write.version} in {result.write.path}")
     if result.tables is not None:
         print_description(result.tables)
-
-
-def _ran_in_parts(
-    source: Path | None,
-    partitions: int | None,
-    other_sources: tuple,
-    as_of: str | None,
-    bad_rows: BadRows,
-    where: tuple,
-    *,
-    store: bool,
-) -> bool:
-    """`data import` or `data validate` with `--partitions`: a folder of canonical files, split
-    by account, checked a part at a time (and stored so, or into a store removed after); False
-    without `--partitions` (a cluster is then refused: a whole export is read here)."""
-    from forecast.data.ingest import import_in_parts, validate_in_parts
-    from forecast.data.parts import PartsError
-    from forecast.data.violations import ValidationError
-
-    if partitions is None:
-        if any(where):
-            raise fail("an export is read on a cluster a part at a time: give --partitions N", 2)
-        return False
-    if any(x is not None for x in other_sources):
-        only = "a folder of canonical files (one file or one folder of files per table)"
-        raise fail(f"--partitions reads {only}, not --mapping, --sql or --adapter", 2)
-    if source is None or not source.is_dir():
-        raise fail(f"{source or 'the folder'}: give the folder of canonical files", 2)
-    run = import_in_parts if store else validate_in_parts
-    try:
-        with cluster(*where) as client, steps(partitions + 2, "checking") as on_step:
-            result = run(
-                source, partitions, as_of=pd.Timestamp(as_of) if as_of else now(),
-                imported_at=now(), bad_rows=bad_rows.value, client=client, on_step=on_step,
-            )  # fmt: skip
-    except ValidationError as err:
-        _print_violations(err)
-        raise typer.Exit(1) from None
-    except PartsError as err:
-        raise fail(f"the parts together break the contract, nothing stored: {err}") from None
-    _print_set_aside(result.set_aside, result.derived)
-    write = result.write
-    rows = ", ".join(f"{name} {count:,}" for name, count in write.rows.items() if count)
-    if not store:
-        console.print(f"[green]valid[/] ({partitions} parts): {rows}", highlight=False)
-        return True
-    verb = "imported" if write.changed else "unchanged (same data already stored)"
-    console.print(f"[green]{verb}[/]: version {write.version} in {write.path}")
-    console.print(f"{partitions} parts: {rows}", highlight=False)
-    return True
 
 
 @data_app.command("validate")
@@ -311,41 +238,22 @@ def data_validate(
     from forecast.data.validate import check
     from forecast.data.violations import ValidationError
 
-    if _ran_in_parts(source, partitions, (mapping, sql, sql_spec, adapter), as_of, bad_rows,
+    if ran_in_parts(source, partitions, (mapping, sql, sql_spec, adapter), as_of, bad_rows.value,
                      (scheduler, local_cluster), store=False):  # fmt: skip
         return
     try:
         raw, stamp, _ = _read_source(source, mapping, sql, sql_spec, adapter, as_of)
         checked = check(raw, as_of=stamp, bad_rows=bad_rows.value)
     except ValidationError as err:
-        _print_violations(err)
+        print_violations(err)
         raise typer.Exit(1) from None
-    _print_set_aside(checked.set_aside, checked.derived)
+    print_set_aside(checked.set_aside, checked.derived)
     rows = ", ".join(
         f"{name} {len(frame):,}" + (" (derived)" if name in checked.derived else "")
         for name, frame in checked.tables.items()
         if len(frame)
     )
     console.print(f"[green]valid[/]: {rows}")
-
-
-def _print_set_aside(set_aside, derived) -> None:
-    """Rows repaired or quarantined under --bad-rows, and tables derived, as warnings."""
-    if "deal_history" in derived:
-        err_console.print(
-            "deal_history: none in the source, derived from deals (a creation row and the "
-            "closing row per deal); stage-history features are off",
-            style="yellow",
-            markup=False,
-        )
-    if not set_aside:
-        return
-    err_console.print(f"{len(set_aside):,} rows set aside or repaired:", style="yellow")
-    shown = get_settings().max_violations_shown
-    for note in set_aside[:shown]:
-        err_console.print(f"  {note}", markup=False, highlight=False, soft_wrap=True)
-    if len(set_aside) > shown:
-        err_console.print(f"  … and {len(set_aside) - shown:,} more", markup=False)
 
 
 @data_app.command("describe")
@@ -399,7 +307,7 @@ def data_doctor(
     except StoreEmptyError as err:
         raise fail(str(err)) from None
     except ValidationError as err:
-        _print_violations(err)
+        print_violations(err)
         raise typer.Exit(1) from None
     found = diagnose(tables)
     if as_json:
@@ -409,13 +317,3 @@ def data_doctor(
         print_diagnosis(found)
     if found.blockers:
         raise typer.Exit(1)
-
-
-def _print_violations(err) -> None:
-    """The validation summary as plain text: long paths must not be wrapped mid-name."""
-    err_console.print(
-        err.summary(get_settings().max_violations_shown),
-        markup=False,
-        highlight=False,
-        soft_wrap=True,
-    )

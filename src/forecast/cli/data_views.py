@@ -1,11 +1,12 @@
-"""How `forecast data describe`, `generate` and `doctor` show a CRM: tables of what it holds
-and what it supports."""
+"""How the `forecast data` commands show a CRM and its import: tables of what it holds and
+what it supports, the problems found and the rows set aside."""
 
 from __future__ import annotations
 
 from rich.table import Table
 
-from forecast.cli.common import console
+from forecast.cli.common import console, err_console
+from forecast.settings import get_settings
 
 
 def print_diagnosis(found) -> None:
@@ -88,3 +89,32 @@ def _print_deals(d, tables) -> None:
                 row[1], row[2], f"{row.deals:,}", f"{row.converted:,}", f"{row.rate:.1%}"
             )
         console.print(conversion)
+
+
+def print_set_aside(set_aside, derived) -> None:
+    """Rows repaired or quarantined under --bad-rows, and tables derived, as warnings."""
+    if "deal_history" in derived:
+        err_console.print(
+            "deal_history: none in the source, derived from deals (a creation row and the "
+            "closing row per deal); stage-history features are off",
+            style="yellow",
+            markup=False,
+        )
+    if not set_aside:
+        return
+    err_console.print(f"{len(set_aside):,} rows set aside or repaired:", style="yellow")
+    shown = get_settings().max_violations_shown
+    for note in set_aside[:shown]:
+        err_console.print(f"  {note}", markup=False, highlight=False, soft_wrap=True)
+    if len(set_aside) > shown:
+        err_console.print(f"  … and {len(set_aside) - shown:,} more", markup=False)
+
+
+def print_violations(err) -> None:
+    """The validation summary as plain text: long paths must not be wrapped mid-name."""
+    err_console.print(
+        err.summary(get_settings().max_violations_shown),
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )

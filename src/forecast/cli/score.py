@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import pandas as pd
 import typer
@@ -124,23 +124,12 @@ def score_accounts_command(
     from forecast.data.store import StoreEmptyError, current_path, read_store, store_manifest
     from forecast.revenue.churn import revenue_at_risk, revenue_at_risk_of_parts
     from forecast.training.churn_task import MODEL_NAME, definition_of
-    from forecast.training.registry import RegistryError, champion_version, load_champion
 
     if not every:
         err_console.print("name what to score: --all (every account)", style="red")
         raise typer.Exit(2)
     _check_suffix(out)
-    version = champion_version(MODEL_NAME)
-    if version is None:
-        err_console.print(
-            f"{MODEL_NAME} has no champion: train one with `forecast train churn`", style="red"
-        )
-        raise typer.Exit(1)
-    try:
-        model = load_champion(MODEL_NAME, version)
-    except RegistryError as err:
-        err_console.print(f"{err}: train one with `forecast train churn`", style="red")
-        raise typer.Exit(1) from None
+    version, model = _churn_champion()
     definition = definition_of(model).name
     with cluster(scheduler, local_cluster) as client:
         parts = parts_read_by_workers(client)
@@ -172,6 +161,21 @@ def score_accounts_command(
         f"{len(book):,} accounts scored as of {moment:%Y-%m-%d} by {MODEL_NAME} v{version} "
         f"({definition} churn); revenue at risk {at_risk:,.0f} -> {out}"
     )
+
+
+def _churn_champion() -> tuple[str, Any]:
+    """The churn champion's version and model, or exit 1 saying how to train one."""
+    from forecast.training.churn_task import MODEL_NAME
+    from forecast.training.registry import RegistryError, champion_version, load_champion
+
+    version = champion_version(MODEL_NAME)
+    try:
+        if version is None:
+            raise RegistryError(f"{MODEL_NAME} has no champion")
+        return version, load_champion(MODEL_NAME, version)
+    except RegistryError as err:
+        err_console.print(f"{err}: train one with `forecast train churn`", style="red")
+        raise typer.Exit(1) from None
 
 
 def _check_suffix(out: Path) -> None:

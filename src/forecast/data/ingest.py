@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +21,7 @@ from forecast.data.store import (
     write_store,
 )
 from forecast.data.tables import CrmTables
-from forecast.data.validate import check, validate
+from forecast.data.validate import Checked, check, validate
 from forecast.data.violations import ValidationError, Violation
 from forecast.data.world import CrmWorld, WorldTruth, make_crm
 
@@ -111,38 +111,50 @@ def import_in_parts(
     files = table_files(folder)
     whole = {name: read_table(files[name], name) for name in WHOLE if name in files}
     check(whole, as_of=as_of)  # alone first: their problems said once, not by every part
-    set_aside: list[Violation] = []
-    derived: set[str] = set()
-
-    def stored_parts(split: Path) -> Iterator[StorePart]:
-        errors = []
-        each = checked_parts(
-            split, parts, whole, files, as_of=as_of, bad_rows=bad_rows, client=client
-        )
-        for number, checked in enumerate(each):
-            step(f"checked part {number + 1} of {parts}")
-            if isinstance(checked, ValidationError):
-                errors.append(checked)
-                continue
-            set_aside.extend(checked.set_aside)
-            derived.update(checked.derived)
-            tables = checked.tables.items()
-            yield StorePart({n: f for n, f in tables if number == 0 or n not in WHOLE})
-        if errors:
-            raise ValidationError.merge(errors)
-
+    noted = _Noted()
     with tempfile.TemporaryDirectory(dir=scratch_folder(store=store)) as split:
         step("splitting the files by account")
         split_export(files, parts, Path(split), client=client)
+        each = checked_parts(
+            Path(split), parts, whole, files, as_of=as_of, bad_rows=bad_rows, client=client
+        )
         write = write_store_parts(
-            stored_parts(Path(split)),
+            noted.stored(each, step),
             as_of=as_of,
             source=f"{Path(folder).resolve()} ({parts} parts)",
             imported_at=imported_at,
             store=store,
             check=partial(check_across_parts, client=client),
         )
-    return ImportResult(write, None, tuple(set_aside), tuple(sorted(derived)))
+    return ImportResult(write, None, tuple(noted.set_aside), tuple(sorted(noted.derived)))
+
+
+@dataclass
+class _Noted:
+    """What the checked parts of an import in parts set aside and derived, as they are stored."""
+
+    set_aside: list[Violation] = field(default_factory=list)
+    derived: set[str] = field(default_factory=set)
+
+    def stored(
+        self, checked: Iterable[Checked | ValidationError], step: Callable[[str], None]
+    ) -> Iterator[StorePart]:
+        """Each checked part as a part of the store (the tables every part refers to in the
+        first only); every part's problems in one error after the last."""
+        from forecast.data.split import WHOLE
+
+        errors = []
+        for number, part in enumerate(checked):
+            step(f"checked part {number + 1}")
+            if isinstance(part, ValidationError):
+                errors.append(part)
+                continue
+            self.set_aside.extend(part.set_aside)
+            self.derived.update(part.derived)
+            tables = part.tables.items()
+            yield StorePart({n: f for n, f in tables if number == 0 or n not in WHOLE})
+        if errors:
+            raise ValidationError.merge(errors)
 
 
 def validate_in_parts(folder: Path, parts: int, **options: Any) -> ImportResult:
