@@ -151,3 +151,26 @@ def test_a_process_that_never_closed_its_writer_still_exits_and_its_rows_are_wri
     with _engine(tmp_path).connect() as conn:
         ids = conn.execute(sa.select(audit_log.c.request_id)).scalars().all()
     assert ids == ["left-open"]
+
+
+def test_a_spool_file_replayed_by_another_process_meanwhile_loses_no_row(tmp_path, monkeypatch):
+    """Another process's replay may remove a spool file between the listing of the spool and
+    the reading of its size: the rows being spilled are still kept (in CI under load, 140 rows
+    were counted lost so)."""
+    spool = tmp_path / "spool"
+    sink = RowSink(engine_for(AWAY), LOG_TABLES, spool)
+    sink.spill([_audit("first")])
+    [other] = spool.glob("spool-*.jsonl")
+    real_stat, replayed = Path.stat, []
+
+    def replayed_meanwhile(self, *args, **kwargs):
+        if self == other and not replayed:
+            replayed.append(self)
+            self.unlink()  # gone between the listing and this look at it
+        return real_stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", replayed_meanwhile)
+    sink.spill([_audit("second")])
+    monkeypatch.undo()
+    assert (sink.counts.spooled, sink.counts.lost) == (2, 0)
+    assert not other.exists() and spooled_rows(spool) == 1
