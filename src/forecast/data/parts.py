@@ -32,7 +32,12 @@ def id_hashes(ids: np.ndarray | Sequence) -> np.ndarray:
 
 def partition_of(ids: np.ndarray | Sequence, count: int) -> np.ndarray:
     """Each id's partition of `count`, by its hash (`id_hashes`)."""
-    return (id_hashes(ids) % np.uint64(count)).astype(np.int64)
+    return partition_of_hashes(id_hashes(ids), count)
+
+
+def partition_of_hashes(hashes: np.ndarray, count: int) -> np.ndarray:
+    """The partition of `count` of each id hash (`id_hashes`)."""
+    return (hashes % np.uint64(count)).astype(np.int64)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ read back from its pieces with every row still located in the export.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from forecast.data.parts import id_hashes, partition_of
+from forecast.data.parts import id_hashes, partition_of, partition_of_hashes
 from forecast.data.sources import RawTable
 from forecast.data.sources.files import read_table
 from forecast.data.validate import Checked, check
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
 WHOLE = ("reps", "products", "targets")  # read whole, checked with every part, stored once
 FILE, LINE = "__file", "__line"  # each row's place in the export, kept beside it in the pieces
-Progress = Callable[[int, int], None]  # (files done, files)
 
 
 @dataclass(frozen=True)
@@ -56,11 +55,11 @@ class DealParts:
         """The part of each deal id; an id no deal has goes by its own hash (its rows are then
         refused in that part: no such deal)."""
         hashes = id_hashes(deal_ids)
+        own = partition_of_hashes(hashes, count)
         if not len(self.hashes):
-            return (hashes % np.uint64(count)).astype(np.int64)
+            return own
         at = np.minimum(np.searchsorted(self.hashes, hashes), len(self.hashes) - 1)
-        found = self.hashes[at] == hashes
-        return np.where(found, self.parts[at], (hashes % np.uint64(count)).astype(np.int64))
+        return np.where(self.hashes[at] == hashes, self.parts[at], own)
 
 
 def split_export(
@@ -69,7 +68,6 @@ def split_export(
     scratch: Path,
     *,
     client: Client | None = None,
-    progress: Progress | None = None,
 ) -> None:
     """Split the export's `files` (`table_files`) but the `WHOLE` tables into `count` parts
     under `scratch` (`<table>/part-NNNNN/<file number>.parquet`), a file at a time, on the
@@ -86,22 +84,13 @@ def split_export(
         if name not in (*WHOLE, "deals")
         for n, path in enumerate(paths)
     ]
-    total, done = len(deal_files) + len(other), 0
-
-    def heard(results: list) -> list:
-        nonlocal done
-        done += len(results)
-        if progress is not None:
-            progress(done, total)
-        return results
-
     tasks: list[tuple] = [("deals", n, path, scratch, count, None) for n, path in deal_files]
-    made = heard(_run(client, tasks))
+    made = _run(client, tasks)
     _raise_problems(made)
     deal_parts = DealParts.joined([m for m in made if not isinstance(m, list)])
     shared = client.scatter(deal_parts, broadcast=True) if client is not None else deal_parts
     tasks = [(name, n, path, scratch, count, shared) for name, n, path in other]
-    _raise_problems(heard(_run(client, tasks)))
+    _raise_problems(_run(client, tasks))
 
 
 def part_raw(
