@@ -210,7 +210,7 @@ def test_two_workers_take_connections_in_turn_and_stop_after_the_grace(trained_h
         # few readiness checks of the start and the polls above (a 6/2 split of the
         # connections would be 30/10)
         answered = _answered_per_worker(texts[0])
-        assert len(answered) == 2 and all(20 <= n < 25 + polls for n in answered.values())
+        assert len(answered) == 2 and all(20 <= n < 25 + polls for n in answered.values()), answered
 
         server.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
