@@ -61,6 +61,58 @@ def test_score_deals_all_writes_every_open_deal_with_version_and_logs_it(own_log
     assert by_deal[first["deal_id"]]["model_version"] == "1"
 
 
+def test_the_revenue_forecast_reads_the_scored_book(own_log):
+    """`forecast revenue --scores`: the open deals' chances from the book, the same forecast as
+    scoring them again; a book of another moment, data or model, or one missing an open deal,
+    is refused by name."""
+    book_file = own_log / "scores.parquet"
+    done = runner.invoke(app, ["score", "deals", "--all", "--out", str(book_file), "--no-log"])
+    assert done.exit_code == 0, done.output
+    asked = ["revenue", "--level", "rep", "--json", "--draws", "500", "--no-lean"]
+    fresh = json.loads(runner.invoke(app, asked).stdout)
+    read = runner.invoke(app, [*asked, "--scores", str(book_file)])
+    assert read.exit_code == 0, read.output
+    from_book = json.loads(read.stdout)
+    assert from_book["nodes"] and len(from_book["nodes"]) == len(fresh["nodes"])
+    for ours, theirs in zip(from_book["nodes"], fresh["nodes"], strict=True):
+        assert ours["node"] == theirs["node"]
+        assert ours["mean"] == pytest.approx(theirs["mean"], rel=1e-9, abs=1e-6)
+    as_csv = own_log / "scores.csv"
+    pd.read_parquet(book_file).to_csv(as_csv, index=False)  # as `--out scores.csv` writes it
+    read = runner.invoke(app, [*asked, "--scores", str(as_csv)])
+    assert read.exit_code == 0, read.output
+    assert [n["mean"] for n in json.loads(read.stdout)["nodes"]] == [
+        n["mean"] for n in from_book["nodes"]
+    ]
+
+    book = pd.read_parquet(book_file)
+    nothing = own_log / "nothing-wins.parquet"
+    book.assign(probability=0.0).to_parquet(nothing)
+    lower = json.loads(runner.invoke(app, [*asked, "--scores", str(nothing)]).stdout)
+    company = [n["mean"] for n in lower["nodes"]]
+    assert sum(company) < sum(n["mean"] for n in fresh["nodes"]), "the book's chances are used"
+
+    def refused(frame: pd.DataFrame, name: str, *more: str) -> str:
+        path = own_log / name
+        frame.to_parquet(path)
+        done = runner.invoke(app, [*asked, "--scores", str(path), *more])
+        assert done.exit_code == 1 and str(path) in done.output, done.output
+        return " ".join(done.output.split())  # rich wraps lines
+
+    assert "scored as of" in refused(book, "same.parquet", "--as-of", "2026-11-01")
+    # the book's moment is the forecast's: the deals open a week earlier are not all in it
+    earlier = book["as_of"] - pd.Timedelta(days=7)
+    assert "have no score in the book" in refused(book.assign(as_of=earlier), "earlier.parquet")
+    assert "other data" in refused(book.assign(data_fingerprint="0" * 64), "other.parquet")
+    assert "version 99" in refused(book.assign(model_version="99"), "v99.parquet")
+    assert "1 of the" in refused(book.iloc[1:], "short.parquet")
+    assert "no column probability" in refused(book.drop(columns="probability"), "cols.parquet")
+    wrong = book.assign(probability=book["probability"].where(book.index != 2, 1.5))
+    assert "row 3, column probability: 1.5" in refused(wrong, "p.parquet")
+    done = runner.invoke(app, [*asked, "--scores", str(own_log / "absent.parquet")])
+    assert done.exit_code == 1 and "no such file" in " ".join(done.output.split())
+
+
 def test_bad_options_are_refused_and_write_nothing(own_log):
     done = runner.invoke(app, ["score", "deals", "--all", "--out", str(own_log / "s.txt")])
     assert done.exit_code == 2 and ".parquet or .csv" in done.output
@@ -112,9 +164,9 @@ def test_the_readme_bulk_commands_run_as_printed(own_log, monkeypatch):
     printed = [
         line.split("  #")[0].strip()
         for line in readme.splitlines()
-        if line.startswith(("forecast score ", "forecast log "))
+        if line.startswith(("forecast score ", "forecast revenue --scores", "forecast log "))
     ]
-    assert len(printed) >= 2 and any(c.startswith("forecast log ") for c in printed)
+    assert len(printed) >= 3 and any(c.startswith("forecast log ") for c in printed)
     monkeypatch.chdir(own_log)
     for command in printed:
         done = runner.invoke(app, shlex.split(command)[1:])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import pandas as pd
@@ -29,6 +30,7 @@ from forecast.settings import get_settings
 
 if TYPE_CHECKING:
     from forecast.data.tables import Featurize
+    from forecast.explain.book import BookScores
 
 # a terminal sets its own width; in a log (make run, CI) the wide tables stay readable
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -208,6 +210,14 @@ LeanOpt = Annotated[
         "more accurate than the simulation.",
     ),
 ]
+ScoresOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--scores",
+        help="Take the open deals' chances from a scored book (the file `forecast score deals "
+        "--all` wrote) instead of scoring them again; the forecast is as of its as-of.",
+    ),
+]
 ChurnOpt = Annotated[
     bool,
     typer.Option(
@@ -226,6 +236,7 @@ def revenue(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     lean: LeanOpt = True,
+    scores: ScoresOpt = None,
     scheduler: SchedulerOpt = None,
     local_cluster: LocalClusterOpt = None,
 ) -> None:
@@ -236,13 +247,15 @@ def revenue(
 
     if level not in LEVEL_NAMES:
         raise fail(f"--level {level!r}: expected one of {', '.join(LEVEL_NAMES)}")
-    tables, moment, quarter = _forecast_moment(quarter, as_of)
+    book = _book_scores(scores) if scores else None
+    tables, moment, quarter = _forecast_moment(quarter, as_of or (book and book.as_of))
     scorer, version = champion_scorer()
+    if book is not None:
+        _check_book(book, moment, version)
     churn = _churn_champion()
     with cluster(scheduler, local_cluster) as client, steps(1, f"forecasting {quarter}") as bar:
-        inputs = _live_inputs(
-            tables, quarter, moment, scorer, churn, deal_features_with(client, bar.parts)
-        )
+        featurize = deal_features_with(client, bar.parts)
+        inputs = _live_inputs(tables, quarter, moment, scorer, churn, featurize, book)
     if lean:
         inputs = _lean(tables, inputs)
     forecast = simulate_quarter(inputs, draws=draws, seed=seed, level=level)
@@ -256,7 +269,40 @@ def revenue(
     print_forecast(forecast, level)
 
 
-def _forecast_moment(quarter: str | None, as_of: str | None):
+def _book_scores(path: Path) -> BookScores:
+    from forecast.explain.book import BookFileError, read_book_scores
+
+    try:
+        return read_book_scores(path)
+    except BookFileError as err:
+        raise fail(f"--scores {err}") from None
+
+
+def _check_book(book: BookScores, moment: pd.Timestamp, version: str) -> None:
+    """Exits unless the book was scored at the forecast's moment, on the stored data, by the
+    champion (the quarters before it are scored by the champion too)."""
+    from forecast.data.store import store_manifest
+
+    path, again = book.path, "score the book again: `forecast score deals --all`"
+    if book.as_of != moment:
+        raise fail(
+            f"--scores {path}: scored as of {book.as_of:%Y-%m-%d}, the forecast is as of "
+            f"{moment:%Y-%m-%d}: leave out --as-of, or {again} --as-of {moment:%Y-%m-%d}"
+        )
+    if book.fingerprint != store_manifest()["fingerprint"]:
+        raise fail(f"--scores {path}: scored on other data than the store holds now: {again}")
+    if (book.model, book.model_version) != (CHAMPION_NAME, str(version)):
+        raise fail(
+            f"--scores {path}: scored by {book.model} version {book.model_version}, the "
+            f"champion is {CHAMPION_NAME} version {version}: {again}"
+        )
+    err_console.print(
+        f"the open deals' chances from {path} ({book.model} version {book.model_version}, "
+        f"as of {book.as_of:%Y-%m-%d})"
+    )
+
+
+def _forecast_moment(quarter: str | None, as_of: str | pd.Timestamp | None):
     """The stored tables, the forecast's moment and its quarter; exits on a bad quarter or a
     moment after the data's."""
     from forecast.data.store import StoreEmptyError, read_store
@@ -281,11 +327,20 @@ def _forecast_moment(quarter: str | None, as_of: str | None):
     return tables, moment, quarter
 
 
-def _live_inputs(tables, quarter: str, moment: pd.Timestamp, scorer, churn, featurize: Featurize):
+def _live_inputs(
+    tables,
+    quarter: str,
+    moment: pd.Timestamp,
+    scorer,
+    churn,
+    featurize: Featurize,
+    book: BookScores | None = None,
+):
     """The quarter's inputs as the live forecast prepares them: renewals from the churn
-    champion when there is one."""
+    champion when there is one, the open deals' chances from the scored `book` when given."""
     from forecast.revenue import prepare_quarter
     from forecast.revenue.churn import live_renewals
+    from forecast.revenue.timing import UnscoredDealsError
 
     renewals = None
     if churn is not None:
@@ -294,10 +349,13 @@ def _live_inputs(tables, quarter: str, moment: pd.Timestamp, scorer, churn, feat
             lambda frame: churn_scorer.probability(churn_scorer.coded(frame)), tables,
             quarter=quarter, as_of=moment, source=source, definition=definition,
         )  # fmt: skip
-    return prepare_quarter(
-        tables, quarter=quarter, as_of=moment, win_scorer=scorer, renewal_probability=renewals,
-        featurize=featurize,
-    )  # fmt: skip
+    try:
+        return prepare_quarter(
+            tables, quarter=quarter, as_of=moment, win_scorer=scorer, renewal_probability=renewals,
+            featurize=featurize, open_scores=book and book.probability,
+        )  # fmt: skip
+    except UnscoredDealsError as err:
+        raise fail(f"--scores: {err}") from None
 
 
 def _lean(tables, inputs):

@@ -49,7 +49,7 @@ def score_deals_command(
     top action, model version, as-of and data fingerprint on every row. With a Dask cluster,
     its workers score the deals, reading a store in parts themselves (docs/scale.md)."""
     from forecast.data.store import StoreEmptyError, read_store, store_manifest
-    from forecast.explain.book import score_book
+    from forecast.explain.book import score_book, write_book
     from forecast.explain.scoring import load_deal_explainer
     from forecast.features.on_dask import CONTEXT_TABLES, own_context, shipped
     from forecast.training.registry import RegistryError
@@ -81,7 +81,7 @@ def score_deals_command(
             book = score_book(
                 tables, explainer, as_of=moment, progress=bar.parts, fingerprint=fingerprint, **on
             )
-    _write(book, out)
+    write_book(book, out)
     request_id = f"book-{uuid.uuid4().hex}"
     log = log and not book.empty and _log(book, request_id)
     console.print(
@@ -122,6 +122,7 @@ def score_accounts_command(
     Dask cluster, its workers compute the accounts' features, reading a store in parts
     themselves (docs/scale.md)."""
     from forecast.data.store import StoreEmptyError, current_path, read_store, store_manifest
+    from forecast.explain.book import write_book
     from forecast.revenue.churn import revenue_at_risk, revenue_at_risk_of_parts
     from forecast.training.churn_task import MODEL_NAME, definition_of
 
@@ -155,7 +156,7 @@ def score_accounts_command(
         model_version=version,
         data_fingerprint=fingerprint,
     )
-    _write(book, out)
+    write_book(book, out)
     at_risk = book["revenue_at_risk"].sum()
     console.print(
         f"{len(book):,} accounts scored as of {moment:%Y-%m-%d} by {MODEL_NAME} v{version} "
@@ -183,12 +184,3 @@ def _check_suffix(out: Path) -> None:
         err_console.print(f"--out {out}: write .parquet or .csv", style="red")
         raise typer.Exit(2)
 
-
-def _write(book: pd.DataFrame, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial")  # never a half-written file under `out`
-    if out.suffix == ".csv":
-        book.to_csv(partial, index=False)
-    else:
-        book.to_parquet(partial, index=False)
-    partial.replace(out)

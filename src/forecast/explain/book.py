@@ -3,6 +3,7 @@ cluster's workers (the same scores, in the same order; docs/scale.md)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -167,3 +168,90 @@ def _score_part(
     return score_deals(
         own, shared["scorer"], as_of=as_of, typical=typical, context=shared["context"]
     )
+
+
+BOOK_COLUMNS = ("deal_id", "as_of", "probability", "model", "model_version", "data_fingerprint")
+
+
+class BookFileError(ValueError):
+    """A scored book's file that cannot be read as one (the message names the file and what)."""
+
+
+@dataclass(frozen=True)
+class BookScores:
+    """What a scored book's file says about the open deals: P(won) by deal id, and the moment,
+    model and data it was scored at."""
+
+    path: Path
+    probability: pd.Series
+    as_of: pd.Timestamp
+    model: str
+    model_version: str
+    fingerprint: str
+
+
+def write_book(book: pd.DataFrame, out: Path) -> None:
+    """`score_book`'s frame to `out` (.parquet or .csv), never half-written under that name."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.partial")
+    if out.suffix == ".csv":
+        book.to_csv(partial, index=False)
+    else:
+        book.to_parquet(partial, index=False)
+    partial.replace(out)
+
+
+def read_book_scores(path: Path) -> BookScores:
+    """A file `write_book` wrote (`forecast score deals --all`), checked: one moment, one model
+    version, one data fingerprint, a probability in [0, 1] for every deal once."""
+    book = _read_book(path)
+    missing = [c for c in BOOK_COLUMNS if c not in book.columns]
+    if missing:
+        raise BookFileError(f"{path}: not a scored book, no column {', '.join(missing)}")
+    if book.empty:
+        raise BookFileError(f"{path}: no scored deals")
+    for column in ("as_of", "model", "model_version", "data_fingerprint"):
+        if book[column].nunique(dropna=False) != 1:
+            raise BookFileError(f"{path}: column {column} holds several values; one book holds one")
+    deal_id = book["deal_id"].astype(str)
+    if deal_id.duplicated().any():
+        twice = deal_id[deal_id.duplicated()].iloc[0]
+        raise BookFileError(f"{path}: deal {twice} is scored twice")
+    probability = pd.to_numeric(book["probability"], errors="coerce")
+    bad = ~probability.between(0.0, 1.0)  # NaN too
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        value = book["probability"].tolist()[row]  # a plain value, named as the file holds it
+        raise BookFileError(
+            f"{path} row {row + 1}, column probability: {value!r} — expected a number in [0, 1]"
+        )
+    try:
+        as_of = pd.Timestamp(book["as_of"].iloc[0])
+    except ValueError:
+        raise BookFileError(
+            f"{path}, column as_of: {book['as_of'].iloc[0]!r} is not a date"
+        ) from None
+    first = book.iloc[0]
+    return BookScores(
+        path=path,
+        probability=pd.Series(probability.to_numpy(float), index=deal_id.to_numpy(object)),
+        as_of=as_of,
+        model=str(first["model"]),
+        model_version=str(first["model_version"]),
+        fingerprint=str(first["data_fingerprint"]),
+    )
+
+
+def _read_book(path: Path) -> pd.DataFrame:
+    if path.suffix not in (".parquet", ".csv"):
+        raise BookFileError(f"{path}: a scored book is a .parquet or .csv file")
+    if not path.is_file():
+        raise BookFileError(f"{path}: no such file (write one with `forecast score deals --all`)")
+    try:
+        if path.suffix == ".csv":
+            return pd.read_csv(
+                path, dtype={c: str for c in ("deal_id", "model_version", "data_fingerprint")}
+            )
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as err:  # pyarrow's errors are both
+        raise BookFileError(f"{path}: cannot be read as a {path.suffix[1:]} file ({err})") from None

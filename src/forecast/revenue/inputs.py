@@ -151,6 +151,7 @@ def prepare_quarter(
     params: RevenueParams | None = None,
     features: pd.DataFrame | None = None,
     featurize: Featurize = deal_features,
+    open_scores: pd.Series | None = None,
 ) -> QuarterInputs:
     """Learn and score everything the quarter's simulation needs, from what was known at as_of.
 
@@ -165,6 +166,9 @@ def prepare_quarter(
         features: optional precomputed `deal_features` rows (deal_id, as_of, ...) covering the
             snapshots needed; they are recomputed when absent (by `featurize`: on a Dask
             cluster, `forecast.features.on_dask.deal_features_on`, the same numbers).
+        open_scores: P(won) of every deal open at as_of, by deal id, already scored (the book
+            `forecast score deals --all` wrote, `forecast.explain.book.read_book_scores`): used
+            for them instead of `win_scorer`, which still scores the earlier quarters' deals.
     """
     params = params or RevenueParams()
     window, earlier = _windows(tables, quarter, pd.Timestamp(as_of), params)
@@ -174,7 +178,9 @@ def prepare_quarter(
     won = won_deals(tables).query("closed_at <= @as_of")
     history = timing_history(snapshots, earlier, won, win_scorer, params)
     timing = CloseTiming.fit(history, params)
-    open_deals = score_open_deals(snapshots, window, tables, win_scorer, timing, params)
+    open_deals = score_open_deals(
+        snapshots, window, tables, win_scorer, timing, params, scores=open_scores
+    )
     tree = _tree(tables)
     new = learn_new_deals(tables, window, earlier, won, params)
     leaf_rate, leaf_pool, pool_names = new_per_leaf(tables, tree, new, as_of, params)

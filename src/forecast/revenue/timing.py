@@ -223,12 +223,34 @@ def score_open_deals(
     win_scorer: WinScorer,
     timing: CloseTiming,
     params: RevenueParams,
+    scores: pd.Series | None = None,
 ) -> pd.DataFrame:
+    """The deals open at the window's as-of with their P(won) (from `scores`, by deal id, when
+    given: a scored book) and their timing."""
     frame = snapshots[snapshots["as_of"] == window.as_of].reset_index(drop=True)
     rep = tables.deals.set_index("deal_id")["rep_id"]
     frame.insert(1, "rep_id", rep.reindex(frame["deal_id"].to_numpy()).to_numpy(object))
-    frame["p_win"] = score_with(win_scorer, frame)
+    if scores is None:
+        frame["p_win"] = score_with(win_scorer, frame)
+    else:
+        frame["p_win"] = _scored(scores, frame["deal_id"], window.as_of)
     return with_timing(frame, window, timing, params)
+
+
+class UnscoredDealsError(ValueError):
+    """Open deals a scored book holds no score for."""
+
+
+def _scored(scores: pd.Series, deal_ids: pd.Series, as_of: pd.Timestamp) -> np.ndarray:
+    """Each open deal's P(won) from a scored book; every one must be there."""
+    p = scores.reindex(deal_ids.astype(str).to_numpy()).to_numpy(float)
+    unscored = deal_ids[np.isnan(p)]
+    if len(unscored):
+        raise UnscoredDealsError(
+            f"{len(unscored):,} of the {len(deal_ids):,} deals open at {as_of:%Y-%m-%d} have no "
+            f"score in the book (first: {unscored.iloc[0]}): score the book at that moment"
+        )
+    return p
 
 
 def with_timing(
