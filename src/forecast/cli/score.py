@@ -183,4 +183,3 @@ def _check_suffix(out: Path) -> None:
     if out.suffix not in (".parquet", ".csv"):
         err_console.print(f"--out {out}: write .parquet or .csv", style="red")
         raise typer.Exit(2)
-
