@@ -9,7 +9,7 @@ machine (`--local-cluster N`); asked for neither, it gives None and Dask is neve
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from distributed import Client
 
 log = logging.getLogger(__name__)
+Progress = Callable[[int, int], None]  # (parts done, parts)
 
 
 class SchedulerUnreachableError(RuntimeError):
@@ -87,6 +88,16 @@ def worker_lost(err: BaseException | None) -> bool:
             return True
         err, seen = err.__cause__ or err.__context__, seen + 1
     return False
+
+
+def gathered(futures: list, progress: Progress | None = None) -> list:
+    """The futures' results in their order, `progress` told as each finishes."""
+    from distributed import as_completed
+
+    if progress is not None:
+        for done, _ in enumerate(as_completed(futures), 1):
+            progress(done, len(futures))
+    return [future.result() for future in futures]
 
 
 def _worker_prints_to(stream: str | None) -> None:

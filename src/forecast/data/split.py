@@ -163,7 +163,7 @@ def _check_part(
 def _run(client: Client | None, tasks: list[tuple]) -> list:
     if client is None:
         return [_split_file(*task) for task in tasks]
-    from forecast.features.on_dask import gathered
+    from forecast.cluster import gathered
 
     return gathered([client.submit(_split_file, *task, pure=False) for task in tasks])
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from forecast.cluster import Progress, gathered
 from forecast.data.parts import partition_of
 from forecast.data.tables import CrmTables
 from forecast.explain.scoring import DealExplainer, DealScore, open_deal_ids, score_deals
@@ -17,8 +18,6 @@ from forecast.explain.wording import Reason
 from forecast.features.deal_context import DealContext
 from forecast.features.on_dask import (
     OWN_TABLES,
-    Progress,
-    gathered,
     on_parts,
     own_context,
     own_tables,

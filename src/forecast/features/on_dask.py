@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import pandas as pd
 
+from forecast.cluster import Progress, gathered
 from forecast.data.parts import partition_of
 from forecast.data.store import read_part, scratch_folder, store_parts
 from forecast.data.tables import CrmTables, Featurize
@@ -36,7 +37,6 @@ from forecast.features.deals import deal_features, training_frame
 if TYPE_CHECKING:
     from distributed import Client
 
-Progress = Callable[[int, int], None]  # (parts done, parts)
 DEAL_ROWS = ("deal_history", "activities", "deal_attributes")  # a deal's own, by deal_id
 OWN_TABLES = ("deals", *DEAL_ROWS)  # what a worker reads of its part of a store in parts
 # what the records that span deals read beside the deals' own rows: the calling process's share
@@ -225,16 +225,6 @@ def account_tables(tables: CrmTables, account_ids: np.ndarray) -> CrmTables:
         deal_history=history[history["deal_id"].isin(pd.Index(own["deals"]["deal_id"]))],
         **own,
     )
-
-
-def gathered(futures: list, progress: Progress | None = None) -> list:
-    """The futures' results in their order, `progress` told as each finishes."""
-    from distributed import as_completed
-
-    if progress is not None:
-        for done, _ in enumerate(as_completed(futures), 1):
-            progress(done, len(futures))
-    return [future.result() for future in futures]
 
 
 def _on_partitions(

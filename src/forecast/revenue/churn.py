@@ -33,7 +33,7 @@ from forecast.training.churn_task import LABEL, SUBSCRIPTION, Definition, defini
 if TYPE_CHECKING:
     from distributed import Client
 
-    from forecast.features.on_dask import Progress
+    from forecast.cluster import Progress
 
 AT_RISK_LEVELS = {"rep": "owner_rep_id", "team": "team", "region": "rep_region"}
 

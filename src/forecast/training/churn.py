@@ -87,7 +87,7 @@ from forecast.training.tracking import (
 if TYPE_CHECKING:
     from distributed import Client
 
-    from forecast.features.on_dask import Progress
+    from forecast.cluster import Progress
 
 log = logging.getLogger(__name__)
 

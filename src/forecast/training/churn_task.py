@@ -39,7 +39,7 @@ from forecast.training.task import CANDIDATES, NotEnoughDataError, Task, fingerp
 if TYPE_CHECKING:
     from distributed import Client
 
-    from forecast.features.on_dask import Progress
+    from forecast.cluster import Progress
 
 EXPERIMENT = "account-churn"
 

@@ -71,7 +71,7 @@ from forecast.training.win_task import (
 if TYPE_CHECKING:
     from distributed import Client
 
-    from forecast.features.on_dask import Progress
+    from forecast.cluster import Progress
 
 log = logging.getLogger(__name__)
 
