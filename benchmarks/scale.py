@@ -15,7 +15,9 @@ compared by the rows stored per table); the point-in-time features and labels of
 snapshot of every deal (`training_frame` on the store read whole, and `deal_frames_of_parts`
 with the workers reading their parts; compared by a digest of every row's every column); the
 deal win model on a stated sample of snapshots (`forecast train win --snapshots month`;
-`--train-snapshots`); every open deal scored with reasons (`forecast score deals --all`).
+`--train-snapshots`); the account churn model on every monthly account snapshot (`forecast
+train churn`, compared by the references on its card); every open deal scored with reasons
+(`forecast score deals --all`).
 Training and scoring read the world stored in parts: in one process read whole, on the
 cluster each worker its own parts.
 """
@@ -135,7 +137,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--memory-limit", default="6GB", help="per worker")
     parser.add_argument("--cap-gb", type=float, default=16.0, help="stop a process beyond this")
-    parser.add_argument("--stages", default="generate,import,features,train,score")
+    parser.add_argument("--stages", default="generate,import,features,train,churn,score")
     parser.add_argument(
         "--train-snapshots", default="month", choices=("week", "month", "quarter"),
         help="the sample of snapshots trained on (features and scores cover every row)",
@@ -193,6 +195,11 @@ def main() -> None:
             subprocess.run([forecast, "models", "promote", "deal-win", str(version), "--force"],
                            env=os.environ | env | {"FORECAST_HOME": str(home)},
                            capture_output=True, check=True)  # fmt: skip
+    if "churn" in stages:
+        command = [forecast, "train", "churn", "--json"]
+        runs = [measure(command + more, home, args.cap_gb, env) for more in ([], cluster)]
+        metrics = [json.loads(r.stdout)["metrics"] if r.returncode == 0 else {} for r in runs]
+        both("train churn (monthly account snapshots)", *runs, _compare_training(*metrics))
     if "score" in stages:
         outs = [home / f"scores-{name}.parquet" for name in ("alone", "cluster")]
         runs = [

@@ -32,6 +32,15 @@ from forecast.features.on_dask import (
     shipped,
 )
 from forecast.training import registry
+from forecast.training.churn_task import (
+    DEFINITION_OF,
+    ChurnFacts,
+    ChurnHooks,
+    ChurnParams,
+    _frame_of_part,
+    resolve,
+)
+from forecast.training.churn_task import prepare as prepare_churn
 from forecast.training.win import WinParams
 from forecast.training.win_task import TrainHooks, prepare
 
@@ -132,6 +141,44 @@ def test_200000_deals_in_parts_have_the_single_process_features(client, tmp_path
     )
 
 
+@pytest.mark.parametrize("kind", ["subscription", "orders"])
+def test_churn_frames_made_part_by_part_are_the_single_process_frame(kind):
+    """What `train churn` on a store in parts does on each worker, here on account-split
+    parts: the export's facts joined from the parts, and the labelled snapshots of each part
+    (given the whole export's facts) put together in one process's order."""
+    from forecast.features.accounts import churn_snapshot_dates
+    from forecast.features.on_dask import account_tables
+    from tests.orders_world import make_orders
+
+    tables = make_crm(2_500, seed=4).tables if kind == "subscription" else make_orders(800)[0]
+    known = [tables.accounts["account_id"], tables.orders["account_id"].dropna()]
+    accounts = pd.unique(pd.concat(known).astype(str))
+    part = partition_of(accounts, 3)
+    pieces = [account_tables(tables, accounts[part == p]) for p in range(3)]
+    facts = ChurnFacts.joined([ChurnFacts.of(piece) for piece in pieces])
+    whole = ChurnFacts.of(tables)
+    assert (facts.first_recurring, facts.billed_until, facts.first_order) == (
+        whole.first_recurring, whole.billed_until, whole.first_order,
+    )  # fmt: skip
+    assert facts.customer_orders == whole.customer_orders
+    assert np.array_equal(np.trim_zeros(facts.gap_counts, "b"), whole.gap_counts)
+    params = resolve(ChurnParams(), facts)
+    assert params == resolve(ChurnParams(), tables)
+    assert params.definition == ("subscription" if kind == "subscription" else "inactivity")
+
+    definition = DEFINITION_OF[params.definition]
+    dates = list(churn_snapshot_dates(definition.first_moment(facts), tables.as_of, day=15))
+    options = {"horizon_days": params.horizon_days, **definition.label_options(facts)}
+    refers = {"reps": tables.reps, "products": tables.products}
+    made = [_frame_of_part(piece, definition.name, dates, options, refers) for piece in pieces]
+    joined = pd.concat(made, ignore_index=True).sort_values(
+        ["as_of", "account_id"], kind="stable", ignore_index=True
+    )
+    alone = definition.frame(tables, params, whole)
+    assert len(alone) > 1_000 and alone["churned"].nunique() == 2
+    pd.testing.assert_frame_equal(joined, alone, check_exact=True)
+
+
 def test_train_and_score_on_a_store_in_parts_read_by_the_workers(forecast_home):
     """`forecast train win`, `forecast score deals --all` and `score accounts --all` on a
     cluster over a store in parts: the workers read their parts; the training inputs are one
@@ -163,9 +210,19 @@ def test_train_and_score_on_a_store_in_parts_read_by_the_workers(forecast_home):
     assert (book["data_fingerprint"] == store_manifest()["fingerprint"]).all()
     pd.testing.assert_frame_equal(pd.read_parquet(f"{out}-cluster.parquet"), book)
 
+    # `retrain` on the cluster: the churn model's rows made by each worker for its part's
+    # accounts, one process's rows again (and the win model's)
+    retrained = run("retrain", "--json", "--local-cluster", "2")
+    assert "the store is in 3 parts: each worker reads its own" in retrained.stderr
+    win, churn = json.loads(retrained.stdout)
+    whole = read_store()
+    alone_churn = prepare_churn(whole, resolve(ChurnParams(), whole), ChurnHooks())
+    for outcome, fingerprint in ((win, alone.fingerprint), (churn, alone_churn.fingerprint)):
+        tags = registry.client().get_run(outcome["run_id"]).data.tags
+        assert tags["data_fingerprint"] == fingerprint, outcome["pipeline"]
+
     # every account's churn risk: each worker its part's accounts, one process's file
-    churn = run("train", "churn", "--json")
-    run("models", "promote", "account-churn", str(json.loads(churn.stdout)["version"]), "--force")
+    run("models", "promote", "account-churn", str(churn["version"]), "--force")
     run("score", "accounts", "--all", "--out", f"{out}-accounts-alone.parquet")
     scored = run("score", "accounts", "--all", "--out", f"{out}-accounts-cluster.parquet",
                  "--local-cluster", "2")  # fmt: skip

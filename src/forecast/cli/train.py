@@ -193,9 +193,12 @@ def train_churn(
     local_cluster: LocalClusterOpt = None,
 ) -> None:
     """Train the account churn model on the stored CRM, compare it with the baselines, gate it.
-    With a Dask cluster, its workers compute the snapshots' features (docs/scale.md)."""
-    tables, truth = stored_world()
+    With a Dask cluster, its workers compute the snapshots' features, reading a store in parts
+    themselves (docs/scale.md)."""
     with cluster(scheduler, local_cluster) as client:
+        parts = parts_read_by_workers(client)
+        tables, truth = stored_world(("reps", "products") if parts else None)
+        options = {"client": client} | ({"parts": parts} if parts else {})
         outcome = _run_pipeline(
             "churn",
             tables,
@@ -203,7 +206,7 @@ def train_churn(
             seed,
             definition=definition.value,
             horizon_days=horizon_days,
-            client=client,
+            **options,
         )
     _show(outcome, as_json)
 
@@ -224,15 +227,19 @@ def retrain(
     local_cluster: LocalClusterOpt = None,
 ) -> None:
     """Retrain every pipeline on the stored CRM and pass each through its registry gate (on a
-    Dask cluster's workers, the features, when given one)."""
+    Dask cluster's workers, the features, when given one, reading a store in parts
+    themselves)."""
+    from forecast.features.on_dask import CONTEXT_TABLES
     from forecast.training.pipelines import PIPELINES
 
-    tables, truth = stored_world()
     outcomes, failed = [], []
     with cluster(scheduler, local_cluster) as client:
+        parts = parts_read_by_workers(client)
+        tables, truth = stored_world(CONTEXT_TABLES if parts else None)
+        options = {"client": client} | ({"parts": parts} if parts else {})
         for name in PIPELINES:
             try:
-                outcomes.append(_run_pipeline(name, tables, truth, seed, client=client))
+                outcomes.append(_run_pipeline(name, tables, truth, seed, **options))
             except typer.Exit:  # refused (reason printed): the other pipelines still run
                 failed.append(name)
                 continue

@@ -109,14 +109,25 @@ def account_snapshots(tables: CrmTables, as_of_dates: Sequence[pd.Timestamp]) ->
     return pd.concat(frames, ignore_index=True)
 
 
+def billed_until(tables: CrmTables) -> pd.Timestamp:
+    """The end of the last month any account was billed recurring revenue (NaT: none): a stop
+    after it is not seen yet."""
+    months = _recurring_months(tables)
+    return months["period"].max() + pd.offsets.MonthBegin(1) if len(months) else pd.NaT
+
+
 def churn_labels(
-    tables: CrmTables, snapshots: pd.DataFrame, *, horizon_days: int = HORIZON_DAYS
+    tables: CrmTables,
+    snapshots: pd.DataFrame,
+    *,
+    horizon_days: int = HORIZON_DAYS,
+    seen_until: pd.Timestamp | None = None,
 ) -> pd.Series:
     """1 if recurring revenue stops after the last month seen at as_of and within the horizon,
-    0 if not, NaN if not yet knowable."""
+    0 if not, NaN if not yet knowable: the horizon ends after `seen_until` (default:
+    `billed_until(tables)`; a part of a store in parts is given the whole store's)."""
     events = churn_events(tables)
-    months = _recurring_months(tables)
-    seen_until = months["period"].max() + pd.offsets.MonthBegin(1) if len(months) else pd.NaT
+    seen_until = billed_until(tables) if seen_until is None else seen_until
     horizon = pd.Timedelta(days=horizon_days)
     merged = snapshots[["account_id", "as_of"]].merge(events, on="account_id", how="left")
     # a stop at the start of the as_of's own month is not seen yet (that month has not ended):
@@ -171,13 +182,16 @@ def churn_training_frame(
     horizon_days: int = HORIZON_DAYS,
     labelled_only: bool = True,
     features: Featurize | None = None,
+    seen_until: pd.Timestamp | None = None,
 ) -> pd.DataFrame:
     """Account snapshots, their features and the `churned` label. `features`: how the features
     are computed (default `account_features`, in this process; on a cluster,
-    `forecast.features.on_dask.account_features_on` with its client)."""
+    `forecast.features.on_dask.account_features_on` with its client); `seen_until`: see
+    `churn_labels`."""
     snapshots = account_snapshots(tables, as_of_dates)
     frame = (features or account_features)(tables, snapshots)
-    frame["churned"] = churn_labels(tables, snapshots, horizon_days=horizon_days).to_numpy()
+    labels = churn_labels(tables, snapshots, horizon_days=horizon_days, seen_until=seen_until)
+    frame["churned"] = labels.to_numpy()
     if labelled_only:
         frame = frame[frame["churned"].notna()].reset_index(drop=True)
     return frame

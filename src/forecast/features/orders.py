@@ -78,13 +78,23 @@ def inactivity_horizon(tables: CrmTables) -> int:
     Raises:
         ValueError: no customer bought twice, so there is no gap to learn from.
     """
+    return horizon_of_gaps(purchase_gaps(tables))
+
+
+def purchase_gaps(tables: CrmTables) -> np.ndarray:
+    """Whole days between each customer's consecutive purchases on different days."""
     bought = purchases(tables)
     days = bought["at"].dt.normalize()
     gaps = (days - days.groupby(bought["account_id"]).shift(1)).dt.days
-    gaps = gaps[gaps > 0]
-    if gaps.empty:
+    return gaps[gaps > 0].to_numpy(dtype=np.int64)
+
+
+def horizon_of_gaps(gaps: np.ndarray) -> int:
+    """`inactivity_horizon` from the gaps (`purchase_gaps`, of one export or all its parts)."""
+    if not len(gaps):
         raise ValueError("no customer bought on two different days: no gap to set a horizon by")
-    step = np.ceil(float(gaps.quantile(HORIZON_QUANTILE)) / HORIZON_STEP) * HORIZON_STEP
+    quantile = float(np.quantile(gaps, HORIZON_QUANTILE))  # linear, as pandas
+    step = np.ceil(quantile / HORIZON_STEP) * HORIZON_STEP
     return int(np.clip(step, *HORIZON_BOUNDS))
 
 

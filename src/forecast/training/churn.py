@@ -67,9 +67,11 @@ from forecast.training.churn_task import (
     LABEL,
     SUBSCRIPTION,
     TASK,
+    ChurnFacts,
     ChurnHooks,
     ChurnParams,
     Prepared,
+    churn_facts,
     definition_of,
     horizon_of,
     prepare,
@@ -136,12 +138,21 @@ class ChurnPipeline:
 
     task = TASK
 
-    def __init__(self, client: Client | None = None, progress: Progress | None = None):
+    def __init__(
+        self,
+        client: Client | None = None,
+        progress: Progress | None = None,
+        parts: Path | None = None,
+        facts: ChurnFacts | None = None,
+    ):
         self.client = client  # a Dask client: its cluster computes the features, LightGBM
         self.progress = progress  # hears the cluster's parts of the features finish
+        # a store in parts whose workers read their own parts (the tables given hold only the
+        # reps and products), and the export's `ChurnFacts` when already made
+        self.parts, self.facts = parts, facts
 
     def prepare(self, tables: CrmTables, params: ChurnParams, hooks: ChurnHooks) -> Prepared:
-        return prepare(tables, params, hooks, self.client, self.progress)
+        return prepare(tables, params, hooks, self.client, self.progress, self.parts, self.facts)
 
     def report(self, data: Prepared) -> None:
         s = data.slices
@@ -290,16 +301,20 @@ def retrain_churn(
     on_step: Callable[[str], None] | None = None,
     client: Client | None = None,
     progress: Progress | None = None,
+    parts: Path | None = None,
 ) -> RetrainOutcome:
     """Train the churn model, register it as challenger and run the registry's gate.
 
     `definition`: `subscription`, `inactivity` or `auto`; `horizon_days`: None decides from the
-    data (see `resolve`); `client`: a Dask client whose cluster computes the features."""
+    data (see `resolve`); `client`: a Dask client whose cluster computes the features;
+    `parts`: the version folder of a store in parts, read by the cluster's workers (`tables`
+    then need hold only the reps and products)."""
     chosen = ChurnParams(seed=seed, definition=definition, horizon_days=horizon_days)
+    facts = churn_facts(tables, client, parts)
     return retrain(
-        ChurnPipeline(client, progress) if client is not None else CHURN,
+        ChurnPipeline(client, progress, parts, facts) if client is not None else CHURN,
         tables,
-        params=resolve(chosen, tables),
+        params=resolve(chosen, facts),
         hooks=ChurnHooks(),
         truth=truth,
         card_dir=card_dir or default_card_dir(),

@@ -17,6 +17,7 @@ from forecast.features.accounts import (
     HORIZON_DAYS,
     account_features,
     account_snapshots,
+    billed_until,
     churn_snapshot_dates,
     churn_training_frame,
 )
@@ -25,9 +26,10 @@ from forecast.features.on_dask import account_features_with
 from forecast.features.orders import (
     INACTIVITY_FEATURES,
     customer_snapshots,
+    horizon_of_gaps,
     inactivity_features,
-    inactivity_horizon,
     inactivity_training_frame,
+    purchase_gaps,
 )
 from forecast.model import (
     TreeParams,
@@ -37,6 +39,8 @@ from forecast.training.drift import HALF_LIVES, ROLLING_FOLDS
 from forecast.training.task import CANDIDATES, NotEnoughDataError, Task, fingerprint
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from distributed import Client
 
     from forecast.cluster import Progress
@@ -99,6 +103,70 @@ class ChurnSlices:
 
 
 @dataclass(frozen=True)
+class ChurnFacts:
+    """The few numbers of the whole export that decide the churn definition, its horizon, its
+    first snapshot and which labels are knowable: made from the tables in one process, or from
+    each part of a store in parts and joined (`joined`), the same numbers."""
+
+    first_recurring: pd.Timestamp  # the first recurring bill's month (NaT: none)
+    billed_until: pd.Timestamp  # see `billed_until` (NaT: none)
+    first_order: pd.Timestamp  # the first order line of a known customer (NaT: none)
+    customer_orders: bool  # any order of a known customer
+    gap_counts: np.ndarray  # purchases following one on another day, by the days between
+
+    @classmethod
+    def of(cls, tables: CrmTables) -> ChurnFacts:
+        recurring = tables.revenue.loc[tables.revenue["kind"] == "recurring", "period"]
+        customers = tables.orders["account_id"].notna()
+        has_customers = bool(customers.any())
+        return cls(
+            first_recurring=recurring.min(),
+            billed_until=billed_until(tables),
+            first_order=tables.orders.loc[customers, "at"].min(),
+            customer_orders=has_customers,
+            gap_counts=np.bincount(purchase_gaps(tables)) if has_customers else np.zeros(0, int),
+        )
+
+    @classmethod
+    def joined(cls, parts: Sequence[ChurnFacts]) -> ChurnFacts:
+        longest = max((len(p.gap_counts) for p in parts), default=0)
+        counts = np.zeros(longest, dtype=np.int64)
+        for p in parts:
+            counts[: len(p.gap_counts)] += p.gap_counts
+        return cls(
+            first_recurring=_earliest(p.first_recurring for p in parts),
+            billed_until=_latest(p.billed_until for p in parts),
+            first_order=_earliest(p.first_order for p in parts),
+            customer_orders=any(p.customer_orders for p in parts),
+            gap_counts=counts,
+        )
+
+    @property
+    def gaps(self) -> np.ndarray:
+        return np.repeat(np.arange(len(self.gap_counts)), self.gap_counts)
+
+
+def _earliest(stamps: Iterable[pd.Timestamp]) -> pd.Timestamp:
+    return pd.Series(list(stamps), dtype="datetime64[ns]").min()
+
+
+def _latest(stamps: Iterable[pd.Timestamp]) -> pd.Timestamp:
+    return pd.Series(list(stamps), dtype="datetime64[ns]").max()
+
+
+def churn_facts(
+    tables: CrmTables, client: Client | None = None, parts: Path | None = None
+) -> ChurnFacts:
+    """`ChurnFacts` of the stored export: of `tables`, or of the store in parts at `parts`,
+    each part's made by a worker of `client` that reads it."""
+    if parts is None or client is None:
+        return ChurnFacts.of(tables)
+    from forecast.features.on_dask import on_parts
+
+    return ChurnFacts.joined(on_parts(client, parts, ("revenue", "orders"), ChurnFacts.of))
+
+
+@dataclass(frozen=True)
 class Definition:
     """What one churn definition decides: its unit's snapshots and features, its rule
     baseline, its segments on the card and the words the card uses."""
@@ -109,10 +177,12 @@ class Definition:
     rule_text: str
     event: str  # what churn is, after "the probability that"
     population: str  # who is snapshotted, after "snapshots of"
-    first_moment: Callable[[CrmTables], pd.Timestamp]  # the earliest snapshot's month
+    first_moment: Callable[[ChurnFacts], pd.Timestamp]  # the earliest snapshot's month
     snapshots: Callable[[CrmTables, Sequence[pd.Timestamp]], pd.DataFrame]
     featurize: Featurize
-    training_frame: Callable[..., pd.DataFrame]  # (tables, dates, *, horizon_days)
+    training_frame: Callable[..., pd.DataFrame]  # (tables, dates, *, horizon_days, features)
+    # what `training_frame`'s labels need of the whole export beside a unit's own rows
+    label_options: Callable[[ChurnFacts], dict]
     # a year's revenue of each feature row: what a churned account (customer) takes away
     yearly_revenue: Callable[[pd.DataFrame], np.ndarray]
     revenue_words: str  # what `yearly_revenue` is, for pages and cards
@@ -121,18 +191,41 @@ class Definition:
         self,
         tables: CrmTables,
         params: ChurnParams,
+        facts: ChurnFacts,
         client: Client | None = None,
         progress: Progress | None = None,
+        parts: Path | None = None,
     ) -> pd.DataFrame:
         """Labelled monthly snapshots from the first billed month (or order) to the export;
         the features by the cluster of `client` when given (the same numbers; `progress`
-        hears its parts finish)."""
-        first = self.first_moment(tables)
+        hears its parts finish). `parts`: the version folder of a store in parts, whose
+        workers each make their part's accounts' rows (`tables` then need hold only the reps
+        and products); the rows in one process's order."""
+        first = self.first_moment(facts)
         dates = churn_snapshot_dates(first, tables.as_of, day=params.snapshot_day)
+        options = {"horizon_days": horizon_of(params), **self.label_options(facts)}
+        if parts is not None and client is not None:
+            return self._frame_of_parts(client, parts, tables, dates, options, progress)
         featurize = account_features_with(client, self.featurize, progress)
-        return self.training_frame(
-            tables, dates, horizon_days=horizon_of(params), features=featurize
-        )
+        return self.training_frame(tables, dates, features=featurize, **options)
+
+    def _frame_of_parts(
+        self,
+        client: Client,
+        parts: Path,
+        tables: CrmTables,
+        dates: pd.DatetimeIndex,
+        options: dict,
+        progress: Progress | None,
+    ) -> pd.DataFrame:
+        from forecast.features.on_dask import ACCOUNT_TABLES, on_parts
+
+        refers = {"reps": tables.reps, "products": tables.products}
+        task = (_frame_of_part, self.name, list(dates), options, refers)
+        made = on_parts(client, parts, ACCOUNT_TABLES, *task, progress=progress)
+        # one process's rows come by snapshot date, then account id
+        whole = pd.concat(made, ignore_index=True)
+        return whole.sort_values(["as_of", "account_id"], kind="stable", ignore_index=True)
 
     def features_at(
         self,
@@ -164,10 +257,11 @@ SUBSCRIPTION = Definition(
     "usage below the train slice's lower quartile",
     "an account's recurring revenue stops",
     "every account billed recurring revenue in the last ended month",
-    first_moment=lambda t: t.revenue.loc[t.revenue["kind"] == "recurring", "period"].min(),
+    first_moment=lambda facts: facts.first_recurring,
     snapshots=account_snapshots,
     featurize=account_features,
     training_frame=churn_training_frame,
+    label_options=lambda facts: {"seen_until": facts.billed_until},
     yearly_revenue=lambda frame: 12 * frame["mrr"].to_numpy(dtype=float),
     revenue_words="ARR (12 x the last monthly bill)",
 )
@@ -180,10 +274,11 @@ INACTIVITY = Definition(
     "purchase only",
     "a customer makes no purchase",
     "every customer with a purchase in the year before",
-    first_moment=lambda t: t.orders["at"].min(),
+    first_moment=lambda facts: facts.first_order,
     snapshots=customer_snapshots,
     featurize=inactivity_features,
     training_frame=inactivity_training_frame,
+    label_options=lambda facts: {},  # the export's end: every part's as-of
     # spend net of returns over the year before: a negative net is no revenue to lose
     yearly_revenue=lambda frame: frame["spend_365d"].clip(lower=0).to_numpy(dtype=float),
     revenue_words="spend over the last year, net of returns",
@@ -192,12 +287,20 @@ INACTIVITY = Definition(
 DEFINITION_OF = {d.name: d for d in (SUBSCRIPTION, INACTIVITY)}
 
 
+def _frame_of_part(
+    own: CrmTables, name: str, dates: list, options: dict, refers: dict
+) -> pd.DataFrame:
+    """On a worker: a part's labelled snapshots (its accounts' own rows are all in it)."""
+    return DEFINITION_OF[name].training_frame(own.replace(**refers), dates, **options)
+
+
 def horizon_of(params: ChurnParams) -> int:
     return HORIZON_DAYS if params.horizon_days is None else params.horizon_days
 
 
-def resolve(params: ChurnParams, tables: CrmTables) -> ChurnParams:
-    """`params` with the definition and the horizon decided from what `tables` hold.
+def resolve(params: ChurnParams, data: CrmTables | ChurnFacts) -> ChurnParams:
+    """`params` with the definition and the horizon decided from what the export holds (its
+    tables, or their `ChurnFacts`).
 
     `auto` is subscription when the export has recurring revenue, else inactivity when it has
     orders from known customers.
@@ -210,9 +313,10 @@ def resolve(params: ChurnParams, tables: CrmTables) -> ChurnParams:
         raise ValueError(
             f"churn definition must be auto, {' or '.join(DEFINITIONS)}, not {params.definition!r}"
         )
+    facts = data if isinstance(data, ChurnFacts) else ChurnFacts.of(data)
     has = {
-        "subscription": bool((tables.revenue["kind"] == "recurring").any()),
-        "inactivity": bool(tables.orders["account_id"].notna().any()),
+        "subscription": pd.notna(facts.first_recurring),
+        "inactivity": facts.customer_orders,
     }
     name = params.definition
     if name == "auto":
@@ -232,13 +336,13 @@ def resolve(params: ChurnParams, tables: CrmTables) -> ChurnParams:
         )
     horizon = params.horizon_days
     if horizon is None:
-        horizon = HORIZON_DAYS if name == "subscription" else _gap_horizon(tables)
+        horizon = HORIZON_DAYS if name == "subscription" else _gap_horizon(facts)
     return replace(params, definition=name, horizon_days=horizon)
 
 
-def _gap_horizon(tables: CrmTables) -> int:
+def _gap_horizon(facts: ChurnFacts) -> int:
     try:
-        return inactivity_horizon(tables)
+        return horizon_of_gaps(facts.gaps)
     except ValueError as err:
         raise NotEnoughDataError(f"inactivity churn: {err}") from None
 
@@ -328,12 +432,16 @@ def prepare(
     hooks: ChurnHooks,
     client: Client | None = None,
     progress: Progress | None = None,
+    parts: Path | None = None,
+    facts: ChurnFacts | None = None,
 ) -> Prepared:
-    """Snapshots, features (on the cluster of `client` when given), labels, the class check
-    and the out-of-time split."""
-    params = resolve(params, tables)
+    """Snapshots, features (on the cluster of `client` when given; read by its workers from
+    the store in `parts` when given), labels, the class check and the out-of-time split.
+    `facts`: `churn_facts` of the export when already made."""
+    facts = facts or churn_facts(tables, client, parts)
+    params = resolve(params, facts)
     definition = DEFINITION_OF[params.definition]
-    frame = definition.frame(tables, params, client, progress)
+    frame = definition.frame(tables, params, facts, client, progress, parts)
     check_classes(frame, horizon_of(params))
     s = split(frame, params)
     if hooks.fit_rows is not None:
