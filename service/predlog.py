@@ -179,27 +179,17 @@ def predictions_for(engine: sa.Engine, request_id: str) -> list[dict]:
 
 
 def log_book(book: pd.DataFrame, request_id: str) -> None:
-    """`forecast score deals --all`'s book, one prediction per deal, as request `request_id`
-    (the CLI finds this through the `forecast.prediction_log` entry point)."""
+    """`forecast score deals --all`'s book, one prediction per deal, or `forecast score
+    accounts --all`'s, one per account, as request `request_id` (the CLI finds this through the
+    `forecast.prediction_log` entry point)."""
     from forecast.settings import get_settings
     from service.keys import engine_for, ensure_tables
 
     engine = engine_for(get_settings().service_database_url)
     ensure_tables(engine)
     model, version = book["model"].iloc[0], book["model_version"].iloc[0]
-    predictions = [
-        Prediction(
-            row.deal_id,
-            {"deal_id": row.deal_id, "as_of": str(row.as_of), "store": row.data_fingerprint},
-            {
-                "probability": row.probability,
-                "grade": row.grade,
-                "reasons": row.reasons.splitlines(),
-                "as_of": str(row.as_of),
-            },
-        )
-        for row in book.itertuples()
-    ]
+    of = _deal_prediction if "deal_id" in book else _account_prediction
+    predictions = [of(row) for row in book.itertuples()]
     log_predictions(
         engine,
         request_id=request_id,
@@ -207,4 +197,31 @@ def log_book(book: pd.DataFrame, request_id: str) -> None:
         model=model,
         model_version=version,
         predictions=predictions,
+    )
+
+
+def _deal_prediction(row: Any) -> Prediction:
+    return Prediction(
+        row.deal_id,
+        {"deal_id": row.deal_id, "as_of": str(row.as_of), "store": row.data_fingerprint},
+        {
+            "probability": row.probability,
+            "grade": row.grade,
+            "reasons": row.reasons.splitlines(),
+            "as_of": str(row.as_of),
+        },
+    )
+
+
+def _account_prediction(row: Any) -> Prediction:
+    return Prediction(
+        row.account_id,
+        {"account_id": row.account_id, "as_of": str(row.as_of), "store": row.data_fingerprint},
+        {
+            "churn_probability": row.churn_probability,
+            "revenue_at_risk": row.revenue_at_risk,
+            "reasons": row.reasons.splitlines(),
+            "top_action": row.top_action,
+            "as_of": str(row.as_of),
+        },
     )

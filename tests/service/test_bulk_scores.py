@@ -61,6 +61,43 @@ def test_score_deals_all_writes_every_open_deal_with_version_and_logs_it(own_log
     assert by_deal[first["deal_id"]]["model_version"] == "1"
 
 
+def test_score_accounts_all_writes_the_services_drivers_and_logs_them(own_log, api):
+    """Every account's churn risk with its drivers and top retention action, as the service
+    explains the same account, and each row in the prediction log."""
+    out = own_log / "accounts.parquet"
+    done = runner.invoke(app, ["score", "accounts", "--all", "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    assert "logged as request accounts-" in done.output
+    book = pd.read_parquet(out)
+    assert len(book) > 50 and book["reasons"].str.len().gt(0).all()
+    assert book["top_action"].notna().any() and book["churn_probability"].between(0, 1).all()
+    admin = api.key("admin")
+    for row in book.iloc[:: max(1, len(book) // 12)].itertuples():
+        served = api.get(f"/v1/accounts/{row.account_id}", key=admin)
+        assert served.status == 200, served.body
+        assert row.churn_probability == pytest.approx(served.body["churn_probability"], abs=1e-9)
+        assert row.reasons.splitlines() == [
+            f"{'+' if d['direction'] == 'raises' else '-'} {d['text']}"
+            for d in served.body["drivers"]
+        ]
+        actions = served.body["retention_actions"]
+        assert row.top_action == (actions[0]["text"] if actions else None)
+
+    today = datetime.now(UTC).date().isoformat()
+    exported = own_log / "log.jsonl"
+    done = runner.invoke(
+        app, ["log", "export", "--from", today, "--to", today, "--out", str(exported)]
+    )
+    assert done.exit_code == 0, done.output
+    rows = [json.loads(line) for line in exported.read_text().splitlines()]
+    by_account = {r["subject"]: r for r in rows if r["model"] == "account-churn"}
+    assert len(by_account) == len(book)
+    first = book.iloc[0]
+    logged = by_account[first["account_id"]]["output"]
+    assert logged["reasons"] == first["reasons"].splitlines()
+    assert logged["churn_probability"] == pytest.approx(first["churn_probability"])
+
+
 def test_the_revenue_forecast_reads_the_scored_book(own_log):
     """`forecast revenue --scores`: the open deals' chances from the book, the same forecast as
     scoring them again; a book of another moment, data or model, or one missing an open deal,

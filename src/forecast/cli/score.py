@@ -31,6 +31,9 @@ AsOfOpt = Annotated[
         "--as-of", help="Moment to score at (default: the export's).", callback=moment_option
     ),
 ]
+LogOpt = Annotated[
+    bool, typer.Option("--log/--no-log", help="Also write each score to the prediction log.")
+]
 score_app = typer.Typer(help="Score the stored CRM in bulk.", no_args_is_help=True)
 
 
@@ -39,9 +42,7 @@ def score_deals_command(
     every: Annotated[bool, typer.Option("--all", help="Every deal open at the as-of.")] = False,
     out: OutOpt = Path("deal-scores.parquet"),
     as_of: AsOfOpt = None,
-    log: Annotated[
-        bool, typer.Option("--log/--no-log", help="Also write each score to the prediction log.")
-    ] = True,
+    log: LogOpt = True,
     scheduler: SchedulerOpt = None,
     local_cluster: LocalClusterOpt = None,
 ) -> None:
@@ -91,9 +92,9 @@ def score_deals_command(
 
 
 def _log(book: pd.DataFrame, request_id: str) -> bool:
-    """Write the book to the service's prediction log, through the writer the service package
-    registers (entry point group `forecast.prediction_log`: the library does not import the
-    service); False, said, when none is installed."""
+    """Write the book (of deals or accounts) to the service's prediction log, through the
+    writer the service package registers (entry point group `forecast.prediction_log`: the
+    library does not import the service); False, said, when none is installed."""
     from importlib.metadata import entry_points
 
     writers = entry_points(group="forecast.prediction_log", name="book")
@@ -111,18 +112,20 @@ def score_accounts_command(
     ] = False,
     out: OutOpt = Path("account-scores.parquet"),
     as_of: AsOfOpt = None,
+    log: LogOpt = True,
     scheduler: SchedulerOpt = None,
     local_cluster: LocalClusterOpt = None,
 ) -> None:
-    """Score every account with the churn champion: churn probability, a year's revenue and
-    revenue at risk, with the churn definition, model version, as-of and data fingerprint.
+    """Score every account with the churn champion: churn probability, a year's revenue,
+    revenue at risk, drivers (signed, most telling first) and top retention action, with the
+    churn definition, model version, as-of and data fingerprint on every row.
 
     Under subscription churn the accounts billed recurring revenue in the last ended month;
     under inactivity churn every customer with a purchase in the year before the as-of. With a
     Dask cluster, its workers compute the accounts' features, reading a store in parts
     themselves (docs/scale.md)."""
     from forecast.data.store import StoreEmptyError, current_path, read_store, store_manifest
-    from forecast.explain.book import write_book
+    from forecast.explain.book import account_reason_columns, write_book
     from forecast.revenue.churn import revenue_at_risk, revenue_at_risk_of_parts
     from forecast.training.churn_task import MODEL_NAME, definition_of
 
@@ -141,15 +144,18 @@ def score_accounts_command(
             err_console.print(str(err), style="red")
             raise typer.Exit(1) from None
         moment = pd.Timestamp(as_of) if as_of else tables.as_of
+        reasons = account_reason_columns(tables, model, as_of=moment, client=client, parts=parts)
         with steps(1, f"scoring the accounts as of {moment:%Y-%m-%d}") as bar:
             if parts:
                 book = revenue_at_risk_of_parts(
-                    client, folder, tables, model, as_of=moment, progress=bar.parts
-                )
+                    client, folder, tables, model, as_of=moment, progress=bar.parts,
+                    reasons=reasons,
+                )  # fmt: skip
             else:
                 book = revenue_at_risk(
-                    tables, model, as_of=moment, client=client, progress=bar.parts
-                )
+                    tables, model, as_of=moment, client=client, progress=bar.parts,
+                    reasons=reasons,
+                )  # fmt: skip
     book = book.assign(
         definition=definition,
         model=MODEL_NAME,
@@ -157,10 +163,13 @@ def score_accounts_command(
         data_fingerprint=fingerprint,
     )
     write_book(book, out)
+    request_id = f"accounts-{uuid.uuid4().hex}"
+    log = log and not book.empty and _log(book, request_id)
     at_risk = book["revenue_at_risk"].sum()
     console.print(
         f"{len(book):,} accounts scored as of {moment:%Y-%m-%d} by {MODEL_NAME} v{version} "
         f"({definition} churn); revenue at risk {at_risk:,.0f} -> {out}"
+        + (f"; logged as request {request_id}" if log else "")
     )
 
 

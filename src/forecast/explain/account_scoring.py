@@ -17,17 +17,29 @@ from forecast.explain.wording import Explanation
 from forecast.features.accounts import HORIZON_DAYS, account_snapshots, churn_snapshot_dates
 
 if TYPE_CHECKING:  # the training module: loaded when used
+    from pathlib import Path
+
+    from distributed import Client
+
     from forecast.training.churn_task import Definition
 
 
 def retained_account_yardsticks(
-    tables: CrmTables, *, as_of: pd.Timestamp, definition: Definition | None = None
+    tables: CrmTables,
+    *,
+    as_of: pd.Timestamp,
+    definition: Definition | None = None,
+    client: Client | None = None,
+    parts: Path | None = None,
 ) -> pd.DataFrame | None:
     """What accounts that renewed (stayed, under `definition`: default subscription) showed
     over the year before their outcome was known by `as_of` (a snapshot's outcome is known a
     churn horizon after it); None when no feature of the definition is one an owner can act on
-    (there is nothing to hold an account to)."""
-    from forecast.training.churn_task import SUBSCRIPTION  # the training module: loaded when used
+    (there is nothing to hold an account to). With a Dask `client` and `parts` (a store in
+    parts, its version folder), the snapshots are made by the workers reading their parts
+    (`tables` then need hold only the reps and products)."""
+    # the training module: loaded when used
+    from forecast.training.churn_task import SUBSCRIPTION, churn_facts
 
     definition = definition or SUBSCRIPTION
     entries = load_catalogue().account
@@ -35,8 +47,11 @@ def retained_account_yardsticks(
         return None
     known_by = as_of - pd.Timedelta(days=HORIZON_DAYS)
     dates = churn_snapshot_dates(known_by - pd.Timedelta(days=YARDSTICK_DAYS), known_by)
-    frame = definition.training_frame(tables, dates, horizon_days=HORIZON_DAYS)
-    return typical_of_retained(frame, definition.features)
+    facts = churn_facts(tables, client, parts)
+    frame = definition.labelled(
+        tables, list(dates), HORIZON_DAYS, facts, client=client, parts=parts
+    )
+    return typical_of_retained(frame, definition.features)  # medians: any order of rows
 
 
 @dataclass(frozen=True)

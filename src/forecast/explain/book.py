@@ -1,5 +1,6 @@
 """The book: every open deal's score as a CRM re-imports it, in one process or by a Dask
-cluster's workers (the same scores, in the same order; docs/scale.md)."""
+cluster's workers (the same scores, in the same order; docs/scale.md); the reasons of the
+accounts' book; the book's file written and read back."""
 
 from __future__ import annotations
 
@@ -13,9 +14,13 @@ import pandas as pd
 from forecast.cluster import Progress, gathered
 from forecast.data.parts import partition_of
 from forecast.data.tables import CrmTables
+from forecast.explain.account_scoring import retained_account_yardsticks
+from forecast.explain.reasons import explain
+from forecast.explain.scorers import Scorer, scorer_for
 from forecast.explain.scoring import DealExplainer, DealScore, open_deal_ids, score_deals
 from forecast.explain.wording import Reason
 from forecast.features.deal_context import DealContext
+from forecast.features.deal_schema import model_features
 from forecast.features.on_dask import (
     OWN_TABLES,
     on_parts,
@@ -28,6 +33,7 @@ from forecast.features.on_dask import (
 
 if TYPE_CHECKING:
     from distributed import Client
+    from sklearn.base import BaseEstimator
 
 
 def score_book(
@@ -170,6 +176,49 @@ def _score_part(
 
 
 BOOK_COLUMNS = ("deal_id", "as_of", "probability", "model", "model_version", "data_fingerprint")
+
+
+@dataclass(frozen=True)
+class AccountReasonColumns:
+    """The churn champion's drivers and top retention action for each scored account, as the
+    accounts' book holds them (`forecast.revenue.churn.revenue_at_risk`'s `reasons`; sent to
+    the workers with the model on a cluster)."""
+
+    scorer: Scorer
+    typical: pd.DataFrame | None  # what retained accounts show (`retained_account_yardsticks`)
+
+    def __call__(self, frame: pd.DataFrame, arr: np.ndarray) -> dict[str, list]:
+        explained = (
+            explain(self.scorer, frame, amount=arr, model="account", typical=self.typical)
+            if len(frame)
+            else []
+        )
+        actions = [e.recommendations for e in explained]
+        return {
+            "reasons": ["\n".join(_signed(r) for r in e.reasons) for e in explained],
+            "top_action": [a[0].text if a else None for a in actions],
+            "top_action_lift_points": [a[0].lift_points if a else None for a in actions],
+        }
+
+
+def account_reason_columns(
+    tables: CrmTables,
+    model: BaseEstimator,
+    *,
+    as_of: pd.Timestamp,
+    client: Client | None = None,
+    parts: Path | None = None,
+) -> AccountReasonColumns:
+    """The reasons of the churn `model` with the yardsticks of the stored CRM at `as_of` (made
+    by the workers of `client` reading a store in `parts`, when given)."""
+    from forecast.training.churn_task import definition_of  # the training module: when used
+
+    definition = definition_of(model)
+    typical = retained_account_yardsticks(
+        tables, as_of=as_of, definition=definition, client=client, parts=parts
+    )
+    scorer = scorer_for(model, model_features(model, definition.features))
+    return AccountReasonColumns(scorer, typical)
 
 
 class BookFileError(ValueError):

@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 
     from forecast.cluster import Progress
 
+# an account feature frame and its year's revenue -> columns for each row (reasons, actions)
+AccountReasons = Callable[[pd.DataFrame, np.ndarray], dict[str, list]]
+
 AT_RISK_LEVELS = {"rep": "owner_rep_id", "team": "team", "region": "rep_region"}
 
 LIVE_QUARTERS_AHEAD = 1  # the live forecast's renewals use the churn model this far ahead
@@ -47,9 +50,11 @@ def revenue_at_risk(
     as_of: pd.Timestamp | str,
     client: Client | None = None,
     progress: Progress | None = None,
+    reasons: AccountReasons | None = None,
 ) -> pd.DataFrame:
     """Churn probability x a year's revenue for each account the model can score at `as_of`;
-    the accounts' features by the cluster of a Dask `client` when given (the same numbers).
+    the accounts' features by the cluster of a Dask `client` when given (the same numbers);
+    with `reasons`, the columns it gives each account (its drivers and retention action).
 
     Under subscription churn: accounts billed recurring revenue in the last month ended by
     `as_of`; ARR is 12 x that month's recurring bill (`mrr`). Under inactivity churn: customers
@@ -81,6 +86,8 @@ def revenue_at_risk(
     out["arr"] = definition.yearly_revenue(frame)
     out["churn_probability"] = churn_probability(model, frame) if len(frame) else []
     out["revenue_at_risk"] = out["churn_probability"] * out["arr"]
+    if reasons is not None:
+        out = out.assign(**reasons(frame, out["arr"].to_numpy()))
     return _largest_first(out)
 
 
@@ -92,6 +99,7 @@ def revenue_at_risk_of_parts(
     *,
     as_of: pd.Timestamp | str,
     progress: Progress | None = None,
+    reasons: AccountReasons | None = None,
 ) -> pd.DataFrame:
     """`revenue_at_risk` of the store in parts at `folder` (its version folder), each part's
     accounts by a worker that reads the part itself: an account's features read only its own
@@ -100,15 +108,19 @@ def revenue_at_risk_of_parts(
     from forecast.features.on_dask import ACCOUNT_TABLES, on_parts
 
     refers = {"reps": shared.reps, "products": shared.products}
-    task = (_at_risk_of_part, model, pd.Timestamp(as_of), refers)
+    task = (_at_risk_of_part, model, pd.Timestamp(as_of), refers, reasons)
     made = on_parts(client, folder, ACCOUNT_TABLES, *task, progress=progress)
     return _largest_first(pd.concat(made, ignore_index=True))
 
 
 def _at_risk_of_part(
-    own: CrmTables, model: BaseEstimator, as_of: pd.Timestamp, refers: dict[str, pd.DataFrame]
+    own: CrmTables,
+    model: BaseEstimator,
+    as_of: pd.Timestamp,
+    refers: dict[str, pd.DataFrame],
+    reasons: AccountReasons | None,
 ) -> pd.DataFrame:
-    return revenue_at_risk(own.replace(**refers), model, as_of=as_of)
+    return revenue_at_risk(own.replace(**refers), model, as_of=as_of, reasons=reasons)
 
 
 def _largest_first(at_risk: pd.DataFrame) -> pd.DataFrame:

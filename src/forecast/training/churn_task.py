@@ -203,7 +203,23 @@ class Definition:
         and products); the rows in one process's order."""
         first = self.first_moment(facts)
         dates = churn_snapshot_dates(first, tables.as_of, day=params.snapshot_day)
-        options = {"horizon_days": horizon_of(params), **self.label_options(facts)}
+        return self.labelled(
+            tables, dates, horizon_of(params), facts, client=client, progress=progress, parts=parts
+        )
+
+    def labelled(
+        self,
+        tables: CrmTables,
+        dates: Sequence[pd.Timestamp],
+        horizon_days: int,
+        facts: ChurnFacts,
+        *,
+        client: Client | None = None,
+        progress: Progress | None = None,
+        parts: Path | None = None,
+    ) -> pd.DataFrame:
+        """The labelled snapshots at `dates` (see `frame`)."""
+        options = {"horizon_days": horizon_days, **self.label_options(facts)}
         if parts is not None and client is not None:
             return self._frame_of_parts(client, parts, tables, dates, options, progress)
         featurize = account_features_with(client, self.featurize, progress)
@@ -214,7 +230,7 @@ class Definition:
         client: Client,
         parts: Path,
         tables: CrmTables,
-        dates: pd.DatetimeIndex,
+        dates: Sequence[pd.Timestamp],
         options: dict,
         progress: Progress | None,
     ) -> pd.DataFrame:
