@@ -24,6 +24,17 @@ def own_log(at_trained_home, tmp_path, monkeypatch):
     return tmp_path
 
 
+def _todays_log(folder) -> list[dict]:
+    """The prediction log's rows of today, through `forecast log export`."""
+    today = datetime.now(UTC).date().isoformat()
+    exported = folder / "log.jsonl"
+    done = runner.invoke(
+        app, ["log", "export", "--from", today, "--to", today, "--out", str(exported)]
+    )
+    assert done.exit_code == 0, done.output
+    return [json.loads(line) for line in exported.read_text().splitlines()]
+
+
 def test_score_deals_all_writes_every_open_deal_with_version_and_logs_it(own_log):
     from forecast.data.store import read_store
     from forecast.explain.scoring import load_deal_explainer, score_deals
@@ -47,13 +58,7 @@ def test_score_deals_all_writes_every_open_deal_with_version_and_logs_it(own_log
     assert book["data_fingerprint"].nunique() == 1 and len(book["data_fingerprint"].iloc[0]) == 64
     assert (book["as_of"] == tables.as_of).all()
 
-    today = datetime.now(UTC).date().isoformat()
-    exported = own_log / "log.jsonl"
-    done = runner.invoke(
-        app, ["log", "export", "--from", today, "--to", today, "--out", str(exported)]
-    )
-    assert done.exit_code == 0, done.output
-    rows = [json.loads(line) for line in exported.read_text().splitlines()]
+    rows = _todays_log(own_log)
     assert len(rows) == len(book)
     by_deal = {r["subject"]: r for r in rows}
     first = book.iloc[0]
@@ -83,13 +88,7 @@ def test_score_accounts_all_writes_the_services_drivers_and_logs_them(own_log, a
         actions = served.body["retention_actions"]
         assert row.top_action == (actions[0]["text"] if actions else None)
 
-    today = datetime.now(UTC).date().isoformat()
-    exported = own_log / "log.jsonl"
-    done = runner.invoke(
-        app, ["log", "export", "--from", today, "--to", today, "--out", str(exported)]
-    )
-    assert done.exit_code == 0, done.output
-    rows = [json.loads(line) for line in exported.read_text().splitlines()]
+    rows = _todays_log(own_log)
     by_account = {r["subject"]: r for r in rows if r["model"] == "account-churn"}
     assert len(by_account) == len(book)
     first = book.iloc[0]
