@@ -147,7 +147,8 @@ def parts_read_by_workers(client: object | None) -> Path | None:
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(message, style="red", markup=False, highlight=False)
+    # the terminal wraps it: a path or a command in the message stays whole, to copy
+    err_console.print(message, style="red", markup=False, highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

@@ -298,7 +298,8 @@ def _check_book(book: BookScores, moment: pd.Timestamp, version: str) -> None:
         )
     err_console.print(
         f"the open deals' chances from {path} ({book.model} version {book.model_version}, "
-        f"as of {book.as_of:%Y-%m-%d})"
+        f"as of {book.as_of:%Y-%m-%d})",
+        soft_wrap=True,
     )
 
 
@@ -355,7 +356,7 @@ def _live_inputs(
             featurize=featurize, open_scores=book and book.probability,
         )  # fmt: skip
     except UnscoredDealsError as err:
-        raise fail(f"--scores: {err}") from None
+        raise fail(f"--scores {book and book.path}: {err}") from None
 
 
 def _lean(tables, inputs):
