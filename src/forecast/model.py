@@ -19,12 +19,15 @@ logged model is one estimator whose `predict_proba` is the calibrated probabilit
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from lightgbm import LGBMClassifier
+from scipy.optimize import brentq
+from scipy.special import expit, logit
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
@@ -322,6 +325,32 @@ def calibrate(
     method = min(CALIBRATION_METHODS, key=lambda m: (scores[m], m != "sigmoid"))
     calibrated = CalibratedClassifierCV(FrozenEstimator(model), method=method).fit(x, y)
     return Calibration(model=calibrated, method=method, cv_log_loss=scores)
+
+
+def log_odds_shift(model: BaseEstimator, x: pd.DataFrame, y: np.ndarray) -> float:
+    """The constant that, added to the model's log-odds on every row, fits (x, y) best: the
+    shifted mean probability equals the rows' rate (the maximum-likelihood intercept)."""
+    z = logit(np.clip(model.predict_proba(x)[:, 1], 1e-9, 1 - 1e-9))
+    half = 0.5 / len(y)  # a window of one outcome only would ask for an infinite shift
+    rate = float(np.clip(np.mean(y), half, 1 - half))
+    return float(brentq(lambda shift: expit(z + shift).mean() - rate, -30.0, 30.0))
+
+
+def shifted(model: Pipeline, shift: float) -> Pipeline:
+    """A copy of the fitted pipeline whose log-odds are `shift` higher on every row: the
+    logistic's intercept, or the leaves of LightGBM's first tree (its log-odds are the sum of
+    its trees' leaves). Still the same kind of model, so it is served and explained as one;
+    its explanations' base value moves by `shift`, each feature's contribution stays."""
+    out = copy.deepcopy(model)
+    last = out.steps[-1][1]
+    if isinstance(last, LogisticRegression):
+        last.intercept_ = last.intercept_ + shift
+        return out
+    booster = last.booster_
+    leaves = booster.dump_model(num_iteration=1)["tree_info"][0]["num_leaves"]
+    for leaf in range(leaves):
+        booster.set_leaf_output(0, leaf, booster.get_leaf_output(0, leaf) + shift)
+    return out
 
 
 def base_pipeline(model: BaseEstimator) -> Pipeline:

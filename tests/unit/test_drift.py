@@ -8,12 +8,24 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pytest
+import skops.io
+from scipy.special import logit
 from sklearn.metrics import log_loss
 
+from forecast.explain.scorers import check_scorer, scorer_for
 from forecast.features.deal_schema import Feature
-from forecast.model import TreeParams, make_lightgbm, model_input
+from forecast.model import (
+    SKOPS_TRUSTED_TYPES,
+    TreeParams,
+    log_odds_shift,
+    make_lightgbm,
+    make_logistic,
+    model_input,
+    shifted,
+)
 from forecast.training.choice import fit_and_choose
 from forecast.training.drift import (
+    SHIFT,
     UNCALIBRATED,
     Choice,
     Separation,
@@ -215,3 +227,37 @@ def test_a_map_is_kept_only_where_it_beat_no_map_in_every_window():
     )
     choice = Choice(windows, scores.assign(steady=_steady(windows, scores)))
     assert choice.best("logistic")[1] == UNCALIBRATED
+
+
+@pytest.mark.parametrize("kind", ["lightgbm", "logistic"])
+def test_a_shift_moves_every_rows_log_odds_by_as_much_and_is_served_as_it_was_fitted(kind):
+    rows = world(0.0, weeks=20, per_week=100).history
+    x, y = model_input(rows, FEATURES), rows["won"].to_numpy(int)
+    make = {"lightgbm": lambda: make_lightgbm(FEATURES, params=Params().tree),
+            "logistic": lambda: make_logistic(FEATURES, c=1.0)}[kind]  # fmt: skip
+    model = make().fit(x, y)
+    before = logit(model.predict_proba(x)[:, 1])
+    # the rate of the other outcome: far from the model's, so the shift is large
+    shift = log_odds_shift(model, x, 1 - y)
+    moved = shifted(model, shift)
+    assert shift > 1.0
+    np.testing.assert_allclose(logit(moved.predict_proba(x)[:, 1]) - before, shift, atol=1e-9)
+    assert moved.predict_proba(x)[:, 1].mean() == pytest.approx(1 - y.mean(), abs=1e-9)
+    np.testing.assert_array_equal(logit(model.predict_proba(x)[:, 1]), before)  # a copy moved
+    # saved as MLflow saves it (skops), and scored by the service's fast path, unchanged
+    loaded = skops.io.loads(skops.io.dumps(moved), trusted=list(SKOPS_TRUSTED_TYPES))
+    np.testing.assert_allclose(loaded.predict_proba(x), moved.predict_proba(x), atol=1e-12)
+    assert check_scorer(scorer_for(loaded, FEATURES), loaded, x, what=kind) < 1e-9
+
+
+def test_a_base_rate_that_keeps_moving_is_followed_by_a_shift_and_a_steady_one_is_not():
+    for drift in (2.5, -2.5):
+        slices = world(drift)
+        fitted, loss, mean = _chosen_loss(slices)
+        assert fitted.calibration.method == SHIFT, fitted.selection
+        chosen = fitted.selection.loc[fitted.chosen]
+        assert float(chosen[SHIFT]) < float(chosen[UNCALIBRATED])
+        assert abs(mean - slices.test["won"].mean()) < 0.03
+        assert loss < _equal_weight_lightgbm_loss(slices) - 0.005
+    fitted = fit_and_choose(TASK, world(0.0), FEATURES, Params())
+    assert fitted.calibration.method != SHIFT, fitted.selection

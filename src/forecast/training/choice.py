@@ -19,15 +19,19 @@ from forecast.model import (
     base_pipeline,
     calibrate,
     calibration_scores,
+    log_odds_shift,
     make_lightgbm,
     make_logistic,
     model_input,
     monotone_violations,
+    shifted,
 )
 from forecast.training import evaluate
 from forecast.training.drift import (
     BASE_RATE,
     METHODS,
+    REFITTED,
+    SHIFT,
     UNCALIBRATED,
     Choice,
     DriftReport,
@@ -234,7 +238,8 @@ def choose_over_windows(
     """Each candidate fitted on the train slice with its best half-life; the eligible one with
     the lowest recency-weighted held-out log loss is calibrated on the calibration slice with
     its best map, or, when no map beat none, refitted on every row before the test slice
-    (`before_test`) and left uncalibrated, as the held-out windows judged it."""
+    (`before_test`) and left uncalibrated or shifted (`SHIFT`), as the held-out windows judged
+    it."""
     plan = {name: choice.best(name) for name in params.candidates}
     candidates = fit_candidates(
         slices.train, features, params, label=task.label,
@@ -256,11 +261,13 @@ def choose_over_windows(
     x = model_input(slices.calibration, features)
     y = slices.calibration[task.label].to_numpy(dtype=int)
     scores = {m: float(selection.loc[chosen, m]) for m in METHODS}
-    if method == UNCALIBRATED:
+    if method in REFITTED:
         weights = recency_weights(before_test["as_of"], half_life)
         x_all, y_all = model_input(before_test, features), before_test[task.label].to_numpy(int)
         make = candidate_makers(features, params, client)[chosen]
         model = fit_weighted(make(), x_all, y_all, weights)
+        if method == SHIFT:
+            model = shifted(model, log_odds_shift(candidates[chosen], x, y))
     else:
         model = calibrated(candidates[chosen], x, y, method)
     calibration = Calibration(model, method, scores)

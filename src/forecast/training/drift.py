@@ -13,6 +13,11 @@ log loss averaged over the folds with the most recent weighing most (each fold h
 after it). "none" is one of the calibrations: a map is applied only where it helped on the
 held-out windows, and a model left without one learns from the calibration window too (under
 drift the latest rows are the most telling, and a map fitted on them is fitted on one regime).
+"shift" follows a base rate that keeps moving: the model refitted on every row, its log-odds
+moved by as much as the calibration window's rate moved away from what the model fitted before
+that window expected (`log_odds_shift`). It bets that the move goes on for one more window;
+the held-out windows judge the bet, and like a map it is kept only where it beat "none" in
+every one of them (the guard against a move that stopped or turned).
 The report for the card: the base rate by period, the features whose distribution moved most
 between the train and test slices (PSI), each candidate per window.
 """
@@ -25,20 +30,23 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit, logit
 from sklearn.base import BaseEstimator
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
 from sklearn.metrics import log_loss, roc_auc_score
 
 from forecast.features.deal_schema import Feature
-from forecast.model import CALIBRATION_METHODS, model_input
+from forecast.model import CALIBRATION_METHODS, log_odds_shift, model_input
 from forecast.training.on_dask import fit_on_cluster, on_cluster
 
 log = logging.getLogger(__name__)
 
 UNCALIBRATED = "none"
+SHIFT = "shift"  # refitted on every row, log-odds moved as the latest window's rate moved
+REFITTED = (UNCALIBRATED, SHIFT)  # fitted on every row before the test slice, no map
 BASE_RATE = "base_rate"  # reported beside the candidates in every window, never served
-METHODS = (UNCALIBRATED, *CALIBRATION_METHODS)
+METHODS = (UNCALIBRATED, SHIFT, *CALIBRATION_METHODS)
 HALF_LIVES: tuple[int | None, ...] = (None, 182)  # days; None: every row weighs the same
 ROLLING_FOLDS = 3
 MIN_UNITS = 30  # of each outcome in a fold's train, calibration and held-out rows
@@ -214,9 +222,12 @@ def evaluate_folds(
                 everything = fit_weighted(
                     make(), x_all, y_all, recency_weights(fold.before_held_out["as_of"], half_life)
                 )
+                shift = log_odds_shift(model, x_cal, y_cal)
                 for method in METHODS:
                     if method == UNCALIBRATED:
                         p = everything.predict_proba(x_out)[:, 1]
+                    elif method == SHIFT:
+                        p = expit(logit(everything.predict_proba(x_out)[:, 1]) + shift)
                     else:
                         p = calibrated(model, x_cal, y_cal, method).predict_proba(x_out)[:, 1]
                     rows.append(window | _figures(name, half_life, method, y_out, p))
