@@ -11,6 +11,23 @@ from forecast.settings import get_settings
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
+# The files that take longest (minutes each; `--durations`), longest first. With
+# `--dist loadfile` a file runs whole on one worker, so a long file collected last becomes the
+# suite's tail while the other worker idles: these start first, the short files fill in after.
+LONGEST_FIRST = (
+    "tests/pipelines/test_on_dask.py",
+    "tests/model/test_whole_book.py",
+    "tests/service/test_team.py",
+    "tests/pipelines/test_parts_on_dask.py",
+    "tests/service/test_drill.py",
+    "tests/pipelines/test_scale_docs.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {path: place for place, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable
+
 
 def skip_or_fail(reason: str) -> None:
     """Skip with `reason`, except where FORECAST_TEST_STRICT=1 (CI): there a skip is a failure."""
