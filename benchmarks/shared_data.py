@@ -27,8 +27,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -267,8 +269,24 @@ def references_markdown(table) -> str:
     return "\n".join(lines)
 
 
+LOG_LINE = re.compile(r"^(?:(?:DEBUG|INFO|WARNING) |\d{4}/\d\d/\d\d | {9}\S)")
+
+
 def _last_lines(output: str, n: int = 12) -> str:
-    return "\n".join(output.strip().splitlines()[-n:])
+    """The refusal a user read: the output's last `n` lines but the log's (warnings about
+    features that are off, MLflow's database set-up), wrapped at 100 columns (a refusal is
+    printed unwrapped; the terminal wraps it) with a path kept whole."""
+    said = [line for line in output.strip().splitlines() if not LOG_LINE.match(line)]
+    return "\n".join(_wrapped(line) for line in said[-n:])
+
+
+def _wrapped(line: str, width: int = 100) -> str:
+    """`line` at `width` columns, a list item's continuation under its text."""
+    indent = len(line) - len(line.lstrip())
+    under = " " * (indent + 2 if line.lstrip().startswith("- ") else indent)
+    return textwrap.fill(
+        line, width, subsequent_indent=under, break_long_words=False, break_on_hyphens=False
+    )
 
 
 def table(outcome: Outcome) -> str:
