@@ -281,9 +281,9 @@ def _last_lines(output: str, n: int = 12) -> str:
 
 
 def _wrapped(line: str, width: int = 100) -> str:
-    """`line` at `width` columns, a list item's continuation under its text."""
+    """`line` at `width` columns; an indented line (a list's item) continues two further in."""
     indent = len(line) - len(line.lstrip())
-    under = " " * (indent + 2 if line.lstrip().startswith("- ") else indent)
+    under = " " * (indent + 2) if indent else ""
     return textwrap.fill(
         line, width, subsequent_indent=under, break_long_words=False, break_on_hyphens=False
     )
