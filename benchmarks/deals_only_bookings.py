@@ -4,8 +4,9 @@ The default world (30,000 deals, seed 0) as a CRM's one-table export would give 
 (`forecast.data.derive.deals_only`: no expected close dates, a derived history, no activities or
 bills), backtested at week 1 of its 11 quarters with the trained win scorer, as
 `tests/pipelines/test_deals_only_bookings.py` holds it. Prints MAPE of the mean and of the P50,
-and the P10-P90 coverage, per method and level; then whether the leaning forecast's nodes add up
-(the largest gap between a node and the sum of its children, over every quarter).
+WAPE of the mean and the P10-P90 coverage, per method and level; then whether the leaning
+forecast's nodes add up (the largest gap between a node and the sum of its children, over every
+quarter).
 
     python benchmarks/deals_only_bookings.py [--deals 30000] [--seed 0] [--draws 1000]
 
@@ -53,10 +54,16 @@ def main() -> None:
     )
     metrics = backtest_metrics(result.points)
     table = metrics.pivot_table(
-        index="method", columns="level", values=["mape", "mape_p50", "coverage"]
+        index="method", columns="level", values=["mape", "mape_p50", "wape", "coverage"]
     )
     print(f"deals-only export, week 1 ({time.perf_counter() - started:.0f} s)")
     print(table.round(3).to_string())
+
+    # what rules the rep-level MAPE of the mean: the quarters that booked almost nothing
+    for floor in (5_000, 10_000):
+        kept = result.points[result.points["actual"] >= floor]
+        rep = backtest_metrics(kept).query("level == 'rep'").set_index("method")["mape"]
+        print(f"rep MAPE of the mean, quarters booking {floor:,} or more: {rep.round(3).to_dict()}")
 
     leaned = result.points[result.points["method"] == FALLBACK]
     gap = 0.0

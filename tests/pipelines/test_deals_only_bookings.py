@@ -66,6 +66,16 @@ def test_the_p50_headed_with_is_no_worse_than_the_best_series_at_every_level(res
         assert rows.loc[method, "mape_p50"] <= best_series, rows["mape_p50"].round(3).to_dict()
 
 
+@pytest.mark.parametrize("level", ["company", "region", "team", "rep"])
+def test_the_mean_weighted_by_what_was_booked_is_no_worse_than_the_best_series(result, level):
+    # WAPE: a rep's near-empty quarter cannot rule it as it rules the mean's MAPE at rep level
+    metrics = result.metrics()
+    rows = metrics[(metrics["level"] == level) & (metrics["week"] == 1)].set_index("method")
+    best_series = rows.loc[list(SERIES), "wape"].min()
+    for method in ("simulation", FALLBACK):
+        assert rows.loc[method, "wape"] <= best_series, rows["wape"].round(3).to_dict()
+
+
 def test_each_node_leans_on_one_source_known_before_its_quarter(result):
     leaned = result.points[result.points["method"] == FALLBACK]
     assert set(leaned["source"]) <= {"simulation", *SERIES}

@@ -26,14 +26,18 @@ def pinball(actual: np.ndarray, predicted: np.ndarray, q: float) -> np.ndarray:
 
 
 def backtest_metrics(points: pd.DataFrame) -> pd.DataFrame:
-    """MAPE, bias, scaled pinball loss and P10-P90 coverage per method, level and week.
+    """MAPE, WAPE, bias, scaled pinball loss and P10-P90 coverage per method, level and week.
 
     `mape` scores the mean; `mape_p50` the median, the figure the Forecast page and the API
     head with (a point forecast's P50 is its mean). Where a node's quarter is lumpy (a rep's
     few large deals) the two part: the mean carries the rare large quarter, which MAPE, an
-    average of errors relative to each actual, punishes in the many small ones."""
+    average of errors relative to each actual, punishes in the many small ones. `wape` (the
+    mean's absolute errors over what was booked, summed) weighs each quarter by its size: a
+    rep's near-empty quarter cannot rule it, as it can MAPE (where forecasting 0 scores 100 %)."""
     data = points[points["actual"] > 0].copy()
-    data["ape"] = (data["mean"] - data["actual"]).abs() / data["actual"]
+    data["error"] = (data["mean"] - data["actual"]).abs()
+    data["ape"] = data["error"] / data["actual"]
+    data["actual_forecast"] = data["actual"].where(data["error"].notna())  # what WAPE weighs
     data["ape_p50"] = (data["p50"] - data["actual"]).abs() / data["actual"]
     data["pe"] = (data["mean"] - data["actual"]) / data["actual"]
     loss = sum(
@@ -48,10 +52,14 @@ def backtest_metrics(points: pd.DataFrame) -> pd.DataFrame:
         mape=("ape", "mean"),
         mape_p50=("ape_p50", "mean"),
         bias=("pe", "mean"),
+        error_sum=("error", "sum"),
+        forecast_sum=("actual_forecast", "sum"),
         pinball_sum=("pinball", "sum"),
         actual_sum=("actual", "sum"),
         coverage=("inside", "mean"),
     )
+    forecast = out.pop("forecast_sum")
+    out["wape"] = (out.pop("error_sum") / forecast).where(forecast > 0)
     out["pinball"] = out.pop("pinball_sum") / out.pop("actual_sum")
     probabilistic = out.index.get_level_values("method").isin(PROBABILISTIC)
     out.loc[~probabilistic, "coverage"] = np.nan

@@ -107,7 +107,7 @@ def log_backtest(
             mlflow.set_tags(dict(tags))
         flat = {}
         for row in metrics.itertuples():
-            for name in ("mape", "bias", "pinball", "coverage"):
+            for name in ("mape", "wape", "bias", "pinball", "coverage"):
                 value = getattr(row, name)
                 if pd.notna(value):
                     flat[f"{name}_{row.method}_{row.level}_w{row.week}"] = float(value)
