@@ -14,7 +14,9 @@ strings, everything else as float64):
   regularised logistic regression; the baseline and a candidate of its own.
 
 `calibrate` wraps a fitted pipeline with a calibration map fitted on a later time slice, so the
-logged model is one estimator whose `predict_proba` is the calibrated probability.
+logged model is one estimator whose `predict_proba` is the calibrated probability. `shifted`
+moves a fitted pipeline's log-odds by a constant instead (the choice's shift under a moving base
+rate, `forecast.training.drift`), leaving it the same kind of pipeline.
 """
 
 from __future__ import annotations
