@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from distributed import Client
+    from distributed import Client, LocalCluster
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]  # (parts done, parts)
@@ -48,21 +48,22 @@ def dask_client(
     if local_cluster:
         if local_cluster < 1:
             raise ValueError(f"a local cluster of {local_cluster} workers: give at least 1")
-        with (
-            LocalCluster(
-                n_workers=local_cluster,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address="127.0.0.1:0",
-                memory_limit=memory_limit,
-            ) as cluster,
-            Client(cluster) as client,
-        ):
-            client.run(_worker_prints_to, "stderr" if log.isEnabledFor(logging.DEBUG) else None)
-            log.debug("Dask: a local cluster of %d workers, dashboard %s", local_cluster,
-                     client.dashboard_link)  # fmt: skip
-            yield client
+        cluster = LocalCluster(
+            n_workers=local_cluster,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            memory_limit=memory_limit,
+        )
+        try:
+            with Client(cluster) as client:
+                client.run(_worker_prints_to, "stderr" if log.isEnabledFor(logging.DEBUG) else None)
+                log.debug("Dask: a local cluster of %d workers, dashboard %s", local_cluster,
+                         client.dashboard_link)  # fmt: skip
+                yield client
+        finally:
+            _close(cluster)
         return
     try:
         client = Client(scheduler)  # waits distributed.comm.timeouts.connect (30 s)
@@ -72,6 +73,19 @@ def dask_client(
     with client:
         log.debug("Dask: scheduler %s, dashboard %s", scheduler, client.dashboard_link)
         yield client
+
+
+def _close(cluster: LocalCluster) -> None:
+    """Close a local cluster without letting its close replace what the command did or said.
+
+    After a worker died, its nanny starts another; a close that comes while that process is
+    being started fails inside distributed ("can only join a started process", 2026.8). The
+    command's own outcome (its answer, or the message naming the dead worker) stands; the
+    close's error is logged, and the worker processes end with this one."""
+    try:
+        cluster.close()
+    except Exception as err:  # what a teardown race raises is distributed's own, any kind
+        log.warning("the local Dask cluster did not close cleanly: %s", err)
 
 
 def worker_lost(err: BaseException | None) -> bool:
