@@ -44,6 +44,8 @@ def forecast_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("FORECAST_TRACKING_URI", raising=False)
     monkeypatch.delenv("FORECAST_DATABASE_URL", raising=False)
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    # two test workers share two cores: LightGBM on two threads each ran about 3x slower
+    monkeypatch.setenv("FORECAST_TRAINING_THREADS", "1")
     get_settings.cache_clear()
     yield home
     get_settings.cache_clear()

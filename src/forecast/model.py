@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -43,6 +43,7 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardSc
 from sklearn.utils.validation import check_is_fitted
 
 from forecast.features.deal_schema import DEAL_FEATURES, Feature
+from forecast.settings import get_settings
 
 CALIBRATION_METHODS = ("sigmoid", "isotonic")
 # What the skops format may rebuild when a logged model is loaded: our own classes, LightGBM's
@@ -72,7 +73,7 @@ class TreeParams:
     reg_lambda: float = 1.0
     subsample: float = 0.8
     colsample_bytree: float = 0.5
-    n_jobs: int = 2
+    n_jobs: int = field(default_factory=lambda: get_settings().training_threads)
 
 
 def feature_names(features: Sequence[Feature]) -> list[str]:

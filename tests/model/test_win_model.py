@@ -174,3 +174,19 @@ def test_a_logistic_bending_a_declared_direction_is_flagged(fitted):
     assert flagged & {"rep_win_rate", "rep_stage_win_rate"}
     assert flagged <= {"rep_win_rate", "rep_stage_win_rate"}
     assert monotone_violations(candidates["lightgbm"], DEAL_FEATURES) == []
+
+
+def test_lightgbm_trains_with_the_threads_the_setting_gives(monkeypatch):
+    from forecast.model import make_lightgbm
+    from forecast.settings import get_settings
+
+    for threads in ("1", "3"):
+        monkeypatch.setenv("FORECAST_TRAINING_THREADS", threads)
+        get_settings.cache_clear()
+        tree = WinParams().tree
+        assert tree.n_jobs == int(threads)
+        lgbm = make_lightgbm(params=tree).named_steps["lgbm"]
+        assert lgbm.get_params()["n_jobs"] == int(threads)
+    monkeypatch.delenv("FORECAST_TRAINING_THREADS")
+    get_settings.cache_clear()
+    assert WinParams().tree.n_jobs == 2  # a machine of its own: two threads
