@@ -222,13 +222,14 @@ def evaluate_folds(
                 everything = fit_weighted(
                     make(), x_all, y_all, recency_weights(fold.before_held_out["as_of"], half_life)
                 )
-                shift = log_odds_shift(model, x_cal, y_cal)
+                plain = everything.predict_proba(x_out)[:, 1]
+                refitted = {
+                    UNCALIBRATED: plain,
+                    SHIFT: expit(logit(plain) + log_odds_shift(model, x_cal, y_cal)),
+                }
                 for method in METHODS:
-                    if method == UNCALIBRATED:
-                        p = everything.predict_proba(x_out)[:, 1]
-                    elif method == SHIFT:
-                        p = expit(logit(everything.predict_proba(x_out)[:, 1]) + shift)
-                    else:
+                    p = refitted.get(method)
+                    if p is None:
                         p = calibrated(model, x_cal, y_cal, method).predict_proba(x_out)[:, 1]
                     rows.append(window | _figures(name, half_life, method, y_out, p))
     windows = pd.DataFrame(rows)
