@@ -26,7 +26,7 @@ from service.metrics import CONTENT_TYPE
 from service.pages import install_dashboard
 from service.routes import router
 from service.schemas import METRICS_EXAMPLE, HealthOut, ReadyOut
-from service.state import UNAVAILABLE, ServiceConfig, ServiceState
+from service.state import UNAVAILABLE, ServiceConfig, ServiceState, status_of
 from service.text_check import unusable_text
 
 log = logging.getLogger(__name__)
@@ -203,8 +203,8 @@ def create_app(settings: Settings | None = None, config: ServiceConfig | None = 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         disable_telemetry()
         await run_in_threadpool(state.start)
-        if state.problems:
-            log.warning("service started without: %s", "; ".join(state.problems.values()))
+        if problems := state.readiness_problems():
+            log.warning("service started without: %s", "; ".join(problems))
         state.start_polling()
         state.warm_scenarios()
         # what start-up loaded lives as long as the process: out of the collector's sight, a
@@ -227,7 +227,7 @@ def create_app(settings: Settings | None = None, config: ServiceConfig | None = 
 
     async def unavailable(request: Request, err: Exception) -> JSONResponse:
         detail, headers = state.unavailable(err)
-        return JSONResponse({"detail": detail}, status_code=503, headers=headers)
+        return JSONResponse({"detail": detail}, status_code=status_of(err), headers=headers)
 
     for error in UNAVAILABLE:
         app.add_exception_handler(error, unavailable)
@@ -253,7 +253,7 @@ def create_app(settings: Settings | None = None, config: ServiceConfig | None = 
         responses={503: {"model": ReadyOut, "description": "Not ready: the problems say why."}},
     )
     async def readyz() -> JSONResponse:  # async: answered even while every thread is busy
-        problems = sorted(state.problems.values())
+        problems = state.readiness_problems()
         # the database is asked at most every 2 s: a thread only then, and its connection
         # attempt bounded (see `engine_for`)
         if state.database_check_due():
@@ -269,6 +269,7 @@ def create_app(settings: Settings | None = None, config: ServiceConfig | None = 
             "models": state.versions(),
             "problems": problems,
             "refused": sorted(state.refused.values()),  # newer versions refused; old ones serve
+            "unsupported": state.unsupported(),  # not waited for: the data cannot train them
             "store": state.store_version,
         }
         return JSONResponse(body, status_code=200 if not problems else 503)

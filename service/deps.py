@@ -302,6 +302,7 @@ def forecast_scope(
     """The node, checked against `forecast_nodes_in_reach` (out of reach: 404, as if unknown)."""
     from forecast.revenue import COMPANY
 
+    state.check_forecastable()  # an orders-only export has no org tree to check the node in
     try:
         visible = forecast_nodes_in_reach(state.reps(), within)
     except OrgTreeUnavailableError as err:

@@ -44,6 +44,7 @@ from service.state import (
     UNAVAILABLE,
     OrgTreeUnavailableError,
     ServiceState,
+    status_of,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -807,7 +808,7 @@ def models_page(request: Request, who: ViewerDep) -> Response:
             {
                 "name": name,
                 "serving": serving,
-                "problem": state.problems.get(name),
+                "problem": None if serving else state.detail(name),
                 "report": report,
                 "live": live,
             }
@@ -894,10 +895,10 @@ def install_dashboard(app: FastAPI) -> None:
     async def unavailable(request: Request, err: Exception) -> Response:
         detail, headers = request.app.state.service.unavailable(err)
         if request.url.path.startswith("/dashboard"):
-            page = _render(request, "error.html", {"message": detail}, 503)
+            page = _render(request, "error.html", {"message": detail}, status_of(err))
             page.headers.update(headers)
             return page
-        return JSONResponse({"detail": detail}, status_code=503, headers=headers)  # the API's
+        return JSONResponse({"detail": detail}, status_code=status_of(err), headers=headers)
 
     app.add_exception_handler(SignInRequired, to_sign_in)
     app.add_exception_handler(PageError, page_error)

@@ -77,6 +77,12 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
         "description": "No champion loaded, no CRM data, the org tree or the service "
         "database cannot be read (then with Retry-After), or a scenario ran past its budget.",
     },
+    409: {
+        "model": ProblemOut,
+        "description": "The stored data cannot give this at all, and says what it lacks: a "
+        "model it cannot train (an orders-only export has no deals to win), a bookings "
+        "forecast without deal amounts.",
+    },
 }
 READ_PROBLEMS = {**PROBLEMS, 404: {"model": ProblemOut, "description": "Unknown or out of reach."}}
 BODY_PROBLEMS = {
@@ -168,12 +174,29 @@ async def score_deals(body: DealBatchIn, request: Request, caller: ScoringCaller
             ],
         )
         batch = DealBatchOut(
-            request_id=request.state.request_id, model=model, as_of=as_of, scores=scores
+            request_id=request.state.request_id,
+            model=model,
+            as_of=as_of,
+            scores=scores,
+            warnings=[] if body.as_of else _stale_store(stored.tables.as_of, as_of, state),
         )
         # built and checked above: answered as is, not validated again
         return Response(batch.model_dump_json(), media_type="application/json")
 
     return await _scored(len(body.deals), work)
+
+
+def _stale_store(stored_as_of: datetime, as_of: datetime, state: ServiceState) -> list[str]:
+    """A warning when the default as-of (now) is long after the stored data ends."""
+    days = (as_of.replace(tzinfo=None) - stored_as_of).days
+    if days <= state.config.stale_store_days:
+        return []
+    return [
+        f"scored as of now ({as_of:%Y-%m-%d}), {days:,} days after the stored CRM's data ends "
+        f"({stored_as_of:%Y-%m-%d}): what it knows of the reps, accounts and products stops "
+        "there (tenure counts on, recent deals count none); send `as_of` to score as of the "
+        "export, or import a newer one"
+    ]
 
 
 def _logged_record(record: dict[str, Any]) -> dict[str, Any]:

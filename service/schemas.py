@@ -400,6 +400,12 @@ class DealBatchOut(BaseModel):
     model: ModelOut
     as_of: Moment
     scores: list[DealScoreOut]
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What the caller should know about the whole answer: e.g. an as-of (the "
+        "default, now) long after the stored CRM's data ends, so what the store knows of the "
+        "reps, accounts and products is that old; send `as_of` to score as of the export.",
+    )
 
 
 class RepCoachingOut(BaseModel):
@@ -988,6 +994,11 @@ class ReadyOut(BaseModel):
     refused: list[str] = Field(
         default_factory=list,
         description="Newer champion versions refused at load (the older ones keep serving).",
+    )
+    unsupported: dict[str, str] = Field(
+        default_factory=dict,
+        description="Models the stored data cannot train (an orders-only export has no deals "
+        "to win), with why: readiness does not wait for them.",
     )
 
 

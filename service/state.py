@@ -68,6 +68,11 @@ class StoreUnavailableError(RuntimeError):
     """No CRM data to read deals or coaching from."""
 
 
+class NotInTheDataError(RuntimeError):
+    """The stored data cannot give this at all (no closed deals to train a win model on, no
+    amounts to forecast bookings from): 409, the message says what the export lacks."""
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     """Limits of the HTTP layer (the model limits live in the schemas)."""
@@ -75,6 +80,9 @@ class ServiceConfig:
     max_body_bytes: int = 4 * 1024 * 1024  # a full batch of 1,000 deals is under 1 MiB
     forecast_draws: int = 10_000  # as `forecast revenue`: the same question, the same figures
     forecast_quarters_kept: int = 4  # prepared quarters kept per champion version and store
+    # a store this much older than a record's as-of is said in the answer (a nightly import
+    # keeps it under two days; a historic export scored "now" is years behind)
+    stale_store_days: int = 7
 
 
 @dataclass(frozen=True)
@@ -103,17 +111,28 @@ class ChurnServed:
     horizon_days: int | None  # as logged with the training run (None: not logged)
 
 
-UNAVAILABLE = (  # what keeps a request from being answered now: 503 (see `unavailable`)
+UNAVAILABLE = (  # what keeps a request from being answered: 503, or 409 (see `status_of`)
     ModelMissingError,
     OrgTreeUnavailableError,
     StoreUnavailableError,
     sa.exc.SQLAlchemyError,
     ScenarioTimeoutError,
+    NotInTheDataError,
 )
+# what `forecast.data.doctor.not_in_the_data` calls each served model
+NEEDS = {DEAL_MODEL: "win", CHURN_MODEL: "churn"}
+
+
+def status_of(err: Exception) -> int:
+    """409 for what the stored data can never give; 503 for what may come (a champion, the
+    store, the database)."""
+    return 409 if isinstance(err, NotInTheDataError) else 503
 
 
 def missing_message(name: str) -> str:
-    return f"{name} has no champion: train one with `{HOW_TO_TRAIN.get(name, 'forecast train')}`"
+    from forecast.training.registry import no_champion
+
+    return no_champion(name, HOW_TO_TRAIN.get(name, "forecast train"))
 
 
 class ServiceState:
@@ -138,7 +157,7 @@ class ServiceState:
         )
         self.models: dict[str, Serving] = {}
         # what keeps a model from serving (readiness fails) ...
-        self.problems: dict[str, str] = {name: missing_message(name) for name in SERVED}
+        self.problems: dict[str, str] = {name: f"{name}: not loaded yet" for name in SERVED}
         # ... and newer versions refused while an older one serves (readiness holds)
         self.refused: dict[str, str] = {}
         self._refused_versions: dict[str, str] = {}
@@ -148,6 +167,8 @@ class ServiceState:
         self.account_owners: dict[str, object] = {}  # account id -> owner rep id (or None)
         self._typical: dict[str, tuple[int, pd.DataFrame]] = {}  # per model, per store load
         self.store_problem: str | None = "not loaded yet"
+        # what the stored data cannot give at all (`not_in_the_data`), each with why
+        self.not_in_data: dict[str, str] = {}
         self.store_generation = 0  # counts loads: cached results of an older store are dropped
         self.ready = False
         self._reload = threading.Lock()
@@ -279,6 +300,7 @@ class ServiceState:
         self.logs.close()
 
     def load_store(self) -> None:
+        from forecast.data.doctor import not_in_the_data
         from forecast.data.store import StoreError, current_version, read_store
 
         try:
@@ -291,6 +313,7 @@ class ServiceState:
             owners = zip(accounts["account_id"], accounts["owner_rep_id"], strict=True)
             self.account_owners = customers | dict(owners)
             self.tables, self.stored_crm = tables, StoredCrm.of(tables)
+            self.not_in_data = not_in_the_data(tables)
             self.store_problem = None
             self.store_version = version
             self.store_generation += 1
@@ -419,8 +442,31 @@ class ServiceState:
     def champion(self, name: str) -> Serving:
         serving = self.models.get(name)
         if serving is None:
+            if why := self.not_in_data.get(NEEDS.get(name, "")):
+                raise NotInTheDataError(f"{name} cannot be trained on the stored data: {why}")
             raise ModelMissingError(self.problems.get(name, missing_message(name)))
         return serving
+
+    def check_forecastable(self) -> None:
+        """Raises NotInTheDataError when the stored data can give no bookings forecast (no
+        deals, or none with an amount); StoreUnavailableError without a store."""
+        self.store()
+        if why := self.not_in_data.get("revenue"):
+            raise NotInTheDataError(f"no bookings forecast from the stored data: {why}")
+
+    def readiness_problems(self) -> list[str]:
+        """What keeps the service from being ready: a champion missing or refused, except of a
+        model the stored data cannot train (`unsupported`)."""
+        unsupported = self.unsupported()
+        return sorted(p for name, p in self.problems.items() if name not in unsupported)
+
+    def unsupported(self) -> dict[str, str]:
+        """The served models the stored data cannot train, with why, while none serves."""
+        return {
+            name: why
+            for name, need in NEEDS.items()
+            if name not in self.models and (why := self.not_in_data.get(need))
+        }
 
     def store(self) -> CrmTables:
         if self.tables is None:
@@ -468,6 +514,7 @@ class ServiceState:
         from forecast.revenue.bookings import parse_quarter
         from forecast.revenue.churn import live_renewals
 
+        self.check_forecastable()
         serving, tables = self.champion(DEAL_MODEL), self.store()
         churn = self.models.get(CHURN_MODEL)
         period = str(parse_quarter(quarter))
@@ -545,6 +592,8 @@ class ServiceState:
 
     def detail(self, name: str) -> str | None:
         """Why a model is not serving, or which newer version was refused."""
+        if why := self.unsupported().get(name):
+            return f"{name} cannot be trained on the stored data: {why}"
         return self.problems.get(name) or self.refused.get(name)
 
     def deal_scores(self, serving: Serving) -> dict[str, DealScore]:

@@ -144,7 +144,21 @@ def also_parquet(table: str) -> Corrupt:
     return apply
 
 
+def nothing_to_learn(folder: Path) -> None:
+    """Every table a model learns from (and those naming its rows) a header without rows."""
+    for table in ("deals", "deal_history", "deal_attributes", "activities", "revenue", "orders"):
+        if (folder / f"{table}.csv").exists():
+            header_only(table)(folder)
+
+
 CASES = [
+    # an export whose deals, orders and recurring revenue are all empty would replace a store
+    # that had them
+    pytest.param(
+        nothing_to_learn,
+        ["deals.csv", "'no rows'", "deals, orders or recurring revenue", "empty_export"],
+        id="header-only-deals-orders-revenue",
+    ),
     # files and encodings
     pytest.param(
         transcode("accounts", "latin-1", "Acme", "Café"),
@@ -509,6 +523,23 @@ def test_summary_lists_the_first_few_but_counts_all(valid_folder: Path) -> None:
     )
     assert "signals.csv line 2, column value: 'x0'" in message
     assert "4980 more" in message
+
+
+def test_the_first_few_shown_hold_one_of_each_kind(valid_folder: Path) -> None:
+    """5,000 bad signal values found first must not hide the one bad account id after them."""
+    rows = [f"S{i},A1,2024-05-01T00:00:00Z,usage,x{i}" for i in range(5000)]
+    rows.append("S5000,NO-SUCH-ACCOUNT,2024-05-01T00:00:00Z,usage,1")
+    header = (valid_folder / "signals.csv").read_text().splitlines()[0]
+    write_bytes("signals", ("\n".join([header, *rows]) + "\n").encode())(valid_folder)
+
+    with pytest.raises(ValidationError) as caught:
+        validate(read_folder(valid_folder), as_of=AS_OF)
+
+    shown = caught.value.examples(20)
+    assert len(shown) == 20
+    assert [v.check for v in shown].count("foreign_key") == 1
+    assert "'NO-SUCH-ACCOUNT'" in caught.value.summary(20)
+    assert [v.location for v in shown][:2] == ["line 2", "line 3"]  # still in the order found
 
 
 def test_valid_folder_round_trips_through_the_store(valid_folder: Path, tmp_path: Path) -> None:

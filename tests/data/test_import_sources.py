@@ -263,6 +263,22 @@ def test_mapping_file_next_to_another_export(tmp_path: Path, example: Path) -> N
     assert raw["deals"].source == str(example / "Opportunities.csv")
 
 
+def test_a_dash_leaves_a_column_out_without_a_preset(example: Path) -> None:
+    """`amount: "-"` (the leak guard's suggested fix) leaves the deals' amounts out, as under a
+    preset; the history's amounts stay mapped."""
+    mapping = example / "mapping.yaml"
+    _replace_in(
+        mapping,
+        "      created_at: Created Date\n      amount: Amount (EUR)",
+        '      created_at: Created Date\n      amount: "-"',
+    )
+    raw, as_of = read_mapped(example, mapping)
+    assert "amount" not in raw["deals"].frame.columns
+    assert "amount" in raw["deal_history"].frame.columns
+    tables = validate(raw, as_of=as_of)
+    assert tables.deals["amount"].isna().all()
+
+
 # --- SQL ----------------------------------------------------------------------------------------
 
 

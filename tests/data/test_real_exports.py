@@ -70,7 +70,8 @@ def test_a_real_shaped_export_imports_is_described_and_trains_or_says_why(
     found = json.loads(doctor.output)
     assert found["history"] == "derived"
     assert "stage" in found["features_off"] or name == "order-log"  # never open: nothing to see
-    assert doctor.exit_code == (1 if found["blockers"] else 0)
+    assert doctor.exit_code == (1 if found["blocked"] else 0)
+    assert found["blocked"] == bool(found["blockers"])  # each export has closed deals
 
     trained = runner.invoke(app, ["train", "win"])
     _no_traceback(trained)

@@ -97,5 +97,40 @@ def test_validate_checks_without_storing(tmp_path):
 def test_help_lists_the_data_commands():
     result = runner.invoke(app, ["data", "--help"])
     assert result.exit_code == 0
-    for command in ("generate", "import", "validate", "describe"):
+    for command in ("generate", "import", "validate", "describe", "doctor", "rollback"):
         assert command in result.output
+
+
+def test_an_export_without_amounts_says_no_forecast_and_rolls_back(tmp_path):
+    """Amounts may be left out (the win model needs none), but then no bookings forecast can be
+    made: the doctor and `forecast revenue` say why; `data rollback` brings the import back."""
+    tables = make_crm(400, seed=5).tables
+    whole = _write_csv_folder(tables, tmp_path / "whole")
+    without = _write_csv_folder(
+        tables.replace(deals=tables.deals.drop(columns="amount")), tmp_path / "without"
+    )
+    first = runner.invoke(app, ["data", "import", str(whole), "--as-of", "2026-11-15"])
+    assert first.exit_code == 0, first.output
+    version = store_manifest()["version"]
+    second = runner.invoke(app, ["data", "import", str(without), "--as-of", "2026-11-15"])
+    assert second.exit_code == 0, second.output
+    assert read_store().deals["amount"].isna().all()
+
+    revenue = runner.invoke(app, ["revenue", "--quarter", "2026Q4"])
+    assert revenue.exit_code == 1
+    assert "no stored deal carries an amount" in revenue.output
+    assert "deals.amount" in revenue.output
+    doctor = runner.invoke(app, ["data", "doctor", "--json"])
+    verdict = json.loads(doctor.output)["trainable"]["revenue forecast"]
+    assert verdict.startswith("no: no stored deal carries an amount")
+
+    back = runner.invoke(app, ["data", "rollback"])
+    assert back.exit_code == 0, back.output
+    assert f"version {version} is current again" in " ".join(back.output.split())
+    assert store_manifest()["version"] == version
+    assert read_store().deals["amount"].notna().any()
+    doctor = runner.invoke(app, ["data", "doctor", "--json"])
+    assert json.loads(doctor.output)["trainable"]["revenue forecast"] == "yes"
+    again = runner.invoke(app, ["data", "rollback"])
+    assert again.exit_code == 1
+    assert "no version before" in again.output

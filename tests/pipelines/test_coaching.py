@@ -171,3 +171,18 @@ def test_in_a_team_of_two_the_unguarded_figures_would_give_the_teammate_exactly(
     mine, theirs = (coach_rep(tables, r, window_days=730) for r in (me, mate))
     f = mine.funnel
     assert (f["team_deals"] - f["rep_deals"]).equals(theirs.funnel["rep_deals"])
+
+
+def test_without_stage_history_no_funnel_is_made_up(world):
+    """A deals-only export's derived history jumps from creation to the close: every closed deal
+    would seem to pass every stage (100 %), so no funnel, bottleneck or stage finding is shown."""
+    from forecast.data.derive import deals_only
+
+    tables = deals_only(world.tables)
+    rep = tables.deals["rep_id"].value_counts().index[0]
+    view = coach_rep(tables, rep)
+    assert view.funnel.empty and view.bottleneck is None
+    assert "No stage history in the export" in (view.note or "")
+    assert not [f for f in view.findings if f.topic.startswith("conversion out of")]
+    assert view.closed_deals > 0 and view.win_rate == view.win_rate  # the rest still judged
+    assert coach_rep(world.tables, rep).funnel.shape[0] == len(OPEN_STAGES)

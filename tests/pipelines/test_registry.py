@@ -204,3 +204,15 @@ def test_the_champion_is_rescored_on_the_challengers_rows(tmp_path, forecast_hom
     # the challenger's rows are later than the champion's own test rows, and other rows
     assert len(rows.won) != len(own.won) or not np.array_equal(rows.won, own.won)
     assert decision.champion["log_loss"] != pytest.approx(own.metrics["log_loss"], abs=1e-9)
+
+
+def test_without_a_champion_the_message_names_the_version_the_gate_kept_back(own_copy):
+    """After the gate kept every version back, "train one" would send the person round in a
+    circle: the message names the latest version and how to promote it."""
+    assert registry.no_champion("account-churn", "forecast train churn") == (
+        "account-churn has no champion: train one with `forecast train churn`"
+    )
+    registry.client().delete_registered_model_alias(MODEL_NAME, "champion")
+    message = registry.no_champion(MODEL_NAME, "forecast train win")
+    assert "version 3 is registered but not champion" in message
+    assert f"`forecast models promote {MODEL_NAME} 3`" in message

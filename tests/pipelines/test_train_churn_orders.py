@@ -134,6 +134,18 @@ def test_customers_who_stopped_buying_score_higher_than_those_still_buying(home)
     assert p[quiet[quiet].index].mean() > p[quiet[~quiet].index].mean() + 0.2
 
 
+def test_the_doctor_finds_nothing_blocking_what_an_order_export_is_for(home):
+    runner = CliRunner()
+    doctor = runner.invoke(app, ["data", "doctor"], env={"COLUMNS": "120"})
+    assert doctor.exit_code == 0, doctor.output
+    assert "Deals: none in the export" in doctor.output
+    assert "nothing blocks training churn" in doctor.output
+    assert "the export has no deals" in doctor.output  # no bookings forecast, said why
+    revenue = runner.invoke(app, ["revenue"], env={"COLUMNS": "120"})
+    assert revenue.exit_code == 1
+    assert "no bookings forecast from the stored data: the export has no deals" in revenue.output
+
+
 def test_the_service_serves_the_inactivity_champion_on_stored_customers(trained, home):
     from service.app import create_app
     from tests.service.conftest import home_env, serve
@@ -142,11 +154,18 @@ def test_the_service_serves_the_inactivity_champion_on_stored_customers(trained,
     scores = trained[3].set_index("account_id")
     customer = str(scores.index[0])  # the most revenue at risk
     with home_env(trained[0]), serve(create_app()) as api:
-        ready = api.get("/readyz")  # no deals in an order export: no deal-win champion
-        assert ready.status == 503, ready.body
-        assert ready.body["problems"] == [api.state.problems["deal-win"]]
+        # no deals in an order export: readiness does not wait for a deal-win champion
+        ready = api.get("/readyz")
+        assert ready.status == 200 and ready.body["problems"] == [], ready.body
+        assert "no closed deals" in ready.body["unsupported"]["deal-win"]
         assert ready.body["models"]["account-churn"] == "1"  # the churn champion serves
         admin = api.key("admin")
+        quarter = api.get("/v1/forecast/2026Q1", key=admin)  # what it cannot give: 409, why
+        assert quarter.status == 409, quarter.body
+        assert (
+            "no bookings forecast from the stored data: the export has no deals"
+            in quarter.body["detail"]
+        )
         one = api.get(f"/v1/accounts/{customer}", key=admin)
         assert one.status == 200, one.body
         assert one.body["churn"]["definition"] == "inactivity"

@@ -21,10 +21,26 @@ from forecast.cli import app
         ["data", "validate", "export/"],
     ],
 )
-@pytest.mark.parametrize("bad", ["garbage", "2026-13-45", "yesterday"])
+# a day-first or month-first date is refused, not guessed: 01/02/2017 is either
+@pytest.mark.parametrize("bad", ["garbage", "2026-13-45", "yesterday", "01/02/2017", "31/12/2017"])
 def test_a_bad_as_of_is_a_usage_error_not_a_traceback(command, bad):
     done = CliRunner().invoke(app, [*command, "--as-of", bad])
     assert done.exit_code == 2, done.output
     assert "--as-of" in done.output and bad in done.output
     assert "Traceback" not in done.output
     assert done.exception is None or isinstance(done.exception, SystemExit)
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("2017-12-31", "2017-12-31T00:00:00"),
+        ("2017-12-31 09:30", "2017-12-31T09:30:00"),
+        ("2017-12-31T09:30+02:00", "2017-12-31T07:30:00"),
+        ("2017-12-31T09:30:00Z", "2017-12-31T09:30:00"),
+    ],
+)
+def test_an_iso_as_of_is_kept_as_the_store_keeps_moments(given, stored):
+    from forecast.cli.common import moment_option
+
+    assert moment_option(given) == stored

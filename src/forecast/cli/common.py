@@ -154,15 +154,16 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 def moment_option(value: str | None) -> str | None:
     """Check an `--as-of` value and give it back as the store keeps moments (UTC, no zone)."""
-    from forecast.features.records import moment
+    from forecast.data.cells import iso_moment
 
     if value is None:
         return None
     try:
-        return moment(value).isoformat()
+        return iso_moment(value).isoformat()
     except (ValueError, TypeError, OverflowError):
         raise typer.BadParameter(
-            f"{value!r} is not a date or moment (e.g. 2026-11-15 or 2026-11-15T09:00Z)"
+            f"{value!r} is not an ISO date or moment: year-month-day, e.g. 2026-11-15 or "
+            "2026-11-15T09:00Z"
         ) from None
 
 

@@ -276,6 +276,27 @@ def data_describe(
     print_description(tables)
 
 
+@data_app.command("rollback")
+def data_rollback() -> None:
+    """Make the import before the current one current again (the store keeps
+    FORECAST_STORE_VERSIONS_KEPT earlier ones); a running service reloads it by itself."""
+    from forecast.data.store import StoreError, rollback_store, store_manifest
+
+    try:
+        left = store_manifest()["version"]
+        version = rollback_store()
+    except StoreError as err:
+        raise fail(str(err)) from None
+    manifest = store_manifest()
+    rows = ", ".join(
+        f"{name} {count:,}" for name, count in manifest.get("rows", {}).items() if count
+    )
+    console.print(
+        f"[green]rolled back[/]: version {version} is current again ({rows}); "
+        f"{left} stays in the store"
+    )
+
+
 @data_app.command("doctor")
 def data_doctor(
     source: SourceArg = None,
@@ -291,7 +312,7 @@ def data_doctor(
     """What the data supports: models, features off and why, spans, cycles, suspicious columns.
 
     Reads the store, or a source given like `forecast data import` (nothing is stored). Exits 1
-    when something blocks training.
+    when something blocks training a model the data is made for.
     """
     from forecast.data.doctor import diagnose
     from forecast.data.store import StoreEmptyError, read_store
@@ -315,5 +336,5 @@ def data_doctor(
         sys.stdout.write("\n")
     else:
         print_diagnosis(found)
-    if found.blockers:
+    if found.blocked:
         raise typer.Exit(1)

@@ -14,20 +14,24 @@ def print_diagnosis(found) -> None:
     rows = ", ".join(f"{k} {v:,}" for k, v in found.rows.items() if v)
     console.print(f"Rows: {rows}", highlight=False)
     first, last = found.deals_span
-    console.print(
-        f"Deals created {first} .. {last}; won {found.closed['won']:,}, lost "
-        f"{found.closed['lost']:,}, open {found.closed['open']:,}; stage history: {found.history}",
-        highlight=False,
-    )
-    cycle = ", ".join(f"{k} {v:g}" for k, v in found.cycle_days.items() if v is not None)
-    console.print(f"Days from created to closed: {cycle or 'no closed deals'}", highlight=False)
-    rates = ", ".join(f"{k} {v:.0%}" for k, v in found.win_rate_by_quarter.items())
-    console.print(f"Win rate by close quarter: {rates or 'no closed deals'}", highlight=False)
-    table = Table("model", "can be trained", title="Models")
+    if first is None:
+        console.print("Deals: none in the export", highlight=False)
+    else:
+        console.print(
+            f"Deals created {first} .. {last}; won {found.closed['won']:,}, lost "
+            f"{found.closed['lost']:,}, open {found.closed['open']:,}; stage history: "
+            f"{found.history}",
+            highlight=False,
+        )
+        cycle = ", ".join(f"{k} {v:g}" for k, v in found.cycle_days.items() if v is not None)
+        console.print(f"Days from created to closed: {cycle or 'no closed deals'}", highlight=False)
+        rates = ", ".join(f"{k} {v:.0%}" for k, v in found.win_rate_by_quarter.items())
+        console.print(f"Win rate by close quarter: {rates or 'no closed deals'}", highlight=False)
+    table = Table("model", "can be trained (a forecast: made)", title="Models")
     for model, verdict in found.trainable.items():
         table.add_row(model, verdict)
     console.print(table)
-    if found.features_off:
+    if found.features_off and first is not None:  # the deal-win model's features
         off = Table("reason", "features off", title="Features off (the data lacks what they read)")
         for reason in dict.fromkeys(found.features_off.values()):
             names = [n for n, r in found.features_off.items() if r == reason]
@@ -35,8 +39,11 @@ def print_diagnosis(found) -> None:
         console.print(off)
     for suspect in found.suspicious_columns:
         console.print(f"suspicious: {suspect}", style="yellow", markup=False, highlight=False)
-    if not found.blockers:
-        console.print("[green]nothing blocks training[/]")
+    if not found.blocked:
+        if found.blockers:  # no closed deals at all: a deal-win model is not what it is for
+            console.print("[green]nothing blocks training churn[/] (no deals to win)")
+        else:
+            console.print("[green]nothing blocks training[/]")
 
 
 def print_description(tables) -> None:

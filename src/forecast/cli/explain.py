@@ -52,17 +52,22 @@ def explain_deal(deal_id: str, as_of: AsOfOpt = None, as_json: JsonOpt = False) 
             tables, explainer.scorer, as_of=moment, deal_ids=[deal_id], typical=explainer.typical
         )
     except RegistryError as err:
-        err_console.print(f"{err}: train one with `forecast train win`", style="red")
+        err_console.print(str(err), style="red", markup=False)
         raise typer.Exit(1) from None
     except KeyError as err:
-        err_console.print(f"deal {deal_id}: {err.args[0]}", style="red")
+        err_console.print(str(err.args[0]), style="red", markup=False)
         raise typer.Exit(1) from None
     if as_json:
         model = {"name": explainer.model_name, "version": explainer.model_version}
         _dump(asdict(score) | {"model": model})
         return
     e = score.explanation
-    trend = "" if score.trend_points is None else f", {score.trend_points:+.1f} points in a week"
+    # + 0.0: a move that rounds to nothing reads +0.0, never -0.0
+    trend = (
+        ""
+        if score.trend_points is None
+        else f", {round(score.trend_points, 1) + 0.0:+.1f} points in a week"
+    )
     console.print(
         f"[bold]{deal_id}[/]: win probability {score.probability:.0%} (grade {score.grade}"
         f"{trend}) as of {moment:%Y-%m-%d}; {explainer.model_label}"
@@ -80,7 +85,8 @@ def explain_deal(deal_id: str, as_of: AsOfOpt = None, as_json: JsonOpt = False) 
 
 
 def _print_rep(view) -> None:
-    console.rule(f"{view.rep_id} {view.name or ''} ({view.team}) as of {view.as_of:%Y-%m-%d}")
+    name = "" if view.name in (None, view.rep_id) else f" {view.name}"
+    console.rule(f"{view.rep_id}{name} ({view.team}) as of {view.as_of:%Y-%m-%d}")
     console.print(
         f"{view.closed_deals} closed deals in the window; win rate {_share(view.win_rate)} "
         f"(team {_share(view.team_win_rate)}); bottleneck: {view.bottleneck or 'none'}"
@@ -96,7 +102,8 @@ def _print_rep(view) -> None:
             _share(row["company_rate"]),
             f"{int(row['rep_deals'])}",
         )
-    console.print(funnel)
+    if len(view.funnel):
+        console.print(funnel)
     for finding in view.findings:
         console.print(
             f"  - {finding.text} -> {finding.focus}"

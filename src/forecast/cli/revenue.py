@@ -43,20 +43,23 @@ def champion_scorer():
     """The deal-win champion as a win scorer, and its version; exits with how to train one
     when there is none."""
     from forecast.model import model_input, win_probability
-    from forecast.training.registry import RegistryError, champion_version, load_champion
+    from forecast.training.registry import (
+        RegistryError,
+        champion_version,
+        load_champion,
+        no_champion,
+    )
 
+    version = champion_version(CHAMPION_NAME)
+    if version is None:
+        raise fail(
+            f"{no_champion(CHAMPION_NAME, 'forecast train win')} (model registry: "
+            f"{get_settings().mlflow_tracking_uri})"
+        )
     try:
-        version = champion_version(CHAMPION_NAME)
-        if version is None:
-            raise RegistryError(f"{CHAMPION_NAME} has no champion")
         model = load_champion(CHAMPION_NAME, version)
     except (RegistryError, OSError) as err:
-        raise fail(
-            f"no {CHAMPION_NAME} champion in the model registry "
-            f"({get_settings().mlflow_tracking_uri}): {err}.\n"
-            "Train one on the stored CRM first: `forecast train win` (or `make train`); "
-            "it becomes champion when it beats the baselines."
-        ) from None
+        raise fail(f"{CHAMPION_NAME} version {version} cannot be loaded: {err}") from None
 
     def scorer(features: pd.DataFrame):
         return win_probability(model, model_input(features))
@@ -318,6 +321,7 @@ def _forecast_moment(quarter: str | None, as_of: str | pd.Timestamp | None):
         tables = read_store()
     except StoreEmptyError as err:
         raise fail(str(err)) from None
+    _check_forecastable(tables)
     moment = pd.Timestamp(as_of) if as_of else pd.Timestamp(tables.as_of)
     quarter = quarter or str(moment.to_period("Q"))
     if moment > tables.as_of:
@@ -326,6 +330,14 @@ def _forecast_moment(quarter: str | None, as_of: str | pd.Timestamp | None):
     if warning := _far_quarter(pd.Period(quarter, "Q"), moment.to_period("Q")):
         err_console.print(warning, style="yellow", markup=False, highlight=False)
     return tables, moment, quarter
+
+
+def _check_forecastable(tables) -> None:
+    """Exit naming what the export lacks when no bookings forecast can be made from it."""
+    from forecast.data.doctor import not_in_the_data
+
+    if why := not_in_the_data(tables).get("revenue"):
+        raise fail(f"no bookings forecast from the stored data: {why}")
 
 
 def _live_inputs(
@@ -391,6 +403,7 @@ def revenue_backtest(
     from forecast.revenue.win_scorers import TrainingFrame, fit_win_scorer, truth_scorer
 
     tables, truth = stored_world()
+    _check_forecastable(tables)
     quarters = backtest_quarters(tables, first=first)
     if not quarters:
         raise fail("no quarter has a year of history before it and all its bookings known")

@@ -75,7 +75,7 @@ def score_deals_command(
             err_console.print(str(err), style="red")
             raise typer.Exit(1) from None
         except RegistryError as err:
-            err_console.print(f"{err}: train one with `forecast train win`", style="red")
+            err_console.print(str(err), style="red", markup=False)
             raise typer.Exit(1) from None
         doing = f"scoring the open deals as of {moment:%Y-%m-%d}"
         with steps(1, doing) as bar:
@@ -176,15 +176,20 @@ def score_accounts_command(
 def _churn_champion() -> tuple[str, Any]:
     """The churn champion's version and model, or exit 1 saying how to train one."""
     from forecast.training.churn_task import MODEL_NAME
-    from forecast.training.registry import RegistryError, champion_version, load_champion
+    from forecast.training.registry import (
+        RegistryError,
+        champion_version,
+        load_champion,
+        no_champion,
+    )
 
     version = champion_version(MODEL_NAME)
     try:
         if version is None:
-            raise RegistryError(f"{MODEL_NAME} has no champion")
+            raise RegistryError(no_champion(MODEL_NAME, "forecast train churn"))
         return version, load_champion(MODEL_NAME, version)
     except RegistryError as err:
-        err_console.print(f"{err}: train one with `forecast train churn`", style="red")
+        err_console.print(str(err), style="red", markup=False)
         raise typer.Exit(1) from None
 
 

@@ -3,6 +3,8 @@ column's values and the rows that are not what the contract says."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -293,3 +295,16 @@ def _np_object(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 def naive_utc(ts: pd.Timestamp) -> pd.Timestamp:
     return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
+
+
+def iso_moment(text: str) -> pd.Timestamp:
+    """An ISO 8601 date or moment (2026-11-15, 2026-11-15 09:00, 2026-11-15T09:00Z) as the store
+    keeps moments: UTC, no zone. Only ISO: 01/02/2017 is the 2nd of January to some and the 1st
+    of February to others.
+
+    Raises:
+        ValueError: anything else, or a day that does not exist.
+    """
+    if not re.match(_DATETIME, text.strip()):
+        raise ValueError(f"{text!r} is not an ISO date: year-month-day, e.g. 2026-11-15")
+    return naive_utc(pd.Timestamp(text.strip()))

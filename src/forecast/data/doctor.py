@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import pandas as pd
 
 from forecast.data.derive import history_is_derived
@@ -18,7 +19,9 @@ from forecast.training.leakage import screen_columns
 
 @dataclass(frozen=True)
 class Diagnosis:
-    """The doctor's findings; `blockers` non-empty means `forecast train win` would refuse."""
+    """The doctor's findings; `blockers` non-empty means `forecast train win` would refuse,
+    `blocked` that nothing the export is made for can be trained (`forecast data doctor` exits
+    1)."""
 
     as_of: str
     rows: dict[str, int]
@@ -32,8 +35,17 @@ class Diagnosis:
     trainable: dict[str, str]  # model -> "yes" or why not
     blockers: list[str]
 
+    @property
+    def blocked(self) -> bool:
+        """Whether a model the export is made for cannot be trained: deal win with closed
+        deals to learn from blocked, or no model at all (an orders-only export's win blockers
+        block nothing)."""
+        no_deals = self.closed["won"] + self.closed["lost"] == 0
+        no_churn = self.trainable["churn"].startswith("no")
+        return (bool(self.blockers) and not no_deals) or (no_deals and no_churn)
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        return asdict(self) | {"blocked": self.blocked}
 
 
 def diagnose(tables: CrmTables) -> Diagnosis:
@@ -72,6 +84,7 @@ def diagnose(tables: CrmTables) -> Diagnosis:
                 )
     blockers += [f"leak guard: {s}" for s in suspects]
     churn = _churn_support(tables)
+    absent = not_in_the_data(tables)
     history = (
         "none"
         if not len(tables.deal_history)
@@ -93,9 +106,58 @@ def diagnose(tables: CrmTables) -> Diagnosis:
         win_rate_by_quarter={k: round(float(v), 3) for k, v in by_quarter.items()},
         features_off=unavailable_features(tables),
         suspicious_columns=suspects,
-        trainable={"win": "yes" if not blockers else "no: " + "; ".join(blockers), "churn": churn},
+        trainable={
+            "win": "yes" if not blockers else "no: " + "; ".join(blockers),
+            "churn": churn,
+            "revenue forecast": f"no: {absent['revenue']}" if "revenue" in absent else "yes",
+        },
         blockers=blockers,
     )
+
+
+def not_in_the_data(tables: CrmTables) -> dict[str, str]:
+    """What the export cannot give at all, each with why: `win` (no closed deals to learn
+    from), `churn` (no recurring revenue and no orders with customers), `revenue` (no deal with
+    an amount to add up). Cheap: the service asks it on every store load. An empty answer does
+    not promise training succeeds (`diagnose` says more)."""
+    out: dict[str, str] = {}
+    deals = tables.deals
+    if not deals["outcome"].isin(("won", "lost")).any():
+        out["win"] = "the export has no closed deals to learn from" + (
+            " (it holds orders: churn by inactivity works)" if len(tables.orders) else ""
+        )
+    if why := _no_churn_data(tables):
+        out["churn"] = why
+    if not len(deals):
+        out["revenue"] = "the export has no deals: a bookings forecast adds up deals' amounts"
+    elif not deals["amount"].notna().any():
+        out["revenue"] = (
+            "no stored deal carries an amount (the mapping leaves `deals.amount` out, or the "
+            "column is empty): a bookings forecast adds up deals' amounts; map the amount "
+            "column and import again"
+        )
+    return out
+
+
+def _no_churn_data(tables: CrmTables) -> str | None:
+    """Why no churn can be defined from `tables` (`resolve`'s words), or None; only what the
+    definition needs is read (a second on the default world's facts, none here)."""
+    from forecast.training.churn_task import ChurnFacts, ChurnParams, resolve
+    from forecast.training.task import NotEnoughDataError
+
+    recurring = tables.revenue.loc[tables.revenue["kind"] == "recurring", "period"]
+    facts = ChurnFacts(
+        first_recurring=recurring.min(),
+        billed_until=pd.NaT,
+        first_order=pd.NaT,
+        customer_orders=bool(tables.orders["account_id"].notna().any()),
+        gap_counts=np.zeros(0, dtype=int),
+    )
+    try:
+        resolve(ChurnParams(horizon_days=1), facts)  # a horizon given: no gaps are read
+    except NotEnoughDataError as err:
+        return str(err)
+    return None
 
 
 def _churn_support(tables: CrmTables) -> str:

@@ -110,6 +110,8 @@ def check(
     if out.counts and _can_set_aside(checked, out, bad_rows):
         raw, set_aside = _set_aside(checked, out, bad_rows)
         checked, out = _check_all(raw, as_of, elsewhere)
+    if not out.counts and not elsewhere:
+        _check_something_to_learn(checked, out)
     if out.counts:
         error = ValidationError(out.violations, out.counts)
         if bad_rows == "refuse":
@@ -123,6 +125,33 @@ def check(
         derived = ("deal_history",)
     tables = CrmTables.from_frames(frames, as_of=as_of)
     return Checked(tables, tuple(set_aside), derived)
+
+
+# what a model learns from or a forecast adds up: an export without any is refused (its import
+# would replace a store that had them, and nothing could be trained or forecast from it)
+LEARNED_FROM: tuple[str, ...] = ("deals", "orders", "revenue")
+
+
+def _check_something_to_learn(checked: dict[str, CheckedTable], out: Collector) -> None:
+    """An export (otherwise valid) that gives deals, orders or recurring revenue, each of them
+    without a row, is refused: a file with a header and no rows, or a mapping pointing at the
+    wrong file. (A partial export without any of these tables is left to what reads it.)"""
+    given = [name for name in LEARNED_FROM if checked[name].raw.source]
+    if not given or any(checked[name].n for name in given):
+        return
+    for name in given:
+        out.add(
+            Violation(
+                name,
+                checked[name].raw.source,
+                "",
+                "",
+                "no rows",
+                "rows of deals, orders or recurring revenue: the export holds none to learn "
+                "from (a file with a header and no rows, or a mapping naming the wrong file?)",
+                "empty_export",
+            )
+        )
 
 
 def _check_all(

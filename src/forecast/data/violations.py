@@ -3,6 +3,7 @@ that lists them all; in words a person can act on."""
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -122,7 +123,7 @@ class ValidationError(Exception):
             for (table, column, check), n in sorted(self.counts.items()):
                 name = ".".join(p for p in (table or "import", column) if p)
                 lines.append(f"  {name} ({check}): {n}")
-        shown = self.violations[:max_shown]
+        shown = self.examples(max_shown)
         lines.append(
             f"First {len(shown)} of {self.total}:" if len(shown) < self.total else "All of them:"
         )
@@ -135,6 +136,17 @@ class ValidationError(Exception):
         if self.hint:
             lines.append(self.hint)
         return "\n".join(lines)
+
+    def examples(self, max_shown: int) -> list[Violation]:
+        """At most `max_shown` violations in the order found, one of each kind (table, column,
+        check) before a second of any: a thousand bad dates must not hide the one bad reference."""
+        first: dict[tuple[str, str, str], int] = {}
+        for i, v in enumerate(self.violations):
+            first.setdefault((v.table, v.column, v.check), i)
+        chosen = set(sorted(first.values())[:max_shown])
+        rest = (i for i in range(len(self.violations)) if i not in chosen)
+        chosen.update(itertools.islice(rest, max(0, max_shown - len(chosen))))
+        return [self.violations[i] for i in sorted(chosen)]
 
     def __str__(self) -> str:
         return self.summary(get_settings().max_violations_shown)

@@ -91,6 +91,9 @@ def score_deals(
     wanted = open_now if deal_ids is None else pd.Series(list(deal_ids), dtype="string")
     missing = sorted(set(wanted) - set(open_now))
     if missing:
+        unknown = sorted(set(missing) - set(tables.deals["deal_id"]))
+        if unknown:
+            raise KeyError(f"no deal {', '.join(unknown[:5])} in the stored CRM")
         raise KeyError(f"not open at {as_of:%Y-%m-%d %H:%M}: {', '.join(missing[:5])}")
     # the records that span deals, built once for now and a week ago (the store's, if given)
     context = context or DealContext.of(tables)
@@ -249,12 +252,17 @@ def load_deal_explainer(
     Raises:
         forecast.training.registry.RegistryError: no champion yet.
     """
-    from forecast.training.registry import RegistryError, champion_version, load_champion
+    from forecast.training.registry import (
+        RegistryError,
+        champion_version,
+        load_champion,
+        no_champion,
+    )
     from forecast.training.win_task import MODEL_NAME
 
     version = champion_version(MODEL_NAME)
     if version is None:
-        raise RegistryError(f"{MODEL_NAME} has no champion")
+        raise RegistryError(no_champion(MODEL_NAME, "forecast train win"))
     model = load_champion(MODEL_NAME, version)  # the version named, even if promoted since
     typical = won_deal_yardsticks(tables, as_of=as_of, client=client, parts=parts, context=context)
     return DealExplainer(

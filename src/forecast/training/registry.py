@@ -194,6 +194,24 @@ def champion_version(name: str) -> str | None:
         return None
 
 
+def no_champion(name: str, how_to_train: str) -> str:
+    """Why `name` has no champion and what to do: train one, or, when versions are registered
+    (the gate keeps back one that does not beat the baselines), look and promote by hand."""
+    try:
+        versions = [int(v.version) for v in client().search_model_versions(f"name='{name}'")]
+    except MlflowException:
+        versions = []
+    if not versions:
+        return f"{name} has no champion: train one with `{how_to_train}`"
+    latest = max(versions)
+    return (
+        f"{name} has no champion: version {latest} is registered but not champion (the gate "
+        "keeps back a model that does not beat the baselines; `forecast models list` shows its "
+        f"verdict). Promote it anyway with `forecast models promote {name} {latest}`, or train "
+        f"again with more history (`{how_to_train}`)"
+    )
+
+
 def rescore(name: str, version: str, evaluation: Evaluation) -> dict[str, float]:
     """A registered version's AUC and log loss on the evaluation's rows."""
     model = mlflow.sklearn.load_model(f"models:/{name}/{version}")

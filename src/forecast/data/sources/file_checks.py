@@ -92,8 +92,9 @@ def wrong_delimiter(header: list[str], path: Path, table: str, delimiter: str) -
                 table,
                 path,
                 f"{delimiter!r}-separated values: the header is one column but contains "
-                f"{other!r}, so the file looks {other!r}-separated (canonical files are "
-                "comma-separated)",
+                f"{other!r}, so the file looks {other!r}-separated (a mapping reads it with "
+                f"`delimiter: {other!r}` under the table or its `defaults`; canonical files "
+                "are comma-separated)",
                 "format",
                 location="line 1",
                 value=header[0],
@@ -333,7 +334,8 @@ def _bad_byte(
         table,
         path,
         f"{encoding} text: byte {data[err.start]:#04x} at position {column} of the line is not "
-        f"valid {encoding}; save the file as UTF-8",
+        f"valid {encoding}; save the file as UTF-8 (or, in a mapping, name the file's "
+        "encoding: `encoding: cp1252` under the table or its `defaults`)",
         "encoding",
         location=f"line {line}",
         value=text.decode("utf-8", errors="backslashreplace").rstrip("\r"),

@@ -193,7 +193,8 @@ def _with_preset(
                     ("tables", name, "file"), "", "the key 'file', which is required", "format"
                 )
         problems.raise_if_any()
-        return dict(mapping.tables), {}
+        # `-` leaves a column out with or without a preset (the leak guard's fix says so)
+        return {name: _drop_unmapped(t) for name, t in mapping.tables.items()}, {}
     preset = preset_mapping(mapping.preset)
     tables: dict[str, TableMapping] = {}
     soft: dict[str, set[str]] = {}

@@ -17,6 +17,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticError
 
+from forecast.data.cells import iso_moment
 from forecast.data.contract import Table
 from forecast.data.schema import TABLES
 from forecast.data.violations import ValidationError, Violation
@@ -116,9 +117,9 @@ class MappingFile(StrictModel):
         if value in (None, "", "null", "~"):
             return None
         try:
-            return pd.Timestamp(value)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"a date like 2024-06-30, not {value!r}") from exc
+            return iso_moment(str(value))
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ValueError(f"an ISO date like 2024-06-30, not {value!r}") from exc
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,78 @@
+"""A store that cannot give an answer at all says what the export lacks: a 409, never a 500 or a
+503 that sends the caller to train what cannot be trained; readiness does not wait for a model
+the data cannot train; a record scored "now" against a store that ends long before is told so."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from forecast.data.store import read_store, write_store
+from forecast.training.registry import client
+from service.app import create_app
+from service.state import CHURN_MODEL
+from tests.service.conftest import home_env, serve
+
+
+@pytest.fixture(scope="module")
+def thin(trained_home, tmp_path_factory):
+    """The trained home's copy whose store lost its amounts, recurring revenue and orders (as a
+    deals-only export without an amount column imports), with no churn champion."""
+    home = tmp_path_factory.mktemp("thin-home")
+    shutil.copytree(trained_home, home, symlinks=True, dirs_exist_ok=True)
+    with home_env(home):
+        tables = read_store()
+        thin = tables.replace(
+            deals=tables.deals.assign(amount=np.nan),
+            revenue=tables.revenue.iloc[:0],
+            orders=tables.orders.iloc[:0],
+        )
+        write_store(thin, source="deals without amounts", imported_at=pd.Timestamp("2026-11-16"))
+        client().delete_registered_model_alias(CHURN_MODEL, "champion")
+        with serve(create_app()) as api:
+            yield api
+
+
+def test_readiness_does_not_wait_for_a_model_the_data_cannot_train(thin):
+    ready = thin.get("/readyz")
+    assert ready.status == 200 and ready.body["ready"] and ready.body["problems"] == []
+    assert "churn cannot be defined" in ready.body["unsupported"][CHURN_MODEL]
+    assert ready.body["models"]["deal-win"] is not None
+
+
+def test_what_the_data_cannot_give_is_409_naming_what_it_lacks(thin):
+    admin = thin.key("admin")
+    quarter = str(pd.Timestamp(thin.state.tables.as_of).to_period("Q"))
+    forecast = thin.get(f"/v1/forecast/{quarter}", key=admin)
+    assert forecast.status == 409, forecast.detail
+    assert "no stored deal carries an amount" in forecast.body["detail"]
+    assert "deals.amount" in forecast.body["detail"]
+    at_risk = thin.get("/v1/churn/at-risk", key=admin)
+    assert at_risk.status == 409, at_risk.detail
+    assert "account-churn cannot be trained on the stored data" in at_risk.body["detail"]
+    assert "forecast train churn" not in at_risk.body["detail"]
+
+
+def test_a_record_scored_now_long_after_the_store_ends_is_warned(thin):
+    record = {
+        "deal_id": "CRM-1",
+        "stage": "qualification",
+        "amount": 20000,
+        "created_at": "2026-10-01T00:00:00Z",
+    }
+    as_of = pd.Timestamp(thin.state.tables.as_of).tz_localize("UTC").isoformat()
+    crm = thin.key("crm")
+    pinned = thin.post("/v1/deals:score", {"as_of": as_of, "deals": [record]}, key=crm)
+    assert pinned.status == 200 and pinned.body["warnings"] == []
+    now = thin.post("/v1/deals:score", {"deals": [record]}, key=crm)
+    assert now.status == 200
+    days = (pd.Timestamp.now(tz="UTC").tz_localize(None) - thin.state.tables.as_of).days
+    if days > thin.state.config.stale_store_days:
+        (warning,) = now.body["warnings"]
+        assert f"{days:,} days after the stored CRM's data ends" in warning
+        assert "send `as_of`" in warning
+    else:
+        assert now.body["warnings"] == []
