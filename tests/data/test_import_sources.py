@@ -263,6 +263,16 @@ def test_mapping_file_next_to_another_export(tmp_path: Path, example: Path) -> N
     assert raw["deals"].source == str(example / "Opportunities.csv")
 
 
+def test_an_empty_export_file_is_named_with_the_exports_own_columns(example: Path) -> None:
+    (example / "Opportunities.csv").write_bytes(b"")
+    with pytest.raises(ValidationError) as caught:
+        read_mapped(example, example / "mapping.yaml")
+    (empty,) = [v for v in caught.value.violations if v.check == "empty"]
+    assert empty.source.endswith("Opportunities.csv")
+    assert empty.expected.startswith("a header line with the columns Opportunity ID, ")
+    assert "deal_id" not in empty.expected
+
+
 def test_a_dash_leaves_a_column_out_without_a_preset(example: Path) -> None:
     """`amount: "-"` (the leak guard's suggested fix) leaves the deals' amounts out, as under a
     preset; the history's amounts stay mapped."""

@@ -44,3 +44,27 @@ def test_an_iso_as_of_is_kept_as_the_store_keeps_moments(given, stored):
     from forecast.cli.common import moment_option
 
     assert moment_option(given) == stored
+
+
+def test_library_chatter_stays_out_of_a_command_unless_verbose(tmp_path):
+    """A first command in a new home: MLflow's "Creating initial MLflow database tables" is
+    noise to a person (it is there with --verbose)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "FORECAST_HOME": str(tmp_path / "home")}
+    env.pop("MLFLOW_LOGGING_LEVEL", None)
+    command = [sys.executable, "-m", "forecast.cli", "models", "list"]
+    quiet = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "no registered models yet" in quiet.stdout + quiet.stderr
+    assert "mlflow" not in quiet.stderr.lower()
+    loud = subprocess.run(
+        [*command[:3], "-v", *command[3:]],
+        env={**env, "FORECAST_HOME": str(tmp_path / "h2")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "Creating initial MLflow database tables" in loud.stderr

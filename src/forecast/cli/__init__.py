@@ -5,6 +5,7 @@ share). Other installed packages add theirs through the `forecast.commands` entr
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Annotated
 
@@ -33,6 +34,9 @@ app.add_typer(score_app, name="score")
 register_revenue(app)
 
 
+QUIET_LIBRARIES = ("mlflow", "alembic", "matplotlib")
+
+
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs.")] = False):
     """Set up logging and keep MLflow offline; nothing of this happens at import time."""
@@ -47,6 +51,10 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug lo
         format="%(message)s",
         handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
     )
+    if not verbose:  # the libraries' chatter ("Creating initial MLflow database tables...")
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when MLflow is imported
+        for name in QUIET_LIBRARIES:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def run() -> None:

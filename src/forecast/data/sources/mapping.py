@@ -37,6 +37,7 @@ text-only loader, so `Yes`, `No`, `01` or `1,5` stay exactly as written.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Sequence
 from pathlib import Path
@@ -296,8 +297,17 @@ def _read_table(
     try:
         source = read_csv(path, name, delimiter=options.delimiter, encoding=options.encoding)
     except ValidationError as exc:
-        # The file itself is unreadable (encoding, ragged rows, ...): as the file reader says.
-        problems.violations.extend(exc.violations)
+        # The file itself is unreadable (encoding, ragged rows, ...): as the file reader says,
+        # an empty file's header named as the export's (the mapping's columns), not the contract's
+        mapped = ", ".join(dict.fromkeys(v for v in table_map.columns.values() if v != UNMAP))
+        problems.violations.extend(
+            dataclasses.replace(
+                v, expected=f"a header line with the columns {mapped}: the file is empty"
+            )
+            if v.check == "empty" and mapped
+            else v
+            for v in exc.violations
+        )
         return None
     header = [str(c) for c in source.frame.columns]
     if soft:
