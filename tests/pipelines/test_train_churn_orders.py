@@ -175,6 +175,7 @@ def test_the_service_serves_the_inactivity_champion_on_stored_customers(trained,
             scores.loc[customer, "churn_probability"], abs=1e-9
         )
         assert one.body["arr"] == pytest.approx(scores.loc[customer, "arr"])
+        assert one.body["segment"] == scores.loc[customer, "segment"]  # a purchase band
         texts = " ".join(d["text"] for d in one.body["drivers"])
         assert "purchase" in texts and one.body["retention_actions"] == []
         lapsed = api.get("/v1/accounts/NOT-A-CUSTOMER", key=admin)

@@ -107,7 +107,8 @@ def score_accounts(
     arr = definition.yearly_revenue(frame)
     explained = explain(scorer, frame, amount=arr, model="account", typical=typical)
     known = tables.accounts.set_index("account_id").reindex(frame["account_id"].to_numpy())
-    owner, segment = known["owner_rep_id"].to_numpy(), known["segment"].to_numpy()
+    # the segment as `forecast score accounts` writes it (a customer with none: its purchase band)
+    owner, segment = known["owner_rep_id"].to_numpy(), definition.segments(frame).to_numpy()
     scores = [
         AccountScore(
             account_id=str(account_id),
