@@ -601,6 +601,31 @@ def test_quarantine_leaves_out_a_repeated_deal_row_alone() -> None:
     assert (note.location, note.check) == ("row 4", "quarantined")
 
 
+def test_quarantine_leaves_out_a_repeated_deal_row_with_the_attributes_it_carried() -> None:
+    """An export that repeats a deal's row repeats its attribute columns too (one attribute row
+    per column): the repeats go, the first row and its attributes stay."""
+    deals = {k: [*v, v[0]] for k, v in WORLD["deals"].items()}  # D1 again, on row 4
+    attributes = {
+        "deal_id": ["D1", "D2", "D3", "D1"],
+        "name": ["lead_source", "lead_source", "lead_source", "lead_source"],
+        "value": ["web", "event", "web", "web"],
+        "known_at": ["created"] * 4,
+    }
+    refused = world(deals=deals, deal_attributes=attributes)
+    with pytest.raises(ValidationError) as caught:
+        check(refused, as_of=AS_OF)
+    assert "`--bad-rows quarantine` imports everything else" in caught.value.summary(10)
+    checked = check(refused, as_of=AS_OF, bad_rows="quarantine")
+    assert list(checked.tables.deals["deal_id"]) == ["D1", "D2", "D3"]
+    kept = checked.tables.deal_attributes
+    assert sorted(kept["deal_id"]) == ["D1", "D2", "D3"]
+    assert sorted((n.table, n.location) for n in checked.set_aside) == [
+        ("deal_attributes", "row 4"),
+        ("deals", "row 4"),
+    ]
+    assert all(n.check == "quarantined" for n in checked.set_aside)
+
+
 def test_a_history_row_after_the_close_is_quarantined_with_its_deal_and_the_hint_says_so() -> None:
     history = {k: list(v) for k, v in WORLD["deal_history"].items()}
     history["changed_at"][1] = "2024-03-05 12:00"  # D1's closing row after D1 closed

@@ -294,27 +294,28 @@ def _set_aside(
         if policy == "repair"
         else "quarantined: this history row and its deal were not imported"
     )
-    bad_history = [rows for key, rows in flagged.items() if key[0] == "deal_history"]
-    if bad_history and "deal_history" in raw:
-        # positions of the checked frame; rows of quarantined deals may be gone already
-        original = checked["deal_history"].raw.frame.index[np.unique(np.concatenate(bad_history))]
-        history = raw["deal_history"]
-        rows = np.flatnonzero(history.frame.index.isin(original))
-        raw["deal_history"] = _drop_rows(history, rows)
-    notes = [
-        Violation(
-            v.table,
-            v.source,
-            v.location,
-            v.column,
-            v.value,
-            f"{v.expected}; {deal_note if v.table == 'deals' else history_note}",
-            (deal_note if v.table == "deals" else history_note).split(":")[0],
-        )
+    for name in ("deal_history", "deal_attributes"):
+        bad = [rows for key, rows in flagged.items() if key[0] == name]
+        if bad and name in raw:
+            # positions of the checked frame; rows of quarantined deals may be gone already
+            original = checked[name].raw.frame.index[np.unique(np.concatenate(bad))]
+            rows = np.flatnonzero(raw[name].frame.index.isin(original))
+            raw[name] = _drop_rows(raw[name], rows)
+    notes = {
+        "deals": deal_note,
+        "deal_history": history_note,
+        "deal_attributes": "quarantined: this attribute row was not imported",
+    }
+    repeat = "quarantined: this row repeats an earlier one and was not imported"
+
+    def note_of(v: Violation) -> str:
+        return repeat if v.check == "unique" and policy == "quarantine" else notes[v.table]
+
+    return raw, [
+        replace(v, expected=f"{v.expected}; {note_of(v)}", check=note_of(v).split(":")[0])
         for v in out.violations
         if (v.table, v.column, v.check) in flagged
     ]
-    return raw, notes
 
 
 def _drop_rows(raw: RawTable, positions: np.ndarray) -> RawTable:

@@ -40,7 +40,7 @@ FORMULA_HINT = (
 )
 
 # rows of these tables can be set aside one by one (with their deal's other rows)
-ROW_TABLES = ("deals", "deal_history")
+ROW_TABLES = ("deals", "deal_history", "deal_attributes")
 
 
 @dataclass(frozen=True)
