@@ -599,3 +599,20 @@ def test_a_deals_only_query_imports_with_its_history_derived(tmp_path: Path) -> 
         ["O2", "prospecting", "derived"],
     ]
     assert checked.tables.deal_attributes["value"].tolist() == ["Web", "Event"]
+
+
+def test_the_doctor_refuses_telco_churn_as_training_does(telco: tuple[dict, CrmTables, Path]):
+    """The adapter's calendar puts every stop in the export's last month, so no out-of-time
+    slice before it holds a churned account: the doctor says so with training's own words,
+    not "yes" and then a refusal at `forecast train churn`."""
+    from forecast.data.doctor import diagnose
+    from forecast.training.churn_task import ChurnHooks, ChurnParams, prepare
+    from forecast.training.task import NotEnoughDataError
+
+    _, tables, _ = telco
+    found = diagnose(tables)
+    with pytest.raises(NotEnoughDataError) as refused:
+        prepare(tables, ChurnParams(), ChurnHooks())
+    assert found.trainable["churn"] == f"no: {refused.value}"
+    assert "not both outcomes" in found.trainable["churn"]
+    assert found.blocked  # nothing this export is made for can be trained: the doctor exits 1

@@ -161,12 +161,13 @@ def _no_churn_data(tables: CrmTables) -> str | None:
 
 
 def _churn_support(tables: CrmTables) -> str:
-    """Which churn the export supports (`forecast.training.churn.resolve`), or why none."""
-    from forecast.training.churn_task import ChurnParams, resolve
+    """Which churn the export supports, or why `forecast train churn` would refuse
+    (`check_trainable`: the same checks, on the labels alone)."""
+    from forecast.training.churn_task import check_trainable
     from forecast.training.task import NotEnoughDataError
 
     try:
-        params = resolve(ChurnParams(), tables)
+        params = check_trainable(tables)
     except NotEnoughDataError as err:
         return f"no: {err}"
     source = "recurring revenue" if params.definition == "subscription" else "orders"

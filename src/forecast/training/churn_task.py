@@ -195,17 +195,20 @@ class Definition:
         client: Client | None = None,
         progress: Progress | None = None,
         parts: Path | None = None,
+        features: Featurize | None = None,
     ) -> pd.DataFrame:
         """Labelled monthly snapshots from the first billed month (or order) to the export;
         the features by the cluster of `client` when given (the same numbers; `progress`
         hears its parts finish). `parts`: the version folder of a store in parts, whose
         workers each make their part's accounts' rows (`tables` then need hold only the reps
-        and products); the rows in one process's order."""
+        and products); the rows in one process's order. `features`: how to featurize the
+        snapshots instead (`labels_only` for the labels alone)."""
         first = self.first_moment(facts)
         dates = churn_snapshot_dates(first, tables.as_of, day=params.snapshot_day)
         return self.labelled(
-            tables, dates, horizon_of(params), facts, client=client, progress=progress, parts=parts
-        )
+            tables, dates, horizon_of(params), facts, client=client, progress=progress,
+            parts=parts, features=features,
+        )  # fmt: skip
 
     def labelled(
         self,
@@ -217,12 +220,13 @@ class Definition:
         client: Client | None = None,
         progress: Progress | None = None,
         parts: Path | None = None,
+        features: Featurize | None = None,
     ) -> pd.DataFrame:
         """The labelled snapshots at `dates` (see `frame`)."""
         options = {"horizon_days": horizon_days, **self.label_options(facts)}
         if parts is not None and client is not None:
             return self._frame_of_parts(client, parts, tables, dates, options, progress)
-        featurize = account_features_with(client, self.featurize, progress)
+        featurize = features or account_features_with(client, self.featurize, progress)
         return self.training_frame(tables, dates, features=featurize, **options)
 
     def _frame_of_parts(
@@ -373,6 +377,28 @@ def definition_for(feature_names: Iterable[str]) -> Definition:
     # the customer attributes (segment, industry, region) are in both: they decide nothing
     inactivity = {f.name for f in INACTIVITY_FEATURES} - {f.name for f in ACCOUNT_FEATURES}
     return INACTIVITY if inactivity.intersection(feature_names) else SUBSCRIPTION
+
+
+def labels_only(tables: CrmTables, snapshots: pd.DataFrame) -> pd.DataFrame:
+    """A featurizer that computes none: the snapshots, for their labels alone."""
+    return snapshots.copy()
+
+
+def check_trainable(tables: CrmTables, params: ChurnParams | None = None) -> ChurnParams:
+    """What `prepare` refuses before a feature is computed, checked on the labels alone (quick
+    enough for `forecast data doctor`): a definition the export supports, enough churned and
+    retained accounts, both outcomes in every out-of-time slice. Returns `params` resolved.
+
+    Raises:
+        NotEnoughDataError: saying which, as `forecast train churn` would.
+    """
+    facts = ChurnFacts.of(tables)
+    params = resolve(params or ChurnParams(), facts)
+    definition = DEFINITION_OF[params.definition]
+    frame = definition.frame(tables, params, facts, features=labels_only)
+    check_classes(frame, horizon_of(params))
+    split(frame, params)
+    return params
 
 
 def check_classes(frame: pd.DataFrame, horizon_days: int = HORIZON_DAYS) -> None:
