@@ -303,8 +303,8 @@ def forecast_scope(
     from forecast.revenue import COMPANY
 
     state.check_forecastable()  # an orders-only export has no org tree to check the node in
-    try:
-        visible = forecast_nodes_in_reach(state.reps(), within)
+    try:  # an admin sees every node: a store without reps (every deal unassigned) is no bar
+        visible = None if within is None else forecast_nodes_in_reach(state.reps(), within)
     except OrgTreeUnavailableError as err:
         raise HTTPException(503, str(err)) from None
     if node is None:

@@ -429,6 +429,11 @@ class RepCoachingOut(BaseModel):
     note: str | None = Field(
         default=None, description="Why the rep's rates are not judged (too few closed deals)."
     )
+    funnel_note: str | None = Field(
+        default=None,
+        description="Why there is no funnel (no stage history in the export: conversion by "
+        "stage would be made up).",
+    )
     withheld: str | None = Field(
         default=None,
         description="Which group figures (team, company) are left out for this caller, and why: "

@@ -307,19 +307,21 @@ class ServiceState:
             version = current_version(self.settings.store_path)
             tables = read_store(self.settings.store_path)
             deals, accounts = tables.deals, tables.accounts
+            not_in_data = not_in_the_data(tables)
             self.deal_owners = dict(zip(deals["deal_id"], deals["rep_id"], strict=True))
             # a customer of an order export may be known by its orders only: owned by no rep
             customers = dict.fromkeys(tables.orders["account_id"].dropna().unique())
             owners = zip(accounts["account_id"], accounts["owner_rep_id"], strict=True)
             self.account_owners = customers | dict(owners)
+            self.not_in_data = not_in_data
             self.tables, self.stored_crm = tables, StoredCrm.of(tables)
-            self.not_in_data = not_in_the_data(tables)
             self.store_problem = None
             self.store_version = version
             self.store_generation += 1
             self.metrics.store_loads.inc()
         except StoreError as err:
             self.tables, self.stored_crm, self.store_problem = None, None, str(err)
+            self.not_in_data = {}
 
     def load_models(self, *, retry_refused: bool = False) -> list[str]:
         """Load each champion whose version changed; returns the names that changed.
@@ -444,21 +446,23 @@ class ServiceState:
         if serving is None:
             if why := self.not_in_data.get(NEEDS.get(name, "")):
                 raise NotInTheDataError(f"{name} cannot be trained on the stored data: {why}")
-            raise ModelMissingError(self.problems.get(name, missing_message(name)))
+            raise ModelMissingError(self.problems.get(name) or missing_message(name))
         return serving
 
     def check_forecastable(self) -> None:
         """Raises NotInTheDataError when the stored data can give no bookings forecast (no
         deals, or none with an amount); StoreUnavailableError without a store."""
+        from forecast.data.doctor import no_forecast
+
         self.store()
-        if why := self.not_in_data.get("revenue"):
-            raise NotInTheDataError(f"no bookings forecast from the stored data: {why}")
+        if refusal := no_forecast(self.not_in_data):
+            raise NotInTheDataError(refusal)
 
     def readiness_problems(self) -> list[str]:
         """What keeps the service from being ready: a champion missing or refused, except of a
         model the stored data cannot train (`unsupported`)."""
-        unsupported = self.unsupported()
-        return sorted(p for name, p in self.problems.items() if name not in unsupported)
+        unsupported, problems = self.unsupported(), dict(self.problems)  # the poller writes
+        return sorted(p for name, p in problems.items() if name not in unsupported)
 
     def unsupported(self) -> dict[str, str]:
         """The served models the stored data cannot train, with why, while none serves."""

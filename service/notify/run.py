@@ -19,7 +19,7 @@ from service.notify.digest import digest
 from service.notify.message import Message
 from service.notify.outbox import Target
 from service.notify.render import slack_payload, teams_payload
-from service.state import ModelMissingError, ServiceConfig, ServiceState
+from service.state import ModelMissingError, NotInTheDataError, ServiceConfig, ServiceState
 
 What = Literal["digest", "alerts"]
 Post = Callable[[str, dict[str, Any]], Delivery]
@@ -121,7 +121,7 @@ def _book(state: ServiceState, what: What, step: Callable[[str], None]) -> Book 
     still go: they say why)."""
     try:
         return read_book(state, step)
-    except ModelMissingError:
+    except (ModelMissingError, NotInTheDataError):
         if what == "digest":
             raise
         return None

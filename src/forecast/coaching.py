@@ -89,7 +89,8 @@ class RepCoaching:
     funnel: pd.DataFrame  # stage, rep, team, company conversion rates and deal counts
     bottleneck: str | None
     findings: list[Finding] = field(default_factory=list)
-    note: str | None = None  # what is not judged, and why (too few closed deals, no history)
+    note: str | None = None  # why the rep's rates are not judged (too few closed deals)
+    funnel_note: str | None = None  # why there is no funnel (no stage history in the export)
     activity_mix: pd.DataFrame | None = None
     win_rate_by_segment: pd.DataFrame | None = None
     win_rate_by_product: pd.DataFrame | None = None
@@ -258,14 +259,14 @@ def coach_rep(
     open_deals = _open_deals(tables, as_of)
     my_open = open_deals[open_deals["rep_id"] == rep_id]
     team_open = open_deals[open_deals["rep_id"].isin(reps.index[reps["team"] == team])]
-    notes = []
     findings: list[Finding] = []
     bottleneck: str | None = None
+    funnel_note = None
     if history_is_derived(tables.deal_history):
         # a derived history jumps from creation to the close: every deal that closed "passed"
         # every stage, so conversion by stage would be made up
         funnels = funnels.iloc[:0]
-        notes.append(
+        funnel_note = (
             "No stage history in the export (deal_history derived from the deals): conversion "
             "by stage cannot be shown."
         )
@@ -273,15 +274,15 @@ def coach_rep(
         findings, bottleneck = _stage_findings(funnels, my_open)
     findings += _habit_findings((mine, ours, closed), (my_open, team_open, open_deals))
     findings.sort(key=lambda f: -f.at_stake)
+    note = None
     if len(mine) < MIN_CLOSED:
         # a handful of closes says little about skill: only today's pipeline habits are compared
-        notes.append(
+        note = (
             f"Too few deals to judge: {len(mine)} closed in the last {window_days} days (at "
             f"least {MIN_CLOSED} are needed); only open-pipeline habits are compared."
         )
         findings = [f for f in findings if f.topic in HABITS]
         bottleneck = None
-    note = " ".join(notes) or None
     mix = _activity_mix(tables, as_of, window_days)
     team_mix = mix[mix.index.isin(reps.index[reps["team"] == team])].mean()
     activity = pd.DataFrame(
@@ -299,6 +300,7 @@ def coach_rep(
         bottleneck=bottleneck,
         findings=findings,
         note=note,
+        funnel_note=funnel_note,
         activity_mix=activity,
         win_rate_by_segment=_by(closed, "segment", rep_id),
         win_rate_by_product=_by(closed, "product_id", rep_id),

@@ -516,7 +516,7 @@ def test_summary_lists_the_first_few_but_counts_all(valid_folder: Path) -> None:
     assert len(error.violations) == 1000  # kept in full per (table, column, check)
     message = str(error)
     assert message.startswith("5000 problems in 1 table")
-    assert "First 20 of 5000" in message
+    assert "20 of 5000, one of each kind first" in message
     assert (
         sum(line.startswith("  ") and "signals.csv line" in line for line in message.splitlines())
         == 20

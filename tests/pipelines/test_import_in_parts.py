@@ -124,3 +124,25 @@ def test_a_deal_id_used_in_two_parts_is_refused_with_its_value(tmp_path):
         refused.value
     )
     assert not (tmp_path / "store" / "current").exists()
+
+
+def test_an_export_with_no_deals_orders_or_revenue_rows_is_refused_in_parts_too(tmp_path):
+    """A header-only deals file imported in parts would have replaced the store, as a whole
+    import of it no longer does."""
+    from forecast.data.validate import LEARNED_FROM
+    from forecast.data.violations import ValidationError
+
+    tables = make_crm(300, seed=6).tables
+    export = export_in_chunks(tmp_path / "export", tables)
+    import_in_parts(export, 2, as_of=AS_OF, imported_at=NOW, store=tmp_path / "store")
+    before = store_manifest(tmp_path / "store")["version"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for name in ("reps", "products", "accounts", *LEARNED_FROM):
+        frame = tables[name] if name in ("reps", "products", "accounts") else tables[name].iloc[:0]
+        frame.to_csv(empty / f"{name}.csv", index=False)
+    with pytest.raises(ValidationError) as refused:
+        import_in_parts(empty, 2, as_of=AS_OF, imported_at=NOW, store=tmp_path / "store")
+    assert {v.check for v in refused.value.violations} == {"empty_export"}
+    assert "deals.csv" in str(refused.value)
+    assert store_manifest(tmp_path / "store")["version"] == before

@@ -215,4 +215,4 @@ def test_without_a_champion_the_message_names_the_version_the_gate_kept_back(own
     registry.client().delete_registered_model_alias(MODEL_NAME, "champion")
     message = registry.no_champion(MODEL_NAME, "forecast train win")
     assert "version 3 is registered but not champion" in message
-    assert f"`forecast models promote {MODEL_NAME} 3`" in message
+    assert f"`forecast models promote {MODEL_NAME} 3 --force`" in message

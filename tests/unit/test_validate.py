@@ -578,7 +578,7 @@ def test_summary_counts_everything_and_lists_the_first(monkeypatch: pytest.Monke
     summary = error.summary(4)
     assert summary.startswith("20 problems in 1 table; nothing was written.")
     assert "products.list_price (type): 10" in summary
-    assert "First 4 of 20:" in summary
+    assert "4 of 20, one of each kind first:" in summary
     assert "16 more" in summary
 
 
@@ -624,6 +624,36 @@ def test_quarantine_leaves_out_a_repeated_deal_row_with_the_attributes_it_carrie
         ("deals", "row 4"),
     ]
     assert all(n.check == "quarantined" for n in checked.set_aside)
+
+
+@pytest.mark.parametrize(
+    ("attributes", "why"),
+    [
+        # the mapping's to fix: every attribute name is not an id
+        ({"name": ["Lead Source"] * 3}, "name"),
+        # two different values for one deal whose row is not repeated: which one is meant?
+        (
+            {"deal_id": ["D1", "D2", "D3", "D1"], "value": ["web", "event", "web", "event"]},
+            "unique",
+        ),
+    ],
+)
+def test_attribute_rows_are_set_aside_only_as_repeats_of_a_repeated_deal(attributes, why) -> None:
+    base = {
+        "deal_id": ["D1", "D2", "D3"],
+        "name": ["lead_source"] * 3,
+        "value": ["web", "event", "web"],
+        "known_at": ["created"] * 3,
+    }
+    n = len(attributes.get("deal_id", base["deal_id"]))
+    table = {k: (v + v[:1])[:n] if len(v) < n else v for k, v in base.items()} | attributes
+    with pytest.raises(ValidationError) as caught:
+        check(world(deal_attributes=table), as_of=AS_OF, bad_rows="quarantine")
+    assert any(v.table == "deal_attributes" for v in caught.value.violations)
+    assert why in {v.check for v in caught.value.violations} | {
+        v.column for v in caught.value.violations
+    }
+    assert "--bad-rows quarantine" not in caught.value.summary(10)
 
 
 def test_a_history_row_after_the_close_is_quarantined_with_its_deal_and_the_hint_says_so() -> None:

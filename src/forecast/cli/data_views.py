@@ -41,7 +41,7 @@ def print_diagnosis(found) -> None:
         console.print(f"suspicious: {suspect}", style="yellow", markup=False, highlight=False)
     if not found.blocked:
         if found.blockers:  # no closed deals at all: a deal-win model is not what it is for
-            console.print("[green]nothing blocks training churn[/] (no deals to win)")
+            console.print("[green]nothing blocks training churn[/] (no closed deals to win)")
         else:
             console.print("[green]nothing blocks training[/]")
 

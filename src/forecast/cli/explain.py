@@ -104,6 +104,8 @@ def _print_rep(view) -> None:
         )
     if len(view.funnel):
         console.print(funnel)
+    if view.funnel_note:
+        console.print(view.funnel_note, style="yellow", markup=False, highlight=False)
     for finding in view.findings:
         console.print(
             f"  - {finding.text} -> {finding.focus}"

@@ -334,10 +334,10 @@ def _forecast_moment(quarter: str | None, as_of: str | pd.Timestamp | None):
 
 def _check_forecastable(tables) -> None:
     """Exit naming what the export lacks when no bookings forecast can be made from it."""
-    from forecast.data.doctor import not_in_the_data
+    from forecast.data.doctor import no_forecast, not_in_the_data
 
-    if why := not_in_the_data(tables).get("revenue"):
-        raise fail(f"no bookings forecast from the stored data: {why}")
+    if refusal := no_forecast(not_in_the_data(tables)):
+        raise fail(refusal)
 
 
 def _live_inputs(

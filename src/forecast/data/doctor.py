@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import pandas as pd
 
 from forecast.data.derive import history_is_derived
@@ -122,12 +121,12 @@ def not_in_the_data(tables: CrmTables) -> dict[str, str]:
     not promise training succeeds (`diagnose` says more)."""
     out: dict[str, str] = {}
     deals = tables.deals
-    if not deals["outcome"].isin(("won", "lost")).any():
-        out["win"] = "the export has no closed deals to learn from" + (
-            " (it holds orders: churn by inactivity works)" if len(tables.orders) else ""
-        )
     if why := _no_churn_data(tables):
         out["churn"] = why
+    if not deals["outcome"].isin(("won", "lost")).any():
+        out["win"] = "the export has no closed deals to learn from" + (
+            " (churn can be defined from what it holds)" if "churn" not in out else ""
+        )
     if not len(deals):
         out["revenue"] = "the export has no deals: a bookings forecast adds up deals' amounts"
     elif not deals["amount"].notna().any():
@@ -139,22 +138,20 @@ def not_in_the_data(tables: CrmTables) -> dict[str, str]:
     return out
 
 
+def no_forecast(absent: dict[str, str]) -> str | None:
+    """Why no bookings forecast can be made, from `not_in_the_data`'s answer; None: it can."""
+    why = absent.get("revenue")
+    return None if why is None else f"no bookings forecast from the stored data: {why}"
+
+
 def _no_churn_data(tables: CrmTables) -> str | None:
     """Why no churn can be defined from `tables` (`resolve`'s words), or None; only what the
     definition needs is read (a second on the default world's facts, none here)."""
     from forecast.training.churn_task import ChurnFacts, ChurnParams, resolve
     from forecast.training.task import NotEnoughDataError
 
-    recurring = tables.revenue.loc[tables.revenue["kind"] == "recurring", "period"]
-    facts = ChurnFacts(
-        first_recurring=recurring.min(),
-        billed_until=pd.NaT,
-        first_order=pd.NaT,
-        customer_orders=bool(tables.orders["account_id"].notna().any()),
-        gap_counts=np.zeros(0, dtype=int),
-    )
-    try:
-        resolve(ChurnParams(horizon_days=1), facts)  # a horizon given: no gaps are read
+    try:  # a horizon given: no purchase gaps are read
+        resolve(ChurnParams(horizon_days=1), ChurnFacts.sources(tables))
     except NotEnoughDataError as err:
         return str(err)
     return None

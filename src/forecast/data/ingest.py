@@ -21,7 +21,7 @@ from forecast.data.store import (
     write_store,
 )
 from forecast.data.tables import CrmTables
-from forecast.data.validate import Checked, check, validate
+from forecast.data.validate import LEARNED_FROM, Checked, check, nothing_to_learn, validate
 from forecast.data.violations import ValidationError, Violation
 from forecast.data.world import CrmWorld, WorldTruth, make_crm
 
@@ -111,7 +111,7 @@ def import_in_parts(
     files = table_files(folder)
     whole = {name: read_table(files[name], name) for name in WHOLE if name in files}
     check(whole, as_of=as_of)  # alone first: their problems said once, not by every part
-    noted = _Noted()
+    noted = _Noted(given={n: str(files[n]) for n in LEARNED_FROM if n in files})
     with tempfile.TemporaryDirectory(dir=scratch_folder(store=store)) as split:
         step("splitting the files by account")
         split_export(files, parts, Path(split), client=client)
@@ -133,6 +133,7 @@ def import_in_parts(
 class _Noted:
     """What the checked parts of an import in parts set aside and derived, as they are stored."""
 
+    given: dict[str, str] = field(default_factory=dict)  # learned-from tables: their files
     set_aside: list[Violation] = field(default_factory=list)
     derived: set[str] = field(default_factory=set)
 
@@ -143,7 +144,7 @@ class _Noted:
         first only); every part's problems in one error after the last."""
         from forecast.data.split import WHOLE
 
-        errors = []
+        errors, learned = [], 0
         for number, part in enumerate(checked):
             step(f"checked part {number + 1}")
             if isinstance(part, ValidationError):
@@ -151,10 +152,17 @@ class _Noted:
                 continue
             self.set_aside.extend(part.set_aside)
             self.derived.update(part.derived)
+            learned += sum(len(part.tables[name]) for name in LEARNED_FROM)
             tables = part.tables.items()
             yield StorePart({n: f for n, f in tables if number == 0 or n not in WHOLE})
         if errors:
             raise ValidationError.merge(errors)
+        if self.given and not learned:  # as `check` refuses it whole: never made current
+            set_aside = len(self.set_aside)
+            raise ValidationError(
+                nothing_to_learn(name, source, set_aside=set_aside)
+                for name, source in self.given.items()
+            )
 
 
 def validate_in_parts(folder: Path, parts: int, **options: Any) -> ImportResult:

@@ -111,7 +111,7 @@ def check(
         raw, set_aside = _set_aside(checked, out, bad_rows)
         checked, out = _check_all(raw, as_of, elsewhere)
     if not out.counts and not elsewhere:
-        _check_something_to_learn(checked, out)
+        _check_something_to_learn(checked, out, set_aside=len(set_aside))
     if out.counts:
         error = ValidationError(out.violations, out.counts)
         if bad_rows == "refuse":
@@ -132,7 +132,9 @@ def check(
 LEARNED_FROM: tuple[str, ...] = ("deals", "orders", "revenue")
 
 
-def _check_something_to_learn(checked: dict[str, CheckedTable], out: Collector) -> None:
+def _check_something_to_learn(
+    checked: dict[str, CheckedTable], out: Collector, *, set_aside: int = 0
+) -> None:
     """An export (otherwise valid) that gives deals, orders or recurring revenue, each of them
     without a row, is refused: a file with a header and no rows, or a mapping pointing at the
     wrong file. (A partial export without any of these tables is left to what reads it.)"""
@@ -140,18 +142,20 @@ def _check_something_to_learn(checked: dict[str, CheckedTable], out: Collector) 
     if not given or any(checked[name].n for name in given):
         return
     for name in given:
-        out.add(
-            Violation(
-                name,
-                checked[name].raw.source,
-                "",
-                "",
-                "no rows",
-                "rows of deals, orders or recurring revenue: the export holds none to learn "
-                "from (a file with a header and no rows, or a mapping naming the wrong file?)",
-                "empty_export",
-            )
-        )
+        out.add(nothing_to_learn(name, checked[name].raw.source, set_aside=set_aside))
+
+
+def nothing_to_learn(table: str, source: str, *, set_aside: int = 0) -> Violation:
+    """The refusal of an export whose deals, orders and recurring revenue hold no row."""
+    why = (
+        f"--bad-rows set aside every one ({set_aside:,} rows); import without it to see each "
+        "row's problem"
+        if set_aside
+        else "the export holds none to learn from (a file with a header and no rows, or a "
+        "mapping naming the wrong file?)"
+    )
+    expected = f"rows of deals, orders or recurring revenue: {why}"
+    return Violation(table, source, "", "", "no rows", expected, "empty_export")
 
 
 def _check_all(
@@ -194,7 +198,9 @@ def _can_set_aside(checked: dict[str, CheckedTable], out: Collector, policy: str
     """Whether every problem is a row the policy can repair or set aside.
 
     A value missing from a value map (`allowed`) is the mapping's to fix, never a row to set
-    aside; nor is a problem in more than MAX_SET_ASIDE of the deals (and MIN_SET_ASIDE).
+    aside; nor is a problem in more than MAX_SET_ASIDE of the deals (and MIN_SET_ASIDE). Of the
+    deals' attribute rows, only those a repeated deal row repeated are set aside (any other
+    problem there is the mapping's, or two different values for one deal).
     """
     if policy == "repair":
         return set(out.counts) <= _REPAIRABLE
@@ -204,7 +210,25 @@ def _can_set_aside(checked: dict[str, CheckedTable], out: Collector, policy: str
         key[0] in ROW_TABLES and key in out.flagged and key[2] != "allowed" for key in out.counts
     )
     limit = max(MAX_SET_ASIDE * checked["deals"].n, MIN_SET_ASIDE)
-    return rows and len(_bad_deal_ids(checked, out)) <= limit
+    return (
+        rows
+        and _only_repeats_of_repeated_deals(checked, out)
+        and (len(_bad_deal_ids(checked, out)) <= limit)
+    )
+
+
+def _only_repeats_of_repeated_deals(checked: dict[str, CheckedTable], out: Collector) -> bool:
+    """Whether every attribute row flagged repeats one of a deal whose deals row is repeated."""
+    keys = [key for key in out.counts if key[0] == "deal_attributes"]
+    if not keys:
+        return True
+    if any(key[2] != "unique" for key in keys):
+        return False
+    deals = checked["deals"].raw.frame["deal_id"].astype(str)
+    repeated = set(deals[deals.duplicated()])
+    attributes = checked["deal_attributes"].raw.frame["deal_id"].astype(str)
+    flagged = np.concatenate([out.flagged[key] for key in keys]).astype(int)
+    return set(attributes.iloc[flagged]) <= repeated
 
 
 def _set_aside_hint(
@@ -224,8 +248,8 @@ def _set_aside_hint(
         return ""
     choices = " or ".join(f"`--bad-rows {p}`" for p in working)
     return (
-        f"Every problem is in a row of deals or deal_history: {choices} imports everything "
-        "else and lists each row it repaired or left out."
+        f"Every problem is in a row of deals or deal_history (or repeats a deal's row): "
+        f"{choices} imports everything else and lists each row it repaired or left out."
     )
 
 

@@ -125,7 +125,9 @@ class ValidationError(Exception):
                 lines.append(f"  {name} ({check}): {n}")
         shown = self.examples(max_shown)
         lines.append(
-            f"First {len(shown)} of {self.total}:" if len(shown) < self.total else "All of them:"
+            f"{len(shown)} of {self.total}, one of each kind first:"
+            if len(shown) < self.total
+            else "All of them:"
         )
         lines += [f"  {v}" for v in shown]
         if len(shown) < self.total:

@@ -116,15 +116,28 @@ class ChurnFacts:
 
     @classmethod
     def of(cls, tables: CrmTables) -> ChurnFacts:
-        recurring = tables.revenue.loc[tables.revenue["kind"] == "recurring", "period"]
+        sources = cls.sources(tables)
         customers = tables.orders["account_id"].notna()
-        has_customers = bool(customers.any())
-        return cls(
-            first_recurring=recurring.min(),
+        return replace(
+            sources,
             billed_until=billed_until(tables),
             first_order=tables.orders.loc[customers, "at"].min(),
-            customer_orders=has_customers,
-            gap_counts=np.bincount(purchase_gaps(tables)) if has_customers else np.zeros(0, int),
+            gap_counts=np.bincount(purchase_gaps(tables))
+            if sources.customer_orders
+            else np.zeros(0, int),
+        )
+
+    @classmethod
+    def sources(cls, tables: CrmTables) -> ChurnFacts:
+        """Only what decides which definition the export supports (`resolve`, with a horizon
+        given): whether it holds recurring revenue, or orders of known customers. Cheap."""
+        recurring = tables.revenue.loc[tables.revenue["kind"] == "recurring", "period"]
+        return cls(
+            first_recurring=recurring.min(),
+            billed_until=pd.NaT,
+            first_order=pd.NaT,
+            customer_orders=bool(tables.orders["account_id"].notna().any()),
+            gap_counts=np.zeros(0, int),
         )
 
     @classmethod

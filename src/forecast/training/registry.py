@@ -207,8 +207,8 @@ def no_champion(name: str, how_to_train: str) -> str:
     return (
         f"{name} has no champion: version {latest} is registered but not champion (the gate "
         "keeps back a model that does not beat the baselines; `forecast models list` shows its "
-        f"verdict). Promote it anyway with `forecast models promote {name} {latest}`, or train "
-        f"again with more history (`{how_to_train}`)"
+        f"verdict). Promote it anyway with `forecast models promote {name} {latest} --force`, or "
+        f"train again with more history (`{how_to_train}`)"
     )
 
 
