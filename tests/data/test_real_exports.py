@@ -72,6 +72,8 @@ def test_a_real_shaped_export_imports_is_described_and_trains_or_says_why(
     assert "stage" in found["features_off"] or name == "order-log"  # never open: nothing to see
     assert doctor.exit_code == (1 if found["blocked"] else 0)
     assert found["blocked"] == bool(found["blockers"])  # each export has closed deals
+    # the doctor's verdict is training's: blocked exactly when `forecast train win` refuses
+    assert found["blocked"] == (name in REFUSED), found["blockers"]
 
     trained = runner.invoke(app, ["train", "win"])
     _no_traceback(trained)

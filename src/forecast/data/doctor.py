@@ -50,7 +50,7 @@ class Diagnosis:
 def diagnose(tables: CrmTables) -> Diagnosis:
     """Everything `forecast data doctor` reports about `tables`."""
     from forecast.training.task import NotEnoughDataError
-    from forecast.training.win_task import MIN_CLOSED_PER_CLASS, Windows, WinParams
+    from forecast.training.win_task import MIN_CLOSED_PER_CLASS, check_trainable
 
     deals = tables.deals
     closed = deals[deals["outcome"].isin(("won", "lost"))]
@@ -66,21 +66,10 @@ def diagnose(tables: CrmTables) -> Diagnosis:
             f"{MIN_CLOSED_PER_CLASS} of each are needed (export more closed deals)"
         )
     else:
-        try:
-            windows = Windows.before(tables, WinParams())
+        try:  # training's own checks, on the labels alone
+            check_trainable(tables)
         except NotEnoughDataError as err:
             blockers.append(str(err))
-        else:
-            # training sees deals open at a weekly snapshot up to the test window's end
-            seen = closed[(closed["created_at"] <= windows.test_end) & (cycle > 0)]
-            won = int((seen["outcome"] == "won").sum())
-            why = windows.choice.why if windows.choice else "windows given"
-            if min(won, len(seen) - won) < MIN_CLOSED_PER_CLASS:
-                blockers.append(
-                    f"{won} won and {len(seen) - won} lost deals were open before "
-                    f"{windows.test_end:%Y-%m-%d} (the test window's end, {why}): "
-                    f"at least {MIN_CLOSED_PER_CLASS} of each are needed (export more history)"
-                )
     blockers += [f"leak guard: {s}" for s in suspects]
     churn = _churn_support(tables)
     absent = not_in_the_data(tables)

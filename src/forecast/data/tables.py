@@ -93,3 +93,9 @@ class CrmTables:
 Featurize = Callable[[CrmTables, pd.DataFrame], pd.DataFrame]
 """(tables, snapshots) -> one feature row per snapshot: `deal_features` and the account
 features in this process, or their `forecast.features.on_dask` versions on a cluster."""
+
+
+def no_features(tables: CrmTables, snapshots: pd.DataFrame) -> pd.DataFrame:
+    """A `Featurize` that computes none: the snapshots, for their labels alone (what training
+    refuses can be checked without the features' cost)."""
+    return snapshots.copy()

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
-from forecast.data.tables import CrmTables, Featurize
+from forecast.data.tables import CrmTables, Featurize, no_features
 from forecast.features.accounts import (
     ACCOUNT_FEATURES,
     HORIZON_DAYS,
@@ -215,7 +215,7 @@ class Definition:
         hears its parts finish). `parts`: the version folder of a store in parts, whose
         workers each make their part's accounts' rows (`tables` then need hold only the reps
         and products); the rows in one process's order. `features`: how to featurize the
-        snapshots instead (`labels_only` for the labels alone)."""
+        snapshots instead (`no_features` for the labels alone)."""
         first = self.first_moment(facts)
         dates = churn_snapshot_dates(first, tables.as_of, day=params.snapshot_day)
         return self.labelled(
@@ -392,11 +392,6 @@ def definition_for(feature_names: Iterable[str]) -> Definition:
     return INACTIVITY if inactivity.intersection(feature_names) else SUBSCRIPTION
 
 
-def labels_only(tables: CrmTables, snapshots: pd.DataFrame) -> pd.DataFrame:
-    """A featurizer that computes none: the snapshots, for their labels alone."""
-    return snapshots.copy()
-
-
 def check_trainable(tables: CrmTables, params: ChurnParams | None = None) -> ChurnParams:
     """What `prepare` refuses before a feature is computed, checked on the labels alone (quick
     enough for `forecast data doctor`): a definition the export supports, enough churned and
@@ -408,7 +403,7 @@ def check_trainable(tables: CrmTables, params: ChurnParams | None = None) -> Chu
     facts = ChurnFacts.of(tables)
     params = resolve(params or ChurnParams(), facts)
     definition = DEFINITION_OF[params.definition]
-    frame = definition.frame(tables, params, facts, features=labels_only)
+    frame = definition.frame(tables, params, facts, features=no_features)
     check_classes(frame, horizon_of(params))
     split(frame, params)
     return params

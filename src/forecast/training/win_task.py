@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from forecast.data.tables import CrmTables
+from forecast.data.tables import CrmTables, no_features
 from forecast.features.deal_schema import (
     DEAL_FEATURES,
     KEY_COLUMNS,
@@ -248,6 +248,23 @@ def build_frame(
 
 def _as_given(frame: pd.DataFrame, part: CrmTables) -> pd.DataFrame:
     return frame
+
+
+def check_trainable(tables: CrmTables, params: WinParams | None = None) -> Windows:
+    """What `prepare` refuses before a feature is computed, checked on the labels alone (quick
+    enough for `forecast data doctor`): windows the history can hold, enough won and lost deals
+    open at a snapshot, both outcomes in every out-of-time slice. Returns the windows.
+
+    Raises:
+        NotEnoughDataError: saying which, as `forecast train win` would.
+    """
+    params = params or WinParams()
+    windows = Windows.before(tables, params)
+    dates = snapshot_dates(windows.start, windows.test_end, freq=params.snapshot_freq)
+    frame = training_frame(tables, dates, labelled_only=False, features=no_features)
+    check_closed_deals(frame, windows, tables)
+    split(frame, windows)
+    return windows
 
 
 def check_closed_deals(frame: pd.DataFrame, windows: Windows, tables: CrmTables) -> None:
