@@ -444,8 +444,8 @@ class ServiceState:
     def champion(self, name: str) -> Serving:
         serving = self.models.get(name)
         if serving is None:
-            if why := self.not_in_data.get(NEEDS.get(name, "")):
-                raise NotInTheDataError(f"{name} cannot be trained on the stored data: {why}")
+            if untrainable := self._untrainable(name):
+                raise NotInTheDataError(untrainable)
             raise ModelMissingError(self.problems.get(name) or missing_message(name))
         return serving
 
@@ -463,6 +463,11 @@ class ServiceState:
         model the stored data cannot train (`unsupported`)."""
         unsupported, problems = self.unsupported(), dict(self.problems)  # the poller writes
         return sorted(p for name, p in problems.items() if name not in unsupported)
+
+    def _untrainable(self, name: str) -> str | None:
+        """Why the stored data cannot train `name`, while none of it serves; None: it can."""
+        why = self.unsupported().get(name)
+        return None if why is None else f"{name} cannot be trained on the stored data: {why}"
 
     def unsupported(self) -> dict[str, str]:
         """The served models the stored data cannot train, with why, while none serves."""
@@ -596,9 +601,7 @@ class ServiceState:
 
     def detail(self, name: str) -> str | None:
         """Why a model is not serving, or which newer version was refused."""
-        if why := self.unsupported().get(name):
-            return f"{name} cannot be trained on the stored data: {why}"
-        return self.problems.get(name) or self.refused.get(name)
+        return self._untrainable(name) or self.problems.get(name) or self.refused.get(name)
 
     def deal_scores(self, serving: Serving) -> dict[str, DealScore]:
         """Every open deal's current score by `serving` (the deal-win champion the request
