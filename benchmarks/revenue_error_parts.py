@@ -79,7 +79,8 @@ def main() -> None:
         for part, value in actual.items():
             row[part] = (company[part] - value) / total
         for part in ("open", "new", "recurring"):
-            row[f"z_{part}"] = (company[part] - actual[part]) / np.sqrt(variance[part].sum())
+            sd = float(np.sqrt(variance[part].sum()))  # 0 when nothing of the part is ahead
+            row[f"z_{part}"] = (company[part] - actual[part]) / sd if sd > 0 else np.nan
         spreads = fc.inputs.spreads
         row |= {"spread_open": spreads.open, "spread_new": spreads.new}
         row |= {"spread_renewals": spreads.renewals, "churn_sd": fc.inputs.churn_shock_sd}
@@ -96,7 +97,8 @@ def main() -> None:
     print("z of each part against its items' own sd:")
     print(z.round(2).to_string())
     print("rms z:", np.sqrt((z**2).mean()).round(2).to_dict())
-    print(frame[[c for c in frame if c.startswith("spread") or c == "churn_sd"]].round(4))
+    spreads = [c for c in frame if c.startswith("spread") or c == "churn_sd"]
+    print(frame[spreads].round(4).to_string())
 
 
 if __name__ == "__main__":
