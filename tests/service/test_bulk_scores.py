@@ -66,6 +66,22 @@ def test_score_deals_all_writes_every_open_deal_with_version_and_logs_it(own_log
     assert by_deal[first["deal_id"]]["model_version"] == "1"
 
 
+def test_a_book_with_no_open_deal_is_written_empty(own_log):
+    """Before the first deal was created nothing is open: an empty book, not an error."""
+    from forecast.data.store import read_store
+
+    first = read_store().deals["created_at"].min()
+    out = own_log / "none.parquet"
+    done = runner.invoke(
+        app,
+        ["score", "deals", "--all", "--as-of", f"{first - pd.Timedelta(days=1):%Y-%m-%d}",
+         "--out", str(out)],
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert "0 open deals scored" in done.output
+    assert pd.read_parquet(out).empty
+
+
 def test_score_accounts_all_writes_the_services_drivers_and_logs_them(own_log, api):
     """Every account's churn risk with its drivers and top retention action, as the service
     explains the same account, and each row in the prediction log."""

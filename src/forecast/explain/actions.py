@@ -111,7 +111,7 @@ def already_done(values: np.ndarray, yardsticks: np.ndarray, vocabulary: Vocabul
     evidence = np.asarray(vocabulary.evidence, dtype=int)
     helps = np.array([vocabulary.words[j].entry.helps or "" for j in evidence])
     # evidence features are numbers; None becomes NaN
-    value = np.array(values[:, evidence].tolist(), dtype=float).reshape(len(values), -1)
+    value = np.array(values[:, evidence].tolist(), dtype=float).reshape(len(values), len(evidence))
     typical = yardsticks[:, evidence]
     with np.errstate(invalid="ignore"):
         done = np.where(helps == "up", value >= typical, value <= typical)

@@ -89,6 +89,8 @@ def score_deals(
     as_of = pd.Timestamp(as_of) if as_of is not None else tables.as_of
     open_now = open_deal_ids(tables, as_of)
     wanted = open_now if deal_ids is None else pd.Series(list(deal_ids), dtype="string")
+    if wanted.empty:  # nothing open (every deal closed, or an as-of before the first)
+        return []
     missing = sorted(set(wanted) - set(open_now))
     if missing:
         unknown = sorted(set(missing) - set(tables.deals["deal_id"]))
