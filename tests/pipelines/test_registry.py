@@ -152,6 +152,27 @@ def test_promote_and_rollback_through_the_cli(own_copy, monkeypatch):
         assert not reason or " ".join(reason.split()) in " ".join(shown.stdout.split())
 
 
+def test_by_hand_a_version_is_still_held_to_the_rules_and_the_coin(own_copy):
+    """Promoting by hand skips the comparison with the champion, not the bar every model must
+    clear: a version ranking no better than a coin (as the gate measured it when registering
+    it) is refused without --force, like one losing to a baseline."""
+    recorded = json.loads(_tag("2", "evaluation"))
+    assert recorded["rule_failures"] == []  # measured at registration: v2 ranks well
+    coin = "AUC 0.4991 is not clearly above a coin (model minus base_rate: 90 % interval ...)"
+    registry.client().set_model_version_tag(
+        MODEL_NAME, "2", "evaluation", json.dumps({**recorded, "rule_failures": [coin]})
+    )
+    with pytest.raises(registry.RegistryError, match=r"not clearly above a coin.*--force"):
+        registry.promote(MODEL_NAME, "2")
+    assert _aliases()["champion"] == "1"
+    assert "forced" in registry.promote(MODEL_NAME, "2", force=True)
+    registry.rollback(MODEL_NAME)
+    listed = registry.list_models().set_index("version")
+    assert listed.loc[2, "gate"].endswith("; rolled back: replaced by v1")
+    registry.promote(MODEL_NAME, "2", force=True)  # champion again: no longer "rolled back"
+    assert "rolled back" not in registry.list_models().set_index("version").loc[2, "gate"]
+
+
 def test_promoting_an_unknown_version_says_so(own_copy):
     with pytest.raises(registry.RegistryError, match="no version 9"):
         registry.promote(MODEL_NAME, "9")

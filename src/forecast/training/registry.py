@@ -43,6 +43,7 @@ AUC_TOLERANCE = 0.005
 LOG_LOSS_TOLERANCE = 0.005
 TIE = 1e-9
 BOOTSTRAP_ROUNDS = 200
+ROLLED_BACK_TAG = "rolled_back"
 HISTORY_TAG = "champion_history"
 GATE_TAG = "gate"
 EVALUATION_TAG = "evaluation"
@@ -172,17 +173,21 @@ def judge(
 # --- registering and gating ----------------------------------------------------------------------
 
 
-def register(name: str, model_uri: str, run_id: str, evaluation: Evaluation) -> str:
-    """A new version of `name` from a logged model, with alias `challenger`; returns the version."""
+def register(
+    name: str, model_uri: str, run_id: str, evaluation: Evaluation, rule_failures: list[str]
+) -> str:
+    """A new version of `name` from a logged model, with alias `challenger`; returns the version.
+    Its evaluation is kept on it with the rules it ranks clearly worse than (`auc_failures`), so
+    a promotion by hand is held to the same bar."""
     c = client()
     version = mlflow.register_model(model_uri, name, tags={"run_id": run_id}).version
     c.set_registered_model_alias(name, CHALLENGER, version)
-    c.set_model_version_tag(
-        name,
-        version,
-        EVALUATION_TAG,
-        json.dumps({**evaluation.metrics, "baselines": dict(evaluation.baselines)}),
-    )
+    recorded = {
+        **evaluation.metrics,
+        "baselines": dict(evaluation.baselines),
+        "rule_failures": rule_failures,
+    }
+    c.set_model_version_tag(name, version, EVALUATION_TAG, json.dumps(recorded))
     log.info("registered %s version %s as %s", name, version, CHALLENGER)
     return str(version)
 
@@ -226,9 +231,15 @@ def rescore(name: str, version: str, evaluation: Evaluation) -> dict[str, float]
 
 
 def gate(
-    name: str, version: str, evaluation: Evaluation, *, run_id: str | None = None
+    name: str,
+    version: str,
+    evaluation: Evaluation,
+    *,
+    run_id: str | None = None,
+    rule_failures: list[str] | None = None,
 ) -> GateDecision:
-    """Decide whether `version` becomes champion; record the decision on the version and run."""
+    """Decide whether `version` becomes champion; record the decision on the version and run.
+    `rule_failures`: `auc_failures` of the evaluation, when already measured."""
     current = champion_version(name)
     champion = None
     if current is not None and current != version:
@@ -241,7 +252,8 @@ def gate(
             _record(decision, run_id)
             return decision
     promoted, reason = judge(evaluation.metrics, champion, evaluation.baselines, current)
-    if promoted and (failures := auc_failures(evaluation)):
+    failures = auc_failures(evaluation) if rule_failures is None else rule_failures
+    if promoted and failures:
         promoted, reason = False, "; ".join(failures)
     decision = GateDecision(
         name, version, promoted, reason, current, dict(evaluation.metrics), champion
@@ -256,8 +268,9 @@ def register_and_gate(
     name: str, model_uri: str, run_id: str, evaluation: Evaluation
 ) -> GateDecision:
     """Register a logged model as challenger, then run the gate on it."""
-    version = register(name, model_uri, run_id, evaluation)
-    return gate(name, version, evaluation, run_id=run_id)
+    failures = auc_failures(evaluation)
+    version = register(name, model_uri, run_id, evaluation, failures)
+    return gate(name, version, evaluation, run_id=run_id, rule_failures=failures)
 
 
 def _record(decision: GateDecision, run_id: str | None) -> None:
@@ -284,13 +297,20 @@ def _make_champion(name: str, version: str, reason: str) -> None:
     c = client()
     history = _history(name)
     c.set_registered_model_alias(name, CHAMPION, version)
-    aliases = c.get_model_version(name, version).aliases
-    if CHALLENGER in aliases:  # the challenger has become the champion
+    found = c.get_model_version(name, version)
+    if CHALLENGER in found.aliases:  # the challenger has become the champion
         c.delete_registered_model_alias(name, CHALLENGER)
+    if ROLLED_BACK_TAG in found.tags:  # champion again
+        c.delete_model_version_tag(name, version, ROLLED_BACK_TAG)
     if not history or history[-1] != version:
         history.append(version)
     c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
     c.set_model_version_tag(name, version, "promotion", reason)
+
+
+def _rolled_back(tags: Mapping[str, str]) -> str:
+    back = tags.get(ROLLED_BACK_TAG)
+    return f"; rolled back: {back}" if back else ""
 
 
 # --- manual operations ---------------------------------------------------------------------------
@@ -304,7 +324,9 @@ def _version(name: str, version: str):
 
 
 def promote(name: str, version: str, *, force: bool = False) -> str:
-    """Make `version` champion by hand; it must still beat the baselines unless `force`.
+    """Make `version` champion by hand; it must still beat the baselines on log loss and rank
+    no worse than the rules (nor as a coin) unless `force`: what it is not held to is the
+    comparison with the champion.
 
     Returns:
         What was done, in a sentence.
@@ -315,6 +337,7 @@ def promote(name: str, version: str, *, force: bool = False) -> str:
         raise RegistryError(f"{name} v{version} has no recorded evaluation; use --force to promote")
     if evaluation is not None:
         failures = baseline_failures(evaluation["log_loss"], evaluation["baselines"])
+        failures += evaluation.get("rule_failures", [])
         if failures and not force:
             raise RegistryError(
                 f"{name} v{version} refused: " + "; ".join(failures) + " (--force to override)"
@@ -327,7 +350,8 @@ def promote(name: str, version: str, *, force: bool = False) -> str:
 
 
 def rollback(name: str) -> str:
-    """Champion back to the previous champion; the replaced version is tagged `rolled_back`."""
+    """Champion back to the previous champion; the replaced version is tagged `rolled_back`
+    (until it is champion again)."""
     c = client()
     history = _history(name)
     current = champion_version(name)
@@ -339,7 +363,7 @@ def rollback(name: str) -> str:
     previous = history[-1]
     c.set_registered_model_alias(name, CHAMPION, previous)
     c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
-    c.set_model_version_tag(name, replaced, "rolled_back", f"replaced by v{previous}")
+    c.set_model_version_tag(name, replaced, ROLLED_BACK_TAG, f"replaced by v{previous}")
     log.info("%s champion rolled back from v%s to v%s", name, replaced, previous)
     return f"{name} {CHAMPION} rolled back from v{replaced} to v{previous}"
 
@@ -361,7 +385,7 @@ def list_models() -> pd.DataFrame:
                     "run_id": full.run_id,
                     "test_auc": evaluation.get("auc", float("nan")),
                     "test_log_loss": evaluation.get("log_loss", float("nan")),
-                    "gate": full.tags.get(GATE_TAG, ""),
+                    "gate": full.tags.get(GATE_TAG, "") + _rolled_back(full.tags),
                 }
             )
     columns = [
