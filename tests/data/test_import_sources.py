@@ -491,6 +491,13 @@ def test_maven_amounts_and_history(maven: tuple[dict, CrmTables]) -> None:
     assert (prospects["created_at"] == tables.as_of).all()
     first = tables.deal_history.sort_values("changed_at").groupby("deal_id").first()
     assert set(first["stage"]) == {"prospecting", "qualification"}
+    # written from each deal's final state, not recorded: said so, as for any deals-only export
+    # (no funnel, stage features or stage coaching from it)
+    from forecast.data.derive import history_is_derived
+    from forecast.features.deal_schema import unavailable_features
+
+    assert history_is_derived(tables.deal_history)
+    assert "stage" in unavailable_features(tables)
 
 
 def test_maven_keeps_source_lines(maven: tuple[dict, CrmTables]) -> None:

@@ -8,6 +8,8 @@ import pandas as pd
 import pytest
 
 from forecast.revenue import CloseTiming, NewDeals, RenewalRates, RevenueParams
+from forecast.revenue.renewals import RenewalBook
+from forecast.revenue.spread import churn_shock, lognormal_sd, rate_variance
 
 PARAMS = RevenueParams()
 
@@ -102,3 +104,51 @@ def test_renewal_rates_follow_the_years_an_account_has_been_billed():
     assert second == pytest.approx(np.full(200, 0.95), abs=0.015)
     # without the account and month only the segment is known
     assert rates(ahead[["segment"]]) == pytest.approx(np.full(400, 0.825), abs=0.01)
+
+
+def renewal_book_of(decisions_per_segment: int, chains: int = 20) -> RenewalBook:
+    """`chains` mid-market accounts each renewing 12,000 once this quarter at a rate learned
+    from `decisions_per_segment` past decisions, 80 % of them renewed."""
+    month = pd.Timestamp("2026-06-01")
+    renewed = int(0.8 * decisions_per_segment)
+    decisions = pd.DataFrame(
+        {
+            "account_id": [f"A{i:04d}" for i in range(decisions_per_segment)],
+            "month": month,
+            "segment": "mid_market",
+            "outcome": ["renewed"] * renewed + ["churned"] * (decisions_per_segment - renewed),
+            "bill": 1_000.0,
+            "value": 12_000.0,
+        }
+    )
+    months = pd.DataFrame({"account_id": ["A0000"], "period": [month], "bill": [1_000.0]})
+    rates = RenewalRates.fit(decisions, months.assign(segment="mid_market"), PARAMS)
+    return RenewalBook(
+        rates=rates,
+        booked=decisions.iloc[:0],
+        chains=pd.DataFrame({"segment": ["mid_market"] * chains}),
+        steps=pd.DataFrame(),
+        prob=np.full((chains, 1), 0.8),
+        value=np.full((chains, 1), 12_000.0),
+    )
+
+
+def test_a_rate_learned_from_few_decisions_moves_every_chain_of_its_segment():
+    few, many = renewal_book_of(20), renewal_book_of(2_000)
+    alpha, beta = few.rates.posterior(np.array(["mid_market"]))
+    n, churn = alpha + beta, beta / (alpha + beta)
+    relative = alpha * beta / (n**2 * (n + 1)) / churn**2
+    loss = 20 * 12_000 * 0.2  # the value the 20 chains are expected to lose
+    assert rate_variance(few) == pytest.approx(float(relative[0]) * loss**2, rel=1e-6)
+    assert rate_variance(many) < rate_variance(few) / 10
+
+
+def test_the_churn_factor_adds_the_quarters_spread_to_the_rates_uncertainty():
+    book = renewal_book_of(200)
+    loss, mean = 20 * 12_000 * 0.2, 20 * 12_000 * 0.8
+    from_rates = rate_variance(book)
+    assert churn_shock(book, 0.0) == pytest.approx(lognormal_sd(from_rates / loss**2))
+    # a spread measured beyond the earlier rates' own uncertainty adds to today's, not max()
+    both = churn_shock(book, 0.001)
+    assert both == pytest.approx(lognormal_sd((0.001 * mean**2 + from_rates) / loss**2))
+    assert both > max(churn_shock(book, 0.0), lognormal_sd(0.001 * mean**2 / loss**2))

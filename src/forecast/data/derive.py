@@ -12,7 +12,7 @@ history. The point-in-time features need a history, so one is written from the d
 
 A deal closed at the very moment it was created gets only its closing row: it was never open.
 Features that only a recorded history can give (stage, days in stage, pushes, amount changes,
-next step) are switched off for such data (`forecast.features.deals.unavailable_features`).
+next step) are switched off for such data (`forecast.features.deal_schema.unavailable_features`).
 """
 
 from __future__ import annotations

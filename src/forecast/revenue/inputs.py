@@ -275,18 +275,13 @@ def _chain_draws(book: RenewalBook, spreads: Spreads) -> tuple[np.ndarray | None
     of the quarter's churn factor."""
     rates, chains, steps = book.rates, book.chains, book.steps
     if not len(chains):
-        return None, churn_shock(book, spreads.renewals, None, None, None)
-    # the learned rates are uncertain: their posterior sets a floor on the churn factor (a
-    # churn model, fitted on as few decisions per segment, is held to the same floor)
-    segments = chains["segment"].astype(object).fillna("unknown").to_numpy()
-    names, group = np.unique(segments, return_inverse=True)
-    alpha, beta = rates.posterior(names)
+        return None, churn_shock(book, spreads.renewals)
     # an annual bill may still change before its decision: draw the change from past ones
     # (SMB bills are small and renew monthly: their expected growth is enough)
     first = steps[steps["in_quarter"]].groupby("chain")[["segment", "months_ahead"]].first()
     chain_pool = rates.pool_index(first["segment"].to_numpy(), first["months_ahead"].to_numpy())
     chain_pool = np.where(first["segment"].to_numpy(object) == "smb", -1, chain_pool)
-    return chain_pool, churn_shock(book, spreads.renewals, group, alpha, beta)
+    return chain_pool, churn_shock(book, spreads.renewals)
 
 
 def _source(renewal_probability: RenewalProbability | None) -> str:

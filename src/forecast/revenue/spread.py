@@ -76,7 +76,10 @@ def renewal_spread(
         if book.chains.empty:
             continue
         mean, variance = chain_moments(book.prob, book.value)
-        variance = variance + bill_variance(book, mean, variance)
+        # chance includes what the rates learned then could not know: the churn factor of a
+        # forecast carries today's rates' uncertainty on top of this spread (`churn_shock`)
+        chance = float((variance + bill_variance(book, mean, variance)).sum())
+        chance += rate_variance(book)
         expected = float(mean.sum())
         first = (past.as_of.to_period("M") - 1).start_time
         done = renewed[
@@ -86,7 +89,7 @@ def renewal_spread(
             & (renewed["month"] < past.end)
         ]
         if expected > 0:
-            excess.append(((done["value"].sum() - expected) ** 2 - variance.sum()) / expected**2)
+            excess.append(((done["value"].sum() - expected) ** 2 - chance) / expected**2)
     return mean_excess(excess)
 
 
@@ -103,32 +106,39 @@ def bill_variance(book: RenewalBook, mean: np.ndarray, variance: np.ndarray) -> 
     return spread * (variance + mean**2)
 
 
-def churn_shock(
-    book: RenewalBook,
-    spread: float,
-    group: np.ndarray | None,
-    alpha: np.ndarray | None,
-    beta: np.ndarray | None,
-) -> float:
-    """Log-sd of the quarter's churn factor (one per draw, shared by every chain).
-
-    Its variance is the larger of what earlier quarters' renewals moved beyond chance
-    (`spread`) and what the renewal rates' own uncertainty (their Beta posteriors) brings; the
-    renewals' total moves by the expected lost value times the factor's deviation.
-    """
+def rate_variance(book: RenewalBook) -> float:
+    """Variance of the renewals' total from the renewal rates' own uncertainty: a segment's
+    rate, learned from few decisions (its Beta posterior), may be off for every chain of the
+    segment at once, moving the value it loses by the rate's relative error."""
     if book.chains.empty:
         return 0.0
     mean, _ = chain_moments(book.prob, book.value)
     loss = book.value.sum(axis=1) - mean  # expected value lost to churn, per chain
-    total_loss = float(loss.sum())
+    segments = book.chains["segment"].astype(object).fillna("unknown").to_numpy()
+    names, group = np.unique(segments, return_inverse=True)
+    alpha, beta = book.rates.posterior(names)
+    n = alpha + beta
+    churn = beta / n
+    relative = alpha * beta / (n**2 * (n + 1)) / np.maximum(churn, 1e-9) ** 2
+    return float((relative * np.bincount(group, loss, minlength=len(names)) ** 2).sum())
+
+
+def churn_shock(book: RenewalBook, spread: float) -> float:
+    """Log-sd of the quarter's churn factor (one per draw, shared by every chain).
+
+    Its variance is what earlier quarters' renewals moved beyond chance and beyond their rates'
+    uncertainty (`spread`, relative to the renewals' mean), plus what today's rates' uncertainty
+    brings (`rate_variance`); the renewals' total moves by the expected lost value times the
+    factor's deviation. Taking the larger of the two instead counted the rates' uncertainty
+    twice: the earlier quarters' misses, judged by items' chance alone, held it too (on four
+    generated worlds the company's P10-P90 held 91 % of quarters at weeks 9 and 13, a root mean
+    square z of 0.8).
+    """
+    if book.chains.empty:
+        return 0.0
+    mean, _ = chain_moments(book.prob, book.value)
+    total_loss = float((book.value.sum(axis=1) - mean).sum())
     if total_loss <= 0:
         return 0.0
-    wanted = spread * float(mean.sum()) ** 2
-    from_rates = 0.0
-    if group is not None and alpha is not None and beta is not None:
-        n = alpha + beta
-        churn = beta / n
-        rate_var = alpha * beta / (n**2 * (n + 1))
-        per_group = np.bincount(group, loss, minlength=len(alpha))
-        from_rates = float((rate_var / np.maximum(churn, 1e-9) ** 2 * per_group**2).sum())
-    return lognormal_sd(max(wanted, from_rates) / total_loss**2)
+    variance = spread * float(mean.sum()) ** 2 + rate_variance(book)
+    return lognormal_sd(variance / total_loss**2)

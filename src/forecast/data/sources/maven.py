@@ -37,7 +37,9 @@ deal_history
     minimal honest one: a creation row at `created_at` (stage qualification, or prospecting
     for Prospecting rows; amount = list price, the only amount known before the close) and, for
     closed deals, a closing row at `close_date` with the final stage and amount. Point-in-time
-    features therefore see only facts known at engage time until the close.
+    features therefore see only facts known at engage time until the close. Every row is
+    marked `origin = derived`, as an import derives a deals-only export's history: features,
+    the funnel and coaching that need a recorded history are off.
 as_of
     The end of the data, 2017-12-31 (the latest engage or close date).
 
@@ -53,6 +55,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from forecast.data.derive import DERIVED
 from forecast.data.sources import RawTable
 from forecast.data.sources.mapping import read_with_columns
 
@@ -310,7 +313,7 @@ def _history(deals: RawTable, list_price: np.ndarray) -> RawTable:
             "_order": 1,
         }
     )[is_closed]
-    both = pd.concat([created, closing], ignore_index=True)
+    both = pd.concat([created, closing], ignore_index=True).assign(origin=DERIVED)
     both = both.sort_values(["_line", "_order"], kind="stable", ignore_index=True)
     return RawTable(
         "deal_history",
