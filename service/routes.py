@@ -14,7 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from forecast.explain.account_scoring import revenue_at_risk_totals
 from forecast.explain.reasons import explain
 from forecast.explain.scorers import feature_rows
-from forecast.explain.scoring import grade, score_records
+from forecast.explain.scoring import RecordScore, grade, score_records
 from forecast.explain.wording import Explanation
 from forecast.features.records import RecordError
 from service.deps import (
@@ -178,12 +178,31 @@ async def score_deals(body: DealBatchIn, request: Request, caller: ScoringCaller
             model=model,
             as_of=as_of,
             scores=scores,
-            warnings=[] if body.as_of else _stale_store(stored.tables.as_of, as_of, state),
+            warnings=_new_history(scored)
+            + ([] if body.as_of else _stale_store(stored.tables.as_of, as_of, state)),
         )
         # built and checked above: answered as is, not validated again
         return Response(batch.model_dump_json(), media_type="application/json")
 
     return await _scored(len(body.deals), work)
+
+
+def _new_history(scored: list[RecordScore]) -> list[str]:
+    """A warning when records name a rep, account or product the store has never seen: their
+    records are empty, so the rates the model reads for them are priors, not history."""
+    named: dict[str, int] = {}
+    for score in scored:
+        for field in score.new_to_store:
+            if field != "deal_id":  # a deal not stored yet is what a CRM sends most
+                named[field] = named.get(field, 0) + 1
+    if not named:
+        return []
+    fields = ", ".join(f"{field} ({count:,})" for field, count in named.items())
+    return [
+        f"records name ids the stored CRM has never seen: {fields} (each score's new_to_store). "
+        "They are scored as new: no deals behind them, so their win rates in the reasons are "
+        "priors (the team's, or a neutral one), not their history"
+    ]
 
 
 def _stale_store(stored_as_of: datetime, as_of: datetime, state: ServiceState) -> list[str]:

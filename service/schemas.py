@@ -404,7 +404,9 @@ class DealBatchOut(BaseModel):
         default_factory=list,
         description="What the caller should know about the whole answer: e.g. an as-of (the "
         "default, now) long after the stored CRM's data ends, so what the store knows of the "
-        "reps, accounts and products is that old; send `as_of` to score as of the export.",
+        "reps, accounts and products is that old; send `as_of` to score as of the export. Or "
+        "records naming a rep, account or product the store has never seen: their win rates in "
+        "the reasons are priors, not history.",
     )
 
 

@@ -497,7 +497,11 @@ def test_maven_amounts_and_history(maven: tuple[dict, CrmTables]) -> None:
     from forecast.features.deal_schema import unavailable_features
 
     assert history_is_derived(tables.deal_history)
-    assert "stage" in unavailable_features(tables)
+    off = unavailable_features(tables)
+    assert "stage" in off
+    # hire and account dates the export lacks stand at one date: no tenure counted from it
+    assert off["rep_tenure_days"] == "every rep has the same hire date (hire dates unknown)"
+    assert "account_tenure_days" in off
 
 
 def test_maven_keeps_source_lines(maven: tuple[dict, CrmTables]) -> None:

@@ -53,6 +53,7 @@ def test_a_stored_deal_sent_as_the_crm_holds_it_scores_as_the_nightly_score(api,
             nightly[score["deal_id"]].probability, abs=1e-9
         )
         assert score["new_to_store"] == []
+    assert answer.body["warnings"] == []
     one = api.get(f"/v1/deals/{deal_ids[0]}", api.key("admin")).body
     assert one["probability"] == pytest.approx(answer.body["scores"][0]["probability"], abs=1e-9)
 
@@ -74,6 +75,9 @@ def test_a_new_deal_with_only_ids_stage_amount_and_dates_is_scored_as_new(api, s
     assert answer.status == 200, answer.detail
     score = answer.body["scores"][0]
     assert score["new_to_store"] == ["deal_id", "account_id"]
+    # the account's record is empty: said, so its rates in the reasons are not read as history
+    (warning,) = answer.body["warnings"]
+    assert "never seen: account_id (1)" in warning and "priors" in warning
     assert 0 < score["probability"] < 1 and score["grade"] in "ABCD"
     assert score["reasons"] and score["recommendations"]
 

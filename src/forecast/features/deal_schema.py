@@ -140,6 +140,12 @@ def unavailable_features(
         off(_REP_FEATURES, "no deal owner (deals.rep_id empty)")
     if not len(tables.reps):
         off(("rep_tenure_days",), "no reps table (hire dates unknown)")
+    # one date for every row is an export's stand-in for a date it does not hold (the maven
+    # adapter's hire dates): a tenure counted from it measures the calendar, not the rep
+    if _one_date(tables.reps["hired_at"]):
+        off(("rep_tenure_days",), "every rep has the same hire date (hire dates unknown)")
+    if _one_date(tables.accounts["created_at"]):
+        off(("account_tenure_days",), "every account was created the same day (dates unknown)")
     if blank("account_id"):
         off(
             ("account_prior_wins", "account_prior_losses", "account_revenue_365d"),
@@ -161,6 +167,11 @@ def unavailable_features(
     if blank("amount"):
         off(("amount", "amount_vs_typical"), "no amounts")
     return {name: reasons[name] for name in FEATURE_NAMES if name in reasons}
+
+
+def _one_date(dates: pd.Series) -> bool:
+    """More than one row, all on the same date."""
+    return len(dates) > 1 and dates.nunique(dropna=False) == 1
 
 
 def attribute_features(tables: CrmTables) -> tuple[Feature, ...]:
