@@ -74,6 +74,9 @@ def test_a_real_shaped_export_imports_is_described_and_trains_or_says_why(
     assert found["blocked"] == bool(found["blockers"])  # each export has closed deals
     # the doctor's verdict is training's: blocked exactly when `forecast train win` refuses
     assert found["blocked"] == (name in REFUSED), found["blockers"]
+    # the bookings forecast scores open deals with the win model: blocked with it
+    if found["blocked"]:
+        assert found["trainable"]["revenue forecast"].startswith("no: ")
 
     trained = runner.invoke(app, ["train", "win"])
     _no_traceback(trained)

@@ -97,10 +97,20 @@ def diagnose(tables: CrmTables) -> Diagnosis:
         trainable={
             "win": "yes" if not blockers else "no: " + "; ".join(blockers),
             "churn": churn,
-            "revenue forecast": f"no: {absent['revenue']}" if "revenue" in absent else "yes",
+            "revenue forecast": _revenue_verdict(absent, blockers),
         },
         blockers=blockers,
     )
+
+
+def _revenue_verdict(absent: dict[str, str], win_blockers: list[str]) -> str:
+    """The bookings forecast adds up amounts and scores the open deals with the deal-win
+    model: without either it cannot run."""
+    if "revenue" in absent:
+        return f"no: {absent['revenue']}"
+    if win_blockers:
+        return "no: it scores the open deals with the deal-win model, which cannot be trained here"
+    return "yes"
 
 
 def not_in_the_data(tables: CrmTables) -> dict[str, str]:
