@@ -263,7 +263,9 @@ def quarter_in_range(
     allowed = [str(first + n) for n in range(QUARTERS_AHEAD + 1)]
     if quarter not in allowed:  # compared as text: year 0000 matches the pattern, not a Period
         raise HTTPException(
-            404, f"no forecast for {quarter}: quarters {allowed[0]} to {allowed[-1]} can be"
+            404,
+            f"no forecast for {quarter}: the stored CRM's data ends in {allowed[0]}, so quarters "
+            f"{allowed[0]} to {allowed[-1]} can be forecast",
         )
     return quarter
 
@@ -308,12 +310,22 @@ def forecast_scope(
     except OrgTreeUnavailableError as err:
         raise HTTPException(503, str(err)) from None
     if node is None:
-        level, node = _default_node(level, visible)
+        level, node = _default_node(level, visible or _every_node(state))
     elif level == "company" and node != COMPANY:
         raise HTTPException(404, f"no company {node!r}: the company node is {COMPANY!r}")
     elif visible is not None and node not in visible[level]:
         raise HTTPException(404, f"no {level} {node!r}")
     return ForecastScope(level, node, within)
+
+
+def _every_node(state: ServiceState) -> dict[str, frozenset[str]] | None:
+    """An admin's reach, every node of the org tree (None when the store has no reps table:
+    its deals are all unassigned, under the company)."""
+    try:
+        reps = state.reps()
+    except OrgTreeUnavailableError:
+        return None
+    return forecast_nodes_in_reach(reps, frozenset(reps["rep_id"])) if len(reps) else None
 
 
 def _default_node(level: Level, visible: dict[str, frozenset[str]] | None) -> tuple[Level, str]:

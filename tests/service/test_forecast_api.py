@@ -59,11 +59,12 @@ def test_a_rep_defaults_to_their_own_node_and_cannot_name_another(api, quarter):
 @pytest.mark.parametrize(
     ("path", "status", "said"),
     [
-        ("/v1/forecast/1999Q1", 404, "can be"),  # a quarter too far from the data's as-of
+        ("/v1/forecast/1999Q1", 404, "can be forecast"),  # too far from the data's as-of
         ("/v1/forecast/2026Q9", 422, "quarter"),
         ("/v1/forecast/next", 422, "quarter"),
         ("/v1/forecast/{q}?level=galaxy", 422, "level"),
-        ("/v1/forecast/{q}?level=team", 422, "node"),  # several teams: name one
+        # several teams: name one (an admin is shown some, as anyone else)
+        ("/v1/forecast/{q}?level=team", 422, "in your reach, e.g. APAC 1, "),
         ("/v1/forecast/{q}?level=region&node=Atlantis", 404, "Atlantis"),
     ],
 )
