@@ -364,6 +364,18 @@ def base_pipeline(model: BaseEstimator) -> Pipeline:
     return model
 
 
+def fitted_categoricals(model: BaseEstimator) -> frozenset[str] | None:
+    """The columns a fitted model codes as categories (None when it cannot say): what it was
+    trained on, whatever the stored data now holds."""
+    steps = getattr(base_pipeline(model), "steps", None)
+    first = steps[0][1] if steps else None
+    if isinstance(first, CategoryCoder):
+        return frozenset(first.categorical)
+    if isinstance(first, ColumnTransformer):
+        return frozenset(dict((n, c) for n, _, c in first.transformers_).get("categorical", []))
+    return None
+
+
 def win_probability(model: BaseEstimator, frame: pd.DataFrame) -> np.ndarray:
     """P(won) for each row of a feature frame (any extra columns are ignored)."""
     names = list(getattr(model, "feature_names_in_", []))

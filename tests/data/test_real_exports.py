@@ -151,8 +151,11 @@ def test_extra_columns_become_attributes_and_those_known_at_creation_features(wo
         "lead_source": "created",
         "loss_reason": "closed",
     }
-    names = [f.name for f in attribute_features(tables)]
+    features = attribute_features(tables)
+    names = [f.name for f in features]
     assert names == ["attr_campaign", "attr_custom_score", "attr_lead_source"]
+    # a column of numbers is a number (0-6 here), not as many categories as values
+    assert [f.kind for f in features] == ["categorical", "numeric", "categorical"]
     deals = tables.deals.head(5)
     frame = deal_features(tables, deals[["deal_id"]].assign(as_of=deals["created_at"]))
     assert list(frame.columns[-3:]) == names

@@ -27,6 +27,20 @@ def test_a_model_fitted_on_attributes_is_served_with_them_in_its_order():
     assert features[0] is DEAL_FEATURES[0]
 
 
+def test_an_attribute_is_served_as_the_model_was_fitted_on_it_numbers_or_categories():
+    from forecast.model import make_lightgbm, model_input
+
+    features = (*DEAL_FEATURES, Feature("attr_employees"), Feature("attr_source", "categorical"))
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({f.name: rng.random(60) for f in features if f.kind == "numeric"})
+    for f in features:
+        if f.kind == "categorical":
+            frame[f.name] = rng.choice(["a", "b"], 60)
+    model = make_lightgbm(features).fit(model_input(frame, features), rng.integers(0, 2, 60))
+    served = model_features(model, DEAL_FEATURES)
+    assert served[-2:] == (Feature("attr_employees"), Feature("attr_source", "categorical"))
+
+
 def test_a_model_of_another_pipeline_is_refused_naming_its_features():
     churn_model = _Fitted([f.name for f in ACCOUNT_FEATURES])
     with pytest.raises(ValueError, match="trained for another pipeline"):

@@ -19,7 +19,12 @@ from forecast.data.tables import STRING, CrmTables
 from forecast.features.asof import Running, running_in_order, running_of, running_sums
 from forecast.features.deal_codes import Ids, by_code, fit_key, take
 from forecast.features.deal_facts import DealFacts, State, close_events
-from forecast.features.deal_schema import ATTRIBUTE_PREFIX, Feature, unavailable_features
+from forecast.features.deal_schema import (
+    Feature,
+    attribute_kinds,
+    attributes_known_at_creation,
+    unavailable_features,
+)
 
 # the kinds of record (`_Records`): a rep's, a team's, a product's in an industry, a product's,
 # then a rep's and a team's from each open stage on (closes of deals that reached it)
@@ -126,9 +131,7 @@ class DealContext:
             unavailable=unavailable_features(
                 tables, history_derived=own.history_derived, activities=own.activities
             ),
-            attributes=tuple(
-                Feature(f"{ATTRIBUTE_PREFIX}{name}", "categorical") for name in own.attributes
-            ),
+            attributes=attribute_kinds(own.attributes, own.text_attributes),
         )
 
 
@@ -142,6 +145,7 @@ class OwnRows:
     closes: pd.DataFrame  # `close_events`, in the order of the close times
     quotes: pd.DataFrame  # deal_id, account_id, product_id, amount, at: first quotes, by deal id
     attributes: tuple[str, ...]  # names known at creation, sorted
+    text_attributes: tuple[str, ...]  # those of them holding a value that is not a number
     history_rows: int
     derived_rows: int  # history rows derived on import, not recorded by the CRM
     activities: int
@@ -156,8 +160,8 @@ class OwnRows:
         facts = facts or DealFacts.of(tables)
         amount, when = State.of_facts(facts).first_quotes(len(facts.deal_id))
         quoted = np.flatnonzero(~np.isnan(amount))
-        attributes, history = tables.deal_attributes, tables.deal_history
-        created = attributes.loc[attributes["known_at"] == "created", "name"]
+        history = tables.deal_history
+        attributes, text_attributes = attributes_known_at_creation(tables.deal_attributes)
         return cls(
             closes=close_events(tables),
             quotes=pd.DataFrame(
@@ -169,7 +173,8 @@ class OwnRows:
                     "at": when[quoted],
                 }
             ),
-            attributes=tuple(sorted(set(created))),
+            attributes=attributes,
+            text_attributes=text_attributes,
             history_rows=len(history),
             derived_rows=int(history["origin"].eq(derive.DERIVED).fillna(False).sum()),
             activities=len(tables.activities),
@@ -185,6 +190,7 @@ class OwnRows:
             closes=closes.iloc[np.argsort(at, kind="stable")].reset_index(drop=True),
             quotes=pd.concat([p.quotes for p in parts], ignore_index=True),
             attributes=tuple(sorted(set().union(*(p.attributes for p in parts)))),
+            text_attributes=tuple(sorted(set().union(*(p.text_attributes for p in parts)))),
             history_rows=sum(p.history_rows for p in parts),
             derived_rows=sum(p.derived_rows for p in parts),
             activities=sum(p.activities for p in parts),

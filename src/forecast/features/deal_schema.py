@@ -175,14 +175,33 @@ def _one_date(dates: pd.Series) -> bool:
 
 
 def attribute_features(tables: CrmTables) -> tuple[Feature, ...]:
-    """A categorical feature per deal attribute known at creation, e.g. `attr_lead_source`.
+    """A feature per deal attribute known at creation, e.g. `attr_lead_source`: numeric when
+    every value it holds is a number (`attr_employees`), else categorical.
 
     Attributes filled at or after the close (`known_at: closed`) never become features.
     """
-    attributes = tables.deal_attributes
-    created = attributes.loc[attributes["known_at"] == "created", "name"]
+    names, text = attributes_known_at_creation(tables.deal_attributes)
+    return attribute_kinds(names, text)
+
+
+def attributes_known_at_creation(
+    attributes: pd.DataFrame,
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The names of the attributes known at creation (sorted), and those of them holding a
+    value that is not a number."""
+    created = attributes[attributes["known_at"] == "created"]
+    value = created["value"].astype("string")
+    given = value.notna() & (value.str.strip() != "")
+    number = pd.to_numeric(value.where(given), errors="coerce").notna()
+    text = created.loc[given & ~number, "name"]
+    return tuple(sorted(set(created["name"]))), tuple(sorted(set(text)))
+
+
+def attribute_kinds(names: Sequence[str], text: Sequence[str]) -> tuple[Feature, ...]:
+    """The attributes' features: categorical when they hold text (`text`), else numeric."""
     return tuple(
-        Feature(f"{ATTRIBUTE_PREFIX}{name}", "categorical") for name in sorted(set(created))
+        Feature(f"{ATTRIBUTE_PREFIX}{name}", "categorical" if name in text else "numeric")
+        for name in names
     )
 
 
@@ -197,6 +216,8 @@ def model_features(model: object, known: Sequence[Feature]) -> tuple[Feature, ..
     if not names:
         return tuple(known)
     by_name = {f.name: f for f in known}
+    from forecast.model import fitted_categoricals  # the model module reads this one
+
     foreign = [n for n in names if n not in by_name and not n.startswith(ATTRIBUTE_PREFIX)]
     if foreign:
         raise ValueError(
@@ -204,4 +225,10 @@ def model_features(model: object, known: Sequence[Feature]) -> tuple[Feature, ..
             f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}): it was trained "
             "for another pipeline"
         )
-    return tuple(by_name.get(n, Feature(n, "categorical")) for n in names)
+    # an attribute is what the model was fitted on, numbers or categories
+    categorical = fitted_categoricals(model)
+    return tuple(
+        by_name.get(n)
+        or Feature(n, "categorical" if categorical is None or n in categorical else "numeric")
+        for n in names
+    )
