@@ -51,6 +51,14 @@ HERE = Path(__file__).resolve().parent
 TEMPLATES = Jinja2Templates(directory=HERE / "templates")
 READERS = frozenset({"rep", "manager", "admin"})  # as the API's `Reader`
 LEVELS = ("company", "region", "team", "rep")
+# the menu: page, label, and the model it shows (None: it shows none of one)
+PAGES = (
+    ("forecast", "Forecast", DEAL_MODEL),
+    ("pipeline", "Pipeline", DEAL_MODEL),
+    ("churn", "Churn", CHURN_MODEL),
+    ("coaching", "Coaching", None),
+    ("models", "Models", None),
+)
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 
@@ -103,13 +111,28 @@ ViewerDep = Annotated[Viewer, Depends(viewer)]
 
 def _render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
     who: Viewer | None = context.get("viewer")
-    secret = request.cookies.get(COOKIE) if who is not None else _form_secret(request)
+    # an error page is rendered without a viewer: the session still shows the way back
+    principal = who.principal if who else _signed_in(request)
+    secret = request.cookies.get(COOKIE) if principal is not None else _form_secret(request)
+    state: ServiceState = request.app.state.service
     base = {
-        "signed_in": who is not None,
-        "principal": who.principal if who else None,
+        "signed_in": principal is not None,
+        "principal": principal,
         "csrf": form_token(secret) if secret else "",
+        # a page of a model the stored data cannot train leads nowhere: not in the menu
+        "pages": [
+            (key, label)
+            for key, label, model in PAGES
+            if model is None or model not in state.unsupported()
+        ],
     }
     return TEMPLATES.TemplateResponse(request, name, {**base, **context}, status_code=status)
+
+
+def _signed_in(request: Request) -> Principal | None:
+    """The session's caller, when a page is rendered outside a signed-in route."""
+    principal = session_principal(request.app.state.service.engine, request.cookies.get(COOKIE))
+    return principal if principal is not None and principal.role in READERS else None
 
 
 def _form_secret(request: Request) -> str:

@@ -75,3 +75,16 @@ def test_a_record_scored_now_long_after_the_store_ends_is_warned(thin):
     (warning,) = now.body["warnings"]
     assert f"{days:,} days after the stored CRM's data ends" in warning
     assert "send `as_of`" in warning
+
+
+def test_the_menu_leaves_out_a_page_the_data_cannot_fill_and_its_error_keeps_the_menu(thin):
+    from tests.service.test_dashboard_access import _request, _sign_in
+
+    cookie = _sign_in(thin, thin.key("admin"))
+    models = _request(thin, "GET", "/dashboard/models", cookie=cookie)
+    assert models.status == 200
+    assert 'href="/dashboard/pipeline"' in models.text
+    assert 'href="/dashboard/churn"' not in models.text  # no churn model can be trained
+    churn = _request(thin, "GET", "/dashboard/churn", cookie=cookie)  # typed or bookmarked
+    assert churn.status == 409 and "churn cannot be defined" in churn.text
+    assert 'href="/dashboard/pipeline"' in churn.text and "Sign out" in churn.text
