@@ -125,6 +125,13 @@ def _render(request: Request, name: str, context: dict[str, Any], status: int = 
             for key, label, model in PAGES
             if model is None or model not in state.unsupported()
         ],
+        # a champion promoted over the gate's bar is said on every page its scores reach
+        "model_warnings": [
+            f"The {name} model in service (v{serving.version}) was promoted by hand over the "
+            f"gate: {serving.below_bar[0]}. Its scores may say little; see Models."
+            for name, serving in state.models.items()
+            if serving.below_bar and principal is not None
+        ],
     }
     return TEMPLATES.TemplateResponse(request, name, {**base, **context}, status_code=status)
 

@@ -95,6 +95,7 @@ class Serving:
     typical: pd.DataFrame | None
     loaded_at: datetime
     churn: ChurnServed | None = None  # what a churn champion predicts (None: deal-win)
+    below_bar: tuple[str, ...] = ()  # what it fails of the gate's bar, promoted with --force
 
     def probability(self, features: pd.DataFrame) -> np.ndarray:
         """Feature rows -> calibrated probabilities (the revenue forecast's win scorer, or the
@@ -385,7 +386,7 @@ class ServiceState:
         from forecast.explain.scoring import stored_sample
         from forecast.features.deal_schema import DEAL_FEATURES, model_features
         from forecast.training.churn_task import definition_of
-        from forecast.training.registry import client
+        from forecast.training.registry import client, served_below_bar
 
         client()
         with tempfile.TemporaryDirectory() as scratch:
@@ -416,7 +417,8 @@ class ServiceState:
             sample = stored_sample(self.tables, definition=definition, context=context)
             check_scorer(scorer, model, sample, what=f"{len(sample)} stored rows")
         typical = self._yardsticks(name, definition)
-        return Serving(name, version, scorer, typical, datetime.now(UTC), churn)
+        below_bar = tuple(served_below_bar(name, version))
+        return Serving(name, version, scorer, typical, datetime.now(UTC), churn, below_bar)
 
     def _yardsticks(self, name: str, definition: Definition | None = None) -> pd.DataFrame | None:
         """What won deals (deal-win) or accounts that stayed (account-churn, under the churn

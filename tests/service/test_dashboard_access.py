@@ -315,3 +315,33 @@ def test_a_node_that_does_not_exist_is_404_for_an_admin_too(dash: Api) -> None:
         _request(dash, "GET", "/dashboard/forecast?level=rep&node=R0001", cookie=token).status
         == 200
     )
+
+
+def test_a_champion_forced_over_the_gate_is_said_on_every_page(trained_home, tmp_path):
+    """A version promoted by hand with --force although it ranks no better than a coin: the
+    pages showing its scores say so, naming what it failed."""
+    import json
+    import shutil
+
+    from forecast.training import registry
+    from service.app import create_app
+
+    home = tmp_path / "forced"
+    shutil.copytree(trained_home, home, symlinks=True)
+    coin = "AUC 0.4991 is not clearly above a coin (model minus base_rate: ...)"
+    with home_env(home):
+        c = registry.client()
+        version = registry.champion_version("deal-win")
+        tags = c.get_model_version("deal-win", version).tags
+        evaluation = {**json.loads(tags["evaluation"]), "rule_failures": [coin]}
+        c.set_model_version_tag("deal-win", version, "evaluation", json.dumps(evaluation))
+        assert registry.served_below_bar("deal-win", version) == []  # the gate promoted it
+        registry.promote("deal-win", version, force=True)
+        assert registry.served_below_bar("deal-win", version) == [coin]
+        with serve(create_app()) as api:
+            cookie = _sign_in(api, api.key("admin"))
+            for page in ("pipeline", "forecast", "models"):
+                shown = _request(api, "GET", f"/dashboard/{page}", cookie=cookie)
+                assert shown.status == 200, shown.text
+                assert f"deal-win model in service (v{version}) was promoted by hand" in shown.text
+                assert "not clearly above a coin" in shown.text

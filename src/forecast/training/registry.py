@@ -323,6 +323,23 @@ def _version(name: str, version: str):
         raise RegistryError(f"no version {version} of registered model {name!r}") from None
 
 
+def bar_failures(evaluation: Mapping) -> list[str]:
+    """What a version's recorded evaluation (its `evaluation` tag) fails of the bar every
+    champion must clear: the baselines' log loss, the rules' and a coin's ranking."""
+    failures = baseline_failures(evaluation["log_loss"], evaluation["baselines"])
+    return failures + list(evaluation.get("rule_failures", []))
+
+
+def served_below_bar(name: str, version: str) -> list[str]:
+    """What a version promoted by hand with --force fails of the bar (empty otherwise): a
+    service shows it beside the scores, which may say little."""
+    tags = _version(name, version).tags
+    if not tags.get("promotion", "").endswith("(forced)"):
+        return []
+    evaluation = json.loads(tags.get(EVALUATION_TAG, "null") or "null")
+    return ["no recorded evaluation"] if evaluation is None else bar_failures(evaluation)
+
+
 def promote(name: str, version: str, *, force: bool = False) -> str:
     """Make `version` champion by hand; it must still beat the baselines on log loss and rank
     no worse than the rules (nor as a coin) unless `force`: what it is not held to is the
@@ -336,8 +353,7 @@ def promote(name: str, version: str, *, force: bool = False) -> str:
     if evaluation is None and not force:
         raise RegistryError(f"{name} v{version} has no recorded evaluation; use --force to promote")
     if evaluation is not None:
-        failures = baseline_failures(evaluation["log_loss"], evaluation["baselines"])
-        failures += evaluation.get("rule_failures", [])
+        failures = bar_failures(evaluation)
         if failures and not force:
             raise RegistryError(
                 f"{name} v{version} refused: " + "; ".join(failures) + " (--force to override)"
