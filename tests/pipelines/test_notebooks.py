@@ -27,14 +27,17 @@ def small(monkeypatch: pytest.MonkeyPatch, forecast_home: Path) -> None:
     monkeypatch.setenv("MPLBACKEND", "Agg")
 
 
-def test_the_win_probability_notebook_runs(small, monkeypatch, tmp_path):
+def test_the_win_probability_notebook_runs(small, forecast_home, monkeypatch, tmp_path):
     monkeypatch.setenv("FORECAST_NB_DEALS", "5000")
     text = _run("01-win-probability.ipynb", tmp_path)
     assert "stage_fixed" in text and "truth" in text and "calibration" in text
+    # a generated world's model never lands beside the user's CRM's models
+    assert not forecast_home.exists() or not any(forecast_home.iterdir())
 
 
-def test_the_churn_notebook_runs(small, monkeypatch, tmp_path):
+def test_the_churn_notebook_runs(small, forecast_home, monkeypatch, tmp_path):
     monkeypatch.setenv("FORECAST_NB_DEALS", "8000")
     monkeypatch.setenv("FORECAST_NB_SEED", "3")
     text = _run("03-churn.ipynb", tmp_path)
     assert "rate_table" in text and "revenue_at_risk" in text
+    assert not forecast_home.exists() or not any(forecast_home.iterdir())
