@@ -772,7 +772,27 @@ class ForecastNodeOut(BaseModel):
     open: float = Field(description="Expected from deals open now.")
     new: float = Field(description="Expected from deals not yet created.")
     recurring: float = Field(description="Renewals passed and still to come.")
-    open_deals: int | None = None
+    open_deals: int | None = Field(default=None, description="Deals open now under the node.")
+    booked: float | None = Field(
+        default=None,
+        description="What is already booked in the quarter: deals won and renewals passed.",
+    )
+    open_pipeline: float | None = Field(
+        default=None,
+        description="Amounts of the open deals expected to close inside the quarter: by their "
+        "expected close, or, where the CRM has none, once the typical cycle of the deals won "
+        "so far ends inside it.",
+    )
+    remaining_gap: float | None = Field(
+        default=None,
+        description="What new business still has to bring: target - closed - recurring (null "
+        "without a target).",
+    )
+    coverage: float | None = Field(
+        default=None,
+        description="open_pipeline / remaining_gap, the pipeline coverage managers watch "
+        "(null without a target; infinite when the target is already met).",
+    )
     source: str = Field(
         default="simulation",
         description="Where the mean comes from: `simulation`, or the time series the node "
@@ -805,9 +825,24 @@ class DriverDealOut(BaseModel):
     rep_id: str | None = None
     stage: str | None = None
     amount: float | None = None
-    p_inside: float | None = None
-    variance_share: float | None = None
-    cumulative_share: float | None = None
+    expected_close: Moment | None = Field(
+        default=None, description="The deal's expected close (null when the CRM has none)."
+    )
+    p_win: float | None = Field(default=None, description="P(won), the deal-win champion's.")
+    p_inside: float | None = Field(
+        default=None, description="P(won inside the quarter): p_win x P(closes inside | won)."
+    )
+    expected_amount: float | None = Field(
+        default=None,
+        description="The amount it is expected to book if won: its amount x how much deals at "
+        "its stage booked of their amount then (discounts, scope changes).",
+    )
+    variance_share: float | None = Field(
+        default=None, description="Its share of the variance of the node's total."
+    )
+    cumulative_share: float | None = Field(
+        default=None, description="The share of the deals ranked up to it, together."
+    )
 
 
 EXAMPLE_FORECAST: JsonDict = {
