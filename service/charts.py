@@ -49,10 +49,14 @@ def fan_chart(quarters: Sequence[dict[str, Any]]) -> Figure:
         *band("p25", "p75", "P25-P75", INNER),
         {"x": x, "y": [q["p50"] for q in quarters], "mode": "lines+markers", "name": "P50",
          "line": {"color": LINE, "width": 3}, "type": "scatter"},
-        {"x": x, "y": [_num(q["target"]) for q in quarters], "mode": "markers+lines",
-         "name": "target", "line": {"color": TARGET, "dash": "dash"},
-         "marker": {"symbol": "line-ew-open", "size": 18}, "type": "scatter"},
     ]  # fmt: skip
+    targets = [_num(q["target"]) for q in quarters]
+    if any(t is not None for t in targets):  # no legend entry for targets nobody set
+        data.append(
+            {"x": x, "y": targets, "mode": "markers+lines", "name": "target",
+             "line": {"color": TARGET, "dash": "dash"},
+             "marker": {"symbol": "line-ew-open", "size": 18}, "type": "scatter"}
+        )  # fmt: skip
     layout = {**LAYOUT, "yaxis": {"title": {"text": "bookings"}, "rangemode": "tozero"}}
     return {"data": data, "layout": layout}
 

@@ -345,3 +345,30 @@ def test_a_champion_forced_over_the_gate_is_said_on_every_page(trained_home, tmp
                 assert shown.status == 200, shown.text
                 assert f"deal-win model in service (v{version}) was promoted by hand" in shown.text
                 assert "not clearly above a coin" in shown.text
+
+
+def test_without_targets_the_forecast_page_shows_the_p50_and_no_target_line(trained_home, tmp_path):
+    """An export without quotas: no "P(reach target) -", no target in the chart's legend."""
+    import shutil
+
+    import pandas as pd
+
+    from forecast.data.store import read_store, write_store
+    from service.app import create_app
+
+    home = tmp_path / "no-targets"
+    shutil.copytree(trained_home, home, symlinks=True)
+    with home_env(home):
+        tables = read_store()
+        write_store(
+            tables.replace(targets=tables.targets.iloc[:0]),
+            source="no quotas",
+            imported_at=pd.Timestamp("2026-11-16"),
+        )
+        with serve(create_app()) as api:
+            cookie = _sign_in(api, api.key("admin"))
+            page = _request(api, "GET", "/dashboard/forecast", cookie=cookie)
+    assert page.status == 200, page.text
+    assert "P50 (no target set)" in page.text and "P(reach target)" not in page.text
+    assert "Fan chart</h2>" in page.text and '"name": "target"' not in page.text
+    assert '"name":"target"' not in page.text
