@@ -143,8 +143,8 @@ def test_bad_value_in_export_names_file_and_line(
         (
             "      role: Title\n",
             "",
-            "tables.reps.columns",
-            ["the required column 'role' of reps", "Users.csv"],
+            "tables.reps.columns.role",
+            ["(not mapped)", "the required column 'role' of reps", "Users.csv", "a constant"],
         ),
         (
             '  decimal: ","',

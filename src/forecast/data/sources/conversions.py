@@ -62,11 +62,13 @@ def column_plan(
     for column in table.columns:
         if column.required and column.name not in given:
             ok = False
+            # a key column set to a constant would make every row the same one
+            constant = "" if column.name in table.key else ", or a constant"
             problems.add(
-                ("tables", name, "columns"),
-                "",
+                ("tables", name, "columns", column.name),
+                "(not mapped)",
                 f"an entry for the required column {column.name!r} of {name} "
-                f"(`{column.name}: <column of {path.name}>`, or a constant)",
+                f"(`{column.name}: <column of {path.name}>`{constant})",
                 "required",
             )
     for derived, rule in table_map.derive.items():
