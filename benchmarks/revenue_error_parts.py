@@ -85,6 +85,7 @@ def main() -> None:
         row |= {"spread_open": spreads.open, "spread_new": spreads.new}
         row |= {"spread_renewals": spreads.renewals, "churn_sd": fc.inputs.churn_shock_sd}
         row |= {"spread_team_open": spreads.team_open, "spread_team_new": spreads.team_new}
+        row |= {"joint_scale": spreads.scale}
         rows.append(row)
     frame = pd.DataFrame(rows).set_index("quarter")
     pd.set_option("display.width", 200)
@@ -97,7 +98,7 @@ def main() -> None:
     print("z of each part against its items' own sd:")
     print(z.round(2).to_string())
     print("rms z:", np.sqrt((z**2).mean()).round(2).to_dict())
-    spreads = [c for c in frame if c.startswith("spread") or c == "churn_sd"]
+    spreads = [c for c in frame if c.startswith("spread") or c in ("churn_sd", "joint_scale")]
     print(frame[spreads].round(4).to_string())
 
 

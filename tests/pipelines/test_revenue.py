@@ -398,6 +398,27 @@ def test_the_command_says_how_to_get_a_champion(world):
     assert "forecast train win" in result.output
 
 
+def test_an_open_deal_without_an_expected_close_is_in_the_pipeline_when_due(forecast):
+    """A CRM without expected close dates (maven's export) showed an open pipeline of 0 for
+    every node: a deal counts once the typical cycle of the deals won by then ends inside."""
+    from dataclasses import replace
+
+    from forecast.revenue.timing import expected_inside, with_timing
+
+    inputs = forecast.inputs
+    cycle = inputs.timing.cycle_days
+    assert 30 < cycle < 365  # the default world's median days from creation to a win
+    undated = inputs.open_deals.assign(days_to_expected_close=np.nan)
+    timed = with_timing(undated, inputs.window, inputs.timing, inputs.params)
+    due = timed["in_quarter_pipeline"].to_numpy(bool)
+    assert due.tolist() == expected_inside(timed, inputs.window.end, cycle).tolist()
+    assert due.any()
+    unknown = replace(inputs.timing, cycle_days=float("nan"))  # nothing won yet: none is due
+    assert not with_timing(undated, inputs.window, unknown, inputs.params)[
+        "in_quarter_pipeline"
+    ].any()
+
+
 @pytest.mark.parametrize("quarter", ["2025Q1", "2025Q2", "2025Q3"])
 def test_a_young_crm_still_forecasts(quarter):
     """Little or no earlier quarter to learn from: the forecast still comes out, and sane."""

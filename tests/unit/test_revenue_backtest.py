@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from forecast.revenue.baselines import expected_inside
 from forecast.revenue.lean import FALLBACK, MIN_LEAN_QUARTERS, lean_by_error
+from forecast.revenue.timing import expected_inside
 
 
 def quarter(i: int) -> str:

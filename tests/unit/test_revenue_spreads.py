@@ -9,7 +9,7 @@ import pytest
 
 from forecast.revenue import CloseTiming, NewDeals, RenewalRates, RevenueParams
 from forecast.revenue.renewals import RenewalBook
-from forecast.revenue.spread import churn_shock, lognormal_sd, rate_variance
+from forecast.revenue.spread import churn_shock, joint_scale, lognormal_sd, rate_variance
 
 PARAMS = RevenueParams()
 
@@ -152,3 +152,49 @@ def test_the_churn_factor_adds_the_quarters_spread_to_the_rates_uncertainty():
     both = churn_shock(book, 0.001)
     assert both == pytest.approx(lognormal_sd((0.001 * mean**2 + from_rates) / loss**2))
     assert both > max(churn_shock(book, 0.0), lognormal_sd(0.001 * mean**2 / loss**2))
+
+
+def misses(realised: list[float], quarters: list[str] | None = None) -> pd.DataFrame:
+    """A part that expected 100 each quarter, with no chance variance, and booked `realised`."""
+    index = pd.PeriodIndex(quarters or ["2025Q1", "2025Q2", "2025Q3", "2025Q4"], freq="Q")
+    return pd.DataFrame({"e": 100.0, "v": 0.0, "r": realised}, index=index)
+
+
+def test_parts_that_miss_in_opposite_directions_share_less_spread():
+    # each part misses by 10 every quarter, the other way from the other: the total never moved
+    up_down, down_up = misses([110, 90, 110, 90]), misses([90, 110, 90, 110])
+    # the total's excess (0) with one pseudo-quarter at 1 (200) over the parts' own (800 + 200)
+    assert joint_scale([up_down, down_up]) == pytest.approx(0.2)
+    # the same misses in step: the total moved by 20, twice what independent parts allow
+    assert joint_scale([up_down, up_down]) == pytest.approx((1_600 + 200) / (800 + 200))
+
+
+def test_one_part_alone_keeps_its_spread():
+    assert joint_scale([misses([130, 80, 100, 95])]) == pytest.approx(1.0)
+    nothing = misses([100, 100, 100, 100]).iloc[:0]  # no renewals in this business
+    assert joint_scale([misses([130, 80, 100, 95]), nothing]) == pytest.approx(1.0)
+
+
+def test_only_the_quarters_every_part_was_judged_in_count():
+    # the renewals of the latest quarter are not settled yet: that quarter is left out
+    open_deals = misses([110, 90, 110, 150])
+    renewals = misses([90, 110, 90], ["2025Q1", "2025Q2", "2025Q3"])
+    assert joint_scale([open_deals, renewals]) == pytest.approx(
+        joint_scale([open_deals.iloc[:3], renewals])
+    )
+    assert joint_scale([open_deals, renewals.iloc[:1]]) == 1.0  # one shared quarter: no evidence
+
+
+def test_parts_within_chance_are_not_scaled():
+    steady = misses([110, 90, 110, 90]).assign(v=400.0)
+    assert joint_scale([steady, steady]) == 1.0
+
+
+def test_a_part_that_expected_nothing_still_counts_in_the_total():
+    # new deals at the last week of a quarter: none expected, none booked; the quarters stay
+    from forecast.revenue.spread import relative_excess
+
+    nothing = misses([0, 0, 0, 0]).assign(e=0.0)
+    assert relative_excess(nothing) == 0.0
+    up_down, down_up = misses([110, 90, 110, 90]), misses([90, 110, 90, 110])
+    assert joint_scale([up_down, down_up, nothing]) == pytest.approx(0.2)

@@ -41,7 +41,6 @@ from forecast.revenue.baselines import (
     point_rows,
     realised_by_node,
     stage_rates,
-    typical_cycle_days,
     weighted_pipelines,
 )
 from forecast.revenue.bookings import (
@@ -188,8 +187,7 @@ class _Point:
     def _baselines(self, first, quarter: str, as_of: pd.Timestamp) -> dict:
         """The weighted pipelines, the naive series and ETS, on the first contender's nodes."""
         history_rates = stage_rates(self.tables, as_of)
-        cycle = typical_cycle_days(self.tables, as_of)
-        contenders = weighted_pipelines(first, history_rates, cycle)
+        contenders = weighted_pipelines(first, history_rates)
         series = known_series(self.tables, as_of, self.params)
         return contenders | naive_and_ets(
             series, first.inputs.tree, first.nodes, parse_quarter(quarter)

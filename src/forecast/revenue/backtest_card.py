@@ -158,10 +158,14 @@ inside the quarter; learned per owner at the same point of the latest four settl
 Three factors shared by a whole draw (open deals, new deals, churn) carry how far earlier quarters
 moved beyond their items' own chance, each quarter judged by a model that did not learn from it
 (close timing fitted without that quarter; the new-deal level of the quarters before it; renewals
-by the segment rates known then), so a company is not as sure as the sum of independent deals.
-Below them each team has its own quarter (a team's month): one factor per team and draw on what
-its open deals book and one on what its new deals book, sized by how far the earlier quarters'
-team totals moved beyond chance and beyond the company's factor (pooled over teams).
+by the segment rates known then, beyond those rates' own uncertainty), so a company is not as sure
+as the sum of independent deals. The parts' misses were not independent (a quarter whose open
+deals booked more renewed less as often as not), so the three are scaled together by how far the
+company's total moved beyond chance against the sum of the parts' own (`joint_scale`). The churn
+factor adds the uncertainty of today's renewal rates (their Beta posteriors). Below them each
+team has its own quarter (a team's month): one factor per team and draw on what its open deals
+book and one on what its new deals book, sized by how far the earlier quarters' team totals moved
+beyond chance and beyond the company's factor (pooled over teams).
 {result.draws:,} draws, seed {result.seed}, summed up the tree (a parent's draws are its children's
 sum). Parameters: {result.params.flat()}.
 
@@ -213,7 +217,9 @@ def _card_limits(n_quarters: int) -> str:
   reps' recent share of created deals.
 - Items are independent given their probabilities, the quarter's three shared factors and their
   team's two; those factors are learned from at most eight earlier quarters, so their size is
-  itself uncertain. Regions have no factor of their own.
+  itself uncertain. Regions have no factor of their own. The open deals' and the renewals' own
+  outcomes moved against each other on generated worlds (week 13), which independent items cannot
+  express: there the company's interval is wider than its misses.
 - The open deals' spread is measured with the win scorer's probabilities on earlier quarters'
   snapshots, which the trained scorer learned from: its error on a new quarter is larger. On the
   default world it under-forecast the open deals of 2024Q3, 2026Q2 and 2026Q3 by 1-1.6 % of the

@@ -96,37 +96,18 @@ def point_rows(
     )
 
 
-def typical_cycle_days(tables: CrmTables, as_of: pd.Timestamp) -> float:
-    """Median days from creation to the close of the deals won by `as_of` (NaN when none)."""
-    won = won_deals(tables)
-    won = won[won["closed_at"] <= as_of]
-    created = tables.deals.set_index("deal_id")["created_at"].reindex(won["deal_id"].to_numpy())
-    days = (won["closed_at"].to_numpy() - created.to_numpy()) / np.timedelta64(1, "D")
-    return float(np.nanmedian(days)) if len(days) else float("nan")
-
-
-def expected_inside(deals: pd.DataFrame, end: pd.Timestamp, cycle_days: float) -> np.ndarray:
-    """Whether each open deal is expected to close before `end`: by its expected close, or, where
-    the CRM has none, by the typical cycle (a deal older than it is due now)."""
-    expected = deals["expected_close"]
-    if not np.isnan(cycle_days):
-        remaining = np.maximum(cycle_days - deals["deal_age_days"].to_numpy(float), 0.0)
-        by_cycle = deals["as_of"] + pd.to_timedelta(np.nan_to_num(remaining), unit="D")
-        expected = expected.fillna(by_cycle)
-    return (expected < end).to_numpy()
-
-
 def weighted_pipelines(
-    forecast: QuarterForecast, history_rates: StageRates, cycle_days: float = float("nan")
+    forecast: QuarterForecast, history_rates: StageRates
 ) -> dict[str, pd.DataFrame]:
-    """The two weighted pipelines at every node of the forecast (point forecasts); a deal
-    without an expected close counts when the typical cycle (`cycle_days`) ends inside."""
+    """The two weighted pipelines at every node of the forecast (point forecasts), over the
+    open deals expected inside the quarter (`in_quarter_pipeline`: a deal without an expected
+    close counts when the typical cycle ends inside, `expected_inside`)."""
     inputs = forecast.inputs
     tree = inputs.tree
     deals = inputs.open_deals
     sim = inputs.simulation_inputs()
     renewals = moments(sim).mean["recurring"]
-    in_quarter = expected_inside(deals, inputs.window.end, cycle_days)
+    in_quarter = deals["in_quarter_pipeline"].to_numpy(bool)
     leaf = inputs.leaf_of(deals["rep_id"])
     stages = deals["stage"].astype(object)
     out = {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -25,8 +25,21 @@ from forecast.revenue.params import (
 )
 from forecast.revenue.renewals import RenewalBook, RenewalRates, renewal_book, unbilled_renewals
 from forecast.revenue.simulation import SimulationInputs
-from forecast.revenue.spread import Spreads, churn_shock, lognormal_sd, renewal_spread
-from forecast.revenue.timing import CloseTiming, score_open_deals, timing_history, with_team
+from forecast.revenue.spread import (
+    Spreads,
+    churn_shock,
+    joint_scale,
+    lognormal_sd,
+    relative_excess,
+    renewal_misses,
+)
+from forecast.revenue.timing import (
+    CloseTiming,
+    score_open_deals,
+    timing_history,
+    typical_cycle_days,
+    with_team,
+)
 from forecast.revenue.tree import LEVELS, OrgTree
 
 
@@ -177,7 +190,7 @@ def prepare_quarter(
     snapshots = _snapshot_features(tables, dates, features, featurize)
     won = won_deals(tables).query("closed_at <= @as_of")
     history = timing_history(snapshots, earlier, won, win_scorer, params)
-    timing = CloseTiming.fit(history, params)
+    timing = replace(CloseTiming.fit(history, params), cycle_days=typical_cycle_days(tables, as_of))
     open_deals = score_open_deals(
         snapshots, window, tables, win_scorer, timing, params, scores=open_scores
     )
@@ -187,10 +200,10 @@ def prepare_quarter(
 
     months = recurring_months(tables, as_of)
     spreads = _spreads(
-        timing, new, history=with_team(history, tables), params=params,
+        timing, new, history=with_team(history, tables), params=params, earlier=earlier,
         # earlier quarters judged by the segment rates each learned from what it knew then: a
         # churn model fitted later has seen those renewals, so its residuals there are too small
-        renewals=renewal_spread(months, window, earlier, params),
+        renewals=renewal_misses(months, window, earlier, params),
     )  # fmt: skip
     return QuarterInputs(
         window=window,
@@ -240,18 +253,25 @@ def _spreads(
     *,
     history: pd.DataFrame,
     params: RevenueParams,
-    renewals: float,
+    earlier: Sequence[Window],
+    renewals: pd.DataFrame,
 ) -> Spreads:
     """How far earlier quarters moved beyond their items' chance: the company's open and new
-    deals, its renewals, and each team's own quarter beyond the company's (`history` has a
-    team column)."""
-    company_open, company_new = timing.spread(history, params), new.spread()
+    deals and its renewals, each as far as the company's totals bear it out (`joint_scale`),
+    and each team's own quarter beyond the company's (`history` has a team column)."""
+    open_misses = timing.misses(history, params)
+    open_misses = open_misses.set_axis([earlier[int(i)].quarter for i in open_misses.index])
+    parts = [open_misses, new.misses(), renewals]
+    company_open, company_new, company_renewals = (relative_excess(part) for part in parts)
+    scale = joint_scale(parts)
     return Spreads(
-        open=company_open,
-        new=company_new,
-        renewals=renewals,
+        open=company_open * scale,
+        new=company_new * scale,
+        renewals=company_renewals * scale,
+        # a team's own quarter: what moved beyond the company's parts as each was measured
         team_open=timing.team_spread(history, params, company_open),
         team_new=new.team_spread(company_new),
+        scale=scale,
     )
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 
 from forecast.data.tables import CrmTables
 from forecast.revenue.params import DAY, RevenueParams, Window
-from forecast.revenue.spread import mean_excess, pooled_excess
+from forecast.revenue.spread import misses_frame, pooled_excess, relative_excess
 from forecast.revenue.tree import OrgTree
 
 
@@ -37,32 +37,34 @@ class NewDeals:
 
     def spread(self) -> float:
         """Relative spread of a quarter's new-deal bookings beyond Poisson chance, from how the
-        earlier quarters' totals moved around the model (0 when they did not).
+        earlier quarters' totals moved around the model (0 when they did not)."""
+        return relative_excess(self.misses())
+
+    def misses(self) -> pd.DataFrame:
+        """The new deals' misses (`forecast.revenue.spread.misses_frame`) per earlier quarter.
 
         Each earlier quarter is forecast as the model would have forecast it then: at the level
         of the `level_quarters` quarters before it (not at today's level, which learned from that
         quarter itself), so the spread includes what the level misses, e.g. growth since it
         was measured.
         """
+        rows: dict[pd.Period, tuple[float, float, float]] = {}
         if self.counts.empty or not self.pools:
-            return 0.0
+            return misses_frame(rows)
         everyone = np.concatenate([v for v in self.pools.values() if len(v)] or [np.zeros(1)])
         mean, square = float(everyone.mean()), float((everyone**2).mean())
         quarters = list(self.counts.columns)  # oldest first
         totals = self.counts.sum(axis=0).to_numpy(float)
         index = np.array([float(self.seasonal.get(q.quarter, 1.0)) for q in quarters])
         deseasonal = totals / index
-        excess = []
         for i, quarter in enumerate(quarters):
             if i == 0:  # nothing before it to forecast it from
                 continue
             level = float(deseasonal[max(0, i - self.level_quarters) : i].mean())
             expected_n = level * index[i]
-            expected, chance = expected_n * mean, expected_n * square
             actual = float(self.amounts.get(quarter, 0.0))
-            if expected > 0:
-                excess.append(((actual - expected) ** 2 - chance) / expected**2)
-        return mean_excess(excess)
+            rows[quarter] = (expected_n * mean, expected_n * square, actual)
+        return misses_frame(rows)
 
     def team_spread(self, company: float) -> float:
         """Relative spread of a team's own quarter of new deals: each team's earlier quarters

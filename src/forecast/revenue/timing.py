@@ -9,11 +9,9 @@ import numpy as np
 import pandas as pd
 
 from forecast.data.tables import CrmTables
-from forecast.revenue.bookings import (
-    UNASSIGNED,
-)
+from forecast.revenue.bookings import UNASSIGNED, won_deals
 from forecast.revenue.params import RevenueParams, Window, WinScorer, close_buckets
-from forecast.revenue.spread import mean_excess, pooled_excess, shrunk
+from forecast.revenue.spread import pooled_excess, relative_excess, shrunk
 
 
 def _bands(stage: pd.Series, p_win: pd.Series, edges: pd.DataFrame) -> np.ndarray:
@@ -45,6 +43,9 @@ class CloseTiming:
     amount_ratio: pd.Series  # stage -> booked amount / amount at the snapshot
     band_edges: pd.DataFrame  # stage -> p_win terciles
     rows: int
+    # days from creation to close of a typical won deal (`typical_cycle_days`): when a deal
+    # without an expected close is due (`expected_inside`); NaN when not known
+    cycle_days: float = float("nan")
 
     @classmethod
     def fit(cls, history: pd.DataFrame, params: RevenueParams) -> CloseTiming:
@@ -102,8 +103,12 @@ class CloseTiming:
         spread came out as none in most quarters of the default world while their totals still
         moved beyond chance. `params=None` judges every quarter by this model (in sample).
         """
-        sums = self._residuals(history, params, ["window"])
-        return mean_excess((((sums["r"] - sums["e"]) ** 2 - sums["v"]) / sums["e"] ** 2).tolist())
+        return relative_excess(self.misses(history, params))
+
+    def misses(self, history: pd.DataFrame, params: RevenueParams | None = None) -> pd.DataFrame:
+        """The open deals' misses (`forecast.revenue.spread.misses_frame`) per earlier window
+        number, each judged as in `spread`."""
+        return self._residuals(history, params, ["window"])
 
     def team_spread(
         self, history: pd.DataFrame, params: RevenueParams | None, company: float
@@ -114,14 +119,14 @@ class CloseTiming:
         the whole company's quarter (`company`) explains. `history` needs a `team` column."""
         if "team" not in history:
             return 0.0
-        sums = self._residuals(history, params, ["window", "team"])
+        sums = self._residuals(history, params, ["window", "team"]).query("e > 0")
         return pooled_excess(sums["r"] - sums["e"], sums["v"], sums["e"], less=company)
 
     def _residuals(
         self, history: pd.DataFrame, params: RevenueParams | None, by: list[str]
     ) -> pd.DataFrame:
         """Expected (e), chance variance (v) and realised (r) bookings of the earlier quarters'
-        open deals per `by` group with e > 0, each window judged by a model fitted without it
+        open deals per `by` group, each window judged by a model fitted without it
         (all by this one when `params` is None or there is one window)."""
         if history.empty:
             return pd.DataFrame(columns=["e", "v", "r"], dtype=float)
@@ -147,8 +152,7 @@ class CloseTiming:
             history["booked"].to_numpy(float)
         )
         frame = history[by].assign(e=q * a, v=a * a * q * (1 - q), r=realised)
-        sums = frame.groupby(by)[["e", "v", "r"]].sum()
-        return sums[sums["e"] > 0]
+        return frame.groupby(by)[["e", "v", "r"]].sum()
 
     def ratio(self, stage: np.ndarray) -> np.ndarray:
         values = self.amount_ratio.reindex(np.asarray(stage, object)).to_numpy(dtype=float)
@@ -269,5 +273,25 @@ def with_timing(
         out["p_close_inside"] = 0.0
     out["expected_amount"] = out["amount"].to_numpy(float) * timing.ratio(stage)
     out["p_inside"] = out["p_win"] * out["p_close_inside"]
-    out["in_quarter_pipeline"] = (out["expected_close"] < window.end).to_numpy()
+    out["in_quarter_pipeline"] = expected_inside(out, window.end, timing.cycle_days)
     return out
+
+
+def typical_cycle_days(tables: CrmTables, as_of: pd.Timestamp) -> float:
+    """Median days from creation to the close of the deals won by `as_of` (NaN when none)."""
+    won = won_deals(tables)
+    won = won[won["closed_at"] <= as_of]
+    created = tables.deals.set_index("deal_id")["created_at"].reindex(won["deal_id"].to_numpy())
+    days = (won["closed_at"].to_numpy() - created.to_numpy()) / np.timedelta64(1, "D")
+    return float(np.nanmedian(days)) if len(days) else float("nan")
+
+
+def expected_inside(deals: pd.DataFrame, end: pd.Timestamp, cycle_days: float) -> np.ndarray:
+    """Whether each open deal is expected to close before `end`: by its expected close, or, where
+    the CRM has none, by the typical cycle (a deal older than it is due now)."""
+    expected = deals["expected_close"]
+    if not np.isnan(cycle_days):
+        remaining = np.maximum(cycle_days - deals["deal_age_days"].to_numpy(float), 0.0)
+        by_cycle = deals["as_of"] + pd.to_timedelta(np.nan_to_num(remaining), unit="D")
+        expected = expected.fillna(by_cycle)
+    return (expected < end).to_numpy()
