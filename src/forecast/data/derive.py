@@ -51,7 +51,9 @@ def derive_history(deals: pd.DataFrame) -> pd.DataFrame:
             "expected_close": deals["expected_close"],
         }
     )[~open_now]
-    history = pd.concat([creation, closing], ignore_index=True).assign(origin=DERIVED)
+    # an export whose deals were never open has no creation rows (pandas warns at an empty part)
+    parts = [part for part in (creation, closing) if len(part)] or [closing]
+    history = pd.concat(parts, ignore_index=True).assign(origin=DERIVED)
     history = history.sort_values(["deal_id", "changed_at"], kind="stable", ignore_index=True)
     return conform(history, DEAL_HISTORY)
 
