@@ -115,6 +115,7 @@ def _render(request: Request, name: str, context: dict[str, Any], status: int = 
     principal = who.principal if who else _signed_in(request)
     secret = request.cookies.get(COOKIE) if principal is not None else _form_secret(request)
     state: ServiceState = request.app.state.service
+    unsupported = state.unsupported()
     base = {
         "signed_in": principal is not None,
         "principal": principal,
@@ -123,7 +124,7 @@ def _render(request: Request, name: str, context: dict[str, Any], status: int = 
         "pages": [
             (key, label)
             for key, label, model in PAGES
-            if model is None or model not in state.unsupported()
+            if model is None or model not in unsupported
         ],
         # a champion promoted over the gate's bar is said on every page its scores reach
         "model_warnings": [

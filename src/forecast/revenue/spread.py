@@ -123,7 +123,7 @@ def renewal_misses(
         # chance includes what the rates learned then could not know: the churn factor of a
         # forecast carries today's rates' uncertainty on top of this spread (`churn_shock`)
         chance = float((variance + bill_variance(book, mean, variance)).sum())
-        chance += rate_variance(book)
+        chance += rate_variance(book, mean)
         first = (past.as_of.to_period("M") - 1).start_time
         done = renewed[
             renewed["account_id"].isin(book.chains["account_id"])
@@ -148,13 +148,15 @@ def bill_variance(book: RenewalBook, mean: np.ndarray, variance: np.ndarray) -> 
     return spread * (variance + mean**2)
 
 
-def rate_variance(book: RenewalBook) -> float:
+def rate_variance(book: RenewalBook, mean: np.ndarray | None = None) -> float:
     """Variance of the renewals' total from the renewal rates' own uncertainty: a segment's
     rate, learned from few decisions (its Beta posterior), may be off for every chain of the
-    segment at once, moving the value it loses by the rate's relative error."""
+    segment at once, moving the value it loses by the rate's relative error. `mean` is the
+    chains' expected value when the caller has it already."""
     if book.chains.empty:
         return 0.0
-    mean, _ = chain_moments(book.prob, book.value)
+    if mean is None:
+        mean, _ = chain_moments(book.prob, book.value)
     loss = book.value.sum(axis=1) - mean  # expected value lost to churn, per chain
     segments = book.chains["segment"].astype(object).fillna("unknown").to_numpy()
     names, group = np.unique(segments, return_inverse=True)
@@ -182,5 +184,5 @@ def churn_shock(book: RenewalBook, spread: float) -> float:
     total_loss = float((book.value.sum(axis=1) - mean).sum())
     if total_loss <= 0:
         return 0.0
-    variance = spread * float(mean.sum()) ** 2 + rate_variance(book)
+    variance = spread * float(mean.sum()) ** 2 + rate_variance(book, mean)
     return lognormal_sd(variance / total_loss**2)
