@@ -122,9 +122,7 @@ def _render(request: Request, name: str, context: dict[str, Any], status: int = 
         "csrf": form_token(secret) if secret else "",
         # a page of a model the stored data cannot train leads nowhere: not in the menu
         "pages": [
-            (key, label)
-            for key, label, model in PAGES
-            if model is None or model not in unsupported
+            (key, label) for key, label, model in PAGES if model is None or model not in unsupported
         ],
         # a champion promoted over the gate's bar is said on every page its scores reach
         "model_warnings": [
