@@ -170,6 +170,16 @@ EXAMPLE_RECORD_FULL: dict[str, Any] = {
     ],
 }
 StageName = Literal[OPEN_STAGES]  # type: ignore[valid-type]
+CrmName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        title="As the CRM names it",
+        description="The CRM's own name, as the store's import mapping translates it "
+        "(its `values`): a name it does not translate is a 422 listing the allowed ones.",
+    ),
+]
 Amount = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Id = Annotated[str, Field(min_length=1, max_length=200)]
 
@@ -180,7 +190,10 @@ class ChangeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     changed_at: RecordMoment = Field(description="When the change was recorded.")
-    stage: StageName = Field(description="Stage after the change: " + ", ".join(OPEN_STAGES))
+    stage: StageName | CrmName = Field(
+        description="Stage after the change: one of " + ", ".join(OPEN_STAGES) + ", or the "
+        "CRM's own name for one as the import mapping translates it."
+    )
     amount: Amount | None = Field(default=None, description="Amount after the change.")
     expected_close: RecordDate | None = Field(default=None, description="Expected close after it.")
     next_step: str | None = Field(default=None, max_length=2000, description="Next step then.")
@@ -191,8 +204,9 @@ class TouchIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal[ACTIVITY_KINDS] = Field(  # type: ignore[valid-type]
-        description="Kind of touch: " + ", ".join(ACTIVITY_KINDS)
+    kind: Literal[ACTIVITY_KINDS] | CrmName = Field(  # type: ignore[valid-type]
+        description="Kind of touch: one of " + ", ".join(ACTIVITY_KINDS) + ", or the CRM's "
+        "own name for one as the import mapping translates it."
     )
     at: RecordMoment = Field(description="When it happened.")
 
@@ -207,8 +221,11 @@ class DealRecordIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_RECORD]})
 
     deal_id: Id = Field(description="The CRM's id of the deal: echoed, logged, and looked up.")
-    stage: StageName = Field(
-        description="Current stage, one of the open stages: " + ", ".join(OPEN_STAGES)
+    stage: StageName | CrmName = Field(
+        description="Current stage: one of the open stages, " + ", ".join(OPEN_STAGES) + ", or "
+        "the CRM's own name for one as the store's import mapping translates it (a store "
+        "imported with `values: {stage: {Engaging: qualification}}` takes `Engaging`). Ids "
+        "(`rep_id`, `account_id`, `product_id`) are translated by the mapping's values too."
     )
     created_at: RecordMoment = Field(description="When the deal was opened (at or before `as_of`).")
     rep_id: Id | None = Field(default=None, description="The owner (rep) of the deal.")

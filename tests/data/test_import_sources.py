@@ -6,6 +6,7 @@ Every reader must produce raw tables that `validate` accepts, and keep enough of
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import shutil
 import uuid
@@ -77,6 +78,31 @@ def test_worked_example_validates() -> None:
     assert tables.accounts.set_index("account_id").loc["Nordlicht Logistik AG", "employees"] == 2400
     assert set(tables.reps["region"]) == {"DACH"}
     assert tables.reps.set_index("rep_id").loc["Petra Hoffmann", "role"] == "executive"
+
+
+def test_the_store_keeps_what_the_mapping_translated(tmp_path: Path) -> None:
+    """A CRM calling the service later sends its own names; the store says how they read."""
+    from forecast.data.ingest import import_raw
+    from forecast.data.store import read_store
+
+    raw, as_of = read_mapped(EXAMPLE, EXAMPLE / "mapping.yaml")
+    store = tmp_path / "store"
+    first = import_raw(raw, as_of=as_of, source="example", imported_at=as_of, store=store)
+    kept = read_store(store).translations
+    assert kept["deals"]["stage"]["Value Proposition"] == "proposal"
+    assert kept["deal_history"]["stage"] == kept["deals"]["stage"]
+    assert kept["activities"]["kind"]["Sent Quote"] == "proposal"
+    assert kept["products"]["billing"] == {"Annual subscription": "subscription",
+                                          "One-off": "one_time"}  # fmt: skip
+    again = import_raw(raw, as_of=as_of, source="example", imported_at=as_of, store=store)
+    assert not again.write.changed
+    # a new name for a value the export does not hold is still a new version: it is kept
+    renamed = {**raw, "deals": dataclasses.replace(
+        raw["deals"], translated={**raw["deals"].translated, "stage": {
+            **raw["deals"].translated["stage"], "Verbal Yes": "negotiation"}})}  # fmt: skip
+    later = import_raw(renamed, as_of=as_of, source="example", imported_at=as_of, store=store)
+    assert later.write.changed and later.write.version != first.write.version
+    assert read_store(store).translations["deals"]["stage"]["Verbal Yes"] == "negotiation"
 
 
 def test_mapped_values_keep_their_line_numbers() -> None:
@@ -506,6 +532,10 @@ def test_maven_amounts_and_history(maven: tuple[dict, CrmTables]) -> None:
 
 def test_maven_keeps_source_lines(maven: tuple[dict, CrmTables]) -> None:
     raw, _ = maven
+    # what it translated, kept with the store: the CRM may send Engaging and GTXPro
+    assert raw["deals"].translated["stage"]["Engaging"] == "qualification"
+    assert raw["deals"].translated["product_id"] == {"GTXPro": "GTX Pro"}
+    assert raw["deal_history"].translated["stage"]["Won"] == "closed_won"
     deals = raw["deals"]
     assert deals.source.endswith("sales_pipeline.csv")
     assert deals.location(0) == "line 2"

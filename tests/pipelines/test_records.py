@@ -139,3 +139,82 @@ def test_records_that_cannot_be_scored_are_refused_naming_the_field(stored):
         with pytest.raises(RecordError) as refused:
             record_tables(records, stored, as_of)
         assert refused.value.where == where and says in refused.value.message
+
+
+def test_records_in_the_exports_own_names_score_as_the_canonical_ones(stored):
+    """A store imported through a mapping keeps what it translated: a CRM sending its own
+    stage, product and activity names gets the features of the canonical values."""
+    tables, as_of = stored.tables, AS_OFS[1]
+    product = tables.products["product_id"].iloc[0]
+    translated = StoredCrm.of(
+        tables.replace(
+            translations={
+                "deals": {
+                    "stage": {
+                        "Engaging": "qualification",
+                        "Pitched": "proposal",
+                        "Won": "closed_won",
+                    },
+                    "product_id": {"Widget Pro": product},
+                },
+                "deal_history": {"stage": {"Engaging": "qualification", "Pitched": "proposal"}},
+                "activities": {"kind": {"Phone": "call", "Showcase": "demo"}},
+            }
+        )
+    )
+    canonical = {
+        "deal_id": "N1",
+        "stage": "proposal",
+        "product_id": product,
+        "created_at": pd.Timestamp("2025-08-01"),
+        "history": [
+            {"changed_at": pd.Timestamp("2025-08-01"), "stage": "qualification"},
+            {"changed_at": pd.Timestamp("2025-09-01"), "stage": "proposal"},
+        ],
+        "activities": [
+            {"kind": "call", "at": pd.Timestamp("2025-08-20")},
+            {"kind": "demo", "at": pd.Timestamp("2025-09-05")},
+        ],
+    }
+    own = {
+        **canonical,
+        "stage": " Pitched ",  # compared without surrounding spaces, as the import does
+        "product_id": "Widget Pro",
+        "history": [
+            {"changed_at": pd.Timestamp("2025-08-01"), "stage": "Engaging"},
+            {"changed_at": pd.Timestamp("2025-09-01"), "stage": "Pitched"},
+        ],
+        "activities": [
+            {"kind": "Phone", "at": pd.Timestamp("2025-08-20")},
+            {"kind": "Showcase", "at": pd.Timestamp("2025-09-05")},
+        ],
+    }
+    snapshot = pd.DataFrame({"deal_id": ["N1"], "as_of": [as_of]})
+
+    def features(records: list[dict], store: StoredCrm) -> pd.DataFrame:
+        facts = record_tables(records, store, as_of)
+        return deal_features(facts, snapshot, context=store.context)
+
+    pd.testing.assert_frame_equal(features([own], translated), features([canonical], stored))
+    assert features([canonical], translated)["stage"].iloc[0] == "proposal"
+
+    cases = [
+        (
+            {"stage": "Engaged"},
+            ("deals", 0, "stage"),
+            "or as the CRM names them: Engaging, Pitched",
+        ),
+        ({"stage": "Won"}, ("deals", 0, "stage"), "closed_won is a closed stage"),
+        (
+            {"activities": [{"kind": "Fax", "at": pd.Timestamp("2025-08-20")}]},
+            ("deals", 0, "activities", 0, "kind"),
+            "call, email, meeting, demo, proposal, other, or as the CRM names them: Phone",
+        ),
+    ]
+    for change, where, says in cases:
+        with pytest.raises(RecordError) as refused:
+            record_tables([{**own, **change}], translated, as_of)
+        assert refused.value.where == where and says in refused.value.message, refused.value
+    with pytest.raises(RecordError) as refused:  # a store without translations names none
+        record_tables([{**canonical, "stage": "Pitched"}], stored, as_of)
+    assert refused.value.message == "not one of prospecting, qualification, proposal, negotiation"

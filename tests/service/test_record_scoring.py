@@ -181,10 +181,68 @@ def test_a_thousand_records_score_in_one_call_and_are_logged_with_their_reasons(
     assert len(first["input_hash"]) == 64
 
 
+def test_the_crms_own_names_score_once_the_store_was_imported_with_them(api, stored):
+    """A store imported through a mapping keeps what the mapping translated: the CRM sends its
+    own stage, product and activity names, as its export holds them."""
+    from forecast.data.store import read_store, rollback_store, write_store
+
+    tables, nightly = stored
+    record = crm_record(tables, sorted(nightly)[0])
+    record["activities"] = [{"kind": "call", "at": "2026-11-10T10:00:00Z"}]
+    key = api.key("crm")
+    canonical = api.post("/v1/deals:score", {"as_of": AS_OF, "deals": [record]}, key)
+    assert canonical.status == 200, canonical.detail
+    unknown = {**record, "stage": "Pitched"}
+    answer = api.post("/v1/deals:score", {"as_of": AS_OF, "deals": [unknown]}, key)
+    assert answer.status == 422
+    assert answer.body["detail"][0]["msg"] == (
+        "not one of prospecting, qualification, proposal, negotiation"
+    )
+    names = {"Engaging": "qualification", "Pitched": "proposal", "Negotiating": "negotiation",
+             "Prospect": "prospecting", "Won": "closed_won"}  # fmt: skip
+    product = record["product_id"]
+    translations = {
+        "deals": {"stage": names, "product_id": {"Widget Pro": product}},
+        "activities": {"kind": {"Phone": "call"}},
+    }
+    own = {
+        **record,
+        "stage": {v: k for k, v in names.items()}[record["stage"]],
+        "product_id": "Widget Pro",
+        "activities": [{"kind": "Phone", "at": "2026-11-10T10:00:00Z"}],
+    }
+    store = api.state.settings.store_path
+    write_store(read_store(store).replace(translations=translations), source="renamed",
+                imported_at=pd.Timestamp("2026-11-15"), store=store)  # fmt: skip
+    try:
+        api.state.load_store()
+        answer = api.post("/v1/deals:score", {"as_of": AS_OF, "deals": [own]}, key)
+        assert answer.status == 200, answer.detail
+        (score,) = answer.body["scores"]
+        assert score["probability"] == pytest.approx(
+            canonical.body["scores"][0]["probability"], abs=1e-12
+        )
+        assert score["new_to_store"] == [] and answer.body["warnings"] == []
+        answer = api.post("/v1/deals:score", {"as_of": AS_OF, "deals": [{**own, "stage": "Lost"}]},
+                          key)  # fmt: skip
+        assert answer.status == 422
+        (error,) = answer.body["detail"]
+        assert error["loc"] == ["body", "deals", 0, "stage"] and error["input"] == "Lost"
+        assert error["msg"] == (
+            "not one of prospecting, qualification, proposal, negotiation, or as the CRM names "
+            "them: Engaging, Pitched, Negotiating, Prospect"
+        )
+    finally:
+        rollback_store(store)
+        api.state.load_store()
+
+
 def test_the_schema_lists_the_stages_and_describes_every_field(api):
     schema = api.get("/openapi.json").body
     record = schema["components"]["schemas"]["DealRecordIn"]
-    assert record["properties"]["stage"]["enum"] == list(OPEN_STAGES)
+    canonical, own = record["properties"]["stage"]["anyOf"]
+    assert canonical["enum"] == list(OPEN_STAGES)
+    assert own["type"] == "string" and "mapping" in own["description"]
     undescribed = [name for name, p in record["properties"].items() if not p.get("description")]
     assert undescribed == []
     assert record["examples"] and set(record["required"]) == {"deal_id", "stage", "created_at"}

@@ -64,7 +64,8 @@ def import_raw(
     step = on_step or (lambda name: None)
     step("validating")
     checked = check(raw, as_of=as_of, bad_rows=bad_rows)
-    tables = checked.tables
+    translations = {name: table.translated for name, table in raw.items() if table.translated}
+    tables = checked.tables.replace(translations=translations)
     step("writing the store")
     result = write_store(tables, source=source, imported_at=imported_at, store=store)
     log.info(

@@ -3,7 +3,8 @@
 Layout under the store path::
 
     versions/<version>/<table>.parquet   one file per canonical table
-    versions/<version>/manifest.json     as-of, source, import time, rows, fingerprint
+    versions/<version>/manifest.json     as-of, source, import time, rows, fingerprint, and
+                                         the export's values the import translated
     current -> versions/<version>        the version every reader uses
 
 A write goes to `versions/.tmp-<uuid>`, is fsync'd and renamed into place, and only then does
@@ -105,6 +106,8 @@ def write_store(
 
     def fill(folder: Path) -> dict:
         manifest = _manifest(tables.as_of, source, imported_at, rows, fingerprint)
+        if tables.translations:
+            manifest["translations"] = tables.translations
         _write_version(folder, tables, attachments or {}, manifest)
         return manifest
 
@@ -249,7 +252,11 @@ def read_version(folder: Path, tables: Sequence[str] | None = None) -> CrmTables
         else empty_frame(TABLES[name])
         for name in TABLE_NAMES
     }
-    return CrmTables.from_frames(frames, as_of=pd.Timestamp(manifest["as_of"]))
+    return CrmTables.from_frames(
+        frames,
+        as_of=pd.Timestamp(manifest["as_of"]),
+        translations=manifest.get("translations"),
+    )
 
 
 def read_part(folder: Path, number: int, tables: Sequence[str]) -> CrmTables:
@@ -340,6 +347,8 @@ def fingerprint_tables(tables: CrmTables) -> str:
             series = frame[column]
             digest.update(f"column {column} {series.dtype}\n".encode())
             _hash_column(digest, series)
+    if tables.translations:  # a new name for a value the data does not hold is still new
+        digest.update(f"translations {json.dumps(tables.translations, sort_keys=True)}".encode())
     return digest.hexdigest()
 
 

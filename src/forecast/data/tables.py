@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields, replace
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, fields, replace
 from functools import cache
+from typing import Any
 
 import pandas as pd
 
@@ -52,7 +53,9 @@ def conform(frame: pd.DataFrame, table: Table) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class CrmTables:
-    """All canonical tables of one CRM, as recorded up to `as_of` (the export's as-of)."""
+    """All canonical tables of one CRM, as recorded up to `as_of` (the export's as-of), and
+    the export's own values the import translated (`translations`: table -> column -> export
+    value -> canonical value; empty for canonical files and generated worlds)."""
 
     reps: pd.DataFrame
     targets: pd.DataFrame
@@ -66,6 +69,7 @@ class CrmTables:
     signals: pd.DataFrame
     orders: pd.DataFrame
     as_of: pd.Timestamp
+    translations: Mapping[str, Mapping[str, Mapping[str, str]]] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> pd.DataFrame:
         if name not in TABLES:
@@ -77,17 +81,23 @@ class CrmTables:
             if f.name in TABLES:
                 yield f.name, getattr(self, f.name)
 
-    def replace(self, **changes: object) -> CrmTables:
+    def replace(self, **changes: Any) -> CrmTables:
         return replace(self, **changes)
 
     @classmethod
-    def from_frames(cls, frames: dict[str, pd.DataFrame], *, as_of: pd.Timestamp) -> CrmTables:
+    def from_frames(
+        cls,
+        frames: dict[str, pd.DataFrame],
+        *,
+        as_of: pd.Timestamp,
+        translations: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None,
+    ) -> CrmTables:
         """Build from valid frames; missing tables become empty, dtypes made canonical."""
         conformed = {
             name: conform(frames[name], table) if name in frames else empty_frame(table)
             for name, table in TABLES.items()
         }
-        return cls(**conformed, as_of=pd.Timestamp(as_of))
+        return cls(**conformed, as_of=pd.Timestamp(as_of), translations=translations or {})
 
 
 Featurize = Callable[[CrmTables, pd.DataFrame], pd.DataFrame]

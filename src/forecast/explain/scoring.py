@@ -174,7 +174,7 @@ def score_records(
             as_of=as_of,
             probability=float(probabilities[i]),
             grade=str(grades[i]),
-            new_to_store=tuple(stored.new_ids(record)),
+            new_to_store=tuple(stored.new_ids(facts, i)),
             explanation=explained[i],
         )
         for i, record in enumerate(records)

@@ -12,6 +12,9 @@ A record is a mapping with the `deals` fields (`deal_id`, `stage`, `created_at`,
 (name: value, known at creation), and optionally `history` (changes: `changed_at`, `stage`,
 `amount`, `expected_close`, `next_step`) and `activities` (`kind`, `at`). For a deal the store
 holds, history and activities not sent are the store's; for a new deal, none beyond the record.
+
+Values may be the canonical ones or the export's own, as the store's import translated them
+(`CrmTables.translations`: a CRM whose stages are "Engaging" and "Won" sends "Engaging").
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from forecast.data.contract import ACTIVITY_KINDS, OPEN_STAGES, STAGES
 from forecast.data.tables import CrmTables
 from forecast.explain.catalogue import display_names
 from forecast.features.deal_codes import blank
@@ -89,10 +93,11 @@ class StoredCrm:
         """The attributes known at creation a record may carry (the model's `attr_*`)."""
         return [f.name.removeprefix(ATTRIBUTE_PREFIX) for f in self.context.attributes]
 
-    def new_ids(self, record: Mapping[str, Any]) -> list[str]:
-        """The record's fields naming something the store has never seen (scored as new)."""
-        new = [] if record["deal_id"] in self.history_rows else ["deal_id"]
-        named = {f: record.get(f) for f in IDS}
+    def new_ids(self, facts: DealFacts, i: int) -> list[str]:
+        """The fields of the `i`-th record of `facts` (`record_tables`: its ids as the store
+        names them) naming something the store has never seen (scored as new)."""
+        new = [] if facts.deal_id[i] in self.history_rows else ["deal_id"]
+        named = {f: getattr(facts, f)[i] for f in IDS}
         return new + [f for f, v in named.items() if isinstance(v, str) and v not in self.known[f]]
 
 
@@ -107,6 +112,7 @@ def record_tables(
             one the store knows, or a deal id is sent twice.
     """
     as_of = moment(as_of)
+    records = _canonical(records, stored.tables.translations)
     records = [_in_utc(record) for record in records]
     _check(records, stored, as_of)
     parts = [_Deal.of(record, i, stored, as_of) for i, record in enumerate(records)]
@@ -143,6 +149,63 @@ def moment(value: object) -> pd.Timestamp:
     """A moment as the store keeps it: UTC without a zone (a naive one is taken as UTC)."""
     stamp = pd.Timestamp(value)
     return stamp.tz_convert("UTC").tz_localize(None) if stamp.tzinfo is not None else stamp
+
+
+@dataclass(frozen=True)
+class _Values:
+    """A field's canonical values, and the export's own names the import translated."""
+
+    canonical: tuple[str, ...]
+    exported: Mapping[str, str]  # export name -> canonical value
+
+    @classmethod
+    def of(cls, canonical: tuple[str, ...], *maps: Mapping[str, str]) -> _Values:
+        exported = {str(k).strip(): v for m in maps for k, v in m.items()}
+        return cls(canonical, exported)
+
+    def canonical_of(self, value: str, where: tuple[str | int, ...]) -> str:
+        """`value` as the store holds it (compared without surrounding spaces, as imported)."""
+        translated = self.exported.get(value.strip(), value)
+        if translated in self.canonical:
+            return translated
+        names = [n for n, v in self.exported.items() if v in self.canonical]
+        own = f", or as the CRM names them: {', '.join(names)}" if names else ""
+        allowed = f"{', '.join(self.canonical)}{own}"
+        if translated in STAGES:
+            message = f"{translated} is a closed stage: only open deals are scored ({allowed})"
+        else:
+            message = f"not one of {allowed}"
+        raise RecordError(where, message, value)
+
+
+def _canonical(
+    records: Sequence[Mapping[str, Any]],
+    translations: Mapping[str, Mapping[str, Mapping[str, str]]],
+) -> list[dict[str, Any]]:
+    """The records with the export's own values translated as the import translated them;
+    stages and activity kinds checked (a value in no map must be a canonical one)."""
+    deals, history = translations.get("deals", {}), translations.get("deal_history", {})
+    stages = _Values.of(OPEN_STAGES, deals.get("stage", {}), history.get("stage", {}))
+    kinds = _Values.of(ACTIVITY_KINDS, translations.get("activities", {}).get("kind", {}))
+    ids = {name: _Values.of((), deals.get(name, {})) for name in IDS}
+    out = []
+    for i, record in enumerate(records):
+        row = {**record, "stage": stages.canonical_of(record["stage"], ("deals", i, "stage"))}
+        for name, values in ids.items():
+            if isinstance(value := record.get(name), str):
+                row[name] = values.exported.get(value.strip(), value)
+        if record.get("history") is not None:
+            row["history"] = [
+                {**c, "stage": stages.canonical_of(c["stage"], ("deals", i, "history", j, "stage"))}
+                for j, c in enumerate(record["history"])
+            ]
+        if record.get("activities") is not None:
+            row["activities"] = [
+                {**t, "kind": kinds.canonical_of(t["kind"], ("deals", i, "activities", j, "kind"))}
+                for j, t in enumerate(record["activities"])
+            ]
+        out.append(row)
+    return out
 
 
 def _in_utc(record: Mapping[str, Any]) -> dict[str, Any]:

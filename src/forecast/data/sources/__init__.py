@@ -6,7 +6,8 @@ source gets the same checks and the same error messages.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,9 @@ class RawTable:
         files: for a table read from several files (an export in chunks, `source` their
             folder), each row's file name; `lines` then holds its line in a CSV file, its row
             (from 1) in another.
+        translated: the export's values the reader translated, per canonical column (export
+            value -> canonical value); kept with the stored data, so a CRM calling the service
+            with its own names gets the same translation.
     """
 
     name: str
@@ -32,6 +36,7 @@ class RawTable:
     source: str
     lines: np.ndarray | None = None
     files: np.ndarray | None = None
+    translated: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def location(self, position: int) -> str:
         """`line 17` or `row 17` for the row at 0-based `position` of `frame` (`part-3.csv

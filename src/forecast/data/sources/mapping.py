@@ -330,7 +330,8 @@ def _read_table(
     lines = source.lines
     if table_map.one_row_per is not None:
         frame, lines = _one_row_per(frame, lines, table_map.one_row_per, table)
-    raw = RawTable(name=name, frame=frame, source=source.source, lines=lines)
+    translated = {column: dict(m) for column, m in table_map.values.items() if column in frame}
+    raw = RawTable(name=name, frame=frame, source=source.source, lines=lines, translated=translated)
     attributes = _attributes(frame, source, table_map, soft_attributes, problems)
     return raw, attributes
 

@@ -283,7 +283,11 @@ def _deals(
             "outcome": state.map(OUTCOME_MAP).fillna(state),
         }
     )
-    return RawTable("deals", frame, pipeline.source, pipeline.lines), list_price
+    spelled = {str(n): str(p) for n, p in zip(named, product_id, strict=True) if n != p}
+    translated = {"stage": STAGE_MAP, "product_id": spelled}
+    return RawTable("deals", frame, pipeline.source, pipeline.lines, translated=translated), (
+        list_price
+    )
 
 
 def _history(deals: RawTable, list_price: np.ndarray) -> RawTable:
@@ -320,4 +324,5 @@ def _history(deals: RawTable, list_price: np.ndarray) -> RawTable:
         both.drop(columns=["_line", "_order"]),
         deals.source,
         both["_line"].to_numpy(),
+        translated={"stage": STAGE_MAP},
     )
