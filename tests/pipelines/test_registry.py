@@ -237,3 +237,21 @@ def test_without_a_champion_the_message_names_the_version_the_gate_kept_back(own
     message = registry.no_champion(MODEL_NAME, "forecast train win")
     assert "version 3 is registered but not champion" in message
     assert f"`forecast models promote {MODEL_NAME} 3 --force`" in message
+
+
+def test_a_home_moved_to_another_folder_serves_its_own_models(store, tmp_path, monkeypatch):
+    """MLflow keeps absolute artifact paths: a home shipped elsewhere (a backup restored, a
+    laptop's home on a server) reads its own folder, not the one it was made in."""
+    made, moved = tmp_path / "made", tmp_path / "moved"
+    shutil.copytree(store[0], made)
+    monkeypatch.setenv("FORECAST_HOME", str(made))
+    get_settings.cache_clear()
+    registry.load_champion(MODEL_NAME)  # the copy follows itself, from its first use
+    shutil.move(made, moved)  # the folder it was made in is gone
+    monkeypatch.setenv("FORECAST_HOME", str(moved))
+    get_settings.cache_clear()
+    assert registry.load_champion(MODEL_NAME) is not None
+    version = registry.client().get_model_version(MODEL_NAME, "1")
+    run = registry.client().get_run(version.run_id)
+    assert run.info.artifact_uri.startswith((moved / "mlartifacts").as_uri() + "/")
+    get_settings.cache_clear()

@@ -34,6 +34,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 from forecast.model import win_probability
 from forecast.settings import disable_telemetry, get_settings
 from forecast.training import evaluate
+from forecast.training.home_store import follow_moved_home
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class GateDecision:
 def client() -> mlflow.MlflowClient:
     """A client on the project's store (the URI always comes from settings)."""
     disable_telemetry()
+    follow_moved_home()
     uri = get_settings().mlflow_tracking_uri
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)

@@ -31,6 +31,7 @@ from forecast.training.drift import (
     METHODS,
     DriftReport,
 )
+from forecast.training.home_store import artifact_root, follow_moved_home
 from forecast.training.leakage import Suspect
 
 log = logging.getLogger(__name__)
@@ -79,18 +80,6 @@ def default_card_dir() -> Path:
     return get_settings().home.expanduser() / "models"
 
 
-def artifact_root() -> str | None:
-    """`$FORECAST_HOME/mlartifacts` for a local (sqlite or file) store, else the server's choice.
-
-    Without it MLflow puts a database-backed store's artifacts in `./mlruns` of whatever
-    directory the command runs from.
-    """
-    settings = get_settings()
-    if settings.mlflow_tracking_uri.startswith(("sqlite:", "file:", "/")):
-        return (settings.home.expanduser().resolve() / "mlartifacts").as_uri()
-    return None
-
-
 def ensure_experiment(name: str) -> str:
     """The experiment's id in the project's store, created with its artifacts under FORECAST_HOME.
 
@@ -98,6 +87,7 @@ def ensure_experiment(name: str) -> str:
     with its artifacts in `./mlruns`.
     """
     disable_telemetry()
+    follow_moved_home()
     client = mlflow.MlflowClient(get_settings().mlflow_tracking_uri)
     found = client.get_experiment_by_name(name)
     if found is None:
