@@ -664,6 +664,7 @@ def pipeline_page(request: Request, who: ViewerDep) -> Response:
         "at_stake": sum(d["at_stake"] for d in shown["listing"].kept),
         "names": _rep_names(who.state),
         "as_of": who.state.store().as_of,
+        "no_actions": who.state.no_deal_actions(who.state.champion(DEAL_MODEL)),
     }
     return _render(request, "pipeline.html", context)
 
@@ -689,6 +690,7 @@ def deal_page(request: Request, deal_id: str, who: ViewerDep) -> Response:
         "score": score,
         "history": history.sort_values("changed_at").to_dict(orient="records"),
         "names": _rep_names(who.state),
+        "no_actions": who.state.no_deal_actions(who.state.champion(DEAL_MODEL)),
     }
     return _render(request, "deal.html", context)
 

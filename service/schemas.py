@@ -423,7 +423,9 @@ class DealBatchOut(BaseModel):
         "default, now) long after the stored CRM's data ends, so what the store knows of the "
         "reps, accounts and products is that old; send `as_of` to score as of the export. Or "
         "records naming a rep, account or product the store has never seen: their win rates in "
-        "the reasons are priors, not history.",
+        "the reasons are priors, not history. Or a model that recommends no action to any deal: "
+        "the export holds none of what the catalogue's actions act on (activities, next steps, "
+        "stage history, expected close dates).",
     )
 
 

@@ -88,3 +88,42 @@ def test_the_menu_leaves_out_a_page_the_data_cannot_fill_and_its_error_keeps_the
     churn = _request(thin, "GET", "/dashboard/churn", cookie=cookie)  # typed or bookmarked
     assert churn.status == 409 and "churn cannot be defined" in churn.text
     assert 'href="/dashboard/pipeline"' in churn.text and "Sign out" in churn.text
+
+
+@pytest.fixture(scope="module")
+def one_table(trained_home, tmp_path_factory):
+    """The trained home's copy whose store is what a one-table export keeps (no activities,
+    next steps, stage history or expected close dates), its champion the same."""
+    from forecast.data.derive import deals_only
+
+    home = tmp_path_factory.mktemp("one-table-home")
+    shutil.copytree(trained_home, home, symlinks=True, dirs_exist_ok=True)
+    with home_env(home):
+        write_store(
+            deals_only(read_store()), source="one table", imported_at=pd.Timestamp("2026-11-16")
+        )
+        with serve(create_app()) as api:
+            yield api
+
+
+def test_no_action_for_any_deal_is_said_once_with_why(one_table):
+    """Every action acts on what the export lacks: said once, in words, not as an empty list
+    per deal that reads as 'nothing to do'."""
+    from tests.service.test_dashboard_access import _request, _sign_in
+
+    as_of = pd.Timestamp(one_table.state.tables.as_of).tz_localize("UTC").isoformat()
+    record = {"deal_id": "CRM-1", "stage": "qualification", "amount": 20000,
+              "created_at": "2026-10-01T00:00:00Z"}  # fmt: skip
+    answer = one_table.post("/v1/deals:score", {"as_of": as_of, "deals": [record]},
+                            key=one_table.key("crm"))  # fmt: skip
+    assert answer.status == 200, answer.detail
+    assert answer.body["scores"][0]["recommendations"] == []
+    (why,) = answer.body["warnings"]
+    assert why.startswith("No action is recommended to any deal: the catalogue's actions act on")
+    assert "days since the last touch" in why and "the stored CRM holds none of them" in why
+    cookie = _sign_in(one_table, one_table.key("admin"))
+    page = _request(one_table, "GET", "/dashboard/pipeline", cookie=cookie)
+    assert page.status == 200
+    assert page.text.count("No action is recommended to any deal") == 1
+    assert "No action (see above)." in page.text
+    assert "No action in the catalogue moves this deal." not in page.text

@@ -87,3 +87,25 @@ def test_the_explainer_applies_every_action_as_change_apply_does(model):
         same = (expected == coded) | (np.isnan(expected) & np.isnan(coded))
         np.testing.assert_array_equal(moved[a], ~same.all(axis=1))
     assert np.isnan(applied).sum() <= len(actions) * np.isnan(coded).sum()
+
+
+def test_a_model_that_reads_none_of_what_the_actions_act_on_says_why_once():
+    """A deals-only export (no activities, next steps, stage history or expected close dates)
+    trains a model no action applies to: said once, in words, instead of an empty list per deal."""
+    from forecast.data.derive import deals_only
+    from forecast.data.world import make_crm
+    from forecast.explain.wording import why_no_actions
+    from forecast.features.deal_schema import unavailable_features
+
+    catalogue = load_catalogue()
+    world = make_crm(600, seed=3).tables
+    read = [n for n in FEATURE_NAMES if n not in unavailable_features(world)]
+    assert why_no_actions(read, catalogue, "deal") is None
+    export = deals_only(world)
+    read = [n for n in FEATURE_NAMES if n not in unavailable_features(export)]
+    why = why_no_actions(read, catalogue, "deal")
+    assert why is not None and why.startswith("No action is recommended to any deal: ")
+    for label in ("days since the last touch", "a next step is recorded",
+                  "days in the current stage", "days to the expected close date"):  # fmt: skip
+        assert label in why
+    assert "forecast data doctor" in why

@@ -76,7 +76,8 @@ def explain_deal(deal_id: str, as_of: AsOfOpt = None, as_json: JsonOpt = False) 
         mark = "[green]+[/]" if reason.direction == "raises" else "[red]-[/]"
         console.print(f"  {mark} [dim]{reason.code}[/] {reason.text}")
     if not e.recommendations:
-        console.print("  No action the model expects to help.")
+        why = explainer.no_actions or "No action the model expects to help."
+        console.print(f"  {why}", markup=False, highlight=False)
     for rec in e.recommendations:
         console.print(
             f"  -> {rec.text}: +{rec.lift_points:.1f} points, "

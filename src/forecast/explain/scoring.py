@@ -7,7 +7,7 @@ The same path serves the CLI, the service, the dashboard and batch jobs: feature
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 
 from forecast.data.tables import CrmTables
-from forecast.explain.catalogue import display_names
+from forecast.explain.catalogue import display_names, load_catalogue
 from forecast.explain.reasons import explain, typical_of_won
 from forecast.explain.scorers import Scorer, scorer_for
-from forecast.explain.wording import Explanation
+from forecast.explain.wording import Explanation, why_no_actions
 from forecast.features.deal_context import DealContext
-from forecast.features.deal_schema import DEAL_FEATURES, model_features
+from forecast.features.deal_schema import DEAL_FEATURES, model_features, unavailable_features
 from forecast.features.deals import (
     deal_features,
     deal_snapshots,
@@ -205,10 +205,24 @@ class DealExplainer:
     typical: pd.DataFrame
     model_name: str
     model_version: str
+    features_off: Collection[str] = ()  # what the stored data cannot give (empty columns)
 
     @property
     def model_label(self) -> str:
         return f"{self.model_name} v{self.model_version} (champion)"
+
+    @property
+    def no_actions(self) -> str | None:
+        return no_deal_actions(self.scorer, self.features_off)
+
+
+def no_deal_actions(scorer: Scorer, features_off: Collection[str]) -> str | None:
+    """Why a deal-win model can recommend no action to any deal: the stored data gives none of
+    the features the catalogue's actions act on (`features_off`, as
+    `forecast.features.deal_schema.unavailable_features` says: an export without activities,
+    next steps, stage history or expected close dates); None when some action applies."""
+    read = [name for name in scorer.names if name not in features_off]
+    return why_no_actions(read, load_catalogue(), "deal")
 
 
 def won_deal_yardsticks(
@@ -272,6 +286,8 @@ def load_deal_explainer(
         typical=typical,
         model_name=MODEL_NAME,
         model_version=version,
+        # a store in parts is not in this process: what it lacks is not checked here
+        features_off=() if parts is not None else tuple(unavailable_features(tables)),
     )
 
 

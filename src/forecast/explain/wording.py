@@ -184,3 +184,19 @@ class _Words:
 YARDSTICKS = {"deal": "won deals at this stage", "account": "accounts that renewed"}
 
 """Whom a value is set against in the text, per model."""
+
+
+def why_no_actions(names: list[str], catalogue: Catalogue, model: Model) -> str | None:
+    """Why a model reading `names` can recommend no action of the catalogue to anyone (every
+    action acts on features it does not read), or None when some action applies."""
+    if vocabulary_for(names, catalogue, model).actions:
+        return None
+    entries = catalogue.features(model)
+    evidence = dict.fromkeys(a.evidence for a in catalogue.actions[model].values())
+    unread = [entries[n].label for n in evidence if n not in names]
+    whom = "deal" if model == "deal" else "account"
+    return (
+        f"No action is recommended to any {whom}: the catalogue's actions act on "
+        f"{', '.join(unread)}, and the stored CRM holds none of them (`forecast data doctor` "
+        "lists what it lacks)."
+    )
