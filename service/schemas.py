@@ -302,8 +302,8 @@ EXAMPLE_REASON: JsonDict = {
     "text": "No activity for 30 days (won deals at this stage: 4)",
 }
 EXAMPLE_RECOMMENDATION: JsonDict = {
-    "action": "book_next_step",
-    "text": "Agree a dated next step with the buyer",
+    "action": "record_next_step",
+    "text": "Record a dated next step agreed with the buyer",
     "probability_before": 0.31,
     "probability_after": 0.38,
     "lift_points": 7.0,
@@ -397,9 +397,15 @@ class DealScoreOut(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_DEAL_SCORE]})
 
     deal_id: str | None
-    probability: float
-    grade: str
-    trend_points: float | None = None
+    probability: float = Field(description="Calibrated probability that the deal is won (0-1).")
+    grade: str = Field(
+        description="A to D by probability, from the cut-offs in FORECAST_GRADE_CUTOFFS."
+    )
+    trend_points: float | None = Field(
+        default=None,
+        description="Change of the probability over the last week, in points, for a stored "
+        "deal (GET /v1/deals/{deal_id}); null in a batch score, whose week before is unknown.",
+    )
     new_to_store: list[str] = Field(
         default=[],
         description="Fields of the record naming what the stored CRM has never seen "
