@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -159,7 +159,9 @@ def deal_in_reach(deal_id: DealId, within: ReachDep, state: StateDep) -> str:
     return deal_id
 
 
-def records_in_reach(records: Sequence[Any], caller: Principal, state: ServiceState) -> None:
+def records_in_reach(
+    records: Sequence[Mapping[str, Any]], caller: Principal, state: ServiceState
+) -> None:
     """A rep or manager scores only records of their own deals and people: a stored deal
     (its changes and activities) or a rep (their record) outside their reach is 404 naming it,
     as a read would be. The CRM's integration and admins score any record.
@@ -174,11 +176,12 @@ def records_in_reach(records: Sequence[Any], caller: Principal, state: ServiceSt
     except OrgTreeUnavailableError as err:
         raise HTTPException(503, str(err)) from None
     for record in records:
-        owner = state.deal_owners.get(record.deal_id)
+        deal_id, rep_id = record["deal_id"], record.get("rep_id")
+        owner = state.deal_owners.get(deal_id)
         if owner is not None and not _visible(owner, within):
-            raise HTTPException(404, f"no deal {record.deal_id!r}")
-        if record.rep_id is not None and not _visible(record.rep_id, within):
-            raise HTTPException(404, f"no rep {record.rep_id!r} (deal {record.deal_id!r})")
+            raise HTTPException(404, f"no deal {deal_id!r}")
+        if rep_id is not None and not _visible(rep_id, within):
+            raise HTTPException(404, f"no rep {rep_id!r} (deal {deal_id!r})")
 
 
 def rep_in_reach(rep_id: RepId, within: ReachDep, state: StateDep) -> str:

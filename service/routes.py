@@ -16,7 +16,7 @@ from forecast.explain.reasons import explain
 from forecast.explain.scorers import feature_rows
 from forecast.explain.scoring import RecordScore, grade, score_records
 from forecast.explain.wording import Explanation
-from forecast.features.records import RecordError
+from forecast.features.records import RecordError, canonical_records
 from service.deps import (
     AccountInReach,
     Admin,
@@ -146,11 +146,14 @@ def _log_scores(
 )
 async def score_deals(body: DealBatchIn, request: Request, caller: ScoringCaller, state: StateDep):
     serving, stored = state.champion(DEAL_MODEL), state.records_store()
-    records_in_reach(body.deals, caller, state)
+    try:  # the CRM's own names as the store holds them, before anything is looked up
+        records = canonical_records([deal.model_dump() for deal in body.deals], stored)
+    except RecordError as err:
+        raise invalid(("body", *err.where), err.message, err.value) from None
+    records_in_reach(records, caller, state)
 
     def work() -> Response:
         as_of = body.as_of or datetime.now(UTC)
-        records = [deal.model_dump() for deal in body.deals]
         try:
             scored = score_records(
                 records, stored, serving.scorer, as_of=as_of, typical=serving.typical

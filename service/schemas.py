@@ -211,6 +211,9 @@ class TouchIn(BaseModel):
     at: RecordMoment = Field(description="When it happened.")
 
 
+CRM_ID = "As the CRM names it: translated as the store's import mapping translates it."
+
+
 class DealRecordIn(BaseModel):
     """One open deal as the CRM holds it. Ids the stored CRM knows bring their record (the
     rep's, account's and product's wins as of `as_of`); unknown ids are scored as new and
@@ -224,13 +227,21 @@ class DealRecordIn(BaseModel):
     stage: StageName | CrmName = Field(
         description="Current stage: one of the open stages, " + ", ".join(OPEN_STAGES) + ", or "
         "the CRM's own name for one as the store's import mapping translates it (a store "
-        "imported with `values: {stage: {Engaging: qualification}}` takes `Engaging`). Ids "
-        "(`rep_id`, `account_id`, `product_id`) are translated by the mapping's values too."
+        "imported with `values: {stage: {Engaging: qualification}}` takes `Engaging`)."
     )
     created_at: RecordMoment = Field(description="When the deal was opened (at or before `as_of`).")
-    rep_id: Id | None = Field(default=None, description="The owner (rep) of the deal.")
-    account_id: Id | None = Field(default=None, description="The customer account.")
-    product_id: Id | None = Field(default=None, description="The main product.")
+    rep_id: Id | None = Field(
+        default=None,
+        description="The owner (rep) of the deal. " + CRM_ID,
+    )
+    account_id: Id | None = Field(
+        default=None,
+        description="The customer account. " + CRM_ID,
+    )
+    product_id: Id | None = Field(
+        default=None,
+        description="The main product. " + CRM_ID,
+    )
     amount: Amount | None = Field(default=None, description="Current amount, 0 or more.")
     currency: str | None = Field(
         default=None,
@@ -404,7 +415,8 @@ class DealScoreOut(BaseModel):
     trend_points: float | None = Field(
         default=None,
         description="Change of the probability over the last week, in points, for a stored "
-        "deal (GET /v1/deals/{deal_id}); null in a batch score, whose week before is unknown.",
+        "deal (GET /v1/deals/{deal_id}); null for a deal not open a week before, and in a batch "
+        "score, whose week before is unknown.",
     )
     new_to_store: list[str] = Field(
         default=[],

@@ -170,7 +170,7 @@ class ServiceState:
         self.store_problem: str | None = "not loaded yet"
         # what the stored data cannot give at all (`not_in_the_data`), each with why
         self.not_in_data: dict[str, str] = {}
-        self.features_off: frozenset[str] = frozenset()  # deal features the store cannot give
+        self._no_actions: tuple[tuple[str, int], str | None] | None = None  # per champion, store
         self.store_generation = 0  # counts loads: cached results of an older store are dropped
         self.ready = False
         self._reload = threading.Lock()
@@ -304,7 +304,6 @@ class ServiceState:
     def load_store(self) -> None:
         from forecast.data.doctor import not_in_the_data
         from forecast.data.store import StoreError, current_version, read_store
-        from forecast.features.deal_schema import unavailable_features
 
         try:
             version = current_version(self.settings.store_path)
@@ -317,7 +316,6 @@ class ServiceState:
             owners = zip(accounts["account_id"], accounts["owner_rep_id"], strict=True)
             self.account_owners = customers | dict(owners)
             self.not_in_data = not_in_data
-            self.features_off = frozenset(unavailable_features(tables))
             self.tables, self.stored_crm = tables, StoredCrm.of(tables)
             self.store_problem = None
             self.store_version = version
@@ -456,10 +454,16 @@ class ServiceState:
 
     def no_deal_actions(self, serving: Serving) -> str | None:
         """Why the deal-win champion recommends no action to any deal of the store (None: some
-        action applies): the store gives none of what the catalogue's actions act on."""
+        action applies): the store gives none of what the catalogue's actions act on. Once
+        per champion and store load."""
         from forecast.explain.scoring import no_deal_actions
 
-        return no_deal_actions(serving.scorer, self.features_off)
+        stored, key = self.stored_crm, (serving.version, self.store_generation)
+        if stored is None:
+            return None
+        if self._no_actions is None or self._no_actions[0] != key:
+            self._no_actions = (key, no_deal_actions(serving.scorer, stored.context.unavailable))
+        return self._no_actions[1]
 
     def check_forecastable(self) -> None:
         """Raises NotInTheDataError when the stored data can give no bookings forecast (no

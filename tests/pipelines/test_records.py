@@ -8,7 +8,7 @@ import pytest
 
 from forecast.data.world import make_crm
 from forecast.features.deals import deal_features, deal_snapshots
-from forecast.features.records import RecordError, StoredCrm, record_tables
+from forecast.features.records import RecordError, StoredCrm, canonical_records, record_tables
 
 AS_OFS = [pd.Timestamp("2025-03-09"), pd.Timestamp("2025-09-14"), pd.Timestamp("2026-11-15")]
 
@@ -192,7 +192,7 @@ def test_records_in_the_exports_own_names_score_as_the_canonical_ones(stored):
     snapshot = pd.DataFrame({"deal_id": ["N1"], "as_of": [as_of]})
 
     def features(records: list[dict], store: StoredCrm) -> pd.DataFrame:
-        facts = record_tables(records, store, as_of)
+        facts = record_tables(canonical_records(records, store), store, as_of)
         return deal_features(facts, snapshot, context=store.context)
 
     pd.testing.assert_frame_equal(features([own], translated), features([canonical], stored))
@@ -213,8 +213,22 @@ def test_records_in_the_exports_own_names_score_as_the_canonical_ones(stored):
     ]
     for change, where, says in cases:
         with pytest.raises(RecordError) as refused:
-            record_tables([{**own, **change}], translated, as_of)
+            canonical_records([{**own, **change}], translated)
         assert refused.value.where == where and says in refused.value.message, refused.value
     with pytest.raises(RecordError) as refused:  # a store without translations names none
-        record_tables([{**canonical, "stage": "Pitched"}], stored, as_of)
+        canonical_records([{**canonical, "stage": "Pitched"}], stored)
     assert refused.value.message == "not one of prospecting, qualification, proposal, negotiation"
+    with pytest.raises(RecordError) as refused:  # record_tables reads canonical values only
+        record_tables([own], translated, as_of)
+    assert refused.value.where == ("deals", 0, "stage")
+    with pytest.raises(RecordError) as refused:
+        canonical_records([{**canonical, "stage": None}], translated)
+    assert refused.value.message.startswith("not text: one of prospecting")
+    # a name the map holds is read as the map says, even when it is a canonical value too:
+    # the import stored the export's "proposal" deals as negotiation
+    renamed = StoredCrm.of(
+        tables.replace(translations={"deals": {"stage": {"proposal": "negotiation"}}})
+    )
+    (once,) = canonical_records([{**canonical, "stage": "proposal", "history": None}], renamed)
+    assert once["stage"] == "negotiation"
+    assert canonical_records([once], renamed)[0]["stage"] == "negotiation"

@@ -241,17 +241,26 @@ def test_without_a_champion_the_message_names_the_version_the_gate_kept_back(own
 
 def test_a_home_moved_to_another_folder_serves_its_own_models(store, tmp_path, monkeypatch):
     """MLflow keeps absolute artifact paths: a home shipped elsewhere (a backup restored, a
-    laptop's home on a server) reads its own folder, not the one it was made in."""
-    made, moved = tmp_path / "made", tmp_path / "moved"
+    laptop's home on a server) reads its own folder, not the one it was made in; a home
+    holding the store's database but not its artifacts is left alone."""
+    made, moved, bare = tmp_path / "made", tmp_path / "moved", tmp_path / "bare"
     shutil.copytree(store[0], made)
-    monkeypatch.setenv("FORECAST_HOME", str(made))
-    get_settings.cache_clear()
-    registry.load_champion(MODEL_NAME)  # the copy follows itself, from its first use
-    shutil.move(made, moved)  # the folder it was made in is gone
-    monkeypatch.setenv("FORECAST_HOME", str(moved))
-    get_settings.cache_clear()
-    assert registry.load_champion(MODEL_NAME) is not None
-    version = registry.client().get_model_version(MODEL_NAME, "1")
-    run = registry.client().get_run(version.run_id)
-    assert run.info.artifact_uri.startswith((moved / "mlartifacts").as_uri() + "/")
-    get_settings.cache_clear()
+    bare.mkdir()
+    shutil.copy(store[0] / "mlflow.db", bare / "mlflow.db")
+    (bare / "mlartifacts").mkdir()  # an artifacts folder without the runs' folders
+
+    def runs_artifacts(home: Path) -> str:
+        monkeypatch.setenv("FORECAST_HOME", str(home))
+        get_settings.cache_clear()
+        version = registry.client().get_model_version(MODEL_NAME, "1")
+        return registry.client().get_run(version.run_id).info.artifact_uri
+
+    try:
+        assert runs_artifacts(bare).startswith((store[0] / "mlartifacts").as_uri() + "/")
+        registry.load_champion(MODEL_NAME)  # read from where the store was made
+        runs_artifacts(made)  # the copy follows itself, from its first use
+        shutil.move(made, moved)  # the folder it was made in is gone
+        assert runs_artifacts(moved).startswith((moved / "mlartifacts").as_uri() + "/")
+        assert registry.load_champion(MODEL_NAME) is not None
+    finally:
+        get_settings.cache_clear()

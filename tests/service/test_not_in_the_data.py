@@ -127,3 +127,18 @@ def test_no_action_for_any_deal_is_said_once_with_why(one_table):
     assert page.text.count("No action is recommended to any deal") == 1
     assert "No action (see above)." in page.text
     assert "No action in the catalogue moves this deal." not in page.text
+    deal_id = sorted(one_table.state.deal_scores(one_table.state.champion("deal-win")))[0]
+    deal = _request(one_table, "GET", f"/dashboard/deals/{deal_id}", cookie=cookie)
+    assert deal.status == 200 and "No action is recommended to any deal" in deal.text
+
+
+def test_explain_deal_says_why_no_action_applies(one_table):
+    from typer.testing import CliRunner
+
+    from forecast.cli import app
+
+    deal_id = sorted(one_table.state.deal_scores(one_table.state.champion("deal-win")))[0]
+    with home_env(one_table.state.settings.home):
+        shown = CliRunner().invoke(app, ["explain", "deal", deal_id])
+    assert shown.exit_code == 0, shown.output
+    assert "No action is recommended to any deal" in " ".join(shown.output.split())

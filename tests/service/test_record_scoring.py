@@ -200,9 +200,14 @@ def test_the_crms_own_names_score_once_the_store_was_imported_with_them(api, sto
     )
     names = {"Engaging": "qualification", "Pitched": "proposal", "Negotiating": "negotiation",
              "Prospect": "prospecting", "Won": "closed_won"}  # fmt: skip
-    product = record["product_id"]
+    product, rep = record["product_id"], record["rep_id"]
+    other = next(r for r in tables.reps["rep_id"] if r != rep)
     translations = {
-        "deals": {"stage": names, "product_id": {"Widget Pro": product}},
+        "deals": {
+            "stage": names,
+            "product_id": {"Widget Pro": product},
+            "rep_id": {"Alice Own": rep, "Bob Other": other},
+        },
         "activities": {"kind": {"Phone": "call"}},
     }
     own = {
@@ -232,6 +237,19 @@ def test_the_crms_own_names_score_once_the_store_was_imported_with_them(api, sto
             "not one of prospecting, qualification, proposal, negotiation, or as the CRM names "
             "them: Engaging, Pitched, Negotiating, Prospect"
         )
+        answer = api.post("/v1/deals:score", {"as_of": AS_OF, "deals": [{**own, "stage": "Won"}]},
+                          key)  # fmt: skip
+        assert answer.status == 422
+        assert answer.body["detail"][0]["msg"].startswith("closed_won is a closed stage")
+        # reach is judged on the ids as the store names them: a rep's own CRM name is theirs,
+        # a name the mapping gives another rep is not
+        mine = api.key("rep", rep)
+        named = {**own, "deal_id": "MY-NEW-1", "rep_id": "Alice Own"}
+        answer = api.post("/v1/deals:score", {"as_of": AS_OF, "deals": [named]}, mine)
+        assert answer.status == 200, answer.detail
+        theirs = {**named, "rep_id": "Bob Other"}
+        answer = api.post("/v1/deals:score", {"as_of": AS_OF, "deals": [theirs]}, mine)
+        assert answer.status == 404 and other in answer.detail
     finally:
         rollback_store(store)
         api.state.load_store()

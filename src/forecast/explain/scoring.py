@@ -287,7 +287,11 @@ def load_deal_explainer(
         model_name=MODEL_NAME,
         model_version=version,
         # a store in parts is not in this process: what it lacks is not checked here
-        features_off=() if parts is not None else tuple(unavailable_features(tables)),
+        features_off=(
+            context.unavailable
+            if context is not None
+            else (() if parts is not None else tuple(unavailable_features(tables)))
+        ),
     )
 
 

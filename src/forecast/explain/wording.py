@@ -3,6 +3,7 @@ for the model's features."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -95,12 +96,10 @@ def vocabulary_for(names: list[str], catalogue: Catalogue, model: Model) -> Voca
     entries = entries | {n: attribute_entry(n) for n in names if n not in entries}
     position = {name: j for j, name in enumerate(names)}
     codes, membership = _group_matrix(names, entries)
-    # an action applies to a model that has every feature it reads and moves (a churn model
-    # of orders has none of the subscription actions' features)
     actions = [
         (key, action)
         for key, action in catalogue.actions[model].items()
-        if {action.evidence, *action.changes} <= position.keys()
+        if _applies(action, position.keys())
     ]
     made = Vocabulary(
         names=list(names),
@@ -186,10 +185,16 @@ YARDSTICKS = {"deal": "won deals at this stage", "account": "accounts that renew
 """Whom a value is set against in the text, per model."""
 
 
-def why_no_actions(names: list[str], catalogue: Catalogue, model: Model) -> str | None:
+def _applies(action: Action, names: Collection[str]) -> bool:
+    """An action applies to a model that reads every feature it reads and moves (a churn
+    model of orders has none of the subscription actions' features)."""
+    return {action.evidence, *action.changes} <= set(names)
+
+
+def why_no_actions(names: Collection[str], catalogue: Catalogue, model: Model) -> str | None:
     """Why a model reading `names` can recommend no action of the catalogue to anyone (every
     action acts on features it does not read), or None when some action applies."""
-    if vocabulary_for(names, catalogue, model).actions:
+    if any(_applies(action, names) for action in catalogue.actions[model].values()):
         return None
     entries = catalogue.features(model)
     evidence = dict.fromkeys(a.evidence for a in catalogue.actions[model].values())

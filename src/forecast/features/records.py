@@ -13,8 +13,8 @@ A record is a mapping with the `deals` fields (`deal_id`, `stage`, `created_at`,
 `amount`, `expected_close`, `next_step`) and `activities` (`kind`, `at`). For a deal the store
 holds, history and activities not sent are the store's; for a new deal, none beyond the record.
 
-Values may be the canonical ones or the export's own, as the store's import translated them
-(`CrmTables.translations`: a CRM whose stages are "Engaging" and "Won" sends "Engaging").
+A CRM's own values (a CRM whose stages are "Engaging" and "Won" sends "Engaging") become the
+store's by `canonical_records`, as the store's import translated them (`CrmTables.translations`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from forecast.data.contract import ACTIVITY_KINDS, OPEN_STAGES, STAGES
+from forecast.data.sources.conversions import stripped_keys
 from forecast.data.tables import CrmTables
 from forecast.explain.catalogue import display_names
 from forecast.features.deal_codes import blank
@@ -104,16 +105,17 @@ class StoredCrm:
 def record_tables(
     records: Sequence[Mapping[str, Any]], stored: StoredCrm, as_of: pd.Timestamp
 ) -> DealFacts:
-    """The deals, history, activities and attributes of `records`, as known at `as_of`: the
+    """The deals, history, activities and attributes of `records` (in canonical values: a
+    CRM's own are translated first by `canonical_records`), as known at `as_of`: the
     `DealFacts` `forecast.features.deals.deal_features` reads (with `stored.context`).
 
     Raises:
-        RecordError: a record's dates are out of order or after `as_of`, an attribute is not
-            one the store knows, or a deal id is sent twice.
+        RecordError: a stage or activity kind is not a canonical one, a record's dates are out
+            of order or after `as_of`, an attribute is not one the store knows, or a deal id
+            is sent twice.
     """
     as_of = moment(as_of)
-    records = _canonical(records, stored.tables.translations)
-    records = [_in_utc(record) for record in records]
+    records = [_in_utc(record) for record in _canonical(records, {})]  # checked, not translated
     _check(records, stored, as_of)
     parts = [_Deal.of(record, i, stored, as_of) for i, record in enumerate(records)]
 
@@ -160,30 +162,47 @@ class _Values:
 
     @classmethod
     def of(cls, canonical: tuple[str, ...], *maps: Mapping[str, str]) -> _Values:
-        exported = {str(k).strip(): v for m in maps for k, v in m.items()}
-        return cls(canonical, exported)
+        return cls(canonical, {k: v for m in maps for k, v in stripped_keys(m).items()})
 
-    def canonical_of(self, value: str, where: tuple[str | int, ...]) -> str:
-        """`value` as the store holds it (compared without surrounding spaces, as imported)."""
+    def canonical_of(self, value: object, where: tuple[str | int, ...]) -> str:
+        """`value` as the store holds it: an export name as the import translated it (a name
+        the map holds is read as the map says, even when it is also a canonical value)."""
+        if not isinstance(value, str):
+            raise RecordError(where, f"not text: one of {self._allowed()}", value)
         translated = self.exported.get(value.strip(), value)
         if translated in self.canonical:
             return translated
+        if translated in STAGES:
+            message = f"{translated} is a closed stage: only open deals are scored "
+            raise RecordError(where, f"{message}({self._allowed()})", value)
+        raise RecordError(where, f"not one of {self._allowed()}", value)
+
+    def _allowed(self) -> str:
         names = [n for n, v in self.exported.items() if v in self.canonical]
         own = f", or as the CRM names them: {', '.join(names)}" if names else ""
-        allowed = f"{', '.join(self.canonical)}{own}"
-        if translated in STAGES:
-            message = f"{translated} is a closed stage: only open deals are scored ({allowed})"
-        else:
-            message = f"not one of {allowed}"
-        raise RecordError(where, message, value)
+        return f"{', '.join(self.canonical)}{own}"
+
+
+def canonical_records(
+    records: Sequence[Mapping[str, Any]], stored: StoredCrm
+) -> list[dict[str, Any]]:
+    """The records in the store's values: the export's own names (stages, activity kinds, rep,
+    account and product ids) translated once, as the store's import translated them
+    (`CrmTables.translations`); stages and activity kinds checked.
+
+    Raises:
+        RecordError: a stage or activity kind that is neither canonical nor a name the import
+            translated, naming the field and the allowed values.
+    """
+    return _canonical(records, stored.tables.translations)
 
 
 def _canonical(
     records: Sequence[Mapping[str, Any]],
     translations: Mapping[str, Mapping[str, Mapping[str, str]]],
 ) -> list[dict[str, Any]]:
-    """The records with the export's own values translated as the import translated them;
-    stages and activity kinds checked (a value in no map must be a canonical one)."""
+    """The records with the export's own values translated by `translations` (none: only
+    checked); stages and activity kinds checked (a value in no map must be a canonical one)."""
     deals, history = translations.get("deals", {}), translations.get("deal_history", {})
     stages = _Values.of(OPEN_STAGES, deals.get("stage", {}), history.get("stage", {}))
     kinds = _Values.of(ACTIVITY_KINDS, translations.get("activities", {}).get("kind", {}))

@@ -9,7 +9,6 @@ folder it was made in, or, once that is gone, find none ("deal-win has no champi
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import sqlite3
 from pathlib import Path
@@ -46,34 +45,37 @@ def follow_moved_home() -> None:
 
     Only the store `FORECAST_HOME` holds by default (`<home>/mlflow.db`) is rewritten, and only
     paths under an earlier home's `mlartifacts` whose folders this home holds; a store set with
-    FORECAST_MLFLOW_TRACKING_URI is the user's own and left alone. Once per home and process.
+    FORECAST_TRACKING_URI is the user's own and left alone. Checked once per home and process
+    (until a check could run: a home without a store yet is looked at again).
     """
     home = get_settings().home.expanduser().resolve()
+    if home in _CHECKED:
+        return
     if get_settings().mlflow_tracking_uri == f"sqlite:///{(home / 'mlflow.db').as_posix()}":
-        _follow(home)
+        database, artifacts = home / "mlflow.db", home / ARTIFACTS
+        if not database.is_file() or not artifacts.is_dir():
+            return
+        try:
+            earlier = _moved(database, artifacts)
+        except sqlite3.Error as err:  # a store MLflow has not set up yet, or a lock held long
+            log.warning("could not check %s for a moved home: %s", database, err)
+            return
+        if earlier:
+            log.info(
+                "FORECAST_HOME was made in another folder (%s): its MLflow store now reads the "
+                "artifacts under %s",
+                ", ".join(earlier),
+                artifacts,
+            )
+    _CHECKED.add(home)
 
 
-@functools.cache
-def _follow(home: Path) -> None:
-    database, artifacts = home / "mlflow.db", home / ARTIFACTS
-    if not database.is_file() or not artifacts.is_dir():
-        return
-    try:
-        earlier = _moved(database, artifacts)
-    except sqlite3.Error as err:  # a store MLflow has not set up yet, or is migrating
-        log.warning("could not check %s for a moved home: %s", database, err)
-        return
-    if earlier:
-        log.info(
-            "FORECAST_HOME was made in another folder (%s): its MLflow store now reads the "
-            "artifacts under %s",
-            ", ".join(earlier),
-            artifacts,
-        )
+_CHECKED: set[Path] = set()  # homes looked at by this process
 
 
 def _moved(database: Path, artifacts: Path) -> list[str]:
-    """Rewrite the paths under an earlier home's artifacts; returns the earlier roots."""
+    """Rewrite the paths under an earlier home's artifacts; returns the earlier roots whose
+    paths this call moved (none when another process moved them first)."""
     root = artifacts.as_uri()
     with contextlib.closing(sqlite3.connect(database, timeout=30)) as db:
         roots = {
@@ -86,6 +88,7 @@ def _moved(database: Path, artifacts: Path) -> list[str]:
         earlier = [r.rstrip("/") for r in roots if _holds_runs_of(db, r.rstrip("/"), artifacts)]
         if not earlier:
             return []
+        before = db.total_changes
         with db:  # one transaction: every path moves, or none
             for old in earlier:
                 for table, column in PATH_COLUMNS:
@@ -94,7 +97,7 @@ def _moved(database: Path, artifacts: Path) -> list[str]:
                         f"WHERE {column} = ? OR substr({column}, 1, length(?) + 1) = ? || '/'",
                         (root, old, old, old, old),
                     )
-    return earlier
+        return earlier if db.total_changes > before else []
 
 
 def _holds_runs_of(db: sqlite3.Connection, old_root: str, artifacts: Path) -> bool:

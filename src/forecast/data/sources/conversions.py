@@ -117,10 +117,15 @@ def _is_empty(values: pd.Series) -> pd.Series:
     return values.isna() | (values.astype("string").str.strip() == "")
 
 
+def stripped_keys(value_map: Mapping[str, str]) -> dict[str, str]:
+    """A value map as it is compared: source values without surrounding spaces (the import's
+    `translate` and the service's scoring of a CRM's records read the same map so)."""
+    return {str(k).strip(): v for k, v in value_map.items()}
+
+
 def translate(values: pd.Series, value_map: Mapping[str, str]) -> pd.Series:
     """Map values (compared without surrounding spaces); unmapped ones stay for validate."""
-    stripped = {str(k).strip(): v for k, v in value_map.items()}
-    mapped = values.astype("string").str.strip().map(stripped)
+    mapped = values.astype("string").str.strip().map(stripped_keys(value_map))
     return values.astype(object).where(mapped.isna(), mapped.astype(object))
 
 
