@@ -7,7 +7,10 @@ each property the tests hold on generated samples is counted here on the real bo
 - no reason is drawn from a missing value;
 - a product is named as people know it (its name), never by its id;
 - no action is advised whose evidence already meets the yardstick (won deals at the deal's
-  stage; accounts that renewed);
+  stage; accounts that stayed);
+- no reason says a value pushes against what its own yardstick shows (a value on the side of
+  won deals or retained accounts said to hurt, or the other way round), for the features whose
+  direction the catalogue settles (`helps`);
 - the same action lifts different deals differently.
 
     python benchmarks/book_checks.py
@@ -26,6 +29,16 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).re
 
 def _missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _against(reason, yardstick: object, helps: str | None, helpful: str) -> bool:
+    """The reason points against its yardstick: the value on the helpful side (`helps`) yet
+    said not to be `helpful` (a deal's "raises", an account's "lowers"), or the other way."""
+    value = reason.value
+    if helps is None or _missing(value) or _missing(yardstick) or value == yardstick:
+        return False
+    on_helpful_side = (value > yardstick) == (helps == "up")
+    return on_helpful_side != (reason.direction == helpful)
 
 
 def main() -> None:
@@ -50,16 +63,20 @@ def main() -> None:
     frame = deal_features(tables, ids.to_frame().assign(as_of=tables.as_of)).set_index("deal_id")
     products = display_names(tables)["product_id"]
     typical = explainer.typical
-    reasons = actions = from_missing = by_id = already = 0
+    reasons = actions = from_missing = by_id = already = against = 0
     lifts: dict[str, set[float]] = {}
     for score in scores:
         row = frame.loc[score.deal_id]
+        stage = row["stage"] if row["stage"] in typical.index else "*"
         for reason in score.explanation.reasons:
             reasons += 1
             from_missing += _missing(row[reason.feature])
             if reason.feature == "product_id" and reason.value in products:
                 by_id += reason.value in reason.text or products[reason.value] not in reason.text
-        stage = row["stage"] if row["stage"] in typical.index else "*"
+            if reason.feature in typical.columns:
+                entry = catalogue.deal[reason.feature]
+                yardstick = typical.loc[stage, reason.feature]
+                against += _against(reason, yardstick, entry.helps, "raises")
         for rec in score.explanation.recommendations:
             actions += 1
             lifts.setdefault(rec.action, set()).add(rec.lift_points)
@@ -71,6 +88,7 @@ def main() -> None:
     print(f"{explainer.model_label}; store as of {tables.as_of:%Y-%m-%d}")
     print(f"open deals checked: {len(scores):,}; reasons {reasons:,}; actions advised {actions:,}")
     print(f"  reasons from a missing value: {from_missing}")
+    print(f"  reasons against their yardstick: {against}")
     print(f"  product reasons naming the id, not the name: {by_id}")
     print(f"  actions the deal already does (meets won deals at its stage): {already}")
     distinct = ", ".join(f"{a} {len(v)}" for a, v in sorted(lifts.items()))
@@ -86,9 +104,14 @@ def main() -> None:
     accounts = score_accounts(tables, scorer, typical=retained)
     billed = account_features(tables, account_snapshots(tables, [tables.as_of]))
     billed = billed.set_index("account_id")
-    advised = done = 0
+    advised = done = drivers_against = 0
     account_lifts: dict[str, set[float]] = {}
     for score in accounts:
+        for reason in score.explanation.reasons:
+            if reason.feature in retained.columns:
+                helps = catalogue.account[reason.feature].helps
+                yardstick = retained.loc["*", reason.feature]
+                drivers_against += _against(reason, yardstick, helps, "lowers")
         for rec in score.explanation.recommendations:
             advised += 1
             account_lifts.setdefault(rec.action, set()).add(rec.lift_points)
@@ -99,7 +122,8 @@ def main() -> None:
                 helps = catalogue.account[feature].helps
                 done += value >= yardstick if helps == "up" else value <= yardstick
     print(f"billed accounts checked: {len(accounts):,}; retention actions advised {advised:,}")
-    print(f"  actions the account already does (meets accounts that renewed): {done}")
+    print(f"  actions the account already does (meets accounts that stayed): {done}")
+    print(f"  drivers against their yardstick: {drivers_against}")
     distinct = ", ".join(f"{a} {len(v)}" for a, v in sorted(account_lifts.items()))
     print(f"  distinct lifts per action: {distinct}")
 

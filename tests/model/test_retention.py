@@ -66,7 +66,7 @@ def test_no_retention_action_is_advised_that_the_account_already_does(churn_mode
             helps = entries[feature].helps
             done = value >= yardstick if helps == "up" else value <= yardstick
             violations += bool(pd.notna(value) and done)
-            assert "accounts that renewed" in rec.evidence
+            assert "accounts that stayed" in rec.evidence
     assert len(test) > 2000 and advised > 500
     assert violations == 0
     assert all(len(values) > 10 for values in lifts.values()), {k: len(v) for k, v in lifts.items()}

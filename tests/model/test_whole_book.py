@@ -42,10 +42,12 @@ def test_no_reason_or_action_contradicts_the_evidence_over_the_default_book(fore
     assert _count(checked, "open deals checked") > 900
     assert _count(checked, "actions advised") > 500
     assert _count(checked, "reasons from a missing value") == 0
+    assert _count(checked, "reasons against their yardstick") == 0
     assert _count(checked, "product reasons naming the id, not the name") == 0
     assert _count(checked, "actions the deal already does (meets won deals at its stage)") == 0
     assert _count(checked, "billed accounts checked") > 1000
     assert _count(checked, "retention actions advised") > 100
-    assert _count(checked, "actions the account already does (meets accounts that renewed)") == 0
+    assert _count(checked, "actions the account already does (meets accounts that stayed)") == 0
+    assert _count(checked, "drivers against their yardstick") == 0
     lifts = re.search(r"distinct lifts per action: (.*)", checked).group(1)
     assert all(int(n) > 1 for n in re.findall(r" (\d+)", lifts)), lifts

@@ -134,6 +134,33 @@ def test_customers_who_stopped_buying_score_higher_than_those_still_buying(home)
     assert p[quiet[quiet].index].mean() > p[quiet[~quiet].index].mean() + 0.2
 
 
+def test_no_driver_says_a_value_pushes_against_what_customers_who_stayed_show(home):
+    """A logistic's correlated recency terms split one signal: without the guard, "days since
+    the last purchase: 320 days" was said to lower the risk. A driver is stated only in the
+    direction its value against customers who stayed supports."""
+    from forecast.explain.account_scoring import retained_account_yardsticks, score_accounts
+    from forecast.explain.catalogue import load_catalogue
+    from forecast.explain.scorers import scorer_for
+
+    tables = read_store()
+    model = load_champion(MODEL_NAME, champion_version(MODEL_NAME))
+    definition = definition_of(model)
+    typical = retained_account_yardsticks(tables, as_of=tables.as_of, definition=definition)
+    assert typical is not None and typical.loc["*", "days_since_last_purchase"] > 0
+    scores = score_accounts(tables, scorer_for(model, definition.features), typical=typical)
+    helps = {name: e.helps for name, e in load_catalogue().account.items() if e.helps}
+    checked = against = 0
+    for score in scores:
+        for reason in score.explanation.reasons:
+            yardstick = typical.loc["*"].get(reason.feature, np.nan)
+            if reason.feature not in helps or pd.isna(yardstick) or reason.value == yardstick:
+                continue
+            checked += 1
+            helpful = (reason.value > yardstick) == (helps[reason.feature] == "up")
+            against += helpful != (reason.direction == "lowers")
+    assert checked > 1000 and against == 0, (checked, against)
+
+
 def test_the_doctor_finds_nothing_blocking_what_an_order_export_is_for(home):
     runner = CliRunner()
     doctor = runner.invoke(app, ["data", "doctor"], env={"COLUMNS": "120"})

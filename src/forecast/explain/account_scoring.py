@@ -34,7 +34,7 @@ def retained_account_yardsticks(
 ) -> pd.DataFrame | None:
     """What accounts that renewed (stayed, under `definition`: default subscription) showed
     over the year before their outcome was known by `as_of` (a snapshot's outcome is known a
-    churn horizon after it); None when no feature of the definition is one an owner can act on
+    churn horizon after it); None when no feature of the definition has a settled direction
     (there is nothing to hold an account to). With a Dask `client` and `parts` (a store in
     parts, its version folder), the snapshots are made by the workers reading their parts
     (`tables` then need hold only the reps and products)."""
@@ -43,7 +43,7 @@ def retained_account_yardsticks(
 
     definition = definition or SUBSCRIPTION
     entries = load_catalogue().account
-    if not any(entries[f.name].actionable for f in definition.features if f.name in entries):
+    if not any(entries[f.name].helps for f in definition.features if f.name in entries):
         return None
     known_by = as_of - pd.Timedelta(days=HORIZON_DAYS)
     dates = churn_snapshot_dates(known_by - pd.Timedelta(days=YARDSTICK_DAYS), known_by)

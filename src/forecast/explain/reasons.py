@@ -59,14 +59,16 @@ def typical_of_retained(
     training: pd.DataFrame, features: Sequence[Feature], catalogue: Catalogue | None = None
 ) -> pd.DataFrame:
     """Median over snapshots of accounts that renewed (overall, `*`) of each feature an account
-    owner can act on: the yardstick for retention actions and the drivers they address. Facts
-    like the days to a contract's end have no yardstick (NaN): no one should match them."""
+    owner can act on or whose direction is settled (`helps`): the yardstick for retention
+    actions and for the drivers (a driver is stated only in the direction its yardstick
+    supports). Facts like the days to a contract's end have no yardstick (NaN): no one should
+    match them."""
     entries = (catalogue or load_catalogue()).account
     retained = training[training["churned"] == 0]
     numeric = [f.name for f in features if f.kind == "numeric"]
     typical = retained[numeric].median().to_frame("*").T
     for name in numeric:
-        if name not in entries or not entries[name].actionable:
+        if name not in entries or entries[name].helps is None:
             typical[name] = np.nan
     return typical
 
@@ -114,8 +116,12 @@ def explain(
     after, lifts = _lifts(
         scorer, (coded, values, probability), yardsticks, vocabulary, model=model, threads=threads
     )
-    # a missing value is unknown: it is never stated as raising or lowering the score
-    known_effects = np.where(missing_matrix(values), 0.0, effects)
+    # a missing value is unknown: it is never stated as raising or lowering the score; nor is
+    # a value said to push against what its own yardstick shows
+    unstated = missing_matrix(values) | against_evidence(
+        values, effects, yardsticks, vocabulary, model=model
+    )
+    known_effects = np.where(unstated, 0.0, effects)
     order, chosen_effects, wanted = _strongest(known_effects, min(top, len(names)))
     best = np.argsort(-lifts, axis=1, kind="stable")[:, :MAX_RECOMMENDATIONS]
     rows = _Rows(
@@ -130,6 +136,37 @@ def explain(
         reason_codes=(effects @ vocabulary.membership.T).round(6).tolist(),
     )
     return _explanations(rows, vocabulary)
+
+
+def against_evidence(
+    values: np.ndarray,
+    effects: np.ndarray,
+    yardsticks: np.ndarray,
+    vocabulary: Vocabulary,
+    *,
+    model: Model,
+) -> np.ndarray:
+    """rows x features: where a reason would contradict the evidence it states. The value lies
+    on the side of its yardstick (won deals, retained accounts) that the catalogue says helps,
+    yet its effect hurts, or the other way round: a model whose correlated features share one
+    signal (a logistic's several recency terms) attributes some of them backwards ("320 days
+    since the last purchase lowers the risk"). Features without a settled direction (`helps`),
+    and values level with or without a yardstick, are not judged."""
+    helps = np.array(
+        [{"up": 1.0, "down": -1.0}.get(w.entry.helps or "", 0.0) for w in vocabulary.words]
+    )
+    against = np.zeros(effects.shape, dtype=bool)
+    directed = np.flatnonzero(helps)
+    if not len(directed) or not len(values):
+        return against
+    value = np.array(values[:, directed].tolist(), dtype=float).reshape(len(values), -1)
+    # +1 where the value is on the helpful side; a helpful value raises a deal's chance and
+    # lowers an account's risk: the sign its effect should have
+    outcome = 1.0 if model == "deal" else -1.0
+    with np.errstate(invalid="ignore"):
+        expected = np.sign(value - yardsticks[:, directed]) * helps[directed] * outcome
+    against[:, directed] = expected * np.sign(effects[:, directed]) < 0  # NaN compares False
+    return against
 
 
 def _scored(

@@ -180,7 +180,7 @@ class _Words:
         )
 
 
-YARDSTICKS = {"deal": "won deals at this stage", "account": "accounts that renewed"}
+YARDSTICKS = {"deal": "won deals at this stage", "account": "accounts that stayed"}
 
 """Whom a value is set against in the text, per model."""
 
