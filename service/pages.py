@@ -51,14 +51,27 @@ HERE = Path(__file__).resolve().parent
 TEMPLATES = Jinja2Templates(directory=HERE / "templates")
 READERS = frozenset({"rep", "manager", "admin"})  # as the API's `Reader`
 LEVELS = ("company", "region", "team", "rep")
-# the menu: page, label, and the model it shows (None: it shows none of one)
+# the menu: page, label, and the model whose data it needs (None: any store)
 PAGES = (
     ("forecast", "Forecast", DEAL_MODEL),
     ("pipeline", "Pipeline", DEAL_MODEL),
     ("churn", "Churn", CHURN_MODEL),
-    ("coaching", "Coaching", None),
+    ("coaching", "Coaching", DEAL_MODEL),  # closed deals: funnels and win rates
     ("models", "Models", None),
 )
+
+
+def _menu(state: ServiceState) -> list[tuple[str, str]]:
+    """The pages the stored data can fill: a page of a model it cannot train leads nowhere
+    (an order export has no Forecast, Pipeline or Coaching)."""
+    unsupported = state.unsupported()
+    return [(key, label) for key, label, model in PAGES if model not in unsupported]
+
+
+def _landing(state: ServiceState) -> str:
+    """Where a signed-in manager starts: the first page the stored data can fill."""
+    return f"/dashboard/{_menu(state)[0][0]}"
+
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 
@@ -115,15 +128,14 @@ def _render(request: Request, name: str, context: dict[str, Any], status: int = 
     principal = who.principal if who else _signed_in(request)
     secret = request.cookies.get(COOKIE) if principal is not None else _form_secret(request)
     state: ServiceState = request.app.state.service
-    unsupported = state.unsupported()
+    menu = _menu(state)
     base = {
         "signed_in": principal is not None,
         "principal": principal,
         "csrf": form_token(secret) if secret else "",
         # a page of a model the stored data cannot train leads nowhere: not in the menu
-        "pages": [
-            (key, label) for key, label, model in PAGES if model is None or model not in unsupported
-        ],
+        "pages": menu,
+        "landing": f"/dashboard/{menu[0][0]}",
         # a champion promoted over the gate's bar is said on every page its scores reach
         "model_warnings": [
             f"The {name} model in service (v{serving.version}) was promoted by hand over the "
@@ -173,11 +185,11 @@ async def _form(request: Request, secret: str | None) -> dict[str, str]:
     return form
 
 
-def _safe_next(path: str | None) -> str:
+def _safe_next(path: str | None, state: ServiceState) -> str:
     # only our own pages: a crafted link cannot bounce a fresh sign-in elsewhere
     if path and path.startswith("/dashboard/") and "//" not in path and "\\" not in path:
         return path
-    return "/dashboard/forecast"
+    return _landing(state)
 
 
 # --- sign-in --------------------------------------------------------------------------------------
@@ -185,20 +197,20 @@ def _safe_next(path: str | None) -> str:
 
 @router.get("")
 @router.get("/")
-def home() -> RedirectResponse:
-    return RedirectResponse("/dashboard/forecast", status_code=303)
+def home(state: StateDep) -> RedirectResponse:
+    return RedirectResponse(_landing(state), status_code=303)
 
 
 @router.get("/sign-in")
-def sign_in_form(request: Request, next: str | None = None) -> Response:
-    page = _render(request, "sign_in.html", {"next": _safe_next(next), "error": None})
+def sign_in_form(request: Request, state: StateDep, next: str | None = None) -> Response:
+    page = _render(request, "sign_in.html", {"next": _safe_next(next, state), "error": None})
     return _keep_secret(request, page)
 
 
 @router.post("/sign-in")
 async def sign_in(request: Request, state: StateDep) -> Response:
     form = await _form(request, request.cookies.get(FORM_COOKIE))
-    target = _safe_next(form.get("next"))
+    target = _safe_next(form.get("next"), state)
     principal = await run_in_threadpool(verify_key, state.engine, form.get("api_key"))
     if principal is None:
         error = "That key is not valid (unknown, mistyped or revoked)."
@@ -422,6 +434,7 @@ def _forecast_page(
 ) -> Response:
     state = who.state
     tables = state.store()
+    state.check_forecastable()  # what the data can never give says so first (409)
     visible = forecast_nodes_in_reach(state.reps(), who.within)
     if level is None or node is None:
         start = _start_node(visible)
@@ -732,15 +745,21 @@ CHURN = ListPage(
 def churn_page(request: Request, who: ViewerDep) -> Response:
     shown = CHURN.shown(who, request.query_params)
     kept = shown["listing"].kept
-    reps = who.state.store().reps
+    tables = who.state.store()
+    totals = {
+        level: revenue_at_risk_totals([a["score"] for a in kept], tables, level)
+        for level in ("region", "team", "rep")
+    }
     context = {
         "viewer": who,
         "page": "churn",
         **shown,
         "at_risk": sum(a["revenue_at_risk"] for a in kept),
+        # a level no account has an owner at (a retailer without a sales team) says nothing
         "totals": {
-            level: revenue_at_risk_totals([a["score"] for a in kept], reps, level)
-            for level in ("region", "team", "rep")
+            level: rows
+            for level, rows in totals.items()
+            if any(row["name"] != "(none)" for row in rows)
         },
         "names": _rep_names(who.state),
         "as_of": who.state.store().as_of,
@@ -913,7 +932,8 @@ def install_dashboard(app: FastAPI) -> None:
 
     async def to_sign_in(request: Request, err: Exception) -> Response:
         assert isinstance(err, SignInRequired)  # registered for it only
-        target = f"/dashboard/sign-in?next={quote(_safe_next(err.path))}"
+        state = request.app.state.service
+        target = f"/dashboard/sign-in?next={quote(_safe_next(err.path, state))}"
         response = RedirectResponse(target, status_code=303)
         if request.cookies.get(COOKIE):  # stale or revoked: forget it
             response.delete_cookie(COOKIE, path="/dashboard")

@@ -620,7 +620,7 @@ def churn_at_risk(
         as_of=tables.as_of.to_pydatetime(),
         model=ModelOut(name=serving.name, version=serving.version),
         churn=_churn_out(serving),
-        totals=finite(revenue_at_risk_totals(scores, tables.reps, level)),
+        totals=finite(revenue_at_risk_totals(scores, tables, level)),
     )
 
 

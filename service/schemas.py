@@ -566,7 +566,8 @@ class AtRiskTotalOut(BaseModel):
 
 
 class AtRiskOut(BaseModel):
-    """Revenue at risk from churn, summed by the accounts' owner's rep, team or region, over
+    """Revenue at risk from churn, summed by the accounts' owner's rep, team or region (an
+    account no rep owns: its own region, as a retailer's customer's country), over
     the accounts in the caller's reach; largest first."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_AT_RISK]})

@@ -510,8 +510,13 @@ class ServiceState:
 
     def reps(self) -> pd.DataFrame:
         tables = self.tables
-        if tables is None or tables.reps.empty:
+        if tables is None:
             raise OrgTreeUnavailableError("the org tree (reps) cannot be read: access is refused")
+        if tables.reps.empty:  # an order export: customers, no sales team
+            raise OrgTreeUnavailableError(
+                "the stored CRM has no reps (the export names no sales team): nothing is "
+                "arranged by rep, team or region; an admin key sees the whole store"
+            )
         return tables.reps
 
     def quarter_forecast(

@@ -32,7 +32,13 @@ tables:
     date_format: "%d/%m/%Y %H:%M"
     columns: {{order_id: Invoice, account_id: Customer, at: Date, product_id: Item,
               quantity: Qty, unit_price: Price}}
+  accounts:
+    file: invoices.csv
+    date_format: "%d/%m/%Y %H:%M"
+    one_row_per: account_id
+    columns: {{account_id: Customer, region: Country, created_at: Date}}
 """
+COUNTRIES = ("Germany", "France", "Spain")
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +57,11 @@ def trained(tmp_path_factory) -> tuple[Path, dict, str, pd.DataFrame, Path]:
             "Item": lines["product_id"],
             "Qty": quantity,
             "Price": (lines["amount"] / quantity).round(4),
+            # a customer's country on every line, as the online-retail export has it
+            "Country": [
+                "" if pd.isna(c) else COUNTRIES[int(str(c).lstrip("C").lstrip("0") or 0) % 3]
+                for c in lines["account_id"]
+            ],
         }
     ).to_csv(export / "invoices.csv", index=False)
     (export / "mapping.yaml").write_text(MAPPING.format(as_of=tables.as_of))
@@ -213,13 +224,25 @@ def test_the_service_serves_the_inactivity_champion_on_stored_customers(trained,
         assert sum(t["revenue_at_risk"] for t in totals.body["totals"]) == pytest.approx(
             scores["revenue_at_risk"].sum()
         )
+        # no sales team: by region is by the customers' own country
+        regions = api.get("/v1/churn/at-risk?level=region", key=admin).body["totals"]
+        assert {t["name"] for t in regions} == set(COUNTRIES), regions
+        assert sum(t["accounts"] for t in regions) == len(scores)
         posted = api.post(
             "/v1/accounts:score", {"accounts": [{"account_id": customer}]}, key=api.key("crm")
         )
         assert posted.status == 409 and "inactivity-churn model" in posted.body["detail"]
         assert "GET /v1/accounts/{account_id}" in posted.body["detail"]
-        page = _request(api, "GET", "/dashboard/churn", cookie=_sign_in(api, admin))
+        cookie = _sign_in(api, admin)
+        start = _request(api, "GET", "/dashboard", cookie=cookie)  # the first page it can fill
+        assert start.status == 303 and start.headers["location"] == "/dashboard/churn"
+        forecast = _request(api, "GET", "/dashboard/forecast", cookie=cookie)  # typed in
+        assert forecast.status == 409 and "the export has no deals" in forecast.text
+        page = _request(api, "GET", "/dashboard/churn", cookie=cookie)
         assert page.status == 200, page.text
+        assert 'href="/dashboard/forecast"' not in page.text
+        assert 'href="/dashboard/coaching"' not in page.text
+        assert "Revenue at risk by region</summary>" in page.text  # no rep or team: no table
         assert "the chance that a customer makes no purchase within 90 days" in page.text
         assert f"{len(scores):,} accounts" in page.text or f"{len(scores)} accounts" in page.text
         assert "Traceback" not in page.text

@@ -135,21 +135,18 @@ def at_risk_by_owner(scores: Sequence[AccountScore]) -> dict[str, float]:
 
 
 def revenue_at_risk_totals(
-    scores: Sequence[AccountScore], reps: pd.DataFrame, level: str
+    scores: Sequence[AccountScore], tables: CrmTables, level: str
 ) -> list[dict[str, Any]]:
     """Revenue at risk of these scored accounts summed by their owner's `rep`, `team` or
-    `region` (`forecast.training.churn.revenue_at_risk_by`), largest first: one dict per `name`,
+    `region` (`forecast.revenue.churn.revenue_at_risk_by`), largest first: one dict per `name`,
     with accounts, arr, revenue_at_risk, share_at_risk and expected_churned_accounts."""
-    from forecast.revenue.churn import revenue_at_risk_by  # loaded when used
+    from forecast.revenue.churn import owner_columns, revenue_at_risk_by  # loaded when used
 
-    owners = [s.owner_rep_id for s in scores]
-    by_rep = reps.set_index("rep_id")[["team", "region"]]
+    ids = [s.account_id for s in scores]
     frame = pd.DataFrame(
         {
-            "account_id": [s.account_id for s in scores],
-            "owner_rep_id": owners,
-            "team": by_rep["team"].reindex(owners).to_numpy(),
-            "rep_region": by_rep["region"].reindex(owners).to_numpy(),
+            "account_id": ids,
+            **owner_columns(ids, tables),
             "arr": [s.arr for s in scores],
             "churn_probability": [s.churn_probability for s in scores],
             "revenue_at_risk": [s.revenue_at_risk for s in scores],

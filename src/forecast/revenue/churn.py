@@ -3,7 +3,7 @@ revenue forecast's renewals."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,7 +38,28 @@ if TYPE_CHECKING:
 # an account feature frame and its year's revenue -> columns for each row (reasons, actions)
 AccountReasons = Callable[[pd.DataFrame, np.ndarray], dict[str, list]]
 
-AT_RISK_LEVELS = {"rep": "owner_rep_id", "team": "team", "region": "rep_region"}
+AT_RISK_LEVELS = {"rep": "owner_rep_id", "team": "team", "region": "region"}
+
+
+def owner_columns(
+    account_ids: Sequence[object] | np.ndarray, tables: CrmTables
+) -> dict[str, np.ndarray]:
+    """Each account's owner rep, the owner's team, and its region: the owner's, or for an
+    account no rep owns (a retailer's customer) the account's own (the country a mapping
+    gives it), so revenue at risk still adds up by region where there is no sales team."""
+    accounts = tables.accounts.set_index("account_id")
+    reps = tables.reps.set_index("rep_id")[["team", "region"]]
+    ids = np.asarray(account_ids, dtype=object)
+    owner = accounts["owner_rep_id"].reindex(ids).to_numpy()
+    own_region = accounts["region"].reindex(ids).to_numpy()
+    rep_region = reps["region"].reindex(owner).to_numpy()
+    unowned = pd.isna(owner)
+    return {
+        "owner_rep_id": owner,
+        "team": reps["team"].reindex(owner).to_numpy(),
+        "region": np.where(unowned, own_region, rep_region),
+    }
+
 
 LIVE_QUARTERS_AHEAD = 1  # the live forecast's renewals use the churn model this far ahead
 
@@ -62,23 +83,18 @@ def revenue_at_risk(
     returns (the spend a churned customer takes away), `mrr` empty. Largest at risk first.
 
     Returns:
-        account_id, as_of, owner_rep_id, team, rep_region (the owner's), segment, mrr, arr,
+        account_id, as_of, owner_rep_id, team, region (`owner_columns`), segment, mrr, arr,
         churn_probability, revenue_at_risk.
     """
     stamp = pd.Timestamp(as_of)
     definition = definition_of(model)
     frame = definition.features_at(tables, stamp, client, progress)
     subscription = definition is SUBSCRIPTION
-    owners = tables.accounts.set_index("account_id")["owner_rep_id"]
-    reps = tables.reps.set_index("rep_id")[["team", "region"]]
-    owner = owners.reindex(frame["account_id"].to_numpy()).to_numpy()
     out = pd.DataFrame(
         {
             "account_id": frame["account_id"].to_numpy(),
             "as_of": stamp,
-            "owner_rep_id": owner,
-            "team": reps["team"].reindex(owner).to_numpy(),
-            "rep_region": reps["region"].reindex(owner).to_numpy(),
+            **owner_columns(frame["account_id"].to_numpy(), tables),
             "segment": definition.segments(frame).to_numpy(),
             "mrr": frame["mrr"].to_numpy(dtype=float) if subscription else np.nan,
         }
@@ -131,7 +147,8 @@ def _largest_first(at_risk: pd.DataFrame) -> pd.DataFrame:
 
 
 def revenue_at_risk_by(at_risk: pd.DataFrame, level: str) -> pd.DataFrame:
-    """`revenue_at_risk` rows summed by `rep`, `team` or `region` (the owner's), largest first."""
+    """`revenue_at_risk` rows summed by `rep`, `team` or `region` (`owner_columns`), largest
+    first."""
     if level not in AT_RISK_LEVELS:
         raise ValueError(f"level must be one of {sorted(AT_RISK_LEVELS)}, not {level!r}")
     column = AT_RISK_LEVELS[level]
