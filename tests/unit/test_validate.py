@@ -293,6 +293,23 @@ def test_ids_are_one_line_without_padding() -> None:
     )
 
 
+def test_whole_number_ids_written_as_floats_lose_the_point_zero() -> None:
+    """Spark (and pandas beside blanks) writes integer ids as 17850.0: read as 17850, in every
+    table whose column is so written, so they still join; a column with any other id is kept."""
+    floats = {
+        "accounts": {"account_id": ["17850.0", "13047.0"]},
+        "deals": {"account_id": ["17850.0", "13047.0", ""]},
+    }
+    tables = validate(world(**floats), as_of=AS_OF)
+    assert list(tables.accounts["account_id"]) == ["17850", "13047"]
+    assert list(tables.deals["account_id"].dropna()) == ["17850", "13047"]
+    typed = validate(world(products={"product_id": [7.0]}, deals={"product_id": [7.0] * 3}),
+                     as_of=AS_OF)  # fmt: skip
+    assert list(typed.deals["product_id"]) == ["7"] * 3
+    mixed = {"accounts": {"account_id": ["A1", "2.0"]}, "deals": {"account_id": ["A1", "2.0", ""]}}
+    assert list(validate(world(**mixed), as_of=AS_OF).accounts["account_id"]) == ["A1", "2.0"]
+
+
 @pytest.mark.parametrize("text", ["=SUM(A1)", "@SUM(A1)", "+A1", "-A1", "\tx", "=1"])
 def test_spreadsheet_formulas_in_text(text: str) -> None:
     (violation,) = problems(world(products={"family": [text]}))

@@ -3,6 +3,7 @@ column's values and the rows that are not what the contract says."""
 
 from __future__ import annotations
 
+import logging
 import re
 
 import numpy as np
@@ -23,6 +24,8 @@ _FLOAT = r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$"
 
 _INT = r"^[+-]?\d+(?:\.0*)?$"
 
+_WHOLE_AS_FLOAT = r"^[0-9]+\.0+$"
+
 _DATETIME = (
     r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$"
 )
@@ -35,8 +38,12 @@ _QUARTER = r"^\d{4}Q[1-4]$"
 
 _Problems = list[tuple[np.ndarray, str, str]]
 
+log = logging.getLogger(__name__)
 
-def parse_column(col: Column, series: pd.Series) -> tuple[pd.Series, np.ndarray, _Problems]:
+
+def parse_column(
+    col: Column, series: pd.Series, *, where: str = ""
+) -> tuple[pd.Series, np.ndarray, _Problems]:
     """The column as canonical values (NA where empty or invalid), its empty cells and problems.
 
     Text (CSV, text columns of typed sources) is parsed with the contract's formats; typed values
@@ -53,13 +60,19 @@ def parse_column(col: Column, series: pd.Series) -> tuple[pd.Series, np.ndarray,
             return typed
     if text is None:
         text = _stringify(series)
-    return _parse_text(col, text)
+    return _parse_text(col, text, where or col.name)
 
 
-def _parse_text(col: Column, text: pa.ChunkedArray) -> tuple[pd.Series, np.ndarray, _Problems]:
+def _parse_text(
+    col: Column, text: pa.ChunkedArray, where: str
+) -> tuple[pd.Series, np.ndarray, _Problems]:
     trimmed = pc.utf8_trim_whitespace(text)
     empty = mask_of(pc.equal(trimmed, ""), null=True)
     problems: _Problems = []
+    if col.type == "id" and _whole_numbers_as_floats(text, empty):
+        log.info("%s: every id is a whole number written as a float (%s): read without the "
+                 "'.0'", where, _first(text, empty))  # fmt: skip
+        text = trimmed = pc.replace_substring_regex(text, r"\.0+$", "")
     if col.type in ("id", "text"):
         formula = odd = np.zeros(len(text), dtype=bool)
         # The detailed tests run only when some cell looks odd: the happy path is one regex.
@@ -90,6 +103,20 @@ def _parse_text(col: Column, text: pa.ChunkedArray) -> tuple[pd.Series, np.ndarr
         values, bad = _text_time(col, trimmed, empty)
     problems.append((bad, "type", EXPECTED[col.type]))
     return values, empty, problems
+
+
+def _whole_numbers_as_floats(text: pa.ChunkedArray, empty: np.ndarray) -> bool:
+    """Every id of the column is a whole number written as a float (`17850.0`): what Spark,
+    or pandas reading integer ids beside blanks, writes. Ids are otherwise kept exactly; these
+    would match no id of the CRM (17850), nor one written elsewhere without the `.0`."""
+    if empty.all():
+        return False
+    floats = mask_of(pc.match_substring_regex(text, _WHOLE_AS_FLOAT))
+    return bool((floats | empty).all())
+
+
+def _first(text: pa.ChunkedArray, empty: np.ndarray) -> str:
+    return str(text[int(np.flatnonzero(~empty)[0])])
 
 
 def _text_number(

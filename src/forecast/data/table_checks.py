@@ -96,7 +96,7 @@ def check_table(raw: RawTable, out: Collector) -> CheckedTable:
 def _check_column(checked: CheckedTable, col: Column, out: Collector) -> None:
     """Parse one column, reporting empty, malformed, out-of-bounds and disallowed cells."""
     raw = checked.raw
-    values, empty, problems = parse_column(col, raw.frame[col.name])
+    values, empty, problems = parse_column(col, raw.frame[col.name], where=f"{raw.name}.{col.name}")
     checked.values[col.name] = values
     checked.empty[col.name] = empty
     if not col.nullable:
