@@ -84,6 +84,14 @@ def test_a_real_shaped_export_imports_is_described_and_trains_or_says_why(
         assert trained.exit_code == 1, trained.output
         assert WHAT_TO_ADD.search(trained.output), trained.output
         assert REFUSED[name] in trained.output
+        # what needs the model says why none can be trained, not "train one"
+        for command in (["revenue"], ["score", "deals", "--all", "--out", str(tmp_path / "s.csv")]):
+            needs = runner.invoke(app, command)
+            _no_traceback(needs)
+            said = " ".join(needs.output.split())
+            assert needs.exit_code == 1 and "train one" not in said, said
+            if not found["trainable"]["revenue forecast"].startswith("no: no stored deal"):
+                assert "no deal-win model can be trained on the stored data" in said, said
     else:
         assert trained.exit_code == 0, trained.output
         assert re.search(r"deal-win v\d+ (promoted to champion|stays challenger)", trained.output)

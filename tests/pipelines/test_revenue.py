@@ -365,7 +365,7 @@ def stored_world(world, monkeypatch, scorer):
     from forecast.data.ingest import store_world
 
     store_world(world, source="test", imported_at=pd.Timestamp("2025-11-20"))
-    monkeypatch.setattr(cli_revenue, "champion_scorer", lambda: (scorer, "7"))
+    monkeypatch.setattr(cli_revenue, "champion_scorer", lambda tables: (scorer, "7"))
     monkeypatch.setattr(cli_revenue, "console", Console(width=200))  # a wide terminal
     return world
 

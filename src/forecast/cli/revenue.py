@@ -29,7 +29,7 @@ from forecast.cli.common import (
 from forecast.settings import get_settings
 
 if TYPE_CHECKING:
-    from forecast.data.tables import Featurize
+    from forecast.data.tables import CrmTables, Featurize
     from forecast.explain.book import BookScores
 
 # a terminal sets its own width; in a log (make run, CI) the wide tables stay readable
@@ -39,9 +39,10 @@ LEVEL_NAMES = ("rep", "team", "region", "company")
 CHAMPION_NAME = "deal-win"
 
 
-def champion_scorer():
+def champion_scorer(tables: CrmTables):
     """The deal-win champion as a win scorer, and its version; exits with how to train one
-    when there is none."""
+    when there is none (or why none can be trained on `tables`)."""
+    from forecast.data.doctor import no_win_model
     from forecast.model import model_input, win_probability
     from forecast.training.registry import (
         RegistryError,
@@ -52,6 +53,9 @@ def champion_scorer():
 
     version = champion_version(CHAMPION_NAME)
     if version is None:
+        if why := no_win_model(tables):
+            raise fail(f"no bookings forecast: it scores the open deals with {CHAMPION_NAME}, "
+                       f"and {why}")  # fmt: skip
         raise fail(
             f"{no_champion(CHAMPION_NAME, 'forecast train win')} (model registry: "
             f"{get_settings().mlflow_tracking_uri})"
@@ -252,7 +256,7 @@ def revenue(
         raise fail(f"--level {level!r}: expected one of {', '.join(LEVEL_NAMES)}")
     book = _book_scores(scores) if scores else None
     tables, moment, quarter = _forecast_moment(quarter, as_of or (book and book.as_of))
-    scorer, version = champion_scorer()
+    scorer, version = champion_scorer(tables)
     if book is not None:
         _check_book(book, moment, version)
     churn = _churn_champion()

@@ -49,9 +49,6 @@ class Diagnosis:
 
 def diagnose(tables: CrmTables) -> Diagnosis:
     """Everything `forecast data doctor` reports about `tables`."""
-    from forecast.training.task import NotEnoughDataError
-    from forecast.training.win_task import MIN_CLOSED_PER_CLASS, check_trainable
-
     deals = tables.deals
     closed = deals[deals["outcome"].isin(("won", "lost"))]
     counts = {o: int((deals["outcome"] == o).sum()) for o in ("won", "lost", "open")}
@@ -59,18 +56,7 @@ def diagnose(tables: CrmTables) -> Diagnosis:
     quarters = closed["closed_at"].dt.to_period("Q").astype(str)
     by_quarter = (closed["outcome"] == "won").groupby(quarters.to_numpy()).mean()
     suspects = [str(s) for s in screen_columns(tables)]
-    blockers: list[str] = []
-    if counts["won"] < MIN_CLOSED_PER_CLASS or counts["lost"] < MIN_CLOSED_PER_CLASS:
-        blockers.append(
-            f"{counts['won']} won and {counts['lost']} lost deals: at least "
-            f"{MIN_CLOSED_PER_CLASS} of each are needed (export more closed deals)"
-        )
-    else:
-        try:  # training's own checks, on the labels alone
-            check_trainable(tables)
-        except NotEnoughDataError as err:
-            blockers.append(str(err))
-    blockers += [f"leak guard: {s}" for s in suspects]
+    blockers = win_blockers(tables, suspects)
     churn = _churn_support(tables)
     absent = not_in_the_data(tables)
     history = (
@@ -101,6 +87,42 @@ def diagnose(tables: CrmTables) -> Diagnosis:
         },
         blockers=blockers,
     )
+
+
+def win_blockers(tables: CrmTables, suspects: list[str] | None = None) -> list[str]:
+    """What keeps `forecast train win` from training on `tables`, by training's own checks
+    before any fit: too few closed deals, too few of them open at a snapshot, and the leak
+    guard's `suspects` (`screen_columns`, read here when not given)."""
+    from forecast.training.task import NotEnoughDataError
+    from forecast.training.win_task import MIN_CLOSED_PER_CLASS, check_trainable
+
+    if suspects is None:
+        suspects = [str(s) for s in screen_columns(tables)]
+    guard = [f"leak guard: {s}" for s in suspects]
+    deals = tables.deals
+    won, lost = (int((deals["outcome"] == o).sum()) for o in ("won", "lost"))
+    if won < MIN_CLOSED_PER_CLASS or lost < MIN_CLOSED_PER_CLASS:
+        return [
+            f"{won} won and {lost} lost deals: at least {MIN_CLOSED_PER_CLASS} of each are "
+            "needed (export more closed deals)",
+            *guard,
+        ]
+    try:
+        check_trainable(tables)
+    except NotEnoughDataError as err:
+        return [str(err), *guard]
+    return guard
+
+
+def no_win_model(tables: CrmTables) -> str | None:
+    """Why no deal-win model can be trained on `tables` (said instead of "train one"), or
+    None when one can."""
+    if blockers := win_blockers(tables):
+        return (
+            "no deal-win model can be trained on the stored data: " + "; ".join(blockers)
+            + " (`forecast data doctor` lists what the export lacks)"
+        )  # fmt: skip
+    return None
 
 
 def _revenue_verdict(absent: dict[str, str], win_blockers: list[str]) -> str:

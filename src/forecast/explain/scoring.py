@@ -268,6 +268,7 @@ def load_deal_explainer(
     Raises:
         forecast.training.registry.RegistryError: no champion yet.
     """
+    from forecast.data.doctor import no_win_model
     from forecast.training.registry import (
         RegistryError,
         champion_version,
@@ -278,6 +279,8 @@ def load_deal_explainer(
 
     version = champion_version(MODEL_NAME)
     if version is None:
+        if why := no_win_model(tables):
+            raise RegistryError(f"{MODEL_NAME} has no champion, and {why}")
         raise RegistryError(no_champion(MODEL_NAME, "forecast train win"))
     model = load_champion(MODEL_NAME, version)  # the version named, even if promoted since
     typical = won_deal_yardsticks(tables, as_of=as_of, client=client, parts=parts, context=context)
