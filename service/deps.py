@@ -201,8 +201,21 @@ def team_in_reach(team: TeamName, caller: Manager, within: ReachDep, state: Stat
     return visible
 
 
-def account_in_reach(account_id: AccountId, within: ReachDep, state: StateDep) -> str:
-    """An account is in reach when its owner rep is (an unowned one only for admins)."""
+def scoring_reach(caller: ScoringCaller, state: StateDep) -> frozenset[str] | None:
+    """`reach`, for a read of a score: the CRM's integration, which scores any record, reads
+    any stored score too (its account pages show the churn risk), as an admin does."""
+    if caller.role == "crm":
+        return None
+    return reach(caller, state)
+
+
+def account_in_reach(
+    account_id: AccountId,
+    within: Annotated[frozenset[str] | None, Depends(scoring_reach)],
+    state: StateDep,
+) -> str:
+    """An account is in reach when its owner rep is (an unowned one only for admins and the
+    CRM's integration)."""
     state.store()  # no store: 503, not an unknown account
     known = account_id in state.account_owners  # indexed when the store loads
     if not known or not _visible(state.account_owners[account_id], within):

@@ -554,9 +554,12 @@ async def score_accounts(
     "/accounts/{account_id}",
     response_model=AccountScoreOut,
     responses=READ_PROBLEMS,
-    summary="A stored account's current churn risk (reps: own accounts; managers: their org)",
+    summary="A stored account's current churn risk (reps: own accounts; managers: their org; "
+    "crm and admin: any)",
 )
-def read_account(account_id: AccountInReach, request: Request, caller: Reader, state: StateDep):
+def read_account(
+    account_id: AccountInReach, request: Request, caller: ScoringCaller, state: StateDep
+):
     serving = state.champion(CHURN_MODEL)
     score = state.account_scores(serving).get(account_id)
     if score is None:

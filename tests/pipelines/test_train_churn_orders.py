@@ -233,6 +233,11 @@ def test_the_service_serves_the_inactivity_champion_on_stored_customers(trained,
         )
         assert posted.status == 409 and "inactivity-churn model" in posted.body["detail"]
         assert "GET /v1/accounts/{account_id}" in posted.body["detail"]
+        # ... which the CRM's own key may call: its account pages show the risk
+        read = api.get(f"/v1/accounts/{customer}", key=api.key("crm"))
+        assert (
+            read.status == 200 and read.body["churn_probability"] == one.body["churn_probability"]
+        )
         cookie = _sign_in(api, admin)
         start = _request(api, "GET", "/dashboard", cookie=cookie)  # the first page it can fill
         assert start.status == 303 and start.headers["location"] == "/dashboard/churn"
