@@ -247,7 +247,7 @@ def coach_rep(
     as_of = pd.Timestamp(as_of) if as_of is not None else tables.as_of
     reps = tables.reps.set_index("rep_id")
     if rep_id not in reps.index:
-        raise KeyError(f"no rep {rep_id!r}")
+        raise KeyError(_no_rep(tables.reps, rep_id))
     team = reps.at[rep_id, "team"]
     closed = _closed_in_window(tables, as_of, window_days).deals
     mine = closed[closed["rep_id"] == rep_id]
@@ -432,6 +432,18 @@ def _habit_findings(
     return findings
 
 
+def _no_rep(reps: pd.DataFrame, asked: str) -> str:
+    """`asked` is no rep id: said with the ids of the reps whose name it is, if any."""
+    if reps.empty:
+        return f"no rep {asked!r}: the stored CRM has no reps (the export names no sales team)"
+    named = reps.loc[reps["name"].fillna("").str.casefold() == asked.casefold(), "rep_id"]
+    if len(named):
+        return f"no rep id {asked!r}: reps are named by id; {asked!r} is " + " or ".join(
+            repr(r) for r in named
+        )
+    return f"no rep {asked!r} (reps are named by id, e.g. {reps['rep_id'].iloc[0]!r})"
+
+
 def coach_team(
     tables: CrmTables,
     team: str,
@@ -443,7 +455,10 @@ def coach_team(
     reps = tables.reps
     members = reps.loc[(reps["team"] == team) & (reps["role"] == "rep"), "rep_id"]
     if members.empty:
-        known = ", ".join(sorted(reps["team"].unique()))
+        if reps.empty:
+            raise KeyError(f"no team {team!r}: the stored CRM has no reps (the export names no "
+                           "sales team), so there is no one to coach")  # fmt: skip
+        known = ", ".join(sorted(reps["team"].dropna().unique()))
         raise KeyError(f"no team {team!r} with reps; teams are: {known}")
     views = [coach_rep(tables, r, as_of=as_of, window_days=window_days) for r in members]
     return sorted(views, key=lambda v: -v.revenue_at_stake)

@@ -73,6 +73,14 @@ def test_unknown_rep_and_team_are_named(world):
         coach_rep(world.tables, "R9999")
     with pytest.raises(KeyError, match="Atlantis"):
         coach_team(world.tables, "Atlantis")
+    # a rep asked for by name is told the id to use
+    rep = world.tables.reps.iloc[3]
+    with pytest.raises(KeyError) as by_name:
+        coach_rep(world.tables, rep["name"].upper())
+    assert f"is {rep['rep_id']!r}" in str(by_name.value)
+    no_reps = world.tables.replace(reps=world.tables.reps.iloc[:0])
+    with pytest.raises(KeyError, match="the stored CRM has no reps"):
+        coach_team(no_reps, "NA 1")
 
 
 def test_every_finding_of_every_rep_is_in_plain_words_with_units(world):

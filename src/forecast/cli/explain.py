@@ -159,14 +159,19 @@ def coach_team_command(
     if as_json:
         _dump([v.to_dict() for v in views])
         return
-    summary = Table("rep", "win rate", "bottleneck", "top focus", "at stake", title=f"Team {team}")
+    summary = Table(
+        "rep", "win rate", "bottleneck", "top focus", "at stake", "note", title=f"Team {team}"
+    )
     for v in views:
         top = v.findings[0].focus if v.findings else ""
+        # why a column is blank: too few closes to judge, or no stage history to find one in
+        note = "too few closed deals" if v.note else "no stage history" if v.funnel_note else ""
         summary.add_row(
             f"{v.rep_id} {v.name or ''}",
-            f"{v.win_rate:.0%}",
+            _share(v.win_rate),
             v.bottleneck or "",
             top,
             f"{v.revenue_at_stake:,.0f}",
+            note,
         )
     console.print(summary)
