@@ -713,7 +713,7 @@ def deal_page(request: Request, deal_id: str, who: ViewerDep) -> Response:
 
 ACCOUNT_SORTS = {
     "revenue_at_risk": "revenue at risk", "churn_probability": "churn probability",
-    "arr": "ARR", "account_name": "account", "rep_name": "owner", "segment": "segment",
+    "arr": "yearly revenue (ARR or spend)", "account_name": "account", "rep_name": "owner", "segment": "segment",
 }  # fmt: skip
 ACCOUNT_CSV = {
     "account_id": lambda a: a["account_id"],

@@ -109,3 +109,15 @@ def test_a_model_that_reads_none_of_what_the_actions_act_on_says_why_once():
                   "days in the current stage", "days to the expected close date"):  # fmt: skip
         assert label in why
     assert "forecast data doctor" in why
+
+
+def test_one_of_a_unit_is_said_in_the_singular():
+    from forecast.explain.wording import vocabulary_for
+
+    catalogue = load_catalogue()
+    names = ["purchases", "products_365d", "days_since_last_purchase"]
+    words = {w.name: w for w in vocabulary_for(names, catalogue, "account").words}
+    assert words["purchases"].show(1) == "1 purchase"
+    assert words["purchases"].show(2) == "2 purchases"
+    assert words["products_365d"].show(1.0) == "1 product"
+    assert words["days_since_last_purchase"].show(1) == "1 day"

@@ -116,6 +116,17 @@ def vocabulary_for(names: list[str], catalogue: Catalogue, model: Model) -> Voca
     return made
 
 
+def _one(unit: str) -> str:
+    """The catalogue's plural unit for one: 1 purchase, 1 day, 1 touch (a rate stays)."""
+    if unit == "people":
+        return "person"
+    if "/" in unit:
+        return unit
+    if unit.endswith(("ches", "shes", "xes")):
+        return unit[:-2]
+    return unit.removesuffix("s")
+
+
 class _Words:
     """How one feature is put into words: label, unit and the evidence sentence."""
 
@@ -146,6 +157,8 @@ class _Words:
             return f"{number:,.0f}"
         if unit == "":
             return "yes" if number == 1 else "no" if number == 0 else f"{number:g}"
+        if number == 1:
+            return f"1 {_one(unit)}"
         if abs(number) >= 10 or number == int(number):
             return f"{number:.0f} {unit}"
         return f"{number:.1f} {unit}"
