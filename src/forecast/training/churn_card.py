@@ -205,10 +205,14 @@ def _limits(result: ChurnTrainResult, definition: Definition) -> list[str]:
             f" the model {m.loc['model', 'auc']:.3f}: account health is seen only through noisy",
             "  usage, tickets, surveys and payment delays.",
         ]
-    limits += [
-        "- Monthly snapshots of the same account are correlated: the test slice holds about",
-        "  three snapshots per account, so its metrics are less certain than its row count says.",
-    ]
+    test = result.slices.test
+    per_account = len(test) / max(test["account_id"].nunique(), 1)
+    if per_account > 1.05:  # a one-month test slice holds one snapshot per account
+        limits += [
+            "- Monthly snapshots of the same account are correlated: the test slice holds "
+            f"{per_account:.1f}",
+            "  snapshots per account, so its metrics are less certain than its row count says.",
+        ]
     if definition is SUBSCRIPTION:
         limits += [
             "- Churn here is recurring revenue that stops; a downgrade is not churn.",
