@@ -221,8 +221,12 @@ def choose_and_calibrate(
     x, y = model_input(calibration, features), calibration[task.label].to_numpy(dtype=int)
     scores = selection.loc[chosen, list(CALIBRATION_METHODS)].astype(float).to_dict()
     fitted = calibrate(candidates[chosen], x, y, calibration[task.group].to_numpy(), scores)
-    log.info("%s: chose %s with %s calibration", task.name, chosen, fitted.method)
+    log.info("%s: chose %s with %s", task.name, chosen, _calibration_words(fitted.method))
     return Fitted(candidates, shares, chosen, selection, fitted)
+
+
+def _calibration_words(method: str) -> str:
+    return "no calibration map" if method == UNCALIBRATED else f"{method} calibration"
 
 
 def choose_over_windows(
@@ -272,8 +276,8 @@ def choose_over_windows(
         model = calibrated(candidates[chosen], x, y, method)
     calibration = Calibration(model, method, scores)
     log.info(
-        "%s: chose %s (half-life %s) with %s calibration over %d windows",
-        task.name, chosen, half_life, method, choice.windows["fold"].nunique(),
+        "%s: chose %s (half-life %s) with %s over %d windows",
+        task.name, chosen, half_life, _calibration_words(method), choice.windows["fold"].nunique(),
     )  # fmt: skip
     chosen_plan = {name: (h, m) for name, (h, m, _) in plan.items()}
     chosen_plan[BASE_RATE] = (None, UNCALIBRATED)  # how the simplest rule did, window by window
