@@ -138,10 +138,9 @@ def _render(request: Request, name: str, context: dict[str, Any], status: int = 
         "landing": f"/dashboard/{menu[0][0]}",
         # a champion promoted over the gate's bar is said on every page its scores reach
         "model_warnings": [
-            f"The {name} model in service (v{serving.version}) was promoted by hand over the "
-            f"gate: {serving.below_bar[0]}. Its scores may say little; see Models."
-            for name, serving in state.models.items()
-            if serving.below_bar and principal is not None
+            f"{serving.forced} See Models."
+            for serving in state.models.values()
+            if serving.forced and principal is not None
         ],
     }
     return TEMPLATES.TemplateResponse(request, name, {**base, **context}, status_code=status)
@@ -713,7 +712,8 @@ def deal_page(request: Request, deal_id: str, who: ViewerDep) -> Response:
 
 ACCOUNT_SORTS = {
     "revenue_at_risk": "revenue at risk", "churn_probability": "churn probability",
-    "arr": "yearly revenue (ARR or spend)", "account_name": "account", "rep_name": "owner", "segment": "segment",
+    "arr": "yearly revenue (ARR or spend)", "account_name": "account", "rep_name": "owner",
+    "segment": "segment",
 }  # fmt: skip
 ACCOUNT_CSV = {
     "account_id": lambda a: a["account_id"],

@@ -183,7 +183,8 @@ async def score_deals(body: DealBatchIn, request: Request, caller: ScoringCaller
             scores=scores,
             warnings=_new_history(scored)
             + ([] if body.as_of else _stale_store(stored.tables.as_of, as_of, state))
-            + ([why] if (why := state.no_deal_actions(serving)) else []),
+            + ([why] if (why := state.no_deal_actions(serving)) else [])
+            + ([serving.forced] if serving.forced else []),
         )
         # built and checked above: answered as is, not validated again
         return Response(batch.model_dump_json(), media_type="application/json")

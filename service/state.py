@@ -97,6 +97,16 @@ class Serving:
     churn: ChurnServed | None = None  # what a churn champion predicts (None: deal-win)
     below_bar: tuple[str, ...] = ()  # what it fails of the gate's bar, promoted with --force
 
+    @property
+    def forced(self) -> str | None:
+        """What every answer from a champion promoted over the gate's bar says of it."""
+        if not self.below_bar:
+            return None
+        return (
+            f"The {self.name} model in service (v{self.version}) was promoted by hand over the "
+            f"gate: {self.below_bar[0]}. Its scores may say little."
+        )
+
     def probability(self, features: pd.DataFrame) -> np.ndarray:
         """Feature rows -> calibrated probabilities (the revenue forecast's win scorer, or the
         churn scorer behind its renewals)."""
@@ -621,8 +631,15 @@ class ServiceState:
                 self.models[name] = self.load_version(name, version)
 
     def detail(self, name: str) -> str | None:
-        """Why a model is not serving, or which newer version was refused."""
-        return self._untrainable(name) or self.problems.get(name) or self.refused.get(name)
+        """Why a model is not serving, which newer version was refused, or that the one serving
+        was promoted by hand over the gate."""
+        serving = self.models.get(name)
+        return (
+            self._untrainable(name)
+            or self.problems.get(name)
+            or self.refused.get(name)
+            or (serving.forced if serving else None)
+        )
 
     def deal_scores(self, serving: Serving) -> dict[str, DealScore]:
         """Every open deal's current score by `serving` (the deal-win champion the request

@@ -204,7 +204,7 @@ def test_records_in_the_exports_own_names_score_as_the_canonical_ones(stored):
             ("deals", 0, "stage"),
             "or as the CRM names them: Engaging, Pitched",
         ),
-        ({"stage": "Won"}, ("deals", 0, "stage"), "closed_won is a closed stage"),
+        ({"stage": "Won"}, ("deals", 0, "stage"), "Won (closed_won) is a closed stage"),
         (
             {"activities": [{"kind": "Fax", "at": pd.Timestamp("2025-08-20")}]},
             ("deals", 0, "activities", 0, "kind"),

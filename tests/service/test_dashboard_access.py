@@ -345,6 +345,15 @@ def test_a_champion_forced_over_the_gate_is_said_on_every_page(trained_home, tmp
                 assert shown.status == 200, shown.text
                 assert f"deal-win model in service (v{version}) was promoted by hand" in shown.text
                 assert "not clearly above a coin" in shown.text
+            # the CRM, which sees no page, is told in every answer, and /v1/models says so
+            record = {"deal_id": "CRM-1", "stage": "proposal", "created_at": "2026-10-01T00:00:00Z"}
+            scored = api.post("/v1/deals:score", {"as_of": "2026-11-15T00:00:00Z",
+                                                  "deals": [record]}, api.key("crm"))  # fmt: skip
+            assert scored.status == 200, scored.body
+            forced = [w for w in scored.body["warnings"] if "promoted by hand" in w]
+            assert forced and "not clearly above a coin" in forced[0]
+            listed = {m["name"]: m for m in api.get("/v1/models", api.key("crm")).body["models"]}
+            assert "promoted by hand over the gate" in listed["deal-win"]["detail"]
 
 
 def test_without_targets_the_forecast_page_shows_the_p50_and_no_target_line(trained_home, tmp_path):

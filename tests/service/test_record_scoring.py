@@ -240,7 +240,7 @@ def test_the_crms_own_names_score_once_the_store_was_imported_with_them(api, sto
         answer = api.post("/v1/deals:score", {"as_of": AS_OF, "deals": [{**own, "stage": "Won"}]},
                           key)  # fmt: skip
         assert answer.status == 422
-        assert answer.body["detail"][0]["msg"].startswith("closed_won is a closed stage")
+        assert answer.body["detail"][0]["msg"].startswith("Won (closed_won) is a closed stage")
         # reach is judged on the ids as the store names them: a rep's own CRM name is theirs,
         # a name the mapping gives another rep is not
         mine = api.key("rep", rep)

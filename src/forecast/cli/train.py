@@ -81,6 +81,12 @@ def _print_outcome(outcome) -> None:
     d = outcome.decision
     colour = "green" if d.promoted else "yellow"
     console.print(f"[{colour}]{d.name} v{d.version} {d.summary()}[/]", highlight=False)
+    if not d.promoted:  # what to do with it: look, or serve it anyway knowing the verdict
+        console.print(
+            f"`forecast models list` compares it; `forecast models promote {d.name} {d.version} "
+            "--force` serves it anyway (every page and answer then says it was forced)",
+            style="dim", markup=False, highlight=False,
+        )  # fmt: skip
     console.print(f"MLflow run {outcome.run_id}", style="dim")
 
 

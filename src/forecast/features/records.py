@@ -173,7 +173,8 @@ class _Values:
         if translated in self.canonical:
             return translated
         if translated in STAGES:
-            message = f"{translated} is a closed stage: only open deals are scored "
+            named = translated if translated == value else f"{value} ({translated})"
+            message = f"{named} is a closed stage: only open deals are scored "
             raise RecordError(where, f"{message}({self._allowed()})", value)
         raise RecordError(where, f"not one of {self._allowed()}", value)
 
