@@ -16,7 +16,7 @@ from __future__ import annotations
 import secrets
 import tempfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -63,9 +63,17 @@ PAGES = (
 
 def _menu(state: ServiceState) -> list[tuple[str, str]]:
     """The pages the stored data can fill: a page of a model it cannot train leads nowhere
-    (an order export has no Forecast, Pipeline or Coaching)."""
+    (an order export has no Forecast, Pipeline or Coaching), nor does a forecast of deals
+    without amounts."""
+    from forecast.data.doctor import no_forecast
+
     unsupported = state.unsupported()
-    return [(key, label) for key, label, model in PAGES if model not in unsupported]
+    no_bookings = no_forecast(state.not_in_data) is not None
+    return [
+        (key, label)
+        for key, label, model in PAGES
+        if model not in unsupported and not (key == "forecast" and no_bookings)
+    ]
 
 
 def _landing(state: ServiceState) -> str:
@@ -265,6 +273,21 @@ def _rep_names(state: ServiceState) -> dict[str, str]:
     return dict(zip(reps["rep_id"], names.fillna(reps["rep_id"]), strict=True))
 
 
+def _known(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored row for a page: a missing value is None (shown as a dash), never NaN."""
+    return {k: None if _missing(v) else v for k, v in row.items()}
+
+
+def _missing(value: object) -> bool:
+    return value is None or value is pd.NaT or (isinstance(value, float) and value != value)
+
+
+def _total(values: Iterable[float | None]) -> float | None:
+    """The sum of the known values; None when none is known (deals without amounts)."""
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
 def _deal_rows(who: Viewer) -> list[dict[str, Any]]:
     """Every open deal with its score, reasons and actions, revenue at stake first."""
     state = who.state
@@ -281,7 +304,7 @@ def _deal_rows(who: Viewer) -> list[dict[str, Any]]:
             deal: dict[str, Any] = {
                 k: None if pd.isna(v) else v for k, v in deals.loc[s.deal_id].items()
             }
-            amount = float(deal["amount"]) if deal["amount"] is not None else 0.0
+            amount = float(deal["amount"]) if deal["amount"] is not None else None
             rep, account, product = deal["rep_id"], deal["account_id"], deal["product_id"]
             rows.append(
                 {
@@ -299,12 +322,13 @@ def _deal_rows(who: Viewer) -> list[dict[str, Any]]:
                     "grade": s.grade,
                     "trend_points": s.trend_points,
                     # revenue at stake: what the forecast counts on from this deal
-                    "at_stake": amount * s.probability,
+                    "at_stake": None if amount is None else amount * s.probability,
                     "reasons": s.explanation.reasons,
                     "recommendations": s.explanation.recommendations,
                 }
             )
-        return sorted(rows, key=lambda d: -d["at_stake"])
+        # deals without an amount (an export without the column) last, likeliest first
+        return sorted(rows, key=lambda d: (-(d["at_stake"] or 0.0), -d["probability"]))
 
     return who.cache.get(("deals", serving.version, state.store_generation), make)
 
@@ -673,7 +697,7 @@ def pipeline_page(request: Request, who: ViewerDep) -> Response:
         "viewer": who,
         "page": "pipeline",
         **shown,
-        "at_stake": sum(d["at_stake"] for d in shown["listing"].kept),
+        "at_stake": _total(d["at_stake"] for d in shown["listing"].kept),
         "names": _rep_names(who.state),
         "as_of": who.state.store().as_of,
         "no_actions": who.state.no_deal_actions(who.state.champion(DEAL_MODEL)),
@@ -693,14 +717,14 @@ def deal_page(request: Request, deal_id: str, who: ViewerDep) -> Response:
     if owners.empty or not who.sees(owners.iloc[0]):
         raise PageError(404, f"no deal {deal_id!r}")  # another rep's deal: as if it did not exist
     score = next((d for d in _deal_rows(who) if d["deal_id"] == deal_id), None)
-    deal = tables.deals[tables.deals["deal_id"] == deal_id].iloc[0].to_dict()
+    deal = _known(tables.deals[tables.deals["deal_id"] == deal_id].iloc[0].to_dict())
     history = tables.deal_history[tables.deal_history["deal_id"] == deal_id]
     context = {
         "viewer": who,
         "page": "pipeline",
         "deal": deal,
         "score": score,
-        "history": history.sort_values("changed_at").to_dict(orient="records"),
+        "history": [_known(r) for r in history.sort_values("changed_at").to_dict("records")],
         "names": _rep_names(who.state),
         "no_actions": who.state.no_deal_actions(who.state.champion(DEAL_MODEL)),
     }

@@ -85,6 +85,10 @@ def test_the_menu_leaves_out_a_page_the_data_cannot_fill_and_its_error_keeps_the
     assert models.status == 200
     assert 'href="/dashboard/pipeline"' in models.text
     assert 'href="/dashboard/churn"' not in models.text  # no churn model can be trained
+    # deals without amounts give no bookings forecast: no Forecast in the menu, nor to land on
+    assert 'href="/dashboard/forecast"' not in models.text
+    start = _request(thin, "GET", "/dashboard", cookie=cookie)
+    assert start.status == 303 and start.headers["location"] == "/dashboard/pipeline"
     churn = _request(thin, "GET", "/dashboard/churn", cookie=cookie)  # typed or bookmarked
     assert churn.status == 409 and "churn cannot be defined" in churn.text
     assert 'href="/dashboard/pipeline"' in churn.text and "Sign out" in churn.text

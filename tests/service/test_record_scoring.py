@@ -80,6 +80,16 @@ def test_a_new_deal_with_only_ids_stage_amount_and_dates_is_scored_as_new(api, s
     assert "never seen: account_id (1)" in warning and "priors" in warning
     assert 0 < score["probability"] < 1 and score["grade"] in "ABCD"
     assert score["reasons"] and score["recommendations"]
+    # what the store "knows" of a new account is a prior: no reason is drawn from it
+    from forecast.features.deal_schema import FROM_RECORD_OF
+
+    said = {r["feature"] for r in score["reasons"]}
+    assert not said & set(FROM_RECORD_OF["account_id"]), said
+    stranger = {**record, "deal_id": "CRM-NEW-9", "rep_id": "NOBODY-HERE", "product_id": "X-9"}
+    answer = api.post("/v1/deals:score", {"as_of": AS_OF, "deals": [stranger]}, api.key("crm"))
+    said = {r["feature"] for r in answer.body["scores"][0]["reasons"]}
+    priors = {*FROM_RECORD_OF["rep_id"], *FROM_RECORD_OF["product_id"]}
+    assert answer.body["scores"][0]["reasons"] and not said & priors, said
 
 
 def test_changes_and_activities_sent_are_read_as_of_the_request(api, stored):

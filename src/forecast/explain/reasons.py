@@ -83,6 +83,7 @@ def explain(
     top: int = 3,
     catalogue: Catalogue | None = None,
     display: Mapping[str, Mapping[str, str]] | None = None,
+    unknown: np.ndarray | None = None,
 ) -> list[Explanation]:
     """Reasons and recommendations for every row of a feature frame.
 
@@ -99,6 +100,8 @@ def explain(
         top: how many reasons each way.
         display: per categorical feature, the names people know its values by (a product's
             name for its id); a value without one is shown as it is.
+        unknown: rows x features, where a value is no evidence about the row (a prior for a
+            rep the store has never seen): never stated as a reason, as a missing value.
     """
     catalogue = catalogue or load_catalogue()
     names = scorer.names
@@ -121,6 +124,8 @@ def explain(
     unstated = missing_matrix(values) | against_evidence(
         values, effects, yardsticks, vocabulary, model=model
     )
+    if unknown is not None:
+        unstated |= unknown
     known_effects = np.where(unstated, 0.0, effects)
     order, chosen_effects, wanted = _strongest(known_effects, min(top, len(names)))
     best = np.argsort(-lifts, axis=1, kind="stable")[:, :MAX_RECOMMENDATIONS]

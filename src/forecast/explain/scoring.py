@@ -22,7 +22,12 @@ from forecast.explain.reasons import explain, typical_of_won
 from forecast.explain.scorers import Scorer, scorer_for
 from forecast.explain.wording import Explanation, why_no_actions
 from forecast.features.deal_context import DealContext
-from forecast.features.deal_schema import DEAL_FEATURES, model_features, unavailable_features
+from forecast.features.deal_schema import (
+    DEAL_FEATURES,
+    FROM_RECORD_OF,
+    model_features,
+    unavailable_features,
+)
 from forecast.features.deals import (
     deal_features,
     deal_snapshots,
@@ -163,8 +168,20 @@ def score_records(
     values = np.empty((len(moments), len(scorer.names)), dtype=object)
     for j, name in enumerate(scorer.names):
         values[:, j] = columns.get(name, np.nan)
+    new = [stored.new_ids(facts, i) for i in range(len(records))]
+    # what the store knows of an id it has never seen is a prior: no reason is drawn from it
+    position = {name: j for j, name in enumerate(scorer.names)}
+    unknown = np.zeros(values.shape, dtype=bool)
+    for i, fields in enumerate(new):
+        for field in fields:
+            unknown[i, [position[n] for n in FROM_RECORD_OF.get(field, ()) if n in position]] = True
     explained = explain(
-        scorer, values, typical=typical, amount=columns["amount"], display=stored.display
+        scorer,
+        values,
+        typical=typical,
+        amount=columns["amount"],
+        display=stored.display,
+        unknown=unknown,
     )
     probabilities = np.array([e.probability for e in explained])
     grades = grade(probabilities)
@@ -174,7 +191,7 @@ def score_records(
             as_of=as_of,
             probability=float(probabilities[i]),
             grade=str(grades[i]),
-            new_to_store=tuple(stored.new_ids(facts, i)),
+            new_to_store=tuple(new[i]),
             explanation=explained[i],
         )
         for i, record in enumerate(records)

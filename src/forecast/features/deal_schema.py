@@ -108,6 +108,17 @@ _REP_FEATURES = ("rep_win_rate", "rep_stage_win_rate", "rep_closed_deals_365d", 
 
 _ACCOUNT_TABLE_FEATURES = ("account_tenure_days", "industry", "region", "segment")
 
+FROM_RECORD_OF: dict[str, tuple[str, ...]] = {
+    "rep_id": _REP_FEATURES,
+    "account_id": (
+        "account_prior_wins", "account_prior_losses", "account_revenue_365d",
+        *_ACCOUNT_TABLE_FEATURES, "fit_win_rate",
+    ),
+    "product_id": ("product_id", "product_family", "fit_win_rate"),
+}  # fmt: skip
+"""The deal features read from the stored record of the rep, account or product a deal names:
+for an id the store has never seen they are priors or blanks, not evidence about the deal."""
+
 
 def unavailable_features(
     tables: CrmTables, *, history_derived: bool | None = None, activities: int | None = None
