@@ -219,6 +219,16 @@ def account_in_reach(
     state.store()  # no store: 503, not an unknown account
     known = account_id in state.account_owners  # indexed when the store loads
     if not known or not _visible(state.account_owners[account_id], within):
+        whole = account_id.removesuffix(".0")
+        owners = state.account_owners
+        if (
+            not known
+            and whole in owners
+            and whole != account_id
+            and _visible(owners[whole], within)
+        ):
+            raise HTTPException(404, f"no account {account_id!r}: ids written as floats were "
+                                f"read without the '.0' on import; ask for {whole!r}")  # fmt: skip
         raise HTTPException(404, f"no account {account_id!r}")
     return account_id
 

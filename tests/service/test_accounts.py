@@ -134,3 +134,14 @@ def test_revenue_at_risk_totals_by_rep_team_and_region_stay_in_reach(api):
     )
     assert api.get("/v1/churn/at-risk", api.key("crm")).status == 403
     assert api.get("/v1/churn/at-risk?level=planet", admin).status == 422
+
+
+def test_an_id_asked_for_as_a_float_is_told_the_id_the_import_kept(api, monkeypatch):
+    """An export that wrote integer ids as floats (17850.0) is stored without the '.0': a caller
+    asking with the export's spelling is told the id to use, if it may see that account."""
+    owners = {**api.state.account_owners, "17850": "R0001"}
+    monkeypatch.setattr(api.state, "account_owners", owners)
+    answer = api.get("/v1/accounts/17850.0", api.key("admin"))
+    assert answer.status == 404 and "ask for '17850'" in answer.body["detail"]
+    rep = api.get("/v1/accounts/17850.0", api.key("rep", rep_id="R0004"))  # not theirs
+    assert rep.status == 404 and rep.body["detail"] == "no account '17850.0'"
