@@ -181,6 +181,7 @@ class ServiceState:
         # what the stored data cannot give at all (`not_in_the_data`), each with why
         self.not_in_data: dict[str, str] = {}
         self._no_actions: tuple[tuple[str, int], str | None] | None = None  # per champion, store
+        self._win_checked: tuple[int, str | None] | None = None  # per store load
         self.store_generation = 0  # counts loads: cached results of an older store are dropped
         self.ready = False
         self._reload = threading.Lock()
@@ -353,7 +354,7 @@ class ServiceState:
                 current = self.models.get(name)
                 if version is None:
                     if current is None:
-                        self.problems[name] = missing_message(name)
+                        self.problems[name] = self._untrainable(name) or missing_message(name)
                     continue
                 if current is not None and current.version == version:
                     self.refused.pop(name, None)  # the alias came back to what serves
@@ -493,7 +494,25 @@ class ServiceState:
     def _untrainable(self, name: str) -> str | None:
         """Why the stored data cannot train `name`, while none of it serves; None: it can."""
         why = self.unsupported().get(name)
-        return None if why is None else f"{name} cannot be trained on the stored data: {why}"
+        if why is not None:
+            return f"{name} cannot be trained on the stored data: {why}"
+        if name == DEAL_MODEL and name not in self.models and (refused := self._win_refusal()):
+            return f"{name} has no champion, and {refused}"
+        return None
+
+    def _win_refusal(self) -> str | None:
+        """Why training's own checks refuse a deal-win model on the store (too few closed
+        deals, the leak guard): asked only while none serves, once per store load (the guard
+        takes a second or two on a large store)."""
+        from forecast.data.doctor import no_win_model
+
+        tables, generation = self.tables, self.store_generation
+        if tables is None:
+            return None
+        checked = self._win_checked
+        if checked is None or checked[0] != generation:
+            checked = self._win_checked = (generation, no_win_model(tables))
+        return checked[1]
 
     def unsupported(self) -> dict[str, str]:
         """The served models the stored data cannot train, with why, while none serves."""

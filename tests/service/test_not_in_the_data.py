@@ -146,3 +146,38 @@ def test_explain_deal_says_why_no_action_applies(one_table):
         shown = CliRunner().invoke(app, ["explain", "deal", deal_id])
     assert shown.exit_code == 0, shown.output
     assert "No action is recommended to any deal" in " ".join(shown.output.split())
+
+
+@pytest.fixture(scope="module")
+def few_closed(trained_home, tmp_path_factory):
+    """The trained home's copy whose store kept 30 closed deals, with no deal-win champion:
+    training's own checks refuse it, so "train one" would send the user round in circles."""
+    from forecast.data.derive import derive_history
+
+    home = tmp_path_factory.mktemp("few-closed-home")
+    shutil.copytree(trained_home, home, symlinks=True, dirs_exist_ok=True)
+    with home_env(home):
+        tables = read_store()
+        deals = tables.deals
+        closed = deals[deals["outcome"] != "open"].head(30)
+        kept = pd.concat([closed, deals[deals["outcome"] == "open"]])
+        few = tables.replace(deals=kept, deal_history=derive_history(kept),
+                             activities=tables.activities.iloc[:0])  # fmt: skip
+        write_store(few, source="30 closed deals", imported_at=pd.Timestamp("2026-11-16"))
+        client().delete_registered_model_alias("deal-win", "champion")
+        with serve(create_app()) as api:
+            yield api
+
+
+def test_a_win_model_training_would_refuse_is_said_so_not_train_one(few_closed):
+    admin = few_closed.key("admin")
+    listed = {m["name"]: m for m in few_closed.get("/v1/models", admin).body["models"]}
+    detail = listed["deal-win"]["detail"]
+    assert "no deal-win model can be trained on the stored data" in detail, detail
+    assert "at least 40 of each" in detail and "train one" not in detail
+    ready = few_closed.get("/readyz")
+    assert ready.status == 503
+    assert any("no deal-win model can be trained" in p for p in ready.body["problems"])
+    record = {"deal_id": "CRM-1", "stage": "proposal", "created_at": "2026-10-01T00:00:00Z"}
+    scored = few_closed.post("/v1/deals:score", {"deals": [record]}, few_closed.key("crm"))
+    assert scored.status == 409 and "at least 40 of each" in scored.body["detail"]
