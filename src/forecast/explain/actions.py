@@ -109,13 +109,13 @@ def already_done(values: np.ndarray, yardsticks: np.ndarray, vocabulary: Vocabul
     yesterday needs no re-engaging, a deal with two demos where won deals had one needs no
     demo, an account its rep saw last week needs no check-in)."""
     evidence = np.asarray(vocabulary.evidence, dtype=int)
-    helps = np.array([vocabulary.words[j].entry.helps or "" for j in evidence])
+    helps = vocabulary.helps[evidence]
     # evidence features are numbers; None becomes NaN
     value = np.array(values[:, evidence].tolist(), dtype=float).reshape(len(values), len(evidence))
     typical = yardsticks[:, evidence]
     with np.errstate(invalid="ignore"):
-        done = np.where(helps == "up", value >= typical, value <= typical)
-    return done & (helps != "")  # NaN on either side compares False: not known to be done
+        done = np.where(helps > 0, value >= typical, value <= typical)
+    return done & (helps != 0)  # NaN on either side compares False: not known to be done
 
 
 def action_probabilities(

@@ -157,9 +157,7 @@ def against_evidence(
     signal (a logistic's several recency terms) attributes some of them backwards ("320 days
     since the last purchase lowers the risk"). Features without a settled direction (`helps`),
     and values level with or without a yardstick, are not judged."""
-    helps = np.array(
-        [{"up": 1.0, "down": -1.0}.get(w.entry.helps or "", 0.0) for w in vocabulary.words]
-    )
+    helps = vocabulary.helps
     against = np.zeros(effects.shape, dtype=bool)
     directed = np.flatnonzero(helps)
     if not len(directed) or not len(values):

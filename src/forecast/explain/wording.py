@@ -79,6 +79,7 @@ class Vocabulary:
     actions: list[tuple[str, Action]]
     evidence: list[int]  # per action: the column its evidence sentence describes
     plan: ActionPlan
+    helps: np.ndarray  # per feature: +1 more helps, -1 less helps, 0 no settled direction
 
 
 _VOCABULARIES: dict[tuple[int, str], tuple[Catalogue, Vocabulary]] = {}
@@ -109,6 +110,7 @@ def vocabulary_for(names: list[str], catalogue: Catalogue, model: Model) -> Voca
         actions=actions,
         evidence=[position[action.evidence] for _, action in actions],
         plan=ActionPlan.of([action for _, action in actions], position),
+        helps=np.array([{"up": 1.0, "down": -1.0}.get(entries[n].helps or "", 0.0) for n in names]),
     )
     if len(_VOCABULARIES) > 16:  # a few catalogues at most; drop older ones
         _VOCABULARIES.clear()
