@@ -122,8 +122,31 @@ def test_spend_is_net_of_the_returns_known_and_recency_counts_purchases_only():
     assert row["days_since_first_purchase"] == 80 and row["mean_days_between_purchases"] == 50
     assert row["spend_365d"] == pytest.approx(340.0) and row["spend_90d"] == pytest.approx(340.0)
     assert row["returns_share_365d"] == pytest.approx(60 / 400)
-    assert row["mean_purchase_value"] == pytest.approx(200.0)
+    assert row["mean_purchase_value"] == pytest.approx(340.0 / 2)  # net of the return known
     assert list(inactivity_features(tables, at).columns[2:]) == list(INACTIVITY_FEATURE_NAMES)
+
+
+def test_an_order_returned_in_full_is_no_purchase_of_value_and_one_day_is_one_visit():
+    tables = _tables(
+        [
+            ("1", "returned", 0, 77_184.0),
+            ("C1", "returned", 0, -77_184.0),  # online-retail's customer 12346
+            ("2", "same-day", 0, 50.0),
+            ("3", "same-day", 0, 70.0),
+            ("4", "same-day", 30, 60.0),
+            ("5", "one-day", 10, 20.0),
+            ("6", "one-day", 10, 30.0),
+        ]
+    )
+    at = pd.DataFrame({"account_id": ["returned", "same-day", "one-day"], "as_of": T0 + 40 * DAY})
+    rows = inactivity_features(tables, at).set_index("account_id")
+    assert rows.loc["returned", "mean_purchase_value"] == 0.0
+    # three invoices on two days: one gap of 30 days, not two of 15
+    assert rows.loc["same-day", "mean_days_between_purchases"] == 30
+    assert rows.loc["same-day", "purchases"] == 3
+    # two invoices on one day say nothing of the gap between visits
+    assert np.isnan(rows.loc["one-day", "mean_days_between_purchases"])
+    assert np.isnan(rows.loc["one-day", "recency_over_gap"])
 
 
 def test_only_customers_who_bought_in_the_last_year_are_snapshotted():

@@ -205,7 +205,7 @@ def _at_as_of(known: pd.DataFrame, lines: pd.DataFrame, as_of: pd.Timestamp) -> 
         {
             "account_id": by,
             "days_ago": days_ago,
-            "amount": known["amount"].to_numpy(),
+            "day": known["at"].dt.normalize().to_numpy(),
             **{f"in_{w}": recent[w].astype(float) for w in WINDOWS},
             "in_previous_90": previous.astype(float),
         }
@@ -218,12 +218,13 @@ def _at_as_of(known: pd.DataFrame, lines: pd.DataFrame, as_of: pd.Timestamp) -> 
             "purchases": g.size().astype(float),
             "purchases_90d": g["in_90"].sum(),
             "purchases_365d": g["in_365"].sum(),
-            "mean_purchase_value": g["amount"].mean(),
         }
     )
     out["purchases_change_90d"] = out["purchases_90d"] - g["in_previous_90"].sum()
+    # two invoices on one day are one visit: counted as two, they make a gap of 0 days
+    days = g["day"].nunique()
     span = out["days_since_first_purchase"] - out["days_since_last_purchase"]
-    gap = (span / (out["purchases"] - 1)).where(out["purchases"] > 1)
+    gap = (span / (days - 1)).where(days > 1)
     out["mean_days_between_purchases"] = gap
     # two purchases hours apart make a gap near zero: a ratio over it says nothing
     out["recency_over_gap"] = out["days_since_last_purchase"] / gap.where(gap >= 1)
@@ -242,4 +243,7 @@ def _at_as_of(known: pd.DataFrame, lines: pd.DataFrame, as_of: pd.Timestamp) -> 
     products = seen.loc[line_days <= 365].groupby("account_id")["product_id"].nunique()
     out["products_365d"] = products.reindex(out.index)
     out[["spend_90d", "spend_365d"]] = out[["spend_90d", "spend_365d"]].fillna(0.0)
+    # net of every return known: an order returned in full was no purchase of value
+    net = window.groupby("account_id")["amount"].sum().reindex(out.index)
+    out["mean_purchase_value"] = (net / out["purchases"]).clip(lower=0.0)
     return out
