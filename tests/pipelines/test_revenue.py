@@ -3,6 +3,7 @@ org tree, scenarios that change only what they touch, backtests and the command.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 
@@ -189,6 +190,24 @@ def test_a_quarter_already_over_is_what_was_booked(world, scorer):
     )
 
 
+def test_without_a_users_table_each_owner_is_a_rep_of_their_own(world, scorer):
+    """An export without users (a Dynamics opportunity list) still names the deals' owners: the
+    rep level is theirs, not one unassigned row, and adds up to the company."""
+    t = world.tables
+    no_users = t.replace(reps=t.reps.iloc[0:0], targets=t.targets.iloc[0:0])
+    _start, end = quarter_bounds("2025Q1")
+    fc = forecast_quarter(
+        no_users, quarter="2025Q1", as_of=end + pd.DateOffset(months=2), win_scorer=scorer,
+        draws=200,
+    )  # fmt: skip
+    actual = realised_bookings(t, ["2025Q1"]).groupby("rep_id")["bookings"].sum()
+    reps = fc.level("rep").set_index("node")
+    assert set(actual.index) <= set(reps.index) and len(actual) >= 10
+    np.testing.assert_allclose(reps["mean"].reindex(actual.index), actual, rtol=1e-5, atol=1.0)
+    assert set(fc.level("team")["node"]) == {UNASSIGNED}
+    np.testing.assert_allclose(reps["mean"].sum(), fc.level("company")["mean"].iloc[0], rtol=1e-9)
+
+
 def test_the_drivers_are_the_deals_with_the_largest_variance(forecast):
     company = forecast.drivers[forecast.drivers["level"] == "company"]
     assert list(company["rank"]) == list(range(1, len(company) + 1))
@@ -197,6 +216,10 @@ def test_the_drivers_are_the_deals_with_the_largest_variance(forecast):
     assert company["deal_id"].tolist() == top
     assert company["cumulative_share"].is_monotonic_increasing
     assert "of the uncertainty" in forecast.spread_sentence()
+    # deals carrying next to nothing are not said to carry "0 %" as if that were a finding
+    tiny = forecast.drivers.assign(variance_share=forecast.drivers["variance_share"] / 1_000)
+    said = dataclasses.replace(forecast, drivers=tiny).spread_sentence()
+    assert "0%" not in said and "no open deal carries much of the uncertainty" in said
 
 
 # --- renewals -----------------------------------------------------------------------------------

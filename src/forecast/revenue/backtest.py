@@ -44,13 +44,12 @@ from forecast.revenue.baselines import (
     weighted_pipelines,
 )
 from forecast.revenue.bookings import (
-    UNASSIGNED,
     parse_quarter,
 )
+from forecast.revenue.inputs import org_tree
 from forecast.revenue.lean import lean_by_error
 from forecast.revenue.params import RevenueParams, WinScorer
 from forecast.revenue.quarter import forecast_quarter
-from forecast.revenue.tree import OrgTree
 
 log = logging.getLogger(__name__)
 
@@ -196,11 +195,9 @@ class _Point:
 
 def _with_actuals(points: pd.DataFrame, tables: CrmTables, quarters: Sequence[str]):
     """`points` with what each node booked in its quarter (0 where it booked nothing)."""
-    tree = OrgTree.from_reps(
-        tables.reps,
-        extra=pd.DataFrame({"rep_id": [UNASSIGNED], "team": [UNASSIGNED], "region": [UNASSIGNED]}),
+    actual = realised_by_node(tables, org_tree(tables), quarters).rename(
+        columns={"value": "actual"}
     )
-    actual = realised_by_node(tables, tree, quarters).rename(columns={"value": "actual"})
     points = points.merge(actual, on=["quarter", "level", "node"], how="left")
     points["actual"] = points["actual"].fillna(0.0)
     return points

@@ -194,7 +194,7 @@ def prepare_quarter(
     open_deals = score_open_deals(
         snapshots, window, tables, win_scorer, timing, params, scores=open_scores
     )
-    tree = _tree(tables)
+    tree = org_tree(tables)
     new = learn_new_deals(tables, window, earlier, won, params)
     leaf_rate, leaf_pool, pool_names = new_per_leaf(tables, tree, new, as_of, params)
 
@@ -326,10 +326,18 @@ def _snapshot_features(
     return featurize(tables, snapshots).reset_index(drop=True)
 
 
-def _tree(tables: CrmTables) -> OrgTree:
-    """Every person in reps is a leaf; owners missing from it book to an unassigned leaf."""
+def org_tree(tables: CrmTables) -> OrgTree:
+    """Every person in reps is a leaf; owners missing from it book to an unassigned leaf.
+
+    An export without a users table still names its deals' owners: each is then a leaf of its
+    own, in no team or region, so the rep level is theirs and not one unassigned row.
+    """
+    owners = [UNASSIGNED]
+    if tables.reps.empty:
+        named = tables.deals["rep_id"].dropna().astype(str).unique()
+        owners += sorted(set(named) - {UNASSIGNED})
     extra = pd.DataFrame(
-        {"rep_id": [UNASSIGNED], "name": [UNASSIGNED], "team": [UNASSIGNED], "region": [UNASSIGNED]}
+        {"rep_id": owners, "name": owners, "team": UNASSIGNED, "region": UNASSIGNED}
     )
     return OrgTree.from_reps(tables.reps, extra=extra)
 

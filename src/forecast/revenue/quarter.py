@@ -83,6 +83,12 @@ class QuarterForecast:
             return f"{node}: no open deal carries any uncertainty"
         share = float(top["variance_share"].sum())
         names = ", ".join(top["deal_id"].astype(str))
+        if share < 0.005:  # "0 % of the uncertainty" would read as a finding
+            return (
+                f"{node}: no open deal carries much of the uncertainty (the {len(top)} with the "
+                "most carry under 1% of the variance of the quarter's total): it comes from "
+                "deals not open yet, renewals and what moves deals together"
+            )
         return (
             f"{node}: these {len(top)} deals carry {share:.0%} of the uncertainty "
             f"(variance of the quarter's total): {names}"
