@@ -154,3 +154,26 @@ def test_a_column_the_mapping_maps_replaces_the_preset_s_derive_rule(tmp_path):
     raw, as_of = read_mapped(folder, folder / "mapping.yaml")
     assert raw["deals"].frame["outcome"].tolist() == ["won"]
     assert check(raw, as_of=as_of).tables.deals["outcome"].tolist() == ["won"]
+
+
+def test_a_stage_mapped_in_the_preset_s_place_is_still_closed_from_the_outcome(tmp_path):
+    """Dynamics keeps a closed opportunity at its last sales stage; a mapping that reads the
+    stage from another column (a display-name export's Pipeline Phase) still gets the preset's
+    correction, or every closed deal is refused as open at its last stage."""
+    folder = tmp_path / "dynamics"
+    folder.mkdir()
+    for name in ("account.csv", "systemuser.csv"):
+        (folder / name).write_text((EXAMPLES / "dynamics" / name).read_text())
+    opportunities = pd.read_csv(EXAMPLES / "dynamics" / "opportunity.csv", dtype=str)
+    opportunities.rename(columns={"salesstage": "Pipeline Phase"}).to_csv(
+        folder / "opportunity.csv", index=False
+    )
+    (folder / "mapping.yaml").write_text(
+        "preset: dynamics\nas_of: 2024-12-31\n"
+        "tables:\n  deals:\n    columns: {stage: Pipeline Phase}\n"
+    )
+    raw, as_of = read_mapped(folder, folder / "mapping.yaml")
+    deals = check(raw, as_of=as_of).tables.deals
+    closed = deals[deals["outcome"] != "open"]
+    assert len(closed) > 10
+    assert (closed["stage"] == "closed_" + closed["outcome"]).all()

@@ -72,6 +72,8 @@ PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
 ATTRIBUTES = "deal_attributes"
 
+CORRECTING_RULES = frozenset({"closed_from_outcome", "when_closed"})  # they read the column itself
+
 ATTRIBUTE_KEY = ".attributes"  # soft[table + this]: the attributes a preset (not the mapping) gives
 
 
@@ -243,11 +245,14 @@ def _merge(base: TableMapping | None, own: TableMapping | None) -> TableMapping:
         c: v for c, v in merged["constants"].items() if c not in own.columns or c in own.constants
     }
     merged["columns"] = {c: v for c, v in merged["columns"].items() if c not in own.constants}
-    # a column the mapping maps itself is not derived the preset's way (unless it says so)
+    # a column the mapping maps itself is not derived the preset's way (unless it says so),
+    # but a rule that only corrects the mapped column (a closed deal's stage from its outcome,
+    # a close date kept for closed deals) still applies to the column mapped in its place
     merged["derive"] = {
         c: rule
         for c, rule in merged["derive"].items()
-        if c in own.derive or (c not in own.columns and c not in own.constants)
+        if c in own.derive
+        or (c not in own.constants and (c not in own.columns or rule in CORRECTING_RULES))
     }
     return _drop_unmapped(TableMapping.model_validate(merged))
 
