@@ -723,6 +723,9 @@ def deal_page(request: Request, deal_id: str, who: ViewerDep) -> Response:
         "viewer": who,
         "page": "pipeline",
         "deal": deal,
+        "account_name": _names(tables.accounts, "account_id").get(
+            deal["account_id"], deal["account_id"]
+        ),
         "score": score,
         "history": [_known(r) for r in history.sort_values("changed_at").to_dict("records")],
         "names": _rep_names(who.state),

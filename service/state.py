@@ -100,12 +100,9 @@ class Serving:
     @property
     def forced(self) -> str | None:
         """What every answer from a champion promoted over the gate's bar says of it."""
-        if not self.below_bar:
-            return None
-        return (
-            f"The {self.name} model in service (v{self.version}) was promoted by hand over the "
-            f"gate: {self.below_bar[0]}. Its scores may say little."
-        )
+        from forecast.training.registry import forced_sentence
+
+        return forced_sentence(self.name, self.version, self.below_bar)
 
     def probability(self, features: pd.DataFrame) -> np.ndarray:
         """Feature rows -> calibrated probabilities (the revenue forecast's win scorer, or the

@@ -354,6 +354,20 @@ def test_a_champion_forced_over_the_gate_is_said_on_every_page(trained_home, tmp
             assert forced and "not clearly above a coin" in forced[0]
             listed = {m["name"]: m for m in api.get("/v1/models", api.key("crm")).body["models"]}
             assert "promoted by hand over the gate" in listed["deal-win"]["detail"]
+        # and the data scientist's commands, in the same words
+        from typer.testing import CliRunner
+
+        from forecast.cli import app
+
+        deal_id = sorted(api.state.deal_scores(api.state.champion("deal-win")))[0]
+        book = str(tmp_path / "book.parquet")
+        for command in (["explain", "deal", deal_id], ["score", "deals", "--all", "--out", book]):
+            shown = CliRunner().invoke(app, command)
+            assert shown.exit_code == 0, shown.output
+            said = " ".join(shown.output.split())
+            assert f"deal-win model in service (v{version}) was promoted by hand" in said, command
+        as_json = json.loads(CliRunner().invoke(app, ["explain", "deal", deal_id, "--json"]).stdout)
+        assert "not clearly above a coin" in as_json["warnings"][0]
 
 
 def test_without_targets_the_forecast_page_shows_the_p50_and_no_target_line(trained_home, tmp_path):
@@ -381,3 +395,14 @@ def test_without_targets_the_forecast_page_shows_the_p50_and_no_target_line(trai
     assert "P50 (no target set)" in page.text and "P(reach target)" not in page.text
     assert "Fan chart</h2>" in page.text and '"name": "target"' not in page.text
     assert '"name":"target"' not in page.text
+
+
+def test_a_deal_page_names_its_account(dash: Api) -> None:
+    tables = dash.state.store()
+    deals = tables.deals[tables.deals["account_id"].notna()]
+    deal = deals.iloc[0]
+    name = tables.accounts.set_index("account_id").loc[deal["account_id"], "name"]
+    token = _sign_in(dash, dash.key("admin"))
+    page = _request(dash, "GET", f"/dashboard/deals/{deal['deal_id']}", cookie=token)
+    assert page.status == 200
+    assert f"account {name}" in page.text and f"account {deal['account_id']}" not in page.text

@@ -59,7 +59,8 @@ def explain_deal(deal_id: str, as_of: AsOfOpt = None, as_json: JsonOpt = False) 
         raise typer.Exit(1) from None
     if as_json:
         model = {"name": explainer.model_name, "version": explainer.model_version}
-        _dump(asdict(score) | {"model": model})
+        warnings = [explainer.forced] if explainer.forced else []
+        _dump(asdict(score) | {"model": model, "warnings": warnings})
         return
     e = score.explanation
     # + 0.0: a move that rounds to nothing reads +0.0, never -0.0
@@ -72,6 +73,8 @@ def explain_deal(deal_id: str, as_of: AsOfOpt = None, as_json: JsonOpt = False) 
         f"[bold]{deal_id}[/]: win probability {score.probability:.0%} (grade {score.grade}"
         f"{trend}) as of {moment:%Y-%m-%d}; {explainer.model_label}"
     )
+    if explainer.forced:
+        console.print(f"  {explainer.forced}", style="yellow", markup=False, highlight=False)
     for reason in e.reasons:
         mark = "[green]+[/]" if reason.direction == "raises" else "[red]-[/]"
         console.print(f"  {mark} [dim]{reason.code}[/] {reason.text}")

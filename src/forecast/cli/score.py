@@ -89,6 +89,8 @@ def score_deals_command(
         f"{len(book):,} open deals scored as of {moment:%Y-%m-%d} by "
         f"{explainer.model_label} -> {out}" + (f"; logged as request {request_id}" if log else "")
     )
+    if explainer.forced:
+        err_console.print(explainer.forced, style="yellow", markup=False, highlight=False)
 
 
 def _log(book: pd.DataFrame, request_id: str) -> bool:

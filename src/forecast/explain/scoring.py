@@ -223,10 +223,18 @@ class DealExplainer:
     model_name: str
     model_version: str
     features_off: Collection[str] = ()  # what the stored data cannot give (empty columns)
+    below_bar: tuple[str, ...] = ()  # what it fails of the gate's bar, promoted with --force
 
     @property
     def model_label(self) -> str:
         return f"{self.model_name} v{self.model_version} (champion)"
+
+    @property
+    def forced(self) -> str | None:
+        """Said beside its scores when the champion was promoted over the gate's bar."""
+        from forecast.training.registry import forced_sentence
+
+        return forced_sentence(self.model_name, self.model_version, self.below_bar)
 
     @property
     def no_actions(self) -> str | None:
@@ -291,6 +299,7 @@ def load_deal_explainer(
         champion_version,
         load_champion,
         no_champion,
+        served_below_bar,
     )
     from forecast.training.win_task import MODEL_NAME
 
@@ -306,6 +315,7 @@ def load_deal_explainer(
         typical=typical,
         model_name=MODEL_NAME,
         model_version=version,
+        below_bar=tuple(served_below_bar(MODEL_NAME, version)),
         # a store in parts is not in this process: what it lacks is not checked here
         features_off=(
             context.unavailable

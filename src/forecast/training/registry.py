@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import mlflow
@@ -340,6 +340,17 @@ def served_below_bar(name: str, version: str) -> list[str]:
         return []
     evaluation = json.loads(tags.get(EVALUATION_TAG, "null") or "null")
     return ["no recorded evaluation"] if evaluation is None else bar_failures(evaluation)
+
+
+def forced_sentence(name: str, version: str, below_bar: Sequence[str]) -> str | None:
+    """What every answer from a champion promoted over the gate's bar (`below_bar`, as
+    `served_below_bar` gives it) says of it; None for one that cleared the bar."""
+    if not below_bar:
+        return None
+    return (
+        f"The {name} model in service (v{version}) was promoted by hand over the gate: "
+        f"{below_bar[0]}. Its scores may say little."
+    )
 
 
 def promote(name: str, version: str, *, force: bool = False) -> str:
