@@ -12,12 +12,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
+from forecast.cli import app
 from forecast.data.sources.mapping import read_mapped
 from forecast.data.validate import check
 from forecast.data.world import make_crm
 from forecast.features.deal_schema import attribute_features
+from forecast.model import TreeParams
 from forecast.training.leakage import LeakageSuspected, refuse, screen_columns
+from forecast.training.win import train_win
+from forecast.training.win_task import WinParams, check_leave_out
 from tests.data.real_exports import SF_STAGES, _sf, opportunities
 
 
@@ -149,3 +154,33 @@ def test_an_attribute_filled_at_the_close_but_declared_known_at_creation_is_refu
     assert screen_columns(tables) == []
     assert set(tables.deal_attributes["known_at"]) == {"closed"}
     assert attribute_features(tables) == ()
+
+
+def test_a_column_set_at_the_close_can_be_left_out_of_the_model_and_kept(world, tmp_path):
+    """A CRM that sets a won deal's amount to what was booked: the guard refuses the amount and
+    says how to keep it for bookings; `--leave-out deals.amount` trains without the features
+    that read it, and says so on the card; a column no feature reads is refused up front."""
+    plant, _ = LEAKS["amount-zero-when-lost"]
+    tables = _imported(world, plant(opportunities(world.tables, SF_STAGES), world), tmp_path / "x")
+    with pytest.raises(LeakageSuspected, match=r"--leave-out deals\.amount"):
+        refuse(screen_columns(tables))
+
+    params = WinParams(
+        tree=TreeParams(n_estimators=40, n_jobs=1), half_lives=(None,), leave_out=("deals.amount",)
+    )
+    result = train_win(tables, params=params, card_dir=tmp_path / "card")
+    names = {f.name for f in result.features}
+    assert "amount" not in names and "amount_vs_typical" not in names and "stage" in names
+    assert tables.deals.loc[tables.deals["outcome"] == "won", "amount"].gt(0).all()  # kept
+    card = result.card_path.read_text()
+    assert (
+        "Left out of the model by a person (`--leave-out`, set at the close): deals.amount" in card
+    )
+
+    with pytest.raises(ValueError, match=r"--leave-out deals\.amout: no feature reads it.*"):
+        check_leave_out(["deals.amout"])
+    check_leave_out(["deals.amount", "deal_attributes.lead_source", "amount_vs_typical"])
+    for command in (["train", "win"], ["retrain"]):
+        refused = CliRunner().invoke(app, [*command, "--leave-out", "deals.amout"])
+        assert refused.exit_code == 1, refused.output
+        assert "--leave-out deals.amout: no feature reads it" in " ".join(refused.output.split())

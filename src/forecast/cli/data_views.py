@@ -43,7 +43,11 @@ def print_diagnosis(found) -> None:
         if found.blockers:  # no closed deals at all: a deal-win model is not what it is for
             console.print("[green]nothing blocks training churn[/] (no closed deals to win)")
         else:
-            console.print("[green]nothing blocks training[/]")
+            console.print(
+                "[green]nothing blocks training[/] of what the doctor checks; the leak guard "
+                "also tests each feature alone when `forecast train win` runs (a column set at "
+                "the close, as a won deal's booked amount, is refused then)"
+            )
 
 
 def print_description(tables) -> None:

@@ -48,6 +48,11 @@ def _run_pipeline(name: str, tables, truth, seed: int, **options):
             raise fail(f"{name}: {err}") from None
 
 
+def _listed(values: list[str] | None) -> tuple[str, ...]:
+    """A repeated option's values, each may be a comma-separated list."""
+    return tuple(c.strip() for value in values or () for c in value.split(",") if c.strip())
+
+
 def _outcome_dict(outcome) -> dict:
     d = outcome.decision
     return {
@@ -100,6 +105,23 @@ CalibrationDaysOpt = Annotated[
 ]
 
 
+AllowColumnOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="A column the leak guard refuses that you know is filled at creation (e.g. "
+        "deals.amount); repeat, or separate with commas. Logged to MLflow and on the card."
+    ),
+]
+LeaveOutOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="A column the CRM sets at the close (e.g. deals.amount, set to what was booked): "
+        "kept for bookings, read by no feature; repeat, or separate with commas. Logged to "
+        "MLflow and on the card."
+    ),
+]
+
+
 class SnapshotEvery(StrEnum):
     week = "week"
     month = "month"
@@ -128,13 +150,8 @@ def train_win(
     ] = None,
     test_days: TestDaysOpt = None,
     calibration_days: CalibrationDaysOpt = None,
-    allow_column: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="A column the leak guard refuses that you know is filled at creation (e.g. "
-            "deals.amount); repeat, or separate with commas. Logged to MLflow and on the card."
-        ),
-    ] = None,
+    allow_column: AllowColumnOpt = None,
+    leave_out: LeaveOutOpt = None,
     snapshots: Annotated[
         SnapshotEvery,
         typer.Option(
@@ -150,14 +167,20 @@ def train_win(
     themselves (docs/scale.md)."""
     from forecast.features.on_dask import CONTEXT_TABLES
     from forecast.training import win as train
+    from forecast.training.win_task import check_leave_out
 
-    allowed = [c.strip() for value in allow_column or () for c in value.split(",") if c.strip()]
+    allowed, left_out = _listed(allow_column), _listed(leave_out)
+    try:
+        check_leave_out(left_out)
+    except ValueError as err:
+        raise fail(str(err)) from None
     params = train.WinParams(
         seed=seed,
         label_lag_days=label_lag_days or None,
         test_days=test_days or None,
         calibration_days=calibration_days or None,
-        allow_columns=tuple(allowed),
+        allow_columns=allowed,
+        leave_out=left_out,
         snapshot_freq=SNAPSHOT_FREQ[snapshots],
     )
     with cluster(scheduler, local_cluster) as client:
@@ -229,14 +252,26 @@ def _show(outcome, as_json: bool) -> None:
 def retrain(
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
+    allow_column: AllowColumnOpt = None,
+    leave_out: LeaveOutOpt = None,
     scheduler: SchedulerOpt = None,
     local_cluster: LocalClusterOpt = None,
 ) -> None:
     """Retrain every pipeline on the stored CRM and pass each through its registry gate (on a
     Dask cluster's workers, the features, when given one, reading a store in parts
-    themselves)."""
+    themselves). --allow-column and --leave-out are the deal-win model's, as in `train win`."""
     from forecast.features.on_dask import CONTEXT_TABLES
+    from forecast.training import win as train
     from forecast.training.pipelines import PIPELINES
+    from forecast.training.win_task import check_leave_out
+
+    win = train.WinParams(
+        seed=seed, allow_columns=_listed(allow_column), leave_out=_listed(leave_out)
+    )
+    try:
+        check_leave_out(win.leave_out)
+    except ValueError as err:
+        raise fail(str(err)) from None
 
     outcomes, failed = [], []
     with cluster(scheduler, local_cluster) as client:
@@ -245,7 +280,8 @@ def retrain(
         options = {"client": client} | ({"parts": parts} if parts else {})
         for name in PIPELINES:
             try:
-                outcomes.append(_run_pipeline(name, tables, truth, seed, **options))
+                own = {"params": win} if name == "win" else {}
+                outcomes.append(_run_pipeline(name, tables, truth, seed, **options, **own))
             except typer.Exit:  # refused (reason printed): the other pipelines still run
                 failed.append(name)
                 continue

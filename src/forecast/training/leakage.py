@@ -101,8 +101,10 @@ def _fix_for(column: str) -> str:
             "feature), or leave it out of `attributes`"
         )
     return (
-        "map a column the CRM fills when the deal is created, or leave it out with "
-        f'`{name}: "-"` under the {table}\' columns'
+        "map a column the CRM fills when the deal is created; or, if the CRM sets it at the "
+        f"close (a won deal's amount set to what was booked), train without it: `--leave-out "
+        f"{column}` keeps it for bookings and out of the model; or leave it out of the import "
+        f'with `{name}: "-"` under the {table}\' columns'
     )
 
 
@@ -315,7 +317,8 @@ def screen_features(
             f"the feature {name} alone ranks the test slice's outcomes with ROC AUC {auc:.3f} "
             f"(limit {LEAK_AUC}); no honest single fact known at a snapshot does that",
             "check when the column is filled; if it is known at creation, allow it with "
-            f"--allow-column {source_of(name)}",
+            f"--allow-column {source_of(name)}; if the CRM sets it at the close, train "
+            f"without it: --leave-out {source_of(name)}",
         )
         for name, auc in aucs.items()
         if auc >= LEAK_AUC
@@ -354,6 +357,7 @@ def refuse(suspects: Sequence[Suspect], allowed: Iterable[str] = ()) -> list[Sus
             f"suspected leakage in {len(kept)} column(s); nothing was trained:\n{lines}\n"
             "A column known only at or after the close makes a model that cannot score open "
             "deals. If a column is in fact known when the deal is created, train with "
-            "--allow-column COLUMN (recorded in MLflow and on the model card)."
+            "--allow-column COLUMN; if it is set at the close, --leave-out COLUMN keeps it "
+            "out of the model (both recorded in MLflow and on the model card)."
         )
     return [s for s in suspects if s not in kept]

@@ -78,7 +78,12 @@ def train(
             data.features,
             params,
             allowed=getattr(params, "allow_columns", ()),
-            columns=pipeline.mapped_suspects(tables),
+            # a column left out is read by no feature: the guard has nothing to refuse of it
+            columns=[
+                s
+                for s in pipeline.mapped_suspects(tables)
+                if s.column not in getattr(params, "leave_out", ())
+            ],
             on_step=lambda label: step(f"choosing the model: {label}"),
             client=pipeline.client,
         )

@@ -184,6 +184,12 @@ def _card_limits(result: WinTrainResult) -> list[str]:
                 for reason in dict.fromkeys(off.values())
             ),
         ]
+    if result.params.leave_out:
+        lines += [
+            "- Left out of the model by a person (`--leave-out`, set at the close): "
+            f"{', '.join(result.params.leave_out)}; no feature reads it, and it still counts "
+            "where it is no feature (bookings, the amount at stake).",
+        ]
     if result.params.allow_columns:
         lines += [
             "- The leak guard was overridden for: "

@@ -4,7 +4,7 @@ snapshot frame it trains on."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +24,7 @@ from forecast.features.deals import snapshot_dates, training_frame
 from forecast.features.on_dask import deal_features_with, deal_frames_of_parts
 from forecast.model import TreeParams
 from forecast.training.drift import HALF_LIVES, ROLLING_FOLDS
+from forecast.training.leakage import source_of
 from forecast.training.task import CANDIDATES, NotEnoughDataError, Task, fingerprint
 
 if TYPE_CHECKING:
@@ -70,12 +71,16 @@ class WinParams:
     half_lives: tuple[int | None, ...] = HALF_LIVES  # recency weightings tried (days)
     rolling_folds: int = ROLLING_FOLDS  # held-out windows the choice is made on
     allow_columns: tuple[str, ...] = ()  # columns the leak guard would refuse, checked by a person
+    # columns known only at the close (a won deal's amount set to what was booked): kept for
+    # bookings, but no feature reads them
+    leave_out: tuple[str, ...] = ()
 
     def flat(self) -> dict[str, object]:
         out = {k: v for k, v in asdict(self).items() if k != "tree"}
         out["candidates"] = ",".join(self.candidates)
         out["half_lives"] = ",".join("none" if h is None else str(h) for h in self.half_lives)
         out["allow_columns"] = ",".join(self.allow_columns)
+        out["leave_out"] = ",".join(self.leave_out)
         return out | {f"tree_{k}": v for k, v in asdict(self.tree).items()}
 
 
@@ -246,6 +251,36 @@ def build_frame(
     return frame, features, unavailable
 
 
+ATTRIBUTES_TABLE = "deal_attributes."
+
+
+def check_leave_out(leave_out: Sequence[str]) -> None:
+    """`left_in`'s check before the features are made (an attribute's column: after).
+
+    Raises:
+        ValueError: a column no feature reads.
+    """
+    left_in(DEAL_FEATURES, [c for c in leave_out if not c.startswith(ATTRIBUTES_TABLE)])
+
+
+def left_in(features: Sequence[Feature], leave_out: Sequence[str]) -> tuple[Feature, ...]:
+    """`features` but those reading a column of `leave_out` (as `deals.amount`, or a feature's
+    own name).
+
+    Raises:
+        ValueError: a column no feature reads, named with those that can be left out.
+    """
+    read = {source_of(f.name) for f in features} | {f.name for f in features}
+    if unknown := [c for c in leave_out if c not in read]:
+        columns = sorted({source_of(f.name) for f in features})
+        raise ValueError(
+            f"--leave-out {', '.join(unknown)}: no feature reads it; the columns the features "
+            f"read: {', '.join(columns)}"
+        )
+    dropped = set(leave_out)
+    return tuple(f for f in features if f.name not in dropped and source_of(f.name) not in dropped)
+
+
 def _as_given(frame: pd.DataFrame, part: CrmTables) -> pd.DataFrame:
     return frame
 
@@ -359,7 +394,9 @@ def prepare(
     """Snapshots, features (on the `cluster` when given), the closed-deal check and the
     out-of-time split."""
     windows = Windows.before(tables, params)
+    check_leave_out(params.leave_out)
     frame, features, unavailable = build_frame(tables, windows, params, hooks, cluster)
+    features = left_in(features, params.leave_out)
     check_closed_deals(frame, windows, tables)
     slices = split(frame, windows)
     if hooks.fit_rows is not None:
