@@ -177,3 +177,24 @@ def test_a_stage_mapped_in_the_preset_s_place_is_still_closed_from_the_outcome(t
     closed = deals[deals["outcome"] != "open"]
     assert len(closed) > 10
     assert (closed["stage"] == "closed_" + closed["outcome"]).all()
+
+
+def test_hubspot_owners_are_matched_by_the_name_the_deals_show(tmp_path):
+    """HubSpot's deals export names each deal's owner ("Deal owner"): the owners file is read
+    by that name, so the reps' teams reach their deals (keyed by an owner id, no deal matched)."""
+    folder = tmp_path / "hubspot"
+    folder.mkdir()
+    for name in ("deals.csv", "companies.csv", "mapping.yaml"):
+        (folder / name).write_text((EXAMPLES / "hubspot" / name).read_text())
+    owners = sorted(pd.read_csv(folder / "deals.csv")["Deal owner"].dropna().unique())
+    pd.DataFrame(
+        {
+            "Name": owners,
+            "Team": [f"Team {i % 2}" for i in range(len(owners))],
+            "Created at": "2022-01-01",
+        }
+    ).to_csv(folder / "owners.csv", index=False)
+    raw, as_of = read_mapped(folder, folder / "mapping.yaml")
+    tables = check(raw, as_of=as_of).tables
+    assert set(tables.deals["rep_id"].dropna()) <= set(tables.reps["rep_id"])
+    assert set(tables.reps["team"]) == {"Team 0", "Team 1"}
