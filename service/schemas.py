@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     create_model,
     field_validator,
+    model_validator,
 )
 from pydantic.config import JsonDict
 
@@ -214,6 +215,12 @@ class TouchIn(BaseModel):
 CRM_ID = "As the CRM names it: translated as the store's import mapping translates it."
 
 
+# the record's optional fields: "" is sent for a blank one
+BLANK_IS_MISSING = frozenset(
+    {"rep_id", "account_id", "product_id", "amount", "currency", "expected_close", "next_step"}
+)
+
+
 class DealRecordIn(BaseModel):
     """One open deal as the CRM holds it. Ids the stored CRM knows bring their record (the
     rep's, account's and product's wins as of `as_of`); unknown ids are scored as new and
@@ -266,6 +273,17 @@ class DealRecordIn(BaseModel):
     activities: list[TouchIn] | None = Field(
         default=None, max_length=5000, description="The deal's activities."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_is_missing(cls, record: Any) -> Any:
+        """A CRM sends an empty optional field as "": missing, as the import reads a blank."""
+        if not isinstance(record, dict):
+            return record
+        return {
+            name: None if name in BLANK_IS_MISSING and isinstance(v, str) and not v.strip() else v
+            for name, v in record.items()
+        }
 
     @field_validator("currency")
     @classmethod

@@ -150,7 +150,7 @@ GOOD = {
             "changed_at",
             "between",
         ),
-        ({"rep_id": ""}, "rep_id", "at least 1"),
+        ({"deal_id": ""}, "deal_id", "at least 1"),  # a blank id names no deal
         ({"days_in_stage": 4}, "days_in_stage", "not permitted"),
     ],
 )
@@ -161,6 +161,20 @@ def test_a_malformed_record_is_422_naming_the_field(api, change, field, says):
     (error,) = answer.body["detail"]
     assert error["loc"][:3] == ["body", "deals", 1] and field in map(str, error["loc"])
     assert says in error["msg"], error
+
+
+def test_a_blank_optional_field_is_missing_as_the_import_reads_it(api):
+    """A CRM sends an empty field as "": the record scores as if it were not sent."""
+    optional = ("rep_id", "account_id", "product_id", "amount", "expected_close", "next_step")
+    without = {k: v for k, v in GOOD.items() if k not in optional}
+    blank = {**without, **dict.fromkeys(optional, "")}
+    scored = [
+        api.post("/v1/deals:score", {"as_of": AS_OF, "deals": [r]}, api.key("crm"))
+        for r in (without, blank)
+    ]
+    assert [a.status for a in scored] == [200, 200], scored[1].detail
+    probabilities = [a.body["scores"][0]["probability"] for a in scored]
+    assert probabilities[0] == probabilities[1]
 
 
 def test_a_record_missing_what_it_must_have_is_422(api):
