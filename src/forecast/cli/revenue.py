@@ -47,8 +47,10 @@ def champion_scorer(tables: CrmTables):
     from forecast.training.registry import (
         RegistryError,
         champion_version,
+        forced_sentence,
         load_champion,
         no_champion,
+        served_below_bar,
     )
 
     version = champion_version(CHAMPION_NAME)
@@ -64,6 +66,8 @@ def champion_scorer(tables: CrmTables):
         model = load_champion(CHAMPION_NAME, version)
     except (RegistryError, OSError) as err:
         raise fail(f"{CHAMPION_NAME} version {version} cannot be loaded: {err}") from None
+    if forced := forced_sentence(CHAMPION_NAME, version, served_below_bar(CHAMPION_NAME, version)):
+        err_console.print(forced, style="yellow", markup=False, highlight=False)
 
     def scorer(features: pd.DataFrame):
         return win_probability(model, model_input(features))
