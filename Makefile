@@ -57,7 +57,7 @@ test: $(STAMP) ## Run the whole test suite (PostgreSQL tests need FORECAST_TEST_
 	$(BIN)/ruff check src service tests benchmarks deploy
 	$(BIN)/ruff format --check src service tests benchmarks deploy
 	$(BIN)/mypy
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 2 --dist loadfile --durations=25
 
 test-scale: $(STAMP) ## The opt-in tier on large worlds: 200,000 deals in parts on a LocalCluster equal to one process
 	$(BIN)/pytest -m scale -n 0 -q

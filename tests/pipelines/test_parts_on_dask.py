@@ -180,9 +180,9 @@ def test_churn_frames_made_part_by_part_are_the_single_process_frame(kind):
 
 
 def test_train_and_score_on_a_store_in_parts_read_by_the_workers(forecast_home):
-    """`forecast train win`, `forecast score deals --all` and `score accounts --all` on a
-    cluster over a store in parts: the workers read their parts; the training inputs are one
-    process's, row for row (the same data fingerprint), and the scored books are one
+    """`forecast retrain` (both models), `forecast score deals --all` and `score accounts --all`
+    on a cluster over a store in parts: the workers read their parts; the training inputs are
+    one process's, row for row (the same data fingerprint), and the scored books are one
     process's files."""
     forecast = str(BIN / "forecast")
 
@@ -192,14 +192,20 @@ def test_train_and_score_on_a_store_in_parts_read_by_the_workers(forecast_home):
         return done
 
     run("data", "generate", "--deals", "1500", "--partitions", "3")
-    trained = run("train", "win", "--json", "--local-cluster", "2")
+    # the deal snapshots made by each worker for its part's deals, the churn model's rows for
+    # its part's accounts: one process's inputs, read whole (the same rows, features and
+    # labels, in the same order)
+    trained = run("retrain", "--json", "--local-cluster", "2")
     assert "the store is in 3 parts: each worker reads its own" in trained.stderr
-    run_id = json.loads(trained.stdout)["run_id"]
-    # one process's inputs, read whole: the same rows, features and labels, in the same order
-    alone = prepare(read_store(), WinParams(), TrainHooks())
-    assert registry.client().get_run(run_id).data.tags["data_fingerprint"] == alone.fingerprint
+    win, churn = json.loads(trained.stdout)
+    whole = read_store()
+    alone = prepare(whole, WinParams(), TrainHooks())
+    alone_churn = prepare_churn(whole, resolve(ChurnParams(), whole), ChurnHooks())
+    for outcome, fingerprint in ((win, alone.fingerprint), (churn, alone_churn.fingerprint)):
+        tags = registry.client().get_run(outcome["run_id"]).data.tags
+        assert tags["data_fingerprint"] == fingerprint, outcome["pipeline"]
 
-    run("models", "promote", "deal-win", str(json.loads(trained.stdout)["version"]), "--force")
+    run("models", "promote", "deal-win", str(win["version"]), "--force")
     out = forecast_home / "scores"
     run("score", "deals", "--all", "--no-log", "--out", f"{out}-alone.parquet")
     scored = run("score", "deals", "--all", "--no-log", "--out", f"{out}-cluster.parquet",
@@ -209,17 +215,6 @@ def test_train_and_score_on_a_store_in_parts_read_by_the_workers(forecast_home):
     assert len(book) > 30 and book["reasons"].str.len().gt(0).all()
     assert (book["data_fingerprint"] == store_manifest()["fingerprint"]).all()
     pd.testing.assert_frame_equal(pd.read_parquet(f"{out}-cluster.parquet"), book)
-
-    # `retrain` on the cluster: the churn model's rows made by each worker for its part's
-    # accounts, one process's rows again (and the win model's)
-    retrained = run("retrain", "--json", "--local-cluster", "2")
-    assert "the store is in 3 parts: each worker reads its own" in retrained.stderr
-    win, churn = json.loads(retrained.stdout)
-    whole = read_store()
-    alone_churn = prepare_churn(whole, resolve(ChurnParams(), whole), ChurnHooks())
-    for outcome, fingerprint in ((win, alone.fingerprint), (churn, alone_churn.fingerprint)):
-        tags = registry.client().get_run(outcome["run_id"]).data.tags
-        assert tags["data_fingerprint"] == fingerprint, outcome["pipeline"]
 
     # every account's churn risk: each worker its part's accounts, one process's file
     run("models", "promote", "account-churn", str(churn["version"]), "--force")

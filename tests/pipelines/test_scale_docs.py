@@ -65,10 +65,10 @@ def test_docs_scale_commands_run_as_printed(forecast_home):
         for line, out in outputs
         if "forecast train win" in line
     ]
-    assert len(trainings) == 3 and trainings[0], outputs
+    assert len(trainings) == 2 and trainings[0], outputs
     same = [
         [row for row in rows if not row.startswith(("│ model", "│ lightgbm"))] for rows in trainings
     ]
     # base rate, stage rates, rule, logistic (an import carries no generator's truth row)
-    assert len(same[0]) == 5 and same[0] == same[1] == same[2], "the references, the same"
-    assert len(pd.read_parquet(forecast_home / "deal-scores.parquet")) > 50
+    assert len(same[0]) == 5 and same[0] == same[1], "the references, the same"
+    assert len(pd.read_parquet(forecast_home / "deal-scores.parquet")) > 30

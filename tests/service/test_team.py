@@ -27,7 +27,7 @@ def test_two_instances_switch_champions_together(postgres_url, tmp_path):
             "--postgres",
             admin,
             "--deals",
-            "2000",
+            "1600",
             "--workdir",
             str(tmp_path),
         ],
