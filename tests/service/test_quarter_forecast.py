@@ -14,7 +14,10 @@ from service.state import ServiceConfig, ServiceState
 
 
 @pytest.fixture
-def state(at_trained_home) -> ServiceState:
+def state(at_trained_home, monkeypatch) -> ServiceState:
+    # a scenario takes seconds alone and has taken past the service's minute beside the suite
+    monkeypatch.setenv("FORECAST_SCENARIO_BUDGET_SECONDS", "600")
+    get_settings.cache_clear()
     state = ServiceState(get_settings(), ServiceConfig(forecast_draws=2_000))
     state.start()
     return state
