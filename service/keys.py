@@ -110,13 +110,18 @@ def upgrade_database(engine: sa.Engine, revision: str = "head") -> None:
     config.set_main_option("script_location", str(MIGRATIONS))
     for attempt in (1, 2):
         try:
-            with engine.begin() as connection:
+            # alembic's `context` is one per process: two threads upgrading at once remove
+            # each other's (a command's log writer beside a server's: KeyError 'config')
+            with _UPGRADING, engine.begin() as connection:
                 config.attributes["connection"] = connection
                 command.upgrade(config, revision)
             return
         except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
             if attempt == 2:
                 raise
+
+
+_UPGRADING = threading.Lock()
 
 
 def _digest(salt: str, secret: str) -> str:

@@ -361,7 +361,8 @@ def test_a_champion_forced_over_the_gate_is_said_on_every_page(trained_home, tmp
 
         deal_id = sorted(api.state.deal_scores(api.state.champion("deal-win")))[0]
         book = str(tmp_path / "book.parquet")
-        commands = (["explain", "deal", deal_id], ["score", "deals", "--all", "--out", book])
+        score = ["score", "deals", "--all", "--no-log", "--out", book]
+        commands = (["explain", "deal", deal_id], score)
         for command in (*commands, ["revenue", "--draws", "200"]):
             shown = CliRunner().invoke(app, command)
             assert shown.exit_code == 0, shown.output
