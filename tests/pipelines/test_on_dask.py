@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from forecast.features.deals import deal_features, deal_snapshots, snapshot_date
 from forecast.features.on_dask import account_features_on, deal_features_on
 from forecast.features.orders import inactivity_features, inactivity_training_frame
 from forecast.model import make_lightgbm, model_input
+from forecast.settings import get_settings
 from forecast.training import registry
 from forecast.training.drift import fit_weighted, recency_weights
 from forecast.training.on_dask import lightgbm_on
@@ -146,19 +148,45 @@ def test_lightgbm_trained_by_the_workers_is_a_plain_booster_close_to_one_process
     assert nearer < farther / 2, "the recency weights reach the workers"
 
 
-def test_training_on_a_cluster_comes_close_and_scoring_gives_the_same_book(forecast_home):
-    forecast = str(BIN / "forecast")
+def _forecast(*args: str, cluster: bool = False) -> subprocess.CompletedProcess:
+    more = ["--local-cluster", "2"] if cluster else []
+    done = subprocess.run([str(BIN / "forecast"), *args, *more], capture_output=True, text=True)
+    assert done.returncode == 0, f"{args}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    return done
 
-    def run(*args: str) -> subprocess.CompletedProcess:
-        done = subprocess.run([forecast, *args], capture_output=True, text=True)
-        assert done.returncode == 0, f"{args}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
-        return done
 
-    run("data", "generate", "--deals", "1500", "--quiet")
-    trainings = [run("train", "win", "--json", *more) for more in ([], ["--local-cluster", "2"])]
-    assert "Dask dashboard: http://127.0.0.1:" in trainings[1].stderr
-    assert "[LightGBM]" not in trainings[1].stderr, "the workers' network log is not shown"
-    alone, clustered = (json.loads(t.stdout) for t in trainings)  # stdout is the JSON alone
+@pytest.fixture(scope="module")
+def trained_alone(tmp_path_factory) -> Iterator[tuple[Path, dict]]:
+    """A 1,500-deal world with both models trained in one process (deal-win v1 the champion),
+    and that training's JSON: the CLI tests below compare the cluster's answers with it."""
+    home = tmp_path_factory.mktemp("on-dask") / "home"
+    env = {"FORECAST_HOME": str(home), "FORECAST_TRAINING_THREADS": "1"}
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("FORECAST_STORE_DIR", "FORECAST_TRACKING_URI", "FORECAST_DATABASE_URL"):
+            patch.delenv(name, raising=False)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        get_settings.cache_clear()
+        _forecast("data", "generate", "--deals", "1500", "--quiet")
+        alone = json.loads(_forecast("train", "win", "--json").stdout)  # stdout is the JSON
+        _forecast("train", "churn")
+        yield home, alone
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def at_trained_alone(trained_alone, forecast_home, monkeypatch) -> tuple[Path, dict]:
+    monkeypatch.setenv("FORECAST_HOME", str(trained_alone[0]))
+    get_settings.cache_clear()
+    return trained_alone
+
+
+def test_training_on_a_cluster_comes_close_and_scoring_gives_the_same_book(at_trained_alone):
+    home, alone = at_trained_alone
+    training = _forecast("train", "win", "--json", cluster=True)
+    assert "Dask dashboard: http://127.0.0.1:" in training.stderr
+    assert "[LightGBM]" not in training.stderr, "the workers' network log is not shown"
+    clustered = json.loads(training.stdout)
     tags = [registry.client().get_run(r["run_id"]).data.tags for r in (alone, clustered)]
     assert [t["trained_on"] for t in tags] == [
         "one process", "Dask cluster of 2 workers (LightGBM by lightgbm.dask)"
@@ -169,47 +197,42 @@ def test_training_on_a_cluster_comes_close_and_scoring_gives_the_same_book(forec
     # (fit_on_cluster's own test bounds the difference on more rows)
     assert abs(clustered["metrics"]["lightgbm"]["auc"] - alone["metrics"]["lightgbm"]["auc"]) < 0.03
 
-    run("models", "promote", "deal-win", str(alone["version"]), "--force")
-    out = forecast_home / "scores"
-    run("score", "deals", "--all", "--no-log", "--out", f"{out}-alone.parquet")
-    run("score", "deals", "--all", "--no-log", "--out", f"{out}-cluster.parquet",
-        "--local-cluster", "2")  # fmt: skip
+    _forecast("models", "promote", "deal-win", str(alone["version"]), "--force")
+    out = home / "scores"
+    _forecast("score", "deals", "--all", "--no-log", "--out", f"{out}-alone.parquet")
+    _forecast(
+        "score", "deals", "--all", "--no-log", "--out", f"{out}-cluster.parquet", cluster=True
+    )
     book = pd.read_parquet(f"{out}-alone.parquet")
     assert len(book) > 50 and book["reasons"].str.len().gt(0).all()
     pd.testing.assert_frame_equal(pd.read_parquet(f"{out}-cluster.parquet"), book)
 
 
-def test_the_forecast_backtest_and_account_scores_on_a_cluster_are_the_same(forecast_home):
+def test_the_forecast_backtest_and_account_scores_on_a_cluster_are_the_same(at_trained_alone):
     """`forecast revenue`, `forecast revenue-backtest` and `forecast score accounts` with the
     features computed by the cluster's workers: the same answers, digit for digit."""
-    forecast = str(BIN / "forecast")
-
-    def run(*args: str, cluster: bool = False) -> str:
-        more = ["--local-cluster", "2"] if cluster else []
-        done = subprocess.run([forecast, *args, *more], capture_output=True, text=True)
-        assert done.returncode == 0, f"{args}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
-        return done.stdout
-
-    run("data", "generate", "--deals", "1500", "--quiet")
-    run("train", "win")
-    run("models", "promote", "deal-win", "1", "--force")
-    run("train", "churn")
+    home, alone = at_trained_alone
+    _forecast("models", "promote", "deal-win", str(alone["version"]), "--force")
     quarter = ["revenue", "--json", "--draws", "1000", "--level", "rep"]
-    alone = json.loads(run(*quarter))
-    assert len(alone["nodes"]) >= 5
-    assert json.loads(run(*quarter, cluster=True)) == alone
+    one = json.loads(_forecast(*quarter).stdout)
+    assert len(one["nodes"]) >= 5
+    assert json.loads(_forecast(*quarter, cluster=True).stdout) == one
 
-    backtest = ["revenue-backtest", "--first", "2026Q2", "--weeks", "1,9", "--draws", "300"]
+    backtest = ["revenue-backtest", "--first", "2026Q3", "--weeks", "1,9", "--draws", "300"]
     backtest += ["--no-churn"]
     tables = [
-        [line for line in run(*backtest, cluster=cluster).splitlines() if "MLflow run" not in line]
+        [
+            line
+            for line in _forecast(*backtest, cluster=cluster).stdout.splitlines()
+            if "MLflow run" not in line
+        ]
         for cluster in (False, True)
     ]
     assert len(tables[0]) > 15 and tables[0] == tables[1]
 
-    out = forecast_home / "accounts"
-    run("score", "accounts", "--all", "--out", f"{out}-alone.parquet")
-    run("score", "accounts", "--all", "--out", f"{out}-cluster.parquet", cluster=True)
+    out = home / "accounts"
+    _forecast("score", "accounts", "--all", "--out", f"{out}-alone.parquet")
+    _forecast("score", "accounts", "--all", "--out", f"{out}-cluster.parquet", cluster=True)
     accounts = pd.read_parquet(f"{out}-alone.parquet")
     assert len(accounts) > 50 and accounts["churn_probability"].between(0, 1).all()
     pd.testing.assert_frame_equal(pd.read_parquet(f"{out}-cluster.parquet"), accounts)
