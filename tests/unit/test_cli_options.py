@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from typer.testing import CliRunner
 
@@ -50,8 +53,6 @@ def test_library_chatter_stays_out_of_a_command_unless_verbose(tmp_path):
     """A first command in a new home: MLflow's "Creating initial MLflow database tables" is
     noise to a person (it is there with --verbose)."""
     import os
-    import subprocess
-    import sys
 
     env = {**os.environ, "FORECAST_HOME": str(tmp_path / "home")}
     env.pop("MLFLOW_LOGGING_LEVEL", None)
@@ -68,3 +69,14 @@ def test_library_chatter_stays_out_of_a_command_unless_verbose(tmp_path):
         timeout=120,
     )
     assert "Creating initial MLflow database tables" in loud.stderr
+
+
+def test_the_command_line_starts_without_the_model_libraries():
+    """`forecast --help`, `data ...` and `keys ...` answer in under a second: sklearn (and
+    SciPy behind it) is imported by the commands that train or score, not by the CLI itself."""
+    code = (
+        "import sys, forecast.cli; "
+        "print([m for m in ('sklearn', 'scipy', 'lightgbm', 'shap') if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "[]", done.stderr

@@ -22,24 +22,22 @@ from forecast.cli.common import (
     steps,
     stored_world,
 )
-from forecast.training.drift import ROLLING_FOLDS
 
 train_app = typer.Typer(
     help="Train a model: one MLflow run, registered as challenger, then the gate.",
     no_args_is_help=True,
 )
 
-# features, guard and candidates, each held-out window of the choice, evaluation, logging, gate
-TRAIN_STEPS = 5 + ROLLING_FOLDS
-
-
 def _run_pipeline(name: str, tables, truth, seed: int, **options):
     """One pipeline through training and its gate, with progress; training refusals exit 1."""
     from forecast.training.leakage import LeakageSuspected
     from forecast.training.pipelines import PIPELINES
+    from forecast.training.drift import ROLLING_FOLDS
     from forecast.training.task import NotEnoughDataError
 
-    with steps(TRAIN_STEPS, f"training {name}") as on_step:
+    # features, guard and candidates, each held-out window of the choice, evaluation, logging,
+    # gate (sklearn is imported here, not for `forecast --help`)
+    with steps(5 + ROLLING_FOLDS, f"training {name}") as on_step:
         if options.get("client") is not None:
             options["progress"] = on_step.parts
         try:
