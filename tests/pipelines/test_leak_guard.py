@@ -18,8 +18,10 @@ from forecast.cli import app
 from forecast.data.sources.mapping import read_mapped
 from forecast.data.validate import check
 from forecast.data.world import make_crm
-from forecast.features.deal_schema import attribute_features
+from forecast.features.deal_schema import Feature, attribute_features
 from forecast.model import TreeParams
+from forecast.training import churn_task, win_task
+from forecast.training.choice import check_leakage
 from forecast.training.leakage import LeakageSuspected, refuse, screen_columns
 from forecast.training.win import train_win
 from forecast.training.win_task import WinParams, check_leave_out
@@ -184,3 +186,35 @@ def test_a_column_set_at_the_close_can_be_left_out_of_the_model_and_kept(world, 
         refused = CliRunner().invoke(app, [*command, "--leave-out", "deals.amout"])
         assert refused.exit_code == 1, refused.output
         assert "--leave-out deals.amout: no feature reads it" in " ".join(refused.output.split())
+
+
+def test_a_churn_leak_names_only_the_fix_churn_training_takes():
+    """The churn model cannot leave a column out (an account's columns feed no bookings): its
+    refusal names --allow-column, never --leave-out; the deal-win refusal names both."""
+    rng = np.random.default_rng(0)
+
+    def part(start: str, n: int) -> pd.DataFrame:
+        churned = rng.integers(0, 2, n)
+        return pd.DataFrame(
+            {
+                "as_of": pd.Timestamp(start),
+                "churned": churned,
+                "usage_last": churned + rng.normal(0, 0.05, n),  # the outcome, filled late
+                "seats": rng.normal(10, 2, n),
+            }
+        )
+
+    train, test = part("2025-01-15", 400), part("2025-07-15", 200)
+    features = [Feature("usage_last"), Feature("seats")]
+    assert win_task.TASK.can_leave_out and not churn_task.TASK.can_leave_out
+    with pytest.raises(LeakageSuspected) as refused:
+        check_leakage(train, test, features, label="churned", can_leave_out=False)
+    said = str(refused.value)
+    assert "usage_last" in said and "--allow-column usage_last" in said
+    assert "--leave-out" not in said and "seats" not in said
+    kept, _ = check_leakage(
+        train, test, features, label="churned", allowed=["usage_last"], can_leave_out=False
+    )
+    assert [s.column for s in kept] == ["usage_last"]
+    with pytest.raises(LeakageSuspected, match="--leave-out usage_last"):
+        check_leakage(train, test, features, label="churned")

@@ -177,10 +177,16 @@ def test_train_churn_command_trains_and_gates(monkeypatch, tmp_path):
     generate(WORLD["n_deals"], seed=WORLD["seed"], imported_at=pd.Timestamp("2026-11-15"))
     monkeypatch.setattr(churn, "ChurnParams", lambda **kw: ChurnParams(**kw, tree=TREE))
     monkeypatch.setattr(churn, "default_card_dir", lambda: tmp_path)
-    shown = CliRunner().invoke(app, ["train", "churn", "--json"])
+    # a column a person checked passes the guard (nothing here is refused): logged and carded
+    command = ["train", "churn", "--json", "--allow-column", "usage_last"]
+    shown = CliRunner().invoke(app, command)
     assert shown.exit_code == 0, shown.output
     outcome = json.loads(shown.stdout)
     assert outcome["pipeline"] == "churn" and outcome["model"] == MODEL_NAME
+    run = registry.client().get_run(outcome["run_id"])
+    assert run.data.params["allow_columns"] == "usage_last"
+    card = (tmp_path / "account-churn.md").read_text(encoding="utf-8")
+    assert "The leak guard was overridden for: usage_last" in card
     assert outcome["promoted"] and "first champion" in outcome["reason"]
     assert set(outcome["metrics"]) >= {"model", "rate_table", "logistic", "truth"}
     assert (tmp_path / "account-churn.md").exists()

@@ -28,11 +28,12 @@ train_app = typer.Typer(
     no_args_is_help=True,
 )
 
+
 def _run_pipeline(name: str, tables, truth, seed: int, **options):
     """One pipeline through training and its gate, with progress; training refusals exit 1."""
+    from forecast.training.drift import ROLLING_FOLDS
     from forecast.training.leakage import LeakageSuspected
     from forecast.training.pipelines import PIPELINES
-    from forecast.training.drift import ROLLING_FOLDS
     from forecast.training.task import NotEnoughDataError
 
     # features, guard and candidates, each held-out window of the choice, evaluation, logging,
@@ -106,8 +107,9 @@ CalibrationDaysOpt = Annotated[
 AllowColumnOpt = Annotated[
     list[str] | None,
     typer.Option(
-        help="A column the leak guard refuses that you know is filled at creation (e.g. "
-        "deals.amount); repeat, or separate with commas. Logged to MLflow and on the card."
+        help="A column the leak guard refuses that you know is filled before the outcome (e.g. "
+        "deals.amount at creation, or an account's usage_last at each snapshot); repeat, or "
+        "separate with commas. Logged to MLflow and on the card."
     ),
 ]
 LeaveOutOpt = Annotated[
@@ -216,6 +218,7 @@ def train_churn(
             "churn the gaps between a customer's purchases decide).",
         ),
     ] = None,
+    allow_column: AllowColumnOpt = None,
     scheduler: SchedulerOpt = None,
     local_cluster: LocalClusterOpt = None,
 ) -> None:
@@ -233,6 +236,7 @@ def train_churn(
             seed,
             definition=definition.value,
             horizon_days=horizon_days,
+            allow_columns=_listed(allow_column),
             **options,
         )
     _show(outcome, as_json)
@@ -257,7 +261,8 @@ def retrain(
 ) -> None:
     """Retrain every pipeline on the stored CRM and pass each through its registry gate (on a
     Dask cluster's workers, the features, when given one, reading a store in parts
-    themselves). --allow-column and --leave-out are the deal-win model's, as in `train win`."""
+    themselves). --allow-column is each model's, as in `train win` and `train churn` (a column
+    allowed passes the guard of the model that reads it); --leave-out is the deal-win model's."""
     from forecast.features.on_dask import CONTEXT_TABLES
     from forecast.training import win as train
     from forecast.training.pipelines import PIPELINES
@@ -278,7 +283,7 @@ def retrain(
         options = {"client": client} | ({"parts": parts} if parts else {})
         for name in PIPELINES:
             try:
-                own = {"params": win} if name == "win" else {}
+                own = {"params": win} if name == "win" else {"allow_columns": win.allow_columns}
                 outcomes.append(_run_pipeline(name, tables, truth, seed, **options, **own))
             except typer.Exit:  # refused (reason printed): the other pipelines still run
                 failed.append(name)

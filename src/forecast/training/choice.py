@@ -108,6 +108,7 @@ def check_leakage(
     label: str,
     allowed: Sequence[str] = (),
     columns: Sequence[Suspect] = (),
+    can_leave_out: bool = True,
 ) -> tuple[list[Suspect], dict[str, float]]:
     """Before any fit: refuse every feature (or mapped column) that knows the outcome.
 
@@ -118,6 +119,7 @@ def check_leakage(
         allowed: columns or features a person has checked and allows.
         label: the label column.
         columns: suspects already found in the mapped columns (`leakage.screen_columns`).
+        can_leave_out: the pipeline trains without a column (`--leave-out`): the fix says so.
 
     Returns:
         The allowed suspects and each feature's single-feature out-of-time AUC.
@@ -125,8 +127,8 @@ def check_leakage(
     Raises:
         LeakageSuspected: naming each suspect, its evidence and the fix.
     """
-    suspects, aucs = screen_features(train, test, features, label)
-    return refuse([*columns, *suspects], allowed), aucs
+    suspects, aucs = screen_features(train, test, features, label, can_leave_out=can_leave_out)
+    return refuse([*columns, *suspects], allowed, can_leave_out=can_leave_out), aucs
 
 
 def check_implausible_auc(test_auc: float, top_feature: str) -> None:
@@ -319,7 +321,13 @@ def fit_and_choose(
         LeakageSuspected: the guard refused; nothing was fitted.
     """
     kept, single_auc = check_leakage(
-        slices.train, slices.test, features, label=task.label, allowed=allowed, columns=columns
+        slices.train,
+        slices.test,
+        features,
+        label=task.label,
+        allowed=allowed,
+        columns=columns,
+        can_leave_out=task.can_leave_out,
     )
     separation = Separation(
         task.group, task.purge_group, pd.Timedelta(days=getattr(params, "horizon_days", 0))

@@ -297,6 +297,7 @@ def retrain_churn(
     seed: int = 0,
     definition: str = "auto",
     horizon_days: int | None = None,
+    allow_columns: tuple[str, ...] = (),
     card_dir: Path | None = None,
     on_step: Callable[[str], None] | None = None,
     client: Client | None = None,
@@ -306,10 +307,13 @@ def retrain_churn(
     """Train the churn model, register it as challenger and run the registry's gate.
 
     `definition`: `subscription`, `inactivity` or `auto`; `horizon_days`: None decides from the
-    data (see `resolve`); `client`: a Dask client whose cluster computes the features;
+    data (see `resolve`); `allow_columns`: what a person checked and the leak guard lets pass;
+    `client`: a Dask client whose cluster computes the features;
     `parts`: the version folder of a store in parts, read by the cluster's workers (`tables`
     then need hold only the reps and products)."""
-    chosen = ChurnParams(seed=seed, definition=definition, horizon_days=horizon_days)
+    chosen = ChurnParams(
+        seed=seed, definition=definition, horizon_days=horizon_days, allow_columns=allow_columns
+    )
     facts = churn_facts(tables, client, parts)
     return retrain(
         ChurnPipeline(client, progress, parts, facts) if client is not None else CHURN,

@@ -226,6 +226,11 @@ def _limits(result: ChurnTrainResult, definition: Definition) -> list[str]:
             "- History before the export's first order is unseen: early snapshots know little",
             "  of a customer's past (tenure and counts are left-censored).",
         ]
+    if result.params.allow_columns:
+        limits += [
+            "- The leak guard was overridden for: "
+            f"{', '.join(result.params.allow_columns)} (checked by a person, `--allow-column`).",
+        ]
     return limits
 
 

@@ -77,11 +77,13 @@ class ChurnParams:
     candidates: tuple[str, ...] = CANDIDATES
     half_lives: tuple[int | None, ...] = HALF_LIVES  # recency weightings tried (days)
     rolling_folds: int = ROLLING_FOLDS  # held-out windows the choice is made on
+    allow_columns: tuple[str, ...] = ()  # columns the leak guard would refuse, checked by a person
 
     def flat(self) -> dict[str, object]:
         out = {k: v for k, v in asdict(self).items() if k != "tree"}
         out["candidates"] = ",".join(self.candidates)
         out["half_lives"] = ",".join("none" if h is None else str(h) for h in self.half_lives)
+        out["allow_columns"] = ",".join(self.allow_columns)
         return out | {f"tree_{k}": v for k, v in asdict(self.tree).items()}
 
 

@@ -303,9 +303,15 @@ def _small_tree_score(
 
 
 def screen_features(
-    train: pd.DataFrame, test: pd.DataFrame, features: Iterable, label: str = "won"
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    features: Iterable,
+    label: str = "won",
+    *,
+    can_leave_out: bool = True,
 ) -> tuple[list[Suspect], dict[str, float]]:
-    """Each feature alone, out of time: those that separate the outcomes too well, and every AUC."""
+    """Each feature alone, out of time: those that separate the outcomes too well, and every AUC.
+    `can_leave_out`: the pipeline trains without a column (`--leave-out`), the deal-win one."""
     aucs = {
         f.name: single_feature_auc(train, test, f.name, f.kind == "categorical", label)
         for f in features
@@ -316,14 +322,25 @@ def screen_features(
             "separates_alone",
             f"the feature {name} alone ranks the test slice's outcomes with ROC AUC {auc:.3f} "
             f"(limit {LEAK_AUC}); no honest single fact known at a snapshot does that",
-            "check when the column is filled; if it is known at creation, allow it with "
-            f"--allow-column {source_of(name)}; if the CRM sets it at the close, train "
-            f"without it: --leave-out {source_of(name)}",
+            _fix(source_of(name), can_leave_out),
         )
         for name, auc in aucs.items()
         if auc >= LEAK_AUC
     ]
     return suspects, aucs
+
+
+def _fix(column: str, can_leave_out: bool) -> str:
+    if not can_leave_out:
+        return (
+            "check when the column is filled; if it is known at each snapshot, allow it with "
+            f"--allow-column {column}"
+        )
+    return (
+        "check when the column is filled; if it is known at creation, allow it with "
+        f"--allow-column {column}; if the CRM sets it at the close, train without it: "
+        f"--leave-out {column}"
+    )
 
 
 def _one_per_column(suspects: Sequence[Suspect]) -> list[Suspect]:
@@ -344,8 +361,11 @@ def _one_per_column(suspects: Sequence[Suspect]) -> list[Suspect]:
     ]
 
 
-def refuse(suspects: Sequence[Suspect], allowed: Iterable[str] = ()) -> list[Suspect]:
-    """Raise for every suspect not allowed; return the allowed ones (to log and show)."""
+def refuse(
+    suspects: Sequence[Suspect], allowed: Iterable[str] = (), *, can_leave_out: bool = True
+) -> list[Suspect]:
+    """Raise for every suspect not allowed; return the allowed ones (to log and show).
+    `can_leave_out`: as in `screen_features`, which options the message names."""
     allowed = set(allowed)
     suspects = _one_per_column(suspects)
     kept = [
@@ -353,11 +373,18 @@ def refuse(suspects: Sequence[Suspect], allowed: Iterable[str] = ()) -> list[Sus
     ]
     if kept:
         lines = "\n".join(f"  - {s}" for s in kept)
-        raise LeakageSuspected(
-            f"suspected leakage in {len(kept)} column(s); nothing was trained:\n{lines}\n"
+        how = (
             "A column known only at or after the close makes a model that cannot score open "
             "deals. If a column is in fact known when the deal is created, train with "
             "--allow-column COLUMN; if it is set at the close, --leave-out COLUMN keeps it "
             "out of the model (both recorded in MLflow and on the model card)."
+            if can_leave_out
+            else "A column filled only after the outcome (as when an account leaves) makes a "
+            "model that cannot score accounts today. If a column is in fact known at each "
+            "snapshot, train with --allow-column COLUMN (recorded in MLflow and on the model "
+            "card)."
+        )
+        raise LeakageSuspected(
+            f"suspected leakage in {len(kept)} column(s); nothing was trained:\n{lines}\n{how}"
         )
     return [s for s in suspects if s not in kept]

@@ -43,6 +43,8 @@ class Task:
         purge_group: a unit seen in a later part of a fold leaves the earlier part (a deal's
             label is its final outcome, the same in every snapshot); else the parts are kept
             apart by the label window (`horizon_days` of the params), as churn's are.
+        can_leave_out: the pipeline can train without a column that still counts elsewhere
+            (`--leave-out`: a deal's amount set at the close still counts for bookings).
     """
 
     name: str
@@ -51,6 +53,7 @@ class Task:
     label: str
     group: str
     purge_group: bool = True
+    can_leave_out: bool = False
 
 
 class Prepared(Protocol):

@@ -38,7 +38,7 @@ EXPERIMENT = "deal-win"
 
 MODEL_NAME = "deal-win"
 
-TASK = Task("win", MODEL_NAME, EXPERIMENT, label="won", group="deal_id")
+TASK = Task("win", MODEL_NAME, EXPERIMENT, label="won", group="deal_id", can_leave_out=True)
 
 MIN_CLOSED_PER_CLASS = 40  # won and lost closed deals needed, each, before anything is trained
 
