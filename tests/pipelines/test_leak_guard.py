@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from forecast.cli import app
+from forecast.cli.train import carried_choices
 from forecast.data.sources.mapping import read_mapped
 from forecast.data.validate import check
 from forecast.data.world import make_crm
@@ -23,8 +24,9 @@ from forecast.model import TreeParams
 from forecast.training import churn_task, win_task
 from forecast.training.choice import check_leakage
 from forecast.training.leakage import LeakageSuspected, refuse, screen_columns
+from forecast.training.registry import register_and_gate
 from forecast.training.win import train_win
-from forecast.training.win_task import WinParams, check_leave_out
+from forecast.training.win_task import MODEL_NAME, WinParams, check_leave_out
 from tests.data.real_exports import SF_STAGES, _sf, opportunities
 
 
@@ -158,10 +160,11 @@ def test_an_attribute_filled_at_the_close_but_declared_known_at_creation_is_refu
     assert attribute_features(tables) == ()
 
 
-def test_a_column_set_at_the_close_can_be_left_out_of_the_model_and_kept(world, tmp_path):
+def test_a_column_set_at_the_close_can_be_left_out_of_the_model_and_kept(world, tmp_path, capsys):
     """A CRM that sets a won deal's amount to what was booked: the guard refuses the amount and
     says how to keep it for bookings; `--leave-out deals.amount` trains without the features
-    that read it, and says so on the card; a column no feature reads is refused up front."""
+    that read it, and says so on the card; `retrain` keeps it unless told otherwise; a column no
+    feature reads is refused up front."""
     plant, _ = LEAKS["amount-zero-when-lost"]
     tables = _imported(world, plant(opportunities(world.tables, SF_STAGES), world), tmp_path / "x")
     with pytest.raises(LeakageSuspected, match=r"--leave-out deals\.amount"):
@@ -178,6 +181,24 @@ def test_a_column_set_at_the_close_can_be_left_out_of_the_model_and_kept(world, 
     assert (
         "Left out of the model by a person (`--leave-out`, set at the close): deals.amount" in card
     )
+
+    # the nightly `forecast retrain` keeps what the person decided for the latest version
+    assert carried_choices(MODEL_NAME, allow_columns=None, leave_out=None) == {
+        "allow_columns": (),
+        "leave_out": (),
+    }, "nothing registered: nothing carried"
+    gated = register_and_gate(MODEL_NAME, result.model_uri, result.run_id, result.evaluation())
+    version = gated.version  # champion or kept back: the latest version either way
+    assert carried_choices(MODEL_NAME, allow_columns=None, leave_out=None) == {
+        "allow_columns": (),
+        "leave_out": ("deals.amount",),
+    }
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"deal-win: --leave-out deals.amount, as version {version} was trained" in said
+    assert "(--leave-out none drops it)" in said
+    assert carried_choices(MODEL_NAME, leave_out=["none"]) == {"leave_out": ()}
+    given = carried_choices(MODEL_NAME, leave_out=["deals.amount,deal_attributes.lead_source"])
+    assert given == {"leave_out": ("deals.amount", "deal_attributes.lead_source")}
 
     with pytest.raises(ValueError, match=r"--leave-out deals\.amout: no feature reads it.*"):
         check_leave_out(["deals.amout"])

@@ -17,6 +17,7 @@ from forecast.cli.common import (
     SeedOpt,
     cluster,
     console,
+    err_console,
     fail,
     parts_read_by_workers,
     steps,
@@ -50,6 +51,27 @@ def _run_pipeline(name: str, tables, truth, seed: int, **options):
 def _listed(values: list[str] | None) -> tuple[str, ...]:
     """A repeated option's values, each may be a comma-separated list."""
     return tuple(c.strip() for value in values or () for c in value.split(",") if c.strip())
+
+
+def carried_choices(model: str, **given: list[str] | None) -> dict[str, tuple[str, ...]]:
+    """A person's choices for `model` (`allow_columns`, `leave_out`: its run's parameters), each
+    as given (`none`: no column), or, not given, as its latest version was trained, said."""
+    from forecast.training.registry import latest_params
+
+    version, before = latest_params(model) if None in given.values() else (None, {})
+    out = {}
+    for key, values in given.items():
+        if values is not None:
+            out[key] = () if _listed(values) == ("none",) else _listed(values)
+            continue
+        out[key] = tuple(c for c in before.get(key, "").split(",") if c)
+        if out[key]:
+            option = "--" + key.removesuffix("s").replace("_", "-")
+            err_console.print(
+                f"{model}: {option} {','.join(out[key])}, as version {version} was trained "
+                f"({option} none drops it)"
+            )
+    return out
 
 
 def _outcome_dict(outcome) -> dict:
@@ -262,15 +284,22 @@ def retrain(
     """Retrain every pipeline on the stored CRM and pass each through its registry gate (on a
     Dask cluster's workers, the features, when given one, reading a store in parts
     themselves). --allow-column is each model's, as in `train win` and `train churn` (a column
-    allowed passes the guard of the model that reads it); --leave-out is the deal-win model's."""
+    allowed passes the guard of the model that reads it); --leave-out is the deal-win model's.
+    Not given, each is as the model's latest version was trained (said as it starts), so a
+    nightly retrain keeps what a person decided; `--leave-out none` (or `--allow-column none`)
+    drops it."""
     from forecast.features.on_dask import CONTEXT_TABLES
     from forecast.training import win as train
+    from forecast.training.churn_task import MODEL_NAME as CHURN_MODEL
     from forecast.training.pipelines import PIPELINES
+    from forecast.training.win_task import MODEL_NAME as WIN_MODEL
     from forecast.training.win_task import check_leave_out
 
+    chosen = carried_choices(WIN_MODEL, allow_columns=allow_column, leave_out=leave_out)
     win = train.WinParams(
-        seed=seed, allow_columns=_listed(allow_column), leave_out=_listed(leave_out)
+        seed=seed, allow_columns=chosen["allow_columns"], leave_out=chosen["leave_out"]
     )
+    churn = carried_choices(CHURN_MODEL, allow_columns=allow_column)
     try:
         check_leave_out(win.leave_out)
     except ValueError as err:
@@ -283,7 +312,7 @@ def retrain(
         options = {"client": client} | ({"parts": parts} if parts else {})
         for name in PIPELINES:
             try:
-                own = {"params": win} if name == "win" else {"allow_columns": win.allow_columns}
+                own = {"params": win} if name == "win" else churn
                 outcomes.append(_run_pipeline(name, tables, truth, seed, **options, **own))
             except typer.Exit:  # refused (reason printed): the other pipelines still run
                 failed.append(name)

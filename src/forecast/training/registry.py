@@ -201,6 +201,21 @@ def champion_version(name: str) -> str | None:
         return None
 
 
+def latest_params(name: str) -> tuple[str | None, dict[str, str]]:
+    """The latest registered version of `name` and its run's parameters (None, {} when none
+    is registered): what the last training was told, for a nightly retrain to keep."""
+    try:
+        versions = client().search_model_versions(f"name='{name}'")
+    except MlflowException:
+        return None, {}
+    if not versions:
+        return None, {}
+    latest = max(versions, key=lambda v: int(v.version))
+    if not latest.run_id:  # registered from outside a run: nothing was told
+        return str(latest.version), {}
+    return str(latest.version), dict(client().get_run(latest.run_id).data.params)
+
+
 def no_champion(name: str, how_to_train: str) -> str:
     """Why `name` has no champion and what to do: train one, or, when versions are registered
     (the gate keeps back one that does not beat the baselines), look and promote by hand."""
