@@ -239,3 +239,28 @@ def test_a_churn_leak_names_only_the_fix_churn_training_takes():
     assert [s.column for s in kept] == ["usage_last"]
     with pytest.raises(LeakageSuspected, match="--leave-out usage_last"):
         check_leakage(train, test, features, label="churned")
+
+
+def test_an_honest_feature_past_the_limit_by_chance_on_a_small_slice_is_not_refused():
+    """A feature whose AUC is about 0.85 scores 0.93 on these 60 test rows: its interval
+    reaches below the limit and it passes. One at about 0.93 on 4,000 rows is refused, the
+    interval in the evidence; a planted leak on 60 rows is refused too."""
+    rng = np.random.default_rng(1)
+
+    def part(n: int, noise: float) -> pd.DataFrame:
+        churned = rng.integers(0, 2, n)
+        signal = churned + rng.normal(0, noise, n)  # AUC about 0.85 at 0.68, 0.93 at 0.48
+        return pd.DataFrame({"account_id": np.arange(n), "churned": churned, "usage": signal})
+
+    features = [Feature("usage")]
+    small = part(60, 0.68)
+    kept, aucs = check_leakage(
+        part(2_000, 0.68), small, features, label="churned", group="account_id"
+    )
+    assert aucs["usage"] > 0.92 and kept == [], "past the limit by chance, not refused"
+    with pytest.raises(LeakageSuspected, match=r"ROC AUC 0\.9\d\d \(90 % interval 0\.9"):
+        check_leakage(
+            part(2_000, 0.48), part(4_000, 0.48), features, label="churned", group="account_id"
+        )
+    with pytest.raises(LeakageSuspected, match="usage"):
+        check_leakage(part(2_000, 0.05), part(60, 0.05), features, label="churned")

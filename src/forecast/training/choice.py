@@ -108,6 +108,7 @@ def check_leakage(
     label: str,
     allowed: Sequence[str] = (),
     columns: Sequence[Suspect] = (),
+    group: str | None = None,
     can_leave_out: bool = True,
 ) -> tuple[list[Suspect], dict[str, float]]:
     """Before any fit: refuse every feature (or mapped column) that knows the outcome.
@@ -119,6 +120,7 @@ def check_leakage(
         allowed: columns or features a person has checked and allows.
         label: the label column.
         columns: suspects already found in the mapped columns (`leakage.screen_columns`).
+        group: the unit whose snapshots are resampled together for a feature's AUC interval.
         can_leave_out: the pipeline trains without a column (`--leave-out`): the fix says so.
 
     Returns:
@@ -127,7 +129,9 @@ def check_leakage(
     Raises:
         LeakageSuspected: naming each suspect, its evidence and the fix.
     """
-    suspects, aucs = screen_features(train, test, features, label, can_leave_out=can_leave_out)
+    suspects, aucs = screen_features(
+        train, test, features, label, group=group, can_leave_out=can_leave_out
+    )
     return refuse([*columns, *suspects], allowed, can_leave_out=can_leave_out), aucs
 
 
@@ -327,6 +331,7 @@ def fit_and_choose(
         label=task.label,
         allowed=allowed,
         columns=columns,
+        group=task.group,
         can_leave_out=task.can_leave_out,
     )
     separation = Separation(
