@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from forecast.cli import app
+from forecast.cli.train import carried_choices, churn_as_trained
 from forecast.data.store import read_store
 from forecast.data.world import make_crm
 from forecast.features.accounts import account_snapshots
@@ -171,7 +172,7 @@ def test_too_little_data_is_refused_with_the_reason(tmp_path):
         train_churn(small.tables, params=PARAMS, card_dir=tmp_path)
 
 
-def test_train_churn_command_trains_and_gates(monkeypatch, tmp_path):
+def test_train_churn_command_trains_and_gates(monkeypatch, tmp_path, capsys):
     from forecast.data.ingest import generate
 
     generate(WORLD["n_deals"], seed=WORLD["seed"], imported_at=pd.Timestamp("2026-11-15"))
@@ -187,6 +188,13 @@ def test_train_churn_command_trains_and_gates(monkeypatch, tmp_path):
     assert run.data.params["allow_columns"] == "usage_last"
     card = (tmp_path / "account-churn.md").read_text(encoding="utf-8")
     assert "The leak guard was overridden for: usage_last" in card
+    # the nightly retrain keeps what this version was trained as, and says so
+    capsys.readouterr()
+    assert churn_as_trained(MODEL_NAME) == {"definition": "subscription", "horizon_days": 90}
+    assert carried_choices(MODEL_NAME, allow_columns=None) == {"allow_columns": ("usage_last",)}
+    said = " ".join(capsys.readouterr().err.split())
+    assert "account-churn: subscription churn over 90 days, as version 1 was trained" in said
+    assert "account-churn: --allow-column usage_last, as version 1 was trained" in said
     assert outcome["promoted"] and "first champion" in outcome["reason"]
     assert set(outcome["metrics"]) >= {"model", "rate_table", "logistic", "truth"}
     assert (tmp_path / "account-churn.md").exists()

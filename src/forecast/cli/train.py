@@ -74,6 +74,23 @@ def carried_choices(model: str, **given: list[str] | None) -> dict[str, tuple[st
     return out
 
 
+def churn_as_trained(model: str) -> dict[str, str | int]:
+    """What churn is for `model` (definition and horizon) as its latest version was trained,
+    said; {} when none is. A nightly retrain keeps the label its champion was judged on: `auto`
+    could flip to the other definition, and an inactivity horizon be drawn anew from the gaps."""
+    from forecast.training.registry import latest_params
+
+    version, before = latest_params(model)
+    definition, horizon = before.get("definition", ""), before.get("horizon_days", "")
+    if definition not in ("subscription", "inactivity") or not horizon.isdigit():
+        return {}
+    err_console.print(
+        f"{model}: {definition} churn over {horizon} days, as version {version} was trained "
+        "(`forecast train churn` changes it)"
+    )
+    return {"definition": definition, "horizon_days": int(horizon)}
+
+
 def _outcome_dict(outcome) -> dict:
     d = outcome.decision
     return {
@@ -287,7 +304,7 @@ def retrain(
     allowed passes the guard of the model that reads it); --leave-out is the deal-win model's.
     Not given, each is as the model's latest version was trained (said as it starts), so a
     nightly retrain keeps what a person decided; `--leave-out none` (or `--allow-column none`)
-    drops it."""
+    drops it. Churn keeps its definition and horizon the same way (`train churn` changes them)."""
     from forecast.features.on_dask import CONTEXT_TABLES
     from forecast.training import win as train
     from forecast.training.churn_task import MODEL_NAME as CHURN_MODEL
@@ -299,7 +316,7 @@ def retrain(
     win = train.WinParams(
         seed=seed, allow_columns=chosen["allow_columns"], leave_out=chosen["leave_out"]
     )
-    churn = carried_choices(CHURN_MODEL, allow_columns=allow_column)
+    churn = carried_choices(CHURN_MODEL, allow_columns=allow_column) | churn_as_trained(CHURN_MODEL)
     try:
         check_leave_out(win.leave_out)
     except ValueError as err:
