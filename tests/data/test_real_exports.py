@@ -115,7 +115,10 @@ def test_a_refused_column_can_be_allowed_by_a_person_and_it_shows(world, tmp_pat
     assert run.data.params["allow_columns"] == "deals.amount"
     assert run.data.tags["allowed_columns"].startswith("deals.amount: filled for 100% of won")
     card = client.download_artifacts(run_id, "card", str(tmp_path / "card"))
-    assert "overridden for: deals.amount" in (Path(card) / "deal-win.md").read_text()
+    assert (
+        "Let past the leak guard by a person: deals.amount"
+        in (Path(card) / "deal-win.md").read_text()
+    )
 
 
 def test_close_before_create_is_refused_by_default_with_the_flag_to_use(world, tmp_path):

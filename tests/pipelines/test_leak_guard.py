@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from forecast.cli import app
-from forecast.cli.train import carried_choices
+from forecast.cli.train import carried_choices, given_choice
 from forecast.data.sources.mapping import read_mapped
 from forecast.data.validate import check
 from forecast.data.world import make_crm
@@ -24,7 +24,7 @@ from forecast.model import TreeParams
 from forecast.training import churn_task, win_task
 from forecast.training.choice import check_leakage
 from forecast.training.leakage import LeakageSuspected, refuse, screen_columns
-from forecast.training.registry import register_and_gate
+from forecast.training.registry import latest_params, register_and_gate
 from forecast.training.win import train_win
 from forecast.training.win_task import MODEL_NAME, WinParams, check_leave_out
 from tests.data.real_exports import SF_STAGES, _sf, opportunities
@@ -183,22 +183,26 @@ def test_a_column_set_at_the_close_can_be_left_out_of_the_model_and_kept(world, 
     )
 
     # the nightly `forecast retrain` keeps what the person decided for the latest version
-    assert carried_choices(MODEL_NAME, allow_columns=None, leave_out=None) == {
-        "allow_columns": (),
-        "leave_out": (),
-    }, "nothing registered: nothing carried"
+    nothing = carried_choices(MODEL_NAME, latest_params(MODEL_NAME), leave_out=None)
+    assert nothing == {"leave_out": ()}, "nothing registered: nothing carried"
     gated = register_and_gate(MODEL_NAME, result.model_uri, result.run_id, result.evaluation())
     version = gated.version  # champion or kept back: the latest version either way
-    assert carried_choices(MODEL_NAME, allow_columns=None, leave_out=None) == {
+    before = latest_params(MODEL_NAME)
+    assert carried_choices(MODEL_NAME, before, allow_columns=None, leave_out=None) == {
         "allow_columns": (),
         "leave_out": ("deals.amount",),
     }
     said = " ".join(capsys.readouterr().err.split())
     assert f"deal-win: --leave-out deals.amount, as version {version} was trained" in said
     assert "(--leave-out none drops it)" in said
-    assert carried_choices(MODEL_NAME, leave_out=["none"]) == {"leave_out": ()}
-    given = carried_choices(MODEL_NAME, leave_out=["deals.amount,deal_attributes.lead_source"])
-    assert given == {"leave_out": ("deals.amount", "deal_attributes.lead_source")}
+    assert carried_choices(MODEL_NAME, before, leave_out=()) == {"leave_out": ()}
+    assert given_choice("--leave-out", ["None"]) == () and given_choice("--x", None) is None
+    assert given_choice("--leave-out", ["deals.amount, deal_attributes.lead_source"]) == (
+        "deals.amount",
+        "deal_attributes.lead_source",
+    )
+    mixed = CliRunner().invoke(app, ["retrain", "--leave-out", "none,deals.amount"])
+    assert mixed.exit_code == 1 and "--leave-out none drops every column" in mixed.output
 
     with pytest.raises(ValueError, match=r"--leave-out deals\.amout: no feature reads it.*"):
         check_leave_out(["deals.amout"])

@@ -14,10 +14,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from forecast.cli import app
-from forecast.cli.train import carried_choices, churn_as_trained
 from forecast.data.store import read_store
 from forecast.data.world import make_crm
 from forecast.features.accounts import account_snapshots
@@ -172,14 +172,14 @@ def test_too_little_data_is_refused_with_the_reason(tmp_path):
         train_churn(small.tables, params=PARAMS, card_dir=tmp_path)
 
 
-def test_train_churn_command_trains_and_gates(monkeypatch, tmp_path, capsys):
+def test_train_churn_command_trains_and_gates(monkeypatch, tmp_path):
     from forecast.data.ingest import generate
 
     generate(WORLD["n_deals"], seed=WORLD["seed"], imported_at=pd.Timestamp("2026-11-15"))
     monkeypatch.setattr(churn, "ChurnParams", lambda **kw: ChurnParams(**kw, tree=TREE))
     monkeypatch.setattr(churn, "default_card_dir", lambda: tmp_path)
     # a column a person checked passes the guard (nothing here is refused): logged and carded
-    command = ["train", "churn", "--json", "--allow-column", "usage_last"]
+    command = ["train", "churn", "--json", "--allow-column", "usage_last", "--horizon-days", "90"]
     shown = CliRunner().invoke(app, command)
     assert shown.exit_code == 0, shown.output
     outcome = json.loads(shown.stdout)
@@ -187,14 +187,35 @@ def test_train_churn_command_trains_and_gates(monkeypatch, tmp_path, capsys):
     run = registry.client().get_run(outcome["run_id"])
     assert run.data.params["allow_columns"] == "usage_last"
     card = (tmp_path / "account-churn.md").read_text(encoding="utf-8")
-    assert "The leak guard was overridden for: usage_last" in card
-    # the nightly retrain keeps what this version was trained as, and says so
-    capsys.readouterr()
-    assert churn_as_trained(MODEL_NAME) == {"definition": "subscription", "horizon_days": 90}
-    assert carried_choices(MODEL_NAME, allow_columns=None) == {"allow_columns": ("usage_last",)}
-    said = " ".join(capsys.readouterr().err.split())
-    assert "account-churn: subscription churn over 90 days, as version 1 was trained" in said
-    assert "account-churn: --allow-column usage_last, as version 1 was trained" in said
+    assert "Let past the leak guard by a person: usage_last" in card
+    # the nightly retrain keeps what a person gave this version, says so, and passes it on
+    passed: dict[str, dict] = {}
+
+    def heard(name: str):
+        def pipeline(tables, **options):
+            passed[name] = options
+            raise typer.Exit(1)  # what was passed is the point: nothing is trained
+
+        return pipeline
+
+    for name in PIPELINES:
+        monkeypatch.setitem(PIPELINES, name, heard(name))
+    for given, win_allowed, churn_allowed in (
+        ([], (), ("usage_last",)),
+        (["--allow-column", "deal_attributes.lead_source"], ("deal_attributes.lead_source",),
+         ("usage_last",)),
+        (["--allow-column", "seats_last"], (), ("seats_last",)),
+        (["--allow-column", "none"], (), ()),
+    ):  # fmt: skip
+        retrained = CliRunner().invoke(app, ["retrain", *given])
+        assert "not retrained: win, churn" in retrained.output, retrained.output
+        assert passed["win"]["params"].allow_columns == win_allowed, given
+        assert passed["churn"]["allow_columns"] == churn_allowed, given
+        assert passed["churn"]["horizon_days"] == 90 and "definition" not in passed["churn"]
+        said = " ".join(retrained.output.split())
+        assert "account-churn: horizon days 90, as version 1 was trained" in said
+        carried = "account-churn: --allow-column usage_last, as version 1 was trained" in said
+        assert carried == (churn_allowed == ("usage_last",)), said
     assert outcome["promoted"] and "first champion" in outcome["reason"]
     assert set(outcome["metrics"]) >= {"model", "rate_table", "logistic", "truth"}
     assert (tmp_path / "account-churn.md").exists()

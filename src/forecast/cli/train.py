@@ -53,18 +53,31 @@ def _listed(values: list[str] | None) -> tuple[str, ...]:
     return tuple(c.strip() for value in values or () for c in value.split(",") if c.strip())
 
 
-def carried_choices(model: str, **given: list[str] | None) -> dict[str, tuple[str, ...]]:
-    """A person's choices for `model` (`allow_columns`, `leave_out`: its run's parameters), each
-    as given (`none`: no column), or, not given, as its latest version was trained, said."""
-    from forecast.training.registry import latest_params
+def given_choice(option: str, values: list[str] | None) -> tuple[str, ...] | None:
+    """A retrain option's columns: None when not given (carried), () for `none` (dropped)."""
+    if values is None:
+        return None
+    listed = _listed(values)
+    if any(c.lower() == "none" for c in listed):
+        if len(listed) > 1:
+            raise fail(f"{option} none drops every column: give it alone, not with {listed}")
+        return ()
+    return listed
 
-    version, before = latest_params(model) if None in given.values() else (None, {})
+
+def carried_choices(
+    model: str, before: tuple[str | None, dict[str, str]], **given: tuple[str, ...] | None
+) -> dict[str, tuple[str, ...]]:
+    """A person's choices for `model` (`allow_columns`, `leave_out`: its run's parameters), each
+    as given, or, not given (None), as its latest version was trained (`before`:
+    `registry.latest_params`), said."""
+    version, params = before
     out = {}
     for key, values in given.items():
         if values is not None:
-            out[key] = () if _listed(values) == ("none",) else _listed(values)
+            out[key] = values
             continue
-        out[key] = tuple(c for c in before.get(key, "").split(",") if c)
+        out[key] = tuple(c for c in params.get(key, "").split(",") if c)
         if out[key]:
             option = "--" + key.removesuffix("s").replace("_", "-")
             err_console.print(
@@ -74,21 +87,20 @@ def carried_choices(model: str, **given: list[str] | None) -> dict[str, tuple[st
     return out
 
 
-def churn_as_trained(model: str) -> dict[str, str | int]:
-    """What churn is for `model` (definition and horizon) as its latest version was trained,
-    said; {} when none is. A nightly retrain keeps the label its champion was judged on: `auto`
-    could flip to the other definition, and an inactivity horizon be drawn anew from the gaps."""
-    from forecast.training.registry import latest_params
-
-    version, before = latest_params(model)
-    definition, horizon = before.get("definition", ""), before.get("horizon_days", "")
-    if definition not in ("subscription", "inactivity") or not horizon.isdigit():
-        return {}
-    err_console.print(
-        f"{model}: {definition} churn over {horizon} days, as version {version} was trained "
-        "(`forecast train churn` changes it)"
-    )
-    return {"definition": definition, "horizon_days": int(horizon)}
+def churn_as_trained(model: str, before: tuple[str | None, dict[str, str]]) -> dict[str, object]:
+    """What a person chose of churn's definition and horizon for `model`'s latest version
+    (`before`: `registry.latest_params`), said; what `auto` decided is decided again."""
+    version, params = before
+    given = [k for k in params.get("given", "").split(",") if k in ("definition", "horizon_days")]
+    kept: dict[str, object] = {k: params[k] for k in given if params.get(k)}
+    if "horizon_days" in kept:
+        kept["horizon_days"] = int(str(kept["horizon_days"]))
+    if kept:
+        said = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in kept.items())
+        err_console.print(
+            f"{model}: {said}, as version {version} was trained (`forecast train churn` changes it)"
+        )
+    return kept
 
 
 def _outcome_dict(outcome) -> dict:
@@ -304,19 +316,36 @@ def retrain(
     allowed passes the guard of the model that reads it); --leave-out is the deal-win model's.
     Not given, each is as the model's latest version was trained (said as it starts), so a
     nightly retrain keeps what a person decided; `--leave-out none` (or `--allow-column none`)
-    drops it. Churn keeps its definition and horizon the same way (`train churn` changes them)."""
+    drops it. A column given to --allow-column goes to the model that reads it. Churn keeps the
+    definition and horizon a person gave `train churn` the same way."""
     from forecast.features.on_dask import CONTEXT_TABLES
     from forecast.training import win as train
     from forecast.training.churn_task import MODEL_NAME as CHURN_MODEL
     from forecast.training.pipelines import PIPELINES
+    from forecast.training.registry import latest_params
     from forecast.training.win_task import MODEL_NAME as WIN_MODEL
-    from forecast.training.win_task import check_leave_out
+    from forecast.training.win_task import check_leave_out, reads
 
-    chosen = carried_choices(WIN_MODEL, allow_columns=allow_column, leave_out=leave_out)
+    allowed = given_choice("--allow-column", allow_column)
+    # a column given goes to the model that reads it; the other model keeps its own
+    for_win = None if not allowed else tuple(c for c in allowed if reads(c)) or None
+    for_churn = None if not allowed else tuple(c for c in allowed if not reads(c)) or None
+    if allowed == ():
+        for_win = for_churn = ()
+    chosen = carried_choices(
+        WIN_MODEL,
+        latest_params(WIN_MODEL),
+        allow_columns=for_win,
+        leave_out=given_choice("--leave-out", leave_out),
+    )
     win = train.WinParams(
         seed=seed, allow_columns=chosen["allow_columns"], leave_out=chosen["leave_out"]
     )
-    churn = carried_choices(CHURN_MODEL, allow_columns=allow_column) | churn_as_trained(CHURN_MODEL)
+    before = latest_params(CHURN_MODEL)
+    churn: dict[str, object] = {
+        **carried_choices(CHURN_MODEL, before, allow_columns=for_churn),
+        **churn_as_trained(CHURN_MODEL, before),
+    }
     try:
         check_leave_out(win.leave_out)
     except ValueError as err:

@@ -311,8 +311,13 @@ def retrain_churn(
     `client`: a Dask client whose cluster computes the features;
     `parts`: the version folder of a store in parts, read by the cluster's workers (`tables`
     then need hold only the reps and products)."""
+    given = (("definition", definition != "auto"), ("horizon_days", horizon_days is not None))
     chosen = ChurnParams(
-        seed=seed, definition=definition, horizon_days=horizon_days, allow_columns=allow_columns
+        seed=seed,
+        definition=definition,
+        horizon_days=horizon_days,
+        allow_columns=allow_columns,
+        given=tuple(name for name, set_by_person in given if set_by_person),
     )
     facts = churn_facts(tables, client, parts)
     return retrain(

@@ -228,7 +228,7 @@ def _limits(result: ChurnTrainResult, definition: Definition) -> list[str]:
         ]
     if result.params.allow_columns:
         limits += [
-            "- The leak guard was overridden for: "
+            "- Let past the leak guard by a person: "
             f"{', '.join(result.params.allow_columns)} (checked by a person, `--allow-column`).",
         ]
     return limits

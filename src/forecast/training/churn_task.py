@@ -78,12 +78,14 @@ class ChurnParams:
     half_lives: tuple[int | None, ...] = HALF_LIVES  # recency weightings tried (days)
     rolling_folds: int = ROLLING_FOLDS  # held-out windows the choice is made on
     allow_columns: tuple[str, ...] = ()  # columns the leak guard would refuse, checked by a person
+    given: tuple[str, ...] = ()  # which of definition and horizon_days a person set (kept nightly)
 
     def flat(self) -> dict[str, object]:
         out = {k: v for k, v in asdict(self).items() if k != "tree"}
         out["candidates"] = ",".join(self.candidates)
         out["half_lives"] = ",".join("none" if h is None else str(h) for h in self.half_lives)
         out["allow_columns"] = ",".join(self.allow_columns)
+        out["given"] = ",".join(self.given)
         return out | {f"tree_{k}": v for k, v in asdict(self.tree).items()}
 
 
@@ -367,7 +369,8 @@ def resolve(params: ChurnParams, data: CrmTables | ChurnFacts) -> ChurnParams:
         table = "a revenue table" if name == "subscription" else "an orders table"
         raise NotEnoughDataError(
             f"{name} churn needs {wanted} and the export has none: import {table}, or leave "
-            "--definition to auto"
+            "--definition to auto (`forecast retrain` keeps the definition given to `forecast "
+            "train churn`: train churn again with --definition auto)"
         )
     horizon = params.horizon_days
     if horizon is None:

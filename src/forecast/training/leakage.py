@@ -10,8 +10,9 @@ looks for the signatures, each on closed deals only:
 - **the close as the expected close**: the expected close known at creation lies within a day
   of the actual close for most closed deals (an estimate is rarely that good);
 - **one column that separates**: a single feature's out-of-time ROC AUC on the test slice of
-  LEAK_AUC or more, learned on the train slice (a category's win rate; a number as it is, or
-  through a depth-3 tree, which also finds a value leaky only in a band).
+  LEAK_AUC or more at the lower end of its 90 % interval (rows resampled by deal or account),
+  learned on the train slice (a category's win rate; a number as it is, or through a depth-3
+  tree, which also finds a value leaky only in a band).
 
 Every feature is tested by itself, so two leaky columns that share a model's gain are both
 caught. Suspects are refused with the column, the evidence and the fix; `allow` names columns a
@@ -285,14 +286,6 @@ def single_feature_score(
     return score if roc_auc_score(y, score) >= 0.5 else -score
 
 
-def single_feature_auc(
-    train: pd.DataFrame, test: pd.DataFrame, feature: str, categorical: bool, label: str = "won"
-) -> float:
-    """Out-of-time ROC AUC of one feature alone, in its better direction (0.5 = no signal)."""
-    score = single_feature_score(train, test, feature, categorical, label)
-    return 0.5 if score is None else float(roc_auc_score(test[label].to_numpy(dtype=int), score))
-
-
 def _auc(y: np.ndarray, score: np.ndarray) -> float:
     auc = float(roc_auc_score(y, score))
     return max(auc, 1 - auc)
@@ -347,11 +340,11 @@ def screen_features(
         score = scores[name]
         if auc < LEAK_AUC or score is None:
             continue
-        differences = auc_differences(y, score, {"coin": None}, groups, rounds=200)
-        low, high = 0.5 + np.quantile(differences["coin"], [0.05, 0.95])
+        coin = auc_differences(y, score, {"coin": None}, groups, rounds=200)["coin"]
+        low, high = 0.5 + np.quantile(coin, [0.05, 0.95]) if len(coin) else (auc, auc)
         interval = f"90 % interval {low:.3f} .. {high:.3f} over {len(y):,} rows"
         if low < LEAK_AUC:
-            log.info(
+            log.warning(
                 "%s alone ranks the test slice with ROC AUC %.3f, past the leak guard's %s, "
                 "but within noise of it (%s): not refused", name, auc, LEAK_AUC, interval
             )  # fmt: skip

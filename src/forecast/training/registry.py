@@ -211,9 +211,11 @@ def latest_params(name: str) -> tuple[str | None, dict[str, str]]:
     if not versions:
         return None, {}
     latest = max(versions, key=lambda v: int(v.version))
-    if not latest.run_id:  # registered from outside a run: nothing was told
+    try:
+        return str(latest.version), dict(client().get_run(latest.run_id or "").data.params)
+    except MlflowException:  # registered from outside a run, or its run deleted
+        log.warning("%s v%s has no run to read what it was trained with", name, latest.version)
         return str(latest.version), {}
-    return str(latest.version), dict(client().get_run(latest.run_id).data.params)
 
 
 def no_champion(name: str, how_to_train: str) -> str:

@@ -192,7 +192,7 @@ def _card_limits(result: WinTrainResult) -> list[str]:
         ]
     if result.params.allow_columns:
         lines += [
-            "- The leak guard was overridden for: "
+            "- Let past the leak guard by a person: "
             f"{', '.join(result.params.allow_columns)} (checked by a person, `--allow-column`).",
         ]
     return [
@@ -205,7 +205,7 @@ def _card_limits(result: WinTrainResult) -> list[str]:
         "- The leak guard (`forecast.training.leakage`) refuses, before any fit, columns filled",
         "  mostly for one",
         f"  outcome, a final close date used as the expected close, and any feature that alone"
-        f" reaches out-of-time AUC {LEAK_AUC}.",
+        f" reaches out-of-time AUC {LEAK_AUC} (the lower end of its 90 % interval).",
     ]
 
 

@@ -254,6 +254,13 @@ def build_frame(
 ATTRIBUTES_TABLE = "deal_attributes."
 
 
+def reads(column: str) -> bool:
+    """Whether a deal-win feature reads `column` (as `deals.amount`, an attribute's column, or
+    a feature's own name)."""
+    names = {source_of(f.name) for f in DEAL_FEATURES} | {f.name for f in DEAL_FEATURES}
+    return column.startswith(ATTRIBUTES_TABLE) or column in names
+
+
 def check_leave_out(leave_out: Sequence[str]) -> None:
     """`left_in`'s check before the features are made (an attribute's column: after).
 
