@@ -119,11 +119,13 @@ def test_a_planted_leak_is_refused_naming_the_column(kind, world, tmp_path):
     suspects = screen_columns(_imported(world, frame, tmp_path / kind))
     assert {s.column for s in suspects} == columns
     with pytest.raises(LeakageSuspected) as refused:
-        refuse(suspects)
+        refuse(suspects, can_leave_out=True)
     for column in columns:
         assert column in str(refused.value)
     assert "--allow-column" in str(refused.value)
-    assert refuse(suspects, allowed=columns) == suspects  # overridden by a person, and kept
+    assert (
+        refuse(suspects, allowed=columns, can_leave_out=True) == suspects
+    )  # overridden by a person, and kept
 
 
 def test_the_honest_export_passes(world, tmp_path):
@@ -168,7 +170,7 @@ def test_a_column_set_at_the_close_can_be_left_out_of_the_model_and_kept(world, 
     plant, _ = LEAKS["amount-zero-when-lost"]
     tables = _imported(world, plant(opportunities(world.tables, SF_STAGES), world), tmp_path / "x")
     with pytest.raises(LeakageSuspected, match=r"--leave-out deals\.amount"):
-        refuse(screen_columns(tables))
+        refuse(screen_columns(tables), can_leave_out=True)
 
     params = WinParams(
         tree=TreeParams(n_estimators=40, n_jobs=1), half_lives=(None,), leave_out=("deals.amount",)
@@ -242,7 +244,7 @@ def test_a_churn_leak_names_only_the_fix_churn_training_takes():
     )
     assert [s.column for s in kept] == ["usage_last"]
     with pytest.raises(LeakageSuspected, match="--leave-out usage_last"):
-        check_leakage(train, test, features, label="churned")
+        check_leakage(train, test, features, label="churned", can_leave_out=True)
 
 
 def test_an_honest_feature_past_the_limit_by_chance_on_a_small_slice_is_not_refused():
@@ -256,15 +258,40 @@ def test_an_honest_feature_past_the_limit_by_chance_on_a_small_slice_is_not_refu
         signal = churned + rng.normal(0, noise, n)  # AUC about 0.85 at 0.68, 0.93 at 0.48
         return pd.DataFrame({"account_id": np.arange(n), "churned": churned, "usage": signal})
 
-    features = [Feature("usage")]
+    features, churn = [Feature("usage")], {"can_leave_out": False}
     small = part(60, 0.68)
     kept, aucs = check_leakage(
-        part(2_000, 0.68), small, features, label="churned", group="account_id"
+        part(2_000, 0.68), small, features, label="churned", group="account_id", **churn
     )
     assert aucs["usage"] > 0.92 and kept == [], "past the limit by chance, not refused"
     with pytest.raises(LeakageSuspected, match=r"ROC AUC 0\.9\d\d \(90 % interval 0\.9"):
         check_leakage(
-            part(2_000, 0.48), part(4_000, 0.48), features, label="churned", group="account_id"
-        )
+            part(2_000, 0.48), part(4_000, 0.48), features, label="churned", group="account_id",
+            **churn,
+        )  # fmt: skip
     with pytest.raises(LeakageSuspected, match="usage"):
-        check_leakage(part(2_000, 0.05), part(60, 0.05), features, label="churned")
+        check_leakage(part(2_000, 0.05), part(60, 0.05), features, label="churned", **churn)
+
+
+def test_an_accounts_snapshots_are_resampled_together_for_the_interval():
+    """30 accounts, 4 snapshots each with the same value and outcome (AUC 0.96 on them, about
+    0.85 in truth): as 120 rows the interval clears the limit and the feature is refused; as
+    30 accounts it does not, and the feature passes."""
+    rng = np.random.default_rng(14)
+    churned = rng.integers(0, 2, 30)
+    usage = churned + rng.normal(0, 0.68, 30)
+    test = pd.DataFrame(
+        {
+            "account_id": np.repeat(np.arange(30), 4),
+            "churned": np.repeat(churned, 4),
+            "usage": np.repeat(usage, 4),
+        }
+    )
+    other = np.random.default_rng(0)
+    labels = other.integers(0, 2, 2_000)
+    train = pd.DataFrame({"churned": labels, "usage": labels + other.normal(0, 0.68, 2_000)})
+    features, churn = [Feature("usage")], {"label": "churned", "can_leave_out": False}
+    with pytest.raises(LeakageSuspected, match=r"over 120 rows"):
+        check_leakage(train, test, features, **churn)  # as if every row were an account
+    kept, aucs = check_leakage(train, test, features, group="account_id", **churn)
+    assert aucs["usage"] > 0.95 and kept == []

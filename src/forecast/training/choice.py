@@ -109,7 +109,7 @@ def check_leakage(
     allowed: Sequence[str] = (),
     columns: Sequence[Suspect] = (),
     group: str | None = None,
-    can_leave_out: bool = True,
+    can_leave_out: bool,
 ) -> tuple[list[Suspect], dict[str, float]]:
     """Before any fit: refuse every feature (or mapped column) that knows the outcome.
 

@@ -316,7 +316,7 @@ def screen_features(
     label: str = "won",
     *,
     group: str | None = None,
-    can_leave_out: bool = True,
+    can_leave_out: bool,
 ) -> tuple[list[Suspect], dict[str, float]]:
     """Each feature alone, out of time: those that separate the outcomes too well, and every AUC.
 
@@ -394,7 +394,7 @@ def _one_per_column(suspects: Sequence[Suspect]) -> list[Suspect]:
 
 
 def refuse(
-    suspects: Sequence[Suspect], allowed: Iterable[str] = (), *, can_leave_out: bool = True
+    suspects: Sequence[Suspect], allowed: Iterable[str] = (), *, can_leave_out: bool
 ) -> list[Suspect]:
     """Raise for every suspect not allowed; return the allowed ones (to log and show).
     `can_leave_out`: as in `screen_features`, which options the message names."""
