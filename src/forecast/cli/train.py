@@ -327,11 +327,10 @@ def retrain(
     from forecast.training.win_task import check_leave_out, reads
 
     allowed = given_choice("--allow-column", allow_column)
-    # a column given goes to the model that reads it; the other model keeps its own
-    for_win = None if not allowed else tuple(c for c in allowed if reads(c)) or None
-    for_churn = None if not allowed else tuple(c for c in allowed if not reads(c)) or None
-    if allowed == ():
-        for_win = for_churn = ()
+    for_win = for_churn = allowed  # not given (None) or none (): the same for both
+    if allowed:  # a column goes to the model that reads it; the other keeps its own
+        for_win = tuple(c for c in allowed if reads(c)) or None
+        for_churn = tuple(c for c in allowed if not reads(c)) or None
     chosen = carried_choices(
         WIN_MODEL,
         latest_params(WIN_MODEL),

@@ -29,6 +29,7 @@ from forecast.training.churn_task import (
 from forecast.training.drift import DriftReport
 from forecast.training.registry import Evaluation, GateDecision
 from forecast.training.tracking import (
+    allowed_card_lines,
     choice_card_lines,
     markdown,
 )
@@ -226,11 +227,7 @@ def _limits(result: ChurnTrainResult, definition: Definition) -> list[str]:
             "- History before the export's first order is unseen: early snapshots know little",
             "  of a customer's past (tenure and counts are left-censored).",
         ]
-    if result.params.allow_columns:
-        limits += [
-            "- Let past the leak guard by a person: "
-            f"{', '.join(result.params.allow_columns)} (checked by a person, `--allow-column`).",
-        ]
+    limits += allowed_card_lines(result.params.allow_columns)
     return limits
 
 

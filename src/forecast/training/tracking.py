@@ -161,6 +161,15 @@ def log_choice(result: Any) -> None:
         mlflow.log_artifacts(str(folder), artifact_path="evaluation")
 
 
+def allowed_card_lines(allow_columns: Sequence[str]) -> list[str]:
+    """The model card's line for the columns a person let past the leak guard, if any."""
+    if not allow_columns:
+        return []
+    return [
+        f"- Let past the leak guard by a person: {', '.join(allow_columns)} (`--allow-column`)."
+    ]
+
+
 def choice_card_lines(result: Any, unit: str) -> list[str]:
     """The card's sections on the choice, the held-out windows and the drift they saw.
 

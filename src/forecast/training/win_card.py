@@ -17,6 +17,7 @@ from forecast.training.drift import DriftReport
 from forecast.training.leakage import LEAK_AUC
 from forecast.training.registry import Evaluation, GateDecision
 from forecast.training.tracking import (
+    allowed_card_lines,
     choice_card_lines,
     markdown,
 )
@@ -190,11 +191,7 @@ def _card_limits(result: WinTrainResult) -> list[str]:
             f"{', '.join(result.params.leave_out)}; no feature reads it, and it still counts "
             "where it is no feature (bookings, the amount at stake).",
         ]
-    if result.params.allow_columns:
-        lines += [
-            "- Let past the leak guard by a person: "
-            f"{', '.join(result.params.allow_columns)} (checked by a person, `--allow-column`).",
-        ]
+    lines += allowed_card_lines(result.params.allow_columns)
     return [
         *lines,
         "- Only deals that closed are scored: deals still open at the export (longer, and more",
